@@ -1,0 +1,44 @@
+"""The Flask API. `create_app` reads as the table of contents of the service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from services.api import fits, openapi, ops
+from services.api.extensions import Services
+from services.api.problems import register_error_handlers
+from shared.db import Database
+from shared.queue import make_celery
+from shared.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> Flask:
+    settings = settings or get_settings()
+    app = Flask(__name__)
+    # Bodies over the limit are refused with 413 before they are parsed.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if test_config:
+        app.config.update(test_config)
+    register_extensions(app, settings)
+    register_blueprints(app)
+    register_error_handlers(app)
+    return app
+
+
+def register_extensions(app: Flask, settings: Settings) -> None:
+    celery = make_celery(settings)
+    # A submission waits at most about a second for a broker that is down;
+    # the fit is already committed and the reconciler publishes it later.
+    celery.conf.task_publish_retry_policy = {
+        "max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
+    }
+    app.extensions["calib"] = Services(settings, Database.from_settings(settings), celery)
+
+
+def register_blueprints(app: Flask) -> None:
+    app.register_blueprint(fits.bp)
+    app.register_blueprint(ops.bp)
+    app.register_blueprint(openapi.bp)

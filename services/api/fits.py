@@ -1,0 +1,182 @@
+"""/v1/fits: submit, read, list, losses, cancel, predict."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, Response, request, stream_with_context
+
+from services.api.extensions import services
+from services.api.losses import csv_lines, read_losses
+from services.api.presenters import fit_json
+from services.api.problems import Problem
+from services.api.requests import json_body, parse, query_choice, query_int
+from services.api.submit import submit_fit
+from services.api.tenancy import current_tenant
+from shared.models import ACTIVE, CANCELLED, STATUSES, SUCCEEDED, Fit, UTCDateTime, utcnow
+from shared.schemas import FitCreate, PredictRequest
+
+bp = Blueprint("fits", __name__, url_prefix="/v1/fits")
+
+MAX_LOSS_PAGE = 100_000
+
+
+def _get_fit(session: Any, fit_id: str) -> Fit:
+    # Another tenant's fit answers exactly like an unknown id.
+    fit = session.scalars(
+        sa.select(Fit).where(Fit.id == fit_id, Fit.tenant == current_tenant())
+    ).first()
+    if fit is None:
+        raise Problem(404, f"no fit with id {fit_id}", slug="not-found")
+    return fit
+
+
+def idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 200:
+        raise Problem(422, "Idempotency-Key: 1 to 200 characters", slug="invalid-field",
+                      errors=[{"loc": ["header", "Idempotency-Key"], "msg": "1 to 200 characters"}])
+    return key
+
+
+@bp.post("")
+def create_fit() -> tuple[dict[str, Any], int, dict[str, str]]:
+    svc = services()
+    spec = parse(FitCreate, json_body(), {"settings": svc.settings})
+    fit, created = submit_fit(svc.db, svc.publish, spec, current_tenant(), idempotency_key())
+    return fit_json(fit), 202 if created else 200, {"Location": f"/v1/fits/{fit.id}"}
+
+
+@bp.get("/<fit_id>")
+def get_fit(fit_id: str) -> dict[str, Any]:
+    with services().db.session() as session:
+        return fit_json(_get_fit(session, fit_id))
+
+
+def _encode_cursor(fit: Fit) -> str:
+    raw = f"{fit.created_at.astimezone(dt.UTC).isoformat()}|{fit.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+    try:
+        created, fit_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return dt.datetime.fromisoformat(created), fit_id
+    except ValueError as exc:
+        raise Problem(422, "cursor: not a cursor this API gave out", slug="invalid-field",
+                      errors=[{"loc": ["query", "cursor"], "msg": "invalid cursor"}]) from exc
+
+
+def list_fits_query(batch_id: str | None = None) -> tuple[list[Fit], str | None]:
+    """Newest first, cursor-paginated, filtered by status, batch and label."""
+    limit = query_int("limit", 100, 1, 1000)
+    status = query_choice("status", STATUSES)
+    query = sa.select(Fit).where(Fit.tenant == current_tenant())
+    batch_id = batch_id or request.args.get("batch_id") or None
+    if batch_id:
+        query = query.where(Fit.batch_id == batch_id)
+    if status:
+        query = query.where(Fit.status == status)
+    label = request.args.get("label")
+    if label:
+        key, sep, value = label.partition(":")
+        if not sep or not key:
+            raise Problem(422, "label: write it as key:value", slug="invalid-field",
+                          errors=[{"loc": ["query", "label"], "msg": "key:value"}])
+        query = query.where(Fit.labels[key].as_string() == value)
+    cursor = request.args.get("cursor")
+    if cursor:
+        created, fit_id = _decode_cursor(cursor)
+        query = query.where(
+            sa.tuple_(Fit.created_at, Fit.id)
+            < sa.tuple_(sa.literal(created, UTCDateTime()), sa.literal(fit_id))
+        )
+    query = query.order_by(Fit.created_at.desc(), Fit.id.desc()).limit(limit + 1)
+    with services().db.session() as session:
+        fits = list(session.scalars(query))
+    next_cursor = _encode_cursor(fits[limit - 1]) if len(fits) > limit else None
+    return fits[:limit], next_cursor
+
+
+@bp.get("")
+def list_fits() -> dict[str, Any]:
+    fits, cursor = list_fits_query()
+    return {"items": [fit_json(f) for f in fits],
+            "next": f"/v1/fits?{_with(cursor=cursor)}" if cursor else None}
+
+
+def _with(**changes: Any) -> str:
+    from urllib.parse import urlencode
+
+    args = request.args.to_dict()
+    args.update({k: str(v) for k, v in changes.items()})
+    return urlencode(args)
+
+
+def _wants_csv() -> bool:
+    fmt = query_choice("format", ("json", "csv"))
+    if fmt:
+        return fmt == "csv"
+    return request.accept_mimetypes.best_match(["application/json", "text/csv"]) == "text/csv" \
+        and "text/csv" in request.headers.get("Accept", "")
+
+
+@bp.get("/<fit_id>/losses")
+def get_losses(fit_id: str) -> Any:
+    db = services().db
+    if _wants_csv():
+        with db.session() as session:
+            fit = _get_fit(session, fit_id)
+            losses = read_losses(session, fit.id, 1, fit.epochs_done + 1)
+        return Response(stream_with_context(csv_lines(losses)), mimetype="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{fit_id}-losses.csv"'})
+    start = query_int("start", 1, 1, 2**31 - 1)
+    limit = query_int("limit", 10_000, 1, MAX_LOSS_PAGE)
+    with db.session() as session:
+        fit = _get_fit(session, fit_id)
+        done = fit.epochs_done
+        losses = read_losses(session, fit.id, start, min(start + limit, done + 1))
+    end = start + len(losses)
+    more = end <= done and len(losses) == limit
+    return {
+        "fit_id": fit.id,
+        "epochs_done": done,
+        "start": start,
+        "loss": losses.tolist(),
+        "next": f"/v1/fits/{fit.id}/losses?{_with(start=end, limit=limit)}" if more else None,
+    }
+
+
+@bp.post("/<fit_id>/cancel")
+def cancel_fit(fit_id: str) -> tuple[dict[str, Any], int]:
+    db = services().db
+    with db.session(write=True) as session:
+        fit = _get_fit(session, fit_id)
+        # Conditional, so it cannot race a worker finishing the fit; a running
+        # fit's worker sees the status at its next checkpoint and drops it.
+        changed = session.execute(
+            sa.update(Fit)
+            .where(Fit.id == fit.id, Fit.status.in_(ACTIVE))
+            .values(status=CANCELLED, finished_at=utcnow(), lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    if not changed:
+        raise Problem(409, f"fit {fit_id} is {fit.status}: only queued or running fits can be cancelled",
+                      slug="not-cancellable")
+    with db.session() as session:
+        return fit_json(_get_fit(session, fit_id)), 202
+
+
+@bp.post("/<fit_id>/predict")
+def predict(fit_id: str) -> dict[str, Any]:
+    body = parse(PredictRequest, json_body())
+    with services().db.session() as session:
+        fit = _get_fit(session, fit_id)
+    if fit.status != SUCCEEDED or fit.w is None or fit.b is None:
+        raise Problem(409, f"fit {fit_id} is {fit.status}: predictions need a succeeded fit",
+                      slug="not-succeeded")
+    w_raw, b_raw = fit.w * fit.input_scale, fit.b
+    return {"fit_id": fit.id, "t_c": [w_raw * t + b_raw for t in body.t_u]}

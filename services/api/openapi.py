@@ -1,0 +1,228 @@
+"""The OpenAPI 3.1 document of the service, built from the Pydantic schemas, and a /docs page."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from flask import Blueprint, Response
+
+from services.api.extensions import services
+from shared.schemas import SCHEMAS
+
+bp = Blueprint("openapi", __name__)
+
+PROBLEM_CODES = {
+    "400": "Malformed JSON or CSV",
+    "404": "Unknown id, or another tenant's",
+    "409": "Conflict: the fit's state, or an Idempotency-Key reused with another body",
+    "413": "Body or data over a limit",
+    "415": "Unsupported media type",
+    "422": "Invalid field; `errors[].loc` names it",
+    "503": "A dependency (database, broker) is down; see Retry-After",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(name)}}
+
+
+def _problems(*codes: str) -> dict[str, Any]:
+    return {
+        code: {"description": PROBLEM_CODES[code],
+               "content": {"application/problem+json": {"schema": _ref("Problem")}}}
+        for code in codes
+    }
+
+
+def _id_param(name: str = "fit_id") -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+def _paths(limits: dict[str, int]) -> dict[str, Any]:
+    fit_ok = {"description": "The fit", "content": _json("FitPublic")}
+    return {
+        "/v1/fits": {
+            "post": {
+                "operationId": "createFit",
+                "summary": "Submit a fit; it is queued and runs on a worker",
+                "description": (
+                    "Commits the fit, then wakes a worker; the answer never waits for the fit. "
+                    f"Limits: 2 to {limits['points']} points, 1 to {limits['epochs']} epochs, "
+                    f"{limits['labels']} labels, a body of at most {limits['body']} bytes. "
+                    "With an `Idempotency-Key`, the same key and body answer 200 with the "
+                    "original fit; the same key with another body is 409."
+                ),
+                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                "schema": {"type": "string", "maxLength": 200}}],
+                "requestBody": {"required": True, "content": _json("FitCreate")},
+                "responses": {
+                    "202": {**fit_ok, "description": "Accepted and queued",
+                            "headers": {"Location": {"schema": {"type": "string"}}}},
+                    "200": {**fit_ok, "description": "An idempotent replay: the original fit"},
+                    **_problems("400", "409", "413", "415", "422", "503"),
+                },
+            },
+            "get": {
+                "operationId": "listFits",
+                "summary": "List fits, newest first",
+                "parameters": [
+                    _query("status", {"type": "string", "enum": ["queued", "running", "succeeded",
+                           "diverged", "failed", "cancelled"]}, "Only fits in this status"),
+                    _query("batch_id", {"type": "string"}, "Only this batch's fits"),
+                    _query("label", {"type": "string", "example": "sensor:A17"},
+                           "key:value; only fits with this label"),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
+                                     "default": 100}, "Page size"),
+                    _query("cursor", {"type": "string"}, "From the previous page's `next`"),
+                ],
+                "responses": {"200": {"description": "A page of fits",
+                                      "content": _json("FitList")}, **_problems("422")},
+            },
+        },
+        "/v1/fits/{fit_id}": {
+            "get": {"operationId": "getFit", "summary": "A fit, with its progress and result",
+                    "parameters": [_id_param()],
+                    "responses": {"200": fit_ok, **_problems("404")}},
+        },
+        "/v1/fits/{fit_id}/losses": {
+            "get": {
+                "operationId": "getFitLosses",
+                "summary": "The loss of every epoch recorded so far",
+                "description": "`loss[i]` is the loss of epoch `start + i`. `?format=csv` or "
+                               "`Accept: text/csv` streams the whole series as `epoch,loss`.",
+                "parameters": [
+                    _id_param(),
+                    _query("start", {"type": "integer", "minimum": 1, "default": 1},
+                           "First epoch of the page"),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 100000,
+                                     "default": 10000}, "Epochs per page"),
+                    _query("format", {"type": "string", "enum": ["json", "csv"]}, "csv streams"),
+                ],
+                "responses": {
+                    "200": {"description": "A page of losses",
+                            "content": {**_json("LossPage"),
+                                        "text/csv": {"schema": {"type": "string"}}}},
+                    **_problems("404", "422"),
+                },
+            },
+        },
+        "/v1/fits/{fit_id}/cancel": {
+            "post": {"operationId": "cancelFit",
+                     "summary": "Cancel a queued or running fit (a running one stops at its "
+                                "next checkpoint; its losses so far stay readable)",
+                     "parameters": [_id_param()],
+                     "responses": {"202": fit_ok, **_problems("404", "409")}},
+        },
+        "/v1/fits/{fit_id}/predict": {
+            "post": {"operationId": "predict", "summary": "t_c = w_raw * t_u + b_raw",
+                     "parameters": [_id_param()],
+                     "requestBody": {"required": True, "content": _json("PredictRequest")},
+                     "responses": {"200": {"description": "Calibrated values", "content": {
+                         "application/json": {"schema": {"type": "object", "properties": {
+                             "fit_id": {"type": "string"},
+                             "t_c": {"type": "array", "items": {"type": "number"}}}}}}},
+                         **_problems("400", "404", "409", "415", "422")}},
+        },
+        "/healthz": {"get": {"operationId": "healthz", "summary": "200 while the process serves",
+                             "responses": {"200": {"description": "Alive"}}}},
+        "/readyz": {"get": {"operationId": "readyz",
+                            "summary": "200 when the database and the broker answer",
+                            "responses": {"200": {"description": "Ready"},
+                                          **_problems("503")}}},
+    }
+
+
+@cache
+def _schemas() -> dict[str, Any]:
+    components: dict[str, Any] = {}
+    for model in SCHEMAS:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}",
+                                         mode="serialization" if model.__name__ != "FitCreate"
+                                         else "validation")
+        components.update(schema.pop("$defs", {}))
+        components[model.__name__] = schema
+    return components
+
+
+def document() -> dict[str, Any]:
+    s = services().settings
+    limits = {"points": s.max_points_per_fit, "epochs": s.max_epochs, "labels": s.max_labels,
+              "body": s.max_body_bytes}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "calib", "version": "1",
+                 "description": "Linear calibration fits t_c = w*t_u + b by gradient descent."},
+        "paths": _paths(limits),
+        "components": {"schemas": _schemas()},
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> dict[str, Any]:
+    return document()
+
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>calib API</title>
+<style>
+body{font:15px/1.45 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
+h2{border-bottom:1px solid #ddd;padding-bottom:.2rem}
+.op{border:1px solid #ddd;border-radius:6px;margin:.6rem 0;padding:.4rem .8rem}
+.m{display:inline-block;width:4rem;font-weight:bold;text-transform:uppercase}
+.get{color:#0a6}.post{color:#06c} pre{background:#f6f6f6;padding:.5rem;overflow:auto}
+textarea{width:100%;height:6rem;font-family:monospace}
+</style></head><body>
+<h1>calib API</h1><p>The contract, as served by <a href="/openapi.json">/openapi.json</a>.
+Each operation can be tried from this page.</p><div id="ops"></div>
+<script>
+fetch('/openapi.json').then(r => r.json()).then(doc => {
+  const root = document.getElementById('ops');
+  for (const [path, item] of Object.entries(doc.paths)) {
+    for (const [method, op] of Object.entries(item)) {
+      const box = document.createElement('details'); box.className = 'op';
+      const params = (op.parameters || []).filter(p => p.in !== 'header');
+      box.innerHTML = `<summary><span class="m ${method}">${method}</span> <code>${path}</code>
+        — ${op.summary || ''}</summary><p>${op.description || ''}</p>`;
+      const form = document.createElement('form');
+      for (const p of params) {
+        form.insertAdjacentHTML('beforeend',
+          `<label>${p.name} (${p.in}) <input name="${p.name}" data-in="${p.in}"></label><br>`);
+      }
+      if (op.requestBody) form.insertAdjacentHTML('beforeend', '<textarea name="body">{}</textarea>');
+      form.insertAdjacentHTML('beforeend', '<button>Send</button><pre hidden></pre>');
+      form.onsubmit = async ev => {
+        ev.preventDefault();
+        let url = path; const q = new URLSearchParams();
+        for (const input of form.querySelectorAll('input')) {
+          if (!input.value) continue;
+          if (input.dataset.in === 'path') url = url.replace('{' + input.name + '}', encodeURIComponent(input.value));
+          else q.set(input.name, input.value);
+        }
+        const init = {method: method.toUpperCase()};
+        const body = form.querySelector('textarea');
+        if (body) { init.body = body.value; init.headers = {'Content-Type': 'application/json'}; }
+        const res = await fetch(url + (q.toString() ? '?' + q : ''), init);
+        const out = form.querySelector('pre'); out.hidden = false;
+        out.textContent = res.status + ' ' + res.statusText + '\\n' + await res.text();
+      };
+      box.appendChild(form); root.appendChild(box);
+    }
+  }
+});
+</script></body></html>
+"""
+
+
+@bp.get("/docs")
+def docs() -> Response:
+    return Response(DOCS_PAGE, mimetype="text/html")

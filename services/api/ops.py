@@ -1,0 +1,45 @@
+"""Liveness and readiness for orchestrators and load balancers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint
+
+from services.api.extensions import services
+from services.api.problems import Problem
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def _database_answers() -> str | None:
+    try:
+        with services().db.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:
+        return f"database: {type(exc).__name__}"
+    return None
+
+
+def _broker_answers() -> str | None:
+    try:
+        with services().celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception as exc:
+        return f"broker: {type(exc).__name__}"
+    return None
+
+
+@bp.get("/readyz")
+def readyz() -> dict[str, Any]:
+    failures = [f for f in (_database_answers(), _broker_answers()) if f]
+    if failures:
+        raise Problem(503, "not ready: " + "; ".join(failures), slug="dependency-unavailable",
+                      retry_after=5)
+    return {"status": "ready", "database": "ok", "broker": "ok"}

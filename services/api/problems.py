@@ -1,0 +1,115 @@
+"""Every failure as RFC 9457 problem+json: one exception type, one set of handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from shared.schemas import DataTooLarge
+
+log = logging.getLogger("calib.api")
+
+TITLES = {
+    400: "Malformed request",
+    401: "Not authenticated",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Too large",
+    415: "Unsupported media type",
+    422: "Invalid field",
+    429: "Too many requests",
+    500: "Internal error",
+    503: "Service unavailable",
+}
+
+
+class Problem(Exception):
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        slug: str | None = None,
+        errors: Sequence[dict[str, Any]] | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.slug = slug or TITLES.get(status, "error").lower().replace(" ", "-")
+        self.errors = list(errors) if errors is not None else None
+        self.retry_after = retry_after
+
+    def response(self) -> Response:
+        body: dict[str, Any] = {
+            "type": f"urn:calib:problem:{self.slug}",
+            "title": TITLES.get(self.status, "Error"),
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.errors is not None:
+            body["errors"] = self.errors
+        resp = jsonify(body)
+        resp.status_code = self.status
+        resp.mimetype = "application/problem+json"
+        if self.retry_after is not None:
+            resp.headers["Retry-After"] = str(self.retry_after)
+        return resp
+
+
+def _dotted(loc: Sequence[Any]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"
+
+
+def from_validation(exc: ValidationError, prefix: Sequence[Any] = ()) -> Problem:
+    """422 naming every bad field; 413 when what is wrong is a size limit."""
+    errors = []
+    too_large = False
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = [*prefix, *err["loc"]]
+        errors.append({"loc": loc, "msg": err["msg"], "type": err["type"]})
+        too_large |= isinstance((err.get("ctx") or {}).get("error"), DataTooLarge)
+    first = errors[0]
+    detail = f"{_dotted(first['loc'])}: {first['msg']}"
+    if len(errors) > 1:
+        detail += f" (and {len(errors) - 1} more)"
+    if too_large:
+        return Problem(413, detail, slug="data-too-large", errors=errors)
+    return Problem(422, detail, slug="invalid-field", errors=errors)
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(Problem)
+    def _problem(exc: Problem) -> Response:
+        return exc.response()
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        problem = Problem(status, exc.description or TITLES.get(status, "error"))
+        resp = problem.response()
+        if status == 405 and exc.get_response().headers.get("Allow"):
+            resp.headers["Allow"] = exc.get_response().headers["Allow"]
+        return resp
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        # Database or broker trouble is a 503 the client may retry; anything else is our bug.
+        from sqlalchemy.exc import OperationalError
+        from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+        if isinstance(exc, OperationalError | PoolTimeout):
+            log.warning("database unavailable: %s", exc)
+            return Problem(503, "the database is not answering; retry shortly",
+                           slug="dependency-unavailable", retry_after=5).response()
+        log.exception("unhandled error")
+        return Problem(500, "internal error").response()

@@ -1,0 +1,57 @@
+"""Reading request bodies and query parameters into typed values, or a problem naming the field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from flask import request
+from pydantic import BaseModel, ValidationError
+
+from services.api.problems import Problem, from_validation
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def json_body() -> Any:
+    if not request.mimetype or request.mimetype != "application/json":
+        raise Problem(415, f"send application/json, not {request.mimetype or 'no Content-Type'}")
+    raw = request.get_data(cache=False)
+    if not raw:
+        raise Problem(400, "the request body is empty; send a JSON object", slug="malformed")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise Problem(400, f"the body is not valid JSON: {exc}", slug="malformed") from exc
+
+
+def parse(model: type[M], data: Any, context: dict[str, Any] | None = None) -> M:
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise from_validation(exc) from exc
+
+
+def query_int(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise Problem(422, f"{name}: must be an integer from {low} to {high}",
+                      slug="invalid-field",
+                      errors=[{"loc": ["query", name], "msg": f"integer from {low} to {high}"}])
+    return value
+
+
+def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw not in choices:
+        raise Problem(422, f"{name}: must be one of {', '.join(choices)}", slug="invalid-field",
+                      errors=[{"loc": ["query", name], "msg": f"one of {', '.join(choices)}"}])
+    return raw

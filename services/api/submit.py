@@ -1,0 +1,83 @@
+"""Accepting fits: commit first, then publish; idempotent under a key.
+
+The fit is committed as `queued` before its wake-up message is published, so a
+worker never looks for a row that does not exist yet, and a publish that fails
+loses nothing: the reconciler publishes fits that stay queued.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from services.api.problems import Problem
+from shared.db import Database
+from shared.models import QUEUED, Fit, new_id
+from shared.packing import pack_f64
+from shared.schemas import FitCreate
+
+log = logging.getLogger("calib.api")
+
+
+def digest(canonical_body: str) -> str:
+    return hashlib.sha256(canonical_body.encode()).hexdigest()
+
+
+def new_fit(spec: FitCreate, tenant: str, *, batch_id: str | None = None,
+            chunk_id: str | None = None) -> Fit:
+    fit_id = new_id()
+    return Fit(
+        id=fit_id, tenant=tenant, batch_id=batch_id, chunk_id=chunk_id or fit_id, status=QUEUED,
+        epochs=spec.epochs, epochs_done=0, n_points=len(spec.t_u),
+        learning_rate=spec.learning_rate, init_w=spec.init.w, init_b=spec.init.b,
+        input_scale=spec.input_scale, optimizer=spec.optimizer, labels=spec.labels,
+        t_u=pack_f64(spec.t_u), t_c=pack_f64(spec.t_c), attempt=0,
+    )
+
+
+def find_by_key(db: Database, tenant: str, key: str) -> Fit | None:
+    with db.session() as session:
+        return session.scalars(
+            sa.select(Fit).where(Fit.tenant == tenant, Fit.idempotency_key == key)
+        ).first()
+
+
+def replay(existing: Fit, request_digest: str) -> Fit:
+    if existing.request_digest != request_digest:
+        raise Problem(409, "this Idempotency-Key was used with a different request body",
+                      slug="idempotency-conflict")
+    return existing
+
+
+def submit_fit(db: Database, publish: Callable[[str], None], spec: FitCreate, tenant: str,
+               key: str | None) -> tuple[Fit, bool]:
+    """Returns the fit and whether it was created now (False: an idempotent replay)."""
+    request_digest = digest(spec.model_dump_json())
+    if key is not None:
+        existing = find_by_key(db, tenant, key)
+        if existing is not None:
+            return replay(existing, request_digest), False
+    fit = new_fit(spec, tenant)
+    fit.idempotency_key, fit.request_digest = key, request_digest
+    try:
+        with db.session(write=True) as session:
+            session.add(fit)
+    except IntegrityError:
+        # A concurrent request with the same key won the insert.
+        existing = find_by_key(db, tenant, key) if key else None
+        if existing is None:
+            raise
+        return replay(existing, request_digest), False
+    dispatch(publish, fit.chunk_id)
+    return fit, True
+
+
+def dispatch(publish: Callable[[str], None], chunk_id: str) -> None:
+    try:
+        publish(chunk_id)
+    except Exception as exc:  # the broker is down: the reconciler will publish it
+        log.warning("publish of chunk %s failed, left to the reconciler: %s", chunk_id, exc)

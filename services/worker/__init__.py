@@ -1,0 +1,1 @@
+"""The Celery worker: claims fits, runs the torch engine, writes results."""

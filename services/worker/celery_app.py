@@ -1,0 +1,61 @@
+"""The Celery worker app: `celery -A services.worker.celery_app worker`.
+
+Tasks are thin: they take ids, open what they need in the worker process, and
+call the runner or the reconciler, which know nothing of Celery.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from celery.signals import worker_process_init
+
+from services.worker import reconciler, runner
+from services.worker.engine import pick_device
+from shared.db import Database
+from shared.queue import RECONCILE, RUN_CHUNK, make_celery
+from shared.settings import get_settings
+
+log = logging.getLogger("calib.worker")
+
+settings = get_settings()
+app = make_celery(settings)
+app.conf.beat_schedule = {
+    "reconcile": {"task": RECONCILE, "schedule": settings.reconcile_every_seconds},
+}
+
+_state: dict[str, object] = {}
+
+
+def _database() -> Database:
+    # One engine per process, made after the fork: pooled connections must not be shared.
+    if _state.get("pid") != os.getpid():
+        _state.clear()
+        _state["pid"] = os.getpid()
+        _state["db"] = Database.from_settings(settings)
+    db = _state["db"]
+    assert isinstance(db, Database)
+    return db
+
+
+@worker_process_init.connect
+def _init_process(**_: object) -> None:
+    if settings.torch_threads > 0:
+        torch.set_num_threads(settings.torch_threads)
+
+
+@app.task(name=RUN_CHUNK)
+def run_chunk(chunk_id: str) -> int:
+    return runner.run_chunk(_database(), settings, chunk_id, pick_device(settings.device))
+
+
+@app.task(name=RECONCILE)
+def reconcile() -> int:
+    count = reconciler.reconcile(
+        _database(), settings, lambda chunk_id: run_chunk.apply_async((chunk_id,))
+    )
+    if count:
+        log.info("reconciler re-published %d chunks", count)
+    return count

@@ -1,0 +1,79 @@
+"""Many fits' data and settings as flat tensors: points of all fits end to end, with a segment index."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# The book's float32 loop prints `inf` once the sum of squared residuals
+# overflows float32; API.md makes that the divergence rule at any precision.
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+@dataclass(frozen=True)
+class SeriesBatch:
+    """B fits. x, y, seg: all points (x already multiplied by input_scale); the rest: one per fit."""
+
+    x: torch.Tensor  # (P,) float64
+    y: torch.Tensor  # (P,) float64
+    seg: torch.Tensor  # (P,) int64, the fit each point belongs to
+    n: torch.Tensor  # (B,) int64, points per fit
+    learning_rate: torch.Tensor  # (B,) float64
+    w0: torch.Tensor  # (B,) float64
+    b0: torch.Tensor  # (B,) float64
+    epochs: torch.Tensor  # (B,) int64
+
+    @property
+    def size(self) -> int:
+        return int(self.n.shape[0])
+
+    @classmethod
+    def build(
+        cls,
+        t_u: Sequence[Sequence[float] | np.ndarray],
+        t_c: Sequence[Sequence[float] | np.ndarray],
+        *,
+        epochs: Sequence[int],
+        learning_rate: Sequence[float],
+        input_scale: Sequence[float],
+        w0: Sequence[float],
+        b0: Sequence[float],
+        device: torch.device | str = "cpu",
+    ) -> SeriesBatch:
+        f64 = torch.float64
+        counts = [len(u) for u in t_u]
+        scale = np.repeat(np.asarray(input_scale, dtype=np.float64), counts)
+        x = np.concatenate([np.asarray(u, dtype=np.float64) for u in t_u]) * scale
+        y = np.concatenate([np.asarray(c, dtype=np.float64) for c in t_c])
+        n = torch.tensor(counts, dtype=torch.int64)
+        return cls(
+            x=torch.from_numpy(x).to(device),
+            y=torch.from_numpy(y).to(device),
+            seg=torch.repeat_interleave(torch.arange(len(counts)), n).to(device),
+            n=n.to(device),
+            learning_rate=torch.tensor(learning_rate, dtype=f64, device=device),
+            w0=torch.tensor(w0, dtype=f64, device=device),
+            b0=torch.tensor(b0, dtype=f64, device=device),
+            epochs=torch.tensor(epochs, dtype=torch.int64, device=device),
+        )
+
+    def segment_mean(self, values: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros(self.size, dtype=values.dtype, device=values.device)
+        total.index_add_(0, self.seg, values)
+        return total / self.n.to(values.dtype)
+
+    def padded(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, N) x, y and a 0/1 mask, for the book's loop, which works on rectangular tensors."""
+        width = int(self.n.max())
+        starts = torch.cumsum(self.n, 0) - self.n
+        col = torch.arange(self.x.shape[0], device=self.x.device) - starts[self.seg]
+        x = torch.zeros(self.size, width, dtype=dtype, device=self.x.device)
+        y = torch.zeros_like(x)
+        mask = torch.zeros_like(x)
+        x[self.seg, col] = self.x.to(dtype)
+        y[self.seg, col] = self.y.to(dtype)
+        mask[self.seg, col] = 1
+        return x, y, mask

@@ -1,0 +1,94 @@
+"""One chunk of fits, start to end: claim, compute in epoch blocks, write each block, finish.
+
+No database session is open while the engine computes; each block of epochs is
+written in one transaction, which is the fit's progress (epochs_done, losses so
+far), its lease heartbeat and its cancellation checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from services.worker import store
+from services.worker.engine import GradientDescent, SeriesBatch
+from shared.db import Database
+from shared.models import DIVERGED, SUCCEEDED, utcnow
+from shared.packing import F32
+from shared.settings import Settings
+
+log = logging.getLogger("calib.worker")
+
+# Bound on one block's (fits x epochs) float64 tensor: about 256 MB.
+_BLOCK_CELLS = 32_000_000
+
+
+def run_chunk(db: Database, settings: Settings, chunk_id: str, device: torch.device) -> int:
+    """Run the chunk's queued fits; returns how many this call claimed."""
+    fits = store.claim(db, settings, chunk_id)
+    if not fits:
+        log.info("chunk %s: nothing to claim", chunk_id)
+        return 0
+    log.info("chunk %s: claimed %d fits", chunk_id, len(fits))
+    try:
+        _compute_and_write(db, settings, fits, device)
+    except Exception as exc:
+        store.fail(db, fits, "internal", f"{type(exc).__name__}: {exc}")
+        raise
+    return len(fits)
+
+
+def _compute_and_write(
+    db: Database, settings: Settings, fits: list[store.ClaimedFit], device: torch.device
+) -> None:
+    batch = SeriesBatch.build(
+        [fit.t_u for fit in fits],
+        [fit.t_c for fit in fits],
+        epochs=[fit.epochs for fit in fits],
+        learning_rate=[fit.learning_rate for fit in fits],
+        input_scale=[fit.input_scale for fit in fits],
+        w0=[fit.init_w for fit in fits],
+        b0=[fit.init_b for fit in fits],
+        device=device,
+    )
+    engine = GradientDescent(batch)
+    done = engine.epochs_done.cpu().numpy()
+    diverged_at = engine.diverged_at.cpu().numpy()
+    w, b = engine.w.cpu().numpy(), engine.b.cpu().numpy()
+
+    block_epochs = max(1, min(settings.loss_block_epochs, _BLOCK_CELLS // len(fits)))
+    last_epoch = int(done.max())
+    alive = {fit.id for fit in fits}
+    first = 1
+    while True:
+        last = min(first + block_epochs - 1, max(last_epoch, first))
+        losses = engine.losses(first, last).to(torch.float32).cpu().numpy()
+        checkpoint = store.Checkpoint()
+        for i, fit in enumerate(fits):
+            if fit.id not in alive:
+                continue
+            count = min(last, int(done[i])) - first + 1
+            if count > 0:
+                checkpoint.blocks.append({
+                    "fit_id": fit.id, "first_epoch": first, "count": count,
+                    "loss": np.ascontiguousarray(losses[i, :count], dtype=F32).tobytes(),
+                })
+                checkpoint.progress[fit.id] = first + count - 1
+            if int(done[i]) <= last:
+                checkpoint.finished[fit.id] = _outcome(fit, int(done[i]), int(diverged_at[i]),
+                                                       float(w[i]), float(b[i]), losses[i, :count])
+        alive = store.write(db, settings, fits, checkpoint) & alive
+        if not alive or last >= last_epoch:
+            break
+        first = last + 1
+
+
+def _outcome(fit: store.ClaimedFit, done: int, diverged_at: int, w: float, b: float,
+             tail: np.ndarray) -> dict[str, object]:
+    base: dict[str, object] = {"epochs_done": done, "finished_at": utcnow()}
+    if diverged_at:
+        return {**base, "status": DIVERGED, "diverged_at_epoch": diverged_at,
+                "loss": float(tail[-1]) if len(tail) else None}
+    return {**base, "status": SUCCEEDED, "w": w, "b": b, "loss": float(tail[-1])}

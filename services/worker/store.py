@@ -1,0 +1,145 @@
+"""The worker's database side: claim a chunk's fits, write loss blocks and results, all fenced by attempt.
+
+Every write first re-takes the fits' rows with a conditional UPDATE that only
+matches fits still `running`; a fit that was cancelled, or reclaimed by another
+worker (a higher attempt), is dropped from the write. So a stale or duplicate
+delivery never writes, and a cancelled fit is never revived.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import sqlalchemy as sa
+
+from shared.db import Database
+from shared.models import FAILED, QUEUED, RUNNING, Fit, LossBlock, utcnow
+from shared.packing import unpack_f64
+from shared.settings import Settings
+
+
+@dataclass
+class ClaimedFit:
+    id: str
+    attempt: int
+    epochs: int
+    learning_rate: float
+    init_w: float
+    init_b: float
+    input_scale: float
+    optimizer: str
+    t_u: np.ndarray
+    t_c: np.ndarray
+
+
+@dataclass
+class Checkpoint:
+    """What one write carries: new loss blocks, progress, and the fits that ended."""
+
+    blocks: list[dict[str, object]] = field(default_factory=list)
+    progress: dict[str, int] = field(default_factory=dict)
+    finished: dict[str, dict[str, object]] = field(default_factory=dict)
+
+
+def _lease(settings: Settings) -> dt.datetime:
+    return utcnow() + dt.timedelta(seconds=settings.lease_seconds)
+
+
+def claim(db: Database, settings: Settings, chunk_id: str) -> list[ClaimedFit]:
+    now = utcnow()
+    expired = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < now)
+    with db.session(write=True) as session:
+        # A fit whose lease expired max_attempts times has killed its worker
+        # every time: end it rather than kill the next one.
+        session.execute(
+            sa.update(Fit)
+            .where(Fit.chunk_id == chunk_id, expired, Fit.attempt >= settings.max_attempts)
+            .values(
+                status=FAILED,
+                finished_at=now,
+                lease_expires_at=None,
+                error_type="worker_lost",
+                error_detail=f"the worker running this fit was lost {settings.max_attempts} times",
+            )
+            .execution_options(synchronize_session=False)
+        )
+        claimed = session.execute(
+            sa.update(Fit)
+            .where(Fit.chunk_id == chunk_id, sa.or_(Fit.status == QUEUED, expired))
+            .values(
+                status=RUNNING,
+                attempt=Fit.attempt + 1,
+                lease_expires_at=_lease(settings),
+                started_at=sa.func.coalesce(Fit.started_at, now),
+                epochs_done=0,
+            )
+            .returning(Fit.id, Fit.attempt)
+            .execution_options(synchronize_session=False)
+        ).all()
+        if not claimed:
+            return []
+        attempts = dict(claimed)
+        ids = list(attempts)
+        # A retry starts again from epoch 1: its losses replace, never extend, the old ones.
+        session.execute(sa.delete(LossBlock).where(LossBlock.fit_id.in_(ids)))
+        rows = session.execute(
+            sa.select(
+                Fit.id, Fit.epochs, Fit.learning_rate, Fit.init_w, Fit.init_b,
+                Fit.input_scale, Fit.optimizer, Fit.t_u, Fit.t_c,
+            ).where(Fit.id.in_(ids)).order_by(Fit.created_at, Fit.id)
+        ).all()
+    return [
+        ClaimedFit(
+            id=row.id, attempt=attempts[row.id], epochs=row.epochs,
+            learning_rate=row.learning_rate, init_w=row.init_w, init_b=row.init_b,
+            input_scale=row.input_scale, optimizer=row.optimizer,
+            t_u=unpack_f64(row.t_u), t_c=unpack_f64(row.t_c),
+        )
+        for row in rows
+    ]
+
+
+def write(db: Database, settings: Settings, fits: Iterable[ClaimedFit], checkpoint: Checkpoint) -> set[str]:
+    """Write one checkpoint in one transaction; returns the ids this worker still owns."""
+    mine = {fit.id: fit.attempt for fit in fits}
+    with db.session(write=True) as session:
+        rows = session.execute(
+            sa.update(Fit)
+            .where(Fit.id.in_(list(mine)), Fit.status == RUNNING)
+            .values(lease_expires_at=_lease(settings))
+            .returning(Fit.id, Fit.attempt)
+            .execution_options(synchronize_session=False)
+        ).all()
+        owned = {fit_id for fit_id, attempt in rows if mine[fit_id] == attempt}
+        blocks = [block for block in checkpoint.blocks if block["fit_id"] in owned]
+        if blocks:
+            session.execute(sa.insert(LossBlock), blocks)
+        updates = []
+        for fit_id in owned:
+            values: dict[str, object] = {"id": fit_id}
+            if fit_id in checkpoint.progress:
+                values["epochs_done"] = checkpoint.progress[fit_id]
+            if fit_id in checkpoint.finished:
+                values.update(checkpoint.finished[fit_id], lease_expires_at=None)
+            if len(values) > 1:
+                updates.append(values)
+        if updates:
+            session.execute(sa.update(Fit), updates)
+    return owned - set(checkpoint.finished)
+
+
+def fail(db: Database, fits: Iterable[ClaimedFit], error_type: str, detail: str) -> None:
+    """End these fits as failed, if they are still this attempt's."""
+    now = utcnow()
+    with db.session(write=True) as session:
+        for fit in fits:
+            session.execute(
+                sa.update(Fit)
+                .where(Fit.id == fit.id, Fit.attempt == fit.attempt, Fit.status == RUNNING)
+                .values(status=FAILED, finished_at=now, lease_expires_at=None,
+                        error_type=error_type, error_detail=detail[:2000])
+                .execution_options(synchronize_session=False)
+            )

@@ -1,0 +1,75 @@
+"""Engines and sessions: one way to open the database for every process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from shared.settings import Settings
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers go on while a worker writes; the busy timeout turns lock
+    # contention into a short wait instead of "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    # A writing transaction takes the write lock at BEGIN (waiting under the busy
+    # timeout), so it never fails half-way when it upgrades from reading to
+    # writing; reading transactions stay deferred and never wait for writers.
+    if conn.get_execution_options().get("calib_write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+def make_engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        # isolation_level=None hands BEGIN to us (see _sqlite_begin).
+        engine = sa.create_engine(url, connect_args={"timeout": 60, "isolation_level": None})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class Database:
+    """The project's database: sessions that read, and sessions that write."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        write_engine = self.engine.execution_options(calib_write=True)
+        self._reader = so.sessionmaker(self.engine, expire_on_commit=False)
+        self._writer = so.sessionmaker(write_engine, expire_on_commit=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        if settings.embedded:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(settings.database)
+
+    @contextmanager
+    def session(self, write: bool = False) -> Iterator[so.Session]:
+        """Commit on success, roll back on error, close always."""
+        session = (self._writer if write else self._reader)()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()

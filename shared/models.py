@@ -1,0 +1,137 @@
+"""The database schema: fits, batches, and each fit's losses packed in blocks of epochs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+QUEUED, RUNNING = "queued", "running"
+SUCCEEDED, DIVERGED, FAILED, CANCELLED = "succeeded", "diverged", "failed", "cancelled"
+ACTIVE = (QUEUED, RUNNING)
+TERMINAL = (SUCCEEDED, DIVERGED, FAILED, CANCELLED)
+STATUSES = ACTIVE + TERMINAL
+
+
+def new_id() -> str:
+    # UUID4: unguessable, so an id alone never grants access to another tenant's fit.
+    return str(uuid.uuid4())
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC on the way out, on SQLite too (which stores naive times)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        if value is not None and dialect.name == "sqlite":
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value
+
+
+class Base(so.DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING)
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+
+    id: so.Mapped[str] = so.mapped_column(sa.String(36), primary_key=True, default=new_id)
+    tenant: so.Mapped[str] = so.mapped_column(sa.String(64), default="default")
+    created_at: so.Mapped[dt.datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    count: so.Mapped[int] = so.mapped_column(sa.Integer)
+    cancelled: so.Mapped[bool] = so.mapped_column(sa.Boolean, default=False)
+    idempotency_key: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    request_digest: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+
+    __table_args__ = (
+        sa.UniqueConstraint("tenant", "idempotency_key", name="uq_batches_tenant_idempotency_key"),
+        sa.Index("ix_batches_tenant_created", "tenant", "created_at"),
+    )
+
+
+class Fit(Base):
+    __tablename__ = "fits"
+
+    id: so.Mapped[str] = so.mapped_column(sa.String(36), primary_key=True, default=new_id)
+    tenant: so.Mapped[str] = so.mapped_column(sa.String(64), default="default")
+    batch_id: so.Mapped[str | None] = so.mapped_column(
+        sa.ForeignKey("batches.id", ondelete="CASCADE"), index=True
+    )
+    # The unit of work a worker claims: one fit alone, or a slice of a batch.
+    chunk_id: so.Mapped[str] = so.mapped_column(sa.String(36), index=True)
+    status: so.Mapped[str] = so.mapped_column(sa.String(16), default=QUEUED)
+    created_at: so.Mapped[dt.datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    started_at: so.Mapped[dt.datetime | None] = so.mapped_column(UTCDateTime)
+    finished_at: so.Mapped[dt.datetime | None] = so.mapped_column(UTCDateTime)
+    # The outbox: null until the wake-up message is published; the reconciler
+    # publishes again for fits that stay queued too long after it.
+    dispatched_at: so.Mapped[dt.datetime | None] = so.mapped_column(UTCDateTime)
+    lease_expires_at: so.Mapped[dt.datetime | None] = so.mapped_column(UTCDateTime)
+    # Incremented by every claim; writes are guarded by it (a fencing token).
+    attempt: so.Mapped[int] = so.mapped_column(sa.Integer, default=0)
+
+    epochs: so.Mapped[int] = so.mapped_column(sa.Integer)
+    epochs_done: so.Mapped[int] = so.mapped_column(sa.Integer, default=0)
+    n_points: so.Mapped[int] = so.mapped_column(sa.Integer)
+    learning_rate: so.Mapped[float] = so.mapped_column(sa.Float)
+    init_w: so.Mapped[float] = so.mapped_column(sa.Float)
+    init_b: so.Mapped[float] = so.mapped_column(sa.Float)
+    input_scale: so.Mapped[float] = so.mapped_column(sa.Float)
+    optimizer: so.Mapped[str] = so.mapped_column(sa.String(16))
+    labels: so.Mapped[dict[str, str]] = so.mapped_column(sa.JSON, default=dict)
+    # Inputs packed as float64 blobs; deferred so listing fits never loads them.
+    t_u: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary, deferred=True)
+    t_c: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary, deferred=True)
+
+    w: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    b: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    loss: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    diverged_at_epoch: so.Mapped[int | None] = so.mapped_column(sa.Integer)
+    error_type: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    error_detail: so.Mapped[str | None] = so.mapped_column(sa.Text)
+
+    idempotency_key: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    request_digest: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+
+    __table_args__ = (
+        sa.UniqueConstraint("tenant", "idempotency_key", name="uq_fits_tenant_idempotency_key"),
+        sa.Index("ix_fits_tenant_created", "tenant", "created_at", "id"),
+        sa.Index("ix_fits_status_dispatched", "status", "dispatched_at"),
+    )
+
+
+class LossBlock(Base):
+    """Consecutive epochs of one fit's losses, float32 packed: a few rows per fit, never one per epoch."""
+
+    __tablename__ = "loss_blocks"
+
+    fit_id: so.Mapped[str] = so.mapped_column(
+        sa.ForeignKey("fits.id", ondelete="CASCADE"), primary_key=True
+    )
+    first_epoch: so.Mapped[int] = so.mapped_column(sa.Integer, primary_key=True)
+    count: so.Mapped[int] = so.mapped_column(sa.Integer)
+    loss: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary)

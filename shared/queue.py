@@ -1,0 +1,43 @@
+"""The Celery app as both sides see it: the API publishes by task name, the worker registers the tasks.
+
+The broker only wakes workers up; the database is the truth (a fit's status,
+attempt and lease), so no result backend is used and a lost or doubled message
+costs at most a short delay, never a fit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from shared.settings import Settings
+
+RUN_CHUNK = "calib.run_chunk"
+RECONCILE = "calib.reconcile"
+QUEUE = "calib"
+
+
+def make_celery(settings: Settings) -> Celery:
+    if settings.embedded:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = Celery("calib", broker=settings.broker, set_as_current=False)
+    transport_options: dict[str, Any] = {}
+    if settings.broker.startswith("redis"):
+        transport_options["visibility_timeout"] = settings.visibility_timeout_seconds
+    app.conf.update(
+        task_default_queue=QUEUE,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        # A task is acknowledged only after it ran, and handed back if its
+        # worker process dies; safe because every claim is conditional.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=transport_options,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return app

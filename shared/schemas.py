@@ -1,0 +1,157 @@
+"""Request and response schemas (Pydantic v2): what the API accepts and what it documents."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+# strict: "1.5" or true is a type error, not a number; no NaN or infinity.
+Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Optimizer = Literal["gd"]
+
+
+def _limit(info: ValidationInfo, name: str, default: int) -> int:
+    settings = (info.context or {}).get("settings")
+    return int(getattr(settings, name, default))
+
+
+class DataTooLarge(ValueError):
+    """Data over a configured limit: the API answers 413, not 422."""
+
+
+class Init(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    w: Finite = 1.0
+    b: Finite = 0.0
+
+
+class FitOptions(BaseModel):
+    """The settings of a fit that a batch's `defaults` may also carry."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: Annotated[int, Field(strict=True, ge=1, json_schema_extra={"example": 5000})] = 5000
+    learning_rate: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] = 0.01
+    init: Init = Field(default_factory=Init)
+    input_scale: Finite = 1.0
+    optimizer: Optimizer = "gd"
+
+    @field_validator("epochs")
+    @classmethod
+    def _epochs_limit(cls, value: int, info: ValidationInfo) -> int:
+        limit = _limit(info, "max_epochs", 1_000_000)
+        if value > limit:
+            raise ValueError(f"at most {limit} epochs")
+        return value
+
+    @field_validator("input_scale")
+    @classmethod
+    def _nonzero_scale(cls, value: float) -> float:
+        if value == 0:
+            raise ValueError("input_scale must not be 0")
+        return value
+
+
+class FitCreate(FitOptions):
+    t_u: list[Finite] = Field(json_schema_extra={"example": [35.7, 55.9, 58.2, 81.9, 56.3]})
+    t_c: list[Finite] = Field(json_schema_extra={"example": [0.5, 14.0, 15.0, 28.0, 11.0]})
+    labels: dict[str, Annotated[str, Field(max_length=256)]] = Field(default_factory=dict)
+
+    @field_validator("t_u", "t_c")
+    @classmethod
+    def _points(cls, value: list[float], info: ValidationInfo) -> list[float]:
+        limit = _limit(info, "max_points_per_fit", 1_000_000)
+        if len(value) > limit:
+            raise DataTooLarge(f"at most {limit} points per fit")
+        if len(value) < 2:
+            raise ValueError("at least 2 points are needed to fit a line")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        limit = _limit(info, "max_labels", 32)
+        if len(value) > limit:
+            raise ValueError(f"at most {limit} labels")
+        for key in value:
+            if not 1 <= len(key) <= 64:
+                raise ValueError("label keys are 1 to 64 characters")
+        return value
+
+    @field_validator("t_c")
+    @classmethod
+    def _pairs_with_t_u(cls, value: list[float], info: ValidationInfo) -> list[float]:
+        t_u = info.data.get("t_u")
+        if t_u is not None and len(t_u) != len(value):
+            raise ValueError(f"t_c has {len(value)} values but t_u has {len(t_u)}: they must pair up")
+        return value
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    t_u: Annotated[list[Finite], Field(min_length=1, max_length=1_000_000)]
+
+
+class Result(BaseModel):
+    w: float
+    b: float
+    loss: float
+    w_raw: float
+    b_raw: float
+
+
+class Params(BaseModel):
+    learning_rate: float
+    init: Init
+    input_scale: float
+    optimizer: str
+
+
+class FitError(BaseModel):
+    type: str
+    detail: str
+
+
+class FitPublic(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "diverged", "failed", "cancelled"]
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    epochs: int
+    epochs_done: int
+    n_points: int
+    attempt: int
+    params: Params
+    labels: dict[str, str]
+    batch_id: str | None
+    result: Result | None
+    diverged_at_epoch: int | None
+    error: FitError | None
+    links: dict[str, str]
+
+
+class FitList(BaseModel):
+    items: list[FitPublic]
+    next: str | None
+
+
+class LossPage(BaseModel):
+    fit_id: str
+    epochs_done: int
+    start: int
+    loss: list[float]
+    next: str | None
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+SCHEMAS: tuple[type[BaseModel], ...] = (
+    FitCreate, FitPublic, FitList, LossPage, PredictRequest, Problem,
+)

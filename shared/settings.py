@@ -1,0 +1,65 @@
+"""Typed settings read from CALIB_* environment variables, one object for every process."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    # One fixed place per user, so `calib up` and `calib demo` agree whatever the cwd.
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "calib"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CALIB_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    # Empty means the embedded default: SQLite files under data_dir.
+    database_url: str = ""
+    broker_url: str = ""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    api_url: str = "http://127.0.0.1:8000"
+
+    # Limits (documented in the README and the OpenAPI document).
+    max_points_per_fit: int = 1_000_000
+    max_epochs: int = 1_000_000
+    max_fits_per_batch: int = 100_000
+    max_points_per_batch: int = 20_000_000
+    max_body_bytes: int = 256 * 1024 * 1024
+    max_labels: int = 32
+
+    # Worker behaviour.
+    chunk_size: int = 4096
+    loss_block_epochs: int = 65_536
+    lease_seconds: float = 60.0
+    max_attempts: int = 3
+    redispatch_after_seconds: float = 15.0
+    reconcile_every_seconds: float = 5.0
+    torch_threads: int = 0
+    # Longer than the longest chunk can run, or Redis hands the message to a
+    # second worker while the first still computes (the claim makes that harmless).
+    visibility_timeout_seconds: int = 3600
+
+    @property
+    def embedded(self) -> bool:
+        return not self.database_url
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'calib.db'}"
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
