@@ -1,0 +1,56 @@
+"""`calib demo`: the book's runs, submitted to a running service, shown beside the book's figures.
+
+The figures the service prints come from the service; the book's own figures
+are shown next to them only to compare (the book computes in float32, the
+service in float64, so they agree to about 1e-7 relative, not to every digit).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from services.cli.http import Service
+from services.cli.progress import wait_for_fit
+
+# The thermometer data of Deep Learning with PyTorch, chapter 5.
+T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
+T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
+
+# What the book's float32 loop prints for the final fit, for comparison only.
+BOOK_LOSSES = {1: 80.364342, 2: 37.574917, 3: 30.871077, 10: 29.030487, 11: 28.941875,
+               99: 22.214186, 100: 22.14871, 4000: 2.92768, 5000: 2.927648}
+BOOK_PARAMS = {"w": 5.3671, "b": -17.3012, "w_raw": 0.53671, "b_raw": -17.3012}
+
+
+def _rel(a: float, b: float) -> float:
+    return abs(a - b) / abs(b) if b else abs(a)
+
+
+def run_demo(service: Service, progress: bool = True) -> None:
+    request: dict[str, Any] = {"t_u": T_U, "t_c": T_C, "epochs": 5000, "learning_rate": 1e-2,
+                               "input_scale": 0.1, "init": {"w": 1.0, "b": 0.0}}
+    click.echo("1. The seed's final fit: x = 0.1 * t_u, learning rate 1e-2, 5000 epochs")
+    fit = service.json("POST", "/v1/fits", json=request)
+    click.echo(f"   submitted fit {fit['id']}")
+    fit = wait_for_fit(service, fit["id"], progress=progress)
+    losses = service.json("GET", f"/v1/fits/{fit['id']}/losses", params={"limit": 5000})["loss"]
+    click.echo(f"   status: {fit['status']} after {fit['epochs_done']} epochs")
+    for epoch, book in BOOK_LOSSES.items():
+        loss = losses[epoch - 1]
+        click.echo(f"   Epoch {epoch}, Loss {loss:.6f}    (book {book}, rel. diff {_rel(loss, book):.1e})")
+    result = fit["result"]
+    for name, book in BOOK_PARAMS.items():
+        digits = 5 if name == "w_raw" else 4  # as many decimals as the book prints
+        click.echo(f"   {name:<5} = {result[name]:.{digits}f}    ({result[name]!r}; book {book})")
+    click.echo(f"   calibration: t_c = {result['w_raw']:.5f} * t_u {result['b_raw']:+.4f}")
+
+    click.echo("\n2. The same fit on raw t_u: the learning rate 1e-2 is far too large")
+    diverging = {**request, "input_scale": 1.0, "epochs": 100}
+    fit = service.json("POST", "/v1/fits", json=diverging)
+    fit = wait_for_fit(service, fit["id"], progress=progress)
+    tail = service.json("GET", f"/v1/fits/{fit['id']}/losses")["loss"]
+    click.echo(f"   status: {fit['status']}, diverged_at_epoch: {fit['diverged_at_epoch']} (book: 11)")
+    if tail:
+        click.echo(f"   last finite loss: epoch {len(tail)}, Loss {tail[-1]:.6g}")

@@ -1,0 +1,246 @@
+"""The `calib` command: run the service (up, api, worker, db upgrade) and use it (demo, fit, status, losses).
+
+Exit codes: 0 success (for --wait: the fit succeeded); 1 the fit ended otherwise
+(diverged, failed, cancelled); 2 usage error; 3 the service refused the request
+or could not be reached.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from services.cli import processes
+from services.cli.demo import run_demo
+from services.cli.http import Service, ServiceError
+from services.cli.progress import wait_for_fit
+from shared.settings import get_settings
+
+
+def _service(url: str | None) -> Service:
+    return Service(url or get_settings().api_url)
+
+
+def _fail(exc: ServiceError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    for err in exc.problem.get("errors") or []:
+        click.echo(f"  {err.get('loc')}: {err.get('msg')}", err=True)
+    sys.exit(3)
+
+
+url_option = click.option("--url", envvar="CALIB_API_URL", default=None,
+                          help="The service (default: CALIB_API_URL or http://127.0.0.1:8000)")
+
+
+@click.group()
+def cli() -> None:
+    """calib: linear calibration fits by gradient descent, as a service."""
+
+
+@cli.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the database to the newest schema (alembic upgrade head)."""
+    from shared.migrate import upgrade
+
+    settings = get_settings()
+    upgrade(settings)
+    click.echo(f"database at head: {settings.database.split('@')[-1]}")
+
+
+@cli.command()
+@click.option("--bind", default="127.0.0.1:8000", show_default=True)
+@click.option("--workers", default=2, show_default=True, help="gunicorn worker processes")
+def api(bind: str, workers: int) -> None:
+    """Run the HTTP API (gunicorn)."""
+    os.execv(*_exec_args(processes.api_command(bind, workers)))
+
+
+@cli.command()
+@click.option("--concurrency", default=1, show_default=True)
+@click.option("--beat/--no-beat", default=True, show_default=True,
+              help="also run the reconciler's schedule")
+def worker(concurrency: int, beat: bool) -> None:
+    """Run a Celery worker."""
+    os.execv(*_exec_args(processes.worker_command(concurrency, beat)))
+
+
+def _exec_args(command: list[str]) -> tuple[str, list[str]]:
+    resolved = processes.resolve(command)
+    return resolved[0], resolved
+
+
+@cli.command()
+@click.option("--port", default=8000, show_default=True)
+def up(port: int) -> None:
+    """Migrate, then run the API and a worker until Ctrl-C (embedded SQLite unless CALIB_* say otherwise)."""
+    from shared.migrate import upgrade
+
+    settings = get_settings()
+    upgrade(settings)
+    env = processes.environment(CALIB_API_URL=f"http://127.0.0.1:{port}")
+    children = [
+        subprocess.Popen(processes.resolve(processes.api_command(f"127.0.0.1:{port}")), env=env),
+        subprocess.Popen(processes.resolve(processes.worker_command()), env=env),
+    ]
+    where = "embedded SQLite in " + str(settings.data_dir) if settings.embedded else "configured"
+    click.echo(f"calib is up on http://127.0.0.1:{port} ({where}); Ctrl-C stops it", err=True)
+
+    def stop(*_: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        deadline = time.monotonic() + 20
+        for child in children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+        sys.exit(0)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while all(child.poll() is None for child in children):
+        time.sleep(0.5)
+    click.echo("a process of the service exited; stopping", err=True)
+    stop()
+
+
+@cli.command()
+@url_option
+@click.option("--wait-ready", default=60.0, show_default=True, help="seconds to wait for /readyz")
+def demo(url: str | None, wait_ready: float) -> None:
+    """Submit the book's fits to a running service and print its figures."""
+    service = _service(url)
+    deadline = time.monotonic() + wait_ready
+    while True:
+        try:
+            service.request("GET", "/readyz")
+            break
+        except ServiceError:
+            if time.monotonic() > deadline:
+                click.echo("the service is not ready; start it with `calib up`", err=True)
+                sys.exit(3)
+            time.sleep(0.5)
+    try:
+        run_demo(service)
+    except ServiceError as exc:
+        _fail(exc)
+
+
+def _read_csv(path: Path) -> tuple[list[float], list[float]]:
+    t_u, t_c = [], []
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"t_u", "t_c"} <= set(reader.fieldnames):
+            raise click.UsageError(f"{path}: the header must name the columns t_u and t_c")
+        for line, row in enumerate(reader, start=2):
+            try:
+                t_u.append(float(row["t_u"]))
+                t_c.append(float(row["t_c"]))
+            except (TypeError, ValueError) as exc:
+                raise click.UsageError(f"{path}:{line}: not a number ({exc})") from exc
+    return t_u, t_c
+
+
+def _print_fit(fit: dict[str, Any]) -> None:
+    click.echo(json.dumps(fit, indent=2))
+
+
+@cli.command()
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--epochs", type=int, default=5000, show_default=True)
+@click.option("--learning-rate", type=float, default=0.01, show_default=True)
+@click.option("--input-scale", type=float, default=1.0, show_default=True)
+@click.option("--init-w", type=float, default=1.0, show_default=True)
+@click.option("--init-b", type=float, default=0.0, show_default=True)
+@click.option("--optimizer", default="gd", show_default=True)
+@click.option("--label", "labels", multiple=True, help="key=value, repeatable")
+@click.option("--idempotency-key", default=None)
+@click.option("--wait", is_flag=True, help="wait for the fit to end, with a progress bar")
+@url_option
+def fit(csv_file: Path, epochs: int, learning_rate: float, input_scale: float, init_w: float,
+        init_b: float, optimizer: str, labels: tuple[str, ...], idempotency_key: str | None,
+        wait: bool, url: str | None) -> None:
+    """Fit t_c = w * t_u + b to a CSV file with columns t_u,t_c."""
+    t_u, t_c = _read_csv(csv_file)
+    label_map = {}
+    for item in labels:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.UsageError(f"--label {item}: write it as key=value")
+        label_map[key] = value
+    body = {"t_u": t_u, "t_c": t_c, "epochs": epochs, "learning_rate": learning_rate,
+            "input_scale": input_scale, "init": {"w": init_w, "b": init_b},
+            "optimizer": optimizer, "labels": label_map}
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    service = _service(url)
+    try:
+        created = service.json("POST", "/v1/fits", json=body, headers=headers)
+        if not wait:
+            _print_fit(created)
+            return
+        final = wait_for_fit(service, created["id"])
+    except ServiceError as exc:
+        _fail(exc)
+    _print_fit(final)
+    sys.exit(0 if final["status"] == "succeeded" else 1)
+
+
+@cli.command()
+@click.argument("fit_id")
+@url_option
+def status(fit_id: str, url: str | None) -> None:
+    """Show a fit."""
+    try:
+        _print_fit(_service(url).json("GET", f"/v1/fits/{fit_id}"))
+    except ServiceError as exc:
+        _fail(exc)
+
+
+@cli.command()
+@click.argument("fit_id")
+@click.option("--csv", "as_csv", is_flag=True, help="epoch,loss lines")
+@url_option
+def losses(fit_id: str, as_csv: bool, url: str | None) -> None:
+    """Print a fit's loss per epoch."""
+    service = _service(url)
+    try:
+        if as_csv:
+            with service.http.stream("GET", f"/v1/fits/{fit_id}/losses",
+                                     params={"format": "csv"}) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ServiceError(response.status_code, response.json())
+                for chunk in response.iter_text():
+                    click.echo(chunk, nl=False)
+            return
+        path: str | None = f"/v1/fits/{fit_id}/losses"
+        while path:
+            page = service.json("GET", path)
+            for i, loss in enumerate(page["loss"]):
+                click.echo(f"Epoch {page['start'] + i}, Loss {loss}")
+            path = page["next"]
+    except ServiceError as exc:
+        _fail(exc)
+    except httpx.TransportError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,39 @@
+"""The command lines of the service's processes: one definition for `calib up`, `make stack`
+and docker-compose.yml (a test checks that the compose file says the same)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+MIGRATE = ["calib", "db", "upgrade"]
+
+
+def api_command(bind: str = "0.0.0.0:8000", workers: int = 2) -> list[str]:
+    return ["gunicorn", "services.api.wsgi:app", "--bind", bind, "--workers", str(workers),
+            "--threads", "4", "--timeout", "120"]
+
+
+def worker_command(concurrency: int = 1, beat: bool = True) -> list[str]:
+    # --beat runs the reconciler's schedule inside the worker; several workers
+    # each running it is harmless (re-publishing is idempotent).
+    command = ["celery", "-A", "services.worker.celery_app", "worker", "--loglevel", "INFO",
+               "--concurrency", str(concurrency), "-Q", "calib"]
+    return command + (["--beat"] if beat else [])
+
+
+def resolve(command: list[str]) -> list[str]:
+    """Run the program from this interpreter's environment, whatever PATH says."""
+    local = Path(sys.executable).parent / command[0]
+    if local.exists():
+        return [str(local), *command[1:]]
+    found = shutil.which(command[0])
+    return [found or command[0], *command[1:]]
+
+
+def environment(**overrides: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(overrides)
+    return env
