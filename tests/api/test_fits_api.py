@@ -1,0 +1,165 @@
+"""The /v1/fits contract of API.md: valid requests, and every error status these routes can give."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+GOOD: dict[str, Any] = {"t_u": [35.7, 55.9, 58.2], "t_c": [0.5, 14.0, 15.0]}
+
+
+def problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json()
+    assert body["status"] == status and body["title"] and body["detail"] and body["type"]
+    return body
+
+
+def test_submit_returns_202_queued_with_location(client: FlaskClient) -> None:
+    r = client.post("/v1/fits", json={**GOOD, "labels": {"sensor": "A17"}, "input_scale": 0.1})
+    assert r.status_code == 202
+    fit = r.get_json()
+    assert r.headers["Location"] == f"/v1/fits/{fit['id']}"
+    assert fit["status"] == "queued" and fit["epochs"] == 5000 and fit["n_points"] == 3
+    assert fit["params"] == {"learning_rate": 0.01, "init": {"w": 1.0, "b": 0.0},
+                             "input_scale": 0.1, "optimizer": "gd"}
+    assert fit["labels"] == {"sensor": "A17"} and fit["result"] is None
+    assert client.get(fit["links"]["self"]).get_json() == fit
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"t_u": [1, "2", 3], "t_c": [1, 2, 3]}, ["t_u", 1]),
+        ({"t_u": [1, 2, 3], "t_c": [1, 2]}, ["t_c"]),
+        ({"t_u": [], "t_c": []}, ["t_u"]),
+        ({"t_u": [1.0], "t_c": [1.0]}, ["t_u"]),
+        ({"t_c": [1, 2]}, ["t_u"]),
+        ({**GOOD, "epochs": 0}, ["epochs"]),
+        ({**GOOD, "epochs": 2.5}, ["epochs"]),
+        ({**GOOD, "epochs": 10_000_000}, ["epochs"]),
+        ({**GOOD, "learning_rate": -1}, ["learning_rate"]),
+        ({**GOOD, "learning_rate": "0.1"}, ["learning_rate"]),
+        ({**GOOD, "input_scale": 0}, ["input_scale"]),
+        ({**GOOD, "optimizer": "newton"}, ["optimizer"]),
+        ({**GOOD, "init": {"w": True}}, ["init", "w"]),
+        ({**GOOD, "labels": {"a": 1}}, ["labels", "a"]),
+        ({**GOOD, "color": "red"}, ["color"]),
+    ],
+)
+def test_invalid_fields_get_422_naming_the_field(client: FlaskClient, body: dict[str, Any],
+                                                 loc: list[Any]) -> None:
+    err = problem(client.post("/v1/fits", json=body), 422)
+    assert err["errors"][0]["loc"] == loc
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_numbers_get_422(client: FlaskClient, literal: str) -> None:
+    raw = f'{{"t_u": [1, {literal}, 3], "t_c": [1, 2, 3]}}'
+    err = problem(client.post("/v1/fits", data=raw, content_type="application/json"), 422)
+    assert err["errors"][0]["loc"] == ["t_u", 1]
+
+
+@pytest.mark.parametrize("raw", ["{bad json", "", "[1, 2"])
+def test_malformed_json_gets_400(client: FlaskClient, raw: str) -> None:
+    problem(client.post("/v1/fits", data=raw, content_type="application/json"), 400)
+
+
+def test_not_an_object_gets_422(client: FlaskClient) -> None:
+    problem(client.post("/v1/fits", json=[1, 2, 3]), 422)
+
+
+def test_wrong_media_type_gets_415(client: FlaskClient) -> None:
+    problem(client.post("/v1/fits", data="t_u=1", content_type="application/x-www-form-urlencoded"), 415)
+
+
+def test_too_many_points_gets_413(backend: Any) -> None:
+    from services.api import create_app
+
+    app = create_app(backend.model_copy(update={"max_points_per_fit": 5}))
+    err = problem(app.test_client().post("/v1/fits", json={"t_u": [1] * 6, "t_c": [1] * 6}), 413)
+    assert err["errors"][0]["loc"] == ["t_u"]
+
+
+def test_body_over_the_limit_gets_413(backend: Any) -> None:
+    from services.api import create_app
+
+    app = create_app(backend.model_copy(update={"max_body_bytes": 100}))
+    problem(app.test_client().post("/v1/fits", json={"t_u": [1.0] * 50, "t_c": [1.0] * 50}), 413)
+
+
+def test_unknown_fit_is_404_everywhere(client: FlaskClient) -> None:
+    missing = "00000000-0000-4000-8000-000000000000"
+    problem(client.get(f"/v1/fits/{missing}"), 404)
+    problem(client.get(f"/v1/fits/{missing}/losses"), 404)
+    problem(client.post(f"/v1/fits/{missing}/cancel"), 404)
+    problem(client.post(f"/v1/fits/{missing}/predict", json={"t_u": [1]}), 404)
+
+
+def test_wrong_method_is_405(client: FlaskClient) -> None:
+    problem(client.delete("/v1/fits"), 405)
+
+
+def test_idempotency_key_replays_or_conflicts(client: FlaskClient) -> None:
+    first = client.post("/v1/fits", json=GOOD, headers={"Idempotency-Key": "k1"})
+    again = client.post("/v1/fits", json=GOOD, headers={"Idempotency-Key": "k1"})
+    assert first.status_code == 202 and again.status_code == 200
+    assert again.get_json()["id"] == first.get_json()["id"]
+    problem(client.post("/v1/fits", json={**GOOD, "epochs": 7}, headers={"Idempotency-Key": "k1"}), 409)
+    listed = client.get("/v1/fits").get_json()["items"]
+    assert len(listed) == 1
+
+
+def test_cancel_a_queued_fit_then_409(client: FlaskClient) -> None:
+    fit = client.post("/v1/fits", json=GOOD).get_json()
+    r = client.post(f"/v1/fits/{fit['id']}/cancel")
+    assert r.status_code == 202 and r.get_json()["status"] == "cancelled"
+    problem(client.post(f"/v1/fits/{fit['id']}/cancel"), 409)
+
+
+def test_predict_needs_a_succeeded_fit(client: FlaskClient) -> None:
+    fit = client.post("/v1/fits", json=GOOD).get_json()
+    problem(client.post(f"/v1/fits/{fit['id']}/predict", json={"t_u": [1.0]}), 409)
+
+
+def test_list_is_newest_first_with_a_cursor_and_filters(client: FlaskClient) -> None:
+    ids = [client.post("/v1/fits", json={**GOOD, "labels": {"n": str(i)}}).get_json()["id"]
+           for i in range(5)]
+    page = client.get("/v1/fits?limit=2").get_json()
+    seen = [f["id"] for f in page["items"]]
+    while page["next"]:
+        page = client.get(page["next"]).get_json()
+        seen += [f["id"] for f in page["items"]]
+    assert seen == ids[::-1]
+    only = client.get("/v1/fits?label=n:3").get_json()["items"]
+    assert [f["id"] for f in only] == [ids[3]]
+    assert client.get("/v1/fits?status=succeeded").get_json()["items"] == []
+    assert problem(client.get("/v1/fits?status=bogus"), 422)["errors"][0]["loc"] == ["query", "status"]
+    problem(client.get("/v1/fits?limit=0"), 422)
+    problem(client.get("/v1/fits?cursor=!!!"), 422)
+
+
+def test_losses_of_a_queued_fit_are_an_empty_page(client: FlaskClient) -> None:
+    fit = client.post("/v1/fits", json=GOOD).get_json()
+    page = client.get(f"/v1/fits/{fit['id']}/losses").get_json()
+    assert page == {"fit_id": fit["id"], "epochs_done": 0, "start": 1, "loss": [], "next": None}
+    problem(client.get(f"/v1/fits/{fit['id']}/losses?start=0"), 422)
+
+
+def test_openapi_and_docs_are_served(client: FlaskClient) -> None:
+    doc = client.get("/openapi.json").get_json()
+    assert doc["openapi"].startswith("3.")
+    for path in ["/v1/fits", "/v1/fits/{fit_id}", "/v1/fits/{fit_id}/losses",
+                 "/v1/fits/{fit_id}/cancel", "/healthz", "/readyz"]:
+        assert path in doc["paths"]
+    assert set(doc["components"]["schemas"]["FitCreate"]["properties"]) >= {
+        "t_u", "t_c", "epochs", "learning_rate", "init", "input_scale", "optimizer", "labels"}
+    assert client.get("/docs").status_code == 200
+
+
+def test_health_and_readiness(client: FlaskClient) -> None:
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    assert client.get("/readyz").get_json()["status"] == "ready"

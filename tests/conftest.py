@@ -1,0 +1,94 @@
+"""Fixtures: the book's reference figures, and databases and brokers on both backends.
+
+The embedded backend (SQLite files, kombu's SQLAlchemy transport) always runs.
+The production backend runs when CALIB_TEST_POSTGRES_URL (a server URL, e.g.
+postgresql+psycopg://postgres@127.0.0.1:5432/postgres) and CALIB_TEST_REDIS_URL
+are set, as .ci/run sets them; each test session gets a database of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from shared.settings import Settings
+
+DATA = Path(__file__).parent / "data"
+PG_URL = os.environ.get("CALIB_TEST_POSTGRES_URL", "")
+REDIS_URL = os.environ.get("CALIB_TEST_REDIS_URL", "")
+BACKENDS = ["embedded", "postgres"]
+
+
+@pytest.fixture(scope="session")
+def reference() -> dict[str, Any]:
+    return json.loads((DATA / "thermometer.json").read_text())
+
+
+def _create_database(server_url: str, name: str) -> str:
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_database(server_url: str, name: str) -> None:
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+@pytest.fixture
+def fresh_postgres() -> Iterator[str]:
+    """An empty PostgreSQL database, dropped afterwards."""
+    if not PG_URL:
+        pytest.skip("CALIB_TEST_POSTGRES_URL is not set")
+    name = f"calib_test_{uuid.uuid4().hex[:10]}"
+    url = _create_database(PG_URL, name)
+    yield url
+    _drop_database(PG_URL, name)
+
+
+def backend_settings(backend: str, tmp: Path, database_url: str = "") -> Settings:
+    if backend == "embedded":
+        return Settings(data_dir=tmp)
+    if not (PG_URL and REDIS_URL):
+        pytest.skip("CALIB_TEST_POSTGRES_URL and CALIB_TEST_REDIS_URL are not set")
+    return Settings(data_dir=tmp, database_url=database_url, broker_url=REDIS_URL)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The same settings as CALIB_* variables, for processes the tests start."""
+    env = {"CALIB_DATA_DIR": str(settings.data_dir)}
+    if settings.database_url:
+        env["CALIB_DATABASE_URL"] = settings.database_url
+    if settings.broker_url:
+        env["CALIB_BROKER_URL"] = settings.broker_url
+    return env
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """Migrated settings on each backend, with a database of the test's own."""
+    from shared.migrate import upgrade
+
+    if request.param == "postgres":
+        if not (PG_URL and REDIS_URL):
+            pytest.skip("CALIB_TEST_POSTGRES_URL and CALIB_TEST_REDIS_URL are not set")
+        name = f"calib_test_{uuid.uuid4().hex[:10]}"
+        settings = backend_settings("postgres", tmp_path, _create_database(PG_URL, name))
+        upgrade(settings)
+        yield settings
+        _drop_database(PG_URL, name)
+    else:
+        settings = backend_settings("embedded", tmp_path)
+        upgrade(settings)
+        yield settings

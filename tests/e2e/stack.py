@@ -1,0 +1,102 @@
+"""The real service as processes: migrations, the gunicorn API and Celery workers, for e2e tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.cli import processes
+
+TERMINAL = {"succeeded", "diverged", "failed", "cancelled"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Stack:
+    def __init__(self, env: dict[str, str], logs: Path, workers: int = 1) -> None:
+        self.env = {**os.environ, **env}
+        self.logs = logs
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.children: list[subprocess.Popen[bytes]] = []
+        self.workers = workers
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+        with (self.logs / f"{name}.log").open("ab") as log:
+            child = subprocess.Popen(processes.resolve(command), env=self.env, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.children.append(child)
+        return child
+
+    def start(self) -> Stack:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        subprocess.run(processes.resolve(processes.MIGRATE), env=self.env, check=True,
+                       capture_output=True)
+        self._spawn("api", processes.api_command(f"127.0.0.1:{self.port}", workers=2))
+        for i in range(self.workers):
+            self._spawn(f"worker{i}", processes.worker_command(beat=i == 0))
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.http.get("/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the stack did not get ready; see {self.logs}")
+
+    def stop(self) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+        for child in self.children:
+            try:
+                child.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait(5)
+        self.http.close()
+
+    def submit(self, body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        r = self.http.post("/v1/fits", json=body, **kwargs)
+        assert r.status_code == 202, r.text
+        return dict(r.json())
+
+    def wait(self, fit_id: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            fit = dict(self.http.get(f"/v1/fits/{fit_id}").json())
+            if fit["status"] in TERMINAL:
+                return fit
+            time.sleep(0.01)
+        raise TimeoutError(f"fit {fit_id} did not end in {timeout} s")
+
+    def losses(self, fit_id: str) -> list[float]:
+        out: list[float] = []
+        path: str | None = f"/v1/fits/{fit_id}/losses?limit=100000"
+        while path:
+            page = self.http.get(path).json()
+            out += page["loss"]
+            path = page["next"]
+        return out
+
+
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,117 @@
+"""The closed form and the book's loop agree on random data (hypothesis), and on the edge cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.worker.engine import GradientDescent, SeriesBatch, reference_fit
+
+
+def build(t_u: list[list[float]], t_c: list[list[float]], epochs: list[int], lr: list[float],
+          scale: list[float] | None = None, w0: list[float] | None = None,
+          b0: list[float] | None = None) -> SeriesBatch:
+    k = len(t_u)
+    return SeriesBatch.build(t_u, t_c, epochs=epochs, learning_rate=lr,
+                             input_scale=scale or [1.0] * k, w0=w0 or [1.0] * k, b0=b0 or [0.0] * k)
+
+
+def worst(values: torch.Tensor) -> float:
+    return float(values.max()) if values.numel() else 0.0
+
+
+@st.composite
+def well_conditioned_fits(draw: st.DrawFn) -> tuple[SeriesBatch, int]:
+    """1 to 4 fits, 2 to 30 points each, spread-out x, learning rates up to 1.5x the stable limit."""
+    fits = draw(st.integers(1, 4))
+    t_u, t_c, lrs, epochs, w0, b0 = [], [], [], [], [], []
+    for _ in range(fits):
+        n = draw(st.integers(2, 30))
+        seed = draw(st.integers(0, 2**31 - 1))
+        rng = np.random.default_rng(seed)
+        center = draw(st.floats(-3, 3))
+        x = center + rng.uniform(-1, 1, n)
+        x[0], x[1] = center - 1, center + 1  # never (nearly) all equal
+        slope, intercept = draw(st.floats(-5, 5)), draw(st.floats(-5, 5))
+        y = slope * x + intercept + draw(st.floats(0, 1)) * rng.normal(size=n)
+        sxx, mx = float(np.mean(x * x)), float(np.mean(x))
+        lam_max = (sxx + 1) + math.hypot(sxx - 1, 2 * mx)
+        lrs.append(draw(st.floats(0.05, 1.5)) * 2 / lam_max)
+        t_u.append(x.tolist())
+        t_c.append(y.tolist())
+        epochs.append(draw(st.integers(1, 300)))
+        w0.append(draw(st.floats(-3, 3)))
+        b0.append(draw(st.floats(-3, 3)))
+    return build(t_u, t_c, epochs, lrs, w0=w0, b0=b0), max(epochs)
+
+
+@settings(max_examples=150, deadline=None)
+@given(well_conditioned_fits())
+def test_fast_path_agrees_with_the_book_loop(case: tuple[SeriesBatch, int]) -> None:
+    batch, max_epochs = case
+    fast = GradientDescent(batch)
+    slow = reference_fit(batch, torch.float64)
+    assert torch.equal(fast.diverged_at, slow.diverged_at)
+    assert torch.equal(fast.epochs_done, slow.epochs_done)
+    losses = fast.losses(1, max_epochs)
+    assert torch.equal(torch.isnan(losses), torch.isnan(slow.losses))
+    recorded = ~torch.isnan(slow.losses)
+    # Relative to the loss, or to a billionth of the first epoch's loss where the
+    # fit reaches (nearly) zero, as two points do: 1e-17 against 0 is no disagreement.
+    floor = 1e-9 * slow.losses[:, :1].abs().nan_to_num(0).clamp_min(1e-300)
+    denominator = torch.maximum(slow.losses.abs(), floor.expand_as(slow.losses))
+    rel = (losses[recorded] - slow.losses[recorded]).abs() / denominator[recorded]
+    assert worst(rel) < 1e-6
+    ok = fast.diverged_at == 0
+    scale = slow.w[ok].abs() + slow.b[ok].abs() + 1
+    assert worst((fast.w[ok] - slow.w[ok]).abs() / scale) < 1e-6
+    assert worst((fast.b[ok] - slow.b[ok]).abs() / scale) < 1e-6
+
+
+def test_all_t_u_equal_is_singular_but_fits() -> None:
+    """One direction of (w, b) has no curvature; gd converges along the other."""
+    batch = build([[3.0] * 5], [[1.0, 2.0, 3.0, 4.0, 5.0]], [200], [0.01])
+    fast, slow = GradientDescent(batch), reference_fit(batch, torch.float64)
+    assert int(fast.diverged_at[0]) == 0
+    torch.testing.assert_close(fast.losses(1, 200), slow.losses, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(fast.w, slow.w, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(fast.b, slow.b, rtol=1e-9, atol=1e-12)
+
+
+def test_on_the_stability_edge_the_loss_neither_grows_nor_diverges() -> None:
+    """lr = 2 / lambda_max: the stiff direction flips sign every epoch at constant size."""
+    x = [0.0, 1.0, 2.0, 3.0]
+    y = [1.0, 3.0, 2.0, 5.0]
+    sxx, mx = float(np.mean(np.square(x))), float(np.mean(x))
+    lam_max = (sxx + 1) + math.hypot(sxx - 1, 2 * mx)
+    batch = build([x], [y], [2000], [2 / lam_max])
+    fast, slow = GradientDescent(batch), reference_fit(batch, torch.float64)
+    assert int(fast.diverged_at[0]) == 0 and int(slow.diverged_at[0]) == 0
+    torch.testing.assert_close(fast.losses(1, 2000), slow.losses, rtol=1e-6, atol=0)
+
+
+def test_perfect_data_goes_to_zero_loss() -> None:
+    batch = build([[1.0, 2.0, 3.0]], [[3.0, 5.0, 7.0]], [500], [0.05])
+    fast = GradientDescent(batch)
+    assert float(fast.losses(500, 500)[0, 0]) < 1e-3
+    assert float(fast.w[0]) == pytest.approx(2.0, abs=1e-2)
+
+
+def test_losses_come_out_the_same_in_blocks() -> None:
+    batch = build([[35.7, 55.9, 58.2, 81.9]], [[0.5, 14.0, 15.0, 28.0]], [1000], [0.01], [0.1])
+    fast = GradientDescent(batch)
+    whole = fast.losses(1, 1000)
+    parts = torch.cat([fast.losses(1, 333), fast.losses(334, 900), fast.losses(901, 1000)], 1)
+    torch.testing.assert_close(whole, parts, rtol=1e-12, atol=0)
+
+
+def test_divergence_at_the_first_epoch() -> None:
+    batch = build([[1e20, 2e20]], [[0.0, 1.0]], [10], [1.0])
+    fast, slow = GradientDescent(batch), reference_fit(batch, torch.float64)
+    assert int(fast.diverged_at[0]) == int(slow.diverged_at[0]) == 1
+    assert int(fast.epochs_done[0]) == 0
