@@ -121,6 +121,14 @@ def up(port: int) -> None:
 
 
 @cli.command()
+def stack() -> None:
+    """Run the docker-compose topology as local processes (PostgreSQL + Redis)."""
+    from services.cli.stack import run_stack
+
+    run_stack()
+
+
+@cli.command()
 @url_option
 @click.option("--wait-ready", default=60.0, show_default=True, help="seconds to wait for /readyz")
 def demo(url: str | None, wait_ready: float) -> None:

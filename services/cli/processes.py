@@ -37,3 +37,19 @@ def environment(**overrides: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(overrides)
     return env
+
+
+# The production topology, as `calib stack` runs it locally and docker-compose.yml
+# runs it in containers (tests/test_topology.py holds the two together).
+STACK_SERVICES = {
+    "migrate": MIGRATE,
+    "api": api_command(),
+    "worker": worker_command(),
+}
+STACK_WORKERS = 2
+STACK_ENV = ("CALIB_DATABASE_URL", "CALIB_BROKER_URL", "CALIB_DEVICE")
+LOCAL_DEFAULTS = {
+    "CALIB_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/calib",
+    "CALIB_BROKER_URL": "redis://127.0.0.1:6379/0",
+    "CALIB_DEVICE": "auto",
+}

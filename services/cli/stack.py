@@ -1,0 +1,63 @@
+"""`calib stack`: the docker-compose topology as local processes, against a local PostgreSQL and Redis.
+
+migrate once, then the gunicorn API and STACK_WORKERS Celery workers, with the
+same commands and CALIB_* variables as docker-compose.yml; Ctrl-C stops them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import click
+import sqlalchemy as sa
+
+from services.cli import processes
+
+
+def ensure_database(url: str) -> None:
+    """Create the database named in the URL if the server lacks it (PostgreSQL only)."""
+    target = sa.make_url(url)
+    if not target.drivername.startswith("postgresql"):
+        return
+    engine = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                              {"n": target.database}).first()
+        if not exists:
+            conn.execute(sa.text(f'CREATE DATABASE "{target.database}"'))
+    engine.dispose()
+
+
+def run_stack() -> None:
+    env = dict(os.environ)
+    for key in processes.STACK_ENV:
+        env.setdefault(key, processes.LOCAL_DEFAULTS[key])
+    ensure_database(env["CALIB_DATABASE_URL"])
+    subprocess.run(processes.resolve(processes.STACK_SERVICES["migrate"]), env=env, check=True)
+    children = [subprocess.Popen(processes.resolve(processes.STACK_SERVICES["api"]), env=env)]
+    children += [subprocess.Popen(processes.resolve(processes.STACK_SERVICES["worker"]), env=env)
+                 for _ in range(processes.STACK_WORKERS)]
+    click.echo(f"stack up: API on :8000, {processes.STACK_WORKERS} workers; Ctrl-C stops it",
+               err=True)
+
+    def stop(*_: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        sys.exit(0)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while all(child.poll() is None for child in children):
+        time.sleep(0.5)
+    stop()

@@ -1,0 +1,45 @@
+"""docker-compose.yml and `calib stack` start the same services, commands and settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from services.cli import processes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose() -> dict[str, Any]:
+    return dict(yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"])
+
+
+def test_compose_runs_the_stack_commands() -> None:
+    services = compose()
+    for name, command in processes.STACK_SERVICES.items():
+        assert services[name]["command"] == command, name
+
+
+def test_compose_and_stack_read_the_same_settings() -> None:
+    services = compose()
+    for name in processes.STACK_SERVICES:
+        assert set(services[name]["environment"]) == set(processes.STACK_ENV), name
+
+
+def test_compose_has_the_backing_services_and_start_order() -> None:
+    services = compose()
+    assert {"postgres", "redis"} <= set(services)
+    assert services["worker"]["deploy"]["replicas"] == processes.STACK_WORKERS
+    assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"]
+    for backing in ("postgres", "redis", "api"):
+        assert "healthcheck" in services[backing]
+
+
+def test_dockerfiles_exist() -> None:
+    assert (ROOT / "services/api/Dockerfile").exists()
+    assert (ROOT / "services/worker/Dockerfile").exists()
