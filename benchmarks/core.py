@@ -1,0 +1,127 @@
+"""The engine against the book's loop, in one process run: `python -m benchmarks.core`.
+
+(a) 10,000 fits x 11 points x 5000 epochs, every loss kept;
+(b) 1 fit x 1,000,000 points x 5000 epochs.
+The book's loop is timed on fewer epochs where it would take minutes; its cost
+per fit-epoch is constant, so fit-epochs per second compare directly. Each case
+runs in a child process so that its peak memory (max RSS) is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from services.worker.engine import GradientDescent, SeriesBatch, reference_fit
+from services.worker.engine.device import pick_device
+
+T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
+T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
+
+
+def thermometer_batch(fits: int, epochs: int, device: torch.device, seed: int = 0) -> SeriesBatch:
+    rng = np.random.default_rng(seed)
+    t_c = np.asarray(T_C) + rng.normal(0, 0.5, (fits, len(T_C)))
+    return SeriesBatch.build(
+        [T_U] * fits, list(t_c), epochs=[epochs] * fits, learning_rate=[1e-2] * fits,
+        input_scale=[0.1] * fits, w0=[1.0] * fits, b0=[0.0] * fits, device=device,
+    )
+
+
+def big_batch(points: int, epochs: int, device: torch.device) -> SeriesBatch:
+    rng = np.random.default_rng(1)
+    t_u = rng.uniform(20, 90, points)
+    t_c = 0.5367 * t_u - 17.3 + rng.normal(0, 1.7, points)
+    return SeriesBatch.build([t_u], [t_c], epochs=[epochs], learning_rate=[1e-2],
+                             input_scale=[0.1], w0=[1.0], b0=[0.0], device=device)
+
+
+def median_seconds(run: Callable[[], object], repeats: int, device: torch.device) -> float:
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def engine_all_losses(batch: SeriesBatch, epochs: int) -> torch.Tensor:
+    engine = GradientDescent(batch)
+    return engine.losses(1, epochs).to(torch.float32)
+
+
+def case_a(device_name: str, repeats: int) -> dict[str, Any]:
+    device = torch.device(device_name)
+    fits, epochs, book_epochs = 10_000, 5000, 5000
+    batch = thermometer_batch(fits, epochs, device)
+    engine_s = median_seconds(lambda: engine_all_losses(batch, epochs), repeats, device)
+    one = thermometer_batch(1, book_epochs, torch.device("cpu"))
+    book_s = median_seconds(lambda: reference_fit(one, torch.float32), max(1, repeats // 2),
+                            torch.device("cpu"))
+    return {"case": "a: 10,000 fits x 11 points x 5000 epochs", "engine_s": engine_s,
+            "fit_epochs": fits * epochs, "book_s_per_fit_epoch": book_s / book_epochs}
+
+
+def case_b(device_name: str, repeats: int) -> dict[str, Any]:
+    device = torch.device(device_name)
+    points, epochs, book_epochs = 1_000_000, 5000, 100
+    batch = big_batch(points, epochs, device)
+
+    def build_and_run() -> torch.Tensor:
+        # Includes the pass over the million points, which is most of the work.
+        return engine_all_losses(batch, epochs)
+
+    engine_s = median_seconds(build_and_run, repeats, device)
+    short = big_batch(points, book_epochs, torch.device("cpu"))
+    book_s = median_seconds(lambda: reference_fit(short, torch.float32), 1, torch.device("cpu"))
+    return {"case": "b: 1 fit x 1,000,000 points x 5000 epochs", "engine_s": engine_s,
+            "fit_epochs": epochs, "book_s_per_fit_epoch": book_s / book_epochs}
+
+
+def _child(name: str, device: str, repeats: int, out: Any) -> None:
+    result = {"a": case_a, "b": case_b}[name](device, repeats)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out.put(result)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    device = str(pick_device(args.device))
+    ctx = mp.get_context("spawn")
+    rows = []
+    for name in ("a", "b"):
+        queue = ctx.Queue()
+        child = ctx.Process(target=_child, args=(name, device, args.repeats, queue))
+        child.start()
+        row = queue.get()
+        child.join()
+        row["engine_fit_epochs_per_s"] = row["fit_epochs"] / row["engine_s"]
+        row["book_fit_epochs_per_s"] = 1 / row["book_s_per_fit_epoch"]
+        row["speedup"] = row["engine_fit_epochs_per_s"] / row["book_fit_epochs_per_s"]
+        rows.append(row)
+    print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"{'case':<45} {'engine s':>9} {'fit-epochs/s':>14} {'book f-e/s':>12} {'ratio':>9} {'peak MB':>8}")
+    for r in rows:
+        print(f"{r['case']:<45} {r['engine_s']:>9.4f} {r['engine_fit_epochs_per_s']:>14.3e} "
+              f"{r['book_fit_epochs_per_s']:>12.3e} {r['speedup']:>9.0f} {r['peak_rss_mb']:>8.0f}")
+    print(json.dumps({"benchmark": "core", "device": device, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

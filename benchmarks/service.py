@@ -1,0 +1,51 @@
+"""Through HTTP against a running service: `python -m benchmarks.service --url http://127.0.0.1:8000`.
+
+Submits the seed's final fit (thermometer data, input_scale 0.1, lr 1e-2, 5000
+epochs) N times, one after the other, and reports the time from POST to the first
+poll that sees `succeeded` (polling every 2 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import httpx
+
+T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
+T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
+SEED_FIT = {"t_u": T_U, "t_c": T_C, "epochs": 5000, "learning_rate": 1e-2, "input_scale": 0.1}
+
+
+def submit_to_succeeded(http: httpx.Client, timeout: float = 60) -> float:
+    start = time.perf_counter()
+    fit = http.post("/v1/fits", json=SEED_FIT).json()
+    while fit["status"] in ("queued", "running"):
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError(fit["id"])
+        time.sleep(0.002)
+        fit = http.get(f"/v1/fits/{fit['id']}").json()
+    if fit["status"] != "succeeded":
+        raise RuntimeError(fit)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("-n", type=int, default=20)
+    args = parser.parse_args()
+    with httpx.Client(base_url=args.url, timeout=30) as http:
+        submit_to_succeeded(http)  # warm-up: worker imports, connection pools
+        times = [submit_to_succeeded(http) for _ in range(args.n)]
+    ms = sorted(t * 1000 for t in times)
+    print(f"seed fit, submit to succeeded, n={args.n}: median {statistics.median(ms):.1f} ms, "
+          f"min {ms[0]:.1f} ms, max {ms[-1]:.1f} ms")
+    print(json.dumps({"benchmark": "service.seed_fit", "url": args.url, "n": args.n,
+                      "median_ms": statistics.median(ms), "min_ms": ms[0], "max_ms": ms[-1]}))
+
+
+if __name__ == "__main__":
+    main()
