@@ -60,7 +60,8 @@ def median_seconds(run: Callable[[], object], repeats: int, device: torch.device
 
 def engine_all_losses(batch: SeriesBatch, epochs: int) -> torch.Tensor:
     engine = GradientDescent(batch)
-    return engine.losses(1, epochs).to(torch.float32)
+    # float32 out, as the worker stores them.
+    return engine.losses(1, epochs, torch.float32)
 
 
 def case_a(device_name: str, repeats: int) -> dict[str, Any]:

@@ -64,7 +64,7 @@ def _compute_and_write(
     first = 1
     while True:
         last = min(first + block_epochs - 1, max(last_epoch, first))
-        losses = engine.losses(first, last).to(torch.float32).cpu().numpy()
+        losses = engine.losses(first, last, torch.float32).cpu().numpy()
         checkpoint = store.Checkpoint()
         for i, fit in enumerate(fits):
             if fit.id not in alive:

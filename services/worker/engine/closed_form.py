@@ -106,12 +106,14 @@ class GradientDescent:
         found = torch.where(at_first, ones, hi)
         return torch.where(at_first | at_last, found, torch.zeros_like(epochs))
 
-    def losses(self, first: int, last: int) -> torch.Tensor:
-        """Losses of epochs first..last (inclusive) for every fit, (B, L) float64, NaN past epochs_done.
+    def losses(self, first: int, last: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """Losses of epochs first..last (inclusive) for every fit, (B, L), NaN past epochs_done.
 
         r^(k-1) is split as r^(first-1+q*S) * r^j with k - first = q*S + j, so the
         (B, L) block is one batched matrix product of (B, Q, 2) by (B, 2, S)
-        instead of 2*B*L calls of exp.
+        instead of 2*B*L calls of exp. Every term is non-negative, so nothing
+        cancels and float32 output (what is stored) costs only rounding: the powers
+        are taken in float64 and only the (B, L) product is in `dtype`.
         """
         length = last - first + 1
         width = max(1, math.isqrt(length - 1) + 1)
@@ -124,7 +126,10 @@ class GradientDescent:
         heads = torch.pow(r[:, :, None], row_exp) * excess[:, :, None]  # (B, 2, Q)
         heads = torch.where(excess[:, :, None] == 0, torch.zeros_like(heads), heads)
         steps = torch.pow(r[:, :, None], col_exp)  # (B, 2, S)
-        block = torch.baddbmm(self.loss_opt[:, None, None], heads.transpose(1, 2), steps)
+        block = torch.baddbmm(self.loss_opt.to(dtype)[:, None, None],
+                              heads.transpose(1, 2).to(dtype), steps.to(dtype))
         block = block.reshape(self.batch.size, rows * width)[:, :length]
+        if int(self.epochs_done.min()) >= last:
+            return block
         epoch = torch.arange(first, last + 1, device=dev)
         return block.masked_fill(epoch[None, :] > self.epochs_done[:, None], math.nan)
