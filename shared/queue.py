@@ -21,8 +21,15 @@ QUEUE = "calib"
 def make_celery(settings: Settings) -> Celery:
     if settings.embedded:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = Celery("calib", broker=settings.broker, set_as_current=False)
+    broker = settings.broker
     transport_options: dict[str, Any] = {}
+    scheme, _, rest = broker.partition("+")
+    if scheme in ("sqla", "sqlalchemy") and "://" in rest:
+        # The same SQLAlchemy transport, polling faster (see shared/sqla_broker.py).
+        broker = rest
+    app = Celery("calib", broker=broker, set_as_current=False)
+    if broker is not settings.broker:
+        app.conf.broker_transport = "shared.sqla_broker:Transport"
     if settings.broker.startswith("redis"):
         transport_options["visibility_timeout"] = settings.visibility_timeout_seconds
     app.conf.update(

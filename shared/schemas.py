@@ -152,6 +152,34 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = None
 
 
+
+
+class BatchFit(BaseModel):
+    """One fit of a batch: its data, and any field of the batch's defaults to override."""
+
+    model_config = ConfigDict(extra="allow")
+    t_u: list[Any]
+    t_c: list[Any]
+
+
+class BatchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    defaults: dict[str, Any] = Field(default_factory=dict,
+                                     json_schema_extra={"example": {"epochs": 5000,
+                                                                    "input_scale": 0.1}})
+    fits: list[BatchFit] = Field(min_length=1)
+
+
+class BatchPublic(BaseModel):
+    id: str
+    count: int
+    status: Literal["queued", "running", "completed", "cancelled"]
+    counts: dict[str, int]
+    created_at: str
+    finished_at: str | None
+    links: dict[str, str]
+
+
 SCHEMAS: tuple[type[BaseModel], ...] = (
-    FitCreate, FitPublic, FitList, LossPage, PredictRequest, Problem,
+    FitCreate, FitPublic, FitList, LossPage, PredictRequest, Problem, BatchCreate, BatchPublic,
 )

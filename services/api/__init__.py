@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask
 
-from services.api import fits, openapi, ops
+from services.api import batches, fits, openapi, ops
 from services.api.extensions import Services
 from services.api.problems import register_error_handlers
 from shared.db import Database
@@ -40,5 +40,6 @@ def register_extensions(app: Flask, settings: Settings) -> None:
 
 def register_blueprints(app: Flask) -> None:
     app.register_blueprint(fits.bp)
+    app.register_blueprint(batches.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(openapi.bp)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from services.api.problems import Problem
 from shared.db import Database
-from shared.models import QUEUED, Fit, new_id
+from shared.models import QUEUED, Fit, new_id, utcnow
 from shared.packing import pack_f64
 from shared.schemas import FitCreate
 
@@ -27,16 +28,22 @@ def digest(canonical_body: str) -> str:
     return hashlib.sha256(canonical_body.encode()).hexdigest()
 
 
-def new_fit(spec: FitCreate, tenant: str, *, batch_id: str | None = None,
-            chunk_id: str | None = None) -> Fit:
+def fit_row(spec: FitCreate, tenant: str, *, batch_id: str | None = None,
+            chunk_id: str | None = None) -> dict[str, Any]:
+    """Every column of a new queued fit, as a dict for one bulk INSERT or one Fit()."""
     fit_id = new_id()
-    return Fit(
+    return dict(
         id=fit_id, tenant=tenant, batch_id=batch_id, chunk_id=chunk_id or fit_id, status=QUEUED,
-        epochs=spec.epochs, epochs_done=0, n_points=len(spec.t_u),
+        created_at=utcnow(), epochs=spec.epochs, epochs_done=0, n_points=len(spec.t_u),
         learning_rate=spec.learning_rate, init_w=spec.init.w, init_b=spec.init.b,
         input_scale=spec.input_scale, optimizer=spec.optimizer, labels=spec.labels,
         t_u=pack_f64(spec.t_u), t_c=pack_f64(spec.t_c), attempt=0,
+        idempotency_key=None, request_digest=None,
     )
+
+
+def new_fit(spec: FitCreate, tenant: str) -> Fit:
+    return Fit(**fit_row(spec, tenant))
 
 
 def find_by_key(db: Database, tenant: str, key: str) -> Fit | None:

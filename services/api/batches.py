@@ -1,0 +1,257 @@
+"""/v1/batches: many fits in one request, validated whole, stored in bulk, run in chunks."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, Response, request, stream_with_context
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+
+from services.api.extensions import Services, services
+from services.api.fits import idempotency_key, list_fits_query
+from services.api.presenters import fit_json, iso
+from services.api.problems import Problem, from_validation
+from services.api.requests import json_body, parse, query_choice
+from services.api.submit import digest, dispatch, fit_row
+from services.api.tenancy import current_tenant
+from shared.models import ACTIVE, CANCELLED, RUNNING, STATUSES, Batch, Fit, new_id, utcnow
+from shared.schemas import BatchCreate, FitCreate, FitOptions
+
+bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
+
+RESULT_COLUMNS = ["fit_id", "series", "status", "w", "b", "w_raw", "b_raw", "loss",
+                  "epochs_done", "diverged_at_epoch"]
+_MAX_REPORTED_ERRORS = 50
+
+
+def _specs(defaults: dict[str, Any], fits: list[tuple[list[Any], dict[str, Any]]],
+           svc: Services) -> list[FitCreate]:
+    """Validate every fit before anything is stored; 422 names each bad one."""
+    context = {"settings": svc.settings}
+    try:
+        FitOptions.model_validate(defaults, context=context)
+    except ValidationError as exc:
+        raise from_validation(exc, prefix=["defaults"]) from exc
+    if len(fits) > svc.settings.max_fits_per_batch:
+        raise Problem(413, f"fits: {len(fits)} fits, the limit is {svc.settings.max_fits_per_batch}",
+                      slug="data-too-large",
+                      errors=[{"loc": ["fits"], "msg": "too many fits"}])
+    specs, errors, worst = [], [], None
+    points = 0
+    for loc, body in fits:
+        try:
+            spec = FitCreate.model_validate({**defaults, **body}, context=context)
+        except ValidationError as exc:
+            problem = from_validation(exc, prefix=loc)
+            worst = problem if worst is None or problem.status == 413 else worst
+            errors += problem.errors or []
+            if len(errors) >= _MAX_REPORTED_ERRORS:
+                break
+            continue
+        points += len(spec.t_u)
+        specs.append(spec)
+    if worst is not None:
+        raise Problem(worst.status, worst.detail + " — nothing of the batch was stored",
+                      slug=worst.slug, errors=errors)
+    if points > svc.settings.max_points_per_batch:
+        raise Problem(413, f"{points} points in all, the limit is {svc.settings.max_points_per_batch}",
+                      slug="data-too-large", errors=[{"loc": ["fits"], "msg": "too many points"}])
+    return specs
+
+
+def _from_json(svc: Services) -> tuple[list[FitCreate], str]:
+    body = parse(BatchCreate, json_body())
+    fits = [(["fits", i], fit.model_dump()) for i, fit in enumerate(body.fits)]
+    return _specs(body.defaults, fits, svc), body.model_dump_json()
+
+
+_QUERY_DEFAULTS = {"epochs": int, "learning_rate": float, "input_scale": float,
+                   "optimizer": str, "init_w": float, "init_b": float}
+
+
+def _query_defaults() -> dict[str, Any]:
+    defaults: dict[str, Any] = {}
+    for name, kind in _QUERY_DEFAULTS.items():
+        raw = request.args.get(name)
+        if raw is None:
+            continue
+        try:
+            value = kind(raw)
+        except ValueError as exc:
+            raise Problem(422, f"{name}: not a {kind.__name__}", slug="invalid-field",
+                          errors=[{"loc": ["query", name], "msg": f"a {kind.__name__}"}]) from exc
+        if name.startswith("init_"):
+            defaults.setdefault("init", {})[name[5:]] = value
+        else:
+            defaults[name] = value
+    return defaults
+
+
+def _from_csv(svc: Services) -> tuple[list[FitCreate], str]:
+    text = request.get_data(as_text=True)
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or not {"series", "t_u", "t_c"} <= set(reader.fieldnames):
+        raise Problem(400, "the CSV header must name the columns series,t_u,t_c", slug="malformed")
+    grouped: dict[str, tuple[list[float], list[float]]] = {}
+    for line, row in enumerate(reader, start=2):
+        try:
+            t_u, t_c = float(row["t_u"]), float(row["t_c"])
+        except (TypeError, ValueError) as exc:
+            raise Problem(400, f"line {line}: t_u and t_c must be numbers", slug="malformed",
+                          errors=[{"loc": ["line", line], "msg": "not a number"}]) from exc
+        series = grouped.setdefault(row["series"], ([], []))
+        series[0].append(t_u)
+        series[1].append(t_c)
+    if not grouped:
+        raise Problem(400, "the CSV has no data rows", slug="malformed")
+    defaults = _query_defaults()
+    fits = [(["series", name], {"t_u": u, "t_c": c, "labels": {"series": name}})
+            for name, (u, c) in grouped.items()]
+    return _specs(defaults, fits, svc), digest(text) + repr(sorted(defaults.items()))
+
+
+def _batch_json(session: Any, batch: Batch) -> dict[str, Any]:
+    rows = session.execute(
+        sa.select(Fit.status, sa.func.count(), sa.func.max(Fit.finished_at))
+        .where(Fit.batch_id == batch.id).group_by(Fit.status)
+    ).all()
+    counts = dict.fromkeys(STATUSES, 0)
+    finished = None
+    for status, count, last in rows:
+        counts[status] = count
+        finished = max(finished, last) if finished and last else (last or finished)
+    active = counts["queued"] + counts["running"]
+    if batch.cancelled and not active:
+        status = CANCELLED
+    elif not active:
+        status = "completed"
+    elif counts[RUNNING] or active < batch.count:
+        status = "running"
+    else:
+        status = "queued"
+    return {"id": batch.id, "count": batch.count, "status": status, "counts": counts,
+            "created_at": iso(batch.created_at),
+            "finished_at": iso(finished) if not active else None,
+            "links": {"self": f"/v1/batches/{batch.id}", "fits": f"/v1/batches/{batch.id}/fits"}}
+
+
+def _get_batch(session: Any, batch_id: str) -> Batch:
+    batch = session.scalars(
+        sa.select(Batch).where(Batch.id == batch_id, Batch.tenant == current_tenant())
+    ).first()
+    if batch is None:
+        raise Problem(404, f"no batch with id {batch_id}", slug="not-found")
+    return batch
+
+
+def _existing(svc: Services, key: str, request_digest: str) -> Batch | None:
+    with svc.db.session() as session:
+        batch = session.scalars(sa.select(Batch).where(
+            Batch.tenant == current_tenant(), Batch.idempotency_key == key)).first()
+    if batch is not None and batch.request_digest != request_digest:
+        raise Problem(409, "this Idempotency-Key was used with a different request body",
+                      slug="idempotency-conflict")
+    return batch
+
+
+@bp.post("")
+def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
+    svc = services()
+    if request.mimetype == "text/csv":
+        specs, canonical = _from_csv(svc)
+    else:
+        specs, canonical = _from_json(svc)
+    key = idempotency_key()
+    request_digest = digest(canonical)
+    if key and (found := _existing(svc, key, request_digest)) is not None:
+        with svc.db.session() as session:
+            return _batch_json(session, found), 200, {"Location": f"/v1/batches/{found.id}"}
+
+    tenant = current_tenant()
+    batch = Batch(id=new_id(), tenant=tenant, count=len(specs), cancelled=False,
+                  created_at=utcnow(), idempotency_key=key, request_digest=request_digest)
+    size = svc.settings.chunk_size
+    chunks = [new_id() for _ in range(0, len(specs), size)]
+    rows = [fit_row(spec, tenant, batch_id=batch.id, chunk_id=chunks[i // size])
+            for i, spec in enumerate(specs)]
+    try:
+        with svc.db.session(write=True) as session:
+            session.add(batch)
+            session.flush()
+            session.execute(sa.insert(Fit), rows)
+    except IntegrityError:
+        found = _existing(svc, key, request_digest) if key else None
+        if found is None:
+            raise
+        with svc.db.session() as session:
+            return _batch_json(session, found), 200, {"Location": f"/v1/batches/{found.id}"}
+    for chunk_id in chunks:
+        dispatch(svc.publish, chunk_id)
+    with svc.db.session() as session:
+        return _batch_json(session, batch), 202, {"Location": f"/v1/batches/{batch.id}"}
+
+
+@bp.get("/<batch_id>")
+def get_batch(batch_id: str) -> dict[str, Any]:
+    with services().db.session() as session:
+        return _batch_json(session, _get_batch(session, batch_id))
+
+
+def _result_lines(batch_id: str) -> Iterator[str]:
+    db = services().db
+    yield ",".join(RESULT_COLUMNS) + "\n"
+    after = ""
+    while True:
+        with db.session() as session:
+            fits = list(session.scalars(
+                sa.select(Fit).where(Fit.batch_id == batch_id, Fit.id > after)
+                .order_by(Fit.id).limit(2000)))
+        if not fits:
+            return
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        for fit in fits:
+            ok = fit.status == "succeeded"
+            writer.writerow([
+                fit.id, (fit.labels or {}).get("series", ""), fit.status,
+                fit.w if ok else "", fit.b if ok else "",
+                fit.w * fit.input_scale if ok and fit.w is not None else "",
+                fit.b if ok else "", fit.loss if fit.loss is not None else "",
+                fit.epochs_done, fit.diverged_at_epoch or "",
+            ])
+        yield out.getvalue()
+        after = fits[-1].id
+
+
+@bp.get("/<batch_id>/fits")
+def batch_fits(batch_id: str) -> Any:
+    with services().db.session() as session:
+        _get_batch(session, batch_id)
+    if query_choice("format", ("json", "csv")) == "csv":
+        return Response(stream_with_context(_result_lines(batch_id)), mimetype="text/csv")
+    fits, cursor = list_fits_query(batch_id=batch_id)
+    next_link = None
+    if cursor:
+        from urllib.parse import urlencode
+
+        args = {**request.args.to_dict(), "cursor": cursor}
+        next_link = f"/v1/batches/{batch_id}/fits?{urlencode(args)}"
+    return {"items": [fit_json(f) for f in fits], "next": next_link}
+
+
+@bp.post("/<batch_id>/cancel")
+def cancel_batch(batch_id: str) -> tuple[dict[str, Any], int]:
+    with services().db.session(write=True) as session:
+        batch = _get_batch(session, batch_id)
+        batch.cancelled = True
+        session.execute(
+            sa.update(Fit).where(Fit.batch_id == batch.id, Fit.status.in_(ACTIVE))
+            .values(status=CANCELLED, finished_at=utcnow(), lease_expires_at=None)
+            .execution_options(synchronize_session=False))
+    with services().db.session() as session:
+        return _batch_json(session, _get_batch(session, batch_id)), 202
