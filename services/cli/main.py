@@ -210,6 +210,46 @@ def fit(csv_file: Path, epochs: int, learning_rate: float, input_scale: float, i
 
 
 @cli.command()
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--epochs", type=int, default=None)
+@click.option("--learning-rate", type=float, default=None)
+@click.option("--input-scale", type=float, default=None)
+@click.option("--wait", is_flag=True, help="wait for the batch, with a progress bar")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="with --wait: write one result line per fit here")
+@click.option("--idempotency-key", default=None)
+@url_option
+def batch(csv_file: Path, epochs: int | None, learning_rate: float | None,
+          input_scale: float | None, wait: bool, out: Path | None,
+          idempotency_key: str | None, url: str | None) -> None:
+    """Submit a batch from a long-format CSV (series,t_u,t_c): one fit per series."""
+    from services.cli.progress import wait_for_batch
+
+    params = {k: v for k, v in {"epochs": epochs, "learning_rate": learning_rate,
+                                "input_scale": input_scale}.items() if v is not None}
+    headers = {"Content-Type": "text/csv"}
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    service = _service(url)
+    try:
+        created = service.json("POST", "/v1/batches", params=params,
+                               content=csv_file.read_bytes(), headers=headers)
+        if not wait:
+            click.echo(json.dumps(created, indent=2))
+            return
+        final = wait_for_batch(service, created["id"])
+        if out is not None:
+            text = service.request("GET", f"/v1/batches/{created['id']}/fits",
+                                   params={"format": "csv"}).text
+            out.write_text(text)
+            click.echo(f"results of {final['count']} fits written to {out}", err=True)
+    except ServiceError as exc:
+        _fail(exc)
+    click.echo(json.dumps(final, indent=2))
+    sys.exit(0 if final["counts"]["succeeded"] == final["count"] else 1)
+
+
+@cli.command()
 @click.argument("fit_id")
 @url_option
 def status(fit_id: str, url: str | None) -> None:

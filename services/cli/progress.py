@@ -46,3 +46,26 @@ def wait_for_fit(service: Service, fit_id: str, progress: bool = True, timeout: 
         bar.show(fit["epochs_done"], fit["status"])
         bar.close()
     return fit
+
+
+def wait_for_batch(service: Service, batch_id: str, progress: bool = True,
+                   timeout: float = 24 * 3600) -> dict[str, Any]:
+    batch = service.json("GET", f"/v1/batches/{batch_id}")
+    bar = Bar(batch["count"], "fits") if progress else None
+    deadline = time.monotonic() + timeout
+    interval, shown = 0.1, -1
+    while True:
+        finished = batch["count"] - batch["counts"]["queued"] - batch["counts"]["running"]
+        if bar and finished != shown:
+            bar.show(finished, batch["status"])
+            shown = finished
+        if batch["status"] in ("completed", "cancelled"):
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"batch {batch_id} still {batch['status']} after {timeout} s")
+        time.sleep(interval)
+        interval = min(interval * 1.5, 1.0)
+        batch = service.json("GET", f"/v1/batches/{batch_id}")
+    if bar:
+        bar.close()
+    return batch

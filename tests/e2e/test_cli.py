@@ -1,0 +1,48 @@
+"""The CLI against the running stack: `calib fit --wait` and `calib batch --wait --out`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+from services.cli import processes
+from tests.e2e.stack import Stack
+
+T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
+T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
+
+
+def calib(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(processes.resolve(["calib", *args, "--url", stack.url]),
+                          capture_output=True, text=True, timeout=120, env=stack.env)
+
+
+def test_fit_wait_and_losses(stack: Stack, tmp_path: Path) -> None:
+    data = tmp_path / "thermometer.csv"
+    data.write_text("t_u,t_c\n" + "".join(f"{u},{c}\n" for u, c in zip(T_U, T_C, strict=True)))
+    done = calib(stack, "fit", str(data), "--input-scale", "0.1", "--wait")
+    assert done.returncode == 0, done.stderr
+    fit = json.loads(done.stdout)
+    assert fit["status"] == "succeeded" and abs(fit["result"]["w"] - 5.3671) < 1e-3
+    losses = calib(stack, "losses", fit["id"], "--csv")
+    assert losses.stdout.splitlines()[0] == "epoch,loss" and len(losses.stdout.splitlines()) == 5001
+    diverged = calib(stack, "fit", str(data), "--epochs", "100", "--wait")
+    assert diverged.returncode == 1 and json.loads(diverged.stdout)["diverged_at_epoch"] == 11
+    missing = calib(stack, "status", "00000000-0000-4000-8000-000000000000")
+    assert missing.returncode == 3 and "404" in missing.stderr
+
+
+def test_batch_wait_out(stack: Stack, tmp_path: Path) -> None:
+    data = tmp_path / "sensors.csv"
+    lines = ["series,t_u,t_c"]
+    for series in ("A17", "B02", "C33"):
+        lines += [f"{series},{u},{c}" for u, c in zip(T_U, T_C, strict=True)]
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "results.csv"
+    done = calib(stack, "batch", str(data), "--input-scale", "0.1", "--wait", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert sorted(r["series"] for r in rows) == ["A17", "B02", "C33"]
+    assert all(r["status"] == "succeeded" and abs(float(r["w_raw"]) - 0.53671) < 1e-4 for r in rows)
