@@ -133,6 +133,63 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                              "t_c": {"type": "array", "items": {"type": "number"}}}}}}},
                          **_problems("400", "404", "409", "415", "422")}},
         },
+        "/v1/batches": {
+            "post": {
+                "operationId": "createBatch",
+                "summary": "Submit many fits; validated whole, nothing stored if one is invalid",
+                "description": (
+                    "JSON: `{defaults, fits: [...]}`, each fit overriding any default. CSV "
+                    "(`Content-Type: text/csv`): long format `series,t_u,t_c`, one fit per "
+                    "series (its label `series`), defaults as query parameters "
+                    f"(epochs, learning_rate, input_scale, init_w, init_b, optimizer). At most "
+                    f"{limits['batch_fits']} fits and {limits['batch_points']} points (413 over). "
+                    "`Idempotency-Key` works as for fits."
+                ),
+                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                "schema": {"type": "string", "maxLength": 200}}],
+                "requestBody": {"required": True, "content": {
+                    **_json("BatchCreate"),
+                    "text/csv": {"schema": {"type": "string"},
+                                 "example": "series,t_u,t_c\nA17,35.7,0.5\nA17,55.9,14.0\n"}}},
+                "responses": {
+                    "202": {"description": "Accepted", "content": _json("BatchPublic")},
+                    "200": {"description": "An idempotent replay", "content": _json("BatchPublic")},
+                    **_problems("400", "409", "413", "415", "422", "503"),
+                },
+            },
+        },
+        "/v1/batches/{batch_id}": {
+            "get": {"operationId": "getBatch",
+                    "summary": "A batch's status and its fits' counts per status",
+                    "parameters": [_id_param("batch_id")],
+                    "responses": {"200": {"description": "The batch",
+                                          "content": _json("BatchPublic")}, **_problems("404")}},
+        },
+        "/v1/batches/{batch_id}/fits": {
+            "get": {"operationId": "getBatchFits",
+                    "summary": "The batch's fits, paginated; ?format=csv streams one result line "
+                               "per fit: fit_id,series,status,w,b,w_raw,b_raw,loss,epochs_done,"
+                               "diverged_at_epoch",
+                    "parameters": [
+                        _id_param("batch_id"),
+                        _query("status", {"type": "string"}, "Only fits in this status"),
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
+                               "Page size"),
+                        _query("cursor", {"type": "string"}, "From the previous page's `next`"),
+                        _query("format", {"type": "string", "enum": ["json", "csv"]}, "csv"),
+                    ],
+                    "responses": {"200": {"description": "Fits", "content": {
+                        **_json("FitList"), "text/csv": {"schema": {"type": "string"}}}},
+                        **_problems("404", "422")}},
+        },
+        "/v1/batches/{batch_id}/cancel": {
+            "post": {"operationId": "cancelBatch",
+                     "summary": "Cancel every queued or running fit of the batch",
+                     "parameters": [_id_param("batch_id")],
+                     "responses": {"202": {"description": "The batch",
+                                           "content": _json("BatchPublic")},
+                                   **_problems("404")}},
+        },
         "/healthz": {"get": {"operationId": "healthz", "summary": "200 while the process serves",
                              "responses": {"200": {"description": "Alive"}}}},
         "/readyz": {"get": {"operationId": "readyz",
@@ -157,7 +214,8 @@ def _schemas() -> dict[str, Any]:
 def document() -> dict[str, Any]:
     s = services().settings
     limits = {"points": s.max_points_per_fit, "epochs": s.max_epochs, "labels": s.max_labels,
-              "body": s.max_body_bytes}
+              "body": s.max_body_bytes, "batch_fits": s.max_fits_per_batch,
+              "batch_points": s.max_points_per_batch}
     return {
         "openapi": "3.1.0",
         "info": {"title": "calib", "version": "1",

@@ -153,7 +153,9 @@ def test_openapi_and_docs_are_served(client: FlaskClient) -> None:
     doc = client.get("/openapi.json").get_json()
     assert doc["openapi"].startswith("3.")
     for path in ["/v1/fits", "/v1/fits/{fit_id}", "/v1/fits/{fit_id}/losses",
-                 "/v1/fits/{fit_id}/cancel", "/healthz", "/readyz"]:
+                 "/v1/fits/{fit_id}/cancel", "/v1/batches", "/v1/batches/{batch_id}",
+                 "/v1/batches/{batch_id}/fits", "/v1/batches/{batch_id}/cancel",
+                 "/healthz", "/readyz"]:
         assert path in doc["paths"]
     assert set(doc["components"]["schemas"]["FitCreate"]["properties"]) >= {
         "t_u", "t_c", "epochs", "learning_rate", "init", "input_scale", "optimizer", "labels"}
