@@ -21,6 +21,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -rs
 
+lint: $(STAMP)
+	$(VENV)/bin/ruff check services shared tests benchmarks migrations
+
 stack: $(STAMP)
 	$(VENV)/bin/calib stack
 

@@ -18,7 +18,7 @@ from services.api.presenters import fit_json, iso
 from services.api.problems import Problem, from_validation
 from services.api.requests import json_body, parse, query_choice
 from services.api.submit import digest, dispatch, fit_row
-from services.api.tenancy import current_tenant
+from services.api.tenancy import current_tenant, owned_or_404
 from shared.models import ACTIVE, CANCELLED, RUNNING, STATUSES, Batch, Fit, new_id, utcnow
 from shared.schemas import BatchCreate, FitCreate, FitOptions
 
@@ -141,12 +141,7 @@ def _batch_json(session: Any, batch: Batch) -> dict[str, Any]:
 
 
 def _get_batch(session: Any, batch_id: str) -> Batch:
-    batch = session.scalars(
-        sa.select(Batch).where(Batch.id == batch_id, Batch.tenant == current_tenant())
-    ).first()
-    if batch is None:
-        raise Problem(404, f"no batch with id {batch_id}", slug="not-found")
-    return batch
+    return owned_or_404(session, Batch, batch_id, "batch")
 
 
 def _existing(svc: Services, key: str, request_digest: str) -> Batch | None:

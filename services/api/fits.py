@@ -15,7 +15,7 @@ from services.api.presenters import fit_json
 from services.api.problems import Problem
 from services.api.requests import json_body, parse, query_choice, query_int
 from services.api.submit import submit_fit
-from services.api.tenancy import current_tenant
+from services.api.tenancy import current_tenant, owned_or_404
 from shared.models import ACTIVE, CANCELLED, STATUSES, SUCCEEDED, Fit, UTCDateTime, utcnow
 from shared.schemas import FitCreate, PredictRequest
 
@@ -25,13 +25,7 @@ MAX_LOSS_PAGE = 100_000
 
 
 def _get_fit(session: Any, fit_id: str) -> Fit:
-    # Another tenant's fit answers exactly like an unknown id.
-    fit = session.scalars(
-        sa.select(Fit).where(Fit.id == fit_id, Fit.tenant == current_tenant())
-    ).first()
-    if fit is None:
-        raise Problem(404, f"no fit with id {fit_id}", slug="not-found")
-    return fit
+    return owned_or_404(session, Fit, fit_id, "fit")
 
 
 def idempotency_key() -> str | None:

@@ -2,8 +2,28 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from services.api.problems import Problem
+
 DEFAULT_TENANT = "default"
+T = TypeVar("T")
 
 
 def current_tenant() -> str:
     return DEFAULT_TENANT
+
+
+def owned_or_404(session: so.Session, model: type[T], object_id: str, noun: str) -> T:
+    """The tenant's object; another tenant's answers exactly like an unknown id."""
+    found = session.scalars(
+        sa.select(model).where(model.id == object_id,  # type: ignore[attr-defined]
+                               model.tenant == current_tenant())  # type: ignore[attr-defined]
+    ).first()
+    if found is None:
+        raise Problem(404, f"no {noun} with id {object_id}", slug="not-found")
+    return found
+

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -100,24 +99,7 @@ def up(port: int) -> None:
     where = "embedded SQLite in " + str(settings.data_dir) if settings.embedded else "configured"
     click.echo(f"calib is up on http://127.0.0.1:{port} ({where}); Ctrl-C stops it", err=True)
 
-    def stop(*_: Any) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        deadline = time.monotonic() + 20
-        for child in children:
-            try:
-                child.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-        sys.exit(0)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    while all(child.poll() is None for child in children):
-        time.sleep(0.5)
-    click.echo("a process of the service exited; stopping", err=True)
-    stop()
+    processes.supervise(children)
 
 
 @cli.command()

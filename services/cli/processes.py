@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 MIGRATE = ["calib", "db", "upgrade"]
 
@@ -53,3 +57,26 @@ LOCAL_DEFAULTS = {
     "CALIB_BROKER_URL": "redis://127.0.0.1:6379/0",
     "CALIB_DEVICE": "auto",
 }
+
+
+def supervise(children: list[subprocess.Popen[bytes]]) -> None:
+    """Wait until Ctrl-C, SIGTERM or one child exiting; then stop them all and exit."""
+
+    def stop(*_: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        deadline = time.monotonic() + 20
+        for child in children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+        sys.exit(0)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while all(child.poll() is None for child in children):
+        time.sleep(0.5)
+    print("a process of the service exited; stopping", file=sys.stderr)
+    stop()

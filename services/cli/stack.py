@@ -7,11 +7,7 @@ same commands and CALIB_* variables as docker-compose.yml; Ctrl-C stops them.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
-import time
-from typing import Any
 
 import click
 import sqlalchemy as sa
@@ -45,19 +41,4 @@ def run_stack() -> None:
     click.echo(f"stack up: API on :8000, {processes.STACK_WORKERS} workers; Ctrl-C stops it",
                err=True)
 
-    def stop(*_: Any) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(20)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        sys.exit(0)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    while all(child.poll() is None for child in children):
-        time.sleep(0.5)
-    stop()
+    processes.supervise(children)
