@@ -24,11 +24,10 @@ def make_celery(settings: Settings) -> Celery:
     broker = settings.broker
     transport_options: dict[str, Any] = {}
     scheme, _, rest = broker.partition("+")
-    if scheme in ("sqla", "sqlalchemy") and "://" in rest:
+    sqla = scheme in ("sqla", "sqlalchemy") and "://" in rest
+    app = Celery("calib", broker=rest if sqla else broker, set_as_current=False)
+    if sqla:
         # The same SQLAlchemy transport, polling faster (see shared/sqla_broker.py).
-        broker = rest
-    app = Celery("calib", broker=broker, set_as_current=False)
-    if broker is not settings.broker:
         app.conf.broker_transport = "shared.sqla_broker:Transport"
     if settings.broker.startswith("redis"):
         transport_options["visibility_timeout"] = settings.visibility_timeout_seconds

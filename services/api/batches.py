@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from services.api.extensions import Services, services
-from services.api.fits import idempotency_key, list_fits_query
+from services.api.fits import idempotency_key, list_fits_query, query_with
 from services.api.presenters import fit_json, iso
 from services.api.problems import Problem, from_validation
 from services.api.requests import json_body, parse, query_choice
@@ -230,12 +230,7 @@ def batch_fits(batch_id: str) -> Any:
     if query_choice("format", ("json", "csv")) == "csv":
         return Response(stream_with_context(_result_lines(batch_id)), mimetype="text/csv")
     fits, cursor = list_fits_query(batch_id=batch_id)
-    next_link = None
-    if cursor:
-        from urllib.parse import urlencode
-
-        args = {**request.args.to_dict(), "cursor": cursor}
-        next_link = f"/v1/batches/{batch_id}/fits?{urlencode(args)}"
+    next_link = f"/v1/batches/{batch_id}/fits?{query_with(cursor=cursor)}" if cursor else None
     return {"items": [fit_json(f) for f in fits], "next": next_link}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from typing import Any
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, request, stream_with_context
@@ -99,12 +100,11 @@ def list_fits_query(batch_id: str | None = None) -> tuple[list[Fit], str | None]
 def list_fits() -> dict[str, Any]:
     fits, cursor = list_fits_query()
     return {"items": [fit_json(f) for f in fits],
-            "next": f"/v1/fits?{_with(cursor=cursor)}" if cursor else None}
+            "next": f"/v1/fits?{query_with(cursor=cursor)}" if cursor else None}
 
 
-def _with(**changes: Any) -> str:
-    from urllib.parse import urlencode
-
+def query_with(**changes: Any) -> str:
+    """This request's query string with some parameters replaced (for `next` links)."""
     args = request.args.to_dict()
     args.update({k: str(v) for k, v in changes.items()})
     return urlencode(args)
@@ -140,7 +140,7 @@ def get_losses(fit_id: str) -> Any:
         "epochs_done": done,
         "start": start,
         "loss": losses.tolist(),
-        "next": f"/v1/fits/{fit.id}/losses?{_with(start=end, limit=limit)}" if more else None,
+        "next": f"/v1/fits/{fit.id}/losses?{query_with(start=end, limit=limit)}" if more else None,
     }
 
 

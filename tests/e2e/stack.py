@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -96,7 +95,3 @@ class Stack:
             out += page["loss"]
             path = page["next"]
         return out
-
-
-def python() -> str:
-    return sys.executable
