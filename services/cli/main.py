@@ -103,11 +103,12 @@ def up(port: int) -> None:
 
 
 @cli.command()
-def stack() -> None:
+@click.option("--workers", default=processes.STACK_WORKERS, show_default=True, help="Celery worker processes")
+def stack(workers: int) -> None:
     """Run the docker-compose topology as local processes (PostgreSQL + Redis)."""
     from services.cli.stack import run_stack
 
-    run_stack()
+    run_stack(workers)
 
 
 @cli.command()

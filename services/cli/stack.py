@@ -29,7 +29,7 @@ def ensure_database(url: str) -> None:
     engine.dispose()
 
 
-def run_stack() -> None:
+def run_stack(workers: int = processes.STACK_WORKERS) -> None:
     env = dict(os.environ)
     for key in processes.STACK_ENV:
         env.setdefault(key, processes.LOCAL_DEFAULTS[key])
@@ -37,8 +37,8 @@ def run_stack() -> None:
     subprocess.run(processes.resolve(processes.STACK_SERVICES["migrate"]), env=env, check=True)
     children = [subprocess.Popen(processes.resolve(processes.STACK_SERVICES["api"]), env=env)]
     children += [subprocess.Popen(processes.resolve(processes.STACK_SERVICES["worker"]), env=env)
-                 for _ in range(processes.STACK_WORKERS)]
-    click.echo(f"stack up: API on :8000, {processes.STACK_WORKERS} workers; Ctrl-C stops it",
+                 for _ in range(workers)]
+    click.echo(f"stack up: API on :8000, {workers} workers; Ctrl-C stops it",
                err=True)
 
     processes.supervise(children)

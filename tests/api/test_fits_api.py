@@ -165,3 +165,19 @@ def test_openapi_and_docs_are_served(client: FlaskClient) -> None:
 def test_health_and_readiness(client: FlaskClient) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
     assert client.get("/readyz").get_json()["status"] == "ready"
+
+
+@pytest.mark.parametrize("limit, fits", [
+    ({"max_fits_per_batch": 3}, [GOOD] * 4),
+    ({"max_points_per_batch": 8}, [GOOD] * 3),
+])
+def test_batch_over_a_limit_gets_413_and_stores_nothing(backend: Any, limit: dict[str, int],
+                                                        fits: list[dict[str, Any]]) -> None:
+    from services.api import create_app
+
+    app = create_app(backend.model_copy(update=limit))
+    client = app.test_client()
+    err = problem(client.post("/v1/batches", json={"fits": fits}), 413)
+    assert err["errors"][0]["loc"] == ["fits"]
+    assert client.get("/v1/fits").get_json()["items"] == []
+    app.extensions["calib"].db.dispose()

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from services.cli.local_stack import Stack
 from tests.conftest import PG_URL, REDIS_URL, _create_database, _drop_database
-from tests.e2e.stack import Stack
 
 
 @pytest.fixture(scope="module", params=["embedded", "postgres"])

@@ -1,4 +1,8 @@
-"""The real service as processes: migrations, the gunicorn API and Celery workers, for e2e tests."""
+"""The real service as child processes: migrations, the gunicorn API and N Celery workers.
+
+The e2e tests and `python -m benchmarks.scaling` start the service this way, with
+the same command lines as `calib stack` and docker-compose.yml (services.cli.processes).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,36 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def descendants(roots: set[int]) -> set[int]:
+    """The processes in the trees under `roots` (Linux /proc), roots included."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found = set(roots)
+    grew = True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in found and pid not in found:
+                found.add(pid)
+                grew = True
+    return found
+
+
+def peak_rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 class Stack:
@@ -60,6 +94,11 @@ class Stack:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"the stack did not get ready; see {self.logs}")
+
+    def worker_peak_rss(self) -> int:
+        """The largest peak resident set (VmHWM, bytes) of any worker process or its pool children."""
+        workers = {c.pid for c in self.children[1:]}
+        return max((peak_rss(pid) for pid in descendants(workers)), default=0)
 
     def stop(self) -> None:
         for child in self.children:
