@@ -14,6 +14,9 @@ import time
 
 import httpx
 
+from shared.settings import get_settings
+from shared.tokens import read_local_token
+
 T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
 T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
 SEED_FIT = {"t_u": T_U, "t_c": T_C, "epochs": 5000, "learning_rate": 1e-2, "input_scale": 0.1}
@@ -58,10 +61,14 @@ def batch_to_completed(http: httpx.Client, fits: int, timeout: float = 600) -> d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--token", default=None,
+                        help="bearer token (default: CALIB_TOKEN, else the local token `calib up` writes)")
     parser.add_argument("-n", type=int, default=20)
     parser.add_argument("--batch", type=int, default=10_000, help="fits in the batch run (0: skip)")
     args = parser.parse_args()
-    with httpx.Client(base_url=args.url, timeout=30) as http:
+    settings = get_settings()
+    token = args.token or settings.token or read_local_token(settings.token_file)
+    with httpx.Client(base_url=args.url, timeout=30, headers={"Authorization": f"Bearer {token}"}) as http:
         submit_to_succeeded(http)  # warm-up: worker imports, connection pools
         times = [submit_to_succeeded(http) for _ in range(args.n)]
         batch = batch_to_completed(http, args.batch) if args.batch else None

@@ -135,3 +135,17 @@ class LossBlock(Base):
     first_epoch: so.Mapped[int] = so.mapped_column(sa.Integer, primary_key=True)
     count: so.Mapped[int] = so.mapped_column(sa.Integer)
     loss: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary)
+
+
+class ApiToken(Base):
+    """A bearer token of a tenant. Only its SHA-256 digest and a display prefix are kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: so.Mapped[str] = so.mapped_column(sa.String(36), primary_key=True, default=new_id)
+    tenant: so.Mapped[str] = so.mapped_column(sa.String(64))
+    prefix: so.Mapped[str] = so.mapped_column(sa.String(16), unique=True)
+    digest: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    name: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    created_at: so.Mapped[dt.datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: so.Mapped[dt.datetime | None] = so.mapped_column(UTCDateTime)

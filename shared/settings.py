@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     broker_url: str = ""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     api_url: str = "http://127.0.0.1:8000"
+    # The CLI's bearer token; empty means the local token `calib up` writes to data_dir.
+    token: str = ""
+    # Per-token request rate (Flask-Limiter syntax); Redis holds the counters when
+    # the broker is Redis, so every API process shares them.
+    rate_limit: str = "100/second;3000/minute"
 
     # Limits (documented in the README and the OpenAPI document).
     max_points_per_fit: int = 1_000_000
@@ -54,6 +59,10 @@ class Settings(BaseSettings):
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'calib.db'}"
+
+    @property
+    def token_file(self) -> Path:
+        return self.data_dir / "token"
 
     @property
     def broker(self) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Flask
 
 from services.api import batches, fits, openapi, ops
+from services.api.auth import authenticate
 from services.api.extensions import Services
 from services.api.problems import register_error_handlers
 from shared.db import Database
@@ -39,6 +40,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
+    app.before_request(authenticate)
     app.register_blueprint(fits.bp)
     app.register_blueprint(batches.bp)
     app.register_blueprint(ops.bp)

@@ -60,6 +60,8 @@ class Problem(Exception):
         resp.mimetype = "application/problem+json"
         if self.retry_after is not None:
             resp.headers["Retry-After"] = str(self.retry_after)
+        if self.status == 401:
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="calib"'
         return resp
 
 

@@ -1,4 +1,4 @@
-"""Whose request this is. Every query is scoped by it; authentication will set it from the token."""
+"""Whose request this is. Every query is scoped by it; services.api.auth sets it from the token."""
 
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+from flask import g
 
 from services.api.problems import Problem
 
-DEFAULT_TENANT = "default"
 T = TypeVar("T")
 
 
 def current_tenant() -> str:
-    return DEFAULT_TENANT
+    tenant: str = g.tenant  # set by services.api.auth before any /v1 view runs
+    return tenant
 
 
 def owned_or_404(session: so.Session, model: type[T], object_id: str, noun: str) -> T:

@@ -15,8 +15,9 @@ class ServiceError(Exception):
 
 
 class Service:
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
-        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+    def __init__(self, url: str, token: str = "", timeout: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

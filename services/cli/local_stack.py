@@ -58,13 +58,15 @@ def peak_rss(pid: int) -> int:
 
 
 class Stack:
-    def __init__(self, env: dict[str, str], logs: Path, workers: int = 1) -> None:
+    def __init__(self, env: dict[str, str], logs: Path, workers: int = 1, tenant: str = "e2e") -> None:
         self.env = {**os.environ, **env}
         self.logs = logs
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.children: list[subprocess.Popen[bytes]] = []
         self.workers = workers
+        self.tenant = tenant
+        self.token = ""
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
@@ -78,11 +80,20 @@ class Stack:
         self.logs.mkdir(parents=True, exist_ok=True)
         subprocess.run(processes.resolve(processes.MIGRATE), env=self.env, check=True,
                        capture_output=True)
+        self.token = self.create_token(self.tenant)
+        self.env["CALIB_TOKEN"] = self.token  # for `calib` commands the tests run against this stack
+        self.http.headers["Authorization"] = f"Bearer {self.token}"
         self._spawn("api", processes.api_command(f"127.0.0.1:{self.port}", workers=2))
         for i in range(self.workers):
             self._spawn(f"worker{i}", processes.worker_command(beat=i == 0))
         self.wait_ready()
         return self
+
+    def create_token(self, tenant: str) -> str:
+        """A new token of `tenant`, through the same `calib tokens create` an operator runs."""
+        done = subprocess.run(processes.resolve(["calib", "tokens", "create", "--tenant", tenant]),
+                              env=self.env, check=True, capture_output=True, text=True)
+        return done.stdout.strip()
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -1,4 +1,4 @@
-"""The `calib` command: run the service (up, api, worker, db upgrade) and use it (demo, fit, status, losses).
+"""The `calib` command: run the service (up, api, worker, db upgrade, tokens) and use it (demo, fit, status, losses).
 
 Exit codes: 0 success (for --wait: the fit succeeded); 1 the fit ended otherwise
 (diverged, failed, cancelled); 2 usage error; 3 the service refused the request
@@ -27,7 +27,11 @@ from shared.settings import get_settings
 
 
 def _service(url: str | None) -> Service:
-    return Service(url or get_settings().api_url)
+    from shared.tokens import read_local_token
+
+    settings = get_settings()
+    # CALIB_TOKEN wins; else the local token `calib up` left in the data directory.
+    return Service(url or settings.api_url, token=settings.token or read_local_token(settings.token_file))
 
 
 def _fail(exc: ServiceError) -> None:
@@ -61,6 +65,50 @@ def db_upgrade() -> None:
     click.echo(f"database at head: {settings.database.split('@')[-1]}")
 
 
+@cli.group()
+def tokens() -> None:
+    """Bearer tokens of tenants (talks to the database directly, like `db upgrade`)."""
+
+
+@tokens.command("create")
+@click.option("--tenant", required=True, help="the tenant the token acts for")
+@click.option("--name", default=None, help="a note to recognise the token by")
+def tokens_create(tenant: str, name: str | None) -> None:
+    """Print a new token once; only its SHA-256 digest and prefix are stored."""
+    from shared import tokens as store
+
+    minted = store.create(_database(), tenant, name)
+    click.echo(minted.token)
+    click.echo(f"token {minted.prefix}… for tenant {tenant!r}: shown once, store it now", err=True)
+
+
+@tokens.command("list")
+def tokens_list() -> None:
+    from shared import tokens as store
+
+    for row in store.listing(_database()):
+        state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "live"
+        click.echo(f"{row.prefix}…  {row.tenant:<20} {row.created_at:%Y-%m-%d %H:%M}  {state}  {row.name or ''}")
+
+
+@tokens.command("revoke")
+@click.argument("prefix")
+def tokens_revoke(prefix: str) -> None:
+    """Revoke by the prefix `tokens list` shows; the next request with it gets 401."""
+    from shared import tokens as store
+
+    if not store.revoke(_database(), prefix.rstrip("…")):
+        click.echo(f"no live token with prefix {prefix}", err=True)
+        sys.exit(1)
+    click.echo(f"revoked {prefix}", err=True)
+
+
+def _database() -> Any:
+    from shared.db import Database
+
+    return Database.from_settings(get_settings())
+
+
 @cli.command()
 @click.option("--bind", default="127.0.0.1:8000", show_default=True)
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes")
@@ -91,6 +139,14 @@ def up(port: int) -> None:
 
     settings = get_settings()
     upgrade(settings)
+    if settings.embedded:
+        from shared.db import Database
+        from shared.tokens import ensure_local_token
+
+        db = Database.from_settings(settings)
+        ensure_local_token(db, settings.token_file)
+        db.dispose()
+        click.echo(f"local token (tenant \"local\") in {settings.token_file}; the CLI uses it", err=True)
     env = processes.environment(CALIB_API_URL=f"http://127.0.0.1:{port}")
     children = [
         subprocess.Popen(processes.resolve(processes.api_command(f"127.0.0.1:{port}")), env=env),
@@ -127,6 +183,7 @@ def demo(url: str | None, wait_ready: float) -> None:
                 click.echo("the service is not ready; start it with `calib up`", err=True)
                 sys.exit(3)
             time.sleep(0.5)
+    service = _service(url)  # again: `calib up` writes the local token before it starts the API
     try:
         run_demo(service)
     except ServiceError as exc:

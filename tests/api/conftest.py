@@ -1,18 +1,37 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 from services.api import create_app
+from shared import tokens
 from shared.settings import Settings
 
 
 @pytest.fixture
-def client(backend: Settings) -> Iterator[FlaskClient]:
-    """The real app on a real database and broker (no worker runs: fits stay queued)."""
-    app = create_app(backend)
-    with app.test_client() as client:
-        yield client
-    app.extensions["calib"].db.dispose()
+def make_client(backend: Settings) -> Iterator[Callable[..., FlaskClient]]:
+    """Clients of the real app on a real database and broker (no worker runs: fits stay
+    queued), each with a fresh token of `tenant`; settings overrides make a separate app."""
+    apps: dict[str, Flask] = {}
+
+    def make(tenant: str = "tenant-a", **overrides: Any) -> FlaskClient:
+        key = repr(sorted(overrides.items()))
+        if key not in apps:
+            apps[key] = create_app(backend.model_copy(update=overrides))
+        client = apps[key].test_client()
+        token = tokens.create(apps[key].extensions["calib"].db, tenant).token
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+        return client
+
+    yield make
+    for app in apps.values():
+        app.extensions["calib"].db.dispose()
+
+
+@pytest.fixture
+def client(make_client: Callable[..., FlaskClient]) -> FlaskClient:
+    return make_client()

@@ -76,19 +76,14 @@ def test_wrong_media_type_gets_415(client: FlaskClient) -> None:
     problem(client.post("/v1/fits", data="t_u=1", content_type="application/x-www-form-urlencoded"), 415)
 
 
-def test_too_many_points_gets_413(backend: Any) -> None:
-    from services.api import create_app
-
-    app = create_app(backend.model_copy(update={"max_points_per_fit": 5}))
-    err = problem(app.test_client().post("/v1/fits", json={"t_u": [1] * 6, "t_c": [1] * 6}), 413)
+def test_too_many_points_gets_413(make_client: Any) -> None:
+    client = make_client(max_points_per_fit=5)
+    err = problem(client.post("/v1/fits", json={"t_u": [1] * 6, "t_c": [1] * 6}), 413)
     assert err["errors"][0]["loc"] == ["t_u"]
 
 
-def test_body_over_the_limit_gets_413(backend: Any) -> None:
-    from services.api import create_app
-
-    app = create_app(backend.model_copy(update={"max_body_bytes": 100}))
-    problem(app.test_client().post("/v1/fits", json={"t_u": [1.0] * 50, "t_c": [1.0] * 50}), 413)
+def test_body_over_the_limit_gets_413(make_client: Any) -> None:
+    problem(make_client(max_body_bytes=100).post("/v1/fits", json={"t_u": [1.0] * 50, "t_c": [1.0] * 50}), 413)
 
 
 def test_unknown_fit_is_404_everywhere(client: FlaskClient) -> None:
@@ -171,13 +166,9 @@ def test_health_and_readiness(client: FlaskClient) -> None:
     ({"max_fits_per_batch": 3}, [GOOD] * 4),
     ({"max_points_per_batch": 8}, [GOOD] * 3),
 ])
-def test_batch_over_a_limit_gets_413_and_stores_nothing(backend: Any, limit: dict[str, int],
+def test_batch_over_a_limit_gets_413_and_stores_nothing(make_client: Any, limit: dict[str, int],
                                                         fits: list[dict[str, Any]]) -> None:
-    from services.api import create_app
-
-    app = create_app(backend.model_copy(update=limit))
-    client = app.test_client()
+    client = make_client(**limit)
     err = problem(client.post("/v1/batches", json={"fits": fits}), 413)
     assert err["errors"][0]["loc"] == ["fits"]
     assert client.get("/v1/fits").get_json()["items"] == []
-    app.extensions["calib"].db.dispose()
