@@ -9,6 +9,7 @@ from flask import Flask
 from services.api import batches, fits, openapi, ops
 from services.api.auth import authenticate
 from services.api.extensions import Services
+from services.api.limits import install_rate_limits
 from services.api.problems import register_error_handlers
 from shared.db import Database
 from shared.queue import make_celery
@@ -24,6 +25,8 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     if test_config:
         app.config.update(test_config)
     register_extensions(app, settings)
+    # Rate limits are checked before authentication, so floods of bad tokens are limited too.
+    install_rate_limits(app, settings)
     register_blueprints(app)
     register_error_handlers(app)
     return app

@@ -18,7 +18,9 @@ PROBLEM_CODES = {
     "409": "Conflict: the fit's state, or an Idempotency-Key reused with another body",
     "413": "Body or data over a limit",
     "415": "Unsupported media type",
+    "401": "No bearer token, or an unknown or revoked one",
     "422": "Invalid field; `errors[].loc` names it",
+    "429": "Over the token's rate limit; see Retry-After",
     "503": "A dependency (database, broker) is down; see Retry-After",
 }
 
@@ -216,12 +218,24 @@ def document() -> dict[str, Any]:
     limits = {"points": s.max_points_per_fit, "epochs": s.max_epochs, "labels": s.max_labels,
               "body": s.max_body_bytes, "batch_fits": s.max_fits_per_batch,
               "batch_points": s.max_points_per_batch}
+    paths = _paths(limits)
+    for path, item in paths.items():
+        if path.startswith("/v1/"):
+            for operation in item.values():
+                operation["security"] = [{"bearer": []}]
+                operation["responses"].update(_problems("401", "429"))
     return {
         "openapi": "3.1.0",
         "info": {"title": "calib", "version": "1",
-                 "description": "Linear calibration fits t_c = w*t_u + b by gradient descent."},
-        "paths": _paths(limits),
-        "components": {"schemas": _schemas()},
+                 "description": "Linear calibration fits t_c = w*t_u + b by gradient descent. "
+                                f"Every /v1 route needs `Authorization: Bearer <token>` and is "
+                                f"rate limited per token ({s.rate_limit})."},
+        "paths": paths,
+        "components": {"schemas": _schemas(),
+                       "securitySchemes": {"bearer": {
+                           "type": "http", "scheme": "bearer",
+                           "description": "A token from `calib tokens create --tenant NAME`; "
+                                          "it sees only its tenant's fits and batches"}}},
     }
 
 
@@ -241,7 +255,8 @@ h2{border-bottom:1px solid #ddd;padding-bottom:.2rem}
 textarea{width:100%;height:6rem;font-family:monospace}
 </style></head><body>
 <h1>calib API</h1><p>The contract, as served by <a href="/openapi.json">/openapi.json</a>.
-Each operation can be tried from this page.</p><div id="ops"></div>
+Each operation can be tried from this page.</p>
+<label>Bearer token <input id="token" size="60" placeholder="calib_…"></label><div id="ops"></div>
 <script>
 fetch('/openapi.json').then(r => r.json()).then(doc => {
   const root = document.getElementById('ops');
@@ -266,9 +281,11 @@ fetch('/openapi.json').then(r => r.json()).then(doc => {
           if (input.dataset.in === 'path') url = url.replace('{' + input.name + '}', encodeURIComponent(input.value));
           else q.set(input.name, input.value);
         }
-        const init = {method: method.toUpperCase()};
+        const init = {method: method.toUpperCase(), headers: {}};
+        const token = document.getElementById('token').value.trim();
+        if (token) init.headers['Authorization'] = 'Bearer ' + token;
         const body = form.querySelector('textarea');
-        if (body) { init.body = body.value; init.headers = {'Content-Type': 'application/json'}; }
+        if (body) { init.body = body.value; init.headers['Content-Type'] = 'application/json'; }
         const res = await fetch(url + (q.toString() ? '?' + q : ''), init);
         const out = form.querySelector('pre'); out.hidden = false;
         out.textContent = res.status + ' ' + res.statusText + '\\n' + await res.text();

@@ -172,3 +172,17 @@ def test_batch_over_a_limit_gets_413_and_stores_nothing(make_client: Any, limit:
     err = problem(client.post("/v1/batches", json={"fits": fits}), 413)
     assert err["errors"][0]["loc"] == ["fits"]
     assert client.get("/v1/fits").get_json()["items"] == []
+
+
+def test_over_the_rate_limit_gets_429_with_retry_after(make_client: Any) -> None:
+    limited = make_client(rate_limit="3/minute")
+    for _ in range(3):
+        assert limited.get("/v1/fits").status_code == 200
+    err = problem(limited.get("/v1/fits"), 429)
+    assert 0 < int(limited.get("/v1/fits").headers["Retry-After"]) <= 60
+    assert "3 per 1 minute" in err["detail"]
+    # The limit is per token: another token of the same app still gets through,
+    # and the probes are never limited.
+    other = make_client("tenant-b", rate_limit="3/minute")
+    assert other.get("/v1/fits").status_code == 200
+    assert limited.get("/readyz").status_code == 200
