@@ -93,6 +93,9 @@ class Fit(Base):
     lease_expires_at: so.Mapped[dt.datetime | None] = so.mapped_column(UTCDateTime)
     # Incremented by every claim; writes are guarded by it (a fencing token).
     attempt: so.Mapped[int] = so.mapped_column(sa.Integer, default=0)
+    # host:pid of the worker process holding the current attempt (for operators, and
+    # for the fault-injection tests that kill it).
+    claimed_by: so.Mapped[str | None] = so.mapped_column(sa.String(200))
 
     epochs: so.Mapped[int] = so.mapped_column(sa.Integer)
     epochs_done: so.Mapped[int] = so.mapped_column(sa.Integer, default=0)

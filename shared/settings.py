@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     loss_block_epochs: int = 65_536
     lease_seconds: float = 60.0
     max_attempts: int = 3
+    # The reconciler publishes a fit never published this long after its commit (the
+    # API crashed between the two, or the broker refused), and publishes again one
+    # published but unclaimed this long (a message the broker lost).
+    undispatched_after_seconds: float = 3.0
     redispatch_after_seconds: float = 15.0
     reconcile_every_seconds: float = 5.0
     torch_threads: int = 0

@@ -1,4 +1,4 @@
-"""api tokens: bearer tokens of tenants, stored as SHA-256 digests
+"""api tokens (bearer tokens of tenants, stored as SHA-256 digests); fits.claimed_by
 
 Revision ID: 0002
 Revises: 0001
@@ -29,7 +29,11 @@ def upgrade() -> None:
     sa.UniqueConstraint('digest', name=op.f('uq_api_tokens_digest')),
     sa.UniqueConstraint('prefix', name=op.f('uq_api_tokens_prefix'))
     )
+    with op.batch_alter_table('fits') as batch:
+        batch.add_column(sa.Column('claimed_by', sa.String(length=200), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('fits') as batch:
+        batch.drop_column('claimed_by')
     op.drop_table('api_tokens')

@@ -17,7 +17,7 @@ from services.api.fits import idempotency_key, list_fits_query, query_with
 from services.api.presenters import fit_json, iso
 from services.api.problems import Problem, from_validation
 from services.api.requests import json_body, parse, query_choice
-from services.api.submit import digest, dispatch, fit_row
+from services.api.submit import digest, fit_row
 from services.api.tenancy import current_tenant, owned_or_404
 from shared.models import ACTIVE, CANCELLED, RUNNING, STATUSES, Batch, Fit, new_id, utcnow
 from shared.schemas import BatchCreate, FitCreate, FitOptions
@@ -167,6 +167,7 @@ def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
         with svc.db.session() as session:
             return _batch_json(session, found), 200, {"Location": f"/v1/batches/{found.id}"}
 
+    svc.require_broker()
     tenant = current_tenant()
     batch = Batch(id=new_id(), tenant=tenant, count=len(specs), cancelled=False,
                   created_at=utcnow(), idempotency_key=key, request_digest=request_digest)
@@ -185,8 +186,7 @@ def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
             raise
         with svc.db.session() as session:
             return _batch_json(session, found), 200, {"Location": f"/v1/batches/{found.id}"}
-    for chunk_id in chunks:
-        dispatch(svc.publish, chunk_id)
+    svc.dispatch(chunks)
     with svc.db.session() as session:
         return _batch_json(session, batch), 202, {"Location": f"/v1/batches/{batch.id}"}
 

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from celery import Celery
 from flask import current_app
 
+from services.api.problems import Problem
+from shared import failpoints
 from shared.db import Database
+from shared.models import QUEUED, Fit, utcnow
 from shared.queue import RUN_CHUNK
 from shared.settings import Settings
+
+log = logging.getLogger("calib.api")
+
+# A broker that answered this recently is taken to be up without asking again.
+_BROKER_FRESH_SECONDS = 1.0
 
 
 @dataclass
@@ -17,9 +29,43 @@ class Services:
     settings: Settings
     db: Database
     celery: Celery
+    broker_seen_at: float = float("-inf")  # monotonic time the broker last answered
 
-    def publish(self, chunk_id: str) -> None:
-        self.celery.send_task(RUN_CHUNK, args=[chunk_id])
+    def require_broker(self) -> None:
+        """Before anything is stored: 503 if the broker does not answer, so a client retries
+        instead of holding a 202 for a fit no worker can be woken for."""
+        if time.monotonic() - self.broker_seen_at < _BROKER_FRESH_SECONDS:
+            return
+        try:
+            with self.celery.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, interval_start=0, timeout=1)
+        except Exception as exc:
+            raise Problem(503, f"the broker is not answering ({type(exc).__name__}); retry shortly",
+                          slug="dependency-unavailable", retry_after=5) from exc
+        self.broker_seen_at = time.monotonic()
+
+    def dispatch(self, chunk_ids: Sequence[str]) -> None:
+        """Publish after the commit, then mark the fits dispatched (the outbox). A publish that
+        fails leaves them undispatched, and the reconciler publishes them within seconds."""
+        published = []
+        for chunk_id in chunk_ids:
+            if failpoints.on("skip_publish"):
+                continue
+            try:
+                self.celery.send_task(RUN_CHUNK, args=[chunk_id])
+            except Exception as exc:
+                log.warning("publish of chunk %s failed, left to the reconciler: %s", chunk_id, exc)
+                continue
+            published.append(chunk_id)
+            self.broker_seen_at = time.monotonic()
+        if published:
+            with self.db.session(write=True) as session:
+                session.execute(
+                    sa.update(Fit)
+                    .where(Fit.chunk_id.in_(published), Fit.status == QUEUED, Fit.dispatched_at.is_(None))
+                    .values(dispatched_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
 
 
 def services() -> Services:

@@ -41,7 +41,7 @@ def idempotency_key() -> str | None:
 def create_fit() -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = services()
     spec = parse(FitCreate, json_body(), {"settings": svc.settings})
-    fit, created = submit_fit(svc.db, svc.publish, spec, current_tenant(), idempotency_key())
+    fit, created = submit_fit(svc, spec, current_tenant(), idempotency_key())
     return fit_json(fit), 202 if created else 200, {"Location": f"/v1/fits/{fit.id}"}
 
 

@@ -2,26 +2,23 @@
 
 The fit is committed as `queued` before its wake-up message is published, so a
 worker never looks for a row that does not exist yet, and a publish that fails
-loses nothing: the reconciler publishes fits that stay queued.
+loses nothing: the reconciler publishes fits that stay queued (Services.dispatch).
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
-from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from services.api.extensions import Services
 from services.api.problems import Problem
 from shared.db import Database
 from shared.models import QUEUED, Fit, new_id, utcnow
 from shared.packing import pack_f64
 from shared.schemas import FitCreate
-
-log = logging.getLogger("calib.api")
 
 
 def digest(canonical_body: str) -> str:
@@ -60,14 +57,15 @@ def replay(existing: Fit, request_digest: str) -> Fit:
     return existing
 
 
-def submit_fit(db: Database, publish: Callable[[str], None], spec: FitCreate, tenant: str,
-               key: str | None) -> tuple[Fit, bool]:
+def submit_fit(svc: Services, spec: FitCreate, tenant: str, key: str | None) -> tuple[Fit, bool]:
     """Returns the fit and whether it was created now (False: an idempotent replay)."""
+    db = svc.db
     request_digest = digest(spec.model_dump_json())
     if key is not None:
         existing = find_by_key(db, tenant, key)
         if existing is not None:
             return replay(existing, request_digest), False
+    svc.require_broker()
     fit = new_fit(spec, tenant)
     fit.idempotency_key, fit.request_digest = key, request_digest
     try:
@@ -79,12 +77,5 @@ def submit_fit(db: Database, publish: Callable[[str], None], spec: FitCreate, te
         if existing is None:
             raise
         return replay(existing, request_digest), False
-    dispatch(publish, fit.chunk_id)
+    svc.dispatch([fit.chunk_id])
     return fit, True
-
-
-def dispatch(publish: Callable[[str], None], chunk_id: str) -> None:
-    try:
-        publish(chunk_id)
-    except Exception as exc:  # the broker is down: the reconciler will publish it
-        log.warning("publish of chunk %s failed, left to the reconciler: %s", chunk_id, exc)

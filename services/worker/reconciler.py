@@ -1,10 +1,12 @@
 """The reconciler: the database is the truth, the broker only a wake-up call.
 
-It publishes again every chunk that has fits queued longer than
-`redispatch_after_seconds` since they were created or last dispatched (a
-publish that failed after the commit, a message lost by the broker), and every
-chunk with a fit whose lease expired (a worker killed mid-chunk). Duplicate
-messages are harmless: claims are conditional.
+It publishes every chunk with fits that are
+- queued and never dispatched `undispatched_after_seconds` after their commit
+  (the API died between commit and publish, or the broker refused the publish);
+- queued and dispatched longer than `redispatch_after_seconds` ago (a message the
+  broker lost: a Redis restart or flush, a message taken by a killed worker);
+- running with an expired lease (their worker died mid-chunk).
+Duplicate messages are harmless: claims are conditional.
 """
 
 from __future__ import annotations
@@ -24,15 +26,18 @@ _MAX_PER_ROUND = 500
 
 def stale_chunks(db: Database, settings: Settings) -> list[str]:
     now = utcnow()
-    stale = now - dt.timedelta(seconds=settings.redispatch_after_seconds)
-    waiting = sa.and_(
+    never_published = sa.and_(
+        Fit.status == QUEUED, Fit.dispatched_at.is_(None),
+        Fit.created_at < now - dt.timedelta(seconds=settings.undispatched_after_seconds),
+    )
+    unclaimed = sa.and_(
         Fit.status == QUEUED,
-        sa.func.coalesce(Fit.dispatched_at, Fit.created_at) < stale,
+        Fit.dispatched_at < now - dt.timedelta(seconds=settings.redispatch_after_seconds),
     )
     lost = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < now)
     with db.session() as session:
         rows = session.execute(
-            sa.select(Fit.chunk_id).where(sa.or_(waiting, lost)).distinct().limit(_MAX_PER_ROUND)
+            sa.select(Fit.chunk_id).where(sa.or_(never_published, unclaimed, lost)).distinct().limit(_MAX_PER_ROUND)
         ).all()
     return [row.chunk_id for row in rows]
 

@@ -14,6 +14,7 @@ import torch
 
 from services.worker import store
 from services.worker.engine import GradientDescent, SeriesBatch
+from shared import failpoints
 from shared.db import Database
 from shared.models import DIVERGED, SUCCEEDED, utcnow
 from shared.packing import F32
@@ -32,6 +33,7 @@ def run_chunk(db: Database, settings: Settings, chunk_id: str, device: torch.dev
         log.info("chunk %s: nothing to claim", chunk_id)
         return 0
     log.info("chunk %s: claimed %d fits", chunk_id, len(fits))
+    failpoints.kill_if_poisoned([fit.epochs for fit in fits])
     try:
         _compute_and_write(db, settings, fits, device)
     except Exception as exc:
@@ -79,6 +81,7 @@ def _compute_and_write(
             if int(done[i]) <= last:
                 checkpoint.finished[fit.id] = _outcome(fit, int(done[i]), int(diverged_at[i]),
                                                        float(w[i]), float(b[i]), losses[i, :count])
+        failpoints.sleep_before_checkpoint()
         alive = store.write(db, settings, fits, checkpoint) & alive
         if not alive or last >= last_epoch:
             break

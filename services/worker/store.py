@@ -9,6 +9,8 @@ delivery never writes, and a cancelled fit is never revived.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -75,6 +77,7 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> list[ClaimedFit]:
                 lease_expires_at=_lease(settings),
                 started_at=sa.func.coalesce(Fit.started_at, now),
                 epochs_done=0,
+                claimed_by=f"{socket.gethostname()}:{os.getpid()}",
             )
             .returning(Fit.id, Fit.attempt)
             .execution_options(synchronize_session=False)
@@ -104,16 +107,17 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> list[ClaimedFit]:
 
 def write(db: Database, settings: Settings, fits: Iterable[ClaimedFit], checkpoint: Checkpoint) -> set[str]:
     """Write one checkpoint in one transaction; returns the ids this worker still owns."""
-    mine = {fit.id: fit.attempt for fit in fits}
+    mine = [(fit.id, fit.attempt) for fit in fits]
     with db.session(write=True) as session:
-        rows = session.execute(
+        # The attempt is the fencing token: only rows still running *this* attempt
+        # match, so a stale worker neither writes nor renews a newer attempt's lease.
+        owned = set(session.scalars(
             sa.update(Fit)
-            .where(Fit.id.in_(list(mine)), Fit.status == RUNNING)
+            .where(sa.tuple_(Fit.id, Fit.attempt).in_(mine), Fit.status == RUNNING)
             .values(lease_expires_at=_lease(settings))
-            .returning(Fit.id, Fit.attempt)
+            .returning(Fit.id)
             .execution_options(synchronize_session=False)
-        ).all()
-        owned = {fit_id for fit_id, attempt in rows if mine[fit_id] == attempt}
+        ).all())
         blocks = [block for block in checkpoint.blocks if block["fit_id"] in owned]
         if blocks:
             session.execute(sa.insert(LossBlock), blocks)

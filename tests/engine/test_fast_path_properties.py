@@ -61,9 +61,14 @@ def test_fast_path_agrees_with_the_book_loop(case: tuple[SeriesBatch, int]) -> N
     losses = fast.losses(1, max_epochs)
     assert torch.equal(torch.isnan(losses), torch.isnan(slow.losses))
     recorded = ~torch.isnan(slow.losses)
-    # Relative to the loss, or to a billionth of the first epoch's loss where the
-    # fit reaches (nearly) zero, as two points do: 1e-17 against 0 is no disagreement.
-    floor = 1e-9 * slow.losses[:, :1].abs().nan_to_num(0).clamp_min(1e-300)
+    # Relative to the loss, or to a billionth of the data's scale (the first epoch's
+    # loss, or mean(t_c^2), the loss of the zero model) where the fit reaches (nearly)
+    # zero: two points do, and so does data that the initial parameters fit exactly
+    # (hypothesis found t_c = 3 t_u with w0 = 3). There the closed form's rounding,
+    # 1e-16 of the terms it sums, is 1e-23 against an exact 0: no disagreement.
+    scale = torch.zeros(len(batch.n), dtype=torch.float64).index_add_(0, batch.seg, batch.y**2) / batch.n
+    first = slow.losses[:, 0].abs().nan_to_num(0)
+    floor = (1e-9 * torch.maximum(first, scale)).clamp_min(1e-300)[:, None]
     denominator = torch.maximum(slow.losses.abs(), floor.expand_as(slow.losses))
     rel = (losses[recorded] - slow.losses[recorded]).abs() / denominator[recorded]
     assert worst(rel) < 1e-6
@@ -115,3 +120,14 @@ def test_divergence_at_the_first_epoch() -> None:
     fast, slow = GradientDescent(batch), reference_fit(batch, torch.float64)
     assert int(fast.diverged_at[0]) == int(slow.diverged_at[0]) == 1
     assert int(fast.epochs_done[0]) == 0
+
+
+def test_data_the_initial_parameters_fit_exactly() -> None:
+    # Found by hypothesis: t_c = 3 t_u with w0 = 3, b0 = 0. The book's loop gives an exact 0;
+    # the closed form gives rounding noise far below the data's scale, and both stay put.
+    batch = build([[-1.0, 1.0, -0.9181]], [[-3.0, 3.0, -2.7543]], [5], [0.78], w0=[3.0])
+    fast, slow = GradientDescent(batch), reference_fit(batch, torch.float64)
+    assert int(fast.diverged_at[0]) == int(slow.diverged_at[0]) == 0
+    assert float(slow.losses[0, 0]) == 0.0
+    assert float(fast.losses(1, 5).abs().max()) < 1e-12 * 9.0
+    assert float(fast.w[0]) == pytest.approx(3.0, abs=1e-12)

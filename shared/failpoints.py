@@ -1,0 +1,53 @@
+"""Failpoints: faults the fault-injection tests switch on through CALIB_FAILPOINTS.
+
+Off unless that variable is set, and never set by any command or file we ship.
+Each failpoint marks a place where real systems fail (a crash between the commit
+and the publish, a worker killed by the OOM killer, a chunk slower than the
+broker's visibility timeout), so the tests can prove the recovery path instead
+of hoping for it. The syntax is `name[=value]` separated by `;`, e.g.
+`CALIB_FAILPOINTS="skip_publish;checkpoint_sleep=0.5;kill_worker_epochs=777"`:
+
+- skip_publish: the API commits a submission and does not publish it, as if it
+  had crashed between the two.
+- checkpoint_sleep=S: the worker sleeps S seconds before writing each checkpoint,
+  so a chunk runs long enough to be killed mid-way.
+- kill_worker_epochs=N: a worker process that claims a fit of exactly N epochs
+  SIGKILLs itself, on every attempt (a poison fit).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from functools import cache
+
+
+@cache
+def _active() -> dict[str, str]:
+    spec = os.environ.get("CALIB_FAILPOINTS", "")
+    points = {}
+    for item in filter(None, (part.strip() for part in spec.split(";"))):
+        name, _, value = item.partition("=")
+        points[name.strip()] = value.strip()
+    return points
+
+
+def on(name: str) -> bool:
+    return name in _active()
+
+
+def value(name: str) -> str | None:
+    return _active().get(name)
+
+
+def sleep_before_checkpoint() -> None:
+    seconds = value("checkpoint_sleep")
+    if seconds:
+        time.sleep(float(seconds))
+
+
+def kill_if_poisoned(epochs: list[int]) -> None:
+    poison = value("kill_worker_epochs")
+    if poison and int(poison) in epochs:
+        os.kill(os.getpid(), signal.SIGKILL)
