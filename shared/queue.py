@@ -16,6 +16,7 @@ from shared.settings import Settings
 RUN_CHUNK = "calib.run_chunk"
 RECONCILE = "calib.reconcile"
 QUEUE = "calib"
+CONTROL_QUEUE = "calib-control"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -30,7 +31,12 @@ def make_celery(settings: Settings) -> Celery:
         # The same SQLAlchemy transport, polling faster (see shared/sqla_broker.py).
         app.conf.broker_transport = "shared.sqla_broker:Transport"
     if settings.broker.startswith("redis"):
-        transport_options["visibility_timeout"] = settings.visibility_timeout_seconds
+        vt = settings.visibility_timeout_seconds
+        transport_options["visibility_timeout"] = vt
+        # Sweep for messages past their visibility timeout every vt/4 (at most 10 s),
+        # rather than kombu's default of about every 100 s.
+        transport_options["unacked_restore_interval"] = max(1, min(10, vt // 4))
+        transport_options["unacked_restore_throttle"] = 1
     app.conf.update(
         task_default_queue=QUEUE,
         task_serializer="json",
@@ -43,6 +49,10 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options,
+        task_routes={RECONCILE: {"queue": CONTROL_QUEUE}},
+        # Beat keeps its schedule in memory: every worker runs one, and a shared
+        # schedule file in the working directory would be contended for.
+        beat_scheduler="celery.beat:Scheduler",
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )

@@ -84,8 +84,8 @@ class Stack:
         self.env["CALIB_TOKEN"] = self.token  # for `calib` commands the tests run against this stack
         self.http.headers["Authorization"] = f"Bearer {self.token}"
         self._spawn("api", processes.api_command(f"127.0.0.1:{self.port}", workers=2))
-        for i in range(self.workers):
-            self._spawn(f"worker{i}", processes.worker_command(beat=i == 0))
+        for _ in range(self.workers):
+            self.add_worker()
         self.wait_ready()
         return self
 
@@ -105,6 +105,9 @@ class Stack:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"the stack did not get ready; see {self.logs}")
+
+    def add_worker(self) -> subprocess.Popen[bytes]:
+        return self._spawn(f"worker{len(self.children)}", processes.worker_command())
 
     def worker_peak_rss(self) -> int:
         """The largest peak resident set (VmHWM, bytes) of any worker process or its pool children."""

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shared.queue import CONTROL_QUEUE, QUEUE
+
 MIGRATE = ["calib", "db", "upgrade"]
 
 
@@ -21,10 +23,12 @@ def api_command(bind: str = "0.0.0.0:8000", workers: int = 2) -> list[str]:
 
 
 def worker_command(concurrency: int = 1, beat: bool = True) -> list[str]:
-    # --beat runs the reconciler's schedule inside the worker; several workers
-    # each running it is harmless (re-publishing is idempotent).
+    # --beat runs the reconciler's schedule inside every worker, in memory (no
+    # schedule file), so killing any one worker leaves the others reconciling;
+    # duplicate rounds are harmless. Reconcile tasks have a queue of their own so
+    # they never wait behind a backlog of chunks.
     command = ["celery", "-A", "services.worker.celery_app", "worker", "--loglevel", "INFO",
-               "--concurrency", str(concurrency), "-Q", "calib"]
+               "--concurrency", str(concurrency), "-Q", f"{QUEUE},{CONTROL_QUEUE}"]
     return command + (["--beat"] if beat else [])
 
 

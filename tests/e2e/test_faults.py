@@ -1,0 +1,230 @@
+"""Fault injection on real processes: workers killed, poison fits, a crash between commit and
+publish, chunks outliving the broker's visibility timeout, Redis flushed and restarted.
+
+Every test ends with the ledger audit: every accepted fit is in the database, terminal,
+with one loss series 1..epochs_done (a second run or a stale write would break it).
+Timings are shortened (2 s leases, a reconciler every 0.5 s) so each test is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+import sqlalchemy as sa
+import torch
+
+from services.cli.local_stack import Stack, free_port
+from services.worker.engine import GradientDescent, SeriesBatch
+from shared.models import Fit, LossBlock
+from shared.packing import unpack_f32
+from tests.e2e.conftest import backend_env
+from tests.e2e.ledger import all_terminal, audit, database, fits_by_id, wait_until
+
+T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
+T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
+FAST = {"CALIB_LEASE_SECONDS": "2", "CALIB_RECONCILE_EVERY_SECONDS": "0.5",
+        "CALIB_UNDISPATCHED_AFTER_SECONDS": "1", "CALIB_REDISPATCH_AFTER_SECONDS": "3"}
+
+
+def noisy_fits(count: int, epochs: int, seed: int = 0) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    return [{"t_u": T_U, "t_c": (np.asarray(T_C) + rng.normal(0, 0.3, 11)).round(4).tolist(),
+             "epochs": epochs, "learning_rate": 1e-2, "input_scale": 0.1, "labels": {"row": str(i)}}
+            for i in range(count)]
+
+
+@contextmanager
+def running(kind: str, tmp: Path, workers: int, redis_url: str = "", **env: str) -> Iterator[Stack]:
+    with backend_env(kind, tmp, redis_url) as base:
+        stack = Stack({**base, **FAST, **env}, tmp / "logs", workers=workers).start()
+        try:
+            yield stack
+        finally:
+            stack.stop()
+
+
+def clean_run_losses(fits: list[dict[str, Any]]) -> np.ndarray:
+    """The same fits computed in this process, undisturbed, as float32 like the stored ones."""
+    batch = SeriesBatch.build([f["t_u"] for f in fits], [f["t_c"] for f in fits],
+                              epochs=[f["epochs"] for f in fits],
+                              learning_rate=[f["learning_rate"] for f in fits],
+                              input_scale=[f["input_scale"] for f in fits],
+                              w0=[1.0] * len(fits), b0=[0.0] * len(fits))
+    return GradientDescent(batch).losses(1, fits[0]["epochs"], torch.float32).numpy()
+
+
+def stored_losses(db: Any, fit_id: str) -> np.ndarray:
+    with db.session() as session:
+        blobs = session.scalars(sa.select(LossBlock.loss).where(LossBlock.fit_id == fit_id)
+                                .order_by(LossBlock.first_epoch)).all()
+    return np.concatenate([unpack_f32(b) for b in blobs])
+
+
+def kill_worker_holding(stack: Stack, claimed_by: str) -> int:
+    """SIGKILL the whole worker (main process, pool child, beat) whose child holds the claim."""
+    group = os.getpgid(int(claimed_by.rsplit(":", 1)[1]))
+    assert group in {c.pid for c in stack.children[1:]}, "the claim is not held by one of our workers"
+    os.killpg(group, signal.SIGKILL)
+    return group
+
+
+@pytest.mark.parametrize("kind", ["embedded", "postgres"])
+def test_kill_9_a_worker_mid_chunk(kind: str, tmp_path: Path) -> None:
+    with running(kind, tmp_path, workers=2, CALIB_FAILPOINTS="checkpoint_sleep=0.3",
+                 CALIB_LOSS_BLOCK_EPOCHS="200") as stack:
+        fits = noisy_fits(20, 2000)
+        batch = stack.http.post("/v1/batches", json={"fits": fits}).json()
+        ids = [f["id"] for f in stack.http.get(f"/v1/batches/{batch['id']}/fits?limit=100").json()["items"]]
+        db = database(stack.env)
+
+        def mid_chunk() -> str | None:
+            with db.session() as session:
+                return session.scalar(sa.select(Fit.claimed_by).where(
+                    Fit.id.in_(ids), Fit.status == "running", Fit.epochs_done >= 200))
+
+        holder = wait_until(mid_chunk, 30, "a fit past its first checkpoint")
+        kill_worker_holding(stack, holder)
+        wait_until(all_terminal(db, ids), 60, "every fit of the chunk ends")
+
+        result = audit(db, ids)
+        assert result.clean, result
+        assert result.statuses == {"succeeded": 20} and result.attempts == {2: 20}
+        rows = fits_by_id(db, ids)
+        assert {rows[i].claimed_by for i in ids} != {holder}
+        expected = clean_run_losses(fits)
+        for fit_id in ids:
+            got = stored_losses(db, fit_id)
+            assert got.shape == (2000,)
+            np.testing.assert_allclose(got, expected[int(rows[fit_id].labels["row"])], rtol=1e-6)
+        db.dispose()
+
+
+@pytest.mark.parametrize("kind", ["embedded", "postgres"])
+def test_a_fit_that_kills_its_worker_every_time_fails_after_three_attempts(kind: str, tmp_path: Path) -> None:
+    with running(kind, tmp_path, workers=1, CALIB_FAILPOINTS="kill_worker_epochs=777") as stack:
+        poison = stack.submit({"t_u": T_U, "t_c": T_C, "epochs": 777})
+        others = []
+        for _ in range(3):  # other fits go on flowing while the poison fit is retried
+            others += [stack.submit(f)["id"] for f in noisy_fits(3, 1000)]
+            time.sleep(2)
+        fit = stack.wait(poison["id"], timeout=60)
+        assert fit["status"] == "failed" and fit["error"]["type"] == "worker_lost"
+        assert fit["attempt"] == 3
+        db = database(stack.env)
+        wait_until(all_terminal(db, others), 30, "the other fits end")
+        result = audit(db, [poison["id"], *others])
+        assert result.clean, result
+        assert result.statuses == {"failed": 1, "succeeded": len(others)}
+        assert result.attempts == {3: 1, 1: len(others)}
+        db.dispose()
+
+
+@pytest.mark.parametrize("kind", ["embedded", "postgres"])
+def test_a_crash_between_commit_and_publish_loses_nothing(kind: str, tmp_path: Path) -> None:
+    with running(kind, tmp_path, workers=1, CALIB_FAILPOINTS="skip_publish") as stack:
+        ids = [stack.submit(f)["id"] for f in noisy_fits(100, 500)]
+        db = database(stack.env)
+        with db.session() as session:
+            undispatched = session.scalar(sa.select(sa.func.count()).select_from(Fit)
+                                          .where(Fit.id.in_(ids), Fit.dispatched_at.is_(None)))
+        assert undispatched > 0  # the failpoint held: nothing was published by the API
+        wait_until(all_terminal(db, ids), 60, "the reconciler dispatches every fit")
+        result = audit(db, ids)
+        assert result.clean, result
+        assert result.statuses == {"succeeded": 100} and result.attempts == {1: 100}
+        db.dispose()
+
+
+def test_a_chunk_longer_than_the_visibility_timeout_runs_once(tmp_path: Path) -> None:
+    # Redis hands an unacknowledged message to another worker after visibility_timeout
+    # (celery#5935); the copy finds nothing to claim and exits without writing.
+    with running("postgres", tmp_path, workers=2, CALIB_VISIBILITY_TIMEOUT_SECONDS="1",
+                 CALIB_LEASE_SECONDS="10", CALIB_LOSS_BLOCK_EPOCHS="100",
+                 CALIB_FAILPOINTS="checkpoint_sleep=0.4") as stack:
+        fits = noisy_fits(10, 1500)
+        batch = stack.http.post("/v1/batches", json={"fits": fits}).json()
+        ids = [f["id"] for f in stack.http.get(f"/v1/batches/{batch['id']}/fits").json()["items"]]
+        db = database(stack.env)
+        wait_until(all_terminal(db, ids), 60, "the long chunk ends")
+        result = audit(db, ids)
+        assert result.clean, result
+        assert result.statuses == {"succeeded": 10} and result.attempts == {1: 10}
+        chunk = fits_by_id(db, ids)[ids[0]].chunk_id
+        logs = "".join(p.read_text() for p in stack.logs.glob("worker*.log"))
+        assert f"chunk {chunk}: nothing to claim" in logs, "Redis never redelivered the message"
+        db.dispose()
+
+
+class RedisServer:
+    """A Redis of the test's own, so it can be flushed and restarted without touching the machine's."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.tmp = tmp
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.tmp)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self._answers, 10, "redis-server starts", every=0.05)
+
+    def _answers(self) -> bool:
+        try:
+            return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
+        except redis.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("nemesis", ["flush", "restart"])
+def test_redis_flushed_or_restarted_with_1000_fits_queued(nemesis: str, own_redis: RedisServer,
+                                                          tmp_path: Path) -> None:
+    with running("postgres", tmp_path, workers=0, redis_url=own_redis.url,
+                 CALIB_CHUNK_SIZE="25") as stack:
+        batch = stack.http.post("/v1/batches", json={"fits": noisy_fits(1000, 300)}).json()
+        db = database(stack.env)
+        with db.session() as session:
+            ids = list(session.scalars(sa.select(Fit.id).where(Fit.batch_id == batch["id"])))
+        assert len(ids) == 1000
+        assert redis.Redis.from_url(own_redis.url).llen("calib") == 40  # one message per chunk
+        if nemesis == "flush":
+            redis.Redis.from_url(own_redis.url).flushall()
+        else:
+            own_redis.restart()  # no persistence: it comes back empty
+        assert redis.Redis.from_url(own_redis.url).llen("calib") == 0
+        stack.add_worker()
+        stack.add_worker()
+        wait_until(all_terminal(db, ids), 90, "every queued fit ends after the broker lost them")
+        result = audit(db, ids)
+        assert result.clean, result
+        assert result.statuses == {"succeeded": 1000} and result.attempts == {1: 1000}
+        db.dispose()
