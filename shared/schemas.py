@@ -53,8 +53,9 @@ class FitOptions(BaseModel):
 
 
 class FitCreate(FitOptions):
-    t_u: list[Finite] = Field(json_schema_extra={"example": [35.7, 55.9, 58.2, 81.9, 56.3]})
-    t_c: list[Finite] = Field(json_schema_extra={"example": [0.5, 14.0, 15.0, 28.0, 11.0]})
+    # minItems documents the two-point minimum; the validator below gives the clearer message.
+    t_u: list[Finite] = Field(json_schema_extra={"example": [35.7, 55.9, 58.2, 81.9, 56.3], "minItems": 2})
+    t_c: list[Finite] = Field(json_schema_extra={"example": [0.5, 14.0, 15.0, 28.0, 11.0], "minItems": 2})
     labels: dict[str, Annotated[str, Field(max_length=256)]] = Field(default_factory=dict)
 
     @field_validator("t_u", "t_c")

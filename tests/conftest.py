@@ -92,3 +92,6 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings
         settings = backend_settings("embedded", tmp_path)
         upgrade(settings)
         yield settings
+
+
+from tests.servers import own_redis  # noqa: E402,F401  (a fixture, shared by api and e2e tests)

@@ -94,7 +94,21 @@ def _query_defaults() -> dict[str, Any]:
 
 def _from_csv(svc: Services) -> tuple[list[FitCreate], str]:
     text = request.get_data(as_text=True)
-    reader = csv.DictReader(io.StringIO(text))
+    try:
+        grouped = _read_long_csv(text)
+    except csv.Error as exc:  # stray quotes or line breaks: the client's CSV, not our fault
+        raise Problem(400, f"not a readable CSV: {exc}", slug="malformed") from exc
+    if not grouped:
+        raise Problem(400, "the CSV has no data rows", slug="malformed")
+    defaults = _query_defaults()
+    fits = [(["series", name], {"t_u": u, "t_c": c, "labels": {"series": name}})
+            for name, (u, c) in grouped.items()]
+    return _specs(defaults, fits, svc), digest(text) + repr(sorted(defaults.items()))
+
+
+def _read_long_csv(text: str) -> dict[str, tuple[list[float], list[float]]]:
+    """Rows `series,t_u,t_c` grouped by series, in order of first appearance."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     if not reader.fieldnames or not {"series", "t_u", "t_c"} <= set(reader.fieldnames):
         raise Problem(400, "the CSV header must name the columns series,t_u,t_c", slug="malformed")
     grouped: dict[str, tuple[list[float], list[float]]] = {}
@@ -107,12 +121,7 @@ def _from_csv(svc: Services) -> tuple[list[FitCreate], str]:
         series = grouped.setdefault(row["series"], ([], []))
         series[0].append(t_u)
         series[1].append(t_c)
-    if not grouped:
-        raise Problem(400, "the CSV has no data rows", slug="malformed")
-    defaults = _query_defaults()
-    fits = [(["series", name], {"t_u": u, "t_c": c, "labels": {"series": name}})
-            for name, (u, c) in grouped.items()]
-    return _specs(defaults, fits, svc), digest(text) + repr(sorted(defaults.items()))
+    return grouped
 
 
 def _batch_json(session: Any, batch: Batch) -> dict[str, Any]:

@@ -213,12 +213,27 @@ def _schemas() -> dict[str, Any]:
     return components
 
 
+def _link_created_objects(paths: dict[str, Any]) -> None:
+    """OpenAPI links from a created fit or batch to the operations that take its id, so
+    clients and stateful test generators (schemathesis) can follow them."""
+    for create, prefix, param, status in (("/v1/fits", "/v1/fits/{fit_id}", "fit_id", "202"),
+                                          ("/v1/batches", "/v1/batches/{batch_id}", "batch_id", "202")):
+        links = {}
+        for path, item in paths.items():
+            if path.startswith(prefix):
+                for operation in item.values():
+                    links[operation["operationId"]] = {"operationId": operation["operationId"],
+                                                       "parameters": {param: "$response.body#/id"}}
+        paths[create]["post"]["responses"][status]["links"] = links
+
+
 def document() -> dict[str, Any]:
     s = services().settings
     limits = {"points": s.max_points_per_fit, "epochs": s.max_epochs, "labels": s.max_labels,
               "body": s.max_body_bytes, "batch_fits": s.max_fits_per_batch,
               "batch_points": s.max_points_per_batch}
     paths = _paths(limits)
+    _link_created_objects(paths)
     for path, item in paths.items():
         if path.startswith("/v1/"):
             for operation in item.values():

@@ -15,7 +15,7 @@ from celery.signals import worker_process_init
 from services.worker import reconciler, runner
 from services.worker.engine import pick_device
 from shared.db import Database
-from shared.queue import RECONCILE, RUN_CHUNK, make_celery
+from shared.queue import QUEUE, RECONCILE, RUN_CHUNK, make_celery
 from shared.settings import get_settings
 
 log = logging.getLogger("calib.worker")
@@ -51,10 +51,20 @@ def run_chunk(chunk_id: str) -> int:
     return runner.run_chunk(_database(), settings, chunk_id, pick_device(settings.device))
 
 
+def _queue_depth() -> int | None:
+    """Messages waiting in the chunk queue (any kombu transport), or None if the broker does not say."""
+    try:
+        with app.connection_for_read() as conn:
+            return int(conn.default_channel.queue_declare(queue=QUEUE, passive=True).message_count)
+    except Exception as exc:
+        log.warning("queue depth unknown: %s", exc)
+        return None
+
+
 @app.task(name=RECONCILE)
 def reconcile() -> int:
     count = reconciler.reconcile(
-        _database(), settings, lambda chunk_id: run_chunk.apply_async((chunk_id,))
+        _database(), settings, lambda chunk_id: run_chunk.apply_async((chunk_id,)), _queue_depth
     )
     if count:
         log.info("reconciler re-published %d chunks", count)

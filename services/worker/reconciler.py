@@ -3,8 +3,11 @@
 It publishes every chunk with fits that are
 - queued and never dispatched `undispatched_after_seconds` after their commit
   (the API died between commit and publish, or the broker refused the publish);
-- queued and dispatched longer than `redispatch_after_seconds` ago (a message the
-  broker lost: a Redis restart or flush, a message taken by a killed worker);
+- queued and dispatched longer than `redispatch_after_seconds` ago while the
+  broker's queue is empty (a message the broker lost: a Redis restart or flush,
+  a message a killed worker took from the SQLite broker). While the queue still
+  holds messages, a fit waiting its turn is not lost, and re-publishing a large
+  backlog would only flood the queue with copies for workers to discard;
 - running with an expired lease (their worker died mid-chunk).
 Duplicate messages are harmless: claims are conditional.
 """
@@ -24,7 +27,7 @@ from shared.settings import Settings
 _MAX_PER_ROUND = 500
 
 
-def stale_chunks(db: Database, settings: Settings) -> list[str]:
+def stale_chunks(db: Database, settings: Settings, queue_empty: bool = True) -> list[str]:
     now = utcnow()
     never_published = sa.and_(
         Fit.status == QUEUED, Fit.dispatched_at.is_(None),
@@ -35,15 +38,19 @@ def stale_chunks(db: Database, settings: Settings) -> list[str]:
         Fit.dispatched_at < now - dt.timedelta(seconds=settings.redispatch_after_seconds),
     )
     lost = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < now)
+    stale = [never_published, lost] + ([unclaimed] if queue_empty else [])
     with db.session() as session:
         rows = session.execute(
-            sa.select(Fit.chunk_id).where(sa.or_(never_published, unclaimed, lost)).distinct().limit(_MAX_PER_ROUND)
+            sa.select(Fit.chunk_id).where(sa.or_(*stale)).distinct().limit(_MAX_PER_ROUND)
         ).all()
     return [row.chunk_id for row in rows]
 
 
-def reconcile(db: Database, settings: Settings, publish: Callable[[str], None]) -> int:
-    chunks = stale_chunks(db, settings)
+def reconcile(db: Database, settings: Settings, publish: Callable[[str], None],
+              queue_depth: Callable[[], int | None] = lambda: None) -> int:
+    """One round; `queue_depth` is the broker's count of waiting messages (None: unknown,
+    taken as empty so that nothing can stay lost)."""
+    chunks = stale_chunks(db, settings, queue_empty=not queue_depth())
     for chunk_id in chunks:
         publish(chunk_id)
     if chunks:

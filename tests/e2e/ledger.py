@@ -40,6 +40,9 @@ def audit(db: Database, accepted: Iterable[str]) -> Audit:
     ids = list(dict.fromkeys(accepted))
     out = Audit()
     with db.session() as session:
+        if db.engine.dialect.name == "postgresql":
+            # One snapshot for both reads, or a worker's progress between them looks like a defect.
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         fits = {f.id: f for f in session.scalars(sa.select(Fit).where(Fit.id.in_(ids)))}
         blocks: dict[str, list[tuple[int, int]]] = {}
         for fit_id, first, count in session.execute(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,12 +22,13 @@ import redis
 import sqlalchemy as sa
 import torch
 
-from services.cli.local_stack import Stack, free_port
+from services.cli.local_stack import Stack
 from services.worker.engine import GradientDescent, SeriesBatch
 from shared.models import Fit, LossBlock
 from shared.packing import unpack_f32
 from tests.e2e.conftest import backend_env
 from tests.e2e.ledger import all_terminal, audit, database, fits_by_id, wait_until
+from tests.servers import RedisServer
 
 T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
 T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
@@ -165,46 +165,6 @@ def test_a_chunk_longer_than_the_visibility_timeout_runs_once(tmp_path: Path) ->
         db.dispose()
 
 
-class RedisServer:
-    """A Redis of the test's own, so it can be flushed and restarted without touching the machine's."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.tmp = tmp
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.tmp)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self._answers, 10, "redis-server starts", every=0.05)
-
-    def _answers(self) -> bool:
-        try:
-            return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
-        except redis.ConnectionError:
-            return False
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.mark.parametrize("nemesis", ["flush", "restart"])
 def test_redis_flushed_or_restarted_with_1000_fits_queued(nemesis: str, own_redis: RedisServer,
                                                           tmp_path: Path) -> None:
@@ -227,4 +187,30 @@ def test_redis_flushed_or_restarted_with_1000_fits_queued(nemesis: str, own_redi
         result = audit(db, ids)
         assert result.clean, result
         assert result.statuses == {"succeeded": 1000} and result.attempts == {1: 1000}
+        db.dispose()
+
+
+@pytest.mark.parametrize("kind", ["embedded", "postgres"])
+def test_cancel_inside_a_running_chunk(kind: str, tmp_path: Path) -> None:
+    # One chunk of 10 fits; one is cancelled while the chunk runs. It stops at the next
+    # checkpoint with its partial losses readable, the other nine go on, and neither a
+    # redelivered message nor the reconciler revives it.
+    with running(kind, tmp_path, workers=1, CALIB_FAILPOINTS="checkpoint_sleep=0.3",
+                 CALIB_LOSS_BLOCK_EPOCHS="100") as stack:
+        batch = stack.http.post("/v1/batches", json={"fits": noisy_fits(10, 2000)}).json()
+        ids = [f["id"] for f in stack.http.get(f"/v1/batches/{batch['id']}/fits").json()["items"]]
+        victim = ids[3]
+        wait_until(lambda: stack.http.get(f"/v1/fits/{victim}").json()["epochs_done"] >= 100, 30,
+                   "the chunk passes its first checkpoint")
+        assert stack.http.post(f"/v1/fits/{victim}/cancel").status_code == 202
+        db = database(stack.env)
+        wait_until(all_terminal(db, ids), 60, "the rest of the chunk ends")
+        time.sleep(2)  # a few reconciler rounds: nothing may revive the cancelled fit
+        cancelled = stack.http.get(f"/v1/fits/{victim}").json()
+        assert cancelled["status"] == "cancelled" and 100 <= cancelled["epochs_done"] < 2000
+        losses = stack.losses(victim)
+        assert len(losses) == cancelled["epochs_done"]
+        result = audit(db, ids)
+        assert result.clean, result
+        assert result.statuses == {"succeeded": 9, "cancelled": 1} and result.attempts == {1: 10}
         db.dispose()
