@@ -47,6 +47,10 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # After a pool process dies, Celery waits this long for a result it might have sent
+        # before handing the message back; we keep no results, and at the default 10 s a
+        # single-process worker takes no new work meanwhile.
+        worker_lost_wait=1.0,
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options,
         task_routes={RECONCILE: {"queue": CONTROL_QUEUE}},

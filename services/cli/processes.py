@@ -18,8 +18,11 @@ MIGRATE = ["calib", "db", "upgrade"]
 
 
 def api_command(bind: str = "0.0.0.0:8000", workers: int = 2) -> list[str]:
+    # Keep-alive well above gunicorn's 2 s default: a client that pauses about 2 s between
+    # requests otherwise races the server closing its idle connection and gets a
+    # "server disconnected" error on a POST it cannot safely resend.
     return ["gunicorn", "services.api.wsgi:app", "--bind", bind, "--workers", str(workers),
-            "--threads", "4", "--timeout", "120"]
+            "--threads", "4", "--timeout", "120", "--keep-alive", "65"]
 
 
 def worker_command(concurrency: int = 1, beat: bool = True) -> list[str]:
