@@ -120,10 +120,28 @@ class Fit(Base):
     idempotency_key: so.Mapped[str | None] = so.mapped_column(sa.String(200))
     request_digest: so.Mapped[str | None] = so.mapped_column(sa.String(64))
 
+    # What the data says before any epoch runs (shared/calibration.py), computed at
+    # submission: the stability pre-flight (model space) and the exact least-squares
+    # line with its uncertainty (raw units). None where the data does not determine them.
+    lr_max: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    condition_number: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    w_opt: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    b_opt: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    se_w: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    se_b: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    cov_wb: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    r2: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    residual_sd: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    t_u_mean: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    t_u_sxx: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    warnings: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list, server_default="[]")
+
     __table_args__ = (
         sa.UniqueConstraint("tenant", "idempotency_key", name="uq_fits_tenant_idempotency_key"),
         sa.Index("ix_fits_tenant_created", "tenant", "created_at", "id"),
         sa.Index("ix_fits_status_dispatched", "status", "dispatched_at"),
+        # Fair share between tenants (services/worker/fairness.py).
+        sa.Index("ix_fits_status_tenant_created", "status", "tenant", "created_at"),
     )
 
 
@@ -152,3 +170,13 @@ class ApiToken(Base):
     name: so.Mapped[str | None] = so.mapped_column(sa.String(200))
     created_at: so.Mapped[dt.datetime] = so.mapped_column(UTCDateTime, default=utcnow)
     revoked_at: so.Mapped[dt.datetime | None] = so.mapped_column(UTCDateTime)
+
+
+class TenantTurn(Base):
+    """When each tenant last had a chunk claimed: the round robin of fair share
+    (services/worker/fairness.py). One small row per tenant, upserted per claim."""
+
+    __tablename__ = "tenant_turns"
+
+    tenant: so.Mapped[str] = so.mapped_column(sa.String(64), primary_key=True)
+    served_at: so.Mapped[dt.datetime] = so.mapped_column(UTCDateTime)

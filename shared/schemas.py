@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, WithJsonSchema, field_validator
 
 # strict: "1.5" or true is a type error, not a number; no NaN or infinity.
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Optimizer = Literal["gd"]
+
+
+def _learning_rate(value: Any) -> float | str:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError('a positive number, or "auto"')
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError('must be a positive finite number, or "auto"')
+    return float(value)
+
+
+# One validator for both forms, so an error's loc is ["learning_rate"], not a union branch.
+LearningRate = Annotated[
+    float | Literal["auto"],
+    PlainValidator(_learning_rate),
+    WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"const": "auto"}],
+                    "default": 0.01, "examples": [0.01, "auto"],
+                    "description": '"auto": the fastest stable rate for the data, 2/(λ_min + λ_max) of '
+                                   "the loss's Hessian; the rate used is in params.learning_rate"}),
+]
 
 
 def _limit(info: ValidationInfo, name: str, default: int) -> int:
@@ -31,7 +53,7 @@ class FitOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     epochs: Annotated[int, Field(strict=True, ge=1, json_schema_extra={"example": 5000})] = 5000
-    learning_rate: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] = 0.01
+    learning_rate: LearningRate = 0.01
     init: Init = Field(default_factory=Init)
     input_scale: Finite = 1.0
     optimizer: Optimizer = "gd"
@@ -91,14 +113,39 @@ class FitCreate(FitOptions):
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     t_u: Annotated[list[Finite], Field(min_length=1, max_length=1_000_000)]
+    # A prediction interval for a new reading at each t_u, at this confidence.
+    interval: Annotated[float, Field(gt=0, lt=1, json_schema_extra={"example": 0.95})] | None = None
+
+
+class Gap(BaseModel):
+    w: float
+    b: float
 
 
 class Result(BaseModel):
+    """The fit, and against it the exact least-squares line of the same data (raw units)."""
+
     w: float
     b: float
     loss: float
     w_raw: float
     b_raw: float
+    w_opt: float | None = Field(json_schema_extra={"example": 0.536772})
+    b_opt: float | None = Field(json_schema_extra={"example": -17.304786})
+    gap: Gap | None = Field(description="w_raw - w_opt and b_raw - b_opt: how far gradient descent stopped "
+                                        "from the optimum")
+    se_w: float | None = Field(json_schema_extra={"example": 0.035539})
+    se_b: float | None = Field(json_schema_extra={"example": 1.927227})
+    cov_wb: float | None = Field(json_schema_extra={"example": -0.065423})
+    r2: float | None = Field(json_schema_extra={"example": 0.96205})
+    residual_sd: float | None = Field(json_schema_extra={"example": 1.891622})
+
+
+class Prediction(BaseModel):
+    fit_id: str
+    t_c: list[float]
+    lower: list[float] | None = None
+    upper: list[float] | None = None
 
 
 class Params(BaseModel):
@@ -128,6 +175,11 @@ class FitPublic(BaseModel):
     batch_id: str | None
     result: Result | None
     diverged_at_epoch: int | None
+    lr_max: float | None = Field(description="2/λ_max of the loss's Hessian in the model's space: "
+                                             "larger learning rates diverge", json_schema_extra={"example": 0.033})
+    condition_number: float | None = Field(json_schema_extra={"example": 335.99})
+    warnings: list[str] = Field(json_schema_extra={"example": [
+        "learning_rate 0.01 exceeds the stable limit 0.00034: this fit will diverge"]})
     error: FitError | None
     links: dict[str, str]
 
@@ -164,10 +216,12 @@ class BatchFit(BaseModel):
 
 
 class BatchCreate(BaseModel):
+    # At run time defaults and fits stay loose (each merged fit is validated as a
+    # FitCreate, with errors located by fit); services/api/openapi.py documents them
+    # precisely, as FitOptions and FitCreate.
     model_config = ConfigDict(extra="forbid")
     defaults: dict[str, Any] = Field(default_factory=dict,
-                                     json_schema_extra={"example": {"epochs": 5000,
-                                                                    "input_scale": 0.1}})
+                                     json_schema_extra={"example": {"epochs": 5000, "input_scale": 0.1}})
     fits: list[BatchFit] = Field(min_length=1)
 
 
@@ -182,5 +236,6 @@ class BatchPublic(BaseModel):
 
 
 SCHEMAS: tuple[type[BaseModel], ...] = (
-    FitCreate, FitPublic, FitList, LossPage, PredictRequest, Problem, BatchCreate, BatchPublic,
+    FitOptions, FitCreate, FitPublic, FitList, LossPage, PredictRequest, Prediction, Problem, BatchCreate,
+    BatchPublic,
 )

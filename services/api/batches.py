@@ -17,7 +17,7 @@ from services.api.fits import idempotency_key, list_fits_query, query_with
 from services.api.presenters import fit_json, iso
 from services.api.problems import Problem, from_validation
 from services.api.requests import json_body, parse, query_choice
-from services.api.submit import digest, fit_row
+from services.api.submit import digest, fit_rows
 from services.api.tenancy import current_tenant, owned_or_404
 from shared.models import ACTIVE, CANCELLED, RUNNING, STATUSES, Batch, Fit, new_id, utcnow
 from shared.schemas import BatchCreate, FitCreate, FitOptions
@@ -78,6 +78,9 @@ def _query_defaults() -> dict[str, Any]:
     defaults: dict[str, Any] = {}
     for name, kind in _QUERY_DEFAULTS.items():
         raw = request.args.get(name)
+        if name == "learning_rate" and raw == "auto":
+            defaults[name] = raw
+            continue
         if raw is None:
             continue
         try:
@@ -182,8 +185,8 @@ def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
                   created_at=utcnow(), idempotency_key=key, request_digest=request_digest)
     size = svc.settings.chunk_size
     chunks = [new_id() for _ in range(0, len(specs), size)]
-    rows = [fit_row(spec, tenant, batch_id=batch.id, chunk_id=chunks[i // size])
-            for i, spec in enumerate(specs)]
+    rows = fit_rows(specs, tenant, batch_id=batch.id,
+                    chunk_ids=[chunks[i // size] for i in range(len(specs))])
     try:
         with svc.db.session(write=True) as session:
             session.add(batch)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import math
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,6 +18,7 @@ from services.api.problems import Problem
 from services.api.requests import json_body, parse, query_choice, query_int
 from services.api.submit import submit_fit
 from services.api.tenancy import current_tenant, owned_or_404
+from shared.calibration import student_t_quantile
 from shared.models import ACTIVE, CANCELLED, STATUSES, SUCCEEDED, Fit, UTCDateTime, utcnow
 from shared.schemas import FitCreate, PredictRequest
 
@@ -173,4 +175,16 @@ def predict(fit_id: str) -> dict[str, Any]:
         raise Problem(409, f"fit {fit_id} is {fit.status}: predictions need a succeeded fit",
                       slug="not-succeeded")
     w_raw, b_raw = fit.w * fit.input_scale, fit.b
-    return {"fit_id": fit.id, "t_c": [w_raw * t + b_raw for t in body.t_u]}
+    t_c = [w_raw * t + b_raw for t in body.t_u]
+    if body.interval is None:
+        return {"fit_id": fit.id, "t_c": t_c}
+    if fit.residual_sd is None or not fit.t_u_sxx:
+        raise Problem(422, "interval: a prediction interval needs at least 3 points and t_u not all equal",
+                      slug="invalid-field", errors=[{"loc": ["interval"], "msg": "not determined by this fit's data"}])
+    # The OLS prediction interval for a new reading, centred on the fit's own line:
+    # t * s * sqrt(1 + 1/n + (t_u - mean)^2 / Sxx), t from Student's t with n - 2 dof.
+    t = student_t_quantile((1 + body.interval) / 2, fit.n_points - 2)
+    half = [t * fit.residual_sd * math.sqrt(1 + 1 / fit.n_points + (u - fit.t_u_mean) ** 2 / fit.t_u_sxx)
+            for u in body.t_u]
+    return {"fit_id": fit.id, "t_c": t_c, "lower": [c - h for c, h in zip(t_c, half, strict=True)],
+            "upper": [c + h for c, h in zip(t_c, half, strict=True)]}

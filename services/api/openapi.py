@@ -127,12 +127,13 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
         },
         "/v1/fits/{fit_id}/predict": {
             "post": {"operationId": "predict", "summary": "t_c = w_raw * t_u + b_raw",
+                     "description": ("With `interval` (e.g. 0.95), also `lower` and `upper`: the "
+                                     "least-squares prediction interval for a new reading, centred on "
+                                     "the fit's line (Student's t, n - 2 degrees of freedom)."),
                      "parameters": [_id_param()],
                      "requestBody": {"required": True, "content": _json("PredictRequest")},
-                     "responses": {"200": {"description": "Calibrated values", "content": {
-                         "application/json": {"schema": {"type": "object", "properties": {
-                             "fit_id": {"type": "string"},
-                             "t_c": {"type": "array", "items": {"type": "number"}}}}}}},
+                     "responses": {"200": {"description": "Calibrated values",
+                                           "content": _json("Prediction")},
                          **_problems("400", "404", "409", "415", "422")}},
         },
         "/v1/batches": {
@@ -201,15 +202,25 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
     }
 
 
+_REQUESTS = {"FitOptions", "FitCreate", "BatchCreate", "PredictRequest"}
+
+
 @cache
 def _schemas() -> dict[str, Any]:
     components: dict[str, Any] = {}
     for model in SCHEMAS:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}",
-                                         mode="serialization" if model.__name__ != "FitCreate"
-                                         else "validation")
+                                         mode="validation" if model.__name__ in _REQUESTS
+                                         else "serialization")
         components.update(schema.pop("$defs", {}))
         components[model.__name__] = schema
+    # A batch's defaults and fits are validated loosely at first (so errors can name the
+    # fit); what a client may send is exactly FitOptions and FitCreate.
+    batch = components["BatchCreate"]["properties"]
+    batch["defaults"] = {"$ref": "#/components/schemas/FitOptions",
+                         "description": "Fields every fit takes unless it sets its own"}
+    batch["fits"] = {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/FitCreate"}}
+    components.pop("BatchFit", None)
     return components
 
 

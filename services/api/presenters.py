@@ -17,12 +17,23 @@ def iso(moment: dt.datetime | None) -> str | None:
 def fit_json(fit: Fit) -> dict[str, Any]:
     result = None
     if fit.status == SUCCEEDED and fit.w is not None and fit.b is not None:
+        w_raw, b_raw = fit.w * fit.input_scale, fit.b
+        gap = ({"w": w_raw - fit.w_opt, "b": b_raw - fit.b_opt}
+               if fit.w_opt is not None and fit.b_opt is not None else None)
         result = {
             "w": fit.w,
             "b": fit.b,
             "loss": fit.loss,
-            "w_raw": fit.w * fit.input_scale,
-            "b_raw": fit.b,
+            "w_raw": w_raw,
+            "b_raw": b_raw,
+            "w_opt": fit.w_opt,
+            "b_opt": fit.b_opt,
+            "gap": gap,
+            "se_w": fit.se_w,
+            "se_b": fit.se_b,
+            "cov_wb": fit.cov_wb,
+            "r2": fit.r2,
+            "residual_sd": fit.residual_sd,
         }
     error = {"type": fit.error_type, "detail": fit.error_detail} if fit.error_type else None
     return {
@@ -45,6 +56,9 @@ def fit_json(fit: Fit) -> dict[str, Any]:
         "batch_id": fit.batch_id,
         "result": result,
         "diverged_at_epoch": fit.diverged_at_epoch,
+        "lr_max": fit.lr_max,
+        "condition_number": fit.condition_number,
+        "warnings": fit.warnings or [],
         "error": error,
         "links": {"self": f"/v1/fits/{fit.id}", "losses": f"/v1/fits/{fit.id}/losses"},
     }

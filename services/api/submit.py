@@ -8,6 +8,7 @@ loses nothing: the reconciler publishes fits that stay queued (Services.dispatch
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.api.extensions import Services
 from services.api.problems import Problem
+from shared.calibration import data_stats, warnings_for
 from shared.db import Database
 from shared.models import QUEUED, Fit, new_id, utcnow
 from shared.packing import pack_f64
@@ -25,22 +27,32 @@ def digest(canonical_body: str) -> str:
     return hashlib.sha256(canonical_body.encode()).hexdigest()
 
 
-def fit_row(spec: FitCreate, tenant: str, *, batch_id: str | None = None,
-            chunk_id: str | None = None) -> dict[str, Any]:
-    """Every column of a new queued fit, as a dict for one bulk INSERT or one Fit()."""
-    fit_id = new_id()
-    return dict(
-        id=fit_id, tenant=tenant, batch_id=batch_id, chunk_id=chunk_id or fit_id, status=QUEUED,
-        created_at=utcnow(), epochs=spec.epochs, epochs_done=0, n_points=len(spec.t_u),
-        learning_rate=spec.learning_rate, init_w=spec.init.w, init_b=spec.init.b,
-        input_scale=spec.input_scale, optimizer=spec.optimizer, labels=spec.labels,
-        t_u=pack_f64(spec.t_u), t_c=pack_f64(spec.t_c), attempt=0,
-        idempotency_key=None, request_digest=None,
-    )
+def fit_rows(specs: Sequence[FitCreate], tenant: str, *, batch_id: str | None = None,
+             chunk_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Every column of new queued fits, as dicts for one bulk INSERT or Fit(); the data's
+    statistics (pre-flight, least squares) are computed for all of them in one pass."""
+    stats = data_stats([spec.t_u for spec in specs], [spec.t_c for spec in specs],
+                       [spec.input_scale for spec in specs])
+    rows = []
+    for i, (spec, st) in enumerate(zip(specs, stats, strict=True)):
+        fit_id = new_id()
+        rate = spec.learning_rate if spec.learning_rate != "auto" else (st.lr_auto or 0.01)
+        rows.append(dict(
+            id=fit_id, tenant=tenant, batch_id=batch_id, chunk_id=chunk_ids[i] if chunk_ids else fit_id,
+            status=QUEUED, created_at=utcnow(), epochs=spec.epochs, epochs_done=0, n_points=len(spec.t_u),
+            learning_rate=rate, init_w=spec.init.w, init_b=spec.init.b,
+            input_scale=spec.input_scale, optimizer=spec.optimizer, labels=spec.labels,
+            t_u=pack_f64(spec.t_u), t_c=pack_f64(spec.t_c), attempt=0,
+            idempotency_key=None, request_digest=None,
+            lr_max=st.lr_max, condition_number=st.condition_number, w_opt=st.w_opt, b_opt=st.b_opt,
+            se_w=st.se_w, se_b=st.se_b, cov_wb=st.cov_wb, r2=st.r2, residual_sd=st.residual_sd,
+            t_u_mean=st.t_u_mean, t_u_sxx=st.t_u_sxx, warnings=warnings_for(st, rate),
+        ))
+    return rows
 
 
 def new_fit(spec: FitCreate, tenant: str) -> Fit:
-    return Fit(**fit_row(spec, tenant))
+    return Fit(**fit_rows([spec], tenant)[0])
 
 
 def find_by_key(db: Database, tenant: str, key: str) -> Fit | None:

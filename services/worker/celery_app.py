@@ -12,7 +12,7 @@ import os
 import torch
 from celery.signals import worker_process_init
 
-from services.worker import reconciler, runner
+from services.worker import fairness, reconciler, runner
 from services.worker.engine import pick_device
 from shared.db import Database
 from shared.queue import QUEUE, RECONCILE, RUN_CHUNK, make_celery
@@ -48,7 +48,14 @@ def _init_process(**_: object) -> None:
 
 @app.task(name=RUN_CHUNK)
 def run_chunk(chunk_id: str) -> int:
-    return runner.run_chunk(_database(), settings, chunk_id, pick_device(settings.device))
+    db = _database()
+    other = fairness.fairer_chunk(db, chunk_id)
+    if other is not None:
+        # This message goes back to the end of the queue; the other tenant's chunk runs now.
+        run_chunk.apply_async((chunk_id,))
+        log.info("chunk %s: another tenant's chunk %s runs first (fair share)", chunk_id, other)
+        chunk_id = other
+    return runner.run_chunk(db, settings, chunk_id, pick_device(settings.device))
 
 
 def _queue_depth() -> int | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import sqlalchemy as sa
 
+from services.worker import fairness
 from shared.db import Database
 from shared.models import FAILED, QUEUED, RUNNING, Fit, LossBlock, utcnow
 from shared.packing import unpack_f64
@@ -88,6 +89,9 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> list[ClaimedFit]:
         ids = list(attempts)
         # A retry starts again from epoch 1: its losses replace, never extend, the old ones.
         session.execute(sa.delete(LossBlock).where(LossBlock.fit_id.in_(ids)))
+        tenant = session.scalar(sa.select(Fit.tenant).where(Fit.id == ids[0]))
+        if tenant is not None:
+            fairness.record_turn(session, tenant)
         rows = session.execute(
             sa.select(
                 Fit.id, Fit.epochs, Fit.learning_rate, Fit.init_w, Fit.init_b,

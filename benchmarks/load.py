@@ -1,0 +1,148 @@
+"""Load: N clients submitting and polling for a fixed time against the local stack.
+
+`python -m benchmarks.load --clients 50 --seconds 120` starts the service as local
+processes (services.cli.local_stack: migrate, gunicorn, 2 Celery workers) on a
+fresh PostgreSQL database and Redis database 13 (`--embedded`: SQLite files),
+gives every client a token of its own tenant, and runs the clients: each submits
+a seed fit (thermometer data, 5000 epochs), polls it every 100 ms until it ends,
+and submits the next. Afterwards every accepted id is read back: lost = accepted
+but unknown or not finished 60 s after the load stopped. Prints a table and a
+JSON line; p95 submit latency is the time from POST to its 202.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+import sqlalchemy as sa
+
+from benchmarks.service import SEED_FIT
+from services.cli.local_stack import Stack
+
+PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = "redis://127.0.0.1:6379/13"
+TERMINAL = {"succeeded", "diverged", "failed", "cancelled"}
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.accepted: list[str] = []
+        self.answers: Counter[str] = Counter()
+        self.submit_ms: list[float] = []
+        self.requests = 0
+
+
+async def client(url: str, token: str, until: float, tally: Tally) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=30,
+                                 headers={"Authorization": f"Bearer {token}"}) as http:
+        while time.monotonic() < until:
+            start = time.perf_counter()
+            try:
+                r = await http.post("/v1/fits", json=SEED_FIT)
+            except httpx.TransportError as exc:
+                tally.requests += 1
+                tally.answers[type(exc).__name__] += 1
+                continue
+            tally.requests += 1
+            tally.answers[str(r.status_code)] += 1
+            if r.status_code != 202:
+                await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
+                continue
+            tally.submit_ms.append((time.perf_counter() - start) * 1000)
+            fit = r.json()
+            tally.accepted.append(fit["id"])
+            while fit["status"] not in TERMINAL and time.monotonic() < until:
+                await asyncio.sleep(0.1)
+                p = await http.get(f"/v1/fits/{fit['id']}")
+                tally.requests += 1
+                tally.answers[str(p.status_code)] += 1
+                if p.status_code == 200:
+                    fit = p.json()
+
+
+async def read_back(url: str, tokens: list[str], owners: dict[str, int], deadline: float) -> list[str]:
+    """Accepted ids that are unknown, or not finished by the deadline."""
+    pending = dict(owners)
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        while pending and time.monotonic() < deadline:
+            for fit_id, who in list(pending.items()):
+                r = await http.get(f"/v1/fits/{fit_id}", headers={"Authorization": f"Bearer {tokens[who]}"})
+                if r.status_code == 200 and r.json()["status"] in TERMINAL:
+                    del pending[fit_id]
+            if pending:
+                await asyncio.sleep(1)
+    return list(pending)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) >= 2 else float("nan")
+
+
+async def run(stack: Stack, clients: int, seconds: float) -> dict[str, Any]:
+    tokens = [stack.create_token(f"load-{i}") for i in range(clients)]
+    tallies = [Tally() for _ in range(clients)]
+    until = time.monotonic() + seconds
+    await asyncio.gather(*(client(stack.url, tokens[i], until, tallies[i]) for i in range(clients)))
+    owners = {fit_id: i for i, t in enumerate(tallies) for fit_id in t.accepted}
+    lost = await read_back(stack.url, tokens, owners, time.monotonic() + 60)
+    answers: Counter[str] = sum((t.answers for t in tallies), Counter())
+    requests = sum(t.requests for t in tallies)
+    errors = sum(n for code, n in answers.items() if not code.startswith("2"))
+    submit_ms = [ms for t in tallies for ms in t.submit_ms]
+    return {"clients": clients, "seconds": seconds, "requests": requests, "accepted": len(owners),
+            "lost": len(lost), "errors": errors, "error_ratio": errors / max(requests, 1),
+            "answers": dict(answers), "submit_p50_ms": statistics.median(submit_ms),
+            "submit_p95_ms": percentile(submit_ms, 95), "submit_p99_ms": percentile(submit_ms, 99),
+            "fits_per_s": len(owners) / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--embedded", action="store_true", help="SQLite and the SQLite broker")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="calib-load-") as tmp:
+        env = {"CALIB_DATA_DIR": f"{tmp}/data"}
+        database = f"calib_load_{uuid.uuid4().hex[:8]}"
+        admin = sa.create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+        if not args.embedded:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
+            redis.Redis.from_url(REDIS_URL).flushdb()
+            env["CALIB_DATABASE_URL"] = sa.make_url(PG_SERVER).set(database=database).render_as_string(False)
+            env["CALIB_BROKER_URL"] = REDIS_URL
+        stack = Stack(env, Path(tmp) / "logs", workers=args.workers).start()
+        try:
+            result = asyncio.run(run(stack, args.clients, args.seconds))
+        finally:
+            stack.stop()
+            if not args.embedded:
+                with admin.connect() as conn:
+                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+            admin.dispose()
+    backend = "embedded" if args.embedded else "PostgreSQL + Redis"
+    result["backend"] = backend
+    print(f"{args.clients} clients for {args.seconds:.0f} s, {backend}, {args.workers} workers")
+    print("| requests | accepted | lost | error ratio | submit p50 | submit p95 | submit p99 | fits/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| {result['requests']} | {result['accepted']} | {result['lost']} | {result['error_ratio']:.4%} | "
+          f"{result['submit_p50_ms']:.1f} ms | {result['submit_p95_ms']:.1f} ms | "
+          f"{result['submit_p99_ms']:.1f} ms | {result['fits_per_s']:.1f} |")
+    print(json.dumps({"benchmark": "service.load", **result}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""calibration statistics of each fit's data: stability pre-flight, least squares, warnings
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-27
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0003'
+down_revision = '0002'
+branch_labels = None
+depends_on = None
+
+FLOATS = ('lr_max', 'condition_number', 'w_opt', 'b_opt', 'se_w', 'se_b', 'cov_wb', 'r2',
+          'residual_sd', 't_u_mean', 't_u_sxx')
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('fits') as batch:
+        for name in FLOATS:
+            batch.add_column(sa.Column(name, sa.Float(), nullable=True))
+        # Fits stored before this revision have no warnings: an empty list, not null.
+        batch.add_column(sa.Column('warnings', sa.JSON(), nullable=False, server_default='[]'))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('fits') as batch:
+        batch.drop_column('warnings')
+        for name in reversed(FLOATS):
+            batch.drop_column(name)

@@ -1,0 +1,62 @@
+"""Fair share between tenants: which chunk a wake-up message should run.
+
+Messages are FIFO, so a tenant with 10,000 fits queued would make another
+tenant's single fit wait behind all of them. Instead, a message is a token for
+"run one chunk", and tenants take turns: the worker that takes a message for
+tenant A's chunk looks for other tenants with queued fits, and if one of them
+was served less recently than A (tenant_turns), it publishes A's message again
+(to the back of the queue) and runs that tenant's oldest queued chunk. Tokens
+are conserved: A's chunk keeps a message, and the other chunk's own message,
+when it comes, finds nothing to claim.
+
+With a single tenant waiting (the common case) this costs two index probes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from sqlalchemy.dialects import postgresql, sqlite
+
+from shared.db import Database
+from shared.models import QUEUED, Fit, TenantTurn, utcnow
+
+_NEVER = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def fairer_chunk(db: Database, chunk_id: str) -> str | None:
+    """Another tenant's chunk to run instead of `chunk_id`, or None to run `chunk_id`."""
+    with db.session() as session:
+        tenant = session.scalar(sa.select(Fit.tenant)
+                                .where(Fit.chunk_id == chunk_id, Fit.status == QUEUED).limit(1))
+        if tenant is None:  # nothing queued there (done, or a lease to reclaim): no swap
+            return None
+        # Two index ranges around `tenant` rather than `<>`, so a large backlog of
+        # this tenant's own queued fits is never scanned.
+        others = session.scalars(
+            sa.select(Fit.tenant).where(Fit.status == QUEUED, sa.or_(Fit.tenant < tenant, Fit.tenant > tenant))
+            .group_by(Fit.tenant)
+        ).all()
+        if not others:
+            return None
+        served = dict(session.execute(
+            sa.select(TenantTurn.tenant, TenantTurn.served_at).where(TenantTurn.tenant.in_([tenant, *others]))
+        ).all())
+        turn = min([tenant, *others], key=lambda name: (served.get(name, _NEVER), name))
+        if turn == tenant:
+            return None
+        found: str | None = session.scalar(
+            sa.select(Fit.chunk_id).where(Fit.tenant == turn, Fit.status == QUEUED)
+            .order_by(Fit.created_at, Fit.id).limit(1))
+        return found
+
+
+def record_turn(session: so.Session, tenant: str) -> None:
+    """Upsert the tenant's last turn, inside the claim's transaction."""
+    dialect = session.get_bind().dialect.name
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(TenantTurn)
+    now = utcnow()
+    session.execute(insert.values(tenant=tenant, served_at=now)
+                    .on_conflict_do_update(index_elements=["tenant"], set_={"served_at": now}))

@@ -1,0 +1,169 @@
+"""Calibration-grade statistics of a fit's data, computed once at submission (numpy, float64).
+
+- The stability pre-flight: gradient descent on the mean squared error of
+  t_c ≈ w·x + b, with x = input_scale·t_u, has the constant Hessian
+  H = 2·[[mean(x²), mean(x)], [mean(x), 1]]. It is stable for learning rates below
+  lr_max = 2/λ_max(H); 2/(λ_min + λ_max) is the fastest rate (it minimises the
+  slowest contraction), which `learning_rate: "auto"` picks; λ_max/λ_min is the
+  condition number.
+- The exact least-squares line in raw units, with the usual OLS standard errors
+  and covariance (residual variance over n − 2), R², the residual SD, and what a
+  prediction interval needs (mean of t_u, its sum of squared deviations).
+
+Batches are computed in one vectorised pass (np.add.reduceat over the concatenated
+points), so 10,000 fits cost milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DataStats:
+    """Per fit, in raw units except where named. None where the data does not determine a value."""
+
+    lr_max: float | None            # model space: the largest stable learning rate
+    lr_auto: float | None           # model space: 2 / (λ_min + λ_max)
+    condition_number: float | None  # model space; None when the Hessian is singular
+    w_opt: float | None
+    b_opt: float | None
+    se_w: float | None
+    se_b: float | None
+    cov_wb: float | None
+    r2: float | None
+    residual_sd: float | None
+    t_u_mean: float
+    t_u_sxx: float                  # sum of (t_u - mean)², for prediction intervals
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def data_stats(t_u: Sequence[Sequence[float]], t_c: Sequence[Sequence[float]],
+               input_scale: Sequence[float]) -> list[DataStats]:
+    n = np.array([len(u) for u in t_u], dtype=np.float64)
+    starts = np.concatenate([[0], np.cumsum(n[:-1])]).astype(np.int64)
+    u = np.concatenate([np.asarray(v, dtype=np.float64) for v in t_u])
+    c = np.concatenate([np.asarray(v, dtype=np.float64) for v in t_c])
+    scale = np.asarray(input_scale, dtype=np.float64)
+
+    mean_u = np.add.reduceat(u, starts) / n
+    mean_c = np.add.reduceat(c, starts) / n
+    # Deviations from each fit's mean before squaring: the textbook one-pass sums
+    # lose digits when the mean is large against the spread (t_u around 50 here).
+    du = u - np.repeat(mean_u, n.astype(np.int64))
+    dc = c - np.repeat(mean_c, n.astype(np.int64))
+    sxx = np.add.reduceat(du * du, starts)
+    sxy = np.add.reduceat(du * dc, starts)
+    syy = np.add.reduceat(dc * dc, starts)
+
+    # The Hessian in model space, x = scale·t_u: 2·[[E x², E x], [E x, 1]].
+    ex = scale * mean_u
+    ex2 = scale**2 * (sxx / n + mean_u**2)
+    half_trace = (ex2 + 1) / 2
+    spread = np.sqrt(((ex2 - 1) / 2) ** 2 + ex**2)
+    lam_max = 2 * (half_trace + spread)
+    lam_min = 2 * np.maximum(ex2 - ex**2, 0) / (half_trace + spread)  # det / λ_max: no cancellation
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w_opt = sxy / sxx
+        b_opt = mean_c - w_opt * mean_u
+        sse = np.maximum(syy - w_opt * sxy, 0)
+        s2 = sse / (n - 2)
+        se_w = np.sqrt(s2 / sxx)
+        se_b = np.sqrt(s2 * (1 / n + mean_u**2 / sxx))
+        cov_wb = -mean_u * s2 / sxx
+        r2 = 1 - sse / syy
+        lr_max = 2 / lam_max
+        lr_auto = 2 / (lam_min + lam_max)
+        condition = lam_max / lam_min
+
+    out = []
+    for i in range(len(n)):
+        determined = sxx[i] > 0
+        dof = n[i] > 2 and determined
+        out.append(DataStats(
+            lr_max=_finite(lr_max[i]), lr_auto=_finite(lr_auto[i]),
+            condition_number=_finite(condition[i]) if determined else None,
+            w_opt=_finite(w_opt[i]) if determined else None,
+            b_opt=_finite(b_opt[i]) if determined else None,
+            se_w=_finite(se_w[i]) if dof else None, se_b=_finite(se_b[i]) if dof else None,
+            cov_wb=_finite(cov_wb[i]) if dof else None,
+            r2=_finite(r2[i]) if determined and syy[i] > 0 else None,
+            residual_sd=_finite(math.sqrt(s2[i])) if dof else None,
+            t_u_mean=float(mean_u[i]), t_u_sxx=float(sxx[i]),
+        ))
+    return out
+
+
+# Past this, the slowest direction of gradient descent contracts by less than 1 - 2/κ per
+# epoch even at the best rate: thousands of epochs for each factor e. (The raw thermometer
+# data has κ ≈ 3.4e4; scaled by 0.1 it has κ ≈ 336.)
+ILL_CONDITIONED = 1e3
+
+
+def warnings_for(stats: DataStats, learning_rate: float) -> list[str]:
+    """What a user should know before the fit runs."""
+    notes = []
+    if stats.w_opt is None:
+        notes.append("all t_u are equal: the slope is not determined by the data")
+    if stats.lr_max is not None and learning_rate >= stats.lr_max:
+        notes.append(f"learning_rate {learning_rate:g} exceeds the stable limit {stats.lr_max:.2g}: "
+                     "this fit will diverge")
+    if stats.condition_number is not None and stats.condition_number > ILL_CONDITIONED:
+        notes.append(f"condition number {stats.condition_number:.2g}: gradient descent converges slowly "
+                     "along the flattest direction; scaling t_u (input_scale) toward unit size helps")
+    return notes
+
+
+def student_t_quantile(p: float, dof: int) -> float:
+    """The p-quantile of Student's t with `dof` degrees of freedom (bisection on the CDF)."""
+    lo, hi = -1e3, 1e3
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if _t_cdf(mid, dof) < p:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def _t_cdf(t: float, dof: int) -> float:
+    x = dof / (dof + t * t)
+    tail = 0.5 * _regularized_beta(x, dof / 2, 0.5)
+    return 1 - tail if t > 0 else tail
+
+
+def _regularized_beta(x: float, a: float, b: float) -> float:
+    """I_x(a, b) by its continued fraction (Lentz's method), using the symmetry for convergence."""
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    if x > (a + 1) / (a + b + 2):
+        return 1 - _regularized_beta(1 - x, b, a)
+    log_front = a * math.log(x) + b * math.log1p(-x) - math.log(a) - (
+        math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
+    tiny = 1e-300
+    f, c, d = 1.0, 1.0, 0.0
+    for i in range(400):
+        m = i // 2
+        if i == 0:
+            numerator = 1.0
+        elif i % 2 == 0:
+            numerator = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+        else:
+            numerator = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+        d = 1 + numerator * d
+        d = 1 / (d if abs(d) > tiny else tiny)
+        c = 1 + numerator / (c if abs(c) > tiny else tiny)
+        f *= c * d
+        if abs(c * d - 1) < 1e-15:
+            break
+    return math.exp(log_front) * (f - 1)
