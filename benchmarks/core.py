@@ -1,7 +1,9 @@
 """The engine against the book's loop, in one process run: `python -m benchmarks.core`.
 
 (a) 10,000 fits x 11 points x 5000 epochs, every loss kept;
-(b) 1 fit x 1,000,000 points x 5000 epochs.
+(b) 1 fit x 1,000,000 points x 5000 epochs;
+(c) Adam: 10,000 fits x 11 points x 2000 epochs, every loss kept, against the
+    book's torch.optim.Adam loop (raw input, lr 0.1) on one fit.
 The book's loop is timed on fewer epochs where it would take minutes; its cost
 per fit-epoch is constant, so fit-epochs per second compare directly. Each case
 runs in a child process so that its peak memory (max RSS) is its own.
@@ -23,6 +25,7 @@ import torch
 
 from services.worker.engine import GradientDescent, SeriesBatch, reference_fit
 from services.worker.engine.device import pick_device
+from services.worker.engine.iterative import Iterative
 
 T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
 T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
@@ -92,8 +95,41 @@ def case_b(device_name: str, repeats: int) -> dict[str, Any]:
             "fit_epochs": epochs, "book_s_per_fit_epoch": book_s / book_epochs}
 
 
+def book_adam_loop(epochs: int) -> list[float]:
+    """The book's later section: torch.optim.Adam on the thermometer data, float32, one fit."""
+    t_u, t_c = torch.tensor(T_U), torch.tensor(T_C)
+    params = torch.tensor([1.0, 0.0], requires_grad=True)
+    optimizer = torch.optim.Adam([params], lr=0.1)
+    losses = []
+    for _ in range(epochs):
+        loss = ((params[0] * t_u + params[1] - t_c) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def case_c(device_name: str, repeats: int) -> dict[str, Any]:
+    device = torch.device(device_name)
+    fits, epochs, book_epochs = 10_000, 2000, 2000
+    rng = np.random.default_rng(2)
+    t_c = np.asarray(T_C) + rng.normal(0, 0.5, (fits, len(T_C)))
+    batch = SeriesBatch.build([T_U] * fits, list(t_c), epochs=[epochs] * fits, learning_rate=[0.1] * fits,
+                              input_scale=[1.0] * fits, w0=[1.0] * fits, b0=[0.0] * fits, device=device)
+
+    def run() -> torch.Tensor:
+        engine = Iterative(batch, ["adam"] * fits, [0.0] * fits, [0.9] * fits, [0.999] * fits, [1e-8] * fits)
+        return engine.losses(1, epochs)
+
+    engine_s = median_seconds(run, repeats, device)
+    book_s = median_seconds(lambda: book_adam_loop(book_epochs), max(1, repeats // 2), torch.device("cpu"))
+    return {"case": "c: Adam, 10,000 fits x 11 points x 2000 epochs", "engine_s": engine_s,
+            "fit_epochs": fits * epochs, "book_s_per_fit_epoch": book_s / book_epochs}
+
+
 def _child(name: str, device: str, repeats: int, out: Any) -> None:
-    result = {"a": case_a, "b": case_b}[name](device, repeats)
+    result = {"a": case_a, "b": case_b, "c": case_c}[name](device, repeats)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out.put(result)
 
@@ -106,7 +142,7 @@ def main() -> None:
     device = str(pick_device(args.device))
     ctx = mp.get_context("spawn")
     rows = []
-    for name in ("a", "b"):
+    for name in ("a", "b", "c"):
         queue = ctx.Queue()
         child = ctx.Process(target=_child, args=(name, device, args.repeats, queue))
         child.start()

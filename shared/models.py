@@ -105,6 +105,11 @@ class Fit(Base):
     init_b: so.Mapped[float] = so.mapped_column(sa.Float)
     input_scale: so.Mapped[float] = so.mapped_column(sa.Float)
     optimizer: so.Mapped[str] = so.mapped_column(sa.String(16))
+    # Optimizer options, resolved to the values used (None where they do not apply).
+    momentum: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    beta1: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    beta2: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    eps: so.Mapped[float | None] = so.mapped_column(sa.Float)
     labels: so.Mapped[dict[str, str]] = so.mapped_column(sa.JSON, default=dict)
     # Inputs packed as float64 blobs; deferred so listing fits never loads them.
     t_u: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary, deferred=True)

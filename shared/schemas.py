@@ -5,11 +5,23 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 # strict: "1.5" or true is a type error, not a number; no NaN or infinity.
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-Optimizer = Literal["gd"]
+# gd: the book's analytic step (an exact closed form); the others as torch.optim runs them.
+Optimizer = Literal["gd", "sgd", "momentum", "adam"]
+Fraction = Annotated[float, Field(strict=True, ge=0, lt=1)]
 
 
 def _learning_rate(value: Any) -> float | str:
@@ -57,6 +69,23 @@ class FitOptions(BaseModel):
     init: Init = Field(default_factory=Init)
     input_scale: Finite = 1.0
     optimizer: Optimizer = "gd"
+    # Optimizer options, each only with the optimizer it belongs to (torch.optim's meaning);
+    # left out, they take torch's defaults, and momentum 0.9.
+    momentum: Fraction | None = Field(None, json_schema_extra={"example": 0.9},
+                                      description='optimizer "momentum" only; default 0.9')
+    betas: tuple[Fraction, Fraction] | None = Field(None, json_schema_extra={"example": [0.9, 0.999]},
+                                                    description='optimizer "adam" only; default [0.9, 0.999]')
+    eps: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] | None = Field(
+        None, json_schema_extra={"example": 1e-8}, description='optimizer "adam" only; default 1e-8')
+
+    @model_validator(mode="after")
+    def _options_match_the_optimizer(self) -> FitOptions:
+        belongs = {"momentum": "momentum", "betas": "adam", "eps": "adam"}
+        for name, optimizer in belongs.items():
+            if getattr(self, name) is not None and self.optimizer != optimizer:
+                raise PydanticCustomError("option_mismatch", f'{name} applies to optimizer "{optimizer}" only',
+                                          {"field": name})
+        return self
 
     @field_validator("epochs")
     @classmethod
@@ -153,6 +182,9 @@ class Params(BaseModel):
     init: Init
     input_scale: float
     optimizer: str
+    momentum: float | None = None
+    betas: tuple[float, float] | None = None
+    eps: float | None = None
 
 
 class FitError(BaseModel):

@@ -1,4 +1,4 @@
-"""calibration statistics of each fit's data: stability pre-flight, least squares, warnings
+"""optimizer options; calibration statistics of each fit's data: pre-flight, least squares, warnings
 
 Revision ID: 0003
 Revises: 0002
@@ -15,7 +15,8 @@ down_revision = '0002'
 branch_labels = None
 depends_on = None
 
-FLOATS = ('lr_max', 'condition_number', 'w_opt', 'b_opt', 'se_w', 'se_b', 'cov_wb', 'r2',
+FLOATS = ('momentum', 'beta1', 'beta2', 'eps',
+          'lr_max', 'condition_number', 'w_opt', 'b_opt', 'se_w', 'se_b', 'cov_wb', 'r2',
           'residual_sd', 't_u_mean', 't_u_sxx')
 
 

@@ -51,6 +51,8 @@ def fit_json(fit: Fit) -> dict[str, Any]:
             "init": {"w": fit.init_w, "b": fit.init_b},
             "input_scale": fit.input_scale,
             "optimizer": fit.optimizer,
+            **({"momentum": fit.momentum} if fit.momentum is not None else {}),
+            **({"betas": [fit.beta1, fit.beta2], "eps": fit.eps} if fit.beta1 is not None else {}),
         },
         "labels": fit.labels or {},
         "batch_id": fit.batch_id,

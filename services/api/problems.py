@@ -77,7 +77,9 @@ def from_validation(exc: ValidationError, prefix: Sequence[Any] = ()) -> Problem
     errors = []
     too_large = False
     for err in exc.errors(include_url=False, include_input=False):
-        loc = [*prefix, *err["loc"]]
+        # A check across fields (a model validator) names its field in ctx.
+        own = err["loc"] or [name for name in [(err.get("ctx") or {}).get("field")] if name]
+        loc = [*prefix, *own]
         errors.append({"loc": loc, "msg": err["msg"], "type": err["type"]})
         too_large |= isinstance((err.get("ctx") or {}).get("error"), DataTooLarge)
     first = errors[0]

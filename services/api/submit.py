@@ -42,6 +42,7 @@ def fit_rows(specs: Sequence[FitCreate], tenant: str, *, batch_id: str | None = 
             status=QUEUED, created_at=utcnow(), epochs=spec.epochs, epochs_done=0, n_points=len(spec.t_u),
             learning_rate=rate, init_w=spec.init.w, init_b=spec.init.b,
             input_scale=spec.input_scale, optimizer=spec.optimizer, labels=spec.labels,
+            **optimizer_options(spec),
             t_u=pack_f64(spec.t_u), t_c=pack_f64(spec.t_c), attempt=0,
             idempotency_key=None, request_digest=None,
             lr_max=st.lr_max, condition_number=st.condition_number, w_opt=st.w_opt, b_opt=st.b_opt,
@@ -49,6 +50,18 @@ def fit_rows(specs: Sequence[FitCreate], tenant: str, *, batch_id: str | None = 
             t_u_mean=st.t_u_mean, t_u_sxx=st.t_u_sxx, warnings=warnings_for(st, rate),
         ))
     return rows
+
+
+def optimizer_options(spec: FitCreate) -> dict[str, float | None]:
+    """The options torch.optim would use, resolved, as columns; None where they do not apply."""
+    betas = spec.betas or (0.9, 0.999)
+    adam = spec.optimizer == "adam"
+    return {
+        "momentum": (0.9 if spec.momentum is None else spec.momentum) if spec.optimizer == "momentum" else None,
+        "beta1": betas[0] if adam else None,
+        "beta2": betas[1] if adam else None,
+        "eps": (1e-8 if spec.eps is None else spec.eps) if adam else None,
+    }
 
 
 def new_fit(spec: FitCreate, tenant: str) -> Fit:

@@ -14,6 +14,7 @@ import torch
 
 from services.worker import store
 from services.worker.engine import GradientDescent, SeriesBatch
+from services.worker.engine.iterative import Iterative
 from shared import failpoints
 from shared.db import Database
 from shared.models import DIVERGED, SUCCEEDED, utcnow
@@ -24,6 +25,8 @@ log = logging.getLogger("calib.worker")
 
 # Bound on one block's (fits x epochs) float64 tensor: about 256 MB.
 _BLOCK_CELLS = 32_000_000
+# Bound on the losses one call of the iterative engine holds: 250 million float32, 1 GB.
+_ITERATIVE_CELLS = 250_000_000
 
 
 def run_chunk(db: Database, settings: Settings, chunk_id: str, device: torch.device) -> int:
@@ -45,6 +48,24 @@ def run_chunk(db: Database, settings: Settings, chunk_id: str, device: torch.dev
 def _compute_and_write(
     db: Database, settings: Settings, fits: list[store.ClaimedFit], device: torch.device
 ) -> None:
+    # One engine call per kind of optimizer in the chunk: the exact closed form for gd,
+    # the batched iteration for the others.
+    gd = [fit for fit in fits if fit.optimizer == "gd"]
+    if gd:
+        _run_group(db, settings, gd, device)
+    # sgd and momentum share one update rule, adam has its own: one engine call each.
+    for rule in (("sgd", "momentum"), ("adam",)):
+        iterative = [fit for fit in fits if fit.optimizer in rule]
+        if not iterative:
+            continue
+        # The iteration keeps every epoch's loss (float32) until it is written: slices
+        # of at most _ITERATIVE_CELLS losses bound its memory (1 GB) at any epoch count.
+        per_call = max(1, _ITERATIVE_CELLS // max(fit.epochs for fit in iterative))
+        for start in range(0, len(iterative), per_call):
+            _run_group(db, settings, iterative[start:start + per_call], device)
+
+
+def _engine(fits: list[store.ClaimedFit], device: torch.device) -> GradientDescent | Iterative:
     batch = SeriesBatch.build(
         [fit.t_u for fit in fits],
         [fit.t_c for fit in fits],
@@ -55,7 +76,19 @@ def _compute_and_write(
         b0=[fit.init_b for fit in fits],
         device=device,
     )
-    engine = GradientDescent(batch)
+    if fits[0].optimizer == "gd":
+        return GradientDescent(batch)
+    return Iterative(batch, [fit.optimizer for fit in fits],
+                     momentum=[fit.momentum or 0.0 for fit in fits],
+                     beta1=[fit.beta1 if fit.beta1 is not None else 0.9 for fit in fits],
+                     beta2=[fit.beta2 if fit.beta2 is not None else 0.999 for fit in fits],
+                     eps=[fit.eps if fit.eps is not None else 1e-8 for fit in fits])
+
+
+def _run_group(
+    db: Database, settings: Settings, fits: list[store.ClaimedFit], device: torch.device
+) -> None:
+    engine = _engine(fits, device)
     done = engine.epochs_done.cpu().numpy()
     diverged_at = engine.diverged_at.cpu().numpy()
     w, b = engine.w.cpu().numpy(), engine.b.cpu().numpy()

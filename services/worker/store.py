@@ -34,6 +34,10 @@ class ClaimedFit:
     init_b: float
     input_scale: float
     optimizer: str
+    momentum: float | None
+    beta1: float | None
+    beta2: float | None
+    eps: float | None
     t_u: np.ndarray
     t_c: np.ndarray
 
@@ -95,14 +99,16 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> list[ClaimedFit]:
         rows = session.execute(
             sa.select(
                 Fit.id, Fit.epochs, Fit.learning_rate, Fit.init_w, Fit.init_b,
-                Fit.input_scale, Fit.optimizer, Fit.t_u, Fit.t_c,
+                Fit.input_scale, Fit.optimizer, Fit.momentum, Fit.beta1, Fit.beta2, Fit.eps,
+                Fit.t_u, Fit.t_c,
             ).where(Fit.id.in_(ids)).order_by(Fit.created_at, Fit.id)
         ).all()
     return [
         ClaimedFit(
             id=row.id, attempt=attempts[row.id], epochs=row.epochs,
             learning_rate=row.learning_rate, init_w=row.init_w, init_b=row.init_b,
-            input_scale=row.input_scale, optimizer=row.optimizer,
+            input_scale=row.input_scale, optimizer=row.optimizer, momentum=row.momentum,
+            beta1=row.beta1, beta2=row.beta2, eps=row.eps,
             t_u=unpack_f64(row.t_u), t_c=unpack_f64(row.t_c),
         )
         for row in rows

@@ -17,9 +17,14 @@ import subprocess
 from services.cli import processes
 from services.cli.local_stack import Stack
 
+# CPython 3.11.7 (this machine's) can raise this inside hypothesis while it builds a
+# strategy's repr (gh-106905, an interpreter bug): schemathesis reports it as a runtime
+# error of its own, not a finding about the API. Only that is retried, once.
+INTERPRETER_BUG = "SystemError: AST constructor recursion depth mismatch"
 
-def test_schemathesis_finds_nothing(stack: Stack) -> None:
-    done = subprocess.run(
+
+def run_schemathesis(stack: Stack) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         processes.resolve([
             "schemathesis", "run", f"{stack.url}/openapi.json",
             "--header", f"Authorization: Bearer {stack.token}",
@@ -28,4 +33,10 @@ def test_schemathesis_finds_nothing(stack: Stack) -> None:
             "--max-examples", "20", "--seed", "1", "--workers", "2", "--no-color",
         ]),
         capture_output=True, text=True, timeout=300)
+
+
+def test_schemathesis_finds_nothing(stack: Stack) -> None:
+    done = run_schemathesis(stack)
+    if done.returncode != 0 and INTERPRETER_BUG in done.stdout + done.stderr:
+        done = run_schemathesis(stack)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]

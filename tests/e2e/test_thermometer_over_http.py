@@ -1,4 +1,5 @@
-"""Every gd case of thermometer.json, submitted over HTTP to real processes, on both backends."""
+"""Every case of thermometer.json (gd, and the later sections' torch.optim SGD and Adam runs),
+submitted over HTTP to real processes, on both backends."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tests.tolerance import loss_close, param_close
 
 REFERENCE = json.loads((DATA / "thermometer.json").read_text())
 CASES = [c for c in REFERENCE["cases"] if c["request"]["optimizer"] == "gd"]
+CASES += REFERENCE["later_sections_of_the_chapter"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
@@ -42,7 +44,7 @@ def test_case_ends_as_the_book_says(stack: Stack, case: dict[str, Any]) -> None:
 
 
 def test_losses_as_csv_and_predict(stack: Stack) -> None:
-    seed = next(c for c in CASES if c["request"]["epochs"] == 5000)
+    seed = next(c for c in CASES if c["request"]["epochs"] == 5000 and c["request"]["optimizer"] == "gd")
     body = {"t_u": REFERENCE["t_u"], "t_c": REFERENCE["t_c"], **seed["request"]}
     fit = stack.wait(stack.submit(body)["id"])
     csv = stack.http.get(f"/v1/fits/{fit['id']}/losses", params={"format": "csv"})
@@ -87,3 +89,44 @@ def test_cancel_before_it_runs_keeps_it_cancelled(stack: Stack) -> None:
         return
     assert r.status_code == 202
     assert stack.wait(fit["id"])["status"] == "cancelled"
+
+
+def test_a_batch_mixing_optimizers_gives_each_fit_its_own_status(stack: Stack) -> None:
+    data = {"t_u": REFERENCE["t_u"], "t_c": REFERENCE["t_c"]}
+    fits = [
+        {**data, "optimizer": "gd", "learning_rate": 1e-2, "input_scale": 0.1, "labels": {"k": "gd"}},
+        {**data, "optimizer": "sgd", "learning_rate": 1e-2, "input_scale": 0.1, "labels": {"k": "sgd"}},
+        {**data, "optimizer": "momentum", "momentum": 0.5, "learning_rate": 1e-2, "input_scale": 0.1,
+         "labels": {"k": "momentum"}},
+        {**data, "optimizer": "adam", "learning_rate": 0.1, "epochs": 2000, "labels": {"k": "adam"}},
+        {**data, "optimizer": "adam", "betas": [0.8, 0.99], "eps": 1e-6, "learning_rate": 0.1, "epochs": 2000,
+         "labels": {"k": "adam-options"}},
+        {**data, "optimizer": "sgd", "learning_rate": 1e-2, "labels": {"k": "sgd-diverges"}},
+    ]
+    batch = stack.http.post("/v1/batches", json={"defaults": {"epochs": 5000}, "fits": fits}).json()
+    deadline = 60
+    import time
+    start = time.monotonic()
+    while stack.http.get(f"/v1/batches/{batch['id']}").json()["status"] != "completed":
+        assert time.monotonic() - start < deadline
+        time.sleep(0.05)
+    got = {f["labels"]["k"]: f for f in stack.http.get(f"/v1/batches/{batch['id']}/fits").json()["items"]}
+    assert {k: f["status"] for k, f in got.items()} == {
+        "gd": "succeeded", "sgd": "succeeded", "momentum": "succeeded", "adam": "succeeded",
+        "adam-options": "succeeded", "sgd-diverges": "diverged"}
+    assert got["sgd-diverges"]["diverged_at_epoch"] == 11  # as gd does: same step, same data
+    assert got["gd"]["result"]["w"] == pytest.approx(got["sgd"]["result"]["w"], rel=1e-9)
+    assert got["momentum"]["params"]["momentum"] == 0.5
+    assert got["adam-options"]["params"]["betas"] == [0.8, 0.99] and got["adam-options"]["params"]["eps"] == 1e-6
+    assert got["adam"]["params"]["betas"] == [0.9, 0.999]
+    for k in ("momentum", "adam"):  # both near the least-squares line
+        assert got[k]["result"]["w_raw"] == pytest.approx(got[k]["result"]["w_opt"], rel=2e-3), k
+
+
+def test_optimizer_options_must_match_the_optimizer(stack: Stack) -> None:
+    data = {"t_u": REFERENCE["t_u"], "t_c": REFERENCE["t_c"]}
+    for extra, loc in (({"momentum": 0.9}, ["momentum"]), ({"optimizer": "sgd", "betas": [0.9, 0.99]}, ["betas"]),
+                       ({"optimizer": "momentum", "momentum": 1.0}, ["momentum"]),
+                       ({"optimizer": "adam", "eps": 0}, ["eps"])):
+        r = stack.http.post("/v1/fits", json={**data, **extra})
+        assert r.status_code == 422 and r.json()["errors"][0]["loc"] == loc, (extra, r.text)

@@ -1,0 +1,138 @@
+"""sgd, momentum and adam as torch.optim runs them in the book's later sections, for many fits at once.
+
+These have no closed form, so they iterate; but every epoch of every fit costs O(1)
+whatever its number of points, because the loss of the linear model and its gradient
+depend on the data only through five averages (taken about each fit's means, as the
+closed form does, so nothing cancels when t_u is large against its spread):
+
+    L(w, b)  = w² vxx − 2 w vxy + vyy + r²,   r = w mx + b − my
+    dL/dw    = 2 (w vxx − vxy + r mx)
+    dL/db    = 2 r
+
+One pass over the points, then one small vector program per epoch for the whole
+group. The updates follow torch.optim exactly:
+- sgd:      p ← p − lr g                      (momentum with μ = 0)
+- momentum: buf ← g (first step), then buf ← μ buf + g;  p ← p − lr buf
+- adam:     m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g²;
+            p ← p − (lr / (1 − β1^t)) m / (√v / √(1 − β2^t) + eps)
+The loss of epoch k is taken before the k-th update (API.md), and a fit diverges at
+the first epoch whose sum of squared residuals overflows float32.
+
+Speed: an epoch is about twenty tensor operations on (2, fits) tensors, so the
+per-operation overhead, not arithmetic, is the cost. Divergence is therefore found
+after the loop, from the recorded losses (a diverged fit's parameters are not
+reported, so letting them run on is harmless: its later losses are masked), and a
+fit's parameters are taken when it reaches its own last epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from services.worker.engine.series import FLOAT32_MAX, SeriesBatch
+
+ITERATIVE = ("sgd", "momentum", "adam")
+# Epochs of recorded losses checked for divergence at once (bounds the check's memory).
+_CHECK_WINDOW = 1024
+
+
+def _uniform(values: torch.Tensor) -> float | torch.Tensor:
+    """A per-fit constant as a Python float when all fits share it: one tensor op fewer per use."""
+    first = float(values[0])
+    return first if bool((values == first).all()) else values
+
+
+class Iterative:
+    def __init__(self, batch: SeriesBatch, optimizer: Sequence[str], momentum: Sequence[float],
+                 beta1: Sequence[float], beta2: Sequence[float], eps: Sequence[float]) -> None:
+        kinds = {"adam" if kind == "adam" else "momentum" for kind in optimizer}
+        if len(kinds) != 1:
+            raise ValueError("one call runs either adam or sgd/momentum fits (services/worker/runner.py)")
+        self.batch = batch
+        dev, f64 = batch.x.device, torch.float64
+        x, y = batch.x, batch.y
+        mx, my = batch.segment_mean(x), batch.segment_mean(y)
+        dx, dy = x - mx[batch.seg], y - my[batch.seg]
+        vxx, vxy, vyy = batch.segment_mean(dx * dx), batch.segment_mean(dx * dy), batch.segment_mean(dy * dy)
+        two_vxy = 2 * vxy
+
+        size, epochs = batch.size, batch.epochs
+        max_epochs = int(epochs.max())
+        ends = {int(e) for e in epochs.unique()}
+        lr = batch.learning_rate
+        p = torch.stack([batch.w0, batch.b0]).clone()  # (2, fits): w and b
+        w, b = p[0], p[1]
+        g = torch.empty_like(p)
+        final = p.clone()
+        # Epoch-major, so each epoch writes one contiguous row; float32, as stored.
+        losses = torch.empty((max_epochs, size), dtype=torch.float32, device=dev)
+        loss = torch.empty(size, dtype=f64, device=dev)
+        r = torch.empty(size, dtype=f64, device=dev)
+
+        adam = kinds == {"adam"}
+        if adam:
+            b1 = torch.tensor(beta1, dtype=f64, device=dev)
+            b2 = torch.tensor(beta2, dtype=f64, device=dev)
+            eps_u, b1_u, b2_u = (_uniform(torch.tensor(eps, dtype=f64, device=dev)), _uniform(b1), _uniform(b2))
+            m, v = torch.zeros_like(p), torch.zeros_like(p)
+            b1_pow, b2_pow = torch.ones_like(b1), torch.ones_like(b2)
+        else:
+            mu = _uniform(torch.tensor(momentum, dtype=f64, device=dev))
+            buf = torch.zeros_like(p)
+
+        for epoch in range(1, max_epochs + 1):
+            torch.addcmul(b - my, w, mx, out=r)
+            torch.mul(w, vxx, out=loss).sub_(two_vxy).mul_(w).add_(vyy).addcmul_(r, r)
+            losses[epoch - 1].copy_(loss)
+            torch.addcmul(torch.mul(w, vxx).sub_(vxy), r, mx, out=g[0])
+            g[1].copy_(r)
+            g.mul_(2)
+            if adam:
+                m.lerp_(g, 1 - b1_u if isinstance(b1_u, float) else (1 - b1_u))
+                v.lerp_(g * g, 1 - b2_u if isinstance(b2_u, float) else (1 - b2_u))
+                if isinstance(b1_u, float) and isinstance(b2_u, float):
+                    step_size: float | torch.Tensor = 1 / (1 - b1_u**epoch)
+                    inv_sqrt_c2: float | torch.Tensor = (1 - b2_u**epoch) ** -0.5
+                else:
+                    b1_pow.mul_(b1)
+                    b2_pow.mul_(b2)
+                    step_size, inv_sqrt_c2 = 1 / (1 - b1_pow), (1 - b2_pow).rsqrt()
+                denom = v.sqrt().mul_(inv_sqrt_c2).add_(eps_u)
+                p.sub_(m.div(denom).mul_(step_size).mul_(lr))
+            else:
+                if epoch == 1:  # torch.optim.SGD starts its momentum buffer at the first gradient
+                    buf.copy_(g)
+                else:
+                    buf.mul_(mu).add_(g)
+                p.sub_(buf * lr)
+            if epoch in ends:  # the parameters after each fit's last update
+                last = epochs == epoch
+                final[:, last] = p[:, last]
+
+        # Divergence from the recorded losses, in windows (see the module's note). In
+        # float32 a sum of squares past FLOAT32_MAX is inf, and a NaN fails the test too.
+        n = batch.n.to(torch.float32)
+        diverged_at = torch.zeros(size, dtype=torch.int64, device=dev)
+        undecided = torch.ones(size, dtype=torch.bool, device=dev)
+        for start in range(0, max_epochs, _CHECK_WINDOW):
+            window = losses[start:start + _CHECK_WINDOW]
+            within = torch.arange(start + 1, start + 1 + window.shape[0], device=dev)[:, None] <= epochs[None, :]
+            bad = ~(window * n <= FLOAT32_MAX) & within
+            hit = bad.any(0) & undecided
+            if bool(hit.any()):
+                first = bad.to(torch.int8).argmax(0) + start + 1
+                diverged_at = torch.where(hit, first, diverged_at)
+                undecided &= ~hit
+        self.diverged_at = diverged_at
+        self.epochs_done = torch.where(diverged_at > 0, diverged_at - 1, epochs)
+        # Past each fit's last recorded epoch the row holds nothing of that fit.
+        past = torch.arange(1, max_epochs + 1, device=dev)[:, None] > self.epochs_done[None, :]
+        losses.masked_fill_(past, float("nan"))
+        self._losses = losses
+        self.w, self.b = final[0], final[1]
+
+    def losses(self, first: int, last: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Epochs first..last (1-based, inclusive) of every fit, kept in float32; NaN past a fit's last epoch."""
+        return self._losses[first - 1:last].T.to(dtype)

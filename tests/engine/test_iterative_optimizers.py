@@ -1,0 +1,81 @@
+"""The batched sgd/momentum/adam engine against torch.optim itself, fit by fit, in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from services.worker.engine import SeriesBatch
+from services.worker.engine.iterative import Iterative
+
+EPOCHS = 300
+
+
+def torch_optim_run(x: np.ndarray, y: np.ndarray, kind: str, lr: float, options: dict[str, float]) -> list[float]:
+    params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    if kind == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(
+            [params], lr=lr, betas=(options["beta1"], options["beta2"]), eps=options["eps"])
+    else:
+        opt = torch.optim.SGD([params], lr=lr, momentum=options.get("momentum", 0.0))
+    losses = []
+    for _ in range(EPOCHS):
+        loss = ((params[0] * xt + params[1] - yt) ** 2).mean()
+        losses.append(float(loss.detach()))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return losses
+
+
+@pytest.mark.parametrize("kind, lr, options", [
+    ("sgd", 1e-2, {}),
+    ("momentum", 5e-3, {"momentum": 0.9}),
+    ("adam", 0.1, {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}),
+    ("adam", 0.05, {"beta1": 0.8, "beta2": 0.99, "eps": 1e-3}),
+])
+def test_matches_torch_optim(kind: str, lr: float, options: dict[str, float]) -> None:
+    rng = np.random.default_rng(11)
+    xs = [rng.normal(3, 2, n) for n in (2, 7, 50)]
+    ys = [0.5 * x - 1 + rng.normal(0, 0.3, len(x)) for x in xs]
+    batch = SeriesBatch.build(xs, ys, epochs=[EPOCHS] * 3, learning_rate=[lr] * 3, input_scale=[1.0] * 3,
+                              w0=[1.0] * 3, b0=[0.0] * 3)
+    engine = Iterative(batch, [kind] * 3, momentum=[options.get("momentum", 0.0)] * 3,
+                       beta1=[options.get("beta1", 0.9)] * 3, beta2=[options.get("beta2", 0.999)] * 3,
+                       eps=[options.get("eps", 1e-8)] * 3)
+    got = engine.losses(1, EPOCHS, torch.float64).numpy()
+    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        expected = np.array(torch_optim_run(x, y, kind, lr, options))
+        # The engine keeps losses in float32, as they are stored.
+        np.testing.assert_allclose(got[i], expected, rtol=2e-7, atol=1e-7 * expected[0])
+    assert engine.diverged_at.tolist() == [0, 0, 0]
+
+
+def test_a_diverging_fit_freezes_while_the_others_go_on() -> None:
+    x, y = [35.7, 55.9, 58.2, 81.9], [0.5, 14.0, 15.0, 28.0]
+    batch = SeriesBatch.build([x, x], [y, y], epochs=[100, 100], learning_rate=[1e-2, 1e-2],
+                              input_scale=[1.0, 0.1], w0=[1.0, 1.0], b0=[0.0, 0.0])
+    engine = Iterative(batch, ["sgd", "sgd"], [0.0, 0.0], [0.9, 0.9], [0.999, 0.999], [1e-8, 1e-8])
+    assert int(engine.diverged_at[0]) == 11 and int(engine.diverged_at[1]) == 0  # as the book's gd run
+    assert int(engine.epochs_done[0]) == int(engine.diverged_at[0]) - 1
+    losses = engine.losses(1, 100)
+    assert torch.isnan(losses[0, int(engine.epochs_done[0]):]).all()
+    assert not torch.isnan(losses[1]).any()
+
+
+def test_fits_of_different_lengths_and_options_in_one_call() -> None:
+    x, y = [35.7, 55.9, 58.2, 81.9, 56.3], [0.5, 14.0, 15.0, 28.0, 11.0]
+    batch = SeriesBatch.build([x] * 3, [y] * 3, epochs=[50, 200, 120], learning_rate=[0.1, 0.05, 0.1],
+                              input_scale=[1.0] * 3, w0=[1.0] * 3, b0=[0.0] * 3)
+    together = Iterative(batch, ["adam"] * 3, [0.0] * 3, [0.9, 0.8, 0.9], [0.999, 0.99, 0.999], [1e-8, 1e-6, 1e-8])
+    for i, (epochs, lr, b1, b2, eps) in enumerate([(50, 0.1, 0.9, 0.999, 1e-8), (200, 0.05, 0.8, 0.99, 1e-6),
+                                                   (120, 0.1, 0.9, 0.999, 1e-8)]):
+        alone = Iterative(SeriesBatch.build([x], [y], epochs=[epochs], learning_rate=[lr], input_scale=[1.0],
+                                            w0=[1.0], b0=[0.0]), ["adam"], [0.0], [b1], [b2], [eps])
+        assert int(together.epochs_done[i]) == epochs
+        torch.testing.assert_close(together.losses(1, 200)[i, :epochs], alone.losses(1, epochs)[0])
+        assert torch.isnan(together.losses(1, 200)[i, epochs:]).all()
+        assert float(together.w[i]) == pytest.approx(float(alone.w[0]), rel=1e-12)
+        assert float(together.b[i]) == pytest.approx(float(alone.b[0]), rel=1e-12)
