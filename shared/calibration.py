@@ -46,12 +46,14 @@ def _finite(value: float) -> float | None:
 
 
 def data_stats(t_u: Sequence[Sequence[float]], t_c: Sequence[Sequence[float]],
-               input_scale: Sequence[float]) -> list[DataStats]:
+               input_scale: Sequence[float], input_shift: Sequence[float] | None = None) -> list[DataStats]:
+    """Per fit; the model sees x = (t_u - input_shift) * input_scale."""
     n = np.array([len(u) for u in t_u], dtype=np.float64)
     starts = np.concatenate([[0], np.cumsum(n[:-1])]).astype(np.int64)
     u = np.concatenate([np.asarray(v, dtype=np.float64) for v in t_u])
     c = np.concatenate([np.asarray(v, dtype=np.float64) for v in t_c])
     scale = np.asarray(input_scale, dtype=np.float64)
+    shift = np.zeros_like(scale) if input_shift is None else np.asarray(input_shift, dtype=np.float64)
 
     mean_u = np.add.reduceat(u, starts) / n
     mean_c = np.add.reduceat(c, starts) / n
@@ -63,9 +65,9 @@ def data_stats(t_u: Sequence[Sequence[float]], t_c: Sequence[Sequence[float]],
     sxy = np.add.reduceat(du * dc, starts)
     syy = np.add.reduceat(dc * dc, starts)
 
-    # The Hessian in model space, x = scale·t_u: 2·[[E x², E x], [E x, 1]].
-    ex = scale * mean_u
-    ex2 = scale**2 * (sxx / n + mean_u**2)
+    # The Hessian in model space, x = scale·(t_u − shift): 2·[[E x², E x], [E x, 1]].
+    ex = scale * (mean_u - shift)
+    ex2 = scale**2 * (sxx / n + (mean_u - shift) ** 2)
     half_trace = (ex2 + 1) / 2
     spread = np.sqrt(((ex2 - 1) / 2) ** 2 + ex**2)
     lam_max = 2 * (half_trace + spread)
@@ -167,3 +169,10 @@ def _regularized_beta(x: float, a: float, b: float) -> float:
         if abs(c * d - 1) < 1e-15:
             break
     return math.exp(log_front) * (f - 1)
+
+
+def standardization(t_u: Sequence[float]) -> tuple[float, float] | None:
+    """(shift, scale) = (mean, 1/SD) of t_u, population SD; None when all t_u are equal."""
+    values = np.asarray(t_u, dtype=np.float64)
+    sd = float(values.std())
+    return (float(values.mean()), 1 / sd) if sd > 0 else None

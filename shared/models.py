@@ -103,8 +103,14 @@ class Fit(Base):
     learning_rate: so.Mapped[float] = so.mapped_column(sa.Float)
     init_w: so.Mapped[float] = so.mapped_column(sa.Float)
     init_b: so.Mapped[float] = so.mapped_column(sa.Float)
+    # The model sees x = (t_u - input_shift) * input_scale: normalize "scale" sets only the
+    # scale, "standardize" both (the training data's mean and 1/SD), "none" neither.
     input_scale: so.Mapped[float] = so.mapped_column(sa.Float)
+    input_shift: so.Mapped[float] = so.mapped_column(sa.Float, default=0.0, server_default="0")
+    normalize: so.Mapped[str] = so.mapped_column(sa.String(16), default="scale", server_default="scale")
     optimizer: so.Mapped[str] = so.mapped_column(sa.String(16))
+    gradient: so.Mapped[str] = so.mapped_column(sa.String(24), default="analytic", server_default="analytic")
+    delta: so.Mapped[float | None] = so.mapped_column(sa.Float)
     # Optimizer options, resolved to the values used (None where they do not apply).
     momentum: so.Mapped[float | None] = so.mapped_column(sa.Float)
     beta1: so.Mapped[float | None] = so.mapped_column(sa.Float)
@@ -140,6 +146,13 @@ class Fit(Base):
     t_u_mean: so.Mapped[float | None] = so.mapped_column(sa.Float)
     t_u_sxx: so.Mapped[float | None] = so.mapped_column(sa.Float)
     warnings: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list, server_default="[]")
+
+    def raw_params(self) -> tuple[float, float] | None:
+        """(w_raw, b_raw): the fitted line in the user's units, t_c = w_raw * t_u + b_raw."""
+        if self.status != SUCCEEDED or self.w is None or self.b is None:
+            return None
+        w_raw = self.w * self.input_scale
+        return w_raw, self.b - w_raw * (self.input_shift or 0.0)
 
     __table_args__ = (
         sa.UniqueConstraint("tenant", "idempotency_key", name="uq_fits_tenant_idempotency_key"),

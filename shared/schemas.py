@@ -66,9 +66,20 @@ class FitOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     epochs: Annotated[int, Field(strict=True, ge=1, json_schema_extra={"example": 5000})] = 5000
     learning_rate: LearningRate = 0.01
-    init: Init = Field(default_factory=Init)
-    input_scale: Finite = 1.0
-    optimizer: Optimizer = "gd"
+    init: Init = Field(default_factory=Init, json_schema_extra={"example": {"w": 1.0, "b": 0.0}})
+    input_scale: Finite = Field(1.0, json_schema_extra={"example": 0.1})
+    # How t_u is presented to the model: "scale" (x = input_scale * t_u, the book's 0.1),
+    # "standardize" (x = (t_u - mean) / SD of the fit's data), "none" (x = t_u). The result
+    # always carries the raw-unit line too (w_raw, b_raw).
+    normalize: Literal["none", "scale", "standardize"] = Field(
+        "scale", json_schema_extra={"example": "standardize"})
+    optimizer: Optimizer = Field("gd", json_schema_extra={"example": "adam"})
+    # For gd: the book's analytic grad_fn (the exact closed form), loss.backward(), or the
+    # book's central difference with step `delta`. All three give the same fit.
+    gradient: Literal["analytic", "autograd", "finite_difference"] = Field(
+        "analytic", json_schema_extra={"example": "autograd"})
+    delta: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] | None = Field(
+        None, json_schema_extra={"example": 0.1}, description='gradient "finite_difference" only; default 0.1')
     # Optimizer options, each only with the optimizer it belongs to (torch.optim's meaning);
     # left out, they take torch's defaults, and momentum 0.9.
     momentum: Fraction | None = Field(None, json_schema_extra={"example": 0.9},
@@ -79,7 +90,20 @@ class FitOptions(BaseModel):
         None, json_schema_extra={"example": 1e-8}, description='optimizer "adam" only; default 1e-8')
 
     @model_validator(mode="after")
+    def _input_scale_only_with_scale(self) -> FitOptions:
+        if self.normalize != "scale" and self.input_scale != 1.0:
+            raise PydanticCustomError("option_mismatch", 'input_scale applies to normalize "scale" only',
+                                      {"field": "input_scale"})
+        return self
+
+    @model_validator(mode="after")
     def _options_match_the_optimizer(self) -> FitOptions:
+        if self.gradient != "analytic" and self.optimizer != "gd":
+            raise PydanticCustomError("option_mismatch", 'gradient applies to optimizer "gd" only '
+                                      "(torch.optim optimizers use autograd)", {"field": "gradient"})
+        if self.delta is not None and self.gradient != "finite_difference":
+            raise PydanticCustomError("option_mismatch", 'delta applies to gradient "finite_difference" only',
+                                      {"field": "delta"})
         belongs = {"momentum": "momentum", "betas": "adam", "eps": "adam"}
         for name, optimizer in belongs.items():
             if getattr(self, name) is not None and self.optimizer != optimizer:
@@ -129,6 +153,13 @@ class FitCreate(FitOptions):
             if not 1 <= len(key) <= 64:
                 raise ValueError("label keys are 1 to 64 characters")
         return value
+
+    @model_validator(mode="after")
+    def _standardize_needs_spread(self) -> FitCreate:
+        if self.normalize == "standardize" and len(set(self.t_u)) < 2:
+            raise PydanticCustomError("no_spread", "standardize needs t_u that are not all equal",
+                                      {"field": "normalize"})
+        return self
 
     @field_validator("t_c")
     @classmethod
@@ -181,7 +212,11 @@ class Params(BaseModel):
     learning_rate: float
     init: Init
     input_scale: float
+    normalize: str
+    input_shift: float | None = None
     optimizer: str
+    gradient: str
+    delta: float | None = None
     momentum: float | None = None
     betas: tuple[float, float] | None = None
     eps: float | None = None

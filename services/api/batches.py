@@ -223,12 +223,11 @@ def _result_lines(batch_id: str) -> Iterator[str]:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         for fit in fits:
-            ok = fit.status == "succeeded"
+            raw = fit.raw_params()
             writer.writerow([
                 fit.id, (fit.labels or {}).get("series", ""), fit.status,
-                fit.w if ok else "", fit.b if ok else "",
-                fit.w * fit.input_scale if ok and fit.w is not None else "",
-                fit.b if ok else "", fit.loss if fit.loss is not None else "",
+                fit.w if raw else "", fit.b if raw else "",
+                raw[0] if raw else "", raw[1] if raw else "", fit.loss if fit.loss is not None else "",
                 fit.epochs_done, fit.diverged_at_epoch or "",
             ])
         yield out.getvalue()

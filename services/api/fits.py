@@ -19,7 +19,7 @@ from services.api.requests import json_body, parse, query_choice, query_int
 from services.api.submit import submit_fit
 from services.api.tenancy import current_tenant, owned_or_404
 from shared.calibration import student_t_quantile
-from shared.models import ACTIVE, CANCELLED, STATUSES, SUCCEEDED, Fit, UTCDateTime, utcnow
+from shared.models import ACTIVE, CANCELLED, STATUSES, Fit, UTCDateTime, utcnow
 from shared.schemas import FitCreate, PredictRequest
 
 bp = Blueprint("fits", __name__, url_prefix="/v1/fits")
@@ -171,10 +171,11 @@ def predict(fit_id: str) -> dict[str, Any]:
     body = parse(PredictRequest, json_body())
     with services().db.session() as session:
         fit = _get_fit(session, fit_id)
-    if fit.status != SUCCEEDED or fit.w is None or fit.b is None:
+    raw = fit.raw_params()
+    if raw is None:
         raise Problem(409, f"fit {fit_id} is {fit.status}: predictions need a succeeded fit",
                       slug="not-succeeded")
-    w_raw, b_raw = fit.w * fit.input_scale, fit.b
+    w_raw, b_raw = raw
     t_c = [w_raw * t + b_raw for t in body.t_u]
     if body.interval is None:
         return {"fit_id": fit.id, "t_c": t_c}

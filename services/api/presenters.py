@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from shared.models import SUCCEEDED, Fit
+from shared.models import Fit
 
 
 def iso(moment: dt.datetime | None) -> str | None:
@@ -16,8 +16,9 @@ def iso(moment: dt.datetime | None) -> str | None:
 
 def fit_json(fit: Fit) -> dict[str, Any]:
     result = None
-    if fit.status == SUCCEEDED and fit.w is not None and fit.b is not None:
-        w_raw, b_raw = fit.w * fit.input_scale, fit.b
+    raw = fit.raw_params()
+    if raw is not None and fit.w is not None and fit.b is not None:
+        w_raw, b_raw = raw
         gap = ({"w": w_raw - fit.w_opt, "b": b_raw - fit.b_opt}
                if fit.w_opt is not None and fit.b_opt is not None else None)
         result = {
@@ -50,7 +51,11 @@ def fit_json(fit: Fit) -> dict[str, Any]:
             "learning_rate": fit.learning_rate,
             "init": {"w": fit.init_w, "b": fit.init_b},
             "input_scale": fit.input_scale,
+            "normalize": fit.normalize,
+            **({"input_shift": fit.input_shift} if fit.normalize == "standardize" else {}),
             "optimizer": fit.optimizer,
+            "gradient": fit.gradient,
+            **({"delta": fit.delta} if fit.delta is not None else {}),
             **({"momentum": fit.momentum} if fit.momentum is not None else {}),
             **({"betas": [fit.beta1, fit.beta2], "eps": fit.eps} if fit.beta1 is not None else {}),
         },

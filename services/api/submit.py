@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.api.extensions import Services
 from services.api.problems import Problem
-from shared.calibration import data_stats, warnings_for
+from shared.calibration import data_stats, standardization, warnings_for
 from shared.db import Database
 from shared.models import QUEUED, Fit, new_id, utcnow
 from shared.packing import pack_f64
@@ -31,8 +31,8 @@ def fit_rows(specs: Sequence[FitCreate], tenant: str, *, batch_id: str | None = 
              chunk_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Every column of new queued fits, as dicts for one bulk INSERT or Fit(); the data's
     statistics (pre-flight, least squares) are computed for all of them in one pass."""
-    stats = data_stats([spec.t_u for spec in specs], [spec.t_c for spec in specs],
-                       [spec.input_scale for spec in specs])
+    shifts, scales = zip(*(model_input(spec) for spec in specs), strict=True)
+    stats = data_stats([spec.t_u for spec in specs], [spec.t_c for spec in specs], scales, shifts)
     rows = []
     for i, (spec, st) in enumerate(zip(specs, stats, strict=True)):
         fit_id = new_id()
@@ -41,7 +41,9 @@ def fit_rows(specs: Sequence[FitCreate], tenant: str, *, batch_id: str | None = 
             id=fit_id, tenant=tenant, batch_id=batch_id, chunk_id=chunk_ids[i] if chunk_ids else fit_id,
             status=QUEUED, created_at=utcnow(), epochs=spec.epochs, epochs_done=0, n_points=len(spec.t_u),
             learning_rate=rate, init_w=spec.init.w, init_b=spec.init.b,
-            input_scale=spec.input_scale, optimizer=spec.optimizer, labels=spec.labels,
+            input_scale=scales[i], input_shift=shifts[i], normalize=spec.normalize,
+            optimizer=spec.optimizer, labels=spec.labels, gradient=spec.gradient,
+            delta=(spec.delta or 0.1) if spec.gradient == "finite_difference" else None,
             **optimizer_options(spec),
             t_u=pack_f64(spec.t_u), t_c=pack_f64(spec.t_c), attempt=0,
             idempotency_key=None, request_digest=None,
@@ -50,6 +52,17 @@ def fit_rows(specs: Sequence[FitCreate], tenant: str, *, batch_id: str | None = 
             t_u_mean=st.t_u_mean, t_u_sxx=st.t_u_sxx, warnings=warnings_for(st, rate),
         ))
     return rows
+
+
+def model_input(spec: FitCreate) -> tuple[float, float]:
+    """(input_shift, input_scale) of x = (t_u - shift) * scale, as the fit's normalize says."""
+    if spec.normalize == "scale":
+        return 0.0, spec.input_scale
+    if spec.normalize == "none":
+        return 0.0, 1.0
+    found = standardization(spec.t_u)
+    assert found is not None, "FitCreate refuses standardize for t_u without spread"
+    return found
 
 
 def optimizer_options(spec: FitCreate) -> dict[str, float | None]:

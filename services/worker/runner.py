@@ -8,6 +8,9 @@ far), its lease heartbeat and its cancellation checkpoint.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -38,31 +41,61 @@ def run_chunk(db: Database, settings: Settings, chunk_id: str, device: torch.dev
     log.info("chunk %s: claimed %d fits", chunk_id, len(fits))
     failpoints.kill_if_poisoned([fit.epochs for fit in fits])
     try:
-        _compute_and_write(db, settings, fits, device)
+        with _heartbeat(db, settings, fits):
+            _compute_and_write(db, settings, fits, device)
     except Exception as exc:
         store.fail(db, fits, "internal", f"{type(exc).__name__}: {exc}")
         raise
     return len(fits)
 
 
+@contextmanager
+def _heartbeat(db: Database, settings: Settings, fits: list[store.ClaimedFit]) -> Iterator[None]:
+    """Renew the fits' lease every third of its length while the chunk runs, so a long
+    computation between two checkpoints (an iterative optimizer over many epochs) is
+    not taken for a dead worker. Dies with the process, which is the point."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(settings.lease_seconds / 3):
+            try:
+                store.renew(db, settings, fits)
+            except Exception as exc:  # a missed beat only risks a retry, fenced by attempt
+                log.warning("lease renewal failed: %s", exc)
+
+    thread = threading.Thread(target=beat, name="lease-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _rule(fit: store.ClaimedFit) -> tuple[object, ...]:
+    """Fits that one engine call can run together."""
+    if fit.optimizer == "gd":
+        return ("closed_form",) if fit.gradient == "analytic" else ("gd", fit.gradient, fit.delta)
+    return ("adam",) if fit.optimizer == "adam" else ("momentum",)  # sgd is momentum 0
+
+
 def _compute_and_write(
     db: Database, settings: Settings, fits: list[store.ClaimedFit], device: torch.device
 ) -> None:
-    # One engine call per kind of optimizer in the chunk: the exact closed form for gd,
-    # the batched iteration for the others.
-    gd = [fit for fit in fits if fit.optimizer == "gd"]
-    if gd:
-        _run_group(db, settings, gd, device)
-    # sgd and momentum share one update rule, adam has its own: one engine call each.
-    for rule in (("sgd", "momentum"), ("adam",)):
-        iterative = [fit for fit in fits if fit.optimizer in rule]
-        if not iterative:
+    # One engine call per update rule in the chunk: the exact closed form for gd with
+    # the analytic gradient, the batched iteration for the others.
+    groups: dict[tuple[object, ...], list[store.ClaimedFit]] = {}
+    for fit in fits:
+        groups.setdefault(_rule(fit), []).append(fit)
+    for rule, group in groups.items():
+        if rule == ("closed_form",):
+            _run_group(db, settings, group, device)
             continue
         # The iteration keeps every epoch's loss (float32) until it is written: slices
         # of at most _ITERATIVE_CELLS losses bound its memory (1 GB) at any epoch count.
-        per_call = max(1, _ITERATIVE_CELLS // max(fit.epochs for fit in iterative))
-        for start in range(0, len(iterative), per_call):
-            _run_group(db, settings, iterative[start:start + per_call], device)
+        per_call = max(1, _ITERATIVE_CELLS // max(fit.epochs for fit in group))
+        for first in range(0, len(group), per_call):
+            _run_group(db, settings, group[first:first + per_call], device)
 
 
 def _engine(fits: list[store.ClaimedFit], device: torch.device) -> GradientDescent | Iterative:
@@ -72,17 +105,20 @@ def _engine(fits: list[store.ClaimedFit], device: torch.device) -> GradientDesce
         epochs=[fit.epochs for fit in fits],
         learning_rate=[fit.learning_rate for fit in fits],
         input_scale=[fit.input_scale for fit in fits],
+        input_shift=[fit.input_shift for fit in fits],
         w0=[fit.init_w for fit in fits],
         b0=[fit.init_b for fit in fits],
         device=device,
     )
-    if fits[0].optimizer == "gd":
+    head = fits[0]
+    if _rule(head) == ("closed_form",):
         return GradientDescent(batch)
     return Iterative(batch, [fit.optimizer for fit in fits],
                      momentum=[fit.momentum or 0.0 for fit in fits],
                      beta1=[fit.beta1 if fit.beta1 is not None else 0.9 for fit in fits],
                      beta2=[fit.beta2 if fit.beta2 is not None else 0.999 for fit in fits],
-                     eps=[fit.eps if fit.eps is not None else 1e-8 for fit in fits])
+                     eps=[fit.eps if fit.eps is not None else 1e-8 for fit in fits],
+                     gradient=head.gradient, delta=head.delta or 0.1)
 
 
 def _run_group(

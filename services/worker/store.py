@@ -33,7 +33,10 @@ class ClaimedFit:
     init_w: float
     init_b: float
     input_scale: float
+    input_shift: float
     optimizer: str
+    gradient: str
+    delta: float | None
     momentum: float | None
     beta1: float | None
     beta2: float | None
@@ -99,7 +102,8 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> list[ClaimedFit]:
         rows = session.execute(
             sa.select(
                 Fit.id, Fit.epochs, Fit.learning_rate, Fit.init_w, Fit.init_b,
-                Fit.input_scale, Fit.optimizer, Fit.momentum, Fit.beta1, Fit.beta2, Fit.eps,
+                Fit.input_scale, Fit.input_shift, Fit.optimizer, Fit.gradient, Fit.delta,
+                Fit.momentum, Fit.beta1, Fit.beta2, Fit.eps,
                 Fit.t_u, Fit.t_c,
             ).where(Fit.id.in_(ids)).order_by(Fit.created_at, Fit.id)
         ).all()
@@ -107,7 +111,8 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> list[ClaimedFit]:
         ClaimedFit(
             id=row.id, attempt=attempts[row.id], epochs=row.epochs,
             learning_rate=row.learning_rate, init_w=row.init_w, init_b=row.init_b,
-            input_scale=row.input_scale, optimizer=row.optimizer, momentum=row.momentum,
+            input_scale=row.input_scale, input_shift=row.input_shift, optimizer=row.optimizer,
+            gradient=row.gradient, delta=row.delta, momentum=row.momentum,
             beta1=row.beta1, beta2=row.beta2, eps=row.eps,
             t_u=unpack_f64(row.t_u), t_c=unpack_f64(row.t_c),
         )
@@ -143,6 +148,19 @@ def write(db: Database, settings: Settings, fits: Iterable[ClaimedFit], checkpoi
         if updates:
             session.execute(sa.update(Fit), updates)
     return owned - set(checkpoint.finished)
+
+
+def renew(db: Database, settings: Settings, fits: Iterable[ClaimedFit]) -> int:
+    """Extend the lease of the fits this attempt still runs (the heartbeat while the engine computes)."""
+    mine = [(fit.id, fit.attempt) for fit in fits]
+    with db.session(write=True) as session:
+        done = session.execute(
+            sa.update(Fit)
+            .where(sa.tuple_(Fit.id, Fit.attempt).in_(mine), Fit.status == RUNNING)
+            .values(lease_expires_at=_lease(settings))
+            .execution_options(synchronize_session=False)
+        )
+    return int(done.rowcount)  # type: ignore[attr-defined]
 
 
 def fail(db: Database, fits: Iterable[ClaimedFit], error_type: str, detail: str) -> None:

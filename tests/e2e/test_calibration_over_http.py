@@ -8,6 +8,8 @@ import json
 import math
 from typing import Any
 
+import pytest
+
 from services.cli.local_stack import Stack
 from tests.conftest import DATA
 from tests.tolerance import param_close
@@ -75,3 +77,28 @@ def test_prediction_intervals(stack: Stack) -> None:
     assert "lower" not in plain
     bad = stack.http.post(f"/v1/fits/{done['id']}/predict", json={"t_u": [50], "interval": 1.5})
     assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == ["interval"]
+
+
+def test_standardize_is_perfectly_conditioned_and_reports_raw_units(stack: Stack) -> None:
+    # Standardized t_u makes the Hessian 2·I: condition number 1, "auto" picks lr 0.5,
+    # and one gradient step lands on the least-squares optimum.
+    done = fit(stack, epochs=3, learning_rate="auto", normalize="standardize")
+    assert done["condition_number"] == pytest.approx(1.0)
+    assert done["lr_max"] == pytest.approx(1.0) and done["params"]["learning_rate"] == pytest.approx(0.5)
+    assert done["params"]["normalize"] == "standardize"
+    assert done["params"]["input_shift"] == pytest.approx(51.8)
+    result = done["result"]
+    assert result["w_raw"] == pytest.approx(LS["w_raw"], rel=1e-6)
+    assert result["b_raw"] == pytest.approx(LS["b_raw"], rel=1e-6)
+    assert abs(result["gap"]["w"]) < 1e-9 and abs(result["gap"]["b"]) < 1e-7
+    assert stack.losses(done["id"])[1] == pytest.approx(LS["mse"], rel=1e-6)
+    predicted = stack.http.post(f"/v1/fits/{done['id']}/predict", json={"t_u": [50.0]}).json()
+    assert predicted["t_c"][0] == pytest.approx(LS["w_raw"] * 50 + LS["b_raw"], rel=1e-6)
+
+
+def test_normalize_refusals_name_their_field(stack: Stack) -> None:
+    r = stack.http.post("/v1/fits", json={**DATA_BODY, "normalize": "none", "input_scale": 0.1})
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["input_scale"]
+    r = stack.http.post("/v1/batches", json={"defaults": {"normalize": "standardize"},
+                                             "fits": [DATA_BODY, {"t_u": [5, 5], "t_c": [1, 2]}]})
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["fits", 1, "normalize"]

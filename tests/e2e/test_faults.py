@@ -214,3 +214,12 @@ def test_cancel_inside_a_running_chunk(kind: str, tmp_path: Path) -> None:
         assert result.clean, result
         assert result.statuses == {"succeeded": 9, "cancelled": 1} and result.attempts == {1: 10}
         db.dispose()
+
+
+@pytest.mark.parametrize("kind", ["embedded", "postgres"])
+def test_a_long_computation_keeps_its_lease(kind: str, tmp_path: Path) -> None:
+    # 3 s between claim and first write, against a 2 s lease: only the heartbeat keeps
+    # the second worker and the reconciler from taking the fit for lost.
+    with running(kind, tmp_path, workers=2, CALIB_FAILPOINTS="checkpoint_sleep=3") as stack:
+        fit = stack.wait(stack.submit({"t_u": T_U, "t_c": T_C, "epochs": 100, "input_scale": 0.1})["id"], timeout=60)
+        assert fit["status"] == "succeeded" and fit["attempt"] == 1

@@ -130,3 +130,18 @@ def test_optimizer_options_must_match_the_optimizer(stack: Stack) -> None:
                        ({"optimizer": "adam", "eps": 0}, ["eps"])):
         r = stack.http.post("/v1/fits", json={**data, **extra})
         assert r.status_code == 422 and r.json()["errors"][0]["loc"] == loc, (extra, r.text)
+
+
+@pytest.mark.parametrize("gradient", ["autograd", "finite_difference"])
+def test_the_seed_fit_with_each_gradient_mode(stack: Stack, gradient: str) -> None:
+    seed = next(c for c in CASES if c["request"]["epochs"] == 5000 and c["request"]["optimizer"] == "gd")
+    body = {"t_u": REFERENCE["t_u"], "t_c": REFERENCE["t_c"], **seed["request"], "gradient": gradient}
+    fit = stack.wait(stack.submit(body)["id"])
+    assert fit["status"] == "succeeded" and fit["params"]["gradient"] == gradient
+    assert ("delta" in fit["params"]) == (gradient == "finite_difference")
+    losses = stack.losses(fit["id"])
+    for epoch, expected in seed["losses"].items():
+        assert loss_close(losses[int(epoch) - 1], expected), (epoch, losses[int(epoch) - 1])
+    assert param_close(fit["result"]["w"], seed["params"]["w"])
+    bad = stack.http.post("/v1/fits", json={**body, "optimizer": "adam"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == ["gradient"]

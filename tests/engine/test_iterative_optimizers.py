@@ -79,3 +79,21 @@ def test_fits_of_different_lengths_and_options_in_one_call() -> None:
         assert torch.isnan(together.losses(1, 200)[i, epochs:]).all()
         assert float(together.w[i]) == pytest.approx(float(alone.w[0]), rel=1e-12)
         assert float(together.b[i]) == pytest.approx(float(alone.b[0]), rel=1e-12)
+
+
+@pytest.mark.parametrize("gradient", ["analytic", "autograd", "finite_difference"])
+def test_the_three_gradients_of_gd_agree_with_the_closed_form(gradient: str) -> None:
+    from services.worker.engine import GradientDescent
+
+    rng = np.random.default_rng(5)
+    xs = [rng.normal(5, 2, n) for n in (3, 11, 40)]
+    ys = [0.5 * x - 1 + rng.normal(0, 0.3, len(x)) for x in xs]
+    batch = SeriesBatch.build(xs, ys, epochs=[500] * 3, learning_rate=[1e-2] * 3, input_scale=[1.0] * 3,
+                              w0=[1.0] * 3, b0=[0.0] * 3)
+    engine = Iterative(batch, ["gd"] * 3, [0.0] * 3, [0.9] * 3, [0.999] * 3, [1e-8] * 3, gradient=gradient,
+                       delta=0.1)
+    exact = GradientDescent(batch)
+    torch.testing.assert_close(engine.losses(1, 500, torch.float64), exact.losses(1, 500, torch.float32).double(),
+                               rtol=1e-6, atol=0)
+    torch.testing.assert_close(engine.w, exact.w, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(engine.b, exact.b, rtol=1e-9, atol=1e-12)

@@ -15,6 +15,10 @@ group. The updates follow torch.optim exactly:
 - momentum: buf ← g (first step), then buf ← μ buf + g;  p ← p − lr buf
 - adam:     m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g²;
             p ← p − (lr / (1 − β1^t)) m / (√v / √(1 − β2^t) + eps)
+- gd with `gradient` "autograd" (loss.backward() on the loss above) or
+  "finite_difference" (the book's central difference with step delta): p ← p − lr g.
+  The exact closed form serves gd with the analytic gradient; these two exist to
+  show, as the book does, that the three gradients agree.
 The loss of epoch k is taken before the k-th update (API.md), and a fit diverges at
 the first epoch whose sum of squared residuals overflows float32.
 
@@ -46,10 +50,11 @@ def _uniform(values: torch.Tensor) -> float | torch.Tensor:
 
 class Iterative:
     def __init__(self, batch: SeriesBatch, optimizer: Sequence[str], momentum: Sequence[float],
-                 beta1: Sequence[float], beta2: Sequence[float], eps: Sequence[float]) -> None:
-        kinds = {"adam" if kind == "adam" else "momentum" for kind in optimizer}
+                 beta1: Sequence[float], beta2: Sequence[float], eps: Sequence[float],
+                 gradient: str = "analytic", delta: float = 0.1) -> None:
+        kinds = {kind if kind in ("adam", "gd") else "momentum" for kind in optimizer}
         if len(kinds) != 1:
-            raise ValueError("one call runs either adam or sgd/momentum fits (services/worker/runner.py)")
+            raise ValueError("one call runs one update rule (services/worker/runner.py)")
         self.batch = batch
         dev, f64 = batch.x.device, torch.float64
         x, y = batch.x, batch.y
@@ -71,7 +76,12 @@ class Iterative:
         loss = torch.empty(size, dtype=f64, device=dev)
         r = torch.empty(size, dtype=f64, device=dev)
 
-        adam = kinds == {"adam"}
+        adam, plain = kinds == {"adam"}, kinds == {"gd"}
+
+        def loss_at(w_: torch.Tensor, b_: torch.Tensor) -> torch.Tensor:
+            r_ = w_ * mx + b_ - my
+            return w_ * w_ * vxx - 2 * w_ * vxy + vyy + r_ * r_
+
         if adam:
             b1 = torch.tensor(beta1, dtype=f64, device=dev)
             b2 = torch.tensor(beta2, dtype=f64, device=dev)
@@ -86,10 +96,22 @@ class Iterative:
             torch.addcmul(b - my, w, mx, out=r)
             torch.mul(w, vxx, out=loss).sub_(two_vxy).mul_(w).add_(vyy).addcmul_(r, r)
             losses[epoch - 1].copy_(loss)
-            torch.addcmul(torch.mul(w, vxx).sub_(vxy), r, mx, out=g[0])
-            g[1].copy_(r)
-            g.mul_(2)
-            if adam:
+            if gradient == "autograd":
+                with torch.enable_grad():
+                    q = p.detach().clone().requires_grad_(True)
+                    loss_at(q[0], q[1]).sum().backward()  # fits are independent: sum, then per-fit grads
+                assert q.grad is not None
+                g.copy_(q.grad)
+            elif gradient == "finite_difference":
+                g[0] = (loss_at(w + delta, b) - loss_at(w - delta, b)) / (2 * delta)
+                g[1] = (loss_at(w, b + delta) - loss_at(w, b - delta)) / (2 * delta)
+            else:
+                torch.addcmul(torch.mul(w, vxx).sub_(vxy), r, mx, out=g[0])
+                g[1].copy_(r)
+                g.mul_(2)
+            if plain:
+                p.sub_(g * lr)
+            elif adam:
                 m.lerp_(g, 1 - b1_u if isinstance(b1_u, float) else (1 - b1_u))
                 v.lerp_(g * g, 1 - b2_u if isinstance(b2_u, float) else (1 - b2_u))
                 if isinstance(b1_u, float) and isinstance(b2_u, float):

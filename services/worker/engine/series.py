@@ -15,7 +15,7 @@ FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 @dataclass(frozen=True)
 class SeriesBatch:
-    """B fits. x, y, seg: all points (x already multiplied by input_scale); the rest: one per fit."""
+    """B fits. x, y, seg: all points (x = (t_u - input_shift) * input_scale); the rest: one per fit."""
 
     x: torch.Tensor  # (P,) float64
     y: torch.Tensor  # (P,) float64
@@ -41,12 +41,16 @@ class SeriesBatch:
         input_scale: Sequence[float],
         w0: Sequence[float],
         b0: Sequence[float],
+        input_shift: Sequence[float] | None = None,
         device: torch.device | str = "cpu",
     ) -> SeriesBatch:
         f64 = torch.float64
         counts = [len(u) for u in t_u]
         scale = np.repeat(np.asarray(input_scale, dtype=np.float64), counts)
-        x = np.concatenate([np.asarray(u, dtype=np.float64) for u in t_u]) * scale
+        x = np.concatenate([np.asarray(u, dtype=np.float64) for u in t_u])
+        if input_shift is not None:
+            x = x - np.repeat(np.asarray(input_shift, dtype=np.float64), counts)
+        x = x * scale
         y = np.concatenate([np.asarray(c, dtype=np.float64) for c in t_c])
         n = torch.tensor(counts, dtype=torch.int64)
         return cls(
