@@ -18,8 +18,10 @@ from services.cli import processes
 from services.cli.local_stack import Stack
 
 # CPython 3.11.7 (this machine's) can raise this inside hypothesis while it builds a
-# strategy's repr (gh-106905, an interpreter bug): schemathesis reports it as a runtime
-# error of its own, not a finding about the API. Only that is retried, once.
+# strategy's repr from a worker thread (gh-106905, an interpreter bug): schemathesis
+# reports it as a runtime error of its own, not a finding about the API. With one
+# worker it did not occur in our runs (6 of 6 clean, against 4 of 10 failing with
+# two); should it still occur, that error alone is retried, once.
 INTERPRETER_BUG = "SystemError: AST constructor recursion depth mismatch"
 
 
@@ -30,7 +32,7 @@ def run_schemathesis(stack: Stack) -> subprocess.CompletedProcess[str]:
             "--header", f"Authorization: Bearer {stack.token}",
             "--checks", "all",
             "--exclude-checks", "positive_data_acceptance,negative_data_rejection",
-            "--max-examples", "20", "--seed", "1", "--workers", "2", "--no-color",
+            "--max-examples", "20", "--seed", "1", "--workers", "1", "--no-color",
         ]),
         capture_output=True, text=True, timeout=300)
 
