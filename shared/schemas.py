@@ -264,6 +264,22 @@ class LossPage(BaseModel):
     next: str | None
 
 
+class LossBucket(BaseModel):
+    first_epoch: int
+    last_epoch: int
+    min: float
+    max: float
+    last: float
+
+
+class LossBuckets(BaseModel):
+    fit_id: str
+    epochs_done: int
+    start: int
+    end: int
+    buckets: list[LossBucket]
+
+
 class Problem(BaseModel):
     type: str
     title: str
@@ -303,6 +319,6 @@ class BatchPublic(BaseModel):
 
 
 SCHEMAS: tuple[type[BaseModel], ...] = (
-    FitOptions, FitCreate, FitPublic, FitList, LossPage, PredictRequest, Prediction, Problem, BatchCreate,
+    FitOptions, FitCreate, FitPublic, FitList, LossPage, LossBuckets, PredictRequest, Prediction, Problem, BatchCreate,
     BatchPublic,
 )

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, request, stream_with_context
 
 from services.api.extensions import services
-from services.api.losses import csv_lines, read_losses
+from services.api.losses import csv_lines, downsample, read_losses
 from services.api.presenters import fit_json
 from services.api.problems import Problem
 from services.api.requests import json_body, parse, query_choice, query_int
@@ -25,6 +25,8 @@ from shared.schemas import FitCreate, PredictRequest
 bp = Blueprint("fits", __name__, url_prefix="/v1/fits")
 
 MAX_LOSS_PAGE = 100_000
+# Buckets of a downsampled loss curve: more than any chart has pixels.
+MAX_BUCKETS = 10_000
 
 
 def _get_fit(session: Any, fit_id: str) -> Fit:
@@ -129,6 +131,8 @@ def get_losses(fit_id: str) -> Any:
             losses = read_losses(session, fit.id, 1, fit.epochs_done + 1)
         return Response(stream_with_context(csv_lines(losses)), mimetype="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="{fit_id}-losses.csv"'})
+    if request.args.get("points") is not None:
+        return _downsampled(fit_id)
     start = query_int("start", 1, 1, 2**31 - 1)
     limit = query_int("limit", 10_000, 1, MAX_LOSS_PAGE)
     with db.session() as session:
@@ -144,6 +148,18 @@ def get_losses(fit_id: str) -> Any:
         "loss": losses.tolist(),
         "next": f"/v1/fits/{fit.id}/losses?{query_with(start=end, limit=limit)}" if more else None,
     }
+
+
+def _downsampled(fit_id: str) -> dict[str, Any]:
+    points = query_int("points", 500, 1, MAX_BUCKETS)
+    start = query_int("start", 1, 1, 2**31 - 1)
+    with services().db.session() as session:
+        fit = _get_fit(session, fit_id)
+        done = fit.epochs_done
+        end = query_int("end", max(done, start), start, 2**31 - 1)
+        losses = read_losses(session, fit.id, start, min(end, done) + 1)
+    return {"fit_id": fit.id, "epochs_done": done, "start": start, "end": start + len(losses) - 1,
+            "buckets": downsample(losses, start, points)}
 
 
 @bp.post("/<fit_id>/cancel")

@@ -41,3 +41,25 @@ def csv_lines(losses: np.ndarray, first_epoch: int = 1) -> Iterator[str]:
         yield "".join(
             f"{first_epoch + offset + i},{float(value)!r}\n" for i, value in enumerate(part)
         )
+
+
+def downsample(losses: np.ndarray, first_epoch: int, points: int) -> list[dict[str, float | int]]:
+    """At most `points` consecutive buckets covering every epoch, each with its first and last
+    epoch and the min, max and last loss: the envelope a chart needs, with spikes and the
+    divergence kept, not sampled away. Deterministic: bucket i spans [i*m//k, (i+1)*m//k)."""
+    m = len(losses)
+    if m == 0:
+        return []
+    k = min(points, m)
+    edges = (np.arange(k + 1, dtype=np.int64) * m) // k
+    starts, ends = edges[:-1], edges[1:]
+    values = losses.astype(np.float64)
+    lows = np.minimum.reduceat(values, starts)
+    highs = np.maximum.reduceat(values, starts)
+    lasts = values[ends - 1]
+    return [
+        {"first_epoch": int(first_epoch + a), "last_epoch": int(first_epoch + b - 1),
+         "min": float(lo), "max": float(hi), "last": float(la)}
+        for a, b, lo, hi, la in zip(starts.tolist(), ends.tolist(), lows.tolist(), highs.tolist(),
+                                    lasts.tolist(), strict=True)
+    ]

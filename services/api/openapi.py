@@ -101,18 +101,26 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                 "operationId": "getFitLosses",
                 "summary": "The loss of every epoch recorded so far",
                 "description": "`loss[i]` is the loss of epoch `start + i`. `?format=csv` or "
-                               "`Accept: text/csv` streams the whole series as `epoch,loss`.",
+                               "`Accept: text/csv` streams the whole series as `epoch,loss`. "
+                               "`?points=N` (with `start`, `end`) returns at most N consecutive "
+                               "buckets covering every epoch of the range instead, each with its "
+                               "first and last epoch and the min, max and last loss.",
                 "parameters": [
                     _id_param(),
                     _query("start", {"type": "integer", "minimum": 1, "default": 1},
-                           "First epoch of the page"),
+                           "First epoch of the page, or of the downsampled range"),
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 100000,
                                      "default": 10000}, "Epochs per page"),
+                    _query("points", {"type": "integer", "minimum": 1, "maximum": 10000},
+                           "Downsample to at most this many buckets"),
+                    _query("end", {"type": "integer", "minimum": 1},
+                           "Last epoch of the downsampled range (default: the last recorded)"),
                     _query("format", {"type": "string", "enum": ["json", "csv"]}, "csv streams"),
                 ],
                 "responses": {
-                    "200": {"description": "A page of losses",
-                            "content": {**_json("LossPage"),
+                    "200": {"description": "A page of losses, or with `points` the buckets",
+                            "content": {"application/json": {"schema": {"oneOf": [
+                                _ref("LossPage"), _ref("LossBuckets")]}},
                                         "text/csv": {"schema": {"type": "string"}}}},
                     **_problems("404", "422"),
                 },
