@@ -128,6 +128,13 @@ def _run_group(
     done = engine.epochs_done.cpu().numpy()
     diverged_at = engine.diverged_at.cpu().numpy()
     w, b = engine.w.cpu().numpy(), engine.b.cpu().numpy()
+    # Readings so large that even float64 cannot hold their squares (|t_u| near 1e308) make
+    # the five averages inf or NaN, and no epoch has a representable loss: by API.md's rule
+    # (the sum of squared residuals overflows) such a fit diverged at epoch 1.
+    broken = (diverged_at == 0) & ~(np.isfinite(w) & np.isfinite(b))
+    if broken.any():
+        diverged_at = np.where(broken, 1, diverged_at)
+        done = np.where(broken, 0, done)
 
     block_epochs = max(1, min(settings.loss_block_epochs, _BLOCK_CELLS // len(fits)))
     last_epoch = int(done.max())

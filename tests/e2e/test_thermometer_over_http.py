@@ -145,3 +145,15 @@ def test_the_seed_fit_with_each_gradient_mode(stack: Stack, gradient: str) -> No
     assert param_close(fit["result"]["w"], seed["params"]["w"])
     bad = stack.http.post("/v1/fits", json={**body, "optimizer": "adam"})
     assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == ["gradient"]
+
+
+def test_readings_too_large_for_any_loss_diverge_at_epoch_1(stack: Stack) -> None:
+    # Found by schemathesis: |t_u| near the float64 maximum made every loss NaN, stored as a
+    # "succeeded" fit with NaN in its JSON. Its squares overflow, so it diverges at epoch 1.
+    for optimizer in ("gd", "adam"):
+        fit = stack.wait(stack.submit({"t_u": [-5.9e16, -1.7976931348623157e308], "t_c": [1.1e16, 6.9e16],
+                                       "optimizer": optimizer})["id"])
+        assert fit["status"] == "diverged" and fit["diverged_at_epoch"] == 1 and fit["epochs_done"] == 0, fit
+        page = stack.http.get(f"/v1/fits/{fit['id']}/losses")
+        assert page.json()["loss"] == [] and "NaN" not in page.text
+        assert "NaN" not in stack.http.get(f"/v1/fits/{fit['id']}").text
