@@ -3,6 +3,8 @@ PostgreSQL (closing the proxy is the database going away, without touching the m
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -50,6 +52,11 @@ class RedisServer:
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own; the tests using it are PostgreSQL + Redis runs."""
+    if not (os.environ.get("CALIB_TEST_POSTGRES_URL") and os.environ.get("CALIB_TEST_REDIS_URL")):
+        pytest.skip("CALIB_TEST_POSTGRES_URL and CALIB_TEST_REDIS_URL are not set")
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
     server = RedisServer(tmp_path)
     server.start()
     yield server

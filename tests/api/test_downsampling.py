@@ -3,6 +3,7 @@ the range, each with the min, max and last loss (spikes and divergence kept, not
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ def test_a_million_epochs_in_500_buckets_keep_the_envelope(client: Any) -> None:
     buckets = body["buckets"]
     assert len(buckets) == 500 and body["epochs_done"] == 1_000_000
     assert buckets[0]["first_epoch"] == 1 and buckets[-1]["last_epoch"] == 1_000_000
-    assert all(a["last_epoch"] + 1 == b["first_epoch"] for a, b in zip(buckets, buckets[1:]))  # no gaps
+    assert all(a["last_epoch"] + 1 == b["first_epoch"] for a, b in pairwise(buckets))  # no gaps
     for bucket in buckets:
         part = losses[bucket["first_epoch"] - 1:bucket["last_epoch"]]
         assert bucket["min"] == float(part.min()) and bucket["max"] == float(part.max())
