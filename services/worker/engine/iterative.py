@@ -37,7 +37,6 @@ import torch
 
 from services.worker.engine.series import FLOAT32_MAX, SeriesBatch
 
-ITERATIVE = ("sgd", "momentum", "adam")
 # Epochs of recorded losses checked for divergence at once (bounds the check's memory).
 _CHECK_WINDOW = 1024
 
@@ -112,8 +111,8 @@ class Iterative:
             if plain:
                 p.sub_(g * lr)
             elif adam:
-                m.lerp_(g, 1 - b1_u if isinstance(b1_u, float) else (1 - b1_u))
-                v.lerp_(g * g, 1 - b2_u if isinstance(b2_u, float) else (1 - b2_u))
+                m.lerp_(g, 1 - b1_u)
+                v.lerp_(g * g, 1 - b2_u)
                 if isinstance(b1_u, float) and isinstance(b2_u, float):
                     step_size: float | torch.Tensor = 1 / (1 - b1_u**epoch)
                     inv_sqrt_c2: float | torch.Tensor = (1 - b2_u**epoch) ** -0.5
