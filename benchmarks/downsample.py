@@ -13,19 +13,17 @@ import json
 import statistics
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
 
+from benchmarks.databases import fresh_postgres
 from services.api import create_app
 from shared import tokens
 from shared.migrate import upgrade
 from shared.models import Fit, LossBlock
 from shared.settings import Settings
-
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def time_downsampling(settings: Settings, epochs: int = 1_000_000, repeats: int = 20) -> float:
@@ -59,18 +57,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows["embedded"] = time_downsampling(Settings(data_dir=Path(tmp)))
         if not args.embedded_only:
-            name = f"calib_bench_{uuid.uuid4().hex[:8]}"
-            admin = sa.create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-            try:
-                url = sa.make_url(PG_SERVER).set(database=name).render_as_string(False)
+            with fresh_postgres() as url:
                 rows["postgresql"] = time_downsampling(Settings(data_dir=Path(tmp), database_url=url,
                                                                 broker_url="memory://"))
-            finally:
-                with admin.connect() as conn:
-                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                admin.dispose()
     for backend, ms in rows.items():
         print(f"{backend}: 1,000,000 epochs to 500 buckets, median of 20: {ms:.1f} ms")
     print(json.dumps({"benchmark": "downsample", "epochs": 1_000_000, "points": 500, "median_ms": rows}))

@@ -18,19 +18,18 @@ import json
 import statistics
 import tempfile
 import time
-import uuid
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 import redis
-import sqlalchemy as sa
 
+from benchmarks.databases import fresh_postgres
 from benchmarks.service import SEED_FIT
 from services.cli.local_stack import Stack
 
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/13"
 TERMINAL = {"succeeded", "diverged", "failed", "cancelled"}
 
@@ -114,25 +113,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--embedded", action="store_true", help="SQLite and the SQLite broker")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="calib-load-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="calib-load-") as tmp, ExitStack() as cleanup:
         env = {"CALIB_DATA_DIR": f"{tmp}/data"}
-        database = f"calib_load_{uuid.uuid4().hex[:8]}"
-        admin = sa.create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
         if not args.embedded:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
             redis.Redis.from_url(REDIS_URL).flushdb()
-            env["CALIB_DATABASE_URL"] = sa.make_url(PG_SERVER).set(database=database).render_as_string(False)
+            env["CALIB_DATABASE_URL"] = cleanup.enter_context(fresh_postgres("calib_load"))
             env["CALIB_BROKER_URL"] = REDIS_URL
         stack = Stack(env, Path(tmp) / "logs", workers=args.workers).start()
         try:
             result = asyncio.run(run(stack, args.clients, args.seconds))
         finally:
             stack.stop()
-            if not args.embedded:
-                with admin.connect() as conn:
-                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-            admin.dispose()
     backend = "embedded" if args.embedded else "PostgreSQL + Redis"
     result["backend"] = backend
     print(f"{args.clients} clients for {args.seconds:.0f} s, {backend}, {args.workers} workers")

@@ -15,43 +15,32 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import redis
-import sqlalchemy as sa
 
+from benchmarks.databases import fresh_postgres
 from benchmarks.service import batch_to_completed
 from services.cli.local_stack import Stack
 
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/14"
-
-
-def _admin(server: str, statement: str) -> None:
-    engine = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(statement))
-    engine.dispose()
 
 
 def run_once(workers: int, fits: int, chunk_size: int, embedded: bool, tmp: Path) -> dict[str, Any]:
     env = {"CALIB_DATA_DIR": str(tmp / f"data-{workers}"), "CALIB_CHUNK_SIZE": str(chunk_size)}
-    database = f"calib_bench_{uuid.uuid4().hex[:8]}"
-    if not embedded:
-        _admin(PG_SERVER, f'CREATE DATABASE "{database}"')
-        redis.Redis.from_url(REDIS_URL).flushdb()
-        env["CALIB_DATABASE_URL"] = sa.make_url(PG_SERVER).set(database=database).render_as_string(False)
-        env["CALIB_BROKER_URL"] = REDIS_URL
-    stack = Stack(env, tmp / f"logs-{workers}", workers=workers).start()
-    try:
-        times = batch_to_completed(stack.http, fits)
-        peak = stack.worker_peak_rss()
-    finally:
-        stack.stop()
+    with ExitStack() as cleanup:
         if not embedded:
-            _admin(PG_SERVER, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            redis.Redis.from_url(REDIS_URL).flushdb()
+            env["CALIB_DATABASE_URL"] = cleanup.enter_context(fresh_postgres())
+            env["CALIB_BROKER_URL"] = REDIS_URL
+        stack = Stack(env, tmp / f"logs-{workers}", workers=workers).start()
+        try:
+            times = batch_to_completed(stack.http, fits)
+            peak = stack.worker_peak_rss()
+        finally:
+            stack.stop()
     return {"workers": workers, **times, "fits_per_s": fits / times["completed_s"],
             "worker_peak_rss_mb": peak / 2**20}
 

@@ -22,6 +22,12 @@ Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 # gd: the book's analytic step (an exact closed form); the others as torch.optim runs them.
 Optimizer = Literal["gd", "sgd", "momentum", "adam"]
 Fraction = Annotated[float, Field(strict=True, ge=0, lt=1)]
+# Option values when a request leaves them out: torch.optim's defaults, momentum 0.9, and
+# the book's finite-difference step. The API stores them resolved; nothing else repeats them.
+DEFAULT_MOMENTUM = 0.9
+DEFAULT_BETAS = (0.9, 0.999)
+DEFAULT_EPS = 1e-8
+DEFAULT_DELTA = 0.1
 
 
 def _learning_rate(value: Any) -> float | str:

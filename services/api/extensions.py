@@ -36,13 +36,20 @@ class Services:
         instead of holding a 202 for a fit no worker can be woken for."""
         if time.monotonic() - self.broker_seen_at < _BROKER_FRESH_SECONDS:
             return
+        failure = self.broker_failure()
+        if failure is not None:
+            raise Problem(503, f"the broker is not answering ({failure}); retry shortly",
+                          slug="dependency-unavailable", retry_after=5)
+
+    def broker_failure(self) -> str | None:
+        """None if the broker answers now (and remember when), else the error's name."""
         try:
             with self.celery.connection_for_write() as conn:
                 conn.ensure_connection(max_retries=1, interval_start=0, timeout=1)
         except Exception as exc:
-            raise Problem(503, f"the broker is not answering ({type(exc).__name__}); retry shortly",
-                          slug="dependency-unavailable", retry_after=5) from exc
+            return type(exc).__name__
         self.broker_seen_at = time.monotonic()
+        return None
 
     def dispatch(self, chunk_ids: Sequence[str]) -> None:
         """Publish after the commit, then mark the fits dispatched (the outbox). A publish that

@@ -28,12 +28,8 @@ def _database_answers() -> str | None:
 
 
 def _broker_answers() -> str | None:
-    try:
-        with services().celery.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
-    except Exception as exc:
-        return f"broker: {type(exc).__name__}"
-    return None
+    failure = services().broker_failure()
+    return f"broker: {failure}" if failure else None
 
 
 @bp.get("/readyz")

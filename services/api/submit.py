@@ -20,7 +20,7 @@ from shared.calibration import data_stats, standardization, warnings_for
 from shared.db import Database
 from shared.models import QUEUED, Fit, new_id, utcnow
 from shared.packing import pack_f64
-from shared.schemas import FitCreate
+from shared.schemas import DEFAULT_BETAS, DEFAULT_DELTA, DEFAULT_EPS, DEFAULT_MOMENTUM, FitCreate
 
 
 def digest(canonical_body: str) -> str:
@@ -43,7 +43,7 @@ def fit_rows(specs: Sequence[FitCreate], tenant: str, *, batch_id: str | None = 
             learning_rate=rate, init_w=spec.init.w, init_b=spec.init.b,
             input_scale=scales[i], input_shift=shifts[i], normalize=spec.normalize,
             optimizer=spec.optimizer, labels=spec.labels, gradient=spec.gradient,
-            delta=(spec.delta or 0.1) if spec.gradient == "finite_difference" else None,
+            delta=(spec.delta or DEFAULT_DELTA) if spec.gradient == "finite_difference" else None,
             **optimizer_options(spec),
             t_u=pack_f64(spec.t_u), t_c=pack_f64(spec.t_c), attempt=0,
             idempotency_key=None, request_digest=None,
@@ -67,13 +67,14 @@ def model_input(spec: FitCreate) -> tuple[float, float]:
 
 def optimizer_options(spec: FitCreate) -> dict[str, float | None]:
     """The options torch.optim would use, resolved, as columns; None where they do not apply."""
-    betas = spec.betas or (0.9, 0.999)
+    betas = spec.betas or DEFAULT_BETAS
     adam = spec.optimizer == "adam"
     return {
-        "momentum": (0.9 if spec.momentum is None else spec.momentum) if spec.optimizer == "momentum" else None,
+        "momentum": (DEFAULT_MOMENTUM if spec.momentum is None else spec.momentum)
+        if spec.optimizer == "momentum" else None,
         "beta1": betas[0] if adam else None,
         "beta2": betas[1] if adam else None,
-        "eps": (1e-8 if spec.eps is None else spec.eps) if adam else None,
+        "eps": (DEFAULT_EPS if spec.eps is None else spec.eps) if adam else None,
     }
 
 

@@ -140,6 +140,15 @@ class Stack:
             time.sleep(0.01)
         raise TimeoutError(f"fit {fit_id} did not end in {timeout} s")
 
+    def wait_batch(self, batch_id: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = dict(self.http.get(f"/v1/batches/{batch_id}").json())
+            if batch["status"] in ("completed", "cancelled"):
+                return batch
+            time.sleep(0.05)
+        raise TimeoutError(f"batch {batch_id} did not end in {timeout} s")
+
     def losses(self, fit_id: str) -> list[float]:
         out: list[float] = []
         path: str | None = f"/v1/fits/{fit_id}/losses?limit=100000"

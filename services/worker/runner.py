@@ -114,11 +114,13 @@ def _engine(fits: list[store.ClaimedFit], device: torch.device) -> GradientDesce
     if _rule(head) == ("closed_form",):
         return GradientDescent(batch)
     return Iterative(batch, [fit.optimizer for fit in fits],
+                     # The API stored every option resolved; None only where an option does
+                     # not apply, and the engine then never reads it (sgd is momentum 0).
                      momentum=[fit.momentum or 0.0 for fit in fits],
-                     beta1=[fit.beta1 if fit.beta1 is not None else 0.9 for fit in fits],
-                     beta2=[fit.beta2 if fit.beta2 is not None else 0.999 for fit in fits],
-                     eps=[fit.eps if fit.eps is not None else 1e-8 for fit in fits],
-                     gradient=head.gradient, delta=head.delta or 0.1)
+                     beta1=[fit.beta1 or 0.0 for fit in fits],
+                     beta2=[fit.beta2 or 0.0 for fit in fits],
+                     eps=[fit.eps or 0.0 for fit in fits],
+                     gradient=head.gradient, delta=head.delta or 0.0)
 
 
 def _run_group(

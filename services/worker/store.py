@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 
 from services.worker import fairness
 from shared.db import Database
@@ -120,19 +121,23 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> list[ClaimedFit]:
     ]
 
 
+def _renew_lease(session: so.Session, settings: Settings, fits: Iterable[ClaimedFit]) -> set[str]:
+    """Extend the lease of the fits still running this attempt; returns their ids. The attempt
+    is the fencing token: a stale worker neither writes nor renews a newer attempt's lease."""
+    mine = [(fit.id, fit.attempt) for fit in fits]
+    return set(session.scalars(
+        sa.update(Fit)
+        .where(sa.tuple_(Fit.id, Fit.attempt).in_(mine), Fit.status == RUNNING)
+        .values(lease_expires_at=_lease(settings))
+        .returning(Fit.id)
+        .execution_options(synchronize_session=False)
+    ).all())
+
+
 def write(db: Database, settings: Settings, fits: Iterable[ClaimedFit], checkpoint: Checkpoint) -> set[str]:
     """Write one checkpoint in one transaction; returns the ids this worker still owns."""
-    mine = [(fit.id, fit.attempt) for fit in fits]
     with db.session(write=True) as session:
-        # The attempt is the fencing token: only rows still running *this* attempt
-        # match, so a stale worker neither writes nor renews a newer attempt's lease.
-        owned = set(session.scalars(
-            sa.update(Fit)
-            .where(sa.tuple_(Fit.id, Fit.attempt).in_(mine), Fit.status == RUNNING)
-            .values(lease_expires_at=_lease(settings))
-            .returning(Fit.id)
-            .execution_options(synchronize_session=False)
-        ).all())
+        owned = _renew_lease(session, settings, fits)
         blocks = [block for block in checkpoint.blocks if block["fit_id"] in owned]
         if blocks:
             session.execute(sa.insert(LossBlock), blocks)
@@ -152,15 +157,8 @@ def write(db: Database, settings: Settings, fits: Iterable[ClaimedFit], checkpoi
 
 def renew(db: Database, settings: Settings, fits: Iterable[ClaimedFit]) -> int:
     """Extend the lease of the fits this attempt still runs (the heartbeat while the engine computes)."""
-    mine = [(fit.id, fit.attempt) for fit in fits]
     with db.session(write=True) as session:
-        done = session.execute(
-            sa.update(Fit)
-            .where(sa.tuple_(Fit.id, Fit.attempt).in_(mine), Fit.status == RUNNING)
-            .values(lease_expires_at=_lease(settings))
-            .execution_options(synchronize_session=False)
-        )
-    return int(done.rowcount)  # type: ignore[attr-defined]
+        return len(_renew_lease(session, settings, fits))
 
 
 def fail(db: Database, fits: Iterable[ClaimedFit], error_type: str, detail: str) -> None:

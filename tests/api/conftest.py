@@ -12,6 +12,14 @@ from shared import tokens
 from shared.settings import Settings
 
 
+def authorized(app: Flask, tenant: str) -> FlaskClient:
+    """A test client of `app` carrying a fresh token of `tenant`."""
+    client = app.test_client()
+    token = tokens.create(app.extensions["calib"].db, tenant).token
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
+
+
 @pytest.fixture
 def make_client(backend: Settings) -> Iterator[Callable[..., FlaskClient]]:
     """Clients of the real app on a real database and broker (no worker runs: fits stay
@@ -22,10 +30,7 @@ def make_client(backend: Settings) -> Iterator[Callable[..., FlaskClient]]:
         key = repr(sorted(overrides.items()))
         if key not in apps:
             apps[key] = create_app(backend.model_copy(update=overrides))
-        client = apps[key].test_client()
-        token = tokens.create(apps[key].extensions["calib"].db, tenant).token
-        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
-        return client
+        return authorized(apps[key], tenant)
 
     yield make
     for app in apps.values():

@@ -13,20 +13,16 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from services.api import create_app
-from shared import tokens
 from shared.migrate import upgrade
 from shared.settings import Settings
+from tests.api.conftest import authorized
 from tests.servers import RedisServer, TcpProxy
 
 GOOD: dict[str, Any] = {"t_u": [35.7, 55.9, 58.2], "t_c": [0.5, 14.0, 15.0]}
 
 
 def client_for(settings: Settings) -> FlaskClient:
-    app = create_app(settings)
-    client = app.test_client()
-    token = tokens.create(app.extensions["calib"].db, "tenant-a").token
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
-    return client
+    return authorized(create_app(settings), "tenant-a")
 
 
 def unavailable(response: Any) -> dict[str, Any]:

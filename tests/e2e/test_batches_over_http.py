@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 import numpy as np
 
 from services.cli.local_stack import Stack
@@ -12,16 +9,6 @@ from tests.tolerance import loss_close
 
 T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
 T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
-
-
-def wait_batch(stack: Stack, batch_id: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        batch = stack.http.get(f"/v1/batches/{batch_id}").json()
-        if batch["status"] in ("completed", "cancelled"):
-            return dict(batch)
-        time.sleep(0.05)
-    raise TimeoutError(batch_id)
 
 
 def test_a_mixed_batch_gives_each_fit_its_own_result(stack: Stack) -> None:
@@ -35,7 +22,7 @@ def test_a_mixed_batch_gives_each_fit_its_own_result(stack: Stack) -> None:
                                              "fits": fits})
     assert r.status_code == 202, r.text
     assert r.headers["Location"] == f"/v1/batches/{r.json()['id']}"
-    batch = wait_batch(stack, r.json()["id"])
+    batch = stack.wait_batch(r.json()["id"])
     assert batch["status"] == "completed" and batch["count"] == 22
     assert batch["counts"]["succeeded"] == 21 and batch["counts"]["diverged"] == 1
     items, path = [], f"/v1/batches/{batch['id']}/fits?limit=7"
@@ -63,7 +50,7 @@ def test_csv_batch_in_long_format(stack: Stack) -> None:
     r = stack.http.post("/v1/batches?epochs=5000&input_scale=0.1", content="\n".join(rows),
                         headers={"Content-Type": "text/csv"})
     assert r.status_code == 202, r.text
-    batch = wait_batch(stack, r.json()["id"])
+    batch = stack.wait_batch(r.json()["id"])
     assert batch["counts"]["succeeded"] == 2
     fits = stack.http.get(f"/v1/batches/{batch['id']}/fits").json()["items"]
     a = next(f for f in fits if f["labels"]["series"] == "A")
@@ -89,7 +76,7 @@ def test_cancel_a_batch(stack: Stack) -> None:
     batch_id = r.json()["id"]
     c = stack.http.post(f"/v1/batches/{batch_id}/cancel")
     assert c.status_code == 202
-    batch = wait_batch(stack, batch_id)
+    batch = stack.wait_batch(batch_id)
     assert batch["counts"]["queued"] == 0 and batch["counts"]["running"] == 0
     # Fits that had not finished are cancelled; the batch says so.
     assert batch["status"] in ("cancelled", "completed")

@@ -30,12 +30,7 @@ _SINGULAR = 1e-20
 class GradientDescent:
     def __init__(self, batch: SeriesBatch) -> None:
         self.batch = batch
-        x, y = batch.x, batch.y
-        mx, my = batch.segment_mean(x), batch.segment_mean(y)
-        dx, dy = x - mx[batch.seg], y - my[batch.seg]
-        vxx = batch.segment_mean(dx * dx)
-        vxy = batch.segment_mean(dx * dy)
-        vyy = batch.segment_mean(dy * dy)
+        mx, my, vxx, vxy, vyy = batch.moments()
         sxx = vxx + mx * mx
 
         singular = vxx <= _SINGULAR * sxx

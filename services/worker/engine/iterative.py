@@ -56,10 +56,7 @@ class Iterative:
             raise ValueError("one call runs one update rule (services/worker/runner.py)")
         self.batch = batch
         dev, f64 = batch.x.device, torch.float64
-        x, y = batch.x, batch.y
-        mx, my = batch.segment_mean(x), batch.segment_mean(y)
-        dx, dy = x - mx[batch.seg], y - my[batch.seg]
-        vxx, vxy, vyy = batch.segment_mean(dx * dx), batch.segment_mean(dx * dy), batch.segment_mean(dy * dy)
+        mx, my, vxx, vxy, vyy = batch.moments()
         two_vxy = 2 * vxy
 
         size, epochs = batch.size, batch.epochs

@@ -69,6 +69,14 @@ class SeriesBatch:
         total.index_add_(0, self.seg, values)
         return total / self.n.to(values.dtype)
 
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The five averages every epoch's loss and gradient depend on, per fit: mean x, mean y,
+        and the variances and covariance about those means (centred, so nothing cancels when
+        x is large against its spread)."""
+        mx, my = self.segment_mean(self.x), self.segment_mean(self.y)
+        dx, dy = self.x - mx[self.seg], self.y - my[self.seg]
+        return mx, my, self.segment_mean(dx * dx), self.segment_mean(dx * dy), self.segment_mean(dy * dy)
+
     def padded(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, N) x, y and a 0/1 mask, for the book's loop, which works on rectangular tensors."""
         width = int(self.n.max())
