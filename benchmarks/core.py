@@ -3,7 +3,11 @@
 (a) 10,000 fits x 11 points x 5000 epochs, every loss kept;
 (b) 1 fit x 1,000,000 points x 5000 epochs;
 (c) Adam: 10,000 fits x 11 points x 2000 epochs, every loss kept, against the
-    book's torch.optim.Adam loop (raw input, lr 0.1) on one fit.
+    book's torch.optim.Adam loop (raw input, lr 0.1) on one fit;
+(d) the book's split run for 10,000 fits (9 training and 2 validation points, SGD lr 1e-2
+    on 0.1·t_u, 3000 epochs), training and validation losses kept, early stopping on the
+    validation loss (min_delta 1e-3, patience 10): by sgd, and (e) by gd's closed form;
+    against the book's training loop with a validation split on one fit.
 The book's loop is timed on fewer epochs where it would take minutes; its cost
 per fit-epoch is constant, so fit-epochs per second compare directly. Each case
 runs in a child process so that its peak memory (max RSS) is its own.
@@ -26,6 +30,7 @@ import torch
 from services.worker.engine import GradientDescent, SeriesBatch, reference_fit
 from services.worker.engine.device import pick_device
 from services.worker.engine.iterative import Iterative
+from services.worker.engine.stopping import StopRule
 
 T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
 T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
@@ -128,8 +133,64 @@ def case_c(device_name: str, repeats: int) -> dict[str, Any]:
             "fit_epochs": fits * epochs, "book_s_per_fit_epoch": book_s / book_epochs}
 
 
+def book_split_loop(epochs: int) -> tuple[float, float]:
+    """The book's training loop with a validation split (SGD, 0.1·t_u, float32), one fit."""
+    t_u, t_c = torch.tensor(T_U) * 0.1, torch.tensor(T_C)
+    val, train = torch.tensor(SPLIT), torch.tensor([i for i in range(len(T_U)) if i not in SPLIT])
+    params = torch.tensor([1.0, 0.0], requires_grad=True)
+    optimizer = torch.optim.SGD([params], lr=1e-2)
+    for _ in range(epochs):
+        train_loss = ((params[0] * t_u[train] + params[1] - t_c[train]) ** 2).mean()
+        with torch.no_grad():
+            val_loss = ((params[0] * t_u[val] + params[1] - t_c[val]) ** 2).mean()
+        optimizer.zero_grad()
+        train_loss.backward()
+        optimizer.step()
+    return train_loss.item(), val_loss.item()
+
+
+SPLIT = [2, 10]
+
+
+def split_batches(fits: int, epochs: int, device: torch.device) -> tuple[SeriesBatch, SeriesBatch]:
+    rng = np.random.default_rng(3)
+    t_c = np.asarray(T_C) + rng.normal(0, 0.5, (fits, len(T_C)))
+    keep = [i for i in range(len(T_U)) if i not in SPLIT]
+    common = dict(epochs=[epochs] * fits, learning_rate=[1e-2] * fits, input_scale=[0.1] * fits,
+                  w0=[1.0] * fits, b0=[0.0] * fits, device=device)
+    train = SeriesBatch.build([[T_U[i] for i in keep]] * fits, [row[keep] for row in t_c], **common)
+    val = SeriesBatch.build([[T_U[i] for i in SPLIT]] * fits, [row[SPLIT] for row in t_c], **common)
+    return train, val
+
+
+def split_case(engine_name: str, device_name: str, repeats: int) -> dict[str, Any]:
+    device = torch.device(device_name)
+    fits, epochs, book_epochs = 10_000, 3000, 3000
+    train, val = split_batches(fits, epochs, device)
+    rule = {"monitor": "val_loss", "min_delta": 1e-3, "patience": 10}
+
+    def run() -> tuple[torch.Tensor, torch.Tensor | None]:
+        stopping = StopRule.of([rule] * fits, train.epochs)
+        if engine_name == "gd":
+            engine: GradientDescent | Iterative = GradientDescent(train, val, stopping)
+        else:
+            engine = Iterative(train, ["sgd"] * fits, [0.0] * fits, [0.0] * fits, [0.0] * fits, [0.0] * fits,
+                               validation=val, stopping=stopping)
+        last = int(engine.epochs_done.max())
+        return engine.losses(1, last, torch.float32), engine.val_losses(1, last)
+
+    engine_s = median_seconds(run, repeats, device)
+    book_s = median_seconds(lambda: book_split_loop(book_epochs), max(1, repeats // 2), torch.device("cpu"))
+    label = "d: split + early stop, sgd" if engine_name == "sgd" else "e: split + early stop, gd closed form"
+    return {"case": f"{label}, 10,000 x 3000", "engine_s": engine_s,
+            "fit_epochs": fits * epochs, "book_s_per_fit_epoch": book_s / book_epochs}
+
+
 def _child(name: str, device: str, repeats: int, out: Any) -> None:
-    result = {"a": case_a, "b": case_b, "c": case_c}[name](device, repeats)
+    cases: dict[str, Callable[[str, int], dict[str, Any]]] = {
+        "a": case_a, "b": case_b, "c": case_c,
+        "d": lambda dev, n: split_case("sgd", dev, n), "e": lambda dev, n: split_case("gd", dev, n)}
+    result = cases[name](device, repeats)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out.put(result)
 
@@ -138,11 +199,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cases", nargs="+", default=["a", "b", "c", "d", "e"], choices=["a", "b", "c", "d", "e"])
     args = parser.parse_args()
     device = str(pick_device(args.device))
     ctx = mp.get_context("spawn")
     rows = []
-    for name in ("a", "b", "c"):
+    for name in args.cases:
         queue = ctx.Queue()
         child = ctx.Process(target=_child, args=(name, device, args.repeats, queue))
         child.start()
@@ -153,9 +215,9 @@ def main() -> None:
         row["speedup"] = row["engine_fit_epochs_per_s"] / row["book_fit_epochs_per_s"]
         rows.append(row)
     print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"{'case':<45} {'engine s':>9} {'fit-epochs/s':>14} {'book f-e/s':>12} {'ratio':>9} {'peak MB':>8}")
+    print(f"{'case':<52} {'engine s':>9} {'fit-epochs/s':>14} {'book f-e/s':>12} {'ratio':>9} {'peak MB':>8}")
     for r in rows:
-        print(f"{r['case']:<45} {r['engine_s']:>9.4f} {r['engine_fit_epochs_per_s']:>14.3e} "
+        print(f"{r['case']:<52} {r['engine_s']:>9.4f} {r['engine_fit_epochs_per_s']:>14.3e} "
               f"{r['book_fit_epochs_per_s']:>12.3e} {r['speedup']:>9.0f} {r['peak_rss_mb']:>8.0f}")
     print(json.dumps({"benchmark": "core", "device": device, "rows": rows}))
 

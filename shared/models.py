@@ -116,6 +116,10 @@ class Fit(Base):
     beta1: so.Mapped[float | None] = so.mapped_column(sa.Float)
     beta2: so.Mapped[float | None] = so.mapped_column(sa.Float)
     eps: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    # The held-out points as {"fraction", "seed", "indices"} (indices always, resolved at
+    # submission), and the early-stopping rule {"monitor", "min_delta", "patience"}.
+    validation: so.Mapped[dict[str, object] | None] = so.mapped_column(sa.JSON)
+    early_stopping: so.Mapped[dict[str, object] | None] = so.mapped_column(sa.JSON)
     labels: so.Mapped[dict[str, str]] = so.mapped_column(sa.JSON, default=dict)
     # Inputs packed as float64 blobs; deferred so listing fits never loads them.
     t_u: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary, deferred=True)
@@ -124,6 +128,9 @@ class Fit(Base):
     w: so.Mapped[float | None] = so.mapped_column(sa.Float)
     b: so.Mapped[float | None] = so.mapped_column(sa.Float)
     loss: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    val_loss: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    # "completed" or "early_stopped" once the fit succeeded.
+    stop_reason: so.Mapped[str | None] = so.mapped_column(sa.String(16))
     diverged_at_epoch: so.Mapped[int | None] = so.mapped_column(sa.Integer)
     error_type: so.Mapped[str | None] = so.mapped_column(sa.String(64))
     error_detail: so.Mapped[str | None] = so.mapped_column(sa.Text)
@@ -146,6 +153,14 @@ class Fit(Base):
     t_u_mean: so.Mapped[float | None] = so.mapped_column(sa.Float)
     t_u_sxx: so.Mapped[float | None] = so.mapped_column(sa.Float)
     warnings: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list, server_default="[]")
+
+    def held_out(self) -> list[int]:
+        return list((self.validation or {}).get("indices") or [])  # type: ignore[call-overload]
+
+    @property
+    def n_train(self) -> int:
+        """The points the line was fitted to (the statistics and intervals are theirs)."""
+        return self.n_points - len(self.held_out())
 
     def raw_params(self) -> tuple[float, float] | None:
         """(w_raw, b_raw): the fitted line in the user's units, t_c = w_raw * t_u + b_raw."""
@@ -174,6 +189,8 @@ class LossBlock(Base):
     first_epoch: so.Mapped[int] = so.mapped_column(sa.Integer, primary_key=True)
     count: so.Mapped[int] = so.mapped_column(sa.Integer)
     loss: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary)
+    # The same epochs' validation losses, for fits with a validation split; else null.
+    val_loss: so.Mapped[bytes | None] = so.mapped_column(sa.LargeBinary)
 
 
 class ApiToken(Base):

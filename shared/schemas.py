@@ -17,6 +17,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from shared.splits import choose_indices, split, validation_count
+
 # strict: "1.5" or true is a type error, not a number; no NaN or infinity.
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 # gd: the book's analytic step (an exact closed form); the others as torch.optim runs them.
@@ -66,6 +68,42 @@ class Init(BaseModel):
     b: Finite = 0.0
 
 
+class Validation(BaseModel):
+    """Points held out of training: their loss is recorded every epoch beside the training loss.
+    Either a fraction (the book's int(fraction·n) points, picked by a seeded shuffle) or the indices."""
+
+    model_config = ConfigDict(extra="forbid")
+    fraction: Annotated[float, Field(strict=True, gt=0, lt=1)] | None = Field(
+        None, json_schema_extra={"example": 0.2})
+    seed: Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)] | None = Field(
+        None, json_schema_extra={"example": 0}, description="with fraction only; default 0")
+    indices: Annotated[list[Annotated[int, Field(strict=True, ge=0)]], Field(min_length=1)] | None = Field(
+        None, json_schema_extra={"example": [2, 10]}, description="0-based positions in t_u and t_c")
+
+    @model_validator(mode="after")
+    def _one_way_to_choose(self) -> Validation:
+        if (self.fraction is None) == (self.indices is None):
+            raise PydanticCustomError("validation_form", "give either fraction (with an optional seed) or indices")
+        if self.seed is not None and self.fraction is None:
+            raise PydanticCustomError("option_mismatch", "seed applies to fraction only", {"field": "seed"})
+        if self.indices is not None and len(set(self.indices)) != len(self.indices):
+            raise PydanticCustomError("duplicate", "indices must not repeat", {"field": "indices"})
+        return self
+
+
+class EarlyStopping(BaseModel):
+    """Stop when the monitored loss has not improved by more than min_delta for `patience`
+    epochs (Keras's EarlyStopping rule), decided on the stored float32 losses."""
+
+    model_config = ConfigDict(extra="forbid")
+    monitor: Literal["loss", "val_loss"] | None = Field(
+        None, json_schema_extra={"example": "val_loss"},
+        description='default "val_loss" when the fit has a validation split, else "loss"')
+    min_delta: Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)] = Field(
+        0.0, json_schema_extra={"example": 0.0001})
+    patience: Annotated[int, Field(strict=True, ge=1)] = Field(10, json_schema_extra={"example": 10})
+
+
 class FitOptions(BaseModel):
     """The settings of a fit that a batch's `defaults` may also carry."""
 
@@ -94,6 +132,16 @@ class FitOptions(BaseModel):
                                                     description='optimizer "adam" only; default [0.9, 0.999]')
     eps: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] | None = Field(
         None, json_schema_extra={"example": 1e-8}, description='optimizer "adam" only; default 1e-8')
+    validation: Validation | None = Field(None, json_schema_extra={"example": {"fraction": 0.2, "seed": 0}})
+    early_stopping: EarlyStopping | None = Field(
+        None, json_schema_extra={"example": {"monitor": "val_loss", "min_delta": 0.0001, "patience": 10}})
+
+    @model_validator(mode="after")
+    def _val_loss_needs_validation(self) -> FitOptions:
+        if self.early_stopping and self.early_stopping.monitor == "val_loss" and self.validation is None:
+            raise PydanticCustomError("option_mismatch", 'monitor "val_loss" needs a validation split',
+                                      {"field": "early_stopping.monitor"})
+        return self
 
     @model_validator(mode="after")
     def _input_scale_only_with_scale(self) -> FitOptions:
@@ -160,12 +208,42 @@ class FitCreate(FitOptions):
                 raise ValueError("label keys are 1 to 64 characters")
         return value
 
+    def held_out(self) -> list[int] | None:
+        """The validation indices this request picks (sorted), or None without a split."""
+        if self.validation is None:
+            return None
+        if self.validation.indices is not None:
+            return sorted(self.validation.indices)
+        assert self.validation.fraction is not None
+        return choose_indices(len(self.t_u), self.validation.fraction, self.validation.seed or 0)
+
+    @model_validator(mode="after")
+    def _split_leaves_a_line_to_fit(self) -> FitCreate:
+        if self.validation is None or len(self.t_u) != len(self.t_c):
+            return self
+        n = len(self.t_u)
+        for i, index in enumerate(self.validation.indices or []):
+            if index >= n:
+                raise PydanticCustomError("out_of_range", "index {index} is past the last point ({last})",
+                                          {"field": f"validation.indices.{i}", "index": index, "last": n - 1})
+        if self.validation.fraction is not None and validation_count(n, self.validation.fraction) < 1:
+            raise PydanticCustomError("empty_split", "fraction {fraction} of {n} points holds out no point",
+                                      {"field": "validation.fraction", "fraction": self.validation.fraction, "n": n})
+        if n - len(self.held_out() or []) < 2:
+            raise PydanticCustomError("no_training", "the split leaves fewer than 2 points to train on",
+                                      {"field": "validation"})
+        return self
+
     @model_validator(mode="after")
     def _standardize_needs_spread(self) -> FitCreate:
-        if self.normalize == "standardize" and len(set(self.t_u)) < 2:
-            raise PydanticCustomError("no_spread", "standardize needs t_u that are not all equal",
+        # Standardization uses the training points only (the held-out ones must not leak in).
+        if self.normalize == "standardize" and len(set(self.training_t_u())) < 2:
+            raise PydanticCustomError("no_spread", "standardize needs training t_u that are not all equal",
                                       {"field": "normalize"})
         return self
+
+    def training_t_u(self) -> list[float]:
+        return split(self.t_u, self.held_out())[0].tolist()
 
     @field_validator("t_c")
     @classmethod
@@ -205,6 +283,8 @@ class Result(BaseModel):
     cov_wb: float | None = Field(json_schema_extra={"example": -0.065423})
     r2: float | None = Field(json_schema_extra={"example": 0.96205})
     residual_sd: float | None = Field(json_schema_extra={"example": 1.891622})
+    val_loss: float | None = Field(None, description="the validation loss of epoch epochs_done (with a split)",
+                                   json_schema_extra={"example": 3.5756})
 
 
 class Prediction(BaseModel):
@@ -212,6 +292,19 @@ class Prediction(BaseModel):
     t_c: list[float]
     lower: list[float] | None = None
     upper: list[float] | None = None
+
+
+class ValidationUsed(BaseModel):
+    fraction: float | None = None
+    seed: int | None = None
+    indices: list[int] = Field(description="the held-out points, chosen at submission",
+                               json_schema_extra={"example": [2, 10]})
+
+
+class EarlyStoppingUsed(BaseModel):
+    monitor: Literal["loss", "val_loss"]
+    min_delta: float
+    patience: int
 
 
 class Params(BaseModel):
@@ -226,6 +319,8 @@ class Params(BaseModel):
     momentum: float | None = None
     betas: tuple[float, float] | None = None
     eps: float | None = None
+    validation: ValidationUsed | None = None
+    early_stopping: EarlyStoppingUsed | None = None
 
 
 class FitError(BaseModel):
@@ -248,6 +343,9 @@ class FitPublic(BaseModel):
     batch_id: str | None
     result: Result | None
     diverged_at_epoch: int | None
+    stop_reason: Literal["completed", "early_stopped"] | None = Field(
+        description="how a succeeded fit ended: all its epochs, or early stopping at epochs_done",
+        json_schema_extra={"example": "early_stopped"})
     lr_max: float | None = Field(description="2/λ_max of the loss's Hessian in the model's space: "
                                              "larger learning rates diverge", json_schema_extra={"example": 0.033})
     condition_number: float | None = Field(json_schema_extra={"example": 335.99})
@@ -267,6 +365,7 @@ class LossPage(BaseModel):
     epochs_done: int
     start: int
     loss: list[float]
+    val_loss: list[float | None] | None = Field(None, description="with a validation split; same indexing as loss")
     next: str | None
 
 
@@ -276,6 +375,9 @@ class LossBucket(BaseModel):
     min: float
     max: float
     last: float
+    val_min: float | None = None
+    val_max: float | None = None
+    val_last: float | None = None
 
 
 class LossBuckets(BaseModel):

@@ -70,13 +70,19 @@ def _from_json(svc: Services) -> tuple[list[FitCreate], str]:
     return _specs(body.defaults, fits, svc), body.model_dump_json()
 
 
-_QUERY_DEFAULTS = {"epochs": int, "learning_rate": float, "input_scale": float,
-                   "optimizer": str, "init_w": float, "init_b": float}
+# The defaults a CSV batch takes as query parameters; a nested field's parts are
+# prefixed by its name (init_w, validation_fraction, early_stopping_patience, ...).
+QUERY_DEFAULTS = {"epochs": int, "learning_rate": float, "input_scale": float, "optimizer": str,
+                   "normalize": str, "gradient": str, "delta": float, "momentum": float, "eps": float,
+                   "init_w": float, "init_b": float, "validation_fraction": float, "validation_seed": int,
+                   "early_stopping_monitor": str, "early_stopping_min_delta": float,
+                   "early_stopping_patience": int}
+_NESTED = ("init", "validation", "early_stopping")
 
 
 def _query_defaults() -> dict[str, Any]:
     defaults: dict[str, Any] = {}
-    for name, kind in _QUERY_DEFAULTS.items():
+    for name, kind in QUERY_DEFAULTS.items():
         raw = request.args.get(name)
         if name == "learning_rate" and raw == "auto":
             defaults[name] = raw
@@ -88,8 +94,9 @@ def _query_defaults() -> dict[str, Any]:
         except ValueError as exc:
             raise Problem(422, f"{name}: not a {kind.__name__}", slug="invalid-field",
                           errors=[{"loc": ["query", name], "msg": f"a {kind.__name__}"}]) from exc
-        if name.startswith("init_"):
-            defaults.setdefault("init", {})[name[5:]] = value
+        parent = next((p for p in _NESTED if name.startswith(p + "_")), None)
+        if parent:
+            defaults.setdefault(parent, {})[name[len(parent) + 1:]] = value
         else:
             defaults[name] = value
     return defaults

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, request, stream_with_context
 
 from services.api.extensions import services
-from services.api.losses import csv_lines, downsample, read_losses
+from services.api.losses import csv_lines, downsample, finite_or_none, read_losses
 from services.api.presenters import fit_json
 from services.api.problems import Problem
 from services.api.requests import json_body, parse, query_choice, query_int
@@ -128,8 +128,8 @@ def get_losses(fit_id: str) -> Any:
     if _wants_csv():
         with db.session() as session:
             fit = _get_fit(session, fit_id)
-            losses = read_losses(session, fit.id, 1, fit.epochs_done + 1)
-        return Response(stream_with_context(csv_lines(losses)), mimetype="text/csv",
+            curves = read_losses(session, fit.id, 1, fit.epochs_done + 1, with_val=bool(fit.validation))
+        return Response(stream_with_context(csv_lines(curves)), mimetype="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="{fit_id}-losses.csv"'})
     if request.args.get("points") is not None:
         return _downsampled(fit_id)
@@ -138,14 +138,15 @@ def get_losses(fit_id: str) -> Any:
     with db.session() as session:
         fit = _get_fit(session, fit_id)
         done = fit.epochs_done
-        losses = read_losses(session, fit.id, start, min(start + limit, done + 1))
-    end = start + len(losses)
-    more = end <= done and len(losses) == limit
+        curves = read_losses(session, fit.id, start, min(start + limit, done + 1), with_val=bool(fit.validation))
+    end = start + len(curves)
+    more = end <= done and len(curves) == limit
     return {
         "fit_id": fit.id,
         "epochs_done": done,
         "start": start,
-        "loss": losses.tolist(),
+        "loss": curves.loss.tolist(),
+        **({"val_loss": finite_or_none(curves.val_loss)} if curves.val_loss is not None else {}),
         "next": f"/v1/fits/{fit.id}/losses?{query_with(start=end, limit=limit)}" if more else None,
     }
 
@@ -157,9 +158,9 @@ def _downsampled(fit_id: str) -> dict[str, Any]:
         fit = _get_fit(session, fit_id)
         done = fit.epochs_done
         end = query_int("end", max(done, start), start, 2**31 - 1)
-        losses = read_losses(session, fit.id, start, min(end, done) + 1)
-    return {"fit_id": fit.id, "epochs_done": done, "start": start, "end": start + len(losses) - 1,
-            "buckets": downsample(losses, start, points)}
+        curves = read_losses(session, fit.id, start, min(end, done) + 1, with_val=bool(fit.validation))
+    return {"fit_id": fit.id, "epochs_done": done, "start": start, "end": start + len(curves) - 1,
+            "buckets": downsample(curves, start, points)}
 
 
 @bp.post("/<fit_id>/cancel")
@@ -200,8 +201,9 @@ def predict(fit_id: str) -> dict[str, Any]:
                       slug="invalid-field", errors=[{"loc": ["interval"], "msg": "not determined by this fit's data"}])
     # The OLS prediction interval for a new reading, centred on the fit's own line:
     # t * s * sqrt(1 + 1/n + (t_u - mean)^2 / Sxx), t from Student's t with n - 2 dof.
-    t = student_t_quantile((1 + body.interval) / 2, fit.n_points - 2)
-    half = [t * fit.residual_sd * math.sqrt(1 + 1 / fit.n_points + (u - fit.t_u_mean) ** 2 / fit.t_u_sxx)
+    n = fit.n_train
+    t = student_t_quantile((1 + body.interval) / 2, n - 2)
+    half = [t * fit.residual_sd * math.sqrt(1 + 1 / n + (u - fit.t_u_mean) ** 2 / fit.t_u_sxx)
             for u in body.t_u]
     return {"fit_id": fit.id, "t_c": t_c, "lower": [c - h for c, h in zip(t_c, half, strict=True)],
             "upper": [c + h for c, h in zip(t_c, half, strict=True)]}

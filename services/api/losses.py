@@ -1,8 +1,9 @@
-"""Reading a fit's losses back from its packed blocks."""
+"""Reading a fit's losses back from its packed blocks: pages, CSV, and downsampled envelopes."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import sqlalchemy as sa
@@ -12,12 +13,25 @@ from shared.models import LossBlock
 from shared.packing import unpack_f32
 
 
-def read_losses(session: so.Session, fit_id: str, start: int, stop: int) -> np.ndarray:
-    """Losses of epochs start..stop-1 (as many as are recorded), one indexed range scan."""
+@dataclass(frozen=True)
+class Curves:
+    """Consecutive epochs' training losses and, for a fit with a validation split, validation losses."""
+
+    loss: np.ndarray
+    val_loss: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.loss)
+
+
+def read_losses(session: so.Session, fit_id: str, start: int, stop: int, with_val: bool = False) -> Curves:
+    """Epochs start..stop-1 (as many as are recorded), one indexed range scan."""
+    empty = np.empty(0, dtype=np.float32)
     if stop <= start:
-        return np.empty(0, dtype=np.float32)
+        return Curves(empty, empty if with_val else None)
+    columns = [LossBlock.first_epoch, LossBlock.count, LossBlock.loss]
     rows = session.execute(
-        sa.select(LossBlock.first_epoch, LossBlock.count, LossBlock.loss)
+        sa.select(*columns, LossBlock.val_loss if with_val else sa.null())
         .where(
             LossBlock.fit_id == fit_id,
             LossBlock.first_epoch < stop,
@@ -25,41 +39,58 @@ def read_losses(session: so.Session, fit_id: str, start: int, stop: int) -> np.n
         )
         .order_by(LossBlock.first_epoch)
     ).all()
-    parts = []
-    for first, count, blob in rows:
-        values = unpack_f32(blob)[:count]
+    losses, vals = [], []
+    for first, count, blob, val_blob in rows:
         lo, hi = max(start, first) - first, min(stop, first + count) - first
-        parts.append(values[lo:hi])
-    return np.concatenate(parts) if parts else np.empty(0, dtype=np.float32)
+        losses.append(unpack_f32(blob)[:count][lo:hi])
+        if with_val:
+            vals.append(unpack_f32(val_blob)[:count][lo:hi] if val_blob is not None
+                        else np.full(hi - lo, np.nan, dtype=np.float32))
+    return Curves(np.concatenate(losses) if losses else empty,
+                  (np.concatenate(vals) if vals else empty) if with_val else None)
 
 
-def csv_lines(losses: np.ndarray, first_epoch: int = 1) -> Iterator[str]:
-    yield "epoch,loss\n"
+def finite_or_none(values: np.ndarray) -> list[float | None]:
+    """JSON has no NaN or infinity: a validation loss past float32's range is served as null."""
+    out: list[float | None] = values.tolist()
+    if not np.isfinite(values).all():
+        out = [v if np.isfinite(v) else None for v in out]
+    return out
+
+
+def csv_lines(curves: Curves, first_epoch: int = 1) -> Iterator[str]:
+    val = curves.val_loss
+    yield "epoch,loss,val_loss\n" if val is not None else "epoch,loss\n"
     step = 10_000
-    for offset in range(0, len(losses), step):
-        part = losses[offset:offset + step]
-        yield "".join(
-            f"{first_epoch + offset + i},{float(value)!r}\n" for i, value in enumerate(part)
-        )
+    for offset in range(0, len(curves), step):
+        part = curves.loss[offset:offset + step].tolist()
+        epochs = range(first_epoch + offset, first_epoch + offset + len(part))
+        if val is None:
+            yield "".join(f"{e},{v!r}\n" for e, v in zip(epochs, part, strict=True))
+        else:
+            vals = val[offset:offset + step].tolist()
+            yield "".join(f"{e},{v!r},{u!r}\n" for e, v, u in zip(epochs, part, vals, strict=True))
 
 
-def downsample(losses: np.ndarray, first_epoch: int, points: int) -> list[dict[str, float | int]]:
+def downsample(curves: Curves, first_epoch: int, points: int) -> list[dict[str, float | int | None]]:
     """At most `points` consecutive buckets covering every epoch, each with its first and last
-    epoch and the min, max and last loss: the envelope a chart needs, with spikes and the
-    divergence kept, not sampled away. Deterministic: bucket i spans [i*m//k, (i+1)*m//k)."""
-    m = len(losses)
+    epoch and the min, max and last loss (and validation loss): the envelope a chart needs,
+    with spikes and the divergence kept, not sampled away. Deterministic: bucket i spans
+    [i*m//k, (i+1)*m//k)."""
+    m = len(curves)
     if m == 0:
         return []
     k = min(points, m)
     edges = (np.arange(k + 1, dtype=np.int64) * m) // k
     starts, ends = edges[:-1], edges[1:]
-    values = losses.astype(np.float64)
-    lows = np.minimum.reduceat(values, starts)
-    highs = np.maximum.reduceat(values, starts)
-    lasts = values[ends - 1]
-    return [
-        {"first_epoch": int(first_epoch + a), "last_epoch": int(first_epoch + b - 1),
-         "min": float(lo), "max": float(hi), "last": float(la)}
-        for a, b, lo, hi, la in zip(starts.tolist(), ends.tolist(), lows.tolist(), highs.tolist(),
-                                    lasts.tolist(), strict=True)
-    ]
+    columns: dict[str, list[float | int | None]] = {
+        "first_epoch": (first_epoch + starts).tolist(), "last_epoch": (first_epoch + ends - 1).tolist()}
+    for prefix, values in (("", curves.loss), ("val_", curves.val_loss)):
+        if values is None:
+            continue
+        values = values.astype(np.float64)
+        columns[prefix + "min"] = finite_or_none(np.minimum.reduceat(values, starts))
+        columns[prefix + "max"] = finite_or_none(np.maximum.reduceat(values, starts))
+        columns[prefix + "last"] = finite_or_none(values[ends - 1])
+    names = list(columns)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]

@@ -7,6 +7,8 @@ from typing import Any
 
 from flask import Blueprint, Response
 
+from services.api.batches import QUERY_DEFAULTS
+from services.api.examples import fill_property_examples
 from services.api.extensions import services
 from shared.schemas import SCHEMAS
 
@@ -104,7 +106,9 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                                "`Accept: text/csv` streams the whole series as `epoch,loss`. "
                                "`?points=N` (with `start`, `end`) returns at most N consecutive "
                                "buckets covering every epoch of the range instead, each with its "
-                               "first and last epoch and the min, max and last loss.",
+                               "first and last epoch and the min, max and last loss. A fit with a "
+                               "validation split also has `val_loss` (same indexing; a `val_loss` "
+                               "CSV column; `val_min`, `val_max`, `val_last` per bucket).",
                 "parameters": [
                     _id_param(),
                     _query("start", {"type": "integer", "minimum": 1, "default": 1},
@@ -152,7 +156,7 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                     "JSON: `{defaults, fits: [...]}`, each fit overriding any default. CSV "
                     "(`Content-Type: text/csv`): long format `series,t_u,t_c`, one fit per "
                     "series (its label `series`), defaults as query parameters "
-                    f"(epochs, learning_rate, input_scale, init_w, init_b, optimizer). At most "
+                    f"({', '.join(QUERY_DEFAULTS)}). At most "
                     f"{limits['batch_fits']} fits and {limits['batch_points']} points (413 over). "
                     "`Idempotency-Key` works as for fits."
                 ),
@@ -229,6 +233,7 @@ def _schemas() -> dict[str, Any]:
                          "description": "Fields every fit takes unless it sets its own"}
     batch["fits"] = {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/FitCreate"}}
     components.pop("BatchFit", None)
+    fill_property_examples(components)
     return components
 
 

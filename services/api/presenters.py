@@ -35,6 +35,7 @@ def fit_json(fit: Fit) -> dict[str, Any]:
             "cov_wb": fit.cov_wb,
             "r2": fit.r2,
             "residual_sd": fit.residual_sd,
+            "val_loss": fit.val_loss,
         }
     error = {"type": fit.error_type, "detail": fit.error_detail} if fit.error_type else None
     return {
@@ -58,11 +59,14 @@ def fit_json(fit: Fit) -> dict[str, Any]:
             **({"delta": fit.delta} if fit.delta is not None else {}),
             **({"momentum": fit.momentum} if fit.momentum is not None else {}),
             **({"betas": [fit.beta1, fit.beta2], "eps": fit.eps} if fit.beta1 is not None else {}),
+            **({"validation": fit.validation} if fit.validation else {}),
+            **({"early_stopping": fit.early_stopping} if fit.early_stopping else {}),
         },
         "labels": fit.labels or {},
         "batch_id": fit.batch_id,
         "result": result,
         "diverged_at_epoch": fit.diverged_at_epoch,
+        "stop_reason": fit.stop_reason,
         "lr_max": fit.lr_max,
         "condition_number": fit.condition_number,
         "warnings": fit.warnings or [],

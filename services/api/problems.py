@@ -72,13 +72,21 @@ def _dotted(loc: Sequence[Any]) -> str:
     return text or "body"
 
 
+def _named_field(ctx: dict[str, Any] | None) -> list[str | int]:
+    """A check across fields (a model validator) names its field in ctx, dotted
+    ("validation.indices.3"): the loc a client expects, list positions as integers."""
+    field = (ctx or {}).get("field")
+    if not field:
+        return []
+    return [int(part) if part.isdigit() else part for part in str(field).split(".")]
+
+
 def from_validation(exc: ValidationError, prefix: Sequence[Any] = ()) -> Problem:
     """422 naming every bad field; 413 when what is wrong is a size limit."""
     errors = []
     too_large = False
     for err in exc.errors(include_url=False, include_input=False):
-        # A check across fields (a model validator) names its field in ctx.
-        own = err["loc"] or [name for name in [(err.get("ctx") or {}).get("field")] if name]
+        own = [*err["loc"], *_named_field(err.get("ctx"))]
         loc = [*prefix, *own]
         errors.append({"loc": loc, "msg": err["msg"], "type": err["type"]})
         too_large |= isinstance((err.get("ctx") or {}).get("error"), DataTooLarge)

@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
@@ -21,6 +22,7 @@ from shared.db import Database
 from shared.models import QUEUED, Fit, new_id, utcnow
 from shared.packing import pack_f64
 from shared.schemas import DEFAULT_BETAS, DEFAULT_DELTA, DEFAULT_EPS, DEFAULT_MOMENTUM, FitCreate
+from shared.splits import split
 
 
 def digest(canonical_body: str) -> str:
@@ -31,8 +33,12 @@ def fit_rows(specs: Sequence[FitCreate], tenant: str, *, batch_id: str | None = 
              chunk_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Every column of new queued fits, as dicts for one bulk INSERT or Fit(); the data's
     statistics (pre-flight, least squares) are computed for all of them in one pass."""
-    shifts, scales = zip(*(model_input(spec) for spec in specs), strict=True)
-    stats = data_stats([spec.t_u for spec in specs], [spec.t_c for spec in specs], scales, shifts)
+    held_out = [spec.held_out() for spec in specs]
+    # Everything the data says (standardization, pre-flight, least squares) is about the
+    # points the line is fitted to: the held-out ones must not leak in.
+    training = [(split(spec.t_u, out)[0], split(spec.t_c, out)[0]) for spec, out in zip(specs, held_out, strict=True)]
+    shifts, scales = zip(*(model_input(spec, u) for spec, (u, _) in zip(specs, training, strict=True)), strict=True)
+    stats = data_stats([u for u, _ in training], [c for _, c in training], scales, shifts)
     rows = []
     for i, (spec, st) in enumerate(zip(specs, stats, strict=True)):
         fit_id = new_id()
@@ -45,6 +51,8 @@ def fit_rows(specs: Sequence[FitCreate], tenant: str, *, batch_id: str | None = 
             optimizer=spec.optimizer, labels=spec.labels, gradient=spec.gradient,
             delta=(spec.delta or DEFAULT_DELTA) if spec.gradient == "finite_difference" else None,
             **optimizer_options(spec),
+            validation=validation_record(spec, held_out[i]),
+            early_stopping=early_stopping_rule(spec),
             t_u=pack_f64(spec.t_u), t_c=pack_f64(spec.t_c), attempt=0,
             idempotency_key=None, request_digest=None,
             lr_max=st.lr_max, condition_number=st.condition_number, w_opt=st.w_opt, b_opt=st.b_opt,
@@ -54,15 +62,33 @@ def fit_rows(specs: Sequence[FitCreate], tenant: str, *, batch_id: str | None = 
     return rows
 
 
-def model_input(spec: FitCreate) -> tuple[float, float]:
+def model_input(spec: FitCreate, training_t_u: np.ndarray) -> tuple[float, float]:
     """(input_shift, input_scale) of x = (t_u - shift) * scale, as the fit's normalize says."""
     if spec.normalize == "scale":
         return 0.0, spec.input_scale
     if spec.normalize == "none":
         return 0.0, 1.0
-    found = standardization(spec.t_u)
+    found = standardization(training_t_u)
     assert found is not None, "FitCreate refuses standardize for t_u without spread"
     return found
+
+
+def validation_record(spec: FitCreate, indices: list[int] | None) -> dict[str, object] | None:
+    """The split as requested, with the indices it picked (seed 0 when a fraction came without one)."""
+    if spec.validation is None or indices is None:
+        return None
+    by_fraction = spec.validation.fraction is not None
+    return {"fraction": spec.validation.fraction, "seed": (spec.validation.seed or 0) if by_fraction else None,
+            "indices": indices}
+
+
+def early_stopping_rule(spec: FitCreate) -> dict[str, object] | None:
+    """The rule with its monitor resolved: the validation loss when there is a split."""
+    rule = spec.early_stopping
+    if rule is None:
+        return None
+    monitor = rule.monitor or ("val_loss" if spec.validation is not None else "loss")
+    return {"monitor": monitor, "min_delta": rule.min_delta, "patience": rule.patience}
 
 
 def optimizer_options(spec: FitCreate) -> dict[str, float | None]:

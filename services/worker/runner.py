@@ -18,11 +18,13 @@ import torch
 from services.worker import store
 from services.worker.engine import GradientDescent, SeriesBatch
 from services.worker.engine.iterative import Iterative
+from services.worker.engine.stopping import StopRule
 from shared import failpoints
 from shared.db import Database
 from shared.models import DIVERGED, SUCCEEDED, utcnow
 from shared.packing import F32
 from shared.settings import Settings
+from shared.splits import split
 
 log = logging.getLogger("calib.worker")
 
@@ -93,15 +95,17 @@ def _compute_and_write(
             continue
         # The iteration keeps every epoch's loss (float32) until it is written: slices
         # of at most _ITERATIVE_CELLS losses bound its memory (1 GB) at any epoch count.
-        per_call = max(1, _ITERATIVE_CELLS // max(fit.epochs for fit in group))
+        series = 2 if any(fit.held_out for fit in group) else 1  # training and validation
+        per_call = max(1, _ITERATIVE_CELLS // (series * max(fit.epochs for fit in group)))
         for first in range(0, len(group), per_call):
             _run_group(db, settings, group[first:first + per_call], device)
 
 
-def _engine(fits: list[store.ClaimedFit], device: torch.device) -> GradientDescent | Iterative:
-    batch = SeriesBatch.build(
-        [fit.t_u for fit in fits],
-        [fit.t_c for fit in fits],
+def _series(fits: list[store.ClaimedFit], part: int, device: torch.device) -> SeriesBatch:
+    """The fits' training points (part 0) or held-out points (part 1), with their settings."""
+    return SeriesBatch.build(
+        [split(fit.t_u, fit.held_out)[part] for fit in fits],
+        [split(fit.t_c, fit.held_out)[part] for fit in fits],
         epochs=[fit.epochs for fit in fits],
         learning_rate=[fit.learning_rate for fit in fits],
         input_scale=[fit.input_scale for fit in fits],
@@ -110,9 +114,16 @@ def _engine(fits: list[store.ClaimedFit], device: torch.device) -> GradientDesce
         b0=[fit.init_b for fit in fits],
         device=device,
     )
+
+
+def _engine(fits: list[store.ClaimedFit], device: torch.device) -> GradientDescent | Iterative:
+    batch = _series(fits, 0, device)
+    # Fits without a split have no held-out points: their validation averages are NaN, unused.
+    validation = _series(fits, 1, device) if any(fit.held_out for fit in fits) else None
+    stopping = StopRule.of([fit.early_stopping for fit in fits], batch.epochs)
     head = fits[0]
     if _rule(head) == ("closed_form",):
-        return GradientDescent(batch)
+        return GradientDescent(batch, validation, stopping)
     return Iterative(batch, [fit.optimizer for fit in fits],
                      # The API stored every option resolved; None only where an option does
                      # not apply, and the engine then never reads it (sgd is momentum 0).
@@ -120,7 +131,7 @@ def _engine(fits: list[store.ClaimedFit], device: torch.device) -> GradientDesce
                      beta1=[fit.beta1 or 0.0 for fit in fits],
                      beta2=[fit.beta2 or 0.0 for fit in fits],
                      eps=[fit.eps or 0.0 for fit in fits],
-                     gradient=head.gradient, delta=head.delta or 0.0)
+                     gradient=head.gradient, delta=head.delta or 0.0, validation=validation, stopping=stopping)
 
 
 def _run_group(
@@ -130,6 +141,7 @@ def _run_group(
     done = engine.epochs_done.cpu().numpy()
     diverged_at = engine.diverged_at.cpu().numpy()
     w, b = engine.w.cpu().numpy(), engine.b.cpu().numpy()
+    stopped_early = engine.stopped_early.cpu().numpy()
     # Readings so large that even float64 cannot hold their squares (|t_u| near 1e308) make
     # the five averages inf or NaN, and no epoch has a representable loss: by API.md's rule
     # (the sum of squared residuals overflows) such a fit diverged at epoch 1.
@@ -145,20 +157,25 @@ def _run_group(
     while True:
         last = min(first + block_epochs - 1, max(last_epoch, first))
         losses = engine.losses(first, last, torch.float32).cpu().numpy()
+        val_block = engine.val_losses(first, last)
+        val_losses = val_block.cpu().numpy() if val_block is not None else None
         checkpoint = store.Checkpoint()
         for i, fit in enumerate(fits):
             if fit.id not in alive:
                 continue
             count = min(last, int(done[i])) - first + 1
+            val = val_losses[i, :count] if val_losses is not None and fit.held_out else None
             if count > 0:
                 checkpoint.blocks.append({
                     "fit_id": fit.id, "first_epoch": first, "count": count,
                     "loss": np.ascontiguousarray(losses[i, :count], dtype=F32).tobytes(),
+                    "val_loss": None if val is None else np.ascontiguousarray(val, dtype=F32).tobytes(),
                 })
                 checkpoint.progress[fit.id] = first + count - 1
             if int(done[i]) <= last:
-                checkpoint.finished[fit.id] = _outcome(fit, int(done[i]), int(diverged_at[i]),
-                                                       float(w[i]), float(b[i]), losses[i, :count])
+                checkpoint.finished[fit.id] = _outcome(
+                    int(done[i]), int(diverged_at[i]), float(w[i]), float(b[i]), losses[i, :count],
+                    val, bool(stopped_early[i]))
         failpoints.sleep_before_checkpoint()
         alive = store.write(db, settings, fits, checkpoint) & alive
         if not alive or last >= last_epoch:
@@ -166,10 +183,14 @@ def _run_group(
         first = last + 1
 
 
-def _outcome(fit: store.ClaimedFit, done: int, diverged_at: int, w: float, b: float,
-             tail: np.ndarray) -> dict[str, object]:
-    base: dict[str, object] = {"epochs_done": done, "finished_at": utcnow()}
+def _outcome(done: int, diverged_at: int, w: float, b: float, tail: np.ndarray,
+             val_tail: np.ndarray | None, stopped_early: bool) -> dict[str, object]:
+    """A finished fit's columns. `tail`: its losses in this last block (empty when it diverged at epoch 1)."""
+    last_val = float(val_tail[-1]) if val_tail is not None and len(val_tail) else None
+    base: dict[str, object] = {"epochs_done": done, "finished_at": utcnow(),
+                               "val_loss": last_val if last_val is not None and np.isfinite(last_val) else None}
     if diverged_at:
         return {**base, "status": DIVERGED, "diverged_at_epoch": diverged_at,
                 "loss": float(tail[-1]) if len(tail) else None}
-    return {**base, "status": SUCCEEDED, "w": w, "b": b, "loss": float(tail[-1])}
+    return {**base, "status": SUCCEEDED, "w": w, "b": b, "loss": float(tail[-1]),
+            "stop_reason": "early_stopped" if stopped_early else "completed"}

@@ -44,6 +44,8 @@ class ClaimedFit:
     eps: float | None
     t_u: np.ndarray
     t_c: np.ndarray
+    held_out: list[int]  # validation indices; empty without a split
+    early_stopping: dict[str, object] | None
 
 
 @dataclass
@@ -104,7 +106,7 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> list[ClaimedFit]:
             sa.select(
                 Fit.id, Fit.epochs, Fit.learning_rate, Fit.init_w, Fit.init_b,
                 Fit.input_scale, Fit.input_shift, Fit.optimizer, Fit.gradient, Fit.delta,
-                Fit.momentum, Fit.beta1, Fit.beta2, Fit.eps,
+                Fit.momentum, Fit.beta1, Fit.beta2, Fit.eps, Fit.validation, Fit.early_stopping,
                 Fit.t_u, Fit.t_c,
             ).where(Fit.id.in_(ids)).order_by(Fit.created_at, Fit.id)
         ).all()
@@ -116,6 +118,7 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> list[ClaimedFit]:
             gradient=row.gradient, delta=row.delta, momentum=row.momentum,
             beta1=row.beta1, beta2=row.beta2, eps=row.eps,
             t_u=unpack_f64(row.t_u), t_c=unpack_f64(row.t_c),
+            held_out=list((row.validation or {}).get("indices") or []), early_stopping=row.early_stopping,
         )
         for row in rows
     ]

@@ -21,15 +21,25 @@ import math
 
 import torch
 
-from services.worker.engine.series import FLOAT32_MAX, SeriesBatch
+from services.worker.engine.series import FLOAT32_MAX, SeriesBatch, loss_at
+from services.worker.engine.stopping import StopRule
 
 # vxx this small against E[x^2] is rounding noise: all t_u equal, H singular.
 _SINGULAR = 1e-20
+# Bound on the (fits x epochs) losses one early-stopping window computes: 64 MB of float64.
+_STOP_CELLS = 8_000_000
 
 
 class GradientDescent:
-    def __init__(self, batch: SeriesBatch) -> None:
+    """Every epoch of every fit in closed form. With `validation` (the held-out points of each
+    fit; none for some), the validation loss of each epoch too: the validation MSE at the
+    parameters before that epoch's update. With `stopping`, each fit's last epoch is where its
+    early-stopping rule stops it."""
+
+    def __init__(self, batch: SeriesBatch, validation: SeriesBatch | None = None,
+                 stopping: StopRule | None = None) -> None:
         self.batch = batch
+        self.val_moments = validation.moments() if validation is not None else None
         mx, my, vxx, vxy, vyy = batch.moments()
         sxx = vxx + mx * mx
 
@@ -59,16 +69,36 @@ class GradientDescent:
         self.w_opt, self.b_opt = w_opt, b_opt
         self.lam1, self.lam2 = lam1, lam2
 
+        self.last_epoch = batch.epochs if stopping is None else self._stop(stopping)
+        self.stopped_early = self.last_epoch < batch.epochs
         self.diverged_at = self._divergence_epoch()
-        self.epochs_done = torch.where(self.diverged_at > 0, self.diverged_at - 1, batch.epochs)
+        self.epochs_done = torch.where(self.diverged_at > 0, self.diverged_at - 1, self.last_epoch)
         self.w, self.b = self.params_after(self.epochs_done)
 
     def params_after(self, updates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(w, b) after the given number of updates, per fit."""
+        """(w, b) after the given number of updates: (B,) per fit, or (B, L) for L counts per fit."""
         k = updates.to(torch.float64)
-        z1 = self.z1 * torch.pow(self.rho1, k)
-        z2 = self.z2 * torch.pow(self.rho2, k)
-        return self.w_opt + self.cos * z1 - self.sin * z2, self.b_opt + self.sin * z1 + self.cos * z2
+
+        def per_fit(t: torch.Tensor) -> torch.Tensor:
+            return t if k.dim() == 1 else t[:, None]
+
+        z1 = per_fit(self.z1) * torch.pow(per_fit(self.rho1), k)
+        z2 = per_fit(self.z2) * torch.pow(per_fit(self.rho2), k)
+        cos, sin = per_fit(self.cos), per_fit(self.sin)
+        return per_fit(self.w_opt) + cos * z1 - sin * z2, per_fit(self.b_opt) + sin * z1 + cos * z2
+
+    def _stop(self, stopping: StopRule) -> torch.Tensor:
+        """Each fit's last epoch under its rule, scanning the stored (float32) losses window by window."""
+        window = max(1, _STOP_CELLS // self.batch.size)
+        first = 1
+        while first <= stopping.last_epoch_needed:
+            last = min(first + window - 1, stopping.last_epoch_needed)
+            monitored = self._curve(first, last, torch.float32)
+            if self.val_moments is not None and bool(stopping.monitor_val.any()):
+                monitored = torch.where(stopping.monitor_val[:, None], self._val_curve(first, last), monitored)
+            stopping.update(monitored.T, first)
+            first = last + 1
+        return stopping.epochs()
 
     def _log_loss(self, epoch: torch.Tensor) -> torch.Tensor:
         k = (epoch - 1).to(torch.float64)
@@ -83,12 +113,54 @@ class GradientDescent:
         terms = torch.nan_to_num(terms, nan=-math.inf)
         return torch.logsumexp(terms, 0)
 
+    def _val_curve(self, first: int, last: int) -> torch.Tensor:
+        """Validation losses of epochs first..last, (B, L) float32, not masked; NaN for fits without a split.
+
+        The validation loss is quadratic in the parameters, and the parameters before
+        epoch k are θ* + R·(z1 ρ1^(k-1), z2 ρ2^(k-1)) (R the Hessian's eigenvectors), so
+
+            val_k = V* + h1 z1 ρ1^(k-1) + h2 z2 ρ2^(k-1)
+                    + ½ M11 z1² ρ1^(2(k-1)) + M12 z1 z2 (ρ1 ρ2)^(k-1) + ½ M22 z2² ρ2^(2(k-1))
+
+        with V* and h = Rᵀ ∇V the validation loss and gradient at the training optimum, and
+        M = Rᵀ H_val R: five power series, computed like the training loss. The linear terms
+        may be negative, so the sum is formed in float64.
+        """
+        assert self.val_moments is not None
+        mx, my, vxx, vxy, _ = self.val_moments
+        at_opt = loss_at(self.val_moments, self.w_opt, self.b_opt)
+        r = self.w_opt * mx + self.b_opt - my
+        grad_w, grad_b = 2 * (self.w_opt * vxx - vxy + r * mx), 2 * r
+        h1 = self.cos * grad_w + self.sin * grad_b
+        h2 = -self.sin * grad_w + self.cos * grad_b
+        hww, hwb, hbb = 2 * (vxx + mx * mx), 2 * mx, torch.full_like(mx, 2.0)
+        c, s = self.cos, self.sin
+        m11 = c * c * hww + 2 * c * s * hwb + s * s * hbb
+        m22 = s * s * hww - 2 * c * s * hwb + c * c * hbb
+        m12 = c * s * (hbb - hww) + (c * c - s * s) * hwb
+        z1, z2, rho1, rho2 = self.z1, self.z2, self.rho1, self.rho2
+        bases = torch.stack([rho1, rho2, rho1 * rho1, rho1 * rho2, rho2 * rho2], 1)
+        coefficients = torch.stack([h1 * z1, h2 * z2, 0.5 * m11 * z1 * z1, m12 * z1 * z2, 0.5 * m22 * z2 * z2], 1)
+        return _power_sums(at_opt, bases, coefficients, first, last, torch.float64).to(torch.float32)
+
+    def val_losses(self, first: int, last: int) -> torch.Tensor | None:
+        """Validation losses of epochs first..last (B, L) float32, NaN past epochs_done; None without a split."""
+        if self.val_moments is None:
+            return None
+        return self._past_done(self._val_curve(first, last), first, last)
+
+    def _past_done(self, block: torch.Tensor, first: int, last: int) -> torch.Tensor:
+        if int(self.epochs_done.min()) >= last:
+            return block
+        epoch = torch.arange(first, last + 1, device=block.device)
+        return block.masked_fill(epoch[None, :] > self.epochs_done[:, None], math.nan)
+
     def _overflows(self, epoch: torch.Tensor) -> torch.Tensor:
         limit = math.log(FLOAT32_MAX) - torch.log(self.batch.n.to(torch.float64))
         return self._log_loss(epoch) > limit
 
     def _divergence_epoch(self) -> torch.Tensor:
-        epochs = self.batch.epochs
+        epochs = self.last_epoch
         ones = torch.ones_like(epochs)
         at_first = self._overflows(ones)
         at_last = self._overflows(epochs)
@@ -102,29 +174,35 @@ class GradientDescent:
         return torch.where(at_first | at_last, found, torch.zeros_like(epochs))
 
     def losses(self, first: int, last: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """Losses of epochs first..last (inclusive) for every fit, (B, L), NaN past epochs_done.
+        """Losses of epochs first..last (inclusive) for every fit, (B, L), NaN past epochs_done."""
+        return self._past_done(self._curve(first, last, dtype), first, last)
 
-        r^(k-1) is split as r^(first-1+q*S) * r^j with k - first = q*S + j, so the
-        (B, L) block is one batched matrix product of (B, Q, 2) by (B, 2, S)
-        instead of 2*B*L calls of exp. Every term is non-negative, so nothing
-        cancels and float32 output (what is stored) costs only rounding: the powers
-        are taken in float64 and only the (B, L) product is in `dtype`.
-        """
-        length = last - first + 1
-        width = max(1, math.isqrt(length - 1) + 1)
-        rows = -(-length // width)
-        dev, f64 = self.loss_opt.device, torch.float64
-        r = torch.stack([self.rho1 * self.rho1, self.rho2 * self.rho2], 1)  # (B, 2)
+    def _curve(self, first: int, last: int, dtype: torch.dtype) -> torch.Tensor:
+        """Losses of epochs first..last for every fit, (B, L), whatever each fit's last epoch:
+        loss_k = L* + a1 r1^(k-1) + a2 r2^(k-1). Every term is non-negative, so nothing cancels
+        and the sum may be formed in float32 (what is stored) at the cost of rounding only."""
+        r = torch.stack([self.rho1 * self.rho1, self.rho2 * self.rho2], 1)
         excess = torch.stack([self.excess1, self.excess2], 1)
-        row_exp = (first - 1) + width * torch.arange(rows, dtype=f64, device=dev)
-        col_exp = torch.arange(width, dtype=f64, device=dev)
-        heads = torch.pow(r[:, :, None], row_exp) * excess[:, :, None]  # (B, 2, Q)
-        heads = torch.where(excess[:, :, None] == 0, torch.zeros_like(heads), heads)
-        steps = torch.pow(r[:, :, None], col_exp)  # (B, 2, S)
-        block = torch.baddbmm(self.loss_opt.to(dtype)[:, None, None],
-                              heads.transpose(1, 2).to(dtype), steps.to(dtype))
-        block = block.reshape(self.batch.size, rows * width)[:, :length]
-        if int(self.epochs_done.min()) >= last:
-            return block
-        epoch = torch.arange(first, last + 1, device=dev)
-        return block.masked_fill(epoch[None, :] > self.epochs_done[:, None], math.nan)
+        return _power_sums(self.loss_opt, r, excess, first, last, dtype)
+
+
+def _power_sums(constant: torch.Tensor, bases: torch.Tensor, coefficients: torch.Tensor,
+                first: int, last: int, dtype: torch.dtype) -> torch.Tensor:
+    """constant + Σ_t coefficients[:, t] · bases[:, t]^(k-1) for k = first..last: (B, L).
+
+    base^(k-1) is split as base^(first-1+q*S) * base^j with k - first = q*S + j, so the
+    (B, L) block is one batched matrix product of (B, Q, T) by (B, T, S) instead of
+    T*B*L calls of exp. The powers are taken in float64; only the product is in `dtype`.
+    """
+    length = last - first + 1
+    width = max(1, math.isqrt(length - 1) + 1)
+    rows = -(-length // width)
+    dev, f64 = constant.device, torch.float64
+    row_exp = (first - 1) + width * torch.arange(rows, dtype=f64, device=dev)
+    col_exp = torch.arange(width, dtype=f64, device=dev)
+    heads = torch.pow(bases[:, :, None], row_exp) * coefficients[:, :, None]  # (B, T, Q)
+    # 0 * (a power past float64's range) is 0, not NaN.
+    heads = torch.where(coefficients[:, :, None] == 0, torch.zeros_like(heads), heads)
+    steps = torch.pow(bases[:, :, None], col_exp)  # (B, T, S)
+    block = torch.baddbmm(constant.to(dtype)[:, None, None], heads.transpose(1, 2).to(dtype), steps.to(dtype))
+    return block.reshape(constant.shape[0], rows * width)[:, :length]

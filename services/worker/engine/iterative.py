@@ -27,6 +27,13 @@ per-operation overhead, not arithmetic, is the cost. Divergence is therefore fou
 after the loop, from the recorded losses (a diverged fit's parameters are not
 reported, so letting them run on is harmless: its later losses are masked), and a
 fit's parameters are taken when it reaches its own last epoch.
+
+A validation split adds the held-out points' loss at the same parameters, five more
+averages and a few operations per epoch. Early stopping is decided every _STOP_WINDOW
+epochs on the window's stored losses (services/worker/engine/stopping.py); the last
+_STOP_WINDOW parameter pairs are kept in a ring, so a fit that stopped inside the window
+gets the parameters of its own stop epoch. A stopped fit runs on with the others (that
+costs nothing extra in a vector program), but nothing of it past its stop is kept.
 """
 
 from __future__ import annotations
@@ -35,10 +42,13 @@ from collections.abc import Sequence
 
 import torch
 
-from services.worker.engine.series import FLOAT32_MAX, SeriesBatch
+from services.worker.engine.series import FLOAT32_MAX, SeriesBatch, loss_at
+from services.worker.engine.stopping import StopRule
 
 # Epochs of recorded losses checked for divergence at once (bounds the check's memory).
 _CHECK_WINDOW = 1024
+# Epochs between two early-stopping decisions (and parameter pairs kept for them).
+_STOP_WINDOW = 64
 
 
 def _uniform(values: torch.Tensor) -> float | torch.Tensor:
@@ -50,7 +60,8 @@ def _uniform(values: torch.Tensor) -> float | torch.Tensor:
 class Iterative:
     def __init__(self, batch: SeriesBatch, optimizer: Sequence[str], momentum: Sequence[float],
                  beta1: Sequence[float], beta2: Sequence[float], eps: Sequence[float],
-                 gradient: str = "analytic", delta: float = 0.1) -> None:
+                 gradient: str = "analytic", delta: float = 0.1, validation: SeriesBatch | None = None,
+                 stopping: StopRule | None = None) -> None:
         kinds = {kind if kind in ("adam", "gd") else "momentum" for kind in optimizer}
         if len(kinds) != 1:
             raise ValueError("one call runs one update rule (services/worker/runner.py)")
@@ -71,12 +82,12 @@ class Iterative:
         losses = torch.empty((max_epochs, size), dtype=torch.float32, device=dev)
         loss = torch.empty(size, dtype=f64, device=dev)
         r = torch.empty(size, dtype=f64, device=dev)
+        training = (mx, my, vxx, vxy, vyy)
+        held_out = validation.moments() if validation is not None else None
+        val_losses = torch.empty_like(losses) if held_out is not None else None
+        ring = torch.empty((_STOP_WINDOW, 2, size), dtype=f64, device=dev) if stopping is not None else None
 
         adam, plain = kinds == {"adam"}, kinds == {"gd"}
-
-        def loss_at(w_: torch.Tensor, b_: torch.Tensor) -> torch.Tensor:
-            r_ = w_ * mx + b_ - my
-            return w_ * w_ * vxx - 2 * w_ * vxy + vyy + r_ * r_
 
         if adam:
             b1 = torch.tensor(beta1, dtype=f64, device=dev)
@@ -92,15 +103,17 @@ class Iterative:
             torch.addcmul(b - my, w, mx, out=r)
             torch.mul(w, vxx, out=loss).sub_(two_vxy).mul_(w).add_(vyy).addcmul_(r, r)
             losses[epoch - 1].copy_(loss)
+            if val_losses is not None and held_out is not None:
+                val_losses[epoch - 1].copy_(loss_at(held_out, w, b))
             if gradient == "autograd":
                 with torch.enable_grad():
                     q = p.detach().clone().requires_grad_(True)
-                    loss_at(q[0], q[1]).sum().backward()  # fits are independent: sum, then per-fit grads
+                    loss_at(training, q[0], q[1]).sum().backward()  # fits are independent: sum, then per-fit grads
                 assert q.grad is not None
                 g.copy_(q.grad)
             elif gradient == "finite_difference":
-                g[0] = (loss_at(w + delta, b) - loss_at(w - delta, b)) / (2 * delta)
-                g[1] = (loss_at(w, b + delta) - loss_at(w, b - delta)) / (2 * delta)
+                g[0] = (loss_at(training, w + delta, b) - loss_at(training, w - delta, b)) / (2 * delta)
+                g[1] = (loss_at(training, w, b + delta) - loss_at(training, w, b - delta)) / (2 * delta)
             else:
                 torch.addcmul(torch.mul(w, vxx).sub_(vxy), r, mx, out=g[0])
                 g[1].copy_(r)
@@ -127,16 +140,26 @@ class Iterative:
                 p.sub_(buf * lr)
             if epoch in ends:  # the parameters after each fit's last update
                 last = epochs == epoch
+                if stopping is not None:
+                    last &= stopping.stopped_at == 0
                 final[:, last] = p[:, last]
+            if stopping is not None and ring is not None:
+                ring[(epoch - 1) % _STOP_WINDOW].copy_(p)
+                if epoch % _STOP_WINDOW == 0 or epoch == max_epochs:
+                    self._decide_stops(stopping, losses, val_losses, ring, final, epoch)
+                    if epoch >= int(stopping.epochs().max()):
+                        break  # every fit has reached its last epoch
 
         # Divergence from the recorded losses, in windows (see the module's note). In
         # float32 a sum of squares past FLOAT32_MAX is inf, and a NaN fails the test too.
+        limit = stopping.epochs() if stopping is not None else epochs
+        self.stopped_early = limit < epochs
         n = batch.n.to(torch.float32)
         diverged_at = torch.zeros(size, dtype=torch.int64, device=dev)
         undecided = torch.ones(size, dtype=torch.bool, device=dev)
         for start in range(0, max_epochs, _CHECK_WINDOW):
             window = losses[start:start + _CHECK_WINDOW]
-            within = torch.arange(start + 1, start + 1 + window.shape[0], device=dev)[:, None] <= epochs[None, :]
+            within = torch.arange(start + 1, start + 1 + window.shape[0], device=dev)[:, None] <= limit[None, :]
             bad = ~(window * n <= FLOAT32_MAX) & within
             hit = bad.any(0) & undecided
             if bool(hit.any()):
@@ -144,13 +167,33 @@ class Iterative:
                 diverged_at = torch.where(hit, first, diverged_at)
                 undecided &= ~hit
         self.diverged_at = diverged_at
-        self.epochs_done = torch.where(diverged_at > 0, diverged_at - 1, epochs)
+        self.epochs_done = torch.where(diverged_at > 0, diverged_at - 1, limit)
         # Past each fit's last recorded epoch the row holds nothing of that fit.
         past = torch.arange(1, max_epochs + 1, device=dev)[:, None] > self.epochs_done[None, :]
         losses.masked_fill_(past, float("nan"))
-        self._losses = losses
+        if val_losses is not None:
+            val_losses.masked_fill_(past, float("nan"))
+        self._losses, self._val_losses = losses, val_losses
         self.w, self.b = final[0], final[1]
+
+    @staticmethod
+    def _decide_stops(stopping: StopRule, losses: torch.Tensor, val_losses: torch.Tensor | None,
+                      ring: torch.Tensor, final: torch.Tensor, epoch: int) -> None:
+        """Feed the window ending at `epoch` to the rule; fits that stopped in it take the
+        parameters after their stop epoch's update from the ring."""
+        first = epoch - (epoch - 1) % _STOP_WINDOW
+        monitored = losses[first - 1:epoch]
+        if val_losses is not None:
+            monitored = torch.where(stopping.monitor_val[None, :], val_losses[first - 1:epoch], monitored)
+        stopped = stopping.update(monitored, first).nonzero()[:, 0]
+        if len(stopped):
+            slots = (stopping.stopped_at[stopped] - 1) % _STOP_WINDOW
+            final[:, stopped] = ring[slots, :, stopped].T
 
     def losses(self, first: int, last: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Epochs first..last (1-based, inclusive) of every fit, kept in float32; NaN past a fit's last epoch."""
         return self._losses[first - 1:last].T.to(dtype)
+
+    def val_losses(self, first: int, last: int) -> torch.Tensor | None:
+        """The validation losses of the same epochs (float32), or None without a split."""
+        return None if self._val_losses is None else self._val_losses[first - 1:last].T

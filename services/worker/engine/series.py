@@ -13,6 +13,18 @@ import torch
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
+Moments = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def loss_at(moments: Moments, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The mean squared error of t_p = w·x + b from the five averages (SeriesBatch.moments):
+    w² vxx − 2 w vxy + vyy + r², r = w mx + b − my. w and b are (B,), or (B, L) for L
+    parameter pairs of each fit."""
+    mx, my, vxx, vxy, vyy = (m if w.dim() == 1 else m[:, None] for m in moments)
+    r = w * mx + b - my
+    return (w * vxx - 2 * vxy) * w + vyy + r * r
+
+
 @dataclass(frozen=True)
 class SeriesBatch:
     """B fits. x, y, seg: all points (x = (t_u - input_shift) * input_scale); the rest: one per fit."""
@@ -69,7 +81,7 @@ class SeriesBatch:
         total.index_add_(0, self.seg, values)
         return total / self.n.to(values.dtype)
 
-    def moments(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def moments(self) -> Moments:
         """The five averages every epoch's loss and gradient depend on, per fit: mean x, mean y,
         and the variances and covariance about those means (centred, so nothing cancels when
         x is large against its spread)."""

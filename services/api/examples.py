@@ -1,0 +1,82 @@
+"""One example object per schema of the OpenAPI document; every property without an example
+of its own takes its value from here (services/api/openapi.py), so each field is shown.
+
+The fit is the book's split run (thermometer.json, `validation_split_run`) with early stopping
+on the validation loss ({"min_delta": 0.001, "patience": 10}), as the engine computes it; the
+options that do not apply to it (input_shift, delta, momentum, betas, eps) show their form only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FIT_ID = "3f2c9a4e-8d1b-4c57-9e0a-5b7d2f6c1a88"
+BATCH_ID = "9a1e7c3d-2b4f-4e8a-8c6d-1f0b5a7e3c92"
+
+PARAMS = {
+    "learning_rate": 0.01, "init": {"w": 1.0, "b": 0.0}, "input_scale": 0.1, "normalize": "scale",
+    "input_shift": 49.244444, "optimizer": "sgd", "gradient": "analytic", "delta": 0.1, "momentum": 0.9,
+    "betas": [0.9, 0.999], "eps": 1e-8,
+    "validation": {"fraction": None, "seed": None, "indices": [2, 10]},
+    "early_stopping": {"monitor": "val_loss", "min_delta": 0.001, "patience": 10},
+}
+
+RESULT = {
+    "w": 5.191276, "b": -16.723455, "loss": 3.0129, "w_raw": 0.5191276, "b_raw": -16.723455,
+    "w_opt": 0.520504, "b_opt": -16.798596, "gap": {"w": -0.0013764, "b": 0.075141},
+    "se_w": 0.039696, "se_b": 2.061926, "cov_wb": -0.077597, "r2": 0.960879, "residual_sd": 1.967979,
+    "val_loss": 3.5939,
+}
+
+FIT = {
+    "id": FIT_ID, "status": "succeeded", "created_at": "2026-11-27T09:30:00.000Z",
+    "started_at": "2026-11-27T09:30:00.020Z", "finished_at": "2026-11-27T09:30:00.050Z",
+    "epochs": 3000, "epochs_done": 2765, "n_points": 11, "attempt": 1, "params": PARAMS,
+    "labels": {"sensor": "A17"}, "batch_id": None, "result": RESULT, "diverged_at_epoch": None,
+    "stop_reason": "early_stopped", "lr_max": 0.035864, "condition_number": 284.69, "warnings": [],
+    "error": None, "links": {"self": f"/v1/fits/{FIT_ID}", "losses": f"/v1/fits/{FIT_ID}/losses"},
+}
+
+BUCKET = {"first_epoch": 1, "last_epoch": 3, "min": 33.3475, "max": 66.5811, "last": 33.3475,
+          "val_min": 39.459, "val_max": 142.389, "val_last": 39.459}
+
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "Init": {"w": 1.0, "b": 0.0},
+    "FitCreate": {"labels": {"sensor": "A17"}},
+    "PredictRequest": {"t_u": [35.7, 90.0], "interval": 0.95},
+    "Prediction": {"fit_id": FIT_ID, "t_c": [2.054, 30.244], "lower": [-2.61, 24.87], "upper": [6.72, 35.62]},
+    "BatchCreate": {"defaults": {"epochs": 5000, "input_scale": 0.1},
+                    "fits": [{"t_u": [35.7, 55.9, 58.2], "t_c": [0.5, 14.0, 15.0], "labels": {"sensor": "A17"}}]},
+    "Params": PARAMS,
+    "Result": RESULT,
+    "Gap": RESULT["gap"],
+    "ValidationUsed": PARAMS["validation"],
+    "EarlyStoppingUsed": PARAMS["early_stopping"],
+    "FitError": {"type": "worker_lost", "detail": "the worker running this fit was lost 3 times"},
+    "FitPublic": FIT,
+    "FitList": {"items": [FIT], "next": "/v1/fits?cursor=MjAyNi0xMS0yN1Qw&limit=100"},
+    "LossPage": {"fit_id": FIT_ID, "epochs_done": 2765, "start": 1, "loss": [66.5811, 38.8626, 33.3475],
+                 "val_loss": [142.389, 64.0434, 39.459], "next": f"/v1/fits/{FIT_ID}/losses?start=10001&limit=10000"},
+    "LossBucket": BUCKET,
+    "LossBuckets": {"fit_id": FIT_ID, "epochs_done": 2765, "start": 1, "end": 2765, "buckets": [BUCKET]},
+    "Problem": {"type": "urn:calib:problem:invalid-field", "title": "Invalid field", "status": 422,
+                "detail": "validation.indices[1]: index 11 is past the last point (10)",
+                "errors": [{"loc": ["validation", "indices", 1], "msg": "index 11 is past the last point (10)",
+                            "type": "out_of_range"}]},
+    "BatchPublic": {"id": BATCH_ID, "count": 10000, "status": "running",
+                    "counts": {"queued": 5904, "running": 4096, "succeeded": 0, "diverged": 0, "failed": 0,
+                               "cancelled": 0},
+                    "created_at": "2026-11-27T09:30:00.000Z", "finished_at": None,
+                    "links": {"self": f"/v1/batches/{BATCH_ID}", "fits": f"/v1/batches/{BATCH_ID}/fits"}},
+}
+
+
+def fill_property_examples(components: dict[str, Any]) -> None:
+    """Give every property that has no example of its own the value of its schema's example object."""
+    for name, schema in components.items():
+        example = EXAMPLES.get(name, {})
+        for prop, spec in schema.get("properties", {}).items():
+            if "example" not in spec and "examples" not in spec and prop in example:
+                spec["example"] = example[prop]
+        if example and name != "FitCreate":  # FitCreate's is partial: its fields have their own
+            schema.setdefault("example", dict(example))
