@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch is pinned (==2.13.0) in pyproject: pip takes the CPU wheel on this disk.
-	$(PY) -m pip install -q -e '.[worker,test]'
+	$(PY) -m pip install -q -e '.[worker,plot,test]'
 	touch $(STAMP)
 
 install: $(STAMP)

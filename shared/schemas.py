@@ -369,6 +369,13 @@ class LossPage(BaseModel):
     next: str | None
 
 
+class FitData(BaseModel):
+    fit_id: str
+    t_u: list[float]
+    t_c: list[float]
+    validation_indices: list[int] = Field(description="the held-out points; empty without a split")
+
+
 class LossBucket(BaseModel):
     first_epoch: int
     last_epoch: int
@@ -427,6 +434,6 @@ class BatchPublic(BaseModel):
 
 
 SCHEMAS: tuple[type[BaseModel], ...] = (
-    FitOptions, FitCreate, FitPublic, FitList, LossPage, LossBuckets, PredictRequest, Prediction, Problem, BatchCreate,
-    BatchPublic,
+    FitOptions, FitCreate, FitPublic, FitList, FitData, LossPage, LossBuckets, PredictRequest, Prediction, Problem,
+    BatchCreate, BatchPublic,
 )

@@ -34,7 +34,8 @@ FIT = {
     "epochs": 3000, "epochs_done": 2765, "n_points": 11, "attempt": 1, "params": PARAMS,
     "labels": {"sensor": "A17"}, "batch_id": None, "result": RESULT, "diverged_at_epoch": None,
     "stop_reason": "early_stopped", "lr_max": 0.035864, "condition_number": 284.69, "warnings": [],
-    "error": None, "links": {"self": f"/v1/fits/{FIT_ID}", "losses": f"/v1/fits/{FIT_ID}/losses"},
+    "error": None, "links": {"self": f"/v1/fits/{FIT_ID}", "losses": f"/v1/fits/{FIT_ID}/losses",
+                              "data": f"/v1/fits/{FIT_ID}/data"},
 }
 
 BUCKET = {"first_epoch": 1, "last_epoch": 3, "min": 33.3475, "max": 66.5811, "last": 33.3475,
@@ -58,6 +59,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "LossPage": {"fit_id": FIT_ID, "epochs_done": 2765, "start": 1, "loss": [66.5811, 38.8626, 33.3475],
                  "val_loss": [142.389, 64.0434, 39.459], "next": f"/v1/fits/{FIT_ID}/losses?start=10001&limit=10000"},
     "LossBucket": BUCKET,
+    "FitData": {"fit_id": FIT_ID, "t_u": [35.7, 55.9, 58.2], "t_c": [0.5, 14.0, 15.0], "validation_indices": [2]},
     "LossBuckets": {"fit_id": FIT_ID, "epochs_done": 2765, "start": 1, "end": 2765, "buckets": [BUCKET]},
     "Problem": {"type": "urn:calib:problem:invalid-field", "title": "Invalid field", "status": 422,
                 "detail": "validation.indices[1]: index 11 is past the last point (10)",

@@ -20,6 +20,7 @@ from services.api.submit import submit_fit
 from services.api.tenancy import current_tenant, owned_or_404
 from shared.calibration import student_t_quantile
 from shared.models import ACTIVE, CANCELLED, STATUSES, Fit, UTCDateTime, utcnow
+from shared.packing import unpack_f64
 from shared.schemas import FitCreate, PredictRequest
 
 bp = Blueprint("fits", __name__, url_prefix="/v1/fits")
@@ -161,6 +162,15 @@ def _downsampled(fit_id: str) -> dict[str, Any]:
         curves = read_losses(session, fit.id, start, min(end, done) + 1, with_val=bool(fit.validation))
     return {"fit_id": fit.id, "epochs_done": done, "start": start, "end": start + len(curves) - 1,
             "buckets": downsample(curves, start, points)}
+
+
+@bp.get("/<fit_id>/data")
+def get_data(fit_id: str) -> dict[str, Any]:
+    """The readings the fit was given, and which of them were held out (for plots)."""
+    with services().db.session() as session:
+        fit = _get_fit(session, fit_id)
+        t_u, t_c = unpack_f64(fit.t_u), unpack_f64(fit.t_c)
+    return {"fit_id": fit.id, "t_u": t_u.tolist(), "t_c": t_c.tolist(), "validation_indices": fit.held_out()}
 
 
 @bp.post("/<fit_id>/cancel")

@@ -130,6 +130,13 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                 },
             },
         },
+        "/v1/fits/{fit_id}/data": {
+            "get": {"operationId": "getFitData", "summary": "The readings the fit was given (t_u, t_c) "
+                                                            "and the indices held out for validation",
+                    "parameters": [_id_param()],
+                    "responses": {"200": {"description": "The fit's data", "content": _json("FitData")},
+                                  **_problems("404")}},
+        },
         "/v1/fits/{fit_id}/cancel": {
             "post": {"operationId": "cancelFit",
                      "summary": "Cancel a queued or running fit (a running one stops at its "

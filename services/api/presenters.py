@@ -71,5 +71,6 @@ def fit_json(fit: Fit) -> dict[str, Any]:
         "condition_number": fit.condition_number,
         "warnings": fit.warnings or [],
         "error": error,
-        "links": {"self": f"/v1/fits/{fit.id}", "losses": f"/v1/fits/{fit.id}/losses"},
+        "links": {"self": f"/v1/fits/{fit.id}", "losses": f"/v1/fits/{fit.id}/losses",
+                  "data": f"/v1/fits/{fit.id}/data"},
     }

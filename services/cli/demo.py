@@ -11,8 +11,7 @@ from typing import Any
 
 import click
 
-from services.cli.http import Service
-from services.cli.progress import wait_for_fit
+from services.client import Client
 
 # The thermometer data of Deep Learning with PyTorch, chapter 5.
 T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
@@ -28,14 +27,14 @@ def _rel(a: float, b: float) -> float:
     return abs(a - b) / abs(b) if b else abs(a)
 
 
-def run_demo(service: Service, progress: bool = True) -> None:
-    request: dict[str, Any] = {"t_u": T_U, "t_c": T_C, "epochs": 5000, "learning_rate": 1e-2,
-                               "input_scale": 0.1, "init": {"w": 1.0, "b": 0.0}}
+def run_demo(client: Client, progress: bool = True) -> None:
+    request: dict[str, Any] = {"epochs": 5000, "learning_rate": 1e-2, "input_scale": 0.1, "init": {"w": 1.0, "b": 0.0}}
     click.echo("1. The seed's final fit: x = 0.1 * t_u, learning rate 1e-2, 5000 epochs")
-    fit = service.json("POST", "/v1/fits", json=request)
-    click.echo(f"   submitted fit {fit['id']}")
-    fit = wait_for_fit(service, fit["id"], progress=progress)
-    losses = service.json("GET", f"/v1/fits/{fit['id']}/losses", params={"limit": 5000})["loss"]
+    seed_fit = client.fit(T_U, T_C, **request)
+    click.echo(f"   submitted fit {seed_fit.id}")
+    seed_fit.wait(progress=progress)
+    losses = seed_fit.losses()
+    fit = seed_fit.data
     click.echo(f"   status: {fit['status']} after {fit['epochs_done']} epochs")
     for epoch, book in BOOK_LOSSES.items():
         loss = losses[epoch - 1]
@@ -47,10 +46,9 @@ def run_demo(service: Service, progress: bool = True) -> None:
     click.echo(f"   calibration: t_c = {result['w_raw']:.5f} * t_u {result['b_raw']:+.4f}")
 
     click.echo("\n2. The same fit on raw t_u: the learning rate 1e-2 is far too large")
-    diverging = {**request, "input_scale": 1.0, "epochs": 100}
-    fit = service.json("POST", "/v1/fits", json=diverging)
-    fit = wait_for_fit(service, fit["id"], progress=progress)
-    tail = service.json("GET", f"/v1/fits/{fit['id']}/losses")["loss"]
+    diverging = client.fit(T_U, T_C, **{**request, "input_scale": 1.0, "epochs": 100}).wait(progress=progress)
+    tail = diverging.losses()
+    fit = diverging.data
     click.echo(f"   status: {fit['status']}, diverged_at_epoch: {fit['diverged_at_epoch']} (book: 11)")
     if tail:
         click.echo(f"   last finite loss: epoch {len(tail)}, Loss {tail[-1]:.6g}")

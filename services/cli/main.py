@@ -1,8 +1,10 @@
-"""The `calib` command: run the service (up, api, worker, db upgrade, tokens) and use it (demo, fit, status, losses).
+"""The `calib` command: run the service (up, api, worker, db upgrade, tokens) and use it
+(demo, fit, batch, list, status, losses, plot), through the Python client (services.client).
 
-Exit codes: 0 success (for --wait: the fit succeeded); 1 the fit ended otherwise
-(diverged, failed, cancelled); 2 usage error; 3 the service refused the request
-or could not be reached.
+Exit codes, for scripts: 0 success (for a waited fit: it succeeded; for a waited batch:
+every fit succeeded); 1 it ended otherwise (diverged, failed, cancelled; for a batch, any
+fit did); 2 usage error; 3 the service refused the request or could not be reached;
+4 still running when --timeout ran out.
 """
 
 from __future__ import annotations
@@ -17,28 +19,34 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
 from services.cli import processes
 from services.cli.demo import run_demo
-from services.cli.http import Service, ServiceError
-from services.cli.progress import wait_for_fit
+from services.cli.tables import fit_summary, fits_table
+from services.client import CalibError, Client
 from shared.settings import get_settings
 
+EXIT_OK, EXIT_ENDED_OTHERWISE, EXIT_SERVICE, EXIT_TIMEOUT = 0, 1, 3, 4
 
-def _service(url: str | None) -> Service:
+
+def _client(url: str | None) -> Client:
     from shared.tokens import read_local_token
 
     settings = get_settings()
     # CALIB_TOKEN wins; else the local token `calib up` left in the data directory.
-    return Service(url or settings.api_url, token=settings.token or read_local_token(settings.token_file))
+    return Client(url or settings.api_url, token=settings.token or read_local_token(settings.token_file))
 
 
-def _fail(exc: ServiceError) -> None:
+def _fail(exc: CalibError) -> None:
     click.echo(f"error: {exc}", err=True)
-    for err in exc.problem.get("errors") or []:
+    for err in exc.errors:
         click.echo(f"  {err.get('loc')}: {err.get('msg')}", err=True)
-    sys.exit(3)
+    sys.exit(EXIT_SERVICE)
+
+
+def _timed_out(exc: TimeoutError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(EXIT_TIMEOUT)
 
 
 url_option = click.option("--url", envvar="CALIB_API_URL", default=None,
@@ -172,21 +180,17 @@ def stack(workers: int) -> None:
 @click.option("--wait-ready", default=60.0, show_default=True, help="seconds to wait for /readyz")
 def demo(url: str | None, wait_ready: float) -> None:
     """Submit the book's fits to a running service and print its figures."""
-    service = _service(url)
     deadline = time.monotonic() + wait_ready
-    while True:
-        try:
-            service.request("GET", "/readyz")
-            break
-        except ServiceError:
+    with _client(url) as probe:
+        while not probe.ready():
             if time.monotonic() > deadline:
                 click.echo("the service is not ready; start it with `calib up`", err=True)
-                sys.exit(3)
+                sys.exit(EXIT_SERVICE)
             time.sleep(0.5)
-    service = _service(url)  # again: `calib up` writes the local token before it starts the API
     try:
-        run_demo(service)
-    except ServiceError as exc:
+        with _client(url) as client:  # only now: `calib up` writes the local token before it starts the API
+            run_demo(client)
+    except CalibError as exc:
         _fail(exc)
 
 
@@ -209,125 +213,191 @@ def _print_fit(fit: dict[str, Any]) -> None:
     click.echo(json.dumps(fit, indent=2))
 
 
-@cli.command()
-@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--epochs", type=int, default=5000, show_default=True)
-@click.option("--learning-rate", type=float, default=0.01, show_default=True)
-@click.option("--input-scale", type=float, default=1.0, show_default=True)
-@click.option("--init-w", type=float, default=1.0, show_default=True)
-@click.option("--init-b", type=float, default=0.0, show_default=True)
-@click.option("--optimizer", default="gd", show_default=True)
-@click.option("--label", "labels", multiple=True, help="key=value, repeatable")
-@click.option("--idempotency-key", default=None)
-@click.option("--wait", is_flag=True, help="wait for the fit to end, with a progress bar")
-@url_option
-def fit(csv_file: Path, epochs: int, learning_rate: float, input_scale: float, init_w: float,
-        init_b: float, optimizer: str, labels: tuple[str, ...], idempotency_key: str | None,
-        wait: bool, url: str | None) -> None:
-    """Fit t_c = w * t_u + b to a CSV file with columns t_u,t_c."""
-    t_u, t_c = _read_csv(csv_file)
-    label_map = {}
-    for item in labels:
+def _labels(items: tuple[str, ...]) -> dict[str, str]:
+    labels = {}
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise click.UsageError(f"--label {item}: write it as key=value")
-        label_map[key] = value
-    body = {"t_u": t_u, "t_c": t_c, "epochs": epochs, "learning_rate": learning_rate,
-            "input_scale": input_scale, "init": {"w": init_w, "b": init_b},
-            "optimizer": optimizer, "labels": label_map}
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    service = _service(url)
+        labels[key] = value
+    return labels
+
+
+def _json_option(name: str, text: str | None) -> Any:
+    if text is None:
+        return None
     try:
-        created = service.json("POST", "/v1/fits", json=body, headers=headers)
-        if not wait:
-            _print_fit(created)
-            return
-        final = wait_for_fit(service, created["id"])
-    except ServiceError as exc:
+        return json.loads(text)
+    except ValueError as exc:
+        raise click.UsageError(f"--{name}: not JSON ({exc})") from exc
+
+
+timeout_option = click.option("--timeout", type=float, default=None,
+                              help="with --wait: give up after this many seconds (exit 4)")
+
+
+@cli.command()
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--epochs", type=int, default=5000, show_default=True)
+@click.option("--learning-rate", default="0.01", show_default=True, help='a number, or "auto"')
+@click.option("--input-scale", type=float, default=1.0, show_default=True)
+@click.option("--normalize", type=click.Choice(["scale", "standardize", "none"]), default="scale", show_default=True)
+@click.option("--init-w", type=float, default=1.0, show_default=True)
+@click.option("--init-b", type=float, default=0.0, show_default=True)
+@click.option("--optimizer", type=click.Choice(["gd", "sgd", "momentum", "adam"]), default="gd", show_default=True)
+@click.option("--validation", default=None,
+              help='JSON, e.g. \'{"fraction": 0.2, "seed": 0}\' or \'{"indices": [2, 10]}\'')
+@click.option("--early-stopping", default=None, help='JSON, e.g. \'{"monitor": "val_loss", "patience": 10}\'')
+@click.option("--label", "labels", multiple=True, help="key=value, repeatable")
+@click.option("--idempotency-key", default=None)
+@click.option("--wait", is_flag=True, help="wait for the fit to end, with a progress bar")
+@click.option("--json", "as_json", is_flag=True, help="print the fit as JSON instead of a summary")
+@timeout_option
+@url_option
+def fit(csv_file: Path, epochs: int, learning_rate: str, input_scale: float, normalize: str, init_w: float,
+        init_b: float, optimizer: str, validation: str | None, early_stopping: str | None, labels: tuple[str, ...],
+        idempotency_key: str | None, wait: bool, as_json: bool, timeout: float | None, url: str | None) -> None:
+    """Fit t_c = w * t_u + b to a CSV file with columns t_u,t_c."""
+    t_u, t_c = _read_csv(csv_file)
+    options: dict[str, Any] = {
+        "epochs": epochs, "learning_rate": learning_rate if learning_rate == "auto" else _number(learning_rate),
+        "normalize": normalize, "init": {"w": init_w, "b": init_b}, "optimizer": optimizer,
+        "labels": _labels(labels)}
+    if normalize == "scale":
+        options["input_scale"] = input_scale
+    for name, text in (("validation", validation), ("early_stopping", early_stopping)):
+        if text is not None:
+            options[name] = _json_option(name.replace("_", "-"), text)
+    try:
+        with _client(url) as client:
+            submitted = client.fit(t_u, t_c, idempotency_key=idempotency_key, **options)
+            if wait:
+                submitted.wait(progress=True, timeout=timeout)
+    except CalibError as exc:
         _fail(exc)
-    _print_fit(final)
-    sys.exit(0 if final["status"] == "succeeded" else 1)
+    except TimeoutError as exc:
+        _timed_out(exc)
+    click.echo(json.dumps(submitted.data, indent=2) if as_json else fit_summary(submitted.data))
+    if wait:
+        sys.exit(EXIT_OK if submitted.status == "succeeded" else EXIT_ENDED_OTHERWISE)
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise click.UsageError(f"--learning-rate {text}: a number, or auto") from exc
 
 
 @cli.command()
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--epochs", type=int, default=None)
-@click.option("--learning-rate", type=float, default=None)
+@click.option("--learning-rate", default=None, help='a number, or "auto"')
 @click.option("--input-scale", type=float, default=None)
-@click.option("--wait", is_flag=True, help="wait for the batch, with a progress bar")
+@click.option("--optimizer", type=click.Choice(["gd", "sgd", "momentum", "adam"]), default=None)
+@click.option("--wait", is_flag=True, help="wait for the batch, with a progress bar of fits finished")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="with --wait: write one result line per fit here")
+              help="wait, then write one result line per fit here (CSV)")
 @click.option("--idempotency-key", default=None)
+@timeout_option
 @url_option
-def batch(csv_file: Path, epochs: int | None, learning_rate: float | None,
-          input_scale: float | None, wait: bool, out: Path | None,
-          idempotency_key: str | None, url: str | None) -> None:
+def batch(csv_file: Path, epochs: int | None, learning_rate: str | None, input_scale: float | None,
+          optimizer: str | None, wait: bool, out: Path | None, idempotency_key: str | None,
+          timeout: float | None, url: str | None) -> None:
     """Submit a batch from a long-format CSV (series,t_u,t_c): one fit per series."""
-    from services.cli.progress import wait_for_batch
-
-    params = {k: v for k, v in {"epochs": epochs, "learning_rate": learning_rate,
-                                "input_scale": input_scale}.items() if v is not None}
-    headers = {"Content-Type": "text/csv"}
-    if idempotency_key:
-        headers["Idempotency-Key"] = idempotency_key
-    service = _service(url)
+    defaults = {k: v for k, v in {"epochs": epochs, "learning_rate": learning_rate, "input_scale": input_scale,
+                                  "optimizer": optimizer}.items() if v is not None}
     try:
-        created = service.json("POST", "/v1/batches", params=params,
-                               content=csv_file.read_bytes(), headers=headers)
-        if not wait:
-            click.echo(json.dumps(created, indent=2))
-            return
-        final = wait_for_batch(service, created["id"])
-        if out is not None:
-            text = service.request("GET", f"/v1/batches/{created['id']}/fits",
-                                   params={"format": "csv"}).text
-            out.write_text(text)
-            click.echo(f"results of {final['count']} fits written to {out}", err=True)
-    except ServiceError as exc:
+        with _client(url) as client:
+            submitted = client.submit_batch(csv_file, idempotency_key=idempotency_key, **defaults)
+            click.echo(f"batch {submitted.id}: {submitted.count} fits", err=True)
+            if not (wait or out):
+                click.echo(json.dumps(submitted.data, indent=2))
+                return
+            submitted.wait(progress=True, timeout=timeout)
+            if out is not None:
+                out.write_text(submitted.results_csv())
+                click.echo(f"results of {submitted.count} fits written to {out}", err=True)
+    except CalibError as exc:
         _fail(exc)
-    click.echo(json.dumps(final, indent=2))
-    sys.exit(0 if final["counts"]["succeeded"] == final["count"] else 1)
+    except TimeoutError as exc:
+        _timed_out(exc)
+    counts = submitted.counts
+    click.echo(f"batch {submitted.id} {submitted.status}: "
+               + ", ".join(f"{counts[s]} {s}" for s in ("succeeded", "diverged", "failed", "cancelled") if counts[s]))
+    sys.exit(EXIT_OK if counts["succeeded"] == submitted.count else EXIT_ENDED_OTHERWISE)
 
 
-@cli.command()
-@click.argument("fit_id")
+@cli.command("list")
+@click.option("--status", default=None, help="only fits in this status")
+@click.option("--batch", "batch_id", default=None, help="only the fits of this batch")
+@click.option("--label", default=None, help="key:value")
+@click.option("--limit", type=int, default=20, show_default=True)
 @url_option
-def status(fit_id: str, url: str | None) -> None:
-    """Show a fit."""
+def list_fits(status: str | None, batch_id: str | None, label: str | None, limit: int, url: str | None) -> None:
+    """Recent fits, newest first, as a table."""
     try:
-        _print_fit(_service(url).json("GET", f"/v1/fits/{fit_id}"))
-    except ServiceError as exc:
+        with _client(url) as client:
+            rows = [f.data for _, f in zip(range(limit), client.fits(status=status, batch_id=batch_id, label=label,
+                                                                    page_size=min(limit, 1000)), strict=False)]
+    except CalibError as exc:
         _fail(exc)
+    click.echo(fits_table(rows))
 
 
 @cli.command()
 @click.argument("fit_id")
-@click.option("--csv", "as_csv", is_flag=True, help="epoch,loss lines")
+@click.option("--json", "as_json", is_flag=True, help="the fit as the API returns it")
+@url_option
+def status(fit_id: str, as_json: bool, url: str | None) -> None:
+    """Show a fit (exit 0 when it succeeded, 1 when it ended otherwise or is not done yet)."""
+    try:
+        with _client(url) as client:
+            found = client.get_fit(fit_id)
+    except CalibError as exc:
+        _fail(exc)
+    click.echo(json.dumps(found.data, indent=2) if as_json else fit_summary(found.data))
+    sys.exit(EXIT_OK if found.status == "succeeded" else EXIT_ENDED_OTHERWISE)
+
+
+@cli.command()
+@click.argument("fit_id")
+@click.option("--csv", "as_csv", is_flag=True, help="epoch,loss[,val_loss] lines")
 @url_option
 def losses(fit_id: str, as_csv: bool, url: str | None) -> None:
-    """Print a fit's loss per epoch."""
-    service = _service(url)
+    """Print a fit's loss per epoch, as the book prints it (or CSV)."""
     try:
-        if as_csv:
-            with service.http.stream("GET", f"/v1/fits/{fit_id}/losses",
-                                     params={"format": "csv"}) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise ServiceError(response.status_code, response.json())
-                for chunk in response.iter_text():
-                    click.echo(chunk, nl=False)
-            return
-        path: str | None = f"/v1/fits/{fit_id}/losses"
-        while path:
-            page = service.json("GET", path)
-            for i, loss in enumerate(page["loss"]):
-                click.echo(f"Epoch {page['start'] + i}, Loss {loss}")
-            path = page["next"]
-    except ServiceError as exc:
+        with _client(url) as client:
+            if as_csv:
+                click.echo(client.request("GET", f"/v1/fits/{fit_id}/losses", params={"format": "csv"}).text, nl=False)
+                return
+            found = client.get_fit(fit_id)
+            has_val = "validation" in found.data["params"]
+            loss = found.losses()
+            val = found.losses(validation=True) if has_val else None
+    except CalibError as exc:
         _fail(exc)
-    except httpx.TransportError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(3)
+    for i, value in enumerate(loss):
+        extra = f", Validation loss {val[i]}" if val is not None else ""
+        click.echo(f"Epoch {i + 1}, Loss {value}{extra}")
+
+
+@cli.command()
+@click.argument("fit_id")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("loss.png"), show_default=True,
+              help="the picture to write (.png, .svg or .pdf)")
+@click.option("--points", type=int, default=2000, show_default=True, help="buckets of the downsampled loss curve")
+@url_option
+def plot(fit_id: str, out: Path, points: int, url: str | None) -> None:
+    """Draw a fit: its loss (and validation loss) per epoch on a log scale, and its data with the fitted line."""
+    from services.cli.plot import draw_fit
+
+    try:
+        with _client(url) as client:
+            draw_fit(client.get_fit(fit_id), out, points)
+    except CalibError as exc:
+        _fail(exc)
+    click.echo(f"wrote {out}", err=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The CLI against the running stack: `calib fit --wait` and `calib batch --wait --out`."""
+"""The CLI against the running stack: fit, batch, list, status, losses and plot, with their exit codes."""
 
 from __future__ import annotations
 
@@ -22,16 +22,41 @@ def calib(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 def test_fit_wait_and_losses(stack: Stack, tmp_path: Path) -> None:
     data = tmp_path / "thermometer.csv"
     data.write_text("t_u,t_c\n" + "".join(f"{u},{c}\n" for u, c in zip(T_U, T_C, strict=True)))
-    done = calib(stack, "fit", str(data), "--input-scale", "0.1", "--wait")
+    done = calib(stack, "fit", str(data), "--input-scale", "0.1", "--wait", "--json")
     assert done.returncode == 0, done.stderr
+    assert "epochs [" in done.stderr  # the progress bar
     fit = json.loads(done.stdout)
     assert fit["status"] == "succeeded" and abs(fit["result"]["w"] - 5.3671) < 1e-3
     losses = calib(stack, "losses", fit["id"], "--csv")
     assert losses.stdout.splitlines()[0] == "epoch,loss" and len(losses.stdout.splitlines()) == 5001
-    diverged = calib(stack, "fit", str(data), "--epochs", "100", "--wait")
+    diverged = calib(stack, "fit", str(data), "--epochs", "100", "--wait", "--json")
     assert diverged.returncode == 1 and json.loads(diverged.stdout)["diverged_at_epoch"] == 11
     missing = calib(stack, "status", "00000000-0000-4000-8000-000000000000")
     assert missing.returncode == 3 and "404" in missing.stderr
+    summary = calib(stack, "status", fit["id"])
+    assert summary.returncode == 0 and "t_c = 0.536709 * t_u -17.301" in summary.stdout and "succeeded" in summary.stdout
+    bad = calib(stack, "fit", str(data), "--validation", '{"indices": [20]}')
+    assert bad.returncode == 3 and "validation.indices[0]" in bad.stderr
+    slow = calib(stack, "fit", str(data), "--wait", "--timeout", "0")  # a fresh fit is queued: not done in 0 s
+    assert slow.returncode == 4, slow.stderr
+
+
+def test_list_and_plot(stack: Stack, tmp_path: Path) -> None:
+    data = tmp_path / "thermometer.csv"
+    data.write_text("t_u,t_c\n" + "".join(f"{u},{c}\n" for u, c in zip(T_U, T_C, strict=True)))
+    done = calib(stack, "fit", str(data), "--input-scale", "0.1", "--epochs", "3000", "--optimizer", "sgd",
+                 "--validation", '{"indices": [2, 10]}', "--label", "sensor=plot", "--wait", "--json")
+    fit = json.loads(done.stdout)
+    listed = calib(stack, "list", "--label", "sensor:plot")
+    header, row = listed.stdout.splitlines()[:2]
+    assert header.split()[:3] == ["id", "status", "epochs"] and row.startswith(fit["id"][:8])
+    assert "succeeded" in row and "3000/3000" in row and "sensor=plot" in row
+    text = calib(stack, "losses", fit["id"]).stdout.splitlines()
+    assert len(text) == 3000 and text[-1].startswith("Epoch 3000, Loss 3.0125") and "Validation loss 3.575" in text[-1]
+    out = tmp_path / "loss.png"
+    drawn = calib(stack, "plot", fit["id"], "--out", str(out))
+    assert drawn.returncode == 0, drawn.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
 
 
 def test_batch_wait_out(stack: Stack, tmp_path: Path) -> None:

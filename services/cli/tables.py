@@ -1,0 +1,46 @@
+"""Fits as a person reads them in a terminal: a summary of one, a table of many."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def _num(value: Any, digits: int = 6) -> str:
+    return "" if value is None else f"{value:.{digits}g}"
+
+
+def fit_summary(fit: dict[str, Any]) -> str:
+    lines = [f"fit      {fit['id']}",
+             f"status   {fit['status']}" + (f" ({fit['stop_reason']})" if fit.get("stop_reason") else ""),
+             f"epochs   {fit['epochs_done']}/{fit['epochs']}, {fit['params']['optimizer']}, "
+             f"learning rate {_num(fit['params']['learning_rate'])}"]
+    result = fit.get("result")
+    if result:
+        lines += [f"line     t_c = {_num(result['w_raw'])} * t_u {result['b_raw']:+.6g}",
+                  f"loss     {_num(result['loss'])}" + (f", validation {_num(result['val_loss'])}"
+                                                       if result.get("val_loss") is not None else "")]
+        if result.get("se_w") is not None:
+            lines.append(f"± (1 SE) w {_num(result['se_w'], 3)}, b {_num(result['se_b'], 3)}; "
+                         f"R² {_num(result['r2'], 5)}")
+    if fit.get("diverged_at_epoch"):
+        lines.append(f"diverged at epoch {fit['diverged_at_epoch']}")
+    if fit.get("error"):
+        lines.append(f"error    {fit['error']['type']}: {fit['error']['detail']}")
+    lines += [f"warning  {w}" for w in fit.get("warnings") or []]
+    return "\n".join(lines)
+
+
+COLUMNS = (("id", 8), ("status", 9), ("epochs", 13), ("w_raw", 11), ("b_raw", 11), ("loss", 11), ("labels", 24))
+
+
+def fits_table(fits: Sequence[dict[str, Any]]) -> str:
+    def cells(fit: dict[str, Any]) -> list[str]:
+        result = fit.get("result") or {}
+        labels = ",".join(f"{k}={v}" for k, v in (fit.get("labels") or {}).items())
+        return [fit["id"][:8], fit["status"], f"{fit['epochs_done']}/{fit['epochs']}", _num(result.get("w_raw")),
+                _num(result.get("b_raw")), _num(result.get("loss")), labels]
+
+    rows = [[name for name, _ in COLUMNS]] + [cells(fit) for fit in fits]
+    return "\n".join("  ".join(cell[:width].ljust(width) for cell, (_, width) in zip(row, COLUMNS, strict=True))
+                     .rstrip() for row in rows)

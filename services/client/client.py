@@ -1,0 +1,153 @@
+"""The calib client: one object per service, on httpx, with retries where retrying is safe."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.client.errors import CalibError
+from services.client.resources import Batch, Fit
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+# Answers that say "nothing was done, try again later": a rate limit, or a dependency down.
+# Nothing else is retried: a 4xx is the request's fault, and a lost connection may have
+# left the request done (submissions carry an Idempotency-Key, so a caller may resend them).
+RETRIED = (429, 503)
+
+
+def default_token() -> str:
+    """CALIB_TOKEN, else the local token that `calib up` writes for the embedded default."""
+    token = os.environ.get("CALIB_TOKEN", "")
+    if token:
+        return token
+    from shared.settings import get_settings
+    from shared.tokens import read_local_token
+
+    return read_local_token(get_settings().token_file)
+
+
+class Client:
+    """calib over HTTP. `Client()` talks to CALIB_API_URL (default http://127.0.0.1:8000) with
+    CALIB_TOKEN or the local token; every error answer raises CalibError."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0,
+                 max_retries: int = 5, backoff: float = 0.5, transport: httpx.BaseTransport | None = None) -> None:
+        self.url = (url or os.environ.get("CALIB_API_URL") or DEFAULT_URL).rstrip("/")
+        token = default_token() if token is None else token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+        self.max_retries, self.backoff = max_retries, backoff
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    # --- transport ---------------------------------------------------------------------
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One call, retried with backoff on 429 and 503 (waiting at least their Retry-After)."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                raise CalibError(0, {"detail": f"cannot reach {self.url}: {exc}"}) from exc
+            if response.status_code in RETRIED and attempt < self.max_retries:
+                time.sleep(self._pause(response, attempt))
+                continue
+            if response.status_code >= 400:
+                raise CalibError(response.status_code, _problem(response))
+            return response
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _pause(self, response: httpx.Response, attempt: int) -> float:
+        wait = min(30.0, self.backoff * 2**attempt)
+        try:
+            return max(wait, float(response.headers.get("Retry-After", 0)))
+        except ValueError:
+            return wait
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.request(method, path, **kwargs).json()
+
+    def ready(self) -> bool:
+        try:
+            self.http.get("/readyz").raise_for_status()
+        except httpx.HTTPError:
+            return False
+        return True
+
+    # --- fits --------------------------------------------------------------------------
+
+    def fit(self, t_u: Sequence[float], t_c: Sequence[float], *, idempotency_key: str | None = None,
+            **options: Any) -> Fit:
+        """Submit one fit; `options` are any fields of POST /v1/fits (epochs, learning_rate,
+        init, input_scale, normalize, optimizer, validation, early_stopping, labels, ...)."""
+        body = {"t_u": list(map(float, t_u)), "t_c": list(map(float, t_c)), **options}
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        return Fit(self, self.json("POST", "/v1/fits", json=body, headers=headers))
+
+    def get_fit(self, fit_id: str) -> Fit:
+        return Fit(self, self.json("GET", f"/v1/fits/{fit_id}"))
+
+    def fits(self, *, status: str | None = None, batch_id: str | None = None, label: str | None = None,
+             page_size: int = 100) -> Iterator[Fit]:
+        """Fits newest first, following the pages; `label` as "key:value"."""
+        params = {k: v for k, v in {"status": status, "batch_id": batch_id, "label": label}.items() if v}
+        path: str | None = "/v1/fits"
+        first = {**params, "limit": page_size}
+        while path:
+            page = self.json("GET", path, params=first)
+            first = {}
+            yield from (Fit(self, item) for item in page["items"])
+            path = page["next"]
+
+    # --- batches -----------------------------------------------------------------------
+
+    def submit_batch(self, series: Mapping[str, tuple[Sequence[float], Sequence[float]]] | str | Path, *,
+                     idempotency_key: str | None = None, **defaults: Any) -> Batch:
+        """Many fits in one request: a mapping series name → (t_u, t_c) (each fit gets the label
+        `series`), or the path of a long-format CSV (series,t_u,t_c). `defaults` are any fit
+        fields, applied to every fit."""
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        if isinstance(series, str | Path):
+            headers["Content-Type"] = "text/csv"
+            created = self.json("POST", "/v1/batches", content=Path(series).read_bytes(), headers=headers,
+                                params=_query_defaults(defaults))
+        else:
+            fits = [{"t_u": list(map(float, u)), "t_c": list(map(float, c)), "labels": {"series": name}}
+                    for name, (u, c) in series.items()]
+            created = self.json("POST", "/v1/batches", json={"defaults": defaults, "fits": fits}, headers=headers)
+        return Batch(self, created)
+
+    def get_batch(self, batch_id: str) -> Batch:
+        return Batch(self, self.json("GET", f"/v1/batches/{batch_id}"))
+
+
+def _problem(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {"status": response.status_code, "detail": response.text or response.reason_phrase}
+    return body if isinstance(body, dict) else {"status": response.status_code, "detail": str(body)}
+
+
+def _query_defaults(defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """A CSV batch takes its defaults as query parameters, nested fields flattened (init_w, validation_fraction)."""
+    params: dict[str, Any] = {}
+    for name, value in defaults.items():
+        if isinstance(value, Mapping):
+            params.update({f"{name}_{key}": inner for key, inner in value.items()})
+        else:
+            params[name] = value
+    return params

@@ -1,0 +1,176 @@
+"""A fit and a batch as the client hands them out: the service's JSON, and what can be done next."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from services.client.progress import Bar
+
+if TYPE_CHECKING:
+    from services.client.client import Client
+
+FIT_ENDS = ("succeeded", "diverged", "failed", "cancelled")
+BATCH_ENDS = ("completed", "cancelled")
+
+
+def _poll(refresh: Any, finished: Any, timeout: float | None, interval: float, show: Any) -> None:
+    """Call refresh() until finished(), showing progress; polls back off from `interval` to 1 s."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        show()
+        if finished():
+            return
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"still not finished after {timeout} s")
+        time.sleep(interval)
+        interval = min(interval * 1.5, 1.0)
+        refresh()
+
+
+class Fit:
+    def __init__(self, client: Client, data: dict[str, Any]) -> None:
+        self.client, self.data = client, data
+
+    def __repr__(self) -> str:
+        return f"<Fit {self.id} {self.status} {self.epochs_done}/{self.epochs}>"
+
+    id = property(lambda self: str(self.data["id"]))
+    status = property(lambda self: str(self.data["status"]))
+    epochs = property(lambda self: int(self.data["epochs"]))
+    epochs_done = property(lambda self: int(self.data["epochs_done"]))
+    result = property(lambda self: self.data.get("result"))
+    labels = property(lambda self: dict(self.data.get("labels") or {}))
+
+    @property
+    def done(self) -> bool:
+        return self.status in FIT_ENDS
+
+    def refresh(self) -> Fit:
+        self.data = self.client.json("GET", f"/v1/fits/{self.id}")
+        return self
+
+    def wait(self, progress: bool = False, timeout: float | None = None, interval: float = 0.05) -> Fit:
+        """Poll until the fit ends (any status); with progress, a bar of epochs done on stderr."""
+        bar = Bar(self.epochs, "epochs") if progress else None
+        try:
+            _poll(self.refresh, lambda: self.done, timeout, interval,
+                  lambda: bar and bar.show(self.epochs_done, self.status))
+        finally:
+            if bar:
+                bar.close()
+        return self
+
+    def losses(self, as_array: bool = False, validation: bool = False) -> list[float] | np.ndarray:
+        """Every recorded epoch's loss (or validation loss), following the pages."""
+        key = "val_loss" if validation else "loss"
+        values: list[float] = []
+        path: str | None = f"/v1/fits/{self.id}/losses"
+        params: dict[str, Any] = {"limit": 100_000}
+        while path:
+            page = self.client.json("GET", path, params=params)
+            params = {}
+            if key not in page:
+                raise ValueError(f"fit {self.id} has no validation split")
+            values += [np.nan if v is None else v for v in page[key]]
+            path = page["next"]
+        return np.asarray(values, dtype=np.float64) if as_array else values
+
+    def loss_curve(self, points: int = 500, start: int | None = None, end: int | None = None) -> list[dict[str, Any]]:
+        """At most `points` buckets (first/last epoch, min, max, last loss; val_* with a split)."""
+        params = {k: v for k, v in {"points": points, "start": start, "end": end}.items() if v is not None}
+        return list(self.client.json("GET", f"/v1/fits/{self.id}/losses", params=params)["buckets"])
+
+    def readings(self) -> dict[str, Any]:
+        """The fit's data: t_u, t_c and the validation_indices held out."""
+        return dict(self.client.json("GET", f"/v1/fits/{self.id}/data"))
+
+    def predict(self, t_u: Sequence[float], interval: float | None = None) -> dict[str, list[float]]:
+        """Calibrated values for raw readings; with `interval` (e.g. 0.95), prediction intervals too."""
+        body: dict[str, Any] = {"t_u": list(map(float, t_u))}
+        if interval is not None:
+            body["interval"] = interval
+        answer = self.client.json("POST", f"/v1/fits/{self.id}/predict", json=body)
+        return {k: answer[k] for k in ("t_c", "lower", "upper") if k in answer}
+
+    def cancel(self) -> Fit:
+        self.data = self.client.json("POST", f"/v1/fits/{self.id}/cancel")
+        return self
+
+
+RESULT_TYPES = {"w": float, "b": float, "w_raw": float, "b_raw": float, "loss": float,
+                "epochs_done": int, "diverged_at_epoch": int}
+
+
+class Batch:
+    def __init__(self, client: Client, data: dict[str, Any]) -> None:
+        self.client, self.data = client, data
+
+    def __repr__(self) -> str:
+        return f"<Batch {self.id} {self.status} {self.finished}/{self.count}>"
+
+    id = property(lambda self: str(self.data["id"]))
+    status = property(lambda self: str(self.data["status"]))
+    count = property(lambda self: int(self.data["count"]))
+    counts = property(lambda self: dict(self.data["counts"]))
+
+    @property
+    def finished(self) -> int:
+        return self.count - self.counts.get("queued", 0) - self.counts.get("running", 0)
+
+    @property
+    def done(self) -> bool:
+        return self.status in BATCH_ENDS
+
+    def refresh(self) -> Batch:
+        self.data = self.client.json("GET", f"/v1/batches/{self.id}")
+        return self
+
+    def wait(self, progress: bool = False, timeout: float | None = None, interval: float = 0.1) -> Batch:
+        """Poll until no fit is queued or running; with progress, a bar of fits finished."""
+        bar = Bar(self.count, "fits") if progress else None
+        try:
+            _poll(self.refresh, lambda: self.done, timeout, interval,
+                  lambda: bar and bar.show(self.finished, self.status))
+        finally:
+            if bar:
+                bar.close()
+        return self
+
+    def fits(self, status: str | None = None, page_size: int = 1000) -> Iterator[Fit]:
+        path: str | None = f"/v1/batches/{self.id}/fits"
+        params: dict[str, Any] = {"limit": page_size, **({"status": status} if status else {})}
+        while path:
+            page = self.client.json("GET", path, params=params)
+            params = {}
+            yield from (Fit(self.client, item) for item in page["items"])
+            path = page["next"]
+
+    def results_csv(self) -> str:
+        """One line per fit: fit_id,series,status,w,b,w_raw,b_raw,loss,epochs_done,diverged_at_epoch."""
+        return self.client.request("GET", f"/v1/batches/{self.id}/fits", params={"format": "csv"}).text
+
+    def results(self, as_frame: bool | None = None) -> Any:
+        """One row per fit, typed (None where a value is empty); a pandas DataFrame when pandas is
+        installed (or as_frame=True), else a list of dicts."""
+        rows: list[dict[str, Any]] = []
+        for row in csv.DictReader(io.StringIO(self.results_csv())):
+            rows.append({k: (RESULT_TYPES[k](v) if v else None) if k in RESULT_TYPES else v for k, v in row.items()})
+        if as_frame is False:
+            return rows
+        try:
+            import pandas as pd
+        except ImportError:
+            if as_frame:
+                raise
+            return rows
+        return pd.DataFrame(rows)
+
+    def cancel(self) -> Batch:
+        self.data = self.client.json("POST", f"/v1/batches/{self.id}/cancel")
+        return self
