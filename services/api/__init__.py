@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask
 
-from services.api import batches, fits, openapi, ops
+from services.api import batches, fits, openapi, ops, ui
 from services.api.auth import authenticate
 from services.api.extensions import Services
 from services.api.limits import install_rate_limits
@@ -48,3 +48,4 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(batches.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(ui.bp)

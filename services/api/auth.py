@@ -1,28 +1,53 @@
-"""Who is asking: `Authorization: Bearer <token>` resolves to a tenant on every /v1 request.
+"""Who is asking: a bearer token resolves to a tenant on every /v1 request and dashboard page.
 
 There is no switch to turn this off: a service without a token answers 401 to
 every /v1 route. The embedded default stays zero-setup because `calib up` mints
 a local token and the CLI reads it (shared.tokens.ensure_local_token).
+
+The dashboard (/ui) keeps the token a person pasted at /ui/login in a cookie
+(HttpOnly, SameSite=Strict), and its charts read /v1 with it. The cookie is
+accepted for GET and HEAD only, so no other site can make a browser change
+anything with it; everything that writes needs the Authorization header.
 """
 
 from __future__ import annotations
 
-from flask import g, request
+from flask import g, redirect, request
+from werkzeug.wrappers import Response
 
 from services.api.extensions import services
 from services.api.problems import Problem
 from shared import tokens
 
+COOKIE = "calib_token"
+SAFE_METHODS = ("GET", "HEAD")
+OPEN_UI_PATHS = ("/ui/login", "/ui/static/")
 
-def authenticate() -> None:
-    """Before every request: under /v1, set g.tenant or answer 401; health, readiness and docs stay open."""
-    if not request.path.startswith("/v1/"):
-        return
+
+def presented_token() -> str | None:
+    """The bearer token of the request, or for reads the dashboard's cookie."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    if request.method in SAFE_METHODS:
+        return request.cookies.get(COOKIE) or None
+    return None
+
+
+def authenticate() -> Response | None:
+    """Before every request: set g.tenant for /v1 (or answer 401) and for the dashboard (or send
+    the browser to the login page); health, readiness, metrics and docs stay open."""
+    api, ui = request.path.startswith("/v1/"), request.path.startswith("/ui")
+    if not (api or ui) or request.path.startswith(OPEN_UI_PATHS):
+        return None
+    token = presented_token()
+    tenant = tokens.tenant_of(services().db, token) if token else None
+    if tenant is not None:
+        g.tenant = tenant
+        return None
+    if ui:
+        return redirect("/ui/login")
+    if token is None:
         raise Problem(401, "send Authorization: Bearer <token> (create one with `calib tokens create`)",
                       slug="not-authenticated")
-    tenant = tokens.tenant_of(services().db, token.strip())
-    if tenant is None:
-        raise Problem(401, "the token is unknown or revoked", slug="not-authenticated")
-    g.tenant = tenant
+    raise Problem(401, "the token is unknown or revoked", slug="not-authenticated")

@@ -134,7 +134,7 @@ def _read_long_csv(text: str) -> dict[str, tuple[list[float], list[float]]]:
     return grouped
 
 
-def _batch_json(session: Any, batch: Batch) -> dict[str, Any]:
+def batch_json(session: Any, batch: Batch) -> dict[str, Any]:
     rows = session.execute(
         sa.select(Fit.status, sa.func.count(), sa.func.max(Fit.finished_at))
         .where(Fit.batch_id == batch.id).group_by(Fit.status)
@@ -184,7 +184,7 @@ def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
     request_digest = digest(canonical)
     if key and (found := _existing(svc, key, request_digest)) is not None:
         with svc.db.session() as session:
-            return _batch_json(session, found), 200, {"Location": f"/v1/batches/{found.id}"}
+            return batch_json(session, found), 200, {"Location": f"/v1/batches/{found.id}"}
 
     svc.require_broker()
     tenant = current_tenant()
@@ -204,16 +204,16 @@ def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
         if found is None:
             raise
         with svc.db.session() as session:
-            return _batch_json(session, found), 200, {"Location": f"/v1/batches/{found.id}"}
+            return batch_json(session, found), 200, {"Location": f"/v1/batches/{found.id}"}
     svc.dispatch(chunks)
     with svc.db.session() as session:
-        return _batch_json(session, batch), 202, {"Location": f"/v1/batches/{batch.id}"}
+        return batch_json(session, batch), 202, {"Location": f"/v1/batches/{batch.id}"}
 
 
 @bp.get("/<batch_id>")
 def get_batch(batch_id: str) -> dict[str, Any]:
     with services().db.session() as session:
-        return _batch_json(session, _get_batch(session, batch_id))
+        return batch_json(session, _get_batch(session, batch_id))
 
 
 def _result_lines(batch_id: str) -> Iterator[str]:
@@ -262,4 +262,4 @@ def cancel_batch(batch_id: str) -> tuple[dict[str, Any], int]:
             .values(status=CANCELLED, finished_at=utcnow(), lease_expires_at=None)
             .execution_options(synchronize_session=False))
     with services().db.session() as session:
-        return _batch_json(session, _get_batch(session, batch_id)), 202
+        return batch_json(session, _get_batch(session, batch_id)), 202

@@ -12,15 +12,16 @@ from flask import Flask, request
 from flask_limiter import Limiter
 
 from services.api import openapi, ops
+from services.api.auth import presented_token
 from shared.settings import Settings
 
 
 def rate_limit_key() -> str:
     # Keyed by the credential (as a digest: the plaintext token never reaches Redis),
     # so a bad-token flood is limited too; requests without one share their address's bucket.
-    header = request.headers.get("Authorization", "")
-    if header:
-        return "token:" + hashlib.sha256(header.encode()).hexdigest()[:32]
+    token = presented_token() or request.headers.get("Authorization", "")
+    if token:
+        return "token:" + hashlib.sha256(token.encode()).hexdigest()[:32]
     return "addr:" + (request.remote_addr or "unknown")
 
 

@@ -1,0 +1,99 @@
+"""The dashboard at /ui: recent batches and fits, a fit's loss curve and data, a batch's progress
+and the distribution of its fitted lines. Server-rendered HTML; the two charts of a fit page are
+drawn in the browser from the API's own JSON (the downsampled losses, the data) by a small
+script shipped here, with no CDN, so the service works offline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from flask import Blueprint, Response, make_response, redirect, render_template, request
+
+from services.api.auth import COOKIE
+from services.api.batches import batch_json
+from services.api.extensions import services
+from services.api.presenters import fit_json
+from services.api.problems import Problem
+from services.api.tenancy import current_tenant, owned_or_404
+from shared import tokens
+from shared.models import STATUSES, SUCCEEDED, TERMINAL, Batch, Fit
+
+bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
+
+# The loss chart asks for about one bucket per two pixels of its width: a 1,000,000-epoch fit
+# sends the browser 600 buckets, not a million losses.
+CHART_BUCKETS = 600
+HISTOGRAM_BINS = 24
+
+
+@bp.get("/login")
+def login_form() -> str:
+    return render_template("login.html", error=None)
+
+
+@bp.post("/login")
+def login() -> Any:
+    token = (request.form.get("token") or "").strip()
+    if not token or tokens.tenant_of(services().db, token) is None:
+        return render_template("login.html", error="That token is unknown or revoked."), 401
+    response = make_response(redirect("/ui/"))
+    response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=request.is_secure, path="/")
+    return response
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    response = make_response(redirect("/ui/login"))
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+@bp.get("/")
+def home() -> str:
+    status = request.args.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise Problem(422, f"status: one of {', '.join(STATUSES)}", slug="invalid-field")
+    tenant = current_tenant()
+    fits_query = sa.select(Fit).where(Fit.tenant == tenant)
+    if status:
+        fits_query = fits_query.where(Fit.status == status)
+    with services().db.session() as session:
+        fits = [fit_json(f) for f in session.scalars(fits_query.order_by(Fit.created_at.desc()).limit(50))]
+        batches = [batch_json(session, b) for b in session.scalars(
+            sa.select(Batch).where(Batch.tenant == tenant).order_by(Batch.created_at.desc()).limit(10))]
+    return render_template("index.html", fits=fits, batches=batches, status=status, statuses=STATUSES)
+
+
+@bp.get("/fits/<fit_id>")
+def fit_page(fit_id: str) -> str:
+    with services().db.session() as session:
+        fit = fit_json(owned_or_404(session, Fit, fit_id, "fit"))
+    return render_template("fit.html", fit=fit, running=fit["status"] not in TERMINAL, buckets=CHART_BUCKETS)
+
+
+@bp.get("/batches/<batch_id>")
+def batch_page(batch_id: str) -> str:
+    with services().db.session() as session:
+        batch = batch_json(session, owned_or_404(session, Batch, batch_id, "batch"))
+        rows = session.execute(sa.select(Fit.w, Fit.b, Fit.input_scale, Fit.input_shift).where(
+            Fit.batch_id == batch_id, Fit.status == SUCCEEDED)).all()
+    w = np.array([r.w * r.input_scale for r in rows], dtype=np.float64)
+    b = np.array([r.b - r.w * r.input_scale * (r.input_shift or 0.0) for r in rows], dtype=np.float64)
+    return render_template("batch.html", batch=batch, running=batch["status"] in ("queued", "running"),
+                           histograms=[histogram("w_raw (slope)", w), histogram("b_raw (offset)", b)])
+
+
+def histogram(name: str, values: np.ndarray) -> dict[str, Any]:
+    """Bars of a histogram in a 100 × 40 box, for the template to draw as SVG."""
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return {"name": name, "bars": [], "count": 0}
+    counts, edges = np.histogram(values, bins=HISTOGRAM_BINS)
+    top = max(int(counts.max()), 1)
+    width = 100 / len(counts)
+    bars = [{"x": i * width, "width": width, "height": 40 * c / top, "count": int(c),
+             "low": float(edges[i]), "high": float(edges[i + 1])} for i, c in enumerate(counts)]
+    return {"name": name, "bars": bars, "count": int(len(values)), "low": float(edges[0]), "high": float(edges[-1]),
+            "mean": float(values.mean()), "sd": float(values.std())}

@@ -1,0 +1,135 @@
+"""The dashboard in a real browser: headless Chromium (Debian's chromium and chromium-driver) through
+Selenium, against the running stack. It logs in with a token, opens the thermometer fit's page, and
+checks that both charts rendered from the API's JSON; a 1,000,000-epoch fit's page receives only the
+downsampled buckets. Screenshots are kept in $CALIB_TEST_ARTIFACTS (default: test-artifacts/)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.cli.local_stack import Stack
+from tests.conftest import DATA
+
+REFERENCE = json.loads((DATA / "thermometer.json").read_text())
+ARTIFACTS = Path(os.environ.get("CALIB_TEST_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts"))
+CHROMEDRIVER = shutil.which("chromedriver")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+pytestmark = pytest.mark.skipif(not (CHROMEDRIVER and CHROMIUM),
+                                reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1360,1000",
+                 "--disable-gpu"):
+        options.add_argument(flag)
+    # An explicit driver path: Selenium Manager never tries to download a driver.
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def wait_for(browser: Any, script: str, timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = browser.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.1)
+    raise TimeoutError(script)
+
+
+def log_in(browser: Any, stack: Stack) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{stack.url}/ui/")
+    browser.delete_all_cookies()
+    browser.get(f"{stack.url}/ui/")
+    assert browser.current_url.endswith("/ui/login")  # no cookie yet: sent to the login page
+    browser.find_element(By.ID, "token").send_keys(stack.token)
+    browser.find_element(By.ID, "login").click()
+    wait_for(browser, "return location.pathname === '/ui/'")
+
+
+def test_the_fit_page_draws_its_loss_curve_and_data(browser: Any, stack: Stack) -> None:
+    fit = stack.wait(stack.submit({"t_u": REFERENCE["t_u"], "t_c": REFERENCE["t_c"],
+                                   **REFERENCE["validation_split_run"]["request"], "labels": {"sensor": "ui"}})["id"])
+    log_in(browser, stack)
+    assert fit["id"][:8] in browser.page_source and "succeeded" in browser.page_source
+    browser.get(f"{stack.url}/ui/?status=diverged")
+    assert fit["id"][:8] not in browser.page_source  # the status filter
+    browser.get(f"{stack.url}/ui/fits/{fit['id']}")
+    wait_for(browser, "return document.getElementById('loss-chart').dataset.rendered")
+    wait_for(browser, "return document.getElementById('data-chart').dataset.rendered")
+    chart = browser.execute_script("""
+        const svg = document.getElementById('loss-chart');
+        return {rendered: svg.dataset.rendered, points: Number(svg.dataset.points),
+                lines: [...svg.querySelectorAll('polyline')].map(p => p.points.numberOfItems),
+                envelopes: svg.querySelectorAll('polygon').length,
+                dots: document.querySelectorAll('#data-chart circle').length,
+                held: document.querySelectorAll('#data-chart circle.held').length,
+                fitted: document.querySelectorAll('#data-chart line.fitted').length};""")
+    # 3000 epochs in 600 buckets; a training and a validation curve, each with its envelope.
+    assert chart == {"rendered": "true", "points": 600, "lines": [600, 600], "envelopes": 2, "dots": 11,
+                     "held": 2, "fitted": 1}
+    assert browser.find_element("id", "line").text == "t_c = 0.519636 · t_u -16.7512"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "dashboard-fit.png"))
+    assert (ARTIFACTS / "dashboard-fit.png").stat().st_size > 20_000
+
+
+def test_a_million_epoch_fit_sends_the_browser_only_buckets(browser: Any, stack: Stack) -> None:
+    fit = stack.wait(stack.submit({"t_u": REFERENCE["t_u"], "t_c": REFERENCE["t_c"], "epochs": 1_000_000,
+                                   "learning_rate": 1e-4})["id"], timeout=120)
+    assert fit["epochs_done"] == 1_000_000
+    log_in(browser, stack)
+    browser.get(f"{stack.url}/ui/fits/{fit['id']}")
+    wait_for(browser, "return document.getElementById('loss-chart').dataset.rendered")
+    received = browser.execute_script("""
+        return performance.getEntriesByType('resource').filter(e => e.name.includes('/losses'))
+            .map(e => ({url: e.name, bytes: e.encodedBodySize}));""")
+    assert len(received) == 1 and "points=600" in received[0]["url"]
+    assert received[0]["bytes"] < 200_000  # 600 buckets of five numbers, not a million losses
+    assert browser.execute_script("return Number(document.getElementById('loss-chart').dataset.points)") == 600
+
+
+def test_the_batch_page_shows_progress_and_the_spread_of_the_lines(browser: Any, stack: Stack) -> None:
+    fits = [{"t_u": REFERENCE["t_u"], "t_c": [c + 0.3 * i for c in REFERENCE["t_c"]]} for i in range(30)]
+    r = stack.http.post("/v1/batches", json={"defaults": {"epochs": 2000, "input_scale": 0.1}, "fits": fits})
+    batch = stack.wait_batch(r.json()["id"])
+    log_in(browser, stack)
+    browser.get(f"{stack.url}/ui/batches/{batch['id']}")
+    assert browser.execute_script("return document.getElementById('batch-progress').value") == 30
+    bars = browser.execute_script("return document.querySelectorAll('svg.histogram rect').length")
+    assert bars == 2 * 24
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "dashboard-batch.png"))
+
+
+def test_the_cookie_only_reads(stack: Stack) -> None:
+    """The dashboard's cookie works for GET, never for a write (no cross-site request can use it)."""
+    import httpx
+
+    fit = stack.submit({"t_u": REFERENCE["t_u"], "t_c": REFERENCE["t_c"], "epochs": 10})
+    with httpx.Client(base_url=stack.url, cookies={"calib_token": stack.token}) as browserlike:
+        assert browserlike.get(f"/v1/fits/{fit['id']}").status_code == 200
+        assert browserlike.post(f"/v1/fits/{fit['id']}/cancel").status_code == 401
+        assert browserlike.post("/v1/fits", json={"t_u": [1, 2], "t_c": [1, 2]}).status_code == 401
+    with httpx.Client(base_url=stack.url, cookies={"calib_token": "calib_wrong"}) as stranger:
+        assert stranger.get("/ui/").status_code == 302
+        assert stranger.get(f"/v1/fits/{fit['id']}").status_code == 401
