@@ -215,3 +215,16 @@ class TenantTurn(Base):
 
     tenant: so.Mapped[str] = so.mapped_column(sa.String(64), primary_key=True)
     served_at: so.Mapped[dt.datetime] = so.mapped_column(UTCDateTime)
+
+
+class WorkerCounter(Base):
+    """Counters the workers add to after each chunk, served by the API's /metrics: Celery workers
+    are separate processes on other machines, and the database is what they all share.
+    Histograms are stored as their cumulative buckets (`le`), sum and count."""
+
+    __tablename__ = "worker_counters"
+
+    name: so.Mapped[str] = so.mapped_column(sa.String(64), primary_key=True)
+    # "" or one label as key=value, e.g. "status=succeeded" or "le=0.5".
+    label: so.Mapped[str] = so.mapped_column(sa.String(64), primary_key=True)
+    value: so.Mapped[float] = so.mapped_column(sa.Float, default=0.0)

@@ -7,11 +7,14 @@ costs at most a short delay, never a fit.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
 
 from shared.settings import Settings
+
+log = logging.getLogger("calib.queue")
 
 RUN_CHUNK = "calib.run_chunk"
 RECONCILE = "calib.reconcile"
@@ -58,6 +61,20 @@ def make_celery(settings: Settings) -> Celery:
         # schedule file in the working directory would be contended for.
         beat_scheduler="celery.beat:Scheduler",
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
+        worker_send_task_events=settings.task_events,
     )
     return app
+
+
+def queue_depth(app: Celery) -> int | None:
+    """Messages waiting in the chunk queue (any kombu transport), or None if the broker does not say."""
+    try:
+        with app.connection_for_read() as conn:
+            return int(conn.default_channel.queue_declare(queue=QUEUE, passive=True).message_count)
+    except Exception as exc:
+        # kombu's virtual transports (Redis) answer NOT_FOUND for a queue that holds nothing
+        # and that no consumer has bound yet: no messages.
+        if "NOT_FOUND" in str(exc):
+            return 0
+        log.warning("queue depth unknown: %s", exc)
+        return None

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     redispatch_after_seconds: float = 15.0
     reconcile_every_seconds: float = 5.0
     torch_threads: int = 0
+    # Celery task events, for Flower (docker-compose's monitoring profile); off by default.
+    task_events: bool = False
     # Longer than the longest chunk can run, or Redis hands the message to a
     # second worker while the first still computes (the claim makes that harmless).
     visibility_timeout_seconds: int = 3600

@@ -43,3 +43,12 @@ def test_compose_has_the_backing_services_and_start_order() -> None:
 def test_dockerfiles_exist() -> None:
     assert (ROOT / "services/api/Dockerfile").exists()
     assert (ROOT / "services/worker/Dockerfile").exists()
+
+
+def test_flower_watches_the_stacks_broker_behind_a_profile() -> None:
+    services = compose()
+    flower = services["flower"]
+    assert flower["profiles"] == ["monitoring"]  # not started by a plain `docker compose up`
+    anchor = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["x-calib-env"]
+    assert flower["environment"]["CELERY_BROKER_URL"] == anchor["CALIB_BROKER_URL"]
+    assert anchor["CALIB_TASK_EVENTS"] == "true"  # the workers send the events Flower shows

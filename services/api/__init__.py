@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask
 
-from services.api import batches, fits, openapi, ops, ui
+from services.api import batches, fits, openapi, ops, telemetry, ui
 from services.api.auth import authenticate
 from services.api.extensions import Services
 from services.api.limits import install_rate_limits
@@ -43,6 +43,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
+    telemetry.install(app)  # first: every request gets its id and its log line, a refused one too
     app.before_request(authenticate)
     app.register_blueprint(fits.bp)
     app.register_blueprint(batches.bp)

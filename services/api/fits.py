@@ -17,6 +17,7 @@ from services.api.presenters import fit_json
 from services.api.problems import Problem
 from services.api.requests import json_body, parse, query_choice, query_int
 from services.api.submit import submit_fit
+from services.api.telemetry import bind_fit
 from services.api.tenancy import current_tenant, owned_or_404
 from shared.calibration import student_t_quantile
 from shared.models import ACTIVE, CANCELLED, STATUSES, Fit, UTCDateTime, utcnow
@@ -47,6 +48,7 @@ def create_fit() -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = services()
     spec = parse(FitCreate, json_body(), {"settings": svc.settings})
     fit, created = submit_fit(svc, spec, current_tenant(), idempotency_key())
+    bind_fit(fit.id)
     return fit_json(fit), 202 if created else 200, {"Location": f"/v1/fits/{fit.id}"}
 
 

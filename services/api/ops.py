@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint
+from flask import Blueprint, Response
 
+from services.api import telemetry
 from services.api.extensions import services
 from services.api.problems import Problem
 
@@ -30,6 +31,12 @@ def _database_answers() -> str | None:
 def _broker_answers() -> str | None:
     failure = services().broker_failure()
     return f"broker: {failure}" if failure else None
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text; open like the probes (it holds counts, no tenant's data)."""
+    return telemetry.metrics()
 
 
 @bp.get("/readyz")

@@ -10,15 +10,18 @@ import logging
 import os
 
 import torch
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, worker_process_init
 
 from services.worker import fairness, reconciler, runner
 from services.worker.engine import pick_device
+from shared import logs
 from shared.db import Database
-from shared.queue import QUEUE, RECONCILE, RUN_CHUNK, make_celery
+from shared.queue import RECONCILE, RUN_CHUNK, make_celery, queue_depth
 from shared.settings import get_settings
 
 log = logging.getLogger("calib.worker")
+# JSON from the first line on (Celery warns about its user before it sets up logging).
+logs.configure("worker")
 
 settings = get_settings()
 app = make_celery(settings)
@@ -40,6 +43,13 @@ def _database() -> Database:
     return db
 
 
+@setup_logging.connect
+def _json_logs(loglevel: int | str | None = None, **_: object) -> None:
+    # Connected, this replaces Celery's own logging setup: every line is JSON.
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else (loglevel or logging.INFO)
+    logs.configure("worker", level)
+
+
 @worker_process_init.connect
 def _init_process(**_: object) -> None:
     if settings.torch_threads > 0:
@@ -58,20 +68,10 @@ def run_chunk(chunk_id: str) -> int:
     return runner.run_chunk(db, settings, chunk_id, pick_device(settings.device))
 
 
-def _queue_depth() -> int | None:
-    """Messages waiting in the chunk queue (any kombu transport), or None if the broker does not say."""
-    try:
-        with app.connection_for_read() as conn:
-            return int(conn.default_channel.queue_declare(queue=QUEUE, passive=True).message_count)
-    except Exception as exc:
-        log.warning("queue depth unknown: %s", exc)
-        return None
-
-
 @app.task(name=RECONCILE)
 def reconcile() -> int:
     count = reconciler.reconcile(
-        _database(), settings, lambda chunk_id: run_chunk.apply_async((chunk_id,)), _queue_depth
+        _database(), settings, lambda chunk_id: run_chunk.apply_async((chunk_id,)), lambda: queue_depth(app)
     )
     if count:
         log.info("reconciler re-published %d chunks", count)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,7 +20,7 @@ from services.worker import store
 from services.worker.engine import GradientDescent, SeriesBatch
 from services.worker.engine.iterative import Iterative
 from services.worker.engine.stopping import StopRule
-from shared import failpoints
+from shared import failpoints, logs, worker_metrics
 from shared.db import Database
 from shared.models import DIVERGED, SUCCEEDED, utcnow
 from shared.packing import F32
@@ -36,19 +37,33 @@ _ITERATIVE_CELLS = 250_000_000
 
 def run_chunk(db: Database, settings: Settings, chunk_id: str, device: torch.device) -> int:
     """Run the chunk's queued fits; returns how many this call claimed."""
-    fits = store.claim(db, settings, chunk_id)
-    if not fits:
-        log.info("chunk %s: nothing to claim", chunk_id)
-        return 0
-    log.info("chunk %s: claimed %d fits", chunk_id, len(fits))
-    failpoints.kill_if_poisoned([fit.epochs for fit in fits])
+    with logs.bound(chunk_id=chunk_id):
+        started = time.perf_counter()
+        fits = store.claim(db, settings, chunk_id)
+        if not fits:
+            log.info("chunk %s: nothing to claim", chunk_id)
+            return 0
+        # A fit alone is a chunk of one: then every line of the chunk names its fit.
+        with logs.bound(fit_id=fits[0].id if len(fits) == 1 else None):
+            log.info("chunk %s: claimed %d fits", chunk_id, len(fits))
+            failpoints.kill_if_poisoned([fit.epochs for fit in fits])
+            try:
+                with _heartbeat(db, settings, fits):
+                    _compute_and_write(db, settings, fits, device)
+            except Exception as exc:
+                store.fail(db, fits, "internal", f"{type(exc).__name__}: {exc}")
+                raise
+            _count(db, fits, time.perf_counter() - started)
+            log.info("chunk %s: done in %.3f s", chunk_id, time.perf_counter() - started)
+        return len(fits)
+
+
+def _count(db: Database, fits: list[store.ClaimedFit], seconds: float) -> None:
+    """Add the chunk to the workers' counters (/metrics). A metric is not worth failing a chunk over."""
     try:
-        with _heartbeat(db, settings, fits):
-            _compute_and_write(db, settings, fits, device)
+        worker_metrics.record_chunk(db, [(fit.id, fit.attempt) for fit in fits], seconds)
     except Exception as exc:
-        store.fail(db, fits, "internal", f"{type(exc).__name__}: {exc}")
-        raise
-    return len(fits)
+        log.warning("chunk metrics not recorded: %s", exc)
 
 
 @contextmanager

@@ -1,0 +1,67 @@
+"""What the workers count, kept in the database (table worker_counters) for the API's /metrics.
+
+After each chunk a worker adds, in one upsert: the chunk's duration and each finished fit's
+(started to finished) to two histograms, the finished fits by status, and the epochs run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from shared.db import Database
+from shared.models import TERMINAL, Fit, WorkerCounter
+
+BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, math.inf)
+CHUNK_SECONDS = "calib_chunk_duration_seconds"
+FIT_SECONDS = "calib_fit_duration_seconds"
+FITS_FINISHED = "calib_worker_fits_finished_total"
+EPOCHS = "calib_worker_epochs_total"
+HISTOGRAMS = {CHUNK_SECONDS: "Wall time of one chunk in a worker, claim to last write",
+              FIT_SECONDS: "Wall time of a finished fit, from its claim (started_at) to finished_at"}
+COUNTERS = {FITS_FINISHED: "Fits that workers finished, by status", EPOCHS: "Epochs that workers computed"}
+
+
+def le_label(bound: float) -> str:
+    return "le=+Inf" if math.isinf(bound) else f"le={bound:g}"
+
+
+def _observe(into: dict[tuple[str, str], float], name: str, seconds: float) -> None:
+    for bound in BUCKETS:
+        if seconds <= bound:
+            into[(name + "_bucket", le_label(bound))] += 1
+    into[(name + "_sum", "")] += seconds
+    into[(name + "_count", "")] += 1
+
+
+def record_chunk(db: Database, fits: Iterable[tuple[str, int]], chunk_seconds: float) -> None:
+    """Count a chunk that ran: its duration, and the fits (id, attempt) it finished."""
+    increments: dict[tuple[str, str], float] = defaultdict(float)
+    _observe(increments, CHUNK_SECONDS, chunk_seconds)
+    mine = list(fits)
+    with db.session(write=True) as session:
+        rows = session.execute(
+            sa.select(Fit.status, Fit.epochs_done, Fit.started_at, Fit.finished_at)
+            .where(sa.tuple_(Fit.id, Fit.attempt).in_(mine), Fit.status.in_(TERMINAL))
+        ).all() if mine else []
+        for status, epochs_done, started, finished in rows:
+            increments[(FITS_FINISHED, f"status={status}")] += 1
+            increments[(EPOCHS, "")] += epochs_done or 0
+            if started is not None and finished is not None:
+                _observe(increments, FIT_SECONDS, max(0.0, (finished - started).total_seconds()))
+        dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+        # Sorted, so two workers adding at once lock the rows in the same order (no deadlock).
+        insert = dialect.insert(WorkerCounter).values(
+            [{"name": name, "label": label, "value": value} for (name, label), value in sorted(increments.items())])
+        session.execute(insert.on_conflict_do_update(
+            index_elements=["name", "label"], set_={"value": WorkerCounter.value + insert.excluded.value}))
+
+
+def read(db: Database) -> list[tuple[str, str, float]]:
+    with db.session() as session:
+        return [(r.name, r.label, r.value) for r in session.execute(
+            sa.select(WorkerCounter.name, WorkerCounter.label, WorkerCounter.value))]
