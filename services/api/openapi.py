@@ -214,6 +214,11 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
         },
         "/healthz": {"get": {"operationId": "healthz", "summary": "200 while the process serves",
                              "responses": {"200": {"description": "Alive"}}}},
+        "/metrics": {"get": {"operationId": "metrics",
+                             "summary": "Prometheus text: requests by route and status, fits by status, queue "
+                                        "depth, the workers' chunk and fit durations (README: Operators)",
+                             "responses": {"200": {"description": "Metrics",
+                                                   "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/readyz": {"get": {"operationId": "readyz",
                             "summary": "200 when the database and the broker answer",
                             "responses": {"200": {"description": "Ready"},

@@ -19,51 +19,62 @@ FIT_ENDS = ("succeeded", "diverged", "failed", "cancelled")
 BATCH_ENDS = ("completed", "cancelled")
 
 
-def _poll(refresh: Any, finished: Any, timeout: float | None, interval: float, show: Any) -> None:
-    """Call refresh() until finished(), showing progress; polls back off from `interval` to 1 s."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        show()
-        if finished():
-            return
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"still not finished after {timeout} s")
-        time.sleep(interval)
-        interval = min(interval * 1.5, 1.0)
-        refresh()
+class _Resource:
+    """An object of the service as last read: `data` is its JSON."""
 
+    collection = ""
+    ends: tuple[str, ...] = ()
 
-class Fit:
     def __init__(self, client: Client, data: dict[str, Any]) -> None:
         self.client, self.data = client, data
+
+    id = property(lambda self: str(self.data["id"]))
+    status = property(lambda self: str(self.data["status"]))
+
+    @property
+    def done(self) -> bool:
+        return self.status in self.ends
+
+    def refresh(self) -> Any:
+        self.data = self.client.json("GET", f"/v1/{self.collection}/{self.id}")
+        return self
+
+    def _poll(self, total: int, unit: str, progressed: Any, progress: bool, timeout: float | None,
+              interval: float) -> None:
+        """refresh() until done, backing off from `interval` to 1 s; with progress, a bar of
+        `progressed()` out of `total` on stderr."""
+        bar = Bar(total, unit) if progress else None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                if bar:
+                    bar.show(progressed(), self.status)
+                if self.done:
+                    return
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.collection[:-1]} {self.id} still {self.status} after {timeout} s")
+                time.sleep(interval)
+                interval = min(interval * 1.5, 1.0)
+                self.refresh()
+        finally:
+            if bar:
+                bar.close()
+
+
+class Fit(_Resource):
+    collection, ends = "fits", FIT_ENDS
 
     def __repr__(self) -> str:
         return f"<Fit {self.id} {self.status} {self.epochs_done}/{self.epochs}>"
 
-    id = property(lambda self: str(self.data["id"]))
-    status = property(lambda self: str(self.data["status"]))
     epochs = property(lambda self: int(self.data["epochs"]))
     epochs_done = property(lambda self: int(self.data["epochs_done"]))
     result = property(lambda self: self.data.get("result"))
     labels = property(lambda self: dict(self.data.get("labels") or {}))
 
-    @property
-    def done(self) -> bool:
-        return self.status in FIT_ENDS
-
-    def refresh(self) -> Fit:
-        self.data = self.client.json("GET", f"/v1/fits/{self.id}")
-        return self
-
     def wait(self, progress: bool = False, timeout: float | None = None, interval: float = 0.05) -> Fit:
         """Poll until the fit ends (any status); with progress, a bar of epochs done on stderr."""
-        bar = Bar(self.epochs, "epochs") if progress else None
-        try:
-            _poll(self.refresh, lambda: self.done, timeout, interval,
-                  lambda: bar and bar.show(self.epochs_done, self.status))
-        finally:
-            if bar:
-                bar.close()
+        self._poll(self.epochs, "epochs", lambda: self.epochs_done, progress, timeout, interval)
         return self
 
     def losses(self, as_array: bool = False, validation: bool = False) -> list[float] | np.ndarray:
@@ -107,15 +118,12 @@ RESULT_TYPES = {"w": float, "b": float, "w_raw": float, "b_raw": float, "loss": 
                 "epochs_done": int, "diverged_at_epoch": int}
 
 
-class Batch:
-    def __init__(self, client: Client, data: dict[str, Any]) -> None:
-        self.client, self.data = client, data
+class Batch(_Resource):
+    collection, ends = "batches", BATCH_ENDS
 
     def __repr__(self) -> str:
         return f"<Batch {self.id} {self.status} {self.finished}/{self.count}>"
 
-    id = property(lambda self: str(self.data["id"]))
-    status = property(lambda self: str(self.data["status"]))
     count = property(lambda self: int(self.data["count"]))
     counts = property(lambda self: dict(self.data["counts"]))
 
@@ -123,23 +131,9 @@ class Batch:
     def finished(self) -> int:
         return self.count - self.counts.get("queued", 0) - self.counts.get("running", 0)
 
-    @property
-    def done(self) -> bool:
-        return self.status in BATCH_ENDS
-
-    def refresh(self) -> Batch:
-        self.data = self.client.json("GET", f"/v1/batches/{self.id}")
-        return self
-
     def wait(self, progress: bool = False, timeout: float | None = None, interval: float = 0.1) -> Batch:
         """Poll until no fit is queued or running; with progress, a bar of fits finished."""
-        bar = Bar(self.count, "fits") if progress else None
-        try:
-            _poll(self.refresh, lambda: self.done, timeout, interval,
-                  lambda: bar and bar.show(self.finished, self.status))
-        finally:
-            if bar:
-                bar.close()
+        self._poll(self.count, "fits", lambda: self.finished, progress, timeout, interval)
         return self
 
     def fits(self, status: str | None = None, page_size: int = 1000) -> Iterator[Fit]:
