@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.db import Database
-from shared.models import TERMINAL, Fit, WorkerCounter
+from shared.models import WorkerCounter
 
 BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, math.inf)
 CHUNK_SECONDS = "calib_chunk_duration_seconds"
@@ -22,7 +22,7 @@ FIT_SECONDS = "calib_fit_duration_seconds"
 FITS_FINISHED = "calib_worker_fits_finished_total"
 EPOCHS = "calib_worker_epochs_total"
 HISTOGRAMS = {CHUNK_SECONDS: "Wall time of one chunk in a worker, claim to last write",
-              FIT_SECONDS: "Wall time of a finished fit, from its claim (started_at) to finished_at"}
+              FIT_SECONDS: "Wall time of a finished fit in its worker, from the claim to its last write"}
 COUNTERS = {FITS_FINISHED: "Fits that workers finished, by status", EPOCHS: "Epochs that workers computed"}
 
 
@@ -38,21 +38,16 @@ def _observe(into: dict[tuple[str, str], float], name: str, seconds: float) -> N
     into[(name + "_count", "")] += 1
 
 
-def record_chunk(db: Database, fits: Iterable[tuple[str, int]], chunk_seconds: float) -> None:
-    """Count a chunk that ran: its duration, and the fits (id, attempt) it finished."""
+def record_chunk(db: Database, finished: Iterable[tuple[str, int, float]], chunk_seconds: float) -> None:
+    """Count a chunk that ran: its duration, and the fits it finished as (status, epochs done,
+    seconds from the claim), in one upsert."""
     increments: dict[tuple[str, str], float] = defaultdict(float)
     _observe(increments, CHUNK_SECONDS, chunk_seconds)
-    mine = list(fits)
+    for status, epochs_done, seconds in finished:
+        increments[(FITS_FINISHED, f"status={status}")] += 1
+        increments[(EPOCHS, "")] += epochs_done
+        _observe(increments, FIT_SECONDS, seconds)
     with db.session(write=True) as session:
-        rows = session.execute(
-            sa.select(Fit.status, Fit.epochs_done, Fit.started_at, Fit.finished_at)
-            .where(sa.tuple_(Fit.id, Fit.attempt).in_(mine), Fit.status.in_(TERMINAL))
-        ).all() if mine else []
-        for status, epochs_done, started, finished in rows:
-            increments[(FITS_FINISHED, f"status={status}")] += 1
-            increments[(EPOCHS, "")] += epochs_done or 0
-            if started is not None and finished is not None:
-                _observe(increments, FIT_SECONDS, max(0.0, (finished - started).total_seconds()))
         dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
         # Sorted, so two workers adding at once lock the rows in the same order (no deadlock).
         insert = dialect.insert(WorkerCounter).values(

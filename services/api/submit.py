@@ -36,7 +36,8 @@ def fit_rows(specs: Sequence[FitCreate], tenant: str, *, batch_id: str | None = 
     held_out = [spec.held_out() for spec in specs]
     # Everything the data says (standardization, pre-flight, least squares) is about the
     # points the line is fitted to: the held-out ones must not leak in.
-    training = [(split(spec.t_u, out)[0], split(spec.t_c, out)[0]) for spec, out in zip(specs, held_out, strict=True)]
+    training = [(split(spec.t_u, out)[0], split(spec.t_c, out)[0]) if out else (spec.t_u, spec.t_c)
+                for spec, out in zip(specs, held_out, strict=True)]
     shifts, scales = zip(*(model_input(spec, u) for spec, (u, _) in zip(specs, training, strict=True)), strict=True)
     stats = data_stats([u for u, _ in training], [c for _, c in training], scales, shifts)
     rows = []
@@ -62,7 +63,7 @@ def fit_rows(specs: Sequence[FitCreate], tenant: str, *, batch_id: str | None = 
     return rows
 
 
-def model_input(spec: FitCreate, training_t_u: np.ndarray) -> tuple[float, float]:
+def model_input(spec: FitCreate, training_t_u: Sequence[float] | np.ndarray) -> tuple[float, float]:
     """(input_shift, input_scale) of x = (t_u - shift) * scale, as the fit's normalize says."""
     if spec.normalize == "scale":
         return 0.0, spec.input_scale

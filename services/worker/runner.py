@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ _ITERATIVE_CELLS = 250_000_000
 def run_chunk(db: Database, settings: Settings, chunk_id: str, device: torch.device) -> int:
     """Run the chunk's queued fits; returns how many this call claimed."""
     with logs.bound(chunk_id=chunk_id):
-        started = time.perf_counter()
+        tally = Tally(time.perf_counter())
         fits = store.claim(db, settings, chunk_id)
         if not fits:
             log.info("chunk %s: nothing to claim", chunk_id)
@@ -49,19 +50,29 @@ def run_chunk(db: Database, settings: Settings, chunk_id: str, device: torch.dev
             failpoints.kill_if_poisoned([fit.epochs for fit in fits])
             try:
                 with _heartbeat(db, settings, fits):
-                    _compute_and_write(db, settings, fits, device)
+                    _compute_and_write(db, settings, fits, device, tally)
             except Exception as exc:
                 store.fail(db, fits, "internal", f"{type(exc).__name__}: {exc}")
                 raise
-            _count(db, fits, time.perf_counter() - started)
-            log.info("chunk %s: done in %.3f s", chunk_id, time.perf_counter() - started)
+            seconds = time.perf_counter() - tally.started
+            _count(db, tally, seconds)
+            log.info("chunk %s: done in %.3f s", chunk_id, seconds)
         return len(fits)
 
 
-def _count(db: Database, fits: list[store.ClaimedFit], seconds: float) -> None:
+@dataclass
+class Tally:
+    """What a chunk did, for the workers' counters: when it started, and each fit it finished
+    (status, epochs done, seconds from the claim)."""
+
+    started: float
+    finished: list[tuple[str, int, float]] = field(default_factory=list)
+
+
+def _count(db: Database, tally: Tally, seconds: float) -> None:
     """Add the chunk to the workers' counters (/metrics). A metric is not worth failing a chunk over."""
     try:
-        worker_metrics.record_chunk(db, [(fit.id, fit.attempt) for fit in fits], seconds)
+        worker_metrics.record_chunk(db, tally.finished, seconds)
     except Exception as exc:
         log.warning("chunk metrics not recorded: %s", exc)
 
@@ -97,7 +108,7 @@ def _rule(fit: store.ClaimedFit) -> tuple[object, ...]:
 
 
 def _compute_and_write(
-    db: Database, settings: Settings, fits: list[store.ClaimedFit], device: torch.device
+    db: Database, settings: Settings, fits: list[store.ClaimedFit], device: torch.device, tally: Tally
 ) -> None:
     # One engine call per update rule in the chunk: the exact closed form for gd with
     # the analytic gradient, the batched iteration for the others.
@@ -106,14 +117,14 @@ def _compute_and_write(
         groups.setdefault(_rule(fit), []).append(fit)
     for rule, group in groups.items():
         if rule == ("closed_form",):
-            _run_group(db, settings, group, device)
+            _run_group(db, settings, group, device, tally)
             continue
         # The iteration keeps every epoch's loss (float32) until it is written: slices
         # of at most _ITERATIVE_CELLS losses bound its memory (1 GB) at any epoch count.
         series = 2 if any(fit.held_out for fit in group) else 1  # training and validation
         per_call = max(1, _ITERATIVE_CELLS // (series * max(fit.epochs for fit in group)))
         for first in range(0, len(group), per_call):
-            _run_group(db, settings, group[first:first + per_call], device)
+            _run_group(db, settings, group[first:first + per_call], device, tally)
 
 
 def _series(fits: list[store.ClaimedFit], part: int, device: torch.device) -> SeriesBatch:
@@ -150,7 +161,7 @@ def _engine(fits: list[store.ClaimedFit], device: torch.device) -> GradientDesce
 
 
 def _run_group(
-    db: Database, settings: Settings, fits: list[store.ClaimedFit], device: torch.device
+    db: Database, settings: Settings, fits: list[store.ClaimedFit], device: torch.device, tally: Tally
 ) -> None:
     engine = _engine(fits, device)
     done = engine.epochs_done.cpu().numpy()
@@ -192,7 +203,11 @@ def _run_group(
                     int(done[i]), int(diverged_at[i]), float(w[i]), float(b[i]), losses[i, :count],
                     val, bool(stopped_early[i]))
         failpoints.sleep_before_checkpoint()
-        alive = store.write(db, settings, fits, checkpoint) & alive
+        owned = store.write(db, settings, fits, checkpoint)
+        seconds = time.perf_counter() - tally.started
+        tally.finished += [(outcome["status"], int(outcome["epochs_done"]), seconds)  # type: ignore[call-overload]
+                           for fit_id, outcome in checkpoint.finished.items() if fit_id in owned]
+        alive &= owned - set(checkpoint.finished)
         if not alive or last >= last_epoch:
             break
         first = last + 1

@@ -138,7 +138,8 @@ def _renew_lease(session: so.Session, settings: Settings, fits: Iterable[Claimed
 
 
 def write(db: Database, settings: Settings, fits: Iterable[ClaimedFit], checkpoint: Checkpoint) -> set[str]:
-    """Write one checkpoint in one transaction; returns the ids this worker still owns."""
+    """Write one checkpoint in one transaction; returns the ids this attempt owned (and so wrote),
+    the fits it finished now included."""
     with db.session(write=True) as session:
         owned = _renew_lease(session, settings, fits)
         blocks = [block for block in checkpoint.blocks if block["fit_id"] in owned]
@@ -155,7 +156,7 @@ def write(db: Database, settings: Settings, fits: Iterable[ClaimedFit], checkpoi
                 updates.append(values)
         if updates:
             session.execute(sa.update(Fit), updates)
-    return owned - set(checkpoint.finished)
+    return owned
 
 
 def renew(db: Database, settings: Settings, fits: Iterable[ClaimedFit]) -> int:
