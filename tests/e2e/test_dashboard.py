@@ -117,6 +117,9 @@ def test_the_batch_page_shows_progress_and_the_spread_of_the_lines(browser: Any,
     assert browser.execute_script("return document.getElementById('batch-progress').value") == 30
     bars = browser.execute_script("return document.querySelectorAll('svg.histogram rect').length")
     assert bars == 2 * 24
+    browser.find_element("css selector", f"a[href='/ui/?batch={batch['id']}&status=succeeded']").click()
+    wait_for(browser, "return location.search.includes('status=succeeded')")
+    assert browser.execute_script("return document.querySelectorAll('#fits tbody tr').length") == 30
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "dashboard-batch.png"))
 

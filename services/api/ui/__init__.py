@@ -55,15 +55,19 @@ def home() -> str:
     status = request.args.get("status") or None
     if status is not None and status not in STATUSES:
         raise Problem(422, f"status: one of {', '.join(STATUSES)}", slug="invalid-field")
+    batch_id = request.args.get("batch") or None
     tenant = current_tenant()
     fits_query = sa.select(Fit).where(Fit.tenant == tenant)
     if status:
         fits_query = fits_query.where(Fit.status == status)
+    if batch_id:
+        fits_query = fits_query.where(Fit.batch_id == batch_id)
     with services().db.session() as session:
         fits = [fit_json(f) for f in session.scalars(fits_query.order_by(Fit.created_at.desc()).limit(50))]
         batches = [batch_json(session, b) for b in session.scalars(
             sa.select(Batch).where(Batch.tenant == tenant).order_by(Batch.created_at.desc()).limit(10))]
-    return render_template("index.html", fits=fits, batches=batches, status=status, statuses=STATUSES)
+    return render_template("index.html", fits=fits, batches=batches, status=status, statuses=STATUSES,
+                           batch_id=batch_id)
 
 
 @bp.get("/fits/<fit_id>")
