@@ -390,6 +390,10 @@ def losses(fit_id: str, as_csv: bool, url: str | None) -> None:
 @url_option
 def plot(fit_id: str, out: Path, points: int, url: str | None) -> None:
     """Draw a fit: its loss (and validation loss) per epoch on a log scale, and its data with the fitted line."""
+    try:
+        import matplotlib  # noqa: F401 (only to say what is missing, before any request)
+    except ImportError as exc:
+        raise click.UsageError("calib plot draws with matplotlib: pip install 'calib[plot]'") from exc
     from services.cli.plot import draw_fit
 
     try:
