@@ -7,6 +7,7 @@ far), its lease heartbeat and its cancellation checkpoint.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -91,7 +92,8 @@ def _heartbeat(db: Database, settings: Settings, fits: list[store.ClaimedFit]) -
             except Exception as exc:  # a missed beat only risks a retry, fenced by attempt
                 log.warning("lease renewal failed: %s", exc)
 
-    thread = threading.Thread(target=beat, name="lease-heartbeat", daemon=True)
+    # In a copy of this context, so its log lines name the chunk and fit too.
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(beat,), name="lease-heartbeat", daemon=True)
     thread.start()
     try:
         yield
