@@ -9,6 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from shared.splits import held_out_indices
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -155,7 +157,7 @@ class Fit(Base):
     warnings: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list, server_default="[]")
 
     def held_out(self) -> list[int]:
-        return list((self.validation or {}).get("indices") or [])  # type: ignore[call-overload]
+        return held_out_indices(self.validation)
 
     @property
     def n_train(self) -> int:

@@ -24,6 +24,11 @@ def choose_indices(n_points: int, fraction: float, seed: int) -> list[int]:
     return sorted(int(i) for i in order[n_points - validation_count(n_points, fraction):])
 
 
+def held_out_indices(validation: dict[str, object] | None) -> list[int]:
+    """The held-out indices of a fit's stored `validation` column; empty without a split."""
+    return list((validation or {}).get("indices") or [])  # type: ignore[call-overload]
+
+
 def split(values: Sequence[float] | np.ndarray, held_out: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
     """(training, validation) values, in their original order; no validation → all training."""
     array = np.asarray(values, dtype=np.float64)

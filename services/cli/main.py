@@ -371,10 +371,7 @@ def losses(fit_id: str, as_csv: bool, url: str | None) -> None:
             if as_csv:
                 click.echo(client.request("GET", f"/v1/fits/{fit_id}/losses", params={"format": "csv"}).text, nl=False)
                 return
-            found = client.get_fit(fit_id)
-            has_val = "validation" in found.data["params"]
-            loss = found.losses()
-            val = found.losses(validation=True) if has_val else None
+            loss, val = client.get_fit(fit_id).curves()
     except CalibError as exc:
         _fail(exc)
     for i, value in enumerate(loss):

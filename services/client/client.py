@@ -104,13 +104,17 @@ class Client:
              page_size: int = 100) -> Iterator[Fit]:
         """Fits newest first, following the pages; `label` as "key:value"."""
         params = {k: v for k, v in {"status": status, "batch_id": batch_id, "label": label}.items() if v}
-        path: str | None = "/v1/fits"
-        first = {**params, "limit": page_size}
-        while path:
-            page = self.json("GET", path, params=first)
-            first = {}
+        for page in self.pages("/v1/fits", {**params, "limit": page_size}):
             yield from (Fit(self, item) for item in page["items"])
-            path = page["next"]
+
+    def pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every page of a paginated answer: the first with `params`, then each `next` link as given."""
+        next_path: str | None = path
+        while next_path:
+            page = self.json("GET", next_path, params=params)
+            params = {}  # the next link carries the query already
+            yield page
+            next_path = page["next"]
 
     # --- batches -----------------------------------------------------------------------
 

@@ -79,18 +79,23 @@ class Fit(_Resource):
 
     def losses(self, as_array: bool = False, validation: bool = False) -> list[float] | np.ndarray:
         """Every recorded epoch's loss (or validation loss), following the pages."""
-        key = "val_loss" if validation else "loss"
-        values: list[float] = []
-        path: str | None = f"/v1/fits/{self.id}/losses"
-        params: dict[str, Any] = {"limit": 100_000}
-        while path:
-            page = self.client.json("GET", path, params=params)
-            params = {}
-            if key not in page:
-                raise ValueError(f"fit {self.id} has no validation split")
-            values += [np.nan if v is None else v for v in page[key]]
-            path = page["next"]
+        loss, val_loss = self.curves()
+        if validation and val_loss is None:
+            raise ValueError(f"fit {self.id} has no validation split")
+        values = val_loss if validation else loss
+        assert values is not None
         return np.asarray(values, dtype=np.float64) if as_array else values
+
+    def curves(self) -> tuple[list[float], list[float] | None]:
+        """Every recorded epoch's training loss and, with a split, validation loss, in one walk of the pages."""
+        loss: list[float] = []
+        val_loss: list[float] | None = None
+        for page in self.client.pages(f"/v1/fits/{self.id}/losses", {"limit": 100_000}):
+            loss += page["loss"]
+            if "val_loss" in page:
+                val_loss = [] if val_loss is None else val_loss
+                val_loss += [np.nan if v is None else v for v in page["val_loss"]]
+        return loss, val_loss
 
     def loss_curve(self, points: int = 500, start: int | None = None, end: int | None = None) -> list[dict[str, Any]]:
         """At most `points` buckets (first/last epoch, min, max, last loss; val_* with a split)."""
@@ -137,13 +142,9 @@ class Batch(_Resource):
         return self
 
     def fits(self, status: str | None = None, page_size: int = 1000) -> Iterator[Fit]:
-        path: str | None = f"/v1/batches/{self.id}/fits"
         params: dict[str, Any] = {"limit": page_size, **({"status": status} if status else {})}
-        while path:
-            page = self.client.json("GET", path, params=params)
-            params = {}
+        for page in self.client.pages(f"/v1/batches/{self.id}/fits", params):
             yield from (Fit(self.client, item) for item in page["items"])
-            path = page["next"]
 
     def results_csv(self) -> str:
         """One line per fit: fit_id,series,status,w,b,w_raw,b_raw,loss,epochs_done,diverged_at_epoch."""

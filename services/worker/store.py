@@ -23,6 +23,7 @@ from shared.db import Database
 from shared.models import FAILED, QUEUED, RUNNING, Fit, LossBlock, utcnow
 from shared.packing import unpack_f64
 from shared.settings import Settings
+from shared.splits import held_out_indices
 
 
 @dataclass
@@ -118,7 +119,7 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> list[ClaimedFit]:
             gradient=row.gradient, delta=row.delta, momentum=row.momentum,
             beta1=row.beta1, beta2=row.beta2, eps=row.eps,
             t_u=unpack_f64(row.t_u), t_c=unpack_f64(row.t_c),
-            held_out=list((row.validation or {}).get("indices") or []), early_stopping=row.early_stopping,
+            held_out=held_out_indices(row.validation), early_stopping=row.early_stopping,
         )
         for row in rows
     ]

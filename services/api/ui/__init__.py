@@ -9,13 +9,14 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask import Blueprint, Response, make_response, redirect, render_template, request
 
 from services.api.auth import COOKIE
 from services.api.batches import batch_json
 from services.api.extensions import services
+from services.api.fits import list_fits_query, query_with
 from services.api.presenters import fit_json
-from services.api.problems import Problem
 from services.api.tenancy import current_tenant, owned_or_404
 from shared import tokens
 from shared.models import STATUSES, SUCCEEDED, TERMINAL, Batch, Fit
@@ -52,22 +53,15 @@ def logout() -> Response:
 
 @bp.get("/")
 def home() -> str:
-    status = request.args.get("status") or None
-    if status is not None and status not in STATUSES:
-        raise Problem(422, f"status: one of {', '.join(STATUSES)}", slug="invalid-field")
+    # The same filters and pages as GET /v1/fits (status, label, cursor), plus ?batch=.
     batch_id = request.args.get("batch") or None
-    tenant = current_tenant()
-    fits_query = sa.select(Fit).where(Fit.tenant == tenant)
-    if status:
-        fits_query = fits_query.where(Fit.status == status)
-    if batch_id:
-        fits_query = fits_query.where(Fit.batch_id == batch_id)
+    fits, cursor = list_fits_query(batch_id=batch_id)
     with services().db.session() as session:
-        fits = [fit_json(f) for f in session.scalars(fits_query.order_by(Fit.created_at.desc()).limit(50))]
         batches = [batch_json(session, b) for b in session.scalars(
-            sa.select(Batch).where(Batch.tenant == tenant).order_by(Batch.created_at.desc()).limit(10))]
-    return render_template("index.html", fits=fits, batches=batches, status=status, statuses=STATUSES,
-                           batch_id=batch_id)
+            sa.select(Batch).where(Batch.tenant == current_tenant()).order_by(Batch.created_at.desc()).limit(10))]
+    return render_template("index.html", fits=[fit_json(f) for f in fits], batches=batches,
+                           status=request.args.get("status") or None, statuses=STATUSES, batch_id=batch_id,
+                           older=f"/ui/?{query_with(cursor=cursor)}" if cursor else None)
 
 
 @bp.get("/fits/<fit_id>")
@@ -81,10 +75,12 @@ def fit_page(fit_id: str) -> str:
 def batch_page(batch_id: str) -> str:
     with services().db.session() as session:
         batch = batch_json(session, owned_or_404(session, Batch, batch_id, "batch"))
-        rows = session.execute(sa.select(Fit.w, Fit.b, Fit.input_scale, Fit.input_shift).where(
-            Fit.batch_id == batch_id, Fit.status == SUCCEEDED)).all()
-    w = np.array([r.w * r.input_scale for r in rows], dtype=np.float64)
-    b = np.array([r.b - r.w * r.input_scale * (r.input_shift or 0.0) for r in rows], dtype=np.float64)
+        fits = session.scalars(sa.select(Fit).options(so.load_only(
+            Fit.status, Fit.w, Fit.b, Fit.input_scale, Fit.input_shift)).where(
+            Fit.batch_id == batch_id, Fit.status == SUCCEEDED))
+        lines = np.array([line for fit in fits if (line := fit.raw_params()) is not None],
+                         dtype=np.float64).reshape(-1, 2)
+    w, b = lines[:, 0], lines[:, 1]
     return render_template("batch.html", batch=batch, running=batch["status"] in ("queued", "running"),
                            histograms=[histogram("w_raw (slope)", w), histogram("b_raw (offset)", b)])
 

@@ -93,10 +93,9 @@ class GradientDescent:
         first = 1
         while first <= stopping.last_epoch_needed:
             last = min(first + window - 1, stopping.last_epoch_needed)
-            monitored = self._curve(first, last, torch.float32)
-            if self.val_moments is not None and bool(stopping.monitor_val.any()):
-                monitored = torch.where(stopping.monitor_val[:, None], self._val_curve(first, last), monitored)
-            stopping.update(monitored.T, first)
+            wants_val = self.val_moments is not None and bool(stopping.monitor_val.any())
+            val = self._val_curve(first, last).T if wants_val else None
+            stopping.update_from(self._curve(first, last, torch.float32).T, val, first)
             first = last + 1
         return stopping.epochs()
 

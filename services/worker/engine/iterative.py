@@ -182,10 +182,8 @@ class Iterative:
         """Feed the window ending at `epoch` to the rule; fits that stopped in it take the
         parameters after their stop epoch's update from the ring."""
         first = epoch - (epoch - 1) % _STOP_WINDOW
-        monitored = losses[first - 1:epoch]
-        if val_losses is not None:
-            monitored = torch.where(stopping.monitor_val[None, :], val_losses[first - 1:epoch], monitored)
-        stopped = stopping.update(monitored, first).nonzero()[:, 0]
+        val = val_losses[first - 1:epoch] if val_losses is not None else None
+        stopped = stopping.update_from(losses[first - 1:epoch], val, first).nonzero()[:, 0]
         if len(stopped):
             slots = (stopping.stopped_at[stopped] - 1) % _STOP_WINDOW
             final[:, stopped] = ring[slots, :, stopped].T

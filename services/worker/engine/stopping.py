@@ -46,12 +46,22 @@ class StopRule:
     @property
     def last_epoch_needed(self) -> int:
         """Past this epoch, no fit with the rule has anything left to decide."""
-        open_ = self.active & (self.stopped_at == 0)
+        open_ = self._open()
         return int(self.limit[open_].max()) if bool(open_.any()) else 0
+
+    def _open(self) -> torch.Tensor:
+        """The fits with a rule that have not stopped yet."""
+        return self.active & (self.stopped_at == 0)
 
     def epochs(self) -> torch.Tensor:
         """Each fit's last epoch: where it stopped, or its own epochs."""
         return torch.where(self.stopped_at > 0, self.stopped_at, self.limit)
+
+    def update_from(self, loss: torch.Tensor, val_loss: torch.Tensor | None, first_epoch: int) -> torch.Tensor:
+        """update() with each fit's own monitor: (L, B) training and validation losses of the same epochs."""
+        if val_loss is None:
+            return self.update(loss, first_epoch)
+        return self.update(torch.where(self.monitor_val[None, :], val_loss, loss), first_epoch)
 
     def update(self, values: torch.Tensor, first_epoch: int) -> torch.Tensor:
         """Take the monitored losses of epochs first_epoch.. (L, B); returns the fits that stopped in them."""
@@ -66,6 +76,6 @@ class StopRule:
             deadlines[i] = self.deadline
         epoch = torch.arange(first_epoch, first_epoch + length, device=v.device)[:, None]
         due = (deadlines == epoch) & (epoch < self.limit)
-        newly = due.any(0) & self.active & (self.stopped_at == 0)
+        newly = due.any(0) & self._open()
         self.stopped_at = torch.where(newly, due.to(torch.int8).argmax(0) + first_epoch, self.stopped_at)
         return newly
