@@ -55,6 +55,14 @@ def data_stats(t_u: Sequence[Sequence[float]], t_c: Sequence[Sequence[float]],
     scale = np.asarray(input_scale, dtype=np.float64)
     shift = np.zeros_like(scale) if input_shift is None else np.asarray(input_shift, dtype=np.float64)
 
+    # Data near float64's limits overflows below (squares past 1e308): those figures come out
+    # inf or nan, and _finite reports them as None rather than warn on every request.
+    with np.errstate(all="ignore"):
+        return _stats(u, c, n, starts, scale, shift)
+
+
+def _stats(u: np.ndarray, c: np.ndarray, n: np.ndarray, starts: np.ndarray, scale: np.ndarray,
+           shift: np.ndarray) -> list[DataStats]:
     mean_u = np.add.reduceat(u, starts) / n
     mean_c = np.add.reduceat(c, starts) / n
     # Deviations from each fit's mean before squaring: the textbook one-pass sums
@@ -73,18 +81,17 @@ def data_stats(t_u: Sequence[Sequence[float]], t_c: Sequence[Sequence[float]],
     lam_max = 2 * (half_trace + spread)
     lam_min = 2 * np.maximum(ex2 - ex**2, 0) / (half_trace + spread)  # det / λ_max: no cancellation
 
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w_opt = sxy / sxx
-        b_opt = mean_c - w_opt * mean_u
-        sse = np.maximum(syy - w_opt * sxy, 0)
-        s2 = sse / (n - 2)
-        se_w = np.sqrt(s2 / sxx)
-        se_b = np.sqrt(s2 * (1 / n + mean_u**2 / sxx))
-        cov_wb = -mean_u * s2 / sxx
-        r2 = 1 - sse / syy
-        lr_max = 2 / lam_max
-        lr_auto = 2 / (lam_min + lam_max)
-        condition = lam_max / lam_min
+    w_opt = sxy / sxx
+    b_opt = mean_c - w_opt * mean_u
+    sse = np.maximum(syy - w_opt * sxy, 0)
+    s2 = sse / (n - 2)
+    se_w = np.sqrt(s2 / sxx)
+    se_b = np.sqrt(s2 * (1 / n + mean_u**2 / sxx))
+    cov_wb = -mean_u * s2 / sxx
+    r2 = 1 - sse / syy
+    lr_max = 2 / lam_max
+    lr_auto = 2 / (lam_min + lam_max)
+    condition = lam_max / lam_min
 
     out = []
     for i in range(len(n)):
@@ -113,8 +120,11 @@ ILL_CONDITIONED = 1e3
 def warnings_for(stats: DataStats, learning_rate: float) -> list[str]:
     """What a user should know before the fit runs."""
     notes = []
-    if stats.w_opt is None:
+    if stats.t_u_sxx == 0:
         notes.append("all t_u are equal: the slope is not determined by the data")
+    elif stats.w_opt is None:
+        notes.append("t_u and t_c are too large or too small for float64 to square: the least-squares line "
+                     "is not determined; rescale them toward unit size")
     if stats.lr_max is not None and learning_rate >= stats.lr_max:
         notes.append(f"learning_rate {learning_rate:g} exceeds the stable limit {stats.lr_max:.2g}: "
                      "this fit will diverge")
@@ -126,7 +136,12 @@ def warnings_for(stats: DataStats, learning_rate: float) -> list[str]:
 
 def student_t_quantile(p: float, dof: int) -> float:
     """The p-quantile of Student's t with `dof` degrees of freedom (bisection on the CDF)."""
-    lo, hi = -1e3, 1e3
+    if p < 0.5:
+        return -student_t_quantile(1 - p, dof)  # the distribution is symmetric about 0
+    # The bracket grows until it holds the quantile: with 1 dof, p = 0.99995 is already past 6000.
+    lo, hi = 0.0, 1.0
+    while _t_cdf(hi, dof) < p and hi < 1e300:
+        lo, hi = hi, hi * 2
     for _ in range(200):
         mid = (lo + hi) / 2
         if _t_cdf(mid, dof) < p:
@@ -171,8 +186,64 @@ def _regularized_beta(x: float, a: float, b: float) -> float:
     return math.exp(log_front) * (f - 1)
 
 
+class PredictionOutOfRange(ValueError):
+    """A prediction (or its interval) past float64's range; `index` is its reading's place."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"the prediction at t_u[{index}] is outside the range of a 64-bit float")
+        self.index = index
+
+
+@dataclass(frozen=True)
+class Prediction:
+    t_c: list[float]
+    lower: list[float] | None = None
+    upper: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class Spread:
+    """What a prediction interval needs of the n training points: the residual SD and t_u's moments."""
+
+    n: int
+    residual_sd: float
+    t_u_mean: float
+    t_u_sxx: float
+
+
+def predict(w: float, b: float, t_u: Sequence[float], *, interval: float | None = None,
+            spread: Spread | None = None) -> Prediction:
+    """t_c = w·t_u + b in raw units, with the OLS prediction interval for a new reading
+    centred on this line when `interval` is given: t·s·sqrt(1 + 1/n + (t_u - mean)²/Sxx),
+    t from Student's t with n - 2 dof."""
+    u = np.asarray(t_u, dtype=np.float64)
+    # Readings near float64's limit overflow to infinity, which JSON cannot carry: the
+    # first such reading is reported by its index rather than answered.
+    with np.errstate(over="ignore", invalid="ignore"):
+        t_c = w * u + b
+        bounds: tuple[np.ndarray, np.ndarray] | None = None
+        if interval is not None:
+            assert spread is not None and spread.n > 2 and spread.t_u_sxx > 0
+            t = student_t_quantile((1 + interval) / 2, spread.n - 2)
+            d = u - spread.t_u_mean
+            half = t * spread.residual_sd * np.sqrt(1 + 1 / spread.n + d * d / spread.t_u_sxx)
+            bounds = (t_c - half, t_c + half)
+        finite = np.isfinite(t_c)
+        for bound in bounds or ():
+            finite &= np.isfinite(bound)
+    if not finite.all():
+        raise PredictionOutOfRange(int(np.argmin(finite)))
+    if bounds is None:
+        return Prediction(t_c.tolist())
+    return Prediction(t_c.tolist(), bounds[0].tolist(), bounds[1].tolist())
+
+
 def standardization(t_u: Sequence[float]) -> tuple[float, float] | None:
-    """(shift, scale) = (mean, 1/SD) of t_u, population SD; None when all t_u are equal."""
+    """(shift, scale) = (mean, 1/SD) of t_u, population SD; None when all t_u are equal, or
+    when the mean, the SD or its inverse is past float64 (t_u near 1e308, or below 1e-154
+    where squares underflow to 0)."""
     values = np.asarray(t_u, dtype=np.float64)
-    sd = float(values.std())
-    return (float(values.mean()), 1 / sd) if sd > 0 else None
+    with np.errstate(all="ignore"):
+        mean, sd = float(values.mean()), float(values.std())
+        scale = 1 / sd if sd > 0 else math.inf
+    return (mean, scale) if math.isfinite(mean) and math.isfinite(scale) and scale > 0 else None

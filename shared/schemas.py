@@ -17,6 +17,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from shared.calibration import standardization
 from shared.splits import choose_indices, split, validation_count
 
 # strict: "1.5" or true is a type error, not a number; no NaN or infinity.
@@ -237,9 +238,10 @@ class FitCreate(FitOptions):
     @model_validator(mode="after")
     def _standardize_needs_spread(self) -> FitCreate:
         # Standardization uses the training points only (the held-out ones must not leak in).
-        if self.normalize == "standardize" and len(set(self.training_t_u())) < 2:
-            raise PydanticCustomError("no_spread", "standardize needs training t_u that are not all equal",
-                                      {"field": "normalize"})
+        # The same test the submission's standardization makes, so nothing accepted fails it.
+        if self.normalize == "standardize" and standardization(self.training_t_u()) is None:
+            raise PydanticCustomError("no_spread", "standardize needs training t_u that are not all equal, "
+                                      "with a spread float64 can hold", {"field": "normalize"})
         return self
 
     def training_t_u(self) -> list[float]:

@@ -8,7 +8,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shared.calibration import data_stats, student_t_quantile, warnings_for
+from shared.calibration import (
+    PredictionOutOfRange,
+    Spread,
+    data_stats,
+    predict,
+    student_t_quantile,
+    warnings_for,
+)
 from tests.tolerance import param_close
 
 
@@ -40,9 +47,31 @@ def test_against_numpy_least_squares_on_random_data() -> None:
 
 
 @pytest.mark.parametrize("p, dof, table", [(0.975, 9, 2.262157), (0.975, 1, 12.706205), (0.95, 30, 1.697261),
-                                           (0.995, 3, 5.840909), (0.025, 9, -2.262157)])
+                                           (0.995, 3, 5.840909), (0.025, 9, -2.262157),
+                                           (0.9995, 1, 636.619249), (0.99995, 1, 6366.197671)])
 def test_student_t_quantiles_match_the_tables(p: float, dof: int, table: float) -> None:
     assert student_t_quantile(p, dof) == pytest.approx(table, abs=2e-6)
+
+
+def test_prediction_intervals_are_the_ols_formula() -> None:
+    spread = Spread(n=11, residual_sd=1.9, t_u_mean=51.8, t_u_sxx=2833.14)
+    got = predict(0.5, -17.0, [51.8, 90.0], interval=0.95, spread=spread)
+    for u, c, lo, hi in zip([51.8, 90.0], got.t_c, got.lower, got.upper, strict=True):
+        half = 2.262157 * 1.9 * math.sqrt(1 + 1 / 11 + (u - 51.8) ** 2 / 2833.14)
+        assert c == 0.5 * u - 17.0 and hi - c == pytest.approx(half, rel=1e-6) and c - lo == pytest.approx(half)
+    assert predict(0.5, -17.0, [1.0]).lower is None
+
+
+@pytest.mark.parametrize("t_u, interval, index", [
+    ([1.0, 1e308, 2.0], None, 1),  # the line itself overflows
+    ([5.7e16, 1.4e16, 1.2e227, -4.6e-278], 0.88, 2),  # (t_u - mean)² overflows (a fuzzer's find)
+])
+def test_predictions_past_float64_name_their_reading(t_u: list[float], interval: float | None,
+                                                     index: int) -> None:
+    spread = Spread(n=11, residual_sd=1.9, t_u_mean=51.8, t_u_sxx=2833.14)
+    with pytest.raises(PredictionOutOfRange) as raised:
+        predict(5.0, -17.0, t_u, interval=interval, spread=spread)
+    assert raised.value.index == index
 
 
 def test_degenerate_data_has_no_invented_figures() -> None:

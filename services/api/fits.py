@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import math
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,7 +18,8 @@ from services.api.requests import json_body, parse, query_choice, query_int
 from services.api.submit import submit_fit
 from services.api.telemetry import bind_fit
 from services.api.tenancy import current_tenant, owned_or_404
-from shared.calibration import student_t_quantile
+from shared import calibration
+from shared.calibration import Spread
 from shared.models import ACTIVE, CANCELLED, STATUSES, Fit, UTCDateTime, utcnow
 from shared.packing import unpack_f64
 from shared.schemas import FitCreate, PredictRequest
@@ -204,18 +204,19 @@ def predict(fit_id: str) -> dict[str, Any]:
     if raw is None:
         raise Problem(409, f"fit {fit_id} is {fit.status}: predictions need a succeeded fit",
                       slug="not-succeeded")
-    w_raw, b_raw = raw
-    t_c = [w_raw * t + b_raw for t in body.t_u]
-    if body.interval is None:
-        return {"fit_id": fit.id, "t_c": t_c}
-    if fit.residual_sd is None or not fit.t_u_sxx:
-        raise Problem(422, "interval: a prediction interval needs at least 3 points and t_u not all equal",
-                      slug="invalid-field", errors=[{"loc": ["interval"], "msg": "not determined by this fit's data"}])
-    # The OLS prediction interval for a new reading, centred on the fit's own line:
-    # t * s * sqrt(1 + 1/n + (t_u - mean)^2 / Sxx), t from Student's t with n - 2 dof.
-    n = fit.n_train
-    t = student_t_quantile((1 + body.interval) / 2, n - 2)
-    half = [t * fit.residual_sd * math.sqrt(1 + 1 / n + (u - fit.t_u_mean) ** 2 / fit.t_u_sxx)
-            for u in body.t_u]
-    return {"fit_id": fit.id, "t_c": t_c, "lower": [c - h for c, h in zip(t_c, half, strict=True)],
-            "upper": [c + h for c, h in zip(t_c, half, strict=True)]}
+    spread = None
+    if body.interval is not None:
+        if fit.residual_sd is None or not fit.t_u_sxx or fit.t_u_mean is None:
+            raise Problem(422, "interval: a prediction interval needs at least 3 points and t_u not all equal",
+                          slug="invalid-field",
+                          errors=[{"loc": ["interval"], "msg": "not determined by this fit's data"}])
+        spread = Spread(fit.n_train, fit.residual_sd, fit.t_u_mean, fit.t_u_sxx)
+    try:
+        predicted = calibration.predict(*raw, body.t_u, interval=body.interval, spread=spread)
+    except calibration.PredictionOutOfRange as out:
+        raise Problem(422, f"t_u.{out.index}: {out}", slug="invalid-field",
+                      errors=[{"loc": ["t_u", out.index], "msg": str(out)}]) from None
+    answer = {"fit_id": fit.id, "t_c": predicted.t_c}
+    if predicted.lower is not None:
+        answer |= {"lower": predicted.lower, "upper": predicted.upper}
+    return answer

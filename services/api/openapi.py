@@ -148,7 +148,9 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
             "post": {"operationId": "predict", "summary": "t_c = w_raw * t_u + b_raw",
                      "description": ("With `interval` (e.g. 0.95), also `lower` and `upper`: the "
                                      "least-squares prediction interval for a new reading, centred on "
-                                     "the fit's line (Student's t, n - 2 degrees of freedom)."),
+                                     "the fit's line (Student's t, n - 2 degrees of freedom). A reading whose "
+                                     "prediction or interval would pass float64's range is refused "
+                                     "with 422 naming it (`t_u.3`)."),
                      "parameters": [_id_param()],
                      "requestBody": {"required": True, "content": _json("PredictRequest")},
                      "responses": {"200": {"description": "Calibrated values",
