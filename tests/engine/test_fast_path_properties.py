@@ -122,6 +122,18 @@ def test_divergence_at_the_first_epoch() -> None:
     assert int(fast.epochs_done[0]) == 0
 
 
+def test_readings_float64_cannot_square_diverge_at_the_first_epoch() -> None:
+    # Found by schemathesis: a reading of 1.8e308 among zeros made the closed form's averages
+    # inf and its loss series NaN, which read as "no overflow", and epoch 1's inf was stored.
+    t_u = [[-6.2e-135, -4.7e16, 1.7976931348623155e308, -3.7e-171, 1.1e125, -6.4e304], [1.0, 2.0, 3.0]]
+    t_c = [[0.0] * 6, [2.0, 4.0, 6.0]]
+    batch = build(t_u, t_c, [50, 50], [0.01, 0.01])
+    fast, slow = GradientDescent(batch), reference_fit(batch, torch.float64)
+    assert fast.diverged_at.tolist() == slow.diverged_at.tolist() == [1, 0]
+    assert fast.epochs_done.tolist() == [0, 50]
+    assert bool(torch.isfinite(fast.losses(1, 50)[1]).all())
+
+
 def test_data_the_initial_parameters_fit_exactly() -> None:
     # Found by hypothesis: t_c = 3 t_u with w0 = 3, b0 = 0. The book's loop gives an exact 0;
     # the closed form gives rounding noise far below the data's scale, and both stay put.

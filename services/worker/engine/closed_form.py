@@ -42,6 +42,9 @@ class GradientDescent:
         self.val_moments = validation.moments() if validation is not None else None
         mx, my, vxx, vxy, vyy = batch.moments()
         sxx = vxx + mx * mx
+        # Readings near float64's limit make an average inf or NaN, and the power series
+        # below would then hide that epoch 1's loss is not finite: such a fit diverges at 1.
+        self.unrepresentable = ~torch.stack([mx, my, vxx, vxy, vyy]).isfinite().all(0)
 
         singular = vxx <= _SINGULAR * sxx
         safe_vxx = torch.where(singular, torch.ones_like(vxx), vxx)
@@ -161,7 +164,7 @@ class GradientDescent:
     def _divergence_epoch(self) -> torch.Tensor:
         epochs = self.last_epoch
         ones = torch.ones_like(epochs)
-        at_first = self._overflows(ones)
+        at_first = self._overflows(ones) | self.unrepresentable
         at_last = self._overflows(epochs)
         lo, hi = ones, epochs.clone()  # invariant: lo does not overflow, hi does
         while bool(((hi - lo) > 1).any()):
