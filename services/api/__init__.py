@@ -9,6 +9,7 @@ from flask import Flask
 from services.api import batches, fits, openapi, ops, telemetry, ui
 from services.api.auth import authenticate
 from services.api.extensions import Services
+from services.api.finite_json import FiniteJSONProvider
 from services.api.limits import install_rate_limits
 from services.api.problems import register_error_handlers
 from shared.db import Database
@@ -19,9 +20,9 @@ from shared.settings import Settings, get_settings
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> Flask:
     settings = settings or get_settings()
     app = Flask(__name__)
+    app.json = FiniteJSONProvider(app)
     # Bodies over the limit are refused with 413 before they are parsed.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     if test_config:
         app.config.update(test_config)
     register_extensions(app, settings)

@@ -224,3 +224,14 @@ def test_over_the_rate_limit_gets_429_with_retry_after(make_client: Any) -> None
     other = make_client("tenant-b", rate_limit="3/minute")
     assert other.get("/v1/fits").status_code == 200
     assert limited.get("/readyz").status_code == 200
+
+
+def test_json_never_carries_nan_or_infinity(client: FlaskClient, caplog: pytest.LogCaptureFixture) -> None:
+    # Python's json writes bare NaN and Infinity, which no JSON parser accepts; the app's
+    # encoder serves them as null and logs that a figure escaped its own check.
+    provider = client.application.json
+    assert provider.dumps({"w": 1.5, "loss": [0.25, 2.0]}) == '{"w": 1.5, "loss": [0.25, 2.0]}'
+    assert "non-finite" not in caplog.text
+    served = provider.response({"w": float("inf"), "loss": (float("nan"), 2.0)}).get_data(as_text=True)
+    assert served == '{"w":null,"loss":[null,2.0]}\n'
+    assert "non-finite" in caplog.text
