@@ -133,6 +133,9 @@ def test_the_cookie_only_reads(stack: Stack) -> None:
         assert browserlike.get(f"/v1/fits/{fit['id']}").status_code == 200
         assert browserlike.post(f"/v1/fits/{fit['id']}/cancel").status_code == 401
         assert browserlike.post("/v1/fits", json={"t_u": [1, 2], "t_c": [1, 2]}).status_code == 401
+        unknown = browserlike.get("/ui/fits/00000000-0000-0000-0000-000000000000")
+        assert unknown.status_code == 404 and unknown.headers["content-type"].startswith("text/html")
+        assert "no fit with id 00000000-0000-0000-0000-000000000000" in unknown.text, unknown.text
     with httpx.Client(base_url=stack.url, cookies={"calib_token": "calib_wrong"}) as stranger:
         assert stranger.get("/ui/").status_code == 302
         assert stranger.get(f"/v1/fits/{fit['id']}").status_code == 401

@@ -17,6 +17,7 @@ from services.api.batches import batch_json
 from services.api.extensions import services
 from services.api.fits import list_fits_query, query_with
 from services.api.presenters import fit_json
+from services.api.problems import TITLES, Problem
 from services.api.tenancy import current_tenant, owned_or_404
 from shared import tokens
 from shared.models import STATUSES, SUCCEEDED, TERMINAL, Batch, Fit
@@ -27,6 +28,13 @@ bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates", st
 # sends the browser 600 buckets, not a million losses.
 CHART_BUCKETS = 600
 HISTOGRAM_BINS = 24
+
+
+@bp.errorhandler(Problem)
+def problem_page(problem: Problem) -> tuple[str, int]:
+    """A person at a browser gets a page (an unknown fit id, say), not the API's problem+json."""
+    return render_template("problem.html", title=TITLES.get(problem.status, "Error"),
+                           detail=problem.detail), problem.status
 
 
 @bp.get("/login")
