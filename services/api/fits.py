@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, request, stream_with_context
 
 from services.api.extensions import services
-from services.api.losses import csv_lines, downsample, finite_or_none, read_losses
+from services.api.losses import Curves, csv_lines, downsample, finite_or_none, read_losses
 from services.api.presenters import fit_json
 from services.api.problems import Problem
 from services.api.requests import json_body, parse, query_choice, query_int
@@ -33,6 +33,11 @@ MAX_BUCKETS = 10_000
 
 def _get_fit(session: Any, fit_id: str) -> Fit:
     return owned_or_404(session, Fit, fit_id, "fit")
+
+
+def fit_curves(session: Any, fit: Fit, start: int, stop: int) -> Curves:
+    """Epochs start..stop-1 of the fit's losses, with its validation losses when it has a split."""
+    return read_losses(session, fit.id, start, stop, with_val=bool(fit.validation))
 
 
 def idempotency_key() -> str | None:
@@ -131,7 +136,7 @@ def get_losses(fit_id: str) -> Any:
     if _wants_csv():
         with db.session() as session:
             fit = _get_fit(session, fit_id)
-            curves = read_losses(session, fit.id, 1, fit.epochs_done + 1, with_val=bool(fit.validation))
+            curves = fit_curves(session, fit, 1, fit.epochs_done + 1)
         return Response(stream_with_context(csv_lines(curves)), mimetype="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="{fit_id}-losses.csv"'})
     if request.args.get("points") is not None:
@@ -141,7 +146,7 @@ def get_losses(fit_id: str) -> Any:
     with db.session() as session:
         fit = _get_fit(session, fit_id)
         done = fit.epochs_done
-        curves = read_losses(session, fit.id, start, min(start + limit, done + 1), with_val=bool(fit.validation))
+        curves = fit_curves(session, fit, start, min(start + limit, done + 1))
     end = start + len(curves)
     more = end <= done and len(curves) == limit
     return {
@@ -161,7 +166,7 @@ def _downsampled(fit_id: str) -> dict[str, Any]:
         fit = _get_fit(session, fit_id)
         done = fit.epochs_done
         end = query_int("end", max(done, start), start, 2**31 - 1)
-        curves = read_losses(session, fit.id, start, min(end, done) + 1, with_val=bool(fit.validation))
+        curves = fit_curves(session, fit, start, min(end, done) + 1)
     return {"fit_id": fit.id, "epochs_done": done, "start": start, "end": start + len(curves) - 1,
             "buckets": downsample(curves, start, points)}
 
