@@ -190,7 +190,7 @@ class PredictionOutOfRange(ValueError):
     """A prediction (or its interval) past float64's range; `index` is its reading's place."""
 
     def __init__(self, index: int) -> None:
-        super().__init__(f"the prediction at t_u[{index}] is outside the range of a 64-bit float")
+        super().__init__("its prediction is outside the range of a 64-bit float")
         self.index = index
 
 

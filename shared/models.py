@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from shared.calibration import Spread
 from shared.splits import held_out_indices
 
 NAMING = {
@@ -170,6 +171,13 @@ class Fit(Base):
             return None
         w_raw = self.w * self.input_scale
         return w_raw, self.b - w_raw * (self.input_shift or 0.0)
+
+    def prediction_spread(self) -> Spread | None:
+        """What a prediction interval needs of the training points; None where the data does
+        not determine it (fewer than 3 points, or t_u all equal)."""
+        if self.residual_sd is None or not self.t_u_sxx or self.t_u_mean is None:
+            return None
+        return Spread(self.n_train, self.residual_sd, self.t_u_mean, self.t_u_sxx)
 
     __table_args__ = (
         sa.UniqueConstraint("tenant", "idempotency_key", name="uq_fits_tenant_idempotency_key"),

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from services.api.extensions import Services, services
 from services.api.fits import idempotency_key, list_fits_query, query_with
 from services.api.presenters import fit_json, iso
-from services.api.problems import Problem, from_validation
+from services.api.problems import Problem, from_validation, invalid_field
 from services.api.requests import json_body, parse, query_choice
 from services.api.submit import digest, fit_rows
 from services.api.tenancy import current_tenant, owned_or_404
@@ -92,8 +92,8 @@ def _query_defaults() -> dict[str, Any]:
         try:
             value = kind(raw)
         except ValueError as exc:
-            raise Problem(422, f"{name}: not a {kind.__name__}", slug="invalid-field",
-                          errors=[{"loc": ["query", name], "msg": f"a {kind.__name__}"}]) from exc
+            raise invalid_field(["query", name], f"a {kind.__name__}",
+                                f"{name}: not a {kind.__name__}") from exc
         parent = next((p for p in _NESTED if name.startswith(p + "_")), None)
         if parent:
             defaults.setdefault(parent, {})[name[len(parent) + 1:]] = value

@@ -13,13 +13,12 @@ from flask import Blueprint, Response, request, stream_with_context
 from services.api.extensions import services
 from services.api.losses import Curves, csv_lines, downsample, finite_or_none, read_losses
 from services.api.presenters import fit_json
-from services.api.problems import Problem
+from services.api.problems import Problem, invalid_field
 from services.api.requests import json_body, parse, query_choice, query_int
 from services.api.submit import submit_fit
 from services.api.telemetry import bind_fit
 from services.api.tenancy import current_tenant, owned_or_404
 from shared import calibration
-from shared.calibration import Spread
 from shared.models import ACTIVE, CANCELLED, STATUSES, Fit, UTCDateTime, utcnow
 from shared.packing import unpack_f64
 from shared.schemas import FitCreate, PredictRequest
@@ -43,8 +42,8 @@ def fit_curves(session: Any, fit: Fit, start: int, stop: int) -> Curves:
 def idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 200:
-        raise Problem(422, "Idempotency-Key: 1 to 200 characters", slug="invalid-field",
-                      errors=[{"loc": ["header", "Idempotency-Key"], "msg": "1 to 200 characters"}])
+        raise invalid_field(["header", "Idempotency-Key"], "1 to 200 characters",
+                            "Idempotency-Key: 1 to 200 characters")
     return key
 
 
@@ -73,8 +72,7 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
         created, fit_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
         return dt.datetime.fromisoformat(created), fit_id
     except ValueError as exc:
-        raise Problem(422, "cursor: not a cursor this API gave out", slug="invalid-field",
-                      errors=[{"loc": ["query", "cursor"], "msg": "invalid cursor"}]) from exc
+        raise invalid_field(["query", "cursor"], "invalid cursor", "cursor: not a cursor this API gave out") from exc
 
 
 def list_fits_query(batch_id: str | None = None) -> tuple[list[Fit], str | None]:
@@ -91,8 +89,7 @@ def list_fits_query(batch_id: str | None = None) -> tuple[list[Fit], str | None]
     if label:
         key, sep, value = label.partition(":")
         if not sep or not key:
-            raise Problem(422, "label: write it as key:value", slug="invalid-field",
-                          errors=[{"loc": ["query", "label"], "msg": "key:value"}])
+            raise invalid_field(["query", "label"], "key:value", "label: write it as key:value")
         query = query.where(Fit.labels[key].as_string() == value)
     cursor = request.args.get("cursor")
     if cursor:
@@ -209,18 +206,14 @@ def predict(fit_id: str) -> dict[str, Any]:
     if raw is None:
         raise Problem(409, f"fit {fit_id} is {fit.status}: predictions need a succeeded fit",
                       slug="not-succeeded")
-    spread = None
-    if body.interval is not None:
-        if fit.residual_sd is None or not fit.t_u_sxx or fit.t_u_mean is None:
-            raise Problem(422, "interval: a prediction interval needs at least 3 points and t_u not all equal",
-                          slug="invalid-field",
-                          errors=[{"loc": ["interval"], "msg": "not determined by this fit's data"}])
-        spread = Spread(fit.n_train, fit.residual_sd, fit.t_u_mean, fit.t_u_sxx)
+    spread = fit.prediction_spread() if body.interval is not None else None
+    if body.interval is not None and spread is None:
+        raise invalid_field(["interval"], "not determined by this fit's data",
+                            "interval: a prediction interval needs at least 3 points and t_u not all equal")
     try:
         predicted = calibration.predict(*raw, body.t_u, interval=body.interval, spread=spread)
     except calibration.PredictionOutOfRange as out:
-        raise Problem(422, f"t_u.{out.index}: {out}", slug="invalid-field",
-                      errors=[{"loc": ["t_u", out.index], "msg": str(out)}]) from None
+        raise invalid_field(["t_u", out.index], str(out)) from None
     answer = {"fit_id": fit.id, "t_c": predicted.t_c}
     if predicted.lower is not None:
         answer |= {"lower": predicted.lower, "upper": predicted.upper}

@@ -150,7 +150,7 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                                      "least-squares prediction interval for a new reading, centred on "
                                      "the fit's line (Student's t, n - 2 degrees of freedom). A reading whose "
                                      "prediction or interval would pass float64's range is refused "
-                                     "with 422 naming it (`t_u.3`)."),
+                                     "with 422 naming it (`t_u[3]`)."),
                      "parameters": [_id_param()],
                      "requestBody": {"required": True, "content": _json("PredictRequest")},
                      "responses": {"200": {"description": "Calibrated values",

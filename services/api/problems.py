@@ -65,6 +65,12 @@ class Problem(Exception):
         return resp
 
 
+def invalid_field(loc: Sequence[Any], msg: str, detail: str | None = None) -> Problem:
+    """422 naming one field; `detail` defaults to the field, dotted as in every other 422, and msg."""
+    return Problem(422, detail or f"{_dotted(loc)}: {msg}", slug="invalid-field",
+                   errors=[{"loc": list(loc), "msg": msg}])
+
+
 def _dotted(loc: Sequence[Any]) -> str:
     text = ""
     for part in loc:

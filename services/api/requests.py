@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from flask import request
 from pydantic import BaseModel, ValidationError
 
-from services.api.problems import Problem, from_validation
+from services.api.problems import Problem, from_validation, invalid_field
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -41,9 +41,8 @@ def query_int(name: str, default: int, low: int, high: int) -> int:
     except ValueError:
         value = None
     if value is None or not low <= value <= high:
-        raise Problem(422, f"{name}: must be an integer from {low} to {high}",
-                      slug="invalid-field",
-                      errors=[{"loc": ["query", name], "msg": f"integer from {low} to {high}"}])
+        raise invalid_field(["query", name], f"integer from {low} to {high}",
+                            f"{name}: must be an integer from {low} to {high}")
     return value
 
 
@@ -52,6 +51,6 @@ def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
     if raw is None or raw == "":
         return None
     if raw not in choices:
-        raise Problem(422, f"{name}: must be one of {', '.join(choices)}", slug="invalid-field",
-                      errors=[{"loc": ["query", name], "msg": f"one of {', '.join(choices)}"}])
+        raise invalid_field(["query", name], f"one of {', '.join(choices)}",
+                            f"{name}: must be one of {', '.join(choices)}")
     return raw
