@@ -156,6 +156,8 @@ class Fit(Base):
     t_u_mean: so.Mapped[float | None] = so.mapped_column(sa.Float)
     t_u_sxx: so.Mapped[float | None] = so.mapped_column(sa.Float)
     warnings: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list, server_default="[]")
+    # Retention (`calib prune`) deleted this fit's losses; its result stays.
+    losses_pruned: so.Mapped[bool] = so.mapped_column(sa.Boolean, default=False, server_default=sa.false())
 
     def held_out(self) -> list[int]:
         return held_out_indices(self.validation)
@@ -215,6 +217,19 @@ class ApiToken(Base):
     name: so.Mapped[str | None] = so.mapped_column(sa.String(200))
     created_at: so.Mapped[dt.datetime] = so.mapped_column(UTCDateTime, default=utcnow)
     revoked_at: so.Mapped[dt.datetime | None] = so.mapped_column(UTCDateTime)
+
+
+class Tenant(Base):
+    """A tenant's quotas (None: the service's defaults) and the loss bytes it stores, kept as a
+    running count: the workers add what they write, retries and retention subtract what they
+    delete, each in the same transaction, so no quota check scans the loss blocks."""
+
+    __tablename__ = "tenants"
+
+    name: so.Mapped[str] = so.mapped_column(sa.String(64), primary_key=True)
+    max_in_flight_fit_epochs: so.Mapped[int | None] = so.mapped_column(sa.BigInteger)
+    max_stored_loss_bytes: so.Mapped[int | None] = so.mapped_column(sa.BigInteger)
+    stored_loss_bytes: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0, server_default="0")
 
 
 class TenantTurn(Base):

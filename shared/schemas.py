@@ -31,6 +31,7 @@ DEFAULT_MOMENTUM = 0.9
 DEFAULT_BETAS = (0.9, 0.999)
 DEFAULT_EPS = 1e-8
 DEFAULT_DELTA = 0.1
+DEFAULT_EPOCHS = 5000
 
 
 def _learning_rate(value: Any) -> float | str:
@@ -109,7 +110,7 @@ class FitOptions(BaseModel):
     """The settings of a fit that a batch's `defaults` may also carry."""
 
     model_config = ConfigDict(extra="forbid")
-    epochs: Annotated[int, Field(strict=True, ge=1, json_schema_extra={"example": 5000})] = 5000
+    epochs: Annotated[int, Field(strict=True, ge=1, json_schema_extra={"example": 5000})] = DEFAULT_EPOCHS
     learning_rate: LearningRate = 0.01
     init: Init = Field(default_factory=Init, json_schema_extra={"example": {"w": 1.0, "b": 0.0}})
     input_scale: Finite = Field(1.0, json_schema_extra={"example": 0.1})

@@ -28,8 +28,8 @@ class Settings(BaseSettings):
     api_url: str = "http://127.0.0.1:8000"
     # The CLI's bearer token; empty means the local token `calib up` writes to data_dir.
     token: str = ""
-    # Per-token request rate (Flask-Limiter syntax); Redis holds the counters when
-    # the broker is Redis, so every API process shares them.
+    # Each tenant's request budget, shared by every route (the `limits` package's syntax);
+    # Redis holds the counters when the broker is Redis, so every API process shares them.
     rate_limit: str = "100/second;3000/minute"
 
     # Limits (documented in the README and the OpenAPI document).
@@ -39,6 +39,28 @@ class Settings(BaseSettings):
     max_points_per_batch: int = 20_000_000
     max_body_bytes: int = 256 * 1024 * 1024
     max_labels: int = 32
+
+    # Quotas (README "Reliability and security"; refusals name the quota). One request may ask
+    # for 500 million fit-epochs: at 4 bytes per epoch that stores at most 2 GB of losses, 4 GB
+    # with a validation split. A tenant's queued and running fits may hold 2 billion epochs not
+    # yet run, and it may store 50 GiB of losses; an operator sets other figures per tenant.
+    max_fit_epochs_per_request: int = 500_000_000
+    max_in_flight_fit_epochs: int = 2_000_000_000
+    max_stored_loss_bytes: int = 50 * 1024**3
+    # The whole service: past this many queued fits (or messages in the broker's queue),
+    # submissions get 503 with Retry-After instead of piling up.
+    max_queued_fits: int = 1_000_000
+    max_queued_messages: int = 100_000
+    # How stale the API's reading of those two (and /metrics' fits by status) may be.
+    queue_snapshot_seconds: float = 2.0
+    # Retention: the reconciler prunes the losses of fits finished longer ago than this
+    # (days; 0 keeps them for ever). `calib prune --older-than` does it by hand.
+    retention_days: float = 0.0
+    # Addresses (or networks) of proxies whose X-Forwarded-For is believed, comma-separated;
+    # empty: the client is whoever connected.
+    trusted_proxies: str = ""
+    # Requests without a valid token share their client address's budget, smaller than a tenant's.
+    anonymous_rate_limit: str = "20/second;300/minute"
 
     # Worker behaviour.
     chunk_size: int = 4096

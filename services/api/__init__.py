@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask
 
-from services.api import batches, fits, openapi, ops, telemetry, ui
+from services.api import batches, fits, openapi, ops, telemetry, ui, usage
 from services.api.auth import authenticate
 from services.api.extensions import Services
 from services.api.finite_json import FiniteJSONProvider
@@ -48,6 +48,7 @@ def register_blueprints(app: Flask) -> None:
     app.before_request(authenticate)
     app.register_blueprint(fits.bp)
     app.register_blueprint(batches.bp)
+    app.register_blueprint(usage.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(ui.bp)

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, request, stream_with_context
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
+from services.api.admission import Ask, admit, ask_of, refuse_oversize
 from services.api.extensions import Services, services
 from services.api.fits import idempotency_key, list_fits_query, query_with
 from services.api.presenters import fit_json, iso
@@ -64,10 +65,18 @@ def _specs(defaults: dict[str, Any], fits: list[tuple[list[Any], dict[str, Any]]
     return specs
 
 
-def _from_json(svc: Services) -> tuple[list[FitCreate], str]:
-    body = parse(BatchCreate, json_body())
+def _from_json(svc: Services) -> tuple[list[FitCreate], str, Ask]:
+    raw = json_body()
+    if isinstance(raw, dict) and isinstance(raw.get("fits"), list):
+        defaults = raw.get("defaults") if isinstance(raw.get("defaults"), dict) else {}
+        ask = ask_of(raw["fits"], defaults, svc.settings.max_epochs)
+    else:
+        ask = Ask(0, 0)
+    # Before validation: the per-request quota is refused in the time it takes to read the body.
+    refuse_oversize(svc.settings, ask)
+    body = parse(BatchCreate, raw)
     fits = [(["fits", i], fit.model_dump()) for i, fit in enumerate(body.fits)]
-    return _specs(body.defaults, fits, svc), body.model_dump_json()
+    return _specs(body.defaults, fits, svc), body.model_dump_json(), ask
 
 
 # The defaults a CSV batch takes as query parameters; a nested field's parts are
@@ -102,7 +111,7 @@ def _query_defaults() -> dict[str, Any]:
     return defaults
 
 
-def _from_csv(svc: Services) -> tuple[list[FitCreate], str]:
+def _from_csv(svc: Services) -> tuple[list[FitCreate], str, Ask]:
     text = request.get_data(as_text=True)
     try:
         grouped = _read_long_csv(text)
@@ -111,9 +120,11 @@ def _from_csv(svc: Services) -> tuple[list[FitCreate], str]:
     if not grouped:
         raise Problem(400, "the CSV has no data rows", slug="malformed")
     defaults = _query_defaults()
+    ask = ask_of([{}] * len(grouped), defaults, svc.settings.max_epochs)
+    refuse_oversize(svc.settings, ask)
     fits = [(["series", name], {"t_u": u, "t_c": c, "labels": {"series": name}})
             for name, (u, c) in grouped.items()]
-    return _specs(defaults, fits, svc), digest(text) + repr(sorted(defaults.items()))
+    return _specs(defaults, fits, svc), digest(text) + repr(sorted(defaults.items())), ask
 
 
 def _read_long_csv(text: str) -> dict[str, tuple[list[float], list[float]]]:
@@ -177,17 +188,18 @@ def _existing(svc: Services, key: str, request_digest: str) -> Batch | None:
 def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = services()
     if request.mimetype == "text/csv":
-        specs, canonical = _from_csv(svc)
+        specs, canonical, ask = _from_csv(svc)
     else:
-        specs, canonical = _from_json(svc)
+        specs, canonical, ask = _from_json(svc)
     key = idempotency_key()
     request_digest = digest(canonical)
     if key and (found := _existing(svc, key, request_digest)) is not None:
         with svc.db.session() as session:
             return batch_json(session, found), 200, {"Location": f"/v1/batches/{found.id}"}
 
-    svc.require_broker()
     tenant = current_tenant()
+    admit(svc, tenant, ask)
+    svc.require_broker()
     batch = Batch(id=new_id(), tenant=tenant, count=len(specs), cancelled=False,
                   created_at=utcnow(), idempotency_key=key, request_digest=request_digest)
     size = svc.settings.chunk_size

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from celery import Celery
@@ -15,7 +15,7 @@ from services.api.problems import Problem
 from shared import failpoints
 from shared.db import Database
 from shared.models import QUEUED, Fit, utcnow
-from shared.queue import RUN_CHUNK
+from shared.queue import RUN_CHUNK, queue_depth
 from shared.settings import Settings
 
 log = logging.getLogger("calib.api")
@@ -25,11 +25,30 @@ _BROKER_FRESH_SECONDS = 1.0
 
 
 @dataclass
+class QueueSnapshot:
+    read_at: float = float("-inf")
+    counts: dict[str, int] = field(default_factory=dict)
+    depth: int | None = None
+
+
+@dataclass
 class Services:
     settings: Settings
     db: Database
     celery: Celery
     broker_seen_at: float = float("-inf")  # monotonic time the broker last answered
+    snapshot: QueueSnapshot = field(default_factory=QueueSnapshot)
+
+    def queue_snapshot(self) -> tuple[dict[str, int], int | None]:
+        """(fits by status, messages in the chunk queue), read at most every queue_snapshot_seconds
+        per process: the admission threshold and /metrics share it, so neither scans the fits per request."""
+        snap = self.snapshot
+        if time.monotonic() - snap.read_at >= self.settings.queue_snapshot_seconds:
+            with self.db.session() as session:
+                counts = dict(session.execute(sa.select(Fit.status, sa.func.count()).group_by(Fit.status)).all())
+            self.snapshot = QueueSnapshot(time.monotonic(), {str(k): int(v) for k, v in counts.items()},
+                                          queue_depth(self.celery))
+        return self.snapshot.counts, self.snapshot.depth
 
     def require_broker(self) -> None:
         """Before anything is stored: 503 if the broker does not answer, so a client retries

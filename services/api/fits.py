@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from flask import Blueprint, Response, request, stream_with_context
 
+from services.api.admission import ask_of, refuse_oversize
 from services.api.extensions import services
 from services.api.losses import Curves, csv_lines, downsample, finite_or_none, read_losses
 from services.api.presenters import fit_json
@@ -34,6 +35,15 @@ def _get_fit(session: Any, fit_id: str) -> Fit:
     return owned_or_404(session, Fit, fit_id, "fit")
 
 
+def _fit_with_losses(session: Any, fit_id: str) -> Fit:
+    """The fit, if its losses are still kept: retention's pruned fits answer 410."""
+    fit = _get_fit(session, fit_id)
+    if fit.losses_pruned:
+        raise Problem(410, f"the losses of fit {fit_id} were pruned by retention; its result is kept",
+                      slug="losses-pruned")
+    return fit
+
+
 def fit_curves(session: Any, fit: Fit, start: int, stop: int) -> Curves:
     """Epochs start..stop-1 of the fit's losses, with its validation losses when it has a split."""
     return read_losses(session, fit.id, start, stop, with_val=bool(fit.validation))
@@ -50,8 +60,11 @@ def idempotency_key() -> str | None:
 @bp.post("")
 def create_fit() -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = services()
-    spec = parse(FitCreate, json_body(), {"settings": svc.settings})
-    fit, created = submit_fit(svc, spec, current_tenant(), idempotency_key())
+    body = json_body()
+    ask = ask_of([body] if isinstance(body, dict) else [], {}, svc.settings.max_epochs)
+    refuse_oversize(svc.settings, ask)
+    spec = parse(FitCreate, body, {"settings": svc.settings})
+    fit, created = submit_fit(svc, spec, ask, current_tenant(), idempotency_key())
     bind_fit(fit.id)
     return fit_json(fit), 202 if created else 200, {"Location": f"/v1/fits/{fit.id}"}
 
@@ -132,7 +145,7 @@ def get_losses(fit_id: str) -> Any:
     db = services().db
     if _wants_csv():
         with db.session() as session:
-            fit = _get_fit(session, fit_id)
+            fit = _fit_with_losses(session, fit_id)
             curves = fit_curves(session, fit, 1, fit.epochs_done + 1)
         return Response(stream_with_context(csv_lines(curves)), mimetype="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="{fit_id}-losses.csv"'})
@@ -141,7 +154,7 @@ def get_losses(fit_id: str) -> Any:
     start = query_int("start", 1, 1, 2**31 - 1)
     limit = query_int("limit", 10_000, 1, MAX_LOSS_PAGE)
     with db.session() as session:
-        fit = _get_fit(session, fit_id)
+        fit = _fit_with_losses(session, fit_id)
         done = fit.epochs_done
         curves = fit_curves(session, fit, start, min(start + limit, done + 1))
     end = start + len(curves)
@@ -160,7 +173,7 @@ def _downsampled(fit_id: str) -> dict[str, Any]:
     points = query_int("points", 500, 1, MAX_BUCKETS)
     start = query_int("start", 1, 1, 2**31 - 1)
     with services().db.session() as session:
-        fit = _get_fit(session, fit_id)
+        fit = _fit_with_losses(session, fit_id)
         done = fit.epochs_done
         end = query_int("end", max(done, start), start, 2**31 - 1)
         curves = fit_curves(session, fit, start, min(end, done) + 1)

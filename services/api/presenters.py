@@ -67,6 +67,7 @@ def fit_json(fit: Fit) -> dict[str, Any]:
         "result": result,
         "diverged_at_epoch": fit.diverged_at_epoch,
         "stop_reason": fit.stop_reason,
+        "losses_pruned": bool(fit.losses_pruned),
         "lr_max": fit.lr_max,
         "condition_number": fit.condition_number,
         "warnings": fit.warnings or [],

@@ -20,12 +20,14 @@ TITLES = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
+    410: "Gone",
     413: "Too large",
     415: "Unsupported media type",
     422: "Invalid field",
     429: "Too many requests",
     500: "Internal error",
     503: "Service unavailable",
+    507: "Insufficient storage",
 }
 
 
@@ -38,6 +40,7 @@ class Problem(Exception):
         slug: str | None = None,
         errors: Sequence[dict[str, Any]] | None = None,
         retry_after: int | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -45,6 +48,7 @@ class Problem(Exception):
         self.slug = slug or TITLES.get(status, "error").lower().replace(" ", "-")
         self.errors = list(errors) if errors is not None else None
         self.retry_after = retry_after
+        self.extra = extra or {}
 
     def response(self) -> Response:
         body: dict[str, Any] = {
@@ -55,6 +59,7 @@ class Problem(Exception):
         }
         if self.errors is not None:
             body["errors"] = self.errors
+        body.update(self.extra)
         resp = jsonify(body)
         resp.status_code = self.status
         resp.mimetype = "application/problem+json"

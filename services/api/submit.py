@@ -15,6 +15,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from services.api.admission import Ask, admit
 from services.api.extensions import Services
 from services.api.problems import Problem
 from shared.calibration import data_stats, standardization, warnings_for
@@ -123,7 +124,7 @@ def replay(existing: Fit, request_digest: str) -> Fit:
     return existing
 
 
-def submit_fit(svc: Services, spec: FitCreate, tenant: str, key: str | None) -> tuple[Fit, bool]:
+def submit_fit(svc: Services, spec: FitCreate, ask: Ask, tenant: str, key: str | None) -> tuple[Fit, bool]:
     """Returns the fit and whether it was created now (False: an idempotent replay)."""
     db = svc.db
     request_digest = digest(spec.model_dump_json())
@@ -131,6 +132,7 @@ def submit_fit(svc: Services, spec: FitCreate, tenant: str, key: str | None) -> 
         existing = find_by_key(db, tenant, key)
         if existing is not None:
             return replay(existing, request_digest), False
+    admit(svc, tenant, ask)
     svc.require_broker()
     fit = new_fit(spec, tenant)
     fit.idempotency_key, fit.request_digest = key, request_digest

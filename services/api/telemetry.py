@@ -20,7 +20,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 
-import sqlalchemy as sa
 from flask import Flask, Response, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -35,8 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from services.api.extensions import Services, services
 from shared import logs, worker_metrics
-from shared.models import STATUSES, Fit
-from shared.queue import queue_depth
+from shared.models import STATUSES
 
 log = logging.getLogger("calib.api")
 
@@ -91,13 +89,11 @@ class ServiceState:
         self.svc = svc
 
     def collect(self) -> Iterator[Metric]:
-        with self.svc.db.session() as session:
-            counts = dict(session.execute(sa.select(Fit.status, sa.func.count()).group_by(Fit.status)).all())
+        counts, depth = self.svc.queue_snapshot()
         fits = GaugeMetricFamily("calib_fits", "Fits by status", labels=["status"])
         for status in STATUSES:
             fits.add_metric([status], counts.get(status, 0))
         yield fits
-        depth = queue_depth(self.svc.celery)
         if depth is not None:
             yield GaugeMetricFamily("calib_queue_depth", "Chunk messages waiting in the broker", value=depth)
         yield from _worker_families(worker_metrics.read(self.svc.db))

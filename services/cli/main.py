@@ -117,6 +117,65 @@ def _database() -> Any:
     return Database.from_settings(get_settings())
 
 
+@cli.group()
+def tenants() -> None:
+    """Tenants' quotas (talks to the database directly, like `db upgrade`)."""
+
+
+@tenants.command("set-quota")
+@click.argument("tenant")
+@click.option("--in-flight-fit-epochs", type=click.IntRange(min=0), default=None,
+              help="epochs not yet run of the tenant's queued and running fits")
+@click.option("--stored-loss-bytes", type=click.IntRange(min=0), default=None, help="loss bytes the tenant may store")
+@click.option("--reset", is_flag=True, help="back to the service's defaults first")
+def tenants_set_quota(tenant: str, in_flight_fit_epochs: int | None, stored_loss_bytes: int | None,
+                      reset: bool) -> None:
+    """Set a tenant's quotas; what is not given stays as it was."""
+    from shared import quotas
+
+    settings = get_settings()
+    db = _database()
+    with db.session(write=True) as session:
+        quotas.set_quotas(session, tenant, in_flight_fit_epochs=in_flight_fit_epochs,
+                          stored_loss_bytes=stored_loss_bytes, reset=reset)
+    with db.session() as session:
+        found = quotas.quotas_of(session, settings, tenant)
+    click.echo(f"tenant {tenant!r}: in-flight fit-epochs {found.in_flight_fit_epochs:,}, "
+               f"stored loss bytes {found.stored_loss_bytes:,}, "
+               f"fit-epochs per request {found.fit_epochs_per_request:,}")
+
+
+@cli.command()
+@click.option("--older-than", "older_than", required=True, help="an age: 30d, 12h, 2w, 90m")
+def prune(older_than: str) -> None:
+    """Delete the losses of fits finished longer ago than --older-than; their results stay."""
+    from shared import retention
+
+    try:
+        age = retention.parse_age(older_than)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from exc
+    done = retention.prune(_database(), age)
+    click.echo(f"pruned the losses of {done.fits} fits ({done.bytes:,} bytes)")
+
+
+@cli.command()
+@url_option
+def usage(url: str | None) -> None:
+    """Your tenant's fits, stored loss bytes and work in flight, against its quotas."""
+    try:
+        with _client(url) as client:
+            found = client.usage()
+    except CalibError as exc:
+        _fail(exc)
+        return
+    limits = found["quotas"]
+    click.echo(f"tenant {found['tenant']}: {found['fits']:,} fits")
+    click.echo(f"  stored losses      {found['stored_loss_bytes']:>20,} of {limits['stored_loss_bytes']:,} bytes")
+    click.echo(f"  fit-epochs queued  {found['in_flight_fit_epochs']:>20,} of {limits['in_flight_fit_epochs']:,}")
+    click.echo(f"  fit-epochs/request {'':>20} at most {limits['fit_epochs_per_request']:,}")
+
+
 @cli.command()
 @click.option("--bind", default="127.0.0.1:8000", show_default=True)
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes")

@@ -134,6 +134,11 @@ class Client:
             created = self.json("POST", "/v1/batches", json={"defaults": defaults, "fits": fits}, headers=headers)
         return Batch(self, created)
 
+    def usage(self) -> dict[str, Any]:
+        """The tenant's fits, stored loss bytes and work in flight, with its quotas."""
+        found: dict[str, Any] = self.json("GET", "/v1/usage")
+        return found
+
     def get_batch(self, batch_id: str) -> Batch:
         return Batch(self, self.json("GET", f"/v1/batches/{batch_id}"))
 

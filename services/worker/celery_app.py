@@ -6,6 +6,7 @@ call the runner or the reconciler, which know nothing of Celery.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 
@@ -14,7 +15,7 @@ from celery.signals import setup_logging, worker_process_init
 
 from services.worker import fairness, reconciler, runner
 from services.worker.engine import pick_device
-from shared import logs
+from shared import logs, retention
 from shared.db import Database
 from shared.queue import RECONCILE, RUN_CHUNK, make_celery, queue_depth
 from shared.settings import get_settings
@@ -30,6 +31,8 @@ app.conf.beat_schedule = {
 }
 
 _state: dict[str, object] = {}
+# Fits whose losses one reconciler round may prune (retention_days > 0).
+_PRUNE_PER_ROUND = 2000
 
 
 def _database() -> Database:
@@ -75,4 +78,9 @@ def reconcile() -> int:
     )
     if count:
         log.info("reconciler re-published %d chunks", count)
+    if settings.retention_days > 0:
+        # A bounded share per round, so retention never holds the reconciler up.
+        pruned = retention.prune(_database(), dt.timedelta(days=settings.retention_days), limit=_PRUNE_PER_ROUND)
+        if pruned.fits:
+            log.info("retention pruned the losses of %d fits (%d bytes)", pruned.fits, pruned.bytes)
     return count

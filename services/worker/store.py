@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +19,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from services.worker import fairness
+from shared import quotas
 from shared.db import Database
 from shared.models import FAILED, QUEUED, RUNNING, Fit, LossBlock, utcnow
 from shared.packing import unpack_f64
@@ -29,6 +30,7 @@ from shared.splits import held_out_indices
 @dataclass
 class ClaimedFit:
     id: str
+    tenant: str
     attempt: int
     epochs: int
     learning_rate: float
@@ -99,13 +101,16 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> list[ClaimedFit]:
         attempts = dict(claimed)
         ids = list(attempts)
         # A retry starts again from epoch 1: its losses replace, never extend, the old ones.
-        session.execute(sa.delete(LossBlock).where(LossBlock.fit_id.in_(ids)))
+        freed = quotas.deleted_loss_bytes(session, ids)
+        if freed:
+            session.execute(sa.delete(LossBlock).where(LossBlock.fit_id.in_(ids)))
+            quotas.add_stored_bytes(session, {tenant: -size for tenant, size in freed.items()})
         tenant = session.scalar(sa.select(Fit.tenant).where(Fit.id == ids[0]))
         if tenant is not None:
             fairness.record_turn(session, tenant)
         rows = session.execute(
             sa.select(
-                Fit.id, Fit.epochs, Fit.learning_rate, Fit.init_w, Fit.init_b,
+                Fit.id, Fit.tenant, Fit.epochs, Fit.learning_rate, Fit.init_w, Fit.init_b,
                 Fit.input_scale, Fit.input_shift, Fit.optimizer, Fit.gradient, Fit.delta,
                 Fit.momentum, Fit.beta1, Fit.beta2, Fit.eps, Fit.validation, Fit.early_stopping,
                 Fit.t_u, Fit.t_c,
@@ -113,7 +118,7 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> list[ClaimedFit]:
         ).all()
     return [
         ClaimedFit(
-            id=row.id, attempt=attempts[row.id], epochs=row.epochs,
+            id=row.id, tenant=row.tenant, attempt=attempts[row.id], epochs=row.epochs,
             learning_rate=row.learning_rate, init_w=row.init_w, init_b=row.init_b,
             input_scale=row.input_scale, input_shift=row.input_shift, optimizer=row.optimizer,
             gradient=row.gradient, delta=row.delta, momentum=row.momentum,
@@ -138,7 +143,7 @@ def _renew_lease(session: so.Session, settings: Settings, fits: Iterable[Claimed
     ).all())
 
 
-def write(db: Database, settings: Settings, fits: Iterable[ClaimedFit], checkpoint: Checkpoint) -> set[str]:
+def write(db: Database, settings: Settings, fits: Sequence[ClaimedFit], checkpoint: Checkpoint) -> set[str]:
     """Write one checkpoint in one transaction; returns the ids this attempt owned (and so wrote),
     the fits it finished now included."""
     with db.session(write=True) as session:
@@ -146,6 +151,12 @@ def write(db: Database, settings: Settings, fits: Iterable[ClaimedFit], checkpoi
         blocks = [block for block in checkpoint.blocks if block["fit_id"] in owned]
         if blocks:
             session.execute(sa.insert(LossBlock), blocks)
+            tenant_of = {fit.id: fit.tenant for fit in fits}
+            written: dict[str, int] = {}
+            for block in blocks:
+                tenant = tenant_of[str(block["fit_id"])]
+                written[tenant] = written.get(tenant, 0) + _stored_size(block)
+            quotas.add_stored_bytes(session, written)
         updates = []
         for fit_id in owned:
             values: dict[str, object] = {"id": fit_id}
@@ -158,6 +169,12 @@ def write(db: Database, settings: Settings, fits: Iterable[ClaimedFit], checkpoi
         if updates:
             session.execute(sa.update(Fit), updates)
     return owned
+
+
+def _stored_size(block: dict[str, object]) -> int:
+    loss, val = block["loss"], block.get("val_loss")
+    assert isinstance(loss, bytes)
+    return len(loss) + (len(val) if isinstance(val, bytes) else 0)
 
 
 def renew(db: Database, settings: Settings, fits: Iterable[ClaimedFit]) -> int:

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from services.api import create_app
 from shared.migrate import upgrade
 from shared.settings import Settings
-from tests.api.conftest import authorized
+from tests.conftest import authorized
 from tests.servers import RedisServer, TcpProxy
 
 GOOD: dict[str, Any] = {"t_u": [35.7, 55.9, 58.2], "t_c": [0.5, 14.0, 15.0]}

@@ -1,0 +1,113 @@
+"""What a request may ask before anything of it is stored: the quotas, and the queue's threshold.
+
+Each refusal is problem+json naming the quota (`quota`, `limit`, `requested`, `remaining`):
+- one request's fit-epochs past `max_fit_epochs_per_request` → 413 (it can never be accepted);
+- the tenant's fit-epochs in flight past its quota → 429 with Retry-After (its work drains);
+- the tenant's stored loss bytes past its quota → 507 (nothing drains it but retention, a
+  prune or an operator raising the quota, so waiting alone would not help);
+- the service's queued fits or broker messages past their thresholds → 503 with Retry-After.
+Checks run on the raw request, before validation: the 100,000 × 1,000,000 batch is refused
+in the time it takes to read it. Two requests admitted at the same instant may each pass the
+in-flight check; the overshoot is bounded by one request's quota.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from services.api.extensions import Services
+from services.api.problems import Problem
+from shared import quotas
+from shared.models import QUEUED
+from shared.schemas import DEFAULT_EPOCHS
+from shared.settings import Settings
+
+# A tenant at its in-flight quota waits for its own work to finish: a few seconds is a fair first retry.
+_IN_FLIGHT_RETRY_AFTER = 10
+_QUEUE_RETRY_AFTER = 30
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What a request would store: its fits' epochs in all, and the loss bytes they write."""
+
+    fit_epochs: int
+    loss_bytes: int
+
+
+def ask_of(fits: Iterable[Mapping[str, Any]], defaults: Mapping[str, Any], max_epochs: int) -> Ask:
+    """Read from the request as sent (validation comes later and refuses what is not a number)."""
+    fit_epochs = loss_bytes = 0
+    for fit in fits:
+        if not isinstance(fit, Mapping):
+            continue
+        epochs = _epochs(fit, defaults, max_epochs)
+        split = fit.get("validation", defaults.get("validation")) is not None
+        fit_epochs += epochs
+        loss_bytes += epochs * quotas.LOSS_BYTES_PER_EPOCH * (2 if split else 1)
+    return Ask(fit_epochs, loss_bytes)
+
+
+def _epochs(fit: Mapping[str, Any], defaults: Mapping[str, Any], max_epochs: int) -> int:
+    epochs = fit.get("epochs", defaults.get("epochs", DEFAULT_EPOCHS))
+    if epochs == "auto":  # runs until it converges: it may take all of max_epochs
+        epochs = fit.get("max_epochs", defaults.get("max_epochs", max_epochs))
+    if isinstance(epochs, bool) or not isinstance(epochs, int | float) or epochs != epochs:
+        return 0
+    return max(0, min(int(epochs), max_epochs))
+
+
+def _refuse(status: int, quota: str, limit: int, requested: int, remaining: int, detail: str,
+            retry_after: int | None = None) -> Problem:
+    return Problem(status, detail, slug="quota-exceeded", retry_after=retry_after,
+                   extra={"quota": quota, "limit": limit, "requested": requested, "remaining": max(0, remaining)})
+
+
+def refuse_oversize(settings: Settings, ask: Ask) -> None:
+    """413 for a request that no state of the service would accept (checked before validation)."""
+    per_request = settings.max_fit_epochs_per_request
+    if ask.fit_epochs > per_request:
+        raise _refuse(413, "fit_epochs_per_request", per_request, ask.fit_epochs, per_request,
+                      f"this request asks for {ask.fit_epochs:,} fit-epochs (Σ epochs over its fits); "
+                      f"one request may ask for {per_request:,}: split it, or ask for fewer epochs")
+
+
+def admit(svc: Services, tenant: str, ask: Ask) -> None:
+    """Raise the problem for the first quota this request would pass; return if it fits.
+    Runs after an idempotent replay was looked for: a replay stores nothing and is never refused."""
+    settings = svc.settings
+    refuse_oversize(settings, ask)
+    _check_queue(svc)
+    with svc.db.session() as session:
+        limits = quotas.quotas_of(session, settings, tenant)
+        in_flight = quotas.in_flight_fit_epochs(session, tenant)
+        stored = quotas.stored_loss_bytes(session, tenant)
+    if in_flight + ask.fit_epochs > limits.in_flight_fit_epochs:
+        raise _refuse(429, "in_flight_fit_epochs", limits.in_flight_fit_epochs, ask.fit_epochs,
+                      limits.in_flight_fit_epochs - in_flight,
+                      f"tenant {tenant} has {in_flight:,} fit-epochs queued or running; with this request's "
+                      f"{ask.fit_epochs:,} that passes its quota of {limits.in_flight_fit_epochs:,}: "
+                      "retry when some of them have finished", retry_after=_IN_FLIGHT_RETRY_AFTER)
+    if stored + ask.loss_bytes > limits.stored_loss_bytes:
+        raise _refuse(507, "stored_loss_bytes", limits.stored_loss_bytes, ask.loss_bytes,
+                      limits.stored_loss_bytes - stored,
+                      f"tenant {tenant} stores {stored:,} bytes of losses; this request would write up to "
+                      f"{ask.loss_bytes:,} more, past its quota of {limits.stored_loss_bytes:,}: "
+                      "prune old fits' losses (calib prune) or ask an operator for a larger quota")
+
+
+def _check_queue(svc: Services) -> None:
+    counts, depth = svc.queue_snapshot()
+    settings = svc.settings
+    queued = counts.get(QUEUED, 0)
+    if queued >= settings.max_queued_fits:
+        raise _refuse(503, "queued_fits", settings.max_queued_fits, 1, settings.max_queued_fits - queued,
+                      f"the service has {queued:,} fits queued, its threshold is {settings.max_queued_fits:,}: "
+                      "retry later", retry_after=_QUEUE_RETRY_AFTER)
+    if depth is not None and depth >= settings.max_queued_messages:
+        raise _refuse(503, "queued_messages", settings.max_queued_messages, 1,
+                      settings.max_queued_messages - depth,
+                      f"the broker holds {depth:,} chunk messages, its threshold is "
+                      f"{settings.max_queued_messages:,}: retry later", retry_after=_QUEUE_RETRY_AFTER)

@@ -1,0 +1,108 @@
+"""What a tenant may hold: its work in flight, the loss bytes it stores, and what one request may ask.
+
+The stored loss bytes are a running count per tenant (shared.models.Tenant): the worker
+adds the bytes it writes and subtracts those a retry deletes, retention subtracts what it
+prunes, each in the transaction that changes the blocks, so the count is exact and no
+quota check ever scans the loss blocks. Work in flight is summed from the tenant's active
+fits (one index range: they are few next to its finished ones).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from sqlalchemy.dialects import postgresql, sqlite
+
+from shared.models import ACTIVE, Fit, LossBlock, Tenant
+from shared.settings import Settings
+
+LOSS_BYTES_PER_EPOCH = 4  # one float32 per epoch and series
+
+
+@dataclass(frozen=True)
+class Quotas:
+    fit_epochs_per_request: int
+    in_flight_fit_epochs: int
+    stored_loss_bytes: int
+
+
+@dataclass(frozen=True)
+class Usage:
+    tenant: str
+    fits: int
+    stored_loss_bytes: int
+    in_flight_fit_epochs: int
+    quotas: Quotas
+
+
+def quotas_of(session: so.Session, settings: Settings, tenant: str) -> Quotas:
+    """The tenant's quotas: its own where an operator set them, else the service's defaults."""
+    row = session.get(Tenant, tenant)
+    return Quotas(
+        fit_epochs_per_request=settings.max_fit_epochs_per_request,
+        in_flight_fit_epochs=row.max_in_flight_fit_epochs
+        if row is not None and row.max_in_flight_fit_epochs is not None else settings.max_in_flight_fit_epochs,
+        stored_loss_bytes=row.max_stored_loss_bytes
+        if row is not None and row.max_stored_loss_bytes is not None else settings.max_stored_loss_bytes,
+    )
+
+
+def in_flight_fit_epochs(session: so.Session, tenant: str) -> int:
+    """Epochs not yet run of the tenant's queued and running fits."""
+    return int(session.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(Fit.epochs - Fit.epochs_done), 0))
+        .where(Fit.status.in_(ACTIVE), Fit.tenant == tenant)) or 0)
+
+
+def stored_loss_bytes(session: so.Session, tenant: str) -> int:
+    row = session.get(Tenant, tenant)
+    return row.stored_loss_bytes if row is not None else 0
+
+
+def usage(session: so.Session, settings: Settings, tenant: str) -> Usage:
+    return Usage(
+        tenant=tenant,
+        fits=int(session.scalar(sa.select(sa.func.count()).select_from(Fit).where(Fit.tenant == tenant)) or 0),
+        stored_loss_bytes=stored_loss_bytes(session, tenant),
+        in_flight_fit_epochs=in_flight_fit_epochs(session, tenant),
+        quotas=quotas_of(session, settings, tenant),
+    )
+
+
+def add_stored_bytes(session: so.Session, deltas: Mapping[str, int]) -> None:
+    """Add (or, negative, subtract) loss bytes to each tenant's count, in the caller's transaction."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    for tenant, delta in deltas.items():
+        if not delta:
+            continue
+        statement = insert(Tenant).values(name=tenant, stored_loss_bytes=max(delta, 0))
+        session.execute(statement.on_conflict_do_update(
+            index_elements=["name"], set_={"stored_loss_bytes": Tenant.stored_loss_bytes + delta}))
+
+
+def set_quotas(session: so.Session, tenant: str, *, in_flight_fit_epochs: int | None = None,
+               stored_loss_bytes: int | None = None, reset: bool = False) -> None:
+    """An operator's quotas for one tenant; None leaves a quota as it is (reset: back to the defaults)."""
+    row = session.get(Tenant, tenant)
+    if row is None:
+        row = Tenant(name=tenant, stored_loss_bytes=0)
+        session.add(row)
+    if reset:
+        row.max_in_flight_fit_epochs = row.max_stored_loss_bytes = None
+    if in_flight_fit_epochs is not None:
+        row.max_in_flight_fit_epochs = in_flight_fit_epochs
+    if stored_loss_bytes is not None:
+        row.max_stored_loss_bytes = stored_loss_bytes
+
+
+def deleted_loss_bytes(session: so.Session, fit_ids: list[str]) -> dict[str, int]:
+    """The loss bytes each tenant holds in these fits' blocks (what deleting them frees)."""
+    size = sa.func.length(LossBlock.loss) + sa.func.coalesce(sa.func.length(LossBlock.val_loss), 0)
+    rows = session.execute(
+        sa.select(Fit.tenant, sa.func.coalesce(sa.func.sum(size), 0))
+        .join(Fit, Fit.id == LossBlock.fit_id).where(LossBlock.fit_id.in_(fit_ids)).group_by(Fit.tenant)
+    ).all()
+    return {tenant: int(total) for tenant, total in rows}

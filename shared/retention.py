@@ -1,0 +1,58 @@
+"""Retention: the losses of fits finished long ago are deleted; the fits keep their results.
+
+A pruned fit says so (`losses_pruned`), its losses routes answer 410 Gone, and its
+tenant's stored loss bytes drop by what was deleted, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from shared import quotas
+from shared.db import Database
+from shared.models import TERMINAL, Fit, LossBlock, utcnow
+
+# Fits pruned per transaction: a long prune never holds the write lock for long.
+_PER_TRANSACTION = 500
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> dt.timedelta:
+    """'30d', '12h', '2w', '90m', '45s' as a timedelta."""
+    found = _AGE.match(text)
+    if not found:
+        raise ValueError(f"{text!r}: write an age as a number and a unit, e.g. 30d, 12h, 2w")
+    return dt.timedelta(seconds=float(found.group(1)) * _UNIT_SECONDS[found.group(2)])
+
+
+@dataclass(frozen=True)
+class Pruned:
+    fits: int
+    bytes: int
+
+
+def prune(db: Database, older_than: dt.timedelta, limit: int | None = None) -> Pruned:
+    """Delete the losses of fits that finished more than `older_than` ago (at most `limit` fits)."""
+    cutoff = utcnow() - older_than
+    fits = freed_total = 0
+    while limit is None or fits < limit:
+        take = _PER_TRANSACTION if limit is None else min(_PER_TRANSACTION, limit - fits)
+        with db.session(write=True) as session:
+            ids = list(session.scalars(
+                sa.select(Fit.id).where(Fit.status.in_(TERMINAL), Fit.finished_at < cutoff,
+                                        Fit.losses_pruned.is_(False)).limit(take)))
+            if not ids:
+                break
+            freed = quotas.deleted_loss_bytes(session, ids)
+            session.execute(sa.delete(LossBlock).where(LossBlock.fit_id.in_(ids)))
+            quotas.add_stored_bytes(session, {tenant: -size for tenant, size in freed.items()})
+            session.execute(sa.update(Fit).where(Fit.id.in_(ids)).values(losses_pruned=True)
+                            .execution_options(synchronize_session=False))
+        fits += len(ids)
+        freed_total += sum(freed.values())
+    return Pruned(fits, freed_total)

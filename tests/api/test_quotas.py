@@ -1,0 +1,97 @@
+"""Quotas, checked before anything is stored (both backends, the real app on a real database;
+no worker runs, so accepted fits stay queued and count as in flight)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from flask.testing import FlaskClient
+
+from shared import quotas
+from shared.models import Batch, Fit
+
+FIT = {"t_u": [35.7, 55.9, 58.2, 81.9], "t_c": [0.5, 14.0, 15.0, 28.0], "epochs": 5000}
+
+
+def _quota_problem(r: Any, status: int, quota: str) -> dict[str, Any]:
+    assert r.status_code == status, r.get_data(as_text=True)
+    assert r.mimetype == "application/problem+json"
+    body: dict[str, Any] = r.get_json()
+    assert body["quota"] == quota
+    assert {"limit", "requested", "remaining"} <= set(body)
+    return body
+
+
+def _stored(client: FlaskClient) -> tuple[int, int]:
+    db = client.application.extensions["calib"].db
+    with db.session() as session:
+        return (session.scalar(sa.select(sa.func.count()).select_from(Fit)) or 0,
+                session.scalar(sa.select(sa.func.count()).select_from(Batch)) or 0)
+
+
+def test_a_batch_of_100000_fits_of_a_million_epochs_is_refused_before_anything_is_stored(
+        client: FlaskClient) -> None:
+    body = {"defaults": {"epochs": 1_000_000}, "fits": [{"t_u": [1.0, 2.0], "t_c": [3.0, 5.0]}] * 100_000}
+    err = _quota_problem(client.post("/v1/batches", json=body), 413, "fit_epochs_per_request")
+    assert err["requested"] == 100_000 * 1_000_000
+    assert err["limit"] == 500_000_000
+    assert "fit-epochs" in err["detail"]
+    csv = "series,t_u,t_c\n" + "".join(f"s{i},1,3\ns{i},2,5\n" for i in range(1000))
+    err = _quota_problem(client.post("/v1/batches?epochs=1000000", data=csv, content_type="text/csv"),
+                         413, "fit_epochs_per_request")
+    assert err["requested"] == 1000 * 1_000_000
+    assert _stored(client) == (0, 0)
+
+
+def test_a_tenant_at_its_in_flight_quota_gets_429_and_another_tenant_is_accepted(
+        make_client: Callable[..., FlaskClient]) -> None:
+    a = make_client("tenant-a")
+    db = a.application.extensions["calib"].db
+    with db.session(write=True) as session:
+        quotas.set_quotas(session, "tenant-a", in_flight_fit_epochs=12_000)
+    assert a.post("/v1/fits", json=FIT).status_code == 202
+    assert a.post("/v1/fits", json=FIT).status_code == 202
+    r = a.post("/v1/fits", json=FIT)
+    err = _quota_problem(r, 429, "in_flight_fit_epochs")
+    assert int(r.headers["Retry-After"]) > 0
+    assert (err["limit"], err["requested"], err["remaining"]) == (12_000, 5000, 2000)
+    # A batch is counted whole, and so refused whole.
+    batch = {"defaults": {"epochs": 1000}, "fits": [FIT | {"epochs": 1000}] * 3}
+    _quota_problem(a.post("/v1/batches", json=batch), 429, "in_flight_fit_epochs")
+    assert make_client("tenant-b").post("/v1/fits", json=FIT).status_code == 202
+    usage = a.get("/v1/usage").get_json()
+    assert usage == {"tenant": "tenant-a", "fits": 2, "stored_loss_bytes": 0, "in_flight_fit_epochs": 10_000,
+                     "quotas": {"fit_epochs_per_request": 500_000_000, "in_flight_fit_epochs": 12_000,
+                                "stored_loss_bytes": 50 * 1024**3}}
+    # Cancelling frees the quota.
+    fit_id = a.get("/v1/fits?limit=1").get_json()["items"][0]["id"]
+    assert a.post(f"/v1/fits/{fit_id}/cancel").status_code == 202
+    assert a.post("/v1/fits", json=FIT).status_code == 202
+
+
+def test_a_tenant_past_its_stored_bytes_gets_507(make_client: Callable[..., FlaskClient]) -> None:
+    a = make_client("tenant-a")
+    db = a.application.extensions["calib"].db
+    with db.session(write=True) as session:
+        quotas.set_quotas(session, "tenant-a", stored_loss_bytes=40_000)
+        quotas.add_stored_bytes(session, {"tenant-a": 12_000})  # as a worker's writes would
+    assert a.post("/v1/fits", json=FIT).status_code == 202  # 5000 epochs: 20,000 bytes fit in 28,000
+    # With a validation split a fit writes two series: 40,000 bytes do not fit.
+    err = _quota_problem(a.post("/v1/fits", json=FIT | {"validation": {"indices": [0]}}), 507, "stored_loss_bytes")
+    assert (err["limit"], err["requested"], err["remaining"]) == (40_000, 40_000, 28_000)
+
+
+def test_the_queue_past_its_threshold_gets_503(make_client: Callable[..., FlaskClient]) -> None:
+    client = make_client("tenant-a", max_queued_fits=2, queue_snapshot_seconds=0)
+    first = client.post("/v1/fits", json=FIT, headers={"Idempotency-Key": "k1"})
+    assert first.status_code == 202
+    assert client.post("/v1/fits", json=FIT).status_code == 202
+    r = client.post("/v1/fits", json=FIT)
+    err = _quota_problem(r, 503, "queued_fits")
+    assert int(r.headers["Retry-After"]) > 0 and err["limit"] == 2
+    # A replay under its key stores nothing, and is answered whatever the queue holds.
+    again = client.post("/v1/fits", json=FIT, headers={"Idempotency-Key": "k1"})
+    assert again.status_code == 200 and again.get_json()["id"] == first.get_json()["id"]
+    assert _stored(client) == (2, 0)

@@ -1,0 +1,83 @@
+"""The worker's store keeps each tenant's stored loss bytes exact, and retention prunes losses
+but keeps results (both backends; the runner and the engine in this process, no Celery)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import sqlalchemy as sa
+import torch
+from flask.testing import FlaskClient
+
+from services.worker import runner
+from shared import retention
+from shared.models import Fit, LossBlock
+
+FIT = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0],
+       "epochs": 3000, "input_scale": 0.1}
+
+
+def _run(client: FlaskClient, fit_id: str) -> None:
+    svc = client.application.extensions["calib"]
+    with svc.db.session() as session:
+        chunk_id = session.scalar(sa.select(Fit.chunk_id).where(Fit.id == fit_id))
+    assert runner.run_chunk(svc.db, svc.settings, chunk_id, torch.device("cpu")) == 1
+
+
+def _blob_bytes(client: FlaskClient) -> int:
+    db = client.application.extensions["calib"].db
+    size = sa.func.length(LossBlock.loss) + sa.func.coalesce(sa.func.length(LossBlock.val_loss), 0)
+    with db.session() as session:
+        return int(session.scalar(sa.select(sa.func.coalesce(sa.func.sum(size), 0))) or 0)
+
+
+def test_stored_bytes_follow_writes_retries_and_prunes(make_client: Callable[..., FlaskClient]) -> None:
+    a, b = make_client("tenant-a"), make_client("tenant-b")
+    plain = a.post("/v1/fits", json=FIT).get_json()["id"]
+    split = a.post("/v1/fits", json=FIT | {"validation": {"indices": [1]}}).get_json()["id"]
+    other = b.post("/v1/fits", json=FIT | {"epochs": 100}).get_json()["id"]
+    for client, fit_id in ((a, plain), (a, split), (b, other)):
+        _run(client, fit_id)
+    assert a.get("/v1/usage").get_json()["stored_loss_bytes"] == 3000 * 4 + 3000 * 8
+    assert b.get("/v1/usage").get_json()["stored_loss_bytes"] == 100 * 4
+    assert _blob_bytes(a) == 3000 * 12 + 400
+
+    # A retry replaces the losses of its first attempt: the count does not double.
+    db = a.application.extensions["calib"].db
+    with db.session(write=True) as session:
+        session.execute(sa.update(Fit).where(Fit.id == plain).values(
+            status="running", lease_expires_at=dt.datetime(2000, 1, 1, tzinfo=dt.UTC)))
+    _run(a, plain)
+    assert a.get("/v1/usage").get_json()["stored_loss_bytes"] == 3000 * 12
+
+    # Retention: only fits finished before the cut-off lose their losses, and say so.
+    with db.session(write=True) as session:
+        session.execute(sa.update(Fit).where(Fit.id.in_([plain, other])).values(
+            finished_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=40)))
+    before = a.get(f"/v1/fits/{plain}").get_json()
+    done = retention.prune(db, retention.parse_age("30d"))
+    assert (done.fits, done.bytes) == (2, 3000 * 4 + 100 * 4)
+    after = a.get(f"/v1/fits/{plain}").get_json()
+    assert after["losses_pruned"] is True and after["result"] == before["result"]
+    for path in ("losses", "losses?format=csv", "losses?points=10"):
+        r = a.get(f"/v1/fits/{plain}/{path}")
+        assert r.status_code == 410 and r.mimetype == "application/problem+json", path
+    assert a.get(f"/v1/fits/{split}/losses").status_code == 200
+    assert a.get(f"/v1/fits/{split}").get_json()["losses_pruned"] is False
+    assert a.get("/v1/usage").get_json()["stored_loss_bytes"] == 3000 * 8
+    assert b.get("/v1/usage").get_json()["stored_loss_bytes"] == 0
+    assert _blob_bytes(a) == 3000 * 8
+    assert retention.prune(db, dt.timedelta(days=30)).fits == 0  # nothing twice
+
+
+def test_ages() -> None:
+    assert retention.parse_age("30d") == dt.timedelta(days=30)
+    assert retention.parse_age("12h") == dt.timedelta(hours=12)
+    assert retention.parse_age(" 2w ") == dt.timedelta(weeks=2)
+    for bad in ("30", "d", "-1d", "1y"):
+        try:
+            retention.parse_age(bad)
+        except ValueError:
+            continue
+        raise AssertionError(bad)
