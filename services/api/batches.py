@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from services.api.admission import Ask, admit, ask_of, refuse_oversize
+from services.api.bodies import csv_within_limits
 from services.api.extensions import Services, services
 from services.api.fits import idempotency_key, list_fits_query, query_with
 from services.api.presenters import fit_json, iso
@@ -112,7 +113,7 @@ def _query_defaults() -> dict[str, Any]:
 
 
 def _from_csv(svc: Services) -> tuple[list[FitCreate], str, Ask]:
-    text = request.get_data(as_text=True)
+    text = csv_within_limits(svc.settings)
     try:
         grouped = _read_long_csv(text)
     except csv.Error as exc:  # stray quotes or line breaks: the client's CSV, not our fault

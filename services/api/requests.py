@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
-from flask import request
+from flask import current_app, request
 from pydantic import BaseModel, ValidationError
 
+from services.api.bodies import json_within_limits
 from services.api.problems import Problem, from_validation, invalid_field
 
 M = TypeVar("M", bound=BaseModel)
 
 
 def json_body() -> Any:
+    """The JSON body, read within the service's limits (services.api.bodies)."""
     if not request.mimetype or request.mimetype != "application/json":
         raise Problem(415, f"send application/json, not {request.mimetype or 'no Content-Type'}")
-    raw = request.get_data(cache=False)
-    if not raw:
-        raise Problem(400, "the request body is empty; send a JSON object", slug="malformed")
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise Problem(400, f"the body is not valid JSON: {exc}", slug="malformed") from exc
+    return json_within_limits(current_app.extensions["calib"].settings)
 
 
 def parse(model: type[M], data: Any, context: dict[str, Any] | None = None) -> M:

@@ -1,0 +1,172 @@
+"""Request bodies read in bounded pieces: every limit is enforced while the bytes arrive.
+
+A body is copied from the socket to a spool (memory up to 1 MiB, a temporary file past
+it) in 1 MiB pieces, and a counter looks at each piece as it passes:
+- `Content-Length` over `max_body_bytes` is refused before a byte is read, and a body
+  without one (chunked) as soon as it passes the limit;
+- JSON is followed by ijson's C parser, event by event: the elements of every `t_u` and
+  `t_c` array (per array: `max_points_per_fit`; all of them: twice `max_points_per_batch`,
+  one per reading), the fits of `fits` (`max_fits_per_batch`), and every value of the body
+  against a budget a request of the largest allowed size needs;
+- CSV counts its lines (each one point) against `max_points_per_batch`.
+So an oversize body costs the API a 1 MiB buffer and the time to read up to the limit it
+passes, never the memory of parsing it. Only a body within every limit is parsed for real.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from typing import IO, Any
+
+import ijson
+from flask import request
+from ijson.utils import sendable_list
+
+from services.api.problems import Problem
+from shared.settings import Settings
+
+_PIECE = 1 << 20
+_POINT_ARRAYS = ("t_u", "t_c")
+# Values a fit may carry besides its readings (options, labels, indices...): generous.
+_VALUES_PER_FIT = 256
+
+
+def too_large(loc: list[Any], detail: str) -> Problem:
+    return Problem(413, detail, slug="data-too-large", errors=[{"loc": loc, "msg": detail}])
+
+
+def spool(check: Callable[[bytes], None], settings: Settings) -> IO[bytes]:
+    """The request body, copied to a spool while `check` sees each piece; 413 past any limit."""
+    limit = settings.max_body_bytes
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise too_large(["body"], f"the body is {declared:,} bytes, the limit is {limit:,}")
+    # Werkzeug's stream stops at Content-Length, and for a chunked body at max_content_length.
+    stream = request.stream
+    out = tempfile.SpooledTemporaryFile(max_size=_PIECE)  # noqa: SIM115  (returned to the caller)
+    size = 0
+    try:
+        while True:
+            piece = stream.read(_PIECE)
+            if not piece:
+                break
+            size += len(piece)
+            if size > limit:
+                raise too_large(["body"], f"the body passes the limit of {limit:,} bytes")
+            check(piece)
+            out.write(piece)
+    except BaseException:
+        out.close()
+        raise
+    out.seek(0)
+    return out
+
+
+class JsonCounter:
+    """Follows a JSON body's events and refuses it at the first count past a limit."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.per_array = settings.max_points_per_fit
+        self.points_left = 2 * settings.max_points_per_batch
+        self.max_fits = settings.max_fits_per_batch
+        self.values_left = 2 * settings.max_points_per_batch + _VALUES_PER_FIT * settings.max_fits_per_batch + 4096
+        self.events = sendable_list()
+        self.parser = ijson.basic_parse_coro(self.events, use_float=True)
+        # One entry per open container: [the key it sits under, whether it is a map, elements so far].
+        self.open: list[list[Any]] = []
+        self.key: str | None = None
+        self.fits = 0
+        self.coarse = False
+
+    def __call__(self, piece: bytes) -> None:
+        if self.coarse:
+            self._count_separators(piece)
+            return
+        try:
+            self.parser.send(piece)
+        except ijson.JSONError:
+            # Not strict JSON: NaN and Infinity (which Python's parser takes, and validation then
+            # names as a 422) or a malformed body (a 400 from the real parse). The rest is bounded
+            # by its separators, which are never fewer than its values less its containers.
+            self.coarse = True
+            self._count_separators(piece)
+            return
+        events = self.events
+        self.values_left -= len(events)
+        if self.values_left < 0:
+            raise too_large(["body"], "the body holds more values than a request of the largest allowed size")
+        open_ = self.open
+        for event, value in events:
+            if event == "map_key":
+                self.key = value
+                continue
+            if event in ("end_array", "end_map"):
+                open_.pop()
+                continue
+            if open_ and not open_[-1][1]:  # an element of the array on top
+                top = open_[-1]
+                top[2] += 1
+                if top[0] in _POINT_ARRAYS:
+                    self._point(top)
+                elif top[0] == "fits" and len(open_) == 2:
+                    self.fits += 1
+                    if self.fits > self.max_fits:
+                        raise too_large(["fits"], f"more than {self.max_fits:,} fits in one batch")
+            if event in ("start_array", "start_map"):
+                in_map = bool(open_) and open_[-1][1]
+                open_.append([self.key if in_map else None, event == "start_map", 0])
+                self.key = None
+        del events[:]
+
+    def _point(self, array: list[Any]) -> None:
+        if array[2] > self.per_array:
+            raise too_large([array[0]], f"more than {self.per_array:,} points in one fit")
+        self.points_left -= 1
+        if self.points_left < 0:
+            raise too_large(["fits"], "more points in all than one request may carry")
+
+    def _count_separators(self, piece: bytes) -> None:
+        self.values_left -= piece.count(b",")
+        if self.values_left < 0:
+            raise too_large(["body"], "the body holds more values than a request of the largest allowed size")
+
+    def close(self) -> None:
+        if not self.coarse:
+            try:
+                self.parser.close()
+            except ijson.JSONError:
+                self.coarse = True  # the real parse says what is wrong
+
+
+def json_within_limits(settings: Settings) -> Any:
+    """The JSON body, parsed only once it has passed every limit while it was read."""
+    counter = JsonCounter(settings)
+    with spool(counter, settings) as body:
+        counter.close()
+        raw = body.read()
+    if not raw:
+        raise Problem(400, "the request body is empty; send a JSON object", slug="malformed")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise Problem(400, f"the body is not valid JSON: {exc}", slug="malformed") from exc
+
+
+def csv_within_limits(settings: Settings) -> str:
+    """The CSV body as text, once its lines (one point each) have passed the points limit."""
+    lines_left = settings.max_points_per_batch + 1  # and the header
+
+    def check(piece: bytes) -> None:
+        nonlocal lines_left
+        lines_left -= piece.count(b"\n")
+        if lines_left < 0:
+            raise too_large(["body"], f"more than {settings.max_points_per_batch:,} rows in one batch")
+
+    with spool(check, settings) as body:
+        raw = body.read()
+    try:
+        return raw.decode("utf-8-sig")  # a spreadsheet's byte-order mark is not part of the header
+    except UnicodeDecodeError as exc:
+        raise Problem(400, f"the CSV is not UTF-8: {exc}", slug="malformed") from exc
