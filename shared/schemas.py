@@ -34,6 +34,12 @@ DEFAULT_DELTA = 0.1
 DEFAULT_EPOCHS = 5000
 
 
+def has_control_characters(text: str) -> bool:
+    """NUL and the other C0 controls and DEL: no database column or label filter takes NUL, and
+    the rest have no place in a name a person reads."""
+    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+
+
 def _learning_rate(value: Any) -> float | str:
     if value == "auto":
         return "auto"
@@ -205,9 +211,12 @@ class FitCreate(FitOptions):
         limit = _limit(info, "max_labels", 32)
         if len(value) > limit:
             raise ValueError(f"at most {limit} labels")
-        for key in value:
+        for key, text in value.items():
             if not 1 <= len(key) <= 64:
                 raise ValueError("label keys are 1 to 64 characters")
+            if has_control_characters(key) or has_control_characters(text):
+                raise PydanticCustomError("control_characters", "labels hold no control characters (NUL, line breaks…)",
+                                          {"field": key})
         return value
 
     def held_out(self) -> list[int] | None:

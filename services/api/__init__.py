@@ -12,6 +12,7 @@ from services.api.extensions import Services
 from services.api.finite_json import FiniteJSONProvider
 from services.api.limits import install_rate_limits
 from services.api.problems import register_error_handlers
+from services.api.requests import refuse_control_characters
 from shared.db import Database
 from shared.queue import make_celery
 from shared.settings import Settings, get_settings
@@ -45,6 +46,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
 
 def register_blueprints(app: Flask) -> None:
     telemetry.install(app)  # first: every request gets its id and its log line, a refused one too
+    app.before_request(refuse_control_characters)
     app.before_request(authenticate)
     app.register_blueprint(fits.bp)
     app.register_blueprint(batches.bp)

@@ -127,12 +127,17 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         # Database or broker trouble is a 503 the client may retry; anything else is our bug.
-        from sqlalchemy.exc import OperationalError
+        from sqlalchemy.exc import DataError, OperationalError
         from sqlalchemy.exc import TimeoutError as PoolTimeout
 
         if isinstance(exc, OperationalError | PoolTimeout):
             log.warning("database unavailable: %s", exc)
             return Problem(503, "the database is not answering; retry shortly",
                            slug="dependency-unavailable", retry_after=5).response()
+        if isinstance(exc, DataError):
+            # A value the database refuses (the checks above it should have named it first).
+            log.warning("value refused by the database: %s", exc)
+            return Problem(422, "a value of this request cannot be stored or searched for",
+                           slug="invalid-field").response()
         log.exception("unhandled error")
         return Problem(500, "internal error").response()

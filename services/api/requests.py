@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from services.api.bodies import json_within_limits
 from services.api.problems import Problem, from_validation, invalid_field
+from shared.schemas import has_control_characters
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -49,3 +50,15 @@ def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
         raise invalid_field(["query", name], f"one of {', '.join(choices)}",
                             f"{name}: must be one of {', '.join(choices)}")
     return raw
+
+
+def refuse_control_characters() -> None:
+    """Before every request: a path or query parameter holding NUL or another control character
+    is a 422 naming it. (PostgreSQL refuses NUL in any text, so such an id would otherwise
+    reach the database as an error; no id, status, cursor or label this API reads has one.)"""
+    for name, value in (request.view_args or {}).items():
+        if isinstance(value, str) and has_control_characters(value):
+            raise invalid_field(["path", name], "holds a control character")
+    for name, value in request.args.items(multi=True):
+        if has_control_characters(name) or has_control_characters(value):
+            raise invalid_field(["query", name], "holds a control character")

@@ -24,6 +24,15 @@ from shared.models import STATUSES, SUCCEEDED, TERMINAL, Batch, Fit
 
 bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
 
+
+@bp.app_template_filter("num")
+def num(value: object, fmt: str) -> str:
+    """A figure in printf style, or a dash where the data did not determine it (a null
+    condition number or R² for t_u all equal): a page renders whatever fields are null."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "—"
+    return fmt % value
+
 # The loss chart asks for about one bucket per two pixels of its width: a 1,000,000-epoch fit
 # sends the browser 600 buckets, not a million losses.
 CHART_BUCKETS = 600
