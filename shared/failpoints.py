@@ -9,6 +9,8 @@ of hoping for it. The syntax is `name[=value]` separated by `;`, e.g.
 
 - skip_publish: the API commits a submission and does not publish it, as if it
   had crashed between the two.
+- fail_mark_dispatched: the API's stamp of `dispatched_at` after a successful commit and
+  publish raises, as a database that drops the connection at that moment would.
 - checkpoint_sleep=S: the worker sleeps S seconds before writing each checkpoint,
   so a chunk runs long enough to be killed mid-way.
 - kill_worker_epochs=N: a worker process that claims a fit of exactly N epochs

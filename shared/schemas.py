@@ -363,6 +363,8 @@ class FitPublic(BaseModel):
     condition_number: float | None = Field(json_schema_extra={"example": 335.99})
     warnings: list[str] = Field(json_schema_extra={"example": [
         "learning_rate 0.01 exceeds the stable limit 0.00034: this fit will diverge"]})
+    losses_pruned: bool = Field(description="retention deleted this fit's losses (its losses routes answer 410); "
+                                            "its result is kept", json_schema_extra={"example": False})
     error: FitError | None
     links: dict[str, str]
 
@@ -413,7 +415,31 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[dict[str, Any]] | None = None
+    quota: str | None = Field(None, description="for a refusal by a quota: its name (fit_epochs_per_request, "
+                                                "in_flight_fit_epochs, stored_loss_bytes, queued_fits, "
+                                                "queued_messages)",
+                              json_schema_extra={"example": "in_flight_fit_epochs"})
+    limit: int | None = Field(None, description="the quota", json_schema_extra={"example": 2_000_000_000})
+    requested: int | None = Field(None, description="what the request asked for", json_schema_extra={"example": 5000})
+    remaining: int | None = Field(None, description="what is left of the quota", json_schema_extra={"example": 0})
 
+
+class UsageQuotas(BaseModel):
+    fit_epochs_per_request: int = Field(json_schema_extra={"example": 500_000_000})
+    in_flight_fit_epochs: int = Field(json_schema_extra={"example": 2_000_000_000})
+    stored_loss_bytes: int = Field(json_schema_extra={"example": 53_687_091_200})
+
+
+class Usage(BaseModel):
+    tenant: str = Field(json_schema_extra={"example": "plant-7"})
+    fits: int = Field(description="the tenant's fits, all statuses", json_schema_extra={"example": 12_000})
+    stored_loss_bytes: int = Field(description="bytes of losses the tenant stores",
+                                   json_schema_extra={"example": 240_000_000})
+    in_flight_fit_epochs: int = Field(description="epochs not yet run of its queued and running fits",
+                                      json_schema_extra={"example": 5_000_000})
+    quotas: UsageQuotas = Field(json_schema_extra={"example": {
+        "fit_epochs_per_request": 500_000_000, "in_flight_fit_epochs": 2_000_000_000,
+        "stored_loss_bytes": 53_687_091_200}})
 
 
 
@@ -447,5 +473,5 @@ class BatchPublic(BaseModel):
 
 SCHEMAS: tuple[type[BaseModel], ...] = (
     FitOptions, FitCreate, FitPublic, FitList, FitData, LossPage, LossBuckets, PredictRequest, Prediction, Problem,
-    BatchCreate, BatchPublic,
+    BatchCreate, BatchPublic, Usage,
 )

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     broker_url: str = ""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     api_url: str = "http://127.0.0.1:8000"
+    # Where users reach the service (e.g. https://calib.example.org behind a proxy): the
+    # dashboard's cookie is Secure when this is https, and its forms accept this origin.
+    public_url: str = ""
     # The CLI's bearer token; empty means the local token `calib up` writes to data_dir.
     token: str = ""
     # Each tenant's request budget, shared by every route (the `limits` package's syntax);

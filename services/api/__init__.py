@@ -10,7 +10,7 @@ from services.api import batches, fits, openapi, ops, telemetry, ui, usage
 from services.api.auth import authenticate
 from services.api.extensions import Services
 from services.api.finite_json import FiniteJSONProvider
-from services.api.limits import install_rate_limits
+from services.api.limits import Budgets
 from services.api.problems import register_error_handlers
 from services.api.requests import refuse_control_characters
 from shared.db import Database
@@ -27,8 +27,6 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     if test_config:
         app.config.update(test_config)
     register_extensions(app, settings)
-    # Rate limits are checked before authentication, so floods of bad tokens are limited too.
-    install_rate_limits(app, settings)
     register_blueprints(app)
     register_error_handlers(app)
     return app
@@ -42,6 +40,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         "max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
     }
     app.extensions["calib"] = Services(settings, Database.from_settings(settings), celery)
+    app.extensions["calib-budgets"] = Budgets.from_settings(settings)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -12,16 +12,23 @@ anything with it; everything that writes needs the Authorization header.
 
 from __future__ import annotations
 
-from flask import g, redirect, request
+from flask import current_app, g, redirect, request
 from werkzeug.wrappers import Response
 
 from services.api.extensions import services
+from services.api.limits import Budgets, counted
 from services.api.problems import Problem
 from shared import tokens
 
 COOKIE = "calib_token"
 SAFE_METHODS = ("GET", "HEAD")
 OPEN_UI_PATHS = ("/ui/login", "/ui/static/")
+
+
+def budgets_of() -> Budgets:
+    found = current_app.extensions["calib-budgets"]
+    assert isinstance(found, Budgets)
+    return found
 
 
 def presented_token() -> str | None:
@@ -36,14 +43,20 @@ def presented_token() -> str | None:
 
 def authenticate() -> Response | None:
     """Before every request: set g.tenant for /v1 (or answer 401) and for the dashboard (or send
-    the browser to the login page); health, readiness, metrics and docs stay open."""
-    api, ui = request.path.startswith("/v1/"), request.path.startswith("/ui")
-    if not (api or ui) or request.path.startswith(OPEN_UI_PATHS):
+    the browser to the login page), spending the tenant's request budget or, without a valid
+    token, the client address's (services.api.limits); health, readiness, metrics and docs stay open."""
+    if not counted():
         return None
+    budgets = budgets_of()
     token = presented_token()
     tenant = tokens.tenant_of(services().db, token) if token else None
     if tenant is not None:
+        budgets.spend_tenant(tenant)
         g.tenant = tenant
+        return None
+    budgets.spend_address()
+    api, ui = request.path.startswith("/v1/"), request.path.startswith("/ui")
+    if not (api or ui) or request.path.startswith(OPEN_UI_PATHS):
         return None
     if ui:
         return redirect("/ui/login")

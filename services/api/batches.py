@@ -67,6 +67,7 @@ def _specs(defaults: dict[str, Any], fits: list[tuple[list[Any], dict[str, Any]]
 
 
 def _from_json(svc: Services) -> tuple[list[FitCreate], str, Ask]:
+    """The batch's fits, validated, and the fingerprint of the request for its Idempotency-Key."""
     raw = json_body()
     if isinstance(raw, dict) and isinstance(raw.get("fits"), list):
         defaults = raw.get("defaults") if isinstance(raw.get("defaults"), dict) else {}
@@ -77,7 +78,9 @@ def _from_json(svc: Services) -> tuple[list[FitCreate], str, Ask]:
     refuse_oversize(svc.settings, ask)
     body = parse(BatchCreate, raw)
     fits = [(["fits", i], fit.model_dump()) for i, fit in enumerate(body.fits)]
-    return _specs(body.defaults, fits, svc), body.model_dump_json(), ask
+    specs = _specs(body.defaults, fits, svc)
+    # Each fit as validated, its batch's defaults merged in: the same request however it is spelled.
+    return specs, digest([spec.model_dump() for spec in specs]), ask
 
 
 # The defaults a CSV batch takes as query parameters; a nested field's parts are
@@ -125,7 +128,8 @@ def _from_csv(svc: Services) -> tuple[list[FitCreate], str, Ask]:
     refuse_oversize(svc.settings, ask)
     fits = [(["series", name], {"t_u": u, "t_c": c, "labels": {"series": name}})
             for name, (u, c) in grouped.items()]
-    return _specs(defaults, fits, svc), digest(text) + repr(sorted(defaults.items())), ask
+    specs = _specs(defaults, fits, svc)
+    return specs, digest([spec.model_dump() for spec in specs]), ask
 
 
 def _read_long_csv(text: str) -> dict[str, tuple[list[float], list[float]]]:
@@ -134,13 +138,21 @@ def _read_long_csv(text: str) -> dict[str, tuple[list[float], list[float]]]:
     if not reader.fieldnames or not {"series", "t_u", "t_c"} <= set(reader.fieldnames):
         raise Problem(400, "the CSV header must name the columns series,t_u,t_c", slug="malformed")
     grouped: dict[str, tuple[list[float], list[float]]] = {}
+    current = None
     for line, row in enumerate(reader, start=2):
         try:
             t_u, t_c = float(row["t_u"]), float(row["t_c"])
         except (TypeError, ValueError) as exc:
             raise Problem(400, f"line {line}: t_u and t_c must be numbers", slug="malformed",
                           errors=[{"loc": ["line", line], "msg": "not a number"}]) from exc
-        series = grouped.setdefault(row["series"], ([], []))
+        name = row["series"]
+        if name != current and name in grouped:
+            # Rows of one series apart: a file pasted together twice, or sorted by something
+            # else. Merging them silently could fit two instruments' data as one.
+            raise invalid_field(["series", name], f"line {line}: the rows of series {name!r} are not together",
+                                f"series {name!r}: its rows must be consecutive (line {line} starts it again)")
+        current = name
+        series = grouped.setdefault(name, ([], []))
         series[0].append(t_u)
         series[1].append(t_c)
     return grouped
@@ -189,11 +201,10 @@ def _existing(svc: Services, key: str, request_digest: str) -> Batch | None:
 def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = services()
     if request.mimetype == "text/csv":
-        specs, canonical, ask = _from_csv(svc)
+        specs, request_digest, ask = _from_csv(svc)
     else:
-        specs, canonical, ask = _from_json(svc)
+        specs, request_digest, ask = _from_json(svc)
     key = idempotency_key()
-    request_digest = digest(canonical)
     if key and (found := _existing(svc, key, request_digest)) is not None:
         with svc.db.session() as session:
             return batch_json(session, found), 200, {"Location": f"/v1/batches/{found.id}"}
@@ -269,10 +280,16 @@ def batch_fits(batch_id: str) -> Any:
 def cancel_batch(batch_id: str) -> tuple[dict[str, Any], int]:
     with services().db.session(write=True) as session:
         batch = _get_batch(session, batch_id)
-        batch.cancelled = True
-        session.execute(
+        # Conditional like a fit's cancel: a batch with nothing left to run stays as it ended.
+        changed = session.execute(
             sa.update(Fit).where(Fit.batch_id == batch.id, Fit.status.in_(ACTIVE))
             .values(status=CANCELLED, finished_at=utcnow(), lease_expires_at=None)
-            .execution_options(synchronize_session=False))
+            .execution_options(synchronize_session=False)).rowcount
+        if changed:
+            batch.cancelled = True
     with services().db.session() as session:
-        return batch_json(session, _get_batch(session, batch_id)), 202
+        body = batch_json(session, _get_batch(session, batch_id))
+    if not changed:
+        raise Problem(409, f"batch {batch_id} is {body['status']}: none of its fits is queued or running",
+                      slug="not-cancellable")
+    return body, 202

@@ -33,7 +33,8 @@ FIT = {
     "started_at": "2026-11-27T09:30:00.020Z", "finished_at": "2026-11-27T09:30:00.050Z",
     "epochs": 3000, "epochs_done": 2765, "n_points": 11, "attempt": 1, "params": PARAMS,
     "labels": {"sensor": "A17"}, "batch_id": None, "result": RESULT, "diverged_at_epoch": None,
-    "stop_reason": "early_stopped", "lr_max": 0.035864, "condition_number": 284.69, "warnings": [],
+    "stop_reason": "early_stopped", "losses_pruned": False, "lr_max": 0.035864, "condition_number": 284.69,
+    "warnings": [],
     "error": None, "links": {"self": f"/v1/fits/{FIT_ID}", "losses": f"/v1/fits/{FIT_ID}/losses",
                               "data": f"/v1/fits/{FIT_ID}/data"},
 }

@@ -84,7 +84,11 @@ class Services:
                 continue
             published.append(chunk_id)
             self.broker_seen_at = time.monotonic()
-        if published:
+        if not published:
+            return
+        try:
+            if failpoints.on("fail_mark_dispatched"):
+                raise ConnectionError("failpoint fail_mark_dispatched")
             with self.db.session(write=True) as session:
                 session.execute(
                     sa.update(Fit)
@@ -92,6 +96,11 @@ class Services:
                     .values(dispatched_at=utcnow())
                     .execution_options(synchronize_session=False)
                 )
+        except Exception as exc:
+            # Best effort: the fits are committed and published, so the answer is the 202 (a 503
+            # would make a client without a key submit again). Left undispatched, the reconciler
+            # publishes them once more, and the second message claims nothing.
+            log.warning("marking chunks %s dispatched failed, left to the reconciler: %s", published, exc)
 
 
 def services() -> Services:

@@ -17,13 +17,18 @@ bp = Blueprint("openapi", __name__)
 PROBLEM_CODES = {
     "400": "Malformed JSON or CSV",
     "404": "Unknown id, or another tenant's",
-    "409": "Conflict: the fit's state, or an Idempotency-Key reused with another body",
-    "413": "Body or data over a limit",
+    "409": "Conflict: the fit's or batch's state, or an Idempotency-Key reused with another body",
+    "410": "Gone: retention pruned this fit's losses (its result is kept)",
+    "413": "Body or data over a limit, or the request's fit-epochs over `fit_epochs_per_request` (`quota` names it)",
     "415": "Unsupported media type",
     "401": "No bearer token, or an unknown or revoked one",
     "422": "Invalid field; `errors[].loc` names it",
-    "429": "Over the token's rate limit; see Retry-After",
-    "503": "A dependency (database, broker) is down; see Retry-After",
+    "429": "Over the tenant's (or, without a valid token, the address's) request budget, or the tenant's "
+           "in-flight fit-epochs over its quota (`quota` names it); see Retry-After",
+    "503": "A dependency (database, broker) is down, or the service's queue is past its threshold "
+           "(`quota` names it); see Retry-After",
+    "507": "The tenant's stored loss bytes would pass its quota (`quota`: stored_loss_bytes); prune old "
+           "losses or ask an operator for more",
 }
 
 
@@ -73,7 +78,7 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                     "202": {**fit_ok, "description": "Accepted and queued",
                             "headers": {"Location": {"schema": {"type": "string"}}}},
                     "200": {**fit_ok, "description": "An idempotent replay: the original fit"},
-                    **_problems("400", "409", "413", "415", "422", "503"),
+                    **_problems("400", "409", "413", "415", "422", "503", "507"),
                 },
             },
             "get": {
@@ -126,7 +131,7 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                             "content": {"application/json": {"schema": {"oneOf": [
                                 _ref("LossPage"), _ref("LossBuckets")]}},
                                         "text/csv": {"schema": {"type": "string"}}}},
-                    **_problems("404", "422"),
+                    **_problems("404", "410", "422"),
                 },
             },
         },
@@ -178,7 +183,7 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                 "responses": {
                     "202": {"description": "Accepted", "content": _json("BatchPublic")},
                     "200": {"description": "An idempotent replay", "content": _json("BatchPublic")},
-                    **_problems("400", "409", "413", "415", "422", "503"),
+                    **_problems("400", "409", "413", "415", "422", "503", "507"),
                 },
             },
         },
@@ -212,7 +217,12 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                      "parameters": [_id_param("batch_id")],
                      "responses": {"202": {"description": "The batch",
                                            "content": _json("BatchPublic")},
-                                   **_problems("404")}},
+                                   **_problems("404", "409")}},
+        },
+        "/v1/usage": {
+            "get": {"operationId": "getUsage",
+                    "summary": "The tenant's fits, stored loss bytes and fit-epochs in flight, with its quotas",
+                    "responses": {"200": {"description": "Usage", "content": _json("Usage")}}},
         },
         "/healthz": {"get": {"operationId": "healthz", "summary": "200 while the process serves",
                              "responses": {"200": {"description": "Alive"}}}},
@@ -276,13 +286,20 @@ def document() -> dict[str, Any]:
         if path.startswith("/v1/"):
             for operation in item.values():
                 operation["security"] = [{"bearer": []}]
-                operation["responses"].update(_problems("401", "429"))
+                # Any /v1 route: a parameter holding a control character is a 422 naming it.
+                operation["responses"].update(_problems("401", "422", "429"))
     return {
         "openapi": "3.1.0",
         "info": {"title": "calib", "version": "1",
                  "description": "Linear calibration fits t_c = w*t_u + b by gradient descent. "
-                                f"Every /v1 route needs `Authorization: Bearer <token>` and is "
-                                f"rate limited per token ({s.rate_limit})."},
+                                "Every /v1 route needs `Authorization: Bearer <token>`. Each tenant has one "
+                                f"request budget shared by every route ({s.rate_limit}); requests without a "
+                                f"valid token share their client address's ({s.anonymous_rate_limit}). Over "
+                                "budget: 429 with Retry-After. Quotas (GET /v1/usage): a request's fit-epochs "
+                                f"past {s.max_fit_epochs_per_request:,} → 413; a tenant's fit-epochs in flight "
+                                "past its quota → 429 with Retry-After; its stored loss bytes past its quota → "
+                                "507; the service's queue past its threshold → 503 with Retry-After. Each "
+                                "refusal names the quota, its limit, the amount requested and the amount left."},
         "paths": paths,
         "components": {"schemas": _schemas(),
                        "securitySchemes": {"bearer": {

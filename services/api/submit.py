@@ -8,6 +8,7 @@ loses nothing: the reconciler publishes fits that stay queued (Services.dispatch
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,8 +27,21 @@ from shared.schemas import DEFAULT_BETAS, DEFAULT_DELTA, DEFAULT_EPS, DEFAULT_MO
 from shared.splits import split
 
 
-def digest(canonical_body: str) -> str:
-    return hashlib.sha256(canonical_body.encode()).hexdigest()
+def digest(request: Any) -> str:
+    """The fingerprint an Idempotency-Key is checked against: of the request's canonical form, so
+    keys in another order, or 1 written as 1.0, are the same request (and no spurious 409)."""
+    text = json.dumps(_canonical(request), sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def fit_rows(specs: Sequence[FitCreate], tenant: str, *, batch_id: str | None = None,
@@ -127,7 +141,7 @@ def replay(existing: Fit, request_digest: str) -> Fit:
 def submit_fit(svc: Services, spec: FitCreate, ask: Ask, tenant: str, key: str | None) -> tuple[Fit, bool]:
     """Returns the fit and whether it was created now (False: an idempotent replay)."""
     db = svc.db
-    request_digest = digest(spec.model_dump_json())
+    request_digest = digest(spec.model_dump())
     if key is not None:
         existing = find_by_key(db, tenant, key)
         if existing is not None:

@@ -41,6 +41,7 @@ log = logging.getLogger("calib.api")
 REQUESTS = Counter("calib_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
 LATENCY = Histogram("calib_http_request_duration_seconds", "Time to answer an HTTP request", ["method", "route"],
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # A client's X-Request-ID is kept if it looks like an id; anything else gets a new one.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -61,9 +62,11 @@ def _start() -> None:
 
 def _finish(response: Response) -> Response:
     route = request.url_rule.rule if request.url_rule else "unmatched"
+    # Label values only from known sets: a client's invented method must not grow the series.
+    method = request.method if request.method in _METHODS else "OTHER"
     seconds = time.perf_counter() - g.get("started", time.perf_counter())
-    REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-    LATENCY.labels(request.method, route).observe(seconds)
+    REQUESTS.labels(method, route, str(response.status_code)).inc()
+    LATENCY.labels(method, route).observe(seconds)
     response.headers["X-Request-ID"] = g.get("request_id", "")
     if route != "/metrics":
         log.info("%s %s %d", request.method, request.path, response.status_code,

@@ -167,13 +167,15 @@ API_MD_FIELDS = {
                "eps", "validation", "early_stopping"},
     "FitPublic": {"id", "status", "created_at", "started_at", "finished_at", "epochs", "epochs_done", "n_points",
                   "params", "labels", "batch_id", "result", "diverged_at_epoch", "error", "links", "stop_reason",
-                  "lr_max", "condition_number", "warnings"},
+                  "lr_max", "condition_number", "warnings", "losses_pruned"},
     "Result": {"w", "b", "loss", "w_raw", "b_raw", "w_opt", "b_opt", "gap", "se_w", "se_b", "cov_wb", "r2",
                "residual_sd", "val_loss"},
     "LossPage": {"fit_id", "epochs_done", "start", "loss", "val_loss", "next"},
     "LossBucket": {"first_epoch", "last_epoch", "min", "max", "last", "val_min", "val_max", "val_last"},
     "Prediction": {"t_c", "lower", "upper"},
     "BatchPublic": {"id", "count", "status", "counts", "created_at", "finished_at"},
+    "Usage": {"tenant", "fits", "stored_loss_bytes", "in_flight_fit_epochs", "quotas"},
+    "Problem": {"type", "title", "status", "detail", "errors", "quota", "limit", "requested", "remaining"},
 }
 
 

@@ -6,6 +6,7 @@ script shipped here, with no CDN, so the service works offline."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import sqlalchemy as sa
@@ -51,18 +52,39 @@ def login_form() -> str:
     return render_template("login.html", error=None)
 
 
+def _same_origin() -> bool:
+    """A form post from this site: its Origin (or Referer) names this host or the configured
+    public URL. Browsers always send one of them on a POST; a request with neither comes from
+    no browser, so no other site can have made it."""
+    sent = request.headers.get("Origin") or request.headers.get("Referer")
+    if not sent:
+        return True
+    origin = urlsplit(sent)
+    allowed = {request.host_url.rstrip("/")}
+    public = services().settings.public_url
+    if public:
+        allowed.add(f"{urlsplit(public).scheme}://{urlsplit(public).netloc}")
+    return f"{origin.scheme}://{origin.netloc}" in allowed
+
+
 @bp.post("/login")
 def login() -> Any:
+    if not _same_origin():
+        return render_template("login.html", error="That form was sent from another site."), 403
     token = (request.form.get("token") or "").strip()
     if not token or tokens.tenant_of(services().db, token) is None:
         return render_template("login.html", error="That token is unknown or revoked."), 401
     response = make_response(redirect("/ui/"))
-    response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=request.is_secure, path="/")
+    # Secure whenever the service is served over https, also behind a proxy that ends TLS.
+    secure = request.is_secure or services().settings.public_url.startswith("https://")
+    response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=secure, path="/")
     return response
 
 
 @bp.post("/logout")
 def logout() -> Response:
+    if not _same_origin():
+        return Response("That form was sent from another site.", status=403)
     response = make_response(redirect("/ui/login"))
     response.delete_cookie(COOKIE, path="/")
     return response
