@@ -60,6 +60,16 @@ def send(url: str, token: str, kind: str, size: int, out: list[dict[str, object]
         out.append({"kind": kind, "status": type(exc).__name__, "seconds": time.perf_counter() - started})
 
 
+def refuse_big_batch(url: str, token: str) -> tuple[int, float, int]:
+    """The 100,000 two-point fits × 1,000,000 epochs batch of issue 11: (status, seconds, body bytes)."""
+    body = json.dumps({"defaults": {"epochs": 1_000_000},
+                       "fits": [{"t_u": [1.0, 2.0], "t_c": [3.0, 5.0]}] * 100_000}).encode()
+    started = time.perf_counter()
+    r = httpx.post(url + "/v1/batches", content=body, timeout=120,
+                   headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    return r.status_code, time.perf_counter() - started, len(body)
+
+
 def api_peak_rss(stack: Stack) -> int:
     api = stack.children[0].pid
     return sum(peak_rss(pid) for pid in descendants({api}))
@@ -74,6 +84,7 @@ def main() -> None:
         stack = Stack({"CALIB_DATA_DIR": f"{tmp}/data"}, Path(tmp) / "logs", workers=0).start()
         try:
             idle = api_peak_rss(stack)
+            refusals = [refuse_big_batch(stack.url, stack.token) for _ in range(5)]
             answers: list[dict[str, object]] = []
             threads = [threading.Thread(target=send, args=(stack.url, stack.token, "json" if i % 2 == 0 else "csv",
                                                            args.megabytes * 1_000_000, answers))
@@ -91,11 +102,15 @@ def main() -> None:
     for answer in sorted(answers, key=lambda a: str(a["kind"])):
         seconds = float(str(answer["seconds"]))
         print(f"{answer['kind']:<5} {answer['status']}  {seconds:.2f} s  {answer.get('detail', '')}")
+    seconds = sorted(r[1] for r in refusals)
+    print(f"100,000 fits × 1,000,000 epochs ({refusals[0][2] / 1e6:.1f} MB): {refusals[0][0]} in "
+          f"{seconds[2]:.3f} s (median of 5)")
     print(f"API peak RSS, all processes: {idle / 1e6:.0f} MB idle, {peak / 1e6:.0f} MB after; "
           f"/readyz {ready}; {wall:.2f} s for all")
     print(json.dumps({"benchmark": "oversize", "parallel": args.parallel, "megabytes": args.megabytes,
                       "statuses": sorted(str(a["status"]) for a in answers), "api_peak_rss_bytes": peak,
-                      "api_idle_rss_bytes": idle, "readyz": ready, "seconds": wall}))
+                      "api_idle_rss_bytes": idle, "readyz": ready, "seconds": wall,
+                      "big_batch_status": refusals[0][0], "big_batch_refused_seconds": seconds[2]}))
 
 
 if __name__ == "__main__":
