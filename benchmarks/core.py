@@ -124,7 +124,7 @@ def case_c(device_name: str, repeats: int) -> dict[str, Any]:
                               input_scale=[1.0] * fits, w0=[1.0] * fits, b0=[0.0] * fits, device=device)
 
     def run() -> torch.Tensor:
-        engine = Iterative(batch, ["adam"] * fits, [0.0] * fits, [0.9] * fits, [0.999] * fits, [1e-8] * fits)
+        engine = Iterative(batch, ["adam"] * fits, [0.0] * fits, [0.9] * fits, [0.999] * fits, [1e-8] * fits).complete()
         return engine.losses(1, epochs)
 
     engine_s = median_seconds(run, repeats, device)
@@ -175,7 +175,7 @@ def split_case(engine_name: str, device_name: str, repeats: int) -> dict[str, An
             engine: GradientDescent | Iterative = GradientDescent(train, val, stopping)
         else:
             engine = Iterative(train, ["sgd"] * fits, [0.0] * fits, [0.0] * fits, [0.0] * fits, [0.0] * fits,
-                               validation=val, stopping=stopping)
+                               validation=val, stopping=stopping).complete()
         last = int(engine.epochs_done.max())
         return engine.losses(1, last, torch.float32), engine.val_losses(1, last)
 

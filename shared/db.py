@@ -12,12 +12,19 @@ import sqlalchemy.orm as so
 from shared.settings import Settings
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        _pragmas(dbapi_connection, busy_timeout_ms)
+
+    return on_connect
+
+
+def _pragmas(dbapi_connection: Any, busy_timeout_ms: int) -> None:
     # WAL lets readers go on while a worker writes; the busy timeout turns lock
     # contention into a short wait instead of "database is locked".
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
@@ -33,11 +40,11 @@ def _sqlite_begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-def make_engine(url: str) -> sa.Engine:
+def make_engine(url: str, busy_timeout: float = 60.0) -> sa.Engine:
     if url.startswith("sqlite"):
         # isolation_level=None hands BEGIN to us (see _sqlite_begin).
-        engine = sa.create_engine(url, connect_args={"timeout": 60, "isolation_level": None})
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        engine = sa.create_engine(url, connect_args={"timeout": busy_timeout, "isolation_level": None})
+        sa.event.listen(engine, "connect", _sqlite_pragmas(int(busy_timeout * 1000)))
         sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -46,8 +53,8 @@ def make_engine(url: str) -> sa.Engine:
 class Database:
     """The project's database: sessions that read, and sessions that write."""
 
-    def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
+    def __init__(self, url: str, busy_timeout: float = 60.0) -> None:
+        self.engine = make_engine(url, busy_timeout)
         write_engine = self.engine.execution_options(calib_write=True)
         self._reader = so.sessionmaker(self.engine, expire_on_commit=False)
         self._writer = so.sessionmaker(write_engine, expire_on_commit=False)
@@ -56,7 +63,7 @@ class Database:
     def from_settings(cls, settings: Settings) -> Database:
         if settings.embedded:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return cls(settings.database)
+        return cls(settings.database, settings.sqlite_busy_timeout_seconds)
 
     @contextmanager
     def session(self, write: bool = False) -> Iterator[so.Session]:

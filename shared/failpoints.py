@@ -13,12 +13,15 @@ of hoping for it. The syntax is `name[=value]` separated by `;`, e.g.
   publish raises, as a database that drops the connection at that moment would.
 - checkpoint_sleep=S: the worker sleeps S seconds before writing each checkpoint,
   so a chunk runs long enough to be killed mid-way.
+- clock_offset=S: this process's clock (shared.models.utcnow) runs S seconds ahead, as a
+  machine whose clock drifted would.
 - kill_worker_epochs=N: a worker process that claims a fit of exactly N epochs
   SIGKILLs itself, on every attempt (a poison fit).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import time
@@ -53,3 +56,8 @@ def kill_if_poisoned(epochs: list[int]) -> None:
     poison = value("kill_worker_epochs")
     if poison and int(poison) in epochs:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def clock_offset() -> dt.timedelta:
+    seconds = value("clock_offset")
+    return dt.timedelta(seconds=float(seconds)) if seconds else dt.timedelta(0)

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from shared import failpoints
 from shared.calibration import Spread
 from shared.splits import held_out_indices
 
@@ -33,7 +34,8 @@ def new_id() -> str:
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    """This process's clock, for stamps people read. Leases use the database's clock (shared.dbclock)."""
+    return dt.datetime.now(dt.UTC) + failpoints.clock_offset()
 
 
 class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
@@ -96,6 +98,12 @@ class Fit(Base):
     lease_expires_at: so.Mapped[dt.datetime | None] = so.mapped_column(UTCDateTime)
     # Incremented by every claim; writes are guarded by it (a fencing token).
     attempt: so.Mapped[int] = so.mapped_column(sa.Integer, default=0)
+    # The engine's state at the end of the last block written (services/worker/engine): a fit
+    # that yields its worker, or whose worker is lost, goes on from there. Null: from epoch 1.
+    checkpoint: so.Mapped[dict[str, object] | None] = so.mapped_column(sa.JSON)
+    # Times the worker running this fit alone was lost (a fit lost in a larger chunk is retried
+    # in halves first, so only a fit that kills its worker by itself is counted and failed).
+    worker_losses: so.Mapped[int] = so.mapped_column(sa.Integer, default=0, server_default="0")
     # host:pid of the worker process holding the current attempt (for operators, and
     # for the fault-injection tests that kill it).
     claimed_by: so.Mapped[str | None] = so.mapped_column(sa.String(200))

@@ -70,6 +70,16 @@ class Settings(BaseSettings):
     loss_block_epochs: int = 65_536
     lease_seconds: float = 60.0
     max_attempts: int = 3
+    # A transient database error (connection lost, serialization failure, SQLite busy) is
+    # retried this long with backoff before a chunk gives its fits back to the queue.
+    transient_retry_seconds: float = 120.0
+    # A chunk that has run this long yields to other queued work at its next block: its
+    # unfinished fits go back to the queue with their checkpoints (fair share inside long work).
+    time_slice_seconds: float = 30.0
+    # A worker whose engine wrote nothing for this long stops renewing its lease (stuck).
+    stall_seconds: float = 300.0
+    # SQLite's wait for the write lock before "database is locked" (then retried as transient).
+    sqlite_busy_timeout_seconds: float = 60.0
     # The reconciler publishes a fit never published this long after its commit (the
     # API crashed between the two, or the broker refused), and publishes again one
     # published but unclaimed this long (a message the broker lost).

@@ -68,7 +68,12 @@ def run_chunk(chunk_id: str) -> int:
         run_chunk.apply_async((chunk_id,))
         log.info("chunk %s: another tenant's chunk %s runs first (fair share)", chunk_id, other)
         chunk_id = other
-    return runner.run_chunk(db, settings, chunk_id, pick_device(settings.device))
+    run = runner.run_chunk(db, settings, chunk_id, pick_device(settings.device))
+    # The halves of a lost chunk, or this chunk's fits given back after their time slice:
+    # a message each (the fits are committed queued; a lost publish is the reconciler's).
+    for chunk in run.publish:
+        run_chunk.apply_async((chunk,))
+    return run.claimed
 
 
 @app.task(name=RECONCILE)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 
 from shared.db import Database
+from shared.dbclock import db_now
 from shared.models import QUEUED, RUNNING, Fit, utcnow
 from shared.settings import Settings
 
@@ -37,7 +38,7 @@ def stale_chunks(db: Database, settings: Settings, queue_empty: bool = True) -> 
         Fit.status == QUEUED,
         Fit.dispatched_at < now - dt.timedelta(seconds=settings.redispatch_after_seconds),
     )
-    lost = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < now)
+    lost = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < db_now())  # the database's clock, as leases
     stale = [never_published, lost] + ([unclaimed] if queue_empty else [])
     with db.session() as session:
         rows = session.execute(

@@ -1,8 +1,20 @@
-"""One chunk of fits, start to end: claim, compute in epoch blocks, write each block, finish.
+"""One chunk of fits, start to end: claim, compute in blocks of epochs, write each block, finish.
 
-No database session is open while the engine computes; each block of epochs is
-written in one transaction, which is the fit's progress (epochs_done, losses so
-far), its lease heartbeat and its cancellation checkpoint.
+No database session is open while the engine computes. Every engine hands the runner its
+losses a block of epochs at a time (about a second of work for the iterative optimizers),
+and each block is written in one transaction, which is the fit's progress (epochs_done,
+losses so far, the engine's state to go on from), its lease renewal and its cancellation
+checkpoint: a fit cancelled meanwhile, or claimed again by another worker, is dropped from
+the write and from every later block, while the chunk's other fits go on.
+
+Faults (README, "What a worker does on each fault"):
+- a transient database error (connection lost, serialization failure, SQLite busy) is retried
+  with backoff for `transient_retry_seconds`; past that the chunk gives its fits back (queued,
+  with their checkpoints) instead of failing them;
+- after `time_slice_seconds`, if other fits are queued, the chunk yields: its unfinished fits
+  go back to the queue with their checkpoints and the fair-share order picks what runs next;
+- the lease heartbeat stops renewing once the engine has made no progress for
+  `stall_seconds`, so a stuck worker's fits are reclaimed.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,37 +41,68 @@ from shared.models import DIVERGED, SUCCEEDED, utcnow
 from shared.packing import F32
 from shared.settings import Settings
 from shared.splits import split
+from shared.transient import is_transient, retrying
 
 log = logging.getLogger("calib.worker")
 
-# Bound on one block's (fits x epochs) float64 tensor: about 256 MB.
+# Bound on one block's (fits x epochs) losses: 32 million, 128 MB of float32.
 _BLOCK_CELLS = 32_000_000
-# Bound on the losses one call of the iterative engine holds: 250 million float32, 1 GB.
-_ITERATIVE_CELLS = 250_000_000
+# The iterative engine's blocks: a multiple of its stopping window, sized to take about this long.
+_BLOCK_SECONDS = 1.0
+_WINDOW = 64
 
 
-def run_chunk(db: Database, settings: Settings, chunk_id: str, device: torch.device) -> int:
-    """Run the chunk's queued fits; returns how many this call claimed."""
+@dataclass
+class ChunkRun:
+    """What a call of run_chunk did: fits claimed, and chunks to publish (the halves of a lost
+    chunk, or this chunk again after it yielded or gave its fits back)."""
+
+    claimed: int = 0
+    publish: list[str] = field(default_factory=list)
+
+
+def run_chunk(db: Database, settings: Settings, chunk_id: str, device: torch.device) -> ChunkRun:
+    """Run the chunk's queued fits (and those whose worker was lost)."""
     with logs.bound(chunk_id=chunk_id):
         tally = Tally(time.perf_counter())
-        fits = store.claim(db, settings, chunk_id)
+        claim = retrying(lambda: store.claim(db, settings, chunk_id), "claim", settings.transient_retry_seconds)
+        run = ChunkRun(len(claim.fits), list(claim.split_into))
+        if claim.split_into:
+            log.info("chunk %s: its worker was lost; split in %s", chunk_id, claim.split_into)
+        fits = claim.fits
         if not fits:
             log.info("chunk %s: nothing to claim", chunk_id)
-            return 0
+            return run
         # A fit alone is a chunk of one: then every line of the chunk names its fit.
         with logs.bound(fit_id=fits[0].id if len(fits) == 1 else None):
             log.info("chunk %s: claimed %d fits", chunk_id, len(fits))
             failpoints.kill_if_poisoned([fit.epochs for fit in fits])
+            work = Work(db, settings, fits, tally)
             try:
-                with _heartbeat(db, settings, fits):
-                    _compute_and_write(db, settings, fits, device, tally)
+                with _heartbeat(work):
+                    _compute_and_write(work, device)
             except Exception as exc:
-                store.fail(db, fits, "internal", f"{type(exc).__name__}: {exc}")
-                raise
+                if not is_transient(exc):
+                    store.fail(db, fits, "internal", f"{type(exc).__name__}: {exc}")
+                    raise
+                # The database stayed unreachable past the retries: the fits are not at fault.
+                log.warning("chunk %s: database unreachable, giving its fits back: %s", chunk_id, exc)
+                work.give_back = True
+            if work.give_back:
+                try:
+                    returned = retrying(lambda: store.give_back(db, [f for f in fits if f.id in work.alive]),
+                                        "give back", settings.transient_retry_seconds)
+                except Exception as exc:  # their leases expire, and the reconciler reclaims them
+                    log.warning("chunk %s: fits not given back (%s); their leases will expire", chunk_id, exc)
+                    returned = set()
+                if returned:
+                    log.info("chunk %s: %d fits back in the queue, to go on from their checkpoints",
+                             chunk_id, len(returned))
+                    run.publish.append(chunk_id)
             seconds = time.perf_counter() - tally.started
             _count(db, tally, seconds)
             log.info("chunk %s: done in %.3f s", chunk_id, seconds)
-        return len(fits)
+        return run
 
 
 @dataclass
@@ -70,6 +114,44 @@ class Tally:
     finished: list[tuple[str, int, float]] = field(default_factory=list)
 
 
+@dataclass
+class Work:
+    """A claimed chunk while it runs: the fits this attempt still owns, when the engine last made
+    progress (the heartbeat's watchdog), and whether to give the rest back."""
+
+    db: Database
+    settings: Settings
+    fits: list[store.ClaimedFit]
+    tally: Tally
+    alive: set[str] = field(default_factory=set)
+    progressed: float = field(default_factory=time.monotonic)
+    give_back: bool = False
+
+    def __post_init__(self) -> None:
+        self.alive = {fit.id for fit in self.fits}
+
+    def write(self, fits: list[store.ClaimedFit], checkpoint: store.Checkpoint) -> None:
+        """One block's transaction, retried through transient errors; drops the fits this attempt lost."""
+        failpoints.sleep_before_checkpoint()
+        owned = retrying(lambda: store.write(self.db, self.settings, fits, checkpoint), "checkpoint",
+                         self.settings.transient_retry_seconds)
+        seconds = time.perf_counter() - self.tally.started
+        self.tally.finished += [(str(outcome["status"]), int(str(outcome["epochs_done"])), seconds)
+                                for fit_id, outcome in checkpoint.finished.items() if fit_id in owned]
+        self.alive -= ({fit.id for fit in fits} - owned) | set(checkpoint.finished)
+        self.progressed = time.monotonic()
+
+    def should_yield(self) -> bool:
+        """Past the time slice, with other fits waiting: go back to the queue."""
+        if self.give_back:
+            return True
+        if time.perf_counter() - self.tally.started < self.settings.time_slice_seconds or not self.alive:
+            return False
+        self.give_back = retrying(lambda: store.others_waiting(self.db), "queue check",
+                                  self.settings.transient_retry_seconds)
+        return self.give_back
+
+
 def _count(db: Database, tally: Tally, seconds: float) -> None:
     """Add the chunk to the workers' counters (/metrics). A metric is not worth failing a chunk over."""
     try:
@@ -79,16 +161,20 @@ def _count(db: Database, tally: Tally, seconds: float) -> None:
 
 
 @contextmanager
-def _heartbeat(db: Database, settings: Settings, fits: list[store.ClaimedFit]) -> Iterator[None]:
-    """Renew the fits' lease every third of its length while the chunk runs, so a long
-    computation between two checkpoints (an iterative optimizer over many epochs) is
-    not taken for a dead worker. Dies with the process, which is the point."""
+def _heartbeat(work: Work) -> Iterator[None]:
+    """Renew the fits' lease every third of its length while the chunk runs, so a long block is not
+    taken for a dead worker; but not once the engine has made no progress for stall_seconds: a
+    stuck worker must let its fits be reclaimed. Dies with the process, which is the point."""
+    settings = work.settings
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.wait(settings.lease_seconds / 3):
+            if time.monotonic() - work.progressed > settings.stall_seconds:
+                log.warning("no progress for %.0f s: the lease is left to expire", settings.stall_seconds)
+                continue
             try:
-                store.renew(db, settings, fits)
+                store.renew(work.db, settings, [fit for fit in work.fits if fit.id in work.alive])
             except Exception as exc:  # a missed beat only risks a retry, fenced by attempt
                 log.warning("lease renewal failed: %s", exc)
 
@@ -109,24 +195,21 @@ def _rule(fit: store.ClaimedFit) -> tuple[object, ...]:
     return ("adam",) if fit.optimizer == "adam" else ("momentum",)  # sgd is momentum 0
 
 
-def _compute_and_write(
-    db: Database, settings: Settings, fits: list[store.ClaimedFit], device: torch.device, tally: Tally
-) -> None:
-    # One engine call per update rule in the chunk: the exact closed form for gd with
-    # the analytic gradient, the batched iteration for the others.
+def _compute_and_write(work: Work, device: torch.device) -> None:
+    # One engine call per update rule in the chunk: the exact closed form for gd with the
+    # analytic gradient, the batched iteration for the others; an iteration resumes all its
+    # fits from one epoch, so fits saved at different epochs run in separate calls.
     groups: dict[tuple[object, ...], list[store.ClaimedFit]] = {}
-    for fit in fits:
-        groups.setdefault(_rule(fit), []).append(fit)
+    for fit in work.fits:
+        rule = _rule(fit)
+        groups.setdefault(rule if rule == ("closed_form",) else (*rule, fit.start_epoch), []).append(fit)
     for rule, group in groups.items():
+        if work.should_yield():
+            return
         if rule == ("closed_form",):
-            _run_group(db, settings, group, device, tally)
-            continue
-        # The iteration keeps every epoch's loss (float32) until it is written: slices
-        # of at most _ITERATIVE_CELLS losses bound its memory (1 GB) at any epoch count.
-        series = 2 if any(fit.held_out for fit in group) else 1  # training and validation
-        per_call = max(1, _ITERATIVE_CELLS // (series * max(fit.epochs for fit in group)))
-        for first in range(0, len(group), per_call):
-            _run_group(db, settings, group[first:first + per_call], device, tally)
+            _run_closed_form(work, group, device)
+        else:
+            _run_iterative(work, group, device)
 
 
 def _series(fits: list[store.ClaimedFit], part: int, device: torch.device) -> SeriesBatch:
@@ -144,75 +227,120 @@ def _series(fits: list[store.ClaimedFit], part: int, device: torch.device) -> Se
     )
 
 
-def _engine(fits: list[store.ClaimedFit], device: torch.device) -> GradientDescent | Iterative:
+def _data(fits: list[store.ClaimedFit],
+          device: torch.device) -> tuple[SeriesBatch, SeriesBatch | None, StopRule | None]:
     batch = _series(fits, 0, device)
     # Fits without a split have no held-out points: their validation averages are NaN, unused.
     validation = _series(fits, 1, device) if any(fit.held_out for fit in fits) else None
-    stopping = StopRule.of([fit.early_stopping for fit in fits], batch.epochs)
-    head = fits[0]
-    if _rule(head) == ("closed_form",):
-        return GradientDescent(batch, validation, stopping)
-    return Iterative(batch, [fit.optimizer for fit in fits],
-                     # The API stored every option resolved; None only where an option does
-                     # not apply, and the engine then never reads it (sgd is momentum 0).
-                     momentum=[fit.momentum or 0.0 for fit in fits],
-                     beta1=[fit.beta1 or 0.0 for fit in fits],
-                     beta2=[fit.beta2 or 0.0 for fit in fits],
-                     eps=[fit.eps or 0.0 for fit in fits],
-                     gradient=head.gradient, delta=head.delta or 0.0, validation=validation, stopping=stopping)
+    return batch, validation, StopRule.of([fit.early_stopping for fit in fits], batch.epochs)
 
 
-def _run_group(
-    db: Database, settings: Settings, fits: list[store.ClaimedFit], device: torch.device, tally: Tally
-) -> None:
-    engine = _engine(fits, device)
-    done = engine.epochs_done.cpu().numpy()
-    diverged_at = engine.diverged_at.cpu().numpy()
-    w, b = engine.w.cpu().numpy(), engine.b.cpu().numpy()
-    stopped_early = engine.stopped_early.cpu().numpy()
+@dataclass
+class Ends:
+    """Each fit's end as the engine knows it (numpy, one per fit)."""
+
+    done: np.ndarray
+    diverged_at: np.ndarray
+    w: np.ndarray
+    b: np.ndarray
+    stopped_early: np.ndarray
+
+
+def _ends(engine: GradientDescent | Iterative) -> Ends:
+    return Ends(engine.epochs_done.cpu().numpy(), engine.diverged_at.cpu().numpy(), engine.w.cpu().numpy(),
+                engine.b.cpu().numpy(), engine.stopped_early.cpu().numpy())
+
+
+def _checkpoint(work: Work, fits: list[store.ClaimedFit], first: int, last: int, losses: np.ndarray,
+                val_losses: np.ndarray | None, ends: Ends, ended: np.ndarray,
+                states: list[dict[str, Any]]) -> store.Checkpoint:
+    """One block's write: the epochs first..last each fit recorded past where it started, its
+    outcome if it ended in the block, and its state to go on from if it did not."""
+    checkpoint = store.Checkpoint()
+    for i, fit in enumerate(fits):
+        if fit.id not in work.alive:
+            continue
+        start = max(first, fit.start_epoch + 1)
+        stop = min(last, int(ends.done[i])) if ended[i] else last
+        count = stop - start + 1
+        val = val_losses[i, start - first:stop - first + 1] if val_losses is not None and fit.held_out else None
+        if count > 0:
+            checkpoint.blocks.append({
+                "fit_id": fit.id, "first_epoch": start, "count": count,
+                "loss": np.ascontiguousarray(losses[i, start - first:stop - first + 1], dtype=F32).tobytes(),
+                "val_loss": None if val is None else np.ascontiguousarray(val, dtype=F32).tobytes(),
+            })
+            checkpoint.progress[fit.id] = stop
+        if ended[i]:
+            tail = losses[i, :max(0, stop - first + 1)]
+            checkpoint.finished[fit.id] = _outcome(
+                int(ends.done[i]), int(ends.diverged_at[i]), float(ends.w[i]), float(ends.b[i]),
+                tail, val, bool(ends.stopped_early[i]))
+        else:
+            checkpoint.states[fit.id] = states[i]
+    return checkpoint
+
+
+def _run_closed_form(work: Work, fits: list[store.ClaimedFit], device: torch.device) -> None:
+    """gd with the analytic gradient: every epoch is known at once, so blocks are only the writes
+    (and a fit goes on from any epoch: its state is just where it stopped)."""
+    batch, validation, stopping = _data(fits, device)
+    engine = GradientDescent(batch, validation, stopping)
+    ends = _ends(engine)
     # Readings so large that even float64 cannot hold their squares (|t_u| near 1e308) make
     # the five averages inf or NaN, and no epoch has a representable loss: by API.md's rule
     # (the sum of squared residuals overflows) such a fit diverged at epoch 1.
-    broken = (diverged_at == 0) & ~(np.isfinite(w) & np.isfinite(b))
+    broken = (ends.diverged_at == 0) & ~(np.isfinite(ends.w) & np.isfinite(ends.b))
     if broken.any():
-        diverged_at = np.where(broken, 1, diverged_at)
-        done = np.where(broken, 0, done)
+        ends.diverged_at = np.where(broken, 1, ends.diverged_at)
+        ends.done = np.where(broken, 0, ends.done)
 
-    block_epochs = max(1, min(settings.loss_block_epochs, _BLOCK_CELLS // len(fits)))
-    last_epoch = int(done.max())
-    alive = {fit.id for fit in fits}
-    first = 1
+    block_epochs = max(1, min(work.settings.loss_block_epochs, _BLOCK_CELLS // len(fits)))
+    last_epoch = int(ends.done.max())
+    first = min(fit.start_epoch for fit in fits) + 1
     while True:
         last = min(first + block_epochs - 1, max(last_epoch, first))
         losses = engine.losses(first, last, torch.float32).cpu().numpy()
         val_block = engine.val_losses(first, last)
-        val_losses = val_block.cpu().numpy() if val_block is not None else None
-        checkpoint = store.Checkpoint()
-        for i, fit in enumerate(fits):
-            if fit.id not in alive:
-                continue
-            count = min(last, int(done[i])) - first + 1
-            val = val_losses[i, :count] if val_losses is not None and fit.held_out else None
-            if count > 0:
-                checkpoint.blocks.append({
-                    "fit_id": fit.id, "first_epoch": first, "count": count,
-                    "loss": np.ascontiguousarray(losses[i, :count], dtype=F32).tobytes(),
-                    "val_loss": None if val is None else np.ascontiguousarray(val, dtype=F32).tobytes(),
-                })
-                checkpoint.progress[fit.id] = first + count - 1
-            if int(done[i]) <= last:
-                checkpoint.finished[fit.id] = _outcome(
-                    int(done[i]), int(diverged_at[i]), float(w[i]), float(b[i]), losses[i, :count],
-                    val, bool(stopped_early[i]))
-        failpoints.sleep_before_checkpoint()
-        owned = store.write(db, settings, fits, checkpoint)
-        seconds = time.perf_counter() - tally.started
-        tally.finished += [(outcome["status"], int(outcome["epochs_done"]), seconds)  # type: ignore[call-overload]
-                           for fit_id, outcome in checkpoint.finished.items() if fit_id in owned]
-        alive &= owned - set(checkpoint.finished)
-        if not alive or last >= last_epoch:
-            break
+        ended = ends.done <= last
+        states = [{"epoch": last}] * len(fits)
+        work.write(fits, _checkpoint(work, fits, first, last, losses,
+                                     val_block.cpu().numpy() if val_block is not None else None, ends, ended, states))
+        if not (work.alive & {fit.id for fit in fits}) or last >= last_epoch or work.should_yield():
+            return
         first = last + 1
+
+
+def _run_iterative(work: Work, fits: list[store.ClaimedFit], device: torch.device) -> None:
+    """sgd, momentum, adam and gd by autograd or finite differences: about a second of epochs per
+    block, every block written, so progress shows, cancellation lands and a yield loses nothing."""
+    batch, validation, stopping = _data(fits, device)
+    head = fits[0]
+    resume = [fit.resume or {} for fit in fits] if head.start_epoch else None
+    engine = Iterative(batch, [fit.optimizer for fit in fits],
+                       # The API stored every option resolved; None only where an option does
+                       # not apply, and the engine then never reads it (sgd is momentum 0).
+                       momentum=[fit.momentum or 0.0 for fit in fits],
+                       beta1=[fit.beta1 or 0.0 for fit in fits],
+                       beta2=[fit.beta2 or 0.0 for fit in fits],
+                       eps=[fit.eps or 0.0 for fit in fits],
+                       gradient=head.gradient, delta=head.delta or 0.0, validation=validation, stopping=stopping,
+                       resume=resume)
+    most = max(_WINDOW, (_BLOCK_CELLS // len(fits)) // _WINDOW * _WINDOW)
+    epochs = _WINDOW
+    while not engine.done:
+        started = time.perf_counter()
+        block = engine.run(epochs)
+        per_epoch = (time.perf_counter() - started) / max(1, block.last - block.first + 1)
+        ended = block.ended.cpu().numpy()
+        states = engine.states() if not bool(block.ended.all()) else []
+        val = block.val_losses.cpu().numpy() if block.val_losses is not None else None
+        work.write(fits, _checkpoint(work, fits, block.first, block.last, block.losses.cpu().numpy(), val,
+                                     _ends(engine), ended, states or [{}] * len(fits)))
+        if not (work.alive & {fit.id for fit in fits}) or work.should_yield():
+            return
+        # The next block: about _BLOCK_SECONDS of epochs, whole stopping windows, bounded in memory.
+        epochs = int(min(most, max(_WINDOW, _BLOCK_SECONDS / max(per_epoch, 1e-9) // _WINDOW * _WINDOW)))
 
 
 def _outcome(done: int, diverged_at: int, w: float, b: float, tail: np.ndarray,

@@ -8,11 +8,11 @@ delivery never writes, and a cancelled fit is never revived.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -21,7 +21,8 @@ import sqlalchemy.orm as so
 from services.worker import fairness
 from shared import quotas
 from shared.db import Database
-from shared.models import FAILED, QUEUED, RUNNING, Fit, LossBlock, utcnow
+from shared.dbclock import db_now, lease_until
+from shared.models import FAILED, QUEUED, RUNNING, Fit, LossBlock, new_id, utcnow
 from shared.packing import unpack_f64
 from shared.settings import Settings
 from shared.splits import held_out_indices
@@ -49,6 +50,12 @@ class ClaimedFit:
     t_c: np.ndarray
     held_out: list[int]  # validation indices; empty without a split
     early_stopping: dict[str, object] | None
+    # The engine's state saved at the end of the last block written, or None: from epoch 1.
+    resume: dict[str, Any] | None = None
+
+    @property
+    def start_epoch(self) -> int:
+        return int(self.resume["epoch"]) if self.resume else 0
 
 
 @dataclass
@@ -58,65 +65,86 @@ class Checkpoint:
     blocks: list[dict[str, object]] = field(default_factory=list)
     progress: dict[str, int] = field(default_factory=dict)
     finished: dict[str, dict[str, object]] = field(default_factory=dict)
+    # What each fit still running needs to go on from the end of these blocks.
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _lease(settings: Settings) -> dt.datetime:
-    return utcnow() + dt.timedelta(seconds=settings.lease_seconds)
+@dataclass
+class Claim:
+    """What a claim took: the fits to run now, and the chunks it split a lost chunk into (to publish)."""
+
+    fits: list[ClaimedFit]
+    split_into: list[str] = field(default_factory=list)
 
 
-def claim(db: Database, settings: Settings, chunk_id: str) -> list[ClaimedFit]:
-    now = utcnow()
-    expired = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < now)
+def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
+    """Take the chunk's queued fits, and those whose lease expired (their worker was lost).
+
+    A lost chunk of several fits is not run again whole: it is split in two new chunks, each
+    queued for its own message, so a fit that kills its worker every time (a poison fit) is
+    isolated by halving, and every other fit of the chunk runs. Only a fit lost while running
+    alone counts a worker loss; after max_attempts of those it ends failed/worker_lost.
+    Lease times and their expiry are the database's clock (shared.dbclock)."""
+    expired = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < db_now())
     with db.session(write=True) as session:
-        # A fit whose lease expired max_attempts times has killed its worker
-        # every time: end it rather than kill the next one.
-        session.execute(
-            sa.update(Fit)
-            .where(Fit.chunk_id == chunk_id, expired, Fit.attempt >= settings.max_attempts)
-            .values(
-                status=FAILED,
-                finished_at=now,
-                lease_expires_at=None,
-                error_type="worker_lost",
-                error_detail=f"the worker running this fit was lost {settings.max_attempts} times",
-            )
-            .execution_options(synchronize_session=False)
-        )
+        lost = list(session.scalars(sa.select(Fit.id).where(Fit.chunk_id == chunk_id, expired)
+                                    .order_by(Fit.created_at, Fit.id)))
+        halves: list[str] = []
+        if len(lost) > 1:
+            for part in (lost[:len(lost) // 2], lost[len(lost) // 2:]):
+                halves.append(new_id())
+                session.execute(sa.update(Fit).where(Fit.id.in_(part), expired)
+                                .values(chunk_id=halves[-1], status=QUEUED, lease_expires_at=None,
+                                        dispatched_at=None)
+                                .execution_options(synchronize_session=False))
+        elif lost:
+            session.execute(sa.update(Fit).where(Fit.id == lost[0], expired)
+                            .values(worker_losses=Fit.worker_losses + 1)
+                            .execution_options(synchronize_session=False))
+            # A fit that killed its worker max_attempts times alone: end it rather than kill the next one.
+            session.execute(
+                sa.update(Fit)
+                .where(Fit.id == lost[0], expired, Fit.worker_losses >= settings.max_attempts)
+                .values(status=FAILED, finished_at=utcnow(), lease_expires_at=None, checkpoint=None,
+                        error_type="worker_lost",
+                        error_detail=f"the worker running this fit alone was lost {settings.max_attempts} times")
+                .execution_options(synchronize_session=False))
         claimed = session.execute(
             sa.update(Fit)
             .where(Fit.chunk_id == chunk_id, sa.or_(Fit.status == QUEUED, expired))
             .values(
                 status=RUNNING,
                 attempt=Fit.attempt + 1,
-                lease_expires_at=_lease(settings),
-                started_at=sa.func.coalesce(Fit.started_at, now),
-                epochs_done=0,
+                lease_expires_at=lease_until(settings.lease_seconds),
+                started_at=sa.func.coalesce(Fit.started_at, utcnow()),
+                # A fit with a checkpoint goes on from it; any other starts again from epoch 1.
+                epochs_done=sa.case((Fit.checkpoint.is_(None), 0), else_=Fit.epochs_done),
                 claimed_by=f"{socket.gethostname()}:{os.getpid()}",
             )
             .returning(Fit.id, Fit.attempt)
             .execution_options(synchronize_session=False)
         ).all()
         if not claimed:
-            return []
+            return Claim([], halves)
         attempts = dict(claimed)
         ids = list(attempts)
-        # A retry starts again from epoch 1: its losses replace, never extend, the old ones.
-        freed = quotas.deleted_loss_bytes(session, ids)
-        if freed:
-            session.execute(sa.delete(LossBlock).where(LossBlock.fit_id.in_(ids)))
-            quotas.add_stored_bytes(session, {tenant: -size for tenant, size in freed.items()})
-        tenant = session.scalar(sa.select(Fit.tenant).where(Fit.id == ids[0]))
-        if tenant is not None:
-            fairness.record_turn(session, tenant)
         rows = session.execute(
             sa.select(
-                Fit.id, Fit.tenant, Fit.epochs, Fit.learning_rate, Fit.init_w, Fit.init_b,
-                Fit.input_scale, Fit.input_shift, Fit.optimizer, Fit.gradient, Fit.delta,
+                Fit.id, Fit.tenant, Fit.epochs, Fit.epochs_done, Fit.checkpoint, Fit.learning_rate, Fit.init_w,
+                Fit.init_b, Fit.input_scale, Fit.input_shift, Fit.optimizer, Fit.gradient, Fit.delta,
                 Fit.momentum, Fit.beta1, Fit.beta2, Fit.eps, Fit.validation, Fit.early_stopping,
                 Fit.t_u, Fit.t_c,
             ).where(Fit.id.in_(ids)).order_by(Fit.created_at, Fit.id)
         ).all()
-    return [
+        # A fit that starts again from epoch 1: its losses replace, never extend, the old ones.
+        restart = [row.id for row in rows if row.checkpoint is None]
+        freed = quotas.deleted_loss_bytes(session, restart) if restart else {}
+        if freed:
+            session.execute(sa.delete(LossBlock).where(LossBlock.fit_id.in_(restart)))
+            quotas.add_stored_bytes(session, {tenant: -size for tenant, size in freed.items()})
+        for tenant in {row.tenant for row in rows}:
+            fairness.record_turn(session, tenant)
+    return Claim([
         ClaimedFit(
             id=row.id, tenant=row.tenant, attempt=attempts[row.id], epochs=row.epochs,
             learning_rate=row.learning_rate, init_w=row.init_w, init_b=row.init_b,
@@ -125,9 +153,10 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> list[ClaimedFit]:
             beta1=row.beta1, beta2=row.beta2, eps=row.eps,
             t_u=unpack_f64(row.t_u), t_c=unpack_f64(row.t_c),
             held_out=held_out_indices(row.validation), early_stopping=row.early_stopping,
+            resume=row.checkpoint if row.checkpoint is not None else None,
         )
         for row in rows
-    ]
+    ], halves)
 
 
 def _renew_lease(session: so.Session, settings: Settings, fits: Iterable[ClaimedFit]) -> set[str]:
@@ -137,7 +166,7 @@ def _renew_lease(session: so.Session, settings: Settings, fits: Iterable[Claimed
     return set(session.scalars(
         sa.update(Fit)
         .where(sa.tuple_(Fit.id, Fit.attempt).in_(mine), Fit.status == RUNNING)
-        .values(lease_expires_at=_lease(settings))
+        .values(lease_expires_at=lease_until(settings.lease_seconds))
         .returning(Fit.id)
         .execution_options(synchronize_session=False)
     ).all())
@@ -162,8 +191,10 @@ def write(db: Database, settings: Settings, fits: Sequence[ClaimedFit], checkpoi
             values: dict[str, object] = {"id": fit_id}
             if fit_id in checkpoint.progress:
                 values["epochs_done"] = checkpoint.progress[fit_id]
+            if fit_id in checkpoint.states:
+                values["checkpoint"] = checkpoint.states[fit_id]
             if fit_id in checkpoint.finished:
-                values.update(checkpoint.finished[fit_id], lease_expires_at=None)
+                values.update(checkpoint.finished[fit_id], lease_expires_at=None, checkpoint=None)
             if len(values) > 1:
                 updates.append(values)
         if updates:
@@ -191,7 +222,30 @@ def fail(db: Database, fits: Iterable[ClaimedFit], error_type: str, detail: str)
             session.execute(
                 sa.update(Fit)
                 .where(Fit.id == fit.id, Fit.attempt == fit.attempt, Fit.status == RUNNING)
-                .values(status=FAILED, finished_at=now, lease_expires_at=None,
+                .values(status=FAILED, finished_at=now, lease_expires_at=None, checkpoint=None,
                         error_type=error_type, error_detail=detail[:2000])
                 .execution_options(synchronize_session=False)
             )
+
+
+def give_back(db: Database, fits: Iterable[ClaimedFit]) -> set[str]:
+    """Queue these fits again, if they are still this attempt's (a time slice ended, or the database
+    stayed unreachable too long): with their checkpoints, they go on where they stopped. Returns
+    the ids given back; the caller publishes their chunk."""
+    mine = [(fit.id, fit.attempt) for fit in fits]
+    if not mine:
+        return set()
+    with db.session(write=True) as session:
+        return set(session.scalars(
+            sa.update(Fit)
+            .where(sa.tuple_(Fit.id, Fit.attempt).in_(mine), Fit.status == RUNNING)
+            .values(status=QUEUED, lease_expires_at=None, dispatched_at=utcnow())
+            .returning(Fit.id)
+            .execution_options(synchronize_session=False)
+        ).all())
+
+
+def others_waiting(db: Database) -> bool:
+    """Whether any fit is queued (the running chunk's own are not: yielding its slice lets one run)."""
+    with db.session() as session:
+        return session.scalar(sa.select(Fit.id).where(Fit.status == QUEUED).limit(1)) is not None

@@ -38,6 +38,8 @@ def test_metrics_of_requests_fits_queue_and_workers(stack: Stack) -> None:
     route = "/v1/fits/<fit_id>"
     for _ in range(20):  # spread over both gunicorn processes; /metrics must sum them
         assert stack.http.get(f"/v1/fits/{fit['id']}").status_code == 200
+    # Fits by status are read at most every CALIB_QUEUE_SNAPSHOT_SECONDS (2 s) per process.
+    time.sleep(2.1)
     after = samples(stack)
     assert value(after, "calib_http_requests_total", method="GET", route=route, status="200") == \
         value(before, "calib_http_requests_total", method="GET", route=route, status="200") + 20

@@ -39,7 +39,7 @@ def series(t_u: list[float], t_c: list[float], held_out: list[int], part: int, e
 
 def sgd(batch: SeriesBatch, **kwargs: Any) -> Iterative:
     size = batch.size
-    return Iterative(batch, ["sgd"] * size, [0.0] * size, [0.0] * size, [0.0] * size, [0.0] * size, **kwargs)
+    return Iterative(batch, ["sgd"] * size, [0.0] * size, [0.0] * size, [0.0] * size, [0.0] * size, **kwargs).complete()
 
 
 @pytest.mark.parametrize("engine", ["sgd", "closed_form"])
@@ -106,7 +106,7 @@ def test_a_stopped_fit_is_the_fit_of_exactly_that_many_epochs(kind: str, monitor
         if kind == "closed_form":
             return GradientDescent(train, val, stopping)
         return Iterative(train, [kind] * 3, [0.0] * 3, [0.9] * 3, [0.999] * 3, [1e-8] * 3,
-                         validation=val, stopping=stopping)
+                         validation=val, stopping=stopping).complete()
 
     stopped = run([3000] * 3, rules)
     full = run([3000] * 3, None)
@@ -137,7 +137,7 @@ def test_the_closed_form_validation_curve_is_the_iterations(lr: float) -> None:
     train, val = (series(t_u, t_c, held, part, 4000, lr, copies=2) for part in (0, 1))
     exact = GradientDescent(train, val)
     assert float(exact.rho1[0]) < 0 if lr == 0.058 else float(exact.rho1[0]) > 0
-    iterated = Iterative(train, ["gd", "gd"], [0.0] * 2, [0.0] * 2, [0.0] * 2, [0.0] * 2, validation=val)
+    iterated = Iterative(train, ["gd", "gd"], [0.0] * 2, [0.0] * 2, [0.0] * 2, [0.0] * 2, validation=val).complete()
     got, want = exact.val_losses(1, 4000), iterated.val_losses(1, 4000)
     assert got is not None and want is not None
     np.testing.assert_allclose(got.double().numpy(), want.double().numpy(), rtol=2e-6)

@@ -22,7 +22,7 @@ def _run(client: FlaskClient, fit_id: str) -> None:
     svc = client.application.extensions["calib"]
     with svc.db.session() as session:
         chunk_id = session.scalar(sa.select(Fit.chunk_id).where(Fit.id == fit_id))
-    assert runner.run_chunk(svc.db, svc.settings, chunk_id, torch.device("cpu")) == 1
+    assert runner.run_chunk(svc.db, svc.settings, chunk_id, torch.device("cpu")).claimed == 1
 
 
 def _blob_bytes(client: FlaskClient) -> int:

@@ -24,9 +24,16 @@ the first epoch whose sum of squared residuals overflows float32.
 
 Speed: an epoch is about twenty tensor operations on (2, fits) tensors, so the
 per-operation overhead, not arithmetic, is the cost. Divergence is therefore found
-after the loop, from the recorded losses (a diverged fit's parameters are not
-reported, so letting them run on is harmless: its later losses are masked), and a
+after each block of epochs, from its recorded losses (a diverged fit's parameters are
+not reported, so letting it run on is harmless: its later losses are masked), and a
 fit's parameters are taken when it reaches its own last epoch.
+
+Blocks: `run(n)` advances every fit n epochs (a multiple of _STOP_WINDOW) and returns
+that block's losses and the fits that ended in it, so the runner writes, renews the
+lease and sees cancellations every block (services/worker/runner.py). `states()` is what
+a fit needs to go on later from the end of the block (its parameters, the optimizer's
+buffers, its stopping rule's best and deadline): the runner stores it with the block, so
+a fit that yields its worker, or whose worker is lost, resumes there instead of epoch 1.
 
 A validation split adds the held-out points' loss at the same parameters, five more
 averages and a few operations per epoch. Early stopping is decided every _STOP_WINDOW
@@ -38,15 +45,16 @@ costs nothing extra in a vector program), but nothing of it past its stop is kep
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from services.worker.engine.series import FLOAT32_MAX, SeriesBatch, loss_at
 from services.worker.engine.stopping import StopRule
 
-# Epochs of recorded losses checked for divergence at once (bounds the check's memory).
-_CHECK_WINDOW = 1024
 # Epochs between two early-stopping decisions (and parameter pairs kept for them).
 _STOP_WINDOW = 64
 
@@ -57,141 +65,235 @@ def _uniform(values: torch.Tensor) -> float | torch.Tensor:
     return first if bool((values == first).all()) else values
 
 
+@dataclass(frozen=True)
+class Block:
+    """Epochs first..last of every fit: losses (B, L) float32, NaN past a fit's last epoch;
+    `ended`: the fits whose last epoch is in this block."""
+
+    first: int
+    last: int
+    losses: torch.Tensor
+    val_losses: torch.Tensor | None
+    ended: torch.Tensor
+
+
 class Iterative:
     def __init__(self, batch: SeriesBatch, optimizer: Sequence[str], momentum: Sequence[float],
                  beta1: Sequence[float], beta2: Sequence[float], eps: Sequence[float],
                  gradient: str = "analytic", delta: float = 0.1, validation: SeriesBatch | None = None,
-                 stopping: StopRule | None = None) -> None:
+                 stopping: StopRule | None = None, resume: Sequence[Mapping[str, Any]] | None = None) -> None:
         kinds = {kind if kind in ("adam", "gd") else "momentum" for kind in optimizer}
         if len(kinds) != 1:
             raise ValueError("one call runs one update rule (services/worker/runner.py)")
-        self.batch = batch
+        self.batch, self.gradient, self.delta, self.stopping = batch, gradient, delta, stopping
         dev, f64 = batch.x.device, torch.float64
-        mx, my, vxx, vxy, vyy = batch.moments()
-        two_vxy = 2 * vxy
+        self.training = batch.moments()
+        self.held_out = validation.moments() if validation is not None else None
+        size = batch.size
+        self.p = torch.stack([batch.w0, batch.b0]).clone()  # (2, fits): w and b
+        self.g = torch.empty_like(self.p)
+        self.final = self.p.clone()
+        self.loss = torch.empty(size, dtype=f64, device=dev)
+        self.r = torch.empty(size, dtype=f64, device=dev)
+        self.ring = torch.empty((_STOP_WINDOW, 2, size), dtype=f64, device=dev) if stopping is not None else None
+        self.adam, self.plain = kinds == {"adam"}, kinds == {"gd"}
+        self.b1 = torch.tensor(beta1, dtype=f64, device=dev)
+        self.b2 = torch.tensor(beta2, dtype=f64, device=dev)
+        self.eps_u, self.b1_u, self.b2_u = (_uniform(torch.tensor(eps, dtype=f64, device=dev)), _uniform(self.b1),
+                                            _uniform(self.b2))
+        self.mu = _uniform(torch.tensor(momentum, dtype=f64, device=dev))
+        self.m, self.v, self.buf = torch.zeros_like(self.p), torch.zeros_like(self.p), torch.zeros_like(self.p)
+        self.epoch = 0  # epochs every fit has run
+        if resume:
+            self._resume(resume)
+        self.b1_pow, self.b2_pow = self.b1**self.epoch, self.b2**self.epoch
+        self.ends = {int(e) for e in batch.epochs.unique()}
+        self.ended = torch.zeros(size, dtype=torch.bool, device=dev)
+        self.diverged_at = torch.zeros(size, dtype=torch.int64, device=dev)
+        self.epochs_done = torch.zeros(size, dtype=torch.int64, device=dev)
+        self.stopped_early = torch.zeros(size, dtype=torch.bool, device=dev)
+        self.w, self.b = self.final[0], self.final[1]
 
-        size, epochs = batch.size, batch.epochs
-        max_epochs = int(epochs.max())
-        ends = {int(e) for e in epochs.unique()}
-        lr = batch.learning_rate
-        p = torch.stack([batch.w0, batch.b0]).clone()  # (2, fits): w and b
-        w, b = p[0], p[1]
-        g = torch.empty_like(p)
-        final = p.clone()
+    def _resume(self, states: Sequence[Mapping[str, Any]]) -> None:
+        """Go on from a block's end: every fit of a call was saved at the same epoch."""
+        epochs = {int(state["epoch"]) for state in states}
+        if len(epochs) != 1:
+            raise ValueError("one call resumes fits saved at one epoch")
+        self.epoch = epochs.pop()
+        dev, f64 = self.p.device, torch.float64
+
+        def column(name: str) -> torch.Tensor:
+            return torch.tensor([state.get(name) or [0.0, 0.0] for state in states], dtype=f64, device=dev).T
+
+        self.p.copy_(column("p"))
+        self.m.copy_(column("m"))
+        self.v.copy_(column("v"))
+        self.buf.copy_(column("buf"))
+        if self.stopping is not None:
+            self.stopping.threshold = torch.tensor(
+                [math.inf if state.get("threshold") is None else state["threshold"] for state in states],
+                dtype=f64, device=dev)
+            self.stopping.deadline = torch.tensor([int(state.get("deadline") or 0) or int(p)
+                                                   for state, p in zip(states, self.stopping.patience.tolist(),
+                                                                       strict=True)],
+                                                  dtype=torch.int64, device=dev)
+
+    def states(self) -> list[dict[str, Any]]:
+        """What each fit needs to go on from `self.epoch` (JSON-ready; None for an infinite best)."""
+        p, m, v, buf = (t.T.tolist() for t in (self.p, self.m, self.v, self.buf))
+        found: list[dict[str, Any]] = []
+        for i in range(self.batch.size):
+            state: dict[str, Any] = {"epoch": self.epoch, "p": p[i]}
+            if self.adam:
+                state |= {"m": m[i], "v": v[i]}
+            elif not self.plain:
+                state["buf"] = buf[i]
+            if self.stopping is not None:
+                threshold = float(self.stopping.threshold[i])
+                state |= {"threshold": threshold if math.isfinite(threshold) else None,
+                          "deadline": int(self.stopping.deadline[i])}
+            found.append(state)
+        return found
+
+    def limits(self) -> torch.Tensor:
+        """Each fit's last epoch as known now: where its rule stopped it, or its own epochs."""
+        return self.stopping.epochs() if self.stopping is not None else self.batch.epochs
+
+    @property
+    def done(self) -> bool:
+        return bool(self.ended.all())
+
+    def run(self, epochs: int) -> Block:
+        """Advance up to `epochs` epochs (a multiple of _STOP_WINDOW, so blocks and the stopping rule's
+        windows line up) or until every fit has reached its last epoch; returns the block."""
+        if epochs % _STOP_WINDOW:
+            raise ValueError(f"blocks are a multiple of {_STOP_WINDOW} epochs")
+        first = self.epoch + 1
+        last = min(self.epoch + epochs, self._needed())
+        size, dev = self.batch.size, self.p.device
         # Epoch-major, so each epoch writes one contiguous row; float32, as stored.
-        losses = torch.empty((max_epochs, size), dtype=torch.float32, device=dev)
-        loss = torch.empty(size, dtype=f64, device=dev)
-        r = torch.empty(size, dtype=f64, device=dev)
-        training = (mx, my, vxx, vxy, vyy)
-        held_out = validation.moments() if validation is not None else None
-        val_losses = torch.empty_like(losses) if held_out is not None else None
-        ring = torch.empty((_STOP_WINDOW, 2, size), dtype=f64, device=dev) if stopping is not None else None
+        losses = torch.empty((max(0, last - first + 1), size), dtype=torch.float32, device=dev)
+        val_losses = torch.empty_like(losses) if self.held_out is not None else None
+        epoch = self.epoch
+        for epoch in range(first, last + 1):
+            row = epoch - first
+            self._epoch(epoch, losses[row], None if val_losses is None else val_losses[row])
+            if self.stopping is not None and (epoch % _STOP_WINDOW == 0 or epoch == last):
+                start = epoch - (epoch - 1) % _STOP_WINDOW - first
+                self._decide_stops(losses[start:row + 1], None if val_losses is None else val_losses[start:row + 1],
+                                   start + first)
+                if epoch >= self._needed():
+                    break  # every fit still open has reached its last epoch
+        last = epoch
+        losses = losses[:last - first + 1]
+        val_losses = None if val_losses is None else val_losses[:last - first + 1]
+        ended = self._close(losses, val_losses, first, last)
+        self.epoch = last
+        return Block(first, last, losses.T, None if val_losses is None else val_losses.T, ended)
 
-        adam, plain = kinds == {"adam"}, kinds == {"gd"}
+    def _needed(self) -> int:
+        """The last epoch any fit still open needs."""
+        open_ = ~self.ended
+        return int(self.limits()[open_].max()) if bool(open_.any()) else self.epoch
 
-        if adam:
-            b1 = torch.tensor(beta1, dtype=f64, device=dev)
-            b2 = torch.tensor(beta2, dtype=f64, device=dev)
-            eps_u, b1_u, b2_u = (_uniform(torch.tensor(eps, dtype=f64, device=dev)), _uniform(b1), _uniform(b2))
-            m, v = torch.zeros_like(p), torch.zeros_like(p)
-            b1_pow, b2_pow = torch.ones_like(b1), torch.ones_like(b2)
+    def _epoch(self, epoch: int, loss_row: torch.Tensor, val_row: torch.Tensor | None) -> None:
+        """Record epoch `epoch`'s losses (before its update), then update every fit."""
+        mx, my, vxx, vxy, vyy = self.training
+        p, g, r, loss, lr = self.p, self.g, self.r, self.loss, self.batch.learning_rate
+        w, b = p[0], p[1]
+        torch.addcmul(b - my, w, mx, out=r)
+        torch.mul(w, vxx, out=loss).sub_(2 * vxy).mul_(w).add_(vyy).addcmul_(r, r)
+        loss_row.copy_(loss)
+        if val_row is not None and self.held_out is not None:
+            val_row.copy_(loss_at(self.held_out, w, b))
+        if self.gradient == "autograd":
+            with torch.enable_grad():
+                q = p.detach().clone().requires_grad_(True)
+                loss_at(self.training, q[0], q[1]).sum().backward()  # fits are independent: sum, then per-fit grads
+            assert q.grad is not None
+            g.copy_(q.grad)
+        elif self.gradient == "finite_difference":
+            delta = self.delta
+            g[0] = (loss_at(self.training, w + delta, b) - loss_at(self.training, w - delta, b)) / (2 * delta)
+            g[1] = (loss_at(self.training, w, b + delta) - loss_at(self.training, w, b - delta)) / (2 * delta)
         else:
-            mu = _uniform(torch.tensor(momentum, dtype=f64, device=dev))
-            buf = torch.zeros_like(p)
-
-        for epoch in range(1, max_epochs + 1):
-            torch.addcmul(b - my, w, mx, out=r)
-            torch.mul(w, vxx, out=loss).sub_(two_vxy).mul_(w).add_(vyy).addcmul_(r, r)
-            losses[epoch - 1].copy_(loss)
-            if val_losses is not None and held_out is not None:
-                val_losses[epoch - 1].copy_(loss_at(held_out, w, b))
-            if gradient == "autograd":
-                with torch.enable_grad():
-                    q = p.detach().clone().requires_grad_(True)
-                    loss_at(training, q[0], q[1]).sum().backward()  # fits are independent: sum, then per-fit grads
-                assert q.grad is not None
-                g.copy_(q.grad)
-            elif gradient == "finite_difference":
-                g[0] = (loss_at(training, w + delta, b) - loss_at(training, w - delta, b)) / (2 * delta)
-                g[1] = (loss_at(training, w, b + delta) - loss_at(training, w, b - delta)) / (2 * delta)
+            torch.addcmul(torch.mul(w, vxx).sub_(vxy), r, mx, out=g[0])
+            g[1].copy_(r)
+            g.mul_(2)
+        if self.plain:
+            p.sub_(g * lr)
+        elif self.adam:
+            self.m.lerp_(g, 1 - self.b1_u)
+            self.v.lerp_(g * g, 1 - self.b2_u)
+            if isinstance(self.b1_u, float) and isinstance(self.b2_u, float):
+                step_size: float | torch.Tensor = 1 / (1 - self.b1_u**epoch)
+                inv_sqrt_c2: float | torch.Tensor = (1 - self.b2_u**epoch) ** -0.5
             else:
-                torch.addcmul(torch.mul(w, vxx).sub_(vxy), r, mx, out=g[0])
-                g[1].copy_(r)
-                g.mul_(2)
-            if plain:
-                p.sub_(g * lr)
-            elif adam:
-                m.lerp_(g, 1 - b1_u)
-                v.lerp_(g * g, 1 - b2_u)
-                if isinstance(b1_u, float) and isinstance(b2_u, float):
-                    step_size: float | torch.Tensor = 1 / (1 - b1_u**epoch)
-                    inv_sqrt_c2: float | torch.Tensor = (1 - b2_u**epoch) ** -0.5
-                else:
-                    b1_pow.mul_(b1)
-                    b2_pow.mul_(b2)
-                    step_size, inv_sqrt_c2 = 1 / (1 - b1_pow), (1 - b2_pow).rsqrt()
-                denom = v.sqrt().mul_(inv_sqrt_c2).add_(eps_u)
-                p.sub_(m.div(denom).mul_(step_size).mul_(lr))
+                self.b1_pow.mul_(self.b1)
+                self.b2_pow.mul_(self.b2)
+                step_size, inv_sqrt_c2 = 1 / (1 - self.b1_pow), (1 - self.b2_pow).rsqrt()
+            denom = self.v.sqrt().mul_(inv_sqrt_c2).add_(self.eps_u)
+            p.sub_(self.m.div(denom).mul_(step_size).mul_(lr))
+        else:
+            if epoch == 1:  # torch.optim.SGD starts its momentum buffer at the first gradient
+                self.buf.copy_(g)
             else:
-                if epoch == 1:  # torch.optim.SGD starts its momentum buffer at the first gradient
-                    buf.copy_(g)
-                else:
-                    buf.mul_(mu).add_(g)
-                p.sub_(buf * lr)
-            if epoch in ends:  # the parameters after each fit's last update
-                last = epochs == epoch
-                if stopping is not None:
-                    last &= stopping.stopped_at == 0
-                final[:, last] = p[:, last]
-            if stopping is not None and ring is not None:
-                ring[(epoch - 1) % _STOP_WINDOW].copy_(p)
-                if epoch % _STOP_WINDOW == 0 or epoch == max_epochs:
-                    self._decide_stops(stopping, losses, val_losses, ring, final, epoch)
-                    if epoch >= int(stopping.epochs().max()):
-                        break  # every fit has reached its last epoch
+                self.buf.mul_(self.mu).add_(g)
+            p.sub_(self.buf * lr)
+        if epoch in self.ends:  # the parameters after each fit's last update
+            last = self.batch.epochs == epoch
+            if self.stopping is not None:
+                last &= self.stopping.stopped_at == 0
+            self.final[:, last] = p[:, last]
+        if self.ring is not None:
+            self.ring[(epoch - 1) % _STOP_WINDOW].copy_(p)
 
-        # Divergence from the recorded losses, in windows (see the module's note). In
-        # float32 a sum of squares past FLOAT32_MAX is inf, and a NaN fails the test too.
-        limit = stopping.epochs() if stopping is not None else epochs
-        self.stopped_early = limit < epochs
-        n = batch.n.to(torch.float32)
-        diverged_at = torch.zeros(size, dtype=torch.int64, device=dev)
-        undecided = torch.ones(size, dtype=torch.bool, device=dev)
-        for start in range(0, max_epochs, _CHECK_WINDOW):
-            window = losses[start:start + _CHECK_WINDOW]
-            within = torch.arange(start + 1, start + 1 + window.shape[0], device=dev)[:, None] <= limit[None, :]
-            bad = ~(window * n <= FLOAT32_MAX) & within
-            hit = bad.any(0) & undecided
-            if bool(hit.any()):
-                first = bad.to(torch.int8).argmax(0) + start + 1
-                diverged_at = torch.where(hit, first, diverged_at)
-                undecided &= ~hit
-        self.diverged_at = diverged_at
-        self.epochs_done = torch.where(diverged_at > 0, diverged_at - 1, limit)
-        # Past each fit's last recorded epoch the row holds nothing of that fit.
-        past = torch.arange(1, max_epochs + 1, device=dev)[:, None] > self.epochs_done[None, :]
+    def _decide_stops(self, losses: torch.Tensor, val_losses: torch.Tensor | None, first: int) -> None:
+        """Feed the window of epochs first.. to the rule; fits that stopped in it take the
+        parameters after their stop epoch's update from the ring."""
+        assert self.stopping is not None and self.ring is not None
+        stopped = self.stopping.update_from(losses, val_losses, first).nonzero()[:, 0]
+        if len(stopped):
+            slots = (self.stopping.stopped_at[stopped] - 1) % _STOP_WINDOW
+            self.final[:, stopped] = self.ring[slots, :, stopped].T
+
+    def _close(self, losses: torch.Tensor, val_losses: torch.Tensor | None, first: int, last: int) -> torch.Tensor:
+        """Divergence in this block (in float32 a sum of squares past FLOAT32_MAX is inf, and a NaN
+        fails the test too), the fits that ended in it, and NaN past each ended fit's last epoch."""
+        dev = losses.device
+        limit = self.limits()
+        epoch = torch.arange(first, last + 1, device=dev)[:, None]
+        open_ = ~self.ended
+        bad = ~(losses * self.batch.n.to(torch.float32) <= FLOAT32_MAX) & (epoch <= limit[None, :]) & open_[None, :]
+        hit = bad.any(0)
+        first_bad = bad.to(torch.int8).argmax(0) + first
+        self.diverged_at = torch.where(hit, first_bad, self.diverged_at)
+        ended = open_ & (hit | (limit <= last))
+        self.epochs_done = torch.where(ended, torch.where(hit, first_bad - 1, limit), self.epochs_done)
+        self.stopped_early = torch.where(ended, ~hit & (limit < self.batch.epochs), self.stopped_early)
+        self.ended |= ended
+        past = (epoch > self.epochs_done[None, :]) & self.ended[None, :]
         losses.masked_fill_(past, float("nan"))
         if val_losses is not None:
             val_losses.masked_fill_(past, float("nan"))
-        self._losses, self._val_losses = losses, val_losses
-        self.w, self.b = final[0], final[1]
+        return ended
 
-    @staticmethod
-    def _decide_stops(stopping: StopRule, losses: torch.Tensor, val_losses: torch.Tensor | None,
-                      ring: torch.Tensor, final: torch.Tensor, epoch: int) -> None:
-        """Feed the window ending at `epoch` to the rule; fits that stopped in it take the
-        parameters after their stop epoch's update from the ring."""
-        first = epoch - (epoch - 1) % _STOP_WINDOW
-        val = val_losses[first - 1:epoch] if val_losses is not None else None
-        stopped = stopping.update_from(losses[first - 1:epoch], val, first).nonzero()[:, 0]
-        if len(stopped):
-            slots = (stopping.stopped_at[stopped] - 1) % _STOP_WINDOW
-            final[:, stopped] = ring[slots, :, stopped].T
+    def complete(self, block_epochs: int = 4096) -> Iterative:
+        """Run every fit to its end, keeping every epoch's losses (for tests and benchmarks; the
+        runner writes block by block instead)."""
+        blocks = []
+        while not self.done:
+            blocks.append(self.run(block_epochs))
+        self._losses = torch.cat([block.losses for block in blocks], 1) if blocks else torch.empty(
+            (self.batch.size, 0), dtype=torch.float32, device=self.p.device)
+        self._val_losses = torch.cat([block.val_losses for block in blocks], 1) \
+            if blocks and self.held_out is not None else None  # type: ignore[misc]
+        return self
 
     def losses(self, first: int, last: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Epochs first..last (1-based, inclusive) of every fit, kept in float32; NaN past a fit's last epoch."""
-        return self._losses[first - 1:last].T.to(dtype)
+        """After complete(): epochs first..last (1-based, inclusive) of every fit; NaN past a fit's last epoch."""
+        return self._losses[:, first - 1:last].to(dtype)
 
     def val_losses(self, first: int, last: int) -> torch.Tensor | None:
-        """The validation losses of the same epochs (float32), or None without a split."""
-        return None if self._val_losses is None else self._val_losses[first - 1:last].T
+        """After complete(): the validation losses of the same epochs (float32), or None without a split."""
+        return None if self._val_losses is None else self._val_losses[:, first - 1:last]
