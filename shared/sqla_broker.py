@@ -1,9 +1,16 @@
-"""kombu's SQLAlchemy transport, for the embedded default, polling every 50 ms instead of every second.
+"""kombu's SQLAlchemy transport, for the embedded default: polling every 50 ms instead of every
+second, surviving workers that start together, and deleting the messages it delivers.
 
-kombu's virtual transports poll an idle queue once a second, which put a second
-between a submission and its worker on the embedded default. The interval is a
-transport option, but kombu's SQLAlchemy channel passes all its options on to
-create_engine(), which refuses it; this subclass keeps it for the poller.
+- kombu's virtual transports poll an idle queue once a second, which put a second between a
+  submission and its worker on the embedded default. The interval is a transport option, but
+  kombu's SQLAlchemy channel passes all its options on to create_engine(), which refuses it;
+  this channel keeps it for the poller.
+- Two workers starting on a fresh data directory both declare the queue's row; the second
+  insert fails on the unique name (IntegrityError), which kombu does not expect, and that
+  worker died at start. Here the loser reads the row the winner made.
+- kombu marks a delivered message invisible and keeps it for ever, so the broker's file grew
+  with every chunk ever run. Here a delivered message is deleted in the same transaction
+  that takes it (the database is the truth: a message only wakes a worker).
 """
 
 from __future__ import annotations
@@ -11,6 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 from kombu.transport import sqlalchemy as kombu_sqla
+from kombu.transport.virtual import Empty
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 POLLING_INTERVAL = 0.05
 
@@ -23,6 +35,38 @@ class Channel(kombu_sqla.Channel):
                     "polling_interval"):
             options.pop(key, None)
         return kombu_sqla.create_engine(self.connection.client.hostname, **options)
+
+    def _get_or_create(self, queue: str) -> Any:
+        try:
+            return super()._get_or_create(queue)
+        except IntegrityError:
+            # Another process declared the same queue at the same instant: use its row.
+            self.session.rollback()
+            return self.session.query(self.queue_cls).filter(self.queue_cls.name == queue).one()
+
+    _trimmed: set[str] = set()
+
+    def _get(self, queue: str) -> Any:
+        row = self._get_or_create(queue)
+        if queue not in self._trimmed:
+            # Messages an older version delivered and kept: gone once, at this process's first take.
+            self._trimmed.add(queue)
+            self.session.query(self.message_cls).filter(self.message_cls.queue_id == row.id,
+                                                        self.message_cls.visible.is_(False)).delete()
+            self.session.commit()
+        if self.session.bind.name == "sqlite":
+            self.session.execute(text("BEGIN IMMEDIATE TRANSACTION"))
+        try:
+            message = (self.session.query(self.message_cls).with_for_update()
+                       .filter(self.message_cls.queue_id == row.id, self.message_cls.visible.is_(True))
+                       .order_by(self.message_cls.sent_at, self.message_cls.id).limit(1).first())
+            if message is None:
+                raise Empty()
+            payload = loads(bytes_to_str(message.payload))
+            self.session.delete(message)
+            return payload
+        finally:
+            self.session.commit()
 
 
 class Transport(kombu_sqla.Transport):

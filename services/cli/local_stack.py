@@ -87,7 +87,25 @@ class Stack:
         for _ in range(self.workers):
             self.add_worker()
         self.wait_ready()
+        self.wait_workers_consume()
         return self
+
+    def wait_workers_consume(self, timeout: float = 60) -> None:
+        """Until every worker says it is ready (Celery's "ready." line, after it has declared its
+        queues); a worker that died at start is an error naming its log, not a later time-out."""
+        deadline = time.monotonic() + timeout
+        pending = {f"worker{i}": child for i, child in enumerate(self.children) if i > 0}
+        while pending and time.monotonic() < deadline:
+            for name, child in list(pending.items()):
+                log = (self.logs / f"{name}.log").read_text(errors="replace")
+                if child.poll() is not None:
+                    tail = "\n".join(log.splitlines()[-15:])
+                    raise RuntimeError(f"{name} died at start (exit {child.returncode}); its log ends:\n{tail}")
+                if " ready." in log:
+                    del pending[name]
+            time.sleep(0.1)
+        if pending:
+            raise RuntimeError(f"workers not ready in {timeout} s: {sorted(pending)}; see {self.logs}")
 
     def create_token(self, tenant: str) -> str:
         """A new token of `tenant`, through the same `calib tokens create` an operator runs."""

@@ -8,11 +8,7 @@ Timings are shortened (2 s leases, a reconciler every 0.5 s) so each test is bou
 
 from __future__ import annotations
 
-import os
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,35 +18,11 @@ import redis
 import sqlalchemy as sa
 import torch
 
-from services.cli.local_stack import Stack
 from services.worker.engine import GradientDescent, SeriesBatch
-from shared.models import Fit, LossBlock
-from shared.packing import unpack_f32
-from tests.e2e.conftest import backend_env
+from shared.models import Fit
 from tests.e2e.ledger import all_terminal, audit, database, fits_by_id, wait_until
+from tests.e2e.stacks import T_C, T_U, kill_worker_holding, noisy_fits, running, stored_losses
 from tests.servers import RedisServer
-
-T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
-T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
-FAST = {"CALIB_LEASE_SECONDS": "2", "CALIB_RECONCILE_EVERY_SECONDS": "0.5",
-        "CALIB_UNDISPATCHED_AFTER_SECONDS": "1", "CALIB_REDISPATCH_AFTER_SECONDS": "3"}
-
-
-def noisy_fits(count: int, epochs: int, seed: int = 0) -> list[dict[str, Any]]:
-    rng = np.random.default_rng(seed)
-    return [{"t_u": T_U, "t_c": (np.asarray(T_C) + rng.normal(0, 0.3, 11)).round(4).tolist(),
-             "epochs": epochs, "learning_rate": 1e-2, "input_scale": 0.1, "labels": {"row": str(i)}}
-            for i in range(count)]
-
-
-@contextmanager
-def running(kind: str, tmp: Path, workers: int, redis_url: str = "", **env: str) -> Iterator[Stack]:
-    with backend_env(kind, tmp, redis_url) as base:
-        stack = Stack({**base, **FAST, **env}, tmp / "logs", workers=workers).start()
-        try:
-            yield stack
-        finally:
-            stack.stop()
 
 
 def clean_run_losses(fits: list[dict[str, Any]]) -> np.ndarray:
@@ -61,21 +33,6 @@ def clean_run_losses(fits: list[dict[str, Any]]) -> np.ndarray:
                               input_scale=[f["input_scale"] for f in fits],
                               w0=[1.0] * len(fits), b0=[0.0] * len(fits))
     return GradientDescent(batch).losses(1, fits[0]["epochs"], torch.float32).numpy()
-
-
-def stored_losses(db: Any, fit_id: str) -> np.ndarray:
-    with db.session() as session:
-        blobs = session.scalars(sa.select(LossBlock.loss).where(LossBlock.fit_id == fit_id)
-                                .order_by(LossBlock.first_epoch)).all()
-    return np.concatenate([unpack_f32(b) for b in blobs])
-
-
-def kill_worker_holding(stack: Stack, claimed_by: str) -> int:
-    """SIGKILL the whole worker (main process, pool child, beat) whose child holds the claim."""
-    group = os.getpgid(int(claimed_by.rsplit(":", 1)[1]))
-    assert group in {c.pid for c in stack.children[1:]}, "the claim is not held by one of our workers"
-    os.killpg(group, signal.SIGKILL)
-    return group
 
 
 @pytest.mark.parametrize("kind", ["embedded", "postgres"])
