@@ -133,8 +133,14 @@ class Work:
     def write(self, fits: list[store.ClaimedFit], checkpoint: store.Checkpoint) -> None:
         """One block's transaction, retried through transient errors; drops the fits this attempt lost."""
         failpoints.sleep_before_checkpoint()
-        owned = retrying(lambda: store.write(self.db, self.settings, fits, checkpoint), "checkpoint",
-                         self.settings.transient_retry_seconds)
+        tries = 0
+
+        def attempt() -> set[str]:
+            nonlocal tries
+            tries += 1  # a retry may follow a commit that landed: it replaces its own blocks
+            return store.write(self.db, self.settings, fits, checkpoint, again=tries > 1)
+
+        owned = retrying(attempt, "checkpoint", self.settings.transient_retry_seconds)
         seconds = time.perf_counter() - self.tally.started
         self.tally.finished += [(str(outcome["status"]), int(str(outcome["epochs_done"])), seconds)
                                 for fit_id, outcome in checkpoint.finished.items() if fit_id in owned]

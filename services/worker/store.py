@@ -172,12 +172,23 @@ def _renew_lease(session: so.Session, settings: Settings, fits: Iterable[Claimed
     ).all())
 
 
-def write(db: Database, settings: Settings, fits: Sequence[ClaimedFit], checkpoint: Checkpoint) -> set[str]:
+def write(db: Database, settings: Settings, fits: Sequence[ClaimedFit], checkpoint: Checkpoint,
+          again: bool = False) -> set[str]:
     """Write one checkpoint in one transaction; returns the ids this attempt owned (and so wrote),
-    the fits it finished now included."""
+    the fits it finished now included. `again`: a retry of a write whose commit may have landed
+    before its connection was lost, so its blocks replace any already there."""
     with db.session(write=True) as session:
         owned = _renew_lease(session, settings, fits)
         blocks = [block for block in checkpoint.blocks if block["fit_id"] in owned]
+        if blocks and again:
+            keys = [(block["fit_id"], block["first_epoch"]) for block in blocks]
+            present = sa.tuple_(LossBlock.fit_id, LossBlock.first_epoch).in_(keys)
+            size = sa.func.length(LossBlock.loss) + sa.func.coalesce(sa.func.length(LossBlock.val_loss), 0)
+            freed = session.execute(sa.select(Fit.tenant, sa.func.sum(size)).join(Fit, Fit.id == LossBlock.fit_id)
+                                    .where(present).group_by(Fit.tenant)).all()
+            if freed:
+                session.execute(sa.delete(LossBlock).where(present))
+                quotas.add_stored_bytes(session, {tenant: -int(total) for tenant, total in freed})
         if blocks:
             session.execute(sa.insert(LossBlock), blocks)
             tenant_of = {fit.id: fit.tenant for fit in fits}

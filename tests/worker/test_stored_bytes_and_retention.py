@@ -81,3 +81,21 @@ def test_ages() -> None:
         except ValueError:
             continue
         raise AssertionError(bad)
+
+
+def test_a_retried_write_whose_commit_landed_replaces_its_blocks(make_client: Callable[..., FlaskClient]) -> None:
+    """A connection lost after the commit of a checkpoint: the retry writes the same blocks again."""
+    from services.worker import store
+
+    client = make_client("tenant-a")
+    fit_id = client.post("/v1/fits", json=FIT).get_json()["id"]
+    svc = client.application.extensions["calib"]
+    with svc.db.session() as session:
+        chunk_id = session.scalar(sa.select(Fit.chunk_id).where(Fit.id == fit_id))
+    fits = store.claim(svc.db, svc.settings, chunk_id).fits
+    checkpoint = store.Checkpoint(blocks=[{"fit_id": fit_id, "first_epoch": 1, "count": 2,
+                                           "loss": b"\0" * 8, "val_loss": None}], progress={fit_id: 2})
+    assert store.write(svc.db, svc.settings, fits, checkpoint) == {fit_id}
+    assert store.write(svc.db, svc.settings, fits, checkpoint, again=True) == {fit_id}
+    assert client.get("/v1/usage").get_json()["stored_loss_bytes"] == 8
+    assert _blob_bytes(client) == 8
