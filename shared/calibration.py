@@ -39,6 +39,9 @@ class DataStats:
     residual_sd: float | None
     t_u_mean: float
     t_u_sxx: float                  # sum of (t_u - mean)², for prediction intervals
+    # Var(t_c), or mean(t_c)² where all t_c are equal: the convergence rule's scale where the
+    # standard errors are 0 or undefined (shared/convergence.py).
+    t_c_var: float | None = None
 
 
 def _finite(value: float) -> float | None:
@@ -107,6 +110,7 @@ def _stats(u: np.ndarray, c: np.ndarray, n: np.ndarray, starts: np.ndarray, scal
             r2=_finite(r2[i]) if determined and syy[i] > 0 else None,
             residual_sd=_finite(math.sqrt(s2[i])) if dof else None,
             t_u_mean=float(mean_u[i]), t_u_sxx=float(sxx[i]),
+            t_c_var=_finite(syy[i] / n[i] if syy[i] > 0 else mean_c[i] ** 2),
         ))
     return out
 

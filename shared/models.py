@@ -164,6 +164,18 @@ class Fit(Base):
     t_u_mean: so.Mapped[float | None] = so.mapped_column(sa.Float)
     t_u_sxx: so.Mapped[float | None] = so.mapped_column(sa.Float)
     warnings: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list, server_default="[]")
+    # Var(t_c) of the training points: the scale of the convergence rule where the standard
+    # errors are 0 or undefined (shared/convergence.py).
+    t_c_var: so.Mapped[float | None] = so.mapped_column(sa.Float)
+
+    # Convergence (API.md "Convergence"): what the request asked, and the verdict at the end.
+    convergence_tolerance: so.Mapped[float] = so.mapped_column(sa.Float, default=0.01, server_default="0.01")
+    epochs_auto: so.Mapped[bool] = so.mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    converged: so.Mapped[bool | None] = so.mapped_column(sa.Boolean)
+    gap_se_w: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    gap_se_b: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    excess_loss: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    epochs_needed: so.Mapped[int | None] = so.mapped_column(sa.Integer)
     # Retention (`calib prune`) deleted this fit's losses; its result stays.
     losses_pruned: so.Mapped[bool] = so.mapped_column(sa.Boolean, default=False, server_default=sa.false())
 

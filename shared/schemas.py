@@ -32,6 +32,7 @@ DEFAULT_BETAS = (0.9, 0.999)
 DEFAULT_EPS = 1e-8
 DEFAULT_DELTA = 0.1
 DEFAULT_EPOCHS = 5000
+DEFAULT_TOLERANCE = 0.01
 
 
 def has_control_characters(text: str) -> bool:
@@ -58,6 +59,27 @@ LearningRate = Annotated[
                     "default": 0.01, "examples": [0.01, "auto"],
                     "description": '"auto": the fastest stable rate for the data, 2/(λ_min + λ_max) of '
                                    "the loss's Hessian; the rate used is in params.learning_rate"}),
+]
+
+
+def _epochs(value: Any) -> int | str:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError('an integer of at least 1, or "auto"')
+    if value < 1:
+        raise ValueError('must be at least 1, or "auto"')
+    return value
+
+
+# One validator for both forms, so an error's loc is ["epochs"], not a union branch.
+Epochs = Annotated[
+    int | Literal["auto"],
+    PlainValidator(_epochs),
+    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1}, {"const": "auto"}], "default": DEFAULT_EPOCHS,
+                    "examples": [5000, "auto"],
+                    "description": '"auto": run until the fit has converged (see convergence_tolerance), '
+                                   "at most max_epochs"}),
 ]
 
 
@@ -116,7 +138,15 @@ class FitOptions(BaseModel):
     """The settings of a fit that a batch's `defaults` may also carry."""
 
     model_config = ConfigDict(extra="forbid")
-    epochs: Annotated[int, Field(strict=True, ge=1, json_schema_extra={"example": 5000})] = DEFAULT_EPOCHS
+    epochs: Epochs = DEFAULT_EPOCHS
+    max_epochs: Annotated[int, Field(strict=True, ge=1)] | None = Field(
+        None, json_schema_extra={"example": 200000},
+        description='with epochs "auto" only: the most epochs to run (default: the service\'s epoch limit)')
+    convergence_tolerance: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] = Field(
+        DEFAULT_TOLERANCE, json_schema_extra={"example": 0.01},
+        description="a fit has converged when its raw-unit line is within this many standard errors of the "
+                    "least-squares line, in w and in b (where the standard errors are 0 or undefined: when its "
+                    "excess loss is at most tolerance² · Var(t_c) / n)")
     learning_rate: LearningRate = 0.01
     init: Init = Field(default_factory=Init, json_schema_extra={"example": {"w": 1.0, "b": 0.0}})
     input_scale: Finite = Field(1.0, json_schema_extra={"example": 0.1})
@@ -173,13 +203,20 @@ class FitOptions(BaseModel):
                                           {"field": name})
         return self
 
-    @field_validator("epochs")
+    @field_validator("epochs", "max_epochs")
     @classmethod
-    def _epochs_limit(cls, value: int, info: ValidationInfo) -> int:
+    def _epochs_limit(cls, value: int | str | None, info: ValidationInfo) -> int | str | None:
         limit = _limit(info, "max_epochs", 1_000_000)
-        if value > limit:
+        if isinstance(value, int) and value > limit:
             raise ValueError(f"at most {limit} epochs")
         return value
+
+    @model_validator(mode="after")
+    def _max_epochs_with_auto(self) -> FitOptions:
+        if self.max_epochs is not None and self.epochs != "auto":
+            raise PydanticCustomError("option_mismatch", 'max_epochs applies to epochs "auto" only',
+                                      {"field": "max_epochs"})
+        return self
 
     @field_validator("input_scale")
     @classmethod
@@ -271,11 +308,26 @@ class PredictRequest(BaseModel):
     t_u: Annotated[list[Finite], Field(min_length=1, max_length=1_000_000)]
     # A prediction interval for a new reading at each t_u, at this confidence.
     interval: Annotated[float, Field(gt=0, lt=1, json_schema_extra={"example": 0.95})] | None = None
+    allow_unconverged: bool = Field(
+        False, json_schema_extra={"example": False},
+        description="an interval on a fit that has not converged: 409 unless this is true; then its bounds "
+                    "span the fit's prediction and the least-squares one, widened by the interval")
 
 
 class Gap(BaseModel):
     w: float
     b: float
+
+
+class Convergence(BaseModel):
+    gap_se_w: float | None = Field(description="(w_raw − w_opt) / se_w; null where se_w is 0 or undefined",
+                                   json_schema_extra={"example": 0.0031})
+    gap_se_b: float | None = Field(description="(b_raw − b_opt) / se_b", json_schema_extra={"example": -0.0046})
+    excess_loss: float | None = Field(description="the training loss at the fitted line less the least-squares "
+                                                  "loss", json_schema_extra={"example": 1.2e-7})
+    epochs_needed: int | None = Field(description='gd: the epochs this learning rate needs from this start to '
+                                                  'converge (null where unknown, or not within the epoch limit)',
+                                      json_schema_extra={"example": 4008})
 
 
 class Result(BaseModel):
@@ -297,6 +349,12 @@ class Result(BaseModel):
     residual_sd: float | None = Field(json_schema_extra={"example": 1.891622})
     val_loss: float | None = Field(None, description="the validation loss of epoch epochs_done (with a split)",
                                    json_schema_extra={"example": 3.5756})
+    converged: bool | None = Field(description="whether the fitted line is within convergence_tolerance standard "
+                                               "errors of the least-squares line (null: t_u all equal, no verdict); "
+                                               "se_w, se_b, cov_wb, r2 and residual_sd belong to the least-squares "
+                                               "line, not to a fitted line that has not converged",
+                                   json_schema_extra={"example": True})
+    convergence: Convergence
 
 
 class Prediction(BaseModel):
@@ -304,6 +362,12 @@ class Prediction(BaseModel):
     t_c: list[float]
     lower: list[float] | None = None
     upper: list[float] | None = None
+    converged: bool | None = Field(None, description="the fit's convergence verdict (result.converged)",
+                                   json_schema_extra={"example": True})
+    bounds_include_gap: bool | None = Field(
+        None, description="with allow_unconverged on a fit that has not converged: the bounds span the least-"
+                          "squares prediction's interval and the fit's prediction with the same half-width",
+        json_schema_extra={"example": True})
 
 
 class ValidationUsed(BaseModel):
@@ -333,6 +397,9 @@ class Params(BaseModel):
     eps: float | None = None
     validation: ValidationUsed | None = None
     early_stopping: EarlyStoppingUsed | None = None
+    convergence_tolerance: float = Field(json_schema_extra={"example": 0.01})
+    epochs_auto: bool = Field(description='the request asked for epochs "auto"; `epochs` is then its max_epochs',
+                              json_schema_extra={"example": False})
 
 
 class FitError(BaseModel):
@@ -355,8 +422,9 @@ class FitPublic(BaseModel):
     batch_id: str | None
     result: Result | None
     diverged_at_epoch: int | None
-    stop_reason: Literal["completed", "early_stopped"] | None = Field(
-        description="how a succeeded fit ended: all its epochs, or early stopping at epochs_done",
+    stop_reason: Literal["completed", "early_stopped", "converged", "max_epochs"] | None = Field(
+        description="how a succeeded fit ended: all its epochs, early stopping at epochs_done, or with epochs "
+                    '"auto" converged at epochs_done or max_epochs reached first',
         json_schema_extra={"example": "early_stopped"})
     lr_max: float | None = Field(description="2/λ_max of the loss's Hessian in the model's space: "
                                              "larger learning rates diverge", json_schema_extra={"example": 0.033})

@@ -19,13 +19,15 @@ PARAMS = {
     "betas": [0.9, 0.999], "eps": 1e-8,
     "validation": {"fraction": None, "seed": None, "indices": [2, 10]},
     "early_stopping": {"monitor": "val_loss", "min_delta": 0.001, "patience": 10},
+    "convergence_tolerance": 0.01, "epochs_auto": False,
 }
 
 RESULT = {
     "w": 5.191276, "b": -16.723455, "loss": 3.0129, "w_raw": 0.5191276, "b_raw": -16.723455,
     "w_opt": 0.520504, "b_opt": -16.798596, "gap": {"w": -0.0013764, "b": 0.075141},
     "se_w": 0.039696, "se_b": 2.061926, "cov_wb": -0.077597, "r2": 0.960879, "residual_sd": 1.967979,
-    "val_loss": 3.5939,
+    "val_loss": 3.5939, "converged": False,
+    "convergence": {"gap_se_w": -0.034674, "gap_se_b": 0.036442, "excess_loss": 0.000412, "epochs_needed": None},
 }
 
 FIT = {

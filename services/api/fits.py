@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -27,6 +28,8 @@ from shared.schemas import FitCreate, PredictRequest
 bp = Blueprint("fits", __name__, url_prefix="/v1/fits")
 
 MAX_LOSS_PAGE = 100_000
+# The start of a fit's id, as `calib list` prints it (8 characters), for clients to resolve.
+_ID_PREFIX = re.compile(r"[0-9a-fA-F-]{1,36}")
 # Buckets of a downsampled loss curve: more than any chart has pixels.
 MAX_BUCKETS = 10_000
 
@@ -98,6 +101,11 @@ def list_fits_query(batch_id: str | None = None) -> tuple[list[Fit], str | None]
         query = query.where(Fit.batch_id == batch_id)
     if status:
         query = query.where(Fit.status == status)
+    prefix = request.args.get("id_prefix")
+    if prefix:
+        if not _ID_PREFIX.fullmatch(prefix):
+            raise invalid_field(["query", "id_prefix"], "1 to 36 characters of an id (0-9, a-f, -)")
+        query = query.where(Fit.id.startswith(prefix.lower(), autoescape=True))
     label = request.args.get("label")
     if label:
         key, sep, value = label.partition(":")
@@ -223,11 +231,27 @@ def predict(fit_id: str) -> dict[str, Any]:
     if body.interval is not None and spread is None:
         raise invalid_field(["interval"], "not determined by this fit's data",
                             "interval: a prediction interval needs at least 3 points and t_u not all equal")
+    unconverged = fit.converged is False
+    if body.interval is not None and unconverged and not body.allow_unconverged:
+        gap = f"{fit.gap_se_w:+.3g} SE in w, {fit.gap_se_b:+.3g} SE in b" if fit.gap_se_w is not None \
+            and fit.gap_se_b is not None else f"excess loss {fit.excess_loss:.3g}"
+        raise Problem(409, f"fit {fit_id} has not converged ({gap} from the least-squares line): its interval would "
+                           "not describe its line; run it to convergence (epochs \"auto\"), or send "
+                           "allow_unconverged: true for bounds that include the gap", slug="not-converged")
     try:
         predicted = calibration.predict(*raw, body.t_u, interval=body.interval, spread=spread)
+        optimum = calibration.predict(fit.w_opt, fit.b_opt, body.t_u, interval=body.interval, spread=spread) \
+            if unconverged and body.interval is not None and fit.w_opt is not None and fit.b_opt is not None \
+            else None
     except calibration.PredictionOutOfRange as out:
         raise invalid_field(["t_u", out.index], str(out)) from None
-    answer = {"fit_id": fit.id, "t_c": predicted.t_c}
-    if predicted.lower is not None:
+    answer: dict[str, Any] = {"fit_id": fit.id, "t_c": predicted.t_c, "converged": fit.converged}
+    if optimum is not None and optimum.lower is not None and optimum.upper is not None:
+        # Bounds around both lines: the least-squares prediction with its interval, and the fit's own
+        # prediction with the same half-width, so the gap between the lines is inside them.
+        lower = [min(lo, t - (c - lo)) for lo, c, t in zip(optimum.lower, optimum.t_c, predicted.t_c, strict=True)]
+        upper = [max(up, t + (up - c)) for up, c, t in zip(optimum.upper, optimum.t_c, predicted.t_c, strict=True)]
+        answer |= {"lower": lower, "upper": upper, "bounds_include_gap": True}
+    elif predicted.lower is not None:
         answer |= {"lower": predicted.lower, "upper": predicted.upper}
     return answer

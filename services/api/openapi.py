@@ -90,6 +90,8 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                     _query("batch_id", {"type": "string"}, "Only this batch's fits"),
                     _query("label", {"type": "string", "example": "sensor:A17"},
                            "key:value; only fits with this label"),
+                    _query("id_prefix", {"type": "string", "pattern": "^[0-9a-fA-F-]{1,36}$", "example": "3f2a9c1e"},
+                           "Only fits whose id starts with this (the 8 characters `calib list` prints)"),
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
                                      "default": 100}, "Page size"),
                     _query("cursor", {"type": "string"}, "From the previous page's `next`"),
@@ -155,7 +157,12 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                                      "least-squares prediction interval for a new reading, centred on "
                                      "the fit's line (Student's t, n - 2 degrees of freedom). A reading whose "
                                      "prediction or interval would pass float64's range is refused "
-                                     "with 422 naming it (`t_u[3]`)."),
+                                     "with 422 naming it (`t_u[3]`). Every answer carries the fit's `converged`. "
+                                     "An `interval` on a fit that has not converged is 409 (the interval belongs "
+                                     "to the least-squares line, not to this one) unless `allow_unconverged` is "
+                                     "true: then `lower` and `upper` span the least-squares prediction's interval "
+                                     "and the fit's own prediction widened by the same half-width, so the gap "
+                                     "between the two lines is inside them (`bounds_include_gap`: true)."),
                      "parameters": [_id_param()],
                      "requestBody": {"required": True, "content": _json("PredictRequest")},
                      "responses": {"200": {"description": "Calibrated values",

@@ -36,6 +36,9 @@ def fit_json(fit: Fit) -> dict[str, Any]:
             "r2": fit.r2,
             "residual_sd": fit.residual_sd,
             "val_loss": fit.val_loss,
+            "converged": fit.converged,
+            "convergence": {"gap_se_w": fit.gap_se_w, "gap_se_b": fit.gap_se_b, "excess_loss": fit.excess_loss,
+                            "epochs_needed": fit.epochs_needed},
         }
     error = {"type": fit.error_type, "detail": fit.error_detail} if fit.error_type else None
     return {
@@ -61,6 +64,8 @@ def fit_json(fit: Fit) -> dict[str, Any]:
             **({"betas": [fit.beta1, fit.beta2], "eps": fit.eps} if fit.beta1 is not None else {}),
             **({"validation": fit.validation} if fit.validation else {}),
             **({"early_stopping": fit.early_stopping} if fit.early_stopping else {}),
+            "convergence_tolerance": fit.convergence_tolerance,
+            "epochs_auto": bool(fit.epochs_auto),
         },
         "labels": fit.labels or {},
         "batch_id": fit.batch_id,

@@ -45,7 +45,7 @@ def _canonical(value: Any) -> Any:
 
 
 def fit_rows(specs: Sequence[FitCreate], tenant: str, *, batch_id: str | None = None,
-             chunk_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+             chunk_ids: Sequence[str] | None = None, max_epochs: int = 1_000_000) -> list[dict[str, Any]]:
     """Every column of new queued fits, as dicts for one bulk INSERT or Fit(); the data's
     statistics (pre-flight, least squares) are computed for all of them in one pass."""
     held_out = [spec.held_out() for spec in specs]
@@ -61,7 +61,10 @@ def fit_rows(specs: Sequence[FitCreate], tenant: str, *, batch_id: str | None = 
         rate = spec.learning_rate if spec.learning_rate != "auto" else (st.lr_auto or 0.01)
         rows.append(dict(
             id=fit_id, tenant=tenant, batch_id=batch_id, chunk_id=chunk_ids[i] if chunk_ids else fit_id,
-            status=QUEUED, created_at=utcnow(), epochs=spec.epochs, epochs_done=0, n_points=len(spec.t_u),
+            status=QUEUED, created_at=utcnow(), epochs_done=0, n_points=len(spec.t_u),
+            # "auto": run until converged, at most max_epochs; the bound is what `epochs` stores.
+            epochs=spec.epochs if spec.epochs != "auto" else (spec.max_epochs or max_epochs),
+            epochs_auto=spec.epochs == "auto", convergence_tolerance=spec.convergence_tolerance,
             learning_rate=rate, init_w=spec.init.w, init_b=spec.init.b,
             input_scale=scales[i], input_shift=shifts[i], normalize=spec.normalize,
             optimizer=spec.optimizer, labels=spec.labels, gradient=spec.gradient,
@@ -73,7 +76,7 @@ def fit_rows(specs: Sequence[FitCreate], tenant: str, *, batch_id: str | None = 
             idempotency_key=None, request_digest=None,
             lr_max=st.lr_max, condition_number=st.condition_number, w_opt=st.w_opt, b_opt=st.b_opt,
             se_w=st.se_w, se_b=st.se_b, cov_wb=st.cov_wb, r2=st.r2, residual_sd=st.residual_sd,
-            t_u_mean=st.t_u_mean, t_u_sxx=st.t_u_sxx, warnings=warnings_for(st, rate),
+            t_u_mean=st.t_u_mean, t_u_sxx=st.t_u_sxx, t_c_var=st.t_c_var, warnings=warnings_for(st, rate),
         ))
     return rows
 
@@ -120,8 +123,8 @@ def optimizer_options(spec: FitCreate) -> dict[str, float | None]:
     }
 
 
-def new_fit(spec: FitCreate, tenant: str) -> Fit:
-    return Fit(**fit_rows([spec], tenant)[0])
+def new_fit(spec: FitCreate, tenant: str, max_epochs: int) -> Fit:
+    return Fit(**fit_rows([spec], tenant, max_epochs=max_epochs)[0])
 
 
 def find_by_key(db: Database, tenant: str, key: str) -> Fit | None:
@@ -148,7 +151,7 @@ def submit_fit(svc: Services, spec: FitCreate, ask: Ask, tenant: str, key: str |
             return replay(existing, request_digest), False
     admit(svc, tenant, ask)
     svc.require_broker()
-    fit = new_fit(spec, tenant)
+    fit = new_fit(spec, tenant, svc.settings.max_epochs)
     fit.idempotency_key, fit.request_digest = key, request_digest
     try:
         with db.session(write=True) as session:

@@ -412,11 +412,25 @@ def status(fit_id: str, as_json: bool, url: str | None) -> None:
     """Show a fit (exit 0 when it succeeded, 1 when it ended otherwise or is not done yet)."""
     try:
         with _client(url) as client:
-            found = client.get_fit(fit_id)
+            found = client.get_fit(client.resolve_fit(fit_id))
     except CalibError as exc:
         _fail(exc)
     click.echo(json.dumps(found.data, indent=2) if as_json else fit_summary(found.data))
     sys.exit(EXIT_OK if found.status == "succeeded" else EXIT_ENDED_OTHERWISE)
+
+
+@cli.command()
+@click.argument("fit_id")
+@url_option
+def cancel(fit_id: str, url: str | None) -> None:
+    """Cancel a queued or running fit (its id, or the start of it that `calib list` prints)."""
+    try:
+        with _client(url) as client:
+            found = client.get_fit(client.resolve_fit(fit_id))
+            found.cancel()
+    except CalibError as exc:
+        _fail(exc)
+    click.echo(f"fit {found.id} cancelled")
 
 
 @cli.command()
@@ -427,6 +441,7 @@ def losses(fit_id: str, as_csv: bool, url: str | None) -> None:
     """Print a fit's loss per epoch, as the book prints it (or CSV)."""
     try:
         with _client(url) as client:
+            fit_id = client.resolve_fit(fit_id)
             if as_csv:
                 click.echo(client.request("GET", f"/v1/fits/{fit_id}/losses", params={"format": "csv"}).text, nl=False)
                 return
@@ -454,7 +469,7 @@ def plot(fit_id: str, out: Path, points: int, url: str | None) -> None:
 
     try:
         with _client(url) as client:
-            draw_fit(client.get_fit(fit_id), out, points)
+            draw_fit(client.get_fit(client.resolve_fit(fit_id)), out, points)
     except CalibError as exc:
         _fail(exc)
     click.echo(f"wrote {out}", err=True)

@@ -20,8 +20,12 @@ def fit_summary(fit: dict[str, Any]) -> str:
         lines += [f"line     t_c = {_num(result['w_raw'])} * t_u {result['b_raw']:+.6g}",
                   f"loss     {_num(result['loss'])}" + (f", validation {_num(result['val_loss'])}"
                                                        if result.get("val_loss") is not None else "")]
+        lines.append(_verdict(result))
+        if result.get("w_opt") is not None:
+            # The uncertainty belongs to the least-squares line: it is printed beside that line.
+            lines.append(f"optimum  t_c = {_num(result['w_opt'])} * t_u {result['b_opt']:+.6g} (least squares)")
         if result.get("se_w") is not None:
-            lines.append(f"± (1 SE) w {_num(result['se_w'], 3)}, b {_num(result['se_b'], 3)}; "
+            lines.append(f"± (1 SE) of the optimum: w {_num(result['se_w'], 3)}, b {_num(result['se_b'], 3)}; "
                          f"R² {_num(result['r2'], 5)}")
     if fit.get("diverged_at_epoch"):
         lines.append(f"diverged at epoch {fit['diverged_at_epoch']}")
@@ -31,7 +35,30 @@ def fit_summary(fit: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-COLUMNS = (("id", 8), ("status", 9), ("epochs", 13), ("w_raw", 11), ("b_raw", 11), ("loss", 11), ("labels", 24))
+def _verdict(result: dict[str, Any]) -> str:
+    """Whether this line is the least-squares one, and if not, how far from it."""
+    converged, detail = result.get("converged"), result.get("convergence") or {}
+    needed = detail.get("epochs_needed")
+    if converged is None:
+        return "verdict  none (t_u all equal: the least-squares line is not unique)"
+    if converged:
+        return "verdict  converged: this is the least-squares line, within the tolerance"
+    gap = (f"{detail['gap_se_w']:+.3g} SE in w, {detail['gap_se_b']:+.3g} SE in b"
+           if detail.get("gap_se_w") is not None else f"excess loss {_num(detail.get('excess_loss'), 3)}")
+    return (f"verdict  NOT converged: {gap} from the least-squares line"
+            + (f"; this learning rate needs {needed} epochs" if needed is not None else "")
+            + ' (try epochs "auto" or normalize "standardize")')
+
+
+def converged_cell(fit: dict[str, Any]) -> str:
+    result = fit.get("result") or {}
+    if not result:
+        return ""
+    return {True: "yes", False: "NO"}.get(result.get("converged"), "-")
+
+
+COLUMNS = (("id", 8), ("status", 9), ("epochs", 13), ("w_raw", 11), ("b_raw", 11), ("loss", 11), ("converged", 9),
+           ("labels", 24))
 
 
 def fits_table(fits: Sequence[dict[str, Any]]) -> str:
@@ -39,7 +66,7 @@ def fits_table(fits: Sequence[dict[str, Any]]) -> str:
         result = fit.get("result") or {}
         labels = ",".join(f"{k}={v}" for k, v in (fit.get("labels") or {}).items())
         return [fit["id"][:8], fit["status"], f"{fit['epochs_done']}/{fit['epochs']}", _num(result.get("w_raw")),
-                _num(result.get("b_raw")), _num(result.get("loss")), labels]
+                _num(result.get("b_raw")), _num(result.get("loss")), converged_cell(fit), labels]
 
     rows = [[name for name, _ in COLUMNS]] + [cells(fit) for fit in fits]
     return "\n".join("  ".join(cell[:width].ljust(width) for cell, (_, width) in zip(row, COLUMNS, strict=True))

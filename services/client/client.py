@@ -97,6 +97,20 @@ class Client:
         headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
         return Fit(self, self.json("POST", "/v1/fits", json=body, headers=headers))
 
+    def resolve_fit(self, id_or_prefix: str) -> str:
+        """The full id of the one fit whose id starts with `id_or_prefix` (the 8 characters `calib list`
+        prints); a CalibError (404) when none does, (409) naming the candidates when several do."""
+        if len(id_or_prefix) == 36:
+            return id_or_prefix
+        page = self.json("GET", "/v1/fits", params={"id_prefix": id_or_prefix, "limit": 10})
+        ids = [item["id"] for item in page["items"]]
+        if len(ids) == 1:
+            return str(ids[0])
+        detail = (f"no fit id starts with {id_or_prefix!r}" if not ids else
+                  f"{id_or_prefix!r} is the start of several fit ids: {', '.join(ids)}"
+                  + (" and more" if page.get("next") else "") + "; give more characters")
+        raise CalibError(404 if not ids else 409, {"detail": detail, "errors": [{"loc": ["id"], "msg": detail}]})
+
     def get_fit(self, fit_id: str) -> Fit:
         return Fit(self, self.json("GET", f"/v1/fits/{fit_id}"))
 

@@ -32,10 +32,11 @@ import numpy as np
 import torch
 
 from services.worker import store
-from services.worker.engine import GradientDescent, SeriesBatch
+from services.worker.engine import GradientDescent, SeriesBatch, convergence
 from services.worker.engine.iterative import Iterative
 from services.worker.engine.stopping import StopRule
 from shared import failpoints, logs, worker_metrics
+from shared.convergence import Verdict, verdict
 from shared.db import Database
 from shared.models import DIVERGED, SUCCEEDED, utcnow
 from shared.packing import F32
@@ -280,7 +281,7 @@ def _checkpoint(work: Work, fits: list[store.ClaimedFit], first: int, last: int,
         if ended[i]:
             tail = losses[i, :max(0, stop - first + 1)]
             checkpoint.finished[fit.id] = _outcome(
-                int(ends.done[i]), int(ends.diverged_at[i]), float(ends.w[i]), float(ends.b[i]),
+                fit, int(ends.done[i]), int(ends.diverged_at[i]), float(ends.w[i]), float(ends.b[i]),
                 tail, val, bool(ends.stopped_early[i]))
         else:
             checkpoint.states[fit.id] = states[i]
@@ -292,6 +293,17 @@ def _run_closed_form(work: Work, fits: list[store.ClaimedFit], device: torch.dev
     (and a fit goes on from any epoch: its state is just where it stopped)."""
     batch, validation, stopping = _data(fits, device)
     engine = GradientDescent(batch, validation, stopping)
+    needed = _epochs_needed(engine, fits, work.settings.max_epochs)
+    auto = [fit.epochs_auto for fit in fits]
+    if any(auto):
+        # "auto": exactly the first epoch from which the fit has converged, within its max_epochs.
+        for i, fit in enumerate(fits):
+            if fit.epochs_auto and 0 <= needed[i] <= fit.epochs:
+                fit.epochs = max(1, int(needed[i]))
+        batch, validation, stopping = _data(fits, device)
+        engine = GradientDescent(batch, validation, stopping)
+    for fit, count in zip(fits, needed, strict=True):
+        fit.epochs_needed = int(count) if count >= 0 else None
     ends = _ends(engine)
     # Readings so large that even float64 cannot hold their squares (|t_u| near 1e308) make
     # the five averages inf or NaN, and no epoch has a representable loss: by API.md's rule
@@ -317,6 +329,26 @@ def _run_closed_form(work: Work, fits: list[store.ClaimedFit], device: torch.dev
         first = last + 1
 
 
+def _epochs_needed(engine: GradientDescent, fits: list[store.ClaimedFit], limit: int) -> list[int]:
+    """Per fit, the epochs this learning rate needs from this start to converge (-1: not within `limit`
+    epochs, or no verdict for the data)."""
+    dev, f64 = engine.z1.device, torch.float64
+
+    def column(values: list[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=f64, device=dev)
+
+    optima = [fit.optimum for fit in fits]
+    by_errors = torch.tensor([o is not None and o.has_errors() for o in optima], device=dev)
+    found = convergence.epochs_needed(
+        engine, column([fit.input_scale for fit in fits]), column([fit.input_shift for fit in fits]),
+        column([fit.tolerance * (o.se_w or 0.0) if o else 0.0 for fit, o in zip(fits, optima, strict=True)]),
+        column([fit.tolerance * (o.se_b or 0.0) if o else 0.0 for fit, o in zip(fits, optima, strict=True)]),
+        column([fit.tolerance**2 * o.loss_scale() if o else 0.0 for fit, o in zip(fits, optima, strict=True)]),
+        by_errors, limit).tolist()
+    # No verdict where the optimum is not determined (t_u all equal).
+    return [count if o is not None and o.w_opt is not None else -1 for count, o in zip(found, optima, strict=True)]
+
+
 def _run_iterative(work: Work, fits: list[store.ClaimedFit], device: torch.device) -> None:
     """sgd, momentum, adam and gd by autograd or finite differences: about a second of epochs per
     block, every block written, so progress shows, cancellation lands and a yield loses nothing."""
@@ -339,6 +371,15 @@ def _run_iterative(work: Work, fits: list[store.ClaimedFit], device: torch.devic
         block = engine.run(epochs)
         per_epoch = (time.perf_counter() - started) / max(1, block.last - block.first + 1)
         ended = block.ended.cpu().numpy()
+        if any(fit.epochs_auto for fit in fits):
+            # "auto": a fit that has converged by the end of this block ends here.
+            w, b = engine.p[0].cpu().numpy(), engine.p[1].cpu().numpy()
+            reached = np.array([fit.epochs_auto and not ended[i] and bool(_verdict(fit, float(w[i]), float(b[i]))
+                                                                         .converged)
+                                for i, fit in enumerate(fits)])
+            if reached.any():
+                engine.finish(torch.from_numpy(reached).to(engine.p.device))
+                ended = ended | reached
         states = engine.states() if not bool(block.ended.all()) else []
         val = block.val_losses.cpu().numpy() if block.val_losses is not None else None
         work.write(fits, _checkpoint(work, fits, block.first, block.last, block.losses.cpu().numpy(), val,
@@ -349,14 +390,30 @@ def _run_iterative(work: Work, fits: list[store.ClaimedFit], device: torch.devic
         epochs = int(min(most, max(_WINDOW, _BLOCK_SECONDS / max(per_epoch, 1e-9) // _WINDOW * _WINDOW)))
 
 
-def _outcome(done: int, diverged_at: int, w: float, b: float, tail: np.ndarray,
+def _verdict(fit: store.ClaimedFit, w: float, b: float) -> Verdict:
+    """The convergence verdict of model-space (w, b), in raw units as the API reports them."""
+    if fit.optimum is None:
+        return Verdict(None, None, None, None)
+    w_raw = w * fit.input_scale
+    return verdict(w_raw, b - w_raw * fit.input_shift, fit.optimum, fit.tolerance)
+
+
+def _outcome(fit: store.ClaimedFit, done: int, diverged_at: int, w: float, b: float, tail: np.ndarray,
              val_tail: np.ndarray | None, stopped_early: bool) -> dict[str, object]:
     """A finished fit's columns. `tail`: its losses in this last block (empty when it diverged at epoch 1)."""
     last_val = float(val_tail[-1]) if val_tail is not None and len(val_tail) else None
-    base: dict[str, object] = {"epochs_done": done, "finished_at": utcnow(),
+    base: dict[str, object] = {"epochs_done": done, "finished_at": utcnow(), "epochs_needed": fit.epochs_needed,
                                "val_loss": last_val if last_val is not None and np.isfinite(last_val) else None}
     if diverged_at:
         return {**base, "status": DIVERGED, "diverged_at_epoch": diverged_at,
                 "loss": float(tail[-1]) if len(tail) else None}
-    return {**base, "status": SUCCEEDED, "w": w, "b": b, "loss": float(tail[-1]),
-            "stop_reason": "early_stopped" if stopped_early else "completed"}
+    found = _verdict(fit, w, b)
+    if stopped_early:
+        reason = "early_stopped"
+    elif fit.epochs_auto:
+        reason = "converged" if found.converged else "max_epochs"
+    else:
+        reason = "completed"
+    return {**base, "status": SUCCEEDED, "w": w, "b": b, "loss": float(tail[-1]), "stop_reason": reason,
+            "converged": found.converged, "gap_se_w": found.gap_se_w, "gap_se_b": found.gap_se_b,
+            "excess_loss": found.excess_loss}

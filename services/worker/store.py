@@ -20,6 +20,7 @@ import sqlalchemy.orm as so
 
 from services.worker import fairness
 from shared import quotas
+from shared.convergence import Optimum
 from shared.db import Database
 from shared.dbclock import db_now, lease_until
 from shared.models import FAILED, QUEUED, RUNNING, Fit, LossBlock, new_id, utcnow
@@ -52,6 +53,11 @@ class ClaimedFit:
     early_stopping: dict[str, object] | None
     # The engine's state saved at the end of the last block written, or None: from epoch 1.
     resume: dict[str, Any] | None = None
+    # Convergence: "auto" epochs, the tolerance, and what the verdict needs of the training points.
+    epochs_auto: bool = False
+    tolerance: float = 0.01
+    optimum: Optimum | None = None
+    epochs_needed: int | None = None  # gd: set by the runner from the closed form
 
     @property
     def start_epoch(self) -> int:
@@ -133,7 +139,8 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
                 Fit.id, Fit.tenant, Fit.epochs, Fit.epochs_done, Fit.checkpoint, Fit.learning_rate, Fit.init_w,
                 Fit.init_b, Fit.input_scale, Fit.input_shift, Fit.optimizer, Fit.gradient, Fit.delta,
                 Fit.momentum, Fit.beta1, Fit.beta2, Fit.eps, Fit.validation, Fit.early_stopping,
-                Fit.t_u, Fit.t_c,
+                Fit.t_u, Fit.t_c, Fit.epochs_auto, Fit.convergence_tolerance, Fit.w_opt, Fit.b_opt, Fit.se_w,
+                Fit.se_b, Fit.t_u_mean, Fit.t_u_sxx, Fit.t_c_var, Fit.n_points,
             ).where(Fit.id.in_(ids)).order_by(Fit.created_at, Fit.id)
         ).all()
         # A fit that starts again from epoch 1: its losses replace, never extend, the old ones.
@@ -154,6 +161,9 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
             t_u=unpack_f64(row.t_u), t_c=unpack_f64(row.t_c),
             held_out=held_out_indices(row.validation), early_stopping=row.early_stopping,
             resume=row.checkpoint if row.checkpoint is not None else None,
+            epochs_auto=bool(row.epochs_auto), tolerance=row.convergence_tolerance,
+            optimum=Optimum(row.w_opt, row.b_opt, row.se_w, row.se_b, row.t_u_mean, row.t_u_sxx, row.t_c_var,
+                            row.n_points - len(held_out_indices(row.validation))),
         )
         for row in rows
     ], halves)

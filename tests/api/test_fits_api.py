@@ -27,7 +27,7 @@ def test_submit_returns_202_queued_with_location(client: FlaskClient) -> None:
     assert fit["status"] == "queued" and fit["epochs"] == 5000 and fit["n_points"] == 3
     assert fit["params"] == {"learning_rate": 0.01, "init": {"w": 1.0, "b": 0.0},
                              "input_scale": 0.1, "normalize": "scale", "optimizer": "gd",
-                             "gradient": "analytic"}
+                             "gradient": "analytic", "convergence_tolerance": 0.01, "epochs_auto": False}
     assert fit["labels"] == {"sensor": "A17"} and fit["result"] is None
     assert client.get(fit["links"]["self"]).get_json() == fit
 

@@ -278,6 +278,14 @@ class Iterative:
             val_losses.masked_fill_(past, float("nan"))
         return ended
 
+    def finish(self, fits: torch.Tensor) -> None:
+        """End these fits at the current epoch (epochs "auto": they have converged), with their
+        parameters as they are now."""
+        fits = fits & ~self.ended
+        self.final[:, fits] = self.p[:, fits]
+        self.epochs_done = torch.where(fits, self.epoch, self.epochs_done)
+        self.ended |= fits
+
     def complete(self, block_epochs: int = 4096) -> Iterative:
         """Run every fit to its end, keeping every epoch's losses (for tests and benchmarks; the
         runner writes block by block instead)."""

@@ -1,0 +1,80 @@
+"""How many epochs gradient descent needs to converge, exactly, from the closed form's eigen-decomposition.
+
+After k updates the model-space parameters are θ* + R·(z1 ρ1^k, z2 ρ2^k) (closed_form.py), so
+each raw-unit deviation from the optimum is a sum of two geometric terms,
+
+    Δw_raw(k) = s·(cos z1 ρ1^k − sin z2 ρ2^k)
+    Δb_raw(k) = (sin z1 − s·shift·cos z1) ρ1^k + (cos z2 + s·shift·sin z2) ρ2^k
+
+(s the input scale), and the excess loss is excess1 ρ1^{2k} + excess2 ρ2^{2k}. The rule
+(shared/convergence.py) is |Δw_raw| ≤ T_w and |Δb_raw| ≤ T_b, or excess ≤ T_e where the
+standard errors are not defined. The sum of the terms' absolute values bounds each deviation
+and only decreases: bisection finds the epoch from which the bound meets the rule, and a
+backward scan from there finds the first epoch from which the rule itself holds for good.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from services.worker.engine.closed_form import GradientDescent
+
+_SCAN = 2048
+
+
+def epochs_needed(engine: GradientDescent, scale: torch.Tensor, shift: torch.Tensor, target_w: torch.Tensor,
+                  target_b: torch.Tensor, target_excess: torch.Tensor, by_errors: torch.Tensor,
+                  limit: int) -> torch.Tensor:
+    """Per fit, the first epoch count k from which the rule holds at every later k ≤ limit; -1 where it
+    does not hold by `limit` (or the rates make it diverge). `by_errors`: the standard-error rule, else
+    the excess-loss rule; targets already multiplied by the tolerance."""
+    e = engine
+    coefficients = torch.stack([
+        torch.stack([scale * e.cos * e.z1, -scale * e.sin * e.z2], 1),
+        torch.stack([e.sin * e.z1 - scale * shift * e.cos * e.z1, e.cos * e.z2 + scale * shift * e.sin * e.z2], 1),
+    ], 1)  # (B, 2 deviations, 2 terms)
+    rho = torch.stack([e.rho1, e.rho2], 1)  # (B, 2)
+    targets = torch.stack([target_w, target_b], 1)
+    excess = torch.stack([e.excess1, e.excess2], 1)
+
+    def holds(k: torch.Tensor) -> torch.Tensor:
+        """The rule at k (B, K) for every fit."""
+        powers = torch.pow(rho[:, None, :], k[:, :, None].to(rho.dtype))  # (B, K, 2)
+        deviation = torch.einsum("bjt,bkt->bkj", coefficients, powers).abs()  # (B, K, 2)
+        by_se = (deviation <= targets[:, None, :]).all(-1)
+        by_loss = (excess[:, None, :] * powers * powers).sum(-1) <= target_excess[:, None]
+        return torch.where(by_errors[:, None], by_se, by_loss)
+
+    def bound(k: torch.Tensor) -> torch.Tensor:
+        """Whether the decreasing bound meets the rule at k (B,): then the rule holds from k on."""
+        powers = torch.pow(rho.abs(), k[:, None].to(rho.dtype))
+        deviation = (coefficients.abs() * powers[:, None, :]).sum(-1)
+        by_se = (deviation <= targets).all(-1)
+        by_loss = (excess * powers * powers).sum(-1) <= target_excess
+        return torch.where(by_errors, by_se, by_loss)
+
+    size, dev = rho.shape[0], rho.device
+    lo = torch.full((size,), -1, dtype=torch.int64, device=dev)  # the bound fails at lo (or lo = -1)
+    hi = torch.full((size,), limit, dtype=torch.int64, device=dev)  # ... and meets the rule at hi
+    reachable = bound(hi)
+    while bool(((hi - lo) > 1).any()):
+        mid = (lo + hi) // 2
+        ok = bound(mid.clamp_min(0))
+        hi = torch.where(ok & (mid >= 0), mid, hi)
+        lo = torch.where(ok & (mid >= 0), lo, torch.maximum(mid, lo))
+    # Back from where the bound holds: the first k from which the rule itself holds for good.
+    needed = hi.clone()
+    open_ = reachable & (hi > 0)
+    top = hi.clone()
+    while bool(open_.any()):
+        steps = torch.arange(_SCAN, device=dev)
+        k = (top[:, None] - 1 - steps[None, :]).clamp_min(0)  # descending from top - 1
+        fails = ~holds(k) & (top[:, None] - 1 - steps[None, :] >= 0)
+        failed = fails.any(1)
+        first_fail = fails.to(torch.int8).argmax(1)
+        needed = torch.where(open_ & failed, top - first_fail, torch.where(open_, top - _SCAN, needed))
+        done = failed | (top - _SCAN <= 0)
+        needed = torch.where(open_ & ~failed & (top - _SCAN <= 0), torch.zeros_like(needed), needed)
+        top = torch.where(open_ & ~done, top - _SCAN, top)
+        open_ &= ~done
+    return torch.where(reachable, needed, torch.full_like(needed, -1))

@@ -1,0 +1,73 @@
+"""Has gradient descent reached the least-squares line? The verdict every result carries.
+
+A fit has converged when its raw-unit line is within `tolerance` standard errors of the exact
+least-squares line of its training points, in both parameters:
+    |w_raw − w_opt| ≤ tol · se_w   and   |b_raw − b_opt| ≤ tol · se_b.
+Where the standard errors are 0 or undefined (two points, or points exactly on a line, so
+there is no residual scatter to measure against), the rule is on the excess loss, with the
+data's own spread in place of the residuals':
+    excess_loss ≤ tol² · Var(t_c) / n
+(where all t_c are equal too, mean(t_c)² stands in for Var(t_c): the API stores that scale as
+`t_c_var`). Where t_u are all equal
+the optimum is not unique and there is no verdict (None).
+
+excess_loss is the training loss at the fitted line less the least-squares loss: with
+Δw = w_raw − w_opt and Δb = b_raw − b_opt, exactly Var(t_u)·Δw² + (Δb + Δw·mean(t_u))².
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Verdict:
+    converged: bool | None
+    gap_se_w: float | None
+    gap_se_b: float | None
+    excess_loss: float | None
+
+
+@dataclass(frozen=True)
+class Optimum:
+    """What the verdict needs of a fit's training points (the columns the API stored at submission)."""
+
+    w_opt: float | None
+    b_opt: float | None
+    se_w: float | None
+    se_b: float | None
+    t_u_mean: float | None
+    t_u_sxx: float | None
+    t_c_var: float | None  # Var(t_c), or mean(t_c)² where all t_c are equal
+    n: int
+
+    def has_errors(self) -> bool:
+        return _positive(self.se_w) and _positive(self.se_b)
+
+    def loss_scale(self) -> float:
+        """Var(t_c)/n: the fallback rule's scale."""
+        return max(self.t_c_var or 0.0, 1e-300) / max(self.n, 1)
+
+
+def _positive(value: float | None) -> bool:
+    return value is not None and math.isfinite(value) and value > 0
+
+
+def verdict(w_raw: float, b_raw: float, optimum: Optimum, tolerance: float) -> Verdict:
+    o = optimum
+    if o.w_opt is None or o.b_opt is None or o.t_u_mean is None or not o.t_u_sxx:
+        return Verdict(None, None, None, None)
+    dw, db = w_raw - o.w_opt, b_raw - o.b_opt
+    excess = _finite(o.t_u_sxx / o.n * dw * dw + (db + dw * o.t_u_mean) ** 2)
+    if o.has_errors():
+        assert o.se_w is not None and o.se_b is not None
+        gap_w, gap_b = _finite(dw / o.se_w), _finite(db / o.se_b)
+        converged = gap_w is not None and gap_b is not None and abs(gap_w) <= tolerance and abs(gap_b) <= tolerance
+        return Verdict(converged, gap_w, gap_b, excess)
+    converged = excess is not None and excess <= tolerance**2 * o.loss_scale()
+    return Verdict(converged, None, None, excess)
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
