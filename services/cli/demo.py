@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from services.cli.tables import verdict_line
 from services.client import Client
 
 # The thermometer data of Deep Learning with PyTorch, chapter 5.
@@ -44,6 +45,7 @@ def run_demo(client: Client, progress: bool = True) -> None:
         digits = 5 if name == "w_raw" else 4  # as many decimals as the book prints
         click.echo(f"   {name:<5} = {result[name]:.{digits}f}    ({result[name]!r}; book {book})")
     click.echo(f"   calibration: t_c = {result['w_raw']:.5f} * t_u {result['b_raw']:+.4f}")
+    click.echo("   " + verdict_line(result))
 
     click.echo("\n2. The same fit on raw t_u: the learning rate 1e-2 is far too large")
     diverging = client.fit(T_U, T_C, **{**request, "input_scale": 1.0, "epochs": 100}).wait(progress=progress)
@@ -52,3 +54,5 @@ def run_demo(client: Client, progress: bool = True) -> None:
     click.echo(f"   status: {fit['status']}, diverged_at_epoch: {fit['diverged_at_epoch']} (book: 11)")
     if tail:
         click.echo(f"   last finite loss: epoch {len(tail)}, Loss {tail[-1]:.6g}")
+    click.echo("   verdict  none: a diverged fit has no line to judge (the rate is past lr_max "
+               f"{fit['lr_max']:.3g})")

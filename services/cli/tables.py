@@ -20,7 +20,7 @@ def fit_summary(fit: dict[str, Any]) -> str:
         lines += [f"line     t_c = {_num(result['w_raw'])} * t_u {result['b_raw']:+.6g}",
                   f"loss     {_num(result['loss'])}" + (f", validation {_num(result['val_loss'])}"
                                                        if result.get("val_loss") is not None else "")]
-        lines.append(_verdict(result))
+        lines.append(verdict_line(result))
         if result.get("w_opt") is not None:
             # The uncertainty belongs to the least-squares line: it is printed beside that line.
             lines.append(f"optimum  t_c = {_num(result['w_opt'])} * t_u {result['b_opt']:+.6g} (least squares)")
@@ -35,7 +35,7 @@ def fit_summary(fit: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _verdict(result: dict[str, Any]) -> str:
+def verdict_line(result: dict[str, Any]) -> str:
     """Whether this line is the least-squares one, and if not, how far from it."""
     converged, detail = result.get("converged"), result.get("convergence") or {}
     needed = detail.get("epochs_needed")

@@ -103,13 +103,17 @@ async function drawDataChart(svg) {
   const held = new Set(data.validation_indices);
   const xlo = Math.min(...data.t_u), xhi = Math.max(...data.t_u);
   const w = svg.dataset.w === undefined ? null : Number(svg.dataset.w), b = Number(svg.dataset.b);
-  const ylist = data.t_c.concat(w === null ? [] : [w * xlo + b, w * xhi + b]);
+  // A fit that has not converged: the least-squares line it has not reached, drawn dashed beside it.
+  const wOpt = svg.dataset.wOpt === undefined ? null : Number(svg.dataset.wOpt), bOpt = Number(svg.dataset.bOpt);
+  const ylist = data.t_c.concat(w === null ? [] : [w * xlo + b, w * xhi + b])
+    .concat(wOpt === null ? [] : [wOpt * xlo + bOpt, wOpt * xhi + bOpt]);
   const ylo = Math.min(...ylist), yhi = Math.max(...ylist);
   const pad = (hi, lo) => (hi - lo || 1) * 0.05;
   const xs = scale(xlo - pad(xhi, xlo), xhi + pad(xhi, xlo), BOX.left, BOX.width - BOX.right);
   const ys = scale(ylo - pad(yhi, ylo), yhi + pad(yhi, ylo), BOX.height - BOX.bottom, BOX.top);
   frame(svg, xs, ys, linearTicks(xlo, xhi, 6), linearTicks(ylo, yhi, 5), label);
   if (w !== null) node("line", { class: "fitted", x1: xs(xlo), y1: ys(w * xlo + b), x2: xs(xhi), y2: ys(w * xhi + b) }, svg);
+  if (wOpt !== null) node("line", { class: "optimum", x1: xs(xlo), y1: ys(wOpt * xlo + bOpt), x2: xs(xhi), y2: ys(wOpt * xhi + bOpt) }, svg);
   data.t_u.forEach((u, i) => node("circle", { class: held.has(i) ? "held" : "train", cx: xs(u), cy: ys(data.t_c[i]), r: 4 }, svg));
   text(svg, BOX.width / 2, BOX.height - 4, "t_u (raw reading) → t_c (reference)");
   svg.dataset.rendered = "true";
