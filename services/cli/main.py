@@ -383,7 +383,9 @@ def batch(csv_file: Path, epochs: int | None, learning_rate: str | None, input_s
         _timed_out(exc)
     counts = submitted.counts
     click.echo(f"batch {submitted.id} {submitted.status}: "
-               + ", ".join(f"{counts[s]} {s}" for s in ("succeeded", "diverged", "failed", "cancelled") if counts[s]))
+               + ", ".join(f"{counts[s]} {s}" for s in ("succeeded", "diverged", "failed", "cancelled") if counts[s])
+               + (f" ({counts['not_converged']} of them NOT converged: see the converged column)"
+                  if counts.get("not_converged") else ""))
     sys.exit(EXIT_OK if counts["succeeded"] == submitted.count else EXIT_ENDED_OTHERWISE)
 
 

@@ -93,6 +93,24 @@ def test_the_fit_page_draws_its_loss_curve_and_data(browser: Any, stack: Stack) 
     assert (ARTIFACTS / "dashboard-fit.png").stat().st_size > 20_000
 
 
+def test_the_fit_page_says_whether_the_fit_converged(browser: Any, stack: Stack) -> None:
+    seed = {"t_u": REFERENCE["t_u"], "t_c": REFERENCE["t_c"], "learning_rate": 1e-2, "input_scale": 0.1}
+    short = stack.wait(stack.submit(seed | {"epochs": 100})["id"])
+    full = stack.wait(stack.submit(seed | {"epochs": 5000})["id"])
+    log_in(browser, stack)
+    drawn = """return {verdict: document.getElementById('verdict').textContent,
+                       fitted: document.querySelectorAll('#data-chart line.fitted').length,
+                       optimum: document.querySelectorAll('#data-chart line.optimum').length};"""
+    browser.get(f"{stack.url}/ui/fits/{short['id']}")
+    wait_for(browser, "return document.getElementById('data-chart').dataset.rendered")
+    # Not converged: the badge, the gap in standard errors, and the least-squares line drawn dashed beside it.
+    assert browser.execute_script(drawn) == {"verdict": "not converged", "fitted": 1, "optimum": 1}
+    assert "SE in w" in browser.page_source and "epochs" in browser.page_source
+    browser.get(f"{stack.url}/ui/fits/{full['id']}")
+    wait_for(browser, "return document.getElementById('data-chart').dataset.rendered")
+    assert browser.execute_script(drawn) == {"verdict": "converged", "fitted": 1, "optimum": 0}
+
+
 def test_a_million_epoch_fit_sends_the_browser_only_buckets(browser: Any, stack: Stack) -> None:
     fit = stack.wait(stack.submit({"t_u": REFERENCE["t_u"], "t_c": REFERENCE["t_c"], "epochs": 1_000_000,
                                    "learning_rate": 1e-4})["id"], timeout=120)
