@@ -85,11 +85,12 @@ def _from_json(svc: Services) -> tuple[list[FitCreate], str, Ask]:
 
 # The defaults a CSV batch takes as query parameters; a nested field's parts are
 # prefixed by its name (init_w, validation_fraction, early_stopping_patience, ...).
-QUERY_DEFAULTS = {"epochs": int, "learning_rate": float, "input_scale": float, "optimizer": str,
-                   "normalize": str, "gradient": str, "delta": float, "momentum": float, "eps": float,
-                   "init_w": float, "init_b": float, "validation_fraction": float, "validation_seed": int,
-                   "early_stopping_monitor": str, "early_stopping_min_delta": float,
-                   "early_stopping_patience": int}
+QUERY_DEFAULTS = {"epochs": int, "max_epochs": int, "convergence_tolerance": float, "learning_rate": float,
+                  "input_scale": float, "optimizer": str,
+                  "normalize": str, "gradient": str, "delta": float, "momentum": float, "eps": float,
+                  "init_w": float, "init_b": float, "validation_fraction": float, "validation_seed": int,
+                  "early_stopping_monitor": str, "early_stopping_min_delta": float,
+                  "early_stopping_patience": int}
 _NESTED = ("init", "validation", "early_stopping")
 
 
@@ -97,7 +98,7 @@ def _query_defaults() -> dict[str, Any]:
     defaults: dict[str, Any] = {}
     for name, kind in QUERY_DEFAULTS.items():
         raw = request.args.get(name)
-        if name == "learning_rate" and raw == "auto":
+        if name in ("learning_rate", "epochs") and raw == "auto":
             defaults[name] = raw
             continue
         if raw is None:

@@ -79,3 +79,15 @@ def test_metrics_label_only_known_methods(make_client: Callable[..., Any]) -> No
     db = client.application.extensions["calib"].db
     with db.session() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Fit)) == 0
+
+
+def test_a_csv_batch_takes_epochs_auto_and_its_bounds(client: FlaskClient) -> None:
+    rows = "series,t_u,t_c\nA,1,3\nA,2,5\nA,4,8\n"
+    r = client.post("/v1/batches?epochs=auto&max_epochs=20000&convergence_tolerance=0.05", data=rows,
+                    content_type="text/csv")
+    assert r.status_code == 202, r.get_data(as_text=True)
+    fit = client.get(f"/v1/batches/{r.get_json()['id']}/fits").get_json()["items"][0]
+    assert fit["params"]["epochs_auto"] is True and fit["epochs"] == 20000
+    assert fit["params"]["convergence_tolerance"] == 0.05
+    r = client.post("/v1/fits", json={"t_u": [1.0, 2.0], "t_c": [1.0, 2.0], "epochs": 10, "max_epochs": 100})
+    assert r.status_code == 422 and r.get_json()["errors"][0]["loc"] == ["max_epochs"]
