@@ -88,6 +88,7 @@ class Iterative:
         self.batch, self.gradient, self.delta, self.stopping = batch, gradient, delta, stopping
         dev, f64 = batch.x.device, torch.float64
         self.training = batch.moments()
+        self.two_vxy = 2 * self.training[3]
         self.held_out = validation.moments() if validation is not None else None
         size = batch.size
         self.p = torch.stack([batch.w0, batch.b0]).clone()  # (2, fits): w and b
@@ -202,7 +203,7 @@ class Iterative:
         p, g, r, loss, lr = self.p, self.g, self.r, self.loss, self.batch.learning_rate
         w, b = p[0], p[1]
         torch.addcmul(b - my, w, mx, out=r)
-        torch.mul(w, vxx, out=loss).sub_(2 * vxy).mul_(w).add_(vyy).addcmul_(r, r)
+        torch.mul(w, vxx, out=loss).sub_(self.two_vxy).mul_(w).add_(vyy).addcmul_(r, r)
         loss_row.copy_(loss)
         if val_row is not None and self.held_out is not None:
             val_row.copy_(loss_at(self.held_out, w, b))
@@ -266,7 +267,8 @@ class Iterative:
         open_ = ~self.ended
         bad = ~(losses * self.batch.n.to(torch.float32) <= FLOAT32_MAX) & (epoch <= limit[None, :]) & open_[None, :]
         hit = bad.any(0)
-        first_bad = bad.to(torch.int8).argmax(0) + first
+        # Most blocks have no divergence at all: the first bad epoch is looked for only when one has.
+        first_bad = bad.to(torch.int8).argmax(0) + first if bool(hit.any()) else torch.zeros_like(self.diverged_at)
         self.diverged_at = torch.where(hit, first_bad, self.diverged_at)
         ended = open_ & (hit | (limit <= last))
         self.epochs_done = torch.where(ended, torch.where(hit, first_bad - 1, limit), self.epochs_done)
@@ -292,9 +294,13 @@ class Iterative:
         blocks = []
         while not self.done:
             blocks.append(self.run(block_epochs))
-        self._losses = torch.cat([block.losses for block in blocks], 1) if blocks else torch.empty(
+        def joined(parts: list[torch.Tensor]) -> torch.Tensor:
+            # One block (the common case here) is kept as it is: concatenating copies it.
+            return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
+        self._losses = joined([block.losses for block in blocks]) if blocks else torch.empty(
             (self.batch.size, 0), dtype=torch.float32, device=self.p.device)
-        self._val_losses = torch.cat([block.val_losses for block in blocks], 1) \
+        self._val_losses = joined([block.val_losses for block in blocks])  \
             if blocks and self.held_out is not None else None  # type: ignore[misc]
         return self
 
