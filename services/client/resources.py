@@ -106,11 +106,15 @@ class Fit(_Resource):
         """The fit's data: t_u, t_c and the validation_indices held out."""
         return dict(self.client.json("GET", f"/v1/fits/{self.id}/data"))
 
-    def predict(self, t_u: Sequence[float], interval: float | None = None) -> dict[str, list[float]]:
-        """Calibrated values for raw readings; with `interval` (e.g. 0.95), prediction intervals too."""
+    def predict(self, t_u: Sequence[float], interval: float | None = None,
+                allow_unconverged: bool = False) -> dict[str, list[float]]:
+        """Calibrated values for raw readings; with `interval` (e.g. 0.95), prediction intervals too
+        (a fit that has not converged: a 409, unless `allow_unconverged`, then bounds that hold the gap)."""
         body: dict[str, Any] = {"t_u": list(map(float, t_u))}
         if interval is not None:
             body["interval"] = interval
+        if allow_unconverged:
+            body["allow_unconverged"] = True
         answer = self.client.json("POST", f"/v1/fits/{self.id}/predict", json=body)
         return {k: answer[k] for k in ("t_c", "lower", "upper") if k in answer}
 
