@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: install demo test stack lint bench clean
+.PHONY: install demo test test-fast stack lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,11 +18,24 @@ install: $(STAMP)
 demo: $(STAMP)
 	VENV=$(VENV) scripts/demo.sh
 
+# Everything: the engine, the API in-process, and the real API and workers as processes (e2e).
 test: $(STAMP)
 	$(PY) -m pytest -q -rs
 
+# The edit loop: every test that starts no process (about a minute).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -rs -m "not e2e"
+
+LINTED := services shared tests benchmarks migrations
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check services shared tests benchmarks migrations
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format $(LINTED)
+	$(VENV)/bin/ruff check --fix $(LINTED)
 
 stack: $(STAMP)
 	$(VENV)/bin/calib stack

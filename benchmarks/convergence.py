@@ -52,9 +52,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         stack = Stack({"CALIB_DATA_DIR": f"{tmp}/data"}, Path(tmp) / "logs", workers=1).start()
         try:
-            for name, query in (("raw_5000", "epochs=5000&learning_rate=auto"),
-                                ("standardized_5000", "epochs=5000&learning_rate=auto&normalize=standardize"),
-                                ("raw_auto", "epochs=auto&learning_rate=auto")):
+            for name, query in (
+                ("raw_5000", "epochs=5000&learning_rate=auto"),
+                ("standardized_5000", "epochs=5000&learning_rate=auto&normalize=standardize"),
+                ("raw_auto", "epochs=auto&learning_rate=auto"),
+            ):
                 batch, rows, seconds = run(stack, body, query)
                 converged = sum(row["converged"] == "true" for row in rows)
                 line = f"{name:<18} {converged}/{len(rows)} converged, POST to completed {seconds:.2f} s"

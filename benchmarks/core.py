@@ -40,8 +40,14 @@ def thermometer_batch(fits: int, epochs: int, device: torch.device, seed: int = 
     rng = np.random.default_rng(seed)
     t_c = np.asarray(T_C) + rng.normal(0, 0.5, (fits, len(T_C)))
     return SeriesBatch.build(
-        [T_U] * fits, list(t_c), epochs=[epochs] * fits, learning_rate=[1e-2] * fits,
-        input_scale=[0.1] * fits, w0=[1.0] * fits, b0=[0.0] * fits, device=device,
+        [T_U] * fits,
+        list(t_c),
+        epochs=[epochs] * fits,
+        learning_rate=[1e-2] * fits,
+        input_scale=[0.1] * fits,
+        w0=[1.0] * fits,
+        b0=[0.0] * fits,
+        device=device,
     )
 
 
@@ -49,8 +55,9 @@ def big_batch(points: int, epochs: int, device: torch.device) -> SeriesBatch:
     rng = np.random.default_rng(1)
     t_u = rng.uniform(20, 90, points)
     t_c = 0.5367 * t_u - 17.3 + rng.normal(0, 1.7, points)
-    return SeriesBatch.build([t_u], [t_c], epochs=[epochs], learning_rate=[1e-2],
-                             input_scale=[0.1], w0=[1.0], b0=[0.0], device=device)
+    return SeriesBatch.build(
+        [t_u], [t_c], epochs=[epochs], learning_rate=[1e-2], input_scale=[0.1], w0=[1.0], b0=[0.0], device=device
+    )
 
 
 def median_seconds(run: Callable[[], object], repeats: int, device: torch.device) -> float:
@@ -78,10 +85,13 @@ def case_a(device_name: str, repeats: int) -> dict[str, Any]:
     batch = thermometer_batch(fits, epochs, device)
     engine_s = median_seconds(lambda: engine_all_losses(batch, epochs), repeats, device)
     one = thermometer_batch(1, book_epochs, torch.device("cpu"))
-    book_s = median_seconds(lambda: reference_fit(one, torch.float32), max(1, repeats // 2),
-                            torch.device("cpu"))
-    return {"case": "a: 10,000 fits x 11 points x 5000 epochs", "engine_s": engine_s,
-            "fit_epochs": fits * epochs, "book_s_per_fit_epoch": book_s / book_epochs}
+    book_s = median_seconds(lambda: reference_fit(one, torch.float32), max(1, repeats // 2), torch.device("cpu"))
+    return {
+        "case": "a: 10,000 fits x 11 points x 5000 epochs",
+        "engine_s": engine_s,
+        "fit_epochs": fits * epochs,
+        "book_s_per_fit_epoch": book_s / book_epochs,
+    }
 
 
 def case_b(device_name: str, repeats: int) -> dict[str, Any]:
@@ -96,8 +106,12 @@ def case_b(device_name: str, repeats: int) -> dict[str, Any]:
     engine_s = median_seconds(build_and_run, repeats, device)
     short = big_batch(points, book_epochs, torch.device("cpu"))
     book_s = median_seconds(lambda: reference_fit(short, torch.float32), 1, torch.device("cpu"))
-    return {"case": "b: 1 fit x 1,000,000 points x 5000 epochs", "engine_s": engine_s,
-            "fit_epochs": epochs, "book_s_per_fit_epoch": book_s / book_epochs}
+    return {
+        "case": "b: 1 fit x 1,000,000 points x 5000 epochs",
+        "engine_s": engine_s,
+        "fit_epochs": epochs,
+        "book_s_per_fit_epoch": book_s / book_epochs,
+    }
 
 
 def book_adam_loop(epochs: int) -> list[float]:
@@ -120,8 +134,16 @@ def case_c(device_name: str, repeats: int) -> dict[str, Any]:
     fits, epochs, book_epochs = 10_000, 2000, 2000
     rng = np.random.default_rng(2)
     t_c = np.asarray(T_C) + rng.normal(0, 0.5, (fits, len(T_C)))
-    batch = SeriesBatch.build([T_U] * fits, list(t_c), epochs=[epochs] * fits, learning_rate=[0.1] * fits,
-                              input_scale=[1.0] * fits, w0=[1.0] * fits, b0=[0.0] * fits, device=device)
+    batch = SeriesBatch.build(
+        [T_U] * fits,
+        list(t_c),
+        epochs=[epochs] * fits,
+        learning_rate=[0.1] * fits,
+        input_scale=[1.0] * fits,
+        w0=[1.0] * fits,
+        b0=[0.0] * fits,
+        device=device,
+    )
 
     def run() -> torch.Tensor:
         engine = Iterative(batch, ["adam"] * fits, [0.0] * fits, [0.9] * fits, [0.999] * fits, [1e-8] * fits).complete()
@@ -129,8 +151,12 @@ def case_c(device_name: str, repeats: int) -> dict[str, Any]:
 
     engine_s = median_seconds(run, repeats, device)
     book_s = median_seconds(lambda: book_adam_loop(book_epochs), max(1, repeats // 2), torch.device("cpu"))
-    return {"case": "c: Adam, 10,000 fits x 11 points x 2000 epochs", "engine_s": engine_s,
-            "fit_epochs": fits * epochs, "book_s_per_fit_epoch": book_s / book_epochs}
+    return {
+        "case": "c: Adam, 10,000 fits x 11 points x 2000 epochs",
+        "engine_s": engine_s,
+        "fit_epochs": fits * epochs,
+        "book_s_per_fit_epoch": book_s / book_epochs,
+    }
 
 
 def book_split_loop(epochs: int) -> tuple[float, float]:
@@ -156,8 +182,14 @@ def split_batches(fits: int, epochs: int, device: torch.device) -> tuple[SeriesB
     rng = np.random.default_rng(3)
     t_c = np.asarray(T_C) + rng.normal(0, 0.5, (fits, len(T_C)))
     keep = [i for i in range(len(T_U)) if i not in SPLIT]
-    common = dict(epochs=[epochs] * fits, learning_rate=[1e-2] * fits, input_scale=[0.1] * fits,
-                  w0=[1.0] * fits, b0=[0.0] * fits, device=device)
+    common = dict(
+        epochs=[epochs] * fits,
+        learning_rate=[1e-2] * fits,
+        input_scale=[0.1] * fits,
+        w0=[1.0] * fits,
+        b0=[0.0] * fits,
+        device=device,
+    )
     train = SeriesBatch.build([[T_U[i] for i in keep]] * fits, [row[keep] for row in t_c], **common)
     val = SeriesBatch.build([[T_U[i] for i in SPLIT]] * fits, [row[SPLIT] for row in t_c], **common)
     return train, val
@@ -174,22 +206,38 @@ def split_case(engine_name: str, device_name: str, repeats: int) -> dict[str, An
         if engine_name == "gd":
             engine: GradientDescent | Iterative = GradientDescent(train, val, stopping)
         else:
-            engine = Iterative(train, ["sgd"] * fits, [0.0] * fits, [0.0] * fits, [0.0] * fits, [0.0] * fits,
-                               validation=val, stopping=stopping).complete()
+            engine = Iterative(
+                train,
+                ["sgd"] * fits,
+                [0.0] * fits,
+                [0.0] * fits,
+                [0.0] * fits,
+                [0.0] * fits,
+                validation=val,
+                stopping=stopping,
+            ).complete()
         last = int(engine.epochs_done.max())
         return engine.losses(1, last, torch.float32), engine.val_losses(1, last)
 
     engine_s = median_seconds(run, repeats, device)
     book_s = median_seconds(lambda: book_split_loop(book_epochs), max(1, repeats // 2), torch.device("cpu"))
     label = "d: split + early stop, sgd" if engine_name == "sgd" else "e: split + early stop, gd closed form"
-    return {"case": f"{label}, 10,000 x 3000", "engine_s": engine_s,
-            "fit_epochs": fits * epochs, "book_s_per_fit_epoch": book_s / book_epochs}
+    return {
+        "case": f"{label}, 10,000 x 3000",
+        "engine_s": engine_s,
+        "fit_epochs": fits * epochs,
+        "book_s_per_fit_epoch": book_s / book_epochs,
+    }
 
 
 def _child(name: str, device: str, repeats: int, out: Any) -> None:
     cases: dict[str, Callable[[str, int], dict[str, Any]]] = {
-        "a": case_a, "b": case_b, "c": case_c,
-        "d": lambda dev, n: split_case("sgd", dev, n), "e": lambda dev, n: split_case("gd", dev, n)}
+        "a": case_a,
+        "b": case_b,
+        "c": case_c,
+        "d": lambda dev, n: split_case("sgd", dev, n),
+        "e": lambda dev, n: split_case("gd", dev, n),
+    }
     result = cases[name](device, repeats)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out.put(result)
@@ -217,8 +265,10 @@ def main() -> None:
     print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"{'case':<52} {'engine s':>9} {'fit-epochs/s':>14} {'book f-e/s':>12} {'ratio':>9} {'peak MB':>8}")
     for r in rows:
-        print(f"{r['case']:<52} {r['engine_s']:>9.4f} {r['engine_fit_epochs_per_s']:>14.3e} "
-              f"{r['book_fit_epochs_per_s']:>12.3e} {r['speedup']:>9.0f} {r['peak_rss_mb']:>8.0f}")
+        print(
+            f"{r['case']:<52} {r['engine_s']:>9.4f} {r['engine_fit_epochs_per_s']:>14.3e} "
+            f"{r['book_fit_epochs_per_s']:>12.3e} {r['speedup']:>9.0f} {r['peak_rss_mb']:>8.0f}"
+        )
     print(json.dumps({"benchmark": "core", "device": device, "rows": rows}))
 
 

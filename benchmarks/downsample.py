@@ -35,9 +35,18 @@ def time_downsampling(settings: Settings, epochs: int = 1_000_000, repeats: int 
     fit_id = client.post("/v1/fits", json={"t_u": [1, 2], "t_c": [1, 2]}).get_json()["id"]
     losses = (100 / np.arange(1, epochs + 1)).astype(np.float32)
     with db.session(write=True) as session:
-        session.execute(sa.insert(LossBlock), [
-            {"fit_id": fit_id, "first_epoch": first + 1, "count": len(losses[first:first + 65_536]),
-             "loss": losses[first:first + 65_536].tobytes()} for first in range(0, epochs, 65_536)])
+        session.execute(
+            sa.insert(LossBlock),
+            [
+                {
+                    "fit_id": fit_id,
+                    "first_epoch": first + 1,
+                    "count": len(losses[first : first + 65_536]),
+                    "loss": losses[first : first + 65_536].tobytes(),
+                }
+                for first in range(0, epochs, 65_536)
+            ],
+        )
         session.execute(sa.update(Fit).where(Fit.id == fit_id).values(status="succeeded", epochs_done=epochs))
     times = []
     for _ in range(repeats + 1):
@@ -58,8 +67,9 @@ def main() -> None:
         rows["embedded"] = time_downsampling(Settings(data_dir=Path(tmp)))
         if not args.embedded_only:
             with fresh_postgres() as url:
-                rows["postgresql"] = time_downsampling(Settings(data_dir=Path(tmp), database_url=url,
-                                                                broker_url="memory://"))
+                rows["postgresql"] = time_downsampling(
+                    Settings(data_dir=Path(tmp), database_url=url, broker_url="memory://")
+                )
     for backend, ms in rows.items():
         print(f"{backend}: 1,000,000 epochs to 500 buckets, median of 20: {ms:.1f} ms")
     print(json.dumps({"benchmark": "downsample", "epochs": 1_000_000, "points": 500, "median_ms": rows}))

@@ -43,8 +43,7 @@ class Tally:
 
 
 async def client(url: str, token: str, until: float, tally: Tally) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=30,
-                                 headers={"Authorization": f"Bearer {token}"}) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"}) as http:
         while time.monotonic() < until:
             start = time.perf_counter()
             try:
@@ -99,11 +98,20 @@ async def run(stack: Stack, clients: int, seconds: float) -> dict[str, Any]:
     requests = sum(t.requests for t in tallies)
     errors = sum(n for code, n in answers.items() if not code.startswith("2"))
     submit_ms = [ms for t in tallies for ms in t.submit_ms]
-    return {"clients": clients, "seconds": seconds, "requests": requests, "accepted": len(owners),
-            "lost": len(lost), "errors": errors, "error_ratio": errors / max(requests, 1),
-            "answers": dict(answers), "submit_p50_ms": statistics.median(submit_ms),
-            "submit_p95_ms": percentile(submit_ms, 95), "submit_p99_ms": percentile(submit_ms, 99),
-            "fits_per_s": len(owners) / seconds}
+    return {
+        "clients": clients,
+        "seconds": seconds,
+        "requests": requests,
+        "accepted": len(owners),
+        "lost": len(lost),
+        "errors": errors,
+        "error_ratio": errors / max(requests, 1),
+        "answers": dict(answers),
+        "submit_p50_ms": statistics.median(submit_ms),
+        "submit_p95_ms": percentile(submit_ms, 95),
+        "submit_p99_ms": percentile(submit_ms, 99),
+        "fits_per_s": len(owners) / seconds,
+    }
 
 
 def main() -> None:
@@ -129,9 +137,11 @@ def main() -> None:
     print(f"{args.clients} clients for {args.seconds:.0f} s, {backend}, {args.workers} workers")
     print("| requests | accepted | lost | error ratio | submit p50 | submit p95 | submit p99 | fits/s |")
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| {result['requests']} | {result['accepted']} | {result['lost']} | {result['error_ratio']:.4%} | "
-          f"{result['submit_p50_ms']:.1f} ms | {result['submit_p95_ms']:.1f} ms | "
-          f"{result['submit_p99_ms']:.1f} ms | {result['fits_per_s']:.1f} |")
+    print(
+        f"| {result['requests']} | {result['accepted']} | {result['lost']} | {result['error_ratio']:.4%} | "
+        f"{result['submit_p50_ms']:.1f} ms | {result['submit_p95_ms']:.1f} ms | "
+        f"{result['submit_p99_ms']:.1f} ms | {result['fits_per_s']:.1f} |"
+    )
     print(json.dumps({"benchmark": "service.load", **result}))
 
 

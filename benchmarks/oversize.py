@@ -51,22 +51,36 @@ def send(url: str, token: str, kind: str, size: int, out: list[dict[str, object]
     path, media = ("/v1/fits", "application/json") if kind == "json" else ("/v1/batches", "text/csv")
     started = time.perf_counter()
     try:
-        r = httpx.post(url + path, content=body, timeout=120,
-                       headers={"Authorization": f"Bearer {token}", "Content-Type": media,
-                                "Content-Length": str(length)})
-        out.append({"kind": kind, "status": r.status_code, "seconds": time.perf_counter() - started,
-                    "detail": r.json().get("detail")})
+        r = httpx.post(
+            url + path,
+            content=body,
+            timeout=120,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": media, "Content-Length": str(length)},
+        )
+        out.append(
+            {
+                "kind": kind,
+                "status": r.status_code,
+                "seconds": time.perf_counter() - started,
+                "detail": r.json().get("detail"),
+            }
+        )
     except httpx.HTTPError as exc:  # the server may close the connection once it has answered
         out.append({"kind": kind, "status": type(exc).__name__, "seconds": time.perf_counter() - started})
 
 
 def refuse_big_batch(url: str, token: str) -> tuple[int, float, int]:
     """The 100,000 two-point fits × 1,000,000 epochs batch of issue 11: (status, seconds, body bytes)."""
-    body = json.dumps({"defaults": {"epochs": 1_000_000},
-                       "fits": [{"t_u": [1.0, 2.0], "t_c": [3.0, 5.0]}] * 100_000}).encode()
+    body = json.dumps(
+        {"defaults": {"epochs": 1_000_000}, "fits": [{"t_u": [1.0, 2.0], "t_c": [3.0, 5.0]}] * 100_000}
+    ).encode()
     started = time.perf_counter()
-    r = httpx.post(url + "/v1/batches", content=body, timeout=120,
-                   headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    r = httpx.post(
+        url + "/v1/batches",
+        content=body,
+        timeout=120,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     return r.status_code, time.perf_counter() - started, len(body)
 
 
@@ -86,9 +100,13 @@ def main() -> None:
             idle = api_peak_rss(stack)
             refusals = [refuse_big_batch(stack.url, stack.token) for _ in range(5)]
             answers: list[dict[str, object]] = []
-            threads = [threading.Thread(target=send, args=(stack.url, stack.token, "json" if i % 2 == 0 else "csv",
-                                                           args.megabytes * 1_000_000, answers))
-                       for i in range(args.parallel)]
+            threads = [
+                threading.Thread(
+                    target=send,
+                    args=(stack.url, stack.token, "json" if i % 2 == 0 else "csv", args.megabytes * 1_000_000, answers),
+                )
+                for i in range(args.parallel)
+            ]
             started = time.perf_counter()
             for thread in threads:
                 thread.start()
@@ -103,14 +121,30 @@ def main() -> None:
         seconds = float(str(answer["seconds"]))
         print(f"{answer['kind']:<5} {answer['status']}  {seconds:.2f} s  {answer.get('detail', '')}")
     seconds = sorted(r[1] for r in refusals)
-    print(f"100,000 fits × 1,000,000 epochs ({refusals[0][2] / 1e6:.1f} MB): {refusals[0][0]} in "
-          f"{seconds[2]:.3f} s (median of 5)")
-    print(f"API peak RSS, all processes: {idle / 1e6:.0f} MB idle, {peak / 1e6:.0f} MB after; "
-          f"/readyz {ready}; {wall:.2f} s for all")
-    print(json.dumps({"benchmark": "oversize", "parallel": args.parallel, "megabytes": args.megabytes,
-                      "statuses": sorted(str(a["status"]) for a in answers), "api_peak_rss_bytes": peak,
-                      "api_idle_rss_bytes": idle, "readyz": ready, "seconds": wall,
-                      "big_batch_status": refusals[0][0], "big_batch_refused_seconds": seconds[2]}))
+    print(
+        f"100,000 fits × 1,000,000 epochs ({refusals[0][2] / 1e6:.1f} MB): {refusals[0][0]} in "
+        f"{seconds[2]:.3f} s (median of 5)"
+    )
+    print(
+        f"API peak RSS, all processes: {idle / 1e6:.0f} MB idle, {peak / 1e6:.0f} MB after; "
+        f"/readyz {ready}; {wall:.2f} s for all"
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "oversize",
+                "parallel": args.parallel,
+                "megabytes": args.megabytes,
+                "statuses": sorted(str(a["status"]) for a in answers),
+                "api_peak_rss_bytes": peak,
+                "api_idle_rss_bytes": idle,
+                "readyz": ready,
+                "seconds": wall,
+                "big_batch_status": refusals[0][0],
+                "big_batch_refused_seconds": seconds[2],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

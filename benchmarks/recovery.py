@@ -32,9 +32,14 @@ from shared.db import Database
 from shared.models import TERMINAL, Fit, LossBlock
 from shared.settings import Settings
 
-SETTINGS = {"CALIB_LEASE_SECONDS": "2", "CALIB_RECONCILE_EVERY_SECONDS": "0.5",
-            "CALIB_UNDISPATCHED_AFTER_SECONDS": "1", "CALIB_REDISPATCH_AFTER_SECONDS": "3",
-            "CALIB_FAILPOINTS": "checkpoint_sleep=0.3", "CALIB_LOSS_BLOCK_EPOCHS": "200"}
+SETTINGS = {
+    "CALIB_LEASE_SECONDS": "2",
+    "CALIB_RECONCILE_EVERY_SECONDS": "0.5",
+    "CALIB_UNDISPATCHED_AFTER_SECONDS": "1",
+    "CALIB_REDISPATCH_AFTER_SECONDS": "3",
+    "CALIB_FAILPOINTS": "checkpoint_sleep=0.3",
+    "CALIB_LOSS_BLOCK_EPOCHS": "200",
+}
 T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
 T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
 
@@ -59,23 +64,39 @@ def one_run(backend: str, tmp: Path) -> dict[str, float]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
         redis.Redis.from_url(broker).flushdb()
-        env |= {"CALIB_DATABASE_URL": sa.make_url(server).set(database=name).render_as_string(hide_password=False),
-                "CALIB_BROKER_URL": broker}
+        env |= {
+            "CALIB_DATABASE_URL": sa.make_url(server).set(database=name).render_as_string(hide_password=False),
+            "CALIB_BROKER_URL": broker,
+        }
     stack = Stack(env, tmp / "logs", workers=2).start()
-    db = Database.from_settings(Settings(data_dir=env["CALIB_DATA_DIR"], database_url=env.get("CALIB_DATABASE_URL", ""),
-                                         broker_url=env.get("CALIB_BROKER_URL", "")))
+    db = Database.from_settings(
+        Settings(
+            data_dir=env["CALIB_DATA_DIR"],
+            database_url=env.get("CALIB_DATABASE_URL", ""),
+            broker_url=env.get("CALIB_BROKER_URL", ""),
+        )
+    )
     try:
         rng = np.random.default_rng(0)
-        fits = [{"t_u": T_U, "t_c": (np.asarray(T_C) + rng.normal(0, 0.3, 11)).round(4).tolist(), "epochs": 2000,
-                 "learning_rate": 1e-2, "input_scale": 0.1} for _ in range(20)]
+        fits = [
+            {
+                "t_u": T_U,
+                "t_c": (np.asarray(T_C) + rng.normal(0, 0.3, 11)).round(4).tolist(),
+                "epochs": 2000,
+                "learning_rate": 1e-2,
+                "input_scale": 0.1,
+            }
+            for _ in range(20)
+        ]
         batch = stack.http.post("/v1/batches", json={"fits": fits}).json()
         with db.session() as session:
             ids = list(session.scalars(sa.select(Fit.id).where(Fit.batch_id == batch["id"])))
 
         def holder() -> str | None:
             with db.session() as session:
-                return session.scalar(sa.select(Fit.claimed_by).where(Fit.id.in_(ids), Fit.status == "running",
-                                                                      Fit.epochs_done >= 200))
+                return session.scalar(
+                    sa.select(Fit.claimed_by).where(Fit.id.in_(ids), Fit.status == "running", Fit.epochs_done >= 200)
+                )
 
         held = str(_until(holder, 60))
         os.killpg(os.getpgid(int(held.rsplit(":", 1)[1])), signal.SIGKILL)
@@ -83,23 +104,30 @@ def one_run(backend: str, tmp: Path) -> dict[str, float]:
 
         def reclaimed() -> bool:
             with db.session() as session:
-                return bool(session.scalar(sa.select(sa.func.count()).select_from(Fit).where(
-                    Fit.id.in_(ids), Fit.claimed_by != held)))
+                return bool(
+                    session.scalar(
+                        sa.select(sa.func.count()).select_from(Fit).where(Fit.id.in_(ids), Fit.claimed_by != held)
+                    )
+                )
 
         _until(reclaimed, 120)
         reclaim = time.monotonic() - killed
 
         def ended() -> bool:
             with db.session() as session:
-                return not session.scalar(sa.select(sa.func.count()).select_from(Fit).where(
-                    Fit.id.in_(ids), Fit.status.not_in(TERMINAL)))
+                return not session.scalar(
+                    sa.select(sa.func.count()).select_from(Fit).where(Fit.id.in_(ids), Fit.status.not_in(TERMINAL))
+                )
 
         _until(ended, 120)
         recovery = time.monotonic() - killed
         with db.session() as session:
             statuses = set(session.scalars(sa.select(Fit.status).where(Fit.id.in_(ids))))
-            series = session.execute(sa.select(LossBlock.fit_id, sa.func.sum(LossBlock.count))
-                                     .where(LossBlock.fit_id.in_(ids)).group_by(LossBlock.fit_id)).all()
+            series = session.execute(
+                sa.select(LossBlock.fit_id, sa.func.sum(LossBlock.count))
+                .where(LossBlock.fit_id.in_(ids))
+                .group_by(LossBlock.fit_id)
+            ).all()
         if statuses != {"succeeded"} or len(series) != 20 or {int(n) for _, n in series} != {2000}:
             raise AssertionError(f"run not clean: {statuses}, {len(series)} series")
         return {"reclaim": reclaim, "recovery": recovery}
@@ -121,15 +149,28 @@ def main() -> None:
     for i in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
             runs.append(one_run(args.backend, Path(tmp)))
-        print(f"run {i + 1}: reclaimed after {runs[-1]['reclaim']:.2f} s, all ended after {runs[-1]['recovery']:.2f} s",
-              flush=True)
+        print(
+            f"run {i + 1}: reclaimed after {runs[-1]['reclaim']:.2f} s, all ended after {runs[-1]['recovery']:.2f} s",
+            flush=True,
+        )
     for key in ("reclaim", "recovery"):
         values = sorted(run[key] for run in runs)
-        print(f"{key}: min {values[0]:.2f} s, median {statistics.median(values):.2f} s, "
-              f"p90 {values[int(0.9 * (len(values) - 1))]:.2f} s, max {values[-1]:.2f} s")
-    print(json.dumps({"benchmark": "recovery", "backend": args.backend, "runs": len(runs), "failures": 0,
-                      "reclaim_seconds": [round(r["reclaim"], 3) for r in runs],
-                      "recovery_seconds": [round(r["recovery"], 3) for r in runs]}))
+        print(
+            f"{key}: min {values[0]:.2f} s, median {statistics.median(values):.2f} s, "
+            f"p90 {values[int(0.9 * (len(values) - 1))]:.2f} s, max {values[-1]:.2f} s"
+        )
+    print(
+        json.dumps(
+            {
+                "benchmark": "recovery",
+                "backend": args.backend,
+                "runs": len(runs),
+                "failures": 0,
+                "reclaim_seconds": [round(r["reclaim"], 3) for r in runs],
+                "recovery_seconds": [round(r["recovery"], 3) for r in runs],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -41,16 +41,19 @@ def run_once(workers: int, fits: int, chunk_size: int, embedded: bool, tmp: Path
             peak = stack.worker_peak_rss()
         finally:
             stack.stop()
-    return {"workers": workers, **times, "fits_per_s": fits / times["completed_s"],
-            "worker_peak_rss_mb": peak / 2**20}
+    return {"workers": workers, **times, "fits_per_s": fits / times["completed_s"], "worker_peak_rss_mb": peak / 2**20}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--fits", type=int, default=10_000)
-    parser.add_argument("--chunk-size", type=int, default=1024,
-                        help="fits per chunk (one Celery task); smaller chunks let more workers share a batch")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=1024,
+        help="fits per chunk (one Celery task); smaller chunks let more workers share a batch",
+    )
     parser.add_argument("--embedded", action="store_true", help="SQLite and the SQLite broker")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="calib-scaling-") as tmp:
@@ -61,10 +64,21 @@ def main() -> None:
     print("| workers | accepted | completed | fits/s | vs first | worker peak RSS |")
     print("|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['workers']} | {row['accepted_s']:.2f} s | {row['completed_s']:.2f} s | "
-              f"{row['fits_per_s']:.0f} | {row['fits_per_s'] / base:.2f}x | {row['worker_peak_rss_mb']:.0f} MB |")
-    print(json.dumps({"benchmark": "service.scaling", "backend": backend, "fits": args.fits,
-                      "chunk_size": args.chunk_size, "runs": rows}))
+        print(
+            f"| {row['workers']} | {row['accepted_s']:.2f} s | {row['completed_s']:.2f} s | "
+            f"{row['fits_per_s']:.0f} | {row['fits_per_s'] / base:.2f}x | {row['worker_peak_rss_mb']:.0f} MB |"
+        )
+    print(
+        json.dumps(
+            {
+                "benchmark": "service.scaling",
+                "backend": backend,
+                "fits": args.fits,
+                "chunk_size": args.chunk_size,
+                "runs": rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -40,9 +40,17 @@ def batch_to_completed(http: httpx.Client, fits: int, timeout: float = 600) -> d
     import numpy as np
 
     rng = np.random.default_rng(0)
-    body = {"defaults": {"epochs": 5000, "learning_rate": 1e-2, "input_scale": 0.1},
-            "fits": [{"t_u": T_U, "t_c": (np.asarray(T_C) + rng.normal(0, 0.3, 11)).round(4).tolist(),
-                      "labels": {"series": f"s{i}"}} for i in range(fits)]}
+    body = {
+        "defaults": {"epochs": 5000, "learning_rate": 1e-2, "input_scale": 0.1},
+        "fits": [
+            {
+                "t_u": T_U,
+                "t_c": (np.asarray(T_C) + rng.normal(0, 0.3, 11)).round(4).tolist(),
+                "labels": {"series": f"s{i}"},
+            }
+            for i in range(fits)
+        ],
+    }
     start = time.perf_counter()
     r = http.post("/v1/batches", json=body, timeout=120)
     r.raise_for_status()
@@ -61,8 +69,9 @@ def batch_to_completed(http: httpx.Client, fits: int, timeout: float = 600) -> d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
-    parser.add_argument("--token", default=None,
-                        help="bearer token (default: CALIB_TOKEN, else the local token `calib up` writes)")
+    parser.add_argument(
+        "--token", default=None, help="bearer token (default: CALIB_TOKEN, else the local token `calib up` writes)"
+    )
     parser.add_argument("-n", type=int, default=20)
     parser.add_argument("--batch", type=int, default=10_000, help="fits in the batch run (0: skip)")
     args = parser.parse_args()
@@ -74,13 +83,28 @@ def main() -> None:
         batch = batch_to_completed(http, args.batch) if args.batch else None
     ms = sorted(t * 1000 for t in times)
     if batch:
-        print(f"batch of {args.batch} fits x 5000 epochs: accepted in {batch['accepted_s']:.2f} s, "
-              f"completed with all losses stored in {batch['completed_s']:.2f} s")
-    print(f"seed fit, submit to succeeded, n={args.n}: median {statistics.median(ms):.1f} ms, "
-          f"min {ms[0]:.1f} ms, max {ms[-1]:.1f} ms")
-    print(json.dumps({"benchmark": "service.seed_fit", "url": args.url, "n": args.n,
-                      "median_ms": statistics.median(ms), "min_ms": ms[0], "max_ms": ms[-1],
-                      "batch_fits": args.batch, "batch": batch}))
+        print(
+            f"batch of {args.batch} fits x 5000 epochs: accepted in {batch['accepted_s']:.2f} s, "
+            f"completed with all losses stored in {batch['completed_s']:.2f} s"
+        )
+    print(
+        f"seed fit, submit to succeeded, n={args.n}: median {statistics.median(ms):.1f} ms, "
+        f"min {ms[0]:.1f} ms, max {ms[-1]:.1f} ms"
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "service.seed_fit",
+                "url": args.url,
+                "n": args.n,
+                "median_ms": statistics.median(ms),
+                "min_ms": ms[0],
+                "max_ms": ms[-1],
+                "batch_fits": args.batch,
+                "batch": batch,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

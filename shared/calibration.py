@@ -28,8 +28,8 @@ from scipy.stats import t as student_t
 class DataStats:
     """Per fit, in raw units except where named. None where the data does not determine a value."""
 
-    lr_max: float | None            # model space: the largest stable learning rate
-    lr_auto: float | None           # model space: 2 / (λ_min + λ_max)
+    lr_max: float | None  # model space: the largest stable learning rate
+    lr_auto: float | None  # model space: 2 / (λ_min + λ_max)
     condition_number: float | None  # model space; None when the Hessian is singular
     w_opt: float | None
     b_opt: float | None
@@ -39,7 +39,7 @@ class DataStats:
     r2: float | None
     residual_sd: float | None
     t_u_mean: float
-    t_u_sxx: float                  # sum of (t_u - mean)², for prediction intervals
+    t_u_sxx: float  # sum of (t_u - mean)², for prediction intervals
     # Var(t_c), or mean(t_c)² where all t_c are equal: the convergence rule's scale where the
     # standard errors are 0 or undefined (shared/convergence.py).
     t_c_var: float | None = None
@@ -49,8 +49,16 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def data_stats(t_u: Sequence[Sequence[float]], t_c: Sequence[Sequence[float]],
-               input_scale: Sequence[float], input_shift: Sequence[float] | None = None) -> list[DataStats]:
+# A fit's readings: as the request gave them, or as numpy arrays once split.
+Values = Sequence[float] | np.ndarray
+
+
+def data_stats(
+    t_u: Sequence[Values],
+    t_c: Sequence[Values],
+    input_scale: Sequence[float],
+    input_shift: Sequence[float] | None = None,
+) -> list[DataStats]:
     """Per fit; the model sees x = (t_u - input_shift) * input_scale."""
     n = np.array([len(u) for u in t_u], dtype=np.float64)
     starts = np.concatenate([[0], np.cumsum(n[:-1])]).astype(np.int64)
@@ -65,8 +73,9 @@ def data_stats(t_u: Sequence[Sequence[float]], t_c: Sequence[Sequence[float]],
         return _stats(u, c, n, starts, scale, shift)
 
 
-def _stats(u: np.ndarray, c: np.ndarray, n: np.ndarray, starts: np.ndarray, scale: np.ndarray,
-           shift: np.ndarray) -> list[DataStats]:
+def _stats(
+    u: np.ndarray, c: np.ndarray, n: np.ndarray, starts: np.ndarray, scale: np.ndarray, shift: np.ndarray
+) -> list[DataStats]:
     mean_u = np.add.reduceat(u, starts) / n
     mean_c = np.add.reduceat(c, starts) / n
     # Deviations from each fit's mean before squaring: the textbook one-pass sums
@@ -101,18 +110,23 @@ def _stats(u: np.ndarray, c: np.ndarray, n: np.ndarray, starts: np.ndarray, scal
     for i in range(len(n)):
         determined = sxx[i] > 0
         dof = n[i] > 2 and determined
-        out.append(DataStats(
-            lr_max=_finite(lr_max[i]), lr_auto=_finite(lr_auto[i]),
-            condition_number=_finite(condition[i]) if determined else None,
-            w_opt=_finite(w_opt[i]) if determined else None,
-            b_opt=_finite(b_opt[i]) if determined else None,
-            se_w=_finite(se_w[i]) if dof else None, se_b=_finite(se_b[i]) if dof else None,
-            cov_wb=_finite(cov_wb[i]) if dof else None,
-            r2=_finite(r2[i]) if determined and syy[i] > 0 else None,
-            residual_sd=_finite(math.sqrt(s2[i])) if dof else None,
-            t_u_mean=float(mean_u[i]), t_u_sxx=float(sxx[i]),
-            t_c_var=_finite(syy[i] / n[i] if syy[i] > 0 else mean_c[i] ** 2),
-        ))
+        out.append(
+            DataStats(
+                lr_max=_finite(lr_max[i]),
+                lr_auto=_finite(lr_auto[i]),
+                condition_number=_finite(condition[i]) if determined else None,
+                w_opt=_finite(w_opt[i]) if determined else None,
+                b_opt=_finite(b_opt[i]) if determined else None,
+                se_w=_finite(se_w[i]) if dof else None,
+                se_b=_finite(se_b[i]) if dof else None,
+                cov_wb=_finite(cov_wb[i]) if dof else None,
+                r2=_finite(r2[i]) if determined and syy[i] > 0 else None,
+                residual_sd=_finite(math.sqrt(s2[i])) if dof else None,
+                t_u_mean=float(mean_u[i]),
+                t_u_sxx=float(sxx[i]),
+                t_c_var=_finite(syy[i] / n[i] if syy[i] > 0 else mean_c[i] ** 2),
+            )
+        )
     return out
 
 
@@ -128,14 +142,19 @@ def warnings_for(stats: DataStats, learning_rate: float) -> list[str]:
     if stats.t_u_sxx == 0:
         notes.append("all t_u are equal: the slope is not determined by the data")
     elif stats.w_opt is None:
-        notes.append("t_u and t_c are too large or too small for float64 to square: the least-squares line "
-                     "is not determined; rescale them toward unit size")
+        notes.append(
+            "t_u and t_c are too large or too small for float64 to square: the least-squares line "
+            "is not determined; rescale them toward unit size"
+        )
     if stats.lr_max is not None and learning_rate >= stats.lr_max:
-        notes.append(f"learning_rate {learning_rate:g} exceeds the stable limit {stats.lr_max:.2g}: "
-                     "this fit will diverge")
+        notes.append(
+            f"learning_rate {learning_rate:g} exceeds the stable limit {stats.lr_max:.2g}: this fit will diverge"
+        )
     if stats.condition_number is not None and stats.condition_number > ILL_CONDITIONED:
-        notes.append(f"condition number {stats.condition_number:.2g}: gradient descent converges slowly "
-                     "along the flattest direction; scaling t_u (input_scale) toward unit size helps")
+        notes.append(
+            f"condition number {stats.condition_number:.2g}: gradient descent converges slowly "
+            "along the flattest direction; scaling t_u (input_scale) toward unit size helps"
+        )
     return notes
 
 
@@ -170,8 +189,9 @@ class Spread:
     t_u_sxx: float
 
 
-def predict(w: float, b: float, t_u: Sequence[float], *, interval: float | None = None,
-            spread: Spread | None = None) -> Prediction:
+def predict(
+    w: float, b: float, t_u: Sequence[float], *, interval: float | None = None, spread: Spread | None = None
+) -> Prediction:
     """t_c = w·t_u + b in raw units, with the OLS prediction interval for a new reading
     centred on this line when `interval` is given: t·s·sqrt(1 + 1/n + (t_u - mean)²/Sxx),
     t from Student's t with n - 2 dof."""
@@ -197,7 +217,7 @@ def predict(w: float, b: float, t_u: Sequence[float], *, interval: float | None 
     return Prediction(t_c.tolist(), bounds[0].tolist(), bounds[1].tolist())
 
 
-def standardization(t_u: Sequence[float]) -> tuple[float, float] | None:
+def standardization(t_u: Values) -> tuple[float, float] | None:
     """(shift, scale) = (mean, 1/SD) of t_u, population SD; None when all t_u are equal, or
     when the mean, the SD or its inverse is past float64 (t_u near 1e308, or below 1e-154
     where squares underflow to 0)."""

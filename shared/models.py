@@ -83,9 +83,7 @@ class Fit(Base):
 
     id: so.Mapped[str] = so.mapped_column(sa.String(36), primary_key=True, default=new_id)
     tenant: so.Mapped[str] = so.mapped_column(sa.String(64), default="default")
-    batch_id: so.Mapped[str | None] = so.mapped_column(
-        sa.ForeignKey("batches.id", ondelete="CASCADE"), index=True
-    )
+    batch_id: so.Mapped[str | None] = so.mapped_column(sa.ForeignKey("batches.id", ondelete="CASCADE"), index=True)
     # The unit of work a worker claims: one fit alone, or a slice of a batch.
     chunk_id: so.Mapped[str] = so.mapped_column(sa.String(36), index=True)
     status: so.Mapped[str] = so.mapped_column(sa.String(16), default=QUEUED)
@@ -215,9 +213,7 @@ class LossBlock(Base):
 
     __tablename__ = "loss_blocks"
 
-    fit_id: so.Mapped[str] = so.mapped_column(
-        sa.ForeignKey("fits.id", ondelete="CASCADE"), primary_key=True
-    )
+    fit_id: so.Mapped[str] = so.mapped_column(sa.ForeignKey("fits.id", ondelete="CASCADE"), primary_key=True)
     first_epoch: so.Mapped[int] = so.mapped_column(sa.Integer, primary_key=True)
     count: so.Mapped[int] = so.mapped_column(sa.Integer)
     loss: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary)

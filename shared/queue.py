@@ -70,7 +70,9 @@ def queue_depth(app: Celery) -> int | None:
     """Messages waiting in the chunk queue (any kombu transport), or None if the broker does not say."""
     try:
         with app.connection_for_read() as conn:
-            return int(conn.default_channel.queue_declare(queue=QUEUE, passive=True).message_count)
+            # kombu's stubs type the channel as StdChannel, which leaves out queue_declare.
+            channel: Any = conn.default_channel
+            return int(channel.queue_declare(queue=QUEUE, passive=True).message_count)
     except Exception as exc:
         # kombu's virtual transports (Redis) answer NOT_FOUND for a queue that holds nothing
         # and that no consumer has bound yet: no messages.

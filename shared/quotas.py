@@ -44,17 +44,24 @@ def quotas_of(session: so.Session, settings: Settings, tenant: str) -> Quotas:
     return Quotas(
         fit_epochs_per_request=settings.max_fit_epochs_per_request,
         in_flight_fit_epochs=row.max_in_flight_fit_epochs
-        if row is not None and row.max_in_flight_fit_epochs is not None else settings.max_in_flight_fit_epochs,
+        if row is not None and row.max_in_flight_fit_epochs is not None
+        else settings.max_in_flight_fit_epochs,
         stored_loss_bytes=row.max_stored_loss_bytes
-        if row is not None and row.max_stored_loss_bytes is not None else settings.max_stored_loss_bytes,
+        if row is not None and row.max_stored_loss_bytes is not None
+        else settings.max_stored_loss_bytes,
     )
 
 
 def in_flight_fit_epochs(session: so.Session, tenant: str) -> int:
     """Epochs not yet run of the tenant's queued and running fits."""
-    return int(session.scalar(
-        sa.select(sa.func.coalesce(sa.func.sum(Fit.epochs - Fit.epochs_done), 0))
-        .where(Fit.status.in_(ACTIVE), Fit.tenant == tenant)) or 0)
+    return int(
+        session.scalar(
+            sa.select(sa.func.coalesce(sa.func.sum(Fit.epochs - Fit.epochs_done), 0)).where(
+                Fit.status.in_(ACTIVE), Fit.tenant == tenant
+            )
+        )
+        or 0
+    )
 
 
 def stored_loss_bytes(session: so.Session, tenant: str) -> int:
@@ -79,12 +86,21 @@ def add_stored_bytes(session: so.Session, deltas: Mapping[str, int]) -> None:
         if not delta:
             continue
         statement = insert(Tenant).values(name=tenant, stored_loss_bytes=max(delta, 0))
-        session.execute(statement.on_conflict_do_update(
-            index_elements=["name"], set_={"stored_loss_bytes": Tenant.stored_loss_bytes + delta}))
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["name"], set_={"stored_loss_bytes": Tenant.stored_loss_bytes + delta}
+            )
+        )
 
 
-def set_quotas(session: so.Session, tenant: str, *, in_flight_fit_epochs: int | None = None,
-               stored_loss_bytes: int | None = None, reset: bool = False) -> None:
+def set_quotas(
+    session: so.Session,
+    tenant: str,
+    *,
+    in_flight_fit_epochs: int | None = None,
+    stored_loss_bytes: int | None = None,
+    reset: bool = False,
+) -> None:
     """An operator's quotas for one tenant; None leaves a quota as it is (reset: back to the defaults)."""
     row = session.get(Tenant, tenant)
     if row is None:
@@ -103,6 +119,8 @@ def deleted_loss_bytes(session: so.Session, fit_ids: list[str]) -> dict[str, int
     size = sa.func.length(LossBlock.loss) + sa.func.coalesce(sa.func.length(LossBlock.val_loss), 0)
     rows = session.execute(
         sa.select(Fit.tenant, sa.func.coalesce(sa.func.sum(size), 0))
-        .join(Fit, Fit.id == LossBlock.fit_id).where(LossBlock.fit_id.in_(fit_ids)).group_by(Fit.tenant)
+        .join(Fit, Fit.id == LossBlock.fit_id)
+        .where(LossBlock.fit_id.in_(fit_ids))
+        .group_by(Fit.tenant)
     ).all()
     return {tenant: int(total) for tenant, total in rows}

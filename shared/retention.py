@@ -43,16 +43,24 @@ def prune(db: Database, older_than: dt.timedelta, limit: int | None = None) -> P
     while limit is None or fits < limit:
         take = _PER_TRANSACTION if limit is None else min(_PER_TRANSACTION, limit - fits)
         with db.session(write=True) as session:
-            ids = list(session.scalars(
-                sa.select(Fit.id).where(Fit.status.in_(TERMINAL), Fit.finished_at < cutoff,
-                                        Fit.losses_pruned.is_(False)).limit(take)))
+            ids = list(
+                session.scalars(
+                    sa.select(Fit.id)
+                    .where(Fit.status.in_(TERMINAL), Fit.finished_at < cutoff, Fit.losses_pruned.is_(False))
+                    .limit(take)
+                )
+            )
             if not ids:
                 break
             freed = quotas.deleted_loss_bytes(session, ids)
             session.execute(sa.delete(LossBlock).where(LossBlock.fit_id.in_(ids)))
             quotas.add_stored_bytes(session, {tenant: -size for tenant, size in freed.items()})
-            session.execute(sa.update(Fit).where(Fit.id.in_(ids)).values(losses_pruned=True)
-                            .execution_options(synchronize_session=False))
+            session.execute(
+                sa.update(Fit)
+                .where(Fit.id.in_(ids))
+                .values(losses_pruned=True)
+                .execution_options(synchronize_session=False)
+            )
         fits += len(ids)
         freed_total += sum(freed.values())
     return Pruned(fits, freed_total)

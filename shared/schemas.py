@@ -55,10 +55,15 @@ def _learning_rate(value: Any) -> float | str:
 LearningRate = Annotated[
     float | Literal["auto"],
     PlainValidator(_learning_rate),
-    WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"const": "auto"}],
-                    "default": 0.01, "examples": [0.01, "auto"],
-                    "description": '"auto": the fastest stable rate for the data, 2/(λ_min + λ_max) of '
-                                   "the loss's Hessian; the rate used is in params.learning_rate"}),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"const": "auto"}],
+            "default": 0.01,
+            "examples": [0.01, "auto"],
+            "description": '"auto": the fastest stable rate for the data, 2/(λ_min + λ_max) of '
+            "the loss's Hessian; the rate used is in params.learning_rate",
+        }
+    ),
 ]
 
 
@@ -76,10 +81,14 @@ def _epochs(value: Any) -> int | str:
 Epochs = Annotated[
     int | Literal["auto"],
     PlainValidator(_epochs),
-    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1}, {"const": "auto"}], "default": DEFAULT_EPOCHS,
-                    "examples": [5000, "auto"],
-                    "description": '"auto": run until the fit has converged (see convergence_tolerance), '
-                                   "at most max_epochs"}),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer", "minimum": 1}, {"const": "auto"}],
+            "default": DEFAULT_EPOCHS,
+            "examples": [5000, "auto"],
+            "description": '"auto": run until the fit has converged (see convergence_tolerance), at most max_epochs',
+        }
+    ),
 ]
 
 
@@ -103,12 +112,13 @@ class Validation(BaseModel):
     Either a fraction (the book's int(fraction·n) points, picked by a seeded shuffle) or the indices."""
 
     model_config = ConfigDict(extra="forbid")
-    fraction: Annotated[float, Field(strict=True, gt=0, lt=1)] | None = Field(
-        None, json_schema_extra={"example": 0.2})
+    fraction: Annotated[float, Field(strict=True, gt=0, lt=1)] | None = Field(None, json_schema_extra={"example": 0.2})
     seed: Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)] | None = Field(
-        None, json_schema_extra={"example": 0}, description="with fraction only; default 0")
+        None, json_schema_extra={"example": 0}, description="with fraction only; default 0"
+    )
     indices: Annotated[list[Annotated[int, Field(strict=True, ge=0)]], Field(min_length=1)] | None = Field(
-        None, json_schema_extra={"example": [2, 10]}, description="0-based positions in t_u and t_c")
+        None, json_schema_extra={"example": [2, 10]}, description="0-based positions in t_u and t_c"
+    )
 
     @model_validator(mode="after")
     def _one_way_to_choose(self) -> Validation:
@@ -127,10 +137,13 @@ class EarlyStopping(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     monitor: Literal["loss", "val_loss"] | None = Field(
-        None, json_schema_extra={"example": "val_loss"},
-        description='default "val_loss" when the fit has a validation split, else "loss"')
+        None,
+        json_schema_extra={"example": "val_loss"},
+        description='default "val_loss" when the fit has a validation split, else "loss"',
+    )
     min_delta: Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)] = Field(
-        0.0, json_schema_extra={"example": 0.0001})
+        0.0, json_schema_extra={"example": 0.0001}
+    )
     patience: Annotated[int, Field(strict=True, ge=1)] = Field(10, json_schema_extra={"example": 10})
 
 
@@ -140,67 +153,83 @@ class FitOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     epochs: Epochs = DEFAULT_EPOCHS
     max_epochs: Annotated[int, Field(strict=True, ge=1)] | None = Field(
-        None, json_schema_extra={"example": 200000},
-        description='with epochs "auto" only: the most epochs to run (default: the service\'s epoch limit)')
+        None,
+        json_schema_extra={"example": 200000},
+        description='with epochs "auto" only: the most epochs to run (default: the service\'s epoch limit)',
+    )
     convergence_tolerance: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] = Field(
-        DEFAULT_TOLERANCE, json_schema_extra={"example": 0.01},
+        DEFAULT_TOLERANCE,
+        json_schema_extra={"example": 0.01},
         description="a fit has converged when its raw-unit line is within this many standard errors of the "
-                    "least-squares line, in w and in b (where the standard errors are 0 or undefined: when its "
-                    "excess loss is at most tolerance² · Var(t_c) / n)")
+        "least-squares line, in w and in b (where the standard errors are 0 or undefined: when its "
+        "excess loss is at most tolerance² · Var(t_c) / n)",
+    )
     learning_rate: LearningRate = 0.01
     init: Init = Field(default_factory=Init, json_schema_extra={"example": {"w": 1.0, "b": 0.0}})
     input_scale: Finite = Field(1.0, json_schema_extra={"example": 0.1})
     # How t_u is presented to the model: "scale" (x = input_scale * t_u, the book's 0.1),
     # "standardize" (x = (t_u - mean) / SD of the fit's data), "none" (x = t_u). The result
     # always carries the raw-unit line too (w_raw, b_raw).
-    normalize: Literal["none", "scale", "standardize"] = Field(
-        "scale", json_schema_extra={"example": "standardize"})
+    normalize: Literal["none", "scale", "standardize"] = Field("scale", json_schema_extra={"example": "standardize"})
     optimizer: Optimizer = Field("gd", json_schema_extra={"example": "adam"})
     # For gd: the book's analytic grad_fn (the exact closed form), loss.backward(), or the
     # book's central difference with step `delta`. All three give the same fit.
     gradient: Literal["analytic", "autograd", "finite_difference"] = Field(
-        "analytic", json_schema_extra={"example": "autograd"})
+        "analytic", json_schema_extra={"example": "autograd"}
+    )
     delta: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] | None = Field(
-        None, json_schema_extra={"example": 0.1}, description='gradient "finite_difference" only; default 0.1')
+        None, json_schema_extra={"example": 0.1}, description='gradient "finite_difference" only; default 0.1'
+    )
     # Optimizer options, each only with the optimizer it belongs to (torch.optim's meaning);
     # left out, they take torch's defaults, and momentum 0.9.
-    momentum: Fraction | None = Field(None, json_schema_extra={"example": 0.9},
-                                      description='optimizer "momentum" only; default 0.9')
-    betas: tuple[Fraction, Fraction] | None = Field(None, json_schema_extra={"example": [0.9, 0.999]},
-                                                    description='optimizer "adam" only; default [0.9, 0.999]')
+    momentum: Fraction | None = Field(
+        None, json_schema_extra={"example": 0.9}, description='optimizer "momentum" only; default 0.9'
+    )
+    betas: tuple[Fraction, Fraction] | None = Field(
+        None, json_schema_extra={"example": [0.9, 0.999]}, description='optimizer "adam" only; default [0.9, 0.999]'
+    )
     eps: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] | None = Field(
-        None, json_schema_extra={"example": 1e-8}, description='optimizer "adam" only; default 1e-8')
+        None, json_schema_extra={"example": 1e-8}, description='optimizer "adam" only; default 1e-8'
+    )
     validation: Validation | None = Field(None, json_schema_extra={"example": {"fraction": 0.2, "seed": 0}})
     early_stopping: EarlyStopping | None = Field(
-        None, json_schema_extra={"example": {"monitor": "val_loss", "min_delta": 0.0001, "patience": 10}})
+        None, json_schema_extra={"example": {"monitor": "val_loss", "min_delta": 0.0001, "patience": 10}}
+    )
 
     @model_validator(mode="after")
     def _val_loss_needs_validation(self) -> FitOptions:
         if self.early_stopping and self.early_stopping.monitor == "val_loss" and self.validation is None:
-            raise PydanticCustomError("option_mismatch", 'monitor "val_loss" needs a validation split',
-                                      {"field": "early_stopping.monitor"})
+            raise PydanticCustomError(
+                "option_mismatch", 'monitor "val_loss" needs a validation split', {"field": "early_stopping.monitor"}
+            )
         return self
 
     @model_validator(mode="after")
     def _input_scale_only_with_scale(self) -> FitOptions:
         if self.normalize != "scale" and self.input_scale != 1.0:
-            raise PydanticCustomError("option_mismatch", 'input_scale applies to normalize "scale" only',
-                                      {"field": "input_scale"})
+            raise PydanticCustomError(
+                "option_mismatch", 'input_scale applies to normalize "scale" only', {"field": "input_scale"}
+            )
         return self
 
     @model_validator(mode="after")
     def _options_match_the_optimizer(self) -> FitOptions:
         if self.gradient != "analytic" and self.optimizer != "gd":
-            raise PydanticCustomError("option_mismatch", 'gradient applies to optimizer "gd" only '
-                                      "(torch.optim optimizers use autograd)", {"field": "gradient"})
+            raise PydanticCustomError(
+                "option_mismatch",
+                'gradient applies to optimizer "gd" only (torch.optim optimizers use autograd)',
+                {"field": "gradient"},
+            )
         if self.delta is not None and self.gradient != "finite_difference":
-            raise PydanticCustomError("option_mismatch", 'delta applies to gradient "finite_difference" only',
-                                      {"field": "delta"})
+            raise PydanticCustomError(
+                "option_mismatch", 'delta applies to gradient "finite_difference" only', {"field": "delta"}
+            )
         belongs = {"momentum": "momentum", "betas": "adam", "eps": "adam"}
         for name, optimizer in belongs.items():
             if getattr(self, name) is not None and self.optimizer != optimizer:
-                raise PydanticCustomError("option_mismatch", f'{name} applies to optimizer "{optimizer}" only',
-                                          {"field": name})
+                raise PydanticCustomError(
+                    "option_mismatch", f'{name} applies to optimizer "{optimizer}" only', {"field": name}
+                )
         return self
 
     @field_validator("epochs", "max_epochs")
@@ -214,8 +243,9 @@ class FitOptions(BaseModel):
     @model_validator(mode="after")
     def _max_epochs_with_auto(self) -> FitOptions:
         if self.max_epochs is not None and self.epochs != "auto":
-            raise PydanticCustomError("option_mismatch", 'max_epochs applies to epochs "auto" only',
-                                      {"field": "max_epochs"})
+            raise PydanticCustomError(
+                "option_mismatch", 'max_epochs applies to epochs "auto" only', {"field": "max_epochs"}
+            )
         return self
 
     @field_validator("input_scale")
@@ -252,8 +282,9 @@ class FitCreate(FitOptions):
             if not 1 <= len(key) <= 64:
                 raise ValueError("label keys are 1 to 64 characters")
             if has_control_characters(key) or has_control_characters(text):
-                raise PydanticCustomError("control_characters", "labels hold no control characters (NUL, line breaks…)",
-                                          {"field": key})
+                raise PydanticCustomError(
+                    "control_characters", "labels hold no control characters (NUL, line breaks…)", {"field": key}
+                )
         return value
 
     def held_out(self) -> list[int] | None:
@@ -272,14 +303,21 @@ class FitCreate(FitOptions):
         n = len(self.t_u)
         for i, index in enumerate(self.validation.indices or []):
             if index >= n:
-                raise PydanticCustomError("out_of_range", "index {index} is past the last point ({last})",
-                                          {"field": f"validation.indices.{i}", "index": index, "last": n - 1})
+                raise PydanticCustomError(
+                    "out_of_range",
+                    "index {index} is past the last point ({last})",
+                    {"field": f"validation.indices.{i}", "index": index, "last": n - 1},
+                )
         if self.validation.fraction is not None and validation_count(n, self.validation.fraction) < 1:
-            raise PydanticCustomError("empty_split", "fraction {fraction} of {n} points holds out no point",
-                                      {"field": "validation.fraction", "fraction": self.validation.fraction, "n": n})
+            raise PydanticCustomError(
+                "empty_split",
+                "fraction {fraction} of {n} points holds out no point",
+                {"field": "validation.fraction", "fraction": self.validation.fraction, "n": n},
+            )
         if n - len(self.held_out() or []) < 2:
-            raise PydanticCustomError("no_training", "the split leaves fewer than 2 points to train on",
-                                      {"field": "validation"})
+            raise PydanticCustomError(
+                "no_training", "the split leaves fewer than 2 points to train on", {"field": "validation"}
+            )
         return self
 
     @model_validator(mode="after")
@@ -287,12 +325,15 @@ class FitCreate(FitOptions):
         # Standardization uses the training points only (the held-out ones must not leak in).
         # The same test the submission's standardization makes, so nothing accepted fails it.
         if self.normalize == "standardize" and standardization(self.training_t_u()) is None:
-            raise PydanticCustomError("no_spread", "standardize needs training t_u that are not all equal, "
-                                      "with a spread float64 can hold", {"field": "normalize"})
+            raise PydanticCustomError(
+                "no_spread",
+                "standardize needs training t_u that are not all equal, with a spread float64 can hold",
+                {"field": "normalize"},
+            )
         return self
 
     def training_t_u(self) -> list[float]:
-        return split(self.t_u, self.held_out())[0].tolist()
+        return [float(v) for v in split(self.t_u, self.held_out())[0]]
 
     @field_validator("t_c")
     @classmethod
@@ -309,9 +350,11 @@ class PredictRequest(BaseModel):
     # A prediction interval for a new reading at each t_u, at this confidence.
     interval: Annotated[float, Field(gt=0, lt=1, json_schema_extra={"example": 0.95})] | None = None
     allow_unconverged: bool = Field(
-        False, json_schema_extra={"example": False},
+        False,
+        json_schema_extra={"example": False},
         description="an interval on a fit that has not converged: 409 unless this is true; then its bounds "
-                    "span the fit's prediction and the least-squares one, widened by the interval")
+        "span the fit's prediction and the least-squares one, widened by the interval",
+    )
 
 
 class Gap(BaseModel):
@@ -320,14 +363,19 @@ class Gap(BaseModel):
 
 
 class Convergence(BaseModel):
-    gap_se_w: float | None = Field(description="(w_raw − w_opt) / se_w; null where se_w is 0 or undefined",
-                                   json_schema_extra={"example": 0.0031})
+    gap_se_w: float | None = Field(
+        description="(w_raw − w_opt) / se_w; null where se_w is 0 or undefined", json_schema_extra={"example": 0.0031}
+    )
     gap_se_b: float | None = Field(description="(b_raw − b_opt) / se_b", json_schema_extra={"example": -0.0046})
-    excess_loss: float | None = Field(description="the training loss at the fitted line less the least-squares "
-                                                  "loss", json_schema_extra={"example": 1.2e-7})
-    epochs_needed: int | None = Field(description='gd: the epochs this learning rate needs from this start to '
-                                                  'converge (null where unknown, or not within the epoch limit)',
-                                      json_schema_extra={"example": 4008})
+    excess_loss: float | None = Field(
+        description="the training loss at the fitted line less the least-squares loss",
+        json_schema_extra={"example": 1.2e-7},
+    )
+    epochs_needed: int | None = Field(
+        description="gd: the epochs this learning rate needs from this start to "
+        "converge (null where unknown, or not within the epoch limit)",
+        json_schema_extra={"example": 4008},
+    )
 
 
 class Result(BaseModel):
@@ -340,20 +388,26 @@ class Result(BaseModel):
     b_raw: float
     w_opt: float | None = Field(json_schema_extra={"example": 0.536772})
     b_opt: float | None = Field(json_schema_extra={"example": -17.304786})
-    gap: Gap | None = Field(description="w_raw - w_opt and b_raw - b_opt: how far gradient descent stopped "
-                                        "from the optimum")
+    gap: Gap | None = Field(
+        description="w_raw - w_opt and b_raw - b_opt: how far gradient descent stopped from the optimum"
+    )
     se_w: float | None = Field(json_schema_extra={"example": 0.035539})
     se_b: float | None = Field(json_schema_extra={"example": 1.927227})
     cov_wb: float | None = Field(json_schema_extra={"example": -0.065423})
     r2: float | None = Field(json_schema_extra={"example": 0.96205})
     residual_sd: float | None = Field(json_schema_extra={"example": 1.891622})
-    val_loss: float | None = Field(None, description="the validation loss of epoch epochs_done (with a split)",
-                                   json_schema_extra={"example": 3.5756})
-    converged: bool | None = Field(description="whether the fitted line is within convergence_tolerance standard "
-                                               "errors of the least-squares line (null: t_u all equal, no verdict); "
-                                               "se_w, se_b, cov_wb, r2 and residual_sd belong to the least-squares "
-                                               "line, not to a fitted line that has not converged",
-                                   json_schema_extra={"example": True})
+    val_loss: float | None = Field(
+        None,
+        description="the validation loss of epoch epochs_done (with a split)",
+        json_schema_extra={"example": 3.5756},
+    )
+    converged: bool | None = Field(
+        description="whether the fitted line is within convergence_tolerance standard "
+        "errors of the least-squares line (null: t_u all equal, no verdict); "
+        "se_w, se_b, cov_wb, r2 and residual_sd belong to the least-squares "
+        "line, not to a fitted line that has not converged",
+        json_schema_extra={"example": True},
+    )
     convergence: Convergence
 
 
@@ -362,19 +416,23 @@ class Prediction(BaseModel):
     t_c: list[float]
     lower: list[float] | None = None
     upper: list[float] | None = None
-    converged: bool | None = Field(None, description="the fit's convergence verdict (result.converged)",
-                                   json_schema_extra={"example": True})
+    converged: bool | None = Field(
+        None, description="the fit's convergence verdict (result.converged)", json_schema_extra={"example": True}
+    )
     bounds_include_gap: bool | None = Field(
-        None, description="with allow_unconverged on a fit that has not converged: the bounds span the least-"
-                          "squares prediction's interval and the fit's prediction with the same half-width",
-        json_schema_extra={"example": True})
+        None,
+        description="with allow_unconverged on a fit that has not converged: the bounds span the least-"
+        "squares prediction's interval and the fit's prediction with the same half-width",
+        json_schema_extra={"example": True},
+    )
 
 
 class ValidationUsed(BaseModel):
     fraction: float | None = None
     seed: int | None = None
-    indices: list[int] = Field(description="the held-out points, chosen at submission",
-                               json_schema_extra={"example": [2, 10]})
+    indices: list[int] = Field(
+        description="the held-out points, chosen at submission", json_schema_extra={"example": [2, 10]}
+    )
 
 
 class EarlyStoppingUsed(BaseModel):
@@ -398,8 +456,10 @@ class Params(BaseModel):
     validation: ValidationUsed | None = None
     early_stopping: EarlyStoppingUsed | None = None
     convergence_tolerance: float = Field(json_schema_extra={"example": 0.01})
-    epochs_auto: bool = Field(description='the request asked for epochs "auto"; `epochs` is then its max_epochs',
-                              json_schema_extra={"example": False})
+    epochs_auto: bool = Field(
+        description='the request asked for epochs "auto"; `epochs` is then its max_epochs',
+        json_schema_extra={"example": False},
+    )
 
 
 class FitError(BaseModel):
@@ -424,15 +484,21 @@ class FitPublic(BaseModel):
     diverged_at_epoch: int | None
     stop_reason: Literal["completed", "early_stopped", "converged", "max_epochs"] | None = Field(
         description="how a succeeded fit ended: all its epochs, early stopping at epochs_done, or with epochs "
-                    '"auto" converged at epochs_done or max_epochs reached first',
-        json_schema_extra={"example": "early_stopped"})
-    lr_max: float | None = Field(description="2/λ_max of the loss's Hessian in the model's space: "
-                                             "larger learning rates diverge", json_schema_extra={"example": 0.033})
+        '"auto" converged at epochs_done or max_epochs reached first',
+        json_schema_extra={"example": "early_stopped"},
+    )
+    lr_max: float | None = Field(
+        description="2/λ_max of the loss's Hessian in the model's space: larger learning rates diverge",
+        json_schema_extra={"example": 0.033},
+    )
     condition_number: float | None = Field(json_schema_extra={"example": 335.99})
-    warnings: list[str] = Field(json_schema_extra={"example": [
-        "learning_rate 0.01 exceeds the stable limit 0.00034: this fit will diverge"]})
-    losses_pruned: bool = Field(description="retention deleted this fit's losses (its losses routes answer 410); "
-                                            "its result is kept", json_schema_extra={"example": False})
+    warnings: list[str] = Field(
+        json_schema_extra={"example": ["learning_rate 0.01 exceeds the stable limit 0.00034: this fit will diverge"]}
+    )
+    losses_pruned: bool = Field(
+        description="retention deleted this fit's losses (its losses routes answer 410); its result is kept",
+        json_schema_extra={"example": False},
+    )
     error: FitError | None
     links: dict[str, str]
 
@@ -483,10 +549,13 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[dict[str, Any]] | None = None
-    quota: str | None = Field(None, description="for a refusal by a quota: its name (fit_epochs_per_request, "
-                                                "in_flight_fit_epochs, stored_loss_bytes, queued_fits, "
-                                                "queued_messages)",
-                              json_schema_extra={"example": "in_flight_fit_epochs"})
+    quota: str | None = Field(
+        None,
+        description="for a refusal by a quota: its name (fit_epochs_per_request, "
+        "in_flight_fit_epochs, stored_loss_bytes, queued_fits, "
+        "queued_messages)",
+        json_schema_extra={"example": "in_flight_fit_epochs"},
+    )
     limit: int | None = Field(None, description="the quota", json_schema_extra={"example": 2_000_000_000})
     requested: int | None = Field(None, description="what the request asked for", json_schema_extra={"example": 5000})
     remaining: int | None = Field(None, description="what is left of the quota", json_schema_extra={"example": 0})
@@ -501,14 +570,21 @@ class UsageQuotas(BaseModel):
 class Usage(BaseModel):
     tenant: str = Field(json_schema_extra={"example": "plant-7"})
     fits: int = Field(description="the tenant's fits, all statuses", json_schema_extra={"example": 12_000})
-    stored_loss_bytes: int = Field(description="bytes of losses the tenant stores",
-                                   json_schema_extra={"example": 240_000_000})
-    in_flight_fit_epochs: int = Field(description="epochs not yet run of its queued and running fits",
-                                      json_schema_extra={"example": 5_000_000})
-    quotas: UsageQuotas = Field(json_schema_extra={"example": {
-        "fit_epochs_per_request": 500_000_000, "in_flight_fit_epochs": 2_000_000_000,
-        "stored_loss_bytes": 53_687_091_200}})
-
+    stored_loss_bytes: int = Field(
+        description="bytes of losses the tenant stores", json_schema_extra={"example": 240_000_000}
+    )
+    in_flight_fit_epochs: int = Field(
+        description="epochs not yet run of its queued and running fits", json_schema_extra={"example": 5_000_000}
+    )
+    quotas: UsageQuotas = Field(
+        json_schema_extra={
+            "example": {
+                "fit_epochs_per_request": 500_000_000,
+                "in_flight_fit_epochs": 2_000_000_000,
+                "stored_loss_bytes": 53_687_091_200,
+            }
+        }
+    )
 
 
 class BatchFit(BaseModel):
@@ -524,8 +600,9 @@ class BatchCreate(BaseModel):
     # FitCreate, with errors located by fit); services/api/openapi.py documents them
     # precisely, as FitOptions and FitCreate.
     model_config = ConfigDict(extra="forbid")
-    defaults: dict[str, Any] = Field(default_factory=dict,
-                                     json_schema_extra={"example": {"epochs": 5000, "input_scale": 0.1}})
+    defaults: dict[str, Any] = Field(
+        default_factory=dict, json_schema_extra={"example": {"epochs": 5000, "input_scale": 0.1}}
+    )
     fits: list[BatchFit] = Field(min_length=1)
 
 
@@ -540,6 +617,17 @@ class BatchPublic(BaseModel):
 
 
 SCHEMAS: tuple[type[BaseModel], ...] = (
-    FitOptions, FitCreate, FitPublic, FitList, FitData, LossPage, LossBuckets, PredictRequest, Prediction, Problem,
-    BatchCreate, BatchPublic, Usage,
+    FitOptions,
+    FitCreate,
+    FitPublic,
+    FitList,
+    FitData,
+    LossPage,
+    LossBuckets,
+    PredictRequest,
+    Prediction,
+    Problem,
+    BatchCreate,
+    BatchPublic,
+    Usage,
 )

@@ -21,12 +21,14 @@ def validation_count(n_points: int, fraction: float) -> int:
 def choose_indices(n_points: int, fraction: float, seed: int) -> list[int]:
     """The held-out indices for a fraction and a seed, sorted."""
     order = np.random.Generator(np.random.PCG64(seed)).permutation(n_points)
-    return sorted(int(i) for i in order[n_points - validation_count(n_points, fraction):])
+    return sorted(int(i) for i in order[n_points - validation_count(n_points, fraction) :])
 
 
 def held_out_indices(validation: dict[str, object] | None) -> list[int]:
     """The held-out indices of a fit's stored `validation` column; empty without a split."""
-    return list((validation or {}).get("indices") or [])  # type: ignore[call-overload]
+    indices = (validation or {}).get("indices") or []
+    assert isinstance(indices, list)
+    return [int(i) for i in indices]
 
 
 def split(values: Sequence[float] | np.ndarray, held_out: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:

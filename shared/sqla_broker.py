@@ -21,7 +21,7 @@ from kombu.transport import sqlalchemy as kombu_sqla
 from kombu.transport.virtual import Empty
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
 POLLING_INTERVAL = 0.05
@@ -29,16 +29,28 @@ POLLING_INTERVAL = 0.05
 
 class Channel(kombu_sqla.Channel):
     def _engine_from_config(self) -> Any:
-        options = dict(self.connection.client.transport_options)
-        for key in ("queue_tablename", "message_tablename", "callback", "errback", "max_retries",
-                    "interval_start", "interval_step", "interval_max", "retry_errors",
-                    "polling_interval"):
+        client = self.connection.client
+        assert client is not None and client.hostname is not None, "a channel is made by its connection"
+        options = dict(client.transport_options or {})
+        for key in (
+            "queue_tablename",
+            "message_tablename",
+            "callback",
+            "errback",
+            "max_retries",
+            "interval_start",
+            "interval_step",
+            "interval_max",
+            "retry_errors",
+            "polling_interval",
+        ):
             options.pop(key, None)
-        return kombu_sqla.create_engine(self.connection.client.hostname, **options)
+        return create_engine(client.hostname, **options)
 
     def _get_or_create(self, queue: str) -> Any:
         try:
-            return super()._get_or_create(queue)
+            # kombu's stubs leave out the SQLAlchemy channel's private helpers it extends.
+            return super()._get_or_create(queue)  # type: ignore[misc]
         except IntegrityError:
             # Another process declared the same queue at the same instant: use its row.
             self.session.rollback()
@@ -46,20 +58,26 @@ class Channel(kombu_sqla.Channel):
 
     _trimmed: set[str] = set()
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str, timeout: float | None = None) -> Any:
         row = self._get_or_create(queue)
         if queue not in self._trimmed:
             # Messages an older version delivered and kept: gone once, at this process's first take.
             self._trimmed.add(queue)
-            self.session.query(self.message_cls).filter(self.message_cls.queue_id == row.id,
-                                                        self.message_cls.visible.is_(False)).delete()
+            self.session.query(self.message_cls).filter(
+                self.message_cls.queue_id == row.id, self.message_cls.visible.is_(False)
+            ).delete()
             self.session.commit()
-        if self.session.bind.name == "sqlite":
+        if self.session.get_bind().dialect.name == "sqlite":
             self.session.execute(text("BEGIN IMMEDIATE TRANSACTION"))
         try:
-            message = (self.session.query(self.message_cls).with_for_update()
-                       .filter(self.message_cls.queue_id == row.id, self.message_cls.visible.is_(True))
-                       .order_by(self.message_cls.sent_at, self.message_cls.id).limit(1).first())
+            message = (
+                self.session.query(self.message_cls)
+                .with_for_update()
+                .filter(self.message_cls.queue_id == row.id, self.message_cls.visible.is_(True))
+                .order_by(self.message_cls.sent_at, self.message_cls.id)
+                .limit(1)
+                .first()
+            )
             if message is None:
                 raise Empty()
             payload = loads(bytes_to_str(message.payload))

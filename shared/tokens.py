@@ -43,10 +43,13 @@ def create(db: Database, tenant: str, name: str | None = None) -> Minted:
 
 def revoke(db: Database, prefix: str) -> bool:
     with db.session(write=True) as session:
-        done = session.execute(sa.update(ApiToken)
-                               .where(ApiToken.prefix == prefix, ApiToken.revoked_at.is_(None))
-                               .values(revoked_at=utcnow()))
-    return bool(done.rowcount)  # type: ignore[attr-defined]
+        token = session.scalars(
+            sa.select(ApiToken).where(ApiToken.prefix == prefix, ApiToken.revoked_at.is_(None))
+        ).first()
+        if token is None:
+            return False
+        token.revoked_at = utcnow()
+    return True
 
 
 def tenant_of(db: Database, token: str) -> str | None:
@@ -54,8 +57,9 @@ def tenant_of(db: Database, token: str) -> str | None:
     if not token.startswith(MARKER):
         return None
     with db.session() as session:
-        return session.scalar(sa.select(ApiToken.tenant)
-                              .where(ApiToken.digest == digest(token), ApiToken.revoked_at.is_(None)))
+        return session.scalar(
+            sa.select(ApiToken.tenant).where(ApiToken.digest == digest(token), ApiToken.revoked_at.is_(None))
+        )
 
 
 def listing(db: Database) -> list[ApiToken]:

@@ -37,7 +37,8 @@ def retrying(action: Callable[[], T], what: str, seconds: float) -> T:
         except Exception as error:
             if not is_transient(error) or time.monotonic() + pause > deadline:
                 raise
-            log.warning("%s: transient database error, retrying in %.2f s: %s", what, pause,
-                        str(error).splitlines()[0][:200])
+            log.warning(
+                "%s: transient database error, retrying in %.2f s: %s", what, pause, str(error).splitlines()[0][:200]
+            )
             time.sleep(pause)
             pause = min(2.0, pause * 2)

@@ -21,8 +21,10 @@ CHUNK_SECONDS = "calib_chunk_duration_seconds"
 FIT_SECONDS = "calib_fit_duration_seconds"
 FITS_FINISHED = "calib_worker_fits_finished_total"
 EPOCHS = "calib_worker_epochs_total"
-HISTOGRAMS = {CHUNK_SECONDS: "Wall time of one chunk in a worker, claim to last write",
-              FIT_SECONDS: "Wall time of a finished fit in its worker, from the claim to its last write"}
+HISTOGRAMS = {
+    CHUNK_SECONDS: "Wall time of one chunk in a worker, claim to last write",
+    FIT_SECONDS: "Wall time of a finished fit in its worker, from the claim to its last write",
+}
 COUNTERS = {FITS_FINISHED: "Fits that workers finished, by status", EPOCHS: "Epochs that workers computed"}
 
 
@@ -51,12 +53,18 @@ def record_chunk(db: Database, finished: Iterable[tuple[str, int, float]], chunk
         dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
         # Sorted, so two workers adding at once lock the rows in the same order (no deadlock).
         insert = dialect.insert(WorkerCounter).values(
-            [{"name": name, "label": label, "value": value} for (name, label), value in sorted(increments.items())])
-        session.execute(insert.on_conflict_do_update(
-            index_elements=["name", "label"], set_={"value": WorkerCounter.value + insert.excluded.value}))
+            [{"name": name, "label": label, "value": value} for (name, label), value in sorted(increments.items())]
+        )
+        session.execute(
+            insert.on_conflict_do_update(
+                index_elements=["name", "label"], set_={"value": WorkerCounter.value + insert.excluded.value}
+            )
+        )
 
 
 def read(db: Database) -> list[tuple[str, str, float]]:
     with db.session() as session:
-        return [(r.name, r.label, r.value) for r in session.execute(
-            sa.select(WorkerCounter.name, WorkerCounter.label, WorkerCounter.value))]
+        return [
+            (r.name, r.label, r.value)
+            for r in session.execute(sa.select(WorkerCounter.name, WorkerCounter.label, WorkerCounter.value))
+        ]

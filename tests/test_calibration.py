@@ -46,9 +46,18 @@ def test_against_numpy_least_squares_on_random_data() -> None:
         assert stats.cov_wb == pytest.approx(cov[0, 1], rel=1e-9)
 
 
-@pytest.mark.parametrize("p, dof, table", [(0.975, 9, 2.262157), (0.975, 1, 12.706205), (0.95, 30, 1.697261),
-                                           (0.995, 3, 5.840909), (0.025, 9, -2.262157),
-                                           (0.9995, 1, 636.619249), (0.99995, 1, 6366.197671)])
+@pytest.mark.parametrize(
+    "p, dof, table",
+    [
+        (0.975, 9, 2.262157),
+        (0.975, 1, 12.706205),
+        (0.95, 30, 1.697261),
+        (0.995, 3, 5.840909),
+        (0.025, 9, -2.262157),
+        (0.9995, 1, 636.619249),
+        (0.99995, 1, 6366.197671),
+    ],
+)
 def test_student_t_quantiles_match_the_tables(p: float, dof: int, table: float) -> None:
     assert student_t_quantile(p, dof) == pytest.approx(table, abs=2e-6)
 
@@ -62,12 +71,14 @@ def test_prediction_intervals_are_the_ols_formula() -> None:
     assert predict(0.5, -17.0, [1.0]).lower is None
 
 
-@pytest.mark.parametrize("t_u, interval, index", [
-    ([1.0, 1e308, 2.0], None, 1),  # the line itself overflows
-    ([5.7e16, 1.4e16, 1.2e227, -4.6e-278], 0.88, 2),  # (t_u - mean)² overflows (a fuzzer's find)
-])
-def test_predictions_past_float64_name_their_reading(t_u: list[float], interval: float | None,
-                                                     index: int) -> None:
+@pytest.mark.parametrize(
+    "t_u, interval, index",
+    [
+        ([1.0, 1e308, 2.0], None, 1),  # the line itself overflows
+        ([5.7e16, 1.4e16, 1.2e227, -4.6e-278], 0.88, 2),  # (t_u - mean)² overflows (a fuzzer's find)
+    ],
+)
+def test_predictions_past_float64_name_their_reading(t_u: list[float], interval: float | None, index: int) -> None:
     spread = Spread(n=11, residual_sd=1.9, t_u_mean=51.8, t_u_sxx=2833.14)
     with pytest.raises(PredictionOutOfRange) as raised:
         predict(5.0, -17.0, t_u, interval=interval, spread=spread)

@@ -10,23 +10,23 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006'
-down_revision = '0005'
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
     op.create_table(
-        'tenants',
-        sa.Column('name', sa.String(length=64), nullable=False),
-        sa.Column('max_in_flight_fit_epochs', sa.BigInteger(), nullable=True),
-        sa.Column('max_stored_loss_bytes', sa.BigInteger(), nullable=True),
-        sa.Column('stored_loss_bytes', sa.BigInteger(), server_default='0', nullable=False),
-        sa.PrimaryKeyConstraint('name', name=op.f('pk_tenants')),
+        "tenants",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("max_in_flight_fit_epochs", sa.BigInteger(), nullable=True),
+        sa.Column("max_stored_loss_bytes", sa.BigInteger(), nullable=True),
+        sa.Column("stored_loss_bytes", sa.BigInteger(), server_default="0", nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_tenants")),
     )
-    with op.batch_alter_table('fits') as batch:
-        batch.add_column(sa.Column('losses_pruned', sa.Boolean(), server_default=sa.false(), nullable=False))
+    with op.batch_alter_table("fits") as batch:
+        batch.add_column(sa.Column("losses_pruned", sa.Boolean(), server_default=sa.false(), nullable=False))
     # The running count starts from what is stored now.
     op.execute(
         "INSERT INTO tenants (name, stored_loss_bytes) "
@@ -36,6 +36,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('fits') as batch:
-        batch.drop_column('losses_pruned')
-    op.drop_table('tenants')
+    with op.batch_alter_table("fits") as batch:
+        batch.drop_column("losses_pruned")
+    op.drop_table("tenants")

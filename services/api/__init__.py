@@ -37,7 +37,10 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     # A submission waits at most about a second for a broker that is down;
     # the fit is already committed and the reconciler publishes it later.
     celery.conf.task_publish_retry_policy = {
-        "max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
+        "max_retries": 2,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.5,
     }
     app.extensions["calib"] = Services(settings, Database.from_settings(settings), celery)
     app.extensions["calib-budgets"] = Budgets.from_settings(settings)

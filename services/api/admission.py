@@ -59,19 +59,31 @@ def _epochs(fit: Mapping[str, Any], defaults: Mapping[str, Any], max_epochs: int
     return max(0, min(int(epochs), max_epochs))
 
 
-def _refuse(status: int, quota: str, limit: int, requested: int, remaining: int, detail: str,
-            retry_after: int | None = None) -> Problem:
-    return Problem(status, detail, slug="quota-exceeded", retry_after=retry_after,
-                   extra={"quota": quota, "limit": limit, "requested": requested, "remaining": max(0, remaining)})
+def _refuse(
+    status: int, quota: str, limit: int, requested: int, remaining: int, detail: str, retry_after: int | None = None
+) -> Problem:
+    return Problem(
+        status,
+        detail,
+        slug="quota-exceeded",
+        retry_after=retry_after,
+        extra={"quota": quota, "limit": limit, "requested": requested, "remaining": max(0, remaining)},
+    )
 
 
 def refuse_oversize(settings: Settings, ask: Ask) -> None:
     """413 for a request that no state of the service would accept (checked before validation)."""
     per_request = settings.max_fit_epochs_per_request
     if ask.fit_epochs > per_request:
-        raise _refuse(413, "fit_epochs_per_request", per_request, ask.fit_epochs, per_request,
-                      f"this request asks for {ask.fit_epochs:,} fit-epochs (Σ epochs over its fits); "
-                      f"one request may ask for {per_request:,}: split it, or ask for fewer epochs")
+        raise _refuse(
+            413,
+            "fit_epochs_per_request",
+            per_request,
+            ask.fit_epochs,
+            per_request,
+            f"this request asks for {ask.fit_epochs:,} fit-epochs (Σ epochs over its fits); "
+            f"one request may ask for {per_request:,}: split it, or ask for fewer epochs",
+        )
 
 
 def admit(svc: Services, tenant: str, ask: Ask) -> None:
@@ -85,17 +97,28 @@ def admit(svc: Services, tenant: str, ask: Ask) -> None:
         in_flight = quotas.in_flight_fit_epochs(session, tenant)
         stored = quotas.stored_loss_bytes(session, tenant)
     if in_flight + ask.fit_epochs > limits.in_flight_fit_epochs:
-        raise _refuse(429, "in_flight_fit_epochs", limits.in_flight_fit_epochs, ask.fit_epochs,
-                      limits.in_flight_fit_epochs - in_flight,
-                      f"tenant {tenant} has {in_flight:,} fit-epochs queued or running; with this request's "
-                      f"{ask.fit_epochs:,} that passes its quota of {limits.in_flight_fit_epochs:,}: "
-                      "retry when some of them have finished", retry_after=_IN_FLIGHT_RETRY_AFTER)
+        raise _refuse(
+            429,
+            "in_flight_fit_epochs",
+            limits.in_flight_fit_epochs,
+            ask.fit_epochs,
+            limits.in_flight_fit_epochs - in_flight,
+            f"tenant {tenant} has {in_flight:,} fit-epochs queued or running; with this request's "
+            f"{ask.fit_epochs:,} that passes its quota of {limits.in_flight_fit_epochs:,}: "
+            "retry when some of them have finished",
+            retry_after=_IN_FLIGHT_RETRY_AFTER,
+        )
     if stored + ask.loss_bytes > limits.stored_loss_bytes:
-        raise _refuse(507, "stored_loss_bytes", limits.stored_loss_bytes, ask.loss_bytes,
-                      limits.stored_loss_bytes - stored,
-                      f"tenant {tenant} stores {stored:,} bytes of losses; this request would write up to "
-                      f"{ask.loss_bytes:,} more, past its quota of {limits.stored_loss_bytes:,}: "
-                      "prune old fits' losses (calib prune) or ask an operator for a larger quota")
+        raise _refuse(
+            507,
+            "stored_loss_bytes",
+            limits.stored_loss_bytes,
+            ask.loss_bytes,
+            limits.stored_loss_bytes - stored,
+            f"tenant {tenant} stores {stored:,} bytes of losses; this request would write up to "
+            f"{ask.loss_bytes:,} more, past its quota of {limits.stored_loss_bytes:,}: "
+            "prune old fits' losses (calib prune) or ask an operator for a larger quota",
+        )
 
 
 def _check_queue(svc: Services) -> None:
@@ -103,11 +126,23 @@ def _check_queue(svc: Services) -> None:
     settings = svc.settings
     queued = counts.get(QUEUED, 0)
     if queued >= settings.max_queued_fits:
-        raise _refuse(503, "queued_fits", settings.max_queued_fits, 1, settings.max_queued_fits - queued,
-                      f"the service has {queued:,} fits queued, its threshold is {settings.max_queued_fits:,}: "
-                      "retry later", retry_after=_QUEUE_RETRY_AFTER)
+        raise _refuse(
+            503,
+            "queued_fits",
+            settings.max_queued_fits,
+            1,
+            settings.max_queued_fits - queued,
+            f"the service has {queued:,} fits queued, its threshold is {settings.max_queued_fits:,}: retry later",
+            retry_after=_QUEUE_RETRY_AFTER,
+        )
     if depth is not None and depth >= settings.max_queued_messages:
-        raise _refuse(503, "queued_messages", settings.max_queued_messages, 1,
-                      settings.max_queued_messages - depth,
-                      f"the broker holds {depth:,} chunk messages, its threshold is "
-                      f"{settings.max_queued_messages:,}: retry later", retry_after=_QUEUE_RETRY_AFTER)
+        raise _refuse(
+            503,
+            "queued_messages",
+            settings.max_queued_messages,
+            1,
+            settings.max_queued_messages - depth,
+            f"the broker holds {depth:,} chunk messages, its threshold is "
+            f"{settings.max_queued_messages:,}: retry later",
+            retry_after=_QUEUE_RETRY_AFTER,
+        )

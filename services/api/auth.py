@@ -61,6 +61,7 @@ def authenticate() -> Response | None:
     if ui:
         return redirect("/ui/login")
     if token is None:
-        raise Problem(401, "send Authorization: Bearer <token> (create one with `calib tokens create`)",
-                      slug="not-authenticated")
+        raise Problem(
+            401, "send Authorization: Bearer <token> (create one with `calib tokens create`)", slug="not-authenticated"
+        )
     raise Problem(401, "the token is unknown or revoked", slug="not-authenticated")

@@ -21,18 +21,34 @@ from services.api.problems import Problem, from_validation, invalid_field
 from services.api.requests import json_body, parse, query_choice
 from services.api.submit import digest, fit_rows
 from services.api.tenancy import current_tenant, owned_or_404
-from shared.models import ACTIVE, CANCELLED, RUNNING, STATUSES, SUCCEEDED, Batch, Fit, new_id, utcnow
+from shared.cancel import cancel_active
+from shared.models import CANCELLED, RUNNING, STATUSES, SUCCEEDED, Batch, Fit, new_id, utcnow
 from shared.schemas import BatchCreate, FitCreate, FitOptions
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
 
-RESULT_COLUMNS = ["fit_id", "series", "status", "w", "b", "w_raw", "b_raw", "loss",
-                  "epochs_done", "diverged_at_epoch", "converged", "w_opt", "b_opt", "se_w", "se_b", "r2"]
+RESULT_COLUMNS = [
+    "fit_id",
+    "series",
+    "status",
+    "w",
+    "b",
+    "w_raw",
+    "b_raw",
+    "loss",
+    "epochs_done",
+    "diverged_at_epoch",
+    "converged",
+    "w_opt",
+    "b_opt",
+    "se_w",
+    "se_b",
+    "r2",
+]
 _MAX_REPORTED_ERRORS = 50
 
 
-def _specs(defaults: dict[str, Any], fits: list[tuple[list[Any], dict[str, Any]]],
-           svc: Services) -> list[FitCreate]:
+def _specs(defaults: dict[str, Any], fits: list[tuple[list[Any], dict[str, Any]]], svc: Services) -> list[FitCreate]:
     """Validate every fit before anything is stored; 422 names each bad one."""
     context = {"settings": svc.settings}
     try:
@@ -40,9 +56,12 @@ def _specs(defaults: dict[str, Any], fits: list[tuple[list[Any], dict[str, Any]]
     except ValidationError as exc:
         raise from_validation(exc, prefix=["defaults"]) from exc
     if len(fits) > svc.settings.max_fits_per_batch:
-        raise Problem(413, f"fits: {len(fits)} fits, the limit is {svc.settings.max_fits_per_batch}",
-                      slug="data-too-large",
-                      errors=[{"loc": ["fits"], "msg": "too many fits"}])
+        raise Problem(
+            413,
+            f"fits: {len(fits)} fits, the limit is {svc.settings.max_fits_per_batch}",
+            slug="data-too-large",
+            errors=[{"loc": ["fits"], "msg": "too many fits"}],
+        )
     specs, errors, worst = [], [], None
     points = 0
     for loc, body in fits:
@@ -58,11 +77,14 @@ def _specs(defaults: dict[str, Any], fits: list[tuple[list[Any], dict[str, Any]]
         points += len(spec.t_u)
         specs.append(spec)
     if worst is not None:
-        raise Problem(worst.status, worst.detail + " — nothing of the batch was stored",
-                      slug=worst.slug, errors=errors)
+        raise Problem(worst.status, worst.detail + " — nothing of the batch was stored", slug=worst.slug, errors=errors)
     if points > svc.settings.max_points_per_batch:
-        raise Problem(413, f"{points} points in all, the limit is {svc.settings.max_points_per_batch}",
-                      slug="data-too-large", errors=[{"loc": ["fits"], "msg": "too many points"}])
+        raise Problem(
+            413,
+            f"{points} points in all, the limit is {svc.settings.max_points_per_batch}",
+            slug="data-too-large",
+            errors=[{"loc": ["fits"], "msg": "too many points"}],
+        )
     return specs
 
 
@@ -70,8 +92,8 @@ def _from_json(svc: Services) -> tuple[list[FitCreate], str, Ask]:
     """The batch's fits, validated, and the fingerprint of the request for its Idempotency-Key."""
     raw = json_body()
     if isinstance(raw, dict) and isinstance(raw.get("fits"), list):
-        defaults = raw.get("defaults") if isinstance(raw.get("defaults"), dict) else {}
-        ask = ask_of(raw["fits"], defaults, svc.settings.max_epochs)
+        given = raw.get("defaults")
+        ask = ask_of(raw["fits"], given if isinstance(given, dict) else {}, svc.settings.max_epochs)
     else:
         ask = Ask(0, 0)
     # Before validation: the per-request quota is refused in the time it takes to read the body.
@@ -85,12 +107,26 @@ def _from_json(svc: Services) -> tuple[list[FitCreate], str, Ask]:
 
 # The defaults a CSV batch takes as query parameters; a nested field's parts are
 # prefixed by its name (init_w, validation_fraction, early_stopping_patience, ...).
-QUERY_DEFAULTS = {"epochs": int, "max_epochs": int, "convergence_tolerance": float, "learning_rate": float,
-                  "input_scale": float, "optimizer": str,
-                  "normalize": str, "gradient": str, "delta": float, "momentum": float, "eps": float,
-                  "init_w": float, "init_b": float, "validation_fraction": float, "validation_seed": int,
-                  "early_stopping_monitor": str, "early_stopping_min_delta": float,
-                  "early_stopping_patience": int}
+QUERY_DEFAULTS = {
+    "epochs": int,
+    "max_epochs": int,
+    "convergence_tolerance": float,
+    "learning_rate": float,
+    "input_scale": float,
+    "optimizer": str,
+    "normalize": str,
+    "gradient": str,
+    "delta": float,
+    "momentum": float,
+    "eps": float,
+    "init_w": float,
+    "init_b": float,
+    "validation_fraction": float,
+    "validation_seed": int,
+    "early_stopping_monitor": str,
+    "early_stopping_min_delta": float,
+    "early_stopping_patience": int,
+}
 _NESTED = ("init", "validation", "early_stopping")
 
 
@@ -106,11 +142,10 @@ def _query_defaults() -> dict[str, Any]:
         try:
             value = kind(raw)
         except ValueError as exc:
-            raise invalid_field(["query", name], f"a {kind.__name__}",
-                                f"{name}: not a {kind.__name__}") from exc
+            raise invalid_field(["query", name], f"a {kind.__name__}", f"{name}: not a {kind.__name__}") from exc
         parent = next((p for p in _NESTED if name.startswith(p + "_")), None)
         if parent:
-            defaults.setdefault(parent, {})[name[len(parent) + 1:]] = value
+            defaults.setdefault(parent, {})[name[len(parent) + 1 :]] = value
         else:
             defaults[name] = value
     return defaults
@@ -127,8 +162,7 @@ def _from_csv(svc: Services) -> tuple[list[FitCreate], str, Ask]:
     defaults = _query_defaults()
     ask = ask_of([{}] * len(grouped), defaults, svc.settings.max_epochs)
     refuse_oversize(svc.settings, ask)
-    fits = [(["series", name], {"t_u": u, "t_c": c, "labels": {"series": name}})
-            for name, (u, c) in grouped.items()]
+    fits = [(["series", name], {"t_u": u, "t_c": c, "labels": {"series": name}}) for name, (u, c) in grouped.items()]
     specs = _specs(defaults, fits, svc)
     return specs, digest([spec.model_dump() for spec in specs]), ask
 
@@ -144,14 +178,21 @@ def _read_long_csv(text: str) -> dict[str, tuple[list[float], list[float]]]:
         try:
             t_u, t_c = float(row["t_u"]), float(row["t_c"])
         except (TypeError, ValueError) as exc:
-            raise Problem(400, f"line {line}: t_u and t_c must be numbers", slug="malformed",
-                          errors=[{"loc": ["line", line], "msg": "not a number"}]) from exc
+            raise Problem(
+                400,
+                f"line {line}: t_u and t_c must be numbers",
+                slug="malformed",
+                errors=[{"loc": ["line", line], "msg": "not a number"}],
+            ) from exc
         name = row["series"]
         if name != current and name in grouped:
             # Rows of one series apart: a file pasted together twice, or sorted by something
             # else. Merging them silently could fit two instruments' data as one.
-            raise invalid_field(["series", name], f"line {line}: the rows of series {name!r} are not together",
-                                f"series {name!r}: its rows must be consecutive (line {line} starts it again)")
+            raise invalid_field(
+                ["series", name],
+                f"line {line}: the rows of series {name!r} are not together",
+                f"series {name!r}: its rows must be consecutive (line {line} starts it again)",
+            )
         current = name
         series = grouped.setdefault(name, ([], []))
         series[0].append(t_u)
@@ -162,7 +203,8 @@ def _read_long_csv(text: str) -> dict[str, tuple[list[float], list[float]]]:
 def batch_json(session: Any, batch: Batch) -> dict[str, Any]:
     rows = session.execute(
         sa.select(Fit.status, sa.func.count(), sa.func.max(Fit.finished_at))
-        .where(Fit.batch_id == batch.id).group_by(Fit.status)
+        .where(Fit.batch_id == batch.id)
+        .group_by(Fit.status)
     ).all()
     counts = dict.fromkeys(STATUSES, 0)
     finished = None
@@ -170,9 +212,14 @@ def batch_json(session: Any, batch: Batch) -> dict[str, Any]:
         counts[status] = count
         finished = max(finished, last) if finished and last else (last or finished)
     # Succeeded as asked, but not at the least-squares line (shared/convergence.py).
-    counts["not_converged"] = session.scalar(
-        sa.select(sa.func.count()).select_from(Fit)
-        .where(Fit.batch_id == batch.id, Fit.status == SUCCEEDED, Fit.converged.is_(False))) or 0
+    counts["not_converged"] = (
+        session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Fit)
+            .where(Fit.batch_id == batch.id, Fit.status == SUCCEEDED, Fit.converged.is_(False))
+        )
+        or 0
+    )
     active = counts["queued"] + counts["running"]
     if batch.cancelled and not active:
         status = CANCELLED
@@ -182,10 +229,15 @@ def batch_json(session: Any, batch: Batch) -> dict[str, Any]:
         status = "running"
     else:
         status = "queued"
-    return {"id": batch.id, "count": batch.count, "status": status, "counts": counts,
-            "created_at": iso(batch.created_at),
-            "finished_at": iso(finished) if not active else None,
-            "links": {"self": f"/v1/batches/{batch.id}", "fits": f"/v1/batches/{batch.id}/fits"}}
+    return {
+        "id": batch.id,
+        "count": batch.count,
+        "status": status,
+        "counts": counts,
+        "created_at": iso(batch.created_at),
+        "finished_at": iso(finished) if not active else None,
+        "links": {"self": f"/v1/batches/{batch.id}", "fits": f"/v1/batches/{batch.id}/fits"},
+    }
 
 
 def _get_batch(session: Any, batch_id: str) -> Batch:
@@ -194,11 +246,11 @@ def _get_batch(session: Any, batch_id: str) -> Batch:
 
 def _existing(svc: Services, key: str, request_digest: str) -> Batch | None:
     with svc.db.session() as session:
-        batch = session.scalars(sa.select(Batch).where(
-            Batch.tenant == current_tenant(), Batch.idempotency_key == key)).first()
+        batch = session.scalars(
+            sa.select(Batch).where(Batch.tenant == current_tenant(), Batch.idempotency_key == key)
+        ).first()
     if batch is not None and batch.request_digest != request_digest:
-        raise Problem(409, "this Idempotency-Key was used with a different request body",
-                      slug="idempotency-conflict")
+        raise Problem(409, "this Idempotency-Key was used with a different request body", slug="idempotency-conflict")
     return batch
 
 
@@ -217,12 +269,24 @@ def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
     tenant = current_tenant()
     admit(svc, tenant, ask)
     svc.require_broker()
-    batch = Batch(id=new_id(), tenant=tenant, count=len(specs), cancelled=False,
-                  created_at=utcnow(), idempotency_key=key, request_digest=request_digest)
+    batch = Batch(
+        id=new_id(),
+        tenant=tenant,
+        count=len(specs),
+        cancelled=False,
+        created_at=utcnow(),
+        idempotency_key=key,
+        request_digest=request_digest,
+    )
     size = svc.settings.chunk_size
     chunks = [new_id() for _ in range(0, len(specs), size)]
-    rows = fit_rows(specs, tenant, batch_id=batch.id, max_epochs=svc.settings.max_epochs,
-                    chunk_ids=[chunks[i // size] for i in range(len(specs))])
+    rows = fit_rows(
+        specs,
+        tenant,
+        batch_id=batch.id,
+        max_epochs=svc.settings.max_epochs,
+        chunk_ids=[chunks[i // size] for i in range(len(specs))],
+    )
     try:
         with svc.db.session(write=True) as session:
             session.add(batch)
@@ -251,23 +315,33 @@ def _result_lines(batch_id: str) -> Iterator[str]:
     after = ""
     while True:
         with db.session() as session:
-            fits = list(session.scalars(
-                sa.select(Fit).where(Fit.batch_id == batch_id, Fit.id > after)
-                .order_by(Fit.id).limit(2000)))
+            fits = list(
+                session.scalars(
+                    sa.select(Fit).where(Fit.batch_id == batch_id, Fit.id > after).order_by(Fit.id).limit(2000)
+                )
+            )
         if not fits:
             return
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         for fit in fits:
             raw = fit.raw_params()
-            writer.writerow([
-                fit.id, (fit.labels or {}).get("series", ""), fit.status,
-                fit.w if raw else "", fit.b if raw else "",
-                raw[0] if raw else "", raw[1] if raw else "", fit.loss if fit.loss is not None else "",
-                fit.epochs_done, fit.diverged_at_epoch or "",
-                "" if fit.converged is None else str(fit.converged).lower(),
-                *("" if value is None else value for value in (fit.w_opt, fit.b_opt, fit.se_w, fit.se_b, fit.r2)),
-            ])
+            writer.writerow(
+                [
+                    fit.id,
+                    (fit.labels or {}).get("series", ""),
+                    fit.status,
+                    fit.w if raw else "",
+                    fit.b if raw else "",
+                    raw[0] if raw else "",
+                    raw[1] if raw else "",
+                    fit.loss if fit.loss is not None else "",
+                    fit.epochs_done,
+                    fit.diverged_at_epoch or "",
+                    "" if fit.converged is None else str(fit.converged).lower(),
+                    *("" if value is None else value for value in (fit.w_opt, fit.b_opt, fit.se_w, fit.se_b, fit.r2)),
+                ]
+            )
         yield out.getvalue()
         after = fits[-1].id
 
@@ -287,16 +361,14 @@ def batch_fits(batch_id: str) -> Any:
 def cancel_batch(batch_id: str) -> tuple[dict[str, Any], int]:
     with services().db.session(write=True) as session:
         batch = _get_batch(session, batch_id)
-        # Conditional like a fit's cancel: a batch with nothing left to run stays as it ended.
-        changed = session.execute(
-            sa.update(Fit).where(Fit.batch_id == batch.id, Fit.status.in_(ACTIVE))
-            .values(status=CANCELLED, finished_at=utcnow(), lease_expires_at=None)
-            .execution_options(synchronize_session=False)).rowcount
+        # A batch with nothing left to run stays as it ended.
+        changed = cancel_active(session, Fit.batch_id == batch.id)
         if changed:
             batch.cancelled = True
     with services().db.session() as session:
         body = batch_json(session, _get_batch(session, batch_id))
     if not changed:
-        raise Problem(409, f"batch {batch_id} is {body['status']}: none of its fits is queued or running",
-                      slug="not-cancellable")
+        raise Problem(
+            409, f"batch {batch_id} is {body['status']}: none of its fits is queued or running", slug="not-cancellable"
+        )
     return body, 202

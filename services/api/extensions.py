@@ -46,8 +46,9 @@ class Services:
         if time.monotonic() - snap.read_at >= self.settings.queue_snapshot_seconds:
             with self.db.session() as session:
                 counts = dict(session.execute(sa.select(Fit.status, sa.func.count()).group_by(Fit.status)).all())
-            self.snapshot = QueueSnapshot(time.monotonic(), {str(k): int(v) for k, v in counts.items()},
-                                          queue_depth(self.celery))
+            self.snapshot = QueueSnapshot(
+                time.monotonic(), {str(k): int(v) for k, v in counts.items()}, queue_depth(self.celery)
+            )
         return self.snapshot.counts, self.snapshot.depth
 
     def require_broker(self) -> None:
@@ -57,8 +58,12 @@ class Services:
             return
         failure = self.broker_failure()
         if failure is not None:
-            raise Problem(503, f"the broker is not answering ({failure}); retry shortly",
-                          slug="dependency-unavailable", retry_after=5)
+            raise Problem(
+                503,
+                f"the broker is not answering ({failure}); retry shortly",
+                slug="dependency-unavailable",
+                retry_after=5,
+            )
 
     def broker_failure(self) -> str | None:
         """None if the broker answers now (and remember when), else the error's name."""

@@ -21,7 +21,8 @@ from services.api.submit import submit_fit
 from services.api.telemetry import bind_fit
 from services.api.tenancy import current_tenant, owned_or_404
 from shared import calibration
-from shared.models import ACTIVE, CANCELLED, STATUSES, Fit, UTCDateTime, utcnow
+from shared.cancel import cancel_active
+from shared.models import STATUSES, Fit, UTCDateTime
 from shared.packing import unpack_f64
 from shared.schemas import FitCreate, PredictRequest
 
@@ -42,8 +43,9 @@ def _fit_with_losses(session: Any, fit_id: str) -> Fit:
     """The fit, if its losses are still kept: retention's pruned fits answer 410."""
     fit = _get_fit(session, fit_id)
     if fit.losses_pruned:
-        raise Problem(410, f"the losses of fit {fit_id} were pruned by retention; its result is kept",
-                      slug="losses-pruned")
+        raise Problem(
+            410, f"the losses of fit {fit_id} were pruned by retention; its result is kept", slug="losses-pruned"
+        )
     return fit
 
 
@@ -55,8 +57,9 @@ def fit_curves(session: Any, fit: Fit, start: int, stop: int) -> Curves:
 def idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 200:
-        raise invalid_field(["header", "Idempotency-Key"], "1 to 200 characters",
-                            "Idempotency-Key: 1 to 200 characters")
+        raise invalid_field(
+            ["header", "Idempotency-Key"], "1 to 200 characters", "Idempotency-Key: 1 to 200 characters"
+        )
     return key
 
 
@@ -116,8 +119,7 @@ def list_fits_query(batch_id: str | None = None) -> tuple[list[Fit], str | None]
     if cursor:
         created, fit_id = _decode_cursor(cursor)
         query = query.where(
-            sa.tuple_(Fit.created_at, Fit.id)
-            < sa.tuple_(sa.literal(created, UTCDateTime()), sa.literal(fit_id))
+            sa.tuple_(Fit.created_at, Fit.id) < sa.tuple_(sa.literal(created, UTCDateTime()), sa.literal(fit_id))
         )
     query = query.order_by(Fit.created_at.desc(), Fit.id.desc()).limit(limit + 1)
     with services().db.session() as session:
@@ -129,8 +131,7 @@ def list_fits_query(batch_id: str | None = None) -> tuple[list[Fit], str | None]
 @bp.get("")
 def list_fits() -> dict[str, Any]:
     fits, cursor = list_fits_query()
-    return {"items": [fit_json(f) for f in fits],
-            "next": f"/v1/fits?{query_with(cursor=cursor)}" if cursor else None}
+    return {"items": [fit_json(f) for f in fits], "next": f"/v1/fits?{query_with(cursor=cursor)}" if cursor else None}
 
 
 def query_with(**changes: Any) -> str:
@@ -144,8 +145,9 @@ def _wants_csv() -> bool:
     fmt = query_choice("format", ("json", "csv"))
     if fmt:
         return fmt == "csv"
-    return request.accept_mimetypes.best_match(["application/json", "text/csv"]) == "text/csv" \
-        and "text/csv" in request.headers.get("Accept", "")
+    return request.accept_mimetypes.best_match(
+        ["application/json", "text/csv"]
+    ) == "text/csv" and "text/csv" in request.headers.get("Accept", "")
 
 
 @bp.get("/<fit_id>/losses")
@@ -155,8 +157,11 @@ def get_losses(fit_id: str) -> Any:
         with db.session() as session:
             fit = _fit_with_losses(session, fit_id)
             curves = fit_curves(session, fit, 1, fit.epochs_done + 1)
-        return Response(stream_with_context(csv_lines(curves)), mimetype="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="{fit_id}-losses.csv"'})
+        return Response(
+            stream_with_context(csv_lines(curves)),
+            mimetype="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{fit_id}-losses.csv"'},
+        )
     if request.args.get("points") is not None:
         return _downsampled(fit_id)
     start = query_int("start", 1, 1, 2**31 - 1)
@@ -185,8 +190,13 @@ def _downsampled(fit_id: str) -> dict[str, Any]:
         done = fit.epochs_done
         end = query_int("end", max(done, start), start, 2**31 - 1)
         curves = fit_curves(session, fit, start, min(end, done) + 1)
-    return {"fit_id": fit.id, "epochs_done": done, "start": start, "end": start + len(curves) - 1,
-            "buckets": downsample(curves, start, points)}
+    return {
+        "fit_id": fit.id,
+        "epochs_done": done,
+        "start": start,
+        "end": start + len(curves) - 1,
+        "buckets": downsample(curves, start, points),
+    }
 
 
 @bp.get("/<fit_id>/data")
@@ -203,17 +213,11 @@ def cancel_fit(fit_id: str) -> tuple[dict[str, Any], int]:
     db = services().db
     with db.session(write=True) as session:
         fit = _get_fit(session, fit_id)
-        # Conditional, so it cannot race a worker finishing the fit; a running
-        # fit's worker sees the status at its next checkpoint and drops it.
-        changed = session.execute(
-            sa.update(Fit)
-            .where(Fit.id == fit.id, Fit.status.in_(ACTIVE))
-            .values(status=CANCELLED, finished_at=utcnow(), lease_expires_at=None)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        changed = cancel_active(session, Fit.id == fit.id)
     if not changed:
-        raise Problem(409, f"fit {fit_id} is {fit.status}: only queued or running fits can be cancelled",
-                      slug="not-cancellable")
+        raise Problem(
+            409, f"fit {fit_id} is {fit.status}: only queued or running fits can be cancelled", slug="not-cancellable"
+        )
     with db.session() as session:
         return fit_json(_get_fit(session, fit_id)), 202
 
@@ -225,24 +229,35 @@ def predict(fit_id: str) -> dict[str, Any]:
         fit = _get_fit(session, fit_id)
     raw = fit.raw_params()
     if raw is None:
-        raise Problem(409, f"fit {fit_id} is {fit.status}: predictions need a succeeded fit",
-                      slug="not-succeeded")
+        raise Problem(409, f"fit {fit_id} is {fit.status}: predictions need a succeeded fit", slug="not-succeeded")
     spread = fit.prediction_spread() if body.interval is not None else None
     if body.interval is not None and spread is None:
-        raise invalid_field(["interval"], "not determined by this fit's data",
-                            "interval: a prediction interval needs at least 3 points and t_u not all equal")
+        raise invalid_field(
+            ["interval"],
+            "not determined by this fit's data",
+            "interval: a prediction interval needs at least 3 points and t_u not all equal",
+        )
     unconverged = fit.converged is False
     if body.interval is not None and unconverged and not body.allow_unconverged:
-        gap = f"{fit.gap_se_w:+.3g} SE in w, {fit.gap_se_b:+.3g} SE in b" if fit.gap_se_w is not None \
-            and fit.gap_se_b is not None else f"excess loss {fit.excess_loss:.3g}"
-        raise Problem(409, f"fit {fit_id} has not converged ({gap} from the least-squares line): its interval would "
-                           "not describe its line; run it to convergence (epochs \"auto\"), or send "
-                           "allow_unconverged: true for bounds that include the gap", slug="not-converged")
+        gap = (
+            f"{fit.gap_se_w:+.3g} SE in w, {fit.gap_se_b:+.3g} SE in b"
+            if fit.gap_se_w is not None and fit.gap_se_b is not None
+            else f"excess loss {fit.excess_loss:.3g}"
+        )
+        raise Problem(
+            409,
+            f"fit {fit_id} has not converged ({gap} from the least-squares line): its interval would "
+            'not describe its line; run it to convergence (epochs "auto"), or send '
+            "allow_unconverged: true for bounds that include the gap",
+            slug="not-converged",
+        )
     try:
         predicted = calibration.predict(*raw, body.t_u, interval=body.interval, spread=spread)
-        optimum = calibration.predict(fit.w_opt, fit.b_opt, body.t_u, interval=body.interval, spread=spread) \
-            if unconverged and body.interval is not None and fit.w_opt is not None and fit.b_opt is not None \
+        optimum = (
+            calibration.predict(fit.w_opt, fit.b_opt, body.t_u, interval=body.interval, spread=spread)
+            if unconverged and body.interval is not None and fit.w_opt is not None and fit.b_opt is not None
             else None
+        )
     except calibration.PredictionOutOfRange as out:
         raise invalid_field(["t_u", out.index], str(out)) from None
     answer: dict[str, Any] = {"fit_id": fit.id, "t_c": predicted.t_c, "converged": fit.converged}

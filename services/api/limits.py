@@ -48,23 +48,34 @@ class Budgets:
     def from_settings(cls, settings: Settings) -> Budgets:
         broker = settings.broker
         uri = broker if broker.startswith(("redis://", "rediss://")) else "memory://"
-        return cls(FixedWindowRateLimiter(storage_from_string(uri)), parse_many(settings.rate_limit),
-                   parse_many(settings.anonymous_rate_limit), trusted_networks(settings.trusted_proxies))
+        return cls(
+            FixedWindowRateLimiter(storage_from_string(uri)),
+            parse_many(settings.rate_limit),
+            parse_many(settings.anonymous_rate_limit),
+            trusted_networks(settings.trusted_proxies),
+        )
 
     def spend_tenant(self, tenant: str) -> None:
         self._spend(self.tenant, "tenant:" + tenant, f"tenant {tenant} is over its request budget")
 
     def spend_address(self) -> None:
-        self._spend(self.anonymous, "addr:" + self.client_address(),
-                    "this address is over its budget for requests without a valid token")
+        self._spend(
+            self.anonymous,
+            "addr:" + self.client_address(),
+            "this address is over its budget for requests without a valid token",
+        )
 
     def _spend(self, limits: list[RateLimitItem], key: str, detail: str) -> None:
         try:
             for limit in limits:
                 if not self.limiter.hit(limit, _NAMESPACE, key):
                     reset = self.limiter.get_window_stats(limit, _NAMESPACE, key).reset_time
-                    raise Problem(429, f"{detail} ({limit}); retry later", slug="rate-limited",
-                                  retry_after=max(1, math.ceil(reset - time.time())))
+                    raise Problem(
+                        429,
+                        f"{detail} ({limit}); retry later",
+                        slug="rate-limited",
+                        retry_after=max(1, math.ceil(reset - time.time())),
+                    )
         except Problem:
             raise
         except Exception as exc:

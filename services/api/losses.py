@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import sqlalchemy as sa
@@ -40,21 +42,25 @@ def read_losses(session: so.Session, fit_id: str, start: int, stop: int, with_va
         .order_by(LossBlock.first_epoch)
     ).all()
     losses, vals = [], []
-    for first, count, blob, val_blob in rows:
+    for first, count, blob, val_blob in cast("list[tuple[int, int, bytes, bytes | None]]", rows):
         lo, hi = max(start, first) - first, min(stop, first + count) - first
         losses.append(unpack_f32(blob)[:count][lo:hi])
         if with_val:
-            vals.append(unpack_f32(val_blob)[:count][lo:hi] if val_blob is not None
-                        else np.full(hi - lo, np.nan, dtype=np.float32))
-    return Curves(np.concatenate(losses) if losses else empty,
-                  (np.concatenate(vals) if vals else empty) if with_val else None)
+            vals.append(
+                unpack_f32(val_blob)[:count][lo:hi]
+                if val_blob is not None
+                else np.full(hi - lo, np.nan, dtype=np.float32)
+            )
+    return Curves(
+        np.concatenate(losses) if losses else empty, (np.concatenate(vals) if vals else empty) if with_val else None
+    )
 
 
 def finite_or_none(values: np.ndarray) -> list[float | None]:
     """JSON has no NaN or infinity: a validation loss past float32's range is served as null."""
     out: list[float | None] = values.tolist()
     if not np.isfinite(values).all():
-        out = [v if np.isfinite(v) else None for v in out]
+        out = [v if v is not None and math.isfinite(v) else None for v in out]
     return out
 
 
@@ -63,12 +69,12 @@ def csv_lines(curves: Curves, first_epoch: int = 1) -> Iterator[str]:
     yield "epoch,loss,val_loss\n" if val is not None else "epoch,loss\n"
     step = 10_000
     for offset in range(0, len(curves), step):
-        part = curves.loss[offset:offset + step].tolist()
+        part = curves.loss[offset : offset + step].tolist()
         epochs = range(first_epoch + offset, first_epoch + offset + len(part))
         if val is None:
             yield "".join(f"{e},{v!r}\n" for e, v in zip(epochs, part, strict=True))
         else:
-            vals = val[offset:offset + step].tolist()
+            vals = val[offset : offset + step].tolist()
             yield "".join(f"{e},{v!r},{u!r}\n" for e, v, u in zip(epochs, part, vals, strict=True))
 
 
@@ -84,7 +90,9 @@ def downsample(curves: Curves, first_epoch: int, points: int) -> list[dict[str, 
     edges = (np.arange(k + 1, dtype=np.int64) * m) // k
     starts, ends = edges[:-1], edges[1:]
     columns: dict[str, list[float | int | None]] = {
-        "first_epoch": (first_epoch + starts).tolist(), "last_epoch": (first_epoch + ends - 1).tolist()}
+        "first_epoch": (first_epoch + starts).tolist(),
+        "last_epoch": (first_epoch + ends - 1).tolist(),
+    }
     for prefix, values in (("", curves.loss), ("val_", curves.val_loss)):
         if values is None:
             continue

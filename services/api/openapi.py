@@ -24,11 +24,11 @@ PROBLEM_CODES = {
     "401": "No bearer token, or an unknown or revoked one",
     "422": "Invalid field; `errors[].loc` names it",
     "429": "Over the tenant's (or, without a valid token, the address's) request budget, or the tenant's "
-           "in-flight fit-epochs over its quota (`quota` names it); see Retry-After",
+    "in-flight fit-epochs over its quota (`quota` names it); see Retry-After",
     "503": "A dependency (database, broker) is down, or the service's queue is past its threshold "
-           "(`quota` names it); see Retry-After",
+    "(`quota` names it); see Retry-After",
     "507": "The tenant's stored loss bytes would pass its quota (`quota`: stored_loss_bytes); prune old "
-           "losses or ask an operator for more",
+    "losses or ask an operator for more",
 }
 
 
@@ -42,8 +42,7 @@ def _json(name: str) -> dict[str, Any]:
 
 def _problems(*codes: str) -> dict[str, Any]:
     return {
-        code: {"description": PROBLEM_CODES[code],
-               "content": {"application/problem+json": {"schema": _ref("Problem")}}}
+        code: {"description": PROBLEM_CODES[code], "content": {"application/problem+json": {"schema": _ref("Problem")}}}
         for code in codes
     }
 
@@ -53,8 +52,7 @@ def _id_param(name: str = "fit_id") -> dict[str, Any]:
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema,
-            "description": description}
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
 def _paths(limits: dict[str, int]) -> dict[str, Any]:
@@ -71,12 +69,21 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                     "With an `Idempotency-Key`, the same key and body answer 200 with the "
                     "original fit; the same key with another body is 409."
                 ),
-                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
-                                "schema": {"type": "string", "maxLength": 200}}],
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "maxLength": 200},
+                    }
+                ],
                 "requestBody": {"required": True, "content": _json("FitCreate")},
                 "responses": {
-                    "202": {**fit_ok, "description": "Accepted and queued",
-                            "headers": {"Location": {"schema": {"type": "string"}}}},
+                    "202": {
+                        **fit_ok,
+                        "description": "Accepted and queued",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    },
                     "200": {**fit_ok, "description": "An idempotent replay: the original fit"},
                     **_problems("400", "409", "413", "415", "422", "503", "507"),
                 },
@@ -85,89 +92,130 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                 "operationId": "listFits",
                 "summary": "List fits, newest first",
                 "parameters": [
-                    _query("status", {"type": "string", "enum": ["queued", "running", "succeeded",
-                           "diverged", "failed", "cancelled"]}, "Only fits in this status"),
+                    _query(
+                        "status",
+                        {
+                            "type": "string",
+                            "enum": ["queued", "running", "succeeded", "diverged", "failed", "cancelled"],
+                        },
+                        "Only fits in this status",
+                    ),
                     _query("batch_id", {"type": "string"}, "Only this batch's fits"),
-                    _query("label", {"type": "string", "example": "sensor:A17"},
-                           "key:value; only fits with this label"),
-                    _query("id_prefix", {"type": "string", "pattern": "^[0-9a-fA-F-]{1,36}$", "example": "3f2a9c1e"},
-                           "Only fits whose id starts with this (the 8 characters `calib list` prints)"),
-                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
-                                     "default": 100}, "Page size"),
+                    _query(
+                        "label", {"type": "string", "example": "sensor:A17"}, "key:value; only fits with this label"
+                    ),
+                    _query(
+                        "id_prefix",
+                        {"type": "string", "pattern": "^[0-9a-fA-F-]{1,36}$", "example": "3f2a9c1e"},
+                        "Only fits whose id starts with this (the 8 characters `calib list` prints)",
+                    ),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size"),
                     _query("cursor", {"type": "string"}, "From the previous page's `next`"),
                 ],
-                "responses": {"200": {"description": "A page of fits",
-                                      "content": _json("FitList")}, **_problems("422")},
+                "responses": {
+                    "200": {"description": "A page of fits", "content": _json("FitList")},
+                    **_problems("422"),
+                },
             },
         },
         "/v1/fits/{fit_id}": {
-            "get": {"operationId": "getFit", "summary": "A fit, with its progress and result",
-                    "parameters": [_id_param()],
-                    "responses": {"200": fit_ok, **_problems("404")}},
+            "get": {
+                "operationId": "getFit",
+                "summary": "A fit, with its progress and result",
+                "parameters": [_id_param()],
+                "responses": {"200": fit_ok, **_problems("404")},
+            },
         },
         "/v1/fits/{fit_id}/losses": {
             "get": {
                 "operationId": "getFitLosses",
                 "summary": "The loss of every epoch recorded so far",
                 "description": "`loss[i]` is the loss of epoch `start + i`. `?format=csv` or "
-                               "`Accept: text/csv` streams the whole series as `epoch,loss`. "
-                               "`?points=N` (with `start`, `end`) returns at most N consecutive "
-                               "buckets covering every epoch of the range instead, each with its "
-                               "first and last epoch and the min, max and last loss. A fit with a "
-                               "validation split also has `val_loss` (same indexing; a `val_loss` "
-                               "CSV column; `val_min`, `val_max`, `val_last` per bucket).",
+                "`Accept: text/csv` streams the whole series as `epoch,loss`. "
+                "`?points=N` (with `start`, `end`) returns at most N consecutive "
+                "buckets covering every epoch of the range instead, each with its "
+                "first and last epoch and the min, max and last loss. A fit with a "
+                "validation split also has `val_loss` (same indexing; a `val_loss` "
+                "CSV column; `val_min`, `val_max`, `val_last` per bucket).",
                 "parameters": [
                     _id_param(),
-                    _query("start", {"type": "integer", "minimum": 1, "default": 1},
-                           "First epoch of the page, or of the downsampled range"),
-                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 100000,
-                                     "default": 10000}, "Epochs per page"),
-                    _query("points", {"type": "integer", "minimum": 1, "maximum": 10000},
-                           "Downsample to at most this many buckets"),
-                    _query("end", {"type": "integer", "minimum": 1},
-                           "Last epoch of the downsampled range (default: the last recorded)"),
+                    _query(
+                        "start",
+                        {"type": "integer", "minimum": 1, "default": 1},
+                        "First epoch of the page, or of the downsampled range",
+                    ),
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 100000, "default": 10000},
+                        "Epochs per page",
+                    ),
+                    _query(
+                        "points",
+                        {"type": "integer", "minimum": 1, "maximum": 10000},
+                        "Downsample to at most this many buckets",
+                    ),
+                    _query(
+                        "end",
+                        {"type": "integer", "minimum": 1},
+                        "Last epoch of the downsampled range (default: the last recorded)",
+                    ),
                     _query("format", {"type": "string", "enum": ["json", "csv"]}, "csv streams"),
                 ],
                 "responses": {
-                    "200": {"description": "A page of losses, or with `points` the buckets",
-                            "content": {"application/json": {"schema": {"oneOf": [
-                                _ref("LossPage"), _ref("LossBuckets")]}},
-                                        "text/csv": {"schema": {"type": "string"}}}},
+                    "200": {
+                        "description": "A page of losses, or with `points` the buckets",
+                        "content": {
+                            "application/json": {"schema": {"oneOf": [_ref("LossPage"), _ref("LossBuckets")]}},
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    },
                     **_problems("404", "410", "422"),
                 },
             },
         },
         "/v1/fits/{fit_id}/data": {
-            "get": {"operationId": "getFitData", "summary": "The readings the fit was given (t_u, t_c) "
-                                                            "and the indices held out for validation",
-                    "parameters": [_id_param()],
-                    "responses": {"200": {"description": "The fit's data", "content": _json("FitData")},
-                                  **_problems("404")}},
+            "get": {
+                "operationId": "getFitData",
+                "summary": "The readings the fit was given (t_u, t_c) and the indices held out for validation",
+                "parameters": [_id_param()],
+                "responses": {
+                    "200": {"description": "The fit's data", "content": _json("FitData")},
+                    **_problems("404"),
+                },
+            },
         },
         "/v1/fits/{fit_id}/cancel": {
-            "post": {"operationId": "cancelFit",
-                     "summary": "Cancel a queued or running fit (a running one stops at its "
-                                "next checkpoint; its losses so far stay readable)",
-                     "parameters": [_id_param()],
-                     "responses": {"202": fit_ok, **_problems("404", "409")}},
+            "post": {
+                "operationId": "cancelFit",
+                "summary": "Cancel a queued or running fit (a running one stops at its "
+                "next checkpoint; its losses so far stay readable)",
+                "parameters": [_id_param()],
+                "responses": {"202": fit_ok, **_problems("404", "409")},
+            },
         },
         "/v1/fits/{fit_id}/predict": {
-            "post": {"operationId": "predict", "summary": "t_c = w_raw * t_u + b_raw",
-                     "description": ("With `interval` (e.g. 0.95), also `lower` and `upper`: the "
-                                     "least-squares prediction interval for a new reading, centred on "
-                                     "the fit's line (Student's t, n - 2 degrees of freedom). A reading whose "
-                                     "prediction or interval would pass float64's range is refused "
-                                     "with 422 naming it (`t_u[3]`). Every answer carries the fit's `converged`. "
-                                     "An `interval` on a fit that has not converged is 409 (the interval belongs "
-                                     "to the least-squares line, not to this one) unless `allow_unconverged` is "
-                                     "true: then `lower` and `upper` span the least-squares prediction's interval "
-                                     "and the fit's own prediction widened by the same half-width, so the gap "
-                                     "between the two lines is inside them (`bounds_include_gap`: true)."),
-                     "parameters": [_id_param()],
-                     "requestBody": {"required": True, "content": _json("PredictRequest")},
-                     "responses": {"200": {"description": "Calibrated values",
-                                           "content": _json("Prediction")},
-                         **_problems("400", "404", "409", "415", "422")}},
+            "post": {
+                "operationId": "predict",
+                "summary": "t_c = w_raw * t_u + b_raw",
+                "description": (
+                    "With `interval` (e.g. 0.95), also `lower` and `upper`: the "
+                    "least-squares prediction interval for a new reading, centred on "
+                    "the fit's line (Student's t, n - 2 degrees of freedom). A reading whose "
+                    "prediction or interval would pass float64's range is refused "
+                    "with 422 naming it (`t_u[3]`). Every answer carries the fit's `converged`. "
+                    "An `interval` on a fit that has not converged is 409 (the interval belongs "
+                    "to the least-squares line, not to this one) unless `allow_unconverged` is "
+                    "true: then `lower` and `upper` span the least-squares prediction's interval "
+                    "and the fit's own prediction widened by the same half-width, so the gap "
+                    "between the two lines is inside them (`bounds_include_gap`: true)."
+                ),
+                "parameters": [_id_param()],
+                "requestBody": {"required": True, "content": _json("PredictRequest")},
+                "responses": {
+                    "200": {"description": "Calibrated values", "content": _json("Prediction")},
+                    **_problems("400", "404", "409", "415", "422"),
+                },
+            },
         },
         "/v1/batches": {
             "post": {
@@ -181,12 +229,24 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                     f"{limits['batch_fits']} fits and {limits['batch_points']} points (413 over). "
                     "`Idempotency-Key` works as for fits."
                 ),
-                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
-                                "schema": {"type": "string", "maxLength": 200}}],
-                "requestBody": {"required": True, "content": {
-                    **_json("BatchCreate"),
-                    "text/csv": {"schema": {"type": "string"},
-                                 "example": "series,t_u,t_c\nA17,35.7,0.5\nA17,55.9,14.0\n"}}},
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "maxLength": 200},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        **_json("BatchCreate"),
+                        "text/csv": {
+                            "schema": {"type": "string"},
+                            "example": "series,t_u,t_c\nA17,35.7,0.5\nA17,55.9,14.0\n",
+                        },
+                    },
+                },
                 "responses": {
                     "202": {"description": "Accepted", "content": _json("BatchPublic")},
                     "200": {"description": "An idempotent replay", "content": _json("BatchPublic")},
@@ -195,53 +255,77 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
             },
         },
         "/v1/batches/{batch_id}": {
-            "get": {"operationId": "getBatch",
-                    "summary": "A batch's status and its fits' counts per status",
-                    "parameters": [_id_param("batch_id")],
-                    "responses": {"200": {"description": "The batch",
-                                          "content": _json("BatchPublic")}, **_problems("404")}},
+            "get": {
+                "operationId": "getBatch",
+                "summary": "A batch's status and its fits' counts per status",
+                "parameters": [_id_param("batch_id")],
+                "responses": {"200": {"description": "The batch", "content": _json("BatchPublic")}, **_problems("404")},
+            },
         },
         "/v1/batches/{batch_id}/fits": {
-            "get": {"operationId": "getBatchFits",
-                    "summary": "The batch's fits, paginated; ?format=csv streams one result line "
-                               "per fit: fit_id,series,status,w,b,w_raw,b_raw,loss,epochs_done,"
-                               "diverged_at_epoch",
-                    "parameters": [
-                        _id_param("batch_id"),
-                        _query("status", {"type": "string"}, "Only fits in this status"),
-                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000},
-                               "Page size"),
-                        _query("cursor", {"type": "string"}, "From the previous page's `next`"),
-                        _query("format", {"type": "string", "enum": ["json", "csv"]}, "csv"),
-                    ],
-                    "responses": {"200": {"description": "Fits", "content": {
-                        **_json("FitList"), "text/csv": {"schema": {"type": "string"}}}},
-                        **_problems("404", "422")}},
+            "get": {
+                "operationId": "getBatchFits",
+                "summary": "The batch's fits, paginated; ?format=csv streams one result line "
+                "per fit: fit_id,series,status,w,b,w_raw,b_raw,loss,epochs_done,"
+                "diverged_at_epoch",
+                "parameters": [
+                    _id_param("batch_id"),
+                    _query("status", {"type": "string"}, "Only fits in this status"),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size"),
+                    _query("cursor", {"type": "string"}, "From the previous page's `next`"),
+                    _query("format", {"type": "string", "enum": ["json", "csv"]}, "csv"),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Fits",
+                        "content": {**_json("FitList"), "text/csv": {"schema": {"type": "string"}}},
+                    },
+                    **_problems("404", "422"),
+                },
+            },
         },
         "/v1/batches/{batch_id}/cancel": {
-            "post": {"operationId": "cancelBatch",
-                     "summary": "Cancel every queued or running fit of the batch",
-                     "parameters": [_id_param("batch_id")],
-                     "responses": {"202": {"description": "The batch",
-                                           "content": _json("BatchPublic")},
-                                   **_problems("404", "409")}},
+            "post": {
+                "operationId": "cancelBatch",
+                "summary": "Cancel every queued or running fit of the batch",
+                "parameters": [_id_param("batch_id")],
+                "responses": {
+                    "202": {"description": "The batch", "content": _json("BatchPublic")},
+                    **_problems("404", "409"),
+                },
+            },
         },
         "/v1/usage": {
-            "get": {"operationId": "getUsage",
-                    "summary": "The tenant's fits, stored loss bytes and fit-epochs in flight, with its quotas",
-                    "responses": {"200": {"description": "Usage", "content": _json("Usage")}}},
+            "get": {
+                "operationId": "getUsage",
+                "summary": "The tenant's fits, stored loss bytes and fit-epochs in flight, with its quotas",
+                "responses": {"200": {"description": "Usage", "content": _json("Usage")}},
+            },
         },
-        "/healthz": {"get": {"operationId": "healthz", "summary": "200 while the process serves",
-                             "responses": {"200": {"description": "Alive"}}}},
-        "/metrics": {"get": {"operationId": "metrics",
-                             "summary": "Prometheus text: requests by route and status, fits by status, queue "
-                                        "depth, the workers' chunk and fit durations (README: Operators)",
-                             "responses": {"200": {"description": "Metrics",
-                                                   "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-        "/readyz": {"get": {"operationId": "readyz",
-                            "summary": "200 when the database and the broker answer",
-                            "responses": {"200": {"description": "Ready"},
-                                          **_problems("503")}}},
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "200 while the process serves",
+                "responses": {"200": {"description": "Alive"}},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus text: requests by route and status, fits by status, queue "
+                "depth, the workers' chunk and fit durations (README: Operators)",
+                "responses": {
+                    "200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "summary": "200 when the database and the broker answer",
+                "responses": {"200": {"description": "Ready"}, **_problems("503")},
+            }
+        },
     }
 
 
@@ -252,16 +336,19 @@ _REQUESTS = {"FitOptions", "FitCreate", "BatchCreate", "PredictRequest"}
 def _schemas() -> dict[str, Any]:
     components: dict[str, Any] = {}
     for model in SCHEMAS:
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}",
-                                         mode="validation" if model.__name__ in _REQUESTS
-                                         else "serialization")
+        schema = model.model_json_schema(
+            ref_template="#/components/schemas/{model}",
+            mode="validation" if model.__name__ in _REQUESTS else "serialization",
+        )
         components.update(schema.pop("$defs", {}))
         components[model.__name__] = schema
     # A batch's defaults and fits are validated loosely at first (so errors can name the
     # fit); what a client may send is exactly FitOptions and FitCreate.
     batch = components["BatchCreate"]["properties"]
-    batch["defaults"] = {"$ref": "#/components/schemas/FitOptions",
-                         "description": "Fields every fit takes unless it sets its own"}
+    batch["defaults"] = {
+        "$ref": "#/components/schemas/FitOptions",
+        "description": "Fields every fit takes unless it sets its own",
+    }
     batch["fits"] = {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/FitCreate"}}
     components.pop("BatchFit", None)
     fill_property_examples(components)
@@ -271,22 +358,31 @@ def _schemas() -> dict[str, Any]:
 def _link_created_objects(paths: dict[str, Any]) -> None:
     """OpenAPI links from a created fit or batch to the operations that take its id, so
     clients and stateful test generators (schemathesis) can follow them."""
-    for create, prefix, param, status in (("/v1/fits", "/v1/fits/{fit_id}", "fit_id", "202"),
-                                          ("/v1/batches", "/v1/batches/{batch_id}", "batch_id", "202")):
+    for create, prefix, param, status in (
+        ("/v1/fits", "/v1/fits/{fit_id}", "fit_id", "202"),
+        ("/v1/batches", "/v1/batches/{batch_id}", "batch_id", "202"),
+    ):
         links = {}
         for path, item in paths.items():
             if path.startswith(prefix):
                 for operation in item.values():
-                    links[operation["operationId"]] = {"operationId": operation["operationId"],
-                                                       "parameters": {param: "$response.body#/id"}}
+                    links[operation["operationId"]] = {
+                        "operationId": operation["operationId"],
+                        "parameters": {param: "$response.body#/id"},
+                    }
         paths[create]["post"]["responses"][status]["links"] = links
 
 
 def document() -> dict[str, Any]:
     s = services().settings
-    limits = {"points": s.max_points_per_fit, "epochs": s.max_epochs, "labels": s.max_labels,
-              "body": s.max_body_bytes, "batch_fits": s.max_fits_per_batch,
-              "batch_points": s.max_points_per_batch}
+    limits = {
+        "points": s.max_points_per_fit,
+        "epochs": s.max_epochs,
+        "labels": s.max_labels,
+        "body": s.max_body_bytes,
+        "batch_fits": s.max_fits_per_batch,
+        "batch_points": s.max_points_per_batch,
+    }
     paths = _paths(limits)
     _link_created_objects(paths)
     for path, item in paths.items():
@@ -297,22 +393,31 @@ def document() -> dict[str, Any]:
                 operation["responses"].update(_problems("401", "422", "429"))
     return {
         "openapi": "3.1.0",
-        "info": {"title": "calib", "version": "1",
-                 "description": "Linear calibration fits t_c = w*t_u + b by gradient descent. "
-                                "Every /v1 route needs `Authorization: Bearer <token>`. Each tenant has one "
-                                f"request budget shared by every route ({s.rate_limit}); requests without a "
-                                f"valid token share their client address's ({s.anonymous_rate_limit}). Over "
-                                "budget: 429 with Retry-After. Quotas (GET /v1/usage): a request's fit-epochs "
-                                f"past {s.max_fit_epochs_per_request:,} → 413; a tenant's fit-epochs in flight "
-                                "past its quota → 429 with Retry-After; its stored loss bytes past its quota → "
-                                "507; the service's queue past its threshold → 503 with Retry-After. Each "
-                                "refusal names the quota, its limit, the amount requested and the amount left."},
+        "info": {
+            "title": "calib",
+            "version": "1",
+            "description": "Linear calibration fits t_c = w*t_u + b by gradient descent. "
+            "Every /v1 route needs `Authorization: Bearer <token>`. Each tenant has one "
+            f"request budget shared by every route ({s.rate_limit}); requests without a "
+            f"valid token share their client address's ({s.anonymous_rate_limit}). Over "
+            "budget: 429 with Retry-After. Quotas (GET /v1/usage): a request's fit-epochs "
+            f"past {s.max_fit_epochs_per_request:,} → 413; a tenant's fit-epochs in flight "
+            "past its quota → 429 with Retry-After; its stored loss bytes past its quota → "
+            "507; the service's queue past its threshold → 503 with Retry-After. Each "
+            "refusal names the quota, its limit, the amount requested and the amount left.",
+        },
         "paths": paths,
-        "components": {"schemas": _schemas(),
-                       "securitySchemes": {"bearer": {
-                           "type": "http", "scheme": "bearer",
-                           "description": "A token from `calib tokens create --tenant NAME`; "
-                                          "it sees only its tenant's fits and batches"}}},
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token from `calib tokens create --tenant NAME`; "
+                    "it sees only its tenant's fits and batches",
+                }
+            },
+        },
     }
 
 

@@ -43,6 +43,5 @@ def metrics() -> Response:
 def readyz() -> dict[str, Any]:
     failures = [f for f in (_database_answers(), _broker_answers()) if f]
     if failures:
-        raise Problem(503, "not ready: " + "; ".join(failures), slug="dependency-unavailable",
-                      retry_after=5)
+        raise Problem(503, "not ready: " + "; ".join(failures), slug="dependency-unavailable", retry_after=5)
     return {"status": "ready", "database": "ok", "broker": "ok"}

@@ -19,8 +19,11 @@ def fit_json(fit: Fit) -> dict[str, Any]:
     raw = fit.raw_params()
     if raw is not None and fit.w is not None and fit.b is not None:
         w_raw, b_raw = raw
-        gap = ({"w": w_raw - fit.w_opt, "b": b_raw - fit.b_opt}
-               if fit.w_opt is not None and fit.b_opt is not None else None)
+        gap = (
+            {"w": w_raw - fit.w_opt, "b": b_raw - fit.b_opt}
+            if fit.w_opt is not None and fit.b_opt is not None
+            else None
+        )
         result = {
             "w": fit.w,
             "b": fit.b,
@@ -37,8 +40,12 @@ def fit_json(fit: Fit) -> dict[str, Any]:
             "residual_sd": fit.residual_sd,
             "val_loss": fit.val_loss,
             "converged": fit.converged,
-            "convergence": {"gap_se_w": fit.gap_se_w, "gap_se_b": fit.gap_se_b, "excess_loss": fit.excess_loss,
-                            "epochs_needed": fit.epochs_needed},
+            "convergence": {
+                "gap_se_w": fit.gap_se_w,
+                "gap_se_b": fit.gap_se_b,
+                "excess_loss": fit.excess_loss,
+                "epochs_needed": fit.epochs_needed,
+            },
         }
     error = {"type": fit.error_type, "detail": fit.error_detail} if fit.error_type else None
     return {
@@ -77,6 +84,9 @@ def fit_json(fit: Fit) -> dict[str, Any]:
         "condition_number": fit.condition_number,
         "warnings": fit.warnings or [],
         "error": error,
-        "links": {"self": f"/v1/fits/{fit.id}", "losses": f"/v1/fits/{fit.id}/losses",
-                  "data": f"/v1/fits/{fit.id}/data"},
+        "links": {
+            "self": f"/v1/fits/{fit.id}",
+            "losses": f"/v1/fits/{fit.id}/losses",
+            "data": f"/v1/fits/{fit.id}/data",
+        },
     }

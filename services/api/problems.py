@@ -72,8 +72,9 @@ class Problem(Exception):
 
 def invalid_field(loc: Sequence[Any], msg: str, detail: str | None = None) -> Problem:
     """422 naming one field; `detail` defaults to the field, dotted as in every other 422, and msg."""
-    return Problem(422, detail or f"{_dotted(loc)}: {msg}", slug="invalid-field",
-                   errors=[{"loc": list(loc), "msg": msg}])
+    return Problem(
+        422, detail or f"{_dotted(loc)}: {msg}", slug="invalid-field", errors=[{"loc": list(loc), "msg": msg}]
+    )
 
 
 def _dotted(loc: Sequence[Any]) -> str:
@@ -132,12 +133,14 @@ def register_error_handlers(app: Flask) -> None:
 
         if isinstance(exc, OperationalError | PoolTimeout):
             log.warning("database unavailable: %s", exc)
-            return Problem(503, "the database is not answering; retry shortly",
-                           slug="dependency-unavailable", retry_after=5).response()
+            return Problem(
+                503, "the database is not answering; retry shortly", slug="dependency-unavailable", retry_after=5
+            ).response()
         if isinstance(exc, DataError):
             # A value the database refuses (the checks above it should have named it first).
             log.warning("value refused by the database: %s", exc)
-            return Problem(422, "a value of this request cannot be stored or searched for",
-                           slug="invalid-field").response()
+            return Problem(
+                422, "a value of this request cannot be stored or searched for", slug="invalid-field"
+            ).response()
         log.exception("unhandled error")
         return Problem(500, "internal error").response()

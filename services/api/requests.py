@@ -37,8 +37,9 @@ def query_int(name: str, default: int, low: int, high: int) -> int:
     except ValueError:
         value = None
     if value is None or not low <= value <= high:
-        raise invalid_field(["query", name], f"integer from {low} to {high}",
-                            f"{name}: must be an integer from {low} to {high}")
+        raise invalid_field(
+            ["query", name], f"integer from {low} to {high}", f"{name}: must be an integer from {low} to {high}"
+        )
     return value
 
 
@@ -47,8 +48,9 @@ def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
     if raw is None or raw == "":
         return None
     if raw not in choices:
-        raise invalid_field(["query", name], f"one of {', '.join(choices)}",
-                            f"{name}: must be one of {', '.join(choices)}")
+        raise invalid_field(
+            ["query", name], f"one of {', '.join(choices)}", f"{name}: must be one of {', '.join(choices)}"
+        )
     return raw
 
 

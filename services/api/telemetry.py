@@ -39,8 +39,12 @@ from shared.models import STATUSES
 log = logging.getLogger("calib.api")
 
 REQUESTS = Counter("calib_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
-LATENCY = Histogram("calib_http_request_duration_seconds", "Time to answer an HTTP request", ["method", "route"],
-                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+LATENCY = Histogram(
+    "calib_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # A client's X-Request-ID is kept if it looks like an id; anything else gets a new one.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -56,8 +60,7 @@ def _start() -> None:
     offered = request.headers.get("X-Request-ID", "")
     g.request_id = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
     g.started = time.perf_counter()
-    g.log_context = [logs.request_id.set(g.request_id),
-                     logs.fit_id.set((request.view_args or {}).get("fit_id"))]
+    g.log_context = [logs.request_id.set(g.request_id), logs.fit_id.set((request.view_args or {}).get("fit_id"))]
 
 
 def _finish(response: Response) -> Response:
@@ -69,9 +72,18 @@ def _finish(response: Response) -> Response:
     LATENCY.labels(method, route).observe(seconds)
     response.headers["X-Request-ID"] = g.get("request_id", "")
     if route != "/metrics":
-        log.info("%s %s %d", request.method, request.path, response.status_code,
-                 extra={"method": request.method, "path": request.path, "status": response.status_code,
-                        "duration_ms": round(seconds * 1000, 2)})
+        log.info(
+            "%s %s %d",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round(seconds * 1000, 2),
+            },
+        )
     return response
 
 
@@ -109,24 +121,31 @@ def _worker_families(rows: list[tuple[str, str, float]]) -> Iterator[Metric]:
     for name, doc in worker_metrics.HISTOGRAMS.items():
         buckets = values.get(name + "_bucket", {})
         family = HistogramMetricFamily(name, doc)
-        family.add_metric([], [(label.removeprefix("le="), buckets.get(label, 0.0)) for label in
-                               map(worker_metrics.le_label, worker_metrics.BUCKETS)],
-                          sum_value=values.get(name + "_sum", {}).get("", 0.0))
+        family.add_metric(
+            [],
+            [
+                (label.removeprefix("le="), buckets.get(label, 0.0))
+                for label in map(worker_metrics.le_label, worker_metrics.BUCKETS)
+            ],
+            sum_value=values.get(name + "_sum", {}).get("", 0.0),
+        )
         yield family
     for name, doc in worker_metrics.COUNTERS.items():
         labelled = [label for label in values.get(name, {}) if label]
-        family = CounterMetricFamily(name.removesuffix("_total"), doc,
-                                     labels=[labelled[0].split("=")[0]] if labelled else None)
+        counter = CounterMetricFamily(
+            name.removesuffix("_total"), doc, labels=[labelled[0].split("=")[0]] if labelled else None
+        )
         for label, value in values.get(name, {}).items():
-            family.add_metric([label.split("=", 1)[1]] if label else [], value)
-        yield family
+            counter.add_metric([label.split("=", 1)[1]] if label else [], value)
+        yield counter
 
 
 def metrics() -> Response:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         requests_registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(requests_registry, path=directory)
+        # prometheus_client leaves the collector's constructor unannotated.
+        multiprocess.MultiProcessCollector(requests_registry, path=directory)  # type: ignore[no-untyped-call]
     else:
         requests_registry = REGISTRY
     state = CollectorRegistry()

@@ -9,8 +9,10 @@ import sqlalchemy.orm as so
 from flask import g
 
 from services.api.problems import Problem
+from shared.models import Batch, Fit
 
-T = TypeVar("T")
+# What a tenant owns: each has an id and a tenant column.
+T = TypeVar("T", Fit, Batch)
 
 
 def current_tenant() -> str:
@@ -20,11 +22,7 @@ def current_tenant() -> str:
 
 def owned_or_404(session: so.Session, model: type[T], object_id: str, noun: str) -> T:
     """The tenant's object; another tenant's answers exactly like an unknown id."""
-    found = session.scalars(
-        sa.select(model).where(model.id == object_id,  # type: ignore[attr-defined]
-                               model.tenant == current_tenant())  # type: ignore[attr-defined]
-    ).first()
+    found = session.scalars(sa.select(model).where(model.id == object_id, model.tenant == current_tenant())).first()
     if found is None:
         raise Problem(404, f"no {noun} with id {object_id}", slug="not-found")
     return found
-

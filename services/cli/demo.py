@@ -19,8 +19,17 @@ T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
 T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
 
 # What the book's float32 loop prints for the final fit, for comparison only.
-BOOK_LOSSES = {1: 80.364342, 2: 37.574917, 3: 30.871077, 10: 29.030487, 11: 28.941875,
-               99: 22.214186, 100: 22.14871, 4000: 2.92768, 5000: 2.927648}
+BOOK_LOSSES = {
+    1: 80.364342,
+    2: 37.574917,
+    3: 30.871077,
+    10: 29.030487,
+    11: 28.941875,
+    99: 22.214186,
+    100: 22.14871,
+    4000: 2.92768,
+    5000: 2.927648,
+}
 BOOK_PARAMS = {"w": 5.3671, "b": -17.3012, "w_raw": 0.53671, "b_raw": -17.3012}
 
 
@@ -54,5 +63,4 @@ def run_demo(client: Client, progress: bool = True) -> None:
     click.echo(f"   status: {fit['status']}, diverged_at_epoch: {fit['diverged_at_epoch']} (book: 11)")
     if tail:
         click.echo(f"   last finite loss: epoch {len(tail)}, Loss {tail[-1]:.6g}")
-    click.echo("   verdict  none: a diverged fit has no line to judge (the rate is past lr_max "
-               f"{fit['lr_max']:.3g})")
+    click.echo(f"   verdict  none: a diverged fit has no line to judge (the rate is past lr_max {fit['lr_max']:.3g})")

@@ -71,15 +71,15 @@ class Stack:
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
         with (self.logs / f"{name}.log").open("ab") as log:
-            child = subprocess.Popen(processes.resolve(command), env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+            child = subprocess.Popen(
+                processes.resolve(command), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.children.append(child)
         return child
 
     def start(self) -> Stack:
         self.logs.mkdir(parents=True, exist_ok=True)
-        subprocess.run(processes.resolve(processes.MIGRATE), env=self.env, check=True,
-                       capture_output=True)
+        subprocess.run(processes.resolve(processes.MIGRATE), env=self.env, check=True, capture_output=True)
         self.token = self.create_token(self.tenant)
         self.env["CALIB_TOKEN"] = self.token  # for `calib` commands the tests run against this stack
         self.http.headers["Authorization"] = f"Bearer {self.token}"
@@ -109,8 +109,13 @@ class Stack:
 
     def create_token(self, tenant: str) -> str:
         """A new token of `tenant`, through the same `calib tokens create` an operator runs."""
-        done = subprocess.run(processes.resolve(["calib", "tokens", "create", "--tenant", tenant]),
-                              env=self.env, check=True, capture_output=True, text=True)
+        done = subprocess.run(
+            processes.resolve(["calib", "tokens", "create", "--tenant", tenant]),
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         return done.stdout.strip()
 
     def wait_ready(self, timeout: float = 60) -> None:

@@ -49,8 +49,9 @@ def _timed_out(exc: TimeoutError) -> None:
     sys.exit(EXIT_TIMEOUT)
 
 
-url_option = click.option("--url", envvar="CALIB_API_URL", default=None,
-                          help="The service (default: CALIB_API_URL or http://127.0.0.1:8000)")
+url_option = click.option(
+    "--url", envvar="CALIB_API_URL", default=None, help="The service (default: CALIB_API_URL or http://127.0.0.1:8000)"
+)
 
 
 @click.group()
@@ -124,25 +125,33 @@ def tenants() -> None:
 
 @tenants.command("set-quota")
 @click.argument("tenant")
-@click.option("--in-flight-fit-epochs", type=click.IntRange(min=0), default=None,
-              help="epochs not yet run of the tenant's queued and running fits")
+@click.option(
+    "--in-flight-fit-epochs",
+    type=click.IntRange(min=0),
+    default=None,
+    help="epochs not yet run of the tenant's queued and running fits",
+)
 @click.option("--stored-loss-bytes", type=click.IntRange(min=0), default=None, help="loss bytes the tenant may store")
 @click.option("--reset", is_flag=True, help="back to the service's defaults first")
-def tenants_set_quota(tenant: str, in_flight_fit_epochs: int | None, stored_loss_bytes: int | None,
-                      reset: bool) -> None:
+def tenants_set_quota(
+    tenant: str, in_flight_fit_epochs: int | None, stored_loss_bytes: int | None, reset: bool
+) -> None:
     """Set a tenant's quotas; what is not given stays as it was."""
     from shared import quotas
 
     settings = get_settings()
     db = _database()
     with db.session(write=True) as session:
-        quotas.set_quotas(session, tenant, in_flight_fit_epochs=in_flight_fit_epochs,
-                          stored_loss_bytes=stored_loss_bytes, reset=reset)
+        quotas.set_quotas(
+            session, tenant, in_flight_fit_epochs=in_flight_fit_epochs, stored_loss_bytes=stored_loss_bytes, reset=reset
+        )
     with db.session() as session:
         found = quotas.quotas_of(session, settings, tenant)
-    click.echo(f"tenant {tenant!r}: in-flight fit-epochs {found.in_flight_fit_epochs:,}, "
-               f"stored loss bytes {found.stored_loss_bytes:,}, "
-               f"fit-epochs per request {found.fit_epochs_per_request:,}")
+    click.echo(
+        f"tenant {tenant!r}: in-flight fit-epochs {found.in_flight_fit_epochs:,}, "
+        f"stored loss bytes {found.stored_loss_bytes:,}, "
+        f"fit-epochs per request {found.fit_epochs_per_request:,}"
+    )
 
 
 @cli.command()
@@ -186,8 +195,7 @@ def api(bind: str, workers: int) -> None:
 
 @cli.command()
 @click.option("--concurrency", default=1, show_default=True)
-@click.option("--beat/--no-beat", default=True, show_default=True,
-              help="also run the reconciler's schedule")
+@click.option("--beat/--no-beat", default=True, show_default=True, help="also run the reconciler's schedule")
 def worker(concurrency: int, beat: bool) -> None:
     """Run a Celery worker."""
     os.execv(*_exec_args(processes.worker_command(concurrency, beat)))
@@ -213,7 +221,7 @@ def up(port: int) -> None:
         db = Database.from_settings(settings)
         ensure_local_token(db, settings.token_file)
         db.dispose()
-        click.echo(f"local token (tenant \"local\") in {settings.token_file}; the CLI uses it", err=True)
+        click.echo(f'local token (tenant "local") in {settings.token_file}; the CLI uses it', err=True)
     env = processes.environment(CALIB_API_URL=f"http://127.0.0.1:{port}")
     children = [
         subprocess.Popen(processes.resolve(processes.api_command(f"127.0.0.1:{port}")), env=env),
@@ -291,8 +299,9 @@ def _json_option(name: str, text: str | None) -> Any:
         raise click.UsageError(f"--{name}: not JSON ({exc})") from exc
 
 
-timeout_option = click.option("--timeout", type=float, default=None,
-                              help="with --wait: give up after this many seconds (exit 4)")
+timeout_option = click.option(
+    "--timeout", type=float, default=None, help="with --wait: give up after this many seconds (exit 4)"
+)
 
 
 @cli.command()
@@ -304,8 +313,9 @@ timeout_option = click.option("--timeout", type=float, default=None,
 @click.option("--init-w", type=float, default=1.0, show_default=True)
 @click.option("--init-b", type=float, default=0.0, show_default=True)
 @click.option("--optimizer", type=click.Choice(["gd", "sgd", "momentum", "adam"]), default="gd", show_default=True)
-@click.option("--validation", default=None,
-              help='JSON, e.g. \'{"fraction": 0.2, "seed": 0}\' or \'{"indices": [2, 10]}\'')
+@click.option(
+    "--validation", default=None, help='JSON, e.g. \'{"fraction": 0.2, "seed": 0}\' or \'{"indices": [2, 10]}\''
+)
 @click.option("--early-stopping", default=None, help='JSON, e.g. \'{"monitor": "val_loss", "patience": 10}\'')
 @click.option("--label", "labels", multiple=True, help="key=value, repeatable")
 @click.option("--idempotency-key", default=None)
@@ -313,15 +323,34 @@ timeout_option = click.option("--timeout", type=float, default=None,
 @click.option("--json", "as_json", is_flag=True, help="print the fit as JSON instead of a summary")
 @timeout_option
 @url_option
-def fit(csv_file: Path, epochs: int, learning_rate: str, input_scale: float, normalize: str, init_w: float,
-        init_b: float, optimizer: str, validation: str | None, early_stopping: str | None, labels: tuple[str, ...],
-        idempotency_key: str | None, wait: bool, as_json: bool, timeout: float | None, url: str | None) -> None:
+def fit(
+    csv_file: Path,
+    epochs: int,
+    learning_rate: str,
+    input_scale: float,
+    normalize: str,
+    init_w: float,
+    init_b: float,
+    optimizer: str,
+    validation: str | None,
+    early_stopping: str | None,
+    labels: tuple[str, ...],
+    idempotency_key: str | None,
+    wait: bool,
+    as_json: bool,
+    timeout: float | None,
+    url: str | None,
+) -> None:
     """Fit t_c = w * t_u + b to a CSV file with columns t_u,t_c."""
     t_u, t_c = _read_csv(csv_file)
     options: dict[str, Any] = {
-        "epochs": epochs, "learning_rate": learning_rate if learning_rate == "auto" else _number(learning_rate),
-        "normalize": normalize, "init": {"w": init_w, "b": init_b}, "optimizer": optimizer,
-        "labels": _labels(labels)}
+        "epochs": epochs,
+        "learning_rate": learning_rate if learning_rate == "auto" else _number(learning_rate),
+        "normalize": normalize,
+        "init": {"w": init_w, "b": init_b},
+        "optimizer": optimizer,
+        "labels": _labels(labels),
+    }
     if normalize == "scale":
         options["input_scale"] = input_scale
     for name, text in (("validation", validation), ("early_stopping", early_stopping)):
@@ -355,17 +384,38 @@ def _number(text: str) -> float:
 @click.option("--input-scale", type=float, default=None)
 @click.option("--optimizer", type=click.Choice(["gd", "sgd", "momentum", "adam"]), default=None)
 @click.option("--wait", is_flag=True, help="wait for the batch, with a progress bar of fits finished")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="wait, then write one result line per fit here (CSV)")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="wait, then write one result line per fit here (CSV)",
+)
 @click.option("--idempotency-key", default=None)
 @timeout_option
 @url_option
-def batch(csv_file: Path, epochs: int | None, learning_rate: str | None, input_scale: float | None,
-          optimizer: str | None, wait: bool, out: Path | None, idempotency_key: str | None,
-          timeout: float | None, url: str | None) -> None:
+def batch(
+    csv_file: Path,
+    epochs: int | None,
+    learning_rate: str | None,
+    input_scale: float | None,
+    optimizer: str | None,
+    wait: bool,
+    out: Path | None,
+    idempotency_key: str | None,
+    timeout: float | None,
+    url: str | None,
+) -> None:
     """Submit a batch from a long-format CSV (series,t_u,t_c): one fit per series."""
-    defaults = {k: v for k, v in {"epochs": epochs, "learning_rate": learning_rate, "input_scale": input_scale,
-                                  "optimizer": optimizer}.items() if v is not None}
+    defaults = {
+        k: v
+        for k, v in {
+            "epochs": epochs,
+            "learning_rate": learning_rate,
+            "input_scale": input_scale,
+            "optimizer": optimizer,
+        }.items()
+        if v is not None
+    }
     try:
         with _client(url) as client:
             submitted = client.submit_batch(csv_file, idempotency_key=idempotency_key, **defaults)
@@ -382,10 +432,15 @@ def batch(csv_file: Path, epochs: int | None, learning_rate: str | None, input_s
     except TimeoutError as exc:
         _timed_out(exc)
     counts = submitted.counts
-    click.echo(f"batch {submitted.id} {submitted.status}: "
-               + ", ".join(f"{counts[s]} {s}" for s in ("succeeded", "diverged", "failed", "cancelled") if counts[s])
-               + (f" ({counts['not_converged']} of them NOT converged: see the converged column)"
-                  if counts.get("not_converged") else ""))
+    click.echo(
+        f"batch {submitted.id} {submitted.status}: "
+        + ", ".join(f"{counts[s]} {s}" for s in ("succeeded", "diverged", "failed", "cancelled") if counts[s])
+        + (
+            f" ({counts['not_converged']} of them NOT converged: see the converged column)"
+            if counts.get("not_converged")
+            else ""
+        )
+    )
     sys.exit(EXIT_OK if counts["succeeded"] == submitted.count else EXIT_ENDED_OTHERWISE)
 
 
@@ -399,8 +454,14 @@ def list_fits(status: str | None, batch_id: str | None, label: str | None, limit
     """Recent fits, newest first, as a table."""
     try:
         with _client(url) as client:
-            rows = [f.data for _, f in zip(range(limit), client.fits(status=status, batch_id=batch_id, label=label,
-                                                                    page_size=min(limit, 1000)), strict=False)]
+            rows = [
+                f.data
+                for _, f in zip(
+                    range(limit),
+                    client.fits(status=status, batch_id=batch_id, label=label, page_size=min(limit, 1000)),
+                    strict=False,
+                )
+            ]
     except CalibError as exc:
         _fail(exc)
     click.echo(fits_table(rows))
@@ -457,8 +518,13 @@ def losses(fit_id: str, as_csv: bool, url: str | None) -> None:
 
 @cli.command()
 @click.argument("fit_id")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("loss.png"), show_default=True,
-              help="the picture to write (.png, .svg or .pdf)")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("loss.png"),
+    show_default=True,
+    help="the picture to write (.png, .svg or .pdf)",
+)
 @click.option("--points", type=int, default=2000, show_default=True, help="buckets of the downsampled loss curve")
 @url_option
 def plot(fit_id: str, out: Path, points: int, url: str | None) -> None:

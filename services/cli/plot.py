@@ -44,8 +44,12 @@ def draw_fit(fit: Fit, out: Path, points: int = 2000) -> None:
     result = fit.result
     if result:
         xs = np.linspace(t_u.min(), t_u.max(), 50)
-        line.plot(xs, result["w_raw"] * xs + result["b_raw"], color="black",
-                  label=f"t_c = {result['w_raw']:.4f}·t_u {result['b_raw']:+.3f}")
+        line.plot(
+            xs,
+            result["w_raw"] * xs + result["b_raw"],
+            color="black",
+            label=f"t_c = {result['w_raw']:.4f}·t_u {result['b_raw']:+.3f}",
+        )
     line.set(xlabel="t_u (raw reading)", ylabel="t_c (reference)", title="data and fitted line")
     line.grid(True, alpha=0.3)
     line.legend()

@@ -21,8 +21,22 @@ def api_command(bind: str = "0.0.0.0:8000", workers: int = 2) -> list[str]:
     # Keep-alive well above gunicorn's 2 s default: a client that pauses about 2 s between
     # requests otherwise races the server closing its idle connection and gets a
     # "server disconnected" error on a POST it cannot safely resend.
-    return ["gunicorn", "services.api.wsgi:app", "--config", "python:services.gunicorn_conf", "--bind", bind,
-            "--workers", str(workers), "--threads", "4", "--timeout", "120", "--keep-alive", "65"]
+    return [
+        "gunicorn",
+        "services.api.wsgi:app",
+        "--config",
+        "python:services.gunicorn_conf",
+        "--bind",
+        bind,
+        "--workers",
+        str(workers),
+        "--threads",
+        "4",
+        "--timeout",
+        "120",
+        "--keep-alive",
+        "65",
+    ]
 
 
 def worker_command(concurrency: int = 1, beat: bool = True) -> list[str]:
@@ -31,8 +45,19 @@ def worker_command(concurrency: int = 1, beat: bool = True) -> list[str]:
     # duplicate rounds are harmless. Reconcile tasks have a queue of their own so
     # they never wait behind a backlog of chunks.
     # --quiet: no startup banner, which Celery prints past the logging (our lines are JSON).
-    command = ["celery", "-A", "services.worker.celery_app", "--quiet", "worker", "--loglevel", "INFO",
-               "--concurrency", str(concurrency), "-Q", f"{QUEUE},{CONTROL_QUEUE}"]
+    command = [
+        "celery",
+        "-A",
+        "services.worker.celery_app",
+        "--quiet",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        str(concurrency),
+        "-Q",
+        f"{QUEUE},{CONTROL_QUEUE}",
+    ]
     return command + (["--beat"] if beat else [])
 
 

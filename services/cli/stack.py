@@ -22,8 +22,7 @@ def ensure_database(url: str) -> None:
         return
     engine = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"),
-                              {"n": target.database}).first()
+        exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.database}).first()
         if not exists:
             conn.execute(sa.text(f'CREATE DATABASE "{target.database}"'))
     engine.dispose()
@@ -36,9 +35,9 @@ def run_stack(workers: int = processes.STACK_WORKERS) -> None:
     ensure_database(env["CALIB_DATABASE_URL"])
     subprocess.run(processes.resolve(processes.STACK_SERVICES["migrate"]), env=env, check=True)
     children = [subprocess.Popen(processes.resolve(processes.STACK_SERVICES["api"]), env=env)]
-    children += [subprocess.Popen(processes.resolve(processes.STACK_SERVICES["worker"]), env=env)
-                 for _ in range(workers)]
-    click.echo(f"stack up: API on :8000, {workers} workers; Ctrl-C stops it",
-               err=True)
+    children += [
+        subprocess.Popen(processes.resolve(processes.STACK_SERVICES["worker"]), env=env) for _ in range(workers)
+    ]
+    click.echo(f"stack up: API on :8000, {workers} workers; Ctrl-C stops it", err=True)
 
     processes.supervise(children)

@@ -11,22 +11,28 @@ def _num(value: Any, digits: int = 6) -> str:
 
 
 def fit_summary(fit: dict[str, Any]) -> str:
-    lines = [f"fit      {fit['id']}",
-             f"status   {fit['status']}" + (f" ({fit['stop_reason']})" if fit.get("stop_reason") else ""),
-             f"epochs   {fit['epochs_done']}/{fit['epochs']}, {fit['params']['optimizer']}, "
-             f"learning rate {_num(fit['params']['learning_rate'])}"]
+    lines = [
+        f"fit      {fit['id']}",
+        f"status   {fit['status']}" + (f" ({fit['stop_reason']})" if fit.get("stop_reason") else ""),
+        f"epochs   {fit['epochs_done']}/{fit['epochs']}, {fit['params']['optimizer']}, "
+        f"learning rate {_num(fit['params']['learning_rate'])}",
+    ]
     result = fit.get("result")
     if result:
-        lines += [f"line     t_c = {_num(result['w_raw'])} * t_u {result['b_raw']:+.6g}",
-                  f"loss     {_num(result['loss'])}" + (f", validation {_num(result['val_loss'])}"
-                                                       if result.get("val_loss") is not None else "")]
+        lines += [
+            f"line     t_c = {_num(result['w_raw'])} * t_u {result['b_raw']:+.6g}",
+            f"loss     {_num(result['loss'])}"
+            + (f", validation {_num(result['val_loss'])}" if result.get("val_loss") is not None else ""),
+        ]
         lines.append(verdict_line(result))
         if result.get("w_opt") is not None:
             # The uncertainty belongs to the least-squares line: it is printed beside that line.
             lines.append(f"optimum  t_c = {_num(result['w_opt'])} * t_u {result['b_opt']:+.6g} (least squares)")
         if result.get("se_w") is not None:
-            lines.append(f"± (1 SE) of the optimum: w {_num(result['se_w'], 3)}, b {_num(result['se_b'], 3)}; "
-                         f"R² {_num(result['r2'], 5)}")
+            lines.append(
+                f"± (1 SE) of the optimum: w {_num(result['se_w'], 3)}, b {_num(result['se_b'], 3)}; "
+                f"R² {_num(result['r2'], 5)}"
+            )
     if fit.get("diverged_at_epoch"):
         lines.append(f"diverged at epoch {fit['diverged_at_epoch']}")
     if fit.get("error"):
@@ -43,31 +49,55 @@ def verdict_line(result: dict[str, Any]) -> str:
         return "verdict  none (t_u all equal: the least-squares line is not unique)"
     if converged:
         return "verdict  converged: this is the least-squares line, within the tolerance"
-    gap = (f"{detail['gap_se_w']:+.3g} SE in w, {detail['gap_se_b']:+.3g} SE in b"
-           if detail.get("gap_se_w") is not None else f"excess loss {_num(detail.get('excess_loss'), 3)}")
-    return (f"verdict  NOT converged: {gap} from the least-squares line"
-            + (f"; this learning rate needs {needed} epochs" if needed is not None else "")
-            + ' (try epochs "auto" or normalize "standardize")')
+    gap = (
+        f"{detail['gap_se_w']:+.3g} SE in w, {detail['gap_se_b']:+.3g} SE in b"
+        if detail.get("gap_se_w") is not None
+        else f"excess loss {_num(detail.get('excess_loss'), 3)}"
+    )
+    return (
+        f"verdict  NOT converged: {gap} from the least-squares line"
+        + (f"; this learning rate needs {needed} epochs" if needed is not None else "")
+        + ' (try epochs "auto" or normalize "standardize")'
+    )
 
 
 def converged_cell(fit: dict[str, Any]) -> str:
     result = fit.get("result") or {}
     if not result:
         return ""
-    return {True: "yes", False: "NO"}.get(result.get("converged"), "-")
+    converged = result.get("converged")
+    return "-" if converged is None else ("yes" if converged else "NO")
 
 
-COLUMNS = (("id", 8), ("status", 9), ("epochs", 13), ("w_raw", 11), ("b_raw", 11), ("loss", 11), ("converged", 9),
-           ("labels", 24))
+COLUMNS = (
+    ("id", 8),
+    ("status", 9),
+    ("epochs", 13),
+    ("w_raw", 11),
+    ("b_raw", 11),
+    ("loss", 11),
+    ("converged", 9),
+    ("labels", 24),
+)
 
 
 def fits_table(fits: Sequence[dict[str, Any]]) -> str:
     def cells(fit: dict[str, Any]) -> list[str]:
         result = fit.get("result") or {}
         labels = ",".join(f"{k}={v}" for k, v in (fit.get("labels") or {}).items())
-        return [fit["id"][:8], fit["status"], f"{fit['epochs_done']}/{fit['epochs']}", _num(result.get("w_raw")),
-                _num(result.get("b_raw")), _num(result.get("loss")), converged_cell(fit), labels]
+        return [
+            fit["id"][:8],
+            fit["status"],
+            f"{fit['epochs_done']}/{fit['epochs']}",
+            _num(result.get("w_raw")),
+            _num(result.get("b_raw")),
+            _num(result.get("loss")),
+            converged_cell(fit),
+            labels,
+        ]
 
     rows = [[name for name, _ in COLUMNS]] + [cells(fit) for fit in fits]
-    return "\n".join("  ".join(cell[:width].ljust(width) for cell, (_, width) in zip(row, COLUMNS, strict=True))
-                     .rstrip() for row in rows)
+    return "\n".join(
+        "  ".join(cell[:width].ljust(width) for cell, (_, width) in zip(row, COLUMNS, strict=True)).rstrip()
+        for row in rows
+    )

@@ -36,8 +36,16 @@ class Client:
     """calib over HTTP. `Client()` talks to CALIB_API_URL (default http://127.0.0.1:8000) with
     CALIB_TOKEN or the local token; every error answer raises CalibError."""
 
-    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0,
-                 max_retries: int = 5, backoff: float = 0.5, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        max_retries: int = 5,
+        backoff: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.url = (url or os.environ.get("CALIB_API_URL") or DEFAULT_URL).rstrip("/")
         token = default_token() if token is None else token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -71,9 +79,9 @@ class Client:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _pause(self, response: httpx.Response, attempt: int) -> float:
-        wait = min(30.0, self.backoff * 2**attempt)
+        wait = min(30.0, float(self.backoff) * 2.0**attempt)
         try:
-            return max(wait, float(response.headers.get("Retry-After", 0)))
+            return max(wait, float(response.headers.get("Retry-After") or 0))
         except ValueError:
             return wait
 
@@ -89,8 +97,9 @@ class Client:
 
     # --- fits --------------------------------------------------------------------------
 
-    def fit(self, t_u: Sequence[float], t_c: Sequence[float], *, idempotency_key: str | None = None,
-            **options: Any) -> Fit:
+    def fit(
+        self, t_u: Sequence[float], t_c: Sequence[float], *, idempotency_key: str | None = None, **options: Any
+    ) -> Fit:
         """Submit one fit; `options` are any fields of POST /v1/fits (epochs, learning_rate,
         init, input_scale, normalize, optimizer, validation, early_stopping, labels, ...)."""
         body = {"t_u": list(map(float, t_u)), "t_c": list(map(float, t_c)), **options}
@@ -106,16 +115,21 @@ class Client:
         ids = [item["id"] for item in page["items"]]
         if len(ids) == 1:
             return str(ids[0])
-        detail = (f"no fit id starts with {id_or_prefix!r}" if not ids else
-                  f"{id_or_prefix!r} is the start of several fit ids: {', '.join(ids)}"
-                  + (" and more" if page.get("next") else "") + "; give more characters")
+        detail = (
+            f"no fit id starts with {id_or_prefix!r}"
+            if not ids
+            else f"{id_or_prefix!r} is the start of several fit ids: {', '.join(ids)}"
+            + (" and more" if page.get("next") else "")
+            + "; give more characters"
+        )
         raise CalibError(404 if not ids else 409, {"detail": detail, "errors": [{"loc": ["id"], "msg": detail}]})
 
     def get_fit(self, fit_id: str) -> Fit:
         return Fit(self, self.json("GET", f"/v1/fits/{fit_id}"))
 
-    def fits(self, *, status: str | None = None, batch_id: str | None = None, label: str | None = None,
-             page_size: int = 100) -> Iterator[Fit]:
+    def fits(
+        self, *, status: str | None = None, batch_id: str | None = None, label: str | None = None, page_size: int = 100
+    ) -> Iterator[Fit]:
         """Fits newest first, following the pages; `label` as "key:value"."""
         params = {k: v for k, v in {"status": status, "batch_id": batch_id, "label": label}.items() if v}
         for page in self.pages("/v1/fits", {**params, "limit": page_size}):
@@ -132,19 +146,31 @@ class Client:
 
     # --- batches -----------------------------------------------------------------------
 
-    def submit_batch(self, series: Mapping[str, tuple[Sequence[float], Sequence[float]]] | str | Path, *,
-                     idempotency_key: str | None = None, **defaults: Any) -> Batch:
+    def submit_batch(
+        self,
+        series: Mapping[str, tuple[Sequence[float], Sequence[float]]] | str | Path,
+        *,
+        idempotency_key: str | None = None,
+        **defaults: Any,
+    ) -> Batch:
         """Many fits in one request: a mapping series name → (t_u, t_c) (each fit gets the label
         `series`), or the path of a long-format CSV (series,t_u,t_c). `defaults` are any fit
         fields, applied to every fit."""
         headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
         if isinstance(series, str | Path):
             headers["Content-Type"] = "text/csv"
-            created = self.json("POST", "/v1/batches", content=Path(series).read_bytes(), headers=headers,
-                                params=_query_defaults(defaults))
+            created = self.json(
+                "POST",
+                "/v1/batches",
+                content=Path(series).read_bytes(),
+                headers=headers,
+                params=_query_defaults(defaults),
+            )
         else:
-            fits = [{"t_u": list(map(float, u)), "t_c": list(map(float, c)), "labels": {"series": name}}
-                    for name, (u, c) in series.items()]
+            fits = [
+                {"t_u": list(map(float, u)), "t_c": list(map(float, c)), "labels": {"series": name}}
+                for name, (u, c) in series.items()
+            ]
             created = self.json("POST", "/v1/batches", json={"defaults": defaults, "fits": fits}, headers=headers)
         return Batch(self, created)
 

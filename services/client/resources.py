@@ -39,8 +39,9 @@ class _Resource:
         self.data = self.client.json("GET", f"/v1/{self.collection}/{self.id}")
         return self
 
-    def _poll(self, total: int, unit: str, progressed: Any, progress: bool, timeout: float | None,
-              interval: float) -> None:
+    def _poll(
+        self, total: int, unit: str, progressed: Any, progress: bool, timeout: float | None, interval: float
+    ) -> None:
         """refresh() until done, backing off from `interval` to 1 s; with progress, a bar of
         `progressed()` out of `total` on stderr."""
         bar = Bar(total, unit) if progress else None
@@ -106,8 +107,9 @@ class Fit(_Resource):
         """The fit's data: t_u, t_c and the validation_indices held out."""
         return dict(self.client.json("GET", f"/v1/fits/{self.id}/data"))
 
-    def predict(self, t_u: Sequence[float], interval: float | None = None,
-                allow_unconverged: bool = False) -> dict[str, list[float]]:
+    def predict(
+        self, t_u: Sequence[float], interval: float | None = None, allow_unconverged: bool = False
+    ) -> dict[str, list[float]]:
         """Calibrated values for raw readings; with `interval` (e.g. 0.95), prediction intervals too
         (a fit that has not converged: a 409, unless `allow_unconverged`, then bounds that hold the gap)."""
         body: dict[str, Any] = {"t_u": list(map(float, t_u))}
@@ -123,8 +125,15 @@ class Fit(_Resource):
         return self
 
 
-RESULT_TYPES = {"w": float, "b": float, "w_raw": float, "b_raw": float, "loss": float,
-                "epochs_done": int, "diverged_at_epoch": int}
+RESULT_TYPES = {
+    "w": float,
+    "b": float,
+    "w_raw": float,
+    "b_raw": float,
+    "loss": float,
+    "epochs_done": int,
+    "diverged_at_epoch": int,
+}
 
 
 class Batch(_Resource):
@@ -133,8 +142,13 @@ class Batch(_Resource):
     def __repr__(self) -> str:
         return f"<Batch {self.id} {self.status} {self.finished}/{self.count}>"
 
-    count = property(lambda self: int(self.data["count"]))
-    counts = property(lambda self: dict(self.data["counts"]))
+    @property
+    def count(self) -> int:
+        return int(self.data["count"])
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.data["counts"].items()}
 
     @property
     def finished(self) -> int:

@@ -78,9 +78,10 @@ def run_chunk(chunk_id: str) -> int:
 
 @app.task(name=RECONCILE)
 def reconcile() -> int:
-    count = reconciler.reconcile(
-        _database(), settings, lambda chunk_id: run_chunk.apply_async((chunk_id,)), lambda: queue_depth(app)
-    )
+    def publish(chunk_id: str) -> None:
+        run_chunk.apply_async((chunk_id,))
+
+    count = reconciler.reconcile(_database(), settings, publish, lambda: queue_depth(app))
     if count:
         log.info("reconciler re-published %d chunks", count)
     if settings.retention_days > 0:

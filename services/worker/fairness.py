@@ -29,27 +29,32 @@ _NEVER = dt.datetime.min.replace(tzinfo=dt.UTC)
 def fairer_chunk(db: Database, chunk_id: str) -> str | None:
     """Another tenant's chunk to run instead of `chunk_id`, or None to run `chunk_id`."""
     with db.session() as session:
-        tenant = session.scalar(sa.select(Fit.tenant)
-                                .where(Fit.chunk_id == chunk_id, Fit.status == QUEUED).limit(1))
+        tenant = session.scalar(sa.select(Fit.tenant).where(Fit.chunk_id == chunk_id, Fit.status == QUEUED).limit(1))
         if tenant is None:  # nothing queued there (done, or a lease to reclaim): no swap
             return None
         # Two index ranges around `tenant` rather than `<>`, so a large backlog of
         # this tenant's own queued fits is never scanned.
         others = session.scalars(
-            sa.select(Fit.tenant).where(Fit.status == QUEUED, sa.or_(Fit.tenant < tenant, Fit.tenant > tenant))
+            sa.select(Fit.tenant)
+            .where(Fit.status == QUEUED, sa.or_(Fit.tenant < tenant, Fit.tenant > tenant))
             .group_by(Fit.tenant)
         ).all()
         if not others:
             return None
-        served = dict(session.execute(
-            sa.select(TenantTurn.tenant, TenantTurn.served_at).where(TenantTurn.tenant.in_([tenant, *others]))
-        ).all())
+        served = dict(
+            session.execute(
+                sa.select(TenantTurn.tenant, TenantTurn.served_at).where(TenantTurn.tenant.in_([tenant, *others]))
+            ).all()
+        )
         turn = min([tenant, *others], key=lambda name: (served.get(name, _NEVER), name))
         if turn == tenant:
             return None
         found: str | None = session.scalar(
-            sa.select(Fit.chunk_id).where(Fit.tenant == turn, Fit.status == QUEUED)
-            .order_by(Fit.created_at, Fit.id).limit(1))
+            sa.select(Fit.chunk_id)
+            .where(Fit.tenant == turn, Fit.status == QUEUED)
+            .order_by(Fit.created_at, Fit.id)
+            .limit(1)
+        )
         return found
 
 
@@ -58,5 +63,8 @@ def record_turn(session: so.Session, tenant: str) -> None:
     dialect = session.get_bind().dialect.name
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(TenantTurn)
     now = utcnow()
-    session.execute(insert.values(tenant=tenant, served_at=now)
-                    .on_conflict_do_update(index_elements=["tenant"], set_={"served_at": now}))
+    session.execute(
+        insert.values(tenant=tenant, served_at=now).on_conflict_do_update(
+            index_elements=["tenant"], set_={"served_at": now}
+        )
+    )

@@ -31,7 +31,8 @@ _MAX_PER_ROUND = 500
 def stale_chunks(db: Database, settings: Settings, queue_empty: bool = True) -> list[str]:
     now = utcnow()
     never_published = sa.and_(
-        Fit.status == QUEUED, Fit.dispatched_at.is_(None),
+        Fit.status == QUEUED,
+        Fit.dispatched_at.is_(None),
         Fit.created_at < now - dt.timedelta(seconds=settings.undispatched_after_seconds),
     )
     unclaimed = sa.and_(
@@ -41,14 +42,16 @@ def stale_chunks(db: Database, settings: Settings, queue_empty: bool = True) -> 
     lost = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < db_now())  # the database's clock, as leases
     stale = [never_published, lost] + ([unclaimed] if queue_empty else [])
     with db.session() as session:
-        rows = session.execute(
-            sa.select(Fit.chunk_id).where(sa.or_(*stale)).distinct().limit(_MAX_PER_ROUND)
-        ).all()
+        rows = session.execute(sa.select(Fit.chunk_id).where(sa.or_(*stale)).distinct().limit(_MAX_PER_ROUND)).all()
     return [row.chunk_id for row in rows]
 
 
-def reconcile(db: Database, settings: Settings, publish: Callable[[str], None],
-              queue_depth: Callable[[], int | None] = lambda: None) -> int:
+def reconcile(
+    db: Database,
+    settings: Settings,
+    publish: Callable[[str], None],
+    queue_depth: Callable[[], int | None] = lambda: None,
+) -> int:
     """One round; `queue_depth` is the broker's count of waiting messages (None: unknown,
     taken as empty so that nothing can stay lost)."""
     chunks = stale_chunks(db, settings, queue_empty=not queue_depth())

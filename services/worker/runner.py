@@ -91,14 +91,18 @@ def run_chunk(db: Database, settings: Settings, chunk_id: str, device: torch.dev
                 work.give_back = True
             if work.give_back:
                 try:
-                    returned = retrying(lambda: store.give_back(db, [f for f in fits if f.id in work.alive]),
-                                        "give back", settings.transient_retry_seconds)
+                    returned = retrying(
+                        lambda: store.give_back(db, [f for f in fits if f.id in work.alive]),
+                        "give back",
+                        settings.transient_retry_seconds,
+                    )
                 except Exception as exc:  # their leases expire, and the reconciler reclaims them
                     log.warning("chunk %s: fits not given back (%s); their leases will expire", chunk_id, exc)
                     returned = set()
                 if returned:
-                    log.info("chunk %s: %d fits back in the queue, to go on from their checkpoints",
-                             chunk_id, len(returned))
+                    log.info(
+                        "chunk %s: %d fits back in the queue, to go on from their checkpoints", chunk_id, len(returned)
+                    )
                     run.publish.append(chunk_id)
             seconds = time.perf_counter() - tally.started
             _count(db, tally, seconds)
@@ -143,8 +147,11 @@ class Work:
 
         owned = retrying(attempt, "checkpoint", self.settings.transient_retry_seconds)
         seconds = time.perf_counter() - self.tally.started
-        self.tally.finished += [(str(outcome["status"]), int(str(outcome["epochs_done"])), seconds)
-                                for fit_id, outcome in checkpoint.finished.items() if fit_id in owned]
+        self.tally.finished += [
+            (str(outcome["status"]), int(str(outcome["epochs_done"])), seconds)
+            for fit_id, outcome in checkpoint.finished.items()
+            if fit_id in owned
+        ]
         self.alive -= ({fit.id for fit in fits} - owned) | set(checkpoint.finished)
         self.progressed = time.monotonic()
 
@@ -154,8 +161,9 @@ class Work:
             return True
         if time.perf_counter() - self.tally.started < self.settings.time_slice_seconds or not self.alive:
             return False
-        self.give_back = retrying(lambda: store.others_waiting(self.db), "queue check",
-                                  self.settings.transient_retry_seconds)
+        self.give_back = retrying(
+            lambda: store.others_waiting(self.db), "queue check", self.settings.transient_retry_seconds
+        )
         return self.give_back
 
 
@@ -234,8 +242,9 @@ def _series(fits: list[store.ClaimedFit], part: int, device: torch.device) -> Se
     )
 
 
-def _data(fits: list[store.ClaimedFit],
-          device: torch.device) -> tuple[SeriesBatch, SeriesBatch | None, StopRule | None]:
+def _data(
+    fits: list[store.ClaimedFit], device: torch.device
+) -> tuple[SeriesBatch, SeriesBatch | None, StopRule | None]:
     batch = _series(fits, 0, device)
     # Fits without a split have no held-out points: their validation averages are NaN, unused.
     validation = _series(fits, 1, device) if any(fit.held_out for fit in fits) else None
@@ -254,13 +263,26 @@ class Ends:
 
 
 def _ends(engine: GradientDescent | Iterative) -> Ends:
-    return Ends(engine.epochs_done.cpu().numpy(), engine.diverged_at.cpu().numpy(), engine.w.cpu().numpy(),
-                engine.b.cpu().numpy(), engine.stopped_early.cpu().numpy())
+    return Ends(
+        engine.epochs_done.cpu().numpy(),
+        engine.diverged_at.cpu().numpy(),
+        engine.w.cpu().numpy(),
+        engine.b.cpu().numpy(),
+        engine.stopped_early.cpu().numpy(),
+    )
 
 
-def _checkpoint(work: Work, fits: list[store.ClaimedFit], first: int, last: int, losses: np.ndarray,
-                val_losses: np.ndarray | None, ends: Ends, ended: np.ndarray,
-                states: list[dict[str, Any]]) -> store.Checkpoint:
+def _checkpoint(
+    work: Work,
+    fits: list[store.ClaimedFit],
+    first: int,
+    last: int,
+    losses: np.ndarray,
+    val_losses: np.ndarray | None,
+    ends: Ends,
+    ended: np.ndarray,
+    states: list[dict[str, Any]],
+) -> store.Checkpoint:
     """One block's write: the epochs first..last each fit recorded past where it started, its
     outcome if it ended in the block, and its state to go on from if it did not."""
     checkpoint = store.Checkpoint()
@@ -270,19 +292,30 @@ def _checkpoint(work: Work, fits: list[store.ClaimedFit], first: int, last: int,
         start = max(first, fit.start_epoch + 1)
         stop = min(last, int(ends.done[i])) if ended[i] else last
         count = stop - start + 1
-        val = val_losses[i, start - first:stop - first + 1] if val_losses is not None and fit.held_out else None
+        val = val_losses[i, start - first : stop - first + 1] if val_losses is not None and fit.held_out else None
         if count > 0:
-            checkpoint.blocks.append({
-                "fit_id": fit.id, "first_epoch": start, "count": count,
-                "loss": np.ascontiguousarray(losses[i, start - first:stop - first + 1], dtype=F32).tobytes(),
-                "val_loss": None if val is None else np.ascontiguousarray(val, dtype=F32).tobytes(),
-            })
+            checkpoint.blocks.append(
+                {
+                    "fit_id": fit.id,
+                    "first_epoch": start,
+                    "count": count,
+                    "loss": np.ascontiguousarray(losses[i, start - first : stop - first + 1], dtype=F32).tobytes(),
+                    "val_loss": None if val is None else np.ascontiguousarray(val, dtype=F32).tobytes(),
+                }
+            )
             checkpoint.progress[fit.id] = stop
         if ended[i]:
-            tail = losses[i, :max(0, stop - first + 1)]
+            tail = losses[i, : max(0, stop - first + 1)]
             checkpoint.finished[fit.id] = _outcome(
-                fit, int(ends.done[i]), int(ends.diverged_at[i]), float(ends.w[i]), float(ends.b[i]),
-                tail, val, bool(ends.stopped_early[i]))
+                fit,
+                int(ends.done[i]),
+                int(ends.diverged_at[i]),
+                float(ends.w[i]),
+                float(ends.b[i]),
+                tail,
+                val,
+                bool(ends.stopped_early[i]),
+            )
         else:
             checkpoint.states[fit.id] = states[i]
     return checkpoint
@@ -322,8 +355,20 @@ def _run_closed_form(work: Work, fits: list[store.ClaimedFit], device: torch.dev
         val_block = engine.val_losses(first, last)
         ended = ends.done <= last
         states = [{"epoch": last}] * len(fits)
-        work.write(fits, _checkpoint(work, fits, first, last, losses,
-                                     val_block.cpu().numpy() if val_block is not None else None, ends, ended, states))
+        work.write(
+            fits,
+            _checkpoint(
+                work,
+                fits,
+                first,
+                last,
+                losses,
+                val_block.cpu().numpy() if val_block is not None else None,
+                ends,
+                ended,
+                states,
+            ),
+        )
         if not (work.alive & {fit.id for fit in fits}) or last >= last_epoch or work.should_yield():
             return
         first = last + 1
@@ -340,11 +385,15 @@ def _epochs_needed(engine: GradientDescent, fits: list[store.ClaimedFit], limit:
     optima = [fit.optimum for fit in fits]
     by_errors = torch.tensor([o is not None and o.has_errors() for o in optima], device=dev)
     found = convergence.epochs_needed(
-        engine, column([fit.input_scale for fit in fits]), column([fit.input_shift for fit in fits]),
+        engine,
+        column([fit.input_scale for fit in fits]),
+        column([fit.input_shift for fit in fits]),
         column([fit.tolerance * (o.se_w or 0.0) if o else 0.0 for fit, o in zip(fits, optima, strict=True)]),
         column([fit.tolerance * (o.se_b or 0.0) if o else 0.0 for fit, o in zip(fits, optima, strict=True)]),
         column([fit.tolerance**2 * o.loss_scale() if o else 0.0 for fit, o in zip(fits, optima, strict=True)]),
-        by_errors, limit).tolist()
+        by_errors,
+        limit,
+    ).tolist()
     # No verdict where the optimum is not determined (t_u all equal).
     return [count if o is not None and o.w_opt is not None else -1 for count, o in zip(found, optima, strict=True)]
 
@@ -355,15 +404,21 @@ def _run_iterative(work: Work, fits: list[store.ClaimedFit], device: torch.devic
     batch, validation, stopping = _data(fits, device)
     head = fits[0]
     resume = [fit.resume or {} for fit in fits] if head.start_epoch else None
-    engine = Iterative(batch, [fit.optimizer for fit in fits],
-                       # The API stored every option resolved; None only where an option does
-                       # not apply, and the engine then never reads it (sgd is momentum 0).
-                       momentum=[fit.momentum or 0.0 for fit in fits],
-                       beta1=[fit.beta1 or 0.0 for fit in fits],
-                       beta2=[fit.beta2 or 0.0 for fit in fits],
-                       eps=[fit.eps or 0.0 for fit in fits],
-                       gradient=head.gradient, delta=head.delta or 0.0, validation=validation, stopping=stopping,
-                       resume=resume)
+    engine = Iterative(
+        batch,
+        [fit.optimizer for fit in fits],
+        # The API stored every option resolved; None only where an option does
+        # not apply, and the engine then never reads it (sgd is momentum 0).
+        momentum=[fit.momentum or 0.0 for fit in fits],
+        beta1=[fit.beta1 or 0.0 for fit in fits],
+        beta2=[fit.beta2 or 0.0 for fit in fits],
+        eps=[fit.eps or 0.0 for fit in fits],
+        gradient=head.gradient,
+        delta=head.delta or 0.0,
+        validation=validation,
+        stopping=stopping,
+        resume=resume,
+    )
     most = max(_WINDOW, (_BLOCK_CELLS // len(fits)) // _WINDOW * _WINDOW)
     epochs = _WINDOW
     while not engine.done:
@@ -374,16 +429,31 @@ def _run_iterative(work: Work, fits: list[store.ClaimedFit], device: torch.devic
         if any(fit.epochs_auto for fit in fits):
             # "auto": a fit that has converged by the end of this block ends here.
             w, b = engine.p[0].cpu().numpy(), engine.p[1].cpu().numpy()
-            reached = np.array([fit.epochs_auto and not ended[i] and bool(_verdict(fit, float(w[i]), float(b[i]))
-                                                                         .converged)
-                                for i, fit in enumerate(fits)])
+            reached = np.array(
+                [
+                    fit.epochs_auto and not ended[i] and bool(_verdict(fit, float(w[i]), float(b[i])).converged)
+                    for i, fit in enumerate(fits)
+                ]
+            )
             if reached.any():
                 engine.finish(torch.from_numpy(reached).to(engine.p.device))
                 ended = ended | reached
         states = engine.states() if not bool(block.ended.all()) else []
         val = block.val_losses.cpu().numpy() if block.val_losses is not None else None
-        work.write(fits, _checkpoint(work, fits, block.first, block.last, block.losses.cpu().numpy(), val,
-                                     _ends(engine), ended, states or [{}] * len(fits)))
+        work.write(
+            fits,
+            _checkpoint(
+                work,
+                fits,
+                block.first,
+                block.last,
+                block.losses.cpu().numpy(),
+                val,
+                _ends(engine),
+                ended,
+                states or [{}] * len(fits),
+            ),
+        )
         if not (work.alive & {fit.id for fit in fits}) or work.should_yield():
             return
         # The next block: about _BLOCK_SECONDS of epochs, whole stopping windows, bounded in memory.
@@ -398,15 +468,31 @@ def _verdict(fit: store.ClaimedFit, w: float, b: float) -> Verdict:
     return verdict(w_raw, b - w_raw * fit.input_shift, fit.optimum, fit.tolerance)
 
 
-def _outcome(fit: store.ClaimedFit, done: int, diverged_at: int, w: float, b: float, tail: np.ndarray,
-             val_tail: np.ndarray | None, stopped_early: bool) -> dict[str, object]:
+def _outcome(
+    fit: store.ClaimedFit,
+    done: int,
+    diverged_at: int,
+    w: float,
+    b: float,
+    tail: np.ndarray,
+    val_tail: np.ndarray | None,
+    stopped_early: bool,
+) -> dict[str, object]:
     """A finished fit's columns. `tail`: its losses in this last block (empty when it diverged at epoch 1)."""
     last_val = float(val_tail[-1]) if val_tail is not None and len(val_tail) else None
-    base: dict[str, object] = {"epochs_done": done, "finished_at": utcnow(), "epochs_needed": fit.epochs_needed,
-                               "val_loss": last_val if last_val is not None and np.isfinite(last_val) else None}
+    base: dict[str, object] = {
+        "epochs_done": done,
+        "finished_at": utcnow(),
+        "epochs_needed": fit.epochs_needed,
+        "val_loss": last_val if last_val is not None and np.isfinite(last_val) else None,
+    }
     if diverged_at:
-        return {**base, "status": DIVERGED, "diverged_at_epoch": diverged_at,
-                "loss": float(tail[-1]) if len(tail) else None}
+        return {
+            **base,
+            "status": DIVERGED,
+            "diverged_at_epoch": diverged_at,
+            "loss": float(tail[-1]) if len(tail) else None,
+        }
     found = _verdict(fit, w, b)
     if stopped_early:
         reason = "early_stopped"
@@ -414,6 +500,15 @@ def _outcome(fit: store.ClaimedFit, done: int, diverged_at: int, w: float, b: fl
         reason = "converged" if found.converged else "max_epochs"
     else:
         reason = "completed"
-    return {**base, "status": SUCCEEDED, "w": w, "b": b, "loss": float(tail[-1]), "stop_reason": reason,
-            "converged": found.converged, "gap_se_w": found.gap_se_w, "gap_se_b": found.gap_se_b,
-            "excess_loss": found.excess_loss}
+    return {
+        **base,
+        "status": SUCCEEDED,
+        "w": w,
+        "b": b,
+        "loss": float(tail[-1]),
+        "stop_reason": reason,
+        "converged": found.converged,
+        "gap_se_w": found.gap_se_w,
+        "gap_se_b": found.gap_se_b,
+        "excess_loss": found.excess_loss,
+    }

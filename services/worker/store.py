@@ -93,28 +93,40 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
     Lease times and their expiry are the database's clock (shared.dbclock)."""
     expired = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < db_now())
     with db.session(write=True) as session:
-        lost = list(session.scalars(sa.select(Fit.id).where(Fit.chunk_id == chunk_id, expired)
-                                    .order_by(Fit.created_at, Fit.id)))
+        lost = list(
+            session.scalars(sa.select(Fit.id).where(Fit.chunk_id == chunk_id, expired).order_by(Fit.created_at, Fit.id))
+        )
         halves: list[str] = []
         if len(lost) > 1:
-            for part in (lost[:len(lost) // 2], lost[len(lost) // 2:]):
+            for part in (lost[: len(lost) // 2], lost[len(lost) // 2 :]):
                 halves.append(new_id())
-                session.execute(sa.update(Fit).where(Fit.id.in_(part), expired)
-                                .values(chunk_id=halves[-1], status=QUEUED, lease_expires_at=None,
-                                        dispatched_at=None)
-                                .execution_options(synchronize_session=False))
+                session.execute(
+                    sa.update(Fit)
+                    .where(Fit.id.in_(part), expired)
+                    .values(chunk_id=halves[-1], status=QUEUED, lease_expires_at=None, dispatched_at=None)
+                    .execution_options(synchronize_session=False)
+                )
         elif lost:
-            session.execute(sa.update(Fit).where(Fit.id == lost[0], expired)
-                            .values(worker_losses=Fit.worker_losses + 1)
-                            .execution_options(synchronize_session=False))
+            session.execute(
+                sa.update(Fit)
+                .where(Fit.id == lost[0], expired)
+                .values(worker_losses=Fit.worker_losses + 1)
+                .execution_options(synchronize_session=False)
+            )
             # A fit that killed its worker max_attempts times alone: end it rather than kill the next one.
             session.execute(
                 sa.update(Fit)
                 .where(Fit.id == lost[0], expired, Fit.worker_losses >= settings.max_attempts)
-                .values(status=FAILED, finished_at=utcnow(), lease_expires_at=None, checkpoint=None,
-                        error_type="worker_lost",
-                        error_detail=f"the worker running this fit alone was lost {settings.max_attempts} times")
-                .execution_options(synchronize_session=False))
+                .values(
+                    status=FAILED,
+                    finished_at=utcnow(),
+                    lease_expires_at=None,
+                    checkpoint=None,
+                    error_type="worker_lost",
+                    error_detail=f"the worker running this fit alone was lost {settings.max_attempts} times",
+                )
+                .execution_options(synchronize_session=False)
+            )
         claimed = session.execute(
             sa.update(Fit)
             .where(Fit.chunk_id == chunk_id, sa.or_(Fit.status == QUEUED, expired))
@@ -136,12 +148,40 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
         ids = list(attempts)
         rows = session.execute(
             sa.select(
-                Fit.id, Fit.tenant, Fit.epochs, Fit.epochs_done, Fit.checkpoint, Fit.learning_rate, Fit.init_w,
-                Fit.init_b, Fit.input_scale, Fit.input_shift, Fit.optimizer, Fit.gradient, Fit.delta,
-                Fit.momentum, Fit.beta1, Fit.beta2, Fit.eps, Fit.validation, Fit.early_stopping,
-                Fit.t_u, Fit.t_c, Fit.epochs_auto, Fit.convergence_tolerance, Fit.w_opt, Fit.b_opt, Fit.se_w,
-                Fit.se_b, Fit.t_u_mean, Fit.t_u_sxx, Fit.t_c_var, Fit.n_points,
-            ).where(Fit.id.in_(ids)).order_by(Fit.created_at, Fit.id)
+                Fit.id,
+                Fit.tenant,
+                Fit.epochs,
+                Fit.epochs_done,
+                Fit.checkpoint,
+                Fit.learning_rate,
+                Fit.init_w,
+                Fit.init_b,
+                Fit.input_scale,
+                Fit.input_shift,
+                Fit.optimizer,
+                Fit.gradient,
+                Fit.delta,
+                Fit.momentum,
+                Fit.beta1,
+                Fit.beta2,
+                Fit.eps,
+                Fit.validation,
+                Fit.early_stopping,
+                Fit.t_u,
+                Fit.t_c,
+                Fit.epochs_auto,
+                Fit.convergence_tolerance,
+                Fit.w_opt,
+                Fit.b_opt,
+                Fit.se_w,
+                Fit.se_b,
+                Fit.t_u_mean,
+                Fit.t_u_sxx,
+                Fit.t_c_var,
+                Fit.n_points,
+            )
+            .where(Fit.id.in_(ids))
+            .order_by(Fit.created_at, Fit.id)
         ).all()
         # A fit that starts again from epoch 1: its losses replace, never extend, the old ones.
         restart = [row.id for row in rows if row.checkpoint is None]
@@ -151,39 +191,67 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
             quotas.add_stored_bytes(session, {tenant: -size for tenant, size in freed.items()})
         for tenant in {row.tenant for row in rows}:
             fairness.record_turn(session, tenant)
-    return Claim([
-        ClaimedFit(
-            id=row.id, tenant=row.tenant, attempt=attempts[row.id], epochs=row.epochs,
-            learning_rate=row.learning_rate, init_w=row.init_w, init_b=row.init_b,
-            input_scale=row.input_scale, input_shift=row.input_shift, optimizer=row.optimizer,
-            gradient=row.gradient, delta=row.delta, momentum=row.momentum,
-            beta1=row.beta1, beta2=row.beta2, eps=row.eps,
-            t_u=unpack_f64(row.t_u), t_c=unpack_f64(row.t_c),
-            held_out=held_out_indices(row.validation), early_stopping=row.early_stopping,
-            resume=row.checkpoint if row.checkpoint is not None else None,
-            epochs_auto=bool(row.epochs_auto), tolerance=row.convergence_tolerance,
-            optimum=Optimum(row.w_opt, row.b_opt, row.se_w, row.se_b, row.t_u_mean, row.t_u_sxx, row.t_c_var,
-                            row.n_points - len(held_out_indices(row.validation))),
-        )
-        for row in rows
-    ], halves)
+    return Claim(
+        [
+            ClaimedFit(
+                id=row.id,
+                tenant=row.tenant,
+                attempt=attempts[row.id],
+                epochs=row.epochs,
+                learning_rate=row.learning_rate,
+                init_w=row.init_w,
+                init_b=row.init_b,
+                input_scale=row.input_scale,
+                input_shift=row.input_shift,
+                optimizer=row.optimizer,
+                gradient=row.gradient,
+                delta=row.delta,
+                momentum=row.momentum,
+                beta1=row.beta1,
+                beta2=row.beta2,
+                eps=row.eps,
+                t_u=unpack_f64(row.t_u),
+                t_c=unpack_f64(row.t_c),
+                held_out=held_out_indices(row.validation),
+                early_stopping=row.early_stopping,
+                resume=row.checkpoint if row.checkpoint is not None else None,
+                epochs_auto=bool(row.epochs_auto),
+                tolerance=row.convergence_tolerance,
+                optimum=Optimum(
+                    row.w_opt,
+                    row.b_opt,
+                    row.se_w,
+                    row.se_b,
+                    row.t_u_mean,
+                    row.t_u_sxx,
+                    row.t_c_var,
+                    row.n_points - len(held_out_indices(row.validation)),
+                ),
+            )
+            for row in rows
+        ],
+        halves,
+    )
 
 
 def _renew_lease(session: so.Session, settings: Settings, fits: Iterable[ClaimedFit]) -> set[str]:
     """Extend the lease of the fits still running this attempt; returns their ids. The attempt
     is the fencing token: a stale worker neither writes nor renews a newer attempt's lease."""
     mine = [(fit.id, fit.attempt) for fit in fits]
-    return set(session.scalars(
-        sa.update(Fit)
-        .where(sa.tuple_(Fit.id, Fit.attempt).in_(mine), Fit.status == RUNNING)
-        .values(lease_expires_at=lease_until(settings.lease_seconds))
-        .returning(Fit.id)
-        .execution_options(synchronize_session=False)
-    ).all())
+    return set(
+        session.scalars(
+            sa.update(Fit)
+            .where(sa.tuple_(Fit.id, Fit.attempt).in_(mine), Fit.status == RUNNING)
+            .values(lease_expires_at=lease_until(settings.lease_seconds))
+            .returning(Fit.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+    )
 
 
-def write(db: Database, settings: Settings, fits: Sequence[ClaimedFit], checkpoint: Checkpoint,
-          again: bool = False) -> set[str]:
+def write(
+    db: Database, settings: Settings, fits: Sequence[ClaimedFit], checkpoint: Checkpoint, again: bool = False
+) -> set[str]:
     """Write one checkpoint in one transaction; returns the ids this attempt owned (and so wrote),
     the fits it finished now included. `again`: a retry of a write whose commit may have landed
     before its connection was lost, so its blocks replace any already there."""
@@ -194,8 +262,12 @@ def write(db: Database, settings: Settings, fits: Sequence[ClaimedFit], checkpoi
             keys = [(block["fit_id"], block["first_epoch"]) for block in blocks]
             present = sa.tuple_(LossBlock.fit_id, LossBlock.first_epoch).in_(keys)
             size = sa.func.length(LossBlock.loss) + sa.func.coalesce(sa.func.length(LossBlock.val_loss), 0)
-            freed = session.execute(sa.select(Fit.tenant, sa.func.sum(size)).join(Fit, Fit.id == LossBlock.fit_id)
-                                    .where(present).group_by(Fit.tenant)).all()
+            freed = session.execute(
+                sa.select(Fit.tenant, sa.func.sum(size))
+                .join(Fit, Fit.id == LossBlock.fit_id)
+                .where(present)
+                .group_by(Fit.tenant)
+            ).all()
             if freed:
                 session.execute(sa.delete(LossBlock).where(present))
                 quotas.add_stored_bytes(session, {tenant: -int(total) for tenant, total in freed})
@@ -243,8 +315,14 @@ def fail(db: Database, fits: Iterable[ClaimedFit], error_type: str, detail: str)
             session.execute(
                 sa.update(Fit)
                 .where(Fit.id == fit.id, Fit.attempt == fit.attempt, Fit.status == RUNNING)
-                .values(status=FAILED, finished_at=now, lease_expires_at=None, checkpoint=None,
-                        error_type=error_type, error_detail=detail[:2000])
+                .values(
+                    status=FAILED,
+                    finished_at=now,
+                    lease_expires_at=None,
+                    checkpoint=None,
+                    error_type=error_type,
+                    error_detail=detail[:2000],
+                )
                 .execution_options(synchronize_session=False)
             )
 
@@ -257,13 +335,15 @@ def give_back(db: Database, fits: Iterable[ClaimedFit]) -> set[str]:
     if not mine:
         return set()
     with db.session(write=True) as session:
-        return set(session.scalars(
-            sa.update(Fit)
-            .where(sa.tuple_(Fit.id, Fit.attempt).in_(mine), Fit.status == RUNNING)
-            .values(status=QUEUED, lease_expires_at=None, dispatched_at=utcnow())
-            .returning(Fit.id)
-            .execution_options(synchronize_session=False)
-        ).all())
+        return set(
+            session.scalars(
+                sa.update(Fit)
+                .where(sa.tuple_(Fit.id, Fit.attempt).in_(mine), Fit.status == RUNNING)
+                .values(status=QUEUED, lease_expires_at=None, dispatched_at=utcnow())
+                .returning(Fit.id)
+                .execution_options(synchronize_session=False)
+            ).all()
+        )
 
 
 def others_waiting(db: Database) -> bool:

@@ -69,9 +69,14 @@ def test_another_tenants_objects_answer_like_unknown_ids(make_client: Any) -> No
     owned = {"fit_id": fit["id"], "batch_id": batch["id"]}
     routes = id_routes(bob)
     assert {rule for _, rule, _ in routes} >= {
-        "/v1/fits/<fit_id>", "/v1/fits/<fit_id>/losses", "/v1/fits/<fit_id>/cancel",
-        "/v1/fits/<fit_id>/predict", "/v1/batches/<batch_id>", "/v1/batches/<batch_id>/fits",
-        "/v1/batches/<batch_id>/cancel"}
+        "/v1/fits/<fit_id>",
+        "/v1/fits/<fit_id>/losses",
+        "/v1/fits/<fit_id>/cancel",
+        "/v1/fits/<fit_id>/predict",
+        "/v1/batches/<batch_id>",
+        "/v1/batches/<batch_id>/fits",
+        "/v1/batches/<batch_id>/cancel",
+    }
     for method, rule, param in routes:
         for query in ("", "?format=csv"):
             theirs = call(bob, method, rule, param, owned[param], query)
@@ -105,12 +110,12 @@ def _dump(settings: Settings) -> str:
         with sqlite3.connect(str(url.database)) as conn:
             return "\n".join(conn.iterdump())
     plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    return subprocess.run(["pg_dump", "--data-only", plain], check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(["pg_dump", "--data-only", plain], check=True, capture_output=True, text=True).stdout
 
 
-def test_no_plaintext_token_in_a_database_dump_or_the_logs(backend: Settings, make_client: Any,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_no_plaintext_token_in_a_database_dump_or_the_logs(
+    backend: Settings, make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     client = make_client()
     db = client.application.extensions["calib"].db
     caplog.set_level(logging.DEBUG)
@@ -119,6 +124,6 @@ def test_no_plaintext_token_in_a_database_dump_or_the_logs(backend: Settings, ma
         assert client.get("/v1/fits", headers={"Authorization": f"Bearer {m.token}"}).status_code == 200
     dump = _dump(backend)
     assert minted[0].prefix in dump  # the dump is real and holds the tokens' rows
-    secrets = [m.token[len(m.prefix):] for m in minted]  # the part never stored
+    secrets = [m.token[len(m.prefix) :] for m in minted]  # the part never stored
     assert not [s for s in secrets if s in dump]
     assert not [s for s in secrets if s in caplog.text]

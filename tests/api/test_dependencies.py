@@ -18,6 +18,9 @@ from shared.settings import Settings
 from tests.conftest import authorized
 from tests.servers import RedisServer, TcpProxy
 
+# A real Redis server and a TCP proxy run as processes for these tests.
+pytestmark = pytest.mark.e2e
+
 GOOD: dict[str, Any] = {"t_u": [35.7, 55.9, 58.2], "t_c": [0.5, 14.0, 15.0]}
 
 
@@ -32,8 +35,9 @@ def unavailable(response: Any) -> dict[str, Any]:
     return dict(response.get_json())
 
 
-def test_broker_down_refuses_before_storing_and_recovers(fresh_postgres: str, own_redis: RedisServer,
-                                                         tmp_path: Path) -> None:
+def test_broker_down_refuses_before_storing_and_recovers(
+    fresh_postgres: str, own_redis: RedisServer, tmp_path: Path
+) -> None:
     settings = Settings(data_dir=tmp_path, database_url=fresh_postgres, broker_url=own_redis.url)
     upgrade(settings)
     client = client_for(settings)
@@ -52,14 +56,16 @@ def test_broker_down_refuses_before_storing_and_recovers(fresh_postgres: str, ow
 
 # Connections the proxy cuts are garbage-collected unclosed by the driver: that is the
 # fault being injected, not a leak of ours.
-@pytest.mark.filterwarnings("ignore::ResourceWarning",
-                            "ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
 def test_database_down_is_503_everywhere_and_recovers(fresh_postgres: str, tmp_path: Path) -> None:
     url = sa.make_url(fresh_postgres)
     proxy = TcpProxy(url.port or 5432)
     proxy.up()
-    settings = Settings(data_dir=tmp_path, broker_url="memory://",
-                        database_url=url.set(port=proxy.port).render_as_string(hide_password=False))
+    settings = Settings(
+        data_dir=tmp_path,
+        broker_url="memory://",
+        database_url=url.set(port=proxy.port).render_as_string(hide_password=False),
+    )
     upgrade(settings)
     client = client_for(settings)
     assert client.post("/v1/fits", json=GOOD).status_code == 202

@@ -20,10 +20,19 @@ def fit_with_losses(client: Any, losses: np.ndarray, block: int = 65_536) -> str
     fit_id = client.post("/v1/fits", json=GOOD).get_json()["id"]
     db = client.application.extensions["calib"].db
     with db.session(write=True) as session:
-        session.execute(sa.insert(LossBlock), [
-            {"fit_id": fit_id, "first_epoch": first + 1, "count": len(part),
-             "loss": np.ascontiguousarray(part, dtype=F32).tobytes()}
-            for first in range(0, len(losses), block) for part in [losses[first:first + block]]])
+        session.execute(
+            sa.insert(LossBlock),
+            [
+                {
+                    "fit_id": fit_id,
+                    "first_epoch": first + 1,
+                    "count": len(part),
+                    "loss": np.ascontiguousarray(part, dtype=F32).tobytes(),
+                }
+                for first in range(0, len(losses), block)
+                for part in [losses[first : first + block]]
+            ],
+        )
         session.execute(sa.update(Fit).where(Fit.id == fit_id).values(status="succeeded", epochs_done=len(losses)))
     return str(fit_id)
 
@@ -39,7 +48,7 @@ def test_a_million_epochs_in_500_buckets_keep_the_envelope(client: Any) -> None:
     assert buckets[0]["first_epoch"] == 1 and buckets[-1]["last_epoch"] == 1_000_000
     assert all(a["last_epoch"] + 1 == b["first_epoch"] for a, b in pairwise(buckets))  # no gaps
     for bucket in buckets:
-        part = losses[bucket["first_epoch"] - 1:bucket["last_epoch"]]
+        part = losses[bucket["first_epoch"] - 1 : bucket["last_epoch"]]
         assert bucket["min"] == float(part.min()) and bucket["max"] == float(part.max())
         assert bucket["last"] == float(part[-1])
     assert max(b["max"] for b in buckets) == 1e6
@@ -51,8 +60,11 @@ def test_a_range_and_fewer_epochs_than_points(client: Any) -> None:
     fit_id = fit_with_losses(client, losses, block=30)
     ranged = client.get(f"/v1/fits/{fit_id}/losses?points=4&start=11&end=30").get_json()
     assert [(b["first_epoch"], b["last_epoch"], b["min"], b["max"], b["last"]) for b in ranged["buckets"]] == [
-        (11, 15, 11.0, 15.0, 15.0), (16, 20, 16.0, 20.0, 20.0), (21, 25, 21.0, 25.0, 25.0),
-        (26, 30, 26.0, 30.0, 30.0)]
+        (11, 15, 11.0, 15.0, 15.0),
+        (16, 20, 16.0, 20.0, 20.0),
+        (21, 25, 21.0, 25.0, 25.0),
+        (26, 30, 26.0, 30.0, 30.0),
+    ]
     every = client.get(f"/v1/fits/{fit_id}/losses?points=1000").get_json()["buckets"]
     assert len(every) == 100 and all(b["first_epoch"] == b["last_epoch"] for b in every)
     bad = client.get(f"/v1/fits/{fit_id}/losses?points=0")

@@ -25,9 +25,16 @@ def test_submit_returns_202_queued_with_location(client: FlaskClient) -> None:
     fit = r.get_json()
     assert r.headers["Location"] == f"/v1/fits/{fit['id']}"
     assert fit["status"] == "queued" and fit["epochs"] == 5000 and fit["n_points"] == 3
-    assert fit["params"] == {"learning_rate": 0.01, "init": {"w": 1.0, "b": 0.0},
-                             "input_scale": 0.1, "normalize": "scale", "optimizer": "gd",
-                             "gradient": "analytic", "convergence_tolerance": 0.01, "epochs_auto": False}
+    assert fit["params"] == {
+        "learning_rate": 0.01,
+        "init": {"w": 1.0, "b": 0.0},
+        "input_scale": 0.1,
+        "normalize": "scale",
+        "optimizer": "gd",
+        "gradient": "analytic",
+        "convergence_tolerance": 0.01,
+        "epochs_auto": False,
+    }
     assert fit["labels"] == {"sensor": "A17"} and fit["result"] is None
     assert client.get(fit["links"]["self"]).get_json() == fit
 
@@ -52,8 +59,7 @@ def test_submit_returns_202_queued_with_location(client: FlaskClient) -> None:
         ({**GOOD, "color": "red"}, ["color"]),
     ],
 )
-def test_invalid_fields_get_422_naming_the_field(client: FlaskClient, body: dict[str, Any],
-                                                 loc: list[Any]) -> None:
+def test_invalid_fields_get_422_naming_the_field(client: FlaskClient, body: dict[str, Any], loc: list[Any]) -> None:
     err = problem(client.post("/v1/fits", json=body), 422)
     assert err["errors"][0]["loc"] == loc
 
@@ -123,8 +129,7 @@ def test_predict_needs_a_succeeded_fit(client: FlaskClient) -> None:
 
 
 def test_list_is_newest_first_with_a_cursor_and_filters(client: FlaskClient) -> None:
-    ids = [client.post("/v1/fits", json={**GOOD, "labels": {"n": str(i)}}).get_json()["id"]
-           for i in range(5)]
+    ids = [client.post("/v1/fits", json={**GOOD, "labels": {"n": str(i)}}).get_json()["id"] for i in range(5)]
     page = client.get("/v1/fits?limit=2").get_json()
     seen = [f["id"] for f in page["items"]]
     while page["next"]:
@@ -149,27 +154,103 @@ def test_losses_of_a_queued_fit_are_an_empty_page(client: FlaskClient) -> None:
 def test_openapi_and_docs_are_served(client: FlaskClient) -> None:
     doc = client.get("/openapi.json").get_json()
     assert doc["openapi"].startswith("3.")
-    for path in ["/v1/fits", "/v1/fits/{fit_id}", "/v1/fits/{fit_id}/losses",
-                 "/v1/fits/{fit_id}/cancel", "/v1/batches", "/v1/batches/{batch_id}",
-                 "/v1/batches/{batch_id}/fits", "/v1/batches/{batch_id}/cancel",
-                 "/healthz", "/readyz"]:
+    for path in [
+        "/v1/fits",
+        "/v1/fits/{fit_id}",
+        "/v1/fits/{fit_id}/losses",
+        "/v1/fits/{fit_id}/cancel",
+        "/v1/batches",
+        "/v1/batches/{batch_id}",
+        "/v1/batches/{batch_id}/fits",
+        "/v1/batches/{batch_id}/cancel",
+        "/healthz",
+        "/readyz",
+    ]:
         assert path in doc["paths"]
     assert set(doc["components"]["schemas"]["FitCreate"]["properties"]) >= {
-        "t_u", "t_c", "epochs", "learning_rate", "init", "input_scale", "optimizer", "labels"}
+        "t_u",
+        "t_c",
+        "epochs",
+        "learning_rate",
+        "init",
+        "input_scale",
+        "optimizer",
+        "labels",
+    }
     assert client.get("/docs").status_code == 200
 
 
 # The fields API.md names, the toolbox's included, in the schemas that carry them.
 API_MD_FIELDS = {
-    "FitCreate": {"t_u", "t_c", "epochs", "learning_rate", "init", "input_scale", "optimizer", "labels",
-                  "normalize", "gradient", "delta", "momentum", "betas", "eps", "validation", "early_stopping"},
-    "Params": {"learning_rate", "init", "input_scale", "optimizer", "normalize", "gradient", "momentum", "betas",
-               "eps", "validation", "early_stopping"},
-    "FitPublic": {"id", "status", "created_at", "started_at", "finished_at", "epochs", "epochs_done", "n_points",
-                  "params", "labels", "batch_id", "result", "diverged_at_epoch", "error", "links", "stop_reason",
-                  "lr_max", "condition_number", "warnings", "losses_pruned"},
-    "Result": {"w", "b", "loss", "w_raw", "b_raw", "w_opt", "b_opt", "gap", "se_w", "se_b", "cov_wb", "r2",
-               "residual_sd", "val_loss"},
+    "FitCreate": {
+        "t_u",
+        "t_c",
+        "epochs",
+        "learning_rate",
+        "init",
+        "input_scale",
+        "optimizer",
+        "labels",
+        "normalize",
+        "gradient",
+        "delta",
+        "momentum",
+        "betas",
+        "eps",
+        "validation",
+        "early_stopping",
+    },
+    "Params": {
+        "learning_rate",
+        "init",
+        "input_scale",
+        "optimizer",
+        "normalize",
+        "gradient",
+        "momentum",
+        "betas",
+        "eps",
+        "validation",
+        "early_stopping",
+    },
+    "FitPublic": {
+        "id",
+        "status",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "epochs",
+        "epochs_done",
+        "n_points",
+        "params",
+        "labels",
+        "batch_id",
+        "result",
+        "diverged_at_epoch",
+        "error",
+        "links",
+        "stop_reason",
+        "lr_max",
+        "condition_number",
+        "warnings",
+        "losses_pruned",
+    },
+    "Result": {
+        "w",
+        "b",
+        "loss",
+        "w_raw",
+        "b_raw",
+        "w_opt",
+        "b_opt",
+        "gap",
+        "se_w",
+        "se_b",
+        "cov_wb",
+        "r2",
+        "residual_sd",
+        "val_loss",
+    },
     "LossPage": {"fit_id", "epochs_done", "start", "loss", "val_loss", "next"},
     "LossBucket": {"first_epoch", "last_epoch", "min", "max", "last", "val_min", "val_max", "val_last"},
     "Prediction": {"t_c", "lower", "upper"},
@@ -183,15 +264,20 @@ def test_the_openapi_document_has_every_field_of_api_md_each_with_an_example(cli
     schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
     for name, fields in API_MD_FIELDS.items():
         assert set(schemas[name]["properties"]) >= fields, (name, fields - set(schemas[name]["properties"]))
-    missing = [(name, prop) for name, schema in schemas.items() for prop, spec in schema.get("properties", {}).items()
-               if "example" not in spec and "examples" not in spec]
+    missing = [
+        (name, prop)
+        for name, schema in schemas.items()
+        for prop, spec in schema.get("properties", {}).items()
+        if "example" not in spec and "examples" not in spec
+    ]
     assert missing == []
     # The examples are true to their schemas (jsonschema_rs: schemathesis's validator).
     checked = 0
     for name, schema in schemas.items():
         if "example" in schema:
             validator = jsonschema_rs.Draft202012Validator(
-                {"$ref": f"#/components/schemas/{name}", "components": {"schemas": schemas}})
+                {"$ref": f"#/components/schemas/{name}", "components": {"schemas": schemas}}
+            )
             assert [e.message for e in validator.iter_errors(schema["example"])] == [], name
             checked += 1
     assert checked >= 15
@@ -202,12 +288,16 @@ def test_health_and_readiness(client: FlaskClient) -> None:
     assert client.get("/readyz").get_json()["status"] == "ready"
 
 
-@pytest.mark.parametrize("limit, fits", [
-    ({"max_fits_per_batch": 3}, [GOOD] * 4),
-    ({"max_points_per_batch": 8}, [GOOD] * 3),
-])
-def test_batch_over_a_limit_gets_413_and_stores_nothing(make_client: Any, limit: dict[str, int],
-                                                        fits: list[dict[str, Any]]) -> None:
+@pytest.mark.parametrize(
+    "limit, fits",
+    [
+        ({"max_fits_per_batch": 3}, [GOOD] * 4),
+        ({"max_points_per_batch": 8}, [GOOD] * 3),
+    ],
+)
+def test_batch_over_a_limit_gets_413_and_stores_nothing(
+    make_client: Any, limit: dict[str, int], fits: list[dict[str, Any]]
+) -> None:
     client = make_client(**limit)
     err = problem(client.post("/v1/batches", json={"fits": fits}), 413)
     assert err["errors"][0]["loc"] == ["fits"]

@@ -16,22 +16,62 @@ from services.api.auth import COOKIE
 from services.worker import runner
 from shared.models import Fit
 
-HOSTILE = ["\x00", "a\x00b", "\x01\x1f\x7f", "\n", '"', 'a"b:c', "k:\x00", "\x00:v", "%", "'; --",
-           "9" * 400, "-1", "1e309", "NaN", "", "x" * 5000, "../..", "\u202e", "00000000-0000-4000-8000-000000000000"]
+HOSTILE = [
+    "\x00",
+    "a\x00b",
+    "\x01\x1f\x7f",
+    "\n",
+    '"',
+    'a"b:c',
+    "k:\x00",
+    "\x00:v",
+    "%",
+    "'; --",
+    "9" * 400,
+    "-1",
+    "1e309",
+    "NaN",
+    "",
+    "x" * 5000,
+    "../..",
+    "\u202e",
+    "00000000-0000-4000-8000-000000000000",
+]
 # Every query parameter a route of this API reads.
-QUERY = ["status", "batch_id", "label", "limit", "cursor", "start", "end", "points", "format", "epochs",
-         "learning_rate", "input_scale", "optimizer", "validation_fraction", "early_stopping_patience", "wait"]
+QUERY = [
+    "status",
+    "batch_id",
+    "label",
+    "limit",
+    "cursor",
+    "start",
+    "end",
+    "points",
+    "format",
+    "epochs",
+    "learning_rate",
+    "input_scale",
+    "optimizer",
+    "validation_fraction",
+    "early_stopping_patience",
+    "wait",
+]
 
 
 def _routes(client: FlaskClient) -> list[tuple[str, str]]:
     """(method, rule) for every route but static files."""
-    return [(method, rule.rule) for rule in client.application.url_map.iter_rules()
-            if "static" not in rule.rule for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})]
+    return [
+        (method, rule.rule)
+        for rule in client.application.url_map.iter_rules()
+        if "static" not in rule.rule
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
+    ]
 
 
 def _filled(rule: str, value: str) -> str:
-    quoted = "".join(ch if ch.isalnum() or ch in "-_" else f"%{ord(ch):02X}" if ord(ch) < 128 else ch
-                     for ch in value) or "x"
+    quoted = (
+        "".join(ch if ch.isalnum() or ch in "-_" else f"%{ord(ch):02X}" if ord(ch) < 128 else ch for ch in value) or "x"
+    )
     return re.sub(r"<[^>]+>", quoted, rule)
 
 
@@ -66,8 +106,9 @@ def test_hostile_path_and_query_parameters_never_get_a_5xx(make_client: Callable
 def test_the_dashboard_renders_a_fit_whose_figures_are_null(make_client: Callable[..., FlaskClient]) -> None:
     client = make_client("tenant-a")
     # t_u all equal: no condition number, no R², no standard errors; the fit still runs.
-    fit_id = client.post("/v1/fits", json={"t_u": [5.0, 5.0, 5.0], "t_c": [1.0, 2.0, 3.0],
-                                           "epochs": 50}).get_json()["id"]
+    fit_id = client.post("/v1/fits", json={"t_u": [5.0, 5.0, 5.0], "t_c": [1.0, 2.0, 3.0], "epochs": 50}).get_json()[
+        "id"
+    ]
     svc = client.application.extensions["calib"]
     with svc.db.session() as session:
         chunk_id = session.scalar(sa.select(Fit.chunk_id).where(Fit.id == fit_id))

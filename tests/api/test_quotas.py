@@ -27,26 +27,29 @@ def _quota_problem(r: Any, status: int, quota: str) -> dict[str, Any]:
 def _stored(client: FlaskClient) -> tuple[int, int]:
     db = client.application.extensions["calib"].db
     with db.session() as session:
-        return (session.scalar(sa.select(sa.func.count()).select_from(Fit)) or 0,
-                session.scalar(sa.select(sa.func.count()).select_from(Batch)) or 0)
+        return (
+            session.scalar(sa.select(sa.func.count()).select_from(Fit)) or 0,
+            session.scalar(sa.select(sa.func.count()).select_from(Batch)) or 0,
+        )
 
 
-def test_a_batch_of_100000_fits_of_a_million_epochs_is_refused_before_anything_is_stored(
-        client: FlaskClient) -> None:
+def test_a_batch_of_100000_fits_of_a_million_epochs_is_refused_before_anything_is_stored(client: FlaskClient) -> None:
     body = {"defaults": {"epochs": 1_000_000}, "fits": [{"t_u": [1.0, 2.0], "t_c": [3.0, 5.0]}] * 100_000}
     err = _quota_problem(client.post("/v1/batches", json=body), 413, "fit_epochs_per_request")
     assert err["requested"] == 100_000 * 1_000_000
     assert err["limit"] == 500_000_000
     assert "fit-epochs" in err["detail"]
     csv = "series,t_u,t_c\n" + "".join(f"s{i},1,3\ns{i},2,5\n" for i in range(1000))
-    err = _quota_problem(client.post("/v1/batches?epochs=1000000", data=csv, content_type="text/csv"),
-                         413, "fit_epochs_per_request")
+    err = _quota_problem(
+        client.post("/v1/batches?epochs=1000000", data=csv, content_type="text/csv"), 413, "fit_epochs_per_request"
+    )
     assert err["requested"] == 1000 * 1_000_000
     assert _stored(client) == (0, 0)
 
 
 def test_a_tenant_at_its_in_flight_quota_gets_429_and_another_tenant_is_accepted(
-        make_client: Callable[..., FlaskClient]) -> None:
+    make_client: Callable[..., FlaskClient],
+) -> None:
     a = make_client("tenant-a")
     db = a.application.extensions["calib"].db
     with db.session(write=True) as session:
@@ -62,9 +65,17 @@ def test_a_tenant_at_its_in_flight_quota_gets_429_and_another_tenant_is_accepted
     _quota_problem(a.post("/v1/batches", json=batch), 429, "in_flight_fit_epochs")
     assert make_client("tenant-b").post("/v1/fits", json=FIT).status_code == 202
     usage = a.get("/v1/usage").get_json()
-    assert usage == {"tenant": "tenant-a", "fits": 2, "stored_loss_bytes": 0, "in_flight_fit_epochs": 10_000,
-                     "quotas": {"fit_epochs_per_request": 500_000_000, "in_flight_fit_epochs": 12_000,
-                                "stored_loss_bytes": 50 * 1024**3}}
+    assert usage == {
+        "tenant": "tenant-a",
+        "fits": 2,
+        "stored_loss_bytes": 0,
+        "in_flight_fit_epochs": 10_000,
+        "quotas": {
+            "fit_epochs_per_request": 500_000_000,
+            "in_flight_fit_epochs": 12_000,
+            "stored_loss_bytes": 50 * 1024**3,
+        },
+    }
     # Cancelling frees the quota.
     fit_id = a.get("/v1/fits?limit=1").get_json()["items"][0]["id"]
     assert a.post(f"/v1/fits/{fit_id}/cancel").status_code == 202

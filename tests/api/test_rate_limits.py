@@ -28,8 +28,12 @@ def test_a_tenants_budget_is_shared_by_every_route(make_client: Callable[..., Fl
     a = make_client("tenant-a", rate_limit="5/minute")
     other_token_of_a = make_client("tenant-a", rate_limit="5/minute")
     fit = a.post("/v1/fits", json={"t_u": [1.0, 2.0], "t_c": [1.0, 3.0]}).get_json()
-    answers = [a.get(f"/v1/fits/{fit['id']}").status_code, a.get("/v1/fits").status_code,
-               a.get("/v1/usage").status_code, a.get("/v1/nowhere").status_code]
+    answers = [
+        a.get(f"/v1/fits/{fit['id']}").status_code,
+        a.get("/v1/fits").status_code,
+        a.get("/v1/usage").status_code,
+        a.get("/v1/nowhere").status_code,
+    ]
     assert answers == [200, 200, 200, 404]
     # The sixth request of the minute, on any route and with any of the tenant's tokens, is refused.
     r = other_token_of_a.delete("/v1/fits")
@@ -43,13 +47,20 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(make_client: Callab
         r = untrusted.get("/v1/fits", headers={"Authorization": "", "X-Forwarded-For": spoof})
     assert r.status_code == 429  # one address (the connection's) whatever the header says
     proxied = make_client("tenant-a", anonymous_rate_limit="2/minute", trusted_proxies="127.0.0.1/32")
-    statuses = [proxied.get("/v1/fits", headers={"Authorization": "", "X-Forwarded-For": f"198.51.100.{i}"},
-                            environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code for i in range(5)]
+    statuses = [
+        proxied.get(
+            "/v1/fits",
+            headers={"Authorization": "", "X-Forwarded-For": f"198.51.100.{i}"},
+            environ_base={"REMOTE_ADDR": "127.0.0.1"},
+        ).status_code
+        for i in range(5)
+    ]
     assert statuses == [401] * 5  # five clients behind the proxy, one request each
 
 
 def test_login_refuses_another_sites_form_and_cookies_are_secure_behind_https(
-        make_client: Callable[..., FlaskClient]) -> None:
+    make_client: Callable[..., FlaskClient],
+) -> None:
     client = make_client("tenant-a", public_url="https://calib.example.org")
     token = client.environ_base.pop("HTTP_AUTHORIZATION").split()[1]
     evil = client.post("/ui/login", data={"token": token}, headers={"Origin": "https://evil.example"})

@@ -15,8 +15,13 @@ from flask.testing import FlaskClient
 from shared import failpoints
 from shared.models import Fit
 
-FIT = {"t_u": [35.7, 55.9, 58.2, 81.9], "t_c": [0.5, 14.0, 15.0, 28.0], "epochs": 5000,
-       "labels": {"sensor": "A17", "site": "north"}, "init": {"w": 1, "b": 0}}
+FIT = {
+    "t_u": [35.7, 55.9, 58.2, 81.9],
+    "t_c": [0.5, 14.0, 15.0, 28.0],
+    "epochs": 5000,
+    "labels": {"sensor": "A17", "site": "north"},
+    "init": {"w": 1, "b": 0},
+}
 
 
 def test_cancelling_a_batch_with_nothing_left_to_run_is_409(client: FlaskClient) -> None:
@@ -29,21 +34,26 @@ def test_cancelling_a_batch_with_nothing_left_to_run_is_409(client: FlaskClient)
 
 def test_an_idempotency_key_compares_the_request_not_its_spelling(client: FlaskClient) -> None:
     first = client.post("/v1/fits", json=FIT, headers={"Idempotency-Key": "k"})
-    respelled = {"init": {"b": 0.0, "w": 1.0}, "labels": {"site": "north", "sensor": "A17"}, "epochs": 5000,
-                 "t_c": [0.5, 14, 15, 28], "t_u": [35.7, 55.9, 58.2, 81.9]}
+    respelled = {
+        "init": {"b": 0.0, "w": 1.0},
+        "labels": {"site": "north", "sensor": "A17"},
+        "epochs": 5000,
+        "t_c": [0.5, 14, 15, 28],
+        "t_u": [35.7, 55.9, 58.2, 81.9],
+    }
     again = client.post("/v1/fits", json=respelled, headers={"Idempotency-Key": "k"})
     assert (first.status_code, again.status_code) == (202, 200)
     assert again.get_json()["id"] == first.get_json()["id"]
     assert client.post("/v1/fits", json=FIT | {"epochs": 10}, headers={"Idempotency-Key": "k"}).status_code == 409
     batch = {"defaults": {"epochs": 100}, "fits": [FIT | {"epochs": 100}]}
     b1 = client.post("/v1/batches", json=batch, headers={"Idempotency-Key": "b"})
-    b2 = client.post("/v1/batches", json={"fits": [respelled | {"epochs": 100}]},
-                     headers={"Idempotency-Key": "b"})
+    b2 = client.post("/v1/batches", json={"fits": [respelled | {"epochs": 100}]}, headers={"Idempotency-Key": "b"})
     assert (b1.status_code, b2.status_code) == (202, 200) and b1.get_json()["id"] == b2.get_json()["id"]
 
 
 def test_a_committed_fit_is_202_even_if_marking_it_dispatched_fails(
-        client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CALIB_FAILPOINTS", "fail_mark_dispatched")
     failpoints._active.cache_clear()
     try:
@@ -83,8 +93,9 @@ def test_metrics_label_only_known_methods(make_client: Callable[..., Any]) -> No
 
 def test_a_csv_batch_takes_epochs_auto_and_its_bounds(client: FlaskClient) -> None:
     rows = "series,t_u,t_c\nA,1,3\nA,2,5\nA,4,8\n"
-    r = client.post("/v1/batches?epochs=auto&max_epochs=20000&convergence_tolerance=0.05", data=rows,
-                    content_type="text/csv")
+    r = client.post(
+        "/v1/batches?epochs=auto&max_epochs=20000&convergence_tolerance=0.05", data=rows, content_type="text/csv"
+    )
     assert r.status_code == 202, r.get_data(as_text=True)
     fit = client.get(f"/v1/batches/{r.get_json()['id']}/fits").get_json()["items"][0]
     assert fit["params"]["epochs_auto"] is True and fit["epochs"] == 20000

@@ -12,6 +12,14 @@ from services.cli.local_stack import Stack
 from tests.conftest import PG_URL, REDIS_URL, _create_database, _drop_database
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here starts real processes: marked e2e, which `make test-fast` leaves out."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+
+
 @contextmanager
 def backend_env(kind: str, tmp: Path, redis_url: str = "") -> Iterator[dict[str, str]]:
     """CALIB_* variables for a fresh backend: SQLite files under tmp, or a new PostgreSQL

@@ -18,16 +18,20 @@ T = TypeVar("T")
 
 
 def database(env: dict[str, str]) -> Database:
-    return Database.from_settings(Settings(data_dir=env["CALIB_DATA_DIR"],
-                                           database_url=env.get("CALIB_DATABASE_URL", ""),
-                                           broker_url=env.get("CALIB_BROKER_URL", "")))
+    return Database.from_settings(
+        Settings(
+            data_dir=env["CALIB_DATA_DIR"],
+            database_url=env.get("CALIB_DATABASE_URL", ""),
+            broker_url=env.get("CALIB_BROKER_URL", ""),
+        )
+    )
 
 
 @dataclass
 class Audit:
-    lost: list[str] = field(default_factory=list)          # accepted, not in the database
+    lost: list[str] = field(default_factory=list)  # accepted, not in the database
     not_terminal: list[str] = field(default_factory=list)
-    duplicated: list[str] = field(default_factory=list)    # losses not one series 1..epochs_done
+    duplicated: list[str] = field(default_factory=list)  # losses not one series 1..epochs_done
     statuses: dict[str, int] = field(default_factory=dict)
     attempts: dict[int, int] = field(default_factory=dict)
 
@@ -46,8 +50,10 @@ def audit(db: Database, accepted: Iterable[str]) -> Audit:
         fits = {f.id: f for f in session.scalars(sa.select(Fit).where(Fit.id.in_(ids)))}
         blocks: dict[str, list[tuple[int, int]]] = {}
         for fit_id, first, count in session.execute(
-                sa.select(LossBlock.fit_id, LossBlock.first_epoch, LossBlock.count)
-                .where(LossBlock.fit_id.in_(ids)).order_by(LossBlock.fit_id, LossBlock.first_epoch)):
+            sa.select(LossBlock.fit_id, LossBlock.first_epoch, LossBlock.count)
+            .where(LossBlock.fit_id.in_(ids))
+            .order_by(LossBlock.fit_id, LossBlock.first_epoch)
+        ):
             blocks.setdefault(fit_id, []).append((first, count))
     for fit_id in ids:
         fit = fits.get(fit_id)
@@ -83,9 +89,11 @@ def wait_until(probe: Callable[[], T | None], timeout: float, what: str, every: 
 def all_terminal(db: Database, ids: list[str]) -> Callable[[], bool]:
     def probe() -> bool:
         with db.session() as session:
-            left = session.scalar(sa.select(sa.func.count()).select_from(Fit)
-                                  .where(Fit.id.in_(ids), Fit.status.not_in(TERMINAL)))
+            left = session.scalar(
+                sa.select(sa.func.count()).select_from(Fit).where(Fit.id.in_(ids), Fit.status.not_in(TERMINAL))
+            )
         return left == 0
+
     return probe
 
 

@@ -19,15 +19,27 @@ from tests.e2e.conftest import backend_env
 
 T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
 T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
-FAST = {"CALIB_LEASE_SECONDS": "2", "CALIB_RECONCILE_EVERY_SECONDS": "0.5",
-        "CALIB_UNDISPATCHED_AFTER_SECONDS": "1", "CALIB_REDISPATCH_AFTER_SECONDS": "3"}
+FAST = {
+    "CALIB_LEASE_SECONDS": "2",
+    "CALIB_RECONCILE_EVERY_SECONDS": "0.5",
+    "CALIB_UNDISPATCHED_AFTER_SECONDS": "1",
+    "CALIB_REDISPATCH_AFTER_SECONDS": "3",
+}
 
 
 def noisy_fits(count: int, epochs: int, seed: int = 0) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
-    return [{"t_u": T_U, "t_c": (np.asarray(T_C) + rng.normal(0, 0.3, 11)).round(4).tolist(),
-             "epochs": epochs, "learning_rate": 1e-2, "input_scale": 0.1, "labels": {"row": str(i)}}
-            for i in range(count)]
+    return [
+        {
+            "t_u": T_U,
+            "t_c": (np.asarray(T_C) + rng.normal(0, 0.3, 11)).round(4).tolist(),
+            "epochs": epochs,
+            "learning_rate": 1e-2,
+            "input_scale": 0.1,
+            "labels": {"row": str(i)},
+        }
+        for i in range(count)
+    ]
 
 
 @contextmanager
@@ -42,8 +54,9 @@ def running(kind: str, tmp: Path, workers: int, redis_url: str = "", **env: str)
 
 def stored_losses(db: Any, fit_id: str) -> np.ndarray:
     with db.session() as session:
-        blobs = session.scalars(sa.select(LossBlock.loss).where(LossBlock.fit_id == fit_id)
-                                .order_by(LossBlock.first_epoch)).all()
+        blobs = session.scalars(
+            sa.select(LossBlock.loss).where(LossBlock.fit_id == fit_id).order_by(LossBlock.first_epoch)
+        ).all()
     return np.concatenate([unpack_f32(b) for b in blobs])
 
 

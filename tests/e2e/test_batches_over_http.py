@@ -13,13 +13,15 @@ T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
 
 def test_a_mixed_batch_gives_each_fit_its_own_result(stack: Stack) -> None:
     rng = np.random.default_rng(0)
-    fits = [{"t_u": T_U, "t_c": (np.asarray(T_C) + rng.normal(0, 0.3, 11)).tolist(),
-             "labels": {"series": f"s{i}"}} for i in range(20)]
-    fits.append({"t_u": T_U, "t_c": T_C, "input_scale": 1.0, "epochs": 100,
-                 "labels": {"series": "raw"}})  # lr 1e-2 on raw input diverges at 11
+    fits = [
+        {"t_u": T_U, "t_c": (np.asarray(T_C) + rng.normal(0, 0.3, 11)).tolist(), "labels": {"series": f"s{i}"}}
+        for i in range(20)
+    ]
+    fits.append(
+        {"t_u": T_U, "t_c": T_C, "input_scale": 1.0, "epochs": 100, "labels": {"series": "raw"}}
+    )  # lr 1e-2 on raw input diverges at 11
     fits.append({"t_u": T_U[:5], "t_c": T_C[:5], "epochs": 300, "labels": {"series": "short"}})
-    r = stack.http.post("/v1/batches", json={"defaults": {"epochs": 5000, "input_scale": 0.1},
-                                             "fits": fits})
+    r = stack.http.post("/v1/batches", json={"defaults": {"epochs": 5000, "input_scale": 0.1}, "fits": fits})
     assert r.status_code == 202, r.text
     assert r.headers["Location"] == f"/v1/batches/{r.json()['id']}"
     batch = stack.wait_batch(r.json()["id"])
@@ -40,16 +42,21 @@ def test_a_mixed_batch_gives_each_fit_its_own_result(stack: Stack) -> None:
     assert loss_close(by_series["s3"]["result"]["loss"], alone["result"]["loss"])
     csv = stack.http.get(f"/v1/batches/{batch['id']}/fits", params={"format": "csv"}).text
     lines = csv.strip().splitlines()
-    assert lines[0] == ("fit_id,series,status,w,b,w_raw,b_raw,loss,epochs_done,diverged_at_epoch,"
-                        "converged,w_opt,b_opt,se_w,se_b,r2")
+    assert lines[0] == (
+        "fit_id,series,status,w,b,w_raw,b_raw,loss,epochs_done,diverged_at_epoch,converged,w_opt,b_opt,se_w,se_b,r2"
+    )
     assert len(lines) == 23 and any(",raw,diverged," in line for line in lines)
 
 
 def test_csv_batch_in_long_format(stack: Stack) -> None:
-    rows = ["series,t_u,t_c"] + [f"A,{u},{c}" for u, c in zip(T_U, T_C, strict=True)] \
+    rows = (
+        ["series,t_u,t_c"]
+        + [f"A,{u},{c}" for u, c in zip(T_U, T_C, strict=True)]
         + [f"B,{u},{c + 1}" for u, c in zip(T_U, T_C, strict=True)]
-    r = stack.http.post("/v1/batches?epochs=5000&input_scale=0.1", content="\n".join(rows),
-                        headers={"Content-Type": "text/csv"})
+    )
+    r = stack.http.post(
+        "/v1/batches?epochs=5000&input_scale=0.1", content="\n".join(rows), headers={"Content-Type": "text/csv"}
+    )
     assert r.status_code == 202, r.text
     batch = stack.wait_batch(r.json()["id"])
     assert batch["counts"]["succeeded"] == 2
@@ -96,7 +103,8 @@ def test_batch_idempotency_and_unknown_batch(stack: Stack) -> None:
     again = stack.http.post("/v1/batches", json=body, headers={"Idempotency-Key": "b-1"})
     assert first.status_code == 202 and again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
-    other = stack.http.post("/v1/batches", json={"fits": [{"t_u": T_U, "t_c": T_U}]},
-                            headers={"Idempotency-Key": "b-1"})
+    other = stack.http.post(
+        "/v1/batches", json={"fits": [{"t_u": T_U, "t_c": T_U}]}, headers={"Idempotency-Key": "b-1"}
+    )
     assert other.status_code == 409
     assert stack.http.get("/v1/batches/00000000-0000-4000-8000-000000000000").status_code == 404

@@ -28,8 +28,13 @@ def test_least_squares_gap_and_preflight_of_the_seed_fit(stack: Stack) -> None:
     done = fit(stack, epochs=5000, learning_rate=1e-2, input_scale=0.1)
     assert done["status"] == "succeeded" and done["warnings"] == []
     result = done["result"]
-    for name, figure in (("w_opt", LS["w_raw"]), ("b_opt", LS["b_raw"]), ("se_w", LS["se_w"]),
-                         ("se_b", LS["se_b"]), ("r2", LS["r2"])):
+    for name, figure in (
+        ("w_opt", LS["w_raw"]),
+        ("b_opt", LS["b_raw"]),
+        ("se_w", LS["se_w"]),
+        ("se_b", LS["se_b"]),
+        ("r2", LS["r2"]),
+    ):
         assert param_close(result[name], figure), (name, result[name], figure)
     assert math.isclose(result["residual_sd"] ** 2 * 9 / 11, LS["mse"], rel_tol=1e-6)
     assert result["gap"] == {"w": result["w_raw"] - result["w_opt"], "b": result["b_raw"] - result["b_opt"]}
@@ -43,7 +48,8 @@ def test_a_learning_rate_past_the_stable_limit_is_warned_and_diverges(stack: Sta
     assert submitted["warnings"] == [
         "learning_rate 0.01 exceeds the stable limit 0.00034: this fit will diverge",
         "condition number 3.4e+04: gradient descent converges slowly along the flattest direction; "
-        "scaling t_u (input_scale) toward unit size helps"]
+        "scaling t_u (input_scale) toward unit size helps",
+    ]
     assert param_close(submitted["lr_max"], LS["lr_max_raw"])
     assert stack.wait(submitted["id"])["status"] == "diverged"
 
@@ -53,9 +59,12 @@ def test_learning_rate_auto_picks_the_fastest_stable_rate(stack: Stack) -> None:
     rate = done["params"]["learning_rate"]
     assert 0.9 * LS["lr_max_raw"] < rate < LS["lr_max_raw"]  # 2/(λmin+λmax), just under 2/λmax
     assert done["status"] == "succeeded" and not any("diverge" in w for w in done["warnings"])
-    batch = stack.http.post("/v1/batches?learning_rate=auto&epochs=100", content="series,t_u,t_c\n" + "".join(
-        f"A,{u},{c}\n" for u, c in zip(REFERENCE["t_u"], REFERENCE["t_c"], strict=True)),
-        headers={"Content-Type": "text/csv"}).json()
+    batch = stack.http.post(
+        "/v1/batches?learning_rate=auto&epochs=100",
+        content="series,t_u,t_c\n"
+        + "".join(f"A,{u},{c}\n" for u, c in zip(REFERENCE["t_u"], REFERENCE["t_c"], strict=True)),
+        headers={"Content-Type": "text/csv"},
+    ).json()
     first = stack.http.get(f"/v1/batches/{batch['id']}/fits").json()["items"][0]
     assert first["params"]["learning_rate"] == rate
 
@@ -102,6 +111,8 @@ def test_standardize_is_perfectly_conditioned_and_reports_raw_units(stack: Stack
 def test_normalize_refusals_name_their_field(stack: Stack) -> None:
     r = stack.http.post("/v1/fits", json={**DATA_BODY, "normalize": "none", "input_scale": 0.1})
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["input_scale"]
-    r = stack.http.post("/v1/batches", json={"defaults": {"normalize": "standardize"},
-                                             "fits": [DATA_BODY, {"t_u": [5, 5], "t_c": [1, 2]}]})
+    r = stack.http.post(
+        "/v1/batches",
+        json={"defaults": {"normalize": "standardize"}, "fits": [DATA_BODY, {"t_u": [5, 5], "t_c": [1, 2]}]},
+    )
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["fits", 1, "normalize"]

@@ -15,8 +15,13 @@ T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
 
 
 def calib(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(processes.resolve(["calib", *args, "--url", stack.url]),
-                          capture_output=True, text=True, timeout=120, env=stack.env)
+    return subprocess.run(
+        processes.resolve(["calib", *args, "--url", stack.url]),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=stack.env,
+    )
 
 
 def test_fit_wait_and_losses(stack: Stack, tmp_path: Path) -> None:
@@ -45,8 +50,23 @@ def test_fit_wait_and_losses(stack: Stack, tmp_path: Path) -> None:
 def test_list_and_plot(stack: Stack, tmp_path: Path) -> None:
     data = tmp_path / "thermometer.csv"
     data.write_text("t_u,t_c\n" + "".join(f"{u},{c}\n" for u, c in zip(T_U, T_C, strict=True)))
-    done = calib(stack, "fit", str(data), "--input-scale", "0.1", "--epochs", "3000", "--optimizer", "sgd",
-                 "--validation", '{"indices": [2, 10]}', "--label", "sensor=plot", "--wait", "--json")
+    done = calib(
+        stack,
+        "fit",
+        str(data),
+        "--input-scale",
+        "0.1",
+        "--epochs",
+        "3000",
+        "--optimizer",
+        "sgd",
+        "--validation",
+        '{"indices": [2, 10]}',
+        "--label",
+        "sensor=plot",
+        "--wait",
+        "--json",
+    )
     fit = json.loads(done.stdout)
     listed = calib(stack, "list", "--label", "sensor:plot")
     header, row = listed.stdout.splitlines()[:2]

@@ -82,8 +82,9 @@ def test_batches_from_a_mapping_and_from_csv(client: Client, tmp_path: Path) -> 
 
     path = tmp_path / "sensors.csv"
     path.write_text("series,t_u,t_c\n" + "".join(f"A,{u},{c}\n" for u, c in zip(T_U, T_C, strict=True)))
-    from_csv = client.submit_batch(path, epochs=3000, input_scale=0.1, optimizer="sgd",
-                                   validation={"fraction": 0.2, "seed": 3}).wait(timeout=60)
+    from_csv = client.submit_batch(
+        path, epochs=3000, input_scale=0.1, optimizer="sgd", validation={"fraction": 0.2, "seed": 3}
+    ).wait(timeout=60)
     fit = next(from_csv.fits())
     assert fit.data["params"]["validation"]["seed"] == 3 and len(fit.data["params"]["validation"]["indices"]) == 2
 
@@ -99,8 +100,11 @@ class Flaky(BaseHTTPRequestHandler):
         self.seen.append(f"{self.path} {self.headers.get('Idempotency-Key')}")
         queue = self.answers.get(self.path, [])
         status, headers = queue.pop(0) if queue else (202, {})
-        body = json.dumps({"id": "f1", "status": "queued", "epochs": 1, "epochs_done": 0} if status == 202 else
-                          {"type": "urn:calib:problem:x", "title": "x", "status": status, "detail": "try later"})
+        body = json.dumps(
+            {"id": "f1", "status": "queued", "epochs": 1, "epochs_done": 0}
+            if status == 202
+            else {"type": "urn:calib:problem:x", "title": "x", "status": status, "detail": "try later"}
+        )
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -125,8 +129,7 @@ def flaky() -> Iterator[str]:
 
 
 def test_429_and_503_are_retried_with_backoff_and_nothing_else_is(flaky: str) -> None:
-    Flaky.answers = {"/v1/fits": [(503, {"Retry-After": "0"}), (429, {"Retry-After": "0"})],
-                     "/v1/batches": [(422, {})]}
+    Flaky.answers = {"/v1/fits": [(503, {"Retry-After": "0"}), (429, {"Retry-After": "0"})], "/v1/batches": [(422, {})]}
     with Client(flaky, token="t", backoff=0.01) as calib:
         assert calib.fit([1, 2], [3, 4]).id == "f1"
         fits = [line for line in Flaky.seen if line.startswith("/v1/fits")]

@@ -32,8 +32,9 @@ def sensors(count: int = 300, readings: int = 15, seed: int = 7) -> dict[str, tu
 
 
 def long_csv(data: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
-    lines = ["series,t_u,t_c"] + [f"{name},{u},{c}" for name, (us, cs) in data.items() for u, c in zip(us, cs,
-                                                                                                       strict=True)]
+    lines = ["series,t_u,t_c"] + [
+        f"{name},{u},{c}" for name, (us, cs) in data.items() for u, c in zip(us, cs, strict=True)
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -58,15 +59,17 @@ def first_converged_epoch(t_u: np.ndarray, t_c: np.ndarray, lr: float, scale: fl
 
 def test_300_sensors_raw_are_not_converged_and_say_so(stack: Stack) -> None:
     data = sensors()
-    r = stack.http.post("/v1/batches?epochs=5000&learning_rate=auto", content=long_csv(data),
-                        headers={"Content-Type": "text/csv"})
+    r = stack.http.post(
+        "/v1/batches?epochs=5000&learning_rate=auto", content=long_csv(data), headers={"Content-Type": "text/csv"}
+    )
     assert r.status_code == 202, r.text
     batch = stack.wait_batch(r.json()["id"], timeout=120)
     assert batch["counts"]["succeeded"] == 300 and batch["counts"]["not_converged"] == 300
     rows = results(stack, batch["id"])
     assert {"converged", "w_opt", "b_opt", "se_w", "se_b", "r2"} <= set(next(iter(rows.values())))
-    fits = {f["labels"]["series"]: f for f in stack.http.get(f"/v1/batches/{batch['id']}/fits?limit=1000").json()
-            ["items"]}
+    fits = {
+        f["labels"]["series"]: f for f in stack.http.get(f"/v1/batches/{batch['id']}/fits?limit=1000").json()["items"]
+    }
     for name, (t_u, t_c) in data.items():
         row, fit = rows[name], fits[name]
         assert row["converged"] == "false" and fit["result"]["converged"] is False
@@ -82,8 +85,11 @@ def test_300_sensors_raw_are_not_converged_and_say_so(stack: Stack) -> None:
 
 
 def test_300_sensors_standardized_all_converge(stack: Stack) -> None:
-    r = stack.http.post("/v1/batches?epochs=5000&learning_rate=auto&normalize=standardize",
-                        content=long_csv(sensors()), headers={"Content-Type": "text/csv"})
+    r = stack.http.post(
+        "/v1/batches?epochs=5000&learning_rate=auto&normalize=standardize",
+        content=long_csv(sensors()),
+        headers={"Content-Type": "text/csv"},
+    )
     batch = stack.wait_batch(r.json()["id"], timeout=120)
     assert batch["counts"]["succeeded"] == 300 and batch["counts"]["not_converged"] == 0
     assert {row["converged"] for row in results(stack, batch["id"]).values()} == {"true"}
@@ -91,9 +97,10 @@ def test_300_sensors_standardized_all_converge(stack: Stack) -> None:
 
 def test_epochs_auto_on_raw_input_stops_where_the_books_loop_converges(stack: Stack) -> None:
     data = sensors(count=3, seed=11)
-    body = {"defaults": {"epochs": "auto", "learning_rate": 1e-4},
-            "fits": [{"t_u": u.tolist(), "t_c": c.tolist(), "labels": {"series": name}}
-                     for name, (u, c) in data.items()]}
+    body = {
+        "defaults": {"epochs": "auto", "learning_rate": 1e-4},
+        "fits": [{"t_u": u.tolist(), "t_c": c.tolist(), "labels": {"series": name}} for name, (u, c) in data.items()],
+    }
     r = stack.http.post("/v1/batches", json=body)
     assert r.status_code == 202, r.text
     batch = stack.wait_batch(r.json()["id"], timeout=120)
@@ -107,9 +114,20 @@ def test_epochs_auto_on_raw_input_stops_where_the_books_loop_converges(stack: St
         assert fit["result"]["convergence"]["epochs_needed"] == fit["epochs_done"]
     # The iterative optimizers check at every block (64 epochs at first), and stop at the first
     # block's end where it holds: sgd at 0.1 on standardized input shrinks the gap 0.8 times an epoch.
-    sgd = stack.wait(stack.submit({"t_u": T_U, "t_c": T_C, "epochs": "auto", "max_epochs": 200_000,
-                                   "optimizer": "sgd", "learning_rate": 0.1, "normalize": "standardize"})["id"],
-                     timeout=120)
+    sgd = stack.wait(
+        stack.submit(
+            {
+                "t_u": T_U,
+                "t_c": T_C,
+                "epochs": "auto",
+                "max_epochs": 200_000,
+                "optimizer": "sgd",
+                "learning_rate": 0.1,
+                "normalize": "standardize",
+            }
+        )["id"],
+        timeout=120,
+    )
     assert sgd["status"] == "succeeded" and sgd["result"]["converged"] is True
     assert sgd["stop_reason"] == "converged" and sgd["epochs_done"] == 64
     assert len(stack.losses(sgd["id"])) == 64
@@ -130,8 +148,9 @@ def test_the_seed_fit_converges_and_100_epochs_do_not(stack: Stack) -> None:
     plain = stack.http.post(f"/v1/fits/{short['id']}/predict", json={"t_u": [50.0]}).json()
     assert plain["converged"] is False
     # ... or, when asked, its bounds hold the least-squares prediction and the fit's own.
-    wide = stack.http.post(f"/v1/fits/{short['id']}/predict",
-                           json={"t_u": [20.0, 50.0, 90.0], "interval": 0.95, "allow_unconverged": True}).json()
+    wide = stack.http.post(
+        f"/v1/fits/{short['id']}/predict", json={"t_u": [20.0, 50.0, 90.0], "interval": 0.95, "allow_unconverged": True}
+    ).json()
     ols = sm.OLS(np.array(T_C), sm.add_constant(np.array(T_U))).fit()
     for i, u in enumerate([20.0, 50.0, 90.0]):
         least_squares = ols.params[0] + ols.params[1] * u
@@ -143,8 +162,13 @@ def test_the_seed_fit_converges_and_100_epochs_do_not(stack: Stack) -> None:
 
 
 def _calib(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(processes.resolve(["calib", *args, "--url", stack.url]), env=stack.env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        processes.resolve(["calib", *args, "--url", stack.url]),
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_the_cli_takes_the_ids_it_prints(stack: Stack) -> None:
@@ -160,4 +184,3 @@ def test_the_cli_takes_the_ids_it_prints(stack: Stack) -> None:
     ambiguous = _calib(stack, "status", shared)
     assert ambiguous.returncode == 3 and "several fit ids" in ambiguous.stderr
     assert _calib(stack, "status", "ffffffff-ffff").returncode == 3
-

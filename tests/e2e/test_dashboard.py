@@ -23,8 +23,9 @@ ARTIFACTS = Path(os.environ.get("CALIB_TEST_ARTIFACTS", Path(__file__).parents[2
 CHROMEDRIVER = shutil.which("chromedriver")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
-pytestmark = pytest.mark.skipif(not (CHROMEDRIVER and CHROMIUM),
-                                reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+pytestmark = pytest.mark.skipif(
+    not (CHROMEDRIVER and CHROMIUM), reason="needs Debian's chromium and chromium-driver (.ci/run installs them)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +35,13 @@ def browser() -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1360,1000",
-                 "--disable-gpu"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1360,1000",
+        "--disable-gpu",
+    ):
         options.add_argument(flag)
     # An explicit driver path: Selenium Manager never tries to download a driver.
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
@@ -67,8 +73,16 @@ def log_in(browser: Any, stack: Stack) -> None:
 
 
 def test_the_fit_page_draws_its_loss_curve_and_data(browser: Any, stack: Stack) -> None:
-    fit = stack.wait(stack.submit({"t_u": REFERENCE["t_u"], "t_c": REFERENCE["t_c"],
-                                   **REFERENCE["validation_split_run"]["request"], "labels": {"sensor": "ui"}})["id"])
+    fit = stack.wait(
+        stack.submit(
+            {
+                "t_u": REFERENCE["t_u"],
+                "t_c": REFERENCE["t_c"],
+                **REFERENCE["validation_split_run"]["request"],
+                "labels": {"sensor": "ui"},
+            }
+        )["id"]
+    )
     log_in(browser, stack)
     assert fit["id"][:8] in browser.page_source and "succeeded" in browser.page_source
     browser.get(f"{stack.url}/ui/?status=diverged")
@@ -85,8 +99,15 @@ def test_the_fit_page_draws_its_loss_curve_and_data(browser: Any, stack: Stack) 
                 held: document.querySelectorAll('#data-chart circle.held').length,
                 fitted: document.querySelectorAll('#data-chart line.fitted').length};""")
     # 3000 epochs in 600 buckets; a training and a validation curve, each with its envelope.
-    assert chart == {"rendered": "true", "points": 600, "lines": [600, 600], "envelopes": 2, "dots": 11,
-                     "held": 2, "fitted": 1}
+    assert chart == {
+        "rendered": "true",
+        "points": 600,
+        "lines": [600, 600],
+        "envelopes": 2,
+        "dots": 11,
+        "held": 2,
+        "fitted": 1,
+    }
     assert browser.find_element("id", "line").text == "t_c = 0.519636 · t_u -16.7512"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "dashboard-fit.png"))
@@ -112,8 +133,12 @@ def test_the_fit_page_says_whether_the_fit_converged(browser: Any, stack: Stack)
 
 
 def test_a_million_epoch_fit_sends_the_browser_only_buckets(browser: Any, stack: Stack) -> None:
-    fit = stack.wait(stack.submit({"t_u": REFERENCE["t_u"], "t_c": REFERENCE["t_c"], "epochs": 1_000_000,
-                                   "learning_rate": 1e-4})["id"], timeout=120)
+    fit = stack.wait(
+        stack.submit({"t_u": REFERENCE["t_u"], "t_c": REFERENCE["t_c"], "epochs": 1_000_000, "learning_rate": 1e-4})[
+            "id"
+        ],
+        timeout=120,
+    )
     assert fit["epochs_done"] == 1_000_000
     log_in(browser, stack)
     browser.get(f"{stack.url}/ui/fits/{fit['id']}")

@@ -27,18 +27,23 @@ from tests.servers import RedisServer
 
 def clean_run_losses(fits: list[dict[str, Any]]) -> np.ndarray:
     """The same fits computed in this process, undisturbed, as float32 like the stored ones."""
-    batch = SeriesBatch.build([f["t_u"] for f in fits], [f["t_c"] for f in fits],
-                              epochs=[f["epochs"] for f in fits],
-                              learning_rate=[f["learning_rate"] for f in fits],
-                              input_scale=[f["input_scale"] for f in fits],
-                              w0=[1.0] * len(fits), b0=[0.0] * len(fits))
+    batch = SeriesBatch.build(
+        [f["t_u"] for f in fits],
+        [f["t_c"] for f in fits],
+        epochs=[f["epochs"] for f in fits],
+        learning_rate=[f["learning_rate"] for f in fits],
+        input_scale=[f["input_scale"] for f in fits],
+        w0=[1.0] * len(fits),
+        b0=[0.0] * len(fits),
+    )
     return GradientDescent(batch).losses(1, fits[0]["epochs"], torch.float32).numpy()
 
 
 @pytest.mark.parametrize("kind", ["embedded", "postgres"])
 def test_kill_9_a_worker_mid_chunk(kind: str, tmp_path: Path) -> None:
-    with running(kind, tmp_path, workers=2, CALIB_FAILPOINTS="checkpoint_sleep=0.3",
-                 CALIB_LOSS_BLOCK_EPOCHS="200") as stack:
+    with running(
+        kind, tmp_path, workers=2, CALIB_FAILPOINTS="checkpoint_sleep=0.3", CALIB_LOSS_BLOCK_EPOCHS="200"
+    ) as stack:
         fits = noisy_fits(20, 2000)
         batch = stack.http.post("/v1/batches", json={"fits": fits}).json()
         ids = [f["id"] for f in stack.http.get(f"/v1/batches/{batch['id']}/fits?limit=100").json()["items"]]
@@ -46,8 +51,9 @@ def test_kill_9_a_worker_mid_chunk(kind: str, tmp_path: Path) -> None:
 
         def mid_chunk() -> str | None:
             with db.session() as session:
-                return session.scalar(sa.select(Fit.claimed_by).where(
-                    Fit.id.in_(ids), Fit.status == "running", Fit.epochs_done >= 200))
+                return session.scalar(
+                    sa.select(Fit.claimed_by).where(Fit.id.in_(ids), Fit.status == "running", Fit.epochs_done >= 200)
+                )
 
         holder = wait_until(mid_chunk, 30, "a fit past its first checkpoint")
         kill_worker_holding(stack, holder)
@@ -92,8 +98,9 @@ def test_a_crash_between_commit_and_publish_loses_nothing(kind: str, tmp_path: P
         ids = [stack.submit(f)["id"] for f in noisy_fits(100, 500)]
         db = database(stack.env)
         with db.session() as session:
-            undispatched = session.scalar(sa.select(sa.func.count()).select_from(Fit)
-                                          .where(Fit.id.in_(ids), Fit.dispatched_at.is_(None)))
+            undispatched = session.scalar(
+                sa.select(sa.func.count()).select_from(Fit).where(Fit.id.in_(ids), Fit.dispatched_at.is_(None))
+            )
         assert undispatched > 0  # the failpoint held: nothing was published by the API
         wait_until(all_terminal(db, ids), 60, "the reconciler dispatches every fit")
         result = audit(db, ids)
@@ -105,9 +112,15 @@ def test_a_crash_between_commit_and_publish_loses_nothing(kind: str, tmp_path: P
 def test_a_chunk_longer_than_the_visibility_timeout_runs_once(tmp_path: Path) -> None:
     # Redis hands an unacknowledged message to another worker after visibility_timeout
     # (celery#5935); the copy finds nothing to claim and exits without writing.
-    with running("postgres", tmp_path, workers=2, CALIB_VISIBILITY_TIMEOUT_SECONDS="1",
-                 CALIB_LEASE_SECONDS="10", CALIB_LOSS_BLOCK_EPOCHS="100",
-                 CALIB_FAILPOINTS="checkpoint_sleep=0.4") as stack:
+    with running(
+        "postgres",
+        tmp_path,
+        workers=2,
+        CALIB_VISIBILITY_TIMEOUT_SECONDS="1",
+        CALIB_LEASE_SECONDS="10",
+        CALIB_LOSS_BLOCK_EPOCHS="100",
+        CALIB_FAILPOINTS="checkpoint_sleep=0.4",
+    ) as stack:
         fits = noisy_fits(10, 1500)
         batch = stack.http.post("/v1/batches", json={"fits": fits}).json()
         ids = [f["id"] for f in stack.http.get(f"/v1/batches/{batch['id']}/fits").json()["items"]]
@@ -123,10 +136,8 @@ def test_a_chunk_longer_than_the_visibility_timeout_runs_once(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("nemesis", ["flush", "restart"])
-def test_redis_flushed_or_restarted_with_1000_fits_queued(nemesis: str, own_redis: RedisServer,
-                                                          tmp_path: Path) -> None:
-    with running("postgres", tmp_path, workers=0, redis_url=own_redis.url,
-                 CALIB_CHUNK_SIZE="25") as stack:
+def test_redis_flushed_or_restarted_with_1000_fits_queued(nemesis: str, own_redis: RedisServer, tmp_path: Path) -> None:
+    with running("postgres", tmp_path, workers=0, redis_url=own_redis.url, CALIB_CHUNK_SIZE="25") as stack:
         batch = stack.http.post("/v1/batches", json={"fits": noisy_fits(1000, 300)}).json()
         db = database(stack.env)
         with db.session() as session:
@@ -152,13 +163,17 @@ def test_cancel_inside_a_running_chunk(kind: str, tmp_path: Path) -> None:
     # One chunk of 10 fits; one is cancelled while the chunk runs. It stops at the next
     # checkpoint with its partial losses readable, the other nine go on, and neither a
     # redelivered message nor the reconciler revives it.
-    with running(kind, tmp_path, workers=1, CALIB_FAILPOINTS="checkpoint_sleep=0.3",
-                 CALIB_LOSS_BLOCK_EPOCHS="100") as stack:
+    with running(
+        kind, tmp_path, workers=1, CALIB_FAILPOINTS="checkpoint_sleep=0.3", CALIB_LOSS_BLOCK_EPOCHS="100"
+    ) as stack:
         batch = stack.http.post("/v1/batches", json={"fits": noisy_fits(10, 2000)}).json()
         ids = [f["id"] for f in stack.http.get(f"/v1/batches/{batch['id']}/fits").json()["items"]]
         victim = ids[3]
-        wait_until(lambda: stack.http.get(f"/v1/fits/{victim}").json()["epochs_done"] >= 100, 30,
-                   "the chunk passes its first checkpoint")
+        wait_until(
+            lambda: stack.http.get(f"/v1/fits/{victim}").json()["epochs_done"] >= 100,
+            30,
+            "the chunk passes its first checkpoint",
+        )
         assert stack.http.post(f"/v1/fits/{victim}/cancel").status_code == 202
         db = database(stack.env)
         wait_until(all_terminal(db, ids), 60, "the rest of the chunk ends")

@@ -24,8 +24,15 @@ LOAD_SECONDS = 20
 
 
 def test_nothing_accepted_is_lost_or_run_twice_under_a_nemesis(own_redis: RedisServer, tmp_path: Path) -> None:
-    with running("postgres", tmp_path, workers=2, redis_url=own_redis.url, CALIB_CHUNK_SIZE="20",
-                 CALIB_LOSS_BLOCK_EPOCHS="500", CALIB_FAILPOINTS="checkpoint_sleep=0.02") as stack:
+    with running(
+        "postgres",
+        tmp_path,
+        workers=2,
+        redis_url=own_redis.url,
+        CALIB_CHUNK_SIZE="20",
+        CALIB_LOSS_BLOCK_EPOCHS="500",
+        CALIB_FAILPOINTS="checkpoint_sleep=0.02",
+    ) as stack:
         accepted: list[str] = []
         answers: Counter[str] = Counter()
         stop = threading.Event()
@@ -33,8 +40,9 @@ def test_nothing_accepted_is_lost_or_run_twice_under_a_nemesis(own_redis: RedisS
 
         def client(seed: int) -> None:
             rng = random.Random(seed)
-            with httpx.Client(base_url=stack.url, timeout=30,
-                              headers={"Authorization": f"Bearer {stack.token}"}) as http:
+            with httpx.Client(
+                base_url=stack.url, timeout=30, headers={"Authorization": f"Bearer {stack.token}"}
+            ) as http:
                 while not stop.is_set():
                     fits = noisy_fits(rng.choice([1, 1, 1, 5, 10]), 2000, seed=rng.randrange(10**6))
                     try:
@@ -43,9 +51,14 @@ def test_nothing_accepted_is_lost_or_run_twice_under_a_nemesis(own_redis: RedisS
                             ids = [r.json()["id"]] if r.status_code == 202 else []
                         else:
                             r = http.post("/v1/batches", json={"fits": fits})
-                            ids = [] if r.status_code != 202 else [
-                                f["id"] for f in http.get(f"/v1/batches/{r.json()['id']}/fits?limit=100")
-                                .json()["items"]]
+                            ids = (
+                                []
+                                if r.status_code != 202
+                                else [
+                                    f["id"]
+                                    for f in http.get(f"/v1/batches/{r.json()['id']}/fits?limit=100").json()["items"]
+                                ]
+                            )
                         outcome = str(r.status_code)
                     except httpx.TransportError as exc:
                         ids, outcome = [], type(exc).__name__
@@ -85,9 +98,11 @@ def test_nothing_accepted_is_lost_or_run_twice_under_a_nemesis(own_redis: RedisS
             wait_until(all_terminal(db, accepted), 120, "every accepted fit ends", every=1.0)
         finally:
             result = audit(db, accepted)
-            print(f"\nledger: {len(accepted)} accepted, answers {dict(answers)}, nemesis {events}, "
-                  f"statuses {result.statuses}, attempts {result.attempts}, lost {len(result.lost)}, "
-                  f"duplicated {len(result.duplicated)}, not terminal {len(result.not_terminal)}")
+            print(
+                f"\nledger: {len(accepted)} accepted, answers {dict(answers)}, nemesis {events}, "
+                f"statuses {result.statuses}, attempts {result.attempts}, lost {len(result.lost)}, "
+                f"duplicated {len(result.duplicated)}, not terminal {len(result.not_terminal)}"
+            )
         assert len(accepted) > 100 and len(events) >= 5
         assert result.lost == [] and result.duplicated == [] and result.not_terminal == []
         assert set(result.statuses) <= {"succeeded", "failed"}

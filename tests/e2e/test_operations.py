@@ -19,8 +19,11 @@ T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
 def samples(stack: Stack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     r = stack.http.get("/metrics", headers={"Authorization": ""})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(r.text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
 
 
 def value(found: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
@@ -41,8 +44,10 @@ def test_metrics_of_requests_fits_queue_and_workers(stack: Stack) -> None:
     # Fits by status are read at most every CALIB_QUEUE_SNAPSHOT_SECONDS (2 s) per process.
     time.sleep(2.1)
     after = samples(stack)
-    assert value(after, "calib_http_requests_total", method="GET", route=route, status="200") == \
-        value(before, "calib_http_requests_total", method="GET", route=route, status="200") + 20
+    assert (
+        value(after, "calib_http_requests_total", method="GET", route=route, status="200")
+        == value(before, "calib_http_requests_total", method="GET", route=route, status="200") + 20
+    )
     assert value(after, "calib_http_request_duration_seconds_count", method="GET", route=route) >= 20
     assert value(after, "calib_http_requests_total", method="POST", route="/v1/fits", status="202") >= 1
     assert value(after, "calib_fits", status="succeeded") >= 1

@@ -20,8 +20,10 @@ def test_eight_parallel_oversize_bodies_each_get_413_and_the_api_stays_up(kind: 
         stack = Stack({**env, "CALIB_MAX_POINTS_PER_BATCH": "2000000"}, tmp_path / "logs", workers=0).start()
         try:
             answers: list[dict[str, object]] = []
-            threads = [threading.Thread(target=send, args=(stack.url, stack.token, kind, 40_000_000, answers))
-                       for kind in ["json", "csv"] * 4]
+            threads = [
+                threading.Thread(target=send, args=(stack.url, stack.token, kind, 40_000_000, answers))
+                for kind in ["json", "csv"] * 4
+            ]
             for thread in threads:
                 thread.start()
             for thread in threads:

@@ -25,8 +25,7 @@ def test_a_tenant_at_its_quota_waits_while_another_runs(stack: Stack) -> None:
     set_quota = _calib(stack, "tenants", "set-quota", "quota-a", "--in-flight-fit-epochs", "2000000")
     assert set_quota.returncode == 0 and "2,000,000" in set_quota.stdout
     a = httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {tenant_a}"}, timeout=30)
-    long = {"t_u": T_U, "t_c": T_C, "epochs": 1_000_000, "optimizer": "adam", "learning_rate": 0.1,
-            "input_scale": 0.1}
+    long = {"t_u": T_U, "t_c": T_C, "epochs": 1_000_000, "optimizer": "adam", "learning_rate": 0.1, "input_scale": 0.1}
     first = a.post("/v1/fits", json=long)
     second = a.post("/v1/fits", json=long)
     refused = a.post("/v1/fits", json=long)

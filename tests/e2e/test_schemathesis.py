@@ -27,14 +27,30 @@ INTERPRETER_BUG = "SystemError: AST constructor recursion depth mismatch"
 
 def run_schemathesis(stack: Stack) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        processes.resolve([
-            "schemathesis", "run", f"{stack.url}/openapi.json",
-            "--header", f"Authorization: Bearer {stack.token}",
-            "--checks", "all",
-            "--exclude-checks", "positive_data_acceptance,negative_data_rejection",
-            "--max-examples", "20", "--seed", "1", "--workers", "1", "--no-color",
-        ]),
-        capture_output=True, text=True, timeout=300)
+        processes.resolve(
+            [
+                "schemathesis",
+                "run",
+                f"{stack.url}/openapi.json",
+                "--header",
+                f"Authorization: Bearer {stack.token}",
+                "--checks",
+                "all",
+                "--exclude-checks",
+                "positive_data_acceptance,negative_data_rejection",
+                "--max-examples",
+                "20",
+                "--seed",
+                "1",
+                "--workers",
+                "1",
+                "--no-color",
+            ]
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_schemathesis_finds_nothing(stack: Stack) -> None:

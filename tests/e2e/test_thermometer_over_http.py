@@ -71,8 +71,9 @@ def test_losses_as_csv_and_predict(stack: Stack) -> None:
         ("{not json", 400, None),
     ],
 )
-def test_bad_requests_over_http_get_problems_never_500(stack: Stack, raw: str, status: int,
-                                                        loc: list[Any] | None) -> None:
+def test_bad_requests_over_http_get_problems_never_500(
+    stack: Stack, raw: str, status: int, loc: list[Any] | None
+) -> None:
     r = stack.http.post("/v1/fits", content=raw, headers={"Content-Type": "application/json"})
     assert r.status_code == status
     assert r.headers["content-type"] == "application/problem+json"
@@ -96,19 +97,37 @@ def test_a_batch_mixing_optimizers_gives_each_fit_its_own_status(stack: Stack) -
     fits = [
         {**data, "optimizer": "gd", "learning_rate": 1e-2, "input_scale": 0.1, "labels": {"k": "gd"}},
         {**data, "optimizer": "sgd", "learning_rate": 1e-2, "input_scale": 0.1, "labels": {"k": "sgd"}},
-        {**data, "optimizer": "momentum", "momentum": 0.5, "learning_rate": 1e-2, "input_scale": 0.1,
-         "labels": {"k": "momentum"}},
+        {
+            **data,
+            "optimizer": "momentum",
+            "momentum": 0.5,
+            "learning_rate": 1e-2,
+            "input_scale": 0.1,
+            "labels": {"k": "momentum"},
+        },
         {**data, "optimizer": "adam", "learning_rate": 0.1, "epochs": 2000, "labels": {"k": "adam"}},
-        {**data, "optimizer": "adam", "betas": [0.8, 0.99], "eps": 1e-6, "learning_rate": 0.1, "epochs": 2000,
-         "labels": {"k": "adam-options"}},
+        {
+            **data,
+            "optimizer": "adam",
+            "betas": [0.8, 0.99],
+            "eps": 1e-6,
+            "learning_rate": 0.1,
+            "epochs": 2000,
+            "labels": {"k": "adam-options"},
+        },
         {**data, "optimizer": "sgd", "learning_rate": 1e-2, "labels": {"k": "sgd-diverges"}},
     ]
     batch = stack.http.post("/v1/batches", json={"defaults": {"epochs": 5000}, "fits": fits}).json()
     assert stack.wait_batch(batch["id"])["status"] == "completed"
     got = {f["labels"]["k"]: f for f in stack.http.get(f"/v1/batches/{batch['id']}/fits").json()["items"]}
     assert {k: f["status"] for k, f in got.items()} == {
-        "gd": "succeeded", "sgd": "succeeded", "momentum": "succeeded", "adam": "succeeded",
-        "adam-options": "succeeded", "sgd-diverges": "diverged"}
+        "gd": "succeeded",
+        "sgd": "succeeded",
+        "momentum": "succeeded",
+        "adam": "succeeded",
+        "adam-options": "succeeded",
+        "sgd-diverges": "diverged",
+    }
     assert got["sgd-diverges"]["diverged_at_epoch"] == 11  # as gd does: same step, same data
     assert got["gd"]["result"]["w"] == pytest.approx(got["sgd"]["result"]["w"], rel=1e-9)
     assert got["momentum"]["params"]["momentum"] == 0.5
@@ -120,9 +139,12 @@ def test_a_batch_mixing_optimizers_gives_each_fit_its_own_status(stack: Stack) -
 
 def test_optimizer_options_must_match_the_optimizer(stack: Stack) -> None:
     data = {"t_u": REFERENCE["t_u"], "t_c": REFERENCE["t_c"]}
-    for extra, loc in (({"momentum": 0.9}, ["momentum"]), ({"optimizer": "sgd", "betas": [0.9, 0.99]}, ["betas"]),
-                       ({"optimizer": "momentum", "momentum": 1.0}, ["momentum"]),
-                       ({"optimizer": "adam", "eps": 0}, ["eps"])):
+    for extra, loc in (
+        ({"momentum": 0.9}, ["momentum"]),
+        ({"optimizer": "sgd", "betas": [0.9, 0.99]}, ["betas"]),
+        ({"optimizer": "momentum", "momentum": 1.0}, ["momentum"]),
+        ({"optimizer": "adam", "eps": 0}, ["eps"]),
+    ):
         r = stack.http.post("/v1/fits", json={**data, **extra})
         assert r.status_code == 422 and r.json()["errors"][0]["loc"] == loc, (extra, r.text)
 
@@ -146,8 +168,11 @@ def test_readings_too_large_for_any_loss_diverge_at_epoch_1(stack: Stack) -> Non
     # Found by schemathesis: |t_u| near the float64 maximum made every loss NaN, stored as a
     # "succeeded" fit with NaN in its JSON. Its squares overflow, so it diverges at epoch 1.
     for optimizer in ("gd", "adam"):
-        fit = stack.wait(stack.submit({"t_u": [-5.9e16, -1.7976931348623157e308], "t_c": [1.1e16, 6.9e16],
-                                       "optimizer": optimizer})["id"])
+        fit = stack.wait(
+            stack.submit({"t_u": [-5.9e16, -1.7976931348623157e308], "t_c": [1.1e16, 6.9e16], "optimizer": optimizer})[
+                "id"
+            ]
+        )
         assert fit["status"] == "diverged" and fit["diverged_at_epoch"] == 1 and fit["epochs_done"] == 0, fit
         page = stack.http.get(f"/v1/fits/{fit['id']}/losses")
         assert page.json()["loss"] == [] and "NaN" not in page.text

@@ -40,8 +40,12 @@ def test_the_books_split_run(stack: Stack) -> None:
     train = sorted(SPLIT_RUN["train_indices"])
     t_u = [REFERENCE["t_u"][i] for i in train]
     mean = sum(t_u) / len(t_u)
-    assert math.isclose(result["w_opt"], sum((u - mean) * REFERENCE["t_c"][i] for u, i in zip(t_u, train, strict=True))
-                        / sum((u - mean) ** 2 for u in t_u), rel_tol=1e-9)
+    assert math.isclose(
+        result["w_opt"],
+        sum((u - mean) * REFERENCE["t_c"][i] for u, i in zip(t_u, train, strict=True))
+        / sum((u - mean) ** 2 for u in t_u),
+        rel_tol=1e-9,
+    )
 
     text = stack.http.get(f"/v1/fits/{done['id']}/losses?format=csv").text
     rows = list(csv.DictReader(io.StringIO(text)))
@@ -53,8 +57,14 @@ def test_the_books_split_run(stack: Stack) -> None:
 
 
 def test_a_fraction_with_a_seed_holds_out_the_same_points_and_standardizes_on_the_rest(stack: Stack) -> None:
-    body = {**DATA_BODY, "epochs": 200, "optimizer": "adam", "learning_rate": 0.1, "normalize": "standardize",
-            "validation": {"fraction": 0.2, "seed": 7}}
+    body = {
+        **DATA_BODY,
+        "epochs": 200,
+        "optimizer": "adam",
+        "learning_rate": 0.1,
+        "normalize": "standardize",
+        "validation": {"fraction": 0.2, "seed": 7},
+    }
     first, second = stack.submit(body), stack.submit(body)
     indices = first["params"]["validation"]["indices"]
     assert len(indices) == 2 and indices == second["params"]["validation"]["indices"]
@@ -116,11 +126,24 @@ def test_a_mixed_batch_runs_as_one_chunk_and_each_fit_ends_its_own_way(stack: St
         {**DATA_BODY, **split_run, "early_stopping": rule, "labels": {"case": "early sgd"}},
         {**DATA_BODY, **split_run, "optimizer": "gd", "early_stopping": rule, "labels": {"case": "early gd"}},
         {**DATA_BODY, "optimizer": "adam", "learning_rate": 0.1, "epochs": 2000, "labels": {"case": "adam"}},
-        {**DATA_BODY, "optimizer": "momentum", "learning_rate": 1e-3, "input_scale": 0.1, "epochs": 500,
-         "validation": {"fraction": 0.3, "seed": 1}, "labels": {"case": "momentum split"}},
+        {
+            **DATA_BODY,
+            "optimizer": "momentum",
+            "learning_rate": 1e-3,
+            "input_scale": 0.1,
+            "epochs": 500,
+            "validation": {"fraction": 0.3, "seed": 1},
+            "labels": {"case": "momentum split"},
+        },
         {**DATA_BODY, "learning_rate": 1e-2, "epochs": 100, "labels": {"case": "divergent"}},
-        {**DATA_BODY, "learning_rate": 1e-2, "epochs": 100, "optimizer": "sgd",
-         "early_stopping": {"patience": 20}, "labels": {"case": "divergent sgd with a rule"}},
+        {
+            **DATA_BODY,
+            "learning_rate": 1e-2,
+            "epochs": 100,
+            "optimizer": "sgd",
+            "early_stopping": {"patience": 20},
+            "labels": {"case": "divergent sgd with a rule"},
+        },
     ]
     runs_before = _worker_log(stack).count(f"claimed {len(fits)} fits")
     r = stack.http.post("/v1/batches", json={"defaults": {"init": {"w": 1.0, "b": 0.0}}, "fits": fits})

@@ -26,8 +26,13 @@ from tests.e2e.ledger import all_terminal, audit, database, wait_until
 from tests.e2e.stacks import FAST, T_C, T_U, noisy_fits, running, stored_losses
 from tests.servers import TcpProxy
 
-ADAM = {"t_u": [35.7, 55.9, 58.2, 81.9], "t_c": [0.5, 14.0, 15.0, 28.0], "optimizer": "adam",
-        "learning_rate": 0.1, "input_scale": 0.1}
+ADAM = {
+    "t_u": [35.7, 55.9, 58.2, 81.9],
+    "t_c": [0.5, 14.0, 15.0, 28.0],
+    "optimizer": "adam",
+    "learning_rate": 0.1,
+    "input_scale": 0.1,
+}
 
 
 def _get(stack: Stack, path: str) -> dict[str, Any]:
@@ -44,11 +49,13 @@ def _get(stack: Stack, path: str) -> dict[str, Any]:
 def test_a_long_adam_fit_shows_progress_and_is_cancelled_between_blocks(kind: str, tmp_path: Path) -> None:
     with running(kind, tmp_path, workers=1) as stack:
         fit = stack.submit(ADAM | {"epochs": 1_000_000})
-        seen = wait_until(lambda: (f := _get(stack, f"/v1/fits/{fit['id']}"))["status"] == "running" and f,
-                          30, "the fit runs")
+        seen = wait_until(
+            lambda: (f := _get(stack, f"/v1/fits/{fit['id']}"))["status"] == "running" and f, 30, "the fit runs"
+        )
         started = time.monotonic()
-        progressed = wait_until(lambda: (f := _get(stack, f"/v1/fits/{fit['id']}"))["epochs_done"] > 0 and f,
-                                10, "epochs_done moves")
+        progressed = wait_until(
+            lambda: (f := _get(stack, f"/v1/fits/{fit['id']}"))["epochs_done"] > 0 and f, 10, "epochs_done moves"
+        )
         progress_latency = time.monotonic() - started
         assert seen["status"] == "running" and progressed["status"] == "running"
         assert progress_latency <= 3, f"first progress {progress_latency:.2f} s after running"
@@ -60,8 +67,10 @@ def test_a_long_adam_fit_shows_progress_and_is_cancelled_between_blocks(kind: st
         started_at = dt.datetime.fromisoformat(done["started_at"].replace("Z", "+00:00"))
         submitted_at = dt.datetime.fromisoformat(nxt["created_at"].replace("Z", "+00:00"))
         waited = (started_at - submitted_at).total_seconds()
-        print(f"[{kind}] first progress {progress_latency:.2f} s after running; the next fit started "
-              f"{waited:.2f} s after its submission, just after the cancel")  # the note's figures (-s)
+        print(
+            f"[{kind}] first progress {progress_latency:.2f} s after running; the next fit started "
+            f"{waited:.2f} s after its submission, just after the cancel"
+        )  # the note's figures (-s)
         assert waited <= 2, f"the next fit started {waited:.2f} s after it was submitted, just after the cancel"
 
         final = _get(stack, f"/v1/fits/{fit['id']}")
@@ -98,9 +107,18 @@ def test_postgresql_going_away_during_a_batch_fails_nothing(tmp_path: Path) -> N
         proxy = TcpProxy(url.port or 5432)
         proxy.up()
         through = url.set(port=proxy.port).render_as_string(hide_password=False)
-        stack = Stack({**base, **FAST, "CALIB_DATABASE_URL": through, "CALIB_LEASE_SECONDS": "20",
-                       "CALIB_LOSS_BLOCK_EPOCHS": "500", "CALIB_FAILPOINTS": "checkpoint_sleep=0.2"},
-                      tmp_path / "logs", workers=2).start()
+        stack = Stack(
+            {
+                **base,
+                **FAST,
+                "CALIB_DATABASE_URL": through,
+                "CALIB_LEASE_SECONDS": "20",
+                "CALIB_LOSS_BLOCK_EPOCHS": "500",
+                "CALIB_FAILPOINTS": "checkpoint_sleep=0.2",
+            },
+            tmp_path / "logs",
+            workers=2,
+        ).start()
         try:
             fits = noisy_fits(40, 6000)
             batch = stack.http.post("/v1/batches", json={"fits": fits, "defaults": {"optimizer": "sgd"}}).json()
@@ -110,8 +128,13 @@ def test_postgresql_going_away_during_a_batch_fails_nothing(tmp_path: Path) -> N
 
             def writing() -> bool:
                 with db.session() as session:
-                    return bool(session.scalar(sa.select(sa.func.count()).select_from(Fit).where(
-                        Fit.id.in_(ids), Fit.status == "running", Fit.epochs_done > 0)))
+                    return bool(
+                        session.scalar(
+                            sa.select(sa.func.count())
+                            .select_from(Fit)
+                            .where(Fit.id.in_(ids), Fit.status == "running", Fit.epochs_done > 0)
+                        )
+                    )
 
             wait_until(writing, 60, "chunks writing their blocks")
             proxy.down()  # every connection cut, new ones refused: a restart, from the workers' side
@@ -132,8 +155,14 @@ def test_postgresql_going_away_during_a_batch_fails_nothing(tmp_path: Path) -> N
 
 
 def test_sqlite_locked_past_the_busy_timeout_fails_nothing(tmp_path: Path) -> None:
-    with running("embedded", tmp_path, workers=1, CALIB_SQLITE_BUSY_TIMEOUT_SECONDS="0.5",
-                 CALIB_LOSS_BLOCK_EPOCHS="500", CALIB_FAILPOINTS="checkpoint_sleep=0.2") as stack:
+    with running(
+        "embedded",
+        tmp_path,
+        workers=1,
+        CALIB_SQLITE_BUSY_TIMEOUT_SECONDS="0.5",
+        CALIB_LOSS_BLOCK_EPOCHS="500",
+        CALIB_FAILPOINTS="checkpoint_sleep=0.2",
+    ) as stack:
         fits = noisy_fits(10, 6000)
         batch = stack.http.post("/v1/batches", json={"fits": fits, "defaults": {"optimizer": "sgd"}}).json()
         db = database(stack.env)
@@ -165,16 +194,27 @@ def test_another_tenant_starts_within_a_time_slice_of_long_chunks(kind: str, tmp
 
         def both_workers_busy() -> bool:
             with db.session() as session:
-                return session.scalar(sa.select(sa.func.count(sa.distinct(Fit.claimed_by))).where(
-                    Fit.id.in_(a_ids), Fit.status == "running")) == 2
+                return (
+                    session.scalar(
+                        sa.select(sa.func.count(sa.distinct(Fit.claimed_by))).where(
+                            Fit.id.in_(a_ids), Fit.status == "running"
+                        )
+                    )
+                    == 2
+                )
 
         wait_until(both_workers_busy, 60, "tenant A's chunks on both workers")
         b = httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {stack.create_token('tenant-b')}"})
         submitted = b.post("/v1/fits", json={"t_u": T_U, "t_c": T_C, "epochs": 100, "input_scale": 0.1}).json()
-        fit = wait_until(lambda: (f := b.get(f"/v1/fits/{submitted['id']}").json())["status"] == "succeeded" and f,
-                         30, "tenant B's fit ends")
-        waited = (dt.datetime.fromisoformat(fit["started_at"].replace("Z", "+00:00"))
-                  - dt.datetime.fromisoformat(submitted["created_at"].replace("Z", "+00:00"))).total_seconds()
+        fit = wait_until(
+            lambda: (f := b.get(f"/v1/fits/{submitted['id']}").json())["status"] == "succeeded" and f,
+            30,
+            "tenant B's fit ends",
+        )
+        waited = (
+            dt.datetime.fromisoformat(fit["started_at"].replace("Z", "+00:00"))
+            - dt.datetime.fromisoformat(submitted["created_at"].replace("Z", "+00:00"))
+        ).total_seconds()
         print(f"[{kind}] tenant B waited {waited:.2f} s under A's load, time slice 3 s")  # the note's figures (-s)
         assert waited <= 3 + 2, f"tenant B waited {waited:.2f} s"
         # A's fits went back to the queue with their checkpoints and go on from them.
@@ -210,8 +250,14 @@ def test_workers_started_together_on_a_fresh_embedded_directory_all_consume(work
 
 @pytest.mark.parametrize("kind", ["embedded", "postgres"])
 def test_a_worker_whose_clock_runs_ahead_steals_no_live_lease(kind: str, tmp_path: Path) -> None:
-    with running(kind, tmp_path, workers=1, CALIB_LEASE_SECONDS="10", CALIB_LOSS_BLOCK_EPOCHS="200",
-                 CALIB_FAILPOINTS="checkpoint_sleep=0.5") as stack:
+    with running(
+        kind,
+        tmp_path,
+        workers=1,
+        CALIB_LEASE_SECONDS="10",
+        CALIB_LOSS_BLOCK_EPOCHS="200",
+        CALIB_FAILPOINTS="checkpoint_sleep=0.5",
+    ) as stack:
         fits = noisy_fits(4, 4000)
         batch = stack.http.post("/v1/batches", json={"fits": fits}).json()
         db = database(stack.env)

@@ -13,8 +13,12 @@ from services.worker.engine import SeriesBatch
 from services.worker.engine.iterative import Iterative
 from services.worker.engine.stopping import StopRule
 
-RULES = [None, {"monitor": "val_loss", "min_delta": 0.0, "patience": 5},
-         {"monitor": "loss", "min_delta": 1e-3, "patience": 20}, None]
+RULES = [
+    None,
+    {"monitor": "val_loss", "min_delta": 0.0, "patience": 5},
+    {"monitor": "loss", "min_delta": 1e-3, "patience": 20},
+    None,
+]
 
 
 def _batches(fits: list[int]) -> tuple[SeriesBatch, SeriesBatch]:
@@ -22,17 +26,33 @@ def _batches(fits: list[int]) -> tuple[SeriesBatch, SeriesBatch]:
     xs = [rng.normal(4, 2, 12) for _ in range(4)]
     ys = [0.5 * x - 1 + rng.normal(0, 0.4, len(x)) for x in xs]
     epochs, rates = [700, 900, 1000, 250], [0.01, 0.02, 0.005, 0.05]
-    common = {"epochs": [epochs[i] for i in fits], "learning_rate": [rates[i] for i in fits],
-              "input_scale": [1.0] * len(fits), "w0": [1.0] * len(fits), "b0": [0.0] * len(fits)}
-    return (SeriesBatch.build([xs[i][:9] for i in fits], [ys[i][:9] for i in fits], **common),
-            SeriesBatch.build([xs[i][9:] for i in fits], [ys[i][9:] for i in fits], **common))
+    common = {
+        "epochs": [epochs[i] for i in fits],
+        "learning_rate": [rates[i] for i in fits],
+        "input_scale": [1.0] * len(fits),
+        "w0": [1.0] * len(fits),
+        "b0": [0.0] * len(fits),
+    }
+    return (
+        SeriesBatch.build([xs[i][:9] for i in fits], [ys[i][:9] for i in fits], **common),
+        SeriesBatch.build([xs[i][9:] for i in fits], [ys[i][9:] for i in fits], **common),
+    )
 
 
 def _engine(kind: str, fits: list[int], resume: list[dict[str, object]] | None = None) -> Iterative:
     train, val = _batches(fits)
     n = len(fits)
-    return Iterative(train, [kind] * n, [0.9] * n, [0.9] * n, [0.999] * n, [1e-8] * n, validation=val,
-                     stopping=StopRule.of([RULES[i] for i in fits], train.epochs), resume=resume)
+    return Iterative(
+        train,
+        [kind] * n,
+        [0.9] * n,
+        [0.9] * n,
+        [0.999] * n,
+        [1e-8] * n,
+        validation=val,
+        stopping=StopRule.of([RULES[i] for i in fits], train.epochs),
+        resume=resume,
+    )
 
 
 @pytest.mark.parametrize("kind", ["sgd", "momentum", "adam"])
@@ -68,8 +88,15 @@ def test_resumed_in_blocks_equals_one_run(kind: str) -> None:
 def test_a_block_reports_divergence_and_the_fits_that_ended() -> None:
     x = np.array([35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4])
     y = np.array([0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0])
-    batch = SeriesBatch.build([x, x], [y, y], epochs=[100, 1000], learning_rate=[1e-2, 1e-4],
-                              input_scale=[1.0, 1.0], w0=[1.0, 1.0], b0=[0.0, 0.0])
+    batch = SeriesBatch.build(
+        [x, x],
+        [y, y],
+        epochs=[100, 1000],
+        learning_rate=[1e-2, 1e-4],
+        input_scale=[1.0, 1.0],
+        w0=[1.0, 1.0],
+        b0=[0.0, 0.0],
+    )
     engine = Iterative(batch, ["sgd", "sgd"], [0.0] * 2, [0.0] * 2, [0.0] * 2, [0.0] * 2)
     block = engine.run(64)
     assert block.ended.tolist() == [True, False]  # lr 1e-2 on raw input diverges at epoch 11, as in the book

@@ -13,12 +13,25 @@ from hypothesis import strategies as st
 from services.worker.engine import GradientDescent, SeriesBatch, reference_fit
 
 
-def build(t_u: list[list[float]], t_c: list[list[float]], epochs: list[int], lr: list[float],
-          scale: list[float] | None = None, w0: list[float] | None = None,
-          b0: list[float] | None = None) -> SeriesBatch:
+def build(
+    t_u: list[list[float]],
+    t_c: list[list[float]],
+    epochs: list[int],
+    lr: list[float],
+    scale: list[float] | None = None,
+    w0: list[float] | None = None,
+    b0: list[float] | None = None,
+) -> SeriesBatch:
     k = len(t_u)
-    return SeriesBatch.build(t_u, t_c, epochs=epochs, learning_rate=lr,
-                             input_scale=scale or [1.0] * k, w0=w0 or [1.0] * k, b0=b0 or [0.0] * k)
+    return SeriesBatch.build(
+        t_u,
+        t_c,
+        epochs=epochs,
+        learning_rate=lr,
+        input_scale=scale or [1.0] * k,
+        w0=w0 or [1.0] * k,
+        b0=b0 or [0.0] * k,
+    )
 
 
 def worst(values: torch.Tensor) -> float:

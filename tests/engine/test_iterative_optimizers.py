@@ -17,7 +17,8 @@ def torch_optim_run(x: np.ndarray, y: np.ndarray, kind: str, lr: float, options:
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     if kind == "adam":
         opt: torch.optim.Optimizer = torch.optim.Adam(
-            [params], lr=lr, betas=(options["beta1"], options["beta2"]), eps=options["eps"])
+            [params], lr=lr, betas=(options["beta1"], options["beta2"]), eps=options["eps"]
+        )
     else:
         opt = torch.optim.SGD([params], lr=lr, momentum=options.get("momentum", 0.0))
     losses = []
@@ -30,21 +31,30 @@ def torch_optim_run(x: np.ndarray, y: np.ndarray, kind: str, lr: float, options:
     return losses
 
 
-@pytest.mark.parametrize("kind, lr, options", [
-    ("sgd", 1e-2, {}),
-    ("momentum", 5e-3, {"momentum": 0.9}),
-    ("adam", 0.1, {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}),
-    ("adam", 0.05, {"beta1": 0.8, "beta2": 0.99, "eps": 1e-3}),
-])
+@pytest.mark.parametrize(
+    "kind, lr, options",
+    [
+        ("sgd", 1e-2, {}),
+        ("momentum", 5e-3, {"momentum": 0.9}),
+        ("adam", 0.1, {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}),
+        ("adam", 0.05, {"beta1": 0.8, "beta2": 0.99, "eps": 1e-3}),
+    ],
+)
 def test_matches_torch_optim(kind: str, lr: float, options: dict[str, float]) -> None:
     rng = np.random.default_rng(11)
     xs = [rng.normal(3, 2, n) for n in (2, 7, 50)]
     ys = [0.5 * x - 1 + rng.normal(0, 0.3, len(x)) for x in xs]
-    batch = SeriesBatch.build(xs, ys, epochs=[EPOCHS] * 3, learning_rate=[lr] * 3, input_scale=[1.0] * 3,
-                              w0=[1.0] * 3, b0=[0.0] * 3)
-    engine = Iterative(batch, [kind] * 3, momentum=[options.get("momentum", 0.0)] * 3,
-                       beta1=[options.get("beta1", 0.9)] * 3, beta2=[options.get("beta2", 0.999)] * 3,
-                       eps=[options.get("eps", 1e-8)] * 3).complete()
+    batch = SeriesBatch.build(
+        xs, ys, epochs=[EPOCHS] * 3, learning_rate=[lr] * 3, input_scale=[1.0] * 3, w0=[1.0] * 3, b0=[0.0] * 3
+    )
+    engine = Iterative(
+        batch,
+        [kind] * 3,
+        momentum=[options.get("momentum", 0.0)] * 3,
+        beta1=[options.get("beta1", 0.9)] * 3,
+        beta2=[options.get("beta2", 0.999)] * 3,
+        eps=[options.get("eps", 1e-8)] * 3,
+    ).complete()
     got = engine.losses(1, EPOCHS, torch.float64).numpy()
     for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
         expected = np.array(torch_optim_run(x, y, kind, lr, options))
@@ -55,26 +65,48 @@ def test_matches_torch_optim(kind: str, lr: float, options: dict[str, float]) ->
 
 def test_a_diverging_fit_freezes_while_the_others_go_on() -> None:
     x, y = [35.7, 55.9, 58.2, 81.9], [0.5, 14.0, 15.0, 28.0]
-    batch = SeriesBatch.build([x, x], [y, y], epochs=[100, 100], learning_rate=[1e-2, 1e-2],
-                              input_scale=[1.0, 0.1], w0=[1.0, 1.0], b0=[0.0, 0.0])
+    batch = SeriesBatch.build(
+        [x, x],
+        [y, y],
+        epochs=[100, 100],
+        learning_rate=[1e-2, 1e-2],
+        input_scale=[1.0, 0.1],
+        w0=[1.0, 1.0],
+        b0=[0.0, 0.0],
+    )
     engine = Iterative(batch, ["sgd", "sgd"], [0.0, 0.0], [0.9, 0.9], [0.999, 0.999], [1e-8, 1e-8]).complete()
     assert int(engine.diverged_at[0]) == 11 and int(engine.diverged_at[1]) == 0  # as the book's gd run
     assert int(engine.epochs_done[0]) == int(engine.diverged_at[0]) - 1
     losses = engine.losses(1, 100)
-    assert torch.isnan(losses[0, int(engine.epochs_done[0]):]).all()
+    assert torch.isnan(losses[0, int(engine.epochs_done[0]) :]).all()
     assert not torch.isnan(losses[1]).any()
 
 
 def test_fits_of_different_lengths_and_options_in_one_call() -> None:
     x, y = [35.7, 55.9, 58.2, 81.9, 56.3], [0.5, 14.0, 15.0, 28.0, 11.0]
-    batch = SeriesBatch.build([x] * 3, [y] * 3, epochs=[50, 200, 120], learning_rate=[0.1, 0.05, 0.1],
-                              input_scale=[1.0] * 3, w0=[1.0] * 3, b0=[0.0] * 3)
-    together = Iterative(batch, ["adam"] * 3, [0.0] * 3, [0.9, 0.8, 0.9], [0.999, 0.99, 0.999],
-                         [1e-8, 1e-6, 1e-8]).complete()
-    for i, (epochs, lr, b1, b2, eps) in enumerate([(50, 0.1, 0.9, 0.999, 1e-8), (200, 0.05, 0.8, 0.99, 1e-6),
-                                                   (120, 0.1, 0.9, 0.999, 1e-8)]):
-        alone = Iterative(SeriesBatch.build([x], [y], epochs=[epochs], learning_rate=[lr], input_scale=[1.0],
-                                            w0=[1.0], b0=[0.0]), ["adam"], [0.0], [b1], [b2], [eps]).complete()
+    batch = SeriesBatch.build(
+        [x] * 3,
+        [y] * 3,
+        epochs=[50, 200, 120],
+        learning_rate=[0.1, 0.05, 0.1],
+        input_scale=[1.0] * 3,
+        w0=[1.0] * 3,
+        b0=[0.0] * 3,
+    )
+    together = Iterative(
+        batch, ["adam"] * 3, [0.0] * 3, [0.9, 0.8, 0.9], [0.999, 0.99, 0.999], [1e-8, 1e-6, 1e-8]
+    ).complete()
+    for i, (epochs, lr, b1, b2, eps) in enumerate(
+        [(50, 0.1, 0.9, 0.999, 1e-8), (200, 0.05, 0.8, 0.99, 1e-6), (120, 0.1, 0.9, 0.999, 1e-8)]
+    ):
+        alone = Iterative(
+            SeriesBatch.build([x], [y], epochs=[epochs], learning_rate=[lr], input_scale=[1.0], w0=[1.0], b0=[0.0]),
+            ["adam"],
+            [0.0],
+            [b1],
+            [b2],
+            [eps],
+        ).complete()
         assert int(together.epochs_done[i]) == epochs
         torch.testing.assert_close(together.losses(1, 200)[i, :epochs], alone.losses(1, epochs)[0])
         assert torch.isnan(together.losses(1, 200)[i, epochs:]).all()
@@ -89,12 +121,15 @@ def test_the_three_gradients_of_gd_agree_with_the_closed_form(gradient: str) -> 
     rng = np.random.default_rng(5)
     xs = [rng.normal(5, 2, n) for n in (3, 11, 40)]
     ys = [0.5 * x - 1 + rng.normal(0, 0.3, len(x)) for x in xs]
-    batch = SeriesBatch.build(xs, ys, epochs=[500] * 3, learning_rate=[1e-2] * 3, input_scale=[1.0] * 3,
-                              w0=[1.0] * 3, b0=[0.0] * 3)
-    engine = Iterative(batch, ["gd"] * 3, [0.0] * 3, [0.9] * 3, [0.999] * 3, [1e-8] * 3, gradient=gradient,
-                       delta=0.1).complete()
+    batch = SeriesBatch.build(
+        xs, ys, epochs=[500] * 3, learning_rate=[1e-2] * 3, input_scale=[1.0] * 3, w0=[1.0] * 3, b0=[0.0] * 3
+    )
+    engine = Iterative(
+        batch, ["gd"] * 3, [0.0] * 3, [0.9] * 3, [0.999] * 3, [1e-8] * 3, gradient=gradient, delta=0.1
+    ).complete()
     exact = GradientDescent(batch)
-    torch.testing.assert_close(engine.losses(1, 500, torch.float64), exact.losses(1, 500, torch.float32).double(),
-                               rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        engine.losses(1, 500, torch.float64), exact.losses(1, 500, torch.float32).double(), rtol=1e-6, atol=0
+    )
     torch.testing.assert_close(engine.w, exact.w, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(engine.b, exact.b, rtol=1e-9, atol=1e-12)

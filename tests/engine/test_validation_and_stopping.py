@@ -30,11 +30,26 @@ def keras_stop(values: list[float], patience: int, min_delta: float, epochs: int
     return epochs
 
 
-def series(t_u: list[float], t_c: list[float], held_out: list[int], part: int, epochs: int, lr: float,
-           scale: float = 0.1, copies: int = 1) -> SeriesBatch:
+def series(
+    t_u: list[float],
+    t_c: list[float],
+    held_out: list[int],
+    part: int,
+    epochs: int,
+    lr: float,
+    scale: float = 0.1,
+    copies: int = 1,
+) -> SeriesBatch:
     u, c = split(t_u, held_out)[part], split(t_c, held_out)[part]
-    return SeriesBatch.build([u] * copies, [c] * copies, epochs=[epochs] * copies, learning_rate=[lr] * copies,
-                             input_scale=[scale] * copies, w0=[1.0] * copies, b0=[0.0] * copies)
+    return SeriesBatch.build(
+        [u] * copies,
+        [c] * copies,
+        epochs=[epochs] * copies,
+        learning_rate=[lr] * copies,
+        input_scale=[scale] * copies,
+        w0=[1.0] * copies,
+        b0=[0.0] * copies,
+    )
 
 
 def sgd(batch: SeriesBatch, **kwargs: Any) -> Iterative:
@@ -77,9 +92,11 @@ def test_the_stop_rule_is_kerass_rule_window_by_window(min_delta: float, window:
     rules[8] = None  # a fit without the rule never stops
     rule = StopRule(rules, torch.tensor(limits))
     for first in range(1, epochs + 1, window):
-        rule.update(torch.from_numpy(curves[:, first - 1:first - 1 + window].T.copy()), first)
-    expected = [keras_stop(curves[i].astype(np.float64).tolist(), patience[i], min_delta, limits[i])
-                if rules[i] else limits[i] for i in range(12)]
+        rule.update(torch.from_numpy(curves[:, first - 1 : first - 1 + window].T.copy()), first)
+    expected = [
+        keras_stop(curves[i].astype(np.float64).tolist(), patience[i], min_delta, limits[i]) if rules[i] else limits[i]
+        for i in range(12)
+    ]
     assert rule.epochs().tolist() == expected
     assert 0 < sum(e < lim for e, lim in zip(expected, limits, strict=True)) < 12  # both outcomes occur
 
@@ -93,20 +110,37 @@ def test_a_stopped_fit_is_the_fit_of_exactly_that_many_epochs(kind: str, monitor
     held = choose_indices(30, 0.3, seed=1)
     # Three fits: two with rules that stop at different epochs, one without a rule.
     rules: list[dict[str, Any] | None] = [
-        {"monitor": monitor, "min_delta": 1e-3, "patience": 5}, None,
-        {"monitor": monitor, "min_delta": 0.0, "patience": 3}]
+        {"monitor": monitor, "min_delta": 1e-3, "patience": 5},
+        None,
+        {"monitor": monitor, "min_delta": 0.0, "patience": 3},
+    ]
     lr = 0.05 if kind == "adam" else 1e-2
 
     def run(epochs: list[int], stop: list[dict[str, Any] | None] | None) -> GradientDescent | Iterative:
-        train = SeriesBatch.build([split(t_u, held)[0]] * 3, [split(t_c, held)[0]] * 3, epochs=epochs,
-                                  learning_rate=[lr] * 3, input_scale=[0.1] * 3, w0=[1.0] * 3, b0=[0.0] * 3)
-        val = SeriesBatch.build([split(t_u, held)[1]] * 3, [split(t_c, held)[1]] * 3, epochs=epochs,
-                                learning_rate=[lr] * 3, input_scale=[0.1] * 3, w0=[1.0] * 3, b0=[0.0] * 3)
+        train = SeriesBatch.build(
+            [split(t_u, held)[0]] * 3,
+            [split(t_c, held)[0]] * 3,
+            epochs=epochs,
+            learning_rate=[lr] * 3,
+            input_scale=[0.1] * 3,
+            w0=[1.0] * 3,
+            b0=[0.0] * 3,
+        )
+        val = SeriesBatch.build(
+            [split(t_u, held)[1]] * 3,
+            [split(t_c, held)[1]] * 3,
+            epochs=epochs,
+            learning_rate=[lr] * 3,
+            input_scale=[0.1] * 3,
+            w0=[1.0] * 3,
+            b0=[0.0] * 3,
+        )
         stopping = StopRule.of(stop, train.epochs) if stop else None
         if kind == "closed_form":
             return GradientDescent(train, val, stopping)
-        return Iterative(train, [kind] * 3, [0.0] * 3, [0.9] * 3, [0.999] * 3, [1e-8] * 3,
-                         validation=val, stopping=stopping).complete()
+        return Iterative(
+            train, [kind] * 3, [0.0] * 3, [0.9] * 3, [0.999] * 3, [1e-8] * 3, validation=val, stopping=stopping
+        ).complete()
 
     stopped = run([3000] * 3, rules)
     full = run([3000] * 3, None)

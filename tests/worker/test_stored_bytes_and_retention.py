@@ -14,8 +14,7 @@ from services.worker import runner
 from shared import retention
 from shared.models import Fit, LossBlock
 
-FIT = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0],
-       "epochs": 3000, "input_scale": 0.1}
+FIT = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0], "epochs": 3000, "input_scale": 0.1}
 
 
 def _run(client: FlaskClient, fit_id: str) -> None:
@@ -46,15 +45,21 @@ def test_stored_bytes_follow_writes_retries_and_prunes(make_client: Callable[...
     # A retry replaces the losses of its first attempt: the count does not double.
     db = a.application.extensions["calib"].db
     with db.session(write=True) as session:
-        session.execute(sa.update(Fit).where(Fit.id == plain).values(
-            status="running", lease_expires_at=dt.datetime(2000, 1, 1, tzinfo=dt.UTC)))
+        session.execute(
+            sa.update(Fit)
+            .where(Fit.id == plain)
+            .values(status="running", lease_expires_at=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+        )
     _run(a, plain)
     assert a.get("/v1/usage").get_json()["stored_loss_bytes"] == 3000 * 12
 
     # Retention: only fits finished before the cut-off lose their losses, and say so.
     with db.session(write=True) as session:
-        session.execute(sa.update(Fit).where(Fit.id.in_([plain, other])).values(
-            finished_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=40)))
+        session.execute(
+            sa.update(Fit)
+            .where(Fit.id.in_([plain, other]))
+            .values(finished_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=40))
+        )
     before = a.get(f"/v1/fits/{plain}").get_json()
     done = retention.prune(db, retention.parse_age("30d"))
     assert (done.fits, done.bytes) == (2, 3000 * 4 + 100 * 4)
@@ -93,8 +98,10 @@ def test_a_retried_write_whose_commit_landed_replaces_its_blocks(make_client: Ca
     with svc.db.session() as session:
         chunk_id = session.scalar(sa.select(Fit.chunk_id).where(Fit.id == fit_id))
     fits = store.claim(svc.db, svc.settings, chunk_id).fits
-    checkpoint = store.Checkpoint(blocks=[{"fit_id": fit_id, "first_epoch": 1, "count": 2,
-                                           "loss": b"\0" * 8, "val_loss": None}], progress={fit_id: 2})
+    checkpoint = store.Checkpoint(
+        blocks=[{"fit_id": fit_id, "first_epoch": 1, "count": 2, "loss": b"\0" * 8, "val_loss": None}],
+        progress={fit_id: 2},
+    )
     assert store.write(svc.db, svc.settings, fits, checkpoint) == {fit_id}
     assert store.write(svc.db, svc.settings, fits, checkpoint, again=True) == {fit_id}
     assert client.get("/v1/usage").get_json()["stored_loss_bytes"] == 8

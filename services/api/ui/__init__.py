@@ -34,6 +34,7 @@ def num(value: object, fmt: str) -> str:
         return "—"
     return fmt % value
 
+
 # The loss chart asks for about one bucket per two pixels of its width: a 1,000,000-epoch fit
 # sends the browser 600 buckets, not a million losses.
 CHART_BUCKETS = 600
@@ -43,8 +44,9 @@ HISTOGRAM_BINS = 24
 @bp.errorhandler(Problem)
 def problem_page(problem: Problem) -> tuple[str, int]:
     """A person at a browser gets a page (an unknown fit id, say), not the API's problem+json."""
-    return render_template("problem.html", title=TITLES.get(problem.status, "Error"),
-                           detail=problem.detail), problem.status
+    return render_template(
+        "problem.html", title=TITLES.get(problem.status, "Error"), detail=problem.detail
+    ), problem.status
 
 
 @bp.get("/login")
@@ -96,11 +98,21 @@ def home() -> str:
     batch_id = request.args.get("batch") or None
     fits, cursor = list_fits_query(batch_id=batch_id)
     with services().db.session() as session:
-        batches = [batch_json(session, b) for b in session.scalars(
-            sa.select(Batch).where(Batch.tenant == current_tenant()).order_by(Batch.created_at.desc()).limit(10))]
-    return render_template("index.html", fits=[fit_json(f) for f in fits], batches=batches,
-                           status=request.args.get("status") or None, statuses=STATUSES, batch_id=batch_id,
-                           older=f"/ui/?{query_with(cursor=cursor)}" if cursor else None)
+        batches = [
+            batch_json(session, b)
+            for b in session.scalars(
+                sa.select(Batch).where(Batch.tenant == current_tenant()).order_by(Batch.created_at.desc()).limit(10)
+            )
+        ]
+    return render_template(
+        "index.html",
+        fits=[fit_json(f) for f in fits],
+        batches=batches,
+        status=request.args.get("status") or None,
+        statuses=STATUSES,
+        batch_id=batch_id,
+        older=f"/ui/?{query_with(cursor=cursor)}" if cursor else None,
+    )
 
 
 @bp.get("/fits/<fit_id>")
@@ -114,14 +126,21 @@ def fit_page(fit_id: str) -> str:
 def batch_page(batch_id: str) -> str:
     with services().db.session() as session:
         batch = batch_json(session, owned_or_404(session, Batch, batch_id, "batch"))
-        fits = session.scalars(sa.select(Fit).options(so.load_only(
-            Fit.status, Fit.w, Fit.b, Fit.input_scale, Fit.input_shift)).where(
-            Fit.batch_id == batch_id, Fit.status == SUCCEEDED))
-        lines = np.array([line for fit in fits if (line := fit.raw_params()) is not None],
-                         dtype=np.float64).reshape(-1, 2)
+        fits = session.scalars(
+            sa.select(Fit)
+            .options(so.load_only(Fit.status, Fit.w, Fit.b, Fit.input_scale, Fit.input_shift))
+            .where(Fit.batch_id == batch_id, Fit.status == SUCCEEDED)
+        )
+        lines = np.array([line for fit in fits if (line := fit.raw_params()) is not None], dtype=np.float64).reshape(
+            -1, 2
+        )
     w, b = lines[:, 0], lines[:, 1]
-    return render_template("batch.html", batch=batch, running=batch["status"] in ("queued", "running"),
-                           histograms=[histogram("w_raw (slope)", w), histogram("b_raw (offset)", b)])
+    return render_template(
+        "batch.html",
+        batch=batch,
+        running=batch["status"] in ("queued", "running"),
+        histograms=[histogram("w_raw (slope)", w), histogram("b_raw (offset)", b)],
+    )
 
 
 def histogram(name: str, values: np.ndarray) -> dict[str, Any]:
@@ -132,7 +151,23 @@ def histogram(name: str, values: np.ndarray) -> dict[str, Any]:
     counts, edges = np.histogram(values, bins=HISTOGRAM_BINS)
     top = max(int(counts.max()), 1)
     width = 100 / len(counts)
-    bars = [{"x": i * width, "width": width, "height": 40 * c / top, "count": int(c),
-             "low": float(edges[i]), "high": float(edges[i + 1])} for i, c in enumerate(counts)]
-    return {"name": name, "bars": bars, "count": int(len(values)), "low": float(edges[0]), "high": float(edges[-1]),
-            "mean": float(values.mean()), "sd": float(values.std())}
+    bars = [
+        {
+            "x": i * width,
+            "width": width,
+            "height": 40 * c / top,
+            "count": int(c),
+            "low": float(edges[i]),
+            "high": float(edges[i + 1]),
+        }
+        for i, c in enumerate(counts)
+    ]
+    return {
+        "name": name,
+        "bars": bars,
+        "count": int(len(values)),
+        "low": float(edges[0]),
+        "high": float(edges[-1]),
+        "mean": float(values.mean()),
+        "sd": float(values.std()),
+    }

@@ -36,8 +36,9 @@ class GradientDescent:
     parameters before that epoch's update. With `stopping`, each fit's last epoch is where its
     early-stopping rule stops it."""
 
-    def __init__(self, batch: SeriesBatch, validation: SeriesBatch | None = None,
-                 stopping: StopRule | None = None) -> None:
+    def __init__(
+        self, batch: SeriesBatch, validation: SeriesBatch | None = None, stopping: StopRule | None = None
+    ) -> None:
         self.batch = batch
         self.val_moments = validation.moments() if validation is not None else None
         mx, my, vxx, vxy, vyy = batch.moments()
@@ -188,8 +189,9 @@ class GradientDescent:
         return _power_sums(self.loss_opt, r, excess, first, last, dtype)
 
 
-def _power_sums(constant: torch.Tensor, bases: torch.Tensor, coefficients: torch.Tensor,
-                first: int, last: int, dtype: torch.dtype) -> torch.Tensor:
+def _power_sums(
+    constant: torch.Tensor, bases: torch.Tensor, coefficients: torch.Tensor, first: int, last: int, dtype: torch.dtype
+) -> torch.Tensor:
     """constant + Σ_t coefficients[:, t] · bases[:, t]^(k-1) for k = first..last: (B, L).
 
     base^(k-1) is split as base^(first-1+q*S) * base^j with k - first = q*S + j, so the

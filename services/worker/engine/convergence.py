@@ -22,17 +22,27 @@ from services.worker.engine.closed_form import GradientDescent
 _SCAN = 2048
 
 
-def epochs_needed(engine: GradientDescent, scale: torch.Tensor, shift: torch.Tensor, target_w: torch.Tensor,
-                  target_b: torch.Tensor, target_excess: torch.Tensor, by_errors: torch.Tensor,
-                  limit: int) -> torch.Tensor:
+def epochs_needed(
+    engine: GradientDescent,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    target_w: torch.Tensor,
+    target_b: torch.Tensor,
+    target_excess: torch.Tensor,
+    by_errors: torch.Tensor,
+    limit: int,
+) -> torch.Tensor:
     """Per fit, the first epoch count k from which the rule holds at every later k ≤ limit; -1 where it
     does not hold by `limit` (or the rates make it diverge). `by_errors`: the standard-error rule, else
     the excess-loss rule; targets already multiplied by the tolerance."""
     e = engine
-    coefficients = torch.stack([
-        torch.stack([scale * e.cos * e.z1, -scale * e.sin * e.z2], 1),
-        torch.stack([e.sin * e.z1 - scale * shift * e.cos * e.z1, e.cos * e.z2 + scale * shift * e.sin * e.z2], 1),
-    ], 1)  # (B, 2 deviations, 2 terms)
+    coefficients = torch.stack(
+        [
+            torch.stack([scale * e.cos * e.z1, -scale * e.sin * e.z2], 1),
+            torch.stack([e.sin * e.z1 - scale * shift * e.cos * e.z1, e.cos * e.z2 + scale * shift * e.sin * e.z2], 1),
+        ],
+        1,
+    )  # (B, 2 deviations, 2 terms)
     rho = torch.stack([e.rho1, e.rho2], 1)  # (B, 2)
     targets = torch.stack([target_w, target_b], 1)
     excess = torch.stack([e.excess1, e.excess2], 1)

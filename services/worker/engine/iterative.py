@@ -78,10 +78,20 @@ class Block:
 
 
 class Iterative:
-    def __init__(self, batch: SeriesBatch, optimizer: Sequence[str], momentum: Sequence[float],
-                 beta1: Sequence[float], beta2: Sequence[float], eps: Sequence[float],
-                 gradient: str = "analytic", delta: float = 0.1, validation: SeriesBatch | None = None,
-                 stopping: StopRule | None = None, resume: Sequence[Mapping[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        batch: SeriesBatch,
+        optimizer: Sequence[str],
+        momentum: Sequence[float],
+        beta1: Sequence[float],
+        beta2: Sequence[float],
+        eps: Sequence[float],
+        gradient: str = "analytic",
+        delta: float = 0.1,
+        validation: SeriesBatch | None = None,
+        stopping: StopRule | None = None,
+        resume: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
         kinds = {kind if kind in ("adam", "gd") else "momentum" for kind in optimizer}
         if len(kinds) != 1:
             raise ValueError("one call runs one update rule (services/worker/runner.py)")
@@ -100,15 +110,18 @@ class Iterative:
         self.adam, self.plain = kinds == {"adam"}, kinds == {"gd"}
         self.b1 = torch.tensor(beta1, dtype=f64, device=dev)
         self.b2 = torch.tensor(beta2, dtype=f64, device=dev)
-        self.eps_u, self.b1_u, self.b2_u = (_uniform(torch.tensor(eps, dtype=f64, device=dev)), _uniform(self.b1),
-                                            _uniform(self.b2))
+        self.eps_u, self.b1_u, self.b2_u = (
+            _uniform(torch.tensor(eps, dtype=f64, device=dev)),
+            _uniform(self.b1),
+            _uniform(self.b2),
+        )
         self.mu = _uniform(torch.tensor(momentum, dtype=f64, device=dev))
         self.m, self.v, self.buf = torch.zeros_like(self.p), torch.zeros_like(self.p), torch.zeros_like(self.p)
         self.epoch = 0  # epochs every fit has run
         if resume:
             self._resume(resume)
         self.b1_pow, self.b2_pow = self.b1**self.epoch, self.b2**self.epoch
-        self.ends = {int(e) for e in batch.epochs.unique()}
+        self.ends = {int(e) for e in torch.unique(batch.epochs)}
         self.ended = torch.zeros(size, dtype=torch.bool, device=dev)
         self.diverged_at = torch.zeros(size, dtype=torch.int64, device=dev)
         self.epochs_done = torch.zeros(size, dtype=torch.int64, device=dev)
@@ -133,11 +146,17 @@ class Iterative:
         if self.stopping is not None:
             self.stopping.threshold = torch.tensor(
                 [math.inf if state.get("threshold") is None else state["threshold"] for state in states],
-                dtype=f64, device=dev)
-            self.stopping.deadline = torch.tensor([int(state.get("deadline") or 0) or int(p)
-                                                   for state, p in zip(states, self.stopping.patience.tolist(),
-                                                                       strict=True)],
-                                                  dtype=torch.int64, device=dev)
+                dtype=f64,
+                device=dev,
+            )
+            self.stopping.deadline = torch.tensor(
+                [
+                    int(state.get("deadline") or 0) or int(p)
+                    for state, p in zip(states, self.stopping.patience.tolist(), strict=True)
+                ],
+                dtype=torch.int64,
+                device=dev,
+            )
 
     def states(self) -> list[dict[str, Any]]:
         """What each fit needs to go on from `self.epoch` (JSON-ready; None for an infinite best)."""
@@ -151,8 +170,10 @@ class Iterative:
                 state["buf"] = buf[i]
             if self.stopping is not None:
                 threshold = float(self.stopping.threshold[i])
-                state |= {"threshold": threshold if math.isfinite(threshold) else None,
-                          "deadline": int(self.stopping.deadline[i])}
+                state |= {
+                    "threshold": threshold if math.isfinite(threshold) else None,
+                    "deadline": int(self.stopping.deadline[i]),
+                }
             found.append(state)
         return found
 
@@ -181,13 +202,14 @@ class Iterative:
             self._epoch(epoch, losses[row], None if val_losses is None else val_losses[row])
             if self.stopping is not None and (epoch % _STOP_WINDOW == 0 or epoch == last):
                 start = epoch - (epoch - 1) % _STOP_WINDOW - first
-                self._decide_stops(losses[start:row + 1], None if val_losses is None else val_losses[start:row + 1],
-                                   start + first)
+                self._decide_stops(
+                    losses[start : row + 1], None if val_losses is None else val_losses[start : row + 1], start + first
+                )
                 if epoch >= self._needed():
                     break  # every fit still open has reached its last epoch
         last = epoch
-        losses = losses[:last - first + 1]
-        val_losses = None if val_losses is None else val_losses[:last - first + 1]
+        losses = losses[: last - first + 1]
+        val_losses = None if val_losses is None else val_losses[: last - first + 1]
         ended = self._close(losses, val_losses, first, last)
         self.epoch = last
         return Block(first, last, losses.T, None if val_losses is None else val_losses.T, ended)
@@ -210,7 +232,8 @@ class Iterative:
         if self.gradient == "autograd":
             with torch.enable_grad():
                 q = p.detach().clone().requires_grad_(True)
-                loss_at(self.training, q[0], q[1]).sum().backward()  # fits are independent: sum, then per-fit grads
+                # The fits are independent: one backward of the sum gives every fit's own gradient.
+                torch.autograd.backward(loss_at(self.training, q[0], q[1]).sum())
             assert q.grad is not None
             g.copy_(q.grad)
         elif self.gradient == "finite_difference":
@@ -294,20 +317,24 @@ class Iterative:
         blocks = []
         while not self.done:
             blocks.append(self.run(block_epochs))
+
         def joined(parts: list[torch.Tensor]) -> torch.Tensor:
             # One block (the common case here) is kept as it is: concatenating copies it.
             return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
-        self._losses = joined([block.losses for block in blocks]) if blocks else torch.empty(
-            (self.batch.size, 0), dtype=torch.float32, device=self.p.device)
-        self._val_losses = joined([block.val_losses for block in blocks])  \
-            if blocks and self.held_out is not None else None  # type: ignore[misc]
+        self._losses = (
+            joined([block.losses for block in blocks])
+            if blocks
+            else torch.empty((self.batch.size, 0), dtype=torch.float32, device=self.p.device)
+        )
+        val_parts = [block.val_losses for block in blocks if block.val_losses is not None]
+        self._val_losses = joined(val_parts) if val_parts and self.held_out is not None else None
         return self
 
     def losses(self, first: int, last: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """After complete(): epochs first..last (1-based, inclusive) of every fit; NaN past a fit's last epoch."""
-        return self._losses[:, first - 1:last].to(dtype)
+        return self._losses[:, first - 1 : last].to(dtype)
 
     def val_losses(self, first: int, last: int) -> torch.Tensor | None:
         """After complete(): the validation losses of the same epochs (float32), or None without a split."""
-        return None if self._val_losses is None else self._val_losses[:, first - 1:last]
+        return None if self._val_losses is None else self._val_losses[:, first - 1 : last]

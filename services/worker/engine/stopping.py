@@ -27,12 +27,15 @@ class StopRule:
     def __init__(self, rules: Sequence[Mapping[str, object] | None], epochs: torch.Tensor) -> None:
         dev, f64 = epochs.device, torch.float64
         self.active = torch.tensor([rule is not None for rule in rules], device=dev)
-        self.monitor_val = torch.tensor([bool(rule) and rule["monitor"] == "val_loss" for rule in rules],
-                                        device=dev)
-        self.patience = torch.tensor([int(rule["patience"]) if rule else 1 for rule in rules],  # type: ignore[call-overload]
-                                     dtype=torch.int64, device=dev)
-        self.min_delta = torch.tensor([float(rule["min_delta"]) if rule else 0.0 for rule in rules],  # type: ignore[arg-type]
-                                      dtype=f64, device=dev)
+        self.monitor_val = torch.tensor(
+            [rule is not None and rule["monitor"] == "val_loss" for rule in rules], device=dev
+        )
+        self.patience = torch.tensor(
+            [int(str(rule["patience"])) if rule is not None else 1 for rule in rules], dtype=torch.int64, device=dev
+        )
+        self.min_delta = torch.tensor(
+            [float(str(rule["min_delta"])) if rule is not None else 0.0 for rule in rules], dtype=f64, device=dev
+        )
         self.limit = epochs
         # An epoch improves when its loss is below threshold = best - min_delta.
         self.threshold = torch.full_like(self.min_delta, math.inf)
