@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainValidator,
@@ -22,6 +23,18 @@ from shared.splits import choose_indices, split, validation_count
 
 # strict: "1.5" or true is a type error, not a number; no NaN or infinity.
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+def _whole(value: Any) -> Any:
+    # JSON Schema counts 241.0 as an integer, and so does this API; "241" and true stay errors.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Strict integers that may be written 241 or 241.0.
+WholeFromZero = Annotated[int, Field(strict=True, ge=0), BeforeValidator(_whole)]
+WholeFromOne = Annotated[int, Field(strict=True, ge=1), BeforeValidator(_whole)]
+Seed = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1), BeforeValidator(_whole)]
+
 # gd: the book's analytic step (an exact closed form); the others as torch.optim runs them.
 Optimizer = Literal["gd", "sgd", "momentum", "adam"]
 Fraction = Annotated[float, Field(strict=True, ge=0, lt=1)]
@@ -33,6 +46,10 @@ DEFAULT_EPS = 1e-8
 DEFAULT_DELTA = 0.1
 DEFAULT_EPOCHS = 5000
 DEFAULT_TOLERANCE = 0.01
+
+
+# The pattern of a text without them, for the document (the validators use the function).
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
 
 
 def has_control_characters(text: str) -> bool:
@@ -70,6 +87,7 @@ LearningRate = Annotated[
 def _epochs(value: Any) -> int | str:
     if value == "auto":
         return "auto"
+    value = _whole(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError('an integer of at least 1, or "auto"')
     if value < 1:
@@ -107,17 +125,29 @@ class Init(BaseModel):
     b: Finite = 0.0
 
 
+def _given(name: str, kind: str) -> dict[str, Any]:
+    """JSON Schema: `name` is present and not null (null counts as left out)."""
+    return {"required": [name], "properties": {name: {"type": kind}}}
+
+
+def _one_of_fraction_or_indices(schema: dict[str, Any]) -> None:
+    # What the validator below enforces, said in the document: exactly one of the two forms.
+    fraction, seed, indices = _given("fraction", "number"), _given("seed", "integer"), _given("indices", "array")
+    schema["oneOf"] = [{**fraction, "not": indices}, {**indices, "not": {"anyOf": [fraction, seed]}}]
+    schema["examples"] = [{"fraction": 0.2, "seed": 0}, {"indices": [2, 10]}]
+
+
 class Validation(BaseModel):
     """Points held out of training: their loss is recorded every epoch beside the training loss.
     Either a fraction (the book's int(fraction·n) points, picked by a seeded shuffle) or the indices."""
 
-    model_config = ConfigDict(extra="forbid")
-    fraction: Annotated[float, Field(strict=True, gt=0, lt=1)] | None = Field(None, json_schema_extra={"example": 0.2})
-    seed: Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)] | None = Field(
-        None, json_schema_extra={"example": 0}, description="with fraction only; default 0"
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_of_fraction_or_indices)
+    fraction: Annotated[float, Field(strict=True, gt=0, lt=1)] | None = Field(
+        None, json_schema_extra={"example": 0.2}, description="without indices"
     )
-    indices: Annotated[list[Annotated[int, Field(strict=True, ge=0)]], Field(min_length=1)] | None = Field(
-        None, json_schema_extra={"example": [2, 10]}, description="0-based positions in t_u and t_c"
+    seed: Seed | None = Field(None, json_schema_extra={"example": 0}, description="with fraction only; default 0")
+    indices: Annotated[list[WholeFromZero], Field(min_length=1)] | None = Field(
+        None, json_schema_extra={"example": [2, 10]}, description="0-based positions in t_u and t_c; without fraction"
     )
 
     @model_validator(mode="after")
@@ -144,15 +174,47 @@ class EarlyStopping(BaseModel):
     min_delta: Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)] = Field(
         0.0, json_schema_extra={"example": 0.0001}
     )
-    patience: Annotated[int, Field(strict=True, ge=1)] = Field(10, json_schema_extra={"example": 10})
+    patience: WholeFromOne = Field(10, json_schema_extra={"example": 10})
+
+
+def _only_with(option: dict[str, Any], needs: dict[str, Any]) -> dict[str, Any]:
+    """JSON Schema: when `option` holds, so must `needs` (properties and their required names)."""
+    return {"if": option, "then": needs}
+
+
+def _property_is(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": [name], "properties": {name: schema}}
+
+
+def _options_that_go_together(schema: dict[str, Any]) -> None:
+    # The validators of FitOptions below, said in the document. A field left out or null is
+    # not given; one left out takes its default (normalize "scale", optimizer "gd", ...).
+    not_null = {"not": {"type": "null"}}
+    schema["allOf"] = [
+        _only_with(
+            _property_is("input_scale", {"not": {"const": 1}}), {"properties": {"normalize": {"const": "scale"}}}
+        ),
+        _only_with(
+            _property_is("gradient", {"not": {"const": "analytic"}}), {"properties": {"optimizer": {"const": "gd"}}}
+        ),
+        _only_with(_property_is("delta", not_null), _property_is("gradient", {"const": "finite_difference"})),
+        _only_with(_property_is("momentum", not_null), _property_is("optimizer", {"const": "momentum"})),
+        _only_with(_property_is("betas", not_null), _property_is("optimizer", {"const": "adam"})),
+        _only_with(_property_is("eps", not_null), _property_is("optimizer", {"const": "adam"})),
+        _only_with(_property_is("max_epochs", not_null), _property_is("epochs", {"const": "auto"})),
+        _only_with(
+            _property_is("early_stopping", {"type": "object", **_property_is("monitor", {"const": "val_loss"})}),
+            _property_is("validation", not_null),
+        ),
+    ]
 
 
 class FitOptions(BaseModel):
     """The settings of a fit that a batch's `defaults` may also carry."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_options_that_go_together)
     epochs: Epochs = DEFAULT_EPOCHS
-    max_epochs: Annotated[int, Field(strict=True, ge=1)] | None = Field(
+    max_epochs: WholeFromOne | None = Field(
         None,
         json_schema_extra={"example": 200000},
         description='with epochs "auto" only: the most epochs to run (default: the service\'s epoch limit)',
@@ -166,7 +228,7 @@ class FitOptions(BaseModel):
     )
     learning_rate: LearningRate = 0.01
     init: Init = Field(default_factory=Init, json_schema_extra={"example": {"w": 1.0, "b": 0.0}})
-    input_scale: Finite = Field(1.0, json_schema_extra={"example": 0.1})
+    input_scale: Finite = Field(1.0, json_schema_extra={"example": 0.1, "not": {"const": 0}})
     # How t_u is presented to the model: "scale" (x = input_scale * t_u, the book's 0.1),
     # "standardize" (x = (t_u - mean) / SD of the fit's data), "none" (x = t_u). The result
     # always carries the raw-unit line too (w_raw, b_raw).
@@ -260,7 +322,12 @@ class FitCreate(FitOptions):
     # minItems documents the two-point minimum; the validator below gives the clearer message.
     t_u: list[Finite] = Field(json_schema_extra={"example": [35.7, 55.9, 58.2, 81.9, 56.3], "minItems": 2})
     t_c: list[Finite] = Field(json_schema_extra={"example": [0.5, 14.0, 15.0, 28.0, 11.0], "minItems": 2})
-    labels: dict[str, Annotated[str, Field(max_length=256)]] = Field(default_factory=dict)
+    labels: dict[str, Annotated[str, Field(max_length=256, json_schema_extra={"pattern": NO_CONTROL_CHARACTERS})]] = (
+        Field(
+            default_factory=dict,
+            json_schema_extra={"propertyNames": {"minLength": 1, "maxLength": 64, "pattern": NO_CONTROL_CHARACTERS}},
+        )
+    )
 
     @field_validator("t_u", "t_c")
     @classmethod

@@ -53,7 +53,8 @@ def ask_of(fits: Iterable[Mapping[str, Any]], defaults: Mapping[str, Any], max_e
 def _epochs(fit: Mapping[str, Any], defaults: Mapping[str, Any], max_epochs: int) -> int:
     epochs = fit.get("epochs", defaults.get("epochs", DEFAULT_EPOCHS))
     if epochs == "auto":  # runs until it converges: it may take all of max_epochs
-        epochs = fit.get("max_epochs", defaults.get("max_epochs", max_epochs))
+        epochs = fit.get("max_epochs", defaults.get("max_epochs"))
+        epochs = max_epochs if epochs is None else epochs  # null is the default: the service's limit
     if isinstance(epochs, bool) or not isinstance(epochs, int | float) or epochs != epochs:
         return 0
     return max(0, min(int(epochs), max_epochs))

@@ -18,11 +18,12 @@ from services.api.extensions import Services, services
 from services.api.fits import idempotency_key, list_fits_query, query_with
 from services.api.presenters import fit_json, iso
 from services.api.problems import Problem, from_validation, invalid_field
-from services.api.requests import json_body, parse, query_choice
+from services.api.requests import json_body, parse, query
 from services.api.submit import digest, fit_rows
 from services.api.tenancy import current_tenant, owned_or_404
 from shared.cancel import cancel_active
 from shared.models import CANCELLED, RUNNING, STATUSES, SUCCEEDED, Batch, Fit, new_id, utcnow
+from shared.queries import BatchFitsQuery
 from shared.schemas import BatchCreate, FitCreate, FitOptions
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
@@ -348,11 +349,12 @@ def _result_lines(batch_id: str) -> Iterator[str]:
 
 @bp.get("/<batch_id>/fits")
 def batch_fits(batch_id: str) -> Any:
+    params = query(BatchFitsQuery)
     with services().db.session() as session:
         _get_batch(session, batch_id)
-    if query_choice("format", ("json", "csv")) == "csv":
+    if params.format == "csv":
         return Response(stream_with_context(_result_lines(batch_id)), mimetype="text/csv")
-    fits, cursor = list_fits_query(batch_id=batch_id)
+    fits, cursor = list_fits_query(params, batch_id=batch_id)
     next_link = f"/v1/batches/{batch_id}/fits?{query_with(cursor=cursor)}" if cursor else None
     return {"items": [fit_json(f) for f in fits], "next": next_link}
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,23 +14,18 @@ from services.api.extensions import services
 from services.api.losses import Curves, csv_lines, downsample, finite_or_none, read_losses
 from services.api.presenters import fit_json
 from services.api.problems import Problem, invalid_field
-from services.api.requests import json_body, parse, query_choice, query_int
+from services.api.requests import json_body, parse, query
 from services.api.submit import submit_fit
 from services.api.telemetry import bind_fit
 from services.api.tenancy import current_tenant, owned_or_404
 from shared import calibration
 from shared.cancel import cancel_active
-from shared.models import STATUSES, Fit, UTCDateTime
+from shared.models import Fit, UTCDateTime
 from shared.packing import unpack_f64
+from shared.queries import BatchFitsQuery, FitListQuery, LossesQuery
 from shared.schemas import FitCreate, PredictRequest
 
 bp = Blueprint("fits", __name__, url_prefix="/v1/fits")
-
-MAX_LOSS_PAGE = 100_000
-# The start of a fit's id, as `calib list` prints it (8 characters), for clients to resolve.
-_ID_PREFIX = re.compile(r"[0-9a-fA-F-]{1,36}")
-# Buckets of a downsampled loss curve: more than any chart has pixels.
-MAX_BUCKETS = 10_000
 
 
 def _get_fit(session: Any, fit_id: str) -> Fit:
@@ -81,46 +74,39 @@ def get_fit(fit_id: str) -> dict[str, Any]:
         return fit_json(_get_fit(session, fit_id))
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def _encode_cursor(fit: Fit) -> str:
-    raw = f"{fit.created_at.astimezone(dt.UTC).isoformat()}|{fit.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode()
+    micros = (fit.created_at.astimezone(dt.UTC) - _EPOCH) // dt.timedelta(microseconds=1)
+    return f"{micros}.{fit.id}"
 
 
 def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
-    try:
-        created, fit_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return dt.datetime.fromisoformat(created), fit_id
-    except ValueError as exc:
-        raise invalid_field(["query", "cursor"], "invalid cursor", "cursor: not a cursor this API gave out") from exc
+    micros, fit_id = cursor.split(".", 1)  # the pattern of shared.queries.Cursor holds
+    return _EPOCH + dt.timedelta(microseconds=int(micros)), fit_id
 
 
-def list_fits_query(batch_id: str | None = None) -> tuple[list[Fit], str | None]:
-    """Newest first, cursor-paginated, filtered by status, batch and label."""
-    limit = query_int("limit", 100, 1, 1000)
-    status = query_choice("status", STATUSES)
+def list_fits_query(params: FitListQuery | BatchFitsQuery, batch_id: str | None = None) -> tuple[list[Fit], str | None]:
+    """Newest first, cursor-paginated, filtered by status, batch, id prefix and label."""
     query = sa.select(Fit).where(Fit.tenant == current_tenant())
-    batch_id = batch_id or request.args.get("batch_id") or None
+    if isinstance(params, FitListQuery):
+        batch_id = batch_id or params.batch_id
+        if params.id_prefix:
+            query = query.where(Fit.id.startswith(params.id_prefix.lower(), autoescape=True))
+        if params.label:
+            key, _, value = params.label.partition(":")
+            query = query.where(Fit.labels[key].as_string() == value)
     if batch_id:
         query = query.where(Fit.batch_id == batch_id)
-    if status:
-        query = query.where(Fit.status == status)
-    prefix = request.args.get("id_prefix")
-    if prefix:
-        if not _ID_PREFIX.fullmatch(prefix):
-            raise invalid_field(["query", "id_prefix"], "1 to 36 characters of an id (0-9, a-f, -)")
-        query = query.where(Fit.id.startswith(prefix.lower(), autoescape=True))
-    label = request.args.get("label")
-    if label:
-        key, sep, value = label.partition(":")
-        if not sep or not key:
-            raise invalid_field(["query", "label"], "key:value", "label: write it as key:value")
-        query = query.where(Fit.labels[key].as_string() == value)
-    cursor = request.args.get("cursor")
-    if cursor:
-        created, fit_id = _decode_cursor(cursor)
+    if params.status:
+        query = query.where(Fit.status == params.status)
+    if params.cursor:
+        created, fit_id = _decode_cursor(params.cursor)
         query = query.where(
             sa.tuple_(Fit.created_at, Fit.id) < sa.tuple_(sa.literal(created, UTCDateTime()), sa.literal(fit_id))
         )
+    limit = params.limit
     query = query.order_by(Fit.created_at.desc(), Fit.id.desc()).limit(limit + 1)
     with services().db.session() as session:
         fits = list(session.scalars(query))
@@ -130,7 +116,7 @@ def list_fits_query(batch_id: str | None = None) -> tuple[list[Fit], str | None]
 
 @bp.get("")
 def list_fits() -> dict[str, Any]:
-    fits, cursor = list_fits_query()
+    fits, cursor = list_fits_query(query(FitListQuery))
     return {"items": [fit_json(f) for f in fits], "next": f"/v1/fits?{query_with(cursor=cursor)}" if cursor else None}
 
 
@@ -141,8 +127,7 @@ def query_with(**changes: Any) -> str:
     return urlencode(args)
 
 
-def _wants_csv() -> bool:
-    fmt = query_choice("format", ("json", "csv"))
+def _wants_csv(fmt: str | None) -> bool:
     if fmt:
         return fmt == "csv"
     return request.accept_mimetypes.best_match(
@@ -153,7 +138,8 @@ def _wants_csv() -> bool:
 @bp.get("/<fit_id>/losses")
 def get_losses(fit_id: str) -> Any:
     db = services().db
-    if _wants_csv():
+    params = query(LossesQuery)
+    if _wants_csv(params.format):
         with db.session() as session:
             fit = _fit_with_losses(session, fit_id)
             curves = fit_curves(session, fit, 1, fit.epochs_done + 1)
@@ -162,10 +148,9 @@ def get_losses(fit_id: str) -> Any:
             mimetype="text/csv",
             headers={"Content-Disposition": f'attachment; filename="{fit_id}-losses.csv"'},
         )
-    if request.args.get("points") is not None:
-        return _downsampled(fit_id)
-    start = query_int("start", 1, 1, 2**31 - 1)
-    limit = query_int("limit", 10_000, 1, MAX_LOSS_PAGE)
+    if params.points is not None:
+        return _downsampled(fit_id, params.start, params.end, params.points)
+    start, limit = params.start, params.limit
     with db.session() as session:
         fit = _fit_with_losses(session, fit_id)
         done = fit.epochs_done
@@ -182,14 +167,13 @@ def get_losses(fit_id: str) -> Any:
     }
 
 
-def _downsampled(fit_id: str) -> dict[str, Any]:
-    points = query_int("points", 500, 1, MAX_BUCKETS)
-    start = query_int("start", 1, 1, 2**31 - 1)
+def _downsampled(fit_id: str, start: int, end: int | None, points: int) -> dict[str, Any]:
     with services().db.session() as session:
         fit = _fit_with_losses(session, fit_id)
         done = fit.epochs_done
-        end = query_int("end", max(done, start), start, 2**31 - 1)
-        curves = fit_curves(session, fit, start, min(end, done) + 1)
+        # An end before start is an empty range, like a start past the last epoch.
+        last = min(done if end is None else end, done)
+        curves = fit_curves(session, fit, start, max(last + 1, start))
     return {
         "fit_id": fit.id,
         "epochs_done": done,
@@ -232,10 +216,12 @@ def predict(fit_id: str) -> dict[str, Any]:
         raise Problem(409, f"fit {fit_id} is {fit.status}: predictions need a succeeded fit", slug="not-succeeded")
     spread = fit.prediction_spread() if body.interval is not None else None
     if body.interval is not None and spread is None:
-        raise invalid_field(
-            ["interval"],
-            "not determined by this fit's data",
-            "interval: a prediction interval needs at least 3 points and t_u not all equal",
+        # The request is well formed; this fit's data cannot carry an interval: a conflict with
+        # the fit, like an interval on a fit that has not converged.
+        raise Problem(
+            409,
+            f"fit {fit_id} cannot give a prediction interval: it needs at least 3 points and t_u not all equal",
+            slug="no-interval",
         )
     unconverged = fit.converged is False
     if body.interval is not None and unconverged and not body.allow_unconverged:

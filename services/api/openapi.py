@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from functools import cache
 from typing import Any
 
@@ -10,7 +11,9 @@ from flask import Blueprint, Response
 from services.api.batches import QUERY_DEFAULTS
 from services.api.examples import fill_property_examples
 from services.api.extensions import services
+from shared.queries import ID_PATTERN, BatchFitsQuery, FitListQuery, LossesQuery, Query
 from shared.schemas import SCHEMAS
+from shared.settings import Settings
 
 bp = Blueprint("openapi", __name__)
 
@@ -32,6 +35,14 @@ PROBLEM_CODES = {
 }
 
 
+# A CSV batch as the API reads it: the header, then each series' rows together (at least two,
+# since a fit needs two points), a series never starting again further down. Numbers here are
+# plain decimals; the API also reads exponents, which a pattern would make unreadable.
+_NUMBER = r"-?(?:0|[1-9][0-9]{0,5})(?:\.[0-9]{1,6})?"
+_ROW_REST = rf",{_NUMBER},{_NUMBER}\r?\n"
+CSV_PATTERN = rf"^series,t_u,t_c\r?\n(?:([A-Za-z0-9_.-]{{1,32}}){_ROW_REST}(?:\1{_ROW_REST})+(?!\1,)(?![\s\S]*\n\1,))+$"
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -48,11 +59,27 @@ def _problems(*codes: str) -> dict[str, Any]:
 
 
 def _id_param(name: str = "fit_id") -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": ID_PATTERN}}
 
 
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+def query_parameters(model: type[Query]) -> list[dict[str, Any]]:
+    """The query parameters of a route, from the model the route parses them with."""
+    schema = model.model_json_schema()
+    out = []
+    for name, prop in schema["properties"].items():
+        description = prop.pop("description", "")
+        prop.pop("title", None)
+        # An optional parameter is one a client leaves out: its schema is the value's, not "or null".
+        variants = [v for v in prop.pop("anyOf", []) if v.get("type") != "null"]
+        if variants:
+            prop.update(variants[0] if len(variants) == 1 else {"anyOf": variants})
+        description = description or prop.pop("description", "")
+        if prop.get("default", 0) is None:
+            del prop["default"]
+        for variant in prop.get("anyOf", [prop]):
+            variant.pop("title", None)
+        out.append({"name": name, "in": "query", "required": False, "schema": prop, "description": description})
+    return out
 
 
 def _paths(limits: dict[str, int]) -> dict[str, Any]:
@@ -74,7 +101,7 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "maxLength": 200},
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
                     }
                 ],
                 "requestBody": {"required": True, "content": _json("FitCreate")},
@@ -91,27 +118,7 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
             "get": {
                 "operationId": "listFits",
                 "summary": "List fits, newest first",
-                "parameters": [
-                    _query(
-                        "status",
-                        {
-                            "type": "string",
-                            "enum": ["queued", "running", "succeeded", "diverged", "failed", "cancelled"],
-                        },
-                        "Only fits in this status",
-                    ),
-                    _query("batch_id", {"type": "string"}, "Only this batch's fits"),
-                    _query(
-                        "label", {"type": "string", "example": "sensor:A17"}, "key:value; only fits with this label"
-                    ),
-                    _query(
-                        "id_prefix",
-                        {"type": "string", "pattern": "^[0-9a-fA-F-]{1,36}$", "example": "3f2a9c1e"},
-                        "Only fits whose id starts with this (the 8 characters `calib list` prints)",
-                    ),
-                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size"),
-                    _query("cursor", {"type": "string"}, "From the previous page's `next`"),
-                ],
+                "parameters": query_parameters(FitListQuery),
                 "responses": {
                     "200": {"description": "A page of fits", "content": _json("FitList")},
                     **_problems("422"),
@@ -137,30 +144,7 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                 "first and last epoch and the min, max and last loss. A fit with a "
                 "validation split also has `val_loss` (same indexing; a `val_loss` "
                 "CSV column; `val_min`, `val_max`, `val_last` per bucket).",
-                "parameters": [
-                    _id_param(),
-                    _query(
-                        "start",
-                        {"type": "integer", "minimum": 1, "default": 1},
-                        "First epoch of the page, or of the downsampled range",
-                    ),
-                    _query(
-                        "limit",
-                        {"type": "integer", "minimum": 1, "maximum": 100000, "default": 10000},
-                        "Epochs per page",
-                    ),
-                    _query(
-                        "points",
-                        {"type": "integer", "minimum": 1, "maximum": 10000},
-                        "Downsample to at most this many buckets",
-                    ),
-                    _query(
-                        "end",
-                        {"type": "integer", "minimum": 1},
-                        "Last epoch of the downsampled range (default: the last recorded)",
-                    ),
-                    _query("format", {"type": "string", "enum": ["json", "csv"]}, "csv streams"),
-                ],
+                "parameters": [_id_param(), *query_parameters(LossesQuery)],
                 "responses": {
                     "200": {
                         "description": "A page of losses, or with `points` the buckets",
@@ -207,7 +191,9 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                     "to the least-squares line, not to this one) unless `allow_unconverged` is "
                     "true: then `lower` and `upper` span the least-squares prediction's interval "
                     "and the fit's own prediction widened by the same half-width, so the gap "
-                    "between the two lines is inside them (`bounds_include_gap`: true)."
+                    "between the two lines is inside them (`bounds_include_gap`: true). An `interval` on "
+                    "a fit with fewer than 3 points, or with t_u all equal, is 409 (`no-interval`): its data "
+                    "do not determine one."
                 ),
                 "parameters": [_id_param()],
                 "requestBody": {"required": True, "content": _json("PredictRequest")},
@@ -234,7 +220,7 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "maxLength": 200},
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
                     }
                 ],
                 "requestBody": {
@@ -242,7 +228,7 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                     "content": {
                         **_json("BatchCreate"),
                         "text/csv": {
-                            "schema": {"type": "string"},
+                            "schema": {"type": "string", "pattern": CSV_PATTERN},
                             "example": "series,t_u,t_c\nA17,35.7,0.5\nA17,55.9,14.0\n",
                         },
                     },
@@ -268,13 +254,7 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                 "summary": "The batch's fits, paginated; ?format=csv streams one result line "
                 "per fit: fit_id,series,status,w,b,w_raw,b_raw,loss,epochs_done,"
                 "diverged_at_epoch",
-                "parameters": [
-                    _id_param("batch_id"),
-                    _query("status", {"type": "string"}, "Only fits in this status"),
-                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size"),
-                    _query("cursor", {"type": "string"}, "From the previous page's `next`"),
-                    _query("format", {"type": "string", "enum": ["json", "csv"]}, "csv"),
-                ],
+                "parameters": [_id_param("batch_id"), *query_parameters(BatchFitsQuery)],
                 "responses": {
                     "200": {
                         "description": "Fits",
@@ -332,6 +312,18 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
 _REQUESTS = {"FitOptions", "FitCreate", "BatchCreate", "PredictRequest"}
 
 
+def _apply_limits(components: dict[str, Any], s: Settings) -> None:
+    """The service's configured limits, where the models' schemas leave them open."""
+    for name in ("FitOptions", "FitCreate"):
+        props = components[name]["properties"]
+        props["epochs"]["anyOf"][0]["maximum"] = s.max_epochs
+        props["max_epochs"]["anyOf"][0]["maximum"] = s.max_epochs
+    create = components["FitCreate"]["properties"]
+    create["t_u"]["maxItems"] = create["t_c"]["maxItems"] = s.max_points_per_fit
+    create["labels"]["maxProperties"] = s.max_labels
+    components["BatchCreate"]["properties"]["fits"]["maxItems"] = s.max_fits_per_batch
+
+
 @cache
 def _schemas() -> dict[str, Any]:
     components: dict[str, Any] = {}
@@ -352,6 +344,12 @@ def _schemas() -> dict[str, Any]:
     batch["fits"] = {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/FitCreate"}}
     components.pop("BatchFit", None)
     fill_property_examples(components)
+    return components
+
+
+def _limited_schemas(s: Settings) -> dict[str, Any]:
+    components = copy.deepcopy(_schemas())
+    _apply_limits(components, s)
     return components
 
 
@@ -408,7 +406,7 @@ def document() -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": _schemas(),
+            "schemas": _limited_schemas(s),
             "securitySchemes": {
                 "bearer": {
                     "type": "http",

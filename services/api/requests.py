@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from flask import current_app, request
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from services.api.bodies import json_within_limits
 from services.api.problems import Problem, from_validation, invalid_field
+from shared.queries import Query
 from shared.schemas import has_control_characters
 
 M = TypeVar("M", bound=BaseModel)
@@ -28,30 +30,16 @@ def parse(model: type[M], data: Any, context: dict[str, Any] | None = None) -> M
         raise from_validation(exc) from exc
 
 
-def query_int(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
+Q = TypeVar("Q", bound=Query)
+
+
+def query(model: type[Q], args: Mapping[str, str] | None = None) -> Q:
+    """This request's query parameters (or `args`) as `model` says; a 422 naming the first bad
+    one (`query.limit`). The same model lists them in the OpenAPI document."""
     try:
-        value = int(raw)
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:
-        raise invalid_field(
-            ["query", name], f"integer from {low} to {high}", f"{name}: must be an integer from {low} to {high}"
-        )
-    return value
-
-
-def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return None
-    if raw not in choices:
-        raise invalid_field(
-            ["query", name], f"one of {', '.join(choices)}", f"{name}: must be one of {', '.join(choices)}"
-        )
-    return raw
+        return model.model_validate(request.args.to_dict() if args is None else dict(args))
+    except ValidationError as exc:
+        raise from_validation(exc, prefix=["query"]) from exc
 
 
 def refuse_control_characters() -> None:

@@ -19,9 +19,11 @@ from services.api.extensions import services
 from services.api.fits import list_fits_query, query_with
 from services.api.presenters import fit_json
 from services.api.problems import TITLES, Problem
+from services.api.requests import query
 from services.api.tenancy import current_tenant, owned_or_404
 from shared import tokens
 from shared.models import STATUSES, SUCCEEDED, TERMINAL, Batch, Fit
+from shared.queries import FitListQuery
 
 bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
 
@@ -96,7 +98,9 @@ def logout() -> Response:
 def home() -> str:
     # The same filters and pages as GET /v1/fits (status, label, cursor), plus ?batch=.
     batch_id = request.args.get("batch") or None
-    fits, cursor = list_fits_query(batch_id=batch_id)
+    # The page's filter form sends empty fields for "any": those are left out.
+    given = {name: value for name, value in request.args.items() if value}
+    fits, cursor = list_fits_query(query(FitListQuery, given), batch_id=batch_id)
     with services().db.session() as session:
         batches = [
             batch_json(session, b)

@@ -1,0 +1,79 @@
+"""Query parameters of the API's routes, as models: the API parses each request's query string
+with them and the OpenAPI document lists their fields, so a bound, a default or a pattern is
+declared once (services/api/requests.query, services/api/openapi.query_parameters)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.models import STATUSES
+
+Status = Literal[STATUSES]  # type: ignore[valid-type]  # the tuple of shared.models, spelled once
+# An id is a UUID in its lowercase form, the only one this API gives out.
+ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+Id = Annotated[str, Field(pattern=ID_PATTERN, examples=["3f2c9a4e-8d1b-4c57-9e0a-5b7d2f6c1a88"])]
+# A page's position: the last item's creation time (microseconds since 1970) and id. Any value of
+# this form is a position, so a client may also write one (`0.` is past everything).
+CURSOR_PATTERN = r"^[0-9]{1,16}\.[0-9a-f-]{0,36}$"
+Cursor = Annotated[
+    str,
+    Field(
+        pattern=CURSOR_PATTERN, description="From the previous page's `next`", examples=["1732812000123456.3f2c9a4e"]
+    ),
+]
+Format = Literal["json", "csv"]
+LAST_EPOCH = 2**31 - 1
+MAX_FITS_PAGE = 1000
+MAX_LOSS_PAGE = 100_000
+# Buckets of a downsampled loss curve: more than any chart has pixels.
+MAX_BUCKETS = 10_000
+
+
+class Query(BaseModel):
+    # Parameters a route does not take are ignored, as they always were (the dashboard and
+    # older clients send some).
+    model_config = ConfigDict(extra="ignore")
+
+
+class FitListQuery(Query):
+    status: Status | None = Field(None, description="Only fits in this status")
+    batch_id: Id | None = Field(None, description="Only this batch's fits")
+    label: str | None = Field(
+        None,
+        # No control characters anywhere in a query (services.api.requests.refuse_control_characters).
+        pattern=r"^[^:\x00-\x1f\x7f]+:[^\x00-\x1f\x7f]*$",
+        description="key:value; only fits with this label",
+        examples=["sensor:A17"],
+    )
+    id_prefix: str | None = Field(
+        None,
+        pattern=r"^[0-9a-fA-F-]{1,36}$",
+        description="Only fits whose id starts with this (the 8 characters `calib list` prints)",
+        examples=["3f2c9a4e"],
+    )
+    limit: int = Field(100, ge=1, le=MAX_FITS_PAGE, description="Page size")
+    cursor: Cursor | None = None
+
+
+class BatchFitsQuery(Query):
+    status: Status | None = Field(None, description="Only fits in this status")
+    limit: int = Field(100, ge=1, le=MAX_FITS_PAGE, description="Page size (JSON)")
+    cursor: Cursor | None = None
+    format: Format = Field("json", description="csv streams one result line per fit")
+
+
+class LossesQuery(Query):
+    start: int = Field(1, ge=1, le=LAST_EPOCH, description="First epoch of the page, or of the downsampled range")
+    limit: int = Field(10_000, ge=1, le=MAX_LOSS_PAGE, description="Epochs per page (without `points`)")
+    points: int | None = Field(
+        None, ge=1, le=MAX_BUCKETS, description="Downsample to at most this many buckets covering every epoch"
+    )
+    end: int | None = Field(
+        None,
+        ge=1,
+        le=LAST_EPOCH,
+        description="Last epoch of the downsampled range (default: the last recorded; before `start`: no buckets)",
+    )
+    format: Format | None = Field(None, description="csv streams `epoch,loss`; default: JSON, or CSV by Accept")

@@ -1,0 +1,140 @@
+"""What schemathesis is told about fit requests beyond what JSON Schema can say.
+
+The OpenAPI document states every rule JSON Schema can state (bounds, patterns, the options
+that go together as if/then, validation's two forms as oneOf). A few rules of a fit relate
+one value to another's length or content, which JSON Schema cannot express; the document
+says them in prose, and the API refuses a request that breaks them with a 422 naming the
+field. Here each generated *schema-valid* (positive) fit request is brought within them, so
+that schemathesis's positive_data_acceptance check tests the rest of the request instead of
+tripping on these every time. Negative cases are left exactly as generated, and no check is
+switched off or narrowed.
+
+The rules, each with the repair made:
+- t_c has one value per t_u: t_c is cut to, or repeated up to, the length of t_u;
+- a validation split names existing points, holds out at least one and leaves at least two
+  to train on: otherwise it becomes `{"indices": [0]}` (or is dropped below three points,
+  with an early stopping on `val_loss` dropped with it);
+- normalize "standardize" needs training t_u with a spread float64 can hold: otherwise
+  normalize becomes "none";
+- in a batch, each fit merged with the defaults must itself be a valid fit: an option of the
+  defaults that does not apply to the merged fit is set to null (or its neutral value) on
+  that fit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import schemathesis
+from schemathesis.generation.modes import GenerationMode
+
+from shared.splits import choose_indices
+
+# Options that apply only when another option has a given value (shared/schemas.py,
+# FitOptions' validators), with the value that makes them not apply.
+_ONLY_WITH: list[tuple[str, Any, str, Any]] = [
+    ("input_scale", 1.0, "normalize", "scale"),
+    ("delta", None, "gradient", "finite_difference"),
+    ("momentum", None, "optimizer", "momentum"),
+    ("betas", None, "optimizer", "adam"),
+    ("eps", None, "optimizer", "adam"),
+    ("max_epochs", None, "epochs", "auto"),
+]
+_DEFAULTS = {"normalize": "scale", "gradient": "analytic", "optimizer": "gd", "epochs": 5000, "input_scale": 1.0}
+
+
+def _value(merged: dict[str, Any], name: str) -> Any:
+    value = merged.get(name)
+    return _DEFAULTS.get(name) if value is None else value
+
+
+def _pair(fit: dict[str, Any]) -> None:
+    t_u, t_c = fit.get("t_u"), fit.get("t_c")
+    if isinstance(t_u, list) and isinstance(t_c, list) and t_c and len(t_u) != len(t_c):
+        fit["t_c"] = (t_c * (len(t_u) // len(t_c) + 1))[: len(t_u)]
+
+
+def _held_out(validation: dict[str, Any], n: int) -> list[int] | None:
+    """The indices this split holds out, or None when it is not a usable split of n points."""
+    if validation.get("indices") is not None:
+        indices = validation["indices"]
+        usable = all(0 <= i < n for i in indices) and n - len(set(indices)) >= 2
+        return sorted(indices) if usable else None
+    fraction = validation.get("fraction")
+    if fraction is None:
+        return None
+    held = choose_indices(n, fraction, int(validation.get("seed") or 0))
+    return held if held and n - len(held) >= 2 else None
+
+
+def _split(fit: dict[str, Any], merged: dict[str, Any]) -> list[int]:
+    validation, n = merged.get("validation"), len(fit["t_u"])
+    if not isinstance(validation, dict):
+        return []
+    held = _held_out(validation, n)
+    if held is not None:
+        return held
+    if n >= 3:
+        fit["validation"] = {"indices": [0]}
+        return [0]
+    fit["validation"] = None
+    stopping = merged.get("early_stopping")
+    if isinstance(stopping, dict) and stopping.get("monitor") == "val_loss":
+        fit["early_stopping"] = None
+    return []
+
+
+def _spread(fit: dict[str, Any], merged: dict[str, Any], held: list[int]) -> None:
+    if _value(merged, "normalize") != "standardize":
+        return
+    training = np.delete(np.asarray(fit["t_u"], dtype=np.float64), held)
+    with np.errstate(all="ignore"):
+        mean, sd = float(training.mean()), float(training.std())
+        scale = 1 / sd if sd > 0 else math.inf
+    if not (math.isfinite(mean) and math.isfinite(scale) and scale > 0):
+        fit["normalize"] = "none"
+
+
+def _options_that_apply(fit: dict[str, Any], defaults: dict[str, Any]) -> None:
+    merged = {**defaults, **fit}
+    for option, neutral, needs, value in _ONLY_WITH:
+        given = merged.get(option)
+        if given is not None and given != neutral and _value(merged, needs) != value:
+            fit[option] = neutral
+    if _value(merged, "optimizer") != "gd" and _value(merged, "gradient") != "analytic":
+        fit["gradient"] = "analytic"
+        if merged.get("delta") is not None:
+            fit["delta"] = None
+    stopping = {**defaults, **fit}.get("early_stopping")
+    if isinstance(stopping, dict) and stopping.get("monitor") == "val_loss" and not merged.get("validation"):
+        fit["early_stopping"] = None
+
+
+def _repair(fit: dict[str, Any], defaults: dict[str, Any]) -> None:
+    if not isinstance(fit.get("t_u"), list) or not isinstance(fit.get("t_c"), list):
+        return
+    if defaults:
+        _options_that_apply(fit, defaults)
+    _pair(fit)
+    held = _split(fit, {**defaults, **fit})
+    _spread(fit, {**defaults, **fit}, held)
+
+
+@schemathesis.hook
+def map_case(context: Any, case: Any) -> Any:
+    meta = getattr(case, "_meta", None)
+    if meta is None or meta.generation.mode != GenerationMode.POSITIVE or not isinstance(case.body, dict):
+        return case
+    operation = context.operation.definition.raw.get("operationId") if context.operation else None
+    body = case.body
+    if operation == "createFit":
+        _repair(body, {})
+    elif operation == "createBatch" and isinstance(body.get("fits"), list):
+        defaults = body.get("defaults") if isinstance(body.get("defaults"), dict) else {}
+        for fit in body["fits"]:
+            if isinstance(fit, dict):
+                _repair(fit, defaults)
+    case.body = body
+    return case

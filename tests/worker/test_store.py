@@ -1,0 +1,178 @@
+"""The worker's store and the reconciler, called directly on both backends (no Celery, no
+subprocess): claims, fencing by attempt, lease expiry and the halving of a lost chunk,
+the reconciler's choice of chunks to publish again, and fair turns between tenants."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from flask.testing import FlaskClient
+
+from services.worker import fairness, reconciler, store
+from shared.db import Database
+from shared.models import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Fit, LossBlock
+from shared.settings import Settings
+
+FIT = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0], "epochs": 100, "input_scale": 0.1}
+LONG_AGO = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+
+
+def _services(client: FlaskClient) -> tuple[Database, Settings]:
+    svc = client.application.extensions["calib"]
+    return svc.db, svc.settings
+
+
+def _chunk_of(db: Database, fit_id: str) -> str:
+    with db.session() as session:
+        return str(session.scalar(sa.select(Fit.chunk_id).where(Fit.id == fit_id)))
+
+
+def _fit(db: Database, fit_id: str) -> Fit:
+    with db.session() as session:
+        fit = session.get(Fit, fit_id)
+        assert fit is not None
+        session.expunge(fit)
+        return fit
+
+
+def _set(db: Database, where: sa.ColumnElement[bool], **values: object) -> None:
+    with db.session(write=True) as session:
+        session.execute(sa.update(Fit).where(where).values(**values))
+
+
+def _batch(client: FlaskClient, fits: int) -> list[str]:
+    body = client.post("/v1/batches", json={"defaults": {"epochs": 100}, "fits": [FIT] * fits}).get_json()
+    items = client.get(f"/v1/batches/{body['id']}/fits?limit=1000").get_json()["items"]
+    return sorted(item["id"] for item in items)
+
+
+def _block(fit_id: str, first: int = 1, count: int = 10) -> dict[str, object]:
+    return {"fit_id": fit_id, "first_epoch": first, "count": count, "loss": b"\0" * 4 * count, "val_loss": None}
+
+
+def test_a_claim_runs_a_queued_fit_once(client: FlaskClient) -> None:
+    db, settings = _services(client)
+    fit_id = client.post("/v1/fits", json=FIT).get_json()["id"]
+    chunk = _chunk_of(db, fit_id)
+    first = store.claim(db, settings, chunk)
+    assert [(f.id, f.attempt) for f in first.fits] == [(fit_id, 1)]
+    assert list(first.fits[0].t_u) == FIT["t_u"] and first.fits[0].input_scale == 0.1
+    running = _fit(db, fit_id)
+    assert running.status == RUNNING and running.lease_expires_at is not None
+    # A second message for the same chunk (a duplicate delivery) finds nothing to claim.
+    assert store.claim(db, settings, chunk).fits == []
+
+
+def test_a_stale_attempt_neither_writes_nor_renews(client: FlaskClient) -> None:
+    db, settings = _services(client)
+    fit_id = client.post("/v1/fits", json=FIT).get_json()["id"]
+    chunk = _chunk_of(db, fit_id)
+    stale = store.claim(db, settings, chunk).fits
+    # Its worker is presumed lost: the lease runs out and another worker takes the fit.
+    _set(db, Fit.id == fit_id, lease_expires_at=LONG_AGO)
+    fresh = store.claim(db, settings, chunk).fits
+    assert [f.attempt for f in fresh] == [2]
+    assert store.write(db, settings, stale, store.Checkpoint(blocks=[_block(fit_id)], progress={fit_id: 10})) == set()
+    assert store.renew(db, settings, stale) == 0
+    with db.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(LossBlock)) == 0
+    assert _fit(db, fit_id).epochs_done == 0
+    # The new attempt writes.
+    checkpoint = store.Checkpoint(blocks=[_block(fit_id)], progress={fit_id: 10})
+    assert store.write(db, settings, fresh, checkpoint) == {fit_id}
+    assert _fit(db, fit_id).epochs_done == 10
+
+
+def test_a_cancelled_fit_is_never_written_or_revived(client: FlaskClient) -> None:
+    db, settings = _services(client)
+    fit_id = client.post("/v1/fits", json=FIT).get_json()["id"]
+    claimed = store.claim(db, settings, _chunk_of(db, fit_id)).fits
+    assert client.post(f"/v1/fits/{fit_id}/cancel").status_code == 202
+    done = store.Checkpoint(
+        blocks=[_block(fit_id, count=100)], progress={fit_id: 100}, finished={fit_id: {"status": SUCCEEDED}}
+    )
+    assert store.write(db, settings, claimed, done) == set()
+    assert store.give_back(db, claimed) == set()
+    store.fail(db, claimed, "engine_error", "too late")
+    assert _fit(db, fit_id).status == CANCELLED
+
+
+def test_a_lost_chunk_is_halved_and_a_fit_lost_alone_fails_after_max_attempts(
+    make_client: Callable[..., FlaskClient],
+) -> None:
+    client = make_client(max_attempts=2)
+    db, settings = _services(client)
+    ids = _batch(client, 4)
+    chunk = _chunk_of(db, ids[0])
+    assert {_chunk_of(db, i) for i in ids} == {chunk}
+    assert len(store.claim(db, settings, chunk).fits) == 4
+    _set(db, Fit.chunk_id == chunk, lease_expires_at=LONG_AGO)
+    # The chunk's worker died: no fit runs again in it; two halves are queued instead.
+    again = store.claim(db, settings, chunk)
+    assert again.fits == [] and len(again.split_into) == 2
+    halves = [sorted(f.id for f in store.claim(db, settings, half).fits) for half in again.split_into]
+    assert sorted(halves[0] + halves[1]) == ids and [len(half) for half in halves] == [2, 2]
+
+    # Down to one fit: each loss while it runs alone counts; at max_attempts it fails.
+    single = client.post("/v1/fits", json=FIT).get_json()["id"]
+    chunk = _chunk_of(db, single)
+    for _ in range(settings.max_attempts):
+        assert store.claim(db, settings, chunk).fits
+        _set(db, Fit.id == single, lease_expires_at=LONG_AGO)
+    assert store.claim(db, settings, chunk).fits == []
+    lost = _fit(db, single)
+    assert lost.status == FAILED and lost.error_type == "worker_lost"
+
+
+def test_a_fit_given_back_goes_on_from_its_checkpoint(client: FlaskClient) -> None:
+    db, settings = _services(client)
+    fit_id = client.post("/v1/fits", json=FIT).get_json()["id"]
+    chunk = _chunk_of(db, fit_id)
+    claimed = store.claim(db, settings, chunk).fits
+    state = {"epoch": 64, "w": 1.0, "b": 0.0}
+    checkpoint = store.Checkpoint(blocks=[_block(fit_id, count=64)], progress={fit_id: 64}, states={fit_id: state})
+    store.write(db, settings, claimed, checkpoint)
+    assert store.give_back(db, claimed) == {fit_id}
+    assert _fit(db, fit_id).status == QUEUED
+    resumed = store.claim(db, settings, chunk).fits
+    assert resumed[0].start_epoch == 64 and resumed[0].attempt == 2
+    assert _fit(db, fit_id).epochs_done == 64  # the losses so far are kept
+
+
+def test_the_reconciler_publishes_what_was_never_sent_lost_or_dropped(client: FlaskClient) -> None:
+    db, settings = _services(client)
+    never, dropped, lost, waiting = (client.post("/v1/fits", json=FIT).get_json()["id"] for _ in range(4))
+    _set(db, Fit.id == never, dispatched_at=None, created_at=LONG_AGO)
+    _set(db, Fit.id == dropped, dispatched_at=LONG_AGO)
+    store.claim(db, settings, _chunk_of(db, lost))
+    _set(db, Fit.id == lost, lease_expires_at=LONG_AGO)
+    chunks = {name: _chunk_of(db, fit_id) for name, fit_id in [("never", never), ("dropped", dropped), ("lost", lost)]}
+
+    published: list[str] = []
+    # While the broker still holds messages, a fit sent long ago is waiting its turn, not lost.
+    assert reconciler.reconcile(db, settings, published.append, lambda: 3) == 2
+    assert set(published) == {chunks["never"], chunks["lost"]}
+    published.clear()
+    # With the queue empty it was lost too; the lost lease stays stale until a worker claims it.
+    assert reconciler.reconcile(db, settings, published.append, lambda: 0) == 2
+    assert set(published) == {chunks["dropped"], chunks["lost"]}
+    assert _chunk_of(db, waiting) not in published
+    assert _fit(db, never).dispatched_at is not None
+
+
+def test_tenants_take_turns(make_client: Callable[..., FlaskClient]) -> None:
+    busy, quiet = make_client("busy"), make_client("quiet")
+    db, settings = _services(busy)
+    first = _chunk_of(db, busy.post("/v1/fits", json=FIT).get_json()["id"])
+    second = _chunk_of(db, busy.post("/v1/fits", json=FIT).get_json()["id"])
+    # Only one tenant waiting: its chunks run in their order.
+    assert fairness.fairer_chunk(db, first) is None
+    store.claim(db, settings, first)
+    other = _chunk_of(db, quiet.post("/v1/fits", json=FIT).get_json()["id"])
+    # busy was served last: its next message runs the quiet tenant's chunk instead.
+    assert fairness.fairer_chunk(db, second) == other
+    store.claim(db, settings, other)
+    # Now quiet was served last, and busy's turn comes back.
+    assert fairness.fairer_chunk(db, second) is None
