@@ -424,12 +424,19 @@ class PredictRequest(BaseModel):
     )
 
 
-class Gap(BaseModel):
+class Served(BaseModel):
+    """A response model: the API serializes every body through one (services/api/responses.py),
+    so a field it does not declare is refused, never served undocumented."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Gap(Served):
     w: float
     b: float
 
 
-class Convergence(BaseModel):
+class Convergence(Served):
     gap_se_w: float | None = Field(
         description="(w_raw − w_opt) / se_w; null where se_w is 0 or undefined", json_schema_extra={"example": 0.0031}
     )
@@ -445,7 +452,7 @@ class Convergence(BaseModel):
     )
 
 
-class Result(BaseModel):
+class Result(Served):
     """The fit, and against it the exact least-squares line of the same data (raw units)."""
 
     w: float
@@ -478,7 +485,7 @@ class Result(BaseModel):
     convergence: Convergence
 
 
-class Prediction(BaseModel):
+class Prediction(Served):
     fit_id: str
     t_c: list[float]
     lower: list[float] | None = None
@@ -494,7 +501,7 @@ class Prediction(BaseModel):
     )
 
 
-class ValidationUsed(BaseModel):
+class ValidationUsed(Served):
     fraction: float | None = None
     seed: int | None = None
     indices: list[int] = Field(
@@ -502,13 +509,13 @@ class ValidationUsed(BaseModel):
     )
 
 
-class EarlyStoppingUsed(BaseModel):
+class EarlyStoppingUsed(Served):
     monitor: Literal["loss", "val_loss"]
     min_delta: float
     patience: int
 
 
-class Params(BaseModel):
+class Params(Served):
     learning_rate: float
     init: Init
     input_scale: float
@@ -529,12 +536,12 @@ class Params(BaseModel):
     )
 
 
-class FitError(BaseModel):
+class FitError(Served):
     type: str
     detail: str
 
 
-class FitPublic(BaseModel):
+class FitPublic(Served):
     id: str
     status: Literal["queued", "running", "succeeded", "diverged", "failed", "cancelled"]
     created_at: str
@@ -570,12 +577,12 @@ class FitPublic(BaseModel):
     links: dict[str, str]
 
 
-class FitList(BaseModel):
+class FitList(Served):
     items: list[FitPublic]
     next: str | None
 
 
-class LossPage(BaseModel):
+class LossPage(Served):
     fit_id: str
     epochs_done: int
     start: int
@@ -584,14 +591,14 @@ class LossPage(BaseModel):
     next: str | None
 
 
-class FitData(BaseModel):
+class FitData(Served):
     fit_id: str
     t_u: list[float]
     t_c: list[float]
     validation_indices: list[int] = Field(description="the held-out points; empty without a split")
 
 
-class LossBucket(BaseModel):
+class LossBucket(Served):
     first_epoch: int
     last_epoch: int
     min: float
@@ -602,7 +609,7 @@ class LossBucket(BaseModel):
     val_last: float | None = None
 
 
-class LossBuckets(BaseModel):
+class LossBuckets(Served):
     fit_id: str
     epochs_done: int
     start: int
@@ -610,7 +617,7 @@ class LossBuckets(BaseModel):
     buckets: list[LossBucket]
 
 
-class Problem(BaseModel):
+class Problem(Served):
     type: str
     title: str
     status: int
@@ -628,13 +635,13 @@ class Problem(BaseModel):
     remaining: int | None = Field(None, description="what is left of the quota", json_schema_extra={"example": 0})
 
 
-class UsageQuotas(BaseModel):
+class UsageQuotas(Served):
     fit_epochs_per_request: int = Field(json_schema_extra={"example": 500_000_000})
     in_flight_fit_epochs: int = Field(json_schema_extra={"example": 2_000_000_000})
     stored_loss_bytes: int = Field(json_schema_extra={"example": 53_687_091_200})
 
 
-class Usage(BaseModel):
+class Usage(Served):
     tenant: str = Field(json_schema_extra={"example": "plant-7"})
     fits: int = Field(description="the tenant's fits, all statuses", json_schema_extra={"example": 12_000})
     stored_loss_bytes: int = Field(
@@ -673,7 +680,7 @@ class BatchCreate(BaseModel):
     fits: list[BatchFit] = Field(min_length=1)
 
 
-class BatchPublic(BaseModel):
+class BatchPublic(Served):
     id: str
     count: int
     status: Literal["queued", "running", "completed", "cancelled"]

@@ -16,15 +16,16 @@ from services.api.admission import Ask, admit, ask_of, refuse_oversize
 from services.api.bodies import csv_within_limits
 from services.api.extensions import Services, services
 from services.api.fits import idempotency_key, list_fits_query, query_with
-from services.api.presenters import fit_json, iso
+from services.api.presenters import fit_list, iso
 from services.api.problems import Problem, from_validation, invalid_field
 from services.api.requests import json_body, parse, query
+from services.api.responses import serve
 from services.api.submit import digest, fit_rows
 from services.api.tenancy import current_tenant, owned_or_404
 from shared.cancel import cancel_active
 from shared.models import CANCELLED, RUNNING, STATUSES, SUCCEEDED, Batch, Fit, new_id, utcnow
 from shared.queries import BatchFitsQuery
-from shared.schemas import BatchCreate, FitCreate, FitOptions
+from shared.schemas import BatchCreate, BatchPublic, FitCreate, FitOptions
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
 
@@ -230,15 +231,18 @@ def batch_json(session: Any, batch: Batch) -> dict[str, Any]:
         status = "running"
     else:
         status = "queued"
-    return {
-        "id": batch.id,
-        "count": batch.count,
-        "status": status,
-        "counts": counts,
-        "created_at": iso(batch.created_at),
-        "finished_at": iso(finished) if not active else None,
-        "links": {"self": f"/v1/batches/{batch.id}", "fits": f"/v1/batches/{batch.id}/fits"},
-    }
+    return serve(
+        BatchPublic,
+        {
+            "id": batch.id,
+            "count": batch.count,
+            "status": status,
+            "counts": counts,
+            "created_at": iso(batch.created_at),
+            "finished_at": iso(finished) if not active else None,
+            "links": {"self": f"/v1/batches/{batch.id}", "fits": f"/v1/batches/{batch.id}/fits"},
+        },
+    )
 
 
 def _get_batch(session: Any, batch_id: str) -> Batch:
@@ -356,7 +360,7 @@ def batch_fits(batch_id: str) -> Any:
         return Response(stream_with_context(_result_lines(batch_id)), mimetype="text/csv")
     fits, cursor = list_fits_query(params, batch_id=batch_id)
     next_link = f"/v1/batches/{batch_id}/fits?{query_with(cursor=cursor)}" if cursor else None
-    return {"items": [fit_json(f) for f in fits], "next": next_link}
+    return fit_list(fits, next_link)
 
 
 @bp.post("/<batch_id>/cancel")

@@ -12,9 +12,10 @@ from flask import Blueprint, Response, request, stream_with_context
 from services.api.admission import ask_of, refuse_oversize
 from services.api.extensions import services
 from services.api.losses import Curves, csv_lines, downsample, finite_or_none, read_losses
-from services.api.presenters import fit_json
+from services.api.presenters import fit_json, fit_list
 from services.api.problems import Problem, invalid_field
 from services.api.requests import json_body, parse, query
+from services.api.responses import serve
 from services.api.submit import submit_fit
 from services.api.telemetry import bind_fit
 from services.api.tenancy import current_tenant, owned_or_404
@@ -23,7 +24,7 @@ from shared.cancel import cancel_active
 from shared.models import Fit, UTCDateTime
 from shared.packing import unpack_f64
 from shared.queries import BatchFitsQuery, FitListQuery, LossesQuery
-from shared.schemas import FitCreate, PredictRequest
+from shared.schemas import FitCreate, FitData, LossBuckets, LossPage, Prediction, PredictRequest
 
 bp = Blueprint("fits", __name__, url_prefix="/v1/fits")
 
@@ -117,7 +118,7 @@ def list_fits_query(params: FitListQuery | BatchFitsQuery, batch_id: str | None 
 @bp.get("")
 def list_fits() -> dict[str, Any]:
     fits, cursor = list_fits_query(query(FitListQuery))
-    return {"items": [fit_json(f) for f in fits], "next": f"/v1/fits?{query_with(cursor=cursor)}" if cursor else None}
+    return fit_list(fits, f"/v1/fits?{query_with(cursor=cursor)}" if cursor else None)
 
 
 def query_with(**changes: Any) -> str:
@@ -157,14 +158,17 @@ def get_losses(fit_id: str) -> Any:
         curves = fit_curves(session, fit, start, min(start + limit, done + 1))
     end = start + len(curves)
     more = end <= done and len(curves) == limit
-    return {
-        "fit_id": fit.id,
-        "epochs_done": done,
-        "start": start,
-        "loss": curves.loss.tolist(),
-        **({"val_loss": finite_or_none(curves.val_loss)} if curves.val_loss is not None else {}),
-        "next": f"/v1/fits/{fit.id}/losses?{query_with(start=end, limit=limit)}" if more else None,
-    }
+    return serve(
+        LossPage,
+        {
+            "fit_id": fit.id,
+            "epochs_done": done,
+            "start": start,
+            "loss": curves.loss.tolist(),
+            **({"val_loss": finite_or_none(curves.val_loss)} if curves.val_loss is not None else {}),
+            "next": f"/v1/fits/{fit.id}/losses?{query_with(start=end, limit=limit)}" if more else None,
+        },
+    )
 
 
 def _downsampled(fit_id: str, start: int, end: int | None, points: int) -> dict[str, Any]:
@@ -174,13 +178,16 @@ def _downsampled(fit_id: str, start: int, end: int | None, points: int) -> dict[
         # An end before start is an empty range, like a start past the last epoch.
         last = min(done if end is None else end, done)
         curves = fit_curves(session, fit, start, max(last + 1, start))
-    return {
-        "fit_id": fit.id,
-        "epochs_done": done,
-        "start": start,
-        "end": start + len(curves) - 1,
-        "buckets": downsample(curves, start, points),
-    }
+    return serve(
+        LossBuckets,
+        {
+            "fit_id": fit.id,
+            "epochs_done": done,
+            "start": start,
+            "end": start + len(curves) - 1,
+            "buckets": downsample(curves, start, points),
+        },
+    )
 
 
 @bp.get("/<fit_id>/data")
@@ -189,7 +196,9 @@ def get_data(fit_id: str) -> dict[str, Any]:
     with services().db.session() as session:
         fit = _get_fit(session, fit_id)
         t_u, t_c = unpack_f64(fit.t_u), unpack_f64(fit.t_c)
-    return {"fit_id": fit.id, "t_u": t_u.tolist(), "t_c": t_c.tolist(), "validation_indices": fit.held_out()}
+    return serve(
+        FitData, {"fit_id": fit.id, "t_u": t_u.tolist(), "t_c": t_c.tolist(), "validation_indices": fit.held_out()}
+    )
 
 
 @bp.post("/<fit_id>/cancel")
@@ -255,4 +264,4 @@ def predict(fit_id: str) -> dict[str, Any]:
         answer |= {"lower": lower, "upper": upper, "bounds_include_gap": True}
     elif predicted.lower is not None:
         answer |= {"lower": predicted.lower, "upper": predicted.upper}
-    return answer
+    return serve(Prediction, answer)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from services.api.responses import serve
 from shared.models import Fit
+from shared.schemas import FitList, FitPublic
 
 
 def iso(moment: dt.datetime | None) -> str | None:
@@ -15,6 +17,16 @@ def iso(moment: dt.datetime | None) -> str | None:
 
 
 def fit_json(fit: Fit) -> dict[str, Any]:
+    """A fit's body, as FitPublic serializes it."""
+    return serve(FitPublic, fit_fields(fit))
+
+
+def fit_list(fits: list[Fit], next_link: str | None) -> dict[str, Any]:
+    """A page of fits, as FitList serializes it (each fit validated once, in the page)."""
+    return serve(FitList, {"items": [fit_fields(fit) for fit in fits], "next": next_link})
+
+
+def fit_fields(fit: Fit) -> dict[str, Any]:
     result = None
     raw = fit.raw_params()
     if raw is not None and fit.w is not None and fit.b is not None:

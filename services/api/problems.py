@@ -10,7 +10,9 @@ from flask import Flask, Response, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from services.api.responses import serve
 from shared.schemas import DataTooLarge
+from shared.schemas import Problem as ProblemBody
 
 log = logging.getLogger("calib.api")
 
@@ -60,7 +62,7 @@ class Problem(Exception):
         if self.errors is not None:
             body["errors"] = self.errors
         body.update(self.extra)
-        resp = jsonify(body)
+        resp = jsonify(serve(ProblemBody, body))
         resp.status_code = self.status
         resp.mimetype = "application/problem+json"
         if self.retry_after is not None:

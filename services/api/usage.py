@@ -7,8 +7,10 @@ from typing import Any
 from flask import Blueprint
 
 from services.api.extensions import services
+from services.api.responses import serve
 from services.api.tenancy import current_tenant
 from shared import quotas
+from shared.schemas import Usage
 
 bp = Blueprint("usage", __name__, url_prefix="/v1/usage")
 
@@ -18,14 +20,17 @@ def get_usage() -> dict[str, Any]:
     svc = services()
     with svc.db.session() as session:
         found = quotas.usage(session, svc.settings, current_tenant())
-    return {
-        "tenant": found.tenant,
-        "fits": found.fits,
-        "stored_loss_bytes": found.stored_loss_bytes,
-        "in_flight_fit_epochs": found.in_flight_fit_epochs,
-        "quotas": {
-            "fit_epochs_per_request": found.quotas.fit_epochs_per_request,
-            "in_flight_fit_epochs": found.quotas.in_flight_fit_epochs,
-            "stored_loss_bytes": found.quotas.stored_loss_bytes,
+    return serve(
+        Usage,
+        {
+            "tenant": found.tenant,
+            "fits": found.fits,
+            "stored_loss_bytes": found.stored_loss_bytes,
+            "in_flight_fit_epochs": found.in_flight_fit_epochs,
+            "quotas": {
+                "fit_epochs_per_request": found.quotas.fit_epochs_per_request,
+                "in_flight_fit_epochs": found.quotas.in_flight_fit_epochs,
+                "stored_loss_bytes": found.quotas.stored_loss_bytes,
+            },
         },
-    }
+    )
