@@ -19,9 +19,9 @@ import numpy as np
 import sqlalchemy as sa
 
 from benchmarks.databases import fresh_postgres
+from migrations.apply import upgrade
 from services.api import create_app
 from shared import tokens
-from shared.migrate import upgrade
 from shared.models import Fit, LossBlock
 from shared.settings import Settings
 

@@ -82,7 +82,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
     """Migrated settings on each backend, with a database of the test's own."""
-    from shared.migrate import upgrade
+    from migrations.apply import upgrade
 
     if request.param == "postgres":
         if not (PG_URL and REDIS_URL):

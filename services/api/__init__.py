@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Flask
 
+from migrations.apply import require_head
 from services.api import batches, fits, openapi, ops, telemetry, ui, usage
 from services.api.auth import authenticate
 from services.api.extensions import Services
@@ -20,6 +21,7 @@ from shared.settings import Settings, get_settings
 
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> Flask:
     settings = settings or get_settings()
+    require_head(settings, "API")
     app = Flask(__name__)
     app.json = FiniteJSONProvider(app)
     # Bodies over the limit are refused with 413 before they are parsed.

@@ -67,7 +67,7 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the database to the newest schema (alembic upgrade head)."""
-    from shared.migrate import upgrade
+    from migrations.apply import upgrade
 
     settings = get_settings()
     upgrade(settings)
@@ -210,7 +210,7 @@ def _exec_args(command: list[str]) -> tuple[str, list[str]]:
 @click.option("--port", default=8000, show_default=True)
 def up(port: int) -> None:
     """Migrate, then run the API and a worker until Ctrl-C (embedded SQLite unless CALIB_* say otherwise)."""
-    from shared.migrate import upgrade
+    from migrations.apply import upgrade
 
     settings = get_settings()
     upgrade(settings)

@@ -11,8 +11,9 @@ import logging
 import os
 
 import torch
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import setup_logging, worker_init, worker_process_init
 
+from migrations.apply import SchemaNotAtHead, require_head
 from services.worker import fairness, reconciler, runner
 from services.worker.engine import pick_device
 from shared import logs, retention
@@ -51,6 +52,15 @@ def _json_logs(loglevel: int | str | None = None, **_: object) -> None:
     # Connected, this replaces Celery's own logging setup: every line is JSON.
     level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else (loglevel or logging.INFO)
     logs.configure("worker", level)
+
+
+@worker_init.connect
+def _schema_at_head(**_: object) -> None:
+    # Celery logs and ignores an exception from a signal handler; SystemExit does stop it.
+    try:
+        require_head(settings, "worker")
+    except SchemaNotAtHead as exc:
+        raise SystemExit(f"calib worker: {exc}") from exc
 
 
 @worker_process_init.connect

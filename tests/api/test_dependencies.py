@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
+from migrations.apply import upgrade
 from services.api import create_app
-from shared.migrate import upgrade
 from shared.settings import Settings
 from tests.conftest import authorized
 from tests.servers import RedisServer, TcpProxy
