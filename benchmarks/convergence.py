@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.cli.local_stack import Stack
+from tests.stack import Stack
 
 
 def sensors_csv(count: int, readings: int = 15, seed: int = 7) -> str:

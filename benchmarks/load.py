@@ -1,7 +1,7 @@
 """Load: N clients submitting and polling for a fixed time against the local stack.
 
 `python -m benchmarks.load --clients 50 --seconds 120` starts the service as local
-processes (services.cli.local_stack: migrate, gunicorn, 2 Celery workers) on a
+processes (tests.stack: migrate, gunicorn, 2 Celery workers) on a
 fresh PostgreSQL database and Redis database 13 (`--embedded`: SQLite files),
 gives every client a token of its own tenant, and runs the clients: each submits
 a seed fit (thermometer data, 5000 epochs), polls it every 100 ms until it ends,
@@ -28,7 +28,7 @@ import redis
 
 from benchmarks.databases import fresh_postgres
 from benchmarks.service import SEED_FIT
-from services.cli.local_stack import Stack
+from tests.stack import Stack
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
 TERMINAL = {"succeeded", "diverged", "failed", "cancelled"}

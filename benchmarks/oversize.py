@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from services.cli.local_stack import Stack, descendants, peak_rss
+from tests.stack import Stack, descendants, peak_rss
 
 _PIECE = 1 << 16
 

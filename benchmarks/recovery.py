@@ -27,10 +27,10 @@ import numpy as np
 import redis
 import sqlalchemy as sa
 
-from services.cli.local_stack import Stack
 from shared.db import Database
 from shared.models import TERMINAL, Fit, LossBlock
 from shared.settings import Settings
+from tests.stack import Stack
 
 SETTINGS = {
     "CALIB_LEASE_SECONDS": "2",

@@ -3,7 +3,7 @@
 `python -m benchmarks.scaling --workers 1 2 4`
 
 For each worker count it starts the service as local processes (migrate, gunicorn,
-N Celery workers: services.cli.local_stack, the same command lines as `calib stack`)
+N Celery workers: tests.stack, the same command lines as `calib stack`)
 on a fresh PostgreSQL database and a Redis database it flushes (or, with
 `--embedded`, on fresh SQLite files), runs the 10,000-fit batch of
 benchmarks.service from POST to `completed`, reads the workers' peak resident set
@@ -23,7 +23,7 @@ import redis
 
 from benchmarks.databases import fresh_postgres
 from benchmarks.service import batch_to_completed
-from services.cli.local_stack import Stack
+from tests.stack import Stack
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 

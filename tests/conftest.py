@@ -25,6 +25,7 @@ from shared import tokens
 from shared.settings import Settings
 
 DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).parent.parent
 PG_URL = os.environ.get("CALIB_TEST_POSTGRES_URL", "")
 REDIS_URL = os.environ.get("CALIB_TEST_REDIS_URL", "")
 BACKENDS = ["embedded", "postgres"]

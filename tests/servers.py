@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from services.cli.local_stack import free_port
 from tests.e2e.ledger import wait_until
+from tests.stack import free_port
 
 
 class RedisServer:

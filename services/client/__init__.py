@@ -1,6 +1,6 @@
 """The Python client of calib:
 
-    from services.client import Client
+    from services.client import Client            # or, installed alone: from calib_client import Client
     with Client() as calib:                       # CALIB_API_URL, CALIB_TOKEN (or the local token)
         fit = calib.fit(t_u, t_c, epochs=5000, input_scale=0.1).wait(progress=True)
         fit.result["w_raw"], fit.losses(as_array=True), fit.predict([51.8], interval=0.95)
@@ -11,8 +11,8 @@ Every error answer of the service raises CalibError (with its problem+json); 429
 are retried with backoff first.
 """
 
-from services.client.client import Client
-from services.client.errors import CalibError
-from services.client.resources import Batch, Fit
+from .client import Client
+from .errors import CalibError
+from .resources import Batch, Fit
 
 __all__ = ["Batch", "CalibError", "Client", "Fit"]

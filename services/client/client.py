@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -11,25 +10,14 @@ from typing import Any
 
 import httpx
 
-from services.client.errors import CalibError
-from services.client.resources import Batch, Fit
+from .config import default_token, default_url
+from .errors import CalibError
+from .resources import Batch, Fit
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 # Answers that say "nothing was done, try again later": a rate limit, or a dependency down.
 # Nothing else is retried: a 4xx is the request's fault, and a lost connection may have
 # left the request done (submissions carry an Idempotency-Key, so a caller may resend them).
 RETRIED = (429, 503)
-
-
-def default_token() -> str:
-    """CALIB_TOKEN, else the local token that `calib up` writes for the embedded default."""
-    token = os.environ.get("CALIB_TOKEN", "")
-    if token:
-        return token
-    from shared.settings import get_settings
-    from shared.tokens import read_local_token
-
-    return read_local_token(get_settings().token_file)
 
 
 class Client:
@@ -46,7 +34,7 @@ class Client:
         backoff: float = 0.5,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.url = (url or os.environ.get("CALIB_API_URL") or DEFAULT_URL).rstrip("/")
+        self.url = (url or default_url()).rstrip("/")
         token = default_token() if token is None else token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from services.client.progress import Bar
+from .progress import Bar
 
 if TYPE_CHECKING:
-    from services.client.client import Client
+    import numpy as np
+
+    from .client import Client
 
 FIT_ENDS = ("succeeded", "diverged", "failed", "cancelled")
 BATCH_ENDS = ("completed", "cancelled")
@@ -85,7 +86,11 @@ class Fit(_Resource):
             raise ValueError(f"fit {self.id} has no validation split")
         values = val_loss if validation else loss
         assert values is not None
-        return np.asarray(values, dtype=np.float64) if as_array else values
+        if not as_array:
+            return values
+        import numpy as np  # an extra: `pip install calib-client[numpy]`
+
+        return np.asarray(values, dtype=np.float64)
 
     def curves(self) -> tuple[list[float], list[float] | None]:
         """Every recorded epoch's training loss and, with a split, validation loss, in one walk of the pages."""
@@ -95,7 +100,7 @@ class Fit(_Resource):
             loss += page["loss"]
             if "val_loss" in page:
                 val_loss = [] if val_loss is None else val_loss
-                val_loss += [np.nan if v is None else v for v in page["val_loss"]]
+                val_loss += [math.nan if v is None else v for v in page["val_loss"]]
         return loss, val_loss
 
     def loss_curve(self, points: int = 500, start: int | None = None, end: int | None = None) -> list[dict[str, Any]]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from services.cli.local_stack import Stack
 from tests.conftest import PG_URL, REDIS_URL, _create_database, _drop_database
+from tests.stack import Stack
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

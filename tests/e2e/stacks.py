@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from services.cli.local_stack import Stack
 from shared.models import LossBlock
 from shared.packing import unpack_f32
 from tests.e2e.conftest import backend_env
+from tests.stack import Stack
 
 T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
 T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.cli.local_stack import Stack
+from tests.stack import Stack
 from tests.tolerance import loss_close
 
 T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]

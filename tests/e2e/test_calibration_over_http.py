@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from services.cli.local_stack import Stack
 from tests.conftest import DATA
+from tests.stack import Stack
 from tests.tolerance import param_close
 
 REFERENCE = json.loads((DATA / "thermometer.json").read_text())

@@ -4,6 +4,9 @@ real HTTP server that answers 503 and 429 before it accepts."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from services.cli.local_stack import Stack
 from services.client import CalibError, Client
-from tests.conftest import DATA
+from tests.conftest import DATA, ROOT
+from tests.stack import Stack
 
 REFERENCE = json.loads((DATA / "thermometer.json").read_text())
 T_U, T_C = REFERENCE["t_u"], REFERENCE["t_c"]
@@ -141,3 +144,40 @@ def test_429_and_503_are_retried_with_backoff_and_nothing_else_is(flaky: str) ->
     with Client(flaky, token="t", backoff=0.01, max_retries=2) as calib, pytest.raises(CalibError) as gave_up:
         calib.fit([1, 2], [3, 4])
     assert gave_up.value.status == 503 and gave_up.value.detail == "try later"
+
+
+INSTALLED_ALONE = """
+import json, sys
+from calib_client import Client
+with Client(sys.argv[1], token=sys.argv[2]) as calib:
+    fit = calib.fit({t_u}, {t_c}, epochs=5000, input_scale=0.1).wait(timeout=60)
+    print(json.dumps({{"status": fit.status, "w_raw": fit.result["w_raw"],
+                       "modules": sorted(m for m in sys.modules if m.split(".")[0] in
+                                         ("services", "shared", "numpy", "sqlalchemy", "torch"))}}))
+"""
+
+
+def test_the_client_installed_alone_submits_and_waits(stack: Stack, tmp_path: Path) -> None:
+    """`pip install ./services/client` into a bare venv: httpx and nothing of the server."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", str(ROOT / "services" / "client")], capture_output=True, text=True
+    )
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    listed = subprocess.run([str(venv / "bin" / "pip"), "list", "--format=json"], capture_output=True, text=True)
+    installed = {package["name"].lower() for package in json.loads(listed.stdout)}
+    assert "calib-client" in installed and not installed & {"calib", "numpy", "sqlalchemy", "torch", "flask"}
+    script = INSTALLED_ALONE.format(t_u=T_U, t_c=T_C)
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", script, stack.url, stack.token],
+        cwd=tmp_path,  # not the repository: nothing of it can be imported by accident
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout)
+    assert answer["status"] == "succeeded" and abs(answer["w_raw"] - 0.53671) < 1e-5
+    assert answer["modules"] == []

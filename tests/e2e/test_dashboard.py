@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from services.cli.local_stack import Stack
 from tests.conftest import DATA
+from tests.stack import Stack
 
 REFERENCE = json.loads((DATA / "thermometer.json").read_text())
 ARTIFACTS = Path(os.environ.get("CALIB_TEST_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts"))

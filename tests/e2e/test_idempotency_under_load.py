@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from services.cli.local_stack import Stack
+from tests.stack import Stack
 
 BODY = {"t_u": [35.7, 55.9, 58.2], "t_c": [0.5, 14.0, 15.0], "epochs": 100}
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.oversize import api_peak_rss, send
-from services.cli.local_stack import Stack
 from tests.e2e.conftest import backend_env
+from tests.stack import Stack
 
 
 @pytest.mark.parametrize("kind", ["embedded", "postgres"])

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from services.cli import processes
-from services.cli.local_stack import Stack
 from tests.e2e.conftest import backend_env
+from tests.stack import Stack
 
 # CPython 3.11.7 (this machine's) can raise this inside hypothesis while it builds a
 # strategy's repr from a worker thread (gh-106905, an interpreter bug): schemathesis

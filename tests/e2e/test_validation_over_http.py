@@ -10,9 +10,9 @@ import json
 import math
 from typing import Any
 
-from services.cli.local_stack import Stack
 from tests.conftest import DATA
 from tests.engine.test_validation_and_stopping import keras_stop
+from tests.stack import Stack
 from tests.tolerance import param_close, printed_loss_close
 
 REFERENCE = json.loads((DATA / "thermometer.json").read_text())

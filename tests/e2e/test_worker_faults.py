@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from services.cli.local_stack import Stack
 from shared.models import Fit
 from tests.e2e.conftest import backend_env
 from tests.e2e.ledger import all_terminal, audit, database, wait_until
 from tests.e2e.stacks import FAST, T_C, T_U, noisy_fits, running, stored_losses
 from tests.servers import TcpProxy
+from tests.stack import Stack
 
 ADAM = {
     "t_u": [35.7, 55.9, 58.2, 81.9],

@@ -1,0 +1,346 @@
+"""User commands of `calib`: submit, follow and read fits and batches, over HTTP through the Python
+client only (services.client). An option left out is not sent: the service's defaults apply."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from services.cli.common import (
+    EXIT_ENDED_OTHERWISE,
+    EXIT_OK,
+    EXIT_SERVICE,
+    client_for,
+    fail,
+    timed_out,
+    timeout_option,
+    url_option,
+)
+from services.cli.demo import run_demo
+from services.cli.tables import fit_summary, fits_table
+from services.client import CalibError
+
+
+@click.command()
+@url_option
+def usage(url: str | None) -> None:
+    """Your tenant's fits, stored loss bytes and work in flight, against its quotas."""
+    try:
+        with client_for(url) as client:
+            found = client.usage()
+    except CalibError as exc:
+        fail(exc)
+        return
+    limits = found["quotas"]
+    click.echo(f"tenant {found['tenant']}: {found['fits']:,} fits")
+    click.echo(f"  stored losses      {found['stored_loss_bytes']:>20,} of {limits['stored_loss_bytes']:,} bytes")
+    click.echo(f"  fit-epochs queued  {found['in_flight_fit_epochs']:>20,} of {limits['in_flight_fit_epochs']:,}")
+    click.echo(f"  fit-epochs/request {'':>20} at most {limits['fit_epochs_per_request']:,}")
+
+
+@click.command()
+@url_option
+@click.option("--wait-ready", default=60.0, show_default=True, help="seconds to wait for /readyz")
+def demo(url: str | None, wait_ready: float) -> None:
+    """Submit the book's fits to a running service and print its figures."""
+    deadline = time.monotonic() + wait_ready
+    with client_for(url) as probe:
+        while not probe.ready():
+            if time.monotonic() > deadline:
+                click.echo("the service is not ready; start it with `calib up`", err=True)
+                sys.exit(EXIT_SERVICE)
+            time.sleep(0.5)
+    try:
+        with client_for(url) as client:  # only now: `calib up` writes the local token before it starts the API
+            run_demo(client)
+    except CalibError as exc:
+        fail(exc)
+
+
+def _read_csv(path: Path) -> tuple[list[float], list[float]]:
+    t_u, t_c = [], []
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"t_u", "t_c"} <= set(reader.fieldnames):
+            raise click.UsageError(f"{path}: the header must name the columns t_u and t_c")
+        for line, row in enumerate(reader, start=2):
+            try:
+                t_u.append(float(row["t_u"]))
+                t_c.append(float(row["t_c"]))
+            except (TypeError, ValueError) as exc:
+                raise click.UsageError(f"{path}:{line}: not a number ({exc})") from exc
+    return t_u, t_c
+
+
+def _print_fit(fit: dict[str, Any]) -> None:
+    click.echo(json.dumps(fit, indent=2))
+
+
+def _labels(items: tuple[str, ...]) -> dict[str, str]:
+    labels = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.UsageError(f"--label {item}: write it as key=value")
+        labels[key] = value
+    return labels
+
+
+def _json_option(name: str, text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise click.UsageError(f"--{name}: not JSON ({exc})") from exc
+
+
+@click.command()
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+# Left out, an option is not sent and the service's default applies (README: Fit options).
+@click.option("--epochs", default=None, help='an integer, or "auto" (service default 5000)')
+@click.option("--learning-rate", default=None, help='a number, or "auto" (service default 0.01)')
+@click.option("--input-scale", type=float, default=None, help="x = input_scale * t_u (with normalize scale)")
+@click.option("--normalize", type=click.Choice(["scale", "standardize", "none"]), default=None)
+@click.option("--init-w", type=float, default=None)
+@click.option("--init-b", type=float, default=None)
+@click.option("--optimizer", type=click.Choice(["gd", "sgd", "momentum", "adam"]), default=None)
+@click.option(
+    "--validation", default=None, help='JSON, e.g. \'{"fraction": 0.2, "seed": 0}\' or \'{"indices": [2, 10]}\''
+)
+@click.option("--early-stopping", default=None, help='JSON, e.g. \'{"monitor": "val_loss", "patience": 10}\'')
+@click.option("--label", "labels", multiple=True, help="key=value, repeatable")
+@click.option("--idempotency-key", default=None)
+@click.option("--wait", is_flag=True, help="wait for the fit to end, with a progress bar")
+@click.option("--json", "as_json", is_flag=True, help="print the fit as JSON instead of a summary")
+@timeout_option
+@url_option
+def fit(
+    csv_file: Path,
+    epochs: str | None,
+    learning_rate: str | None,
+    input_scale: float | None,
+    normalize: str | None,
+    init_w: float | None,
+    init_b: float | None,
+    optimizer: str | None,
+    validation: str | None,
+    early_stopping: str | None,
+    labels: tuple[str, ...],
+    idempotency_key: str | None,
+    wait: bool,
+    as_json: bool,
+    timeout: float | None,
+    url: str | None,
+) -> None:
+    """Fit t_c = w * t_u + b to a CSV file with columns t_u,t_c."""
+    t_u, t_c = _read_csv(csv_file)
+    given: dict[str, Any] = {
+        "epochs": None if epochs is None else _auto_or(int, "--epochs", epochs),
+        "learning_rate": None if learning_rate is None else _auto_or(float, "--learning-rate", learning_rate),
+        "input_scale": input_scale,
+        "normalize": normalize,
+        "init": {k: v for k, v in (("w", init_w), ("b", init_b)) if v is not None} or None,
+        "optimizer": optimizer,
+        "labels": _labels(labels),
+    }
+    options = {name: value for name, value in given.items() if value is not None}
+    for name, text in (("validation", validation), ("early_stopping", early_stopping)):
+        if text is not None:
+            options[name] = _json_option(name.replace("_", "-"), text)
+    try:
+        with client_for(url) as client:
+            submitted = client.fit(t_u, t_c, idempotency_key=idempotency_key, **options)
+            if wait:
+                submitted.wait(progress=True, timeout=timeout)
+    except CalibError as exc:
+        fail(exc)
+    except TimeoutError as exc:
+        timed_out(exc)
+    click.echo(json.dumps(submitted.data, indent=2) if as_json else fit_summary(submitted.data))
+    if wait:
+        sys.exit(EXIT_OK if submitted.status == "succeeded" else EXIT_ENDED_OTHERWISE)
+
+
+def _auto_or(kind: type[int] | type[float], option: str, text: str) -> int | float | str:
+    if text == "auto":
+        return text
+    try:
+        return kind(text)
+    except ValueError as exc:
+        raise click.UsageError(f"{option} {text}: {'an integer' if kind is int else 'a number'}, or auto") from exc
+
+
+@click.command()
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--epochs", type=int, default=None)
+@click.option("--learning-rate", default=None, help='a number, or "auto"')
+@click.option("--input-scale", type=float, default=None)
+@click.option("--optimizer", type=click.Choice(["gd", "sgd", "momentum", "adam"]), default=None)
+@click.option("--wait", is_flag=True, help="wait for the batch, with a progress bar of fits finished")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="wait, then write one result line per fit here (CSV)",
+)
+@click.option("--idempotency-key", default=None)
+@timeout_option
+@url_option
+def batch(
+    csv_file: Path,
+    epochs: int | None,
+    learning_rate: str | None,
+    input_scale: float | None,
+    optimizer: str | None,
+    wait: bool,
+    out: Path | None,
+    idempotency_key: str | None,
+    timeout: float | None,
+    url: str | None,
+) -> None:
+    """Submit a batch from a long-format CSV (series,t_u,t_c): one fit per series."""
+    defaults = {
+        k: v
+        for k, v in {
+            "epochs": epochs,
+            "learning_rate": learning_rate,
+            "input_scale": input_scale,
+            "optimizer": optimizer,
+        }.items()
+        if v is not None
+    }
+    try:
+        with client_for(url) as client:
+            submitted = client.submit_batch(csv_file, idempotency_key=idempotency_key, **defaults)
+            click.echo(f"batch {submitted.id}: {submitted.count} fits", err=True)
+            if not (wait or out):
+                click.echo(json.dumps(submitted.data, indent=2))
+                return
+            submitted.wait(progress=True, timeout=timeout)
+            if out is not None:
+                out.write_text(submitted.results_csv())
+                click.echo(f"results of {submitted.count} fits written to {out}", err=True)
+    except CalibError as exc:
+        fail(exc)
+    except TimeoutError as exc:
+        timed_out(exc)
+    counts = submitted.counts
+    click.echo(
+        f"batch {submitted.id} {submitted.status}: "
+        + ", ".join(f"{counts[s]} {s}" for s in ("succeeded", "diverged", "failed", "cancelled") if counts[s])
+        + (
+            f" ({counts['not_converged']} of them NOT converged: see the converged column)"
+            if counts.get("not_converged")
+            else ""
+        )
+    )
+    sys.exit(EXIT_OK if counts["succeeded"] == submitted.count else EXIT_ENDED_OTHERWISE)
+
+
+@click.command("list")
+@click.option("--status", default=None, help="only fits in this status")
+@click.option("--batch", "batch_id", default=None, help="only the fits of this batch")
+@click.option("--label", default=None, help="key:value")
+@click.option("--limit", type=int, default=20, show_default=True)
+@url_option
+def list_fits(status: str | None, batch_id: str | None, label: str | None, limit: int, url: str | None) -> None:
+    """Recent fits, newest first, as a table."""
+    try:
+        with client_for(url) as client:
+            rows = [
+                f.data
+                for _, f in zip(
+                    range(limit),
+                    client.fits(status=status, batch_id=batch_id, label=label, page_size=min(limit, 1000)),
+                    strict=False,
+                )
+            ]
+    except CalibError as exc:
+        fail(exc)
+    click.echo(fits_table(rows))
+
+
+@click.command()
+@click.argument("fit_id")
+@click.option("--json", "as_json", is_flag=True, help="the fit as the API returns it")
+@url_option
+def status(fit_id: str, as_json: bool, url: str | None) -> None:
+    """Show a fit (exit 0 when it succeeded, 1 when it ended otherwise or is not done yet)."""
+    try:
+        with client_for(url) as client:
+            found = client.get_fit(client.resolve_fit(fit_id))
+    except CalibError as exc:
+        fail(exc)
+    click.echo(json.dumps(found.data, indent=2) if as_json else fit_summary(found.data))
+    sys.exit(EXIT_OK if found.status == "succeeded" else EXIT_ENDED_OTHERWISE)
+
+
+@click.command()
+@click.argument("fit_id")
+@url_option
+def cancel(fit_id: str, url: str | None) -> None:
+    """Cancel a queued or running fit (its id, or the start of it that `calib list` prints)."""
+    try:
+        with client_for(url) as client:
+            found = client.get_fit(client.resolve_fit(fit_id))
+            found.cancel()
+    except CalibError as exc:
+        fail(exc)
+    click.echo(f"fit {found.id} cancelled")
+
+
+@click.command()
+@click.argument("fit_id")
+@click.option("--csv", "as_csv", is_flag=True, help="epoch,loss[,val_loss] lines")
+@url_option
+def losses(fit_id: str, as_csv: bool, url: str | None) -> None:
+    """Print a fit's loss per epoch, as the book prints it (or CSV)."""
+    try:
+        with client_for(url) as client:
+            fit_id = client.resolve_fit(fit_id)
+            if as_csv:
+                click.echo(client.request("GET", f"/v1/fits/{fit_id}/losses", params={"format": "csv"}).text, nl=False)
+                return
+            loss, val = client.get_fit(fit_id).curves()
+    except CalibError as exc:
+        fail(exc)
+    for i, value in enumerate(loss):
+        extra = f", Validation loss {val[i]}" if val is not None else ""
+        click.echo(f"Epoch {i + 1}, Loss {value}{extra}")
+
+
+@click.command()
+@click.argument("fit_id")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("loss.png"),
+    show_default=True,
+    help="the picture to write (.png, .svg or .pdf)",
+)
+@click.option("--points", type=int, default=2000, show_default=True, help="buckets of the downsampled loss curve")
+@url_option
+def plot(fit_id: str, out: Path, points: int, url: str | None) -> None:
+    """Draw a fit: its loss (and validation loss) per epoch on a log scale, and its data with the fitted line."""
+    try:
+        import matplotlib  # noqa: F401 (only to say what is missing, before any request)
+    except ImportError as exc:
+        raise click.UsageError("calib plot draws with matplotlib: pip install 'calib[plot]'") from exc
+    from services.cli.plot import draw_fit
+
+    try:
+        with client_for(url) as client:
+            draw_fit(client.get_fit(client.resolve_fit(fit_id)), out, points)
+    except CalibError as exc:
+        fail(exc)
+    click.echo(f"wrote {out}", err=True)
+
+
+COMMANDS = [fit, batch, list_fits, status, cancel, losses, plot, usage, demo]
