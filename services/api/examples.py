@@ -87,7 +87,14 @@ BUCKET = {
 
 EXAMPLES: dict[str, Any] = {
     "Init": {"w": 1.0, "b": 0.0},
-    "FitCreate": {"labels": {"sensor": "A17"}},
+    # A whole request, as a client would send it (the book's thermometer, run to convergence).
+    "FitCreate": {
+        "t_u": [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4],
+        "t_c": [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0],
+        "epochs": "auto",
+        "input_scale": 0.1,
+        "labels": {"sensor": "A17"},
+    },
     "PredictRequest": {"t_u": [35.7, 90.0], "interval": 0.95},
     "Prediction": {"fit_id": FIT_ID, "t_c": [2.054, 30.244], "lower": [-2.61, 24.87], "upper": [6.72, 35.62]},
     "BatchCreate": {
@@ -126,7 +133,15 @@ EXAMPLES: dict[str, Any] = {
         "id": BATCH_ID,
         "count": 10000,
         "status": "running",
-        "counts": {"queued": 5904, "running": 4096, "succeeded": 0, "diverged": 0, "failed": 0, "cancelled": 0},
+        "counts": {
+            "queued": 5904,
+            "running": 4096,
+            "succeeded": 0,
+            "diverged": 0,
+            "failed": 0,
+            "cancelled": 0,
+            "not_converged": 0,
+        },
         "created_at": "2026-11-27T09:30:00.000Z",
         "finished_at": None,
         "links": {"self": f"/v1/batches/{BATCH_ID}", "fits": f"/v1/batches/{BATCH_ID}/fits"},
@@ -141,5 +156,5 @@ def fill_property_examples(components: dict[str, Any]) -> None:
         for prop, spec in schema.get("properties", {}).items():
             if "example" not in spec and "examples" not in spec and prop in example:
                 spec["example"] = example[prop]
-        if example and name != "FitCreate":  # FitCreate's is partial: its fields have their own
+        if example:
             schema.setdefault("example", dict(example))

@@ -6,7 +6,7 @@ import copy
 from functools import cache
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, render_template
 
 from services.api.batches import QUERY_DEFAULTS
 from services.api.examples import fill_property_examples
@@ -15,7 +15,7 @@ from shared.queries import ID_PATTERN, BatchFitsQuery, FitListQuery, LossesQuery
 from shared.schemas import SCHEMAS
 from shared.settings import Settings
 
-bp = Blueprint("openapi", __name__)
+bp = Blueprint("openapi", __name__, template_folder="templates")
 
 PROBLEM_CODES = {
     "400": "Malformed JSON or CSV",
@@ -424,60 +424,7 @@ def openapi_json() -> dict[str, Any]:
     return document()
 
 
-DOCS_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>calib API</title>
-<style>
-body{font:15px/1.45 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
-h2{border-bottom:1px solid #ddd;padding-bottom:.2rem}
-.op{border:1px solid #ddd;border-radius:6px;margin:.6rem 0;padding:.4rem .8rem}
-.m{display:inline-block;width:4rem;font-weight:bold;text-transform:uppercase}
-.get{color:#0a6}.post{color:#06c} pre{background:#f6f6f6;padding:.5rem;overflow:auto}
-textarea{width:100%;height:6rem;font-family:monospace}
-</style></head><body>
-<h1>calib API</h1><p>The contract, as served by <a href="/openapi.json">/openapi.json</a>.
-Each operation can be tried from this page.</p>
-<label>Bearer token <input id="token" size="60" placeholder="calib_…"></label><div id="ops"></div>
-<script>
-fetch('/openapi.json').then(r => r.json()).then(doc => {
-  const root = document.getElementById('ops');
-  for (const [path, item] of Object.entries(doc.paths)) {
-    for (const [method, op] of Object.entries(item)) {
-      const box = document.createElement('details'); box.className = 'op';
-      const params = (op.parameters || []).filter(p => p.in !== 'header');
-      box.innerHTML = `<summary><span class="m ${method}">${method}</span> <code>${path}</code>
-        — ${op.summary || ''}</summary><p>${op.description || ''}</p>`;
-      const form = document.createElement('form');
-      for (const p of params) {
-        form.insertAdjacentHTML('beforeend',
-          `<label>${p.name} (${p.in}) <input name="${p.name}" data-in="${p.in}"></label><br>`);
-      }
-      if (op.requestBody) form.insertAdjacentHTML('beforeend', '<textarea name="body">{}</textarea>');
-      form.insertAdjacentHTML('beforeend', '<button>Send</button><pre hidden></pre>');
-      form.onsubmit = async ev => {
-        ev.preventDefault();
-        let url = path; const q = new URLSearchParams();
-        for (const input of form.querySelectorAll('input')) {
-          if (!input.value) continue;
-          if (input.dataset.in === 'path') url = url.replace('{' + input.name + '}', encodeURIComponent(input.value));
-          else q.set(input.name, input.value);
-        }
-        const init = {method: method.toUpperCase(), headers: {}};
-        const token = document.getElementById('token').value.trim();
-        if (token) init.headers['Authorization'] = 'Bearer ' + token;
-        const body = form.querySelector('textarea');
-        if (body) { init.body = body.value; init.headers['Content-Type'] = 'application/json'; }
-        const res = await fetch(url + (q.toString() ? '?' + q : ''), init);
-        const out = form.querySelector('pre'); out.hidden = false;
-        out.textContent = res.status + ' ' + res.statusText + '\\n' + await res.text();
-      };
-      box.appendChild(form); root.appendChild(box);
-    }
-  }
-});
-</script></body></html>
-"""
-
-
 @bp.get("/docs")
 def docs() -> Response:
-    return Response(DOCS_PAGE, mimetype="text/html")
+    # A page of its own (services/api/templates/docs.html) that renders /openapi.json in the browser.
+    return Response(render_template("docs.html"), mimetype="text/html")

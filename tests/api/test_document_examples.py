@@ -1,0 +1,58 @@
+"""The OpenAPI document's request examples are requests the API accepts (both backends): each
+is submitted as it stands, and the predict example runs on the fit the fit example made."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+import torch
+from flask.testing import FlaskClient
+
+from services.worker import runner
+from shared.models import Fit
+
+
+def _example(document: dict[str, Any], media: dict[str, Any]) -> Any:
+    if "example" in media:
+        return media["example"]
+    schema = media["schema"]
+    name = schema["$ref"].rsplit("/", 1)[1]
+    return document["components"]["schemas"][name]["example"]
+
+
+def _run(client: FlaskClient, fit_id: str) -> None:
+    svc = client.application.extensions["calib"]
+    with svc.db.session() as session:
+        chunk_id = session.scalar(sa.select(Fit.chunk_id).where(Fit.id == fit_id))
+    runner.run_chunk(svc.db, svc.settings, chunk_id, torch.device("cpu"))
+
+
+def test_every_request_example_is_accepted(make_client: Callable[..., FlaskClient]) -> None:
+    client = make_client("examples")
+    document = client.get("/openapi.json").get_json()
+    bodies = {
+        (path, media_type): _example(document, media)
+        for path, item in document["paths"].items()
+        for operation in item.values()
+        for media_type, media in operation.get("requestBody", {}).get("content", {}).items()
+    }
+    assert set(bodies) == {
+        ("/v1/fits", "application/json"),
+        ("/v1/batches", "application/json"),
+        ("/v1/batches", "text/csv"),
+        ("/v1/fits/{fit_id}/predict", "application/json"),
+    }
+    fit = client.post("/v1/fits", json=bodies["/v1/fits", "application/json"])
+    assert fit.status_code == 202, fit.get_json()
+    batch = client.post("/v1/batches", json=bodies["/v1/batches", "application/json"])
+    assert batch.status_code == 202, batch.get_json()
+    csv = client.post("/v1/batches", data=bodies["/v1/batches", "text/csv"], content_type="text/csv")
+    assert csv.status_code == 202, csv.get_json()
+
+    fit_id = fit.get_json()["id"]
+    _run(client, fit_id)
+    assert client.get(f"/v1/fits/{fit_id}").get_json()["result"]["converged"] is True
+    predicted = client.post(f"/v1/fits/{fit_id}/predict", json=bodies["/v1/fits/{fit_id}/predict", "application/json"])
+    assert predicted.status_code == 200, predicted.get_json()
