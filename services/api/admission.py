@@ -147,3 +147,15 @@ def _check_queue(svc: Services) -> None:
             f"{settings.max_queued_messages:,}: retry later",
             retry_after=_QUEUE_RETRY_AFTER,
         )
+
+
+def require_broker(svc: Services) -> None:
+    """Before anything is stored: 503 if the broker does not answer, so a client retries
+    instead of holding a 202 for a fit no worker can be woken for."""
+    if svc.broker_fresh():
+        return
+    failure = svc.broker_failure()
+    if failure is not None:
+        raise Problem(
+            503, f"the broker is not answering ({failure}); retry shortly", slug="dependency-unavailable", retry_after=5
+        )

@@ -15,7 +15,7 @@ from __future__ import annotations
 from flask import current_app, g, redirect, request
 from werkzeug.wrappers import Response
 
-from services.api.extensions import services
+from services.api.extensions import current_services
 from services.api.limits import Budgets, counted
 from services.api.problems import Problem
 from shared import tokens
@@ -49,7 +49,7 @@ def authenticate() -> Response | None:
         return None
     budgets = budgets_of()
     token = presented_token()
-    tenant = tokens.tenant_of(services().db, token) if token else None
+    tenant = tokens.tenant_of(current_services().db, token) if token else None
     if tenant is not None:
         budgets.spend_tenant(tenant)
         g.tenant = tenant

@@ -12,9 +12,9 @@ from flask import Blueprint, Response, request, stream_with_context
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from services.api.admission import Ask, admit, ask_of, refuse_oversize
+from services.api.admission import Ask, admit, ask_of, refuse_oversize, require_broker
 from services.api.bodies import csv_within_limits
-from services.api.extensions import Services, services
+from services.api.extensions import Services, current_services
 from services.api.fits import idempotency_key, list_fits_query, query_with
 from services.api.presenters import fit_list, iso
 from services.api.problems import Problem, from_validation, invalid_field
@@ -261,7 +261,7 @@ def _existing(svc: Services, key: str, request_digest: str) -> Batch | None:
 
 @bp.post("")
 def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
-    svc = services()
+    svc = current_services()
     if request.mimetype == "text/csv":
         specs, request_digest, ask = _from_csv(svc)
     else:
@@ -273,7 +273,7 @@ def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
 
     tenant = current_tenant()
     admit(svc, tenant, ask)
-    svc.require_broker()
+    require_broker(svc)
     batch = Batch(
         id=new_id(),
         tenant=tenant,
@@ -310,12 +310,12 @@ def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
 
 @bp.get("/<batch_id>")
 def get_batch(batch_id: str) -> dict[str, Any]:
-    with services().db.session() as session:
+    with current_services().db.session() as session:
         return batch_json(session, _get_batch(session, batch_id))
 
 
 def _result_lines(batch_id: str) -> Iterator[str]:
-    db = services().db
+    db = current_services().db
     yield ",".join(RESULT_COLUMNS) + "\n"
     after = ""
     while True:
@@ -354,7 +354,7 @@ def _result_lines(batch_id: str) -> Iterator[str]:
 @bp.get("/<batch_id>/fits")
 def batch_fits(batch_id: str) -> Any:
     params = query(BatchFitsQuery)
-    with services().db.session() as session:
+    with current_services().db.session() as session:
         _get_batch(session, batch_id)
     if params.format == "csv":
         return Response(stream_with_context(_result_lines(batch_id)), mimetype="text/csv")
@@ -365,13 +365,13 @@ def batch_fits(batch_id: str) -> Any:
 
 @bp.post("/<batch_id>/cancel")
 def cancel_batch(batch_id: str) -> tuple[dict[str, Any], int]:
-    with services().db.session(write=True) as session:
+    with current_services().db.session(write=True) as session:
         batch = _get_batch(session, batch_id)
         # A batch with nothing left to run stays as it ended.
         changed = cancel_active(session, Fit.batch_id == batch.id)
         if changed:
             batch.cancelled = True
-    with services().db.session() as session:
+    with current_services().db.session() as session:
         body = batch_json(session, _get_batch(session, batch_id))
     if not changed:
         raise Problem(

@@ -11,10 +11,9 @@ import sqlalchemy as sa
 from celery import Celery
 from flask import current_app
 
-from services.api.problems import Problem
-from shared import failpoints
+from shared import failpoints, outbox
 from shared.db import Database
-from shared.models import QUEUED, Fit, utcnow
+from shared.models import Fit
 from shared.queue import RUN_CHUNK, queue_depth
 from shared.settings import Settings
 
@@ -51,19 +50,9 @@ class Services:
             )
         return self.snapshot.counts, self.snapshot.depth
 
-    def require_broker(self) -> None:
-        """Before anything is stored: 503 if the broker does not answer, so a client retries
-        instead of holding a 202 for a fit no worker can be woken for."""
-        if time.monotonic() - self.broker_seen_at < _BROKER_FRESH_SECONDS:
-            return
-        failure = self.broker_failure()
-        if failure is not None:
-            raise Problem(
-                503,
-                f"the broker is not answering ({failure}); retry shortly",
-                slug="dependency-unavailable",
-                retry_after=5,
-            )
+    def broker_fresh(self) -> bool:
+        """Whether the broker answered within the last second: then it is taken to be up unasked."""
+        return time.monotonic() - self.broker_seen_at < _BROKER_FRESH_SECONDS
 
     def broker_failure(self) -> str | None:
         """None if the broker answers now (and remember when), else the error's name."""
@@ -95,12 +84,7 @@ class Services:
             if failpoints.on("fail_mark_dispatched"):
                 raise ConnectionError("failpoint fail_mark_dispatched")
             with self.db.session(write=True) as session:
-                session.execute(
-                    sa.update(Fit)
-                    .where(Fit.chunk_id.in_(published), Fit.status == QUEUED, Fit.dispatched_at.is_(None))
-                    .values(dispatched_at=utcnow())
-                    .execution_options(synchronize_session=False)
-                )
+                outbox.mark_dispatched(session, published, first_time=True)
         except Exception as exc:
             # Best effort: the fits are committed and published, so the answer is the 202 (a 503
             # would make a client without a key submit again). Left undispatched, the reconciler
@@ -108,7 +92,7 @@ class Services:
             log.warning("marking chunks %s dispatched failed, left to the reconciler: %s", published, exc)
 
 
-def services() -> Services:
+def current_services() -> Services:
     found = current_app.extensions["calib"]
     assert isinstance(found, Services)
     return found

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, request, stream_with_context
 
 from services.api.admission import ask_of, refuse_oversize
-from services.api.extensions import services
+from services.api.extensions import current_services
 from services.api.losses import Curves, csv_lines, downsample, finite_or_none, read_losses
 from services.api.presenters import fit_json, fit_list
 from services.api.problems import Problem, invalid_field
@@ -59,7 +59,7 @@ def idempotency_key() -> str | None:
 
 @bp.post("")
 def create_fit() -> tuple[dict[str, Any], int, dict[str, str]]:
-    svc = services()
+    svc = current_services()
     body = json_body()
     ask = ask_of([body] if isinstance(body, dict) else [], {}, svc.settings.max_epochs)
     refuse_oversize(svc.settings, ask)
@@ -71,7 +71,7 @@ def create_fit() -> tuple[dict[str, Any], int, dict[str, str]]:
 
 @bp.get("/<fit_id>")
 def get_fit(fit_id: str) -> dict[str, Any]:
-    with services().db.session() as session:
+    with current_services().db.session() as session:
         return fit_json(_get_fit(session, fit_id))
 
 
@@ -109,7 +109,7 @@ def list_fits_query(params: FitListQuery | BatchFitsQuery, batch_id: str | None 
         )
     limit = params.limit
     query = query.order_by(Fit.created_at.desc(), Fit.id.desc()).limit(limit + 1)
-    with services().db.session() as session:
+    with current_services().db.session() as session:
         fits = list(session.scalars(query))
     next_cursor = _encode_cursor(fits[limit - 1]) if len(fits) > limit else None
     return fits[:limit], next_cursor
@@ -138,7 +138,7 @@ def _wants_csv(fmt: str | None) -> bool:
 
 @bp.get("/<fit_id>/losses")
 def get_losses(fit_id: str) -> Any:
-    db = services().db
+    db = current_services().db
     params = query(LossesQuery)
     if _wants_csv(params.format):
         with db.session() as session:
@@ -172,7 +172,7 @@ def get_losses(fit_id: str) -> Any:
 
 
 def _downsampled(fit_id: str, start: int, end: int | None, points: int) -> dict[str, Any]:
-    with services().db.session() as session:
+    with current_services().db.session() as session:
         fit = _fit_with_losses(session, fit_id)
         done = fit.epochs_done
         # An end before start is an empty range, like a start past the last epoch.
@@ -193,7 +193,7 @@ def _downsampled(fit_id: str, start: int, end: int | None, points: int) -> dict[
 @bp.get("/<fit_id>/data")
 def get_data(fit_id: str) -> dict[str, Any]:
     """The readings the fit was given, and which of them were held out (for plots)."""
-    with services().db.session() as session:
+    with current_services().db.session() as session:
         fit = _get_fit(session, fit_id)
         t_u, t_c = unpack_f64(fit.t_u), unpack_f64(fit.t_c)
     return serve(
@@ -203,7 +203,7 @@ def get_data(fit_id: str) -> dict[str, Any]:
 
 @bp.post("/<fit_id>/cancel")
 def cancel_fit(fit_id: str) -> tuple[dict[str, Any], int]:
-    db = services().db
+    db = current_services().db
     with db.session(write=True) as session:
         fit = _get_fit(session, fit_id)
         changed = cancel_active(session, Fit.id == fit.id)
@@ -218,7 +218,7 @@ def cancel_fit(fit_id: str) -> tuple[dict[str, Any], int]:
 @bp.post("/<fit_id>/predict")
 def predict(fit_id: str) -> dict[str, Any]:
     body = parse(PredictRequest, json_body())
-    with services().db.session() as session:
+    with current_services().db.session() as session:
         fit = _get_fit(session, fit_id)
     raw = fit.raw_params()
     if raw is None:

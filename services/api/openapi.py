@@ -10,7 +10,7 @@ from flask import Blueprint, Response, render_template
 
 from services.api.batches import QUERY_DEFAULTS
 from services.api.examples import fill_property_examples
-from services.api.extensions import services
+from services.api.extensions import current_services
 from shared.queries import ID_PATTERN, BatchFitsQuery, FitListQuery, LossesQuery, Query
 from shared.schemas import SCHEMAS
 from shared.settings import Settings
@@ -372,7 +372,7 @@ def _link_created_objects(paths: dict[str, Any]) -> None:
 
 
 def document() -> dict[str, Any]:
-    s = services().settings
+    s = current_services().settings
     limits = {
         "points": s.max_points_per_fit,
         "epochs": s.max_epochs,

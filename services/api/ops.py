@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Response
 
 from services.api import telemetry
-from services.api.extensions import services
+from services.api.extensions import current_services
 from services.api.problems import Problem
 
 bp = Blueprint("ops", __name__)
@@ -21,7 +21,7 @@ def healthz() -> dict[str, str]:
 
 def _database_answers() -> str | None:
     try:
-        with services().db.engine.connect() as conn:
+        with current_services().db.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except Exception as exc:
         return f"database: {type(exc).__name__}"
@@ -29,7 +29,7 @@ def _database_answers() -> str | None:
 
 
 def _broker_answers() -> str | None:
-    failure = services().broker_failure()
+    failure = current_services().broker_failure()
     return f"broker: {failure}" if failure else None
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from services.api.admission import Ask, admit
+from services.api.admission import Ask, admit, require_broker
 from services.api.extensions import Services
 from services.api.problems import Problem
 from shared.calibration import Values, data_stats, standardization, warnings_for
@@ -186,7 +186,7 @@ def submit_fit(svc: Services, spec: FitCreate, ask: Ask, tenant: str, key: str |
         if existing is not None:
             return replay(existing, request_digest), False
     admit(svc, tenant, ask)
-    svc.require_broker()
+    require_broker(svc)
     fit = new_fit(spec, tenant, svc.settings.max_epochs)
     fit.idempotency_key, fit.request_digest = key, request_digest
     try:

@@ -32,7 +32,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from services.api.extensions import Services, services
+from services.api.extensions import Services, current_services
 from shared import logs, worker_metrics
 from shared.models import STATUSES
 
@@ -149,5 +149,5 @@ def metrics() -> Response:
     else:
         requests_registry = REGISTRY
     state = CollectorRegistry()
-    state.register(ServiceState(services()))
+    state.register(ServiceState(current_services()))
     return Response(generate_latest(requests_registry) + generate_latest(state), mimetype=CONTENT_TYPE_LATEST)

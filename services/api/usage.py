@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from services.api.extensions import services
+from services.api.extensions import current_services
 from services.api.responses import serve
 from services.api.tenancy import current_tenant
 from shared import quotas
@@ -17,7 +17,7 @@ bp = Blueprint("usage", __name__, url_prefix="/v1/usage")
 
 @bp.get("")
 def get_usage() -> dict[str, Any]:
-    svc = services()
+    svc = current_services()
     with svc.db.session() as session:
         found = quotas.usage(session, svc.settings, current_tenant())
     return serve(

@@ -14,36 +14,16 @@ Duplicate messages are harmless: claims are conditional.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 
-import sqlalchemy as sa
-
+from shared import outbox
 from shared.db import Database
-from shared.dbclock import db_now
-from shared.models import QUEUED, RUNNING, Fit, utcnow
 from shared.settings import Settings
-
-# Chunks re-published per round, so a huge backlog cannot flood the broker.
-_MAX_PER_ROUND = 500
 
 
 def stale_chunks(db: Database, settings: Settings, queue_empty: bool = True) -> list[str]:
-    now = utcnow()
-    never_published = sa.and_(
-        Fit.status == QUEUED,
-        Fit.dispatched_at.is_(None),
-        Fit.created_at < now - dt.timedelta(seconds=settings.undispatched_after_seconds),
-    )
-    unclaimed = sa.and_(
-        Fit.status == QUEUED,
-        Fit.dispatched_at < now - dt.timedelta(seconds=settings.redispatch_after_seconds),
-    )
-    lost = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < db_now())  # the database's clock, as leases
-    stale = [never_published, lost] + ([unclaimed] if queue_empty else [])
     with db.session() as session:
-        rows = session.execute(sa.select(Fit.chunk_id).where(sa.or_(*stale)).distinct().limit(_MAX_PER_ROUND)).all()
-    return [row.chunk_id for row in rows]
+        return outbox.stale(session, settings, queue_empty)
 
 
 def reconcile(
@@ -59,10 +39,5 @@ def reconcile(
         publish(chunk_id)
     if chunks:
         with db.session(write=True) as session:
-            session.execute(
-                sa.update(Fit)
-                .where(Fit.chunk_id.in_(chunks), Fit.status == QUEUED)
-                .values(dispatched_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
+            outbox.mark_dispatched(session, chunks, first_time=False)
     return len(chunks)

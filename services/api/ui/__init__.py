@@ -15,7 +15,7 @@ from flask import Blueprint, Response, make_response, redirect, render_template,
 
 from services.api.auth import COOKIE
 from services.api.batches import batch_json
-from services.api.extensions import services
+from services.api.extensions import current_services
 from services.api.fits import list_fits_query, query_with
 from services.api.presenters import fit_json
 from services.api.problems import TITLES, Problem
@@ -65,7 +65,7 @@ def _same_origin() -> bool:
         return True
     origin = urlsplit(sent)
     allowed = {request.host_url.rstrip("/")}
-    public = services().settings.public_url
+    public = current_services().settings.public_url
     if public:
         allowed.add(f"{urlsplit(public).scheme}://{urlsplit(public).netloc}")
     return f"{origin.scheme}://{origin.netloc}" in allowed
@@ -76,11 +76,11 @@ def login() -> Any:
     if not _same_origin():
         return render_template("login.html", error="That form was sent from another site."), 403
     token = (request.form.get("token") or "").strip()
-    if not token or tokens.tenant_of(services().db, token) is None:
+    if not token or tokens.tenant_of(current_services().db, token) is None:
         return render_template("login.html", error="That token is unknown or revoked."), 401
     response = make_response(redirect("/ui/"))
     # Secure whenever the service is served over https, also behind a proxy that ends TLS.
-    secure = request.is_secure or services().settings.public_url.startswith("https://")
+    secure = request.is_secure or current_services().settings.public_url.startswith("https://")
     response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=secure, path="/")
     return response
 
@@ -101,7 +101,7 @@ def home() -> str:
     # The page's filter form sends empty fields for "any": those are left out.
     given = {name: value for name, value in request.args.items() if value}
     fits, cursor = list_fits_query(query(FitListQuery, given), batch_id=batch_id)
-    with services().db.session() as session:
+    with current_services().db.session() as session:
         batches = [
             batch_json(session, b)
             for b in session.scalars(
@@ -121,14 +121,14 @@ def home() -> str:
 
 @bp.get("/fits/<fit_id>")
 def fit_page(fit_id: str) -> str:
-    with services().db.session() as session:
+    with current_services().db.session() as session:
         fit = fit_json(owned_or_404(session, Fit, fit_id, "fit"))
     return render_template("fit.html", fit=fit, running=fit["status"] not in TERMINAL, buckets=CHART_BUCKETS)
 
 
 @bp.get("/batches/<batch_id>")
 def batch_page(batch_id: str) -> str:
-    with services().db.session() as session:
+    with current_services().db.session() as session:
         batch = batch_json(session, owned_or_404(session, Batch, batch_id, "batch"))
         fits = session.scalars(
             sa.select(Fit)
