@@ -8,14 +8,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask import Blueprint, Response, request, stream_with_context
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
 
 from services.api.admission import Ask, admit, ask_of, refuse_oversize, require_broker
 from services.api.bodies import csv_within_limits
 from services.api.extensions import Services, current_services
-from services.api.fits import idempotency_key, list_fits_query, query_with
+from services.api.fits import list_fits_query, query_with
+from services.api.idempotency import insert_or_replay, request_key
 from services.api.presenters import fit_list, iso
 from services.api.problems import Problem, from_validation, invalid_field
 from services.api.requests import json_body, parse, query
@@ -249,16 +250,6 @@ def _get_batch(session: Any, batch_id: str) -> Batch:
     return owned_or_404(session, Batch, batch_id, "batch")
 
 
-def _existing(svc: Services, key: str, request_digest: str) -> Batch | None:
-    with svc.db.session() as session:
-        batch = session.scalars(
-            sa.select(Batch).where(Batch.tenant == current_tenant(), Batch.idempotency_key == key)
-        ).first()
-    if batch is not None and batch.request_digest != request_digest:
-        raise Problem(409, "this Idempotency-Key was used with a different request body", slug="idempotency-conflict")
-    return batch
-
-
 @bp.post("")
 def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = current_services()
@@ -266,46 +257,42 @@ def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
         specs, request_digest, ask = _from_csv(svc)
     else:
         specs, request_digest, ask = _from_json(svc)
-    key = idempotency_key()
-    if key and (found := _existing(svc, key, request_digest)) is not None:
-        with svc.db.session() as session:
-            return batch_json(session, found), 200, {"Location": f"/v1/batches/{found.id}"}
-
     tenant = current_tenant()
-    admit(svc, tenant, ask)
-    require_broker(svc)
-    batch = Batch(
-        id=new_id(),
-        tenant=tenant,
-        count=len(specs),
-        cancelled=False,
-        created_at=utcnow(),
-        idempotency_key=key,
-        request_digest=request_digest,
-    )
     size = svc.settings.chunk_size
     chunks = [new_id() for _ in range(0, len(specs), size)]
-    rows = fit_rows(
-        specs,
-        tenant,
-        batch_id=batch.id,
-        max_epochs=svc.settings.max_epochs,
-        chunk_ids=[chunks[i // size] for i in range(len(specs))],
-    )
-    try:
-        with svc.db.session(write=True) as session:
-            session.add(batch)
-            session.flush()
-            session.execute(sa.insert(Fit), rows)
-    except IntegrityError:
-        found = _existing(svc, key, request_digest) if key else None
-        if found is None:
-            raise
-        with svc.db.session() as session:
-            return batch_json(session, found), 200, {"Location": f"/v1/batches/{found.id}"}
-    svc.dispatch(chunks)
+    key = request_key()
+
+    def admitted() -> None:
+        admit(svc, tenant, ask)
+        require_broker(svc)
+
+    def insert(session: so.Session) -> Batch:
+        batch = Batch(
+            id=new_id(),
+            tenant=tenant,
+            count=len(specs),
+            cancelled=False,
+            created_at=utcnow(),
+            idempotency_key=key,
+            request_digest=request_digest,
+        )
+        rows = fit_rows(
+            specs,
+            tenant,
+            batch_id=batch.id,
+            max_epochs=svc.settings.max_epochs,
+            chunk_ids=[chunks[i // size] for i in range(len(specs))],
+        )
+        session.add(batch)
+        session.flush()
+        session.execute(sa.insert(Fit), rows)
+        return batch
+
+    batch, created = insert_or_replay(svc.db, Batch, tenant, key, request_digest, admit=admitted, insert=insert)
+    if created:
+        svc.dispatch(chunks)
     with svc.db.session() as session:
-        return batch_json(session, batch), 202, {"Location": f"/v1/batches/{batch.id}"}
+        return batch_json(session, batch), 202 if created else 200, {"Location": f"/v1/batches/{batch.id}"}
 
 
 @bp.get("/<batch_id>")

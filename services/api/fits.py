@@ -11,6 +11,7 @@ from flask import Blueprint, Response, request, stream_with_context
 
 from services.api.admission import ask_of, refuse_oversize
 from services.api.extensions import current_services
+from services.api.idempotency import request_key
 from services.api.losses import Curves, csv_lines, downsample, finite_or_none, read_losses
 from services.api.presenters import fit_json, fit_list
 from services.api.problems import Problem, invalid_field
@@ -48,15 +49,6 @@ def fit_curves(session: Any, fit: Fit, start: int, stop: int) -> Curves:
     return read_losses(session, fit.id, start, stop, with_val=bool(fit.validation))
 
 
-def idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= 200:
-        raise invalid_field(
-            ["header", "Idempotency-Key"], "1 to 200 characters", "Idempotency-Key: 1 to 200 characters"
-        )
-    return key
-
-
 @bp.post("")
 def create_fit() -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = current_services()
@@ -64,7 +56,7 @@ def create_fit() -> tuple[dict[str, Any], int, dict[str, str]]:
     ask = ask_of([body] if isinstance(body, dict) else [], {}, svc.settings.max_epochs)
     refuse_oversize(svc.settings, ask)
     spec = parse(FitCreate, body, {"settings": svc.settings})
-    fit, created = submit_fit(svc, spec, ask, current_tenant(), idempotency_key())
+    fit, created = submit_fit(svc, spec, ask, current_tenant(), request_key())
     bind_fit(fit.id)
     return fit_json(fit), 202 if created else 200, {"Location": f"/v1/fits/{fit.id}"}
 

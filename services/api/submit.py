@@ -12,14 +12,12 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+import sqlalchemy.orm as so
 
 from services.api.admission import Ask, admit, require_broker
 from services.api.extensions import Services
-from services.api.problems import Problem
+from services.api.idempotency import insert_or_replay
 from shared.calibration import Values, data_stats, standardization, warnings_for
-from shared.db import Database
 from shared.models import QUEUED, Fit, new_id, utcnow
 from shared.packing import pack_f64
 from shared.schemas import DEFAULT_BETAS, DEFAULT_DELTA, DEFAULT_EPS, DEFAULT_MOMENTUM, FitCreate
@@ -166,37 +164,21 @@ def new_fit(spec: FitCreate, tenant: str, max_epochs: int) -> Fit:
     return Fit(**fit_rows([spec], tenant, max_epochs=max_epochs)[0])
 
 
-def find_by_key(db: Database, tenant: str, key: str) -> Fit | None:
-    with db.session() as session:
-        return session.scalars(sa.select(Fit).where(Fit.tenant == tenant, Fit.idempotency_key == key)).first()
-
-
-def replay(existing: Fit, request_digest: str) -> Fit:
-    if existing.request_digest != request_digest:
-        raise Problem(409, "this Idempotency-Key was used with a different request body", slug="idempotency-conflict")
-    return existing
-
-
 def submit_fit(svc: Services, spec: FitCreate, ask: Ask, tenant: str, key: str | None) -> tuple[Fit, bool]:
     """Returns the fit and whether it was created now (False: an idempotent replay)."""
-    db = svc.db
     request_digest = digest(spec.model_dump())
-    if key is not None:
-        existing = find_by_key(db, tenant, key)
-        if existing is not None:
-            return replay(existing, request_digest), False
-    admit(svc, tenant, ask)
-    require_broker(svc)
-    fit = new_fit(spec, tenant, svc.settings.max_epochs)
-    fit.idempotency_key, fit.request_digest = key, request_digest
-    try:
-        with db.session(write=True) as session:
-            session.add(fit)
-    except IntegrityError:
-        # A concurrent request with the same key won the insert.
-        existing = find_by_key(db, tenant, key) if key else None
-        if existing is None:
-            raise
-        return replay(existing, request_digest), False
-    svc.dispatch([fit.chunk_id])
-    return fit, True
+
+    def admitted() -> None:
+        admit(svc, tenant, ask)
+        require_broker(svc)
+
+    def insert(session: so.Session) -> Fit:
+        fit = new_fit(spec, tenant, svc.settings.max_epochs)
+        fit.idempotency_key, fit.request_digest = key, request_digest
+        session.add(fit)
+        return fit
+
+    fit, created = insert_or_replay(svc.db, Fit, tenant, key, request_digest, admit=admitted, insert=insert)
+    if created:
+        svc.dispatch([fit.chunk_id])
+    return fit, created

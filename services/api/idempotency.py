@@ -1,0 +1,64 @@
+"""Insert-or-replay under an Idempotency-Key, written once for fits and batches: the same key
+and body answer the object the first request made (200); the same key with another body is a
+409; two requests racing with one key make one object (the unique index decides)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask import request
+from sqlalchemy.exc import IntegrityError
+
+from services.api.problems import Problem, invalid_field
+from shared.db import Database
+from shared.models import Batch, Fit
+
+T = TypeVar("T", Fit, Batch)
+
+
+def request_key() -> str | None:
+    """The request's Idempotency-Key header: 1 to 200 characters, or none."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 200:
+        raise invalid_field(
+            ["header", "Idempotency-Key"], "1 to 200 characters", "Idempotency-Key: 1 to 200 characters"
+        )
+    return key
+
+
+def _earlier(db: Database, model: type[T], tenant: str, key: str, request_digest: str) -> T | None:
+    with db.session() as session:
+        found = session.scalars(sa.select(model).where(model.tenant == tenant, model.idempotency_key == key)).first()
+    if found is not None and found.request_digest != request_digest:
+        raise Problem(409, "this Idempotency-Key was used with a different request body", slug="idempotency-conflict")
+    return found
+
+
+def insert_or_replay(
+    db: Database,
+    model: type[T],
+    tenant: str,
+    key: str | None,
+    request_digest: str,
+    *,
+    admit: Callable[[], None],
+    insert: Callable[[so.Session], T],
+) -> tuple[T, bool]:
+    """(the object, whether this request made it). `admit` runs only for a new object, before
+    `insert` writes it in one transaction."""
+    if key is not None and (found := _earlier(db, model, tenant, key, request_digest)) is not None:
+        return found, False
+    admit()
+    try:
+        with db.session(write=True) as session:
+            made = insert(session)
+    except IntegrityError:
+        # A concurrent request with the same key won the insert.
+        found = _earlier(db, model, tenant, key, request_digest) if key is not None else None
+        if found is None:
+            raise
+        return found, False
+    return made, True
