@@ -77,3 +77,27 @@ class LossesQuery(Query):
         description="Last epoch of the downsampled range (default: the last recorded; before `start`: no buckets)",
     )
     format: Format | None = Field(None, description="csv streams `epoch,loss`; default: JSON, or CSV by Accept")
+
+
+# The defaults a CSV batch takes as query parameters; a nested field's parts are
+# prefixed by its name (init_w, validation_fraction, early_stopping_patience, ...).
+CSV_BATCH_DEFAULTS = {
+    "epochs": int,
+    "max_epochs": int,
+    "convergence_tolerance": float,
+    "learning_rate": float,
+    "input_scale": float,
+    "optimizer": str,
+    "normalize": str,
+    "gradient": str,
+    "delta": float,
+    "momentum": float,
+    "eps": float,
+    "init_w": float,
+    "init_b": float,
+    "validation_fraction": float,
+    "validation_seed": int,
+    "early_stopping_monitor": str,
+    "early_stopping_min_delta": float,
+    "early_stopping_patience": int,
+}

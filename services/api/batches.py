@@ -15,18 +15,17 @@ from pydantic import ValidationError
 from services.api.admission import Ask, admit, ask_of, refuse_oversize, require_broker
 from services.api.bodies import csv_within_limits
 from services.api.extensions import Services, current_services
-from services.api.fits import list_fits_query, query_with
 from services.api.idempotency import insert_or_replay, request_key
-from services.api.presenters import fit_list, iso
+from services.api.listing import list_fits_query, query_with
+from services.api.presenters import batch_json, fit_list
 from services.api.problems import Problem, from_validation, invalid_field
 from services.api.requests import json_body, parse, query
-from services.api.responses import serve
 from services.api.submit import digest, fit_rows
 from services.api.tenancy import current_tenant, owned_or_404
 from shared.cancel import cancel_active
-from shared.models import CANCELLED, RUNNING, STATUSES, SUCCEEDED, Batch, Fit, new_id, utcnow
-from shared.queries import BatchFitsQuery
-from shared.schemas import BatchCreate, BatchPublic, FitCreate, FitOptions
+from shared.models import Batch, Fit, new_id, utcnow
+from shared.queries import CSV_BATCH_DEFAULTS, BatchFitsQuery
+from shared.schemas import BatchCreate, FitCreate, FitOptions
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
 
@@ -108,34 +107,12 @@ def _from_json(svc: Services) -> tuple[list[FitCreate], str, Ask]:
     return specs, digest([spec.model_dump() for spec in specs]), ask
 
 
-# The defaults a CSV batch takes as query parameters; a nested field's parts are
-# prefixed by its name (init_w, validation_fraction, early_stopping_patience, ...).
-QUERY_DEFAULTS = {
-    "epochs": int,
-    "max_epochs": int,
-    "convergence_tolerance": float,
-    "learning_rate": float,
-    "input_scale": float,
-    "optimizer": str,
-    "normalize": str,
-    "gradient": str,
-    "delta": float,
-    "momentum": float,
-    "eps": float,
-    "init_w": float,
-    "init_b": float,
-    "validation_fraction": float,
-    "validation_seed": int,
-    "early_stopping_monitor": str,
-    "early_stopping_min_delta": float,
-    "early_stopping_patience": int,
-}
 _NESTED = ("init", "validation", "early_stopping")
 
 
 def _query_defaults() -> dict[str, Any]:
     defaults: dict[str, Any] = {}
-    for name, kind in QUERY_DEFAULTS.items():
+    for name, kind in CSV_BATCH_DEFAULTS.items():
         raw = request.args.get(name)
         if name in ("learning_rate", "epochs") and raw == "auto":
             defaults[name] = raw
@@ -201,49 +178,6 @@ def _read_long_csv(text: str) -> dict[str, tuple[list[float], list[float]]]:
         series[0].append(t_u)
         series[1].append(t_c)
     return grouped
-
-
-def batch_json(session: Any, batch: Batch) -> dict[str, Any]:
-    rows = session.execute(
-        sa.select(Fit.status, sa.func.count(), sa.func.max(Fit.finished_at))
-        .where(Fit.batch_id == batch.id)
-        .group_by(Fit.status)
-    ).all()
-    counts = dict.fromkeys(STATUSES, 0)
-    finished = None
-    for status, count, last in rows:
-        counts[status] = count
-        finished = max(finished, last) if finished and last else (last or finished)
-    # Succeeded as asked, but not at the least-squares line (shared/convergence.py).
-    counts["not_converged"] = (
-        session.scalar(
-            sa.select(sa.func.count())
-            .select_from(Fit)
-            .where(Fit.batch_id == batch.id, Fit.status == SUCCEEDED, Fit.converged.is_(False))
-        )
-        or 0
-    )
-    active = counts["queued"] + counts["running"]
-    if batch.cancelled and not active:
-        status = CANCELLED
-    elif not active:
-        status = "completed"
-    elif counts[RUNNING] or active < batch.count:
-        status = "running"
-    else:
-        status = "queued"
-    return serve(
-        BatchPublic,
-        {
-            "id": batch.id,
-            "count": batch.count,
-            "status": status,
-            "counts": counts,
-            "created_at": iso(batch.created_at),
-            "finished_at": iso(finished) if not active else None,
-            "links": {"self": f"/v1/batches/{batch.id}", "fits": f"/v1/batches/{batch.id}/fits"},
-        },
-    )
 
 
 def _get_batch(session: Any, batch_id: str) -> Batch:

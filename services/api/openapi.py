@@ -8,10 +8,9 @@ from typing import Any
 
 from flask import Blueprint, Response, render_template
 
-from services.api.batches import QUERY_DEFAULTS
 from services.api.examples import fill_property_examples
 from services.api.extensions import current_services
-from shared.queries import ID_PATTERN, BatchFitsQuery, FitListQuery, LossesQuery, Query
+from shared.queries import CSV_BATCH_DEFAULTS, ID_PATTERN, BatchFitsQuery, FitListQuery, LossesQuery, Query
 from shared.schemas import SCHEMAS
 from shared.settings import Settings
 
@@ -211,7 +210,7 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                     "JSON: `{defaults, fits: [...]}`, each fit overriding any default. CSV "
                     "(`Content-Type: text/csv`): long format `series,t_u,t_c`, one fit per "
                     "series (its label `series`), defaults as query parameters "
-                    f"({', '.join(QUERY_DEFAULTS)}). At most "
+                    f"({', '.join(CSV_BATCH_DEFAULTS)}). At most "
                     f"{limits['batch_fits']} fits and {limits['batch_points']} points (413 over). "
                     "`Idempotency-Key` works as for fits."
                 ),

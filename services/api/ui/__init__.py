@@ -14,10 +14,9 @@ import sqlalchemy.orm as so
 from flask import Blueprint, Response, make_response, redirect, render_template, request
 
 from services.api.auth import COOKIE
-from services.api.batches import batch_json
 from services.api.extensions import current_services
-from services.api.fits import list_fits_query, query_with
-from services.api.presenters import fit_json
+from services.api.listing import list_fits_query, query_with
+from services.api.presenters import batch_json, fit_json
 from services.api.problems import TITLES, Problem
 from services.api.requests import query
 from services.api.tenancy import current_tenant, owned_or_404

@@ -1,0 +1,62 @@
+"""Pages of fits, newest first, with the filters of GET /v1/fits and a batch's fits (the dashboard
+lists them the same way); cursors are `<created_at in microseconds>.<id>` (shared.queries.Cursor)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from urllib.parse import urlencode
+
+import sqlalchemy as sa
+from flask import request
+
+from services.api.extensions import current_services
+from services.api.tenancy import current_tenant
+from shared.models import Fit, UTCDateTime
+from shared.queries import BatchFitsQuery, FitListQuery
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _encode_cursor(fit: Fit) -> str:
+    micros = (fit.created_at.astimezone(dt.UTC) - _EPOCH) // dt.timedelta(microseconds=1)
+    return f"{micros}.{fit.id}"
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+    micros, fit_id = cursor.split(".", 1)  # the pattern of shared.queries.Cursor holds
+    return _EPOCH + dt.timedelta(microseconds=int(micros)), fit_id
+
+
+def list_fits_query(params: FitListQuery | BatchFitsQuery, batch_id: str | None = None) -> tuple[list[Fit], str | None]:
+    """Newest first, cursor-paginated, filtered by status, batch, id prefix and label."""
+    query = sa.select(Fit).where(Fit.tenant == current_tenant())
+    if isinstance(params, FitListQuery):
+        batch_id = batch_id or params.batch_id
+        if params.id_prefix:
+            query = query.where(Fit.id.startswith(params.id_prefix.lower(), autoescape=True))
+        if params.label:
+            key, _, value = params.label.partition(":")
+            query = query.where(Fit.labels[key].as_string() == value)
+    if batch_id:
+        query = query.where(Fit.batch_id == batch_id)
+    if params.status:
+        query = query.where(Fit.status == params.status)
+    if params.cursor:
+        created, fit_id = _decode_cursor(params.cursor)
+        query = query.where(
+            sa.tuple_(Fit.created_at, Fit.id) < sa.tuple_(sa.literal(created, UTCDateTime()), sa.literal(fit_id))
+        )
+    limit = params.limit
+    query = query.order_by(Fit.created_at.desc(), Fit.id.desc()).limit(limit + 1)
+    with current_services().db.session() as session:
+        fits = list(session.scalars(query))
+    next_cursor = _encode_cursor(fits[limit - 1]) if len(fits) > limit else None
+    return fits[:limit], next_cursor
+
+
+def query_with(**changes: Any) -> str:
+    """This request's query string with some parameters replaced (for `next` links)."""
+    args = request.args.to_dict()
+    args.update({k: str(v) for k, v in changes.items()})
+    return urlencode(args)
