@@ -16,7 +16,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.dialects import postgresql, sqlite
 
-from shared.models import ACTIVE, Fit, LossBlock, Tenant
+from shared.models import ACTIVE, Fit, Tenant
 from shared.settings import Settings
 
 LOSS_BYTES_PER_EPOCH = 4  # one float32 per epoch and series
@@ -112,15 +112,3 @@ def set_quotas(
         row.max_in_flight_fit_epochs = in_flight_fit_epochs
     if stored_loss_bytes is not None:
         row.max_stored_loss_bytes = stored_loss_bytes
-
-
-def deleted_loss_bytes(session: so.Session, fit_ids: list[str]) -> dict[str, int]:
-    """The loss bytes each tenant holds in these fits' blocks (what deleting them frees)."""
-    size = sa.func.length(LossBlock.loss) + sa.func.coalesce(sa.func.length(LossBlock.val_loss), 0)
-    rows = session.execute(
-        sa.select(Fit.tenant, sa.func.coalesce(sa.func.sum(size), 0))
-        .join(Fit, Fit.id == LossBlock.fit_id)
-        .where(LossBlock.fit_id.in_(fit_ids))
-        .group_by(Fit.tenant)
-    ).all()
-    return {tenant: int(total) for tenant, total in rows}

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from shared import quotas
+from shared import loss_blocks, quotas
 from shared.db import Database
-from shared.models import TERMINAL, Fit, LossBlock, utcnow
+from shared.models import TERMINAL, Fit, utcnow
 
 # Fits pruned per transaction: a long prune never holds the write lock for long.
 _PER_TRANSACTION = 500
@@ -52,8 +52,7 @@ def prune(db: Database, older_than: dt.timedelta, limit: int | None = None) -> P
             )
             if not ids:
                 break
-            freed = quotas.deleted_loss_bytes(session, ids)
-            session.execute(sa.delete(LossBlock).where(LossBlock.fit_id.in_(ids)))
+            freed = loss_blocks.delete_for(session, ids)
             quotas.add_stored_bytes(session, {tenant: -size for tenant, size in freed.items()})
             session.execute(
                 sa.update(Fit)

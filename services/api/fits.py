@@ -10,7 +10,7 @@ from services.api.admission import ask_of, refuse_oversize
 from services.api.extensions import current_services
 from services.api.idempotency import request_key
 from services.api.listing import list_fits_query, query_with
-from services.api.losses import Curves, csv_lines, downsample, finite_or_none, read_losses
+from services.api.losses import csv_lines, downsample, finite_or_none
 from services.api.presenters import fit_json, fit_list
 from services.api.problems import Problem, invalid_field
 from services.api.requests import json_body, parse, query
@@ -20,6 +20,7 @@ from services.api.telemetry import bind_fit
 from services.api.tenancy import current_tenant, owned_or_404
 from shared import calibration
 from shared.cancel import cancel_active
+from shared.loss_blocks import Curves, read_range
 from shared.models import Fit
 from shared.packing import unpack_f64
 from shared.queries import FitListQuery, LossesQuery
@@ -44,7 +45,7 @@ def _fit_with_losses(session: Any, fit_id: str) -> Fit:
 
 def fit_curves(session: Any, fit: Fit, start: int, stop: int) -> Curves:
     """Epochs start..stop-1 of the fit's losses, with its validation losses when it has a split."""
-    return read_losses(session, fit.id, start, stop, with_val=bool(fit.validation))
+    return read_range(session, fit.id, start, stop, with_val=bool(fit.validation))
 
 
 @bp.post("")

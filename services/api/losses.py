@@ -1,59 +1,14 @@
-"""Reading a fit's losses back from its packed blocks: pages, CSV, and downsampled envelopes."""
+"""A fit's losses as served: CSV lines, downsampled envelopes, and JSON's nulls for what is not finite
+(the blocks themselves are read by shared.loss_blocks)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import cast
 
 import numpy as np
-import sqlalchemy as sa
-import sqlalchemy.orm as so
 
-from shared.models import LossBlock
-from shared.packing import unpack_f32
-
-
-@dataclass(frozen=True)
-class Curves:
-    """Consecutive epochs' training losses and, for a fit with a validation split, validation losses."""
-
-    loss: np.ndarray
-    val_loss: np.ndarray | None
-
-    def __len__(self) -> int:
-        return len(self.loss)
-
-
-def read_losses(session: so.Session, fit_id: str, start: int, stop: int, with_val: bool = False) -> Curves:
-    """Epochs start..stop-1 (as many as are recorded), one indexed range scan."""
-    empty = np.empty(0, dtype=np.float32)
-    if stop <= start:
-        return Curves(empty, empty if with_val else None)
-    columns = [LossBlock.first_epoch, LossBlock.count, LossBlock.loss]
-    rows = session.execute(
-        sa.select(*columns, LossBlock.val_loss if with_val else sa.null())
-        .where(
-            LossBlock.fit_id == fit_id,
-            LossBlock.first_epoch < stop,
-            LossBlock.first_epoch + LossBlock.count > start,
-        )
-        .order_by(LossBlock.first_epoch)
-    ).all()
-    losses, vals = [], []
-    for first, count, blob, val_blob in cast("list[tuple[int, int, bytes, bytes | None]]", rows):
-        lo, hi = max(start, first) - first, min(stop, first + count) - first
-        losses.append(unpack_f32(blob)[:count][lo:hi])
-        if with_val:
-            vals.append(
-                unpack_f32(val_blob)[:count][lo:hi]
-                if val_blob is not None
-                else np.full(hi - lo, np.nan, dtype=np.float32)
-            )
-    return Curves(
-        np.concatenate(losses) if losses else empty, (np.concatenate(vals) if vals else empty) if with_val else None
-    )
+from shared.loss_blocks import Curves
 
 
 def finite_or_none(values: np.ndarray) -> list[float | None]:

@@ -35,11 +35,10 @@ from services.worker import store
 from services.worker.engine import GradientDescent, SeriesBatch, convergence
 from services.worker.engine.iterative import Iterative
 from services.worker.engine.stopping import StopRule
-from shared import failpoints, logs, worker_metrics
+from shared import failpoints, logs, loss_blocks, worker_metrics
 from shared.convergence import Verdict, verdict
 from shared.db import Database
 from shared.models import DIVERGED, SUCCEEDED, utcnow
-from shared.packing import F32
 from shared.settings import Settings
 from shared.splits import split
 from shared.transient import is_transient, retrying
@@ -295,13 +294,7 @@ def _checkpoint(
         val = val_losses[i, start - first : stop - first + 1] if val_losses is not None and fit.held_out else None
         if count > 0:
             checkpoint.blocks.append(
-                {
-                    "fit_id": fit.id,
-                    "first_epoch": start,
-                    "count": count,
-                    "loss": np.ascontiguousarray(losses[i, start - first : stop - first + 1], dtype=F32).tobytes(),
-                    "val_loss": None if val is None else np.ascontiguousarray(val, dtype=F32).tobytes(),
-                }
+                loss_blocks.encode(fit.id, start, losses[i, start - first : stop - first + 1], val)
             )
             checkpoint.progress[fit.id] = stop
         if ended[i]:

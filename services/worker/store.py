@@ -19,11 +19,11 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from services.worker import fairness
-from shared import quotas
+from shared import loss_blocks, quotas
 from shared.convergence import Optimum
 from shared.db import Database
 from shared.dbclock import db_now, lease_until
-from shared.models import FAILED, QUEUED, RUNNING, Fit, LossBlock, new_id, utcnow
+from shared.models import FAILED, QUEUED, RUNNING, Fit, new_id, utcnow
 from shared.packing import unpack_f64
 from shared.settings import Settings
 from shared.splits import held_out_indices
@@ -68,7 +68,7 @@ class ClaimedFit:
 class Checkpoint:
     """What one write carries: new loss blocks, progress, and the fits that ended."""
 
-    blocks: list[dict[str, object]] = field(default_factory=list)
+    blocks: list[loss_blocks.Block] = field(default_factory=list)
     progress: dict[str, int] = field(default_factory=dict)
     finished: dict[str, dict[str, object]] = field(default_factory=dict)
     # What each fit still running needs to go on from the end of these blocks.
@@ -185,10 +185,8 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
         ).all()
         # A fit that starts again from epoch 1: its losses replace, never extend, the old ones.
         restart = [row.id for row in rows if row.checkpoint is None]
-        freed = quotas.deleted_loss_bytes(session, restart) if restart else {}
-        if freed:
-            session.execute(sa.delete(LossBlock).where(LossBlock.fit_id.in_(restart)))
-            quotas.add_stored_bytes(session, {tenant: -size for tenant, size in freed.items()})
+        freed = loss_blocks.delete_for(session, restart) if restart else {}
+        quotas.add_stored_bytes(session, {tenant: -size for tenant, size in freed.items()})
         for tenant in {row.tenant for row in rows}:
             fairness.record_turn(session, tenant)
     return Claim(
@@ -257,27 +255,17 @@ def write(
     before its connection was lost, so its blocks replace any already there."""
     with db.session(write=True) as session:
         owned = _renew_lease(session, settings, fits)
-        blocks = [block for block in checkpoint.blocks if block["fit_id"] in owned]
+        blocks = [block for block in checkpoint.blocks if block.fit_id in owned]
         if blocks and again:
-            keys = [(block["fit_id"], block["first_epoch"]) for block in blocks]
-            present = sa.tuple_(LossBlock.fit_id, LossBlock.first_epoch).in_(keys)
-            size = sa.func.length(LossBlock.loss) + sa.func.coalesce(sa.func.length(LossBlock.val_loss), 0)
-            freed = session.execute(
-                sa.select(Fit.tenant, sa.func.sum(size))
-                .join(Fit, Fit.id == LossBlock.fit_id)
-                .where(present)
-                .group_by(Fit.tenant)
-            ).all()
-            if freed:
-                session.execute(sa.delete(LossBlock).where(present))
-                quotas.add_stored_bytes(session, {tenant: -int(total) for tenant, total in freed})
+            freed = loss_blocks.delete(session, loss_blocks.at([(block.fit_id, block.first_epoch) for block in blocks]))
+            quotas.add_stored_bytes(session, {tenant: -size for tenant, size in freed.items()})
         if blocks:
-            session.execute(sa.insert(LossBlock), blocks)
+            loss_blocks.insert(session, blocks)
             tenant_of = {fit.id: fit.tenant for fit in fits}
             written: dict[str, int] = {}
             for block in blocks:
-                tenant = tenant_of[str(block["fit_id"])]
-                written[tenant] = written.get(tenant, 0) + _stored_size(block)
+                tenant = tenant_of[block.fit_id]
+                written[tenant] = written.get(tenant, 0) + block.stored_bytes
             quotas.add_stored_bytes(session, written)
         updates = []
         for fit_id in owned:
@@ -293,12 +281,6 @@ def write(
         if updates:
             session.execute(sa.update(Fit), updates)
     return owned
-
-
-def _stored_size(block: dict[str, object]) -> int:
-    loss, val = block["loss"], block.get("val_loss")
-    assert isinstance(loss, bytes)
-    return len(loss) + (len(val) if isinstance(val, bytes) else 0)
 
 
 def renew(db: Database, settings: Settings, fits: Iterable[ClaimedFit]) -> int:

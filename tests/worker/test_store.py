@@ -7,10 +7,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
+import numpy as np
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from services.worker import fairness, reconciler, store
+from shared import loss_blocks
 from shared.db import Database
 from shared.models import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Fit, LossBlock
 from shared.settings import Settings
@@ -48,8 +50,8 @@ def _batch(client: FlaskClient, fits: int) -> list[str]:
     return sorted(item["id"] for item in items)
 
 
-def _block(fit_id: str, first: int = 1, count: int = 10) -> dict[str, object]:
-    return {"fit_id": fit_id, "first_epoch": first, "count": count, "loss": b"\0" * 4 * count, "val_loss": None}
+def _block(fit_id: str, first: int = 1, count: int = 10) -> loss_blocks.Block:
+    return loss_blocks.encode(fit_id, first, np.zeros(count))
 
 
 def test_a_claim_runs_a_queued_fit_once(client: FlaskClient) -> None:

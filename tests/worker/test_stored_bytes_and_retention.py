@@ -6,12 +6,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
+import numpy as np
 import sqlalchemy as sa
 import torch
 from flask.testing import FlaskClient
 
 from services.worker import runner
-from shared import retention
+from shared import loss_blocks, retention
 from shared.models import Fit, LossBlock
 
 FIT = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0], "epochs": 3000, "input_scale": 0.1}
@@ -99,7 +100,7 @@ def test_a_retried_write_whose_commit_landed_replaces_its_blocks(make_client: Ca
         chunk_id = session.scalar(sa.select(Fit.chunk_id).where(Fit.id == fit_id))
     fits = store.claim(svc.db, svc.settings, chunk_id).fits
     checkpoint = store.Checkpoint(
-        blocks=[{"fit_id": fit_id, "first_epoch": 1, "count": 2, "loss": b"\0" * 8, "val_loss": None}],
+        blocks=[loss_blocks.encode(fit_id, 1, np.zeros(2))],
         progress={fit_id: 2},
     )
     assert store.write(svc.db, svc.settings, fits, checkpoint) == {fit_id}
