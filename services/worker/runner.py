@@ -33,6 +33,7 @@ import torch
 
 from services.worker import store
 from services.worker.engine import GradientDescent, SeriesBatch, convergence
+from services.worker.engine.ends import Ends, ends_of
 from services.worker.engine.iterative import Iterative
 from services.worker.engine.stopping import StopRule
 from shared import failpoints, logs, loss_blocks, worker_metrics
@@ -250,27 +251,6 @@ def _data(
     return batch, validation, StopRule.of([fit.early_stopping for fit in fits], batch.epochs)
 
 
-@dataclass
-class Ends:
-    """Each fit's end as the engine knows it (numpy, one per fit)."""
-
-    done: np.ndarray
-    diverged_at: np.ndarray
-    w: np.ndarray
-    b: np.ndarray
-    stopped_early: np.ndarray
-
-
-def _ends(engine: GradientDescent | Iterative) -> Ends:
-    return Ends(
-        engine.epochs_done.cpu().numpy(),
-        engine.diverged_at.cpu().numpy(),
-        engine.w.cpu().numpy(),
-        engine.b.cpu().numpy(),
-        engine.stopped_early.cpu().numpy(),
-    )
-
-
 def _checkpoint(
     work: Work,
     fits: list[store.ClaimedFit],
@@ -330,14 +310,7 @@ def _run_closed_form(work: Work, fits: list[store.ClaimedFit], device: torch.dev
         engine = GradientDescent(batch, validation, stopping)
     for fit, count in zip(fits, needed, strict=True):
         fit.epochs_needed = int(count) if count >= 0 else None
-    ends = _ends(engine)
-    # Readings so large that even float64 cannot hold their squares (|t_u| near 1e308) make
-    # the five averages inf or NaN, and no epoch has a representable loss: by API.md's rule
-    # (the sum of squared residuals overflows) such a fit diverged at epoch 1.
-    broken = (ends.diverged_at == 0) & ~(np.isfinite(ends.w) & np.isfinite(ends.b))
-    if broken.any():
-        ends.diverged_at = np.where(broken, 1, ends.diverged_at)
-        ends.done = np.where(broken, 0, ends.done)
+    ends = ends_of(engine)
 
     block_epochs = max(1, min(work.settings.loss_block_epochs, _BLOCK_CELLS // len(fits)))
     last_epoch = int(ends.done.max())
@@ -442,7 +415,7 @@ def _run_iterative(work: Work, fits: list[store.ClaimedFit], device: torch.devic
                 block.last,
                 block.losses.cpu().numpy(),
                 val,
-                _ends(engine),
+                ends_of(engine),
                 ended,
                 states or [{}] * len(fits),
             ),

@@ -75,9 +75,16 @@ class GradientDescent:
 
         self.last_epoch = batch.epochs if stopping is None else self._stop(stopping)
         self.stopped_early = self.last_epoch < batch.epochs
-        self.diverged_at = self._divergence_epoch()
-        self.epochs_done = torch.where(self.diverged_at > 0, self.diverged_at - 1, self.last_epoch)
-        self.w, self.b = self.params_after(self.epochs_done)
+        diverged_at = self._divergence_epoch()
+        epochs_done = torch.where(diverged_at > 0, diverged_at - 1, self.last_epoch)
+        w, b = self.params_after(epochs_done)
+        # Readings so large that even float64 cannot hold their squares (|t_u| near 1e308) leave
+        # no representable line: by API.md's rule (the sum of squared residuals overflows) such
+        # a fit diverged at epoch 1, having run none.
+        broken = (diverged_at == 0) & ~(torch.isfinite(w) & torch.isfinite(b))
+        self.diverged_at = torch.where(broken, torch.ones_like(diverged_at), diverged_at)
+        self.epochs_done = torch.where(broken, torch.zeros_like(epochs_done), epochs_done)
+        self.w, self.b = w, b
 
     def params_after(self, updates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(w, b) after the given number of updates: (B,) per fit, or (B, L) for L counts per fit."""
