@@ -1,0 +1,126 @@
+"""A fit's spec resolved once, at submission: the split's indices, the model's input (scale and,
+for "standardize", the training data's mean and 1/SD), the learning rate ("auto" from the data),
+the epoch bound ("auto" runs to max_epochs at most), and every optimizer option with its
+default. The API stores it in the fit's row; the worker reads it back from there and resolves
+nothing (services/worker/store.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from shared.calibration import DataStats, Values, data_stats, standardization, warnings_for
+from shared.schemas import DEFAULT_BETAS, DEFAULT_DELTA, DEFAULT_EPS, DEFAULT_MOMENTUM, FitCreate
+from shared.splits import split
+
+# Where "auto" finds no stable rate in the data (a degenerate fit): the service's default rate.
+FALLBACK_LEARNING_RATE = 0.01
+
+
+@dataclass(frozen=True)
+class ResolvedFit:
+    spec: FitCreate
+    held_out: list[int] | None
+    input_shift: float
+    input_scale: float
+    learning_rate: float
+    epochs: int
+    stats: DataStats
+
+    def columns(self) -> dict[str, Any]:
+        """The fit's columns that say how it runs, every default filled in."""
+        spec = self.spec
+        return dict(
+            epochs=self.epochs,
+            epochs_auto=spec.epochs == "auto",
+            convergence_tolerance=spec.convergence_tolerance,
+            learning_rate=self.learning_rate,
+            init_w=spec.init.w,
+            init_b=spec.init.b,
+            input_scale=self.input_scale,
+            input_shift=self.input_shift,
+            normalize=spec.normalize,
+            optimizer=spec.optimizer,
+            gradient=spec.gradient,
+            delta=(spec.delta or DEFAULT_DELTA) if spec.gradient == "finite_difference" else None,
+            **_optimizer_options(spec),
+            validation=_validation_record(spec, self.held_out),
+            early_stopping=_early_stopping_rule(spec),
+            warnings=warnings_for(self.stats, self.learning_rate),
+        )
+
+
+def resolve(specs: Sequence[FitCreate], max_epochs: int) -> list[ResolvedFit]:
+    """Every spec resolved; the data's statistics (pre-flight, least squares) in one pass for all."""
+    held_out = [spec.held_out() for spec in specs]
+    # Everything the data says (standardization, pre-flight, least squares) is about the
+    # points the line is fitted to: the held-out ones must not leak in.
+    training = [
+        (split(spec.t_u, out)[0], split(spec.t_c, out)[0]) if out else (spec.t_u, spec.t_c)
+        for spec, out in zip(specs, held_out, strict=True)
+    ]
+    inputs = [_model_input(spec, u) for spec, (u, _) in zip(specs, training, strict=True)]
+    stats = data_stats(
+        [u for u, _ in training], [c for _, c in training], [s for _, s in inputs], [h for h, _ in inputs]
+    )
+    return [
+        ResolvedFit(
+            spec=spec,
+            held_out=out,
+            input_shift=shift,
+            input_scale=scale,
+            learning_rate=spec.learning_rate
+            if spec.learning_rate != "auto"
+            else (st.lr_auto or FALLBACK_LEARNING_RATE),
+            # "auto": run until converged, at most max_epochs; the bound is what `epochs` stores.
+            epochs=spec.epochs if spec.epochs != "auto" else (spec.max_epochs or max_epochs),
+            stats=st,
+        )
+        for spec, out, (shift, scale), st in zip(specs, held_out, inputs, stats, strict=True)
+    ]
+
+
+def _model_input(spec: FitCreate, training_t_u: Values) -> tuple[float, float]:
+    """(input_shift, input_scale) of x = (t_u - shift) * scale, as the fit's normalize says."""
+    if spec.normalize == "scale":
+        return 0.0, spec.input_scale
+    if spec.normalize == "none":
+        return 0.0, 1.0
+    found = standardization(training_t_u)
+    assert found is not None, "FitCreate refuses standardize for t_u without spread"
+    return found
+
+
+def _validation_record(spec: FitCreate, indices: list[int] | None) -> dict[str, object] | None:
+    """The split as requested, with the indices it picked (seed 0 when a fraction came without one)."""
+    if spec.validation is None or indices is None:
+        return None
+    by_fraction = spec.validation.fraction is not None
+    return {
+        "fraction": spec.validation.fraction,
+        "seed": (spec.validation.seed or 0) if by_fraction else None,
+        "indices": indices,
+    }
+
+
+def _early_stopping_rule(spec: FitCreate) -> dict[str, object] | None:
+    """The rule with its monitor resolved: the validation loss when there is a split."""
+    rule = spec.early_stopping
+    if rule is None:
+        return None
+    monitor = rule.monitor or ("val_loss" if spec.validation is not None else "loss")
+    return {"monitor": monitor, "min_delta": rule.min_delta, "patience": rule.patience}
+
+
+def _optimizer_options(spec: FitCreate) -> dict[str, float | None]:
+    """The options torch.optim would use, resolved, as columns; None where they do not apply."""
+    betas = spec.betas or DEFAULT_BETAS
+    adam = spec.optimizer == "adam"
+    momentum = DEFAULT_MOMENTUM if spec.momentum is None else spec.momentum
+    return {
+        "momentum": momentum if spec.optimizer == "momentum" else None,
+        "beta1": betas[0] if adam else None,
+        "beta2": betas[1] if adam else None,
+        "eps": (DEFAULT_EPS if spec.eps is None else spec.eps) if adam else None,
+    }
