@@ -6,12 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import sqlalchemy as sa
-import torch
 from flask.testing import FlaskClient
 
-from services.worker import runner
-from shared.models import Fit
+from tests.in_process import run_fit
 
 
 def _example(document: dict[str, Any], media: dict[str, Any]) -> Any:
@@ -20,13 +17,6 @@ def _example(document: dict[str, Any], media: dict[str, Any]) -> Any:
     schema = media["schema"]
     name = schema["$ref"].rsplit("/", 1)[1]
     return document["components"]["schemas"][name]["example"]
-
-
-def _run(client: FlaskClient, fit_id: str) -> None:
-    svc = client.application.extensions["calib"]
-    with svc.db.session() as session:
-        chunk_id = session.scalar(sa.select(Fit.chunk_id).where(Fit.id == fit_id))
-    runner.run_chunk(svc.db, svc.settings, chunk_id, torch.device("cpu"))
 
 
 def test_every_request_example_is_accepted(make_client: Callable[..., FlaskClient]) -> None:
@@ -52,7 +42,7 @@ def test_every_request_example_is_accepted(make_client: Callable[..., FlaskClien
     assert csv.status_code == 202, csv.get_json()
 
     fit_id = fit.get_json()["id"]
-    _run(client, fit_id)
+    run_fit(client, fit_id)
     assert client.get(f"/v1/fits/{fit_id}").get_json()["result"]["converged"] is True
     predicted = client.post(f"/v1/fits/{fit_id}/predict", json=bodies["/v1/fits/{fit_id}/predict", "application/json"])
     assert predicted.status_code == 200, predicted.get_json()

@@ -7,13 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import sqlalchemy as sa
-import torch
 from flask.testing import FlaskClient
 from pydantic import BaseModel
 
-from services.worker import runner
-from shared.models import Fit
 from shared.schemas import (
     BatchPublic,
     FitData,
@@ -25,6 +21,7 @@ from shared.schemas import (
     Problem,
     Usage,
 )
+from tests.in_process import run_fit
 
 FIT = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3, 48.9], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0, 8.0], "input_scale": 0.1}
 
@@ -34,20 +31,13 @@ def _as_served(model: type[BaseModel], body: Any) -> None:
     assert again == body, (model.__name__, body)
 
 
-def _run(client: FlaskClient, fit_id: str) -> None:
-    svc = client.application.extensions["calib"]
-    with svc.db.session() as session:
-        chunk_id = session.scalar(sa.select(Fit.chunk_id).where(Fit.id == fit_id))
-    runner.run_chunk(svc.db, svc.settings, chunk_id, torch.device("cpu"))
-
-
 def test_every_route_serves_its_model(make_client: Callable[..., FlaskClient]) -> None:
     client = make_client("contract")
     created = client.post("/v1/fits", json=FIT | {"epochs": 3000, "validation": {"indices": [1]}})
     assert created.status_code == 202
     _as_served(FitPublic, created.get_json())
     fit_id = created.get_json()["id"]
-    _run(client, fit_id)
+    run_fit(client, fit_id)
     bodies: list[tuple[type[BaseModel], str, Any]] = [
         (FitPublic, "get", f"/v1/fits/{fit_id}"),
         (FitList, "get", "/v1/fits?limit=5"),

@@ -8,21 +8,13 @@ from collections.abc import Callable
 
 import numpy as np
 import sqlalchemy as sa
-import torch
 from flask.testing import FlaskClient
 
-from services.worker import runner
 from shared import loss_blocks, retention
 from shared.models import Fit, LossBlock
+from tests.in_process import run_fit
 
 FIT = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0], "epochs": 3000, "input_scale": 0.1}
-
-
-def _run(client: FlaskClient, fit_id: str) -> None:
-    svc = client.application.extensions["calib"]
-    with svc.db.session() as session:
-        chunk_id = session.scalar(sa.select(Fit.chunk_id).where(Fit.id == fit_id))
-    assert runner.run_chunk(svc.db, svc.settings, chunk_id, torch.device("cpu")).claimed == 1
 
 
 def _blob_bytes(client: FlaskClient) -> int:
@@ -38,7 +30,7 @@ def test_stored_bytes_follow_writes_retries_and_prunes(make_client: Callable[...
     split = a.post("/v1/fits", json=FIT | {"validation": {"indices": [1]}}).get_json()["id"]
     other = b.post("/v1/fits", json=FIT | {"epochs": 100}).get_json()["id"]
     for client, fit_id in ((a, plain), (a, split), (b, other)):
-        _run(client, fit_id)
+        _run_one(client, fit_id)
     assert a.get("/v1/usage").get_json()["stored_loss_bytes"] == 3000 * 4 + 3000 * 8
     assert b.get("/v1/usage").get_json()["stored_loss_bytes"] == 100 * 4
     assert _blob_bytes(a) == 3000 * 12 + 400
@@ -51,7 +43,7 @@ def test_stored_bytes_follow_writes_retries_and_prunes(make_client: Callable[...
             .where(Fit.id == plain)
             .values(status="running", lease_expires_at=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
         )
-    _run(a, plain)
+    _run_one(a, plain)
     assert a.get("/v1/usage").get_json()["stored_loss_bytes"] == 3000 * 12
 
     # Retention: only fits finished before the cut-off lose their losses, and say so.
@@ -107,3 +99,7 @@ def test_a_retried_write_whose_commit_landed_replaces_its_blocks(make_client: Ca
     assert store.write(svc.db, svc.settings, fits, checkpoint, again=True) == {fit_id}
     assert client.get("/v1/usage").get_json()["stored_loss_bytes"] == 8
     assert _blob_bytes(client) == 8
+
+
+def _run_one(client: FlaskClient, fit_id: str) -> None:
+    assert run_fit(client, fit_id) == 1

@@ -1,0 +1,19 @@
+"""Running a submitted fit's chunk in the test's own process: the worker's runner on the app's
+database, no Celery (for tests that need a result but not the processes)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+import torch
+from flask.testing import FlaskClient
+
+from services.worker import runner
+from shared.models import Fit
+
+
+def run_fit(client: FlaskClient, fit_id: str) -> int:
+    """Run the chunk of `fit_id` to its end (or its first time slice); how many fits it claimed."""
+    svc = client.application.extensions["calib"]
+    with svc.db.session() as session:
+        chunk_id = session.scalar(sa.select(Fit.chunk_id).where(Fit.id == fit_id))
+    return runner.run_chunk(svc.db, svc.settings, chunk_id, torch.device("cpu")).claimed
