@@ -9,25 +9,22 @@ are set, as .ci/run sets them; each test session gets a database of its own.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
 from services.api import create_app
 from shared import tokens
 from shared.settings import Settings
+from tests.backends import PG_URL, REDIS_URL, create_database, drop_database
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent
-PG_URL = os.environ.get("CALIB_TEST_POSTGRES_URL", "")
-REDIS_URL = os.environ.get("CALIB_TEST_REDIS_URL", "")
 BACKENDS = ["embedded", "postgres"]
 
 
@@ -36,30 +33,15 @@ def reference() -> dict[str, Any]:
     return json.loads((DATA / "thermometer.json").read_text())
 
 
-def _create_database(server_url: str, name: str) -> str:
-    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_database(server_url: str, name: str) -> None:
-    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
-
-
 @pytest.fixture
 def fresh_postgres() -> Iterator[str]:
     """An empty PostgreSQL database, dropped afterwards."""
     if not PG_URL:
         pytest.skip("CALIB_TEST_POSTGRES_URL is not set")
     name = f"calib_test_{uuid.uuid4().hex[:10]}"
-    url = _create_database(PG_URL, name)
+    url = create_database(PG_URL, name)
     yield url
-    _drop_database(PG_URL, name)
+    drop_database(PG_URL, name)
 
 
 def backend_settings(backend: str, tmp: Path, database_url: str = "") -> Settings:
@@ -89,10 +71,10 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings
         if not (PG_URL and REDIS_URL):
             pytest.skip("CALIB_TEST_POSTGRES_URL and CALIB_TEST_REDIS_URL are not set")
         name = f"calib_test_{uuid.uuid4().hex[:10]}"
-        settings = backend_settings("postgres", tmp_path, _create_database(PG_URL, name))
+        settings = backend_settings("postgres", tmp_path, create_database(PG_URL, name))
         upgrade(settings)
         yield settings
-        _drop_database(PG_URL, name)
+        drop_database(PG_URL, name)
     else:
         settings = backend_settings("embedded", tmp_path)
         upgrade(settings)

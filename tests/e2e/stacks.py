@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from shared.models import LossBlock
 from shared.packing import unpack_f32
-from tests.e2e.conftest import backend_env
+from tests.backends import backend_env
 from tests.stack import Stack
 
 T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.e2e.ledger import wait_until
-from tests.e2e.test_faults import noisy_fits, running
+from tests.e2e.stacks import noisy_fits, running
 
 
 @pytest.mark.parametrize("kind", ["embedded", "postgres"])

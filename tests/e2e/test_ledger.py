@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from tests.e2e.ledger import all_terminal, audit, database, wait_until
-from tests.e2e.test_faults import noisy_fits, running
+from tests.e2e.stacks import noisy_fits, running
 from tests.servers import RedisServer
 
 LOAD_SECONDS = 20

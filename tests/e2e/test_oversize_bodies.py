@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.oversize import api_peak_rss, send
-from tests.e2e.conftest import backend_env
+from tests.backends import backend_env
 from tests.stack import Stack
 
 

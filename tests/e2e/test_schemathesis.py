@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from services.cli import processes
-from tests.e2e.conftest import backend_env
+from tests.backends import backend_env
 from tests.stack import Stack
 
 # CPython 3.11.7 (this machine's) can raise this inside hypothesis while it builds a

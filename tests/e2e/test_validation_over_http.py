@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from tests.conftest import DATA
-from tests.engine.test_validation_and_stopping import keras_stop
+from tests.oracles import keras_stop
 from tests.stack import Stack
 from tests.tolerance import param_close, printed_loss_close
 

@@ -3,7 +3,6 @@ against a plain Keras-style loop, and a stopped fit's parameters against a run o
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -14,20 +13,8 @@ from services.worker.engine import GradientDescent, SeriesBatch
 from services.worker.engine.iterative import Iterative
 from services.worker.engine.stopping import StopRule
 from shared.splits import choose_indices, split
+from tests.oracles import keras_stop
 from tests.tolerance import param_close, printed_loss_close
-
-
-def keras_stop(values: list[float], patience: int, min_delta: float, epochs: int) -> int:
-    """Keras's EarlyStopping, written out as a loop: the epoch a fit stops at (or its last epoch)."""
-    best, wait = math.inf, 0
-    for epoch, value in enumerate(values, start=1):
-        if value < best - min_delta:
-            best, wait = value, 0
-        else:
-            wait += 1
-        if wait >= patience and epoch < epochs:
-            return epoch
-    return epochs
 
 
 def series(

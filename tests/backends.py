@@ -1,0 +1,52 @@
+"""Fresh backends for a test: databases created and dropped on the test PostgreSQL server, and the
+CALIB_* variables of a fresh embedded or PostgreSQL + Redis backend for processes."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+PG_URL = os.environ.get("CALIB_TEST_POSTGRES_URL", "")
+REDIS_URL = os.environ.get("CALIB_TEST_REDIS_URL", "")
+
+
+def create_database(server_url: str, name: str) -> str:
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+@contextmanager
+def backend_env(kind: str, tmp: Path, redis_url: str = "") -> Iterator[dict[str, str]]:
+    """CALIB_* variables for a fresh backend: SQLite files under tmp, or a new PostgreSQL
+    database and a flushed Redis database (dropped afterwards)."""
+    env = {"CALIB_DATA_DIR": str(tmp / "data")}
+    if kind == "embedded":
+        yield env
+        return
+    if not (PG_URL and REDIS_URL):
+        pytest.skip("CALIB_TEST_POSTGRES_URL and CALIB_TEST_REDIS_URL are not set")
+    name = f"calib_e2e_{uuid.uuid4().hex[:10]}"
+    broker = redis_url or REDIS_URL
+    redis.Redis.from_url(broker).flushdb()
+    env.update(CALIB_DATABASE_URL=create_database(PG_URL, name), CALIB_BROKER_URL=broker)
+    try:
+        yield env
+    finally:
+        drop_database(PG_URL, name)
