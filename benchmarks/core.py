@@ -147,7 +147,7 @@ def case_c(device_name: str, repeats: int) -> dict[str, Any]:
 
     def run() -> torch.Tensor:
         engine = Iterative(batch, ["adam"] * fits, [0.0] * fits, [0.9] * fits, [0.999] * fits, [1e-8] * fits).complete()
-        return engine.losses(1, epochs)
+        return engine.losses(1, epochs, torch.float32)
 
     engine_s = median_seconds(run, repeats, device)
     book_s = median_seconds(lambda: book_adam_loop(book_epochs), max(1, repeats // 2), torch.device("cpu"))

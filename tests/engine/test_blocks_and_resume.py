@@ -61,7 +61,7 @@ def test_resumed_in_blocks_equals_one_run(kind: str) -> None:
     first = _engine(kind, [0, 1, 2, 3])
     head = first.run(192)
     assert (head.first, head.last) == (1, 192) and not first.done
-    torch.testing.assert_close(head.losses, whole.losses(1, 192), equal_nan=True, rtol=0, atol=0)
+    torch.testing.assert_close(head.losses, whole.losses(1, 192, torch.float32), equal_nan=True, rtol=0, atol=0)
     # The fits still open, saved as JSON (as the runner stores them), resumed by a new engine
     # and run on in blocks of 64.
     open_ = [i for i in range(4) if not bool(first.ended[i])]
@@ -75,7 +75,9 @@ def test_resumed_in_blocks_equals_one_run(kind: str) -> None:
     for j, i in enumerate(open_):
         losses = torch.cat([b.losses[j] for b in blocks])
         val = torch.cat([b.val_losses[j] for b in blocks if b.val_losses is not None])
-        torch.testing.assert_close(losses, whole.losses(193, 192 + len(losses))[i], equal_nan=True, rtol=0, atol=0)
+        torch.testing.assert_close(
+            losses, whole.losses(193, 192 + len(losses), torch.float32)[i], equal_nan=True, rtol=0, atol=0
+        )
         torch.testing.assert_close(val, whole.val_losses(193, 192 + len(val))[i], equal_nan=True, rtol=0, atol=0)
         assert int(second.epochs_done[j]) == int(whole.epochs_done[i])
         assert bool(second.stopped_early[j]) == bool(whole.stopped_early[i])

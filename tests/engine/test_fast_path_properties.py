@@ -71,7 +71,7 @@ def test_fast_path_agrees_with_the_book_loop(case: tuple[SeriesBatch, int]) -> N
     slow = reference_fit(batch, torch.float64)
     assert torch.equal(fast.diverged_at, slow.diverged_at)
     assert torch.equal(fast.epochs_done, slow.epochs_done)
-    losses = fast.losses(1, max_epochs)
+    losses = fast.losses(1, max_epochs, torch.float64)
     assert torch.equal(torch.isnan(losses), torch.isnan(slow.losses))
     recorded = ~torch.isnan(slow.losses)
     # Relative to the loss, or to a billionth of the data's scale (the first epoch's
@@ -96,7 +96,7 @@ def test_all_t_u_equal_is_singular_but_fits() -> None:
     batch = build([[3.0] * 5], [[1.0, 2.0, 3.0, 4.0, 5.0]], [200], [0.01])
     fast, slow = GradientDescent(batch), reference_fit(batch, torch.float64)
     assert int(fast.diverged_at[0]) == 0
-    torch.testing.assert_close(fast.losses(1, 200), slow.losses, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(fast.losses(1, 200, torch.float64), slow.losses, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(fast.w, slow.w, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(fast.b, slow.b, rtol=1e-9, atol=1e-12)
 
@@ -110,21 +110,28 @@ def test_on_the_stability_edge_the_loss_neither_grows_nor_diverges() -> None:
     batch = build([x], [y], [2000], [2 / lam_max])
     fast, slow = GradientDescent(batch), reference_fit(batch, torch.float64)
     assert int(fast.diverged_at[0]) == 0 and int(slow.diverged_at[0]) == 0
-    torch.testing.assert_close(fast.losses(1, 2000), slow.losses, rtol=1e-6, atol=0)
+    torch.testing.assert_close(fast.losses(1, 2000, torch.float64), slow.losses, rtol=1e-6, atol=0)
 
 
 def test_perfect_data_goes_to_zero_loss() -> None:
     batch = build([[1.0, 2.0, 3.0]], [[3.0, 5.0, 7.0]], [500], [0.05])
     fast = GradientDescent(batch)
-    assert float(fast.losses(500, 500)[0, 0]) < 1e-3
+    assert float(fast.losses(500, 500, torch.float64)[0, 0]) < 1e-3
     assert float(fast.w[0]) == pytest.approx(2.0, abs=1e-2)
 
 
 def test_losses_come_out_the_same_in_blocks() -> None:
     batch = build([[35.7, 55.9, 58.2, 81.9]], [[0.5, 14.0, 15.0, 28.0]], [1000], [0.01], [0.1])
     fast = GradientDescent(batch)
-    whole = fast.losses(1, 1000)
-    parts = torch.cat([fast.losses(1, 333), fast.losses(334, 900), fast.losses(901, 1000)], 1)
+    whole = fast.losses(1, 1000, torch.float64)
+    parts = torch.cat(
+        [
+            fast.losses(1, 333, torch.float64),
+            fast.losses(334, 900, torch.float64),
+            fast.losses(901, 1000, torch.float64),
+        ],
+        1,
+    )
     torch.testing.assert_close(whole, parts, rtol=1e-12, atol=0)
 
 
@@ -144,7 +151,7 @@ def test_readings_float64_cannot_square_diverge_at_the_first_epoch() -> None:
     fast, slow = GradientDescent(batch), reference_fit(batch, torch.float64)
     assert fast.diverged_at.tolist() == slow.diverged_at.tolist() == [1, 0]
     assert fast.epochs_done.tolist() == [0, 50]
-    assert bool(torch.isfinite(fast.losses(1, 50)[1]).all())
+    assert bool(torch.isfinite(fast.losses(1, 50, torch.float64)[1]).all())
 
 
 def test_data_the_initial_parameters_fit_exactly() -> None:
@@ -154,5 +161,5 @@ def test_data_the_initial_parameters_fit_exactly() -> None:
     fast, slow = GradientDescent(batch), reference_fit(batch, torch.float64)
     assert int(fast.diverged_at[0]) == int(slow.diverged_at[0]) == 0
     assert float(slow.losses[0, 0]) == 0.0
-    assert float(fast.losses(1, 5).abs().max()) < 1e-12 * 9.0
+    assert float(fast.losses(1, 5, torch.float64).abs().max()) < 1e-12 * 9.0
     assert float(fast.w[0]) == pytest.approx(3.0, abs=1e-12)

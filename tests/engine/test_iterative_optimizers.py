@@ -77,7 +77,7 @@ def test_a_diverging_fit_freezes_while_the_others_go_on() -> None:
     engine = Iterative(batch, ["sgd", "sgd"], [0.0, 0.0], [0.9, 0.9], [0.999, 0.999], [1e-8, 1e-8]).complete()
     assert int(engine.diverged_at[0]) == 11 and int(engine.diverged_at[1]) == 0  # as the book's gd run
     assert int(engine.epochs_done[0]) == int(engine.diverged_at[0]) - 1
-    losses = engine.losses(1, 100)
+    losses = engine.losses(1, 100, torch.float32)
     assert torch.isnan(losses[0, int(engine.epochs_done[0]) :]).all()
     assert not torch.isnan(losses[1]).any()
 
@@ -108,8 +108,10 @@ def test_fits_of_different_lengths_and_options_in_one_call() -> None:
             [eps],
         ).complete()
         assert int(together.epochs_done[i]) == epochs
-        torch.testing.assert_close(together.losses(1, 200)[i, :epochs], alone.losses(1, epochs)[0])
-        assert torch.isnan(together.losses(1, 200)[i, epochs:]).all()
+        torch.testing.assert_close(
+            together.losses(1, 200, torch.float32)[i, :epochs], alone.losses(1, epochs, torch.float32)[0]
+        )
+        assert torch.isnan(together.losses(1, 200, torch.float32)[i, epochs:]).all()
         assert float(together.w[i]) == pytest.approx(float(alone.w[0]), rel=1e-12)
         assert float(together.b[i]) == pytest.approx(float(alone.b[0]), rel=1e-12)
 

@@ -49,7 +49,7 @@ def check(case: dict[str, Any], losses: torch.Tensor, done: int, diverged_at: in
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_closed_form_reproduces_the_book(case: dict[str, Any]) -> None:
     engine = GradientDescent(one_fit(case))
-    losses = engine.losses(1, case["request"]["epochs"])[0]
+    losses = engine.losses(1, case["request"]["epochs"], torch.float64)[0]
     check(case, losses, int(engine.epochs_done[0]), int(engine.diverged_at[0]), float(engine.w[0]), float(engine.b[0]))
 
 
@@ -73,7 +73,7 @@ def test_all_cases_in_one_batch_match_each_alone() -> None:
         b0=[0.0] * len(CASES),
     )
     engine = GradientDescent(batch)
-    losses = engine.losses(1, max(r["epochs"] for r in reqs))
+    losses = engine.losses(1, max(r["epochs"] for r in reqs), torch.float64)
     for i, case in enumerate(CASES):
         check(
             case,

@@ -183,8 +183,9 @@ class GradientDescent:
         found = torch.where(at_first, ones, hi)
         return torch.where(at_first | at_last, found, torch.zeros_like(epochs))
 
-    def losses(self, first: int, last: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """Losses of epochs first..last (inclusive) for every fit, (B, L), NaN past epochs_done."""
+    def losses(self, first: int, last: int, dtype: torch.dtype) -> torch.Tensor:
+        """Losses of epochs first..last (inclusive) for every fit, (B, L), NaN past epochs_done; in
+        `dtype` (the closed form is float64; stored losses are float32)."""
         return self._past_done(self._curve(first, last, dtype), first, last)
 
     def _curve(self, first: int, last: int, dtype: torch.dtype) -> torch.Tensor:

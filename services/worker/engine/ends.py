@@ -32,7 +32,8 @@ class Engine(Protocol):
     b: torch.Tensor
     stopped_early: torch.Tensor
 
-    def losses(self, first: int, last: int, dtype: torch.dtype = ...) -> torch.Tensor: ...
+    # No default: each caller says the dtype it wants (the runner: float32, as stored).
+    def losses(self, first: int, last: int, dtype: torch.dtype) -> torch.Tensor: ...
 
     def val_losses(self, first: int, last: int) -> torch.Tensor | None: ...
 

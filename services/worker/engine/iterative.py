@@ -331,7 +331,7 @@ class Iterative:
         self._val_losses = joined(val_parts) if val_parts and self.held_out is not None else None
         return self
 
-    def losses(self, first: int, last: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def losses(self, first: int, last: int, dtype: torch.dtype) -> torch.Tensor:
         """After complete(): epochs first..last (1-based, inclusive) of every fit; NaN past a fit's last epoch."""
         return self._losses[:, first - 1 : last].to(dtype)
 
