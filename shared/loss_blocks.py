@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import cast
 
 import numpy as np
+import psycopg
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
@@ -39,8 +40,27 @@ def encode(fit_id: str, first_epoch: int, loss: np.ndarray, val_loss: np.ndarray
 
 
 def insert(session: so.Session, blocks: Sequence[Block]) -> None:
-    if blocks:
+    """Insert in the caller's transaction: PostgreSQL by COPY, SQLite by one executemany."""
+    if not blocks:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        _copy(session, blocks)
+    else:
         session.execute(sa.insert(LossBlock), [asdict(block) for block in blocks])
+
+
+_COPY = "COPY loss_blocks (fit_id, first_epoch, count, loss, val_loss) FROM STDIN (FORMAT BINARY)"
+
+
+def _copy(session: so.Session, blocks: Sequence[Block]) -> None:
+    # Binary COPY is PostgreSQL's bulk path: rows stream in one command, bytea as raw bytes
+    # (no hex escaping), where executemany sends a statement per row.
+    dbapi = session.connection().connection.dbapi_connection
+    assert isinstance(dbapi, psycopg.Connection), "calib's PostgreSQL driver is psycopg 3"
+    with dbapi.cursor() as cursor, cursor.copy(_COPY) as copy:
+        copy.set_types(["varchar", "int4", "int4", "bytea", "bytea"])
+        for block in blocks:
+            copy.write_row((block.fit_id, block.first_epoch, block.count, block.loss, block.val_loss))
 
 
 def bytes_by_tenant(session: so.Session, where: sa.ColumnElement[bool]) -> dict[str, int]:

@@ -178,3 +178,27 @@ def test_tenants_take_turns(make_client: Callable[..., FlaskClient]) -> None:
     store.claim(db, settings, other)
     # Now quiet was served last, and busy's turn comes back.
     assert fairness.fairer_chunk(db, second) is None
+
+
+def test_loss_blocks_round_trip(client: FlaskClient) -> None:
+    """Written as the worker writes them (COPY on PostgreSQL), read back as the API reads them."""
+    db, _ = _services(client)
+    plain = client.post("/v1/fits", json=FIT).get_json()["id"]
+    split = client.post("/v1/fits", json=FIT | {"validation": {"indices": [1]}}).get_json()["id"]
+    loss = np.linspace(80.0, 2.0, 100)
+    blocks = [
+        loss_blocks.encode(plain, 1, loss[:60]),
+        loss_blocks.encode(plain, 61, loss[60:]),
+        loss_blocks.encode(split, 1, loss[:10], val_loss=loss[:10] * 2),
+    ]
+    with db.session(write=True) as session:
+        loss_blocks.insert(session, blocks)
+    with db.session() as session:
+        curves = loss_blocks.read_range(session, plain, 50, 71)
+        with_val = loss_blocks.read_range(session, split, 1, 11, with_val=True)
+    np.testing.assert_array_equal(curves.loss, loss[49:70].astype(np.float32))
+    assert curves.val_loss is None
+    np.testing.assert_array_equal(with_val.val_loss, (loss[:10] * 2).astype(np.float32))
+    with db.session(write=True) as session:
+        freed = loss_blocks.delete_for(session, [plain, split])
+    assert freed == {"tenant-a": 100 * 4 + 10 * 8}
