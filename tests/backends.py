@@ -8,13 +8,28 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
 import sqlalchemy as sa
 
 PG_URL = os.environ.get("CALIB_TEST_POSTGRES_URL", "")
-REDIS_URL = os.environ.get("CALIB_TEST_REDIS_URL", "")
+
+
+def _redis_of_this_process(url: str) -> str:
+    """CALIB_TEST_REDIS_URL, or under pytest-xdist (`make test` runs two processes) a database
+    below it per process (gw0: the same, gw1: one less, ...): each stack flushes its Redis
+    database when it starts, which must not empty another process's queue."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not url or not worker.startswith("gw"):
+        return url
+    parts = urlsplit(url)
+    database = int(parts.path.lstrip("/") or 0) - int(worker[2:])
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+REDIS_URL = _redis_of_this_process(os.environ.get("CALIB_TEST_REDIS_URL", ""))
 
 
 def create_database(server_url: str, name: str) -> str:
