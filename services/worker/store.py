@@ -91,8 +91,12 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
     isolated by halving, and every other fit of the chunk runs. Only a fit lost while running
     alone counts a worker loss; after max_attempts of those it ends failed/worker_lost.
     Lease times and their expiry are the database's clock (shared.dbclock)."""
-    expired = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < db_now())
     with db.session(write=True) as session:
+        # The database's clock read once for the whole claim: SQLite's changes from statement to
+        # statement, and a lease that ran out between the check for lost fits and the claim was
+        # reclaimed without its loss being counted (a poison fit got a fourth run).
+        now = session.scalar(sa.select(db_now()))
+        expired = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < now)
         lost = list(
             session.scalars(sa.select(Fit.id).where(Fit.chunk_id == chunk_id, expired).order_by(Fit.created_at, Fit.id))
         )
