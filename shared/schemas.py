@@ -232,7 +232,11 @@ class FitOptions(BaseModel):
     # How t_u is presented to the model: "scale" (x = input_scale * t_u, the book's 0.1),
     # "standardize" (x = (t_u - mean) / SD of the fit's data), "none" (x = t_u). The result
     # always carries the raw-unit line too (w_raw, b_raw).
-    normalize: Literal["none", "scale", "standardize"] = Field("scale", json_schema_extra={"example": "standardize"})
+    normalize: Literal["none", "scale", "standardize"] = Field(
+        "scale",
+        json_schema_extra={"example": "standardize"},
+        description='"standardize" needs training t_u that are not all equal (a spread float64 can hold)',
+    )
     optimizer: Optimizer = Field("gd", json_schema_extra={"example": "adam"})
     # For gd: the book's analytic grad_fn (the exact closed form), loss.backward(), or the
     # book's central difference with step `delta`. All three give the same fit.
@@ -253,7 +257,12 @@ class FitOptions(BaseModel):
     eps: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] | None = Field(
         None, json_schema_extra={"example": 1e-8}, description='optimizer "adam" only; default 1e-8'
     )
-    validation: Validation | None = Field(None, json_schema_extra={"example": {"fraction": 0.2, "seed": 0}})
+    validation: Validation | None = Field(
+        None,
+        json_schema_extra={"example": {"fraction": 0.2, "seed": 0}},
+        description="indices name points of t_u; a split holds out at least one point and leaves at least "
+        "two to train on",
+    )
     early_stopping: EarlyStopping | None = Field(
         None, json_schema_extra={"example": {"monitor": "val_loss", "min_delta": 0.0001, "patience": 10}}
     )
@@ -320,8 +329,14 @@ class FitOptions(BaseModel):
 
 class FitCreate(FitOptions):
     # minItems documents the two-point minimum; the validator below gives the clearer message.
-    t_u: list[Finite] = Field(json_schema_extra={"example": [35.7, 55.9, 58.2, 81.9, 56.3], "minItems": 2})
-    t_c: list[Finite] = Field(json_schema_extra={"example": [0.5, 14.0, 15.0, 28.0, 11.0], "minItems": 2})
+    t_u: list[Finite] = Field(
+        json_schema_extra={"example": [35.7, 55.9, 58.2, 81.9, 56.3], "minItems": 2},
+        description="the uncalibrated instrument's readings",
+    )
+    t_c: list[Finite] = Field(
+        json_schema_extra={"example": [0.5, 14.0, 15.0, 28.0, 11.0], "minItems": 2},
+        description="the reference values: one per t_u, as many as t_u",
+    )
     labels: dict[str, Annotated[str, Field(max_length=256, json_schema_extra={"pattern": NO_CONTROL_CHARACTERS})]] = (
         Field(
             default_factory=dict,

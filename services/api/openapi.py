@@ -207,7 +207,8 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                 "operationId": "createBatch",
                 "summary": "Submit many fits; validated whole, nothing stored if one is invalid",
                 "description": (
-                    "JSON: `{defaults, fits: [...]}`, each fit overriding any default. CSV "
+                    "JSON: `{defaults, fits: [...]}`, each fit overriding any default; each fit merged "
+                    "with the defaults must itself be a valid fit (422 naming `fits[i]` otherwise). CSV "
                     "(`Content-Type: text/csv`): long format `series,t_u,t_c`, one fit per "
                     "series (its label `series`), defaults as query parameters "
                     f"({', '.join(CSV_BATCH_DEFAULTS)}). At most "
