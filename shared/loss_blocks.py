@@ -5,7 +5,7 @@ The worker encodes and inserts blocks; a retry or a restart deletes them; the AP
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import cast
 
@@ -14,6 +14,7 @@ import psycopg
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from shared import quotas
 from shared.models import Fit, LossBlock
 from shared.packing import pack_f32, unpack_f32
 
@@ -39,14 +40,20 @@ def encode(fit_id: str, first_epoch: int, loss: np.ndarray, val_loss: np.ndarray
     return Block(fit_id, first_epoch, len(loss), pack_f32(loss), None if val_loss is None else pack_f32(val_loss))
 
 
-def insert(session: so.Session, blocks: Sequence[Block]) -> None:
-    """Insert in the caller's transaction: PostgreSQL by COPY, SQLite by one executemany."""
+def insert(session: so.Session, blocks: Sequence[Block], tenant_of: Mapping[str, str]) -> None:
+    """Insert in the caller's transaction (PostgreSQL by COPY, SQLite by one executemany), and add
+    the bytes to each tenant's stored count (`tenant_of`: fit id → tenant) in the same transaction."""
     if not blocks:
         return
     if session.get_bind().dialect.name == "postgresql":
         _copy(session, blocks)
     else:
         session.execute(sa.insert(LossBlock), [asdict(block) for block in blocks])
+    written: dict[str, int] = {}
+    for block in blocks:
+        tenant = tenant_of[block.fit_id]
+        written[tenant] = written.get(tenant, 0) + block.stored_bytes
+    quotas.add_stored_bytes(session, written)
 
 
 _COPY = "COPY loss_blocks (fit_id, first_epoch, count, loss, val_loss) FROM STDIN (FORMAT BINARY)"
@@ -75,10 +82,12 @@ def bytes_by_tenant(session: so.Session, where: sa.ColumnElement[bool]) -> dict[
 
 
 def delete(session: so.Session, where: sa.ColumnElement[bool]) -> dict[str, int]:
-    """Delete the blocks matching `where`; returns the bytes freed per tenant, for the quota."""
+    """Delete the blocks matching `where`, and take their bytes off each tenant's stored count in
+    the same transaction; returns the bytes freed per tenant."""
     freed = bytes_by_tenant(session, where)
     if freed:
         session.execute(sa.delete(LossBlock).where(where))
+        quotas.add_stored_bytes(session, {tenant: -size for tenant, size in freed.items()})
     return freed
 
 

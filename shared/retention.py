@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from shared import loss_blocks, quotas
+from shared import loss_blocks
 from shared.db import Database
 from shared.models import TERMINAL, Fit, utcnow
 
@@ -53,7 +53,6 @@ def prune(db: Database, older_than: dt.timedelta, limit: int | None = None) -> P
             if not ids:
                 break
             freed = loss_blocks.delete_for(session, ids)
-            quotas.add_stored_bytes(session, {tenant: -size for tenant, size in freed.items()})
             session.execute(
                 sa.update(Fit)
                 .where(Fit.id.in_(ids))

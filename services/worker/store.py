@@ -19,7 +19,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from services.worker import fairness
-from shared import loss_blocks, quotas
+from shared import loss_blocks
 from shared.convergence import Optimum
 from shared.db import Database
 from shared.dbclock import db_now, lease_until
@@ -189,8 +189,8 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
         ).all()
         # A fit that starts again from epoch 1: its losses replace, never extend, the old ones.
         restart = [row.id for row in rows if row.checkpoint is None]
-        freed = loss_blocks.delete_for(session, restart) if restart else {}
-        quotas.add_stored_bytes(session, {tenant: -size for tenant, size in freed.items()})
+        if restart:
+            loss_blocks.delete_for(session, restart)
         for tenant in {row.tenant for row in rows}:
             fairness.record_turn(session, tenant)
     return Claim(
@@ -261,16 +261,8 @@ def write(
         owned = _renew_lease(session, settings, fits)
         blocks = [block for block in checkpoint.blocks if block.fit_id in owned]
         if blocks and again:
-            freed = loss_blocks.delete(session, loss_blocks.at([(block.fit_id, block.first_epoch) for block in blocks]))
-            quotas.add_stored_bytes(session, {tenant: -size for tenant, size in freed.items()})
-        if blocks:
-            loss_blocks.insert(session, blocks)
-            tenant_of = {fit.id: fit.tenant for fit in fits}
-            written: dict[str, int] = {}
-            for block in blocks:
-                tenant = tenant_of[block.fit_id]
-                written[tenant] = written.get(tenant, 0) + block.stored_bytes
-            quotas.add_stored_bytes(session, written)
+            loss_blocks.delete(session, loss_blocks.at([(block.fit_id, block.first_epoch) for block in blocks]))
+        loss_blocks.insert(session, blocks, {fit.id: fit.tenant for fit in fits})
         updates = []
         for fit_id in owned:
             values: dict[str, object] = {"id": fit_id}

@@ -192,7 +192,7 @@ def test_loss_blocks_round_trip(client: FlaskClient) -> None:
         loss_blocks.encode(split, 1, loss[:10], val_loss=loss[:10] * 2),
     ]
     with db.session(write=True) as session:
-        loss_blocks.insert(session, blocks)
+        loss_blocks.insert(session, blocks, {plain: "tenant-a", split: "tenant-a"})
     with db.session() as session:
         curves = loss_blocks.read_range(session, plain, 50, 71)
         with_val = loss_blocks.read_range(session, split, 1, 11, with_val=True)
