@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from shared import ended
 from shared.models import ACTIVE, CANCELLED, Fit, utcnow
 
 
@@ -15,10 +14,12 @@ def cancel_active(session: so.Session, *where: sa.ColumnElement[bool]) -> int:
 
     Conditional on the status, so it cannot race a worker finishing a fit; a running fit's
     worker sees the status at its next checkpoint and drops its work."""
-    result: sa.CursorResult[Any] = session.execute(  # type: ignore[assignment]  # an UPDATE gives a CursorResult
+    changed = session.execute(
         sa.update(Fit)
         .where(*where, Fit.status.in_(ACTIVE))
         .values(status=CANCELLED, finished_at=utcnow(), lease_expires_at=None)
+        .returning(Fit.id, Fit.batch_id)
         .execution_options(synchronize_session=False)
-    )
-    return result.rowcount
+    ).all()
+    ended.announce(session, [row.id for row in changed], [row.batch_id for row in changed])
+    return len(changed)

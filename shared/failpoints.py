@@ -7,10 +7,8 @@ broker's visibility timeout), so the tests can prove the recovery path instead
 of hoping for it. The syntax is `name[=value]` separated by `;`, e.g.
 `CALIB_FAILPOINTS="skip_publish;checkpoint_sleep=0.5;kill_worker_epochs=777"`:
 
-- skip_publish: the API commits a submission and does not publish it, as if it
-  had crashed between the two.
-- fail_mark_dispatched: the API's stamp of `dispatched_at` after a successful commit and
-  publish raises, as a database that drops the connection at that moment would.
+- skip_publish: the API commits a submission and its publish fails, as with a broker
+  that went away between the two.
 - checkpoint_sleep=S: the worker sleeps S seconds before writing each checkpoint,
   so a chunk runs long enough to be killed mid-way.
 - clock_offset=S: this process's clock (shared.models.utcnow) runs S seconds ahead, as a

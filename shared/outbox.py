@@ -1,6 +1,7 @@
 """The outbox: a fit's row is the truth and a broker message only wakes a worker. The API
-publishes after its commit and then marks the fits dispatched; the reconciler finds the fits
-whose message never went out, or was lost, and publishes them again. Both mark through here."""
+commits fits stamped as published and publishes after the commit, clearing the stamp of a
+publish that failed; the reconciler finds the fits whose message never went out, or was lost,
+and publishes them again."""
 
 from __future__ import annotations
 
@@ -18,14 +19,23 @@ from shared.settings import Settings
 MAX_PER_ROUND = 500
 
 
-def mark_dispatched(session: so.Session, chunk_ids: Sequence[str], *, first_time: bool) -> None:
-    """Stamp the queued fits of these chunks as published now. `first_time`: only those never
-    published (the API's mark after its publish must not move a reconciler's later stamp back)."""
-    where = [Fit.chunk_id.in_(chunk_ids), Fit.status == QUEUED]
-    if first_time:
-        where.append(Fit.dispatched_at.is_(None))
+def mark_dispatched(session: so.Session, chunk_ids: Sequence[str]) -> None:
+    """Stamp the queued fits of these chunks as published now (the reconciler, after publishing)."""
     session.execute(
-        sa.update(Fit).where(*where).values(dispatched_at=utcnow()).execution_options(synchronize_session=False)
+        sa.update(Fit)
+        .where(Fit.chunk_id.in_(chunk_ids), Fit.status == QUEUED)
+        .values(dispatched_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def mark_unpublished(session: so.Session, chunk_ids: Sequence[str]) -> None:
+    """Clear the stamp of chunks whose publish failed: the reconciler publishes them next."""
+    session.execute(
+        sa.update(Fit)
+        .where(Fit.chunk_id.in_(chunk_ids), Fit.status == QUEUED)
+        .values(dispatched_at=None)
+        .execution_options(synchronize_session=False)
     )
 
 

@@ -29,6 +29,8 @@ MAX_FITS_PAGE = 1000
 MAX_LOSS_PAGE = 100_000
 # Buckets of a downsampled loss curve: more than any chart has pixels.
 MAX_BUCKETS = 10_000
+# The longest a request may wait for a fit or batch to end: shorter than any proxy's idle timeout.
+MAX_WAIT_SECONDS = 60
 
 
 class Query(BaseModel):
@@ -55,6 +57,17 @@ class FitListQuery(Query):
     )
     limit: int = Field(100, ge=1, le=MAX_FITS_PAGE, description="Page size")
     cursor: Cursor | None = None
+
+
+class WaitQuery(Query):
+    wait: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_WAIT_SECONDS,
+        description="Seconds to wait for it to end: the answer comes as soon as it is no longer "
+        "queued or running, or after this long with its current state (the same body as without `wait`)",
+        examples=[30],
+    )
 
 
 class BatchFitsQuery(Query):

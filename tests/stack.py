@@ -83,7 +83,8 @@ class Stack:
         self.token = self.create_token(self.tenant)
         self.env["CALIB_TOKEN"] = self.token  # for `calib` commands the tests run against this stack
         self.http.headers["Authorization"] = f"Bearer {self.token}"
-        self._spawn("api", processes.api_command(f"127.0.0.1:{self.port}", workers=2))
+        embedded = not self.env.get("CALIB_DATABASE_URL")
+        self._spawn("api", processes.api_command(f"127.0.0.1:{self.port}", workers=2, embedded=embedded))
         for _ in range(self.workers):
             self.add_worker()
         self.wait_ready()

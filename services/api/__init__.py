@@ -14,6 +14,7 @@ from services.api.finite_json import FiniteJSONProvider
 from services.api.limits import Budgets
 from services.api.problems import register_error_handlers
 from services.api.requests import refuse_control_characters
+from services.api.waiting import Waits
 from shared.db import Database
 from shared.queue import make_celery
 from shared.settings import Settings, get_settings
@@ -44,7 +45,8 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         "interval_step": 0.2,
         "interval_max": 0.5,
     }
-    app.extensions["calib"] = Services(settings, Database.from_settings(settings), celery)
+    db = Database.from_settings(settings)
+    app.extensions["calib"] = Services(settings, db, celery, Waits(db))
     app.extensions["calib-budgets"] = Budgets.from_settings(settings)
 
 

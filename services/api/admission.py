@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy.orm as so
+
 from services.api.extensions import Services
 from services.api.problems import Problem
 from shared import quotas
@@ -87,16 +89,16 @@ def refuse_oversize(settings: Settings, ask: Ask) -> None:
         )
 
 
-def admit(svc: Services, tenant: str, ask: Ask) -> None:
-    """Raise the problem for the first quota this request would pass; return if it fits.
-    Runs after an idempotent replay was looked for: a replay stores nothing and is never refused."""
+def admit(svc: Services, session: so.Session, tenant: str, ask: Ask) -> None:
+    """Raise the problem for the first quota this request would pass; return if it fits. Reads in
+    `session`, the submission's own transaction. Runs after an idempotent replay was looked for:
+    a replay stores nothing and is never refused."""
     settings = svc.settings
     refuse_oversize(settings, ask)
     _check_queue(svc)
-    with svc.db.session() as session:
-        limits = quotas.quotas_of(session, settings, tenant)
-        in_flight = quotas.in_flight_fit_epochs(session, tenant)
-        stored = quotas.stored_loss_bytes(session, tenant)
+    limits = quotas.quotas_of(session, settings, tenant)
+    in_flight = quotas.in_flight_fit_epochs(session, tenant)
+    stored = quotas.stored_loss_bytes(session, tenant)
     if in_flight + ask.fit_epochs > limits.in_flight_fit_epochs:
         raise _refuse(
             429,

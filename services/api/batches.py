@@ -24,7 +24,7 @@ from services.api.submit import digest, fit_rows
 from services.api.tenancy import current_tenant, owned_or_404
 from shared.cancel import cancel_active
 from shared.models import Batch, Fit, new_id, utcnow
-from shared.queries import CSV_BATCH_DEFAULTS, BatchFitsQuery
+from shared.queries import CSV_BATCH_DEFAULTS, BatchFitsQuery, WaitQuery
 from shared.schemas import BatchCreate, FitCreate, FitOptions
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
@@ -196,8 +196,8 @@ def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
     chunks = [new_id() for _ in range(0, len(specs), size)]
     key = request_key()
 
-    def admitted() -> None:
-        admit(svc, tenant, ask)
+    def admitted(session: so.Session) -> None:
+        admit(svc, session, tenant, ask)
         require_broker(svc)
 
     def insert(session: so.Session) -> Batch:
@@ -231,8 +231,15 @@ def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
 
 @bp.get("/<batch_id>")
 def get_batch(batch_id: str) -> dict[str, Any]:
-    with current_services().db.session() as session:
-        return batch_json(session, _get_batch(session, batch_id))
+    svc = current_services()
+    seconds = query(WaitQuery).wait
+
+    def read() -> tuple[dict[str, Any], bool]:
+        with svc.db.session() as session:
+            body = batch_json(session, _get_batch(session, batch_id))
+        return body, body["status"] in ("completed", "cancelled")
+
+    return read()[0] if seconds is None else svc.waits.until(f"b:{batch_id}", read, seconds)
 
 
 def _result_lines(batch_id: str) -> Iterator[str]:

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from celery import Celery
 from flask import current_app
 
+from services.api.waiting import Waits
 from shared import failpoints, outbox
 from shared.db import Database
 from shared.models import Fit
@@ -35,6 +36,7 @@ class Services:
     settings: Settings
     db: Database
     celery: Celery
+    waits: Waits
     broker_seen_at: float = float("-inf")  # monotonic time the broker last answered
     snapshot: QueueSnapshot = field(default_factory=QueueSnapshot)
 
@@ -65,31 +67,30 @@ class Services:
         return None
 
     def dispatch(self, chunk_ids: Sequence[str]) -> None:
-        """Publish after the commit, then mark the fits dispatched (the outbox). A publish that
-        fails leaves them undispatched, and the reconciler publishes them within seconds."""
-        published = []
+        """Publish after the commit (the fits were stamped as published in it). A publish that
+        fails clears its chunk's stamp, so the reconciler publishes it within seconds; if even
+        that fails (or the process dies first), the reconciler still publishes what stays queued
+        unclaimed (shared/outbox.py), and any worker's claim may take a single fit along."""
+        failed = []
         for chunk_id in chunk_ids:
-            if failpoints.on("skip_publish"):
-                continue
             try:
+                if failpoints.on("skip_publish"):
+                    raise ConnectionError("failpoint skip_publish")
                 self.celery.send_task(RUN_CHUNK, args=[chunk_id])
             except Exception as exc:
                 log.warning("publish of chunk %s failed, left to the reconciler: %s", chunk_id, exc)
+                failed.append(chunk_id)
                 continue
-            published.append(chunk_id)
             self.broker_seen_at = time.monotonic()
-        if not published:
+        if not failed:
             return
         try:
-            if failpoints.on("fail_mark_dispatched"):
-                raise ConnectionError("failpoint fail_mark_dispatched")
             with self.db.session(write=True) as session:
-                outbox.mark_dispatched(session, published, first_time=True)
+                outbox.mark_unpublished(session, failed)
         except Exception as exc:
-            # Best effort: the fits are committed and published, so the answer is the 202 (a 503
-            # would make a client without a key submit again). Left undispatched, the reconciler
-            # publishes them once more, and the second message claims nothing.
-            log.warning("marking chunks %s dispatched failed, left to the reconciler: %s", published, exc)
+            # The fits are committed, so the answer is still the 202 (a 503 would make a client
+            # without a key submit again).
+            log.warning("chunks %s left stamped as published: %s", failed, exc)
 
 
 def current_services() -> Services:

@@ -21,9 +21,9 @@ from services.api.tenancy import current_tenant, owned_or_404
 from shared import calibration
 from shared.cancel import cancel_active
 from shared.loss_blocks import Curves, read_range
-from shared.models import Fit
+from shared.models import ACTIVE, Fit
 from shared.packing import unpack_f64
-from shared.queries import FitListQuery, LossesQuery
+from shared.queries import FitListQuery, LossesQuery, WaitQuery
 from shared.schemas import FitCreate, FitData, LossBuckets, LossPage, Prediction, PredictRequest
 
 bp = Blueprint("fits", __name__, url_prefix="/v1/fits")
@@ -62,8 +62,15 @@ def create_fit() -> tuple[dict[str, Any], int, dict[str, str]]:
 
 @bp.get("/<fit_id>")
 def get_fit(fit_id: str) -> dict[str, Any]:
-    with current_services().db.session() as session:
-        return fit_json(_get_fit(session, fit_id))
+    svc = current_services()
+    seconds = query(WaitQuery).wait
+
+    def read() -> tuple[dict[str, Any], bool]:
+        with svc.db.session() as session:
+            fit = _get_fit(session, fit_id)
+            return fit_json(fit), fit.status not in ACTIVE
+
+    return read()[0] if seconds is None else svc.waits.until(f"f:{fit_id}", read, seconds)
 
 
 @bp.get("")

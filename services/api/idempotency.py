@@ -29,9 +29,8 @@ def request_key() -> str | None:
     return key
 
 
-def _earlier(db: Database, model: type[T], tenant: str, key: str, request_digest: str) -> T | None:
-    with db.session() as session:
-        found = session.scalars(sa.select(model).where(model.tenant == tenant, model.idempotency_key == key)).first()
+def _earlier(session: so.Session, model: type[T], tenant: str, key: str, request_digest: str) -> T | None:
+    found = session.scalars(sa.select(model).where(model.tenant == tenant, model.idempotency_key == key)).first()
     if found is not None and found.request_digest != request_digest:
         raise Problem(409, "this Idempotency-Key was used with a different request body", slug="idempotency-conflict")
     return found
@@ -44,20 +43,24 @@ def insert_or_replay(
     key: str | None,
     request_digest: str,
     *,
-    admit: Callable[[], None],
+    admit: Callable[[so.Session], None],
     insert: Callable[[so.Session], T],
 ) -> tuple[T, bool]:
-    """(the object, whether this request made it). `admit` runs only for a new object, before
-    `insert` writes it in one transaction."""
-    if key is not None and (found := _earlier(db, model, tenant, key, request_digest)) is not None:
-        return found, False
-    admit()
+    """(the object, whether this request made it), in one transaction: the earlier request's
+    object looked for, then (only for a new object) `admit` reads what it needs and `insert`
+    writes. One round of the database per submission, not one per step."""
     try:
         with db.session(write=True) as session:
+            if key is not None and (found := _earlier(session, model, tenant, key, request_digest)) is not None:
+                return found, False
+            admit(session)
             made = insert(session)
     except IntegrityError:
         # A concurrent request with the same key won the insert.
-        found = _earlier(db, model, tenant, key, request_digest) if key is not None else None
+        if key is None:
+            raise
+        with db.session() as session:
+            found = _earlier(session, model, tenant, key, request_digest)
         if found is None:
             raise
         return found, False

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, render_template
 
 from services.api.examples import fill_property_examples
 from services.api.extensions import current_services
-from shared.queries import CSV_BATCH_DEFAULTS, ID_PATTERN, BatchFitsQuery, FitListQuery, LossesQuery, Query
+from shared.queries import CSV_BATCH_DEFAULTS, ID_PATTERN, BatchFitsQuery, FitListQuery, LossesQuery, Query, WaitQuery
 from shared.schemas import SCHEMAS
 from shared.settings import Settings
 
@@ -128,7 +128,9 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
             "get": {
                 "operationId": "getFit",
                 "summary": "A fit, with its progress and result",
-                "parameters": [_id_param()],
+                "description": "With `?wait=S` the answer waits until the fit has ended (or S seconds): "
+                "a client learns of the end at once without polling. Another tenant's id is 404 at once.",
+                "parameters": [_id_param(), *query_parameters(WaitQuery)],
                 "responses": {"200": fit_ok, **_problems("404")},
             },
         },
@@ -244,7 +246,9 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
             "get": {
                 "operationId": "getBatch",
                 "summary": "A batch's status and its fits' counts per status",
-                "parameters": [_id_param("batch_id")],
+                "description": "With `?wait=S` the answer waits until the batch is completed or cancelled "
+                "(or S seconds). Another tenant's id is 404 at once.",
+                "parameters": [_id_param("batch_id"), *query_parameters(WaitQuery)],
                 "responses": {"200": {"description": "The batch", "content": _json("BatchPublic")}, **_problems("404")},
             },
         },

@@ -1,8 +1,9 @@
 """Accepting fits: commit first, then publish; idempotent under a key.
 
-The fit is committed as `queued` before its wake-up message is published, so a
-worker never looks for a row that does not exist yet, and a publish that fails
-loses nothing: the reconciler publishes fits that stay queued (Services.dispatch).
+The fit is committed as `queued` (and stamped as published) before its wake-up message is
+published, so a worker never looks for a row that does not exist yet, and a publish that fails
+loses nothing: its stamp is cleared and the reconciler publishes it within seconds
+(Services.dispatch). One transaction and one publish per accepted request.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def fit_rows(
     """Every column of new queued fits, as dicts for one bulk INSERT or Fit(): each spec resolved
     once (shared/resolved.py), its data and the least-squares figures beside it."""
     rows = []
+    # Stamped as published: the publish follows the commit, and one that fails clears the stamp
+    # (Services.dispatch), so the common case costs no second transaction.
+    now = utcnow()
     for i, fit in enumerate(resolve(specs, max_epochs)):
         fit_id, st = new_id(), fit.stats
         rows.append(
@@ -60,7 +64,8 @@ def fit_rows(
                 batch_id=batch_id,
                 chunk_id=chunk_ids[i] if chunk_ids else fit_id,
                 status=QUEUED,
-                created_at=utcnow(),
+                created_at=now,
+                dispatched_at=now,
                 epochs_done=0,
                 n_points=len(fit.spec.t_u),
                 labels=fit.spec.labels,
@@ -95,8 +100,8 @@ def submit_fit(svc: Services, spec: FitCreate, ask: Ask, tenant: str, key: str |
     """Returns the fit and whether it was created now (False: an idempotent replay)."""
     request_digest = digest(spec.model_dump())
 
-    def admitted() -> None:
-        admit(svc, tenant, ask)
+    def admitted(session: so.Session) -> None:
+        admit(svc, session, tenant, ask)
         require_broker(svc)
 
     def insert(session: so.Session) -> Fit:

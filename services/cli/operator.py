@@ -128,7 +128,7 @@ def prune(older_than: str) -> None:
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes")
 def api(bind: str, workers: int) -> None:
     """Run the HTTP API (gunicorn)."""
-    os.execv(*_exec_args(processes.api_command(bind, workers)))
+    os.execv(*_exec_args(processes.api_command(bind, workers, get_settings().embedded)))
 
 
 @click.command()
@@ -162,7 +162,9 @@ def up(port: int) -> None:
         click.echo(f'local token (tenant "local") in {settings.token_file}; the CLI uses it', err=True)
     env = processes.environment(CALIB_API_URL=f"http://127.0.0.1:{port}")
     children = [
-        subprocess.Popen(processes.resolve(processes.api_command(f"127.0.0.1:{port}")), env=env),
+        subprocess.Popen(
+            processes.resolve(processes.api_command(f"127.0.0.1:{port}", embedded=settings.embedded)), env=env
+        ),
         subprocess.Popen(processes.resolve(processes.worker_command()), env=env),
     ]
     where = "embedded SQLite in " + str(settings.data_dir) if settings.embedded else "configured"

@@ -17,10 +17,14 @@ from shared.queue import CONTROL_QUEUE, QUEUE
 MIGRATE = ["calib", "db", "upgrade"]
 
 
-def api_command(bind: str = "0.0.0.0:8000", workers: int = 2) -> list[str]:
+def api_command(bind: str = "0.0.0.0:8000", workers: int = 2, embedded: bool = False) -> list[str]:
     # Keep-alive well above gunicorn's 2 s default: a client that pauses about 2 s between
     # requests otherwise races the server closing its idle connection and gets a
     # "server disconnected" error on a POST it cannot safely resend.
+    # On PostgreSQL, gevent: a request waiting for a fit (`?wait=`) is a greenlet, and hundreds
+    # of them cost little. Not on SQLite: a write waiting for SQLite's lock sleeps inside the C
+    # library, which would stop every request of the process; there, threads.
+    concurrency = ["--threads", "16"] if embedded else ["--worker-class", "gevent", "--worker-connections", "1000"]
     return [
         "gunicorn",
         "services.api.wsgi:app",
@@ -30,8 +34,7 @@ def api_command(bind: str = "0.0.0.0:8000", workers: int = 2) -> list[str]:
         bind,
         "--workers",
         str(workers),
-        "--threads",
-        "4",
+        *concurrency,
         "--timeout",
         "120",
         "--keep-alive",

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from .client import Client
 
 FIT_ENDS = ("succeeded", "diverged", "failed", "cancelled")
+# How long one request waits (the service's most is 60 s); with a progress bar, a second, so it moves.
+_WAIT_SECONDS = 30.0
+_PROGRESS_SECONDS = 1.0
+_SHORTEST_WAIT = 0.05
 BATCH_ENDS = ("completed", "cancelled")
 
 
@@ -40,11 +44,9 @@ class _Resource:
         self.data = self.client.json("GET", f"/v1/{self.collection}/{self.id}")
         return self
 
-    def _poll(
-        self, total: int, unit: str, progressed: Any, progress: bool, timeout: float | None, interval: float
-    ) -> None:
-        """refresh() until done, backing off from `interval` to 1 s; with progress, a bar of
-        `progressed()` out of `total` on stderr."""
+    def _wait(self, total: int, unit: str, progressed: Any, progress: bool, timeout: float | None) -> None:
+        """Ask the service to answer when this has ended (`?wait=`), until it has; with progress,
+        a bar of `progressed()` out of `total` on stderr, redrawn at least every second."""
         bar = Bar(total, unit) if progress else None
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -53,11 +55,16 @@ class _Resource:
                     bar.show(progressed(), self.status)
                 if self.done:
                     return
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.collection[:-1]} {self.id} still {self.status} after {timeout} s")
-                time.sleep(interval)
-                interval = min(interval * 1.5, 1.0)
-                self.refresh()
+                seconds = _PROGRESS_SECONDS if bar else _WAIT_SECONDS
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(f"{self.collection[:-1]} {self.id} still {self.status} after {timeout} s")
+                    seconds = max(_SHORTEST_WAIT, min(seconds, left))
+                # The HTTP timeout past the wait: the answer may take all of it.
+                self.data = self.client.json(
+                    "GET", f"/v1/{self.collection}/{self.id}", params={"wait": round(seconds, 3)}, timeout=seconds + 30
+                )
         finally:
             if bar:
                 bar.close()
@@ -74,9 +81,10 @@ class Fit(_Resource):
     result = property(lambda self: self.data.get("result"))
     labels = property(lambda self: dict(self.data.get("labels") or {}))
 
-    def wait(self, progress: bool = False, timeout: float | None = None, interval: float = 0.05) -> Fit:
-        """Poll until the fit ends (any status); with progress, a bar of epochs done on stderr."""
-        self._poll(self.epochs, "epochs", lambda: self.epochs_done, progress, timeout, interval)
+    def wait(self, progress: bool = False, timeout: float | None = None) -> Fit:
+        """Until the fit ends (any status), told by the service as it ends; with progress, a bar of
+        epochs done on stderr."""
+        self._wait(self.epochs, "epochs", lambda: self.epochs_done, progress, timeout)
         return self
 
     def losses(self, as_array: bool = False, validation: bool = False) -> list[float] | np.ndarray:
@@ -159,9 +167,10 @@ class Batch(_Resource):
     def finished(self) -> int:
         return self.count - self.counts.get("queued", 0) - self.counts.get("running", 0)
 
-    def wait(self, progress: bool = False, timeout: float | None = None, interval: float = 0.1) -> Batch:
-        """Poll until no fit is queued or running; with progress, a bar of fits finished."""
-        self._poll(self.count, "fits", lambda: self.finished, progress, timeout, interval)
+    def wait(self, progress: bool = False, timeout: float | None = None) -> Batch:
+        """Until no fit is queued or running, told by the service as it happens; with progress, a bar
+        of fits finished."""
+        self._wait(self.count, "fits", lambda: self.finished, progress, timeout)
         return self
 
     def fits(self, status: str | None = None, page_size: int = 1000) -> Iterator[Fit]:

@@ -39,5 +39,5 @@ def reconcile(
         publish(chunk_id)
     if chunks:
         with db.session(write=True) as session:
-            outbox.mark_dispatched(session, chunks, first_time=False)
+            outbox.mark_dispatched(session, chunks)
     return len(chunks)

@@ -218,7 +218,9 @@ def _compute_and_write(work: Work, device: torch.device) -> None:
     for fit in work.fits:
         rule = _rule(fit)
         groups.setdefault(rule if rule == ("closed_form",) else (*rule, fit.start_epoch), []).append(fit)
-    for rule, group in groups.items():
+    # The closed form first: its fits end in one write, so a long iterative fit coalesced beside
+    # them never holds them back.
+    for rule, group in sorted(groups.items(), key=lambda item: item[0] != ("closed_form",)):
         if work.should_yield():
             return
         if rule == ("closed_form",):

@@ -19,11 +19,11 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from services.worker import fairness
-from shared import loss_blocks
+from shared import ended, loss_blocks
 from shared.convergence import Optimum
 from shared.db import Database
 from shared.dbclock import db_now, lease_until
-from shared.models import FAILED, QUEUED, RUNNING, Fit, new_id, utcnow
+from shared.models import FAILED, QUEUED, RUNNING, Fit, TenantTurn, new_id, utcnow
 from shared.packing import unpack_f64
 from shared.settings import Settings
 from shared.splits import held_out_indices
@@ -33,6 +33,7 @@ from shared.splits import held_out_indices
 class ClaimedFit:
     id: str
     tenant: str
+    batch_id: str | None
     attempt: int
     epochs: int
     learning_rate: float
@@ -84,7 +85,9 @@ class Claim:
 
 
 def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
-    """Take the chunk's queued fits, and those whose lease expired (their worker was lost).
+    """Take the chunk's queued fits, and those whose lease expired (their worker was lost); with
+    room left (up to chunk_size), queued single fits of any tenant too, in turn (coalescing: a
+    wake-up message runs every single fit waiting, in one engine call and one write).
 
     A lost chunk of several fits is not run again whole: it is split in two new chunks, each
     queued for its own message, so a fit that kills its worker every time (a poison fit) is
@@ -111,6 +114,8 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
                     .execution_options(synchronize_session=False)
                 )
         elif lost:
+            # Waiters look again (they find it still running unless this ends it as worker_lost).
+            ended.announce(session, lost)
             session.execute(
                 sa.update(Fit)
                 .where(Fit.id == lost[0], expired)
@@ -131,21 +136,34 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
                 )
                 .execution_options(synchronize_session=False)
             )
-        claimed = session.execute(
-            sa.update(Fit)
-            .where(Fit.chunk_id == chunk_id, sa.or_(Fit.status == QUEUED, expired))
-            .values(
-                status=RUNNING,
-                attempt=Fit.attempt + 1,
-                lease_expires_at=lease_until(settings.lease_seconds),
-                started_at=sa.func.coalesce(Fit.started_at, utcnow()),
-                # A fit with a checkpoint goes on from it; any other starts again from epoch 1.
-                epochs_done=sa.case((Fit.checkpoint.is_(None), 0), else_=Fit.epochs_done),
-                claimed_by=f"{socket.gethostname()}:{os.getpid()}",
-            )
-            .returning(Fit.id, Fit.attempt)
-            .execution_options(synchronize_session=False)
-        ).all()
+        running = dict(
+            status=RUNNING,
+            chunk_id=chunk_id,
+            attempt=Fit.attempt + 1,
+            lease_expires_at=lease_until(settings.lease_seconds),
+            started_at=sa.func.coalesce(Fit.started_at, utcnow()),
+            # A fit with a checkpoint goes on from it; any other starts again from epoch 1.
+            epochs_done=sa.case((Fit.checkpoint.is_(None), 0), else_=Fit.epochs_done),
+            claimed_by=f"{socket.gethostname()}:{os.getpid()}",
+        )
+        claimed = list(
+            session.execute(
+                sa.update(Fit)
+                .where(Fit.chunk_id == chunk_id, sa.or_(Fit.status == QUEUED, expired))
+                .values(**running)
+                .returning(Fit.id, Fit.attempt)
+                .execution_options(synchronize_session=False)
+            ).all()
+        )
+        room = settings.chunk_size - len(claimed)
+        if room > 0 and not halves:
+            claimed += session.execute(
+                sa.update(Fit)
+                .where(Fit.id.in_(_singles_to_coalesce(room)), Fit.status == QUEUED)
+                .values(**running)
+                .returning(Fit.id, Fit.attempt)
+                .execution_options(synchronize_session=False)
+            ).all()
         if not claimed:
             return Claim([], halves)
         attempts = dict(claimed)
@@ -154,6 +172,7 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
             sa.select(
                 Fit.id,
                 Fit.tenant,
+                Fit.batch_id,
                 Fit.epochs,
                 Fit.epochs_done,
                 Fit.checkpoint,
@@ -198,6 +217,7 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
             ClaimedFit(
                 id=row.id,
                 tenant=row.tenant,
+                batch_id=row.batch_id,
                 attempt=attempts[row.id],
                 epochs=row.epochs,
                 learning_rate=row.learning_rate,
@@ -233,6 +253,38 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
             for row in rows
         ],
         halves,
+    )
+
+
+def _singles_to_coalesce(room: int) -> sa.ScalarSelect[str]:
+    """Up to `room` queued single fits (of any tenant) to run in a chunk that has room: the
+    tenants take turns, the one served longest ago first, each tenant's oldest fit first.
+
+    Only fits still in the chunk of one they were submitted as, never run: a fit from a lost
+    chunk (its halves) or one given back with a checkpoint keeps its own chunk, so coalescing
+    never undoes the halving that isolates a poison fit. Their own wake-up messages, when they
+    come, find nothing to claim and may coalesce what was queued since."""
+    ranked = (
+        sa.select(
+            Fit.id,
+            Fit.tenant,
+            sa.func.row_number().over(partition_by=Fit.tenant, order_by=(Fit.created_at, Fit.id)).label("turn"),
+        )
+        .where(
+            Fit.status == QUEUED,
+            Fit.batch_id.is_(None),
+            Fit.chunk_id == Fit.id,
+            Fit.checkpoint.is_(None),
+            Fit.worker_losses == 0,
+        )
+        .subquery()
+    )
+    return (
+        sa.select(ranked.c.id)
+        .outerjoin(TenantTurn, TenantTurn.tenant == ranked.c.tenant)
+        .order_by(ranked.c.turn, TenantTurn.served_at.asc().nulls_first(), ranked.c.tenant)
+        .limit(room)
+        .scalar_subquery()
     )
 
 
@@ -276,6 +328,8 @@ def write(
                 updates.append(values)
         if updates:
             session.execute(sa.update(Fit), updates)
+        done = [fit for fit in fits if fit.id in owned and fit.id in checkpoint.finished]
+        ended.announce(session, [fit.id for fit in done], [fit.batch_id for fit in done])
     return owned
 
 
@@ -288,7 +342,9 @@ def renew(db: Database, settings: Settings, fits: Iterable[ClaimedFit]) -> int:
 def fail(db: Database, fits: Iterable[ClaimedFit], error_type: str, detail: str) -> None:
     """End these fits as failed, if they are still this attempt's."""
     now = utcnow()
+    fits = list(fits)
     with db.session(write=True) as session:
+        ended.announce(session, [fit.id for fit in fits], [fit.batch_id for fit in fits])
         for fit in fits:
             session.execute(
                 sa.update(Fit)

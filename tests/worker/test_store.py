@@ -16,6 +16,7 @@ from shared import loss_blocks
 from shared.db import Database
 from shared.models import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Fit, LossBlock
 from shared.settings import Settings
+from tests.in_process import run_fit
 
 FIT = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0], "epochs": 100, "input_scale": 0.1}
 LONG_AGO = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
@@ -145,11 +146,12 @@ def test_a_fit_given_back_goes_on_from_its_checkpoint(client: FlaskClient) -> No
 
 def test_the_reconciler_publishes_what_was_never_sent_lost_or_dropped(client: FlaskClient) -> None:
     db, settings = _services(client)
-    never, dropped, lost, waiting = (client.post("/v1/fits", json=FIT).get_json()["id"] for _ in range(4))
+    lost = client.post("/v1/fits", json=FIT).get_json()["id"]
+    store.claim(db, settings, _chunk_of(db, lost))  # before the others are queued: nothing to coalesce
+    _set(db, Fit.id == lost, lease_expires_at=LONG_AGO)
+    never, dropped, waiting = (client.post("/v1/fits", json=FIT).get_json()["id"] for _ in range(3))
     _set(db, Fit.id == never, dispatched_at=None, created_at=LONG_AGO)
     _set(db, Fit.id == dropped, dispatched_at=LONG_AGO)
-    store.claim(db, settings, _chunk_of(db, lost))
-    _set(db, Fit.id == lost, lease_expires_at=LONG_AGO)
     chunks = {name: _chunk_of(db, fit_id) for name, fit_id in [("never", never), ("dropped", dropped), ("lost", lost)]}
 
     published: list[str] = []
@@ -165,14 +167,14 @@ def test_the_reconciler_publishes_what_was_never_sent_lost_or_dropped(client: Fl
 
 
 def test_tenants_take_turns(make_client: Callable[..., FlaskClient]) -> None:
+    # Batches' chunks (single fits are coalesced, below): which chunk a message runs.
     busy, quiet = make_client("busy"), make_client("quiet")
     db, settings = _services(busy)
-    first = _chunk_of(db, busy.post("/v1/fits", json=FIT).get_json()["id"])
-    second = _chunk_of(db, busy.post("/v1/fits", json=FIT).get_json()["id"])
+    first, second = (_chunk_of(db, _batch(busy, 2)[0]) for _ in range(2))
     # Only one tenant waiting: its chunks run in their order.
     assert fairness.fairer_chunk(db, first) is None
     store.claim(db, settings, first)
-    other = _chunk_of(db, quiet.post("/v1/fits", json=FIT).get_json()["id"])
+    other = _chunk_of(db, _batch(quiet, 1)[0])
     # busy was served last: its next message runs the quiet tenant's chunk instead.
     assert fairness.fairer_chunk(db, second) == other
     store.claim(db, settings, other)
@@ -202,3 +204,74 @@ def test_loss_blocks_round_trip(client: FlaskClient) -> None:
     with db.session(write=True) as session:
         freed = loss_blocks.delete_for(session, [plain, split])
     assert freed == {"tenant-a": 100 * 4 + 10 * 8}
+
+
+def _singles(client: FlaskClient, count: int, **fit: object) -> list[str]:
+    return [client.post("/v1/fits", json=FIT | fit).get_json()["id"] for _ in range(count)]
+
+
+def test_a_claim_coalesces_queued_single_fits_and_tenants_take_turns(make_client: Callable[..., FlaskClient]) -> None:
+    a, b, c = (make_client(name, chunk_size=4) for name in ("tenant-a", "tenant-b", "tenant-c"))
+    db, settings = _services(a)
+    a_fits, b_fits, c_fits = _singles(a, 3), _singles(b, 2), _singles(c, 1)
+    in_batch = _batch(b, 1)[0]
+    chunk = _chunk_of(db, a_fits[0])
+    claimed = store.claim(db, settings, chunk).fits
+    # Its own fit, then one fit of each tenant in turn (each tenant's oldest), up to chunk_size;
+    # a batch's fit keeps its own chunk.
+    assert {f.id for f in claimed} == {a_fits[0], a_fits[1], b_fits[0], c_fits[0]}
+    assert {f.tenant for f in claimed} == {"tenant-a", "tenant-b", "tenant-c"}
+    assert all(f.attempt == 1 for f in claimed) and {_chunk_of(db, f.id) for f in claimed} == {chunk}
+    assert {_fit(db, i).status for i in (a_fits[2], b_fits[1], in_batch)} == {QUEUED}
+    # The coalesced fits' own messages find nothing of theirs; they take what is still queued
+    again = store.claim(db, settings, _chunk_of(db, b_fits[0]))
+    assert {f.id for f in again.fits} == {b_fits[1], a_fits[2]}
+
+
+def test_coalesced_fits_of_different_tenants_keep_their_own_results(make_client: Callable[..., FlaskClient]) -> None:
+    a, b = make_client("tenant-a"), make_client("tenant-b")
+    db, settings = _services(a)
+    slope_a, slope_b = [2.0 * u + 1.0 for u in FIT["t_u"]], [-0.5 * u + 3.0 for u in FIT["t_u"]]
+    fit_a = a.post("/v1/fits", json=FIT | {"t_c": slope_a, "epochs": 3000}).get_json()["id"]
+    fit_b = b.post("/v1/fits", json=FIT | {"t_c": slope_b, "epochs": 2000, "optimizer": "adam"}).get_json()["id"]
+    assert run_fit(a, fit_a) == 2  # both, in one chunk
+    assert _chunk_of(db, fit_a) == _chunk_of(db, fit_b)
+    one, other = a.get(f"/v1/fits/{fit_a}").get_json(), b.get(f"/v1/fits/{fit_b}").get_json()
+    assert (one["status"], other["status"]) == (SUCCEEDED, SUCCEEDED)
+    assert (one["epochs_done"], other["epochs_done"]) == (3000, 2000)
+    # Each alone, on a fresh database row: the same result to the last bit.
+    alone_a = a.post("/v1/fits", json=FIT | {"t_c": slope_a, "epochs": 3000}).get_json()["id"]
+    assert run_fit(a, alone_a) == 1
+    assert a.get(f"/v1/fits/{alone_a}").get_json()["result"] == one["result"]
+    alone_b = b.post("/v1/fits", json=FIT | {"t_c": slope_b, "epochs": 2000, "optimizer": "adam"}).get_json()["id"]
+    assert run_fit(b, alone_b) == 1
+    assert b.get(f"/v1/fits/{alone_b}").get_json()["result"] == other["result"]
+    # Their losses too, each under its own tenant (the other's id is 404).
+    assert (
+        a.get(f"/v1/fits/{fit_a}/losses?limit=5").get_json()["loss"]
+        == (a.get(f"/v1/fits/{alone_a}/losses?limit=5").get_json()["loss"])
+    )
+    assert b.get(f"/v1/fits/{fit_a}").status_code == 404
+
+
+def test_a_coalesced_fit_cancelled_or_reclaimed_is_not_written(make_client: Callable[..., FlaskClient]) -> None:
+    a, b = make_client("tenant-a"), make_client("tenant-b")
+    db, settings = _services(a)
+    mine, cancelled, kept = _singles(a, 1)[0], _singles(b, 1)[0], _singles(b, 1)[0]
+    chunk = _chunk_of(db, mine)
+    stale = store.claim(db, settings, chunk).fits
+    assert {f.id for f in stale} == {mine, cancelled, kept}
+    assert b.post(f"/v1/fits/{cancelled}/cancel").status_code == 202
+    # The chunk's worker is presumed lost: a chunk of three is halved, and the halves run again.
+    _set(db, Fit.id.in_([mine, kept]), lease_expires_at=LONG_AGO)
+    halves = store.claim(db, settings, chunk).split_into
+    fresh = [f for half in halves for f in store.claim(db, settings, half).fits]
+    assert sorted((f.id, f.attempt) for f in fresh) == sorted([(mine, 2), (kept, 2)])
+    finished = {i: {"status": SUCCEEDED, "epochs_done": 100} for i in (mine, cancelled, kept)}
+    blocks = [_block(i, count=100) for i in (mine, cancelled, kept)]
+    # The stale attempt writes nothing: not the cancelled fit, nor those another attempt runs.
+    assert store.write(db, settings, stale, store.Checkpoint(blocks=blocks, finished=finished)) == set()
+    assert _fit(db, cancelled).status == CANCELLED
+    assert {_fit(db, i).status for i in (mine, kept)} == {RUNNING}
+    assert store.write(db, settings, fresh, store.Checkpoint(blocks=blocks, finished=finished)) == {mine, kept}
+    assert {_fit(db, i).status for i in (mine, kept)} == {SUCCEEDED}

@@ -1,0 +1,104 @@
+"""Requests that wait for a fit or a batch to end (`?wait=S`), and what wakes them.
+
+A waiting request holds no database connection: it reads the object, and if it has not ended,
+sleeps on an event of its own until a notification names it (or S seconds pass), then reads
+again. On PostgreSQL one listener per API process (`LISTEN calib_ended`, shared/ended.py) sets
+the events; the API runs under gevent there, so hundreds of waits cost a greenlet each, not a
+thread. The embedded default has no notifications: its waiters read again every tenth of a
+second, which SQLite answers from its page cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import psycopg
+
+from shared import ended
+from shared.db import Database
+
+log = logging.getLogger("calib.api")
+
+T = TypeVar("T")
+
+# Without notifications (SQLite, or while the listener reconnects): how often a waiter reads again.
+_POLL_SECONDS = 0.1
+# With them: a waiter still reads now and then, in case a notice is lost (a listener that reconnected).
+_SAFETY_SECONDS = 5.0
+_RECONNECT_SECONDS = 1.0
+
+
+class Waits:
+    """This process's waiting requests, by the key of what they wait for (`f:<id>`, `b:<id>`)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._lock = threading.Lock()
+        self._waiting: dict[str, set[threading.Event]] = {}
+        self._notified = db.engine.dialect.name == "postgresql"
+        self._listening = False
+        self._listener: threading.Thread | None = None
+
+    @property
+    def listening(self) -> bool:
+        """Whether notifications wake this process's waiters now (else they read every tenth of a second)."""
+        return self._listening
+
+    def until(self, key: str, read: Callable[[], tuple[T, bool]], seconds: float) -> T:
+        """`read()` → (value, ended): again whenever `key` is announced, until ended or `seconds` pass."""
+        self._listen()
+        wake = threading.Event()
+        with self._lock:  # registered before the first read: a notice in between is not missed
+            self._waiting.setdefault(key, set()).add(wake)
+        try:
+            deadline = time.monotonic() + seconds
+            while True:
+                value, done = read()
+                remaining = deadline - time.monotonic()
+                if done or remaining <= 0:
+                    return value
+                wake.wait(min(remaining, _SAFETY_SECONDS if self._listening else _POLL_SECONDS))
+                wake.clear()
+        finally:
+            with self._lock:
+                events = self._waiting.get(key, set())
+                events.discard(wake)
+                if not events:
+                    self._waiting.pop(key, None)
+
+    def wake(self, names: list[str]) -> None:
+        with self._lock:
+            if ended.EVERYONE in names:
+                woken = [event for events in self._waiting.values() for event in events]
+            else:
+                woken = [event for name in names for event in self._waiting.get(name, ())]
+        for event in woken:
+            event.set()
+
+    def _listen(self) -> None:
+        """Start this process's listener on first use (after gunicorn forked it)."""
+        if not self._notified or self._listener is not None:
+            return
+        with self._lock:
+            if self._listener is None:
+                self._listener = threading.Thread(target=self._run_listener, name="ended-listener", daemon=True)
+                self._listener.start()
+
+    def _run_listener(self) -> None:
+        url = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while True:
+            try:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {ended.CHANNEL}")
+                    self._listening = True
+                    self.wake([ended.EVERYONE])  # whatever ended while this was not listening
+                    for notice in conn.notifies():
+                        self.wake(ended.names_in(notice.payload))
+            except Exception as exc:
+                log.warning("listening for ended fits failed, waiters poll meanwhile: %s", exc)
+            self._listening = False
+            time.sleep(_RECONNECT_SECONDS)

@@ -1,0 +1,105 @@
+"""`?wait=S` on a fit and a batch (both backends): the answer comes when it ends, or after S
+seconds with its current state; another tenant's id is 404 at once. On PostgreSQL the end is
+announced by NOTIFY from the worker's transaction; on SQLite the waiter reads again."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask.testing import FlaskClient
+
+from tests.in_process import run_fit
+
+FIT = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0], "epochs": 500, "input_scale": 0.1}
+
+
+class Waiting:
+    """A GET ?wait= in a thread of its own (as the API's other requests go on), timed."""
+
+    def __init__(self, client: FlaskClient, path: str) -> None:
+        self.answer: Any = None
+        self.seconds = float("nan")
+
+        def get() -> None:
+            started = time.monotonic()
+            self.answer = client.get(path)
+            self.seconds = time.monotonic() - started
+
+        self.thread = threading.Thread(target=get)
+        self.thread.start()
+
+    def result(self) -> tuple[int, dict[str, Any], float]:
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+        return self.answer.status_code, self.answer.get_json(), self.seconds
+
+
+def test_a_fit_waited_for_answers_when_it_ends(make_client: Callable[..., FlaskClient]) -> None:
+    client = make_client()
+    fit_id = client.post("/v1/fits", json=FIT).get_json()["id"]
+    waiting = Waiting(make_client(), f"/v1/fits/{fit_id}?wait=30")
+    time.sleep(1.0)  # the waiter has read it queued and sleeps
+    assert waiting.thread.is_alive()
+    ended_at = time.monotonic()
+    run_fit(client, fit_id)
+    status, body, _ = waiting.result()
+    woken_after = time.monotonic() - ended_at
+    assert status == 200 and body["status"] == "succeeded" and body["epochs_done"] == 500
+    assert body == client.get(f"/v1/fits/{fit_id}").get_json()  # the same body as without wait
+    # Told at once (a NOTIFY on PostgreSQL, a read every tenth of a second on SQLite), far
+    # before the 30 s it offered to wait, and before the listener's 5 s safety read.
+    assert woken_after < 3.0
+    waits = client.application.extensions["calib"].waits
+    assert waits.listening == (waits.db.engine.dialect.name == "postgresql")
+
+
+def test_a_wait_that_times_out_answers_the_current_state(client: FlaskClient) -> None:
+    fit_id = client.post("/v1/fits", json=FIT).get_json()["id"]  # no worker runs: it stays queued
+    started = time.monotonic()
+    r = client.get(f"/v1/fits/{fit_id}?wait=0.7")
+    took = time.monotonic() - started
+    assert r.status_code == 200 and r.get_json()["status"] == "queued"
+    assert 0.7 <= took < 3.0
+
+
+def test_a_cancelled_fit_ends_the_wait(make_client: Callable[..., FlaskClient]) -> None:
+    client = make_client()
+    fit_id = client.post("/v1/fits", json=FIT).get_json()["id"]
+    waiting = Waiting(make_client(), f"/v1/fits/{fit_id}?wait=30")
+    time.sleep(0.5)
+    assert client.post(f"/v1/fits/{fit_id}/cancel").status_code == 202
+    status, body, seconds = waiting.result()
+    assert status == 200 and body["status"] == "cancelled" and seconds < 5.0
+
+
+def test_another_tenants_id_is_404_at_once(make_client: Callable[..., FlaskClient]) -> None:
+    mine, theirs = make_client("tenant-a"), make_client("tenant-b")
+    fit_id = mine.post("/v1/fits", json=FIT).get_json()["id"]
+    batch_id = mine.post("/v1/batches", json={"fits": [FIT, FIT]}).get_json()["id"]
+    for path in (f"/v1/fits/{fit_id}?wait=30", f"/v1/batches/{batch_id}?wait=30"):
+        started = time.monotonic()
+        assert theirs.get(path).status_code == 404
+        assert time.monotonic() - started < 2.0
+
+
+def test_a_batch_waited_for_answers_when_its_last_fit_ends(make_client: Callable[..., FlaskClient]) -> None:
+    client = make_client()
+    batch = client.post("/v1/batches", json={"fits": [FIT, FIT | {"epochs": 300}]}).get_json()
+    first = client.get(f"/v1/batches/{batch['id']}/fits").get_json()["items"][0]["id"]
+    waiting = Waiting(make_client(), f"/v1/batches/{batch['id']}?wait=30")
+    time.sleep(0.5)
+    ended_at = time.monotonic()
+    run_fit(client, first)  # the batch's one chunk: both fits
+    status, body, _ = waiting.result()
+    assert status == 200 and body["status"] == "completed" and body["counts"]["succeeded"] == 2
+    assert time.monotonic() - ended_at < 3.0
+
+
+def test_wait_is_bounded(client: FlaskClient) -> None:
+    fit_id = client.post("/v1/fits", json=FIT).get_json()["id"]
+    for bad in ("0", "-1", "61", "soon"):
+        r = client.get(f"/v1/fits/{fit_id}?wait={bad}")
+        assert r.status_code == 422 and r.get_json()["errors"][0]["loc"] == ["query", "wait"], bad
