@@ -103,6 +103,7 @@ def make_client(backend: Settings) -> Iterator[Callable[..., FlaskClient]]:
 
     yield make
     for app in apps.values():
+        app.extensions["calib"].waits.close()
         app.extensions["calib"].db.dispose()
 
 

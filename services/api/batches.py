@@ -22,6 +22,7 @@ from services.api.problems import Problem, from_validation, invalid_field
 from services.api.requests import json_body, parse, query
 from services.api.submit import digest, fit_rows
 from services.api.tenancy import current_tenant, owned_or_404
+from shared.bulk import insert_rows
 from shared.cancel import cancel_active
 from shared.models import Batch, Fit, new_id, utcnow
 from shared.queries import CSV_BATCH_DEFAULTS, BatchFitsQuery, WaitQuery
@@ -219,7 +220,7 @@ def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
         )
         session.add(batch)
         session.flush()
-        session.execute(sa.insert(Fit), rows)
+        insert_rows(session, Fit, rows)  # COPY on PostgreSQL
         return batch
 
     batch, created = insert_or_replay(svc.db, Batch, tenant, key, request_digest, admit=admitted, insert=insert)

@@ -30,6 +30,8 @@ _POLL_SECONDS = 0.1
 # With them: a waiter still reads now and then, in case a notice is lost (a listener that reconnected).
 _SAFETY_SECONDS = 5.0
 _RECONNECT_SECONDS = 1.0
+# How often the listener looks up from its connection to see whether it should stop.
+_CLOSE_CHECK_SECONDS = 1.0
 
 
 class Waits:
@@ -42,6 +44,7 @@ class Waits:
         self._notified = db.engine.dialect.name == "postgresql"
         self._listening = False
         self._listener: threading.Thread | None = None
+        self._closed = threading.Event()
 
     @property
     def listening(self) -> bool:
@@ -88,17 +91,24 @@ class Waits:
                 self._listener = threading.Thread(target=self._run_listener, name="ended-listener", daemon=True)
                 self._listener.start()
 
+    def close(self) -> None:
+        """Stop listening (the app is going away: its database may be dropped next)."""
+        self._closed.set()
+        if self._listener is not None:
+            self._listener.join(timeout=2 * _CLOSE_CHECK_SECONDS)
+
     def _run_listener(self) -> None:
         url = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        while True:
+        while not self._closed.is_set():
             try:
                 with psycopg.connect(url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {ended.CHANNEL}")
                     self._listening = True
                     self.wake([ended.EVERYONE])  # whatever ended while this was not listening
-                    for notice in conn.notifies():
-                        self.wake(ended.names_in(notice.payload))
+                    while not self._closed.is_set():
+                        for notice in conn.notifies(timeout=_CLOSE_CHECK_SECONDS):
+                            self.wake(ended.names_in(notice.payload))
             except Exception as exc:
                 log.warning("listening for ended fits failed, waiters poll meanwhile: %s", exc)
             self._listening = False
-            time.sleep(_RECONNECT_SECONDS)
+            self._closed.wait(_RECONNECT_SECONDS)

@@ -67,6 +67,9 @@ def _schema_at_head(**_: object) -> None:
 def _init_process(**_: object) -> None:
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
+    device = pick_device(settings.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    log.info("engine device: %s (%s; CALIB_DEVICE=%s)", device, name, settings.device)
 
 
 @app.task(name=RUN_CHUNK)

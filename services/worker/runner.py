@@ -213,17 +213,20 @@ def _rule(fit: store.ClaimedFit) -> tuple[object, ...]:
 def _compute_and_write(work: Work, device: torch.device) -> None:
     # One engine call per update rule in the chunk: the exact closed form for gd with the
     # analytic gradient, the batched iteration for the others; an iteration resumes all its
-    # fits from one epoch, so fits saved at different epochs run in separate calls.
+    # fits from one epoch, so fits saved at different epochs run in separate calls. And per
+    # power of two of epochs: an engine call computes every fit up to its longest one, so a
+    # fit of a million epochs coalesced beside thousands of 5000 would multiply their work.
     groups: dict[tuple[object, ...], list[store.ClaimedFit]] = {}
     for fit in work.fits:
         rule = _rule(fit)
-        groups.setdefault(rule if rule == ("closed_form",) else (*rule, fit.start_epoch), []).append(fit)
-    # The closed form first: its fits end in one write, so a long iterative fit coalesced beside
-    # them never holds them back.
-    for rule, group in sorted(groups.items(), key=lambda item: item[0] != ("closed_form",)):
+        start = () if rule == ("closed_form",) else (fit.start_epoch,)
+        groups.setdefault((fit.epochs.bit_length(), *rule, *start), []).append(fit)
+    # The closed form first, shortest first: its fits end in a write or a few, so a long
+    # iterative fit coalesced beside them never holds them back.
+    for key, group in sorted(groups.items(), key=lambda item: (item[0][1] != "closed_form", item[0][0])):
         if work.should_yield():
             return
-        if rule == ("closed_form",):
+        if key[1] == "closed_form":
             _run_closed_form(work, group, device)
         else:
             _run_iterative(work, group, device)

@@ -19,6 +19,12 @@ The rules, each with the repair made:
 - in a batch, each fit merged with the defaults must itself be a valid fit: an option of the
   defaults that does not apply to the merged fit is set to null (or its neutral value) on
   that fit.
+
+One repair is about time, not validity: a generated `?wait=S` (up to 60 s) on a fit or batch
+that the fuzzer's own million-epoch fits keep running would hold the request for S seconds,
+past schemathesis's 10 s request timeout, and the run for many minutes. Positive cases wait at
+most one second; the answer's body is the same as with any S (tests/api/test_waiting.py and
+tests/e2e/test_waiting.py wait up to 60 s). Negative cases (S out of range) are untouched.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ _ONLY_WITH: list[tuple[str, Any, str, Any]] = [
     ("eps", None, "optimizer", "adam"),
     ("max_epochs", None, "epochs", "auto"),
 ]
+# Seconds a positive case's `?wait=` is held to (see the docstring).
+_LONGEST_WAIT = 1.0
 _DEFAULTS = {"normalize": "scale", "gradient": "analytic", "optimizer": "gd", "epochs": 5000, "input_scale": 1.0}
 
 
@@ -125,9 +133,15 @@ def _repair(fit: dict[str, Any], defaults: dict[str, Any]) -> None:
 @schemathesis.hook
 def map_case(context: Any, case: Any) -> Any:
     meta = getattr(case, "_meta", None)
-    if meta is None or meta.generation.mode != GenerationMode.POSITIVE or not isinstance(case.body, dict):
+    if meta is None or meta.generation.mode != GenerationMode.POSITIVE:
         return case
     operation = context.operation.definition.raw.get("operationId") if context.operation else None
+    if operation in ("getFit", "getBatch") and isinstance(case.query, dict):
+        wait = case.query.get("wait")
+        if isinstance(wait, int | float) and not isinstance(wait, bool) and wait > _LONGEST_WAIT:
+            case.query["wait"] = _LONGEST_WAIT
+    if not isinstance(case.body, dict):
+        return case
     body = case.body
     if operation == "createFit":
         _repair(body, {})

@@ -8,6 +8,7 @@ Timings are shortened (2 s leases, a reconciler every 0.5 s) so each test is bou
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -80,15 +81,20 @@ def test_a_fit_that_kills_its_worker_every_time_fails_after_three_attempts(kind:
         for _ in range(3):  # other fits go on flowing while the poison fit is retried
             others += [stack.submit(f)["id"] for f in noisy_fits(3, 1000)]
             time.sleep(2)
-        fit = stack.wait(poison["id"], timeout=60)
+        fit = stack.wait(poison["id"], timeout=90)
         assert fit["status"] == "failed" and fit["error"]["type"] == "worker_lost"
-        assert fit["attempt"] == 3
         db = database(stack.env)
         wait_until(all_terminal(db, others), 30, "the other fits end")
+        # It fails after max_attempts (3) losses while it ran alone. Before that it may have been
+        # coalesced with fits queued beside it: each such loss halved the chunk, and only fits of
+        # its half ran again, so its neighbours ran at most once more than those halvings.
+        assert fits_by_id(db, [poison["id"]])[poison["id"]].worker_losses == 3
+        shared = fit["attempt"] - 3
+        assert 0 <= shared <= math.ceil(math.log2(len(others) + 1))
         result = audit(db, [poison["id"], *others])
         assert result.clean, result
         assert result.statuses == {"failed": 1, "succeeded": len(others)}
-        assert result.attempts == {3: 1, 1: len(others)}
+        assert max(row.attempt for row in fits_by_id(db, others).values()) <= shared + 1
         db.dispose()
 
 

@@ -47,13 +47,13 @@ def epochs_needed(
     targets = torch.stack([target_w, target_b], 1)
     excess = torch.stack([e.excess1, e.excess2], 1)
 
-    def holds(k: torch.Tensor) -> torch.Tensor:
-        """The rule at k (B, K) for every fit."""
-        powers = torch.pow(rho[:, None, :], k[:, :, None].to(rho.dtype))  # (B, K, 2)
-        deviation = torch.einsum("bjt,bkt->bkj", coefficients, powers).abs()  # (B, K, 2)
-        by_se = (deviation <= targets[:, None, :]).all(-1)
-        by_loss = (excess[:, None, :] * powers * powers).sum(-1) <= target_excess[:, None]
-        return torch.where(by_errors[:, None], by_se, by_loss)
+    def holds(rows: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The rule at k (R, K) for the fits `rows` (R,)."""
+        powers = torch.pow(rho[rows, None, :], k[:, :, None].to(rho.dtype))  # (R, K, 2)
+        deviation = torch.einsum("bjt,bkt->bkj", coefficients[rows], powers).abs()  # (R, K, 2)
+        by_se = (deviation <= targets[rows, None, :]).all(-1)
+        by_loss = (excess[rows, None, :] * powers * powers).sum(-1) <= target_excess[rows, None]
+        return torch.where(by_errors[rows, None], by_se, by_loss)
 
     def bound(k: torch.Tensor) -> torch.Tensor:
         """Whether the decreasing bound meets the rule at k (B,): then the rule holds from k on."""
@@ -73,18 +73,18 @@ def epochs_needed(
         hi = torch.where(ok & (mid >= 0), mid, hi)
         lo = torch.where(ok & (mid >= 0), lo, torch.maximum(mid, lo))
     # Back from where the bound holds: the first k from which the rule itself holds for good.
+    # Each pass scans _SCAN epochs of the fits still open only (most close in the first pass).
     needed = hi.clone()
-    open_ = reachable & (hi > 0)
-    top = hi.clone()
-    while bool(open_.any()):
-        steps = torch.arange(_SCAN, device=dev)
-        k = (top[:, None] - 1 - steps[None, :]).clamp_min(0)  # descending from top - 1
-        fails = ~holds(k) & (top[:, None] - 1 - steps[None, :] >= 0)
+    rows = torch.nonzero(reachable & (hi > 0)).squeeze(1)
+    steps = torch.arange(_SCAN, device=dev)
+    while rows.numel():
+        top = hi[rows]
+        k = top[:, None] - 1 - steps[None, :]  # descending from top - 1
+        fails = ~holds(rows, k.clamp_min(0)) & (k >= 0)
         failed = fails.any(1)
         first_fail = fails.to(torch.int8).argmax(1)
-        needed = torch.where(open_ & failed, top - first_fail, torch.where(open_, top - _SCAN, needed))
-        done = failed | (top - _SCAN <= 0)
-        needed = torch.where(open_ & ~failed & (top - _SCAN <= 0), torch.zeros_like(needed), needed)
-        top = torch.where(open_ & ~done, top - _SCAN, top)
-        open_ &= ~done
+        exhausted = top - _SCAN <= 0
+        needed[rows] = torch.where(failed, top - first_fail, torch.where(exhausted, 0, top - _SCAN))
+        hi[rows] = torch.where(failed | exhausted, top, top - _SCAN)
+        rows = rows[~(failed | exhausted)]
     return torch.where(reachable, needed, torch.full_like(needed, -1))

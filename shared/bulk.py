@@ -1,0 +1,98 @@
+"""Many rows of one table in one command: PostgreSQL's COPY, SQLite's executemany.
+
+The API's batch insert (10,000 fits in a request) and the worker's results of a chunk go
+through here. Values are converted by each column's own SQLAlchemy type, exactly as an INSERT
+would bind them (JSON serialized, times made UTC), and streamed in COPY's text format, which
+PostgreSQL parses per column type. Loss blocks have their own binary COPY
+(shared/loss_blocks.py): raw bytea, no hex.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+# Fewer rows than this are updated by SQLAlchemy's executemany: a temporary table costs more.
+_COPY_UPDATES_FROM = 100
+
+
+def insert_rows(session: so.Session, model: type[so.DeclarativeBase], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert `rows` (dicts with the same keys) into `model`'s table in the caller's transaction."""
+    if not rows:
+        return
+    if not _postgresql(session):
+        session.execute(sa.insert(model), list(rows))
+        return
+    table = _table(model)
+    names = list(rows[0])
+    _no_default_left_out(table, names)
+    _copy(session, table, table.name, names, rows)
+
+
+def update_rows(session: so.Session, model: type[so.DeclarativeBase], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Set each row's columns on the row of `model` with its `id`, in the caller's transaction.
+    On PostgreSQL, rows with the same columns go by COPY into a temporary table and one UPDATE."""
+    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row), []).append(row)
+    for names, group in groups.items():
+        if _postgresql(session) and len(group) >= _COPY_UPDATES_FROM:
+            _update_by_copy(session, _table(model), list(names), group)
+        else:
+            session.execute(sa.update(model), group)  # SQLAlchemy's executemany by primary key
+
+
+def _update_by_copy(session: so.Session, table: sa.Table, names: list[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    staged = f"_staged_{table.name}"
+    # Only the columns written, with the table's types and without its constraints.
+    columns = ", ".join(names)
+    session.execute(
+        sa.text(f"CREATE TEMP TABLE {staged} ON COMMIT DROP AS SELECT {columns} FROM {table.name} WITH NO DATA")
+    )
+    _copy(session, table, staged, names, rows)
+    assignments = ", ".join(f"{name} = {staged}.{name}" for name in names if name != "id")
+    session.execute(sa.text(f"UPDATE {table.name} SET {assignments} FROM {staged} WHERE {table.name}.id = {staged}.id"))
+    session.execute(sa.text(f"DROP TABLE {staged}"))  # a second group in this transaction stages again
+
+
+def _copy(session: so.Session, table: sa.Table, into: str, names: list[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    dialect = session.get_bind().dialect
+    # The dialect's own conversions, as an INSERT binds them (JSON serialized; None as JSON null
+    # where SQLAlchemy writes that).
+    processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
+    dbapi = session.connection().connection.dbapi_connection
+    assert isinstance(dbapi, psycopg.Connection), "calib's PostgreSQL driver is psycopg 3"
+    with dbapi.cursor() as cursor, cursor.copy(f"COPY {into} ({', '.join(names)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(
+                [
+                    value if process is None else process(value)
+                    for value, process in zip((row[name] for name in names), processors, strict=True)
+                ]
+            )
+
+
+def _postgresql(session: so.Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _table(model: type[so.DeclarativeBase]) -> sa.Table:
+    table = model.__table__
+    assert isinstance(table, sa.Table)
+    return table
+
+
+def _no_default_left_out(table: sa.Table, names: Sequence[str]) -> None:
+    """COPY applies the database's defaults only: a column whose default is SQLAlchemy's (Python
+    side) must be in the rows, or it would be NULL where an INSERT would have filled it."""
+    missing = [
+        column.name
+        for column in table.columns
+        if column.name not in names and column.default is not None and column.server_default is None
+    ]
+    if missing:
+        raise ValueError(f"rows for COPY into {table.name} leave out {missing}, whose defaults only SQLAlchemy knows")

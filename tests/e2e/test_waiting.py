@@ -1,0 +1,49 @@
+"""Waiting requests against the real API processes: many open at once hold no request thread
+(PostgreSQL: gevent; embedded: its threads), and all answer as soon as a worker ends the fit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.stacks import T_C, T_U, running
+
+pytestmark = pytest.mark.e2e
+
+FIT = {"t_u": T_U, "t_c": T_C, "epochs": 5000, "learning_rate": 1e-2, "input_scale": 0.1}
+# The embedded API has 2 processes x 16 threads: fewer waits than threads, so one is left to answer.
+WAITS = {"postgres": 300, "embedded": 24}
+
+
+@pytest.mark.parametrize("kind", ["embedded", "postgres"])
+def test_many_waits_stay_open_cheaply_and_all_answer_when_the_fit_ends(kind: str, tmp_path: Path) -> None:
+    with running(kind, tmp_path, workers=0, CALIB_RATE_LIMIT="100000/second") as stack:
+
+        async def scenario() -> None:
+            limits = httpx.Limits(max_connections=WAITS[kind] + 10)
+            headers = {"Authorization": f"Bearer {stack.token}"}
+            async with httpx.AsyncClient(base_url=stack.url, headers=headers, timeout=90, limits=limits) as http:
+                fit = (await http.post("/v1/fits", json=FIT)).json()
+                waits = [
+                    asyncio.create_task(http.get(f"/v1/fits/{fit['id']}", params={"wait": 60}))
+                    for _ in range(WAITS[kind])
+                ]
+                await asyncio.sleep(3)  # every wait is open: no worker runs, the fit stays queued
+                assert not any(wait.done() for wait in waits)
+                # Meanwhile the API answers everyone else at once.
+                started = time.monotonic()
+                other = await http.post("/v1/fits", json=FIT)
+                health = await http.get("/healthz")
+                assert other.status_code == 202 and health.status_code == 200
+                assert time.monotonic() - started < 2.0
+                # A worker starts and runs the fit (and the other, coalesced): every wait answers.
+                await asyncio.to_thread(stack.add_worker)
+                answers = await asyncio.gather(*waits)
+                assert {answer.status_code for answer in answers} == {200}
+                assert {answer.json()["status"] for answer in answers} == {"succeeded"}
+
+        asyncio.run(scenario())

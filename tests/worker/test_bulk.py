@@ -1,0 +1,70 @@
+"""Bulk writes (shared/bulk.py): COPY on PostgreSQL, executemany on SQLite, the same rows either way."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+from flask.testing import FlaskClient
+
+from services.api.submit import fit_rows
+from shared import bulk
+from shared.db import Database
+from shared.models import SUCCEEDED, Fit
+from shared.packing import unpack_f64
+from shared.schemas import FitCreate
+
+FIT = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0], "epochs": 100}
+
+
+def _db(client: FlaskClient) -> Database:
+    db = client.application.extensions["calib"].db
+    assert isinstance(db, Database)
+    return db
+
+
+def _rows(count: int) -> list[dict[str, object]]:
+    specs = [
+        FitCreate.model_validate(FIT | {"labels": {"row": str(i), "note": 'a "quoted" back\\slash, comma'}})
+        for i in range(count)
+    ]
+    return fit_rows(specs, "tenant-bulk")
+
+
+@pytest.mark.parametrize("count", [3, 250])  # below and above the COPY threshold of updates
+def test_rows_inserted_and_updated_in_bulk_read_back_as_written(client: FlaskClient, count: int) -> None:
+    db, rows = _db(client), _rows(count)
+    with db.session(write=True) as session:
+        bulk.insert_rows(session, Fit, rows)
+    finished = dt.datetime(2026, 11, 28, 12, 30, tzinfo=dt.UTC)
+    updates = [
+        {"id": row["id"], "status": SUCCEEDED, "w": 0.5 + i, "b": None, "finished_at": finished, "checkpoint": None}
+        for i, row in enumerate(rows)
+    ] + [{"id": rows[0]["id"], "epochs_done": 100}]  # a second shape of row: its own statement
+    with db.session(write=True) as session:
+        bulk.update_rows(session, Fit, updates)
+    with db.session() as session:
+        stored = {fit.id: fit for fit in session.scalars(sa.select(Fit).where(Fit.tenant == "tenant-bulk"))}
+        assert len(stored) == count
+        for i, row in enumerate(rows):
+            fit = stored[str(row["id"])]
+            assert fit.labels == row["labels"] and unpack_f64(fit.t_u).tolist() == FIT["t_u"]
+            assert fit.created_at == row["created_at"] and fit.finished_at == finished
+            assert (fit.status, fit.w, fit.b, fit.checkpoint) == (SUCCEEDED, 0.5 + i, None, None)
+            assert fit.epochs_done == (100 if i == 0 else 0)
+        # None is stored as SQLAlchemy's UPDATE stores it, whichever path wrote it: SQL NULL for a
+        # number, JSON null for a JSON column (none_as_null is off).
+        mine = Fit.tenant == "tenant-bulk"
+        assert session.scalar(sa.select(sa.func.count()).where(mine, Fit.b.is_(None))) == count
+        assert session.scalar(sa.select(sa.func.count()).where(mine, Fit.checkpoint.is_(None))) == 0
+
+
+def test_a_copy_that_would_leave_out_a_python_default_is_refused(client: FlaskClient) -> None:
+    db = _db(client)
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the embedded default inserts through SQLAlchemy, which applies the defaults")
+    row = _rows(1)[0]
+    del row["attempt"]  # its default (0) is SQLAlchemy's, not the database's
+    with pytest.raises(ValueError, match="attempt"), db.session(write=True) as session:
+        bulk.insert_rows(session, Fit, [row])
