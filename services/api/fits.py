@@ -12,7 +12,7 @@ from services.api.idempotency import request_key
 from services.api.listing import list_fits_query, query_with
 from services.api.losses import csv_lines, downsample, finite_or_none
 from services.api.presenters import fit_json, fit_list
-from services.api.problems import Problem, invalid_field
+from services.api.problems import Problem
 from services.api.requests import json_body, parse, query
 from services.api.responses import serve
 from services.api.submit import submit_fit
@@ -205,7 +205,14 @@ def predict(fit_id: str) -> dict[str, Any]:
             else None
         )
     except calibration.PredictionOutOfRange as out:
-        raise invalid_field(["t_u", out.index], str(out)) from None
+        # A reading any float64 allows, on this fit's line: a conflict with the fit (another
+        # fit's line may map it fine), named like a field so the client sees which reading.
+        raise Problem(
+            409,
+            f"t_u[{out.index}]: {out} on the line of fit {fit_id}",
+            slug="prediction-out-of-range",
+            errors=[{"loc": ["t_u", out.index], "msg": str(out)}],
+        ) from None
     answer: dict[str, Any] = {"fit_id": fit.id, "t_c": predicted.t_c, "converged": fit.converged}
     if optimum is not None and optimum.lower is not None and optimum.upper is not None:
         # Bounds around both lines: the least-squares prediction with its interval, and the fit's own

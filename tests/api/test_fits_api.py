@@ -8,6 +8,8 @@ import jsonschema_rs
 import pytest
 from flask.testing import FlaskClient
 
+from tests.in_process import run_fit
+
 GOOD: dict[str, Any] = {"t_u": [35.7, 55.9, 58.2], "t_c": [0.5, 14.0, 15.0]}
 
 
@@ -126,6 +128,15 @@ def test_cancel_a_queued_fit_then_409(client: FlaskClient) -> None:
 def test_predict_needs_a_succeeded_fit(client: FlaskClient) -> None:
     fit = client.post("/v1/fits", json=GOOD).get_json()
     problem(client.post(f"/v1/fits/{fit['id']}/predict", json={"t_u": [1.0]}), 409)
+
+
+def test_a_prediction_past_float64_is_a_409_naming_the_reading(client: FlaskClient) -> None:
+    steep = {"t_u": GOOD["t_u"], "t_c": [1000.0 * u for u in GOOD["t_u"]], "input_scale": 0.1, "learning_rate": "auto"}
+    fit = client.post("/v1/fits", json=steep).get_json()
+    run_fit(client, fit["id"])
+    assert client.get(f"/v1/fits/{fit['id']}").get_json()["status"] == "succeeded"
+    body = problem(client.post(f"/v1/fits/{fit['id']}/predict", json={"t_u": [50.0, -1e306]}), 409)
+    assert body["type"].endswith("prediction-out-of-range") and body["errors"][0]["loc"] == ["t_u", 1]
 
 
 def test_list_is_newest_first_with_a_cursor_and_filters(client: FlaskClient) -> None:

@@ -22,9 +22,10 @@ The rules, each with the repair made:
 
 One repair is about time, not validity: a generated `?wait=S` (up to 60 s) on a fit or batch
 that the fuzzer's own million-epoch fits keep running would hold the request for S seconds,
-past schemathesis's 10 s request timeout, and the run for many minutes. Positive cases wait at
-most one second; the answer's body is the same as with any S (tests/api/test_waiting.py and
-tests/e2e/test_waiting.py wait up to 60 s). Negative cases (S out of range) are untouched.
+past schemathesis's 10 s request timeout, and the run for many minutes. Requests wait at
+most one second, in any case whose S is within range; the answer's body is the same as with any S
+(tests/api/test_waiting.py and tests/e2e/test_waiting.py wait up to 60 s). An S out of range
+(a negative case's point) is left as generated.
 """
 
 from __future__ import annotations
@@ -132,15 +133,15 @@ def _repair(fit: dict[str, Any], defaults: dict[str, Any]) -> None:
 
 @schemathesis.hook
 def map_case(context: Any, case: Any) -> Any:
-    meta = getattr(case, "_meta", None)
-    if meta is None or meta.generation.mode != GenerationMode.POSITIVE:
-        return case
     operation = context.operation.definition.raw.get("operationId") if context.operation else None
     if operation in ("getFit", "getBatch") and isinstance(case.query, dict):
+        # Any case (a negative one may be negative in another parameter): only a wait within
+        # the allowed range is shortened, so an out-of-range one stays as generated.
         wait = case.query.get("wait")
-        if isinstance(wait, int | float) and not isinstance(wait, bool) and wait > _LONGEST_WAIT:
+        if isinstance(wait, int | float) and not isinstance(wait, bool) and _LONGEST_WAIT < wait <= 60:
             case.query["wait"] = _LONGEST_WAIT
-    if not isinstance(case.body, dict):
+    meta = getattr(case, "_meta", None)
+    if meta is None or meta.generation.mode != GenerationMode.POSITIVE or not isinstance(case.body, dict):
         return case
     body = case.body
     if operation == "createFit":
