@@ -146,8 +146,12 @@ class Validation(BaseModel):
         None, json_schema_extra={"example": 0.2}, description="without indices"
     )
     seed: Seed | None = Field(None, json_schema_extra={"example": 0}, description="with fraction only; default 0")
-    indices: Annotated[list[WholeFromZero], Field(min_length=1)] | None = Field(
-        None, json_schema_extra={"example": [2, 10]}, description="0-based positions in t_u and t_c; without fraction"
+    indices: Annotated[list[WholeFromZero], Field(min_length=1, json_schema_extra={"uniqueItems": True})] | None = (
+        Field(
+            None,
+            json_schema_extra={"example": [2, 10]},
+            description="0-based positions in t_u and t_c, none repeated; without fraction",
+        )
     )
 
     @model_validator(mode="after")
