@@ -20,11 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 
 from benchmarks.databases import fresh_postgres
-from benchmarks.service import T_C, T_U
+from benchmarks.service import batch_body
 from migrations.apply import upgrade
 from services.api.submit import fit_rows
 from services.worker import runner, store
@@ -56,25 +55,10 @@ def timed(name: str, function: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def body(fits: int) -> dict[str, Any]:
-    rng = np.random.default_rng(0)
-    return {
-        "defaults": {"epochs": 5000, "learning_rate": 1e-2, "input_scale": 0.1},
-        "fits": [
-            {
-                "t_u": T_U,
-                "t_c": (np.asarray(T_C) + rng.normal(0, 0.3, 11)).round(4).tolist(),
-                "labels": {"series": f"s{i}"},
-            }
-            for i in range(fits)
-        ],
-    }
-
-
 def profile(settings: Settings, fits: int) -> dict[str, float]:
     upgrade(settings)
     db = Database.from_settings(settings)
-    raw = json.dumps(body(fits))
+    raw = json.dumps(batch_body(fits))
     started = time.perf_counter()
     with phase("parse"):
         request = BatchCreate.model_validate_json(raw)

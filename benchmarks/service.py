@@ -12,6 +12,7 @@ import argparse
 import json
 import statistics
 import time
+from typing import Any
 
 import httpx
 
@@ -39,12 +40,12 @@ def submit_to_succeeded(http: httpx.Client, wait: bool = True, timeout: float = 
     return time.perf_counter() - start
 
 
-def batch_to_completed(http: httpx.Client, fits: int, timeout: float = 600) -> dict[str, float]:
-    """A batch of thermometer fits with small per-series noise, from POST to `completed`."""
+def batch_body(fits: int) -> dict[str, Any]:
+    """A batch of thermometer fits with small per-series noise (the same every run)."""
     import numpy as np
 
     rng = np.random.default_rng(0)
-    body = {
+    return {
         "defaults": {"epochs": 5000, "learning_rate": 1e-2, "input_scale": 0.1},
         "fits": [
             {
@@ -55,6 +56,11 @@ def batch_to_completed(http: httpx.Client, fits: int, timeout: float = 600) -> d
             for i in range(fits)
         ],
     }
+
+
+def batch_to_completed(http: httpx.Client, fits: int, timeout: float = 600) -> dict[str, float]:
+    """batch_body(fits), from POST to `completed`."""
+    body = batch_body(fits)
     start = time.perf_counter()
     r = http.post("/v1/batches", json=body, timeout=120)
     r.raise_for_status()

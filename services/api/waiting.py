@@ -4,8 +4,8 @@ A waiting request holds no database connection: it reads the object, and if it h
 sleeps on an event of its own until a notification names it (or S seconds pass), then reads
 again. On PostgreSQL one listener per API process (`LISTEN calib_ended`, shared/ended.py) sets
 the events; the API runs under gevent there, so hundreds of waits cost a greenlet each, not a
-thread. The embedded default has no notifications: its waiters read again every tenth of a
-second, which SQLite answers from its page cache.
+thread. The embedded default has no notifications: its waiters read again, from every 10 ms
+up to every tenth of a second, which SQLite answers from its page cache.
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ log = logging.getLogger("calib.api")
 
 T = TypeVar("T")
 
-# Without notifications (SQLite, or while the listener reconnects): how often a waiter reads again.
+# Without notifications (SQLite, or while the listener reconnects) a waiter reads again after
+# 10 ms, then half as often again each time up to every 0.1 s: a fit that ends within tens of
+# milliseconds is answered within a few of its end.
+_FIRST_POLL_SECONDS = 0.01
 _POLL_SECONDS = 0.1
 # With them: a waiter still reads now and then, in case a notice is lost (a listener that reconnected).
 _SAFETY_SECONDS = 5.0
@@ -48,7 +51,7 @@ class Waits:
 
     @property
     def listening(self) -> bool:
-        """Whether notifications wake this process's waiters now (else they read every tenth of a second)."""
+        """Whether notifications wake this process's waiters now (else they read again every 10 to 100 ms)."""
         return self._listening
 
     def until(self, key: str, read: Callable[[], tuple[T, bool]], seconds: float) -> T:
@@ -59,13 +62,15 @@ class Waits:
             self._waiting.setdefault(key, set()).add(wake)
         try:
             deadline = time.monotonic() + seconds
+            poll = _FIRST_POLL_SECONDS
             while True:
                 value, done = read()
                 remaining = deadline - time.monotonic()
                 if done or remaining <= 0:
                     return value
-                wake.wait(min(remaining, _SAFETY_SECONDS if self._listening else _POLL_SECONDS))
+                wake.wait(min(remaining, _SAFETY_SECONDS if self._listening else poll))
                 wake.clear()
+                poll = min(poll * 1.5, _POLL_SECONDS)
         finally:
             with self._lock:
                 events = self._waiting.get(key, set())

@@ -208,7 +208,8 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
             .order_by(Fit.created_at, Fit.id)
         ).all()
         # A fit that starts again from epoch 1: its losses replace, never extend, the old ones.
-        restart = [row.id for row in rows if row.checkpoint is None]
+        # On its first attempt it has none (only a claimed attempt writes): no statement.
+        restart = [row.id for row in rows if row.checkpoint is None and attempts[row.id] > 1]
         if restart:
             loss_blocks.delete_for(session, restart)
         for tenant in {row.tenant for row in rows}:

@@ -49,7 +49,7 @@ def test_a_fit_waited_for_answers_when_it_ends(make_client: Callable[..., FlaskC
     woken_after = time.monotonic() - ended_at
     assert status == 200 and body["status"] == "succeeded" and body["epochs_done"] == 500
     assert body == client.get(f"/v1/fits/{fit_id}").get_json()  # the same body as without wait
-    # Told at once (a NOTIFY on PostgreSQL, a read every tenth of a second on SQLite), far
+    # Told at once (a NOTIFY on PostgreSQL, a read at least every tenth of a second on SQLite), far
     # before the 30 s it offered to wait, and before the listener's 5 s safety read.
     assert woken_after < 3.0
     waits = client.application.extensions["calib"].waits
