@@ -291,7 +291,7 @@ def _singles_to_coalesce(room: int) -> sa.ScalarSelect[str]:
 
 def _this_attempt(session: so.Session, fits: Iterable[ClaimedFit]) -> sa.ColumnElement[bool]:
     """The fits still running in this attempt (the attempt is the fencing token). On PostgreSQL
-    the (id, attempt) pairs go as two arrays: a chunk's 4096 pairs written out as a tuple list
+    the (id, attempt) pairs go as two arrays: a chunk's 2048 pairs written out as a tuple list
     cost a quarter of a second to render and plan, on every block's write."""
     ids, attempts = [fit.id for fit in fits], [fit.attempt for fit in fits]
     if session.get_bind().dialect.name == "postgresql":
