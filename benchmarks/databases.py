@@ -1,12 +1,17 @@
-"""A PostgreSQL database of a benchmark's own, on the local server, dropped afterwards."""
+"""A PostgreSQL database of a benchmark's own, on the local server, dropped afterwards; and the
+service started on fresh databases for the benchmarks that measure it through HTTP."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
+import redis
 import sqlalchemy as sa
+
+from tests.stack import Stack
 
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -27,3 +32,20 @@ def fresh_postgres(prefix: str = "calib_bench") -> Iterator[str]:
         yield sa.make_url(PG_SERVER).set(database=name).render_as_string(hide_password=False)
     finally:
         _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def started(embedded: bool, tmp: Path, workers: int, redis_db: int, name: str, **env: str) -> Iterator[Stack]:
+    """The service as local processes (tests.stack: migrate, gunicorn, Celery workers) on fresh
+    databases: a new PostgreSQL database and a flushed Redis database, or new SQLite files."""
+    settings = {"CALIB_DATA_DIR": str(tmp / "data"), **env}
+    with ExitStack() as cleanup:
+        if not embedded:
+            broker = f"redis://127.0.0.1:6379/{redis_db}"
+            redis.Redis.from_url(broker).flushdb()
+            settings |= {"CALIB_DATABASE_URL": cleanup.enter_context(fresh_postgres(name)), "CALIB_BROKER_URL": broker}
+        stack = Stack(settings, tmp / "logs", workers=workers).start()
+        try:
+            yield stack
+        finally:
+            stack.stop()

@@ -6,11 +6,12 @@ fresh PostgreSQL database and Redis database 13 (`--embedded`: SQLite files),
 gives every client a token of its own tenant, and runs the clients: each submits
 a seed fit (thermometer data, 5000 epochs), waits for it to end
 (`GET /v1/fits/{id}?wait=30`; `--mode poll`: a GET every 100 ms, the old client), and
-submits the next. First, the same generator measures the service's floor: `GET /healthz`
-as fast as the clients go for `--floor-seconds`. Afterwards every accepted id is read back:
-lost = accepted but unknown or not finished 60 s after the load stopped. Prints a table
-and a JSON line; submit latency is the time from POST to its 202; completed fits/s counts
-the fits seen ended before the time was up.
+submits the next. First, the same generator measures the service's floor: `GET /healthz` as
+fast as the clients go for `--floor-seconds`. While the clients run, the CPU seconds of the
+API, the workers, PostgreSQL, Redis and the generator are counted (from /proc). Afterwards
+every accepted id is read back: lost = accepted but unknown or not finished 60 s after the
+load stopped. Prints a table and a JSON line; submit latency is the time from POST to its
+202; completed fits/s counts the fits seen ended before the time was up.
 """
 
 from __future__ import annotations
@@ -18,22 +19,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import resource
 import statistics
 import tempfile
 import time
 from collections import Counter
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
-from benchmarks.databases import fresh_postgres
+from benchmarks.databases import started
 from benchmarks.service import SEED_FIT
-from tests.stack import Stack
+from tests.stack import Stack, descendants
 
-REDIS_URL = "redis://127.0.0.1:6379/13"
+REDIS_DB = 13
 TERMINAL = {"succeeded", "diverged", "failed", "cancelled"}
 
 
@@ -108,6 +109,29 @@ async def read_back(url: str, tokens: list[str], owners: dict[str, int], deadlin
     return list(pending)
 
 
+def cpu_seconds(stack: Stack) -> dict[str, float]:
+    """CPU seconds used so far (user + system, from /proc) by the API's processes, the workers'
+    (with their pool children), PostgreSQL's and Redis's, and this generator."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    api, workers = stack.children[0].pid, {child.pid for child in stack.children[1:]}
+    parts = {pid: "api" for pid in descendants({api})} | {pid: "workers" for pid in descendants(workers)}
+    used: dict[str, float] = {"api": 0.0, "workers": 0.0, "postgres": 0.0, "redis": 0.0}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        part = parts.get(int(entry)) or next((p for p in ("postgres", "redis") if name.startswith(p)), None)
+        if part:
+            used[part] += (int(fields[11]) + int(fields[12])) / ticks
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    used["generator"] = own.ru_utime + own.ru_stime
+    return used
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) >= 2 else float("nan")
 
@@ -117,7 +141,9 @@ async def run(stack: Stack, clients: int, seconds: float, mode: str, floor_secon
     healthz_rps = await floor(stack.url, clients, floor_seconds) if floor_seconds > 0 else float("nan")
     tallies = [Tally() for _ in range(clients)]
     until = time.monotonic() + seconds
+    before = cpu_seconds(stack)
     await asyncio.gather(*(client(stack.url, tokens[i], until, tallies[i], mode) for i in range(clients)))
+    after = cpu_seconds(stack)
     owners = {fit_id: i for i, t in enumerate(tallies) for fit_id in t.accepted}
     lost = await read_back(stack.url, tokens, owners, time.monotonic() + 60)
     answers: Counter[str] = sum((t.answers for t in tallies), Counter())
@@ -131,6 +157,8 @@ async def run(stack: Stack, clients: int, seconds: float, mode: str, floor_secon
         "mode": mode,
         "healthz_rps": healthz_rps,
         "completed_fits_per_s": completed_per_s,
+        # Where the machine's time went during the load: CPU seconds by part.
+        "cpu_s": {part: round(after[part] - before.get(part, 0.0), 1) for part in after},
         "ratio_to_floor": completed_per_s / healthz_rps,
         "requests": requests,
         "accepted": len(owners),
@@ -154,17 +182,11 @@ def main() -> None:
     parser.add_argument("--mode", choices=["wait", "poll"], default="wait", help="how clients learn a fit ended")
     parser.add_argument("--floor-seconds", type=float, default=20, help="GET /healthz phase first (0: skip)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="calib-load-") as tmp, ExitStack() as cleanup:
-        env = {"CALIB_DATA_DIR": f"{tmp}/data"}
-        if not args.embedded:
-            redis.Redis.from_url(REDIS_URL).flushdb()
-            env["CALIB_DATABASE_URL"] = cleanup.enter_context(fresh_postgres("calib_load"))
-            env["CALIB_BROKER_URL"] = REDIS_URL
-        stack = Stack(env, Path(tmp) / "logs", workers=args.workers).start()
-        try:
-            result = asyncio.run(run(stack, args.clients, args.seconds, args.mode, args.floor_seconds))
-        finally:
-            stack.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="calib-load-") as tmp,
+        started(args.embedded, Path(tmp), args.workers, REDIS_DB, "calib_load") as stack,
+    ):
+        result = asyncio.run(run(stack, args.clients, args.seconds, args.mode, args.floor_seconds))
     backend = "embedded" if args.embedded else "PostgreSQL + Redis"
     result["backend"] = backend
     print(f"{args.clients} clients ({args.mode}) for {args.seconds:.0f} s, {backend}, {args.workers} workers")
@@ -178,6 +200,7 @@ def main() -> None:
         f"{result['error_ratio']:.4%} | {result['submit_p50_ms']:.1f} ms | {result['submit_p95_ms']:.1f} ms | "
         f"{result['submit_p99_ms']:.1f} ms | {result['completed_fits_per_s']:.1f} | {result['ratio_to_floor']:.3f} |"
     )
+    print("CPU seconds during the load:", ", ".join(f"{part} {s:.1f}" for part, s in result["cpu_s"].items()))
     print(json.dumps({"benchmark": "service.load", **result}))
 
 

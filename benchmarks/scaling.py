@@ -15,32 +15,21 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import redis
-
-from benchmarks.databases import fresh_postgres
+from benchmarks.databases import started
 from benchmarks.service import batch_to_completed
-from tests.stack import Stack
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_DB = 14
 
 
 def run_once(workers: int, fits: int, chunk_size: int, embedded: bool, tmp: Path) -> dict[str, Any]:
-    env = {"CALIB_DATA_DIR": str(tmp / f"data-{workers}"), "CALIB_CHUNK_SIZE": str(chunk_size)}
-    with ExitStack() as cleanup:
-        if not embedded:
-            redis.Redis.from_url(REDIS_URL).flushdb()
-            env["CALIB_DATABASE_URL"] = cleanup.enter_context(fresh_postgres())
-            env["CALIB_BROKER_URL"] = REDIS_URL
-        stack = Stack(env, tmp / f"logs-{workers}", workers=workers).start()
-        try:
-            times = batch_to_completed(stack.http, fits)
-            peak = stack.worker_peak_rss()
-        finally:
-            stack.stop()
+    with started(
+        embedded, tmp / f"run-{workers}", workers, REDIS_DB, "calib_bench", CALIB_CHUNK_SIZE=str(chunk_size)
+    ) as stack:
+        times = batch_to_completed(stack.http, fits)
+        peak = stack.worker_peak_rss()
     return {"workers": workers, **times, "fits_per_s": fits / times["completed_s"], "worker_peak_rss_mb": peak / 2**20}
 
 

@@ -1,4 +1,6 @@
-"""Through HTTP against a running service: `python -m benchmarks.service --url http://127.0.0.1:8000`.
+"""Through HTTP against a running service: `python -m benchmarks.service --url http://127.0.0.1:8000`,
+or one it starts itself on fresh databases: `--start postgres` (PostgreSQL + Redis) or `--start
+embedded` (tests.stack's processes, 2 workers, the request budget raised above the benchmark's pace).
 
 Submits the seed's final fit (thermometer data, input_scale 0.1, lr 1e-2, 5000
 epochs) N times, one after the other, and reports the time from POST to the answer that
@@ -11,16 +13,21 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from benchmarks.databases import started
 from shared.settings import get_settings
 from shared.tokens import read_local_token
 
 T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
 T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
+REDIS_DB = 11
 SEED_FIT = {"t_u": T_U, "t_c": T_C, "epochs": 5000, "learning_rate": 1e-2, "input_scale": 0.1}
 
 
@@ -83,14 +90,23 @@ def main() -> None:
     )
     parser.add_argument("-n", type=int, default=20)
     parser.add_argument("--batch", type=int, default=10_000, help="fits in the batch run (0: skip)")
+    parser.add_argument("--start", choices=["postgres", "embedded"], help="start the service on fresh databases")
     args = parser.parse_args()
-    settings = get_settings()
-    token = args.token or settings.token or read_local_token(settings.token_file)
-    with httpx.Client(base_url=args.url, timeout=30, headers={"Authorization": f"Bearer {token}"}) as http:
-        submit_to_succeeded(http)  # warm-up: worker imports, connection pools
-        times = [submit_to_succeeded(http) for _ in range(args.n)]
-        polled = sorted(submit_to_succeeded(http, wait=False) * 1000 for _ in range(args.n))
-        batch = batch_to_completed(http, args.batch) if args.batch else None
+    with ExitStack() as cleanup:
+        if args.start:
+            tmp = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="calib-service-")))
+            stack = cleanup.enter_context(
+                started(args.start == "embedded", tmp, 2, REDIS_DB, "calib_service", CALIB_RATE_LIMIT="100000/second")
+            )
+            url, token = stack.url, stack.token
+        else:
+            settings = get_settings()
+            url, token = args.url, args.token or settings.token or read_local_token(settings.token_file)
+        with httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"}) as http:
+            submit_to_succeeded(http)  # warm-up: worker imports, connection pools
+            times = [submit_to_succeeded(http) for _ in range(args.n)]
+            polled = sorted(submit_to_succeeded(http, wait=False) * 1000 for _ in range(args.n))
+            batch = batch_to_completed(http, args.batch) if args.batch else None
     ms = sorted(t * 1000 for t in times)
     if batch:
         print(
@@ -109,7 +125,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "service.seed_fit",
-                "url": args.url,
+                "url": url,
                 "n": args.n,
                 "median_ms": statistics.median(ms),
                 "min_ms": ms[0],
