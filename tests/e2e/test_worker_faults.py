@@ -231,7 +231,11 @@ def test_another_tenant_starts_within_a_time_slice_of_long_chunks(kind: str, tmp
 @pytest.mark.parametrize("workers", [2, 4])
 def test_workers_started_together_on_a_fresh_embedded_directory_all_consume(workers: int, tmp_path: Path) -> None:
     # Stack.start raises if a worker dies at start (the queue declaration race) or never gets ready.
-    with running("embedded", tmp_path, workers=workers, CALIB_FAILPOINTS="checkpoint_sleep=1") as stack:
+    # Chunks of one: a worker's claim coalesces no other fit, so each message runs its own fit on
+    # whichever worker took it, and every worker that consumes shows in claimed_by.
+    with running(
+        "embedded", tmp_path, workers=workers, CALIB_FAILPOINTS="checkpoint_sleep=1", CALIB_CHUNK_SIZE="1"
+    ) as stack:
         ids = [stack.submit(f)["id"] for f in noisy_fits(3 * workers, 100)]
         db = database(stack.env)
         wait_until(all_terminal(db, ids), 60, "every fit ends")
