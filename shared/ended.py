@@ -22,17 +22,25 @@ _IDS_PER_NOTICE = 150
 _MOST_IDS = 600
 
 
+def fit_key(fit_id: str) -> str:
+    """The name a notification gives a fit, and a waiter waits on."""
+    return f"f:{fit_id}"
+
+
+def batch_key(batch_id: str) -> str:
+    return f"b:{batch_id}"
+
+
 def announce(session: so.Session, fits: Iterable[str] = (), batches: Iterable[str | None] = ()) -> None:
     """Tell the waiters (after this transaction commits) that these fits and batches changed."""
     if session.get_bind().dialect.name != "postgresql":
         return
-    names = [f"f:{fit}" for fit in fits] + sorted({f"b:{batch}" for batch in batches if batch})
-    if not names:
-        return
-    fit_names = [name for name in names if name.startswith("f:")]
-    if len(fit_names) > _MOST_IDS:
-        # The fits' waiters all look again; a batch's waiters are told by name (few, and cheap).
-        names = [EVERYONE] + [name for name in names if name.startswith("b:")]
+    fit_names = [fit_key(fit) for fit in fits]
+    # Past _MOST_IDS fits, every fit's waiter looks again; a batch's waiters are told by name
+    # (few, and cheap).
+    names = ([EVERYONE] if len(fit_names) > _MOST_IDS else fit_names) + sorted(
+        {batch_key(batch) for batch in batches if batch}
+    )
     for start in range(0, len(names), _IDS_PER_NOTICE):
         payload = ",".join(names[start : start + _IDS_PER_NOTICE])
         session.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))

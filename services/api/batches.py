@@ -22,6 +22,7 @@ from services.api.problems import Problem, from_validation, invalid_field
 from services.api.requests import json_body, parse, query
 from services.api.submit import digest, fit_rows
 from services.api.tenancy import current_tenant, owned_or_404
+from shared import ended
 from shared.bulk import insert_rows
 from shared.cancel import cancel_active
 from shared.models import Batch, Fit, new_id, utcnow
@@ -240,7 +241,7 @@ def get_batch(batch_id: str) -> dict[str, Any]:
             body = batch_json(session, _get_batch(session, batch_id))
         return body, body["status"] in ("completed", "cancelled")
 
-    return read()[0] if seconds is None else svc.waits.until(f"b:{batch_id}", read, seconds)
+    return svc.waits.answer(ended.batch_key(batch_id), read, seconds)
 
 
 def _result_lines(batch_id: str) -> Iterator[str]:

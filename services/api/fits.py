@@ -18,7 +18,7 @@ from services.api.responses import serve
 from services.api.submit import submit_fit
 from services.api.telemetry import bind_fit
 from services.api.tenancy import current_tenant, owned_or_404
-from shared import calibration
+from shared import calibration, ended
 from shared.cancel import cancel_active
 from shared.loss_blocks import Curves, read_range
 from shared.models import ACTIVE, Fit
@@ -70,7 +70,7 @@ def get_fit(fit_id: str) -> dict[str, Any]:
             fit = _get_fit(session, fit_id)
             return fit_json(fit), fit.status not in ACTIVE
 
-    return read()[0] if seconds is None else svc.waits.until(f"f:{fit_id}", read, seconds)
+    return svc.waits.answer(ended.fit_key(fit_id), read, seconds)
 
 
 @bp.get("")

@@ -54,6 +54,10 @@ class Waits:
         """Whether notifications wake this process's waiters now (else they read again every 10 to 100 ms)."""
         return self._listening
 
+    def answer(self, key: str, read: Callable[[], tuple[T, bool]], seconds: float | None) -> T:
+        """A GET's answer: `read()`'s value now, or with `?wait=seconds`, once it has ended."""
+        return read()[0] if seconds is None else self.until(key, read, seconds)
+
     def until(self, key: str, read: Callable[[], tuple[T, bool]], seconds: float) -> T:
         """`read()` → (value, ended): again whenever `key` is announced, until ended or `seconds` pass."""
         self._listen()
