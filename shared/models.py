@@ -130,6 +130,9 @@ class Fit(Base):
     validation: so.Mapped[dict[str, object] | None] = so.mapped_column(sa.JSON)
     early_stopping: so.Mapped[dict[str, object] | None] = so.mapped_column(sa.JSON)
     labels: so.Mapped[dict[str, str]] = so.mapped_column(sa.JSON, default=dict)
+    # The instrument this fit calibrates (API.md "Instruments"): each succeeded fit naming it is
+    # one calibration of it, in the order of their created_at.
+    instrument: so.Mapped[str | None] = so.mapped_column(sa.String(200))
     # Inputs packed as float64 blobs; deferred so listing fits never loads them.
     t_u: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary, deferred=True)
     t_c: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary, deferred=True)
@@ -205,6 +208,7 @@ class Fit(Base):
         sa.Index("ix_fits_status_dispatched", "status", "dispatched_at"),
         # Fair share between tenants (services/worker/fairness.py).
         sa.Index("ix_fits_status_tenant_created", "status", "tenant", "created_at"),
+        sa.Index("ix_fits_tenant_instrument", "tenant", "instrument", "status", "created_at", "id"),
     )
 
 
@@ -219,6 +223,18 @@ class LossBlock(Base):
     loss: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary)
     # The same epochs' validation losses, for fits with a validation split; else null.
     val_loss: so.Mapped[bytes | None] = so.mapped_column(sa.LargeBinary)
+
+
+class Instrument(Base):
+    """An instrument a tenant calibrates: created by the first fit that names it (or a PUT), with
+    the tolerance its as-found error is held to. Its calibrations are its succeeded fits."""
+
+    __tablename__ = "instruments"
+
+    tenant: so.Mapped[str] = so.mapped_column(sa.String(64), primary_key=True)
+    id: so.Mapped[str] = so.mapped_column(sa.String(200), primary_key=True)
+    created_at: so.Mapped[dt.datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    tolerance: so.Mapped[float | None] = so.mapped_column(sa.Float)
 
 
 class ApiToken(Base):

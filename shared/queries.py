@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.models import STATUSES
 
@@ -24,6 +24,7 @@ Cursor = Annotated[
     ),
 ]
 Format = Literal["json", "csv"]
+BatchFormat = Literal["json", "csv", "parquet"]
 LAST_EPOCH = 2**31 - 1
 MAX_FITS_PAGE = 1000
 MAX_LOSS_PAGE = 100_000
@@ -74,7 +75,9 @@ class BatchFitsQuery(Query):
     status: Status | None = Field(None, description="Only fits in this status")
     limit: int = Field(100, ge=1, le=MAX_FITS_PAGE, description="Page size (JSON)")
     cursor: Cursor | None = None
-    format: Format = Field("json", description="csv streams one result line per fit")
+    format: BatchFormat = Field(
+        "json", description="csv streams one result line per fit; parquet gives the same columns as Parquet"
+    )
 
 
 class LossesQuery(Query):
@@ -90,6 +93,35 @@ class LossesQuery(Query):
         description="Last epoch of the downsampled range (default: the last recorded; before `start`: no buckets)",
     )
     format: Format | None = Field(None, description="csv streams `epoch,loss`; default: JSON, or CSV by Accept")
+
+
+class InstrumentListQuery(Query):
+    limit: int = Field(100, ge=1, le=MAX_FITS_PAGE, description="Page size")
+    cursor: str | None = Field(
+        None,
+        max_length=200,
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="From the previous page's `next`: the last instrument of that page (pages go by id)",
+    )
+    drifted: bool = Field(False, description="Only instruments whose current calibration is flagged as drifted")
+
+
+class AtQuery(Query):
+    at: AwareDatetime | None = Field(
+        None,
+        description="The calibration current at this time (ISO 8601 with its offset), not the newest",
+        examples=["2026-11-27T23:00:00Z"],
+    )
+
+
+class ApplyQuery(Query):
+    interval: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Prediction bounds at this confidence (lower, upper); without it those columns are empty",
+        examples=[0.95],
+    )
 
 
 # The defaults a CSV batch takes as query parameters; a nested field's parts are

@@ -11,6 +11,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    StringConstraints,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
@@ -50,6 +51,12 @@ DEFAULT_TOLERANCE = 0.01
 
 # The pattern of a text without them, for the document (the validators use the function).
 NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
+
+
+# An instrument's name as users tag it ("TT-101"): 1 to 200 characters, none of them a control character.
+InstrumentId = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS), Field(strict=True)
+]
 
 
 def has_control_characters(text: str) -> bool:
@@ -347,6 +354,11 @@ class FitCreate(FitOptions):
             json_schema_extra={"propertyNames": {"minLength": 1, "maxLength": 64, "pattern": NO_CONTROL_CHARACTERS}},
         )
     )
+    instrument: InstrumentId | None = Field(
+        None,
+        json_schema_extra={"example": "TT-101"},
+        description="the instrument this fit calibrates: once succeeded, it is the instrument's newest calibration",
+    )
 
     @field_validator("t_u", "t_c")
     @classmethod
@@ -572,6 +584,7 @@ class FitPublic(Served):
     attempt: int
     params: Params
     labels: dict[str, str]
+    instrument: str | None = Field(json_schema_extra={"example": "TT-101"})
     batch_id: str | None
     result: Result | None
     diverged_at_epoch: int | None
@@ -704,9 +717,76 @@ class BatchPublic(Served):
     count: int
     status: Literal["queued", "running", "completed", "cancelled"]
     counts: dict[str, int]
+    drifted: int = Field(
+        description="succeeded fits whose instrument's calibration drifted from the one before it (flagged)",
+        json_schema_extra={"example": 0},
+    )
     created_at: str
     finished_at: str | None
     links: dict[str, str]
+
+
+class Drift(Served):
+    chi2: float | None = Field(
+        description="squared Mahalanobis distance of (Δw_raw, Δb_raw) under the sum of the two calibrations' "
+        "covariances (2 degrees of freedom); null where a covariance is unknown or the sum singular",
+        json_schema_extra={"example": 1.37},
+    )
+    p_value: float | None = Field(description="P(χ²₂ ≥ chi2) = exp(−chi2/2)", json_schema_extra={"example": 0.504})
+    flagged: bool = Field(
+        description="p_value below the service's drift threshold", json_schema_extra={"example": False}
+    )
+    as_found_rms: float | None = Field(
+        description="RMS error of the previous calibration's line on this calibration's data",
+        json_schema_extra={"example": 1.93},
+    )
+    as_left_rms: float | None = Field(
+        description="RMS error of this calibration's line on its own data", json_schema_extra={"example": 1.75}
+    )
+
+
+class CalibrationPublic(Served):
+    fit_id: str
+    calibrated_at: str = Field(description="when the fit's readings were submitted (its created_at)")
+    w_raw: float
+    b_raw: float
+    se_w: float | None
+    se_b: float | None
+    cov_wb: float | None
+    r2: float | None
+    n_points: int
+    converged: bool | None
+    drift: Drift | None = Field(description="against the calibration before it; null for the first")
+
+
+class InstrumentSummary(Served):
+    id: str
+    calibrations: int
+    current: CalibrationPublic | None
+    tolerance: float | None = Field(description="the largest acceptable as-found RMS (PUT sets it)")
+    next_due: str | None = Field(
+        description="date (YYYY-MM-DD) when the linear trend of as-found RMS reaches the tolerance; null with "
+        "fewer than 3 calibrations, no tolerance, or a trend that is flat or falling; past: overdue",
+        json_schema_extra={"example": "2027-03-14"},
+    )
+    links: dict[str, str]
+
+
+class InstrumentPublic(InstrumentSummary):
+    history: list[CalibrationPublic] = Field(description="every calibration, newest first")
+
+
+class InstrumentList(Served):
+    items: list[InstrumentSummary] = Field(description="by id; each without its history (GET the instrument)")
+    next: str | None
+
+
+class InstrumentUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tolerance: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] | None = Field(
+        json_schema_extra={"example": 0.5},
+        description="the largest acceptable as-found RMS, in t_c's units; null clears it",
+    )
 
 
 SCHEMAS: tuple[type[BaseModel], ...] = (
@@ -723,4 +803,7 @@ SCHEMAS: tuple[type[BaseModel], ...] = (
     BatchCreate,
     BatchPublic,
     Usage,
+    InstrumentPublic,
+    InstrumentList,
+    InstrumentUpdate,
 )

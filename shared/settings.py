@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
     # Requests without a valid token share their client address's budget, smaller than a tenant's.
     anonymous_rate_limit: str = "20/second;300/minute"
+    # A calibration is flagged as drifted when the p-value of its change from the previous one
+    # (shared/drift.py) is below this.
+    drift_threshold: float = Field(0.01, gt=0, lt=1)
 
     # Worker behaviour.
     # Fits per chunk (one task, one engine call, one write per block). 2048: the 10,000-fit batch

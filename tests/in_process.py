@@ -17,3 +17,11 @@ def run_fit(client: FlaskClient, fit_id: str) -> int:
     with svc.db.session() as session:
         chunk_id = session.scalar(sa.select(Fit.chunk_id).where(Fit.id == fit_id))
     return runner.run_chunk(svc.db, svc.settings, chunk_id, torch.device("cpu")).claimed
+
+
+def run_batch(client: FlaskClient, batch_id: str) -> int:
+    """Run every chunk of the batch to its end in this process; how many fits were claimed."""
+    svc = client.application.extensions["calib"]
+    with svc.db.session() as session:
+        chunks = session.scalars(sa.select(Fit.chunk_id).where(Fit.batch_id == batch_id).distinct()).all()
+    return sum(runner.run_chunk(svc.db, svc.settings, chunk, torch.device("cpu")).claimed for chunk in chunks)

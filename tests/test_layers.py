@@ -10,6 +10,7 @@ ROOT = Path(__file__).parent.parent
 BLUEPRINTS = {
     "services.api.fits",
     "services.api.batches",
+    "services.api.instruments",
     "services.api.usage",
     "services.api.ops",
     "services.api.openapi",

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask
 
 from migrations.apply import require_head
-from services.api import batches, fits, openapi, ops, telemetry, ui, usage
+from services.api import batches, fits, instruments, openapi, ops, telemetry, ui, usage
 from services.api.auth import authenticate
 from services.api.extensions import Services
 from services.api.finite_json import FiniteJSONProvider
@@ -56,6 +56,7 @@ def register_blueprints(app: Flask) -> None:
     app.before_request(authenticate)
     app.register_blueprint(fits.bp)
     app.register_blueprint(batches.bp)
+    app.register_blueprint(instruments.bp)
     app.register_blueprint(usage.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(openapi.bp)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,12 +17,12 @@ from services.api.bodies import csv_within_limits
 from services.api.extensions import Services, current_services
 from services.api.idempotency import insert_or_replay, request_key
 from services.api.listing import list_fits_query, query_with
-from services.api.presenters import batch_json, fit_list
+from services.api.presenters import RESULT_COLUMNS, batch_json, fit_list
 from services.api.problems import Problem, from_validation, invalid_field
 from services.api.requests import json_body, parse, query
 from services.api.submit import digest, fit_rows
 from services.api.tenancy import current_tenant, owned_or_404
-from shared import ended
+from shared import calibrations, ended
 from shared.bulk import insert_rows
 from shared.cancel import cancel_active
 from shared.models import Batch, Fit, new_id, utcnow
@@ -31,24 +31,6 @@ from shared.schemas import BatchCreate, FitCreate, FitOptions
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
 
-RESULT_COLUMNS = [
-    "fit_id",
-    "series",
-    "status",
-    "w",
-    "b",
-    "w_raw",
-    "b_raw",
-    "loss",
-    "epochs_done",
-    "diverged_at_epoch",
-    "converged",
-    "w_opt",
-    "b_opt",
-    "se_w",
-    "se_b",
-    "r2",
-]
 _MAX_REPORTED_ERRORS = 50
 
 
@@ -144,19 +126,31 @@ def _from_csv(svc: Services) -> tuple[list[FitCreate], str, Ask]:
     defaults = _query_defaults()
     ask = ask_of([{}] * len(grouped), defaults, svc.settings.max_epochs)
     refuse_oversize(svc.settings, ask)
-    fits = [(["series", name], {"t_u": u, "t_c": c, "labels": {"series": name}}) for name, (u, c) in grouped.items()]
+    fits = [
+        (["series", name], {"t_u": u, "t_c": c, "labels": {"series": name}, "instrument": instrument})
+        for name, (instrument, u, c) in grouped.items()
+    ]
     specs = _specs(defaults, fits, svc)
     return specs, digest([spec.model_dump() for spec in specs]), ask
 
 
-def _read_long_csv(text: str) -> dict[str, tuple[list[float], list[float]]]:
-    """Rows `series,t_u,t_c` grouped by series, in order of first appearance."""
+def _read_long_csv(text: str) -> dict[str, tuple[str, list[float], list[float]]]:
+    """Rows `series,t_u,t_c` (and perhaps `instrument`) grouped by series, in order of first
+    appearance: each series' instrument (the series itself without that column) and its points."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
     if not reader.fieldnames or not {"series", "t_u", "t_c"} <= set(reader.fieldnames):
         raise Problem(400, "the CSV header must name the columns series,t_u,t_c", slug="malformed")
-    grouped: dict[str, tuple[list[float], list[float]]] = {}
+    return group_series(reader, "instrument" in reader.fieldnames)
+
+
+def group_series(
+    rows: Iterable[dict[str, Any]], with_instrument: bool
+) -> dict[str, tuple[str, list[float], list[float]]]:
+    """A long table's rows (`series`, `t_u`, `t_c`, perhaps `instrument`), from CSV or Parquet, grouped by
+    series; line numbers count the header as line 1."""
+    grouped: dict[str, tuple[str, list[float], list[float]]] = {}
     current = None
-    for line, row in enumerate(reader, start=2):
+    for line, row in enumerate(rows, start=2):
         try:
             t_u, t_c = float(row["t_u"]), float(row["t_c"])
         except (TypeError, ValueError) as exc:
@@ -166,7 +160,8 @@ def _read_long_csv(text: str) -> dict[str, tuple[list[float], list[float]]]:
                 slug="malformed",
                 errors=[{"loc": ["line", line], "msg": "not a number"}],
             ) from exc
-        name = row["series"]
+        name = str(row["series"])
+        instrument = str(row["instrument"]) if with_instrument and row["instrument"] is not None else name
         if name != current and name in grouped:
             # Rows of one series apart: a file pasted together twice, or sorted by something
             # else. Merging them silently could fit two instruments' data as one.
@@ -175,10 +170,16 @@ def _read_long_csv(text: str) -> dict[str, tuple[list[float], list[float]]]:
                 f"line {line}: the rows of series {name!r} are not together",
                 f"series {name!r}: its rows must be consecutive (line {line} starts it again)",
             )
+        if name == current and instrument != grouped[name][0]:
+            raise invalid_field(
+                ["series", name],
+                f"line {line}: series {name!r} names a second instrument",
+                f"series {name!r}: one instrument per series (line {line} names {instrument!r})",
+            )
         current = name
-        series = grouped.setdefault(name, ([], []))
-        series[0].append(t_u)
-        series[1].append(t_c)
+        series = grouped.setdefault(name, (instrument, [], []))
+        series[1].append(t_u)
+        series[2].append(t_c)
     return grouped
 
 
@@ -222,13 +223,18 @@ def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
         session.add(batch)
         session.flush()
         insert_rows(session, Fit, rows)  # COPY on PostgreSQL
+        calibrations.register(session, tenant, [spec.instrument for spec in specs])
         return batch
 
     batch, created = insert_or_replay(svc.db, Batch, tenant, key, request_digest, admit=admitted, insert=insert)
     if created:
         svc.dispatch(chunks)
     with svc.db.session() as session:
-        return batch_json(session, batch), 202 if created else 200, {"Location": f"/v1/batches/{batch.id}"}
+        return (
+            batch_json(session, batch, svc.settings.drift_threshold),
+            202 if created else 200,
+            {"Location": f"/v1/batches/{batch.id}"},
+        )
 
 
 @bp.get("/<batch_id>")
@@ -238,15 +244,15 @@ def get_batch(batch_id: str) -> dict[str, Any]:
 
     def read() -> tuple[dict[str, Any], bool]:
         with svc.db.session() as session:
-            body = batch_json(session, _get_batch(session, batch_id))
+            body = batch_json(session, _get_batch(session, batch_id), current_services().settings.drift_threshold)
         return body, body["status"] in ("completed", "cancelled")
 
     return svc.waits.answer(ended.batch_key(batch_id), read, seconds)
 
 
-def _result_lines(batch_id: str) -> Iterator[str]:
+def result_rows(batch_id: str, drift_threshold: float) -> Iterator[list[list[Any]]]:
+    """The batch's fits as RESULT_COLUMNS rows (None for nothing), a page at a time, by fit id."""
     db = current_services().db
-    yield ",".join(RESULT_COLUMNS) + "\n"
     after = ""
     while True:
         with db.session() as session:
@@ -255,30 +261,54 @@ def _result_lines(batch_id: str) -> Iterator[str]:
                     sa.select(Fit).where(Fit.batch_id == batch_id, Fit.id > after).order_by(Fit.id).limit(2000)
                 )
             )
+            drifts = calibrations.drift_of(session, fits, drift_threshold)
         if not fits:
             return
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
+        page = []
         for fit in fits:
             raw = fit.raw_params()
-            writer.writerow(
+            found = drifts.get(fit.id)
+            page.append(
                 [
                     fit.id,
-                    (fit.labels or {}).get("series", ""),
+                    (fit.labels or {}).get("series"),
                     fit.status,
-                    fit.w if raw else "",
-                    fit.b if raw else "",
-                    raw[0] if raw else "",
-                    raw[1] if raw else "",
-                    fit.loss if fit.loss is not None else "",
+                    fit.w if raw else None,
+                    fit.b if raw else None,
+                    raw[0] if raw else None,
+                    raw[1] if raw else None,
+                    fit.loss,
                     fit.epochs_done,
-                    fit.diverged_at_epoch or "",
-                    "" if fit.converged is None else str(fit.converged).lower(),
-                    *("" if value is None else value for value in (fit.w_opt, fit.b_opt, fit.se_w, fit.se_b, fit.r2)),
+                    fit.diverged_at_epoch,
+                    fit.converged,
+                    fit.w_opt,
+                    fit.b_opt,
+                    fit.se_w,
+                    fit.se_b,
+                    fit.r2,
+                    fit.instrument,
+                    found.p_value if found else None,
+                    found.flagged if found else None,
+                    found.as_found_rms if found else None,
                 ]
             )
-        yield out.getvalue()
+        yield page
         after = fits[-1].id
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else value
+
+
+def _result_lines(batch_id: str, drift_threshold: float) -> Iterator[str]:
+    yield ",".join(RESULT_COLUMNS) + "\n"
+    for page in result_rows(batch_id, drift_threshold):
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerows([_csv_value(value) for value in row] for row in page)
+        yield out.getvalue()
 
 
 @bp.get("/<batch_id>/fits")
@@ -286,8 +316,9 @@ def batch_fits(batch_id: str) -> Any:
     params = query(BatchFitsQuery)
     with current_services().db.session() as session:
         _get_batch(session, batch_id)
+    threshold = current_services().settings.drift_threshold
     if params.format == "csv":
-        return Response(stream_with_context(_result_lines(batch_id)), mimetype="text/csv")
+        return Response(stream_with_context(_result_lines(batch_id, threshold)), mimetype="text/csv")
     fits, cursor = list_fits_query(params, batch_id=batch_id)
     next_link = f"/v1/batches/{batch_id}/fits?{query_with(cursor=cursor)}" if cursor else None
     return fit_list(fits, next_link)
@@ -302,7 +333,7 @@ def cancel_batch(batch_id: str) -> tuple[dict[str, Any], int]:
         if changed:
             batch.cancelled = True
     with current_services().db.session() as session:
-        body = batch_json(session, _get_batch(session, batch_id))
+        body = batch_json(session, _get_batch(session, batch_id), current_services().settings.drift_threshold)
     if not changed:
         raise Problem(
             409, f"batch {batch_id} is {body['status']}: none of its fits is queued or running", slug="not-cancellable"

@@ -62,6 +62,7 @@ FIT = {
     "attempt": 1,
     "params": PARAMS,
     "labels": {"sensor": "A17"},
+    "instrument": "TT-101",
     "batch_id": None,
     "result": RESULT,
     "diverged_at_epoch": None,
@@ -85,7 +86,36 @@ BUCKET = {
     "val_last": 39.459,
 }
 
+DRIFT = {"chi2": 41.7, "p_value": 8.8e-10, "flagged": True, "as_found_rms": 0.412, "as_left_rms": 0.051}
+CALIBRATION = {
+    "fit_id": FIT_ID,
+    "calibrated_at": "2026-11-27T23:00:00.000Z",
+    "w_raw": 0.50412,
+    "b_raw": -16.6213,
+    "se_w": 0.00061,
+    "se_b": 0.0352,
+    "cov_wb": -1.81e-5,
+    "r2": 0.99998,
+    "n_points": 20,
+    "converged": True,
+    "drift": DRIFT,
+}
+INSTRUMENT = {
+    "id": "TT-101",
+    "calibrations": 2,
+    "current": CALIBRATION,
+    "tolerance": 0.5,
+    "next_due": None,
+    "links": {"self": "/v1/instruments/TT-101"},
+}
+
 EXAMPLES: dict[str, Any] = {
+    "Drift": DRIFT,
+    "CalibrationPublic": CALIBRATION,
+    "InstrumentSummary": INSTRUMENT,
+    "InstrumentPublic": {**INSTRUMENT, "history": [CALIBRATION, {**CALIBRATION, "drift": None}]},
+    "InstrumentList": {"items": [INSTRUMENT], "next": "/v1/instruments?limit=100&cursor=TT-101"},
+    "InstrumentUpdate": {"tolerance": 0.5},
     "Init": {"w": 1.0, "b": 0.0},
     # A whole request, as a client would send it (the book's thermometer, run to convergence).
     "FitCreate": {
@@ -94,6 +124,7 @@ EXAMPLES: dict[str, Any] = {
         "epochs": "auto",
         "input_scale": 0.1,
         "labels": {"sensor": "A17"},
+        "instrument": "TT-101",
     },
     "PredictRequest": {"t_u": [35.7, 90.0], "interval": 0.95},
     "Prediction": {"fit_id": FIT_ID, "t_c": [2.054, 30.244], "lower": [-2.61, 24.87], "upper": [6.72, 35.62]},
@@ -142,6 +173,7 @@ EXAMPLES: dict[str, Any] = {
             "cancelled": 0,
             "not_converged": 0,
         },
+        "drifted": 0,
         "created_at": "2026-11-27T09:30:00.000Z",
         "finished_at": None,
         "links": {"self": f"/v1/batches/{BATCH_ID}", "fits": f"/v1/batches/{BATCH_ID}/fits"},

@@ -10,7 +10,19 @@ from flask import Blueprint, Response, render_template
 
 from services.api.examples import fill_property_examples
 from services.api.extensions import current_services
-from shared.queries import CSV_BATCH_DEFAULTS, ID_PATTERN, BatchFitsQuery, FitListQuery, LossesQuery, Query, WaitQuery
+from services.api.presenters import RESULT_COLUMNS
+from shared.queries import (
+    CSV_BATCH_DEFAULTS,
+    ID_PATTERN,
+    ApplyQuery,
+    AtQuery,
+    BatchFitsQuery,
+    FitListQuery,
+    InstrumentListQuery,
+    LossesQuery,
+    Query,
+    WaitQuery,
+)
 from shared.schemas import SCHEMAS
 from shared.settings import Settings
 
@@ -255,9 +267,10 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
         "/v1/batches/{batch_id}/fits": {
             "get": {
                 "operationId": "getBatchFits",
-                "summary": "The batch's fits, paginated; ?format=csv streams one result line "
-                "per fit: fit_id,series,status,w,b,w_raw,b_raw,loss,epochs_done,"
-                "diverged_at_epoch",
+                "summary": "The batch's fits, paginated; ?format=csv streams one result line per fit",
+                "description": "CSV (and Parquet) columns: " + ",".join(RESULT_COLUMNS) + ". `drift_p_value`, "
+                "`drift_flagged` and `as_found_rms` compare a succeeded fit naming an instrument with that "
+                "instrument's calibration before it (empty for its first).",
                 "parameters": [_id_param("batch_id"), *query_parameters(BatchFitsQuery)],
                 "responses": {
                     "200": {
@@ -286,6 +299,7 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                 "responses": {"200": {"description": "Usage", "content": _json("Usage")}},
             },
         },
+        **_instrument_paths(),
         "/healthz": {
             "get": {
                 "operationId": "healthz",
@@ -308,6 +322,89 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                 "operationId": "readyz",
                 "summary": "200 when the database and the broker answer",
                 "responses": {"200": {"description": "Ready"}, **_problems("503")},
+            }
+        },
+    }
+
+
+def _instrument_param() -> dict[str, Any]:
+    return {
+        "name": "instrument_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    }
+
+
+def _instrument_paths() -> dict[str, Any]:
+    instrument_ok = {"description": "The instrument", "content": _json("InstrumentPublic")}
+    return {
+        "/v1/instruments": {
+            "get": {
+                "operationId": "listInstruments",
+                "summary": "The tenant's instruments by id, each with its current calibration",
+                "description": "An instrument exists from the first fit that names it. `drifted=true`: only "
+                "those whose current calibration is flagged (its drift p-value below the service's threshold).",
+                "parameters": query_parameters(InstrumentListQuery),
+                "responses": {"200": {"description": "A page", "content": _json("InstrumentList")}, **_problems("422")},
+            }
+        },
+        "/v1/instruments/{instrument_id}": {
+            "get": {
+                "operationId": "getInstrument",
+                "summary": "An instrument's calibrations, newest first, each with its drift from the one before",
+                "description": "A calibration is a succeeded fit naming the instrument, in the order the fits "
+                "were submitted (`calibrated_at`). chi2 and p_value: (Δw_raw, Δb_raw) under the sum of the "
+                "two covariances, 2 degrees of freedom; as_found_rms: the previous line on the new data; "
+                "as_left_rms: the new line on it (both over the points the line was fitted to).",
+                "parameters": [_instrument_param()],
+                "responses": {"200": instrument_ok, **_problems("404")},
+            },
+            "put": {
+                "operationId": "updateInstrument",
+                "summary": "Set the instrument's tolerance (largest acceptable as-found RMS)",
+                "parameters": [_instrument_param()],
+                "requestBody": {"required": True, "content": _json("InstrumentUpdate")},
+                "responses": {"200": instrument_ok, **_problems("400", "404", "415", "422")},
+            },
+        },
+        "/v1/instruments/{instrument_id}/predict": {
+            "post": {
+                "operationId": "predictInstrument",
+                "summary": "Calibrated values on the instrument's current calibration (or the one current `at`)",
+                "description": "As POST /v1/fits/{fit_id}/predict on that calibration's fit; `fit_id` says "
+                "which. 409 (`no-calibration`) when it had none at that time.",
+                "parameters": [_instrument_param(), *query_parameters(AtQuery)],
+                "requestBody": {"required": True, "content": _json("PredictRequest")},
+                "responses": {
+                    "200": {"description": "Calibrated values", "content": _json("Prediction")},
+                    **_problems("400", "404", "409", "415", "422"),
+                },
+            }
+        },
+        "/v1/apply": {
+            "post": {
+                "operationId": "apply",
+                "summary": "Calibrate readings: CSV instrument,t_u in, instrument,t_u,t_c,lower,upper,fit_id out",
+                "description": "Each reading on its instrument's current calibration, streamed in blocks "
+                "(millions of rows in constant memory). Every row is checked before the first byte of the "
+                "answer: an instrument unknown to the tenant (or not yet calibrated) is 422 naming its `row` "
+                "(row 1 is the first reading); with `interval`, a calibration that has not converged or "
+                "cannot give bounds is 409 naming the row. Without `interval`, lower and upper are empty.",
+                "parameters": query_parameters(ApplyQuery),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "text/csv": {
+                            "schema": {"type": "string"},
+                            "example": "instrument,t_u\nTT-101,35.7\nTT-101,55.9\n",
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {"description": "Calibrated rows", "content": {"text/csv": {"schema": {"type": "string"}}}},
+                    **_problems("400", "409", "413", "415", "422"),
+                },
             }
         },
     }

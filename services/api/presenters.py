@@ -2,15 +2,43 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from services.api.responses import serve
-from shared.models import CANCELLED, RUNNING, STATUSES, SUCCEEDED, Batch, Fit
-from shared.schemas import BatchPublic, FitList, FitPublic
+from shared import calibrations
+from shared.drift import Calibration, Drift, drifts, next_due
+from shared.models import CANCELLED, RUNNING, STATUSES, SUCCEEDED, Batch, Fit, Instrument
+from shared.schemas import BatchPublic, FitList, FitPublic, InstrumentList, InstrumentPublic
+
+# The batch's fits as CSV and Parquet columns (GET /v1/batches/{id}/fits?format=csv|parquet).
+RESULT_COLUMNS = [
+    "fit_id",
+    "series",
+    "status",
+    "w",
+    "b",
+    "w_raw",
+    "b_raw",
+    "loss",
+    "epochs_done",
+    "diverged_at_epoch",
+    "converged",
+    "w_opt",
+    "b_opt",
+    "se_w",
+    "se_b",
+    "r2",
+    "instrument",
+    "drift_p_value",
+    "drift_flagged",
+    "as_found_rms",
+]
 
 
 def iso(moment: dt.datetime | None) -> str | None:
@@ -90,6 +118,7 @@ def fit_fields(fit: Fit) -> dict[str, Any]:
             "epochs_auto": bool(fit.epochs_auto),
         },
         "labels": fit.labels or {},
+        "instrument": fit.instrument,
         "batch_id": fit.batch_id,
         "result": result,
         "diverged_at_epoch": fit.diverged_at_epoch,
@@ -107,7 +136,7 @@ def fit_fields(fit: Fit) -> dict[str, Any]:
     }
 
 
-def batch_json(session: so.Session, batch: Batch) -> dict[str, Any]:
+def batch_json(session: so.Session, batch: Batch, drift_threshold: float) -> dict[str, Any]:
     rows = session.execute(
         sa.select(Fit.status, sa.func.count(), sa.func.max(Fit.finished_at))
         .where(Fit.batch_id == batch.id)
@@ -127,6 +156,10 @@ def batch_json(session: so.Session, batch: Batch) -> dict[str, Any]:
         )
         or 0
     )
+    succeeded = session.scalars(
+        sa.select(Fit).where(Fit.batch_id == batch.id, Fit.status == SUCCEEDED, Fit.instrument.is_not(None))
+    ).all()
+    drifted = sum(found.flagged for found in calibrations.drift_of(session, succeeded, drift_threshold).values())
     active = counts["queued"] + counts["running"]
     if batch.cancelled and not active:
         status = CANCELLED
@@ -143,8 +176,53 @@ def batch_json(session: so.Session, batch: Batch) -> dict[str, Any]:
             "count": batch.count,
             "status": status,
             "counts": counts,
+            "drifted": drifted,
             "created_at": iso(batch.created_at),
             "finished_at": iso(finished) if not active else None,
             "links": {"self": f"/v1/batches/{batch.id}", "fits": f"/v1/batches/{batch.id}/fits"},
         },
     )
+
+
+def calibration_fields(cal: Calibration, found: Drift | None) -> dict[str, Any]:
+    return {
+        "fit_id": cal.fit_id,
+        "calibrated_at": iso(cal.calibrated_at),
+        "w_raw": cal.w_raw,
+        "b_raw": cal.b_raw,
+        "se_w": cal.se_w,
+        "se_b": cal.se_b,
+        "cov_wb": cal.cov_wb,
+        "r2": cal.r2,
+        "n_points": cal.n_points,
+        "converged": cal.converged,
+        "drift": None if found is None else dataclasses.asdict(found),
+    }
+
+
+def instrument_fields(instrument: Instrument, newest_first: list[Fit], drift_threshold: float) -> dict[str, Any]:
+    """An instrument's body: its calibrations oldest to newest give each one's drift and the trend
+    of as-found RMS; the body lists them newest first."""
+    history = [Calibration.of(fit) for fit in reversed(newest_first)]
+    found = drifts(history, drift_threshold)
+    bodies = [calibration_fields(cal, d) for cal, d in zip(history, found, strict=True)]
+    due = next_due(history, found, instrument.tolerance)
+    return {
+        "id": instrument.id,
+        "calibrations": len(history),
+        "current": bodies[-1] if bodies else None,
+        "history": bodies[::-1],
+        "tolerance": instrument.tolerance,
+        "next_due": due.isoformat() if due else None,
+        "links": {"self": f"/v1/instruments/{quote(instrument.id, safe='')}"},
+    }
+
+
+def instrument_json(instrument: Instrument, newest_first: list[Fit], drift_threshold: float) -> dict[str, Any]:
+    return serve(InstrumentPublic, instrument_fields(instrument, newest_first, drift_threshold))
+
+
+def instrument_list(items: list[dict[str, Any]], next_link: str | None) -> dict[str, Any]:
+    """A page of instruments (fields as instrument_fields gives them), each without its history."""
+    summaries = [{k: v for k, v in item.items() if k != "history"} for item in items]
+    return serve(InstrumentList, {"items": summaries, "next": next_link})

@@ -18,6 +18,7 @@ import sqlalchemy.orm as so
 from services.api.admission import Ask, admit, require_broker
 from services.api.extensions import Services
 from services.api.idempotency import insert_or_replay
+from shared import calibrations
 from shared.models import QUEUED, Fit, new_id, utcnow
 from shared.packing import pack_f64
 from shared.resolved import resolve
@@ -69,6 +70,7 @@ def fit_rows(
                 epochs_done=0,
                 n_points=len(fit.spec.t_u),
                 labels=fit.spec.labels,
+                instrument=fit.spec.instrument,
                 t_u=pack_f64(fit.spec.t_u),
                 t_c=pack_f64(fit.spec.t_c),
                 attempt=0,
@@ -108,6 +110,7 @@ def submit_fit(svc: Services, spec: FitCreate, ask: Ask, tenant: str, key: str |
         fit = new_fit(spec, tenant, svc.settings.max_epochs)
         fit.idempotency_key, fit.request_digest = key, request_digest
         session.add(fit)
+        calibrations.register(session, tenant, [fit.instrument])
         return fit
 
     fit, created = insert_or_replay(svc.db, Fit, tenant, key, request_digest, admit=admitted, insert=insert)

@@ -4,6 +4,7 @@ object answers exactly like an unknown id on every route that takes an id (OWASP
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import subprocess
 from typing import Any
@@ -32,7 +33,7 @@ def id_routes(client: FlaskClient) -> list[tuple[str, str, str]]:
 
 
 def call(client: FlaskClient, method: str, rule: str, param: str, object_id: str, query: str = "") -> Any:
-    url = rule.replace(f"<{param}>", object_id) + query
+    url = re.sub(rf"<(\w+:)?{param}>", object_id, rule) + query
     return client.open(url, method=method, json={"t_u": [50.0]} if method == "POST" else None)
 
 
@@ -64,9 +65,9 @@ def test_revocation_takes_effect_on_the_next_request(backend: Settings, make_cli
 
 def test_another_tenants_objects_answer_like_unknown_ids(make_client: Any) -> None:
     alice, bob = make_client("alice"), make_client("bob")
-    fit = alice.post("/v1/fits", json=GOOD).get_json()
+    fit = alice.post("/v1/fits", json={**GOOD, "instrument": "TT-alice"}).get_json()
     batch = alice.post("/v1/batches", json={"fits": [GOOD, GOOD]}).get_json()
-    owned = {"fit_id": fit["id"], "batch_id": batch["id"]}
+    owned = {"fit_id": fit["id"], "batch_id": batch["id"], "instrument_id": "TT-alice"}
     routes = id_routes(bob)
     assert {rule for _, rule, _ in routes} >= {
         "/v1/fits/<fit_id>",
@@ -76,6 +77,8 @@ def test_another_tenants_objects_answer_like_unknown_ids(make_client: Any) -> No
         "/v1/batches/<batch_id>",
         "/v1/batches/<batch_id>/fits",
         "/v1/batches/<batch_id>/cancel",
+        "/v1/instruments/<path:instrument_id>",
+        "/v1/instruments/<path:instrument_id>/predict",
     }
     for method, rule, param in routes:
         for query in ("", "?format=csv"):

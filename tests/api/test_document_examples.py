@@ -33,6 +33,9 @@ def test_every_request_example_is_accepted(make_client: Callable[..., FlaskClien
         ("/v1/batches", "application/json"),
         ("/v1/batches", "text/csv"),
         ("/v1/fits/{fit_id}/predict", "application/json"),
+        ("/v1/instruments/{instrument_id}", "application/json"),
+        ("/v1/instruments/{instrument_id}/predict", "application/json"),
+        ("/v1/apply", "text/csv"),
     }
     fit = client.post("/v1/fits", json=bodies["/v1/fits", "application/json"])
     assert fit.status_code == 202, fit.get_json()
@@ -46,3 +49,14 @@ def test_every_request_example_is_accepted(make_client: Callable[..., FlaskClien
     assert client.get(f"/v1/fits/{fit_id}").get_json()["result"]["converged"] is True
     predicted = client.post(f"/v1/fits/{fit_id}/predict", json=bodies["/v1/fits/{fit_id}/predict", "application/json"])
     assert predicted.status_code == 200, predicted.get_json()
+
+    # The fit's instrument (the example names one): its tolerance, a prediction, readings applied.
+    instrument = fit.get_json()["instrument"]
+    put = client.put(
+        f"/v1/instruments/{instrument}", json=bodies["/v1/instruments/{instrument_id}", "application/json"]
+    )
+    assert put.status_code == 200, put.get_json()
+    on_it = bodies["/v1/instruments/{instrument_id}/predict", "application/json"]
+    assert client.post(f"/v1/instruments/{instrument}/predict", json=on_it).status_code == 200
+    applied = client.post("/v1/apply", data=bodies["/v1/apply", "text/csv"], content_type="text/csv")
+    assert applied.status_code == 200, applied.get_json()

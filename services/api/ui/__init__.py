@@ -100,9 +100,10 @@ def home() -> str:
     # The page's filter form sends empty fields for "any": those are left out.
     given = {name: value for name, value in request.args.items() if value}
     fits, cursor = list_fits_query(query(FitListQuery, given), batch_id=batch_id)
-    with current_services().db.session() as session:
+    svc = current_services()
+    with svc.db.session() as session:
         batches = [
-            batch_json(session, b)
+            batch_json(session, b, svc.settings.drift_threshold)
             for b in session.scalars(
                 sa.select(Batch).where(Batch.tenant == current_tenant()).order_by(Batch.created_at.desc()).limit(10)
             )
@@ -127,8 +128,9 @@ def fit_page(fit_id: str) -> str:
 
 @bp.get("/batches/<batch_id>")
 def batch_page(batch_id: str) -> str:
-    with current_services().db.session() as session:
-        batch = batch_json(session, owned_or_404(session, Batch, batch_id, "batch"))
+    svc = current_services()
+    with svc.db.session() as session:
+        batch = batch_json(session, owned_or_404(session, Batch, batch_id, "batch"), svc.settings.drift_threshold)
         fits = session.scalars(
             sa.select(Fit)
             .options(so.load_only(Fit.status, Fit.w, Fit.b, Fit.input_scale, Fit.input_shift))

@@ -1,0 +1,135 @@
+"""/v1/instruments and /v1/apply: each instrument's calibration history with its drift verdicts,
+its tolerance, and its current calibration applied to new readings."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from urllib.parse import quote
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask import Blueprint, Response, request
+
+from services.api import applying
+from services.api.extensions import current_services
+from services.api.predictions import prediction
+from services.api.presenters import instrument_fields, instrument_json, instrument_list
+from services.api.problems import Problem
+from services.api.requests import json_body, parse, query
+from services.api.tenancy import current_tenant
+from shared import calibrations
+from shared.models import Instrument
+from shared.queries import ApplyQuery, AtQuery, InstrumentListQuery
+from shared.schemas import InstrumentUpdate, PredictRequest
+
+bp = Blueprint("instruments", __name__)
+
+# Instruments read per query while a drifted=true page fills up.
+_SCAN = 500
+
+
+def _instrument_or_404(session: so.Session, instrument_id: str) -> Instrument:
+    found = session.get(Instrument, (current_tenant(), instrument_id))
+    if found is None:
+        raise Problem(404, f"no instrument {instrument_id!r}", slug="not-found")
+    return found
+
+
+@bp.get("/v1/instruments")
+def list_instruments() -> dict[str, Any]:
+    params = query(InstrumentListQuery)
+    svc = current_services()
+    tenant, threshold = current_tenant(), svc.settings.drift_threshold
+    items: list[dict[str, Any]] = []
+    after, more = params.cursor or "", True
+    with svc.db.session() as session:
+        while more and len(items) < params.limit:
+            want = _SCAN if params.drifted else params.limit - len(items)
+            rows = session.scalars(
+                sa.select(Instrument)
+                .where(Instrument.tenant == tenant, Instrument.id > after)
+                .order_by(Instrument.id)
+                .limit(want)
+            ).all()
+            more = len(rows) == want
+            histories = calibrations.calibrations_of(session, tenant, [row.id for row in rows])
+            for row in rows:
+                after = row.id
+                fields = instrument_fields(row, histories[row.id], threshold)
+                current = fields["current"]
+                if params.drifted and not (current and current["drift"] and current["drift"]["flagged"]):
+                    continue
+                items.append(fields)
+                if len(items) == params.limit:
+                    more = more or row is not rows[-1]
+                    break
+    next_link = f"/v1/instruments?{_page_query(params, after)}" if more else None
+    return instrument_list(items, next_link)
+
+
+def _page_query(params: InstrumentListQuery, after: str) -> str:
+    drifted = "&drifted=true" if params.drifted else ""
+    return f"limit={params.limit}&cursor={quote(after, safe='')}{drifted}"
+
+
+@bp.get("/v1/instruments/<path:instrument_id>")
+def get_instrument(instrument_id: str) -> dict[str, Any]:
+    svc = current_services()
+    with svc.db.session() as session:
+        instrument = _instrument_or_404(session, instrument_id)
+        history = calibrations.calibrations_of(session, current_tenant(), [instrument.id])[instrument.id]
+        return instrument_json(instrument, history, svc.settings.drift_threshold)
+
+
+@bp.put("/v1/instruments/<path:instrument_id>")
+def put_instrument(instrument_id: str) -> dict[str, Any]:
+    """Set the instrument's tolerance (an instrument exists from the first fit that names it)."""
+    svc = current_services()
+    with svc.db.session(write=True) as session:
+        instrument = _instrument_or_404(session, instrument_id)
+        instrument.tolerance = parse(InstrumentUpdate, json_body()).tolerance
+    return get_instrument(instrument_id)
+
+
+@bp.post("/v1/instruments/<path:instrument_id>/predict")
+def predict(instrument_id: str) -> dict[str, Any]:
+    body = parse(PredictRequest, json_body())
+    at = query(AtQuery).at
+    if at is not None and at.microsecond % 1000 == 0:
+        # Times are shown to the millisecond (calibrated_at): one given so covers its whole
+        # millisecond, so a calibration's own calibrated_at names it.
+        at += dt.timedelta(microseconds=999)
+    with current_services().db.session() as session:
+        instrument = _instrument_or_404(session, instrument_id)
+        current = calibrations.current_of(session, current_tenant(), [instrument.id], at).get(instrument.id)
+    if current is None:
+        when = f" at {at.isoformat()}" if at else ""
+        raise Problem(409, f"instrument {instrument_id!r} had no calibration{when}", slug="no-calibration")
+    return prediction(current, body)
+
+
+@bp.post("/v1/apply")
+def apply() -> Response:
+    interval = query(ApplyQuery).interval
+    if request.mimetype != "text/csv":
+        raise Problem(
+            415, "POST /v1/apply takes text/csv with the columns instrument,t_u", slug="unsupported-media-type"
+        )
+    svc = current_services()
+    body = applying.spool(request.stream)
+    try:
+        readings = applying.survey(body)
+        names = list(readings.first_row)
+        with svc.db.session() as session:
+            current = calibrations.current_of(session, current_tenant(), names)
+            known = calibrations.known(session, current_tenant(), [n for n in names if n not in current])
+        lines = applying.lines_for(readings, current, known, interval)
+    except BaseException:
+        body.close()
+        raise
+    return Response(
+        applying.calibrated(body, lines),
+        mimetype="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="calibrated.csv"', "X-Calib-Rows": str(readings.rows)},
+    )

@@ -1,0 +1,126 @@
+"""Instruments and their calibrations in the database: which fits are an instrument's calibrations,
+which one was current at a time, and which one came before a given fit.
+
+A calibration is a succeeded fit naming the instrument; they are ordered by (created_at, id), the
+time its readings were submitted, so a history never depends on which worker finished first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from sqlalchemy.dialects import postgresql, sqlite
+
+from shared.drift import Calibration, Drift, drift
+from shared.models import SUCCEEDED, Fit, Instrument, utcnow
+
+# Names per IN (...) list: SQLite's limit on bound parameters is far above, and so is PostgreSQL's.
+_PER_QUERY = 1000
+
+
+def register(session: so.Session, tenant: str, names: Iterable[str | None]) -> None:
+    """Create the instruments these fits name, if new (in the submission's transaction)."""
+    wanted = sorted({name for name in names if name})
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    now = utcnow()
+    for start in range(0, len(wanted), _PER_QUERY):
+        rows = [{"tenant": tenant, "id": name, "created_at": now} for name in wanted[start : start + _PER_QUERY]]
+        session.execute(insert(Instrument).values(rows).on_conflict_do_nothing())
+
+
+def known(session: so.Session, tenant: str, names: Sequence[str]) -> set[str]:
+    """Which of these are the tenant's instruments."""
+    found: set[str] = set()
+    for start in range(0, len(names), _PER_QUERY):
+        found.update(
+            session.scalars(
+                sa.select(Instrument.id).where(
+                    Instrument.tenant == tenant, Instrument.id.in_(names[start : start + _PER_QUERY])
+                )
+            )
+        )
+    return found
+
+
+def calibrations_of(session: so.Session, tenant: str, names: Sequence[str]) -> dict[str, list[Fit]]:
+    """Each instrument's calibrations, newest first (every name present, perhaps with none)."""
+    found: dict[str, list[Fit]] = {name: [] for name in names}
+    for start in range(0, len(names), _PER_QUERY):
+        fits = session.scalars(
+            sa.select(Fit)
+            .where(Fit.tenant == tenant, Fit.instrument.in_(names[start : start + _PER_QUERY]), Fit.status == SUCCEEDED)
+            .order_by(Fit.instrument, Fit.created_at.desc(), Fit.id.desc())
+        )
+        for fit in fits:
+            assert fit.instrument is not None
+            found[fit.instrument].append(fit)
+    return found
+
+
+def _newest(
+    tenant: so.QueryableAttribute[str], instrument: so.QueryableAttribute[Any], *conditions: Callable[[Any], Any]
+) -> sa.ScalarSelect[str]:
+    """The id of an instrument's newest calibration meeting `conditions` (each given the alias
+    the calibrations are read through), as a scalar subquery: an index seek per instrument."""
+    other = so.aliased(Fit, name="calibration")
+    return (
+        sa.select(other.id)
+        .where(other.tenant == tenant, other.instrument == instrument, other.status == SUCCEEDED)
+        .where(*(condition(other) for condition in conditions))
+        .order_by(other.created_at.desc(), other.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def current_of(session: so.Session, tenant: str, names: Sequence[str], at: dt.datetime | None = None) -> dict[str, Fit]:
+    """Each named instrument's calibration current at `at` (default: now): the newest submitted
+    by then. Instruments without one (unknown, another tenant's, none succeeded yet) are left out."""
+    conditions = [] if at is None else [lambda cal: cal.created_at <= at]
+    found: dict[str, Fit] = {}
+    for start in range(0, len(names), _PER_QUERY):
+        newest = _newest(Instrument.tenant, Instrument.id, *conditions)
+        ids = sa.select(newest).where(Instrument.tenant == tenant, Instrument.id.in_(names[start : start + _PER_QUERY]))
+        for fit in session.scalars(sa.select(Fit).where(Fit.id.in_(ids))):
+            assert fit.instrument is not None
+            found[fit.instrument] = fit
+    return found
+
+
+def previous_of(session: so.Session, fits: Sequence[Fit]) -> dict[str, Fit]:
+    """For each fit naming an instrument, the calibration before it, by the fit's id (absent: none
+    before it)."""
+    ids = [fit.id for fit in fits if fit.instrument]
+    before = _newest(
+        Fit.tenant, Fit.instrument, lambda cal: sa.tuple_(cal.created_at, cal.id) < sa.tuple_(Fit.created_at, Fit.id)
+    )
+    pairs: dict[str, str] = {}
+    for start in range(0, len(ids), _PER_QUERY):
+        rows = session.execute(sa.select(Fit.id, before).where(Fit.id.in_(ids[start : start + _PER_QUERY])))
+        pairs.update({fit_id: previous for fit_id, previous in rows if previous})
+    wanted = sorted(set(pairs.values()))
+    loaded: dict[str, Fit] = {}
+    for start in range(0, len(wanted), _PER_QUERY):
+        loaded.update(
+            {
+                fit.id: fit
+                for fit in session.scalars(sa.select(Fit).where(Fit.id.in_(wanted[start : start + _PER_QUERY])))
+            }
+        )
+    return {fit_id: loaded[previous] for fit_id, previous in pairs.items()}
+
+
+def drift_of(session: so.Session, fits: Sequence[Fit], threshold: float) -> dict[str, Drift]:
+    """The drift verdict of each succeeded fit naming an instrument that has a calibration before
+    it, by fit id (a batch's fits CSV and its `drifted` count)."""
+    calibrated = [fit for fit in fits if fit.instrument and fit.status == SUCCEEDED]
+    before = previous_of(session, calibrated)
+    return {
+        fit.id: drift(Calibration.of(before[fit.id]), Calibration.of(fit), threshold)
+        for fit in calibrated
+        if fit.id in before
+    }

@@ -1,0 +1,264 @@
+"""Instruments (API.md "Instruments"), on both backends: two nights of one plant's thermometers,
+drift verdicts, histories, tolerances, predictions at a time, and the statistics against scipy
+and statsmodels computed here from the readings."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+from flask.testing import FlaskClient
+from scipy import stats
+
+from tests.in_process import run_batch, run_fit
+
+INSTRUMENTS = [f"TT-{100 + i}" for i in range(50)]
+DRIFTED = {"TT-103", "TT-117", "TT-128", "TT-136", "TT-149"}
+POINTS = np.linspace(0.0, 100.0, 20)
+FIT_OPTIONS = "epochs=auto&max_epochs=20000&normalize=standardize&learning_rate=auto"
+
+
+def night(seed: int, drifted: set[str]) -> str:
+    """One night's CSV: each thermometer read at 20 reference temperatures. Its error is a fixed,
+    repeatable nonlinearity (the same every night, SD 0.05) plus a small fresh noise (SD 0.002):
+    an instrument that did not change gives nearly the same line, far inside its uncertainty.
+    A drifted one reads 0.4 degrees higher, and 1% steeper: many standard errors away."""
+    fresh = np.random.default_rng(seed)
+    lines = ["series,t_u,t_c"]
+    for i, name in enumerate(INSTRUMENTS):
+        own = np.random.default_rng(1000 + i)
+        w, b = 0.5 + own.normal(0, 0.01), -17.0 + own.normal(0, 0.5)
+        pattern = own.normal(0, 0.05, POINTS.size)
+        t_c = POINTS
+        t_u = (t_c - b) / w + (pattern + fresh.normal(0, 0.002, POINTS.size)) / w
+        if name in drifted:
+            t_u = (t_c - (b + 0.4)) / (w * 1.01) + pattern / w
+        lines += [f"{name},{float(u)!r},{float(c)!r}" for u, c in zip(t_u, t_c, strict=True)]
+    return "\n".join(lines) + "\n"
+
+
+def submit_night(client: FlaskClient, seed: int, drifted: set[str]) -> str:
+    r = client.post(f"/v1/batches?{FIT_OPTIONS}", data=night(seed, drifted), content_type="text/csv")
+    assert r.status_code == 202, r.get_json()
+    batch_id: str = r.get_json()["id"]
+    assert run_batch(client, batch_id) == len(INSTRUMENTS)
+    return batch_id
+
+
+def test_two_nights_flag_exactly_the_drifted_instruments(client: FlaskClient) -> None:
+    first = submit_night(client, 1, set())
+    second = submit_night(client, 2, DRIFTED)
+
+    assert client.get(f"/v1/batches/{first}").get_json()["drifted"] == 0
+    assert client.get(f"/v1/batches/{second}").get_json()["drifted"] == 5
+    second_fits = {
+        fit["instrument"]: fit["id"] for fit in client.get(f"/v1/batches/{second}/fits?limit=100").get_json()["items"]
+    }
+    flagged = set()
+    for name in INSTRUMENTS:
+        body = client.get(f"/v1/instruments/{name}").get_json()
+        assert body["calibrations"] == 2 and len(body["history"]) == 2
+        assert body["current"] == body["history"][0]
+        assert body["current"]["fit_id"] == second_fits[name]
+        assert body["history"][1]["drift"] is None  # the first calibration has nothing to drift from
+        drift = body["current"]["drift"]
+        if drift["flagged"]:
+            flagged.add(name)
+            assert drift["p_value"] < 1e-6
+        else:
+            assert drift["p_value"] > 0.5  # unambiguous: far from the threshold either way
+    assert flagged == DRIFTED
+
+    listed = client.get("/v1/instruments?drifted=true").get_json()
+    assert [item["id"] for item in listed["items"]] == sorted(DRIFTED) and listed["next"] is None
+    everything = client.get("/v1/instruments?limit=20").get_json()
+    pages = [item["id"] for item in everything["items"]]
+    while everything["next"]:
+        everything = client.get(everything["next"]).get_json()
+        pages += [item["id"] for item in everything["items"]]
+    assert pages == sorted(INSTRUMENTS)
+
+    csv_text = client.get(f"/v1/batches/{second}/fits?format=csv").get_data(as_text=True)
+    rows = list(__import__("csv").DictReader(io.StringIO(csv_text)))
+    assert {row["instrument"] for row in rows if row["drift_flagged"] == "true"} == DRIFTED
+    assert all(row["drift_flagged"] == "false" for row in rows if row["instrument"] not in DRIFTED)
+    assert all(float(row["as_found_rms"]) > 0 for row in rows)
+
+
+def _fit_of(client: FlaskClient, t_u: np.ndarray, t_c: np.ndarray, instrument: str) -> dict[str, Any]:
+    body = {
+        "t_u": t_u.tolist(),
+        "t_c": t_c.tolist(),
+        "instrument": instrument,
+        "epochs": "auto",
+        "normalize": "standardize",
+        "learning_rate": "auto",
+    }
+    fit_id = client.post("/v1/fits", json=body).get_json()["id"]
+    run_fit(client, fit_id)
+    fit: dict[str, Any] = client.get(f"/v1/fits/{fit_id}").get_json()
+    assert fit["status"] == "succeeded" and fit["instrument"] == instrument
+    return fit
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_drift_statistics_match_scipy_and_statsmodels(client: FlaskClient, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n1, n2 = rng.integers(5, 40, size=2)
+    u1, u2 = rng.uniform(-20, 80, n1), rng.uniform(-20, 80, n2)
+    c1 = 0.55 * u1 - 17 + rng.normal(0, 1.5, n1)
+    c2 = 0.56 * u2 - 16.5 + rng.normal(0, 1.5, n2)
+    fits = [_fit_of(client, u1, c1, "TT-1"), _fit_of(client, u2, c2, "TT-1")]
+    body = client.get("/v1/instruments/TT-1").get_json()
+    drift = body["current"]["drift"]
+
+    models = [sm.OLS(c, sm.add_constant(u)).fit() for u, c in ((u1, c1), (u2, c2))]
+    # statsmodels orders (const, slope); the service's covariance is (w, b).
+    covariances = [np.array(model.cov_params())[::-1, ::-1] for model in models]
+    lines = [(fit["result"]["w_raw"], fit["result"]["b_raw"]) for fit in fits]
+    delta = np.subtract(lines[1], lines[0])
+    chi2 = float(delta @ np.linalg.solve(covariances[0] + covariances[1], delta))
+    assert drift["chi2"] == pytest.approx(chi2, rel=1e-9)
+    assert drift["p_value"] == pytest.approx(stats.chi2.sf(chi2, 2), rel=1e-9)
+    assert drift["flagged"] == (stats.chi2.sf(chi2, 2) < 0.01)
+    as_found = math.sqrt(np.mean((c2 - (lines[0][0] * u2 + lines[0][1])) ** 2))
+    as_left = math.sqrt(np.mean((c2 - (lines[1][0] * u2 + lines[1][1])) ** 2))
+    assert drift["as_found_rms"] == pytest.approx(as_found, rel=1e-9)
+    assert drift["as_left_rms"] == pytest.approx(as_left, rel=1e-9)
+    cal = body["current"]
+    assert (cal["se_w"], cal["se_b"]) == pytest.approx(tuple(np.sqrt(np.diag(covariances[1]))), rel=1e-9)
+    assert cal["cov_wb"] == pytest.approx(covariances[1][0, 1], rel=1e-9)
+
+    # Prediction bounds: statsmodels' observation interval, around the fitted line.
+    new = rng.uniform(-20, 80, 7)
+    answer = client.post("/v1/instruments/TT-1/predict", json={"t_u": new.tolist(), "interval": 0.9}).get_json()
+    frame = models[1].get_prediction(sm.add_constant(new, has_constant="add")).summary_frame(alpha=0.1)
+    half = (frame["obs_ci_upper"] - frame["obs_ci_lower"]).to_numpy() / 2
+    assert np.subtract(answer["upper"], answer["lower"]) / 2 == pytest.approx(half, rel=1e-9)
+    assert answer["t_c"] == pytest.approx(lines[1][0] * new + lines[1][1], rel=1e-12)
+    assert answer["fit_id"] == fits[1]["id"]
+
+
+def test_tolerance_and_next_due_follow_the_as_found_trend(client: FlaskClient) -> None:
+    u = np.linspace(0, 100, 12)
+    rng = np.random.default_rng(7)
+    for k in range(4):  # the slope creeps up night after night
+        _fit_of(client, u, (0.5 + 0.002 * k) * u - 17 + rng.normal(0, 0.05, u.size), "TT-9")
+    body = client.get("/v1/instruments/TT-9").get_json()
+    assert body["tolerance"] is None and body["next_due"] is None
+    put = client.put("/v1/instruments/TT-9", json={"tolerance": 5.0})
+    assert put.status_code == 200 and put.get_json()["tolerance"] == 5.0
+    history = put.get_json()["history"][::-1]
+    times = np.array(
+        [
+            np.datetime64(h["calibrated_at"].rstrip("Z")).astype("datetime64[us]").astype(float) / 1e6
+            for h in history[1:]
+        ]
+    )
+    found = np.array([h["drift"]["as_found_rms"] for h in history[1:]])
+    slope, intercept = np.polyfit(times, found, 1)
+    expected = np.datetime64(int((5.0 - intercept) / slope), "s").astype("datetime64[D]")
+    assert put.get_json()["next_due"] == str(expected)
+    assert client.put("/v1/instruments/TT-9", json={"tolerance": -1}).status_code == 422
+    # An instrument exists from the first fit naming it, calibrated or not yet.
+    assert client.put("/v1/instruments/TT-new", json={"tolerance": 1.0}).status_code == 404
+    client.post("/v1/fits", json={"t_u": [1.0, 2.0], "t_c": [1.0, 2.0], "instrument": "TT-new"})
+    created = client.put("/v1/instruments/TT-new", json={"tolerance": 1.0}).get_json()
+    assert created["calibrations"] == 0 and created["current"] is None and created["next_due"] is None
+
+
+def test_predict_at_a_time_uses_the_calibration_current_then(client: FlaskClient) -> None:
+    u = np.linspace(0, 100, 10)
+    old = _fit_of(client, u, 0.5 * u - 17, "TT-5")
+    new = _fit_of(client, u, 0.6 * u - 17, "TT-5")
+    now = client.post("/v1/instruments/TT-5/predict", json={"t_u": [10.0]}).get_json()
+    assert now["fit_id"] == new["id"]
+    at = client.post(f"/v1/instruments/TT-5/predict?at={old['created_at']}", json={"t_u": [10.0]}).get_json()
+    assert at["fit_id"] == old["id"] and at["t_c"] == pytest.approx(
+        [old["result"]["w_raw"] * 10 + old["result"]["b_raw"]]
+    )
+    before = client.post("/v1/instruments/TT-5/predict?at=2000-01-01T00:00:00Z", json={"t_u": [10.0]})
+    assert before.status_code == 409
+    assert client.post("/v1/instruments/TT-6/predict", json={"t_u": [1.0]}).status_code == 404
+
+
+def test_instruments_are_the_tenants_own(make_client: Callable[..., FlaskClient]) -> None:
+    a, b = make_client("tenant-a"), make_client("tenant-b")
+    _fit_of(a, np.linspace(0, 10, 5), np.linspace(0, 10, 5) * 2 + 1, "SHARED-NAME")
+    assert a.get("/v1/instruments/SHARED-NAME").status_code == 200
+    assert b.get("/v1/instruments/SHARED-NAME").status_code == 404
+    assert b.get("/v1/instruments").get_json()["items"] == []
+    assert b.post("/v1/instruments/SHARED-NAME/predict", json={"t_u": [1.0]}).status_code == 404
+
+
+def _calibrate_fleet(client: FlaskClient, count: int) -> dict[str, tuple[float, float]]:
+    """`count` instruments calibrated in one CSV batch; each one's (w_raw, b_raw)."""
+    rng = np.random.default_rng(11)
+    lines = ["series,t_u,t_c"]
+    for i in range(count):
+        w, b = rng.uniform(0.4, 0.6), rng.uniform(-20, -10)
+        u = np.linspace(0, 100, 5)
+        lines += [
+            f"I{i:04d},{x!r},{y!r}"
+            for x, y in zip(u.tolist(), (w * u + b + rng.normal(0, 0.1, 5)).tolist(), strict=True)
+        ]
+    r = client.post(f"/v1/batches?{FIT_OPTIONS}", data="\n".join(lines) + "\n", content_type="text/csv")
+    assert run_batch(client, r.get_json()["id"]) == count
+    fits = {}
+    page = client.get(f"/v1/batches/{r.get_json()['id']}/fits?limit=1000").get_json()
+    for fit in page["items"]:
+        fits[fit["instrument"]] = (fit["result"]["w_raw"], fit["result"]["b_raw"])
+    return fits
+
+
+def test_apply_calibrates_a_million_readings_of_a_thousand_instruments(
+    make_client: Callable[..., FlaskClient],
+) -> None:
+    client = make_client()
+    lines = _calibrate_fleet(client, 1000)
+    rng = np.random.default_rng(12)
+    names = np.array(sorted(lines))
+    which = rng.integers(0, names.size, 1_000_000)
+    t_u = rng.uniform(-50, 150, which.size).round(3)
+    body = "instrument,t_u\n" + "".join(f"{names[i]},{u!r}\n" for i, u in zip(which, t_u.tolist(), strict=True))
+    r = client.post("/v1/apply", data=body, content_type="text/csv")
+    assert r.status_code == 200, r.get_json()
+    out = np.genfromtxt(io.StringIO(r.get_data(as_text=True)), delimiter=",", names=True, dtype=None, encoding="utf-8")
+    assert out.size == 1_000_000
+    assert list(out.dtype.names) == ["instrument", "t_u", "t_c", "lower", "upper", "fit_id"]
+    assert np.array_equal(np.char.strip(out["instrument"].astype(str), '"'), names[which])
+    assert np.array_equal(out["t_u"], t_u)
+    w = np.array([lines[name][0] for name in names])[which]
+    b = np.array([lines[name][1] for name in names])[which]
+    assert np.array_equal(out["t_c"], w * t_u + b)  # the same float64 arithmetic, printed to round-trip
+
+    # With bounds: the instrument's own prediction interval, row for row.
+    sample = "instrument,t_u\nI0007,12.5\nI0999,-3\nI0007,80\n"
+    bounded = client.post("/v1/apply?interval=0.95", data=sample, content_type="text/csv").get_data(as_text=True)
+    rows = list(__import__("csv").DictReader(io.StringIO(bounded)))
+    for row in rows:
+        own = client.post(
+            f"/v1/instruments/{row['instrument']}/predict", json={"t_u": [float(row["t_u"])], "interval": 0.95}
+        ).get_json()
+        assert (float(row["t_c"]), float(row["lower"]), float(row["upper"])) == (
+            own["t_c"][0],
+            own["lower"][0],
+            own["upper"][0],
+        )
+        assert row["fit_id"] == own["fit_id"]
+
+    unknown = client.post("/v1/apply", data="instrument,t_u\nI0001,1\nI0002,2\nNOPE,3\n", content_type="text/csv")
+    assert unknown.status_code == 422
+    assert unknown.get_json()["errors"][0]["loc"] == ["row", 3] and "NOPE" in unknown.get_json()["detail"]
+    # Another tenant's instruments are unknown to this one, row for row.
+    other = make_client("tenant-b").post("/v1/apply", data="instrument,t_u\nI0001,1\n", content_type="text/csv")
+    assert other.status_code == 422 and other.get_json()["errors"][0]["loc"] == ["row", 1]
+    bad = client.post("/v1/apply", data="instrument,t_u\nI0001,1\nI0001,warm\n", content_type="text/csv")
+    assert bad.status_code == 422 and bad.get_json()["errors"][0]["loc"] == ["row", 2]
+    assert client.post("/v1/apply", data="t_u\n1\n", content_type="text/csv").status_code == 400
+    assert client.post("/v1/apply", json={"t_u": [1]}).status_code == 415
