@@ -1,4 +1,5 @@
-"""Saying that fits and batches ended, for the API's requests waiting on them (`?wait=`).
+"""Saying that fits and batches ended: to the API's requests waiting on them (`?wait=`), and to
+their webhooks.
 
 On PostgreSQL the announcement is a NOTIFY inside the transaction that ends the fits: it is
 delivered when, and only if, that transaction commits, so a waiter never hears of an end it
@@ -12,6 +13,8 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+
+from shared import webhooks
 
 CHANNEL = "calib_ended"
 # What a notification says when it names too many ids to list: every waiter looks again.
@@ -32,7 +35,10 @@ def batch_key(batch_id: str) -> str:
 
 
 def announce(session: so.Session, fits: Iterable[str] = (), batches: Iterable[str | None] = ()) -> None:
-    """Tell the waiters (after this transaction commits) that these fits and batches changed."""
+    """Tell the waiters (after this transaction commits) that these fits and batches changed, and
+    owe the webhooks of those that ended (shared/webhooks.py), in the same transaction."""
+    fits, batches = list(fits), list(batches)
+    webhooks.enqueue(session, fits, batches)
     if session.get_bind().dialect.name != "postgresql":
         return
     fit_names = [fit_key(fit) for fit in fits]

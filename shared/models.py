@@ -71,6 +71,12 @@ class Batch(Base):
     cancelled: so.Mapped[bool] = so.mapped_column(sa.Boolean, default=False)
     idempotency_key: so.Mapped[str | None] = so.mapped_column(sa.String(200))
     request_digest: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    # Webhooks (shared/webhooks.py): where to POST the batch when it ends, and whether that
+    # delivery is still to be created (true from submission until the batch ends).
+    callback_url: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    callback_pending: so.Mapped[bool] = so.mapped_column(
+        sa.Boolean, default=False, server_default=sa.false(), index=True
+    )
 
     __table_args__ = (
         sa.UniqueConstraint("tenant", "idempotency_key", name="uq_batches_tenant_idempotency_key"),
@@ -133,6 +139,8 @@ class Fit(Base):
     # The instrument this fit calibrates (API.md "Instruments"): each succeeded fit naming it is
     # one calibration of it, in the order of their created_at.
     instrument: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    # Where to POST the fit when it ends (a fit of its own; a batch's fits have none).
+    callback_url: so.Mapped[str | None] = so.mapped_column(sa.Text)
     # Inputs packed as float64 blobs; deferred so listing fits never loads them.
     t_u: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary, deferred=True)
     t_c: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary, deferred=True)
@@ -262,6 +270,8 @@ class Tenant(Base):
     max_in_flight_fit_epochs: so.Mapped[int | None] = so.mapped_column(sa.BigInteger)
     max_stored_loss_bytes: so.Mapped[int | None] = so.mapped_column(sa.BigInteger)
     stored_loss_bytes: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0, server_default="0")
+    # The key its webhooks are signed with (HMAC-SHA256), made on first use.
+    webhook_secret: so.Mapped[str | None] = so.mapped_column(sa.String(128))
 
 
 class TenantTurn(Base):
@@ -285,3 +295,49 @@ class WorkerCounter(Base):
     # "" or one label as key=value, e.g. "status=succeeded" or "le=0.5".
     label: so.Mapped[str] = so.mapped_column(sa.String(64), primary_key=True)
     value: so.Mapped[float] = so.mapped_column(sa.Float, default=0.0)
+
+
+class WebhookDelivery(Base):
+    """One POST owed to a callback URL: created in the transaction that ends its fit or batch (or by
+    the reconciler's sweep), then attempted until a 2xx or until the service gives up. Its body is
+    fixed at the first attempt, so every retry sends the same bytes."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: so.Mapped[str] = so.mapped_column(sa.String(36), primary_key=True, default=new_id)
+    tenant: so.Mapped[str] = so.mapped_column(sa.String(64))
+    # "fit.ended" or "batch.ended"; subject_id is the fit's or the batch's id.
+    event: so.Mapped[str] = so.mapped_column(sa.String(32))
+    subject_id: so.Mapped[str] = so.mapped_column(sa.String(36))
+    url: so.Mapped[str] = so.mapped_column(sa.Text)
+    body: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    created_at: so.Mapped[dt.datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    # Null once delivered or given up: nothing left to do.
+    next_attempt_at: so.Mapped[dt.datetime | None] = so.mapped_column(UTCDateTime, index=True)
+    # An attempt in progress holds the delivery until then (a killed worker's lapses).
+    leased_until: so.Mapped[dt.datetime | None] = so.mapped_column(UTCDateTime)
+    leased_by: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    attempts: so.Mapped[int] = so.mapped_column(sa.Integer, default=0, server_default="0")
+    delivered_at: so.Mapped[dt.datetime | None] = so.mapped_column(UTCDateTime)
+    gave_up_at: so.Mapped[dt.datetime | None] = so.mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        sa.UniqueConstraint("event", "subject_id", name="uq_webhook_deliveries_event_subject"),
+        sa.Index("ix_webhook_deliveries_tenant_created", "tenant", "created_at", "id"),
+    )
+
+
+class WebhookAttempt(Base):
+    """One POST of a delivery: written when it starts (a worker killed mid-POST leaves it without a
+    status), completed with the answer's status code or the error."""
+
+    __tablename__ = "webhook_attempts"
+
+    delivery_id: so.Mapped[str] = so.mapped_column(
+        sa.ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: so.Mapped[int] = so.mapped_column(sa.Integer, primary_key=True)
+    started_at: so.Mapped[dt.datetime] = so.mapped_column(UTCDateTime)
+    status_code: so.Mapped[int | None] = so.mapped_column(sa.Integer)
+    error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    seconds: so.Mapped[float | None] = so.mapped_column(sa.Float)

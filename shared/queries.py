@@ -106,6 +106,11 @@ class InstrumentListQuery(Query):
     drifted: bool = Field(False, description="Only instruments whose current calibration is flagged as drifted")
 
 
+class DeliveryListQuery(Query):
+    limit: int = Field(100, ge=1, le=MAX_FITS_PAGE, description="Page size")
+    cursor: Cursor | None = None
+
+
 class AtQuery(Query):
     at: AwareDatetime | None = Field(
         None,

@@ -18,6 +18,7 @@ log = logging.getLogger("calib.queue")
 
 RUN_CHUNK = "calib.run_chunk"
 RECONCILE = "calib.reconcile"
+DELIVER_WEBHOOKS = "calib.deliver_webhooks"
 QUEUE = "calib"
 CONTROL_QUEUE = "calib-control"
 
@@ -56,7 +57,8 @@ def make_celery(settings: Settings) -> Celery:
         worker_lost_wait=1.0,
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options,
-        task_routes={RECONCILE: {"queue": CONTROL_QUEUE}},
+        # Reconciling and webhook deliveries never wait behind a backlog of chunks.
+        task_routes={RECONCILE: {"queue": CONTROL_QUEUE}, DELIVER_WEBHOOKS: {"queue": CONTROL_QUEUE}},
         # Beat keeps its schedule in memory: every worker runs one, and a shared
         # schedule file in the working directory would be contended for.
         beat_scheduler="celery.beat:Scheduler",

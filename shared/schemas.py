@@ -6,6 +6,7 @@ import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -21,6 +22,7 @@ from pydantic_core import PydanticCustomError
 
 from shared.calibration import standardization
 from shared.splits import choose_indices, split, validation_count
+from shared.webhooks import AllowedHosts, url_problem
 
 # strict: "1.5" or true is a type error, not a number; no NaN or infinity.
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -120,6 +122,23 @@ Epochs = Annotated[
 def _limit(info: ValidationInfo, name: str, default: int) -> int:
     settings = (info.context or {}).get("settings")
     return int(getattr(settings, name, default))
+
+
+def _allowed_callback(value: str, info: ValidationInfo) -> str:
+    """A callback URL the operator allows (CALIB_WEBHOOK_ALLOWED_HOSTS; none without settings)."""
+    settings = (info.context or {}).get("settings")
+    problem = url_problem(value, AllowedHosts.parse(getattr(settings, "webhook_allowed_hosts", "")))
+    if problem:
+        raise PydanticCustomError("callback_not_allowed", problem)
+    return value
+
+
+CallbackUrl = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=2000, pattern=NO_CONTROL_CHARACTERS),
+    Field(strict=True, description="POSTed the final JSON, signed, when it ends (README: Webhooks)"),
+    AfterValidator(_allowed_callback),
+]
 
 
 class DataTooLarge(ValueError):
@@ -354,6 +373,7 @@ class FitCreate(FitOptions):
             json_schema_extra={"propertyNames": {"minLength": 1, "maxLength": 64, "pattern": NO_CONTROL_CHARACTERS}},
         )
     )
+    callback_url: CallbackUrl | None = Field(None, json_schema_extra={"example": "https://hooks.example.com/calib"})
     instrument: InstrumentId | None = Field(
         None,
         json_schema_extra={"example": "TT-101"},
@@ -456,7 +476,7 @@ class PredictRequest(BaseModel):
 
 
 class Served(BaseModel):
-    """A response model: the API serializes every body through one (services/api/responses.py),
+    """A response model: the API serializes every body through one (shared/responses.py),
     so a field it does not declare is refused, never served undocumented."""
 
     model_config = ConfigDict(extra="forbid")
@@ -710,6 +730,14 @@ class BatchCreate(BaseModel):
         default_factory=dict, json_schema_extra={"example": {"epochs": 5000, "input_scale": 0.1}}
     )
     fits: list[BatchFit] = Field(min_length=1)
+    callback_url: CallbackUrl | None = Field(None, json_schema_extra={"example": "https://hooks.example.com/calib"})
+
+
+class BatchOptions(BaseModel):
+    """What a CSV or Parquet batch takes beside its fits' defaults, as query parameters."""
+
+    model_config = ConfigDict(extra="ignore")
+    callback_url: CallbackUrl | None = None
 
 
 class BatchPublic(Served):
@@ -789,6 +817,42 @@ class InstrumentUpdate(BaseModel):
     )
 
 
+class WebhookAttemptPublic(Served):
+    number: int = Field(json_schema_extra={"example": 1})
+    started_at: str = Field(json_schema_extra={"example": "2026-11-27T23:00:05.120Z"})
+    status_code: int | None = Field(
+        description="the receiver's answer; null: none (a timeout, a refusal, or an attempt lost with its worker)",
+        json_schema_extra={"example": 500},
+    )
+    error: str | None = Field(json_schema_extra={"example": "answered 500"})
+    seconds: float | None = Field(json_schema_extra={"example": 0.021})
+
+
+class WebhookDeliveryPublic(Served):
+    id: str = Field(
+        description="also sent as the Calib-Delivery header",
+        json_schema_extra={"example": "5b0c7e2a-1f3d-4c8e-9a6b-2d4f8e1c3a57"},
+    )
+    event: Literal["fit.ended", "batch.ended"] = Field(json_schema_extra={"example": "batch.ended"})
+    subject_id: str = Field(
+        description="the fit's or the batch's id", json_schema_extra={"example": "9a1e7c3d-2b4f-4e8a-8c6d-1f0b5a7e3c92"}
+    )
+    url: str
+    status: Literal["pending", "delivered", "failed"] = Field(
+        description="failed: given up after retrying for CALIB_WEBHOOK_GIVE_UP_SECONDS (a day by default)",
+        json_schema_extra={"example": "delivered"},
+    )
+    created_at: str
+    next_attempt_at: str | None
+    delivered_at: str | None
+    attempts: list[WebhookAttemptPublic]
+
+
+class WebhookDeliveryList(Served):
+    items: list[WebhookDeliveryPublic] = Field(description="newest first")
+    next: str | None
+
+
 SCHEMAS: tuple[type[BaseModel], ...] = (
     FitOptions,
     FitCreate,
@@ -806,4 +870,5 @@ SCHEMAS: tuple[type[BaseModel], ...] = (
     InstrumentPublic,
     InstrumentList,
     InstrumentUpdate,
+    WebhookDeliveryList,
 )

@@ -67,6 +67,17 @@ class Settings(BaseSettings):
     # A calibration is flagged as drifted when the p-value of its change from the previous one
     # (shared/drift.py) is below this.
     drift_threshold: float = Field(0.01, gt=0, lt=1)
+    # Webhooks (README "Webhooks"): the hosts a callback_url may name, comma-separated: names
+    # ("hooks.example.com"), "*.example.com", "*" (any name), addresses or networks
+    # ("127.0.0.1", "10.0.0.0/8"). Empty: callbacks are refused. Whatever the name, a delivery
+    # connects only to public addresses unless the address itself is listed.
+    webhook_allowed_hosts: str = ""
+    # One POST's limit; retries start this many seconds apart and double up to the maximum;
+    # a delivery is given up this long after it was created (at least an hour, API.md).
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_seconds: float = 5.0
+    webhook_retry_max_seconds: float = 600.0
+    webhook_give_up_seconds: float = Field(86_400.0, ge=3600)
 
     # Worker behaviour.
     # Fits per chunk (one task, one engine call, one write per block). 2048: the 10,000-fit batch

@@ -11,6 +11,7 @@ BLUEPRINTS = {
     "services.api.fits",
     "services.api.batches",
     "services.api.instruments",
+    "services.api.webhooks",
     "services.api.usage",
     "services.api.ops",
     "services.api.openapi",

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask
 
 from migrations.apply import require_head
-from services.api import batches, fits, instruments, openapi, ops, telemetry, ui, usage
+from services.api import batches, fits, instruments, openapi, ops, telemetry, ui, usage, webhooks
 from services.api.auth import authenticate
 from services.api.extensions import Services
 from services.api.finite_json import FiniteJSONProvider
@@ -57,6 +57,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(fits.bp)
     app.register_blueprint(batches.bp)
     app.register_blueprint(instruments.bp)
+    app.register_blueprint(webhooks.bp)
     app.register_blueprint(usage.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(openapi.bp)

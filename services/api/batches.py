@@ -17,7 +17,6 @@ from services.api.bodies import csv_within_limits
 from services.api.extensions import Services, current_services
 from services.api.idempotency import insert_or_replay, request_key
 from services.api.listing import list_fits_query, query_with
-from services.api.presenters import RESULT_COLUMNS, batch_json, fit_list
 from services.api.problems import Problem, from_validation, invalid_field
 from services.api.requests import json_body, parse, query
 from services.api.submit import digest, fit_rows
@@ -26,8 +25,9 @@ from shared import calibrations, ended
 from shared.bulk import insert_rows
 from shared.cancel import cancel_active
 from shared.models import Batch, Fit, new_id, utcnow
+from shared.presenters import RESULT_COLUMNS, batch_json, fit_list
 from shared.queries import CSV_BATCH_DEFAULTS, BatchFitsQuery, WaitQuery
-from shared.schemas import BatchCreate, FitCreate, FitOptions
+from shared.schemas import BatchCreate, BatchOptions, FitCreate, FitOptions
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
 
@@ -52,9 +52,16 @@ def _specs(defaults: dict[str, Any], fits: list[tuple[list[Any], dict[str, Any]]
     points = 0
     for loc, body in fits:
         try:
+            if "callback_url" in body or "callback_url" in defaults:
+                # One webhook for the batch, not thousands for its fits.
+                raise invalid_field(
+                    [*loc, "callback_url"],
+                    "callback_url belongs to the batch",
+                    "callback_url: set it on the batch (its final body has every count), not on its fits",
+                )
             spec = FitCreate.model_validate({**defaults, **body}, context=context)
-        except ValidationError as exc:
-            problem = from_validation(exc, prefix=loc)
+        except (ValidationError, Problem) as exc:
+            problem = from_validation(exc, prefix=loc) if isinstance(exc, ValidationError) else exc
             worst = problem if worst is None or problem.status == 413 else worst
             errors += problem.errors or []
             if len(errors) >= _MAX_REPORTED_ERRORS:
@@ -74,7 +81,7 @@ def _specs(defaults: dict[str, Any], fits: list[tuple[list[Any], dict[str, Any]]
     return specs
 
 
-def _from_json(svc: Services) -> tuple[list[FitCreate], str, Ask]:
+def _from_json(svc: Services) -> tuple[list[FitCreate], str, Ask, str | None]:
     """The batch's fits, validated, and the fingerprint of the request for its Idempotency-Key."""
     raw = json_body()
     if isinstance(raw, dict) and isinstance(raw.get("fits"), list):
@@ -84,11 +91,11 @@ def _from_json(svc: Services) -> tuple[list[FitCreate], str, Ask]:
         ask = Ask(0, 0)
     # Before validation: the per-request quota is refused in the time it takes to read the body.
     refuse_oversize(svc.settings, ask)
-    body = parse(BatchCreate, raw)
+    body = parse(BatchCreate, raw, {"settings": svc.settings})
     fits = [(["fits", i], fit.model_dump()) for i, fit in enumerate(body.fits)]
     specs = _specs(body.defaults, fits, svc)
     # Each fit as validated, its batch's defaults merged in: the same request however it is spelled.
-    return specs, digest([spec.model_dump() for spec in specs]), ask
+    return specs, digest([[spec.model_dump() for spec in specs], body.callback_url]), ask, body.callback_url
 
 
 _NESTED = ("init", "validation", "early_stopping")
@@ -115,7 +122,7 @@ def _query_defaults() -> dict[str, Any]:
     return defaults
 
 
-def _from_csv(svc: Services) -> tuple[list[FitCreate], str, Ask]:
+def _from_csv(svc: Services) -> tuple[list[FitCreate], str, Ask, str | None]:
     text = csv_within_limits(svc.settings)
     try:
         grouped = _read_long_csv(text)
@@ -131,7 +138,9 @@ def _from_csv(svc: Services) -> tuple[list[FitCreate], str, Ask]:
         for name, (instrument, u, c) in grouped.items()
     ]
     specs = _specs(defaults, fits, svc)
-    return specs, digest([spec.model_dump() for spec in specs]), ask
+    given = {"callback_url": request.args["callback_url"]} if "callback_url" in request.args else {}
+    callback = parse(BatchOptions, given, {"settings": svc.settings}).callback_url
+    return specs, digest([[spec.model_dump() for spec in specs], callback]), ask, callback
 
 
 def _read_long_csv(text: str) -> dict[str, tuple[str, list[float], list[float]]]:
@@ -191,9 +200,9 @@ def _get_batch(session: Any, batch_id: str) -> Batch:
 def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = current_services()
     if request.mimetype == "text/csv":
-        specs, request_digest, ask = _from_csv(svc)
+        specs, request_digest, ask, callback = _from_csv(svc)
     else:
-        specs, request_digest, ask = _from_json(svc)
+        specs, request_digest, ask, callback = _from_json(svc)
     tenant = current_tenant()
     size = svc.settings.chunk_size
     chunks = [new_id() for _ in range(0, len(specs), size)]
@@ -212,6 +221,8 @@ def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
             created_at=utcnow(),
             idempotency_key=key,
             request_digest=request_digest,
+            callback_url=callback,
+            callback_pending=callback is not None,
         )
         rows = fit_rows(
             specs,

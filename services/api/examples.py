@@ -109,7 +109,32 @@ INSTRUMENT = {
     "links": {"self": "/v1/instruments/TT-101"},
 }
 
+ATTEMPTS = [
+    {
+        "number": 1,
+        "started_at": "2026-11-27T09:31:02.114Z",
+        "status_code": 500,
+        "error": "answered 500",
+        "seconds": 0.02,
+    },
+    {"number": 2, "started_at": "2026-11-27T09:31:07.391Z", "status_code": 200, "error": None, "seconds": 0.018},
+]
+DELIVERY = {
+    "id": "5b0c7e2a-1f3d-4c8e-9a6b-2d4f8e1c3a57",
+    "event": "batch.ended",
+    "subject_id": BATCH_ID,
+    "url": "https://hooks.example.com/calib",
+    "status": "delivered",
+    "created_at": "2026-11-27T09:31:02.101Z",
+    "next_attempt_at": None,
+    "delivered_at": "2026-11-27T09:31:07.409Z",
+    "attempts": ATTEMPTS,
+}
+
 EXAMPLES: dict[str, Any] = {
+    "WebhookAttemptPublic": ATTEMPTS[0],
+    "WebhookDeliveryPublic": DELIVERY,
+    "WebhookDeliveryList": {"items": [DELIVERY], "next": None},
     "Drift": DRIFT,
     "CalibrationPublic": CALIBRATION,
     "InstrumentSummary": INSTRUMENT,

@@ -12,10 +12,8 @@ from services.api.idempotency import request_key
 from services.api.listing import list_fits_query, query_with
 from services.api.losses import csv_lines, downsample, finite_or_none
 from services.api.predictions import prediction
-from services.api.presenters import fit_json, fit_list
 from services.api.problems import Problem
 from services.api.requests import json_body, parse, query
-from services.api.responses import serve
 from services.api.submit import submit_fit
 from services.api.telemetry import bind_fit
 from services.api.tenancy import current_tenant, owned_or_404
@@ -24,7 +22,9 @@ from shared.cancel import cancel_active
 from shared.loss_blocks import Curves, read_range
 from shared.models import ACTIVE, Fit
 from shared.packing import unpack_f64
+from shared.presenters import fit_json, fit_list
 from shared.queries import FitListQuery, LossesQuery, WaitQuery
+from shared.responses import serve
 from shared.schemas import FitCreate, FitData, LossBuckets, LossPage, PredictRequest
 
 bp = Blueprint("fits", __name__, url_prefix="/v1/fits")

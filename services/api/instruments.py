@@ -14,12 +14,12 @@ from flask import Blueprint, Response, request
 from services.api import applying
 from services.api.extensions import current_services
 from services.api.predictions import prediction
-from services.api.presenters import instrument_fields, instrument_json, instrument_list
 from services.api.problems import Problem
 from services.api.requests import json_body, parse, query
 from services.api.tenancy import current_tenant
 from shared import calibrations
 from shared.models import Instrument
+from shared.presenters import instrument_fields, instrument_json, instrument_list
 from shared.queries import ApplyQuery, AtQuery, InstrumentListQuery
 from shared.schemas import InstrumentUpdate, PredictRequest
 

@@ -18,12 +18,12 @@ from shared.queries import BatchFitsQuery, FitListQuery
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def _encode_cursor(fit: Fit) -> str:
-    micros = (fit.created_at.astimezone(dt.UTC) - _EPOCH) // dt.timedelta(microseconds=1)
-    return f"{micros}.{fit.id}"
+def encode_cursor(created_at: dt.datetime, object_id: str) -> str:
+    micros = (created_at.astimezone(dt.UTC) - _EPOCH) // dt.timedelta(microseconds=1)
+    return f"{micros}.{object_id}"
 
 
-def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
     micros, fit_id = cursor.split(".", 1)  # the pattern of shared.queries.Cursor holds
     return _EPOCH + dt.timedelta(microseconds=int(micros)), fit_id
 
@@ -43,7 +43,7 @@ def list_fits_query(params: FitListQuery | BatchFitsQuery, batch_id: str | None 
     if params.status:
         query = query.where(Fit.status == params.status)
     if params.cursor:
-        created, fit_id = _decode_cursor(params.cursor)
+        created, fit_id = decode_cursor(params.cursor)
         query = query.where(
             sa.tuple_(Fit.created_at, Fit.id) < sa.tuple_(sa.literal(created, UTCDateTime()), sa.literal(fit_id))
         )
@@ -51,7 +51,7 @@ def list_fits_query(params: FitListQuery | BatchFitsQuery, batch_id: str | None 
     query = query.order_by(Fit.created_at.desc(), Fit.id.desc()).limit(limit + 1)
     with current_services().db.session() as session:
         fits = list(session.scalars(query))
-    next_cursor = _encode_cursor(fits[limit - 1]) if len(fits) > limit else None
+    next_cursor = encode_cursor(fits[limit - 1].created_at, fits[limit - 1].id) if len(fits) > limit else None
     return fits[:limit], next_cursor
 
 

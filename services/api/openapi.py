@@ -10,13 +10,14 @@ from flask import Blueprint, Response, render_template
 
 from services.api.examples import fill_property_examples
 from services.api.extensions import current_services
-from services.api.presenters import RESULT_COLUMNS
+from shared.presenters import RESULT_COLUMNS
 from shared.queries import (
     CSV_BATCH_DEFAULTS,
     ID_PATTERN,
     ApplyQuery,
     AtQuery,
     BatchFitsQuery,
+    DeliveryListQuery,
     FitListQuery,
     InstrumentListQuery,
     LossesQuery,
@@ -300,6 +301,24 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
             },
         },
         **_instrument_paths(),
+        "/v1/webhooks/deliveries": {
+            "get": {
+                "operationId": "listWebhookDeliveries",
+                "summary": "Webhook deliveries, newest first, each with its attempts and their status codes",
+                "description": "A fit or batch with a `callback_url` owes one delivery when it ends: its final JSON "
+                'POSTed with `Calib-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" under the '
+                "tenant's secret>` (`calib webhooks secret --tenant NAME` prints it), `Calib-Delivery` (this id) and "
+                "`Calib-Event`. Any answer but 2xx, or none within the timeout, is retried with doubling delays "
+                "(README: Webhooks) until CALIB_WEBHOOK_GIVE_UP_SECONDS (a day; at least an hour); redirects are not "
+                "followed. Only hosts in CALIB_WEBHOOK_ALLOWED_HOSTS are accepted (422 otherwise), and a delivery "
+                "connects only to public addresses unless the operator listed the address.",
+                "parameters": query_parameters(DeliveryListQuery),
+                "responses": {
+                    "200": {"description": "A page", "content": _json("WebhookDeliveryList")},
+                    **_problems("422"),
+                },
+            }
+        },
         "/healthz": {
             "get": {
                 "operationId": "healthz",

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from services.api.problems import Problem
-from services.api.responses import serve
 from shared import calibration
 from shared.models import Fit
+from shared.responses import serve
 from shared.schemas import Prediction, PredictRequest
 
 

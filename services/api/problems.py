@@ -10,7 +10,7 @@ from flask import Flask, Response, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from services.api.responses import serve
+from shared.responses import serve
 from shared.schemas import DataTooLarge
 from shared.schemas import Problem as ProblemBody
 

@@ -71,6 +71,7 @@ def fit_rows(
                 n_points=len(fit.spec.t_u),
                 labels=fit.spec.labels,
                 instrument=fit.spec.instrument,
+                callback_url=fit.spec.callback_url,
                 t_u=pack_f64(fit.spec.t_u),
                 t_c=pack_f64(fit.spec.t_c),
                 attempt=0,

@@ -7,9 +7,9 @@ from typing import Any
 from flask import Blueprint
 
 from services.api.extensions import current_services
-from services.api.responses import serve
 from services.api.tenancy import current_tenant
 from shared import quotas
+from shared.responses import serve
 from shared.schemas import Usage
 
 bp = Blueprint("usage", __name__, url_prefix="/v1/usage")

@@ -109,6 +109,22 @@ def tenants_set_quota(
     )
 
 
+@click.group()
+def webhooks() -> None:
+    """Webhooks: each tenant's signing secret."""
+
+
+@webhooks.command("secret")
+@click.option("--tenant", required=True, help="the tenant whose webhooks it signs")
+def webhooks_secret(tenant: str) -> None:
+    """Print the tenant's webhook secret (made now if it has none): receivers check the HMAC-SHA256
+    in each delivery's Calib-Signature header with it."""
+    from shared import webhooks as owed
+
+    with _database().session(write=True) as session:
+        click.echo(owed.secret_of(session, tenant))
+
+
 @click.command()
 @click.option("--older-than", "older_than", required=True, help="an age: 30d, 12h, 2w, 90m")
 def prune(older_than: str) -> None:
@@ -182,4 +198,4 @@ def stack(workers: int) -> None:
     run_stack(workers)
 
 
-COMMANDS = [db, tokens, tenants, prune, api, worker, up, stack]
+COMMANDS = [db, tokens, tenants, webhooks, prune, api, worker, up, stack]

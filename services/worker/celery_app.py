@@ -14,11 +14,12 @@ import torch
 from celery.signals import setup_logging, worker_init, worker_process_init
 
 from migrations.apply import SchemaNotAtHead, require_head
-from services.worker import fairness, reconciler, runner
+from services.worker import fairness, reconciler, runner, webhooks
 from services.worker.engine import pick_device
 from shared import logs, retention
+from shared import webhooks as owed
 from shared.db import Database
-from shared.queue import RECONCILE, RUN_CHUNK, make_celery, queue_depth
+from shared.queue import DELIVER_WEBHOOKS, RECONCILE, RUN_CHUNK, make_celery, queue_depth
 from shared.settings import get_settings
 
 log = logging.getLogger("calib.worker")
@@ -86,7 +87,20 @@ def run_chunk(chunk_id: str) -> int:
     # a message each (the fits are committed queued; a lost publish is the reconciler's).
     for chunk in run.publish:
         run_chunk.apply_async((chunk,))
+    _wake_deliveries()
     return run.claimed
+
+
+def _wake_deliveries() -> None:
+    """Publish a delivery task when webhooks are due (the fits just ended may have owed some)."""
+    with _database().session() as session:
+        if owed.due(session):
+            deliver_webhooks.apply_async()
+
+
+@app.task(name=DELIVER_WEBHOOKS)
+def deliver_webhooks() -> int:
+    return webhooks.deliver_due(_database(), settings)
 
 
 @app.task(name=RECONCILE)
@@ -97,6 +111,13 @@ def reconcile() -> int:
     count = reconciler.reconcile(_database(), settings, publish, lambda: queue_depth(app))
     if count:
         log.info("reconciler re-published %d chunks", count)
+    # Batches that ended while two workers each saw the other's fits running, and deliveries due
+    # (retries, and those whose worker was lost mid-POST).
+    with _database().session(write=True) as session:
+        swept = owed.sweep(session)
+    if swept:
+        log.info("reconciler created the webhooks of %d ended batches", swept)
+    _wake_deliveries()
     if settings.retention_days > 0:
         # A bounded share per round, so retention never holds the reconciler up.
         pruned = retention.prune(_database(), dt.timedelta(days=settings.retention_days), limit=_PRUNE_PER_ROUND)

@@ -16,12 +16,12 @@ from flask import Blueprint, Response, make_response, redirect, render_template,
 from services.api.auth import COOKIE
 from services.api.extensions import current_services
 from services.api.listing import list_fits_query, query_with
-from services.api.presenters import batch_json, fit_json
 from services.api.problems import TITLES, Problem
 from services.api.requests import query
 from services.api.tenancy import current_tenant, owned_or_404
 from shared import tokens
 from shared.models import STATUSES, SUCCEEDED, TERMINAL, Batch, Fit
+from shared.presenters import batch_json, fit_json
 from shared.queries import FitListQuery
 
 bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")

@@ -10,11 +10,21 @@ from urllib.parse import quote
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from services.api.responses import serve
 from shared import calibrations
 from shared.drift import Calibration, Drift, drifts, next_due
-from shared.models import CANCELLED, RUNNING, STATUSES, SUCCEEDED, Batch, Fit, Instrument
-from shared.schemas import BatchPublic, FitList, FitPublic, InstrumentList, InstrumentPublic
+from shared.models import (
+    CANCELLED,
+    RUNNING,
+    STATUSES,
+    SUCCEEDED,
+    Batch,
+    Fit,
+    Instrument,
+    WebhookAttempt,
+    WebhookDelivery,
+)
+from shared.responses import serve
+from shared.schemas import BatchPublic, FitList, FitPublic, InstrumentList, InstrumentPublic, WebhookDeliveryList
 
 # The batch's fits as CSV and Parquet columns (GET /v1/batches/{id}/fits?format=csv|parquet).
 RESULT_COLUMNS = [
@@ -226,3 +236,40 @@ def instrument_list(items: list[dict[str, Any]], next_link: str | None) -> dict[
     """A page of instruments (fields as instrument_fields gives them), each without its history."""
     summaries = [{k: v for k, v in item.items() if k != "history"} for item in items]
     return serve(InstrumentList, {"items": summaries, "next": next_link})
+
+
+def _delivery_status(delivery: WebhookDelivery) -> str:
+    if delivery.delivered_at is not None:
+        return "delivered"
+    return "failed" if delivery.gave_up_at is not None else "pending"
+
+
+def delivery_list(
+    deliveries: list[WebhookDelivery], attempts: list[WebhookAttempt], next_link: str | None
+) -> dict[str, Any]:
+    by_delivery: dict[str, list[dict[str, Any]]] = {}
+    for attempt in attempts:
+        by_delivery.setdefault(attempt.delivery_id, []).append(
+            {
+                "number": attempt.number,
+                "started_at": iso(attempt.started_at),
+                "status_code": attempt.status_code,
+                "error": attempt.error,
+                "seconds": attempt.seconds,
+            }
+        )
+    items = [
+        {
+            "id": d.id,
+            "event": d.event,
+            "subject_id": d.subject_id,
+            "url": d.url,
+            "status": _delivery_status(d),
+            "created_at": iso(d.created_at),
+            "next_attempt_at": iso(d.next_attempt_at),
+            "delivered_at": iso(d.delivered_at),
+            "attempts": by_delivery.get(d.id, []),
+        }
+        for d in deliveries
+    ]
+    return serve(WebhookDeliveryList, {"items": items, "next": next_link})
