@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -27,19 +25,10 @@ from shared import calibration
 from shared.models import Fit
 
 COLUMNS = ["instrument", "t_u", "t_c", "lower", "upper", "fit_id"]
-_SPOOL_IN_MEMORY = 8 * 1024 * 1024
 _BLOCK_BYTES = 1 << 20
 _READ = pa_csv.ConvertOptions(
     column_types={"instrument": pa.string(), "t_u": pa.float64()}, include_columns=["instrument", "t_u"]
 )
-
-
-def spool(stream: IO[bytes]) -> IO[bytes]:
-    """The request body in a temporary file (in memory while small), to be read more than once."""
-    body = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115  (closed by the answer)
-    shutil.copyfileobj(stream, body, _BLOCK_BYTES)
-    body.seek(0)
-    return body
 
 
 def _blocks(body: IO[bytes]) -> Iterator[pa.RecordBatch]:

@@ -12,6 +12,7 @@ import sqlalchemy.orm as so
 from flask import Blueprint, Response, request, stream_with_context
 from pydantic import ValidationError
 
+from services.api import parquet
 from services.api.admission import Ask, admit, ask_of, refuse_oversize, require_broker
 from services.api.bodies import csv_within_limits
 from services.api.extensions import Services, current_services
@@ -122,12 +123,17 @@ def _query_defaults() -> dict[str, Any]:
     return defaults
 
 
-def _from_csv(svc: Services) -> tuple[list[FitCreate], str, Ask, str | None]:
-    text = csv_within_limits(svc.settings)
-    try:
-        grouped = _read_long_csv(text)
-    except csv.Error as exc:  # stray quotes or line breaks: the client's CSV, not our fault
-        raise Problem(400, f"not a readable CSV: {exc}", slug="malformed") from exc
+def _from_long_table(svc: Services) -> tuple[list[FitCreate], str, Ask, str | None]:
+    """A CSV or Parquet batch: one fit per series, the defaults and callback_url as query parameters."""
+    if request.mimetype == parquet.MEDIA_TYPE:
+        rows, with_instrument = parquet.long_rows(svc.settings)
+        grouped = group_series(rows, with_instrument)
+    else:
+        text = csv_within_limits(svc.settings)
+        try:
+            grouped = _read_long_csv(text)
+        except csv.Error as exc:  # stray quotes or line breaks: the client's CSV, not our fault
+            raise Problem(400, f"not a readable CSV: {exc}", slug="malformed") from exc
     if not grouped:
         raise Problem(400, "the CSV has no data rows", slug="malformed")
     defaults = _query_defaults()
@@ -199,8 +205,8 @@ def _get_batch(session: Any, batch_id: str) -> Batch:
 @bp.post("")
 def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = current_services()
-    if request.mimetype == "text/csv":
-        specs, request_digest, ask, callback = _from_csv(svc)
+    if request.mimetype in ("text/csv", parquet.MEDIA_TYPE):
+        specs, request_digest, ask, callback = _from_long_table(svc)
     else:
         specs, request_digest, ask, callback = _from_json(svc)
     tenant = current_tenant()
@@ -330,6 +336,12 @@ def batch_fits(batch_id: str) -> Any:
     threshold = current_services().settings.drift_threshold
     if params.format == "csv":
         return Response(stream_with_context(_result_lines(batch_id, threshold)), mimetype="text/csv")
+    if params.format == "parquet":
+        return Response(
+            parquet.results_file(result_rows(batch_id, threshold)),
+            mimetype=parquet.MEDIA_TYPE,
+            headers={"Content-Disposition": f'attachment; filename="{batch_id}-fits.parquet"'},
+        )
     fits, cursor = list_fits_query(params, batch_id=batch_id)
     next_link = f"/v1/batches/{batch_id}/fits?{query_with(cursor=cursor)}" if cursor else None
     return fit_list(fits, next_link)

@@ -12,6 +12,7 @@ import sqlalchemy.orm as so
 from flask import Blueprint, Response, request
 
 from services.api import applying
+from services.api.bodies import spool
 from services.api.extensions import current_services
 from services.api.predictions import prediction
 from services.api.problems import Problem
@@ -117,7 +118,7 @@ def apply() -> Response:
             415, "POST /v1/apply takes text/csv with the columns instrument,t_u", slug="unsupported-media-type"
         )
     svc = current_services()
-    body = applying.spool(request.stream)
+    body = spool(lambda piece: None, svc.settings)  # the body's size limit only; rows are read after
     try:
         readings = applying.survey(body)
         names = list(readings.first_row)

@@ -224,8 +224,9 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                 "description": (
                     "JSON: `{defaults, fits: [...]}`, each fit overriding any default; each fit merged "
                     "with the defaults must itself be a valid fit (422 naming `fits[i]` otherwise). CSV "
-                    "(`Content-Type: text/csv`): long format `series,t_u,t_c`, one fit per "
-                    "series (its label `series`), defaults as query parameters "
+                    "(`Content-Type: text/csv`), or Parquet (`application/vnd.apache.parquet`), the same columns: long "
+                    "format `series,t_u,t_c`, one fit per series (its label `series`, and its `instrument` unless an "
+                    "`instrument` column names another), defaults and `callback_url` as query parameters "
                     f"({', '.join(CSV_BATCH_DEFAULTS)}). At most "
                     f"{limits['batch_fits']} fits and {limits['batch_points']} points (413 over). "
                     "`Idempotency-Key` works as for fits."
@@ -246,6 +247,7 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                             "schema": {"type": "string", "pattern": CSV_PATTERN},
                             "example": "series,t_u,t_c\nA17,35.7,0.5\nA17,55.9,14.0\n",
                         },
+                        "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
                     },
                 },
                 "responses": {
@@ -276,7 +278,11 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "Fits",
-                        "content": {**_json("FitList"), "text/csv": {"schema": {"type": "string"}}},
+                        "content": {
+                            **_json("FitList"),
+                            "text/csv": {"schema": {"type": "string"}},
+                            "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+                        },
                     },
                     **_problems("404", "422"),
                 },

@@ -32,6 +32,8 @@ def test_every_request_example_is_accepted(make_client: Callable[..., FlaskClien
         ("/v1/fits", "application/json"),
         ("/v1/batches", "application/json"),
         ("/v1/batches", "text/csv"),
+        # Binary: no example in the document; tests/api/test_parquet.py sends it.
+        ("/v1/batches", "application/vnd.apache.parquet"),
         ("/v1/fits/{fit_id}/predict", "application/json"),
         ("/v1/instruments/{instrument_id}", "application/json"),
         ("/v1/instruments/{instrument_id}/predict", "application/json"),
