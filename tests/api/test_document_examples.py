@@ -15,6 +15,8 @@ def _example(document: dict[str, Any], media: dict[str, Any]) -> Any:
     if "example" in media:
         return media["example"]
     schema = media["schema"]
+    if "$ref" not in schema:
+        return None  # a binary body (Parquet) has no example to show
     name = schema["$ref"].rsplit("/", 1)[1]
     return document["components"]["schemas"][name]["example"]
 
