@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.conftest import DATA
@@ -165,6 +166,73 @@ def test_the_batch_page_shows_progress_and_the_spread_of_the_lines(browser: Any,
     assert browser.execute_script("return document.querySelectorAll('#fits tbody tr').length") == 30
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "dashboard-batch.png"))
+
+
+def _nights(stack: Stack) -> tuple[str, str]:
+    """Three thermometers calibrated on two nights; TT-2 reads 0.8 degrees high on the second."""
+    rng = np.random.default_rng(5)
+    batches = []
+    for night in range(2):
+        lines = ["series,t_u,t_c"]
+        for k in range(3):
+            u = np.linspace(0, 100, 15)
+            shift = 0.8 if (night == 1 and k == 2) else 0.0
+            c = 0.5 * u - 17 + 0.02 * k + shift + rng.normal(0, 0.05, u.size)
+            lines += [f"TT-{k},{x!r},{y!r}" for x, y in zip(u.tolist(), c.tolist(), strict=True)]
+        r = stack.http.post(
+            "/v1/batches?epochs=auto&max_epochs=20000&normalize=standardize&learning_rate=auto",
+            content="\n".join(lines) + "\n",
+            headers={"Content-Type": "text/csv"},
+        )
+        assert r.status_code == 202, r.text
+        batches.append(stack.wait_batch(r.json()["id"]))
+    assert [b["drifted"] for b in batches] == [0, 1]
+    stack.http.put("/v1/instruments/TT-2", json={"tolerance": 1.0})
+    return batches[0]["id"], batches[1]["id"]
+
+
+def test_the_instrument_pages_and_the_report_draw_their_charts(browser: Any, stack: Stack) -> None:
+    _, second = _nights(stack)
+    log_in(browser, stack)
+    browser.get(f"{stack.url}/ui/instruments")
+    rows = browser.execute_script(
+        "return [...document.querySelectorAll('#instruments tbody tr td:first-child')].map(td => td.textContent)"
+    )
+    assert rows[0] == "TT-2" and set(rows) >= {"TT-0", "TT-1", "TT-2"}  # the drifted one first
+    browser.get(f"{stack.url}/ui/batches/{second}")
+    assert "TT-2" in browser.find_element("id", "drifted").text
+
+    browser.get(f"{stack.url}/ui/instruments/TT-2")
+    for chart in ("w-chart", "b-chart", "as-found-chart"):
+        wait_for(browser, f"return document.getElementById('{chart}').dataset.rendered")
+    drawn = browser.execute_script("""
+        const count = (id, what) => document.querySelectorAll(`#${id} ${what}`).length;
+        return {verdict: document.getElementById('verdict').textContent,
+                w: count('w-chart', 'circle'), wBars: count('w-chart', 'line.errorbar'),
+                flagged: count('b-chart', 'circle.flagged'), found: count('as-found-chart', 'circle'),
+                tolerance: count('as-found-chart', 'line.limit'),
+                rows: count('history', 'tbody tr')};""")
+    assert drawn == {"verdict": "drifted", "w": 2, "wBars": 2, "flagged": 1, "found": 1, "tolerance": 1, "rows": 2}
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "dashboard-instrument.png"))
+
+    current = stack.http.get("/v1/instruments/TT-2").json()["current"]
+    browser.get(f"{stack.url}/ui/fits/{current['fit_id']}/report")
+    wait_for(browser, "return document.getElementById('report-data').dataset.rendered")
+    wait_for(browser, "return document.getElementById('report-residuals').dataset.rendered")
+    report = browser.execute_script("""
+        return {dots: document.querySelectorAll('#report-data circle').length,
+                line: document.querySelectorAll('#report-data line.fitted').length,
+                residuals: document.querySelectorAll('#report-residuals circle').length,
+                readings: document.querySelectorAll('#readings tbody tr').length,
+                drift: document.getElementById('report-drift').textContent};""")
+    assert report["dots"] == report["residuals"] == report["readings"] == 15 and report["line"] == 1
+    assert "DRIFTED" in report["drift"]
+    # Printed, the page drops the navigation (its print stylesheet).
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    assert browser.execute_script("return getComputedStyle(document.querySelector('header')).display") == "none"
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+    browser.save_screenshot(str(ARTIFACTS / "dashboard-report.png"))
 
 
 def test_the_cookie_only_reads(stack: Stack) -> None:

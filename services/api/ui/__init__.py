@@ -1,16 +1,17 @@
 """The dashboard at /ui: recent batches and fits, a fit's loss curve and data, a batch's progress
-and the distribution of its fitted lines. Server-rendered HTML; the two charts of a fit page are
+and the distribution of its fitted lines, the instruments (drifted first) with each one's history,
+and a printable calibration report per fit. Server-rendered HTML; the two charts of a fit page are
 drawn in the browser from the API's own JSON (the downsampled losses, the data) by a small
 script shipped here, with no CDN, so the service works offline."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 import sqlalchemy as sa
-import sqlalchemy.orm as so
 from flask import Blueprint, Response, make_response, redirect, render_template, request
 
 from services.api.auth import COOKIE
@@ -19,9 +20,11 @@ from services.api.listing import list_fits_query, query_with
 from services.api.problems import TITLES, Problem
 from services.api.requests import query
 from services.api.tenancy import current_tenant, owned_or_404
-from shared import tokens
-from shared.models import STATUSES, SUCCEEDED, TERMINAL, Batch, Fit
-from shared.presenters import batch_json, fit_json
+from shared import calibrations, tokens
+from shared.drift import Calibration, drift
+from shared.models import STATUSES, SUCCEEDED, TERMINAL, Batch, Fit, Instrument
+from shared.packing import unpack_f64
+from shared.presenters import batch_json, fit_json, instrument_fields
 from shared.queries import FitListQuery
 
 bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
@@ -131,10 +134,10 @@ def batch_page(batch_id: str) -> str:
     svc = current_services()
     with svc.db.session() as session:
         batch = batch_json(session, owned_or_404(session, Batch, batch_id, "batch"), svc.settings.drift_threshold)
-        fits = session.scalars(
-            sa.select(Fit)
-            .options(so.load_only(Fit.status, Fit.w, Fit.b, Fit.input_scale, Fit.input_shift))
-            .where(Fit.batch_id == batch_id, Fit.status == SUCCEEDED)
+        fits = session.scalars(sa.select(Fit).where(Fit.batch_id == batch_id, Fit.status == SUCCEEDED)).all()
+        verdicts = calibrations.drift_of(session, fits, svc.settings.drift_threshold)
+        drifted = sorted(
+            fit.instrument for fit in fits if fit.instrument and verdicts.get(fit.id, None) and verdicts[fit.id].flagged
         )
         lines = np.array([line for fit in fits if (line := fit.raw_params()) is not None], dtype=np.float64).reshape(
             -1, 2
@@ -144,7 +147,108 @@ def batch_page(batch_id: str) -> str:
         "batch.html",
         batch=batch,
         running=batch["status"] in ("queued", "running"),
+        drifted=drifted,
         histograms=[histogram("w_raw (slope)", w), histogram("b_raw (offset)", b)],
+    )
+
+
+# Instruments on one page of the list; past that, the page links to the next.
+INSTRUMENTS_PER_PAGE = 500
+
+
+def _millis(iso_time: str) -> int:
+    return int(dt.datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+@bp.get("/instruments")
+def instruments_page() -> str:
+    """Every instrument of the tenant, those whose current calibration drifted first."""
+    svc = current_services()
+    tenant, after = current_tenant(), request.args.get("after", "")
+    with svc.db.session() as session:
+        rows = session.scalars(
+            sa.select(Instrument)
+            .where(Instrument.tenant == tenant, Instrument.id > after)
+            .order_by(Instrument.id)
+            .limit(INSTRUMENTS_PER_PAGE + 1)
+        ).all()
+        page = rows[:INSTRUMENTS_PER_PAGE]
+        histories = calibrations.calibrations_of(session, tenant, [row.id for row in page])
+        items = [instrument_fields(row, histories[row.id], svc.settings.drift_threshold) for row in page]
+    drifted = [i for i in items if i["current"] and i["current"]["drift"] and i["current"]["drift"]["flagged"]]
+    others = [i for i in items if i not in drifted]
+    return render_template(
+        "instruments.html",
+        instruments=drifted + others,
+        drifted=len(drifted),
+        more=page[-1].id if len(rows) > INSTRUMENTS_PER_PAGE else None,
+    )
+
+
+@bp.get("/instruments/<path:instrument_id>")
+def instrument_page(instrument_id: str) -> str:
+    svc = current_services()
+    with svc.db.session() as session:
+        found = session.get(Instrument, (current_tenant(), instrument_id))
+        if found is None:
+            raise Problem(404, f"no instrument {instrument_id!r}", slug="not-found")
+        history = calibrations.calibrations_of(session, current_tenant(), [found.id])[found.id]
+        instrument = instrument_fields(found, history, svc.settings.drift_threshold)
+    oldest_first = instrument["history"][::-1]
+
+    def series(value: str, se: str) -> list[list[Any]]:
+        return [
+            [
+                _millis(c["calibrated_at"]),
+                c[value],
+                2 * c[se] if c[se] is not None else 0,
+                bool(c["drift"] and c["drift"]["flagged"]),
+            ]
+            for c in oldest_first
+        ]
+
+    as_found = [
+        [_millis(c["calibrated_at"]), c["drift"]["as_found_rms"], 0, c["drift"]["flagged"]]
+        for c in oldest_first
+        if c["drift"] and c["drift"]["as_found_rms"] is not None
+    ]
+    return render_template(
+        "instrument.html",
+        instrument=instrument,
+        w_points=series("w_raw", "se_w"),
+        b_points=series("b_raw", "se_b"),
+        as_found=as_found,
+        threshold=svc.settings.drift_threshold,
+    )
+
+
+@bp.get("/fits/<fit_id>/report")
+def report_page(fit_id: str) -> str:
+    """A fit's calibration report, for printing: its data, line, residuals, uncertainty and, for an
+    instrument's calibration, the drift verdict against the one before."""
+    svc = current_services()
+    with svc.db.session() as session:
+        fit = owned_or_404(session, Fit, fit_id, "fit")
+        t_u, t_c = unpack_f64(fit.t_u), unpack_f64(fit.t_c)
+        before = calibrations.previous_of(session, [fit]).get(fit.id) if fit.status == SUCCEEDED else None
+        body = fit_json(fit)
+    raw = fit.raw_params()
+    residuals = (t_c - (raw[0] * t_u + raw[1])) if raw else None
+    found = drift(Calibration.of(before), Calibration.of(fit), svc.settings.drift_threshold) if before else None
+    rows = [
+        {"i": i, "t_u": float(u), "t_c": float(c), "residual": None if residuals is None else float(residuals[i])}
+        for i, (u, c) in enumerate(zip(t_u, t_c, strict=True))
+    ]
+    return render_template(
+        "report.html",
+        fit=body,
+        rows=rows,
+        residual_points=[[r["t_u"], r["residual"], 0, False] for r in rows] if residuals is not None else [],
+        rms=float(np.sqrt(np.mean(residuals**2))) if residuals is not None else None,
+        drift=found,
+        previous=before.id if before else None,
+        threshold=svc.settings.drift_threshold,
+        printed=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     )
 
 

@@ -1,7 +1,7 @@
 "use strict";
-// The fit page's two charts, drawn as SVG from the API's own JSON: the downsampled loss curve
-// (GET /v1/fits/{id}/losses?points=N: per bucket its min, max and last loss) on a log scale, and
-// the fit's data with its fitted line. No library and nothing fetched from elsewhere.
+// The dashboard's charts, drawn as SVG: a fit's downsampled loss curve (GET /v1/fits/{id}/losses?points=N:
+// per bucket its min, max and last loss) on a log scale, the fit's data with its fitted line, and
+// points a page carries (an instrument's history, a fit's residuals). No library, nothing from elsewhere.
 
 const NS = "http://www.w3.org/2000/svg";
 const BOX = { width: 640, height: 360, left: 58, right: 14, top: 12, bottom: 34 };
@@ -119,8 +119,56 @@ async function drawDataChart(svg) {
   svg.dataset.rendered = "true";
 }
 
+function dateLabel(ms, span) {
+  // Calibrations days apart are told by their date; hours apart (a demo, a test) by the time too.
+  const iso = new Date(ms).toISOString();
+  return span < 2 * 86400e3 ? `${iso.slice(5, 10)} ${iso.slice(11, 16)}` : iso.slice(0, 10);
+}
+
+// Points carried by the page itself (data-points: [[x, y, err, flagged], ...]): an instrument's
+// calibrations over time with their ±2 SE bars, its as-found RMS against its tolerance (data-limit),
+// or a fit's residuals around zero (data-zero). x is a time in ms when data-x="time".
+async function drawPointsChart(svg) {
+  const points = JSON.parse(svg.dataset.points || "[]");
+  if (!points.length) {
+    text(svg, BOX.width / 2, BOX.height / 2, "nothing to show yet");
+    svg.dataset.rendered = "empty";
+    return;
+  }
+  const limit = svg.dataset.limit === undefined ? null : Number(svg.dataset.limit);
+  const xsOf = points.map((p) => p[0]);
+  const ysOf = points.flatMap((p) => [p[1] - (p[2] || 0), p[1] + (p[2] || 0)])
+    .concat(limit === null ? [] : [limit]).concat(svg.dataset.zero !== undefined ? [0] : []);
+  let xlo = Math.min(...xsOf), xhi = Math.max(...xsOf);
+  if (xlo === xhi) { xlo -= 1; xhi += 1; }
+  const ylo = Math.min(...ysOf), yhi = Math.max(...ysOf);
+  const pad = (hi, lo) => (hi - lo || Math.abs(hi) || 1) * 0.08;
+  const xs = scale(xlo - pad(xhi, xlo), xhi + pad(xhi, xlo), BOX.left, BOX.width - BOX.right);
+  const ys = scale(ylo - pad(yhi, ylo), yhi + pad(yhi, ylo), BOX.height - BOX.bottom, BOX.top);
+  const time = svg.dataset.x === "time";
+  const xTicks = time ? points.map((p) => p[0]).filter((_, i, all) => i % Math.ceil(all.length / 6) === 0) : linearTicks(xlo, xhi, 6);
+  frame(svg, xs, ys, [], linearTicks(ylo, yhi, 5), label);
+  for (const t of xTicks) text(svg, xs(t), BOX.height - BOX.bottom + 16, time ? dateLabel(t, xhi - xlo) : label(t));
+  if (svg.dataset.zero !== undefined) node("line", { class: "limit", x1: BOX.left, x2: BOX.width - BOX.right, y1: ys(0), y2: ys(0) }, svg);
+  if (limit !== null) {
+    node("line", { class: "limit", x1: BOX.left, x2: BOX.width - BOX.right, y1: ys(limit), y2: ys(limit) }, svg);
+    text(svg, BOX.width - BOX.right - 4, ys(limit) - 4, `tolerance ${label(limit)}`, "end");
+  }
+  if (svg.dataset.join !== undefined) {
+    node("polyline", { class: "trend", points: points.map((p) => `${xs(p[0]).toFixed(1)},${ys(p[1]).toFixed(1)}`).join(" ") }, svg);
+  }
+  for (const [x, y, err, flagged] of points) {
+    if (err) node("line", { class: "errorbar", x1: xs(x), x2: xs(x), y1: ys(y - err), y2: ys(y + err) }, svg);
+    node("circle", { class: flagged ? "flagged" : "train", cx: xs(x), cy: ys(y), r: 4 }, svg);
+  }
+  svg.dataset.drawn = String(points.length);
+  svg.dataset.rendered = "true";
+}
+
+const DRAW = { loss: drawLossChart, data: drawDataChart, points: drawPointsChart };
+
 for (const svg of document.querySelectorAll("svg[data-chart]")) {
-  const draw = svg.dataset.chart === "loss" ? drawLossChart : drawDataChart;
+  const draw = DRAW[svg.dataset.chart];
   draw(svg).catch((error) => {
     text(svg, BOX.width / 2, BOX.height / 2, `could not draw: ${error}`);
     svg.dataset.rendered = "error";
