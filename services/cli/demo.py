@@ -1,4 +1,5 @@
-"""`calib demo`: the book's runs, submitted to a running service, shown beside the book's figures.
+"""`calib demo`: the book's runs, submitted to a running service, shown beside the book's figures,
+then two nights of three thermometers, one of which drifts, and that instrument's history.
 
 The figures the service prints come from the service; the book's own figures
 are shown next to them only to compare (the book computes in float32, the
@@ -10,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import click
+import numpy as np
 
-from services.cli.tables import verdict_line
+from services.cli.tables import instrument_history, verdict_line
 from services.client import Client
 
 # The thermometer data of Deep Learning with PyTorch, chapter 5.
@@ -64,3 +66,34 @@ def run_demo(client: Client, progress: bool = True) -> None:
     if tail:
         click.echo(f"   last finite loss: epoch {len(tail)}, Loss {tail[-1]:.6g}")
     click.echo(f"   verdict  none: a diverged fit has no line to judge (the rate is past lr_max {fit['lr_max']:.3g})")
+
+    click.echo(
+        "\n3. Instruments: three thermometers calibrated on two nights; TT-103 reads 0.6 degrees high on the second"
+    )
+    nights = [night_of_thermometers(1, drifted=set()), night_of_thermometers(2, drifted={"TT-103"})]
+    for number, night in enumerate(nights, start=1):
+        batch = client.submit_batch(night, epochs="auto", normalize="standardize", learning_rate="auto").wait()
+        succeeded, drifted_now = batch.counts["succeeded"], batch.data["drifted"]
+        click.echo(f"   night {number}: batch {batch.id}, {succeeded} calibrations, {drifted_now} drifted")
+    drifted = [row["id"] for row in client.instruments(drifted=True) if row["id"].startswith("TT-10")]
+    click.echo(f"   drifted at their last calibration: {', '.join(drifted) or 'none'}")
+    click.echo("   calib instrument TT-103:")
+    for line in instrument_history(client.instrument("TT-103")).splitlines():
+        click.echo("   " + line)
+    click.echo(f"   its page: {client.url}/ui/instruments/TT-103")
+
+
+def night_of_thermometers(night: int, drifted: set[str]) -> dict[str, tuple[list[float], list[float]]]:
+    """Each thermometer read at 12 reference temperatures: its own line, a repeatable error pattern,
+    a little fresh noise each night, and for a drifted one an offset 0.6 degrees up. Seeded, so every
+    demo shows the same verdicts."""
+    rng, fresh = np.random.default_rng(17), np.random.default_rng(night)
+    readings_of: dict[str, tuple[list[float], list[float]]] = {}
+    reference = np.linspace(-10.0, 90.0, 12)
+    for k, name in enumerate(("TT-101", "TT-102", "TT-103")):
+        w, b = 0.52 + 0.01 * k, -17.0 + 0.4 * k
+        pattern = rng.normal(0, 0.04, reference.size) + fresh.normal(0, 0.004, reference.size)
+        offset = 0.6 if name in drifted else 0.0
+        readings = (reference - b - offset) / w + pattern / w
+        readings_of[name] = (readings.round(4).tolist(), reference.tolist())
+    return readings_of

@@ -101,3 +101,49 @@ def fits_table(fits: Sequence[dict[str, Any]]) -> str:
         "  ".join(cell[:width].ljust(width) for cell, (_, width) in zip(row, COLUMNS, strict=True)).rstrip()
         for row in rows
     )
+
+
+def _verdict(calibration: dict[str, Any] | None) -> tuple[str, str]:
+    drift = (calibration or {}).get("drift")
+    if not drift:
+        return "", "first" if calibration else ""
+    return _num(drift["p_value"], 3), "DRIFTED" if drift["flagged"] else "stable"
+
+
+def instruments_table(rows: Sequence[dict[str, Any]]) -> str:
+    """One line per instrument: its current line, the drift verdict, tolerance and next due."""
+    out = [
+        f"{'instrument':<16} {'cal.':>4} {'last calibrated':<16} {'w_raw':>10} {'b_raw':>10} "
+        f"{'p-value':>9} {'verdict':<8} {'tolerance':>9} {'next due':<10}"
+    ]
+    for row in rows:
+        current = row.get("current")
+        p_value, verdict = _verdict(current)
+        out.append(
+            f"{row['id'][:16]:<16} {row['calibrations']:>4} "
+            f"{(current or {}).get('calibrated_at', '')[:16].replace('T', ' '):<16} "
+            f"{_num((current or {}).get('w_raw')):>10} {_num((current or {}).get('b_raw')):>10} "
+            f"{p_value:>9} {verdict:<8} {_num(row.get('tolerance'), 3):>9} {row.get('next_due') or '':<10}"
+        )
+    return "\n".join(out)
+
+
+def instrument_history(instrument: dict[str, Any]) -> str:
+    """An instrument's calibrations, newest first, each with its drift from the one before."""
+    lines = [
+        f"instrument {instrument['id']}: {instrument['calibrations']} calibrations"
+        + (f", tolerance {_num(instrument['tolerance'], 4)}" if instrument.get("tolerance") is not None else "")
+        + (f", next due {instrument['next_due']}" if instrument.get("next_due") else ""),
+        f"  {'calibrated (UTC)':<19} {'w_raw':>10} {'± SE':>8} {'b_raw':>10} {'± SE':>8} {'chi2':>9} {'p-value':>9} "
+        f"{'verdict':<8} {'as found':>9} {'as left':>9}  fit",
+    ]
+    for cal in instrument["history"]:
+        drift = cal.get("drift") or {}
+        p_value, verdict = _verdict(cal)
+        lines.append(
+            f"  {cal['calibrated_at'][:19].replace('T', ' '):<19} {_num(cal['w_raw']):>10} {_num(cal['se_w'], 2):>8} "
+            f"{_num(cal['b_raw']):>10} {_num(cal['se_b'], 2):>8} {_num(drift.get('chi2'), 3):>9} {p_value:>9} "
+            f"{verdict:<8} {_num(drift.get('as_found_rms'), 3):>9} {_num(drift.get('as_left_rms'), 3):>9}  "
+            f"{cal['fit_id'][:8]}"
+        )
+    return "\n".join(lines)

@@ -23,7 +23,7 @@ from services.cli.common import (
     url_option,
 )
 from services.cli.demo import run_demo
-from services.cli.tables import fit_summary, fits_table
+from services.cli.tables import fit_summary, fits_table, instrument_history, instruments_table
 from services.client import CalibError
 
 
@@ -205,8 +205,9 @@ def batch(
     timeout: float | None,
     url: str | None,
 ) -> None:
-    """Submit a batch from a long-format CSV (series,t_u,t_c): one fit per series."""
-    defaults = {
+    """Submit a batch from a long-format CSV (series,t_u,t_c[,instrument]) or Parquet file: one fit per
+    series, each a calibration of its instrument (the series, unless an instrument column names it)."""
+    defaults: dict[str, Any] = {
         k: v
         for k, v in {
             "epochs": epochs,
@@ -238,6 +239,11 @@ def batch(
         + (
             f" ({counts['not_converged']} of them NOT converged: see the converged column)"
             if counts.get("not_converged")
+            else ""
+        )
+        + (
+            f"; {submitted.data['drifted']} instruments DRIFTED (calib instruments --drifted)"
+            if submitted.data.get("drifted")
             else ""
         )
     )
@@ -343,4 +349,57 @@ def plot(fit_id: str, out: Path, points: int, url: str | None) -> None:
     click.echo(f"wrote {out}", err=True)
 
 
-COMMANDS = [fit, batch, list_fits, status, cancel, losses, plot, usage, demo]
+@click.command()
+@click.option("--drifted", is_flag=True, help="only those whose current calibration drifted from the one before")
+@url_option
+def instruments(drifted: bool, url: str | None) -> None:
+    """Your instruments, each with its current calibration and drift verdict."""
+    try:
+        with client_for(url) as client:
+            rows = list(client.instruments(drifted=drifted, page_size=1000))
+    except CalibError as exc:
+        fail(exc)
+    click.echo(instruments_table(rows))
+
+
+@click.command()
+@click.argument("instrument_id")
+@click.option("--json", "as_json", is_flag=True, help="the instrument as the API returns it")
+@url_option
+def instrument(instrument_id: str, as_json: bool, url: str | None) -> None:
+    """An instrument's calibration history, newest first, with each drift verdict (exit 1 if its
+    current calibration drifted)."""
+    try:
+        with client_for(url) as client:
+            found = client.instrument(instrument_id)
+    except CalibError as exc:
+        fail(exc)
+    click.echo(json.dumps(found, indent=2) if as_json else instrument_history(found))
+    current = found.get("current") or {}
+    sys.exit(EXIT_ENDED_OTHERWISE if (current.get("drift") or {}).get("flagged") else EXIT_OK)
+
+
+@click.command("apply")
+@click.argument("readings", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="the calibrated CSV")
+@click.option(
+    "--interval",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="prediction bounds at this confidence, e.g. 0.95",
+)
+@url_option
+def apply_readings(readings: Path, out: Path, interval: float | None, url: str | None) -> None:
+    """Calibrate a CSV of instrument,t_u readings with each instrument's current calibration:
+    instrument,t_u,t_c,lower,upper,fit_id."""
+    started = time.monotonic()
+    try:
+        with client_for(url) as client:
+            rows = client.apply(readings, out, interval=interval)
+    except CalibError as exc:
+        fail(exc)
+    took = time.monotonic() - started
+    click.echo(f"{rows:,} readings calibrated into {out} in {took:.1f} s", err=True)
+
+
+COMMANDS = [fit, batch, list_fits, status, cancel, losses, plot, usage, demo, instruments, instrument, apply_readings]

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -139,27 +140,29 @@ class Client:
         series: Mapping[str, tuple[Sequence[float], Sequence[float]]] | str | Path,
         *,
         idempotency_key: str | None = None,
+        callback_url: str | None = None,
         **defaults: Any,
     ) -> Batch:
         """Many fits in one request: a mapping series name → (t_u, t_c) (each fit gets the label
-        `series`), or the path of a long-format CSV (series,t_u,t_c). `defaults` are any fit
-        fields, applied to every fit."""
+        `series`, and calibrates the instrument of that name), or the path of a long-format CSV
+        (series,t_u,t_c[,instrument]) or Parquet file (.parquet). `defaults` are any fit fields,
+        applied to every fit; `callback_url` is POSTed the batch when it ends."""
         headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
         if isinstance(series, str | Path):
-            headers["Content-Type"] = "text/csv"
-            created = self.json(
-                "POST",
-                "/v1/batches",
-                content=Path(series).read_bytes(),
-                headers=headers,
-                params=_query_defaults(defaults),
-            )
+            path = Path(series)
+            parquet = path.suffix.lower() == ".parquet"
+            headers["Content-Type"] = "application/vnd.apache.parquet" if parquet else "text/csv"
+            params = _query_defaults(defaults) | ({"callback_url": callback_url} if callback_url else {})
+            created = self.json("POST", "/v1/batches", content=path.read_bytes(), headers=headers, params=params)
         else:
             fits = [
-                {"t_u": list(map(float, u)), "t_c": list(map(float, c)), "labels": {"series": name}}
+                {"t_u": list(map(float, u)), "t_c": list(map(float, c)), "labels": {"series": name}, "instrument": name}
                 for name, (u, c) in series.items()
             ]
-            created = self.json("POST", "/v1/batches", json={"defaults": defaults, "fits": fits}, headers=headers)
+            body: dict[str, Any] = {"defaults": defaults, "fits": fits}
+            if callback_url:
+                body["callback_url"] = callback_url
+            created = self.json("POST", "/v1/batches", json=body, headers=headers)
         return Batch(self, created)
 
     def usage(self) -> dict[str, Any]:
@@ -169,6 +172,66 @@ class Client:
 
     def get_batch(self, batch_id: str) -> Batch:
         return Batch(self, self.json("GET", f"/v1/batches/{batch_id}"))
+
+    # --- instruments -------------------------------------------------------------------
+
+    def instruments(self, *, drifted: bool = False, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """Every instrument, by id, each with its current calibration (only the drifted ones with
+        `drifted=True`), following the pages."""
+        params: dict[str, Any] = {"limit": page_size} | ({"drifted": "true"} if drifted else {})
+        for page in self.pages("/v1/instruments", params):
+            yield from page["items"]
+
+    def instrument(self, instrument_id: str) -> dict[str, Any]:
+        """An instrument with its current calibration, its history (newest first) and each drift verdict."""
+        found: dict[str, Any] = self.json("GET", f"/v1/instruments/{quote(instrument_id, safe='')}")
+        return found
+
+    def set_tolerance(self, instrument_id: str, tolerance: float | None) -> dict[str, Any]:
+        """The largest as-found RMS the instrument may show (None clears it); the instrument as it is now."""
+        found: dict[str, Any] = self.json(
+            "PUT", f"/v1/instruments/{quote(instrument_id, safe='')}", json={"tolerance": tolerance}
+        )
+        return found
+
+    def predict_instrument(
+        self, instrument_id: str, t_u: Sequence[float], *, interval: float | None = None, at: str | None = None
+    ) -> dict[str, Any]:
+        """t_c on the instrument's current calibration (or the one current `at`, an ISO time)."""
+        body: dict[str, Any] = {"t_u": list(map(float, t_u))} | ({"interval": interval} if interval else {})
+        found: dict[str, Any] = self.json(
+            "POST",
+            f"/v1/instruments/{quote(instrument_id, safe='')}/predict",
+            json=body,
+            params={"at": at} if at else None,
+        )
+        return found
+
+    def apply(self, readings: str | Path, out: str | Path, *, interval: float | None = None) -> int:
+        """Calibrate a CSV of `instrument,t_u` readings (a file) into `out`, streamed both ways
+        (millions of rows in constant memory); the number of rows written."""
+        rows = -1  # the header
+        with Path(readings).open("rb") as source, Path(out).open("wb") as sink:
+            with self.http.stream(
+                "POST",
+                "/v1/apply",
+                content=iter(lambda: source.read(1 << 20), b""),
+                headers={"Content-Type": "text/csv"},
+                params={"interval": interval} if interval else None,
+                timeout=None,
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise CalibError(response.status_code, _problem(response))
+                for piece in response.iter_bytes():
+                    sink.write(piece)
+                    rows += piece.count(b"\n")
+        return rows
+
+    def webhook_deliveries(self, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """The tenant's webhook deliveries, newest first, each with its attempts."""
+        for page in self.pages("/v1/webhooks/deliveries", {"limit": page_size}):
+            yield from page["items"]
 
 
 def _problem(response: httpx.Response) -> dict[str, Any]:

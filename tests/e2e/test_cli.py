@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import subprocess
 from pathlib import Path
@@ -92,3 +93,47 @@ def test_batch_wait_out(stack: Stack, tmp_path: Path) -> None:
     rows = list(csv.DictReader(out.read_text().splitlines()))
     assert sorted(r["series"] for r in rows) == ["A17", "B02", "C33"]
     assert all(r["status"] == "succeeded" and abs(float(r["w_raw"]) - 0.53671) < 1e-4 for r in rows)
+
+
+def _night(path: Path, offset: dict[str, float]) -> Path:
+    """Two cold-room thermometers read at six reference temperatures; `offset` moves one's readings."""
+    lines = ["series,t_u,t_c"]
+    for k, name in enumerate(("CR-1", "CR-2")):
+        for i, c in enumerate((-20.0, -10.0, 0.0, 10.0, 20.0, 30.0)):
+            wobble = (0.03, -0.02, 0.01, -0.03, 0.02, -0.01)[i]
+            u = (c - offset.get(name, 0.0) + 17.0 + wobble) / (0.5 + 0.01 * k)
+            lines.append(f"{name},{u:.5f},{c}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_instruments_instrument_and_apply(stack: Stack, tmp_path: Path) -> None:
+    options = ["--epochs", "20000", "--learning-rate", "auto", "--input-scale", "0.1", "--wait"]
+    first = calib(stack, "batch", str(_night(tmp_path / "n1.csv", {})), *options)
+    assert first.returncode == 0, first.stderr
+    second = calib(stack, "batch", str(_night(tmp_path / "n2.csv", {"CR-2": 1.5})), *options)
+    assert second.returncode == 0 and "1 instruments DRIFTED" in second.stdout, second.stdout + second.stderr
+
+    drifted = calib(stack, "instruments", "--drifted")
+    assert drifted.returncode == 0 and "CR-2" in drifted.stdout and "CR-1" not in drifted.stdout
+    history = calib(stack, "instrument", "CR-2")
+    assert history.returncode == 1 and "DRIFTED" in history.stdout and "first" in history.stdout
+    assert calib(stack, "instrument", "CR-1").returncode == 0
+
+    readings = tmp_path / "readings.csv"
+    readings.write_text("instrument,t_u\n" + "".join(f"CR-{1 + i % 2},{30 + i}\n" for i in range(1000)))
+    out = tmp_path / "calibrated.csv"
+    applied = calib(stack, "apply", str(readings), "--out", str(out), "--interval", "0.95")
+    assert applied.returncode == 0 and "1,000 readings" in applied.stderr, applied.stderr
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    current = {
+        name: json.loads(calib(stack, "instrument", name, "--json").stdout)["current"] for name in ("CR-1", "CR-2")
+    }
+    assert len(rows) == 1000
+    for row in rows[:10]:
+        line = current[row["instrument"]]
+        assert float(row["t_c"]) == line["w_raw"] * float(row["t_u"]) + line["b_raw"]
+        assert float(row["lower"]) < float(row["t_c"]) < float(row["upper"]) and row["fit_id"] == line["fit_id"]
+    readings.write_text("instrument,t_u\nCR-1,1\nNOT-ONE,2\n")
+    unknown = calib(stack, "apply", str(readings), "--out", str(out))
+    assert unknown.returncode == 3 and "row 2" in unknown.stderr
