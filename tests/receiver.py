@@ -15,7 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 @dataclass
 class Received:
-    at: float
+    at: float  # time.monotonic() on arrival
+    wall: float  # time.time() on arrival, to compare with the service's timestamps
     headers: dict[str, str]
     body: bytes
 
@@ -37,7 +38,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802  (http.server's name)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.received.append(Received(time.monotonic(), dict(self.headers.items()), body))
+                receiver.received.append(Received(time.monotonic(), time.time(), dict(self.headers.items()), body))
                 receiver.arrived.set()
                 if len(receiver.received) == 1 and receiver.hold_first_seconds:
                     time.sleep(receiver.hold_first_seconds)  # the worker delivering is killed meanwhile
