@@ -13,8 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from sqlalchemy.dialects import postgresql, sqlite
 
+from shared.db import upsert_insert
 from shared.drift import Calibration, Drift, drift
 from shared.models import SUCCEEDED, Fit, Instrument, utcnow
 
@@ -25,7 +25,7 @@ _PER_QUERY = 1000
 def register(session: so.Session, tenant: str, names: Iterable[str | None]) -> None:
     """Create the instruments these fits name, if new (in the submission's transaction)."""
     wanted = sorted({name for name in names if name})
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = upsert_insert(session)
     now = utcnow()
     for start in range(0, len(wanted), _PER_QUERY):
         rows = [{"tenant": tenant, "id": name, "created_at": now} for name in wanted[start : start + _PER_QUERY]]

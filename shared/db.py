@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.settings import Settings
 
@@ -48,6 +49,12 @@ def make_engine(url: str, busy_timeout: float = 60.0) -> sa.Engine:
         sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def upsert_insert(session: so.Session) -> Any:
+    """The INSERT construct of the session's dialect, the one that has on_conflict_do_nothing and
+    on_conflict_do_update (PostgreSQL's and SQLite's spell them alike)."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 class Database:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from sqlalchemy.dialects import postgresql, sqlite
 
+from shared.db import upsert_insert
 from shared.models import ACTIVE, Fit, Tenant
 from shared.settings import Settings
 
@@ -81,7 +81,7 @@ def usage(session: so.Session, settings: Settings, tenant: str) -> Usage:
 
 def add_stored_bytes(session: so.Session, deltas: Mapping[str, int]) -> None:
     """Add (or, negative, subtract) loss bytes to each tenant's count, in the caller's transaction."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = upsert_insert(session)
     for tenant, delta in deltas.items():
         if not delta:
             continue

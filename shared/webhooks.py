@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from sqlalchemy.dialects import postgresql, sqlite
 
+from shared.db import upsert_insert
 from shared.dbclock import db_now
 from shared.models import ACTIVE, TERMINAL, Batch, Fit, Tenant, WebhookDelivery, new_id, utcnow
 
@@ -109,7 +109,7 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 def secret_of(session: so.Session, tenant: str) -> str:
     """The tenant's webhook secret, made now if it has none (two makers at once keep the first)."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = upsert_insert(session)
     session.execute(insert(Tenant).values(name=tenant, stored_loss_bytes=0).on_conflict_do_nothing())
     session.execute(
         sa.update(Tenant)
@@ -166,7 +166,7 @@ def _ended_batches(session: so.Session, which: sa.ColumnElement[bool]) -> list[d
 def _insert(session: so.Session, rows: list[dict[str, str]]) -> None:
     if not rows:
         return
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = upsert_insert(session)
     now = utcnow()
     values = [{**row, "id": new_id(), "created_at": now, "next_attempt_at": now, "attempts": 0} for row in rows]
     session.execute(insert(WebhookDelivery).values(values).on_conflict_do_nothing())

@@ -18,9 +18,8 @@ import datetime as dt
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from sqlalchemy.dialects import postgresql, sqlite
 
-from shared.db import Database
+from shared.db import Database, upsert_insert
 from shared.models import QUEUED, Fit, TenantTurn, utcnow
 
 _NEVER = dt.datetime.min.replace(tzinfo=dt.UTC)
@@ -60,8 +59,7 @@ def fairer_chunk(db: Database, chunk_id: str) -> str | None:
 
 def record_turn(session: so.Session, tenant: str) -> None:
     """Upsert the tenant's last turn, inside the claim's transaction."""
-    dialect = session.get_bind().dialect.name
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(TenantTurn)
+    insert = upsert_insert(session)(TenantTurn)
     now = utcnow()
     session.execute(
         insert.values(tenant=tenant, served_at=now).on_conflict_do_update(
