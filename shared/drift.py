@@ -11,10 +11,12 @@ import datetime as dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 
-from shared.models import Fit
+from shared.models import Fit, raw_line, training_points
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,9 @@ class Calibration:
     t_u_sxx: float | None
 
     @classmethod
-    def of(cls, fit: Fit) -> Calibration:
-        raw = fit.raw_params()
+    def of(cls, fit: Fit | sa.Row[Any]) -> Calibration:
+        """From a Fit, or a row of CALIBRATION_COLUMNS (thousands at a time, without ORM objects)."""
+        raw = raw_line(fit.status, fit.w, fit.b, fit.input_scale, fit.input_shift)
         assert raw is not None, "a calibration is a succeeded fit"
         return cls(
             fit_id=fit.id,
@@ -55,7 +58,7 @@ class Calibration:
             r2=fit.r2,
             n_points=fit.n_points,
             converged=fit.converged,
-            n_train=fit.n_train,
+            n_train=training_points(fit.n_points, fit.validation),
             w_opt=fit.w_opt,
             b_opt=fit.b_opt,
             residual_sd=fit.residual_sd,

@@ -38,6 +38,22 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC) + failpoints.clock_offset()
 
 
+def raw_line(
+    status: str, w: float | None, b: float | None, input_scale: float, input_shift: float | None
+) -> tuple[float, float] | None:
+    """A succeeded fit's line in the user's units, t_c = w_raw * t_u + b_raw, from the model's (w, b)
+    on x = (t_u - input_shift) * input_scale; None before it succeeded. For Fit and for rows of its columns."""
+    if status != SUCCEEDED or w is None or b is None:
+        return None
+    w_raw = w * input_scale
+    return w_raw, b - w_raw * (input_shift or 0.0)
+
+
+def training_points(n_points: int, validation: dict[str, object] | None) -> int:
+    """The points a fit's line was fitted to: all but the held-out ones."""
+    return n_points - len(held_out_indices(validation))
+
+
 class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
     """Timezone-aware UTC on the way out, on SQLite too (which stores naive times)."""
 
@@ -194,14 +210,11 @@ class Fit(Base):
     @property
     def n_train(self) -> int:
         """The points the line was fitted to (the statistics and intervals are theirs)."""
-        return self.n_points - len(self.held_out())
+        return training_points(self.n_points, self.validation)
 
     def raw_params(self) -> tuple[float, float] | None:
         """(w_raw, b_raw): the fitted line in the user's units, t_c = w_raw * t_u + b_raw."""
-        if self.status != SUCCEEDED or self.w is None or self.b is None:
-            return None
-        w_raw = self.w * self.input_scale
-        return w_raw, self.b - w_raw * (self.input_shift or 0.0)
+        return raw_line(self.status, self.w, self.b, self.input_scale, self.input_shift)
 
     def prediction_spread(self) -> Spread | None:
         """What a prediction interval needs of the training points; None where the data does

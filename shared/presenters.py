@@ -166,9 +166,7 @@ def batch_json(session: so.Session, batch: Batch, drift_threshold: float) -> dic
         )
         or 0
     )
-    succeeded = session.scalars(
-        sa.select(Fit).where(Fit.batch_id == batch.id, Fit.status == SUCCEEDED, Fit.instrument.is_not(None))
-    ).all()
+    succeeded = calibrations.succeeded_in_batch(session, batch.id)
     drifted = sum(found.flagged for found in calibrations.drift_of(session, succeeded, drift_threshold).values())
     active = counts["queued"] + counts["running"]
     if batch.cancelled and not active:

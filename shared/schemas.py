@@ -55,10 +55,17 @@ DEFAULT_TOLERANCE = 0.01
 NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
 
 
-# An instrument's name as users tag it ("TT-101"): 1 to 200 characters, none of them a control character.
+# An instrument's name as users tag it ("TT-101"): 1 to 200 characters, neither a control character
+# nor "/" (the name is a segment of its URL, /v1/instruments/{id}).
+INSTRUMENT_PATTERN = r"^[^/\x00-\x1f\x7f]*$"
 InstrumentId = Annotated[
-    str, StringConstraints(min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS), Field(strict=True)
+    str, StringConstraints(min_length=1, max_length=200, pattern=INSTRUMENT_PATTERN), Field(strict=True)
 ]
+
+
+def instrument_name(text: str) -> str | None:
+    """`text` as an instrument's name, or None where it cannot be one (a CSV series named with "/")."""
+    return text if 1 <= len(text) <= 200 and not has_control_characters(text) and "/" not in text else None
 
 
 def has_control_characters(text: str) -> bool:

@@ -28,7 +28,7 @@ from shared.cancel import cancel_active
 from shared.models import Batch, Fit, new_id, utcnow
 from shared.presenters import RESULT_COLUMNS, batch_json, fit_list
 from shared.queries import CSV_BATCH_DEFAULTS, BatchFitsQuery, WaitQuery
-from shared.schemas import BatchCreate, BatchOptions, FitCreate, FitOptions
+from shared.schemas import BatchCreate, BatchOptions, FitCreate, FitOptions, instrument_name
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
 
@@ -149,7 +149,7 @@ def _from_long_table(svc: Services) -> tuple[list[FitCreate], str, Ask, str | No
     return specs, digest([[spec.model_dump() for spec in specs], callback]), ask, callback
 
 
-def _read_long_csv(text: str) -> dict[str, tuple[str, list[float], list[float]]]:
+def _read_long_csv(text: str) -> dict[str, tuple[str | None, list[float], list[float]]]:
     """Rows `series,t_u,t_c` (and perhaps `instrument`) grouped by series, in order of first
     appearance: each series' instrument (the series itself without that column) and its points."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
@@ -160,10 +160,10 @@ def _read_long_csv(text: str) -> dict[str, tuple[str, list[float], list[float]]]
 
 def group_series(
     rows: Iterable[dict[str, Any]], with_instrument: bool
-) -> dict[str, tuple[str, list[float], list[float]]]:
+) -> dict[str, tuple[str | None, list[float], list[float]]]:
     """A long table's rows (`series`, `t_u`, `t_c`, perhaps `instrument`), from CSV or Parquet, grouped by
     series; line numbers count the header as line 1."""
-    grouped: dict[str, tuple[str, list[float], list[float]]] = {}
+    grouped: dict[str, tuple[str | None, list[float], list[float]]] = {}
     current = None
     for line, row in enumerate(rows, start=2):
         try:
@@ -176,7 +176,11 @@ def group_series(
                 errors=[{"loc": ["line", line], "msg": "not a number"}],
             ) from exc
         name = str(row["series"])
-        instrument = str(row["instrument"]) if with_instrument and row["instrument"] is not None else name
+        # The series names its instrument unless a column does; a series name that cannot be an
+        # instrument's ("/" in it, or over 200 characters) names none, and its fit runs all the same.
+        instrument = (
+            str(row["instrument"]) if with_instrument and row["instrument"] is not None else instrument_name(name)
+        )
         if name != current and name in grouped:
             # Rows of one series apart: a file pasted together twice, or sorted by something
             # else. Merging them silently could fit two instruments' data as one.

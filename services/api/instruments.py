@@ -74,7 +74,7 @@ def _page_query(params: InstrumentListQuery, after: str) -> str:
     return f"limit={params.limit}&cursor={quote(after, safe='')}{drifted}"
 
 
-@bp.get("/v1/instruments/<path:instrument_id>")
+@bp.get("/v1/instruments/<instrument_id>")
 def get_instrument(instrument_id: str) -> dict[str, Any]:
     svc = current_services()
     with svc.db.session() as session:
@@ -83,7 +83,7 @@ def get_instrument(instrument_id: str) -> dict[str, Any]:
         return instrument_json(instrument, history, svc.settings.drift_threshold)
 
 
-@bp.put("/v1/instruments/<path:instrument_id>")
+@bp.put("/v1/instruments/<instrument_id>")
 def put_instrument(instrument_id: str) -> dict[str, Any]:
     """Set the instrument's tolerance (an instrument exists from the first fit that names it)."""
     svc = current_services()
@@ -93,7 +93,7 @@ def put_instrument(instrument_id: str) -> dict[str, Any]:
     return get_instrument(instrument_id)
 
 
-@bp.post("/v1/instruments/<path:instrument_id>/predict")
+@bp.post("/v1/instruments/<instrument_id>/predict")
 def predict(instrument_id: str) -> dict[str, Any]:
     body = parse(PredictRequest, json_body())
     at = query(AtQuery).at

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from functools import cache
 from typing import Any
 
@@ -24,8 +25,9 @@ from shared.queries import (
     Query,
     WaitQuery,
 )
-from shared.schemas import SCHEMAS
+from shared.schemas import INSTRUMENT_PATTERN, SCHEMAS
 from shared.settings import Settings
+from shared.webhooks import AllowedHosts
 
 bp = Blueprint("openapi", __name__, template_folder="templates")
 
@@ -357,8 +359,13 @@ def _instrument_param() -> dict[str, Any]:
         "name": "instrument_id",
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": INSTRUMENT_PATTERN},
     }
+
+
+# A readings CSV as POST /v1/apply reads it: the header, then instrument,t_u rows (numbers written
+# plainly here; the API also reads exponents).
+APPLY_PATTERN = rf"^instrument,t_u\r?\n(?:[A-Za-z0-9_.-]{{1,32}},{_NUMBER}\r?\n)+$"
 
 
 def _instrument_paths() -> dict[str, Any]:
@@ -383,7 +390,7 @@ def _instrument_paths() -> dict[str, Any]:
                 "two covariances, 2 degrees of freedom; as_found_rms: the previous line on the new data; "
                 "as_left_rms: the new line on it (both over the points the line was fitted to).",
                 "parameters": [_instrument_param()],
-                "responses": {"200": instrument_ok, **_problems("404")},
+                "responses": {"200": instrument_ok, **_problems("404", "422")},
             },
             "put": {
                 "operationId": "updateInstrument",
@@ -421,7 +428,7 @@ def _instrument_paths() -> dict[str, Any]:
                     "required": True,
                     "content": {
                         "text/csv": {
-                            "schema": {"type": "string"},
+                            "schema": {"type": "string", "pattern": APPLY_PATTERN},
                             "example": "instrument,t_u\nTT-101,35.7\nTT-101,55.9\n",
                         }
                     },
@@ -448,6 +455,42 @@ def _apply_limits(components: dict[str, Any], s: Settings) -> None:
     create["t_u"]["maxItems"] = create["t_c"]["maxItems"] = s.max_points_per_fit
     create["labels"]["maxProperties"] = s.max_labels
     components["BatchCreate"]["properties"]["fits"]["maxItems"] = s.max_fits_per_batch
+    callback = _callback_schema(AllowedHosts.parse(s.webhook_allowed_hosts))
+    for name in ("FitCreate", "BatchCreate"):
+        prop = components[name]["properties"]["callback_url"]
+        prop["anyOf"] = [callback, {"type": "null"}]
+
+
+# A port urlsplit accepts: 1 to 65535.
+_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_NAME = r"[A-Za-z][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*"  # a name, never an address (those must be listed)
+
+
+def _callback_schema(allowed: AllowedHosts) -> dict[str, Any]:
+    """callback_url as this service's operator allows it (CALIB_WEBHOOK_ALLOWED_HOSTS): the hosts
+    spelled into the pattern, so the document says what the API accepts. Networks wider than one
+    address cannot be spelled as a pattern; their addresses are accepted though not shown."""
+    hosts = [re.escape(name) for name in sorted(allowed.names)]
+    hosts += [_NAME + re.escape(suffix) for suffix in allowed.suffixes]
+    hosts += [_NAME] if allowed.any_name else []
+    for network in allowed.networks:
+        if network.num_addresses == 1:
+            address = re.escape(str(network.network_address))
+            hosts.append(address if network.version == 4 else rf"\[{address}\]")
+    if not hosts:
+        return {
+            "not": {},
+            "description": "no host is allowed: this service's operator has set no "
+            "CALIB_WEBHOOK_ALLOWED_HOSTS, so every callback_url is refused (422)",
+        }
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 2000,
+        "pattern": rf"^https?://(?:{'|'.join(hosts)})(?::{_PORT})?(?:[/?#][^\x00-\x20\x7f]*)?$",
+        "description": "POSTed the final JSON, signed, when it ends (README: Webhooks); only the hosts "
+        "this service's operator allows",
+    }
 
 
 @cache
@@ -467,7 +510,9 @@ def _schemas() -> dict[str, Any]:
         "$ref": "#/components/schemas/FitOptions",
         "description": "Fields every fit takes unless it sets its own",
     }
-    batch["fits"] = {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/FitCreate"}}
+    # A batch's webhook is the batch's: its fits carry no callback_url of their own.
+    fit_of_batch = {"allOf": [{"$ref": "#/components/schemas/FitCreate"}, {"not": {"required": ["callback_url"]}}]}
+    batch["fits"] = {"type": "array", "minItems": 1, "items": fit_of_batch}
     components.pop("BatchFit", None)
     fill_property_examples(components)
     return components

@@ -77,8 +77,8 @@ def test_another_tenants_objects_answer_like_unknown_ids(make_client: Any) -> No
         "/v1/batches/<batch_id>",
         "/v1/batches/<batch_id>/fits",
         "/v1/batches/<batch_id>/cancel",
-        "/v1/instruments/<path:instrument_id>",
-        "/v1/instruments/<path:instrument_id>/predict",
+        "/v1/instruments/<instrument_id>",
+        "/v1/instruments/<instrument_id>/predict",
     }
     for method, rule, param in routes:
         for query in ("", "?format=csv"):

@@ -185,7 +185,7 @@ def instruments_page() -> str:
     )
 
 
-@bp.get("/instruments/<path:instrument_id>")
+@bp.get("/instruments/<instrument_id>")
 def instrument_page(instrument_id: str) -> str:
     svc = current_services()
     with svc.db.session() as session:
