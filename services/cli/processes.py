@@ -87,12 +87,19 @@ STACK_SERVICES = {
     "worker": worker_command(),
 }
 STACK_WORKERS = 2
-STACK_ENV = ("CALIB_DATABASE_URL", "CALIB_BROKER_URL", "CALIB_DEVICE", "CALIB_TASK_EVENTS")
+STACK_ENV = (
+    "CALIB_DATABASE_URL",
+    "CALIB_BROKER_URL",
+    "CALIB_DEVICE",
+    "CALIB_TASK_EVENTS",
+    "CALIB_WEBHOOK_ALLOWED_HOSTS",
+)
 LOCAL_DEFAULTS = {
     "CALIB_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/calib",
     "CALIB_BROKER_URL": "redis://127.0.0.1:6379/0",
     "CALIB_DEVICE": "auto",
     "CALIB_TASK_EVENTS": "true",
+    "CALIB_WEBHOOK_ALLOWED_HOSTS": "",
 }
 
 
