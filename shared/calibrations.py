@@ -129,23 +129,12 @@ def current_of(session: so.Session, tenant: str, names: Sequence[str], at: dt.da
     by then. Instruments without one (unknown, another tenant's, none succeeded yet) are left out."""
     conditions = [] if at is None else [lambda cal: cal.created_at <= at]
     found: dict[str, Fit] = {}
+    newest = _newest(Instrument.tenant, Instrument.id, *conditions)
     for start in range(0, len(names), _PER_QUERY):
-        newest = _newest(Instrument.tenant, Instrument.id, *conditions)
+        ids = sa.select(newest).where(Instrument.tenant == tenant, Instrument.id.in_(names[start : start + _PER_QUERY]))
         with _index_seeks(session):
-            current = list(
-                session.scalars(
-                    sa.select(Fit).where(
-                        Fit.id.in_(
-                            sa.select(newest).where(
-                                Instrument.tenant == tenant, Instrument.id.in_(names[start : start + _PER_QUERY])
-                            )
-                        )
-                    )
-                )
-            )
-        for fit in current:
-            assert fit.instrument is not None
-            found[fit.instrument] = fit
+            current = session.scalars(sa.select(Fit).where(Fit.id.in_(ids))).all()
+        found.update({fit.instrument: fit for fit in current if fit.instrument})
     return found
 
 
@@ -192,3 +181,10 @@ def drift_of(session: so.Session, fits: Sequence[Calibrated], threshold: float) 
         for fit in calibrated
         if fit.id in before
     }
+
+
+def drifted_instruments(session: so.Session, batch_id: str, threshold: float) -> list[str]:
+    """The instruments whose calibration in this batch drifted from the one before (sorted)."""
+    succeeded = succeeded_in_batch(session, batch_id)
+    found = drift_of(session, succeeded, threshold)
+    return sorted(fit.instrument for fit in succeeded if fit.id in found and found[fit.id].flagged)

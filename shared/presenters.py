@@ -166,8 +166,7 @@ def batch_json(session: so.Session, batch: Batch, drift_threshold: float) -> dic
         )
         or 0
     )
-    succeeded = calibrations.succeeded_in_batch(session, batch.id)
-    drifted = sum(found.flagged for found in calibrations.drift_of(session, succeeded, drift_threshold).values())
+    drifted = len(calibrations.drifted_instruments(session, batch.id, drift_threshold))
     active = counts["queued"] + counts["running"]
     if batch.cancelled and not active:
         status = CANCELLED
@@ -224,6 +223,27 @@ def instrument_fields(instrument: Instrument, newest_first: list[Fit], drift_thr
         "next_due": due.isoformat() if due else None,
         "links": {"self": f"/v1/instruments/{quote(instrument.id, safe='')}"},
     }
+
+
+def drifted(instrument: dict[str, Any]) -> bool:
+    """Whether an instrument's body (instrument_fields) says its current calibration drifted."""
+    current = instrument["current"]
+    return bool(current and current["drift"] and current["drift"]["flagged"])
+
+
+def instruments_after(
+    session: so.Session, tenant: str, after: str, limit: int, drift_threshold: float
+) -> list[dict[str, Any]]:
+    """The bodies of the tenant's next `limit` instruments by id after `after` (the API's pages and
+    the dashboard's list)."""
+    rows = session.scalars(
+        sa.select(Instrument)
+        .where(Instrument.tenant == tenant, Instrument.id > after)
+        .order_by(Instrument.id)
+        .limit(limit)
+    ).all()
+    histories = calibrations.calibrations_of(session, tenant, [row.id for row in rows])
+    return [instrument_fields(row, histories[row.id], drift_threshold) for row in rows]
 
 
 def instrument_json(instrument: Instrument, newest_first: list[Fit], drift_threshold: float) -> dict[str, Any]:

@@ -5,22 +5,21 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from urllib.parse import quote
 
-import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import Blueprint, Response, request
 
 from services.api import applying
 from services.api.bodies import spool
 from services.api.extensions import current_services
+from services.api.listing import query_with
 from services.api.predictions import prediction
 from services.api.problems import Problem
 from services.api.requests import json_body, parse, query
 from services.api.tenancy import current_tenant
 from shared import calibrations
 from shared.models import Instrument
-from shared.presenters import instrument_fields, instrument_json, instrument_list
+from shared.presenters import drifted, instrument_json, instrument_list, instruments_after
 from shared.queries import ApplyQuery, AtQuery, InstrumentListQuery
 from shared.schemas import InstrumentUpdate, PredictRequest
 
@@ -45,33 +44,20 @@ def list_instruments() -> dict[str, Any]:
     items: list[dict[str, Any]] = []
     after, more = params.cursor or "", True
     with svc.db.session() as session:
+        # With drifted=true, instruments are read a few hundred at a time until the page is full.
         while more and len(items) < params.limit:
             want = _SCAN if params.drifted else params.limit - len(items)
-            rows = session.scalars(
-                sa.select(Instrument)
-                .where(Instrument.tenant == tenant, Instrument.id > after)
-                .order_by(Instrument.id)
-                .limit(want)
-            ).all()
-            more = len(rows) == want
-            histories = calibrations.calibrations_of(session, tenant, [row.id for row in rows])
-            for row in rows:
-                after = row.id
-                fields = instrument_fields(row, histories[row.id], threshold)
-                current = fields["current"]
-                if params.drifted and not (current and current["drift"] and current["drift"]["flagged"]):
+            found = instruments_after(session, tenant, after, want, threshold)
+            more = len(found) == want
+            for position, fields in enumerate(found, start=1):
+                after = fields["id"]
+                if params.drifted and not drifted(fields):
                     continue
                 items.append(fields)
                 if len(items) == params.limit:
-                    more = more or row is not rows[-1]
+                    more = more or position < len(found)
                     break
-    next_link = f"/v1/instruments?{_page_query(params, after)}" if more else None
-    return instrument_list(items, next_link)
-
-
-def _page_query(params: InstrumentListQuery, after: str) -> str:
-    drifted = "&drifted=true" if params.drifted else ""
-    return f"limit={params.limit}&cursor={quote(after, safe='')}{drifted}"
+    return instrument_list(items, f"/v1/instruments?{query_with(cursor=after)}" if more else None)
 
 
 @bp.get("/v1/instruments/<instrument_id>")

@@ -85,6 +85,12 @@ class Claim:
     split_into: list[str] = field(default_factory=list)
 
 
+def holder() -> str:
+    """host:pid of this worker process: who holds a claim or a lease (for operators, and the
+    fault tests that kill it)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
     """Take the chunk's queued fits, and those whose lease expired (their worker was lost); with
     room left (up to chunk_size), queued single fits of any tenant too, in turn (coalescing: a
@@ -145,7 +151,7 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
             started_at=sa.func.coalesce(Fit.started_at, utcnow()),
             # A fit with a checkpoint goes on from it; any other starts again from epoch 1.
             epochs_done=sa.case((Fit.checkpoint.is_(None), 0), else_=Fit.epochs_done),
-            claimed_by=f"{socket.gethostname()}:{os.getpid()}",
+            claimed_by=holder(),
         )
         claimed = list(
             session.execute(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import os
 import random
 import socket
 import time
@@ -24,6 +23,7 @@ import httpx
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from services.worker.store import holder
 from shared import webhooks
 from shared.db import Database
 from shared.dbclock import db_now, lease_until
@@ -54,10 +54,6 @@ class Outcome:
     @property
     def delivered(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
-
-
-def _holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def deliver_due(db: Database, settings: Settings, most: int = 100) -> int:
@@ -106,7 +102,7 @@ def claim(db: Database, settings: Settings) -> Claimed | None:
                 attempts=number,
                 # A POST takes at most the timeout; the margin covers resolving and recording.
                 leased_until=lease_until(settings.webhook_timeout_seconds + 10),
-                leased_by=_holder(),
+                leased_by=holder(),
             )
             .execution_options(synchronize_session=False)
         )

@@ -24,7 +24,7 @@ from shared import calibrations, tokens
 from shared.drift import Calibration, drift
 from shared.models import STATUSES, SUCCEEDED, TERMINAL, Batch, Fit, Instrument
 from shared.packing import unpack_f64
-from shared.presenters import batch_json, fit_json, instrument_fields
+from shared.presenters import batch_json, drifted, fit_json, instrument_fields, instruments_after
 from shared.queries import FitListQuery
 
 bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
@@ -135,10 +135,7 @@ def batch_page(batch_id: str) -> str:
     with svc.db.session() as session:
         batch = batch_json(session, owned_or_404(session, Batch, batch_id, "batch"), svc.settings.drift_threshold)
         fits = session.scalars(sa.select(Fit).where(Fit.batch_id == batch_id, Fit.status == SUCCEEDED)).all()
-        verdicts = calibrations.drift_of(session, fits, svc.settings.drift_threshold)
-        drifted = sorted(
-            fit.instrument for fit in fits if fit.instrument and verdicts.get(fit.id, None) and verdicts[fit.id].flagged
-        )
+        names = calibrations.drifted_instruments(session, batch_id, svc.settings.drift_threshold)
         lines = np.array([line for fit in fits if (line := fit.raw_params()) is not None], dtype=np.float64).reshape(
             -1, 2
         )
@@ -147,7 +144,7 @@ def batch_page(batch_id: str) -> str:
         "batch.html",
         batch=batch,
         running=batch["status"] in ("queued", "running"),
-        drifted=drifted,
+        drifted=names,
         histograms=[histogram("w_raw (slope)", w), histogram("b_raw (offset)", b)],
     )
 
@@ -166,22 +163,15 @@ def instruments_page() -> str:
     svc = current_services()
     tenant, after = current_tenant(), request.args.get("after", "")
     with svc.db.session() as session:
-        rows = session.scalars(
-            sa.select(Instrument)
-            .where(Instrument.tenant == tenant, Instrument.id > after)
-            .order_by(Instrument.id)
-            .limit(INSTRUMENTS_PER_PAGE + 1)
-        ).all()
-        page = rows[:INSTRUMENTS_PER_PAGE]
-        histories = calibrations.calibrations_of(session, tenant, [row.id for row in page])
-        items = [instrument_fields(row, histories[row.id], svc.settings.drift_threshold) for row in page]
-    drifted = [i for i in items if i["current"] and i["current"]["drift"] and i["current"]["drift"]["flagged"]]
-    others = [i for i in items if i not in drifted]
+        found = instruments_after(session, tenant, after, INSTRUMENTS_PER_PAGE + 1, svc.settings.drift_threshold)
+    items = found[:INSTRUMENTS_PER_PAGE]
+    flagged = [item for item in items if drifted(item)]
+    others = [item for item in items if not drifted(item)]
     return render_template(
         "instruments.html",
-        instruments=drifted + others,
-        drifted=len(drifted),
-        more=page[-1].id if len(rows) > INSTRUMENTS_PER_PAGE else None,
+        instruments=flagged + others,
+        drifted=len(flagged),
+        more=items[-1]["id"] if len(found) > INSTRUMENTS_PER_PAGE else None,
     )
 
 
