@@ -3,7 +3,8 @@
     python -m benchmarks.oversize [--parallel 8] [--megabytes 200]
 
 Starts the embedded stack (or PostgreSQL + Redis with CALIB_DATABASE_URL / CALIB_BROKER_URL
-set) with 2 gunicorn processes of 4 threads, sends `parallel` bodies at once, half JSON (one
+set) with the stack's API (2 gunicorn processes: 16 threads each embedded, gevent on
+PostgreSQL), sends `parallel` bodies at once, half JSON (one
 fit whose t_u never ends) and half CSV (rows past the batch's points limit), each declaring
 `megabytes` MB in Content-Length and streamed as it is generated, and reports each answer,
 the time to it, and the peak RSS (VmHWM) of the API's processes, summed, before and after.

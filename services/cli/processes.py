@@ -23,8 +23,16 @@ def api_command(bind: str = "0.0.0.0:8000", workers: int = 2, embedded: bool = F
     # "server disconnected" error on a POST it cannot safely resend.
     # On PostgreSQL, gevent: a request waiting for a fit (`?wait=`) is a greenlet, and hundreds
     # of them cost little. Not on SQLite: a write waiting for SQLite's lock sleeps inside the C
-    # library, which would stop every request of the process; there, threads.
-    concurrency = ["--threads", "16"] if embedded else ["--worker-class", "gevent", "--worker-connections", "1000"]
+    # library, which would stop every request of the process; there, threads, and no more
+    # connections than threads: a process whose threads all hold waiting requests then stops
+    # accepting, and the kernel hands new connections to a process with a thread free. With
+    # more, gunicorn accepts past its threads and queues the request behind the waits (a POST
+    # took 57 s behind 24 waits that landed unevenly on two processes of 16 threads). The cost
+    # is keep-alive: every answer closes its connection, so `--keep-alive 0` says so.
+    if embedded:
+        concurrency = ["--threads", "16", "--worker-connections", "16", "--keep-alive", "0"]
+    else:
+        concurrency = ["--worker-class", "gevent", "--worker-connections", "1000", "--keep-alive", "65"]
     return [
         "gunicorn",
         "services.api.wsgi:app",
@@ -37,8 +45,6 @@ def api_command(bind: str = "0.0.0.0:8000", workers: int = 2, embedded: bool = F
         *concurrency,
         "--timeout",
         "120",
-        "--keep-alive",
-        "65",
     ]
 
 

@@ -1,4 +1,4 @@
-"""Oversize bodies against the real API (gunicorn, 2 processes × 4 threads), both backends:
+"""Oversize bodies against the real API (the stack's gunicorn, 2 processes), both backends:
 eight at once, JSON and CSV, each refused with 413 while it is read, the API's memory flat."""
 
 from __future__ import annotations
