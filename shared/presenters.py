@@ -146,7 +146,24 @@ def fit_fields(fit: Fit) -> dict[str, Any]:
     }
 
 
-def batch_json(session: so.Session, batch: Batch, drift_threshold: float) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class BatchProgress:
+    """Where a batch stands: its status, its fits by status, and when its last fit ended."""
+
+    status: str
+    counts: dict[str, int]
+    finished_at: dt.datetime | None
+
+    @property
+    def ended(self) -> bool:
+        return self.status in BATCH_ENDED
+
+
+BATCH_ENDED = ("completed", CANCELLED)
+
+
+def batch_progress(session: so.Session, batch: Batch) -> BatchProgress:
+    """Two counting queries over the batch's fits: cheap enough to read again while waiting."""
     rows = session.execute(
         sa.select(Fit.status, sa.func.count(), sa.func.max(Fit.finished_at))
         .where(Fit.batch_id == batch.id)
@@ -166,7 +183,6 @@ def batch_json(session: so.Session, batch: Batch, drift_threshold: float) -> dic
         )
         or 0
     )
-    drifted = len(calibrations.drifted_instruments(session, batch.id, drift_threshold))
     active = counts["queued"] + counts["running"]
     if batch.cancelled and not active:
         status = CANCELLED
@@ -176,16 +192,27 @@ def batch_json(session: so.Session, batch: Batch, drift_threshold: float) -> dic
         status = "running"
     else:
         status = "queued"
+    return BatchProgress(status, counts, None if active else finished)
+
+
+def batch_json(
+    session: so.Session, batch: Batch, drift_threshold: float, drifted: list[str] | None = None
+) -> dict[str, Any]:
+    """The batch's body. Its `drifted` count reads the drift verdicts of every calibration in the
+    batch (about 1 s at 10,000 instruments): a caller that has them already passes them in."""
+    progress = batch_progress(session, batch)
+    if drifted is None:
+        drifted = calibrations.drifted_instruments(session, batch.id, drift_threshold)
     return serve(
         BatchPublic,
         {
             "id": batch.id,
             "count": batch.count,
-            "status": status,
-            "counts": counts,
-            "drifted": drifted,
+            "status": progress.status,
+            "counts": progress.counts,
+            "drifted": len(drifted),
             "created_at": iso(batch.created_at),
-            "finished_at": iso(finished) if not active else None,
+            "finished_at": iso(progress.finished_at),
             "links": {"self": f"/v1/batches/{batch.id}", "fits": f"/v1/batches/{batch.id}/fits"},
         },
     )

@@ -26,7 +26,7 @@ from shared import calibrations, ended
 from shared.bulk import insert_rows
 from shared.cancel import cancel_active
 from shared.models import Batch, Fit, new_id, utcnow
-from shared.presenters import RESULT_COLUMNS, batch_json, fit_list
+from shared.presenters import RESULT_COLUMNS, batch_json, batch_progress, fit_list
 from shared.queries import CSV_BATCH_DEFAULTS, BatchFitsQuery, WaitQuery
 from shared.schemas import BatchCreate, BatchOptions, FitCreate, FitOptions, instrument_name
 
@@ -262,13 +262,17 @@ def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
 def get_batch(batch_id: str) -> dict[str, Any]:
     svc = current_services()
     seconds = query(WaitQuery).wait
+    if seconds is not None:
+        # While waiting, only the batch's progress is read again (on the embedded default every
+        # 10 to 100 ms); the drift verdicts in the body are read once, for the answer.
+        def progress() -> tuple[bool, bool]:
+            with svc.db.session() as session:
+                over = batch_progress(session, _get_batch(session, batch_id)).ended
+            return over, over
 
-    def read() -> tuple[dict[str, Any], bool]:
-        with svc.db.session() as session:
-            body = batch_json(session, _get_batch(session, batch_id), current_services().settings.drift_threshold)
-        return body, body["status"] in ("completed", "cancelled")
-
-    return svc.waits.answer(ended.batch_key(batch_id), read, seconds)
+        svc.waits.until(ended.batch_key(batch_id), progress, seconds)
+    with svc.db.session() as session:
+        return batch_json(session, _get_batch(session, batch_id), svc.settings.drift_threshold)
 
 
 def result_rows(batch_id: str, drift_threshold: float) -> Iterator[list[list[Any]]]:

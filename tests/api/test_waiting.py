@@ -9,8 +9,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 
+from shared import calibrations
 from tests.in_process import run_fit
 
 FIT = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0], "epochs": 500, "input_scale": 0.1}
@@ -96,6 +98,23 @@ def test_a_batch_waited_for_answers_when_its_last_fit_ends(make_client: Callable
     status, body, _ = waiting.result()
     assert status == 200 and body["status"] == "completed" and body["counts"]["succeeded"] == 2
     assert time.monotonic() - ended_at < 3.0
+
+
+def test_a_batch_wait_reads_the_drift_verdicts_once(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The verdicts take about a second at 10,000 instruments; a waiter reads the batch again every
+    # 10 to 100 ms on SQLite (on PostgreSQL when woken, and when its time is up): its progress only.
+    batch_id = client.post("/v1/batches", json={"fits": [FIT, FIT]}).get_json()["id"]
+    verdicts = calibrations.drifted_instruments
+    reads: list[str] = []
+
+    def counted(*args: Any) -> list[str]:
+        reads.append(args[1])
+        return verdicts(*args)
+
+    monkeypatch.setattr(calibrations, "drifted_instruments", counted)
+    r = client.get(f"/v1/batches/{batch_id}?wait=1")  # no worker runs: it waits the whole second
+    assert r.status_code == 200 and r.get_json()["status"] == "queued"
+    assert reads == [batch_id]
 
 
 def test_wait_is_bounded(client: FlaskClient) -> None:

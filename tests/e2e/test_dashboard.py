@@ -157,6 +157,9 @@ def test_the_batch_page_shows_progress_and_the_spread_of_the_lines(browser: Any,
     r = stack.http.post("/v1/batches", json={"defaults": {"epochs": 2000, "input_scale": 0.1}, "fits": fits})
     batch = stack.wait_batch(r.json()["id"])
     log_in(browser, stack)
+    # The list of recent batches gives its status and progress.
+    row = browser.find_element("css selector", f"a[href='/ui/batches/{batch['id']}']").find_element("xpath", "../..")
+    assert row.text.split()[1:3] == ["completed", "30/30"]
     browser.get(f"{stack.url}/ui/batches/{batch['id']}")
     assert browser.execute_script("return document.getElementById('batch-progress').value") == 30
     bars = browser.execute_script("return document.querySelectorAll('svg.histogram rect').length")

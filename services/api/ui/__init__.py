@@ -24,7 +24,7 @@ from shared import calibrations, tokens
 from shared.drift import Calibration, drift
 from shared.models import STATUSES, SUCCEEDED, TERMINAL, Batch, Fit, Instrument
 from shared.packing import unpack_f64
-from shared.presenters import batch_json, drifted, fit_json, instrument_fields, instruments_after
+from shared.presenters import batch_json, batch_progress, drifted, fit_json, instrument_fields, instruments_after, iso
 from shared.queries import FitListQuery
 
 bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
@@ -105,8 +105,9 @@ def home() -> str:
     fits, cursor = list_fits_query(query(FitListQuery, given), batch_id=batch_id)
     svc = current_services()
     with svc.db.session() as session:
+        # The list shows each batch's progress, not its drift verdicts (a second each at 10,000 fits).
         batches = [
-            batch_json(session, b, svc.settings.drift_threshold)
+            {"id": b.id, "count": b.count, "created_at": iso(b.created_at), **vars(batch_progress(session, b))}
             for b in session.scalars(
                 sa.select(Batch).where(Batch.tenant == current_tenant()).order_by(Batch.created_at.desc()).limit(10)
             )
@@ -133,9 +134,10 @@ def fit_page(fit_id: str) -> str:
 def batch_page(batch_id: str) -> str:
     svc = current_services()
     with svc.db.session() as session:
-        batch = batch_json(session, owned_or_404(session, Batch, batch_id, "batch"), svc.settings.drift_threshold)
-        fits = session.scalars(sa.select(Fit).where(Fit.batch_id == batch_id, Fit.status == SUCCEEDED)).all()
+        owned = owned_or_404(session, Batch, batch_id, "batch")
         names = calibrations.drifted_instruments(session, batch_id, svc.settings.drift_threshold)
+        batch = batch_json(session, owned, svc.settings.drift_threshold, drifted=names)
+        fits = session.scalars(sa.select(Fit).where(Fit.batch_id == batch_id, Fit.status == SUCCEEDED)).all()
         lines = np.array([line for fit in fits if (line := fit.raw_params()) is not None], dtype=np.float64).reshape(
             -1, 2
         )
