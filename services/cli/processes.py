@@ -32,7 +32,8 @@ def api_command(bind: str = "0.0.0.0:8000", workers: int = 2, embedded: bool = F
     if embedded:
         concurrency = ["--threads", "16", "--worker-connections", "16", "--keep-alive", "0"]
     else:
-        concurrency = ["--worker-class", "gevent", "--worker-connections", "1000", "--keep-alive", "65"]
+        worker = "services.gunicorn_worker.QuickStopGeventWorker"  # gevent; stops without waiting on idle clients
+        concurrency = ["--worker-class", worker, "--worker-connections", "1000", "--keep-alive", "65"]
     return [
         "gunicorn",
         "services.api.wsgi:app",
