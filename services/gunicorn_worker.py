@@ -26,7 +26,7 @@ class QuickStopGeventWorker(GeventWorker):  # type: ignore[misc]  # gunicorn has
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._connections: dict[Any, socket.socket] = {}  # greenlet -> its client socket
-        self._answered: dict[Any, int] = {}  # greenlet -> requests read on its connection
+        self._answered: set[Any] = set()  # greenlets whose connection has had a request read
         self._idle: set[Any] = set()  # greenlets waiting for a connection's next request
 
     def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
@@ -36,16 +36,16 @@ class QuickStopGeventWorker(GeventWorker):  # type: ignore[misc]  # gunicorn has
             super().handle(listener, client, addr)
         finally:
             self._connections.pop(me, None)
-            self._answered.pop(me, None)
+            self._answered.discard(me)
             self._idle.discard(me)
 
     @contextlib.contextmanager
     def timeout_ctx(self) -> Iterator[None]:
         # gunicorn enters this while it reads a connection's next request (keep-alive loop).
         me = gevent.getcurrent()
-        self._answered[me] = self._answered.get(me, 0) + 1
-        if self._answered[me] > 1:
+        if me in self._answered:  # not its first request: the connection idles between requests
             self._idle.add(me)
+        self._answered.add(me)
         try:
             with super().timeout_ctx():
                 yield

@@ -6,6 +6,7 @@ script shipped here, with no CDN, so the service works offline."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 from urllib.parse import urlsplit
@@ -107,7 +108,12 @@ def home() -> str:
     with svc.db.session() as session:
         # The list shows each batch's progress, not its drift verdicts (a second each at 10,000 fits).
         batches = [
-            {"id": b.id, "count": b.count, "created_at": iso(b.created_at), **vars(batch_progress(session, b))}
+            {
+                "id": b.id,
+                "count": b.count,
+                "created_at": iso(b.created_at),
+                **dataclasses.asdict(batch_progress(session, b)),
+            }
             for b in session.scalars(
                 sa.select(Batch).where(Batch.tenant == current_tenant()).order_by(Batch.created_at.desc()).limit(10)
             )
