@@ -163,8 +163,13 @@ class Fit(Base):
 
     w: so.Mapped[float | None] = so.mapped_column(sa.Float)
     b: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    # The training (and validation) loss at the returned line w, b (API.md "The loss of a result").
     loss: so.Mapped[float | None] = so.mapped_column(sa.Float)
     val_loss: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    # The per-epoch series' last values: each epoch's loss is taken before its update (the book's
+    # order), so these are the losses of the line one update before the returned one.
+    last_epoch_loss: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    last_epoch_val_loss: so.Mapped[float | None] = so.mapped_column(sa.Float)
     # "completed" or "early_stopped" once the fit succeeded.
     stop_reason: so.Mapped[str | None] = so.mapped_column(sa.String(16))
     diverged_at_epoch: so.Mapped[int | None] = so.mapped_column(sa.Integer)

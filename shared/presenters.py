@@ -36,6 +36,7 @@ RESULT_COLUMNS = [
     "w_raw",
     "b_raw",
     "loss",
+    "last_epoch_loss",
     "epochs_done",
     "diverged_at_epoch",
     "converged",
@@ -81,6 +82,7 @@ def fit_fields(fit: Fit) -> dict[str, Any]:
             "w": fit.w,
             "b": fit.b,
             "loss": fit.loss,
+            "last_epoch_loss": fit.last_epoch_loss,
             "w_raw": w_raw,
             "b_raw": b_raw,
             "w_opt": fit.w_opt,
@@ -92,6 +94,7 @@ def fit_fields(fit: Fit) -> dict[str, Any]:
             "r2": fit.r2,
             "residual_sd": fit.residual_sd,
             "val_loss": fit.val_loss,
+            "last_epoch_val_loss": fit.last_epoch_val_loss,
             "converged": fit.converged,
             "convergence": {
                 "gap_se_w": fit.gap_se_w,

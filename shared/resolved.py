@@ -124,3 +124,23 @@ def _optimizer_options(spec: FitCreate) -> dict[str, float | None]:
         "beta2": betas[1] if adam else None,
         "eps": (DEFAULT_EPS if spec.eps is None else spec.eps) if adam else None,
     }
+
+
+# Options that converge whatever the data: API.md "normalize" and "auto" (shared/schemas.Suggestion).
+CONVERGING = {"learning_rate": "auto", "normalize": "standardize", "epochs": "auto"}
+
+
+def preflight(fit: ResolvedFit) -> dict[str, Any]:
+    """POST /v1/fits/preflight's answer (FitPreflight): will this learning rate stay stable?"""
+    st, spec = fit.stats, fit.spec
+    plain = spec.optimizer in ("gd", "sgd")
+    stable = fit.learning_rate < st.lr_max if plain and st.lr_max is not None else None
+    return {
+        "n_points": len(spec.t_u),
+        "learning_rate": fit.learning_rate,
+        "lr_max": st.lr_max,
+        "condition_number": st.condition_number,
+        "stable": stable,
+        "warnings": warnings_for(st, fit.learning_rate),
+        "suggestion": dict(CONVERGING) if stable is False else None,
+    }

@@ -515,7 +515,17 @@ class Result(Served):
 
     w: float
     b: float
-    loss: float
+    loss: float | None = Field(
+        description="the training loss (mean squared error) at the returned line w, b: the loss of the "
+        "result. Null only where it overflows float64. Not the last value of the per-epoch series, "
+        "whose epochs are each taken before that epoch's update (see last_epoch_loss)",
+        json_schema_extra={"example": 2.927645},
+    )
+    last_epoch_loss: float | None = Field(
+        description="the per-epoch series' last value: the loss of epoch epochs_done, taken before its "
+        "update (the line the book prints last)",
+        json_schema_extra={"example": 2.927648},
+    )
     w_raw: float
     b_raw: float
     w_opt: float | None = Field(json_schema_extra={"example": 0.536772})
@@ -530,8 +540,13 @@ class Result(Served):
     residual_sd: float | None = Field(json_schema_extra={"example": 1.891622})
     val_loss: float | None = Field(
         None,
-        description="the validation loss of epoch epochs_done (with a split)",
+        description="the validation loss at the returned line (with a split)",
         json_schema_extra={"example": 3.5756},
+    )
+    last_epoch_val_loss: float | None = Field(
+        None,
+        description="the validation series' last value: epoch epochs_done's, before its update (with a split)",
+        json_schema_extra={"example": 3.5757},
     )
     converged: bool | None = Field(
         description="whether the fitted line is within convergence_tolerance standard "
@@ -597,6 +612,37 @@ class Params(Served):
 class FitError(Served):
     type: str
     detail: str
+
+
+class Suggestion(Served):
+    """Options that make gradient descent converge on any data: the learning rate from the data's
+    curvature, the input standardized (the Hessian becomes 2·I), and epochs until converged."""
+
+    learning_rate: Literal["auto"]
+    normalize: Literal["standardize"]
+    epochs: Literal["auto"]
+
+
+class FitPreflight(Served):
+    """What the data says of a fit before it is submitted: nothing is stored or queued."""
+
+    n_points: int
+    learning_rate: float = Field(description='the learning rate the fit would run with ("auto" resolved)')
+    lr_max: float | None = Field(
+        description="the largest stable learning rate of plain gradient descent on this data, in model "
+        "space (2 / the largest eigenvalue of the loss's Hessian); null where the data does not determine it",
+        json_schema_extra={"example": 0.000339},
+    )
+    condition_number: float | None = Field(json_schema_extra={"example": 33794.0})
+    stable: bool | None = Field(
+        description="learning_rate < lr_max: whether gd and sgd (full-batch) stay finite; false means the "
+        "fit will diverge. Null for momentum and adam, whose limits differ, or where lr_max is unknown",
+        json_schema_extra={"example": False},
+    )
+    warnings: list[str] = Field(description="what the fit's own warnings would say")
+    suggestion: Suggestion | None = Field(
+        description="when stable is false: options to add to the request that converge (null otherwise)"
+    )
 
 
 class FitPublic(Served):
@@ -864,6 +910,7 @@ SCHEMAS: tuple[type[BaseModel], ...] = (
     FitOptions,
     FitCreate,
     FitPublic,
+    FitPreflight,
     FitList,
     FitData,
     LossPage,

@@ -303,6 +303,7 @@ def result_rows(batch_id: str, drift_threshold: float) -> Iterator[list[list[Any
                     raw[0] if raw else None,
                     raw[1] if raw else None,
                     fit.loss,
+                    fit.last_epoch_loss,
                     fit.epochs_done,
                     fit.diverged_at_epoch,
                     fit.converged,

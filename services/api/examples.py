@@ -34,7 +34,8 @@ PARAMS = {
 RESULT = {
     "w": 5.191276,
     "b": -16.723455,
-    "loss": 3.0129,
+    "loss": 3.012858,
+    "last_epoch_loss": 3.0129,
     "w_raw": 0.5191276,
     "b_raw": -16.723455,
     "w_opt": 0.520504,
@@ -45,7 +46,8 @@ RESULT = {
     "cov_wb": -0.077597,
     "r2": 0.960879,
     "residual_sd": 1.967979,
-    "val_loss": 3.5939,
+    "val_loss": 3.593790,
+    "last_epoch_val_loss": 3.5939,
     "converged": False,
     "convergence": {"gap_se_w": -0.034674, "gap_se_b": 0.036442, "excess_loss": 0.000412, "epochs_needed": None},
 }
@@ -151,6 +153,20 @@ EXAMPLES: dict[str, Any] = {
         "labels": {"sensor": "A17"},
         "instrument": "TT-101",
     },
+    "FitPreflight": {
+        "n_points": 11,
+        "learning_rate": 0.01,
+        "lr_max": 0.00033994,
+        "condition_number": 33598.86,
+        "stable": False,
+        "warnings": [
+            "learning_rate 0.01 exceeds the stable limit 0.00034: this fit will diverge",
+            "condition number 3.4e+04: gradient descent converges slowly along the flattest direction; "
+            "scaling t_u (input_scale) toward unit size helps",
+        ],
+        "suggestion": {"learning_rate": "auto", "normalize": "standardize", "epochs": "auto"},
+    },
+    "Suggestion": {"learning_rate": "auto", "normalize": "standardize", "epochs": "auto"},
     "PredictRequest": {"t_u": [35.7, 90.0], "interval": 0.95},
     "Prediction": {"fit_id": FIT_ID, "t_c": [2.054, 30.244], "lower": [-2.61, 24.87], "upper": [6.72, 35.62]},
     "BatchCreate": {

@@ -24,8 +24,9 @@ from shared.models import ACTIVE, Fit
 from shared.packing import unpack_f64
 from shared.presenters import fit_json, fit_list
 from shared.queries import FitListQuery, LossesQuery, WaitQuery
+from shared.resolved import preflight, resolve
 from shared.responses import serve
-from shared.schemas import FitCreate, FitData, LossBuckets, LossPage, PredictRequest
+from shared.schemas import FitCreate, FitData, FitPreflight, LossBuckets, LossPage, PredictRequest
 
 bp = Blueprint("fits", __name__, url_prefix="/v1/fits")
 
@@ -59,6 +60,17 @@ def create_fit() -> tuple[dict[str, Any], int, dict[str, str]]:
     fit, created = submit_fit(svc, spec, ask, current_tenant(), request_key())
     bind_fit(fit.id)
     return fit_json(fit), 202 if created else 200, {"Location": f"/v1/fits/{fit.id}"}
+
+
+@bp.post("/preflight")
+def preflight_fit() -> dict[str, Any]:
+    """The fit's pre-flight without submitting it (API.md's computation, shared/calibration.py): the
+    CLI and the client ask it first, so a newcomer's first fit does not diverge unannounced."""
+    svc = current_services()
+    body = json_body()
+    refuse_oversize(svc.settings, ask_of([body] if isinstance(body, dict) else [], {}, svc.settings.max_epochs))
+    spec = parse(FitCreate, body, {"settings": svc.settings})
+    return serve(FitPreflight, preflight(resolve([spec], svc.settings.max_epochs)[0]))
 
 
 @bp.get("/<fit_id>")

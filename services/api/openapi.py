@@ -139,6 +139,23 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                 },
             },
         },
+        "/v1/fits/preflight": {
+            "post": {
+                "operationId": "preflightFit",
+                "summary": "Check a fit before submitting it: will its learning rate diverge?",
+                "description": "Takes the body of `POST /v1/fits` and stores nothing. Answers the learning "
+                "rate the fit would run with, the data's stable limit `lr_max` and condition number, whether "
+                "plain gradient descent (gd, sgd) stays stable at that rate, the warnings the fit would carry, "
+                "and, when it would diverge, the options that converge (`learning_rate` and `epochs` "
+                '`"auto"`, `normalize` `"standardize"`). The CLI and the Python client ask it before '
+                "each fit.",
+                "requestBody": {"required": True, "content": _json("FitCreate")},
+                "responses": {
+                    "200": {"description": "The pre-flight", "content": _json("FitPreflight")},
+                    **_problems("400", "413", "415", "422"),
+                },
+            },
+        },
         "/v1/fits/{fit_id}": {
             "get": {
                 "operationId": "getFit",
@@ -153,7 +170,9 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
             "get": {
                 "operationId": "getFitLosses",
                 "summary": "The loss of every epoch recorded so far",
-                "description": "`loss[i]` is the loss of epoch `start + i`. `?format=csv` or "
+                "description": "`loss[i]` is the loss of epoch `start + i`, taken before that epoch's update "
+                "(the book's order: epoch 1's is the loss of the initial parameters, and the last epoch's is "
+                "the result's `last_epoch_loss`, not its `loss`). `?format=csv` or "
                 "`Accept: text/csv` streams the whole series as `epoch,loss`. "
                 "`?points=N` (with `start`, `end`) returns at most N consecutive "
                 "buckets covering every epoch of the range instead, each with its "

@@ -10,6 +10,8 @@ import click
 from services.client import CalibError, Client
 
 EXIT_OK, EXIT_ENDED_OTHERWISE, EXIT_SERVICE, EXIT_TIMEOUT = 0, 1, 3, 4
+# The pre-flight says the fit would diverge, and nothing was submitted (calib fit without --yes).
+EXIT_WOULD_DIVERGE = 2
 
 
 def client_for(url: str | None) -> Client:

@@ -56,10 +56,20 @@ def run_demo(client: Client, progress: bool = True) -> None:
         digits = 5 if name == "w_raw" else 4  # as many decimals as the book prints
         click.echo(f"   {name:<5} = {result[name]:.{digits}f}    ({result[name]!r}; book {book})")
     click.echo(f"   calibration: t_c = {result['w_raw']:.5f} * t_u {result['b_raw']:+.4f}")
+    click.echo(
+        f"   loss of this line {result['loss']:.6f} (the epoch-5000 line above is the loss before "
+        f"that epoch's update: last_epoch_loss {result['last_epoch_loss']:.6f})"
+    )
     click.echo("   " + verdict_line(result))
 
     click.echo("\n2. The same fit on raw t_u: the learning rate 1e-2 is far too large")
-    diverging = client.fit(T_U, T_C, **{**request, "input_scale": 1.0, "epochs": 100}).wait(progress=progress)
+    raw = {**request, "input_scale": 1.0, "epochs": 100}
+    checked = client.preflight(T_U, T_C, **raw)
+    click.echo(
+        f"   pre-flight: stable {checked['stable']}, lr_max {checked['lr_max']:.3g}; "
+        "submitted anyway, as the book runs it"
+    )
+    diverging = client.fit(T_U, T_C, allow_divergence=True, **raw).wait(progress=progress)
     tail = diverging.losses()
     fit = diverging.data
     click.echo(f"   status: {fit['status']}, diverged_at_epoch: {fit['diverged_at_epoch']} (book: 11)")
@@ -80,7 +90,7 @@ def run_demo(client: Client, progress: bool = True) -> None:
     click.echo("   calib instrument TT-103:")
     for line in instrument_history(client.instrument("TT-103")).splitlines():
         click.echo("   " + line)
-    click.echo(f"   its page: {client.url}/ui/instruments/TT-103")
+    click.echo(f"   its page, while the service runs: {client.url}/ui/instruments/TT-103")
 
 
 def night_of_thermometers(night: int, drifted: set[str]) -> dict[str, tuple[list[float], list[float]]]:

@@ -22,7 +22,8 @@ def fit_summary(fit: dict[str, Any]) -> str:
         lines += [
             f"line     t_c = {_num(result['w_raw'])} * t_u {result['b_raw']:+.6g}",
             f"loss     {_num(result['loss'])}"
-            + (f", validation {_num(result['val_loss'])}" if result.get("val_loss") is not None else ""),
+            + (f", validation {_num(result['val_loss'])}" if result.get("val_loss") is not None else "")
+            + f" (of this line; the last epoch's, before its update: {_num(result.get('last_epoch_loss'))})",
         ]
         lines.append(verdict_line(result))
         if result.get("w_opt") is not None:

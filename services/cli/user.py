@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from services.cli.common import (
     EXIT_ENDED_OTHERWISE,
     EXIT_OK,
     EXIT_SERVICE,
+    EXIT_WOULD_DIVERGE,
     client_for,
     fail,
     timed_out,
@@ -24,7 +26,7 @@ from services.cli.common import (
 )
 from services.cli.demo import run_demo
 from services.cli.tables import fit_summary, fits_table, instrument_history, instruments_table
-from services.client import CalibError
+from services.client import CalibError, WouldDiverge
 
 
 @click.command()
@@ -117,6 +119,12 @@ def _json_option(name: str, text: str | None) -> Any:
 @click.option("--early-stopping", default=None, help='JSON, e.g. \'{"monitor": "val_loss", "patience": 10}\'')
 @click.option("--label", "labels", multiple=True, help="key=value, repeatable")
 @click.option("--idempotency-key", default=None)
+@click.option(
+    "--auto",
+    is_flag=True,
+    help='learning rate "auto", normalize standardize, epochs "auto": converges on any data in few epochs',
+)
+@click.option("--yes", is_flag=True, help="submit even when the pre-flight says the fit will diverge")
 @click.option("--wait", is_flag=True, help="wait for the fit to end, with a progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print the fit as JSON instead of a summary")
 @timeout_option
@@ -134,12 +142,34 @@ def fit(
     early_stopping: str | None,
     labels: tuple[str, ...],
     idempotency_key: str | None,
+    auto: bool,
+    yes: bool,
     wait: bool,
     as_json: bool,
     timeout: float | None,
     url: str | None,
 ) -> None:
-    """Fit t_c = w * t_u + b to a CSV file with columns t_u,t_c."""
+    """Fit t_c = w * t_u + b to a CSV file with columns t_u,t_c.
+
+    The service's pre-flight is asked first: when the learning rate would diverge on this data
+    (the book's defaults on raw readings do), nothing is submitted and the command that converges
+    is printed (exit 2), unless --yes, or a yes at the prompt on a terminal."""
+    if auto:
+        clash = [
+            f"--{n}"
+            for n, v in (
+                ("epochs", epochs),
+                ("learning-rate", learning_rate),
+                ("normalize", normalize),
+                ("input-scale", input_scale),
+            )
+            if v is not None
+        ]
+        if clash:
+            raise click.UsageError(
+                f"--auto sets the learning rate, normalize and epochs itself: drop {', '.join(clash)}"
+            )
+        epochs, learning_rate, normalize = "auto", "auto", "standardize"
     t_u, t_c = _read_csv(csv_file)
     given: dict[str, Any] = {
         "epochs": None if epochs is None else _auto_or(int, "--epochs", epochs),
@@ -156,7 +186,12 @@ def fit(
             options[name] = _json_option(name.replace("_", "-"), text)
     try:
         with client_for(url) as client:
-            submitted = client.fit(t_u, t_c, idempotency_key=idempotency_key, **options)
+            try:
+                submitted = client.fit(t_u, t_c, idempotency_key=idempotency_key, allow_divergence=yes, **options)
+            except WouldDiverge as exc:
+                if not _submit_anyway(exc):
+                    sys.exit(EXIT_WOULD_DIVERGE)
+                submitted = client.fit(t_u, t_c, idempotency_key=idempotency_key, allow_divergence=True, **options)
             if wait:
                 submitted.wait(progress=True, timeout=timeout)
     except CalibError as exc:
@@ -166,6 +201,36 @@ def fit(
     click.echo(json.dumps(submitted.data, indent=2) if as_json else fit_summary(submitted.data))
     if wait:
         sys.exit(EXIT_OK if submitted.status == "succeeded" else EXIT_ENDED_OTHERWISE)
+
+
+def _submit_anyway(exc: WouldDiverge) -> bool:
+    """Say why the fit would diverge and which command converges; on a terminal, ask."""
+    click.echo(f"{exc.detail.split('. These options')[0]}. Nothing was submitted.", err=True)
+    click.echo(f"This command converges (the same as --auto):\n  {_converging_command()}", err=True)
+    if sys.stdin.isatty() and sys.stderr.isatty():
+        return click.confirm("Submit the fit as it is anyway?", default=False, err=True)
+    click.echo("To submit it as it is, add --yes.", err=True)
+    return False
+
+
+# The options --auto replaces (with normalize "standardize", input_scale does not apply).
+_REPLACED = {"--epochs", "--learning-rate", "--normalize", "--input-scale"}
+
+
+def _converging_command() -> str:
+    """This invocation with the learning rate, normalize and epochs that converge in its place."""
+    args, kept = sys.argv[1:], []
+    i = 0
+    while i < len(args):
+        name = args[i].split("=", 1)[0]
+        if name in _REPLACED:
+            i += 1 if "=" in args[i] else 2
+            continue
+        if name != "--yes":
+            kept.append(args[i])
+        i += 1
+    kept += ["--learning-rate", "auto", "--normalize", "standardize", "--epochs", "auto"]
+    return " ".join(["calib", *(shlex.quote(a) for a in kept)])
 
 
 def _auto_or(kind: type[int] | type[float], option: str, text: str) -> int | float | str:

@@ -8,11 +8,13 @@
         batch.results()                           # a DataFrame when pandas is installed
 
 Every error answer of the service raises CalibError (with its problem+json); 429 and 503
-are retried with backoff first.
+are retried with backoff first. `fit()` asks the service's pre-flight first and raises
+WouldDiverge (a CalibError) when the learning rate diverges on the data, before anything is
+submitted; `allow_divergence=True` submits anyway.
 """
 
 from .client import Client
-from .errors import CalibError
+from .errors import CalibError, WouldDiverge
 from .resources import Batch, Fit
 
-__all__ = ["Batch", "CalibError", "Client", "Fit"]
+__all__ = ["Batch", "CalibError", "Client", "Fit", "WouldDiverge"]

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import httpx
 
 from .config import default_token, default_url
-from .errors import CalibError
+from .errors import CalibError, WouldDiverge
 from .resources import Batch, Fit
 
 # Answers that say "nothing was done, try again later": a rate limit, or a dependency down.
@@ -87,13 +87,31 @@ class Client:
     # --- fits --------------------------------------------------------------------------
 
     def fit(
-        self, t_u: Sequence[float], t_c: Sequence[float], *, idempotency_key: str | None = None, **options: Any
+        self,
+        t_u: Sequence[float],
+        t_c: Sequence[float],
+        *,
+        idempotency_key: str | None = None,
+        allow_divergence: bool = False,
+        **options: Any,
     ) -> Fit:
         """Submit one fit; `options` are any fields of POST /v1/fits (epochs, learning_rate,
-        init, input_scale, normalize, optimizer, validation, early_stopping, labels, ...)."""
+        init, input_scale, normalize, optimizer, validation, early_stopping, labels, ...).
+        The service's pre-flight is asked first: a learning rate that would diverge on this data
+        raises WouldDiverge (with the options that converge) unless `allow_divergence`."""
         body = {"t_u": list(map(float, t_u)), "t_c": list(map(float, t_c)), **options}
+        if not allow_divergence:
+            found = self.json("POST", "/v1/fits/preflight", json=body)
+            if found.get("stable") is False:
+                raise WouldDiverge(found)
         headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
         return Fit(self, self.json("POST", "/v1/fits", json=body, headers=headers))
+
+    def preflight(self, t_u: Sequence[float], t_c: Sequence[float], **options: Any) -> dict[str, Any]:
+        """What the service says of this fit before it runs (POST /v1/fits/preflight): the learning
+        rate it would use, the data's stable limit `lr_max`, `stable`, `warnings`, `suggestion`."""
+        body = {"t_u": list(map(float, t_u)), "t_c": list(map(float, t_c)), **options}
+        return dict(self.json("POST", "/v1/fits/preflight", json=body))
 
     def resolve_fit(self, id_or_prefix: str) -> str:
         """The full id of the one fit whose id starts with `id_or_prefix` (the 8 characters `calib list`

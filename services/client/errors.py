@@ -24,3 +24,18 @@ class CalibError(Exception):
     @property
     def errors(self) -> list[dict[str, Any]]:
         return list(self.problem.get("errors") or [])
+
+
+class WouldDiverge(CalibError):
+    """Raised before submitting, by `Client.fit`: the service's pre-flight says gradient descent at
+    this learning rate diverges on this data. `suggestion` holds options that converge; pass
+    `allow_divergence=True` to submit anyway (the book's own divergent run, say)."""
+
+    def __init__(self, preflight: dict[str, Any]) -> None:
+        self.preflight = preflight
+        self.suggestion: dict[str, Any] = dict(preflight.get("suggestion") or {})
+        detail = (
+            f"learning_rate {preflight['learning_rate']:g} exceeds the stable limit {preflight['lr_max']:.2g} "
+            f"of this data: the fit would diverge. These options converge: {self.suggestion}"
+        )
+        super().__init__(0, {"title": "would diverge", "detail": detail})

@@ -284,16 +284,7 @@ def _checkpoint(
             checkpoint.progress[fit.id] = stop
         if ended[i]:
             tail = losses[i, : max(0, stop - first + 1)]
-            checkpoint.finished[fit.id] = _outcome(
-                fit,
-                int(ends.done[i]),
-                int(ends.diverged_at[i]),
-                float(ends.w[i]),
-                float(ends.b[i]),
-                tail,
-                val,
-                bool(ends.stopped_early[i]),
-            )
+            checkpoint.finished[fit.id] = _outcome(fit, ends, i, tail, val)
         else:
             checkpoint.states[fit.id] = states[i]
     return checkpoint
@@ -440,32 +431,23 @@ def _verdict(fit: store.ClaimedFit, w: float, b: float) -> Verdict:
 
 
 def _outcome(
-    fit: store.ClaimedFit,
-    done: int,
-    diverged_at: int,
-    w: float,
-    b: float,
-    tail: np.ndarray,
-    val_tail: np.ndarray | None,
-    stopped_early: bool,
+    fit: store.ClaimedFit, ends: Ends, i: int, tail: np.ndarray, val_tail: np.ndarray | None
 ) -> dict[str, object]:
-    """A finished fit's columns. `tail`: its losses in this last block (empty when it diverged at epoch 1)."""
-    last_val = float(val_tail[-1]) if val_tail is not None and len(val_tail) else None
+    """Fit i's columns once it ended. `tail`: its losses in this last block (empty when it diverged at
+    epoch 1). `loss` is the loss at the returned line; the series' last value is `last_epoch_loss`."""
+    done, diverged_at, w, b = int(ends.done[i]), int(ends.diverged_at[i]), float(ends.w[i]), float(ends.b[i])
     base: dict[str, object] = {
         "epochs_done": done,
         "finished_at": utcnow(),
         "epochs_needed": fit.epochs_needed,
-        "val_loss": last_val if last_val is not None and np.isfinite(last_val) else None,
+        "last_epoch_loss": _finite_or_none(tail[-1]) if len(tail) else None,
+        "last_epoch_val_loss": _finite_or_none(val_tail[-1]) if val_tail is not None and len(val_tail) else None,
     }
     if diverged_at:
-        return {
-            **base,
-            "status": DIVERGED,
-            "diverged_at_epoch": diverged_at,
-            "loss": float(tail[-1]) if len(tail) else None,
-        }
+        # No line is returned, so no loss belongs to one; the last finite epoch's stays.
+        return {**base, "status": DIVERGED, "diverged_at_epoch": diverged_at, "loss": None, "val_loss": None}
     found = _verdict(fit, w, b)
-    if stopped_early:
+    if bool(ends.stopped_early[i]):
         reason = "early_stopped"
     elif fit.epochs_auto:
         reason = "converged" if found.converged else "max_epochs"
@@ -476,10 +458,15 @@ def _outcome(
         "status": SUCCEEDED,
         "w": w,
         "b": b,
-        "loss": float(tail[-1]),
+        "loss": _finite_or_none(ends.loss[i]),
+        "val_loss": _finite_or_none(ends.val_loss[i]) if fit.held_out else None,
         "stop_reason": reason,
         "converged": found.converged,
         "gap_se_w": found.gap_se_w,
         "gap_se_b": found.gap_se_b,
         "excess_loss": found.excess_loss,
     }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None

@@ -261,6 +261,8 @@ API_MD_FIELDS = {
         "r2",
         "residual_sd",
         "val_loss",
+        "last_epoch_loss",
+        "last_epoch_val_loss",
     },
     "LossPage": {"fit_id", "epochs_done", "start", "loss", "val_loss", "next"},
     "LossBucket": {"first_epoch", "last_epoch", "min", "max", "last", "val_min", "val_max", "val_last"},
@@ -338,3 +340,28 @@ def test_json_never_carries_nan_or_infinity(client: FlaskClient, caplog: pytest.
     served = provider.response({"w": float("inf"), "loss": (float("nan"), 2.0)}).get_data(as_text=True)
     assert served == '{"w":null,"loss":[null,2.0]}\n'
     assert "non-finite" in caplog.text
+
+
+BOOK: dict[str, Any] = {
+    "t_u": [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4],
+    "t_c": [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0],
+}
+
+
+def test_the_preflight_says_the_books_defaults_diverge_and_stores_nothing(client: FlaskClient) -> None:
+    checked = client.post("/v1/fits/preflight", json=BOOK)
+    assert checked.status_code == 200, checked.get_json()
+    found = checked.get_json()
+    # The book's lr 1e-2 on raw readings: 2/λ_max(H) of the raw data is 3.4e-4 (it diverges at epoch 11).
+    assert found["stable"] is False and found["learning_rate"] == 0.01
+    assert found["lr_max"] == pytest.approx(3.3994e-4, rel=1e-4)
+    assert found["suggestion"] == {"learning_rate": "auto", "normalize": "standardize", "epochs": "auto"}
+    assert any("will diverge" in w for w in found["warnings"])
+    assert client.get("/v1/fits").get_json()["items"] == []
+    scaled = client.post("/v1/fits/preflight", json={**BOOK, "input_scale": 0.1}).get_json()
+    assert scaled["stable"] is True and scaled["suggestion"] is None
+    suggested = client.post("/v1/fits/preflight", json={**BOOK, **found["suggestion"]}).get_json()
+    assert suggested["stable"] is True and suggested["learning_rate"] == pytest.approx(0.5)
+    # Momentum and Adam have other limits than plain gradient descent: no verdict.
+    assert client.post("/v1/fits/preflight", json={**BOOK, "optimizer": "adam"}).get_json()["stable"] is None
+    problem(client.post("/v1/fits/preflight", json={"t_u": [1.0], "t_c": [1.0, 2.0]}), 422)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import shlex
 import subprocess
 from pathlib import Path
+
+import numpy as np
+import statsmodels.api as sm
 
 from services.cli import processes
 from tests.stack import Stack
@@ -35,7 +40,7 @@ def test_fit_wait_and_losses(stack: Stack, tmp_path: Path) -> None:
     assert fit["status"] == "succeeded" and abs(fit["result"]["w"] - 5.3671) < 1e-3
     losses = calib(stack, "losses", fit["id"], "--csv")
     assert losses.stdout.splitlines()[0] == "epoch,loss" and len(losses.stdout.splitlines()) == 5001
-    diverged = calib(stack, "fit", str(data), "--epochs", "100", "--wait", "--json")
+    diverged = calib(stack, "fit", str(data), "--epochs", "100", "--yes", "--wait", "--json")
     assert diverged.returncode == 1 and json.loads(diverged.stdout)["diverged_at_epoch"] == 11
     missing = calib(stack, "status", "00000000-0000-4000-8000-000000000000")
     assert missing.returncode == 3 and "404" in missing.stderr
@@ -44,8 +49,40 @@ def test_fit_wait_and_losses(stack: Stack, tmp_path: Path) -> None:
     assert "t_c = 0.536709 * t_u -17.301" in summary.stdout
     bad = calib(stack, "fit", str(data), "--validation", '{"indices": [20]}')
     assert bad.returncode == 3 and "validation.indices[0]" in bad.stderr
-    slow = calib(stack, "fit", str(data), "--wait", "--timeout", "0")  # a fresh fit is queued: not done in 0 s
+    slow = calib(
+        stack, "fit", str(data), "--input-scale", "0.1", "--wait", "--timeout", "0"
+    )  # a fresh fit is queued: not done in 0 s
     assert slow.returncode == 4, slow.stderr
+
+
+def test_a_first_fit_of_raw_data_is_stopped_before_it_diverges(stack: Stack, tmp_path: Path) -> None:
+    """The book's defaults (lr 1e-2, raw t_u, 5000 epochs) diverge at epoch 11: `calib fit` says so
+    before submitting, with the command that converges (exit 2); --yes submits it and it diverges as
+    the book's does; --auto converges, and its loss is the least-squares line's."""
+    data = tmp_path / "thermo.csv"
+    data.write_text("t_u,t_c\n" + "".join(f"{u},{c}\n" for u, c in zip(T_U, T_C, strict=True)))
+    before = stack.http.get("/v1/fits?limit=1000").json()["items"]
+    refused = calib(stack, "fit", str(data), "--wait", "--label", "who=newcomer")
+    assert refused.returncode == 2, refused.stderr
+    assert "exceeds the stable limit 0.00034" in refused.stderr and "Nothing was submitted" in refused.stderr
+    proposed = next(line.strip() for line in refused.stderr.splitlines() if line.strip().startswith("calib fit"))
+    assert "--learning-rate auto --normalize standardize --epochs auto" in proposed and "--wait" in proposed
+    assert stack.http.get("/v1/fits?limit=1000").json()["items"] == before  # nothing submitted
+    # The proposed command, as printed, converges.
+    args = shlex.split(proposed)[1:]
+    converged = calib(stack, *args, "--json")
+    assert converged.returncode == 0, converged.stderr
+    fit = json.loads(converged.stdout)
+    ols = sm.OLS(np.asarray(T_C), sm.add_constant(np.asarray(T_U))).fit()
+    assert fit["result"]["converged"] is True and fit["labels"] == {"who": "newcomer"}
+    assert math.isclose(fit["result"]["loss"], ols.ssr / len(T_U), rel_tol=1e-9)
+    forced = calib(stack, "fit", str(data), "--yes", "--wait", "--json")
+    assert forced.returncode == 1 and json.loads(forced.stdout)["diverged_at_epoch"] == 11
+    auto = calib(stack, "fit", str(data), "--auto", "--wait")
+    assert auto.returncode == 0, auto.stderr
+    assert "verdict  converged" in auto.stdout and f"loss     {ols.ssr / len(T_U):.6g} (of this line" in auto.stdout
+    clash = calib(stack, "fit", str(data), "--auto", "--epochs", "10")
+    assert clash.returncode == 2 and "drop --epochs" in clash.stderr
 
 
 def test_list_and_plot(stack: Stack, tmp_path: Path) -> None:

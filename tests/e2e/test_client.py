@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from services.client import CalibError, Client
+from services.client import CalibError, Client, WouldDiverge
 from tests.conftest import DATA, ROOT
 from tests.stack import Stack
 
@@ -54,6 +54,18 @@ def test_validation_losses_and_early_stopping(client: Client) -> None:
     fit = client.fit(T_U, T_C, **split, early_stopping={"min_delta": 1e-3, "patience": 10}).wait(timeout=60)
     assert fit.data["stop_reason"] == "early_stopped"
     assert len(fit.losses(validation=True)) == fit.epochs_done < 3000
+
+
+def test_fit_refuses_a_learning_rate_that_diverges_before_submitting(client: Client) -> None:
+    before = [f.id for f in client.fits()]
+    with pytest.raises(WouldDiverge) as caught:
+        client.fit(T_U, T_C, epochs=100)  # the book's lr 1e-2 on raw readings
+    assert caught.value.suggestion == {"learning_rate": "auto", "normalize": "standardize", "epochs": "auto"}
+    assert "stable limit 0.00034" in caught.value.detail
+    assert [f.id for f in client.fits()] == before
+    assert client.fit(T_U, T_C, **caught.value.suggestion).wait(timeout=60).result["converged"] is True
+    forced = client.fit(T_U, T_C, epochs=100, allow_divergence=True).wait(timeout=60)
+    assert forced.status == "diverged" and forced.data["diverged_at_epoch"] == 11
 
 
 def test_errors_carry_the_problem(client: Client, stack: Stack) -> None:
@@ -135,7 +147,7 @@ def test_429_and_503_are_retried_with_backoff_and_nothing_else_is(flaky: str) ->
     Flaky.answers = {"/v1/fits": [(503, {"Retry-After": "0"}), (429, {"Retry-After": "0"})], "/v1/batches": [(422, {})]}
     with Client(flaky, token="t", backoff=0.01) as calib:
         assert calib.fit([1, 2], [3, 4]).id == "f1"
-        fits = [line for line in Flaky.seen if line.startswith("/v1/fits")]
+        fits = [line for line in Flaky.seen if line.startswith("/v1/fits ")]  # the submission, not its pre-flight
         assert len(fits) == 3 and len(set(fits)) == 1  # one Idempotency-Key for all three tries
         with pytest.raises(CalibError) as caught:
             calib.submit_batch({"A": ([1, 2], [3, 4])})

@@ -133,6 +133,39 @@ def test_the_fit_page_says_whether_the_fit_converged(browser: Any, stack: Stack)
     assert browser.execute_script(drawn) == {"verdict": "converged", "fitted": 1, "optimum": 0}
 
 
+def test_the_tables_show_converged_and_the_loss_of_each_line(browser: Any, stack: Stack) -> None:
+    """A fit that converges in one epoch (standardized, learning rate and epochs "auto") shows the
+    least-squares loss, not epoch 1's loss before its update (171 here), in the fit table, on its
+    page, and a batch of such fits counts as converged in the batch table."""
+    import statsmodels.api as sm
+
+    converging = {"learning_rate": "auto", "normalize": "standardize", "epochs": "auto"}
+    fit = stack.wait(stack.submit({"t_u": REFERENCE["t_u"], "t_c": REFERENCE["t_c"], **converging})["id"])
+    ols = sm.OLS(np.asarray(REFERENCE["t_c"]), sm.add_constant(np.asarray(REFERENCE["t_u"]))).fit()
+    least_squares = ols.ssr / len(REFERENCE["t_u"])
+    assert fit["epochs_done"] == 1 and fit["result"]["converged"] is True
+    rows = "\n".join(f"S{i},{u},{c}" for i in range(3) for u, c in zip(REFERENCE["t_u"], REFERENCE["t_c"], strict=True))
+    query = "&".join(f"{k}={v}" for k, v in converging.items())
+    made = stack.http.post(
+        f"/v1/batches?{query}", content="series,t_u,t_c\n" + rows, headers={"Content-Type": "text/csv"}
+    )
+    batch = stack.wait_batch(made.json()["id"])
+    log_in(browser, stack)
+    browser.get(f"{stack.url}/ui/")
+    cells = """const row = document.querySelector(`a[href='${arguments[0]}']`).closest('tr');
+               const cells = [...row.querySelectorAll('td[class]')];
+               return Object.fromEntries(cells.map(td => [td.className, td.textContent]));"""
+    fit_row = browser.execute_script(cells, f"/ui/fits/{fit['id']}")
+    assert fit_row["converged"] == "yes"
+    assert float(fit_row["loss"]) == pytest.approx(least_squares, rel=1e-5)  # printed to 6 digits
+    assert browser.execute_script(cells, f"/ui/batches/{batch['id']}") == {"converged": "3/3"}
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "fit-and-batch-tables.png"))
+    browser.get(f"{stack.url}/ui/fits/{fit['id']}")
+    shown = browser.execute_script("return document.getElementById('loss').textContent")
+    assert float(shown.split()[0]) == pytest.approx(least_squares, rel=1e-5) and "171.157" in shown
+
+
 def test_a_million_epoch_fit_sends_the_browser_only_buckets(browser: Any, stack: Stack) -> None:
     fit = stack.wait(
         stack.submit({"t_u": REFERENCE["t_u"], "t_c": REFERENCE["t_c"], "epochs": 1_000_000, "learning_rate": 1e-4})[
@@ -159,7 +192,7 @@ def test_the_batch_page_shows_progress_and_the_spread_of_the_lines(browser: Any,
     log_in(browser, stack)
     # The list of recent batches gives its status and progress.
     row = browser.find_element("css selector", f"a[href='/ui/batches/{batch['id']}']").find_element("xpath", "../..")
-    assert row.text.split()[1:3] == ["completed", "30/30"]
+    assert row.text.split()[1:4] == ["completed", "0/30", "30/30"]  # status, converged, progress
     browser.get(f"{stack.url}/ui/batches/{batch['id']}")
     assert browser.execute_script("return document.getElementById('batch-progress').value") == 30
     bars = browser.execute_script("return document.querySelectorAll('svg.histogram rect').length")

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from tests.conftest import DATA
-from tests.oracles import keras_stop
+from tests.oracles import keras_stop, mse_at_line
 from tests.stack import Stack
 from tests.tolerance import param_close, printed_loss_close
 
@@ -35,7 +35,18 @@ def test_the_books_split_run(stack: Stack) -> None:
     assert printed_loss_close(val[-1], SPLIT_RUN["epoch_3000"]["val_loss"])
     result = done["result"]
     assert param_close(result["w"], SPLIT_RUN["params"]["w"]) and param_close(result["b"], SPLIT_RUN["params"]["b"])
-    assert result["loss"] == loss[-1] and result["val_loss"] == val[-1]
+    assert result["last_epoch_loss"] == loss[-1] and result["last_epoch_val_loss"] == val[-1]
+    # The result's losses are those of its line, on the training and on the held-out points.
+    held = SPLIT_RUN["request"]["validation"]["indices"]
+    kept = [i for i in range(len(REFERENCE["t_u"])) if i not in held]
+    for name, points in (("loss", kept), ("val_loss", held)):
+        at_line = mse_at_line(
+            [REFERENCE["t_u"][i] for i in points],
+            [REFERENCE["t_c"][i] for i in points],
+            result["w_raw"],
+            result["b_raw"],
+        )
+        assert math.isclose(result[name], at_line, rel_tol=1e-9), (name, result[name], at_line)
     # The statistics are the training points': 9 of them, without the held-out 2 and 10.
     train = sorted(SPLIT_RUN["train_indices"])
     t_u = [REFERENCE["t_u"][i] for i in train]

@@ -40,8 +40,9 @@ class GradientDescent:
         self, batch: SeriesBatch, validation: SeriesBatch | None = None, stopping: StopRule | None = None
     ) -> None:
         self.batch = batch
-        self.val_moments = validation.moments() if validation is not None else None
-        mx, my, vxx, vxy, vyy = batch.moments()
+        self.held_out = validation.moments() if validation is not None else None
+        self.training = batch.moments()
+        mx, my, vxx, vxy, vyy = self.training
         sxx = vxx + mx * mx
         # Readings near float64's limit make an average inf or NaN, and the power series
         # below would then hide that epoch 1's loss is not finite: such a fit diverges at 1.
@@ -104,7 +105,7 @@ class GradientDescent:
         first = 1
         while first <= stopping.last_epoch_needed:
             last = min(first + window - 1, stopping.last_epoch_needed)
-            wants_val = self.val_moments is not None and bool(stopping.monitor_val.any())
+            wants_val = self.held_out is not None and bool(stopping.monitor_val.any())
             val = self._val_curve(first, last).T if wants_val else None
             stopping.update_from(self._curve(first, last, torch.float32).T, val, first)
             first = last + 1
@@ -136,9 +137,9 @@ class GradientDescent:
         M = Rᵀ H_val R: five power series, computed like the training loss. The linear terms
         may be negative, so the sum is formed in float64.
         """
-        assert self.val_moments is not None
-        mx, my, vxx, vxy, _ = self.val_moments
-        at_opt = loss_at(self.val_moments, self.w_opt, self.b_opt)
+        assert self.held_out is not None
+        mx, my, vxx, vxy, _ = self.held_out
+        at_opt = loss_at(self.held_out, self.w_opt, self.b_opt)
         r = self.w_opt * mx + self.b_opt - my
         grad_w, grad_b = 2 * (self.w_opt * vxx - vxy + r * mx), 2 * r
         h1 = self.cos * grad_w + self.sin * grad_b
@@ -155,7 +156,7 @@ class GradientDescent:
 
     def val_losses(self, first: int, last: int) -> torch.Tensor | None:
         """Validation losses of epochs first..last (B, L) float32, NaN past epochs_done; None without a split."""
-        if self.val_moments is None:
+        if self.held_out is None:
             return None
         return self._past_done(self._val_curve(first, last), first, last)
 
