@@ -277,6 +277,19 @@ class ApiToken(Base):
     revoked_at: so.Mapped[dt.datetime | None] = so.mapped_column(UTCDateTime)
 
 
+class UiSession(Base):
+    """A dashboard login: the browser's cookie holds a random id, of which only the SHA-256 digest
+    is kept. It ends at logout, at its expiry, or when the token it was opened with is revoked."""
+
+    __tablename__ = "ui_sessions"
+
+    digest: so.Mapped[str] = so.mapped_column(sa.String(64), primary_key=True)
+    token_id: so.Mapped[str] = so.mapped_column(sa.ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True)
+    tenant: so.Mapped[str] = so.mapped_column(sa.String(64))
+    created_at: so.Mapped[dt.datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    expires_at: so.Mapped[dt.datetime] = so.mapped_column(UTCDateTime)
+
+
 class Tenant(Base):
     """A tenant's quotas (None: the service's defaults) and the loss bytes it stores, kept as a
     running count: the workers add what they write, retries and retention subtract what they
@@ -288,8 +301,12 @@ class Tenant(Base):
     max_in_flight_fit_epochs: so.Mapped[int | None] = so.mapped_column(sa.BigInteger)
     max_stored_loss_bytes: so.Mapped[int | None] = so.mapped_column(sa.BigInteger)
     stored_loss_bytes: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0, server_default="0")
-    # The key its webhooks are signed with (HMAC-SHA256), made on first use.
+    # The key its webhooks are signed with (Standard Webhooks: "whsec_" + base64), made on first use.
     webhook_secret: so.Mapped[str | None] = so.mapped_column(sa.String(128))
+    # After a rotation, the secret before it, still signing beside the new one until the overlap
+    # ends, so that receivers can switch secrets without missing a delivery.
+    webhook_secret_previous: so.Mapped[str | None] = so.mapped_column(sa.String(128))
+    webhook_secret_previous_until: so.Mapped[dt.datetime | None] = so.mapped_column(UTCDateTime)
 
 
 class TenantTurn(Base):

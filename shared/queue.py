@@ -21,6 +21,8 @@ RECONCILE = "calib.reconcile"
 DELIVER_WEBHOOKS = "calib.deliver_webhooks"
 QUEUE = "calib"
 CONTROL_QUEUE = "calib-control"
+# Webhook deliveries: consumed only by `calib worker --deliveries`, never by the fit workers.
+DELIVERY_QUEUE = "calib-deliveries"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -58,7 +60,7 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options,
         # Reconciling and webhook deliveries never wait behind a backlog of chunks.
-        task_routes={RECONCILE: {"queue": CONTROL_QUEUE}, DELIVER_WEBHOOKS: {"queue": CONTROL_QUEUE}},
+        task_routes={RECONCILE: {"queue": CONTROL_QUEUE}, DELIVER_WEBHOOKS: {"queue": DELIVERY_QUEUE}},
         # Beat keeps its schedule in memory: every worker runs one, and a shared
         # schedule file in the working directory would be contended for.
         beat_scheduler="celery.beat:Scheduler",

@@ -21,8 +21,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from shared.calibration import standardization
+from shared.callbacks import AllowedHosts, url_problem
 from shared.splits import choose_indices, split, validation_count
-from shared.webhooks import AllowedHosts, url_problem
 
 # strict: "1.5" or true is a type error, not a number; no NaN or infinity.
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -732,7 +732,7 @@ class Problem(Served):
         None,
         description="for a refusal by a quota: its name (fit_epochs_per_request, "
         "in_flight_fit_epochs, stored_loss_bytes, queued_fits, "
-        "queued_messages)",
+        "queued_messages, pending_webhooks)",
         json_schema_extra={"example": "in_flight_fit_epochs"},
     )
     limit: int | None = Field(None, description="the quota", json_schema_extra={"example": 2_000_000_000})

@@ -41,6 +41,18 @@ class Settings(BaseSettings):
     max_fits_per_batch: int = 100_000
     max_points_per_batch: int = 20_000_000
     max_body_bytes: int = 256 * 1024 * 1024
+    # What is left of a refused body is read and discarded, up to this much or this long, so that
+    # a client that sends its whole body before reading still reads its 413 (services/api/bodies.py).
+    drain_refused_bytes: int = 1024 * 1024 * 1024
+    drain_refused_seconds: float = 30.0
+    # How long a dashboard login lasts (its session ends sooner at logout or token revocation).
+    ui_session_hours: float = Field(12.0, gt=0)
+    # Requests waiting with ?wait= that one API process holds: per tenant, and in all. Past either,
+    # a wait answers at once with the state now. Unset, by backend: the embedded API's processes
+    # have 16 threads (8 per tenant, 12 in all, leaving threads for other requests); on PostgreSQL
+    # its gevent processes hold 1000 connections (200 per tenant, 800 in all).
+    max_waits_per_tenant: int | None = Field(None, ge=0)
+    max_waits: int | None = Field(None, ge=0)
     max_labels: int = 32
 
     # Quotas (README "Reliability and security"; refusals name the quota). One request may ask
@@ -67,14 +79,25 @@ class Settings(BaseSettings):
     # A calibration is flagged as drifted when the p-value of its change from the previous one
     # (shared/drift.py) is below this.
     drift_threshold: float = Field(0.01, gt=0, lt=1)
-    # Webhooks (README "Webhooks"): the hosts a callback_url may name, comma-separated: names
-    # ("hooks.example.com"), "*.example.com", "*" (any name), addresses or networks
-    # ("127.0.0.1", "10.0.0.0/8"). Empty: callbacks are refused. Whatever the name, a delivery
-    # connects only to public addresses unless the address itself is listed.
+    # Webhooks (README "Webhooks"): the callback URLs allowed, comma-separated entries
+    # `[http://]HOST[:PORT]` (shared/callbacks.py): names ("hooks.example.com"), "*.example.com",
+    # "*" (any name), addresses or networks ("127.0.0.1", "10.0.0.0/8"); the scheme's default port
+    # unless one is named (or "*"); https only unless the entry starts with http://. Empty:
+    # callbacks are refused. Whatever the name, a delivery connects only to public addresses
+    # unless the address itself is listed.
     webhook_allowed_hosts: str = ""
-    # One POST's limit; retries start this many seconds apart and double up to the maximum;
-    # a delivery is given up this long after it was created (at least an hour, API.md).
-    webhook_timeout_seconds: float = 10.0
+    # One attempt's wall-clock deadline, resolving, connecting, sending and reading the answer
+    # (at most 64 KiB of it) all included; retries start this many seconds apart and double up to
+    # the maximum; a delivery is given up this long after it was created (at least an hour, API.md).
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    # Attempts one delivery worker makes at once (threads: they mostly wait on receivers).
+    webhook_concurrency: int = Field(8, ge=1, le=64)
+    # A host whose attempts failed this many times in a row is not tried again (no attempt is
+    # made or counted) until its circuit reopens, 30 s later, doubling up to retry_max_seconds.
+    webhook_breaker_failures: int = Field(3, ge=1)
+    # Deliveries a tenant may have pending (neither delivered nor given up): past it, a
+    # submission with a callback_url is 429 (quota pending_webhooks).
+    webhook_max_pending_per_tenant: int = Field(10_000, ge=1)
     webhook_retry_seconds: float = 5.0
     webhook_retry_max_seconds: float = 600.0
     webhook_give_up_seconds: float = Field(86_400.0, ge=3600)
@@ -109,6 +132,14 @@ class Settings(BaseSettings):
     # Longer than the longest chunk can run, or Redis hands the message to a
     # second worker while the first still computes (the claim makes that harmless).
     visibility_timeout_seconds: int = 3600
+
+    def wait_slots(self) -> tuple[int, int]:
+        """(per tenant, in all) waiting requests one API process holds."""
+        per_tenant, total = (8, 12) if self.embedded else (200, 800)
+        return (
+            per_tenant if self.max_waits_per_tenant is None else self.max_waits_per_tenant,
+            total if self.max_waits is None else self.max_waits,
+        )
 
     @property
     def embedded(self) -> bool:

@@ -8,6 +8,7 @@ effect on the very next request.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from shared.db import Database
-from shared.models import ApiToken, utcnow
+from shared.models import ApiToken, UiSession, utcnow
 
 MARKER = "calib_"
 PREFIX_CHARS = len(MARKER) + 8
@@ -59,6 +60,51 @@ def tenant_of(db: Database, token: str) -> str | None:
     with db.session() as session:
         return session.scalar(
             sa.select(ApiToken.tenant).where(ApiToken.digest == digest(token), ApiToken.revoked_at.is_(None))
+        )
+
+
+def open_session(db: Database, token: str, lifetime: dt.timedelta) -> str | None:
+    """A dashboard session for a live token: its random id (for the cookie), or None for an
+    unknown or revoked token. Only the id's digest is stored."""
+    session_id = secrets.token_urlsafe(32)
+    with db.session(write=True) as session:
+        found = session.execute(
+            sa.select(ApiToken.id, ApiToken.tenant).where(
+                ApiToken.digest == digest(token), ApiToken.revoked_at.is_(None)
+            )
+        ).first()
+        if found is None:
+            return None
+        now = utcnow()
+        session.add(
+            UiSession(
+                digest=digest(session_id),
+                token_id=found.id,
+                tenant=found.tenant,
+                created_at=now,
+                expires_at=now + lifetime,
+            )
+        )
+    return session_id
+
+
+def session_tenant(db: Database, session_id: str) -> str | None:
+    """The tenant of a live session: not expired, and its token not revoked."""
+    with db.session() as session:
+        return session.scalar(
+            sa.select(UiSession.tenant)
+            .join(ApiToken, ApiToken.id == UiSession.token_id)
+            .where(
+                UiSession.digest == digest(session_id), UiSession.expires_at > utcnow(), ApiToken.revoked_at.is_(None)
+            )
+        )
+
+
+def close_session(db: Database, session_id: str) -> None:
+    """Logout: the session is deleted, so its cookie opens nothing any more, wherever it was copied."""
+    with db.session(write=True) as session:
+        session.execute(
+            sa.delete(UiSession).where(sa.or_(UiSession.digest == digest(session_id), UiSession.expires_at <= utcnow()))
         )
 
 

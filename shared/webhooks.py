@@ -1,5 +1,5 @@
-"""Webhooks: which callback URLs are allowed, the deliveries owed when fits and batches end, and
-their signatures. The HTTP side is the worker's (services/worker/webhooks.py).
+"""Webhooks: the deliveries owed when fits and batches end, and their signatures (which callback
+URLs are allowed is shared/callbacks.py). The HTTP side is the worker's (services/worker/webhooks.py).
 
 A delivery is a row, created in the same transaction that ends its fit or batch, so it survives any
 process being killed: at least once, never lost. A batch ends when its last fit does; two workers
@@ -9,13 +9,13 @@ reconciler's sweep creates the deliveries of ended batches that are still pendin
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import hashlib
 import hmac
-import ipaddress
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -27,82 +27,47 @@ from shared.models import ACTIVE, TERMINAL, Batch, Fit, Tenant, WebhookDelivery,
 FIT_ENDED, BATCH_ENDED = "fit.ended", "batch.ended"
 SIGNATURE_HEADER = "Calib-Signature"
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 
 @dataclass(frozen=True)
-class AllowedHosts:
-    """The operator's CALIB_WEBHOOK_ALLOWED_HOSTS: names, "*.suffix" patterns, "*", and addresses or
-    networks. A name says which URLs are accepted; an address or network also lets a delivery
-    connect to that address when it is not a public one (loopback, private, link-local...)."""
+class Secrets:
+    """A tenant's signing secrets: the current one, and during a rotation's overlap the one before."""
 
-    names: frozenset[str]
-    suffixes: tuple[str, ...]
-    any_name: bool
-    networks: tuple[Network, ...]
-
-    @classmethod
-    def parse(cls, text: str) -> AllowedHosts:
-        names, suffixes, networks, any_name = set(), [], [], False
-        for entry in (part.strip().lower() for part in text.split(",")):
-            if not entry:
-                continue
-            if entry == "*":
-                any_name = True
-            elif entry.startswith("*."):
-                suffixes.append(entry[1:])
-            else:
-                try:
-                    networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
-                except ValueError:
-                    names.add(entry.rstrip("."))
-        return cls(frozenset(names), tuple(suffixes), any_name, tuple(networks))
-
-    def host(self, host: str) -> bool:
-        """Whether a URL may name this host."""
-        host = host.lower().rstrip(".")
-        address = _address(host)
-        if address is not None:
-            return self.address(address)
-        return self.any_name or host in self.names or any(host.endswith(suffix) for suffix in self.suffixes)
-
-    def address(self, address: Address) -> bool:
-        """Whether a delivery may connect to this address."""
-        listed = any(address in network for network in self.networks)
-        return listed or (address.is_global and not address.is_multicast and self.any_address_public())
-
-    def any_address_public(self) -> bool:
-        # Names allowed: their public addresses are what the operator allowed.
-        return bool(self.names or self.suffixes or self.any_name)
+    current: str
+    previous: str | None = None
 
 
-def _address(host: str) -> Address | None:
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
+def new_secret() -> str:
+    """A Standard Webhooks secret: "whsec_" and 32 random bytes in base64."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def url_problem(url: str, allowed: AllowedHosts) -> str | None:
-    """Why this callback URL is refused, or None: http(s), a host the operator allows, no credentials."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "not a URL"
-    del port  # read only to check it is a number in range
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "an http:// or https:// URL with a host is needed"
-    if parts.username or parts.password:
-        return "credentials in the URL are not accepted; verify the Calib-Signature header instead"
-    if not allowed.host(parts.hostname):
-        return f"host {parts.hostname!r} is not among the hosts this service's operator allows for webhooks"
-    return None
+def _key(secret: str) -> bytes:
+    # As the specification's libraries read a secret: base64 after the prefix (padding forgiven).
+    return base64.b64decode(secret.removeprefix("whsec_") + "==")
+
+
+def signature_headers(keys: Secrets, delivery_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """The Standard Webhooks headers: webhook-id, webhook-timestamp and webhook-signature, one
+    "v1,<base64 HMAC-SHA256 of '<id>.<timestamp>.<body>'>" per secret in use (space-separated,
+    so a receiver holding either secret verifies during a rotation), and the legacy
+    Calib-Signature (under the current secret) for receivers written against the first release."""
+    signed = f"{delivery_id}.{timestamp}.".encode() + body
+    signatures = [
+        "v1," + base64.b64encode(hmac.new(_key(secret), signed, hashlib.sha256).digest()).decode()
+        for secret in (keys.current, keys.previous)
+        if secret
+    ]
+    return {
+        "webhook-id": delivery_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": " ".join(signatures),
+        SIGNATURE_HEADER: sign(keys.current, timestamp, body),
+    }
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """The Calib-Signature header: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">."""
+    """The legacy Calib-Signature header: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">
+    under the secret's text (kept beside the Standard Webhooks headers for one release)."""
     mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={mac}"
 
@@ -114,11 +79,33 @@ def secret_of(session: so.Session, tenant: str) -> str:
     session.execute(
         sa.update(Tenant)
         .where(Tenant.name == tenant, Tenant.webhook_secret.is_(None))
-        .values(webhook_secret="whsec_" + secrets.token_hex(32))
+        .values(webhook_secret=new_secret())
     )
     secret = session.scalar(sa.select(Tenant.webhook_secret).where(Tenant.name == tenant))
     assert secret is not None
     return secret
+
+
+def secrets_of(session: so.Session, tenant: str) -> Secrets:
+    """The secrets a delivery is signed with now: the current one, and the previous one while a
+    rotation's overlap lasts."""
+    current = secret_of(session, tenant)
+    previous, until = session.execute(
+        sa.select(Tenant.webhook_secret_previous, Tenant.webhook_secret_previous_until).where(Tenant.name == tenant)
+    ).one()
+    return Secrets(current, previous if previous and until and until > utcnow() else None)
+
+
+def rotate(session: so.Session, tenant: str, overlap: dt.timedelta) -> str:
+    """A new current secret; the one it replaces keeps signing beside it for `overlap`."""
+    old = secret_of(session, tenant)
+    fresh = new_secret()
+    session.execute(
+        sa.update(Tenant)
+        .where(Tenant.name == tenant)
+        .values(webhook_secret=fresh, webhook_secret_previous=old, webhook_secret_previous_until=utcnow() + overlap)
+    )
+    return fresh
 
 
 def enqueue(session: so.Session, fits: Iterable[str], batches: Iterable[str | None]) -> None:

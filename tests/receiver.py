@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -71,3 +72,65 @@ def receiving(script: list[int], hold_first_seconds: float = 0.0) -> Iterator[Re
     finally:
         receiver.server.shutdown()
         receiver.server.server_close()
+
+
+class Trickler:
+    """A hostile receiver on 127.0.0.1: it reads the request, then answers one byte every `every`
+    seconds (a status line that never ends) for at most `for_seconds`, or with `huge` sends a
+    200 with a body of that many bytes as fast as it can. Bounded in time and count."""
+
+    def __init__(self, every: float = 0.5, for_seconds: float = 60.0, huge: int = 0) -> None:
+        self.every, self.for_seconds, self.huge = every, for_seconds, huge
+        self.connections: list[float] = []  # time.monotonic() of each accepted request
+        self.closed: list[float] = []  # when each one was cut off by the sender
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/slow"
+        self.stopping = threading.Event()
+
+    def serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        self.connections.append(time.monotonic())
+        conn.settimeout(5)
+        try:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            if self.huge:
+                conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {self.huge}\r\n\r\n".encode())
+                block = b"x" * 1_048_576
+                for _ in range(self.huge // len(block)):
+                    conn.sendall(block)
+                return
+            line = b"HTTP/1.1 200 OK\r\n" * 1000
+            ends = time.monotonic() + self.for_seconds
+            for byte in line:
+                if time.monotonic() > ends or self.stopping.is_set():
+                    break
+                conn.sendall(bytes([byte]))
+                time.sleep(self.every)
+        except OSError:
+            pass  # the sender gave up on us: what the tests want to see
+        finally:
+            self.closed.append(time.monotonic())
+            conn.close()
+
+
+@contextmanager
+def trickling(every: float = 0.5, for_seconds: float = 60.0, huge: int = 0) -> Iterator[Trickler]:
+    trickler = Trickler(every, for_seconds, huge)
+    thread = threading.Thread(target=trickler.serve, daemon=True)
+    thread.start()
+    try:
+        yield trickler
+    finally:
+        trickler.stopping.set()
+        thread.join(5)
+        trickler.server.close()

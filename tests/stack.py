@@ -58,13 +58,18 @@ def peak_rss(pid: int) -> int:
 
 
 class Stack:
-    def __init__(self, env: dict[str, str], logs: Path, workers: int = 1, tenant: str = "e2e") -> None:
+    def __init__(
+        self, env: dict[str, str], logs: Path, workers: int = 1, tenant: str = "e2e", deliveries: int | None = None
+    ) -> None:
         self.env = {**os.environ, **env}
         self.logs = logs
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.children: list[subprocess.Popen[bytes]] = []
         self.workers = workers
+        # Webhook delivery workers (`calib worker --deliveries`): by default one where callbacks
+        # are allowed at all, none elsewhere (each is one more process to start).
+        self.deliveries = deliveries if deliveries is not None else int(bool(env.get("CALIB_WEBHOOK_ALLOWED_HOSTS")))
         self.tenant = tenant
         self.token = ""
         self.http = httpx.Client(base_url=self.url, timeout=30)
@@ -87,6 +92,8 @@ class Stack:
         self._spawn("api", processes.api_command(f"127.0.0.1:{self.port}", workers=2, embedded=embedded))
         for _ in range(self.workers):
             self.add_worker()
+        for _ in range(self.deliveries):
+            self._spawn(f"worker{len(self.children)}", processes.delivery_worker_command())
         self.wait_ready()
         self.wait_workers_consume()
         return self

@@ -46,7 +46,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         "interval_max": 0.5,
     }
     db = Database.from_settings(settings)
-    app.extensions["calib"] = Services(settings, db, celery, Waits(db))
+    app.extensions["calib"] = Services(settings, db, celery, Waits(db, *settings.wait_slots()))
     app.extensions["calib-budgets"] = Budgets.from_settings(settings)
 
 

@@ -17,12 +17,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from services.api.extensions import Services
 from services.api.problems import Problem
 from shared import quotas
-from shared.models import QUEUED
+from shared.models import QUEUED, WebhookDelivery
 from shared.schemas import DEFAULT_EPOCHS
 from shared.settings import Settings
 
@@ -37,6 +38,8 @@ class Ask:
 
     fit_epochs: int
     loss_bytes: int
+    # Webhook deliveries it will owe (a callback_url on the fit or the batch).
+    callbacks: int = 0
 
 
 def ask_of(fits: Iterable[Mapping[str, Any]], defaults: Mapping[str, Any], max_epochs: int) -> Ask:
@@ -111,6 +114,8 @@ def admit(svc: Services, session: so.Session, tenant: str, ask: Ask) -> None:
             "retry when some of them have finished",
             retry_after=_IN_FLIGHT_RETRY_AFTER,
         )
+    if ask.callbacks:
+        _check_pending_webhooks(session, settings.webhook_max_pending_per_tenant, tenant, ask.callbacks)
     if stored + ask.loss_bytes > limits.stored_loss_bytes:
         raise _refuse(
             507,
@@ -121,6 +126,31 @@ def admit(svc: Services, session: so.Session, tenant: str, ask: Ask) -> None:
             f"tenant {tenant} stores {stored:,} bytes of losses; this request would write up to "
             f"{ask.loss_bytes:,} more, past its quota of {limits.stored_loss_bytes:,}: "
             "prune old fits' losses (calib prune) or ask an operator for a larger quota",
+        )
+
+
+def _check_pending_webhooks(session: so.Session, limit: int, tenant: str, callbacks: int) -> None:
+    """A receiver that never answers keeps its deliveries pending for a day: past the cap, the
+    tenant's new callbacks wait until some are delivered or given up."""
+    pending = (
+        session.scalar(
+            sa.select(sa.func.count())
+            .select_from(WebhookDelivery)
+            .where(WebhookDelivery.tenant == tenant, WebhookDelivery.next_attempt_at.is_not(None))
+        )
+        or 0
+    )
+    if pending + callbacks > limit:
+        raise _refuse(
+            429,
+            "pending_webhooks",
+            limit,
+            callbacks,
+            max(0, limit - pending),
+            f"tenant {tenant} has {pending:,} webhook deliveries pending (neither delivered nor given up), "
+            f"the most it may have: retry when its receivers have taken some "
+            "(GET /v1/webhooks/deliveries lists them)",
+            retry_after=_IN_FLIGHT_RETRY_AFTER,
         )
 
 

@@ -4,9 +4,10 @@ There is no switch to turn this off: a service without a token answers 401 to
 every /v1 route. The embedded default stays zero-setup because `calib up` mints
 a local token and the CLI reads it (shared.tokens.ensure_local_token).
 
-The dashboard (/ui) keeps the token a person pasted at /ui/login in a cookie
-(HttpOnly, SameSite=Strict), and its charts read /v1 with it. The cookie is
-accepted for GET and HEAD only, so no other site can make a browser change
+The dashboard (/ui) opens a session when a person pastes a token at /ui/login: the cookie
+(HttpOnly, SameSite=Strict, `__Host-` and Secure over https) holds a random session id, never
+the token; logging out deletes the session, and revoking the token ends all of its sessions.
+The cookie is accepted for GET and HEAD only, so no other site can make a browser change
 anything with it; everything that writes needs the Authorization header.
 """
 
@@ -20,9 +21,13 @@ from services.api.limits import Budgets, counted
 from services.api.problems import Problem
 from shared import tokens
 
-COOKIE = "calib_token"
+# The session cookie's name: over https with the __Host- prefix (the browser then insists on Secure,
+# Path=/ and no Domain, so no other host or path can set or read it).
+COOKIE = "calib_session"
+SECURE_COOKIE = "__Host-calib_session"
 SAFE_METHODS = ("GET", "HEAD")
-OPEN_UI_PATHS = ("/ui/login", "/ui/static/")
+# Logout needs no tenant: it ends whatever session its cookie names.
+OPEN_UI_PATHS = ("/ui/login", "/ui/logout", "/ui/static/")
 
 
 def budgets_of() -> Budgets:
@@ -31,14 +36,26 @@ def budgets_of() -> Budgets:
     return found
 
 
-def presented_token() -> str | None:
-    """The bearer token of the request, or for reads the dashboard's cookie."""
+def bearer_token() -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    if request.method in SAFE_METHODS:
-        return request.cookies.get(COOKIE) or None
-    return None
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def session_cookie() -> str | None:
+    return request.cookies.get(SECURE_COOKIE) or request.cookies.get(COOKIE) or None
+
+
+def _tenant() -> tuple[str | None, bool]:
+    """The tenant of the bearer token, or for reads of the dashboard's session; and whether any
+    credential came with the request."""
+    db = current_services().db
+    token = bearer_token()
+    if token is not None:
+        return tokens.tenant_of(db, token), True
+    cookie = session_cookie() if request.method in SAFE_METHODS else None
+    if cookie is not None:
+        return tokens.session_tenant(db, cookie), True
+    return None, False
 
 
 def authenticate() -> Response | None:
@@ -48,8 +65,7 @@ def authenticate() -> Response | None:
     if not counted():
         return None
     budgets = budgets_of()
-    token = presented_token()
-    tenant = tokens.tenant_of(current_services().db, token) if token else None
+    tenant, presented = _tenant()
     if tenant is not None:
         budgets.spend_tenant(tenant)
         g.tenant = tenant
@@ -60,7 +76,7 @@ def authenticate() -> Response | None:
         return None
     if ui:
         return redirect("/ui/login")
-    if token is None:
+    if not presented:
         raise Problem(
             401, "send Authorization: Bearer <token> (create one with `calib tokens create`)", slug="not-authenticated"
         )

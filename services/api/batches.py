@@ -218,8 +218,10 @@ def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
     chunks = [new_id() for _ in range(0, len(specs), size)]
     key = request_key()
 
+    owed = Ask(ask.fit_epochs, ask.loss_bytes, 1 if callback else 0)
+
     def admitted(session: so.Session) -> None:
-        admit(svc, session, tenant, ask)
+        admit(svc, session, tenant, owed)
         require_broker(svc)
 
     def insert(session: so.Session) -> Batch:
@@ -270,7 +272,7 @@ def get_batch(batch_id: str) -> dict[str, Any]:
                 over = batch_progress(session, _get_batch(session, batch_id)).ended
             return over, over
 
-        svc.waits.until(ended.batch_key(batch_id), progress, seconds)
+        svc.waits.answer(ended.batch_key(batch_id), progress, seconds, current_tenant())
     with svc.db.session() as session:
         return batch_json(session, _get_batch(session, batch_id), svc.settings.drift_threshold)
 

@@ -10,19 +10,22 @@ it) in 1 MiB pieces, and a counter looks at each piece as it passes:
   against a budget a request of the largest allowed size needs;
 - CSV counts its lines (each one point) against `max_points_per_batch`.
 So an oversize body costs the API a 1 MiB buffer and the time to read up to the limit it
-passes, never the memory of parsing it. Only a body within every limit is parsed for real.
+passes, never the memory of parsing it; the rest of it is then read and discarded (within a
+bound) so that the client reads its 413. Only a body within every limit is parsed for real.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import ijson
 from flask import request
 from ijson.utils import sendable_list
+from werkzeug.wsgi import LimitedStream
 
 from services.api.problems import Problem
 from shared.settings import Settings
@@ -42,6 +45,8 @@ def spool(check: Callable[[bytes], None], settings: Settings) -> IO[bytes]:
     limit = settings.max_body_bytes
     declared = request.content_length
     if declared is not None and declared > limit:
+        # Werkzeug refuses to open request.stream past max_content_length: the raw input, bounded.
+        drain(LimitedStream(request.environ["wsgi.input"], declared), settings)
         raise too_large(["body"], f"the body is {declared:,} bytes, the limit is {limit:,}")
     # Werkzeug's stream stops at Content-Length, and for a chunked body at max_content_length.
     stream = request.stream
@@ -57,11 +62,34 @@ def spool(check: Callable[[bytes], None], settings: Settings) -> IO[bytes]:
                 raise too_large(["body"], f"the body passes the limit of {limit:,} bytes")
             check(piece)
             out.write(piece)
+    except Problem as refused:
+        out.close()
+        if refused.status == 413:
+            drain(stream, settings)
+        raise
     except BaseException:
         out.close()
         raise
     out.seek(0)
     return out
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def drain(stream: _Readable, settings: Settings) -> None:
+    """Read and discard what is left of a refused body, a piece at a time, up to
+    `drain_refused_bytes` or `drain_refused_seconds`. A client that sends its whole body before
+    reading the answer (urllib, and most plain HTTP clients) then reads the 413 problem; closing
+    with the body unread would reset its connection instead. Past either bound the connection is
+    closed: a client that streams without end cannot hold a thread for longer."""
+    left, ends = settings.drain_refused_bytes, time.monotonic() + settings.drain_refused_seconds
+    while left > 0 and time.monotonic() < ends:
+        piece = stream.read(min(_PIECE, left))
+        if not piece:
+            return
+        left -= len(piece)
 
 
 class JsonCounter:

@@ -83,7 +83,7 @@ def get_fit(fit_id: str) -> dict[str, Any]:
             fit = _get_fit(session, fit_id)
             return fit_json(fit), fit.status not in ACTIVE
 
-    return svc.waits.answer(ended.fit_key(fit_id), read, seconds)
+    return svc.waits.answer(ended.fit_key(fit_id), read, seconds, current_tenant())
 
 
 @bp.get("")

@@ -11,6 +11,7 @@ from flask import Blueprint, Response, render_template
 
 from services.api.examples import fill_property_examples
 from services.api.extensions import current_services
+from shared.callbacks import ANY_PORT, DEFAULT_PORTS, AllowedHosts, Rule
 from shared.presenters import RESULT_COLUMNS
 from shared.queries import (
     CSV_BATCH_DEFAULTS,
@@ -27,7 +28,6 @@ from shared.queries import (
 )
 from shared.schemas import INSTRUMENT_PATTERN, SCHEMAS
 from shared.settings import Settings
-from shared.webhooks import AllowedHosts
 
 bp = Blueprint("openapi", __name__, template_folder="templates")
 
@@ -486,17 +486,12 @@ _NAME = r"[A-Za-z][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*"  # a name, never an address
 
 
 def _callback_schema(allowed: AllowedHosts) -> dict[str, Any]:
-    """callback_url as this service's operator allows it (CALIB_WEBHOOK_ALLOWED_HOSTS): the hosts
-    spelled into the pattern, so the document says what the API accepts. Networks wider than one
-    address cannot be spelled as a pattern; their addresses are accepted though not shown."""
-    hosts = [re.escape(name) for name in sorted(allowed.names)]
-    hosts += [_NAME + re.escape(suffix) for suffix in allowed.suffixes]
-    hosts += [_NAME] if allowed.any_name else []
-    for network in allowed.networks:
-        if network.num_addresses == 1:
-            address = re.escape(str(network.network_address))
-            hosts.append(address if network.version == 4 else rf"\[{address}\]")
-    if not hosts:
+    """callback_url as this service's operator allows it (CALIB_WEBHOOK_ALLOWED_HOSTS): each rule's
+    schemes, hosts and ports spelled into the pattern, so the document says what the API accepts.
+    Networks wider than one address cannot be spelled as a pattern; their addresses are accepted
+    though not shown."""
+    shapes = [shape for rule in allowed.rules for shape in _rule_patterns(rule)]
+    if not shapes:
         return {
             "not": {},
             "description": "no host is allowed: this service's operator has set no "
@@ -506,10 +501,34 @@ def _callback_schema(allowed: AllowedHosts) -> dict[str, Any]:
         "type": "string",
         "minLength": 1,
         "maxLength": 2000,
-        "pattern": rf"^https?://(?:{'|'.join(hosts)})(?::{_PORT})?(?:[/?#][^\x00-\x20\x7f]*)?$",
-        "description": "POSTed the final JSON, signed, when it ends (README: Webhooks); only the hosts "
-        "this service's operator allows",
+        "pattern": rf"^(?:{'|'.join(shapes)})(?:[/?#][^\x00-\x20\x7f]*)?$",
+        "description": "POSTed the final JSON, signed, when it ends (README: Webhooks); only the schemes, "
+        "hosts and ports this service's operator allows",
     }
+
+
+def _rule_patterns(rule: Rule) -> list[str]:
+    if rule.name is not None:
+        host = re.escape(rule.name)
+    elif rule.suffix is not None:
+        host = _NAME + re.escape(rule.suffix)
+    elif rule.any_name:
+        host = _NAME
+    elif rule.network is not None and rule.network.num_addresses == 1:
+        address = re.escape(str(rule.network.network_address))
+        host = address if rule.network.version == 4 else rf"\[{address}\]"
+    else:
+        return []
+    shapes = []
+    for scheme in ("https", "http") if rule.http else ("https",):
+        if rule.port == ANY_PORT:
+            port = rf"(?::{_PORT})?"
+        elif rule.port is None:
+            port = f"(?::{DEFAULT_PORTS[scheme]})?"
+        else:
+            port = f":{rule.port}" if rule.port != DEFAULT_PORTS[scheme] else f"(?::{rule.port})?"
+        shapes.append(f"{scheme}://{host}{port}")
+    return shapes
 
 
 @cache

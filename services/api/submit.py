@@ -103,6 +103,8 @@ def submit_fit(svc: Services, spec: FitCreate, ask: Ask, tenant: str, key: str |
     """Returns the fit and whether it was created now (False: an idempotent replay)."""
     request_digest = digest(spec.model_dump())
 
+    ask = Ask(ask.fit_epochs, ask.loss_bytes, 1 if spec.callback_url else 0)
+
     def admitted(session: so.Session) -> None:
         admit(svc, session, tenant, ask)
         require_broker(svc)

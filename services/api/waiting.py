@@ -40,10 +40,16 @@ _CLOSE_CHECK_SECONDS = 1.0
 class Waits:
     """This process's waiting requests, by the key of what they wait for (`f:<id>`, `b:<id>`)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, per_tenant: int = 1_000_000, total: int = 1_000_000) -> None:
         self.db = db
         self._lock = threading.Lock()
         self._waiting: dict[str, set[threading.Event]] = {}
+        # Slots: a tenant may hold `per_tenant` waiting requests in this process, and all tenants
+        # together `total`, below the process's connections, so one tenant's waits never take
+        # every slot. Past either, a wait answers at once with the state now.
+        self.per_tenant, self.total = per_tenant, total
+        self._held: dict[str, int] = {}
+        self.skipped = 0
         self._notified = db.engine.dialect.name == "postgresql"
         self._listening = False
         self._listener: threading.Thread | None = None
@@ -54,9 +60,32 @@ class Waits:
         """Whether notifications wake this process's waiters now (else they read again every 10 to 100 ms)."""
         return self._listening
 
-    def answer(self, key: str, read: Callable[[], tuple[T, bool]], seconds: float | None) -> T:
-        """A GET's answer: `read()`'s value now, or with `?wait=seconds`, once it has ended."""
-        return read()[0] if seconds is None else self.until(key, read, seconds)
+    def answer(self, key: str, read: Callable[[], tuple[T, bool]], seconds: float | None, tenant: str = "") -> T:
+        """A GET's answer: `read()`'s value now, or with `?wait=seconds`, once it has ended (if
+        `tenant` has a slot to wait in; else now)."""
+        if seconds is None or not self._take(tenant):
+            return read()[0]
+        try:
+            return self.until(key, read, seconds)
+        finally:
+            self._give(tenant)
+
+    def _take(self, tenant: str) -> bool:
+        with self._lock:
+            held = self._held.get(tenant, 0)
+            if held >= self.per_tenant or sum(self._held.values()) >= self.total:
+                self.skipped += 1
+                return False
+            self._held[tenant] = held + 1
+            return True
+
+    def _give(self, tenant: str) -> None:
+        with self._lock:
+            left = self._held[tenant] - 1
+            if left:
+                self._held[tenant] = left
+            else:
+                del self._held[tenant]
 
     def until(self, key: str, read: Callable[[], tuple[T, bool]], seconds: float) -> T:
         """`read()` → (value, ended): again whenever `key` is announced, until ended or `seconds` pass."""

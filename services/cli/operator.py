@@ -117,12 +117,29 @@ def webhooks() -> None:
 @webhooks.command("secret")
 @click.option("--tenant", required=True, help="the tenant whose webhooks it signs")
 def webhooks_secret(tenant: str) -> None:
-    """Print the tenant's webhook secret (made now if it has none): receivers check the HMAC-SHA256
-    in each delivery's Calib-Signature header with it."""
+    """Print the tenant's webhook secret (made now if it has none): receivers verify each delivery's
+    webhook-signature with it, with any Standard Webhooks library."""
     from shared import webhooks as owed
 
     with _database().session(write=True) as session:
         click.echo(owed.secret_of(session, tenant))
+
+
+@webhooks.command("rotate")
+@click.option("--tenant", required=True, help="the tenant whose webhooks it signs")
+@click.option("--overlap", default="24h", show_default=True, help="how long the old secret still signs: 24h, 7d, 90m")
+def webhooks_rotate(tenant: str, overlap: str) -> None:
+    """Make a new secret and print it. Until the overlap ends, deliveries carry two signatures, one
+    under each secret, so receivers verify with either while they switch."""
+    from shared import retention
+    from shared import webhooks as owed
+
+    try:
+        span = retention.parse_age(overlap)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--overlap") from exc
+    with _database().session(write=True) as session:
+        click.echo(owed.rotate(session, tenant, span))
 
 
 @click.command()
@@ -150,9 +167,15 @@ def api(bind: str, workers: int) -> None:
 @click.command()
 @click.option("--concurrency", default=1, show_default=True)
 @click.option("--beat/--no-beat", default=True, show_default=True, help="also run the reconciler's schedule")
-def worker(concurrency: int, beat: bool) -> None:
-    """Run a Celery worker."""
-    os.execv(*_exec_args(processes.worker_command(concurrency, beat)))
+@click.option(
+    "--deliveries",
+    is_flag=True,
+    help="deliver webhooks only (their own queue and process: a slow receiver never holds up a fit)",
+)
+def worker(concurrency: int, beat: bool, deliveries: bool) -> None:
+    """Run a Celery worker: fits and the reconciler, or with --deliveries the webhooks."""
+    command = processes.delivery_worker_command() if deliveries else processes.worker_command(concurrency, beat)
+    os.execv(*_exec_args(command))
 
 
 def _exec_args(command: list[str]) -> tuple[str, list[str]]:
@@ -163,7 +186,8 @@ def _exec_args(command: list[str]) -> tuple[str, list[str]]:
 @click.command()
 @click.option("--port", default=8000, show_default=True)
 def up(port: int) -> None:
-    """Migrate, then run the API and a worker until Ctrl-C (embedded SQLite unless CALIB_* say otherwise)."""
+    """Migrate, then run the API, a worker and a webhook delivery worker until Ctrl-C (embedded SQLite
+    unless CALIB_* say otherwise)."""
     from migrations.apply import upgrade
 
     settings = get_settings()
@@ -182,6 +206,7 @@ def up(port: int) -> None:
             processes.resolve(processes.api_command(f"127.0.0.1:{port}", embedded=settings.embedded)), env=env
         ),
         subprocess.Popen(processes.resolve(processes.worker_command()), env=env),
+        subprocess.Popen(processes.resolve(processes.delivery_worker_command()), env=env),
     ]
     where = "embedded SQLite in " + str(settings.data_dir) if settings.embedded else "configured"
     click.echo(f"calib is up on http://127.0.0.1:{port} ({where}); Ctrl-C stops it", err=True)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.queue import CONTROL_QUEUE, QUEUE
+from shared.queue import CONTROL_QUEUE, DELIVERY_QUEUE, QUEUE
 
 MIGRATE = ["calib", "db", "upgrade"]
 
@@ -71,6 +71,27 @@ def worker_command(concurrency: int = 1, beat: bool = True) -> list[str]:
     return command + (["--beat"] if beat else [])
 
 
+def delivery_worker_command() -> list[str]:
+    # Webhooks on a queue and in processes of their own: a receiver that answers slowly holds a
+    # delivery thread, never a chunk (services/worker/webhooks.py runs several attempts at once,
+    # each within a deadline). No beat: the fit workers' reconciler publishes due deliveries.
+    return [
+        "celery",
+        "-A",
+        "services.worker.celery_app",
+        "--quiet",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        "1",
+        "-Q",
+        DELIVERY_QUEUE,
+        "--hostname",
+        "deliveries@%h",
+    ]
+
+
 def resolve(command: list[str]) -> list[str]:
     """Run the program from this interpreter's environment, whatever PATH says."""
     local = Path(sys.executable).parent / command[0]
@@ -92,6 +113,7 @@ STACK_SERVICES = {
     "migrate": MIGRATE,
     "api": api_command(),
     "worker": worker_command(),
+    "deliveries": delivery_worker_command(),
 }
 STACK_WORKERS = 2
 STACK_ENV = (

@@ -1,6 +1,6 @@
 """`calib stack`: the docker-compose topology as local processes, against a local PostgreSQL and Redis.
 
-migrate once, then the gunicorn API and STACK_WORKERS Celery workers, with the
+migrate once, then the gunicorn API, STACK_WORKERS Celery workers and a webhook delivery worker, with the
 same commands and CALIB_* variables as docker-compose.yml; Ctrl-C stops them.
 """
 
@@ -38,6 +38,7 @@ def run_stack(workers: int = processes.STACK_WORKERS) -> None:
     children += [
         subprocess.Popen(processes.resolve(processes.STACK_SERVICES["worker"]), env=env) for _ in range(workers)
     ]
-    click.echo(f"stack up: API on :8000, {workers} workers; Ctrl-C stops it", err=True)
+    children.append(subprocess.Popen(processes.resolve(processes.STACK_SERVICES["deliveries"]), env=env))
+    click.echo(f"stack up: API on :8000, {workers} workers, a webhook delivery worker; Ctrl-C stops it", err=True)
 
     processes.supervise(children)

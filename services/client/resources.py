@@ -62,9 +62,13 @@ class _Resource:
                         raise TimeoutError(f"{self.collection[:-1]} {self.id} still {self.status} after {timeout} s")
                     seconds = max(_SHORTEST_WAIT, min(seconds, left))
                 # The HTTP timeout past the wait: the answer may take all of it.
+                asked = time.monotonic()
                 self.data = self.client.json(
                     "GET", f"/v1/{self.collection}/{self.id}", params={"wait": round(seconds, 3)}, timeout=seconds + 30
                 )
+                if not self.done and time.monotonic() - asked < seconds / 2:
+                    # Answered before its end: the service had no wait slot free for this tenant.
+                    time.sleep(min(1.0, seconds))
         finally:
             if bar:
                 bar.close()

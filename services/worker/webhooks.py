@@ -3,36 +3,55 @@ mark it delivered or schedule the next try with exponential backoff.
 
 Every step is a committed row before the next: the attempt is written (and the delivery leased)
 before the POST, so a worker killed mid-POST leaves a lease that lapses, and the reconciler hands
-the delivery to another worker. A receiver may see a body twice (at least once): the
-Calib-Delivery header names the delivery, for receivers that keep what they have seen.
+the delivery to another worker. A receiver may see a body twice (at least once): the webhook-id
+header names the delivery, for receivers that keep what they have seen.
+
+Nothing a receiver does can hold a delivery worker past one attempt's deadline
+(CALIB_WEBHOOK_TIMEOUT_SECONDS): resolving runs in a thread waited on with the time left, the
+socket is made here and a timer shuts it down at the deadline whatever it is blocked in (a
+receiver trickling a byte at a time would defeat per-read timeouts), and at most 64 KiB of the
+answer is read. Several attempts run at once (CALIB_WEBHOOK_CONCURRENCY threads), and a host
+failing again and again is skipped until its circuit reopens. Deliveries run in their own worker
+processes (`calib worker --deliveries`), so a fit never waits behind one.
 """
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import json
 import logging
 import random
 import socket
+import ssl
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import httpx
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from services.worker.store import holder
 from shared import webhooks
+from shared.callbacks import DEFAULT_PORTS, Address, AllowedHosts, url_problem
 from shared.db import Database
 from shared.dbclock import db_now, lease_until
 from shared.models import Batch, Fit, WebhookAttempt, WebhookDelivery, utcnow
 from shared.presenters import batch_json, fit_json
 from shared.settings import Settings
-from shared.webhooks import AllowedHosts
 
 log = logging.getLogger("calib.webhooks")
+
+# The most of a receiver's answer that is read; the rest is never received.
+ANSWER_LIMIT = 64 * 1024
+# getaddrinfo cannot be cancelled: it runs here, and is waited on only for the time left.
+_resolver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
 
 
 @dataclass(frozen=True)
@@ -41,7 +60,7 @@ class Claimed:
     event: str
     url: str
     body: bytes
-    secret: str
+    keys: webhooks.Secrets
     number: int
 
 
@@ -56,18 +75,77 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-def deliver_due(db: Database, settings: Settings, most: int = 100) -> int:
-    """Attempt due deliveries one after another (at most `most`); how many were attempted."""
+@dataclass
+class Breaker:
+    """Per origin (scheme, host, port), the failures in a row and until when it is not tried. One per delivery process:
+    each process learns a failing host by itself, after `failures` attempts."""
+
+    failures: int
+    base_seconds: float = 30.0
+    max_seconds: float = 600.0
+    hosts: dict[str, tuple[int, float]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def closed_in(self, host: str) -> float:
+        """Seconds until this host may be tried again (0: now)."""
+        with self.lock:
+            return max(0.0, self.hosts.get(host, (0, 0.0))[1] - time.monotonic())
+
+    def note(self, host: str, delivered: bool) -> None:
+        with self.lock:
+            if delivered:
+                self.hosts.pop(host, None)
+                return
+            count = self.hosts.get(host, (0, 0.0))[0] + 1
+            opens = 0.0
+            if count >= self.failures:
+                opens = time.monotonic() + min(self.base_seconds * 2 ** (count - self.failures), self.max_seconds)
+            self.hosts[host] = (count, opens)
+
+
+_breakers: dict[int, Breaker] = {}
+
+
+def origin(url: str) -> str:
+    """What a circuit is kept for: scheme, host and port (two receivers on one host are two)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or DEFAULT_PORTS.get(parts.scheme, 0)}"
+
+
+def breaker_for(settings: Settings) -> Breaker:
+    found = _breakers.get(id(settings))
+    if found is None:
+        found = _breakers[id(settings)] = Breaker(
+            settings.webhook_breaker_failures, 30.0, settings.webhook_retry_max_seconds
+        )
+    return found
+
+
+def deliver_due(db: Database, settings: Settings, most: int = 200) -> int:
+    """Attempt due deliveries, `webhook_concurrency` at once, until none is due or `most` were
+    attempted; how many were attempted."""
     allowed = AllowedHosts.parse(settings.webhook_allowed_hosts)
-    attempted = 0
-    while attempted < most:
-        claimed = claim(db, settings)
-        if claimed is None:
-            break
-        outcome = post(claimed, settings, allowed)
-        record(db, settings, claimed, outcome)
-        attempted += 1
-    return attempted
+    breaker = breaker_for(settings)
+    budget = threading.Semaphore(most)
+    counted = [0]
+    lock = threading.Lock()
+
+    def loop() -> None:
+        while budget.acquire(blocking=False):
+            claimed = claim(db, settings, breaker)
+            if claimed is None:
+                return
+            outcome = post(claimed, settings, allowed)
+            breaker.note(origin(claimed.url), outcome.delivered)
+            record(db, settings, claimed, outcome)
+            with lock:
+                counted[0] += 1
+
+    threads = max(1, settings.webhook_concurrency)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="deliver") as pool:
+        for done in [pool.submit(loop) for _ in range(threads)]:
+            done.result()
+    return counted[0]
 
 
 def _body(session: so.Session, delivery: WebhookDelivery, settings: Settings) -> str:
@@ -81,92 +159,197 @@ def _body(session: so.Session, delivery: WebhookDelivery, settings: Settings) ->
     return json.dumps(fields, separators=(",", ":"), allow_nan=False)
 
 
-def claim(db: Database, settings: Settings) -> Claimed | None:
-    """Lease the next due delivery and write its attempt (a committed row before any POST)."""
+def lease_seconds(settings: Settings) -> float:
+    """A lease outlasts the attempt's deadline (enforced below) with room to write its record."""
+    return 2 * settings.webhook_timeout_seconds + 10
+
+
+def claim(db: Database, settings: Settings, breaker: Breaker | None = None) -> Claimed | None:
+    """Lease the next due delivery and write its attempt (a committed row before any POST). A
+    delivery to a host whose circuit is open is put off until it reopens, with no attempt."""
     free = sa.or_(WebhookDelivery.leased_until.is_(None), WebhookDelivery.leased_until < db_now())
-    with db.session(write=True) as session:
-        delivery = session.scalars(
-            sa.select(WebhookDelivery)
-            .where(WebhookDelivery.next_attempt_at <= db_now(), free)
-            .order_by(WebhookDelivery.next_attempt_at)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        ).first()
-        if delivery is None:
-            return None
-        number = delivery.attempts + 1
-        leased = session.execute(
-            sa.update(WebhookDelivery)
-            .where(WebhookDelivery.id == delivery.id, WebhookDelivery.attempts == delivery.attempts, free)
-            .values(
-                attempts=number,
-                # A POST takes at most the timeout; the margin covers resolving and recording.
-                leased_until=lease_until(settings.webhook_timeout_seconds + 10),
-                leased_by=holder(),
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if not leased.rowcount:  # type: ignore[attr-defined]
-            return None  # another worker took it between the read and the update
-        body = delivery.body or _body(session, delivery, settings)
-        if delivery.body is None:
-            session.execute(sa.update(WebhookDelivery).where(WebhookDelivery.id == delivery.id).values(body=body))
-        session.add(WebhookAttempt(delivery_id=delivery.id, number=number, started_at=utcnow()))
-        secret = webhooks.secret_of(session, delivery.tenant)
-        return Claimed(delivery.id, delivery.event, delivery.url, body.encode(), secret, number)
+    for _ in range(100):  # past the deliveries put off, to one that is tried now
+        with db.session(write=True) as session:
+            delivery = session.scalars(
+                sa.select(WebhookDelivery)
+                .where(WebhookDelivery.next_attempt_at <= db_now(), free)
+                .order_by(WebhookDelivery.next_attempt_at)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if delivery is None:
+                return None
+            wait = breaker.closed_in(origin(delivery.url)) if breaker else 0.0
+            if wait > 0:
+                session.execute(
+                    sa.update(WebhookDelivery)
+                    .where(WebhookDelivery.id == delivery.id, WebhookDelivery.attempts == delivery.attempts, free)
+                    .values(next_attempt_at=lease_until(wait))
+                )
+                continue
+            return _lease(session, delivery, settings, free)
+    return None
 
 
-def _resolve(host: str, port: int) -> list[webhooks.Address]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+def _lease(
+    session: so.Session, delivery: WebhookDelivery, settings: Settings, free: sa.ColumnElement[bool]
+) -> Claimed | None:
+    number = delivery.attempts + 1
+    leased = session.execute(
+        sa.update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery.id, WebhookDelivery.attempts == delivery.attempts, free)
+        .values(attempts=number, leased_until=lease_until(lease_seconds(settings)), leased_by=holder())
+        .execution_options(synchronize_session=False)
+    )
+    if not leased.rowcount:  # type: ignore[attr-defined]
+        return None  # another worker took it between the read and the update
+    body = delivery.body
+    if body is None:
+        body = _body(session, delivery, settings)
+        session.execute(sa.update(WebhookDelivery).where(WebhookDelivery.id == delivery.id).values(body=body))
+    session.add(WebhookAttempt(delivery_id=delivery.id, number=number, started_at=utcnow()))
+    keys = webhooks.secrets_of(session, delivery.tenant)
+    return Claimed(delivery.id, delivery.event, delivery.url, body.encode(), keys, number)
+
+
+class _Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def left(self) -> float:
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        return left
+
+
+def _resolve(host: str, port: int, deadline: _Deadline) -> list[Address]:
+    literal = ipaddress.ip_address(host.strip("[]")) if _is_literal(host) else None
+    if literal is not None:
+        return [literal]
+    found = _resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = found.result(timeout=deadline.left())
+    except FutureTimeout as exc:
+        raise TimeoutError from exc
     return [ipaddress.ip_address(info[4][0]) for info in infos]
 
 
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+@contextmanager
+def _cut_at(deadline: _Deadline, held: list[socket.socket]) -> Iterator[None]:
+    """Shut the connection down at the deadline, whatever it is blocked in (connect, TLS, a read)."""
+
+    def cut() -> None:
+        for sock in held:
+            try:
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    timer = threading.Timer(max(0.0, deadline.at - time.monotonic()), cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        for sock in held:
+            sock.close()
+
+
+def _exchange(
+    address: Address,
+    port: int,
+    scheme: str,
+    host: str,
+    target: str,
+    headers: dict[str, str],
+    body: bytes,
+    deadline: _Deadline,
+) -> int:
+    """One POST to the checked address (the certificate checked against the name), within the
+    deadline; the answer's status, having read at most ANSWER_LIMIT bytes of it."""
+    held: list[socket.socket] = []
+    with _cut_at(deadline, held):
+        sock = socket.socket(socket.AF_INET6 if address.version == 6 else socket.AF_INET, socket.SOCK_STREAM)
+        held.append(sock)
+        sock.settimeout(deadline.left())
+        sock.connect((str(address), port))
+        if scheme == "https":
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            held.append(sock)
+        connection = http.client.HTTPConnection(host, port, timeout=deadline.left())
+        connection.sock = sock
+        connection.request("POST", target, body=body, headers=headers)
+        sock.settimeout(deadline.left())
+        answer = connection.getresponse()
+        answer.read(ANSWER_LIMIT)
+        deadline.left()
+        return answer.status
+
+
 def post(claimed: Claimed, settings: Settings, allowed: AllowedHosts) -> Outcome:
-    """One POST. The name is resolved here and the connection made to the address checked, so a
-    name that resolves to an address the operator did not allow (DNS rebinding, an internal
-    service) is never reached; redirects are not followed."""
+    """One attempt. The URL is checked again (the operator may have narrowed the list since), the
+    name resolved here and the connection made to the address checked, so a name that resolves to
+    an address the operator did not allow (DNS rebinding, an internal service) is never reached;
+    redirects are not followed. Errors say what happened, never which address a name resolved to."""
     started = time.monotonic()
+    deadline = _Deadline(settings.webhook_timeout_seconds)
 
     def outcome(status: int | None, error: str | None) -> Outcome:
         return Outcome(status, error, time.monotonic() - started)
 
+    problem = url_problem(claimed.url, allowed)
+    if problem is not None:
+        return outcome(None, f"no longer allowed: {problem} (CALIB_WEBHOOK_ALLOWED_HOSTS)")
     parts = urlsplit(claimed.url)
     host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    if not allowed.host(host):
-        return outcome(None, f"host {host!r} is no longer allowed (CALIB_WEBHOOK_ALLOWED_HOSTS)")
+    port = parts.port or DEFAULT_PORTS[parts.scheme]
     try:
-        addresses = _resolve(host, port)
-    except OSError as exc:
-        return outcome(None, f"cannot resolve {host}: {exc}")
-    refused = [address for address in addresses if not allowed.address(address)]
-    if refused or not addresses:
-        return outcome(None, f"{host} resolves to {refused[0] if refused else 'nothing'}, an address not allowed")
-    address = addresses[0]
-    netloc = f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
-    timestamp = int(time.time())
+        addresses = _resolve(host, port, deadline)
+    except TimeoutError:
+        return outcome(None, f"timed out resolving the host ({settings.webhook_timeout_seconds:g} s)")
+    except OSError:
+        return outcome(None, "the host does not resolve")
+    if not addresses or not all(allowed.address(address) for address in addresses):
+        return outcome(None, "the host resolves to an address this service may not reach")
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "calib-webhooks/1",
         "Host": parts.netloc.rsplit("@", 1)[-1],
-        webhooks.SIGNATURE_HEADER: webhooks.sign(claimed.secret, timestamp, claimed.body),
+        "Content-Type": "application/json",
+        "User-Agent": "calib-webhooks/2",
+        **webhooks.signature_headers(claimed.keys, claimed.id, int(time.time()), claimed.body),
         "Calib-Delivery": claimed.id,
         "Calib-Event": claimed.event,
     }
-    # The certificate is checked against the name, over a connection to the checked address.
-    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
     try:
-        with httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False, trust_env=False) as http:
-            answer = http.post(
-                urlunsplit(parts._replace(netloc=netloc)), content=claimed.body, headers=headers, extensions=extensions
-            )
-    except httpx.TimeoutException:
-        return outcome(None, f"no answer within {settings.webhook_timeout_seconds:g} s")
-    except httpx.HTTPError as exc:
-        return outcome(None, f"{type(exc).__name__}: {exc}")
-    if 300 <= answer.status_code < 400:
-        return outcome(answer.status_code, "a redirect: not followed (send the final URL as callback_url)")
-    return outcome(answer.status_code, None if 200 <= answer.status_code < 300 else f"answered {answer.status_code}")
+        status = _exchange(addresses[0], port, parts.scheme, host, target, headers, claimed.body, deadline)
+    except (TimeoutError, OSError, http.client.HTTPException) as exc:
+        return outcome(None, _failure(exc, deadline, settings))
+    if 300 <= status < 400:
+        return outcome(status, "a redirect: not followed (send the final URL as callback_url)")
+    return outcome(status, None if 200 <= status < 300 else f"answered {status}")
+
+
+def _failure(exc: BaseException, deadline: _Deadline, settings: Settings) -> str:
+    if time.monotonic() >= deadline.at or isinstance(exc, TimeoutError | socket.timeout):
+        return f"timed out: no whole answer within {settings.webhook_timeout_seconds:g} s"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed: {exc.reason or 'handshake'}"
+    if isinstance(exc, http.client.HTTPException):
+        return "the answer is not HTTP"
+    return "the connection failed"
 
 
 def retry_delay(number: int, settings: Settings) -> float:

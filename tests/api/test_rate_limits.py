@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from flask.testing import FlaskClient
 
-from services.api.auth import COOKIE
+from services.api.auth import COOKIE, SECURE_COOKIE
 
 
 def test_400_invented_tokens_meet_429s(make_client: Callable[..., FlaskClient]) -> None:
@@ -64,9 +64,11 @@ def test_login_refuses_another_sites_form_and_cookies_are_secure_behind_https(
     client = make_client("tenant-a", public_url="https://calib.example.org")
     token = client.environ_base.pop("HTTP_AUTHORIZATION").split()[1]
     evil = client.post("/ui/login", data={"token": token}, headers={"Origin": "https://evil.example"})
-    assert evil.status_code == 403 and client.get_cookie(COOKIE) is None
+    assert evil.status_code == 403 and client.get_cookie(COOKIE) is None and client.get_cookie(SECURE_COOKIE) is None
     ok = client.post("/ui/login", data={"token": token}, headers={"Origin": "https://calib.example.org"})
     assert ok.status_code == 302
-    assert "Secure" in ok.headers["Set-Cookie"] and "HttpOnly" in ok.headers["Set-Cookie"]
+    set_cookie = ok.headers["Set-Cookie"]
+    assert set_cookie.startswith(f"{SECURE_COOKIE}=") and "Secure" in set_cookie and "HttpOnly" in set_cookie
+    assert token not in set_cookie  # the cookie holds a session id, never the token
     same_host = client.post("/ui/login", data={"token": token}, headers={"Referer": "http://localhost/ui/login"})
     assert same_host.status_code == 302

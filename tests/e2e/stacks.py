@@ -43,9 +43,11 @@ def noisy_fits(count: int, epochs: int, seed: int = 0) -> list[dict[str, Any]]:
 
 
 @contextmanager
-def running(kind: str, tmp: Path, workers: int, redis_url: str = "", **env: str) -> Iterator[Stack]:
+def running(
+    kind: str, tmp: Path, workers: int, redis_url: str = "", deliveries: int | None = None, **env: str
+) -> Iterator[Stack]:
     with backend_env(kind, tmp, redis_url) as base:
-        stack = Stack({**base, **FAST, **env}, tmp / "logs", workers=workers).start()
+        stack = Stack({**base, **FAST, **env}, tmp / "logs", workers=workers, deliveries=deliveries).start()
         try:
             yield stack
         finally:

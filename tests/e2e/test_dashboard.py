@@ -271,18 +271,35 @@ def test_the_instrument_pages_and_the_report_draw_their_charts(browser: Any, sta
     browser.save_screenshot(str(ARTIFACTS / "dashboard-report.png"))
 
 
+def test_logging_out_ends_the_session(browser: Any, stack: Stack) -> None:
+    """The button logs out: the page goes to the login form, and the old cookie, put back into the
+    browser, no longer opens the dashboard (its session was deleted)."""
+    from selenium.webdriver.common.by import By
+
+    log_in(browser, stack)
+    old = browser.get_cookie("calib_session")
+    assert old is not None and old["value"] != stack.token and old["httpOnly"]
+    browser.find_element(By.CSS_SELECTOR, "form[action='/ui/logout'] button").click()
+    wait_for(browser, "return location.pathname === '/ui/login'")
+    browser.add_cookie({"name": "calib_session", "value": old["value"], "path": "/"})
+    browser.get(f"{stack.url}/ui/")
+    assert browser.current_url.endswith("/ui/login")
+
+
 def test_the_cookie_only_reads(stack: Stack) -> None:
     """The dashboard's cookie works for GET, never for a write (no cross-site request can use it)."""
     import httpx
 
     fit = stack.submit({"t_u": REFERENCE["t_u"], "t_c": REFERENCE["t_c"], "epochs": 10})
-    with httpx.Client(base_url=stack.url, cookies={"calib_token": stack.token}) as browserlike:
+    with httpx.Client(base_url=stack.url) as browserlike:
+        assert browserlike.post("/ui/login", data={"token": stack.token}).status_code == 302
+        assert browserlike.cookies.get("calib_session") not in (None, stack.token)
         assert browserlike.get(f"/v1/fits/{fit['id']}").status_code == 200
         assert browserlike.post(f"/v1/fits/{fit['id']}/cancel").status_code == 401
         assert browserlike.post("/v1/fits", json={"t_u": [1, 2], "t_c": [1, 2]}).status_code == 401
         unknown = browserlike.get("/ui/fits/00000000-0000-0000-0000-000000000000")
         assert unknown.status_code == 404 and unknown.headers["content-type"].startswith("text/html")
         assert "no fit with id 00000000-0000-0000-0000-000000000000" in unknown.text, unknown.text
-    with httpx.Client(base_url=stack.url, cookies={"calib_token": "calib_wrong"}) as stranger:
+    with httpx.Client(base_url=stack.url, cookies={"calib_session": "not-a-session"}) as stranger:
         assert stranger.get("/ui/").status_code == 302
         assert stranger.get(f"/v1/fits/{fit['id']}").status_code == 401

@@ -23,7 +23,10 @@ WAITS = {"postgres": 300, "embedded": 30}
 
 @pytest.mark.parametrize("kind", ["embedded", "postgres"])
 def test_many_waits_stay_open_cheaply_and_all_answer_when_the_fit_ends(kind: str, tmp_path: Path) -> None:
-    with running(kind, tmp_path, workers=0, CALIB_RATE_LIMIT="100000/second") as stack:
+    # One tenant's waits, as many as the process model allows: the slots per tenant are opened up
+    # (test_one_tenant_cannot_take_every_slot checks the defaults).
+    room = {"CALIB_MAX_WAITS_PER_TENANT": "1000", "CALIB_MAX_WAITS": "1000"}
+    with running(kind, tmp_path, workers=0, CALIB_RATE_LIMIT="100000/second", **room) as stack:
 
         async def scenario() -> None:
             limits = httpx.Limits(max_connections=WAITS[kind] + 10)
@@ -47,5 +50,44 @@ def test_many_waits_stay_open_cheaply_and_all_answer_when_the_fit_ends(kind: str
                 answers = await asyncio.gather(*waits)
                 assert {answer.status_code for answer in answers} == {200}
                 assert {answer.json()["status"] for answer in answers} == {"succeeded"}
+
+        asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("kind", ["embedded", "postgres"])
+def test_one_tenant_cannot_take_every_slot(kind: str, tmp_path: Path) -> None:
+    """A tenant opening more waits than its slots (8 per API process on the embedded default, 200 on
+    PostgreSQL; 2 processes) gets the rest answered at once with the state now; another tenant's
+    waits are still held, and its POST answered at once."""
+    per_tenant = {"embedded": 8, "postgres": 200}[kind]
+    with running(kind, tmp_path, workers=0, CALIB_RATE_LIMIT="100000/second") as stack:
+        other_token = stack.create_token("patient")
+
+        async def scenario() -> None:
+            many = 2 * per_tenant + 10
+            limits = httpx.Limits(max_connections=many + 10)
+            async with httpx.AsyncClient(base_url=stack.url, timeout=90, limits=limits) as http:
+                mine = {"Authorization": f"Bearer {stack.token}"}
+                theirs = {"Authorization": f"Bearer {other_token}"}
+                fit = (await http.post("/v1/fits", json=FIT, headers=mine)).json()
+                other = (await http.post("/v1/fits", json=FIT, headers=theirs)).json()
+                hog = [
+                    asyncio.create_task(http.get(f"/v1/fits/{fit['id']}", params={"wait": 30}, headers=mine))
+                    for _ in range(many)
+                ]
+                await asyncio.sleep(3)
+                answered = [wait for wait in hog if wait.done()]
+                # At most its slots in the two processes are held; the rest came back, queued.
+                assert len(answered) >= many - 2 * per_tenant
+                assert {(await wait).json()["status"] for wait in answered} == {"queued"}
+                started = time.monotonic()
+                patient = asyncio.create_task(http.get(f"/v1/fits/{other['id']}", params={"wait": 30}, headers=theirs))
+                posted = await http.post("/v1/fits", json=FIT, headers=theirs)
+                assert posted.status_code == 202 and time.monotonic() - started < 2.0
+                await asyncio.sleep(1)
+                assert not patient.done()  # the other tenant's wait is held
+                await asyncio.to_thread(stack.add_worker)
+                assert (await patient).json()["status"] == "succeeded"
+                await asyncio.gather(*hog)
 
         asyncio.run(scenario())

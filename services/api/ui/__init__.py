@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,7 +16,7 @@ import numpy as np
 import sqlalchemy as sa
 from flask import Blueprint, Response, make_response, redirect, render_template, request
 
-from services.api.auth import COOKIE
+from services.api.auth import COOKIE, SECURE_COOKIE, session_cookie
 from services.api.extensions import current_services
 from services.api.listing import list_fits_query, query_with
 from services.api.problems import TITLES, Problem
@@ -81,10 +82,22 @@ def login() -> Any:
     token = (request.form.get("token") or "").strip()
     if not token or tokens.tenant_of(current_services().db, token) is None:
         return render_template("login.html", error="That token is unknown or revoked."), 401
+    svc = current_services()
+    session_id = tokens.open_session(svc.db, token, dt.timedelta(hours=svc.settings.ui_session_hours))
+    if session_id is None:
+        return render_template("login.html", error="That token is unknown or revoked."), 401
     response = make_response(redirect("/ui/"))
     # Secure whenever the service is served over https, also behind a proxy that ends TLS.
-    secure = request.is_secure or current_services().settings.public_url.startswith("https://")
-    response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=secure, path="/")
+    secure = request.is_secure or svc.settings.public_url.startswith("https://")
+    response.set_cookie(
+        SECURE_COOKIE if secure else COOKIE,
+        session_id,
+        httponly=True,
+        samesite="Strict",
+        secure=secure,
+        path="/",
+        max_age=math.ceil(svc.settings.ui_session_hours * 3600),
+    )
     return response
 
 
@@ -92,8 +105,28 @@ def login() -> Any:
 def logout() -> Response:
     if not _same_origin():
         return Response("That form was sent from another site.", status=403)
+    cookie = session_cookie()
+    if cookie is not None:
+        tokens.close_session(current_services().db, cookie)
     response = make_response(redirect("/ui/login"))
     response.delete_cookie(COOKIE, path="/")
+    response.delete_cookie(SECURE_COOKIE, path="/", secure=True)
+    return response
+
+
+# default-src 'self': scripts and styles only from the service's own files (no inline code, so no
+# injected markup can run), frames of the dashboard nowhere.
+CONTENT_SECURITY_POLICY = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+
+
+@bp.after_request
+def security_headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    if not request.path.startswith("/ui/static/"):
+        # A page shows a tenant's data: no shared cache, no back button after logout, keeps it.
+        response.headers["Cache-Control"] = "no-store"
     return response
 
 

@@ -174,3 +174,8 @@ for (const svg of document.querySelectorAll("svg[data-chart]")) {
     svg.dataset.rendered = "error";
   });
 }
+
+// Filters that apply as soon as they change (the page's policy runs no inline handler).
+for (const select of document.querySelectorAll("select[data-submit-on-change]")) {
+  select.addEventListener("change", () => select.form.submit());
+}
