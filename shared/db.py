@@ -69,7 +69,7 @@ class Database:
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
         if settings.embedded:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            settings.ensure_data_dir()
         return cls(settings.database, settings.sqlite_busy_timeout_seconds)
 
     @contextmanager

@@ -27,7 +27,7 @@ DELIVERY_QUEUE = "calib-deliveries"
 
 def make_celery(settings: Settings) -> Celery:
     if settings.embedded:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.ensure_data_dir()
     broker = settings.broker
     transport_options: dict[str, Any] = {}
     scheme, _, rest = broker.partition("+")

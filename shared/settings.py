@@ -141,6 +141,20 @@ class Settings(BaseSettings):
             total if self.max_waits is None else self.max_waits,
         )
 
+    def ensure_data_dir(self) -> Path:
+        """The embedded default's directory, the owner's only (0700): it holds the databases, the
+        broker's messages and the local token. Files already in it are made 0600 too."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        # SQLite makes a database's -wal and -shm files with the database file's own mode, so
+        # making the (empty, valid) database files first makes all of them the owner's only.
+        for name in ("calib.db", "broker.db"):
+            (self.data_dir / name).touch(mode=0o600)
+        for found in self.data_dir.iterdir():
+            if found.is_file():
+                found.chmod(0o600)
+        return self.data_dir
+
     @property
     def embedded(self) -> bool:
         return not self.database_url

@@ -99,6 +99,7 @@ def admit(svc: Services, session: so.Session, tenant: str, ask: Ask) -> None:
     settings = svc.settings
     refuse_oversize(settings, ask)
     _check_queue(svc)
+    _one_at_a_time(session, tenant)
     limits = quotas.quotas_of(session, settings, tenant)
     in_flight = quotas.in_flight_fit_epochs(session, tenant)
     stored = quotas.stored_loss_bytes(session, tenant)
@@ -127,6 +128,15 @@ def admit(svc: Services, session: so.Session, tenant: str, ask: Ask) -> None:
             f"{ask.loss_bytes:,} more, past its quota of {limits.stored_loss_bytes:,}: "
             "prune old fits' losses (calib prune) or ask an operator for a larger quota",
         )
+
+
+def _one_at_a_time(session: so.Session, tenant: str) -> None:
+    """A tenant's submissions check their quotas one after another: on PostgreSQL (READ COMMITTED)
+    two at once would each read the other's fits as not yet there and both pass. The lock is the
+    transaction's, released at its commit, after the fits are in. SQLite's writes are one at a
+    time already."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext("calib-quota:" + tenant))))
 
 
 def _check_pending_webhooks(session: so.Session, limit: int, tenant: str, callbacks: int) -> None:

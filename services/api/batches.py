@@ -324,10 +324,19 @@ def result_rows(batch_id: str, drift_threshold: float) -> Iterator[list[list[Any
         after = fits[-1].id
 
 
+# A cell a spreadsheet would run as a formula (OWASP's CSV injection): text starting with one of these.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_value(value: Any) -> Any:
     if value is None:
         return ""
-    return str(value).lower() if isinstance(value, bool) else value
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        # Text (a series or instrument name) is shown, never run: a leading ' makes it text.
+        return "'" + value
+    return value
 
 
 def _result_lines(batch_id: str, drift_threshold: float) -> Iterator[str]:
@@ -346,7 +355,11 @@ def batch_fits(batch_id: str) -> Any:
         _get_batch(session, batch_id)
     threshold = current_services().settings.drift_threshold
     if params.format == "csv":
-        return Response(stream_with_context(_result_lines(batch_id, threshold)), mimetype="text/csv")
+        return Response(
+            stream_with_context(_result_lines(batch_id, threshold)),
+            mimetype="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{batch_id}-fits.csv"'},
+        )
     if params.format == "parquet":
         return Response(
             parquet.results_file(result_rows(batch_id, threshold)),

@@ -61,7 +61,7 @@ class Budgets:
     def spend_address(self) -> None:
         self._spend(
             self.anonymous,
-            "addr:" + self.client_address(),
+            "addr:" + budget_key(self.client_address()),
             "this address is over its budget for requests without a valid token",
         )
 
@@ -90,6 +90,18 @@ class Budgets:
             if not _within(address, self.proxies):
                 return address
         return forwarded[0] if forwarded else peer
+
+
+def budget_key(address: str) -> str:
+    """Whose budget an address spends: an IPv4 address its own, an IPv6 address its /64's (one
+    subscriber is routinely given a /64, 2^64 addresses that would each have a budget)."""
+    try:
+        found = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(found, ipaddress.IPv6Address) and found.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{found}/64", strict=False))
+    return str(found.ipv4_mapped if isinstance(found, ipaddress.IPv6Address) else found)
 
 
 def trusted_networks(text: str) -> list[Network]:

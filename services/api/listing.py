@@ -37,7 +37,7 @@ def list_fits_query(params: FitListQuery | BatchFitsQuery, batch_id: str | None 
             query = query.where(Fit.id.startswith(params.id_prefix.lower(), autoescape=True))
         if params.label:
             key, _, value = params.label.partition(":")
-            query = query.where(Fit.labels[key].as_string() == value)
+            query = query.where(_has_label(key, value))
     if batch_id:
         query = query.where(Fit.batch_id == batch_id)
     if params.status:
@@ -53,6 +53,15 @@ def list_fits_query(params: FitListQuery | BatchFitsQuery, batch_id: str | None 
         fits = list(session.scalars(query))
     next_cursor = encode_cursor(fits[limit - 1].created_at, fits[limit - 1].id) if len(fits) > limit else None
     return fits[:limit], next_cursor
+
+
+def _has_label(key: str, value: str) -> sa.ColumnElement[bool]:
+    """labels[key] == value for any key. SQLite's JSON path cannot quote every key (`x":1` broke
+    the path and the query), so there the labels are walked with json_each, key and value bound."""
+    if current_services().db.engine.dialect.name != "sqlite":
+        return Fit.labels[key].as_string() == value
+    pairs = sa.func.json_each(Fit.labels).table_valued("key", "value").alias("label_pairs")
+    return sa.exists(sa.select(1).select_from(pairs).where(pairs.c.key == key, pairs.c.value == value))
 
 
 def query_with(**changes: Any) -> str:

@@ -3,6 +3,7 @@ no worker runs, so accepted fits stay queued and count as in flight)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -106,3 +107,27 @@ def test_the_queue_past_its_threshold_gets_503(make_client: Callable[..., FlaskC
     again = client.post("/v1/fits", json=FIT, headers={"Idempotency-Key": "k1"})
     assert again.status_code == 200 and again.get_json()["id"] == first.get_json()["id"]
     assert _stored(client) == (2, 0)
+
+
+def test_submissions_at_the_same_moment_pass_the_quota_one_at_a_time(make_client: Callable[..., FlaskClient]) -> None:
+    """16 submissions racing for a quota of 3 fits' epochs: exactly 3 are accepted (on PostgreSQL, READ
+    COMMITTED let each see the others' fits as absent and all pass, before the per-tenant lock)."""
+    a = make_client("tenant-a", rate_limit="100000/second")
+    db = a.application.extensions["calib"].db
+    with db.session(write=True) as session:
+        quotas.set_quotas(session, "tenant-a", in_flight_fit_epochs=15_000)
+    clients = [make_client("tenant-a", rate_limit="100000/second") for _ in range(16)]
+    start = threading.Barrier(len(clients))
+    statuses: list[int] = []
+
+    def submit(client: FlaskClient) -> None:
+        start.wait()
+        statuses.append(client.post("/v1/fits", json=FIT).status_code)
+
+    threads = [threading.Thread(target=submit, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [202] * 3 + [429] * 13, statuses
+    assert _stored(a)[0] == 3
