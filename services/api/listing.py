@@ -59,7 +59,8 @@ def _has_label(key: str, value: str) -> sa.ColumnElement[bool]:
     """labels[key] == value for any key. SQLite's JSON path cannot quote every key (`x":1` broke
     the path and the query), so there the labels are walked with json_each, key and value bound."""
     if current_services().db.engine.dialect.name != "sqlite":
-        return Fit.labels[key].as_string() == value
+        same: sa.ColumnElement[bool] = Fit.labels[key].as_string() == value
+        return same
     pairs = sa.func.json_each(Fit.labels).table_valued("key", "value").alias("label_pairs")
     return sa.exists(sa.select(1).select_from(pairs).where(pairs.c.key == key, pairs.c.value == value))
 
