@@ -131,7 +131,7 @@ CONVERGING = {"learning_rate": "auto", "normalize": "standardize", "epochs": "au
 
 
 def preflight(fit: ResolvedFit) -> dict[str, Any]:
-    """POST /v1/fits/preflight's answer (FitPreflight): will this learning rate stay stable?"""
+    """POST /v1/preflight's answer (FitPreflight): will this learning rate stay stable?"""
     st, spec = fit.stats, fit.spec
     plain = spec.optimizer in ("gd", "sgd")
     stable = fit.learning_rate < st.lr_max if plain and st.lr_max is not None else None

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = 256 * 1024 * 1024
     # What is left of a refused body is read and discarded, up to this much or this long, so that
     # a client that sends its whole body before reading still reads its 413 (services/api/bodies.py).
+    # Each API process's budget for request bodies being parsed (services/api/memory.py): past it a
+    # submission waits up to 2 s, then gets 503 with Retry-After. About ten times a text body's size.
+    parse_memory_bytes: int = 2 * 1024 * 1024 * 1024
+    # A Parquet batch's known columns (series, t_u, t_c, instrument) decoded: at most this many
+    # bytes, read from the footer before decoding and counted again as they decode.
+    max_parquet_decoded_bytes: int = 1024 * 1024 * 1024
     drain_refused_bytes: int = 1024 * 1024 * 1024
     drain_refused_seconds: float = 30.0
     # How long a dashboard login lasts (its session ends sooner at logout or token revocation).

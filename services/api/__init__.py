@@ -12,6 +12,7 @@ from services.api.auth import authenticate
 from services.api.extensions import Services
 from services.api.finite_json import FiniteJSONProvider
 from services.api.limits import Budgets
+from services.api.memory import ParseBudget
 from services.api.problems import register_error_handlers
 from services.api.requests import refuse_control_characters
 from services.api.waiting import Waits
@@ -46,7 +47,9 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         "interval_max": 0.5,
     }
     db = Database.from_settings(settings)
-    app.extensions["calib"] = Services(settings, db, celery, Waits(db, *settings.wait_slots()))
+    app.extensions["calib"] = Services(
+        settings, db, celery, Waits(db, *settings.wait_slots()), ParseBudget(settings.parse_memory_bytes)
+    )
     app.extensions["calib-budgets"] = Budgets.from_settings(settings)
 
 
@@ -55,6 +58,7 @@ def register_blueprints(app: Flask) -> None:
     app.before_request(refuse_control_characters)
     app.before_request(authenticate)
     app.register_blueprint(fits.bp)
+    app.register_blueprint(fits.preflight_bp)
     app.register_blueprint(batches.bp)
     app.register_blueprint(instruments.bp)
     app.register_blueprint(webhooks.bp)

@@ -18,9 +18,10 @@ from services.api.bodies import csv_within_limits
 from services.api.extensions import Services, current_services
 from services.api.idempotency import insert_or_replay, request_key
 from services.api.listing import list_fits_query, query_with
+from services.api.memory import parsing
 from services.api.problems import Problem, from_validation, invalid_field
 from services.api.requests import json_body, parse, query
-from services.api.submit import digest, fit_rows
+from services.api.submit import batch_digest, fit_rows
 from services.api.tenancy import current_tenant, owned_or_404
 from shared import calibrations, ended
 from shared.bulk import insert_rows
@@ -96,7 +97,7 @@ def _from_json(svc: Services) -> tuple[list[FitCreate], str, Ask, str | None]:
     fits = [(["fits", i], fit.model_dump()) for i, fit in enumerate(body.fits)]
     specs = _specs(body.defaults, fits, svc)
     # Each fit as validated, its batch's defaults merged in: the same request however it is spelled.
-    return specs, digest([[spec.model_dump() for spec in specs], body.callback_url]), ask, body.callback_url
+    return specs, batch_digest(specs, body.callback_url), ask, body.callback_url
 
 
 _NESTED = ("init", "validation", "early_stopping")
@@ -146,7 +147,7 @@ def _from_long_table(svc: Services) -> tuple[list[FitCreate], str, Ask, str | No
     specs = _specs(defaults, fits, svc)
     given = {"callback_url": request.args["callback_url"]} if "callback_url" in request.args else {}
     callback = parse(BatchOptions, given, {"settings": svc.settings}).callback_url
-    return specs, digest([[spec.model_dump() for spec in specs], callback]), ask, callback
+    return specs, batch_digest(specs, callback), ask, callback
 
 
 def _read_long_csv(text: str) -> dict[str, tuple[str | None, list[float], list[float]]]:
@@ -206,9 +207,18 @@ def _get_batch(session: Any, batch_id: str) -> Batch:
     return owned_or_404(session, Batch, batch_id, "batch")
 
 
+_ROWS_AT_A_TIME = 4096
+
+
 @bp.post("")
 def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = current_services()
+    # The body is parsed, validated and stored within this process's memory budget.
+    with parsing(svc.parse_budget, svc.settings):
+        return _create_batch(svc)
+
+
+def _create_batch(svc: Services) -> tuple[dict[str, Any], int, dict[str, str]]:
     if request.mimetype in ("text/csv", parquet.MEDIA_TYPE):
         specs, request_digest, ask, callback = _from_long_table(svc)
     else:
@@ -236,16 +246,21 @@ def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
             callback_url=callback,
             callback_pending=callback is not None,
         )
-        rows = fit_rows(
-            specs,
-            tenant,
-            batch_id=batch.id,
-            max_epochs=svc.settings.max_epochs,
-            chunk_ids=[chunks[i // size] for i in range(len(specs))],
-        )
         session.add(batch)
         session.flush()
-        insert_rows(session, Fit, rows)  # COPY on PostgreSQL
+        # A slice of fits' rows at a time: a 50,000-fit batch never holds every row's dict at once.
+        submitted = utcnow()
+        for start in range(0, len(specs), _ROWS_AT_A_TIME):
+            part = specs[start : start + _ROWS_AT_A_TIME]
+            rows = fit_rows(
+                part,
+                tenant,
+                batch_id=batch.id,
+                max_epochs=svc.settings.max_epochs,
+                chunk_ids=[chunks[(start + i) // size] for i in range(len(part))],
+                created_at=submitted,
+            )
+            insert_rows(session, Fit, rows)  # COPY on PostgreSQL
         calibrations.register(session, tenant, [spec.instrument for spec in specs])
         return batch
 

@@ -45,8 +45,7 @@ def spool(check: Callable[[bytes], None], settings: Settings) -> IO[bytes]:
     limit = settings.max_body_bytes
     declared = request.content_length
     if declared is not None and declared > limit:
-        # Werkzeug refuses to open request.stream past max_content_length: the raw input, bounded.
-        drain(LimitedStream(request.environ["wsgi.input"], declared), settings)
+        drain_request(settings)
         raise too_large(["body"], f"the body is {declared:,} bytes, the limit is {limit:,}")
     # Werkzeug's stream stops at Content-Length, and for a chunked body at max_content_length.
     stream = request.stream
@@ -72,6 +71,16 @@ def spool(check: Callable[[bytes], None], settings: Settings) -> IO[bytes]:
         raise
     out.seek(0)
     return out
+
+
+def drain_request(settings: Settings) -> None:
+    """Drain the body of a request refused before it was read (see drain)."""
+    declared = request.content_length
+    if declared is not None and declared > settings.max_body_bytes:
+        # Werkzeug refuses to open request.stream past max_content_length: the raw input, bounded.
+        drain(LimitedStream(request.environ["wsgi.input"], declared), settings)
+    else:
+        drain(request.stream, settings)
 
 
 class _Readable(Protocol):

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from celery import Celery
 from flask import current_app
 
+from services.api.memory import ParseBudget
 from services.api.waiting import Waits
 from shared import failpoints, outbox
 from shared.db import Database
@@ -37,6 +38,7 @@ class Services:
     db: Database
     celery: Celery
     waits: Waits
+    parse_budget: ParseBudget
     broker_seen_at: float = float("-inf")  # monotonic time the broker last answered
     snapshot: QueueSnapshot = field(default_factory=QueueSnapshot)
 

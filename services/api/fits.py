@@ -7,10 +7,11 @@ from typing import Any
 from flask import Blueprint, Response, request, stream_with_context
 
 from services.api.admission import ask_of, refuse_oversize
-from services.api.extensions import current_services
+from services.api.extensions import Services, current_services
 from services.api.idempotency import request_key
 from services.api.listing import list_fits_query, query_with
 from services.api.losses import csv_lines, downsample, finite_or_none
+from services.api.memory import parsing
 from services.api.predictions import prediction
 from services.api.problems import Problem
 from services.api.requests import json_body, parse, query
@@ -53,6 +54,11 @@ def fit_curves(session: Any, fit: Fit, start: int, stop: int) -> Curves:
 @bp.post("")
 def create_fit() -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = current_services()
+    with parsing(svc.parse_budget, svc.settings):
+        return _create_fit(svc)
+
+
+def _create_fit(svc: Services) -> tuple[dict[str, Any], int, dict[str, str]]:
     body = json_body()
     ask = ask_of([body] if isinstance(body, dict) else [], {}, svc.settings.max_epochs)
     refuse_oversize(svc.settings, ask)
@@ -62,7 +68,11 @@ def create_fit() -> tuple[dict[str, Any], int, dict[str, str]]:
     return fit_json(fit), 202 if created else 200, {"Location": f"/v1/fits/{fit.id}"}
 
 
-@bp.post("/preflight")
+# Its own path: under /v1/fits/ it would share `/v1/fits/{fit_id}` (and its GET) with the fits.
+preflight_bp = Blueprint("preflight", __name__, url_prefix="/v1/preflight")
+
+
+@preflight_bp.post("")
 def preflight_fit() -> dict[str, Any]:
     """The fit's pre-flight without submitting it (API.md's computation, shared/calibration.py): the
     CLI and the client ask it first, so a newcomer's first fit does not diverge unannounced."""

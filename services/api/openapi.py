@@ -139,7 +139,7 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                 },
             },
         },
-        "/v1/fits/preflight": {
+        "/v1/preflight": {
             "post": {
                 "operationId": "preflightFit",
                 "summary": "Check a fit before submitting it: will its learning rate diverge?",

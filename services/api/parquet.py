@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from services.api.bodies import spool, too_large
-from services.api.problems import Problem
+from services.api.memory import PARQUET_ROW_BYTES, grown
+from services.api.problems import Problem, invalid_field
 from shared.presenters import RESULT_COLUMNS
 from shared.settings import Settings
 
@@ -30,28 +31,80 @@ _TYPES = {
 RESULT_SCHEMA = pa.schema([(name, _TYPES.get(name, pa.float64())) for name in RESULT_COLUMNS])
 
 
+# The long table's columns, and the Arrow types each may have; any other column is never read.
+_TEXT = ("series", "instrument")
+_NUMBERS = ("t_u", "t_c")
+# Rows decoded at a time: with the byte budget below, what one request holds while it is read.
+_BATCH_ROWS = 65_536
+
+
+def _kind_problem(name: str, kind: pa.DataType) -> str | None:
+    """Why a known column's type cannot be read, or None."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if name in _NUMBERS:
+        ok = pa.types.is_floating(kind) or pa.types.is_integer(kind)
+        want = "numbers (float or integer)"
+    else:
+        ok = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
+        want = "text or integers"
+    return None if ok else f"column {name!r} is {kind}; it must hold {want} (nested and other types are refused)"
+
+
 def long_rows(settings: Settings) -> tuple[Iterator[dict[str, Any]], bool]:
     """The body's rows as dicts (for batches.group_series), and whether it has an instrument column.
-    Its row count is checked from the file's footer before anything is decompressed."""
+
+    Everything that bounds the work is read from the file's footer before anything is decoded: the
+    row count, the known columns' types (any other column is never read), and the known columns'
+    uncompressed size against `max_parquet_decoded_bytes`. Text columns are decoded as dictionaries
+    (a value repeated on every row is held once), in batches of rows, against the same budget."""
     with spool(lambda piece: None, settings) as body:
         raw = body.read()
     try:
         file = pq.ParquetFile(pa.BufferReader(raw))
-        rows = file.metadata.num_rows
-        if rows > settings.max_points_per_batch:
-            raise too_large(["body"], f"{rows:,} rows; at most {settings.max_points_per_batch:,} in one batch")
-        table = file.read()
+        meta, schema = file.metadata, file.schema_arrow
     except (pa.ArrowException, OSError) as exc:
         raise Problem(400, f"not a readable Parquet file: {exc}", slug="malformed") from exc
-    names = set(table.column_names)
+    rows = meta.num_rows
+    if rows > settings.max_points_per_batch:
+        raise too_large(["body"], f"{rows:,} rows; at most {settings.max_points_per_batch:,} in one batch")
+    grown(rows * PARQUET_ROW_BYTES)  # compressed, the body's size says nothing of its rows
+    names = set(schema.names)
     if not {"series", "t_u", "t_c"} <= names:
         raise Problem(400, "the Parquet file must have the columns series,t_u,t_c", slug="malformed")
     if not rows:
         raise Problem(400, "the Parquet file has no rows", slug="malformed")
     with_instrument = "instrument" in names
     wanted = ["series", "t_u", "t_c"] + (["instrument"] if with_instrument else [])
-    columns = [table.column(name).to_pylist() for name in wanted]
-    return (dict(zip(wanted, values, strict=True)) for values in zip(*columns, strict=True)), with_instrument
+    for name in wanted:
+        problem = _kind_problem(name, schema.field(name).type)
+        if problem is not None:
+            raise invalid_field([name], problem)
+    budget = settings.max_parquet_decoded_bytes
+    indices = [schema.get_field_index(name) for name in wanted]
+    declared = sum(
+        meta.row_group(group).column(index).total_uncompressed_size
+        for group in range(meta.num_row_groups)
+        for index in indices
+    )
+    if declared > budget:
+        raise too_large(["body"], f"its columns {','.join(wanted)} decode to {declared:,} bytes; at most {budget:,}")
+    text = [name for name in wanted if name in _TEXT and not pa.types.is_integer(schema.field(name).type)]
+    return _decoded(raw, wanted, text, budget), with_instrument
+
+
+def _decoded(raw: bytes, wanted: list[str], text: list[str], budget: int) -> Iterator[dict[str, Any]]:
+    spent = 0
+    try:
+        file = pq.ParquetFile(pa.BufferReader(raw), read_dictionary=text)
+        for batch in file.iter_batches(batch_size=_BATCH_ROWS, columns=wanted):
+            spent += batch.nbytes
+            if spent > budget:
+                raise too_large(["body"], f"its columns decode to more than {budget:,} bytes")
+            columns = [batch.column(name).to_pylist() for name in wanted]
+            yield from (dict(zip(wanted, values, strict=True)) for values in zip(*columns, strict=True))
+    except (pa.ArrowException, OSError) as exc:
+        raise Problem(400, f"not a readable Parquet file: {exc}", slug="malformed") from exc
 
 
 def results_file(pages: Iterable[list[list[Any]]]) -> bytes:

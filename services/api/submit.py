@@ -8,6 +8,7 @@ loses nothing: its stamp is cleared and the reconciler publishes it within secon
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Sequence
@@ -28,8 +29,21 @@ from shared.schemas import FitCreate
 def digest(request: Any) -> str:
     """The fingerprint an Idempotency-Key is checked against: of the request's canonical form, so
     keys in another order, or 1 written as 1.0, are the same request (and no spurious 409)."""
-    text = json.dumps(_canonical(request), sort_keys=True, separators=(",", ":"), allow_nan=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(_text(request).encode()).hexdigest()
+
+
+def _text(value: Any) -> str:
+    return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), allow_nan=True)
+
+
+def batch_digest(specs: Sequence[FitCreate], callback: str | None) -> str:
+    """digest([[spec.model_dump() for spec in specs], callback]), byte for byte, hashed a fit at a
+    time: the dumps of a 50,000-fit batch never exist all at once."""
+    sha = hashlib.sha256(b"[[")
+    for i, spec in enumerate(specs):
+        sha.update((b"," if i else b"") + _text(spec.model_dump()).encode())
+    sha.update(b"]," + _text(callback).encode() + b"]")
+    return sha.hexdigest()
 
 
 def _canonical(value: Any) -> Any:
@@ -49,13 +63,16 @@ def fit_rows(
     batch_id: str | None = None,
     chunk_ids: Sequence[str] | None = None,
     max_epochs: int = 1_000_000,
+    created_at: dt.datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Every column of new queued fits, as dicts for one bulk INSERT or Fit(): each spec resolved
     once (shared/resolved.py), its data and the least-squares figures beside it."""
     rows = []
     # Stamped as published: the publish follows the commit, and one that fails clears the stamp
     # (Services.dispatch), so the common case costs no second transaction.
-    now = utcnow()
+    # One instant for the whole request, however many slices it is built in: a batch's fits are
+    # ordered among an instrument's calibrations by (created_at, id).
+    now = created_at or utcnow()
     for i, fit in enumerate(resolve(specs, max_epochs)):
         fit_id, st = new_id(), fit.stats
         rows.append(

@@ -101,17 +101,17 @@ class Client:
         raises WouldDiverge (with the options that converge) unless `allow_divergence`."""
         body = {"t_u": list(map(float, t_u)), "t_c": list(map(float, t_c)), **options}
         if not allow_divergence:
-            found = self.json("POST", "/v1/fits/preflight", json=body)
+            found = self.json("POST", "/v1/preflight", json=body)
             if found.get("stable") is False:
                 raise WouldDiverge(found)
         headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
         return Fit(self, self.json("POST", "/v1/fits", json=body, headers=headers))
 
     def preflight(self, t_u: Sequence[float], t_c: Sequence[float], **options: Any) -> dict[str, Any]:
-        """What the service says of this fit before it runs (POST /v1/fits/preflight): the learning
+        """What the service says of this fit before it runs (POST /v1/preflight): the learning
         rate it would use, the data's stable limit `lr_max`, `stable`, `warnings`, `suggestion`."""
         body = {"t_u": list(map(float, t_u)), "t_c": list(map(float, t_c)), **options}
-        return dict(self.json("POST", "/v1/fits/preflight", json=body))
+        return dict(self.json("POST", "/v1/preflight", json=body))
 
     def resolve_fit(self, id_or_prefix: str) -> str:
         """The full id of the one fit whose id starts with `id_or_prefix` (the 8 characters `calib list`

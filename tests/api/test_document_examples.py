@@ -32,7 +32,7 @@ def test_every_request_example_is_accepted(make_client: Callable[..., FlaskClien
     }
     assert set(bodies) == {
         ("/v1/fits", "application/json"),
-        ("/v1/fits/preflight", "application/json"),
+        ("/v1/preflight", "application/json"),
         ("/v1/batches", "application/json"),
         ("/v1/batches", "text/csv"),
         # Binary: no example in the document; tests/api/test_parquet.py sends it.
@@ -42,7 +42,7 @@ def test_every_request_example_is_accepted(make_client: Callable[..., FlaskClien
         ("/v1/instruments/{instrument_id}/predict", "application/json"),
         ("/v1/apply", "text/csv"),
     }
-    checked = client.post("/v1/fits/preflight", json=bodies["/v1/fits/preflight", "application/json"])
+    checked = client.post("/v1/preflight", json=bodies["/v1/preflight", "application/json"])
     assert checked.status_code == 200 and checked.get_json()["stable"] is True, checked.get_json()
     fit = client.post("/v1/fits", json=bodies["/v1/fits", "application/json"])
     assert fit.status_code == 202, fit.get_json()

@@ -349,7 +349,7 @@ BOOK: dict[str, Any] = {
 
 
 def test_the_preflight_says_the_books_defaults_diverge_and_stores_nothing(client: FlaskClient) -> None:
-    checked = client.post("/v1/fits/preflight", json=BOOK)
+    checked = client.post("/v1/preflight", json=BOOK)
     assert checked.status_code == 200, checked.get_json()
     found = checked.get_json()
     # The book's lr 1e-2 on raw readings: 2/λ_max(H) of the raw data is 3.4e-4 (it diverges at epoch 11).
@@ -358,10 +358,23 @@ def test_the_preflight_says_the_books_defaults_diverge_and_stores_nothing(client
     assert found["suggestion"] == {"learning_rate": "auto", "normalize": "standardize", "epochs": "auto"}
     assert any("will diverge" in w for w in found["warnings"])
     assert client.get("/v1/fits").get_json()["items"] == []
-    scaled = client.post("/v1/fits/preflight", json={**BOOK, "input_scale": 0.1}).get_json()
+    scaled = client.post("/v1/preflight", json={**BOOK, "input_scale": 0.1}).get_json()
     assert scaled["stable"] is True and scaled["suggestion"] is None
-    suggested = client.post("/v1/fits/preflight", json={**BOOK, **found["suggestion"]}).get_json()
+    suggested = client.post("/v1/preflight", json={**BOOK, **found["suggestion"]}).get_json()
     assert suggested["stable"] is True and suggested["learning_rate"] == pytest.approx(0.5)
     # Momentum and Adam have other limits than plain gradient descent: no verdict.
-    assert client.post("/v1/fits/preflight", json={**BOOK, "optimizer": "adam"}).get_json()["stable"] is None
-    problem(client.post("/v1/fits/preflight", json={"t_u": [1.0], "t_c": [1.0, 2.0]}), 422)
+    assert client.post("/v1/preflight", json={**BOOK, "optimizer": "adam"}).get_json()["stable"] is None
+    problem(client.post("/v1/preflight", json={"t_u": [1.0], "t_c": [1.0, 2.0]}), 422)
+
+
+def test_a_batchs_fingerprint_is_that_of_its_whole_request_hashed_a_fit_at_a_time() -> None:
+    """Idempotency keys of batches stored before the fingerprint was streamed keep matching."""
+    from services.api.submit import batch_digest, digest
+    from shared.schemas import FitCreate
+
+    specs = [
+        FitCreate.model_validate({"t_u": [1, 2, 3], "t_c": [1, 2, 4], "labels": {"a": "b"}}),
+        FitCreate.model_validate({"t_u": [1.5, 2], "t_c": [1, 2], "epochs": "auto"}),
+    ]
+    for callback in (None, "https://hooks.example.com/x"):
+        assert batch_digest(specs, callback) == digest([[spec.model_dump() for spec in specs], callback])

@@ -262,3 +262,33 @@ def test_apply_calibrates_a_million_readings_of_a_thousand_instruments(
     assert bad.status_code == 422 and bad.get_json()["errors"][0]["loc"] == ["row", 2]
     assert client.post("/v1/apply", data="t_u\n1\n", content_type="text/csv").status_code == 400
     assert client.post("/v1/apply", json={"t_u": [1]}).status_code == 415
+
+
+def test_many_fits_of_one_instrument_are_paired_as_one_seek_each_would_pair_them(client: FlaskClient) -> None:
+    """A batch of 40 calibrations of one instrument, between single fits of it submitted before and
+    after (and one that failed to be a calibration: too few points to succeed is not needed, a
+    cancelled one is): the walk over the span finds, for every fit, the calibration each fit's own
+    index seek finds."""
+    import sqlalchemy as sa
+
+    from shared import calibrations
+    from shared.models import Fit
+
+    u = [20.0, 40.0, 60.0, 80.0]
+    one = {"t_u": u, "t_c": [0.5 * x - 17 for x in u], "epochs": 20, "input_scale": 0.1, "instrument": "TT-9"}
+    first = client.post("/v1/fits", json=one).get_json()["id"]
+    run_fit(client, first)
+    fits = [{**one, "t_c": [0.5 * x - 17 + 0.01 * i for x in u]} for i in range(40)]
+    batch = client.post("/v1/batches", json={"fits": fits}).get_json()["id"]
+    cancelled = client.post("/v1/fits", json=one).get_json()["id"]
+    client.post(f"/v1/fits/{cancelled}/cancel")
+    run_batch(client, batch)
+    last = client.post("/v1/fits", json=one).get_json()["id"]
+    run_fit(client, last)
+    svc = client.application.extensions["calib"]
+    with svc.db.session() as session:
+        rows = session.execute(sa.select(*calibrations.CALIBRATION_COLUMNS).where(Fit.instrument == "TT-9")).all()
+        walked = calibrations.previous_of(session, rows)
+        sought = calibrations._sought(session, rows)
+    assert len(rows) == 43 and len(walked) == 42  # every fit but the first has one before it
+    assert {k: v.id for k, v in walked.items()} == {k: v.id for k, v in sought.items()}

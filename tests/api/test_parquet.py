@@ -87,3 +87,29 @@ def test_a_parquet_over_the_points_limit_is_413_before_it_is_read(make_client: C
     client = make_client(max_points_per_batch=50)
     r = client.post("/v1/batches", data=_parquet(_table(3)), content_type=MEDIA_TYPE)
     assert r.status_code == 413
+
+
+def test_only_the_known_columns_are_read_and_their_types_are_checked(make_client: Callable[..., FlaskClient]) -> None:
+    client = make_client()
+    table = _table(3)
+    # An extra column is never decoded, whatever it holds.
+    extra = table.append_column("notes", pa.array([["a", "b"]] * table.num_rows))
+    assert client.post(f"/v1/batches?{OPTIONS}", data=_parquet(extra), content_type=MEDIA_TYPE).status_code == 202
+    for name, bad in (
+        ("t_u", pa.array([[1.0, 2.0]] * table.num_rows)),  # nested
+        ("t_c", pa.array(["1.5"] * table.num_rows)),  # text where numbers belong
+        ("series", pa.array([{"a": 1}] * table.num_rows)),  # a struct
+    ):
+        broken = table.set_column(table.schema.get_field_index(name), name, bad)
+        answer = client.post(f"/v1/batches?{OPTIONS}", data=_parquet(broken), content_type=MEDIA_TYPE)
+        assert answer.status_code == 422 and answer.get_json()["errors"][0]["loc"] == [name], answer.get_json()
+
+
+def test_columns_that_decode_past_the_budget_are_refused_before_decoding(
+    make_client: Callable[..., FlaskClient],
+) -> None:
+    client = make_client(max_parquet_decoded_bytes=4096)
+    rows = 20_000
+    table = pa.table({"series": ["S"] * rows, "t_u": np.arange(rows, dtype=float), "t_c": np.arange(rows, dtype=float)})
+    answer = client.post(f"/v1/batches?{OPTIONS}", data=_parquet(table), content_type=MEDIA_TYPE)
+    assert answer.status_code == 413 and "decode to" in answer.get_json()["detail"], answer.get_json()

@@ -161,7 +161,7 @@ def map_case(context: Any, case: Any) -> Any:
     if not positive or not isinstance(case.body, dict):
         return case
     body = case.body
-    if operation == "createFit":
+    if operation in ("createFit", "preflightFit"):  # the pre-flight takes a fit's body
         _repair(body, {})
     elif operation == "createBatch" and isinstance(body.get("fits"), list):
         defaults = body.get("defaults") if isinstance(body.get("defaults"), dict) else {}

@@ -43,7 +43,8 @@ def test_a_mixed_batch_gives_each_fit_its_own_result(stack: Stack) -> None:
     csv = stack.http.get(f"/v1/batches/{batch['id']}/fits", params={"format": "csv"}).text
     lines = csv.strip().splitlines()
     assert lines[0] == (
-        "fit_id,series,status,w,b,w_raw,b_raw,loss,epochs_done,diverged_at_epoch,converged,w_opt,b_opt,se_w,se_b,r2,"
+        "fit_id,series,status,w,b,w_raw,b_raw,loss,last_epoch_loss,epochs_done,diverged_at_epoch,converged,w_opt,b_opt,"
+        "se_w,se_b,r2,"
         "instrument,drift_p_value,drift_flagged,as_found_rms"
     )
     assert len(lines) == 23 and any(",raw,diverged," in line for line in lines)

@@ -112,9 +112,11 @@ def test_receivers_that_trickle_stall_no_fit_and_no_other_delivery(kind: str, tm
         for fit_id in slow:
             stack.wait(fit_id)
         deadline = time.monotonic() + 20
-        while len(trickler.connections) < 4 and time.monotonic() < deadline:
+        # Three attempts at least: after three failures in a row the trickler's circuit opens, and a
+        # delivery claimed after that is put off without an attempt.
+        while len(trickler.connections) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert len(trickler.connections) >= 4, "the trickler's deliveries never started"
+        assert len(trickler.connections) >= 3, "the trickler's deliveries never started"
         token = stack.create_token("other")  # the same stack, as another tenant
         headers = {"Authorization": f"Bearer {token}"}
         started = time.monotonic()
@@ -137,7 +139,7 @@ def test_receivers_that_trickle_stall_no_fit_and_no_other_delivery(kind: str, tm
     # attempts were cut at their deadline and put off for a retry (its circuit open after 3
     # failures: the next attempts wait 30 s, not made one after another meanwhile).
     assert all_done < 20 and delivered < 30, (all_done, delivered)
-    assert len(durations) >= 4 and max(durations) < 2 + 1.0, durations
+    assert len(durations) >= 3 and max(durations) < 2 + 1.0, durations
     assert pending == 4, "each of the trickler's deliveries waits for a later attempt"
     print(f"30 fits in {all_done:.2f} s; 10 deliveries by {delivered:.2f} s; trickler attempts {durations}")
 
