@@ -89,6 +89,19 @@ def calibrations_of(session: so.Session, tenant: str, names: Sequence[str]) -> d
     return found
 
 
+def calibration_rows_of(session: so.Session, tenant: str, name: str) -> list[sa.Row[Any]]:
+    """An instrument's calibrations, newest first, as rows (not ORM objects: years of nights are
+    thousands of them, and only their figures are needed)."""
+    return cast(
+        "list[sa.Row[Any]]",
+        session.execute(
+            sa.select(*CALIBRATION_COLUMNS)
+            .where(Fit.tenant == tenant, Fit.instrument == name, Fit.status == SUCCEEDED)
+            .order_by(Fit.created_at.desc(), Fit.id.desc())
+        ).all(),
+    )
+
+
 def _newest(
     tenant: so.QueryableAttribute[str], instrument: so.QueryableAttribute[Any], *conditions: Callable[[Any], Any]
 ) -> sa.ScalarSelect[str]:
@@ -234,11 +247,16 @@ def drift_of(session: so.Session, fits: Sequence[Calibrated], threshold: float) 
     it, by fit id (a batch's fits CSV and its `drifted` count)."""
     calibrated = [fit for fit in fits if fit.instrument and fit.status == SUCCEEDED]
     before = previous_of(session, calibrated)
-    return {
-        fit.id: drift(Calibration.of(before[fit.id]), Calibration.of(fit), threshold)
-        for fit in calibrated
-        if fit.id in before
-    }
+    # In a batch of one instrument each calibration is also the one before the next: read it once.
+    read: dict[str, Calibration] = {}
+
+    def of(row: Calibrated) -> Calibration:
+        found = read.get(row.id)
+        if found is None:
+            found = read[row.id] = Calibration.of(row)
+        return found
+
+    return {fit.id: drift(of(before[fit.id]), of(fit), threshold) for fit in calibrated if fit.id in before}
 
 
 def drifted_instruments(session: so.Session, batch_id: str, threshold: float) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -237,7 +238,9 @@ def calibration_fields(cal: Calibration, found: Drift | None) -> dict[str, Any]:
     }
 
 
-def instrument_fields(instrument: Instrument, newest_first: list[Fit], drift_threshold: float) -> dict[str, Any]:
+def instrument_fields(
+    instrument: Instrument, newest_first: Sequence[calibrations.Calibrated], drift_threshold: float
+) -> dict[str, Any]:
     """An instrument's body: its calibrations oldest to newest give each one's drift and the trend
     of as-found RMS; the body lists them newest first."""
     history = [Calibration.of(fit) for fit in reversed(newest_first)]
@@ -276,8 +279,26 @@ def instruments_after(
     return [instrument_fields(row, histories[row.id], drift_threshold) for row in rows]
 
 
-def instrument_json(instrument: Instrument, newest_first: list[Fit], drift_threshold: float) -> dict[str, Any]:
-    return serve(InstrumentPublic, instrument_fields(instrument, newest_first, drift_threshold))
+def instrument_json(
+    instrument: Instrument,
+    newest_first: Sequence[calibrations.Calibrated],
+    drift_threshold: float,
+    limit: int = 100,
+    after: str | None = None,
+) -> dict[str, Any]:
+    """An instrument's body with a page of its history: `limit` calibrations, newest first, from the
+    one after `after` (a fit id). Every calibration is read for the drift and next_due; only the
+    page's are shown (an instrument calibrated nightly for years has thousands)."""
+    fields = instrument_fields(instrument, newest_first, drift_threshold)
+    history = fields["history"]
+    start = next((i + 1 for i, cal in enumerate(history) if cal["fit_id"] == after), 0) if after else 0
+    fields["history"] = history[start : start + limit]
+    more = start + limit < len(history)
+    link = fields["links"]["self"]
+    fields["history_next"] = (
+        f"{link}?history_limit={limit}&history_cursor={history[start + limit - 1]['fit_id']}" if more else None
+    )
+    return serve(InstrumentPublic, fields)
 
 
 def instrument_list(items: list[dict[str, Any]], next_link: str | None) -> dict[str, Any]:

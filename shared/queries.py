@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.models import STATUSES
 
@@ -109,6 +109,17 @@ class InstrumentListQuery(Query):
 class DeliveryListQuery(Query):
     limit: int = Field(100, ge=1, le=MAX_FITS_PAGE, description="Page size")
     cursor: Cursor | None = None
+
+
+class InstrumentQuery(Query):
+    history_limit: int = Field(
+        100, ge=1, le=1000, description="Calibrations of the history on this page, newest first", examples=[100]
+    )
+    history_cursor: Annotated[str, StringConstraints(pattern=r"^[0-9a-f-]{36}$")] | None = Field(
+        None,
+        description="The page after this calibration's fit id (the `history_next` link carries it)",
+        examples=["3f2c9a4e-8d1b-4c57-9e0a-5b7d2f6c1a88"],
+    )
 
 
 class AtQuery(Query):

@@ -854,7 +854,14 @@ class InstrumentSummary(Served):
 
 
 class InstrumentPublic(InstrumentSummary):
-    history: list[CalibrationPublic] = Field(description="every calibration, newest first")
+    history: list[CalibrationPublic] = Field(
+        description="its calibrations, newest first: a page of history_limit (100) of them"
+    )
+    history_next: str | None = Field(
+        None,
+        description="the next (older) page of the history; null on the last",
+        json_schema_extra={"example": "/v1/instruments/TT-101?history_cursor=3f2c9a4e-8d1b-4c57-9e0a-5b7d2f6c1a88"},
+    )
 
 
 class InstrumentList(Served):

@@ -20,7 +20,7 @@ from services.api.tenancy import current_tenant
 from shared import calibrations
 from shared.models import Instrument
 from shared.presenters import drifted, instrument_json, instrument_list, instruments_after
-from shared.queries import ApplyQuery, AtQuery, InstrumentListQuery
+from shared.queries import ApplyQuery, AtQuery, InstrumentListQuery, InstrumentQuery
 from shared.schemas import InstrumentUpdate, PredictRequest
 
 bp = Blueprint("instruments", __name__)
@@ -63,10 +63,13 @@ def list_instruments() -> dict[str, Any]:
 @bp.get("/v1/instruments/<instrument_id>")
 def get_instrument(instrument_id: str) -> dict[str, Any]:
     svc = current_services()
+    page = query(InstrumentQuery)
     with svc.db.session() as session:
         instrument = _instrument_or_404(session, instrument_id)
-        history = calibrations.calibrations_of(session, current_tenant(), [instrument.id])[instrument.id]
-        return instrument_json(instrument, history, svc.settings.drift_threshold)
+        history = calibrations.calibration_rows_of(session, current_tenant(), instrument.id)
+        return instrument_json(
+            instrument, history, svc.settings.drift_threshold, page.history_limit, page.history_cursor
+        )
 
 
 @bp.put("/v1/instruments/<instrument_id>")

@@ -22,6 +22,7 @@ from shared.queries import (
     DeliveryListQuery,
     FitListQuery,
     InstrumentListQuery,
+    InstrumentQuery,
     LossesQuery,
     Query,
     WaitQuery,
@@ -407,8 +408,9 @@ def _instrument_paths() -> dict[str, Any]:
                 "description": "A calibration is a succeeded fit naming the instrument, in the order the fits "
                 "were submitted (`calibrated_at`). chi2 and p_value: (Δw_raw, Δb_raw) under the sum of the "
                 "two covariances, 2 degrees of freedom; as_found_rms: the previous line on the new data; "
-                "as_left_rms: the new line on it (both over the points the line was fitted to).",
-                "parameters": [_instrument_param()],
+                "as_left_rms: the new line on it (both over the points the line was fitted to). The history "
+                "comes in pages of `history_limit` (100), newest first; `history_next` links the next.",
+                "parameters": [_instrument_param(), *query_parameters(InstrumentQuery)],
                 "responses": {"200": instrument_ok, **_problems("404", "422")},
             },
             "put": {

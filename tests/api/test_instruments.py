@@ -292,3 +292,36 @@ def test_many_fits_of_one_instrument_are_paired_as_one_seek_each_would_pair_them
         sought = calibrations._sought(session, rows)
     assert len(rows) == 43 and len(walked) == 42  # every fit but the first has one before it
     assert {k: v.id for k, v in walked.items()} == {k: v.id for k, v in sought.items()}
+
+
+def test_an_instruments_history_comes_in_pages(client: FlaskClient) -> None:
+    """250 calibrations: three pages of 100, 100 and 50, newest first, each calibration once, and
+    each with the drift from the one before it (on the next page for a page's last)."""
+    u = [20.0, 40.0, 60.0, 80.0]
+    fits = [
+        {
+            "t_u": u,
+            "t_c": [0.5 * x - 17 + 0.3 * (i % 2) for x in u],
+            "epochs": 20,
+            "input_scale": 0.1,
+            "instrument": "TT-P",
+        }
+        for i in range(250)
+    ]
+    run_batch(client, client.post("/v1/batches", json={"fits": fits}).get_json()["id"])
+    whole: list[dict[str, Any]] = []
+    link: str | None = "/v1/instruments/TT-P"
+    pages = []
+    while link:
+        body = client.get(link).get_json()
+        assert body["calibrations"] == 250
+        pages.append(len(body["history"]))
+        whole += body["history"]
+        link = body["history_next"]
+    assert pages == [100, 100, 50]
+    ids = [cal["fit_id"] for cal in whole]
+    assert len(set(ids)) == 250
+    assert [cal["drift"] is not None for cal in whole] == [True] * 249 + [False]  # the oldest has none before it
+    small = client.get("/v1/instruments/TT-P?history_limit=7").get_json()
+    assert [cal["fit_id"] for cal in small["history"]] == ids[:7]
+    assert client.get("/v1/instruments/TT-P?history_limit=0").status_code == 422
