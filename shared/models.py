@@ -302,10 +302,11 @@ class Tenant(Base):
     max_stored_loss_bytes: so.Mapped[int | None] = so.mapped_column(sa.BigInteger)
     stored_loss_bytes: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0, server_default="0")
     # The key its webhooks are signed with (Standard Webhooks: "whsec_" + base64), made on first use.
-    webhook_secret: so.Mapped[str | None] = so.mapped_column(sa.String(128))
+    # Sealed (shared/sealed.py): "sealed:" and a Fernet token, about 170 characters.
+    webhook_secret: so.Mapped[str | None] = so.mapped_column(sa.String(512))
     # After a rotation, the secret before it, still signing beside the new one until the overlap
     # ends, so that receivers can switch secrets without missing a delivery.
-    webhook_secret_previous: so.Mapped[str | None] = so.mapped_column(sa.String(128))
+    webhook_secret_previous: so.Mapped[str | None] = so.mapped_column(sa.String(512))
     webhook_secret_previous_until: so.Mapped[dt.datetime | None] = so.mapped_column(UTCDateTime)
 
 

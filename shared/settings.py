@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     # callbacks are refused. Whatever the name, a delivery connects only to public addresses
     # unless the address itself is listed.
     webhook_allowed_hosts: str = ""
+    # The key webhook secrets are sealed with in the database (a Fernet key; shared/sealed.py).
+    # Empty: on the embedded default a key file in the data directory; elsewhere, unsealed.
+    secrets_key: str = ""
     # One attempt's wall-clock deadline, resolving, connecting, sending and reading the answer
     # (at most 64 KiB of it) all included; retries start this many seconds apart and double up to
     # the maximum; a delivery is given up this long after it was created (at least an hour, API.md).

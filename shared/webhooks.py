@@ -20,9 +20,11 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from shared import sealed
 from shared.db import upsert_insert
 from shared.dbclock import db_now
 from shared.models import ACTIVE, TERMINAL, Batch, Fit, Tenant, WebhookDelivery, new_id, utcnow
+from shared.settings import Settings
 
 FIT_ENDED, BATCH_ENDED = "fit.ended", "batch.ended"
 SIGNATURE_HEADER = "Calib-Signature"
@@ -72,38 +74,44 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac}"
 
 
-def secret_of(session: so.Session, tenant: str) -> str:
-    """The tenant's webhook secret, made now if it has none (two makers at once keep the first)."""
+def secret_of(session: so.Session, tenant: str, settings: Settings) -> str:
+    """The tenant's webhook secret, made now if it has none (two makers at once keep the first).
+    Stored sealed (shared/sealed.py): the database holds no usable secret."""
     insert = upsert_insert(session)
     session.execute(insert(Tenant).values(name=tenant, stored_loss_bytes=0).on_conflict_do_nothing())
     session.execute(
         sa.update(Tenant)
         .where(Tenant.name == tenant, Tenant.webhook_secret.is_(None))
-        .values(webhook_secret=new_secret())
+        .values(webhook_secret=sealed.seal(new_secret(), settings))
     )
-    secret = session.scalar(sa.select(Tenant.webhook_secret).where(Tenant.name == tenant))
-    assert secret is not None
-    return secret
+    stored = session.scalar(sa.select(Tenant.webhook_secret).where(Tenant.name == tenant))
+    assert stored is not None
+    return sealed.unseal(stored, settings)
 
 
-def secrets_of(session: so.Session, tenant: str) -> Secrets:
+def secrets_of(session: so.Session, tenant: str, settings: Settings) -> Secrets:
     """The secrets a delivery is signed with now: the current one, and the previous one while a
     rotation's overlap lasts."""
-    current = secret_of(session, tenant)
+    current = secret_of(session, tenant, settings)
     previous, until = session.execute(
         sa.select(Tenant.webhook_secret_previous, Tenant.webhook_secret_previous_until).where(Tenant.name == tenant)
     ).one()
-    return Secrets(current, previous if previous and until and until > utcnow() else None)
+    overlapping = previous is not None and until is not None and until > utcnow()
+    return Secrets(current, sealed.unseal(previous, settings) if previous is not None and overlapping else None)
 
 
-def rotate(session: so.Session, tenant: str, overlap: dt.timedelta) -> str:
+def rotate(session: so.Session, tenant: str, overlap: dt.timedelta, settings: Settings) -> str:
     """A new current secret; the one it replaces keeps signing beside it for `overlap`."""
-    old = secret_of(session, tenant)
+    old = secret_of(session, tenant, settings)
     fresh = new_secret()
     session.execute(
         sa.update(Tenant)
         .where(Tenant.name == tenant)
-        .values(webhook_secret=fresh, webhook_secret_previous=old, webhook_secret_previous_until=utcnow() + overlap)
+        .values(
+            webhook_secret=sealed.seal(fresh, settings),
+            webhook_secret_previous=sealed.seal(old, settings),
+            webhook_secret_previous_until=utcnow() + overlap,
+        )
     )
     return fresh
 

@@ -122,7 +122,16 @@ def webhooks_secret(tenant: str) -> None:
     from shared import webhooks as owed
 
     with _database().session(write=True) as session:
-        click.echo(owed.secret_of(session, tenant))
+        click.echo(owed.secret_of(session, tenant, get_settings()))
+
+
+@webhooks.command("new-key")
+def webhooks_new_key() -> None:
+    """Print a new key for CALIB_SECRETS_KEY (webhook secrets are sealed with it in the database).
+    Set it on the API, every worker and the CLI before the first secret is made."""
+    from cryptography.fernet import Fernet
+
+    click.echo(Fernet.generate_key().decode())
 
 
 @webhooks.command("rotate")
@@ -139,7 +148,7 @@ def webhooks_rotate(tenant: str, overlap: str) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--overlap") from exc
     with _database().session(write=True) as session:
-        click.echo(owed.rotate(session, tenant, span))
+        click.echo(owed.rotate(session, tenant, span, get_settings()))
 
 
 @click.command()

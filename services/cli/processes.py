@@ -122,6 +122,7 @@ STACK_ENV = (
     "CALIB_DEVICE",
     "CALIB_TASK_EVENTS",
     "CALIB_WEBHOOK_ALLOWED_HOSTS",
+    "CALIB_SECRETS_KEY",
 )
 LOCAL_DEFAULTS = {
     "CALIB_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/calib",
@@ -129,6 +130,7 @@ LOCAL_DEFAULTS = {
     "CALIB_DEVICE": "auto",
     "CALIB_TASK_EVENTS": "true",
     "CALIB_WEBHOOK_ALLOWED_HOSTS": "",
+    "CALIB_SECRETS_KEY": "",
 }
 
 

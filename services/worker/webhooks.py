@@ -17,6 +17,7 @@ processes (`calib worker --deliveries`), so a fit never waits behind one.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import ipaddress
 import json
@@ -62,6 +63,7 @@ class Claimed:
     body: bytes
     keys: webhooks.Secrets
     number: int
+    subject_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -148,15 +150,30 @@ def deliver_due(db: Database, settings: Settings, most: int = 200) -> int:
     return counted[0]
 
 
-def _body(session: so.Session, delivery: WebhookDelivery, settings: Settings) -> str:
+def _body(session: so.Session, event: str, subject_id: str, settings: Settings) -> str:
     """The final JSON of the fit or batch, as GET serves it (fixed at the first attempt)."""
-    if delivery.event == webhooks.FIT_ENDED:
-        fit = session.get(Fit, delivery.subject_id)
-        fields = fit_json(fit) if fit else {"id": delivery.subject_id}
+    if event == webhooks.FIT_ENDED:
+        fit = session.get(Fit, subject_id)
+        fields = fit_json(fit) if fit else {"id": subject_id}
     else:
-        batch = session.get(Batch, delivery.subject_id)
-        fields = batch_json(session, batch, settings.drift_threshold) if batch else {"id": delivery.subject_id}
+        batch = session.get(Batch, subject_id)
+        fields = batch_json(session, batch, settings.drift_threshold) if batch else {"id": subject_id}
     return json.dumps(fields, separators=(",", ":"), allow_nan=False)
+
+
+def _with_body(db: Database, settings: Settings, claimed: Claimed) -> Claimed:
+    """The body of a first attempt, built in a read (a 10,000-fit batch's verdicts take a second:
+    inside the claim's write transaction that second held SQLite's one write lock), then kept."""
+    with db.session() as session:
+        body = _body(session, claimed.event, claimed.subject_id, settings)
+    with db.session(write=True) as session:
+        session.execute(
+            sa.update(WebhookDelivery)
+            .where(WebhookDelivery.id == claimed.id, WebhookDelivery.body.is_(None))
+            .values(body=body)
+        )
+        kept = session.scalar(sa.select(WebhookDelivery.body).where(WebhookDelivery.id == claimed.id))
+    return dataclasses.replace(claimed, body=(kept or body).encode())
 
 
 def lease_seconds(settings: Settings) -> float:
@@ -187,7 +204,8 @@ def claim(db: Database, settings: Settings, breaker: Breaker | None = None) -> C
                     .values(next_attempt_at=lease_until(wait))
                 )
                 continue
-            return _lease(session, delivery, settings, free)
+            claimed = _lease(session, delivery, settings, free)
+        return _with_body(db, settings, claimed) if claimed is not None and not claimed.body else claimed
     return None
 
 
@@ -203,13 +221,11 @@ def _lease(
     )
     if not leased.rowcount:  # type: ignore[attr-defined]
         return None  # another worker took it between the read and the update
-    body = delivery.body
-    if body is None:
-        body = _body(session, delivery, settings)
-        session.execute(sa.update(WebhookDelivery).where(WebhookDelivery.id == delivery.id).values(body=body))
     session.add(WebhookAttempt(delivery_id=delivery.id, number=number, started_at=utcnow()))
-    keys = webhooks.secrets_of(session, delivery.tenant)
-    return Claimed(delivery.id, delivery.event, delivery.url, body.encode(), keys, number)
+    keys = webhooks.secrets_of(session, delivery.tenant, settings)
+    # No body yet (a first attempt): built after this transaction commits (_with_body).
+    body = (delivery.body or "").encode()
+    return Claimed(delivery.id, delivery.event, delivery.url, body, keys, number, delivery.subject_id)
 
 
 class _Deadline:

@@ -50,7 +50,7 @@ def test_a_batch_callback_is_retried_until_a_2xx_and_signed(make_client: Callabl
     assert len(bodies) == 1 and json.loads(bodies.pop()) == final  # the same final body, each time
     svc = client.application.extensions["calib"]
     with svc.db.session(write=True) as session:
-        secret = webhooks.secret_of(session, "tenant-a")
+        secret = webhooks.secret_of(session, "tenant-a", svc.settings)
     assert all(r.signed_by(secret) for r in receiver.received)
     assert not receiver.received[0].signed_by(secret + "x")
     assert {r.headers["Calib-Event"] for r in receiver.received} == {"batch.ended"}
@@ -164,13 +164,13 @@ def test_a_delivery_verifies_with_the_standard_webhooks_library_and_through_a_ro
     client = make_client(**ALLOWED)
     svc = client.application.extensions["calib"]
     with svc.db.session(write=True) as session:
-        old = webhooks.secret_of(session, "tenant-a")
+        old = webhooks.secret_of(session, "tenant-a", svc.settings)
     with receiving([]) as receiver:
         fit = client.post("/v1/fits", json={**FIT, "callback_url": receiver.url}).get_json()
         run_fit(client, fit["id"])
         _deliver_until(client, 1, receiver)
         with svc.db.session(write=True) as session:
-            new = webhooks.rotate(session, "tenant-a", dt.timedelta(hours=1))
+            new = webhooks.rotate(session, "tenant-a", dt.timedelta(hours=1), svc.settings)
         second = client.post("/v1/fits", json={**FIT, "callback_url": receiver.url}).get_json()
         run_fit(client, second["id"])
         _deliver_until(client, 2, receiver)
@@ -185,9 +185,9 @@ def test_a_delivery_verifies_with_the_standard_webhooks_library_and_through_a_ro
     with pytest.raises(Exception, match="No matching signature"):
         Webhook(webhooks.new_secret()).verify(during.body, during.headers)
     with svc.db.session(write=True) as session:
-        assert webhooks.secrets_of(session, "tenant-a") == webhooks.Secrets(new, old)
-        webhooks.rotate(session, "tenant-a", dt.timedelta(0))  # no overlap: the old one stops at once
-        assert webhooks.secrets_of(session, "tenant-a").previous is None
+        assert webhooks.secrets_of(session, "tenant-a", svc.settings) == webhooks.Secrets(new, old)
+        webhooks.rotate(session, "tenant-a", dt.timedelta(0), svc.settings)  # no overlap: the old one stops at once
+        assert webhooks.secrets_of(session, "tenant-a", svc.settings).previous is None
 
 
 def _claimed(url: str) -> delivering.Claimed:
@@ -245,3 +245,77 @@ def test_pending_deliveries_per_tenant_are_capped(make_client: Callable[..., Fla
         _deliver_until(client, 2, receiver)
         time.sleep(0.3)
     assert client.post("/v1/fits", json={**FIT, "callback_url": receiver.url}).status_code == 202
+
+
+def test_a_first_attempts_body_is_built_outside_the_claims_write_transaction(
+    make_client: Callable[..., FlaskClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the body is built (a batch's verdicts can take a second), another writer can write the
+    very delivery row: the claim's transaction, its row lock and SQLite's write lock, are over."""
+    import sqlalchemy as sa
+
+    from shared.models import WebhookDelivery
+
+    client = make_client(**ALLOWED)
+    svc = client.application.extensions["calib"]
+    fit = client.post("/v1/fits", json={**FIT, "callback_url": "https://hooks.example.com/x"}).get_json()
+    run_fit(client, fit["id"])
+    built = []
+    original = delivering._body
+
+    def while_building(session: Any, event: str, subject_id: str, settings: Settings) -> str:
+        with svc.db.session(write=True) as other:
+            if other.get_bind().dialect.name == "postgresql":
+                other.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
+            other.execute(
+                sa.update(WebhookDelivery).where(WebhookDelivery.subject_id == subject_id).values(url=sa.text("url"))
+            )
+        built.append(subject_id)
+        return original(session, event, subject_id, settings)
+
+    monkeypatch.setattr(delivering, "_body", while_building)
+    started = time.monotonic()
+    claimed = delivering.claim(svc.db, svc.settings)
+    assert claimed is not None and built == [fit["id"]] and json.loads(claimed.body)["id"] == fit["id"]
+    assert time.monotonic() - started < 5  # no wait on a lock (SQLite would have waited its 60 s)
+
+
+def test_secrets_are_sealed_in_the_database(make_client: Callable[..., FlaskClient]) -> None:
+    """Under CALIB_SECRETS_KEY the database holds a Fernet token, never the secret; another key
+    cannot open it; the delivery worker signs with the secret itself (verified by the library)."""
+    import sqlalchemy as sa
+    from cryptography.fernet import Fernet
+    from standardwebhooks.webhooks import Webhook
+
+    from shared import sealed
+    from shared.models import Tenant
+
+    key = Fernet.generate_key().decode()
+    client = make_client(**ALLOWED, secrets_key=key)
+    svc = client.application.extensions["calib"]
+    with svc.db.session(write=True) as session:
+        secret = webhooks.secret_of(session, "tenant-a", svc.settings)
+        stored = session.scalar(sa.select(Tenant.webhook_secret).where(Tenant.name == "tenant-a"))
+    assert stored is not None and stored.startswith(sealed.PREFIX) and secret not in stored
+    assert secret.startswith("whsec_")
+    with pytest.raises(sealed.SecretsKeyMissing):
+        sealed.unseal(stored, svc.settings.model_copy(update={"secrets_key": Fernet.generate_key().decode()}))
+    with receiving([]) as receiver:
+        fit = client.post("/v1/fits", json={**FIT, "callback_url": receiver.url}).get_json()
+        run_fit(client, fit["id"])
+        _deliver_until(client, 1, receiver)
+    got = receiver.received[0]
+    assert Webhook(secret).verify(got.body, got.headers)["id"] == fit["id"]
+
+
+def test_the_embedded_default_seals_with_a_key_file_of_its_own(tmp_path: Any) -> None:
+    import stat
+
+    from shared import sealed
+
+    settings = Settings(data_dir=tmp_path / "calib")
+    stored = sealed.seal("whsec_abc", settings)
+    key_file = settings.data_dir / sealed.KEY_FILE
+    assert stored.startswith(sealed.PREFIX) and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert sealed.unseal(stored, settings) == "whsec_abc"
+    assert sealed.unseal("whsec_written_before_sealing", settings) == "whsec_written_before_sealing"
