@@ -176,11 +176,15 @@ def batch_page(batch_id: str) -> str:
         owned = owned_or_404(session, Batch, batch_id, "batch")
         names = calibrations.drifted_instruments(session, batch_id, svc.settings.drift_threshold)
         batch = batch_json(session, owned, svc.settings.drift_threshold, drifted=names)
-        fits = session.scalars(sa.select(Fit).where(Fit.batch_id == batch_id, Fit.status == SUCCEEDED)).all()
-        lines = np.array([line for fit in fits if (line := fit.raw_params()) is not None], dtype=np.float64).reshape(
-            -1, 2
-        )
-    w, b = lines[:, 0], lines[:, 1]
+        # Four numbers per fit, not a model object each: a batch has tens of thousands of fits.
+        rows = session.execute(
+            sa.select(Fit.w, Fit.b, Fit.input_scale, Fit.input_shift).where(
+                Fit.batch_id == batch_id, Fit.status == SUCCEEDED, Fit.w.is_not(None), Fit.b.is_not(None)
+            )
+        ).all()
+    model = np.array(rows, dtype=np.float64).reshape(-1, 4)
+    w = model[:, 0] * model[:, 2]  # the raw-unit line, as shared.models.raw_line gives it
+    b = model[:, 1] - w * np.nan_to_num(model[:, 3])
     return render_template(
         "batch.html",
         batch=batch,
