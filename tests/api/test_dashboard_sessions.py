@@ -88,3 +88,17 @@ def test_every_dashboard_page_carries_the_security_headers(make_client: Callable
         assert "<script>" not in answer.get_data(as_text=True) and " on" + "change=" not in answer.get_data(
             as_text=True
         )
+
+
+def test_the_report_of_a_big_fit_shows_a_bounded_page(make_client: Callable[..., FlaskClient]) -> None:
+    """300,000 readings: the table shows the first 1,000, the chart 2,000 spread over all, and says so."""
+    import numpy as np
+
+    client, token = _logged_in(make_client)
+    t_u = np.linspace(20, 90, 300_000)
+    body = {"t_u": t_u.tolist(), "t_c": (0.5 * t_u - 17).tolist(), "epochs": 5, "input_scale": 0.1}
+    fit_id = client.post("/v1/fits", json=body, headers={"Authorization": f"Bearer {token}"}).get_json()["id"]
+    run_fit(client, fit_id)
+    page = client.get(f"/ui/fits/{fit_id}/report").get_data(as_text=True)
+    assert page.count("<tr><td>") == 1000 and "The first 1000 of 300000 readings" in page
+    assert len(page) < 1_000_000  # was 31 MB of HTML

@@ -257,6 +257,10 @@ def instrument_page(instrument_id: str) -> str:
     )
 
 
+REPORT_ROWS = 1000
+REPORT_POINTS = 2000
+
+
 @bp.get("/fits/<fit_id>/report")
 def report_page(fit_id: str) -> str:
     """A fit's calibration report, for printing: its data, line, residuals, uncertainty and, for an
@@ -270,15 +274,24 @@ def report_page(fit_id: str) -> str:
     raw = fit.raw_params()
     residuals = (t_c - (raw[0] * t_u + raw[1])) if raw else None
     found = drift(Calibration.of(before), Calibration.of(fit), svc.settings.drift_threshold) if before else None
-    rows = [
-        {"i": i, "t_u": float(u), "t_c": float(c), "residual": None if residuals is None else float(residuals[i])}
-        for i, (u, c) in enumerate(zip(t_u, t_c, strict=True))
-    ]
+
+    # A page a browser and a printer can hold: the table's first REPORT_ROWS readings, the chart's
+    # REPORT_POINTS spread evenly over all of them (the whole data: GET /v1/fits/{id}/data).
+    def row(i: int) -> dict[str, Any]:
+        return {
+            "i": i,
+            "t_u": float(t_u[i]),
+            "t_c": float(t_c[i]),
+            "residual": None if residuals is None else float(residuals[i]),
+        }
+
+    shown = np.unique(np.linspace(0, len(t_u) - 1, min(len(t_u), REPORT_POINTS)).round().astype(int))
     return render_template(
         "report.html",
         fit=body,
-        rows=rows,
-        residual_points=[[r["t_u"], r["residual"], 0, False] for r in rows] if residuals is not None else [],
+        rows=[row(i) for i in range(min(len(t_u), REPORT_ROWS))],
+        total=len(t_u),
+        residual_points=[[row(i)["t_u"], row(i)["residual"], 0, False] for i in shown] if residuals is not None else [],
         rms=float(np.sqrt(np.mean(residuals**2))) if residuals is not None else None,
         drift=found,
         previous=before.id if before else None,
