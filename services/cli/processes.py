@@ -54,8 +54,19 @@ def worker_command(concurrency: int = 1, beat: bool = True) -> list[str]:
     # schedule file), so killing any one worker leaves the others reconciling;
     # duplicate rounds are harmless. Reconcile tasks have a queue of their own so
     # they never wait behind a backlog of chunks.
+    return _celery_worker(concurrency, f"{QUEUE},{CONTROL_QUEUE}") + (["--beat"] if beat else [])
+
+
+def delivery_worker_command() -> list[str]:
+    # Webhooks on a queue and in processes of their own: a receiver that answers slowly holds a
+    # delivery thread, never a chunk (services/worker/webhooks.py runs several attempts at once,
+    # each within a deadline). No beat: the fit workers' reconciler publishes due deliveries.
+    return _celery_worker(1, DELIVERY_QUEUE) + ["--hostname", "deliveries@%h"]
+
+
+def _celery_worker(concurrency: int, queues: str) -> list[str]:
     # --quiet: no startup banner, which Celery prints past the logging (our lines are JSON).
-    command = [
+    return [
         "celery",
         "-A",
         "services.worker.celery_app",
@@ -66,29 +77,7 @@ def worker_command(concurrency: int = 1, beat: bool = True) -> list[str]:
         "--concurrency",
         str(concurrency),
         "-Q",
-        f"{QUEUE},{CONTROL_QUEUE}",
-    ]
-    return command + (["--beat"] if beat else [])
-
-
-def delivery_worker_command() -> list[str]:
-    # Webhooks on a queue and in processes of their own: a receiver that answers slowly holds a
-    # delivery thread, never a chunk (services/worker/webhooks.py runs several attempts at once,
-    # each within a deadline). No beat: the fit workers' reconciler publishes due deliveries.
-    return [
-        "celery",
-        "-A",
-        "services.worker.celery_app",
-        "--quiet",
-        "worker",
-        "--loglevel",
-        "INFO",
-        "--concurrency",
-        "1",
-        "-Q",
-        DELIVERY_QUEUE,
-        "--hostname",
-        "deliveries@%h",
+        queues,
     ]
 
 
