@@ -5,16 +5,20 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     PlainValidator,
     StringConstraints,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     WithJsonSchema,
+    WrapValidator,
     field_validator,
     model_validator,
 )
@@ -26,6 +30,24 @@ from shared.splits import choose_indices, split, validation_count
 
 # strict: "1.5" or true is a type error, not a number; no NaN or infinity.
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+def _points_array(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # A batch's readings arrive as float64 arrays (services/api/columns.py), never as Python lists:
+    # checked at once and kept as they are. Where a value is not finite, the list path names it,
+    # exactly as it names it in a JSON list.
+    if isinstance(value, np.ndarray) and value.dtype == np.float64 and value.ndim == 1:
+        return value if np.isfinite(value).all() else handler(value.tolist())
+    return handler(value)
+
+
+def _points_list(value: Any) -> list[float]:
+    listed: list[float] = value.tolist() if isinstance(value, np.ndarray) else value
+    return listed
+
+
+# A fit's readings: a list of finite numbers in JSON, a float64 array on a batch's columnar path.
+Points = Annotated[list[Finite], WrapValidator(_points_array), PlainSerializer(_points_list, return_type=list[float])]
 
 
 def _whole(value: Any) -> Any:
@@ -366,11 +388,11 @@ class FitOptions(BaseModel):
 
 class FitCreate(FitOptions):
     # minItems documents the two-point minimum; the validator below gives the clearer message.
-    t_u: list[Finite] = Field(
+    t_u: Points = Field(
         json_schema_extra={"example": [35.7, 55.9, 58.2, 81.9, 56.3], "minItems": 2},
         description="the uncalibrated instrument's readings",
     )
-    t_c: list[Finite] = Field(
+    t_c: Points = Field(
         json_schema_extra={"example": [0.5, 14.0, 15.0, 28.0, 11.0], "minItems": 2},
         description="the reference values: one per t_u, as many as t_u",
     )
@@ -457,8 +479,8 @@ class FitCreate(FitOptions):
             )
         return self
 
-    def training_t_u(self) -> list[float]:
-        return [float(v) for v in split(self.t_u, self.held_out())[0]]
+    def training_t_u(self) -> np.ndarray:
+        return split(self.t_u, self.held_out())[0]
 
     @field_validator("t_c")
     @classmethod

@@ -12,16 +12,15 @@ import sqlalchemy.orm as so
 from flask import Blueprint, Response, request, stream_with_context
 from pydantic import ValidationError
 
-from services.api import parquet
+from services.api import csv_table, json_batch, parquet
 from services.api.admission import Ask, admit, ask_of, refuse_oversize, require_broker
-from services.api.bodies import csv_within_limits
 from services.api.extensions import Services, current_services
 from services.api.idempotency import insert_or_replay, request_key
 from services.api.listing import list_fits_query, query_with
-from services.api.memory import parsing
+from services.api.memory import TEXT_EXPANSION_IN_COLUMNS, parsing
 from services.api.problems import Problem, from_validation, invalid_field
-from services.api.requests import json_body, parse, query
-from services.api.submit import batch_digest, fit_rows
+from services.api.requests import parse, query
+from services.api.submit import batch_digest, earlier_batch_digest, fit_rows
 from services.api.tenancy import current_tenant, owned_or_404
 from shared import calibrations, ended
 from shared.bulk import insert_rows
@@ -29,24 +28,26 @@ from shared.cancel import cancel_active
 from shared.models import Batch, Fit, new_id, utcnow
 from shared.presenters import RESULT_COLUMNS, batch_json, batch_progress, fit_list
 from shared.queries import CSV_BATCH_DEFAULTS, BatchFitsQuery, WaitQuery
-from shared.schemas import BatchCreate, BatchOptions, FitCreate, FitOptions, instrument_name
+from shared.schemas import BatchOptions, FitCreate, FitOptions
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
 
 _MAX_REPORTED_ERRORS = 50
 
 
-def _specs(defaults: dict[str, Any], fits: list[tuple[list[Any], dict[str, Any]]], svc: Services) -> list[FitCreate]:
-    """Validate every fit before anything is stored; 422 names each bad one."""
+def _specs(
+    defaults: dict[str, Any], fits: Iterable[tuple[list[Any], dict[str, Any]]], count: int, svc: Services
+) -> list[FitCreate]:
+    """Validate every one of the `count` fits before anything is stored; 422 names each bad one."""
     context = {"settings": svc.settings}
     try:
         FitOptions.model_validate(defaults, context=context)
     except ValidationError as exc:
         raise from_validation(exc, prefix=["defaults"]) from exc
-    if len(fits) > svc.settings.max_fits_per_batch:
+    if count > svc.settings.max_fits_per_batch:
         raise Problem(
             413,
-            f"fits: {len(fits)} fits, the limit is {svc.settings.max_fits_per_batch}",
+            f"fits: {count} fits, the limit is {svc.settings.max_fits_per_batch}",
             slug="data-too-large",
             errors=[{"loc": ["fits"], "msg": "too many fits"}],
         )
@@ -85,19 +86,16 @@ def _specs(defaults: dict[str, Any], fits: list[tuple[list[Any], dict[str, Any]]
 
 def _from_json(svc: Services) -> tuple[list[FitCreate], str, Ask, str | None]:
     """The batch's fits, validated, and the fingerprint of the request for its Idempotency-Key."""
-    raw = json_body()
-    if isinstance(raw, dict) and isinstance(raw.get("fits"), list):
-        given = raw.get("defaults")
-        ask = ask_of(raw["fits"], given if isinstance(given, dict) else {}, svc.settings.max_epochs)
-    else:
-        ask = Ask(0, 0)
+    if request.mimetype != "application/json":
+        raise Problem(415, f"send application/json, not {request.mimetype or 'no Content-Type'}")
+    batch = json_batch.read(svc.settings)
     # Before validation: the per-request quota is refused in the time it takes to read the body.
-    refuse_oversize(svc.settings, ask)
-    body = parse(BatchCreate, raw, {"settings": svc.settings})
-    fits = [(["fits", i], fit.model_dump()) for i, fit in enumerate(body.fits)]
-    specs = _specs(body.defaults, fits, svc)
+    refuse_oversize(svc.settings, batch.ask)
+    if batch.problem is not None:
+        raise batch.problem
+    specs = _specs(batch.defaults, batch.fits, len(batch.fits), svc)
     # Each fit as validated, its batch's defaults merged in: the same request however it is spelled.
-    return specs, batch_digest(specs, body.callback_url), ask, body.callback_url
+    return specs, batch_digest(specs, batch.callback_url), batch.ask, batch.callback_url
 
 
 _NESTED = ("init", "validation", "early_stopping")
@@ -125,82 +123,22 @@ def _query_defaults() -> dict[str, Any]:
 
 
 def _from_long_table(svc: Services) -> tuple[list[FitCreate], str, Ask, str | None]:
-    """A CSV or Parquet batch: one fit per series, the defaults and callback_url as query parameters."""
-    if request.mimetype == parquet.MEDIA_TYPE:
-        rows, with_instrument = parquet.long_rows(svc.settings)
-        grouped = group_series(rows, with_instrument)
-    else:
-        text = csv_within_limits(svc.settings)
-        try:
-            grouped = _read_long_csv(text)
-        except csv.Error as exc:  # stray quotes or line breaks: the client's CSV, not our fault
-            raise Problem(400, f"not a readable CSV: {exc}", slug="malformed") from exc
-    if not grouped:
+    """A CSV or Parquet batch: one fit per series, the defaults and callback_url as query parameters.
+    The series' points stay float64 arrays from the body to the database (services/api/long_table.py)."""
+    table = parquet.read(svc.settings) if request.mimetype == parquet.MEDIA_TYPE else csv_table.read(svc.settings)
+    if not table.names:
         raise Problem(400, "the CSV has no data rows", slug="malformed")
     defaults = _query_defaults()
-    ask = ask_of([{}] * len(grouped), defaults, svc.settings.max_epochs)
+    ask = ask_of([{}] * len(table.names), defaults, svc.settings.max_epochs)
     refuse_oversize(svc.settings, ask)
-    fits = [
-        (["series", name], {"t_u": u, "t_c": c, "labels": {"series": name}, "instrument": instrument})
-        for name, (instrument, u, c) in grouped.items()
-    ]
-    specs = _specs(defaults, fits, svc)
+    fits = (
+        (["series", s.name], {"t_u": s.t_u, "t_c": s.t_c, "labels": {"series": s.name}, "instrument": s.instrument})
+        for s in table.series()
+    )
+    specs = _specs(defaults, fits, len(table.names), svc)
     given = {"callback_url": request.args["callback_url"]} if "callback_url" in request.args else {}
     callback = parse(BatchOptions, given, {"settings": svc.settings}).callback_url
     return specs, batch_digest(specs, callback), ask, callback
-
-
-def _read_long_csv(text: str) -> dict[str, tuple[str | None, list[float], list[float]]]:
-    """Rows `series,t_u,t_c` (and perhaps `instrument`) grouped by series, in order of first
-    appearance: each series' instrument (the series itself without that column) and its points."""
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames or not {"series", "t_u", "t_c"} <= set(reader.fieldnames):
-        raise Problem(400, "the CSV header must name the columns series,t_u,t_c", slug="malformed")
-    return group_series(reader, "instrument" in reader.fieldnames)
-
-
-def group_series(
-    rows: Iterable[dict[str, Any]], with_instrument: bool
-) -> dict[str, tuple[str | None, list[float], list[float]]]:
-    """A long table's rows (`series`, `t_u`, `t_c`, perhaps `instrument`), from CSV or Parquet, grouped by
-    series; line numbers count the header as line 1."""
-    grouped: dict[str, tuple[str | None, list[float], list[float]]] = {}
-    current = None
-    for line, row in enumerate(rows, start=2):
-        try:
-            t_u, t_c = float(row["t_u"]), float(row["t_c"])
-        except (TypeError, ValueError) as exc:
-            raise Problem(
-                400,
-                f"line {line}: t_u and t_c must be numbers",
-                slug="malformed",
-                errors=[{"loc": ["line", line], "msg": "not a number"}],
-            ) from exc
-        name = str(row["series"])
-        # The series names its instrument unless a column does; a series name that cannot be an
-        # instrument's ("/" in it, or over 200 characters) names none, and its fit runs all the same.
-        instrument = (
-            str(row["instrument"]) if with_instrument and row["instrument"] is not None else instrument_name(name)
-        )
-        if name != current and name in grouped:
-            # Rows of one series apart: a file pasted together twice, or sorted by something
-            # else. Merging them silently could fit two instruments' data as one.
-            raise invalid_field(
-                ["series", name],
-                f"line {line}: the rows of series {name!r} are not together",
-                f"series {name!r}: its rows must be consecutive (line {line} starts it again)",
-            )
-        if name == current and instrument != grouped[name][0]:
-            raise invalid_field(
-                ["series", name],
-                f"line {line}: series {name!r} names a second instrument",
-                f"series {name!r}: one instrument per series (line {line} names {instrument!r})",
-            )
-        current = name
-        series = grouped.setdefault(name, (instrument, [], []))
-        series[1].append(t_u)
-        series[2].append(t_c)
-    return grouped
 
 
 def _get_batch(session: Any, batch_id: str) -> Batch:
@@ -214,7 +152,7 @@ _ROWS_AT_A_TIME = 4096
 def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = current_services()
     # The body is parsed, validated and stored within this process's memory budget.
-    with parsing(svc.parse_budget, svc.settings):
+    with parsing(svc.parse_budget, svc.settings, TEXT_EXPANSION_IN_COLUMNS):
         return _create_batch(svc)
 
 
@@ -264,7 +202,16 @@ def _create_batch(svc: Services) -> tuple[dict[str, Any], int, dict[str, str]]:
         calibrations.register(session, tenant, [spec.instrument for spec in specs])
         return batch
 
-    batch, created = insert_or_replay(svc.db, Batch, tenant, key, request_digest, admit=admitted, insert=insert)
+    batch, created = insert_or_replay(
+        svc.db,
+        Batch,
+        tenant,
+        key,
+        request_digest,
+        admit=admitted,
+        insert=insert,
+        earlier=lambda: earlier_batch_digest(specs, callback),
+    )
     if created:
         svc.dispatch(chunks)
     with svc.db.session() as session:

@@ -8,7 +8,8 @@ it) in 1 MiB pieces, and a counter looks at each piece as it passes:
   `t_c` array (per array: `max_points_per_fit`; all of them: twice `max_points_per_batch`,
   one per reading), the fits of `fits` (`max_fits_per_batch`), and every value of the body
   against a budget a request of the largest allowed size needs;
-- CSV counts its lines (each one point) against `max_points_per_batch`.
+- CSV and Parquet batches are read block by block into columns (services/api/long_table.py),
+  every limit checked as the rows arrive.
 So an oversize body costs the API a 1 MiB buffer and the time to read up to the limit it
 passes, never the memory of parsing it; the rest of it is then read and discarded (within a
 bound) so that the client reads its 413. Only a body within every limit is parsed for real.
@@ -189,21 +190,3 @@ def json_within_limits(settings: Settings) -> Any:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise Problem(400, f"the body is not valid JSON: {exc}", slug="malformed") from exc
-
-
-def csv_within_limits(settings: Settings) -> str:
-    """The CSV body as text, once its lines (one point each) have passed the points limit."""
-    lines_left = settings.max_points_per_batch + 1  # and the header
-
-    def check(piece: bytes) -> None:
-        nonlocal lines_left
-        lines_left -= piece.count(b"\n")
-        if lines_left < 0:
-            raise too_large(["body"], f"more than {settings.max_points_per_batch:,} rows in one batch")
-
-    with spool(check, settings) as body:
-        raw = body.read()
-    try:
-        return raw.decode("utf-8-sig")  # a spreadsheet's byte-order mark is not part of the header
-    except UnicodeDecodeError as exc:
-        raise Problem(400, f"the CSV is not UTF-8: {exc}", slug="malformed") from exc

@@ -11,7 +11,7 @@ from services.api.extensions import Services, current_services
 from services.api.idempotency import request_key
 from services.api.listing import list_fits_query, query_with
 from services.api.losses import csv_lines, downsample, finite_or_none
-from services.api.memory import parsing
+from services.api.memory import TEXT_EXPANSION_PARSED_WHOLE, parsing
 from services.api.predictions import prediction
 from services.api.problems import Problem
 from services.api.requests import json_body, parse, query
@@ -54,7 +54,7 @@ def fit_curves(session: Any, fit: Fit, start: int, stop: int) -> Curves:
 @bp.post("")
 def create_fit() -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = current_services()
-    with parsing(svc.parse_budget, svc.settings):
+    with parsing(svc.parse_budget, svc.settings, TEXT_EXPANSION_PARSED_WHOLE):
         return _create_fit(svc)
 
 

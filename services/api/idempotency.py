@@ -17,6 +17,8 @@ from shared.db import Database
 from shared.models import Batch, Fit
 
 T = TypeVar("T", Fit, Batch)
+# The request's fingerprint as an earlier version computed it, for keys stored then; None: the same.
+Earlier = Callable[[], str] | None
 
 
 def request_key() -> str | None:
@@ -29,10 +31,15 @@ def request_key() -> str | None:
     return key
 
 
-def _earlier(session: so.Session, model: type[T], tenant: str, key: str, request_digest: str) -> T | None:
+def _earlier(
+    session: so.Session, model: type[T], tenant: str, key: str, request_digest: str, earlier: Earlier
+) -> T | None:
     found = session.scalars(sa.select(model).where(model.tenant == tenant, model.idempotency_key == key)).first()
     if found is not None and found.request_digest != request_digest:
-        raise Problem(409, "this Idempotency-Key was used with a different request body", slug="idempotency-conflict")
+        if earlier is None or found.request_digest != earlier():
+            raise Problem(
+                409, "this Idempotency-Key was used with a different request body", slug="idempotency-conflict"
+            )
     return found
 
 
@@ -45,13 +52,15 @@ def insert_or_replay(
     *,
     admit: Callable[[so.Session], None],
     insert: Callable[[so.Session], T],
+    earlier: Earlier = None,
 ) -> tuple[T, bool]:
     """(the object, whether this request made it), in one transaction: the earlier request's
     object looked for, then (only for a new object) `admit` reads what it needs and `insert`
     writes. One round of the database per submission, not one per step."""
     try:
         with db.session(write=True) as session:
-            if key is not None and (found := _earlier(session, model, tenant, key, request_digest)) is not None:
+            found = None if key is None else _earlier(session, model, tenant, key, request_digest, earlier)
+            if found is not None:
                 return found, False
             admit(session)
             made = insert(session)
@@ -60,7 +69,7 @@ def insert_or_replay(
         if key is None:
             raise
         with db.session() as session:
-            found = _earlier(session, model, tenant, key, request_digest)
+            found = _earlier(session, model, tenant, key, request_digest, earlier)
         if found is None:
             raise
         return found, False

@@ -22,11 +22,15 @@ from services.api.bodies import drain_request
 from services.api.problems import Problem
 from shared.settings import Settings
 
-# What parsing costs per byte of body, measured (benchmarks/README.md): a CSV or JSON batch's rows
-# become Python numbers, lists and validated models, about ten times the text; a Parquet row, once
-# its known columns are decoded and grouped, about half a kilobyte.
-TEXT_EXPANSION = 10
-PARQUET_ROW_BYTES = 512
+# What parsing costs per byte of body, measured (benchmarks/README.md). A batch read into columns
+# (services/api/long_table.py, json_batch.py) holds 16 bytes per point, and a point takes 4 bytes
+# of CSV or JSON at the least ("1,1\n"), 12 to 20 as numbers are usually written: 3 is generous.
+# A body parsed whole (a single fit, or a batch that is not strict JSON) becomes Python numbers,
+# lists and validated models, about ten times the text. A Parquet row, once its known columns are
+# decoded, costs its 16 bytes and a share of its series' name and model: 64 in all.
+TEXT_EXPANSION_IN_COLUMNS = 3
+TEXT_EXPANSION_PARSED_WHOLE = 10
+PARQUET_ROW_BYTES = 64
 # How long a request waits for room before its 503.
 _WAIT_SECONDS = 2.0
 _RETRY_AFTER_SECONDS = 5
@@ -91,8 +95,9 @@ class Reservation:
 
 
 @contextmanager
-def parsing(budget: ParseBudget, settings: Settings) -> Iterator[Reservation]:
-    """This request's share while its body is parsed and stored: first from its length (a chunked
+def parsing(budget: ParseBudget, settings: Settings, expansion: int) -> Iterator[Reservation]:
+    """This request's share while its body is parsed and stored: first from its length times
+    `expansion` (a chunked
     body: the most a body may be; one over the limit: nothing, it is refused unparsed);
     `grown()` lets a reader say more once it knows it. Refused for room, the body is drained
     first, so that a client sending it whole reads the 503."""
@@ -101,7 +106,7 @@ def parsing(budget: ParseBudget, settings: Settings) -> Iterator[Reservation]:
     if size > settings.max_body_bytes:
         size = 0
     try:
-        held = budget.hold(size * TEXT_EXPANSION)
+        held = budget.hold(size * expansion)
         reservation = held.__enter__()
     except Problem:
         drain_request(settings)

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from services.api.bodies import spool, too_large
+from services.api.long_table import LongTable, RowError, first_row_error, numbers
 from services.api.memory import PARQUET_ROW_BYTES, grown
 from services.api.problems import Problem, invalid_field
 from shared.presenters import RESULT_COLUMNS
@@ -51,8 +52,8 @@ def _kind_problem(name: str, kind: pa.DataType) -> str | None:
     return None if ok else f"column {name!r} is {kind}; it must hold {want} (nested and other types are refused)"
 
 
-def long_rows(settings: Settings) -> tuple[Iterator[dict[str, Any]], bool]:
-    """The body's rows as dicts (for batches.group_series), and whether it has an instrument column.
+def read(settings: Settings) -> LongTable:
+    """The body's series, as columns.
 
     Everything that bounds the work is read from the file's footer before anything is decoded: the
     row count, the known columns' types (any other column is never read), and the known columns'
@@ -90,10 +91,23 @@ def long_rows(settings: Settings) -> tuple[Iterator[dict[str, Any]], bool]:
     if declared > budget:
         raise too_large(["body"], f"its columns {','.join(wanted)} decode to {declared:,} bytes; at most {budget:,}")
     text = [name for name in wanted if name in _TEXT and not pa.types.is_integer(schema.field(name).type)]
-    return _decoded(raw, wanted, text, budget), with_instrument
+    table = LongTable(settings, rows, with_instrument)
+    try:
+        for batch in _decoded(raw, wanted, text, budget):
+            t_u, t_c = numbers(batch.column("t_u")), numbers(batch.column("t_c"))
+            if t_u is None or t_c is None:
+                raise RowError(table.rows + batch.num_rows)
+            instrument = batch.column("instrument") if with_instrument else None
+            table.add(batch.column("series"), t_u, t_c, instrument)
+    except RowError as found:
+        rows_read = (row for batch in _decoded(raw, wanted, text, budget) for row in batch.to_pylist())
+        raise first_row_error(rows_read, with_instrument, found.rows) or Problem(
+            400, "not a readable long table", slug="malformed"
+        ) from None
+    return table
 
 
-def _decoded(raw: bytes, wanted: list[str], text: list[str], budget: int) -> Iterator[dict[str, Any]]:
+def _decoded(raw: bytes, wanted: list[str], text: list[str], budget: int) -> Iterator[pa.RecordBatch]:
     spent = 0
     try:
         file = pq.ParquetFile(pa.BufferReader(raw), read_dictionary=text)
@@ -101,8 +115,7 @@ def _decoded(raw: bytes, wanted: list[str], text: list[str], budget: int) -> Ite
             spent += batch.nbytes
             if spent > budget:
                 raise too_large(["body"], f"its columns decode to more than {budget:,} bytes")
-            columns = [batch.column(name).to_pylist() for name in wanted]
-            yield from (dict(zip(wanted, values, strict=True)) for values in zip(*columns, strict=True))
+            yield batch
     except (pa.ArrowException, OSError) as exc:
         raise Problem(400, f"not a readable Parquet file: {exc}", slug="malformed") from exc
 

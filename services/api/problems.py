@@ -104,6 +104,11 @@ def from_validation(exc: ValidationError, prefix: Sequence[Any] = ()) -> Problem
         loc = [*prefix, *own]
         errors.append({"loc": loc, "msg": err["msg"], "type": err["type"]})
         too_large |= isinstance((err.get("ctx") or {}).get("error"), DataTooLarge)
+    return invalid_fields(errors, too_large)
+
+
+def invalid_fields(errors: list[dict[str, Any]], too_large: bool = False) -> Problem:
+    """422 (413 when what is wrong is a size limit) naming every one of `errors`, the first in its detail."""
     first = errors[0]
     detail = f"{_dotted(first['loc'])}: {first['msg']}"
     if len(errors) > 1:

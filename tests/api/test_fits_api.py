@@ -367,9 +367,9 @@ def test_the_preflight_says_the_books_defaults_diverge_and_stores_nothing(client
     problem(client.post("/v1/preflight", json={"t_u": [1.0], "t_c": [1.0, 2.0]}), 422)
 
 
-def test_a_batchs_fingerprint_is_that_of_its_whole_request_hashed_a_fit_at_a_time() -> None:
-    """Idempotency keys of batches stored before the fingerprint was streamed keep matching."""
-    from services.api.submit import batch_digest, digest
+def test_a_batchs_earlier_fingerprint_is_that_of_its_whole_request_hashed_a_fit_at_a_time() -> None:
+    """The fingerprint batches were stored with before their readings were hashed as float64."""
+    from services.api.submit import digest, earlier_batch_digest
     from shared.schemas import FitCreate
 
     specs = [
@@ -377,4 +377,28 @@ def test_a_batchs_fingerprint_is_that_of_its_whole_request_hashed_a_fit_at_a_tim
         FitCreate.model_validate({"t_u": [1.5, 2], "t_c": [1, 2], "epochs": "auto"}),
     ]
     for callback in (None, "https://hooks.example.com/x"):
-        assert batch_digest(specs, callback) == digest([[spec.model_dump() for spec in specs], callback])
+        assert earlier_batch_digest(specs, callback) == digest([[spec.model_dump() for spec in specs], callback])
+
+
+def test_idempotency_keys_of_batches_stored_with_the_earlier_fingerprint_keep_matching(
+    client: FlaskClient,
+) -> None:
+    import sqlalchemy as sa
+
+    from services.api.submit import earlier_batch_digest
+    from shared.models import Batch
+    from shared.schemas import FitCreate
+
+    fits = [{"t_u": [1, 2, 3], "t_c": [1, 2, 4]}, {"t_u": [1.5, 2], "t_c": [1, 2]}]
+    body = {"defaults": {"epochs": 10}, "fits": fits}
+    first = client.post("/v1/batches", json=body, headers={"Idempotency-Key": "b1"})
+    assert first.status_code == 202
+    specs = [FitCreate.model_validate({"epochs": 10, **fit}) for fit in body["fits"]]
+    with client.application.extensions["calib"].db.session(write=True) as session:
+        stored = session.execute(sa.select(Batch.request_digest).where(Batch.id == first.get_json()["id"])).scalar()
+        session.execute(sa.update(Batch).values(request_digest=earlier_batch_digest(specs, None)))
+    assert stored != earlier_batch_digest(specs, None)  # this version stores the other fingerprint
+    again = client.post("/v1/batches", json=body, headers={"Idempotency-Key": "b1"})
+    assert again.status_code == 200 and again.get_json()["id"] == first.get_json()["id"]
+    other = {**body, "defaults": {"epochs": 11}}
+    problem(client.post("/v1/batches", json=other, headers={"Idempotency-Key": "b1"}), 409)

@@ -1,0 +1,115 @@
+"""A CSV batch (`series,t_u,t_c[,instrument]`) read by pyarrow's CSV reader, a block at a time,
+into a LongTable: the body waits in its spool (a temporary file past 1 MiB), and only the known
+columns of one block are ever text in memory."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+from typing import IO
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from services.api.bodies import spool, too_large
+from services.api.long_table import LongTable, RowError, first_row_error, numbers
+from services.api.problems import Problem
+from shared.settings import Settings
+
+_REQUIRED = ("series", "t_u", "t_c")
+# Bytes of CSV parsed at a time: the text of one block is what a request holds beside its arrays.
+_BLOCK_BYTES = 4 << 20
+_HEADER_BYTES = 64 << 10
+
+
+def read(settings: Settings) -> LongTable:
+    """The body's series, every limit checked while it was received (rows) and read (per series)."""
+    lines = received = 0
+    text = codecs.getincrementaldecoder("utf-8")()
+
+    def check(piece: bytes) -> None:
+        nonlocal lines, received
+        lines += piece.count(b"\n")
+        if lines > settings.max_points_per_batch + 1:  # and the header
+            raise too_large(["body"], f"more than {settings.max_points_per_batch:,} rows in one batch")
+        _utf8(text, piece, received)
+        received += len(piece)
+
+    with spool(check, settings) as body:
+        _utf8(text, b"", received, final=True)
+        names = _header(body)
+        if not set(_REQUIRED) <= set(names):
+            raise Problem(400, "the CSV header must name the columns series,t_u,t_c", slug="malformed")
+        with_instrument = "instrument" in names
+        table = LongTable(settings, lines + 1, with_instrument)
+        try:
+            _fill(table, body, with_instrument)
+        except RowError as found:
+            raise _named(body, with_instrument, found.rows) from None
+        except pa.ArrowInvalid as exc:
+            # A row the reader cannot split (more or fewer cells than the header): named by the
+            # row-by-row reader where it can, else Arrow's own words.
+            problem = _named(body, with_instrument, lines + 1, fallback=f"not a readable CSV: {exc}")
+            raise problem from exc
+    return table
+
+
+def _utf8(decoder: codecs.IncrementalDecoder, piece: bytes, offset: int, final: bool = False) -> None:
+    """Every byte of the body is UTF-8, or a 400 saying where, in Python's words for the whole body."""
+    try:
+        decoder.decode(piece, final)
+    except UnicodeDecodeError as exc:
+        start, end = offset + exc.start, offset + exc.end
+        where = (
+            f"byte 0x{piece[exc.start]:02x} in position {start}"
+            if end - start == 1
+            else f"bytes in position {start}-{end - 1}"
+        )
+        raise Problem(
+            400, f"the CSV is not UTF-8: 'utf-8' codec can't decode {where}: {exc.reason}", slug="malformed"
+        ) from exc
+
+
+def _header(body: IO[bytes]) -> list[str]:
+    first = body.readline(_HEADER_BYTES)
+    body.seek(0)
+    try:
+        text = first.decode("utf-8-sig")  # a spreadsheet's byte-order mark is not part of the header
+    except UnicodeDecodeError as exc:
+        raise Problem(400, f"the CSV is not UTF-8: {exc}", slug="malformed") from exc
+    return next(csv.reader([text.rstrip("\r\n")]), [])
+
+
+def _fill(table: LongTable, body: IO[bytes], with_instrument: bool) -> None:
+    wanted = [*_REQUIRED, *(["instrument"] if with_instrument else [])]
+    reader = pacsv.open_csv(
+        body,
+        read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
+        # A quoted cell may hold a line break, as Python's csv module reads it.
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=wanted,
+            column_types=dict.fromkeys(wanted, pa.string()),
+            strings_can_be_null=False,
+        ),
+    )
+    for block in reader:
+        t_u, t_c = numbers(block.column("t_u")), numbers(block.column("t_c"))
+        if t_u is None or t_c is None:
+            raise RowError(table.rows + block.num_rows)
+        instrument = block.column("instrument") if with_instrument else None
+        table.add(block.column("series"), t_u, t_c, instrument)
+
+
+def _named(body: IO[bytes], with_instrument: bool, rows: int, fallback: str = "") -> Problem:
+    """The first bad row among the first `rows`, as the row-by-row reader names it."""
+    body.seek(0)
+    text = io.TextIOWrapper(body, encoding="utf-8-sig", newline="")
+    try:
+        problem = first_row_error(csv.DictReader(text), with_instrument, rows, csv_cells=True)
+    except (csv.Error, UnicodeDecodeError) as exc:  # stray quotes or line breaks: the client's CSV
+        problem = Problem(400, f"not a readable CSV: {exc}", slug="malformed")
+    finally:
+        text.detach()
+    return problem or Problem(400, fallback or "not a readable CSV", slug="malformed")
