@@ -41,37 +41,58 @@ def too_large(loc: list[Any], detail: str) -> Problem:
     return Problem(413, detail, slug="data-too-large", errors=[{"loc": loc, "msg": detail}])
 
 
+class Spooling:
+    """The request body as it is read: each piece seen by `check` and copied to a spool (memory up
+    to 1 MiB, a temporary file past it); 413 past any limit. A reader pulls pieces with read() (a
+    parser given it as its file), or spool() reads them all."""
+
+    def __init__(self, check: Callable[[bytes], None], settings: Settings) -> None:
+        self.check = check
+        self.settings = settings
+        self.limit = settings.max_body_bytes
+        declared = request.content_length
+        if declared is not None and declared > self.limit:
+            drain_request(settings)
+            raise too_large(["body"], f"the body is {declared:,} bytes, the limit is {self.limit:,}")
+        # Werkzeug's stream stops at Content-Length, and for a chunked body at max_content_length.
+        self.stream = request.stream
+        self.out = tempfile.SpooledTemporaryFile(max_size=_PIECE)  # noqa: SIM115  (handed to the caller)
+        self.size = 0
+
+    def read(self, size: int = _PIECE) -> bytes:
+        if size == 0:  # a parser asking whether this is a binary file
+            return b""
+        piece = self.stream.read(_PIECE if size < 0 else min(size, _PIECE))
+        if piece:
+            self.size += len(piece)
+            if self.size > self.limit:
+                raise too_large(["body"], f"the body passes the limit of {self.limit:,} bytes")
+            self.check(piece)
+            self.out.write(piece)
+        return piece
+
+    def finish(self) -> IO[bytes]:
+        """The rest read through the same checks; the spool, from its start."""
+        while self.read():
+            pass
+        self.out.seek(0)
+        return self.out
+
+    def refused(self, problem: BaseException) -> None:
+        """The body refused: the spool goes, and after a 413 the rest is drained (see drain)."""
+        self.out.close()
+        if isinstance(problem, Problem) and problem.status == 413:
+            drain(self.stream, self.settings)
+
+
 def spool(check: Callable[[bytes], None], settings: Settings) -> IO[bytes]:
     """The request body, copied to a spool while `check` sees each piece; 413 past any limit."""
-    limit = settings.max_body_bytes
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        drain_request(settings)
-        raise too_large(["body"], f"the body is {declared:,} bytes, the limit is {limit:,}")
-    # Werkzeug's stream stops at Content-Length, and for a chunked body at max_content_length.
-    stream = request.stream
-    out = tempfile.SpooledTemporaryFile(max_size=_PIECE)  # noqa: SIM115  (returned to the caller)
-    size = 0
+    spooling = Spooling(check, settings)
     try:
-        while True:
-            piece = stream.read(_PIECE)
-            if not piece:
-                break
-            size += len(piece)
-            if size > limit:
-                raise too_large(["body"], f"the body passes the limit of {limit:,} bytes")
-            check(piece)
-            out.write(piece)
-    except Problem as refused:
-        out.close()
-        if refused.status == 413:
-            drain(stream, settings)
+        return spooling.finish()
+    except BaseException as refused:
+        spooling.refused(refused)
         raise
-    except BaseException:
-        out.close()
-        raise
-    out.seek(0)
-    return out
 
 
 def drain_request(settings: Settings) -> None:

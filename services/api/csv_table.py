@@ -19,7 +19,9 @@ from shared.settings import Settings
 
 _REQUIRED = ("series", "t_u", "t_c")
 # Bytes of CSV parsed at a time: the text of one block is what a request holds beside its arrays.
-_BLOCK_BYTES = 4 << 20
+# Larger blocks are no faster, and Arrow's allocator keeps what they took: 4 MiB blocks left a
+# process 200 MB larger after one 14M-row batch, 256 KiB ones 37 MB (the same 0.4 s).
+_BLOCK_BYTES = 256 << 10
 _HEADER_BYTES = 64 << 10
 
 

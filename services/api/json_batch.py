@@ -1,17 +1,18 @@
 """A JSON batch read a fit at a time, its readings into float64 arrays.
 
-The body waits in its spool (a temporary file past 1 MiB). msgspec reads its top level (strict
-JSON, every byte checked, `fits` kept as the raw bytes it is); ijson's C parser then builds the fits
-one at a time from those bytes, and each fit's t_u and t_c become arrays before the next is built.
-Every limit is checked as the fits arrive: the fits (`max_fits_per_batch`), the points of each array
-(`max_points_per_fit`) and of all (twice `max_points_per_batch`, one per reading), and the values the
-fits hold in all (counted by their separators, so a fit is refused before it is built past what a
-fit may hold). Nothing of the body is ever a Python object in whole.
+ijson's C parser follows the body while it is received, and builds its fits (`fits.item`) one at
+a time; each fit's t_u and t_c become arrays before the next is built. Every limit is checked as
+the fits arrive: the fits (`max_fits_per_batch`), the points of each array (`max_points_per_fit`)
+and of all (twice `max_points_per_batch`, one per reading), and the values the body holds, counted
+by their separators, so that no fit is built past what a fit of the largest size holds. An
+oversize body is refused where it passes a limit, its rest drained unread (services/api/bodies.py).
+Once the body is in, msgspec reads its top level (strict JSON, every byte checked; `fits` left as
+the raw bytes it is). Nothing of the body is ever a Python object in whole.
 
 A body that is not strict JSON (NaN or Infinity, which Python's parser takes and validation names
-as a 422, or a malformed one, a 400) is read as earlier versions read every body: counted value by
-value (services/api/bodies.py), then parsed whole, within the parse budget grown to what that costs.
-Errors name the same fields either way (tests/api/test_batch_readers.py).
+as a 422, an integer past 64 bits, or a malformed body, a 400) is counted coarsely from where the
+parser stopped, then parsed whole as earlier versions parsed every body, within the parse budget
+grown to what that costs. Errors name the same fields either way (tests/e2e/test_batch_readers.py).
 """
 
 from __future__ import annotations
@@ -26,11 +27,10 @@ from typing import IO, Any
 import ijson
 import msgspec
 import numpy as np
-from ijson.utils import sendable_list
 from pydantic import ValidationError
 
 from services.api.admission import Ask, ask_of
-from services.api.bodies import JsonCounter, spool, too_large
+from services.api.bodies import JsonCounter, Spooling, too_large
 from services.api.memory import TEXT_EXPANSION_PARSED_WHOLE, grown
 from services.api.problems import Problem, from_validation, invalid_fields
 from shared.schemas import BatchCreate, BatchFit
@@ -38,11 +38,14 @@ from shared.settings import Settings
 
 # What a top-level field other than `fits` may take (defaults, callback_url): far more than any needs.
 _FIELD_BYTES = 1 << 20
-# Bytes of `fits` given to the parser at a time: the granularity of the per-fit value check.
-_PIECE = 64 << 10
 # Values a fit may carry besides its readings and its validation indices (options, labels...): generous.
 _VALUES_PER_FIT = 256
 _SEPARATORS = (b",", b"[", b"{")
+# The bytes that end a run of numbers in an array: anything else between two commas is a number.
+_STRUCTURAL = np.zeros(256, dtype=bool)
+_STRUCTURAL[list(b'[]{}:"')] = True
+# What a fit's share of the quotas depends on (admission.ask_of), kept while its defaults may still come.
+_ASKED = ("epochs", "max_epochs", "validation")
 
 
 @dataclass
@@ -59,25 +62,36 @@ class JsonBatch:
 
 
 def read(settings: Settings) -> JsonBatch:
-    with spool(lambda piece: None, settings) as body:
-        with _buffer(body) as buffer:
-            top: dict[str, msgspec.Raw] | None = None
-            try:
-                top = msgspec.json.decode(buffer, type=dict[str, msgspec.Raw])
-                return _read_strict(top, settings)
-            except (msgspec.DecodeError, _NotStrict):
-                pass  # and the buffer's views are gone with this frame's exception, before it closes
-            finally:
-                top = None
-        return _read_whole(body, settings)
+    reader = _FitsReader(settings)
+    spooling = Spooling(reader.scan, settings)
+    try:
+        reader.pull(spooling)
+        body = spooling.finish()
+    except BaseException as refused:
+        spooling.refused(refused)
+        raise
+    with body:
+        read = None if reader.whole is not None else _read_top_level(body, reader, settings)
+        if isinstance(read, Problem):
+            raise read
+        return read if read is not None else _read_whole(body, settings)
 
 
-class _NotStrict(Exception):
-    """The fits hold what msgspec reads but ijson does not (an integer past 64 bits)."""
+def _read_top_level(body: IO[bytes], reader: _FitsReader, settings: Settings) -> JsonBatch | Problem | None:
+    """The top level, read strictly from the mapped body; None where it is not strict JSON. A
+    refusal is returned, its traceback dropped: its frames hold views of the mapping, which must close."""
+    with _mapped(body) as buffer:
+        try:
+            return _batch(msgspec.json.decode(buffer, type=dict[str, msgspec.Raw]), reader, settings)
+        except msgspec.DecodeError:
+            return None
+        except Problem as refused:
+            refused.__context__ = refused.__cause__ = None
+            return refused.with_traceback(None)
 
 
 @contextmanager
-def _buffer(body: IO[bytes]) -> Iterator[Any]:
+def _mapped(body: IO[bytes]) -> Iterator[Any]:
     """The spooled body as one buffer: mapped from its file when it went to disk, never copied."""
     if not getattr(body, "_rolled", False):  # a SpooledTemporaryFile has a file once it passed 1 MiB
         yield body.read()
@@ -92,7 +106,7 @@ def _buffer(body: IO[bytes]) -> Iterator[Any]:
         mapped.close()
 
 
-def _read_strict(top: dict[str, msgspec.Raw], settings: Settings) -> JsonBatch:
+def _batch(top: dict[str, msgspec.Raw], reader: _FitsReader, settings: Settings) -> JsonBatch:
     others: dict[str, Any] = {}
     for name, raw in top.items():
         if name == "fits":
@@ -103,12 +117,10 @@ def _read_strict(top: dict[str, msgspec.Raw], settings: Settings) -> JsonBatch:
     given = others.get("defaults")
     defaults = given if isinstance(given, dict) else {}
     raw_fits = top.get("fits")
-    reader = _FitsReader(settings, defaults)
-    if raw_fits is not None and bytes(memoryview(raw_fits)[:1]) == b"[":
-        reader.read(memoryview(raw_fits))
-        placeholder: Any = [{"t_u": [], "t_c": []}] if reader.fits else []
-    else:
-        placeholder = _placeholder(raw_fits)
+    is_array = raw_fits is not None and bytes(memoryview(raw_fits)[:1]) == b"["
+    fits = reader.fits if is_array else []
+    errors_of_fits = reader.errors if is_array else []
+    placeholder: Any = ([{"t_u": [], "t_c": []}] if fits else []) if is_array else _placeholder(raw_fits)
     # The top level checked as a whole with one stand-in fit; each fit was checked as it came.
     errors: list[dict[str, Any]] = []
     callback_url = None
@@ -119,13 +131,14 @@ def _read_strict(top: dict[str, msgspec.Raw], settings: Settings) -> JsonBatch:
     except ValidationError as exc:
         errors = from_validation(exc).errors or []
     problem = None
-    if errors or reader.errors:
+    if errors or errors_of_fits:
         # In the order pydantic names them for a whole body: defaults, fits, then the rest.
         first = [e for e in errors if e["loc"][:1] == ["defaults"]]
-        fits = [e for e in errors if e["loc"][:1] == ["fits"]]
+        of_fits = [e for e in errors if e["loc"][:1] == ["fits"]]
         rest = [e for e in errors if e["loc"][:1] not in (["defaults"], ["fits"])]
-        problem = invalid_fields([*first, *fits, *reader.errors, *rest])
-    return JsonBatch(defaults, reader.fits, callback_url, Ask(reader.epochs, reader.loss_bytes), problem)
+        problem = invalid_fields([*first, *of_fits, *errors_of_fits, *rest])
+    ask = ask_of(reader.asked if is_array else [], defaults, settings.max_epochs)
+    return JsonBatch(defaults, fits, callback_url, ask, problem)
 
 
 def _placeholder(raw: msgspec.Raw | None) -> Any:
@@ -136,44 +149,49 @@ def _placeholder(raw: msgspec.Raw | None) -> Any:
 
 
 class _FitsReader:
-    """The elements of `fits`, one at a time, each checked against the limits as it is built."""
+    """The elements of `fits`, built one at a time by ijson as it pulls the body in (through the
+    spool's checks), each checked against the limits as it comes."""
 
-    def __init__(self, settings: Settings, defaults: dict[str, Any]) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.defaults = defaults
         self.fits: list[tuple[list[Any], dict[str, Any]]] = []
+        self.asked: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
-        self.epochs = self.loss_bytes = 0
         self.points_left = 2 * settings.max_points_per_batch
         # As many values as a request of the largest allowed size holds, and one fit of the largest size.
         self.values_left = 2 * settings.max_points_per_batch + _VALUES_PER_FIT * settings.max_fits_per_batch + (1 << 16)
-        self.values_per_fit = 3 * settings.max_points_per_fit + _VALUES_PER_FIT + _PIECE
+        self.values_per_fit = 3 * settings.max_points_per_fit + _VALUES_PER_FIT
+        self.since_last_fit = 0
+        self.runs = _NumberRuns()
+        # Once the body is found not to be strict JSON: the earlier counter, coarse from there on.
+        self.whole: JsonCounter | None = None
 
-    def read(self, raw: memoryview) -> None:
-        built = sendable_list()
-        parser = ijson.items_coro(built, "item", use_float=True)
-        since_last_fit = 0
-        for start in range(0, len(raw), _PIECE):
-            piece = bytes(raw[start : start + _PIECE])
-            values = sum(piece.count(mark) for mark in _SEPARATORS)
-            self.values_left -= values
-            if self.values_left < 0:
-                raise too_large(["body"], "the body holds more values than a request of the largest allowed size")
-            try:
-                parser.send(piece)
-            except ijson.JSONError as exc:
-                raise _NotStrict from exc
-            since_last_fit = values if built else since_last_fit + values
-            if since_last_fit > self.values_per_fit:
-                raise too_large(
-                    ["fits", len(self.fits) + len(built)], "one fit holds more values than a fit of the largest size"
-                )
-            for fit in built:
+    def pull(self, spooling: Spooling) -> None:
+        try:
+            for fit in ijson.items(spooling, "fits.item", use_float=True):
+                self.since_last_fit = 0
                 self._take(fit)
-            del built[:]
-        parser.close()
-        for fit in built:
-            self._take(fit)
+        except ijson.JSONError:
+            self.whole = JsonCounter(self.settings)
+            self.whole.coarse = True
+            self.whole.values_left = self.values_left
+
+    def scan(self, piece: bytes) -> None:
+        """Each piece as it arrives, before the parser has it: no fit is built past a limit."""
+        if self.whole is not None:
+            self.whole(piece)
+            return
+        values = sum(piece.count(mark) for mark in _SEPARATORS)
+        self.values_left -= values
+        if self.values_left < 0:
+            raise too_large(["body"], "the body holds more values than a request of the largest allowed size")
+        self.since_last_fit += values
+        if self.since_last_fit > self.values_per_fit:
+            raise too_large(["fits", len(self.fits)], "one fit holds more values than a fit of the largest size")
+        limit = self.settings.max_points_per_fit
+        if self.runs.longest(piece) >= limit:
+            at = ["fits", len(self.fits)]
+            raise too_large(at, f"an array of more than {limit:,} numbers: more than {limit:,} points in one fit")
 
     def _take(self, fit: Any) -> None:
         index = len(self.fits)
@@ -184,9 +202,7 @@ class _FitsReader:
                 values = fit.get(name)
                 if isinstance(values, list):
                     self._count(name, len(values))
-            epochs = ask_of([fit], self.defaults, self.settings.max_epochs)
-            self.epochs += epochs.fit_epochs
-            self.loss_bytes += epochs.loss_bytes
+            self.asked.append({name: fit[name] for name in _ASKED if name in fit})
         if not _fits_a_batch(fit, index, self.errors) or self.errors:
             # A batch with a malformed fit is refused whole: later fits are checked, not kept.
             self.fits.append((["fits", index], {}))
@@ -200,6 +216,28 @@ class _FitsReader:
         self.points_left -= points
         if self.points_left < 0:
             raise too_large(["fits"], "more points in all than one request may carry")
+
+
+class _NumberRuns:
+    """The longest run of commas with nothing but numbers between them, across the pieces of a body:
+    an array of n numbers is a run of n - 1. Counted over the bytes in numpy, so that a t_u that
+    never ends is refused at the limit while ijson builds it, not when it ends."""
+
+    def __init__(self) -> None:
+        self.open = 0  # commas since the last structural byte, carried into the next piece
+
+    def longest(self, piece: bytes) -> int:
+        data = np.frombuffer(piece, dtype=np.uint8)
+        commas = np.flatnonzero(data == ord(","))
+        structural = np.flatnonzero(_STRUCTURAL[data])
+        if not len(structural):
+            self.open += len(commas)
+            return self.open
+        before = np.searchsorted(commas, structural)  # the commas before each structural byte
+        first = self.open + int(before[0])
+        inner = int(np.diff(before).max()) if len(before) > 1 else 0
+        self.open = len(commas) - int(before[-1])
+        return max(first, inner, self.open)
 
 
 def _fits_a_batch(fit: Any, index: int, errors: list[dict[str, Any]]) -> bool:
@@ -224,14 +262,9 @@ def _as_array(values: list[Any]) -> Any:
 
 
 def _read_whole(body: IO[bytes], settings: Settings) -> JsonBatch:
-    """A body that is not strict JSON, read as earlier versions read every JSON body."""
-    counter = JsonCounter(settings)
-    size = 0
-    body.seek(0)
-    while piece := body.read(1 << 20):
-        size += len(piece)
-        counter(piece)
-    counter.close()
+    """A body that is not strict JSON (counted while it arrived), parsed whole as earlier versions
+    parsed every JSON body."""
+    size = body.seek(0, 2)
     if not size:
         raise Problem(400, "the request body is empty; send a JSON object", slug="malformed")
     grown(size * TEXT_EXPANSION_PARSED_WHOLE)
