@@ -20,12 +20,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from services.api import spreadsheets
 from services.api.problems import Problem
 from shared import calibration
 from shared.models import Fit
 
 COLUMNS = ["instrument", "t_u", "t_c", "lower", "upper", "fit_id"]
 _BLOCK_BYTES = 1 << 20
+# What an apply holds while it runs, besides its spool: a block's arrays, and the survey's and the
+# calibrations' figures per instrument (a few hundred bytes each, at most max_fits_per_batch).
+HELD_BYTES = 64 << 20
 _READ = pa_csv.ConvertOptions(
     column_types={"instrument": pa.string(), "t_u": pa.float64()}, include_columns=["instrument", "t_u"]
 )
@@ -53,8 +57,9 @@ class Readings:
     rows: int = 0
 
 
-def survey(body: IO[bytes]) -> Readings:
-    """Check every row (an instrument, a finite t_u) and gather each instrument's range."""
+def survey(body: IO[bytes], max_instruments: int) -> Readings:
+    """Check every row (an instrument, a finite t_u) and gather each instrument's range: at most
+    `max_instruments` of them (what the survey holds grows with them, not with the rows)."""
     found = Readings()
     try:
         header = body.readline().decode("utf-8", "replace").strip().split(",")
@@ -62,6 +67,13 @@ def survey(body: IO[bytes]) -> Readings:
             raise Problem(400, "the CSV header must name the columns instrument,t_u", slug="malformed")
         for block in _blocks(body):
             _survey_block(block, found)
+            if len(found.first_row) > max_instruments:
+                raise Problem(
+                    413,
+                    f"more than {max_instruments:,} instruments in one request (as many as a batch may calibrate)",
+                    slug="data-too-large",
+                    errors=[{"loc": ["instrument"], "msg": "too many instruments"}],
+                )
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise _first_unreadable(body) or Problem(400, f"not a readable CSV: {exc}", slug="malformed") from exc
     if not found.rows:
@@ -191,7 +203,7 @@ def _calibrate(block: pa.RecordBatch, lines: Lines) -> pa.Table:
     at = positions[encoded.indices.to_numpy()]
     u = t_u.to_numpy()
     t_c = lines.w[at] * u + lines.b[at]
-    columns: dict[str, Any] = {"instrument": names, "t_u": t_u, "t_c": t_c}
+    columns: dict[str, Any] = {"instrument": spreadsheets.text_column(names), "t_u": t_u, "t_c": t_c}
     if lines.ts is not None and lines.n is not None and lines.mean is not None and lines.sxx is not None:
         d = u - lines.mean[at]
         half = lines.ts[at] * np.sqrt(1 + 1 / lines.n[at] + d * d / lines.sxx[at])

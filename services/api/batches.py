@@ -12,7 +12,7 @@ import sqlalchemy.orm as so
 from flask import Blueprint, Response, request, stream_with_context
 from pydantic import ValidationError
 
-from services.api import csv_table, json_batch, parquet
+from services.api import csv_table, json_batch, parquet, spreadsheets
 from services.api.admission import Ask, admit, ask_of, refuse_oversize, require_broker
 from services.api.extensions import Services, current_services
 from services.api.idempotency import insert_or_replay, request_key
@@ -145,7 +145,22 @@ def _get_batch(session: Any, batch_id: str) -> Batch:
     return owned_or_404(session, Batch, batch_id, "batch")
 
 
+# Fits' rows built and stored a slice at a time: at most this many fits, or this many points (the
+# statistics of a slice hold a few arrays of its points, its rows their packed bytes).
 _ROWS_AT_A_TIME = 4096
+_POINTS_AT_A_TIME = 1 << 18
+
+
+def _slices(specs: list[FitCreate]) -> Iterator[tuple[int, int]]:
+    """(start, end) of consecutive slices of `specs` within both bounds (a slice holds one fit at least)."""
+    start = points = 0
+    for end, spec in enumerate(specs):
+        if end > start and (end - start >= _ROWS_AT_A_TIME or points + len(spec.t_u) > _POINTS_AT_A_TIME):
+            yield start, end
+            start, points = end, 0
+        points += len(spec.t_u)
+    if start < len(specs):
+        yield start, len(specs)
 
 
 @bp.post("")
@@ -188,8 +203,8 @@ def _create_batch(svc: Services) -> tuple[dict[str, Any], int, dict[str, str]]:
         session.flush()
         # A slice of fits' rows at a time: a 50,000-fit batch never holds every row's dict at once.
         submitted = utcnow()
-        for start in range(0, len(specs), _ROWS_AT_A_TIME):
-            part = specs[start : start + _ROWS_AT_A_TIME]
+        for start, end in _slices(specs):
+            part = specs[start:end]
             rows = fit_rows(
                 part,
                 tenant,
@@ -286,27 +301,12 @@ def result_rows(batch_id: str, drift_threshold: float) -> Iterator[list[list[Any
         after = fits[-1].id
 
 
-# A cell a spreadsheet would run as a formula (OWASP's CSV injection): text starting with one of these.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _csv_value(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
-        # Text (a series or instrument name) is shown, never run: a leading ' makes it text.
-        return "'" + value
-    return value
-
-
 def _result_lines(batch_id: str, drift_threshold: float) -> Iterator[str]:
     yield ",".join(RESULT_COLUMNS) + "\n"
     for page in result_rows(batch_id, drift_threshold):
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerows([_csv_value(value) for value in row] for row in page)
+        writer.writerows([spreadsheets.cell(value) for value in row] for row in page)
         yield out.getvalue()
 
 

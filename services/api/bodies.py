@@ -4,12 +4,14 @@ A body is copied from the socket to a spool (memory up to 1 MiB, a temporary fil
 it) in 1 MiB pieces, and a counter looks at each piece as it passes:
 - `Content-Length` over `max_body_bytes` is refused before a byte is read, and a body
   without one (chunked) as soon as it passes the limit;
-- JSON is followed by ijson's C parser, event by event: the elements of every `t_u` and
-  `t_c` array (per array: `max_points_per_fit`; all of them: twice `max_points_per_batch`,
-  one per reading), the fits of `fits` (`max_fits_per_batch`), and every value of the body
-  against a budget a request of the largest allowed size needs;
-- CSV and Parquet batches are read block by block into columns (services/api/long_table.py),
-  every limit checked as the rows arrive.
+- a single fit's JSON (and the rest of the small JSON bodies) is followed by ijson's C
+  parser, event by event (JsonCounter): the elements of every `t_u` and `t_c` array (per
+  array: `max_points_per_fit`; all of them: twice `max_points_per_batch`, one per reading),
+  the fits of `fits` (`max_fits_per_batch`), and every value of the body against a budget a
+  request of the largest allowed size needs;
+- a JSON batch is pulled through the same spool by ijson a fit at a time (json_batch.py), and
+  CSV and Parquet batches are read block by block into columns (long_table.py), every limit
+  checked as the fits or rows arrive.
 So an oversize body costs the API a 1 MiB buffer and the time to read up to the limit it
 passes, never the memory of parsing it; the rest of it is then read and discarded (within a
 bound) so that the client reads its 413. Only a body within every limit is parsed for real.

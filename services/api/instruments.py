@@ -11,8 +11,9 @@ from flask import Blueprint, Response, request
 
 from services.api import applying
 from services.api.bodies import spool
-from services.api.extensions import current_services
+from services.api.extensions import Services, current_services
 from services.api.listing import query_with
+from services.api.memory import parsing
 from services.api.predictions import prediction
 from services.api.problems import Problem
 from services.api.requests import json_body, parse, query
@@ -107,9 +108,16 @@ def apply() -> Response:
             415, "POST /v1/apply takes text/csv with the columns instrument,t_u", slug="unsupported-media-type"
         )
     svc = current_services()
+    # Rows are read a block at a time: what an apply holds is its blocks and its instruments' figures,
+    # not its body's size, and it has its share of the process's parse budget while it reads them.
+    with parsing(svc.parse_budget, svc.settings, expansion=0, fixed=applying.HELD_BYTES):
+        return _apply(svc, interval)
+
+
+def _apply(svc: Services, interval: float | None) -> Response:
     body = spool(lambda piece: None, svc.settings)  # the body's size limit only; rows are read after
     try:
-        readings = applying.survey(body)
+        readings = applying.survey(body, svc.settings.max_fits_per_batch)
         names = list(readings.first_row)
         with svc.db.session() as session:
             current = calibrations.current_of(session, current_tenant(), names)

@@ -95,18 +95,17 @@ class Reservation:
 
 
 @contextmanager
-def parsing(budget: ParseBudget, settings: Settings, expansion: int) -> Iterator[Reservation]:
-    """This request's share while its body is parsed and stored: first from its length times
-    `expansion` (a chunked
-    body: the most a body may be; one over the limit: nothing, it is refused unparsed);
-    `grown()` lets a reader say more once it knows it. Refused for room, the body is drained
-    first, so that a client sending it whole reads the 503."""
+def parsing(budget: ParseBudget, settings: Settings, expansion: int, fixed: int = 0) -> Iterator[Reservation]:
+    """This request's share while its body is parsed and stored: its length times `expansion`
+    (a chunked body: the most a body may be; one over the limit: nothing, it is refused unparsed)
+    and `fixed` more; `grown()` lets a reader say more once it knows it. Refused for room, the
+    body is drained first, so that a client sending it whole reads the 503."""
     declared = request.content_length
     size = settings.max_body_bytes if declared is None else declared
     if size > settings.max_body_bytes:
         size = 0
     try:
-        held = budget.hold(size * expansion)
+        held = budget.hold(size * expansion + fixed)
         reservation = held.__enter__()
     except Problem:
         drain_request(settings)

@@ -43,8 +43,9 @@ PROBLEM_CODES = {
     "422": "Invalid field; `errors[].loc` names it",
     "429": "Over the tenant's (or, without a valid token, the address's) request budget, or the tenant's "
     "in-flight fit-epochs over its quota (`quota` names it); see Retry-After",
-    "503": "A dependency (database, broker) is down, or the service's queue is past its threshold "
-    "(`quota` names it); see Retry-After",
+    "503": "A dependency (database, broker) is down, the service's queue is past its threshold, or the "
+    "API process is parsing as many bodies as its memory budget holds (`quota` names it: queued_fits, "
+    "queued_messages, parse_memory_bytes); see Retry-After",
     "507": "The tenant's stored loss bytes would pass its quota (`quota`: stored_loss_bytes); prune old "
     "losses or ask an operator for more",
 }
@@ -251,6 +252,11 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                     "`instrument` column names another), defaults and `callback_url` as query parameters "
                     f"({', '.join(CSV_BATCH_DEFAULTS)}). At most "
                     f"{limits['batch_fits']} fits and {limits['batch_points']} points (413 over). "
+                    "Every limit is checked as the body is read: a series (or a JSON array) past the points "
+                    "of one fit is refused at the rows that pass it (413 naming the series, or `fits[i]`); a "
+                    "JSON field other than `fits` takes at most 1 MiB. A CSV row with more cells than the "
+                    "header is 400 naming its line. Each batch has a share of its API process's parse budget "
+                    "(about 3 bytes per byte of body; 503 with Retry-After, `quota: parse_memory_bytes`, past it). "
                     "`Idempotency-Key` works as for fits."
                 ),
                 "parameters": [
@@ -443,7 +449,9 @@ def _instrument_paths() -> dict[str, Any]:
                 "(millions of rows in constant memory). Every row is checked before the first byte of the "
                 "answer: an instrument unknown to the tenant (or not yet calibrated) is 422 naming its `row` "
                 "(row 1 is the first reading); with `interval`, a calibration that has not converged or "
-                "cannot give bounds is 409 naming the row. Without `interval`, lower and upper are empty.",
+                "cannot give bounds is 409 naming the row. Without `interval`, lower and upper are empty. "
+                "At most `max_fits_per_batch` instruments in one request (413); each apply has a share of "
+                "its API process's parse budget while it reads (503 with Retry-After past it).",
                 "parameters": query_parameters(ApplyQuery),
                 "requestBody": {
                     "required": True,
@@ -456,7 +464,7 @@ def _instrument_paths() -> dict[str, Any]:
                 },
                 "responses": {
                     "200": {"description": "Calibrated rows", "content": {"text/csv": {"schema": {"type": "string"}}}},
-                    **_problems("400", "409", "413", "415", "422"),
+                    **_problems("400", "409", "413", "415", "422", "503"),
                 },
             }
         },

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -60,9 +60,13 @@ def read(settings: Settings) -> LongTable:
     uncompressed size against `max_parquet_decoded_bytes`. Text columns are decoded as dictionaries
     (a value repeated on every row is held once), in batches of rows, against the same budget."""
     with spool(lambda piece: None, settings) as body:
-        raw = body.read()
+        return _read(body, settings)
+
+
+def _read(body: IO[bytes], settings: Settings) -> LongTable:
+    # The file is read where it lies, in the spool (a temporary file past 1 MiB), never copied whole.
     try:
-        file = pq.ParquetFile(pa.BufferReader(raw))
+        file = pq.ParquetFile(body)
         meta, schema = file.metadata, file.schema_arrow
     except (pa.ArrowException, OSError) as exc:
         raise Problem(400, f"not a readable Parquet file: {exc}", slug="malformed") from exc
@@ -93,24 +97,24 @@ def read(settings: Settings) -> LongTable:
     text = [name for name in wanted if name in _TEXT and not pa.types.is_integer(schema.field(name).type)]
     table = LongTable(settings, rows, with_instrument)
     try:
-        for batch in _decoded(raw, wanted, text, budget):
+        for batch in _decoded(body, wanted, text, budget):
             t_u, t_c = numbers(batch.column("t_u")), numbers(batch.column("t_c"))
             if t_u is None or t_c is None:
                 raise RowError(table.rows + batch.num_rows)
             instrument = batch.column("instrument") if with_instrument else None
             table.add(batch.column("series"), t_u, t_c, instrument)
     except RowError as found:
-        rows_read = (row for batch in _decoded(raw, wanted, text, budget) for row in batch.to_pylist())
+        rows_read = (row for batch in _decoded(body, wanted, text, budget) for row in batch.to_pylist())
         raise first_row_error(rows_read, with_instrument, found.rows) or Problem(
             400, "not a readable long table", slug="malformed"
         ) from None
     return table
 
 
-def _decoded(raw: bytes, wanted: list[str], text: list[str], budget: int) -> Iterator[pa.RecordBatch]:
+def _decoded(body: IO[bytes], wanted: list[str], text: list[str], budget: int) -> Iterator[pa.RecordBatch]:
     spent = 0
     try:
-        file = pq.ParquetFile(pa.BufferReader(raw), read_dictionary=text)
+        file = pq.ParquetFile(body, read_dictionary=text)
         for batch in file.iter_batches(batch_size=_BATCH_ROWS, columns=wanted):
             spent += batch.nbytes
             if spent > budget:

@@ -62,3 +62,20 @@ def test_the_api_refuses_past_its_budget_and_says_so(make_client: Callable[..., 
         assert refused.status_code == 503 and refused.get_json()["quota"] == "parse_memory_bytes"
         assert int(refused.headers["Retry-After"]) > 0
     assert client.post("/v1/batches", json=body).status_code == 202  # alone: admitted
+
+
+def test_apply_has_its_share_of_the_budget_and_a_bounded_survey(make_client: Callable[..., FlaskClient]) -> None:
+    from services.api.applying import HELD_BYTES
+
+    client = make_client(parse_memory_bytes=HELD_BYTES + 1000, max_fits_per_batch=3)
+    budget = client.application.extensions["calib"].parse_budget
+    readings = "instrument,t_u\n" + "".join(f"I{i},1.5\n" for i in range(5))
+    with budget.hold(2000):  # another request parsing meanwhile: no room for an apply's share
+        refused = client.post("/v1/apply", data=readings, content_type="text/csv")
+        assert refused.status_code == 503 and refused.get_json()["quota"] == "parse_memory_bytes"
+    # Alone it is admitted, and refused for naming more instruments than a batch may calibrate.
+    many = client.post("/v1/apply", data=readings, content_type="text/csv")
+    assert many.status_code == 413 and many.get_json()["errors"] == [
+        {"loc": ["instrument"], "msg": "too many instruments"}
+    ]
+    assert budget.used == 0

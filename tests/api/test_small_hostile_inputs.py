@@ -66,3 +66,25 @@ def test_csv_results_never_carry_a_formula(client: FlaskClient) -> None:
     assert answer.headers["Content-Disposition"].startswith("attachment;")
     series = sorted(row["series"] for row in csv.DictReader(io.StringIO(answer.get_data(as_text=True))))
     assert series == ["'-2+3", "'=HYPERLINK(1)", "'@SUM(A1)", "ok"]
+
+
+def test_applied_rows_never_carry_a_formula(client: FlaskClient) -> None:
+    """An instrument named like a formula comes back from POST /v1/apply as text."""
+    import csv
+    import io
+
+    from tests.in_process import run_batch
+
+    names = ("=HYPERLINK(1)", "@SUM(A1)", "-2+3", "ok")
+    rows = "".join(f"{name},{u},{2 * u + 1}\n" for name in names for u in (1, 2, 3))
+    batch = client.post(
+        "/v1/batches?epochs=auto&learning_rate=auto&normalize=standardize",
+        data="series,t_u,t_c\n" + rows,
+        content_type="text/csv",
+    ).get_json()
+    run_batch(client, batch["id"])
+    readings = "instrument,t_u\n" + "".join(f"{name},1.5\n" for name in names)
+    answer = client.post("/v1/apply", data=readings, content_type="text/csv")
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    applied = sorted(row["instrument"] for row in csv.DictReader(io.StringIO(answer.get_data(as_text=True))))
+    assert applied == ["'-2+3", "'=HYPERLINK(1)", "'@SUM(A1)", "ok"]
