@@ -17,7 +17,7 @@ from services.api.admission import Ask, admit, ask_of, refuse_oversize, require_
 from services.api.extensions import Services, current_services
 from services.api.idempotency import insert_or_replay, request_key
 from services.api.listing import list_fits_query, query_with
-from services.api.memory import TEXT_EXPANSION_IN_COLUMNS, parsing
+from services.api.memory import parsing
 from services.api.problems import Problem, from_validation, invalid_field
 from services.api.requests import parse, query
 from services.api.submit import batch_digest, earlier_batch_digest, fit_rows
@@ -166,8 +166,9 @@ def _slices(specs: list[FitCreate]) -> Iterator[tuple[int, int]]:
 @bp.post("")
 def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = current_services()
-    # The body is parsed, validated and stored within this process's memory budget.
-    with parsing(svc.parse_budget, svc.settings, TEXT_EXPANSION_IN_COLUMNS):
+    # The body is parsed, validated and stored within this process's memory budget: its share
+    # grows with what its reader has read (services/api/memory.py).
+    with parsing(svc.parse_budget, svc.settings, expansion=0):
         return _create_batch(svc)
 
 

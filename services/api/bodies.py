@@ -81,9 +81,10 @@ class Spooling:
         return self.out
 
     def refused(self, problem: BaseException) -> None:
-        """The body refused: the spool goes, and after a 413 the rest is drained (see drain)."""
+        """The body refused: the spool goes, and the rest is drained (see drain) so that the client
+        reads the problem (a 413 past a limit, a 503 past the parse budget, a 4xx of a bad fit)."""
         self.out.close()
-        if isinstance(problem, Problem) and problem.status == 413:
+        if isinstance(problem, Problem):
             drain(self.stream, self.settings)
 
 

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from services.api.admission import Ask, ask_of
 from services.api.bodies import JsonCounter, Spooling, too_large
-from services.api.memory import TEXT_EXPANSION_PARSED_WHOLE, grown
+from services.api.memory import TEXT_EXPANSION_PARSED_WHOLE, grown, holding
 from services.api.problems import Problem, from_validation, invalid_fields
 from shared.schemas import BatchCreate, BatchFit
 from shared.settings import Settings
@@ -158,6 +158,7 @@ class _FitsReader:
         self.asked: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
         self.points_left = 2 * settings.max_points_per_batch
+        self.readings = 0  # t_u and t_c values: two per point
         # As many values as a request of the largest allowed size holds, and one fit of the largest size.
         self.values_left = 2 * settings.max_points_per_batch + _VALUES_PER_FIT * settings.max_fits_per_batch + (1 << 16)
         self.values_per_fit = 3 * settings.max_points_per_fit + _VALUES_PER_FIT
@@ -209,10 +210,12 @@ class _FitsReader:
             return
         fit["t_u"], fit["t_c"] = _as_array(fit["t_u"]), _as_array(fit["t_c"])
         self.fits.append((["fits", index], fit))
+        holding(self.readings // 2, len(self.fits))
 
     def _count(self, name: str, points: int) -> None:
         if points > self.settings.max_points_per_fit:
             raise too_large([name], f"more than {self.settings.max_points_per_fit:,} points in one fit")
+        self.readings += points
         self.points_left -= points
         if self.points_left < 0:
             raise too_large(["fits"], "more points in all than one request may carry")

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from services.api.bodies import too_large
+from services.api.memory import holding
 from services.api.problems import Problem, invalid_field
 from shared.schemas import instrument_name
 from shared.settings import Settings
@@ -99,6 +100,7 @@ class LongTable:
         self.t_c[self.rows : self.rows + n] = t_c
         self.rows += n
         self._check_lengths(len(starts))
+        holding(self.rows, len(self.names))
 
     def _check_instruments(self, series: pa.Array, instrument: pa.Array, changes: np.ndarray, continues: bool) -> None:
         """One instrument per series; a null cell names the series' own (instrument_name)."""

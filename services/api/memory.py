@@ -22,15 +22,16 @@ from services.api.bodies import drain_request
 from services.api.problems import Problem
 from shared.settings import Settings
 
-# What parsing costs per byte of body, measured (benchmarks/README.md). A batch read into columns
-# (services/api/long_table.py, json_batch.py) holds 16 bytes per point, and a point takes 4 bytes
-# of CSV or JSON at the least ("1,1\n"), 12 to 20 as numbers are usually written: 3 is generous.
-# A body parsed whole (a single fit, or a batch that is not strict JSON) becomes Python numbers,
-# lists and validated models, about ten times the text. A Parquet row, once its known columns are
-# decoded, costs its 16 bytes and a share of its series' name and model: 64 in all.
-TEXT_EXPANSION_IN_COLUMNS = 3
+# What parsing costs, measured (benchmarks/README.md). A batch is read into columns
+# (services/api/long_table.py, json_batch.py): each reading is 16 bytes (t_u and t_c as float64),
+# each fit a validated model and its share of the rows built to store it, about 4 KiB; a batch
+# reserves these as it reads them, so that a body refused for a limit while it is read (an
+# oversize one) never held more than it had read. A body parsed whole (a single fit, or a batch
+# that is not strict JSON) becomes Python numbers, lists and models, about ten times its text,
+# reserved from its length before it is read.
+POINT_BYTES = 16
+FIT_BYTES = 4096
 TEXT_EXPANSION_PARSED_WHOLE = 10
-PARQUET_ROW_BYTES = 64
 # How long a request waits for room before its 503.
 _WAIT_SECONDS = 2.0
 _RETRY_AFTER_SECONDS = 5
@@ -119,7 +120,12 @@ def parsing(budget: ParseBudget, settings: Settings, expansion: int, fixed: int 
 
 
 def grown(estimate: int) -> None:
-    """The request now knows it needs about `estimate` bytes (a Parquet file's rows, say)."""
+    """The request now knows it needs about `estimate` bytes in all (the points and fits it has read)."""
     reservation = g.get("parse_reservation")
     if isinstance(reservation, Reservation):
         reservation.grow(estimate)
+
+
+def holding(points: int, fits: int) -> None:
+    """A batch reader has read `points` readings of `fits` fits: its share grows to hold them."""
+    grown(points * POINT_BYTES + fits * FIT_BYTES)

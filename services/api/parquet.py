@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from services.api.bodies import spool, too_large
 from services.api.long_table import LongTable, RowError, first_row_error, numbers
-from services.api.memory import PARQUET_ROW_BYTES, grown
+from services.api.memory import holding
 from services.api.problems import Problem, invalid_field
 from shared.presenters import RESULT_COLUMNS
 from shared.settings import Settings
@@ -73,7 +73,7 @@ def _read(body: IO[bytes], settings: Settings) -> LongTable:
     rows = meta.num_rows
     if rows > settings.max_points_per_batch:
         raise too_large(["body"], f"{rows:,} rows; at most {settings.max_points_per_batch:,} in one batch")
-    grown(rows * PARQUET_ROW_BYTES)  # compressed, the body's size says nothing of its rows
+    holding(rows, 0)  # from the footer: its readings are decoded next, whatever its series
     names = set(schema.names)
     if not {"series", "t_u", "t_c"} <= names:
         raise Problem(400, "the Parquet file must have the columns series,t_u,t_c", slug="malformed")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 from flask.testing import FlaskClient
 
-from services.api.memory import TEXT_EXPANSION_IN_COLUMNS, ParseBudget
+from services.api.memory import FIT_BYTES, POINT_BYTES, ParseBudget
 from services.api.problems import Problem
 
 
@@ -54,9 +54,11 @@ def test_a_waiting_request_gets_in_when_room_is_made() -> None:
 
 
 def test_the_api_refuses_past_its_budget_and_says_so(make_client: Callable[..., FlaskClient]) -> None:
-    client = make_client(parse_memory_bytes=1000 * TEXT_EXPANSION_IN_COLUMNS)
+    # A batch's share grows with what it has read: this one's 60 points and 1 fit.
+    needs = 60 * POINT_BYTES + FIT_BYTES
+    client = make_client(parse_memory_bytes=needs + 1000)
     budget = client.application.extensions["calib"].parse_budget
-    with budget.hold(900 * TEXT_EXPANSION_IN_COLUMNS):  # another request parsing meanwhile
+    with budget.hold(2000):  # another request parsing meanwhile
         body = {"fits": [{"t_u": [1.0, 2.0, 3.0] * 20, "t_c": [2.0, 3.0, 5.0] * 20}]}
         refused = client.post("/v1/batches", json=body)
         assert refused.status_code == 503 and refused.get_json()["quota"] == "parse_memory_bytes"

@@ -103,26 +103,28 @@ def test_oversize_bodies_of_every_kind_at_once_leave_the_api_flat(limited: Stack
 
 @pytest.mark.parametrize("kind", ["embedded", "postgres"])
 def test_past_the_parse_budget_a_request_gets_503_naming_it(kind: str, tmp_path: Path) -> None:
-    """Budgets of 1 MB per process; six batches of 400 kB sent slowly (each alone would be admitted,
-    two in one process are past its budget): some wait and get 503 with Retry-After, naming the
-    budget; the API answers /readyz throughout, and a batch sent afterwards is accepted."""
+    """Budgets of 6 MB per process; six JSON batches of 200 fits of 1,000 points (2.4 MB) sent slowly
+    (a batch's share grows with the fits read, to about 4 MB: alone each is admitted, two in one
+    process are past its budget): some wait and get 503 with Retry-After, naming the budget, read
+    whole by the client; the API answers /readyz throughout, and a batch sent afterwards is accepted."""
     with backend_env(kind, tmp_path) as env:
-        stack = Stack({**env, "CALIB_PARSE_MEMORY_BYTES": "1000000"}, tmp_path / "logs", workers=0).start()
+        stack = Stack({**env, "CALIB_PARSE_MEMORY_BYTES": "6000000"}, tmp_path / "logs", workers=0).start()
         try:
-            rows = b"".join(f"s{i // 100},{i % 100}.5,{i % 7}\n".encode() for i in range(22_000))
-            body = b"series,t_u,t_c\n" + rows[: 400_000 - 15]
+            fit = {"t_u": GOOD["t_u"] * 250, "t_c": GOOD["t_c"] * 250}
+            body = json.dumps({"defaults": {"epochs": 5}, "fits": [fit] * 200}).encode()
+            piece = len(body) // 8 + 1
 
             def slowly() -> Iterator[bytes]:
-                for start in range(0, len(body), 50_000):
-                    yield body[start : start + 50_000]
+                for start in range(0, len(body), piece):
+                    yield body[start : start + piece]
                     time.sleep(0.5)
 
             answers: list[httpx.Response] = []
 
             def send() -> None:
-                headers = {**stack.http.headers, "Content-Type": _CSV, "Content-Length": str(len(body))}
+                headers = {**stack.http.headers, "Content-Type": _JSON, "Content-Length": str(len(body))}
                 with httpx.Client(base_url=stack.url, timeout=60) as client:
-                    answers.append(client.post("/v1/batches?epochs=5", content=slowly(), headers=headers))
+                    answers.append(client.post("/v1/batches", content=slowly(), headers=headers))
 
             ready: list[int] = []
             threads = [threading.Thread(target=send) for _ in range(6)]
@@ -137,10 +139,9 @@ def test_past_the_parse_budget_a_request_gets_503_naming_it(kind: str, tmp_path:
             assert set(statuses) <= {202, 503} and 202 in statuses and 503 in statuses, statuses
             for refused in (answer for answer in answers if answer.status_code == 503):
                 assert int(refused.headers["Retry-After"]) > 0
-                assert refused.json()["quota"] == "parse_memory_bytes" and refused.json()["limit"] == 1_000_000
+                assert refused.json()["quota"] == "parse_memory_bytes" and refused.json()["limit"] == 6_000_000
             assert set(ready) == {200}
-            assert (
-                stack.http.post("/v1/batches?epochs=5", content=body, headers={"Content-Type": _CSV}).status_code == 202
-            )
+            after = stack.http.post("/v1/batches", content=body, headers={"Content-Type": _JSON})
+            assert after.status_code == 202
         finally:
             stack.stop()
