@@ -74,18 +74,24 @@ def known(session: so.Session, tenant: str, names: Sequence[str]) -> set[str]:
     return found
 
 
-def calibrations_of(session: so.Session, tenant: str, names: Sequence[str]) -> dict[str, list[Fit]]:
-    """Each instrument's calibrations, newest first (every name present, perhaps with none)."""
-    found: dict[str, list[Fit]] = {name: [] for name in names}
+def calibrations_of(session: so.Session, tenant: str, names: Sequence[str]) -> dict[str, list[sa.Row[Any]]]:
+    """Each instrument's calibrations, newest first (every name present, perhaps with none), as rows
+    of CALIBRATION_COLUMNS: a page of instruments calibrated nightly for years is thousands of
+    calibrations, and their readings (kilobytes each) are not needed for their figures."""
+    found: dict[str, list[sa.Row[Any]]] = {name: [] for name in names}
     for start in range(0, len(names), _PER_QUERY):
-        fits = session.scalars(
-            sa.select(Fit)
-            .where(Fit.tenant == tenant, Fit.instrument.in_(names[start : start + _PER_QUERY]), Fit.status == SUCCEEDED)
-            .order_by(Fit.instrument, Fit.created_at.desc(), Fit.id.desc())
+        rows = cast(
+            "list[sa.Row[Any]]",
+            session.execute(
+                sa.select(*CALIBRATION_COLUMNS)
+                .where(
+                    Fit.tenant == tenant, Fit.instrument.in_(names[start : start + _PER_QUERY]), Fit.status == SUCCEEDED
+                )
+                .order_by(Fit.instrument, Fit.created_at.desc(), Fit.id.desc())
+            ).all(),
         )
-        for fit in fits:
-            assert fit.instrument is not None
-            found[fit.instrument].append(fit)
+        for row in rows:
+            found[row.instrument].append(row)
     return found
 
 
