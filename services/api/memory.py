@@ -23,13 +23,15 @@ from services.api.problems import Problem
 from shared.settings import Settings
 
 # What parsing costs, measured (benchmarks/README.md). A batch is read into columns
-# (services/api/long_table.py, json_batch.py): each reading is 16 bytes (t_u and t_c as float64),
-# each fit a validated model and its share of the rows built to store it, about 4 KiB; a batch
+# (services/api/long_table.py, json_batch.py): each reading is 16 bytes (t_u and t_c as float64)
+# and about as much again for a moment while its fit's rows are built and stored, each fit a
+# validated model and its share of those rows, about 4 KiB (the 14M-reading CSV batch of 14,000
+# fits took 360 MB: 24 bytes per reading and 4 KiB per fit reserve 393 MB for it); a batch
 # reserves these as it reads them, so that a body refused for a limit while it is read (an
 # oversize one) never held more than it had read. A body parsed whole (a single fit, or a batch
 # that is not strict JSON) becomes Python numbers, lists and models, about ten times its text,
 # reserved from its length before it is read.
-POINT_BYTES = 16
+POINT_BYTES = 24
 FIT_BYTES = 4096
 TEXT_EXPANSION_PARSED_WHOLE = 10
 # How long a request waits for room before its 503.

@@ -256,7 +256,7 @@ def _paths(limits: dict[str, int]) -> dict[str, Any]:
                     "of one fit is refused at the rows that pass it (413 naming the series, or `fits[i]`); a "
                     "JSON field other than `fits` takes at most 1 MiB. A CSV row with more cells than the "
                     "header is 400 naming its line. Each batch has a share of its API process's parse budget, "
-                    "growing as it is read (16 bytes per reading, 4 KiB per fit; 503 with Retry-After, "
+                    "growing as it is read (24 bytes per reading, 4 KiB per fit; 503 with Retry-After, "
                     "`quota: parse_memory_bytes`, past it). "
                     "`Idempotency-Key` works as for fits."
                 ),

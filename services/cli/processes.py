@@ -28,9 +28,14 @@ def api_command(bind: str = "0.0.0.0:8000", workers: int = 2, embedded: bool = F
     # accepting, and the kernel hands new connections to a process with a thread free. With
     # more, gunicorn accepts past its threads and queues the request behind the waits (a POST
     # took 57 s behind 24 waits that landed unevenly on two processes of 16 threads). The cost
-    # is keep-alive: every answer closes its connection, so `--keep-alive 0` says so.
+    # is keep-alive: every answer closes its connection (gunicorn keeps none alive with no more
+    # connections than threads, and logs a warning at start saying so). `--keep-alive` still
+    # matters: gunicorn (27) gives a new connection whose request has not begun within 5 s back to
+    # its poller for that long, and closes it after. At 0, a client slow to send its request head
+    # (a loaded machine, a slow network) was cut without an answer: 1 of 8 233 MB uploads at once
+    # (benchmarks/bodies.py).
     if embedded:
-        concurrency = ["--threads", "16", "--worker-connections", "16", "--keep-alive", "0"]
+        concurrency = ["--threads", "16", "--worker-connections", "16", "--keep-alive", "30"]
     else:
         worker = "services.gunicorn_worker.QuickStopGeventWorker"  # gevent; stops without waiting on idle clients
         concurrency = ["--worker-class", worker, "--worker-connections", "1000", "--keep-alive", "65"]
