@@ -10,6 +10,7 @@ able to run, if only one at a time.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -40,29 +41,38 @@ _RETRY_AFTER_SECONDS = 5
 
 
 class ParseBudget:
-    """The bytes this process's requests may hold while their bodies are parsed."""
+    """The bytes this process's requests may hold while their bodies are parsed.
+
+    A request past the budget waits for room only while an older request is still parsing: the
+    oldest is always let through (as a request alone is, whatever its size). Requests whose shares
+    grow as they read could otherwise each wait for the others, and all get their 503 together."""
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.used = 0
         self.refused = 0
         self._room = threading.Condition()
+        self._arrivals = itertools.count()
+        self._parsing: set[int] = set()  # the arrival numbers of the requests holding a share
 
     @contextmanager
     def hold(self, estimate: int) -> Iterator[Reservation]:
-        reservation = Reservation(self)
-        reservation.grow(estimate)
+        with self._room:
+            reservation = Reservation(self, next(self._arrivals))
+            self._parsing.add(reservation.arrival)
         try:
+            reservation.grow(estimate)
             yield reservation
         finally:
             with self._room:
+                self._parsing.discard(reservation.arrival)
                 self.used -= reservation.held
                 self._room.notify_all()
 
-    def _take(self, more: int, holding: int) -> None:
+    def _take(self, more: int, reservation: Reservation) -> None:
         deadline = time.monotonic() + _WAIT_SECONDS
         with self._room:
-            while self.used + more > self.total and self.used - holding > 0:
+            while self.used + more > self.total and min(self._parsing) < reservation.arrival:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self.refused += 1
@@ -84,16 +94,17 @@ class ParseBudget:
 
 
 class Reservation:
-    """One request's share, which may grow once it knows more (a Parquet file's row count)."""
+    """One request's share, which may grow once it knows more (what its reader has read)."""
 
-    def __init__(self, budget: ParseBudget) -> None:
+    def __init__(self, budget: ParseBudget, arrival: int) -> None:
         self.budget = budget
+        self.arrival = arrival
         self.held = 0
 
     def grow(self, estimate: int) -> None:
         more = max(0, math.ceil(estimate) - self.held)
         if more:
-            self.budget._take(more, self.held)
+            self.budget._take(more, self)
             self.held += more
 
 

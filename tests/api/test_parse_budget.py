@@ -81,3 +81,18 @@ def test_apply_has_its_share_of_the_budget_and_a_bounded_survey(make_client: Cal
         {"loc": ["instrument"], "msg": "too many instruments"}
     ]
     assert budget.used == 0
+
+
+def test_the_oldest_request_goes_on_so_growing_shares_never_all_wait() -> None:
+    """Shares grow as bodies are read: two requests each past the budget would wait for each other
+    and both get a 503. The older one goes on; only the newer waits."""
+    budget = ParseBudget(1000)
+    with budget.hold(0) as older, budget.hold(0) as newer:
+        newer.grow(600)
+        started = time.monotonic()
+        older.grow(600)  # past the budget, but no request older than it: at once
+        assert time.monotonic() - started < 0.5 and budget.used == 1200
+        with pytest.raises(Problem) as refused:
+            newer.grow(900)  # past it, with an older request parsing: waits, then 503
+        assert refused.value.status == 503
+    assert budget.used == 0
