@@ -1,11 +1,12 @@
-"""Admission by memory: each API process lends the requests that parse large bodies (batches, apply)
-a share of a budget (`CALIB_PARSE_MEMORY_BYTES`), estimated from what the request says of itself
-before it is parsed. A request that would pass the budget waits a little for others to finish, then
-gets 503 with Retry-After naming the budget: never the out-of-memory killer, which would take every
-request the process serves.
+"""Admission by memory: each API process lends the requests that parse large bodies (batches, apply,
+a fit) a share of a budget (`CALIB_PARSE_MEMORY_BYTES`). A batch's share grows as its reader reads
+(what it holds: its readings and its fits); a fit's or an apply's is reserved before it is read. A
+request that would pass the budget waits a little for older ones to finish, then gets 503 with
+Retry-After naming the budget: never the out-of-memory killer, which would take every request the
+process serves.
 
-A request larger than the whole budget is still admitted when it is alone: a legal batch must be
-able to run, if only one at a time.
+The oldest request parsing always goes on, whatever its size: a legal batch must be able to run,
+if only one at a time, and shares that grow must not wait for each other.
 """
 
 from __future__ import annotations
