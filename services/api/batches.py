@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from services.api import csv_table, json_batch, parquet, spreadsheets
 from services.api.admission import Ask, admit, ask_of, refuse_oversize, require_broker
+from services.api.bodies import too_many_fits
 from services.api.extensions import Services, current_services
 from services.api.idempotency import insert_or_replay, request_key
 from services.api.listing import list_fits_query, query_with
@@ -45,12 +46,7 @@ def _specs(
     except ValidationError as exc:
         raise from_validation(exc, prefix=["defaults"]) from exc
     if count > svc.settings.max_fits_per_batch:
-        raise Problem(
-            413,
-            f"fits: {count} fits, the limit is {svc.settings.max_fits_per_batch}",
-            slug="data-too-large",
-            errors=[{"loc": ["fits"], "msg": "too many fits"}],
-        )
+        raise too_many_fits(f"fits: {count} fits, the limit is {svc.settings.max_fits_per_batch}")
     specs, errors, worst = [], [], None
     points = 0
     for loc, body in fits:

@@ -43,6 +43,10 @@ def too_large(loc: list[Any], detail: str) -> Problem:
     return Problem(413, detail, slug="data-too-large", errors=[{"loc": loc, "msg": detail}])
 
 
+def too_many_fits(detail: str) -> Problem:
+    return Problem(413, detail, slug="data-too-large", errors=[{"loc": ["fits"], "msg": "too many fits"}])
+
+
 class Spooling:
     """The request body as it is read: each piece seen by `check` and copied to a spool (memory up
     to 1 MiB, a temporary file past it); 413 past any limit. A reader pulls pieces with read() (a
@@ -141,6 +145,15 @@ class JsonCounter:
         self.key: str | None = None
         self.fits = 0
         self.coarse = False
+
+    @classmethod
+    def coarse_from_here(cls, settings: Settings, values_left: int) -> JsonCounter:
+        """A counter for the rest of a body found not to be strict JSON where another reader stopped:
+        its separators against the values it has left."""
+        counter = cls(settings)
+        counter.coarse = True
+        counter.values_left = values_left
+        return counter
 
     def __call__(self, piece: bytes) -> None:
         if self.coarse:

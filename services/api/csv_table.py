@@ -44,7 +44,7 @@ def read(settings: Settings) -> LongTable:
         if not set(_REQUIRED) <= set(names):
             raise Problem(400, "the CSV header must name the columns series,t_u,t_c", slug="malformed")
         with_instrument = "instrument" in names
-        table = LongTable(settings, lines + 1, with_instrument)
+        table = LongTable(settings, lines + 1)
         try:
             _fill(table, body, with_instrument)
         except RowError as found:

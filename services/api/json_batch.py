@@ -173,9 +173,7 @@ class _FitsReader:
                 self.since_last_fit = 0
                 self._take(fit)
         except ijson.JSONError:
-            self.whole = JsonCounter(self.settings)
-            self.whole.coarse = True
-            self.whole.values_left = self.values_left
+            self.whole = JsonCounter.coarse_from_here(self.settings, self.values_left)
 
     def scan(self, piece: bytes) -> None:
         """Each piece as it arrives, before the parser has it: no fit is built past a limit."""

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from services.api.bodies import too_large
+from services.api.bodies import too_large, too_many_fits
 from services.api.memory import holding
 from services.api.problems import Problem, invalid_field
 from shared.schemas import instrument_name
@@ -52,9 +52,8 @@ class RowError(Exception):
 class LongTable:
     """Blocks of rows in, series out."""
 
-    def __init__(self, settings: Settings, rows_at_most: int, with_instrument: bool) -> None:
+    def __init__(self, settings: Settings, rows_at_most: int) -> None:
         self.settings = settings
-        self.with_instrument = with_instrument
         self.t_u = np.empty(rows_at_most, dtype=np.float64)
         self.t_c = np.empty(rows_at_most, dtype=np.float64)
         self.rows = 0
@@ -79,9 +78,13 @@ class LongTable:
         # The block's first row starts a series unless it goes on with the last block's.
         continues = bool(self.names) and series[0].as_py() == self.names[-1]
         starts = changes if continues else np.concatenate([[0], changes])
-        names = series.take(pa.array(starts, type=pa.int64())).to_pylist()
-        if instrument is not None:
-            self._check_instruments(series, _text(instrument), changes, continues)
+        first_rows = pa.array(starts, type=pa.int64())
+        names = series.take(first_rows).to_pylist()
+        if instrument is None:
+            # The series names its instrument; a name that cannot be one ("/" in it) names none.
+            self.instruments += [instrument_name(name) for name in names]
+        else:
+            self._check_instruments(series, _text(instrument), changes, continues, first_rows, names)
         for start, name in zip(starts.tolist(), names, strict=True):
             if name in self._seen:
                 raise RowError(self.rows + n)  # its rows are apart: first_row_error names the line
@@ -90,19 +93,22 @@ class LongTable:
             self.names.append(name)
             if len(self.names) > self.settings.max_fits_per_batch:
                 limit = self.settings.max_fits_per_batch
-                raise Problem(
-                    413,
-                    f"fits: more than {limit} series, the limit is {limit}",
-                    slug="data-too-large",
-                    errors=[{"loc": ["fits"], "msg": "too many fits"}],
-                )
+                raise too_many_fits(f"fits: more than {limit} series, the limit is {limit}")
         self.t_u[self.rows : self.rows + n] = t_u
         self.t_c[self.rows : self.rows + n] = t_c
         self.rows += n
         self._check_lengths(len(starts))
         holding(self.rows, len(self.names))
 
-    def _check_instruments(self, series: pa.Array, instrument: pa.Array, changes: np.ndarray, continues: bool) -> None:
+    def _check_instruments(
+        self,
+        series: pa.Array,
+        instrument: pa.Array,
+        changes: np.ndarray,
+        continues: bool,
+        first_rows: pa.Array,
+        names: list[str],
+    ) -> None:
         """One instrument per series; a null cell names the series' own (instrument_name)."""
         filled = pc.coalesce(instrument, series)
         where = _changes(filled)
@@ -110,8 +116,7 @@ class LongTable:
             where = np.concatenate([[0], where])
         if len(np.setdiff1d(where, changes, assume_unique=True)):
             raise RowError(self.rows + len(series))
-        first = pa.array(changes if continues else np.concatenate([[0], changes]), type=pa.int64())
-        for value, named in zip(instrument.take(first).to_pylist(), series.take(first).to_pylist(), strict=True):
+        for value, named in zip(instrument.take(first_rows).to_pylist(), names, strict=True):
             self.instruments.append(str(value) if value is not None else instrument_name(named))
         self._last_instrument = filled[-1].as_py()
 
@@ -125,8 +130,6 @@ class LongTable:
                 raise too_large(["series", name, "t_u"], f"series {name!r}: more than {limit:,} points in one fit")
 
     def series(self) -> Iterator[Series]:
-        if not self.with_instrument:
-            self.instruments = [instrument_name(name) for name in self.names]
         ends = [*self.starts[1:], self.rows]
         for name, instrument, start, end in zip(self.names, self.instruments, self.starts, ends, strict=True):
             yield Series(name, instrument, self.t_u[start:end], self.t_c[start:end])

@@ -16,7 +16,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from flask import g, request
 
@@ -119,18 +119,15 @@ def parsing(budget: ParseBudget, settings: Settings, expansion: int, fixed: int 
     size = settings.max_body_bytes if declared is None else declared
     if size > settings.max_body_bytes:
         size = 0
-    try:
-        held = budget.hold(size * expansion + fixed)
-        reservation = held.__enter__()
-    except Problem:
-        drain_request(settings)
-        raise
-    try:
+    with ExitStack() as held:
+        try:
+            reservation = held.enter_context(budget.hold(size * expansion + fixed))
+        except Problem:
+            drain_request(settings)
+            raise
         g.parse_reservation = reservation
+        held.callback(g.pop, "parse_reservation", None)
         yield reservation
-    finally:
-        g.pop("parse_reservation", None)
-        held.__exit__(None, None, None)
 
 
 def grown(estimate: int) -> None:

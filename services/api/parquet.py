@@ -95,7 +95,7 @@ def _read(body: IO[bytes], settings: Settings) -> LongTable:
     if declared > budget:
         raise too_large(["body"], f"its columns {','.join(wanted)} decode to {declared:,} bytes; at most {budget:,}")
     text = [name for name in wanted if name in _TEXT and not pa.types.is_integer(schema.field(name).type)]
-    table = LongTable(settings, rows, with_instrument)
+    table = LongTable(settings, rows)
     try:
         for batch in _decoded(body, wanted, text, budget):
             t_u, t_c = numbers(batch.column("t_u")), numbers(batch.column("t_c"))
