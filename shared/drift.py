@@ -129,25 +129,17 @@ def drift(previous: Calibration, new: Calibration, threshold: float) -> Drift:
     )
 
 
-def drifts(history: Sequence[Calibration], threshold: float) -> list[Drift | None]:
-    """Each calibration of a history (oldest first) against the one before it; None for the first."""
-    if not history:
-        return []
-    return [None] + [drift(before, after, threshold) for before, after in zip(history, history[1:], strict=False)]
-
-
-def next_due(history: Sequence[Calibration], found: Sequence[Drift | None], tolerance: float | None) -> dt.date | None:
+def next_due(
+    calibrations: int, as_found: Sequence[tuple[dt.datetime, float]], tolerance: float | None
+) -> dt.date | None:
     """When the least-squares trend of as-found RMS over time reaches the tolerance (the variables-
     data method of calibration interval analysis, in its simplest, linear form): with 3 or more
-    calibrations and a tolerance; None while the trend is flat or falling (never reached). A date
-    in the past means the instrument is overdue."""
-    if tolerance is None or len(history) < 3:
+    calibrations and a tolerance. `as_found`: (calibrated at, as-found RMS) of those with one, in
+    any order. None while the trend is flat or falling (never reached). A date in the past means
+    the instrument is overdue."""
+    if tolerance is None or calibrations < 3:
         return None
-    points = [
-        (cal.calibrated_at.timestamp(), d.as_found_rms)
-        for cal, d in zip(history, found, strict=True)
-        if d is not None and d.as_found_rms is not None
-    ]
+    points = [(moment.timestamp(), rms) for moment, rms in as_found]
     if len(points) < 2:
         return None
     t = np.array([p[0] for p in points])

@@ -251,6 +251,25 @@ class LossBlock(Base):
     val_loss: so.Mapped[bytes | None] = so.mapped_column(sa.LargeBinary)
 
 
+class DriftVerdict(Base):
+    """A calibration against the one before it (shared/drift.drift), stored when the worker writes
+    it and rewritten when an earlier-submitted fit of the instrument succeeds later, so reads never
+    pair calibrations: a batch's `drifted` count is one indexed join whatever its size. Flagged is
+    not stored: it is `p_value < CALIB_DRIFT_THRESHOLD`, read with the threshold of the moment.
+    A calibration with none before it has no row."""
+
+    __tablename__ = "drift_verdicts"
+
+    fit_id: so.Mapped[str] = so.mapped_column(sa.ForeignKey("fits.id", ondelete="CASCADE"), primary_key=True)
+    # The calibration before it when the verdict was made; not a foreign key: retention may delete
+    # it, and the verdict made against it stays what it was.
+    previous_id: so.Mapped[str] = so.mapped_column(sa.String(36))
+    chi2: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    p_value: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    as_found_rms: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    as_left_rms: so.Mapped[float | None] = so.mapped_column(sa.Float)
+
+
 class Instrument(Base):
     """An instrument a tenant calibrates: created by the first fit that names it (or a PUT), with
     the tolerance its as-found error is held to. Its calibrations are its succeeded fits."""

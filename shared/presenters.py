@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from shared import calibrations
-from shared.drift import Calibration, Drift, drifts, next_due
+from shared.drift import Calibration, Drift, next_due
 from shared.models import (
     CANCELLED,
     RUNNING,
@@ -199,14 +199,9 @@ def batch_progress(session: so.Session, batch: Batch) -> BatchProgress:
     return BatchProgress(status, counts, None if active else finished)
 
 
-def batch_json(
-    session: so.Session, batch: Batch, drift_threshold: float, drifted: list[str] | None = None
-) -> dict[str, Any]:
-    """The batch's body. Its `drifted` count reads the drift verdicts of every calibration in the
-    batch (about 1 s at 10,000 instruments): a caller that has them already passes them in."""
+def batch_json(session: so.Session, batch: Batch, drift_threshold: float) -> dict[str, Any]:
+    """The batch's body. Its `drifted` count reads the stored verdicts (shared/calibrations.py)."""
     progress = batch_progress(session, batch)
-    if drifted is None:
-        drifted = calibrations.drifted_instruments(session, batch.id, drift_threshold)
     return serve(
         BatchPublic,
         {
@@ -214,7 +209,7 @@ def batch_json(
             "count": batch.count,
             "status": progress.status,
             "counts": progress.counts,
-            "drifted": len(drifted),
+            "drifted": calibrations.drifted_count(session, batch.id, drift_threshold),
             "created_at": iso(batch.created_at),
             "finished_at": iso(progress.finished_at),
             "links": {"self": f"/v1/batches/{batch.id}", "fits": f"/v1/batches/{batch.id}/fits"},
@@ -239,19 +234,24 @@ def calibration_fields(cal: Calibration, found: Drift | None) -> dict[str, Any]:
 
 
 def instrument_fields(
-    instrument: Instrument, newest_first: Sequence[calibrations.Calibrated], drift_threshold: float
+    instrument: Instrument,
+    standing: calibrations.Standing,
+    newest_first: Sequence[calibrations.Calibrated],
+    verdicts: Mapping[str, calibrations.StoredDrift],
 ) -> dict[str, Any]:
-    """An instrument's body: its calibrations oldest to newest give each one's drift and the trend
-    of as-found RMS; the body lists them newest first."""
-    history = [Calibration.of(fit) for fit in reversed(newest_first)]
-    found = drifts(history, drift_threshold)
-    bodies = [calibration_fields(cal, d) for cal, d in zip(history, found, strict=True)]
-    due = next_due(history, found, instrument.tolerance)
+    """An instrument's body: its current calibration, these calibrations of its history (newest
+    first), each with its stored drift verdict, and when it is next due from the as-found trend."""
+
+    def fields(row: calibrations.Calibrated) -> dict[str, Any]:
+        found = verdicts.get(row.id)
+        return calibration_fields(Calibration.of(row), found.drift if found else None)
+
+    due = next_due(standing.calibrations, standing.as_found, instrument.tolerance)
     return {
         "id": instrument.id,
-        "calibrations": len(history),
-        "current": bodies[-1] if bodies else None,
-        "history": bodies[::-1],
+        "calibrations": standing.calibrations,
+        "current": fields(standing.current) if standing.current is not None else None,
+        "history": [fields(row) for row in newest_first],
         "tolerance": instrument.tolerance,
         "next_due": due.isoformat() if due else None,
         "links": {"self": f"/v1/instruments/{quote(instrument.id, safe='')}"},
@@ -268,35 +268,35 @@ def instruments_after(
     session: so.Session, tenant: str, after: str, limit: int, drift_threshold: float
 ) -> list[dict[str, Any]]:
     """The bodies of the tenant's next `limit` instruments by id after `after` (the API's pages and
-    the dashboard's list)."""
+    the dashboard's list), without their history: each one's current calibration and its verdict,
+    and two columns of each calibration for the as-found trend."""
     rows = session.scalars(
         sa.select(Instrument)
         .where(Instrument.tenant == tenant, Instrument.id > after)
         .order_by(Instrument.id)
         .limit(limit)
     ).all()
-    histories = calibrations.calibrations_of(session, tenant, [row.id for row in rows])
-    return [instrument_fields(row, histories[row.id], drift_threshold) for row in rows]
+    found = calibrations.standings(session, tenant, [row.id for row in rows])
+    currents = [standing.current.id for standing in found.values() if standing.current is not None]
+    verdicts = calibrations.stored_drift_of(session, currents, drift_threshold)
+    return [instrument_fields(row, found[row.id], [], verdicts) for row in rows]
 
 
 def instrument_json(
-    instrument: Instrument,
-    newest_first: Sequence[calibrations.Calibrated],
-    drift_threshold: float,
-    limit: int = 100,
-    after: str | None = None,
+    session: so.Session, instrument: Instrument, drift_threshold: float, limit: int = 100, after: str | None = None
 ) -> dict[str, Any]:
     """An instrument's body with a page of its history: `limit` calibrations, newest first, from the
-    one after `after` (a fit id). Every calibration is read for the drift and next_due; only the
-    page's are shown (an instrument calibrated nightly for years has thousands)."""
-    fields = instrument_fields(instrument, newest_first, drift_threshold)
-    history = fields["history"]
-    start = next((i + 1 for i, cal in enumerate(history) if cal["fit_id"] == after), 0) if after else 0
-    fields["history"] = history[start : start + limit]
-    more = start + limit < len(history)
+    one after `after` (a fit id). Only the page's calibrations and the current one are read whole;
+    an instrument calibrated nightly for years has thousands."""
+    standing = calibrations.standings(session, instrument.tenant, [instrument.id])[instrument.id]
+    page = calibrations.history_page(session, instrument.tenant, instrument.id, limit + 1, after)
+    shown = page[:limit]
+    wanted = [row.id for row in shown] + ([standing.current.id] if standing.current is not None else [])
+    verdicts = calibrations.stored_drift_of(session, wanted, drift_threshold)
+    fields = instrument_fields(instrument, standing, shown, verdicts)
     link = fields["links"]["self"]
     fields["history_next"] = (
-        f"{link}?history_limit={limit}&history_cursor={history[start + limit - 1]['fit_id']}" if more else None
+        f"{link}?history_limit={limit}&history_cursor={shown[-1].id}" if len(page) > limit else None
     )
     return serve(InstrumentPublic, fields)
 

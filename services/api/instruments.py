@@ -67,9 +67,8 @@ def get_instrument(instrument_id: str) -> dict[str, Any]:
     page = query(InstrumentQuery)
     with svc.db.session() as session:
         instrument = _instrument_or_404(session, instrument_id)
-        history = calibrations.calibration_rows_of(session, current_tenant(), instrument.id)
         return instrument_json(
-            instrument, history, svc.settings.drift_threshold, page.history_limit, page.history_cursor
+            session, instrument, svc.settings.drift_threshold, page.history_limit, page.history_cursor
         )
 
 

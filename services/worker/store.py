@@ -20,11 +20,11 @@ import sqlalchemy.orm as so
 from sqlalchemy.dialects import postgresql
 
 from services.worker import fairness
-from shared import bulk, ended, loss_blocks
+from shared import bulk, calibrations, ended, loss_blocks
 from shared.convergence import Optimum
 from shared.db import Database
 from shared.dbclock import db_now, lease_until
-from shared.models import FAILED, QUEUED, RUNNING, Fit, TenantTurn, new_id, utcnow
+from shared.models import FAILED, QUEUED, RUNNING, SUCCEEDED, Fit, TenantTurn, new_id, utcnow
 from shared.packing import unpack_f64
 from shared.settings import Settings
 from shared.splits import held_out_indices
@@ -354,6 +354,10 @@ def write(
                 updates.append(values)
         bulk.update_rows(session, Fit, updates)
         done = [fit for fit in fits if fit.id in owned and fit.id in checkpoint.finished]
+        # Verdicts are made where calibrations are: reads of a batch never pair them again.
+        calibrations.record_drifts(
+            session, [fit.id for fit in done if checkpoint.finished[fit.id].get("status") == SUCCEEDED]
+        )
         ended.announce(session, [fit.id for fit in done], [fit.batch_id for fit in done])
     return owned
 

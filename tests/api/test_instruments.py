@@ -4,6 +4,7 @@ and statsmodels computed here from the readings."""
 
 from __future__ import annotations
 
+import csv
 import io
 import math
 from collections.abc import Callable
@@ -264,34 +265,24 @@ def test_apply_calibrates_a_million_readings_of_a_thousand_instruments(
     assert client.post("/v1/apply", json={"t_u": [1]}).status_code == 415
 
 
-def test_many_fits_of_one_instrument_are_paired_as_one_seek_each_would_pair_them(client: FlaskClient) -> None:
-    """A batch of 40 calibrations of one instrument, between single fits of it submitted before and
-    after (and one that failed to be a calibration: too few points to succeed is not needed, a
-    cancelled one is): the walk over the span finds, for every fit, the calibration each fit's own
-    index seek finds."""
-    import sqlalchemy as sa
-
-    from shared import calibrations
-    from shared.models import Fit
-
+def test_many_fits_of_one_instrument_in_one_chunk_are_each_paired_with_the_one_before(client: FlaskClient) -> None:
+    """A batch of 40 calibrations of one instrument (one chunk, one created_at), between single fits
+    of it submitted before and after, and a cancelled one that is no calibration: every stored
+    verdict is against the calibration before it in submission order."""
     u = [20.0, 40.0, 60.0, 80.0]
     one = {"t_u": u, "t_c": [0.5 * x - 17 for x in u], "epochs": 20, "input_scale": 0.1, "instrument": "TT-9"}
     first = client.post("/v1/fits", json=one).get_json()["id"]
     run_fit(client, first)
-    fits = [{**one, "t_c": [0.5 * x - 17 + 0.01 * i for x in u]} for i in range(40)]
+    fits = [{**one, "t_c": [0.5 * x - 17 + 0.01 * i + 0.001 * (x % 3) for x in u]} for i in range(40)]
     batch = client.post("/v1/batches", json={"fits": fits}).get_json()["id"]
     cancelled = client.post("/v1/fits", json=one).get_json()["id"]
     client.post(f"/v1/fits/{cancelled}/cancel")
     run_batch(client, batch)
     last = client.post("/v1/fits", json=one).get_json()["id"]
     run_fit(client, last)
-    svc = client.application.extensions["calib"]
-    with svc.db.session() as session:
-        rows = session.execute(sa.select(*calibrations.CALIBRATION_COLUMNS).where(Fit.instrument == "TT-9")).all()
-        walked = calibrations.previous_of(session, rows)
-        sought = calibrations._sought(session, rows)
-    assert len(rows) == 43 and len(walked) == 42  # every fit but the first has one before it
-    assert {k: v.id for k, v in walked.items()} == {k: v.id for k, v in sought.items()}
+    reference = _history_verdicts(client, "TT-9")
+    assert len(reference) == 41  # 42 calibrations (the cancelled fit is none): all but the first
+    assert _stored_verdicts(client) == reference
 
 
 def test_an_instruments_history_comes_in_pages(client: FlaskClient) -> None:
@@ -325,3 +316,138 @@ def test_an_instruments_history_comes_in_pages(client: FlaskClient) -> None:
     small = client.get("/v1/instruments/TT-P?history_limit=7").get_json()
     assert [cal["fit_id"] for cal in small["history"]] == ids[:7]
     assert client.get("/v1/instruments/TT-P?history_limit=0").status_code == 422
+
+
+def _history_verdicts(client: FlaskClient, name: str) -> dict[str, tuple[str, Any]]:
+    """Each calibration's drift against the one before it along the instrument's whole history in
+    submission order, computed here (the reference for what the workers store)."""
+    import dataclasses
+
+    import sqlalchemy as sa
+
+    from shared import calibrations
+    from shared.drift import Calibration, drift
+    from shared.models import SUCCEEDED, Fit
+
+    svc = client.application.extensions["calib"]
+    with svc.db.session() as session:
+        rows = session.execute(
+            sa.select(*calibrations.CALIBRATION_COLUMNS)
+            .where(Fit.instrument == name, Fit.status == SUCCEEDED)
+            .order_by(Fit.created_at, Fit.id)
+        ).all()
+    threshold = svc.settings.drift_threshold
+    return {
+        after.id: (before.id, dataclasses.asdict(drift(Calibration.of(before), Calibration.of(after), threshold)))
+        for before, after in zip(rows, rows[1:], strict=False)
+    }
+
+
+def _stored_verdicts(client: FlaskClient) -> dict[str, tuple[str, Any]]:
+    import dataclasses
+
+    import sqlalchemy as sa
+
+    from shared import calibrations
+    from shared.models import DriftVerdict
+
+    svc = client.application.extensions["calib"]
+    with svc.db.session() as session:
+        ids = list(session.scalars(sa.select(DriftVerdict.fit_id)))
+        stored = calibrations.stored_drift_of(session, ids, svc.settings.drift_threshold)
+    return {fit_id: (found.previous_id, dataclasses.asdict(found.drift)) for fit_id, found in stored.items()}
+
+
+def test_verdicts_stored_by_the_workers_are_the_historys_when_fits_end_out_of_order(client: FlaskClient) -> None:
+    """Fits of one instrument submitted in one order and finished in another (a single fit between
+    two batches finishing last, a batch of 12 finishing before single fits submitted before it): each
+    stored verdict is made against the calibration before it by submission, as the history pairs
+    them, whatever order the workers finished in; a fit that fails stores none, and the batch's
+    `drifted` count reads the stored verdicts."""
+    u = [20.0, 40.0, 60.0, 80.0]
+
+    def fit(i: int) -> dict[str, Any]:
+        # Every third calibration reads far off the line before it: flagged both ways.
+        return {"t_u": u, "t_c": [0.5 * x - 17 + (0.5 if i % 3 == 0 else 0.01 * i) for x in u], "instrument": "TT-O"}
+
+    options = {"epochs": 30, "input_scale": 0.1}
+    singles = [client.post("/v1/fits", json={**fit(i), **options}).get_json()["id"] for i in range(3)]
+    batch = client.post("/v1/batches", json={"fits": [fit(i) for i in range(3, 15)], "defaults": options})
+    batch_id = batch.get_json()["id"]
+    between = client.post("/v1/fits", json={**fit(15), **options}).get_json()["id"]
+    failing = client.post("/v1/fits", json={**fit(16), "t_c": [1e300] * 4, "epochs": 30}).get_json()["id"]
+    later = client.post("/v1/batches", json={"fits": [fit(i) for i in range(17, 20)], "defaults": options})
+    run_batch(client, later.get_json()["id"])
+    run_batch(client, batch_id)
+    run_fit(client, failing)
+    for fit_id in (singles[2], singles[0], between, singles[1]):
+        run_fit(client, fit_id)
+    reference = _history_verdicts(client, "TT-O")
+    assert len(reference) == 18  # 19 calibrations: the failed fit is none
+    assert client.get(f"/v1/fits/{failing}").get_json()["status"] != "succeeded"
+    assert _stored_verdicts(client) == reference
+    flagged = {fit_id for fit_id, (_, found) in reference.items() if found["flagged"]}
+    assert flagged and len(flagged) < len(reference)
+    in_batch = {fit["id"] for fit in client.get(f"/v1/batches/{batch_id}/fits?limit=100").get_json()["items"]}
+    assert len(in_batch) == 12
+    assert client.get(f"/v1/batches/{batch_id}").get_json()["drifted"] == len(flagged & in_batch) > 0
+
+
+def test_a_batch_is_read_without_pairing_calibrations(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads of a batch of 40 calibrations of one instrument (its body, its fits as CSV, its page,
+    a fit's report) never pair calibrations: their cost is the page's, not the instrument's."""
+    from shared import calibrations
+
+    u = [20.0, 40.0, 60.0, 80.0]
+    fits = [
+        {"t_u": u, "t_c": [0.5 * x - 17 + 0.3 * (i % 2) + 0.01 * (x % 3) for x in u], "instrument": "TT-R"}
+        for i in range(40)
+    ]
+    batch_id = client.post("/v1/batches", json={"fits": fits, "defaults": {"epochs": 20, "input_scale": 0.1}})
+    batch_id = batch_id.get_json()["id"]
+    run_batch(client, batch_id)
+    reference = _history_verdicts(client, "TT-R")
+
+    def refused(*args: Any) -> Any:
+        raise AssertionError("a read paired calibrations")
+
+    monkeypatch.setattr(calibrations, "_adjacent", refused)
+    body = client.get(f"/v1/batches/{batch_id}").get_json()
+    flagged = {fit_id for fit_id, (_, found) in reference.items() if found["flagged"]}
+    assert body["counts"]["succeeded"] == 40 and len(reference) == 39 and flagged
+    assert body["drifted"] == len(flagged)  # calibrations; the page names the one instrument once
+    rows = list(
+        csv.DictReader(io.StringIO(client.get(f"/v1/batches/{batch_id}/fits?format=csv").get_data(as_text=True)))
+    )
+    assert {row["fit_id"]: row["drift_flagged"] for row in rows} == {
+        row["fit_id"]: ("" if row["fit_id"] not in reference else "true" if row["fit_id"] in flagged else "false")
+        for row in rows
+    }
+    page = client.get(f"/ui/batches/{batch_id}").get_data(as_text=True)
+    assert "1 instrument drifted" in page and page.count('href="/ui/instruments/TT-R"') == 1
+    fit_id = client.get(f"/v1/batches/{batch_id}/fits?limit=1").get_json()["items"][0]["id"]
+    assert client.get(f"/ui/fits/{fit_id}/report").status_code == 200
+
+
+def test_the_migration_stores_the_verdicts_the_workers_would(client: FlaskClient) -> None:
+    """Calibrations stored before verdicts were (schema 0013) get theirs from the migration that
+    adds them, the same as the workers store: the workers' verdicts, dropped with the table and
+    migrated again, come back equal."""
+    from alembic import command
+
+    from migrations.apply import alembic_config
+
+    u = [20.0, 40.0, 60.0, 80.0]
+    for name in ("TT-M1", "TT-M2"):
+        fits = [
+            {"t_u": u, "t_c": [0.5 * x - 17 + 0.2 * (i % 3) + 0.01 * (x % 3) for x in u], "instrument": name}
+            for i in range(12)
+        ]
+        batch = client.post("/v1/batches", json={"fits": fits, "defaults": {"epochs": 20, "input_scale": 0.1}})
+        run_batch(client, batch.get_json()["id"])
+    stored = _stored_verdicts(client)
+    assert len(stored) == 22
+    config = alembic_config(client.application.extensions["calib"].settings.database)
+    command.downgrade(config, "0013")
+    command.upgrade(config, "head")
+    assert _stored_verdicts(client) == stored

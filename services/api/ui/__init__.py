@@ -23,7 +23,6 @@ from services.api.problems import TITLES, Problem
 from services.api.requests import query
 from services.api.tenancy import current_tenant, owned_or_404
 from shared import calibrations, tokens
-from shared.drift import Calibration, drift
 from shared.models import STATUSES, SUCCEEDED, TERMINAL, Batch, Fit, Instrument
 from shared.packing import unpack_f64
 from shared.presenters import batch_json, batch_progress, drifted, fit_json, instrument_fields, instruments_after, iso
@@ -175,7 +174,7 @@ def batch_page(batch_id: str) -> str:
     with svc.db.session() as session:
         owned = owned_or_404(session, Batch, batch_id, "batch")
         names = calibrations.drifted_instruments(session, batch_id, svc.settings.drift_threshold)
-        batch = batch_json(session, owned, svc.settings.drift_threshold, drifted=names)
+        batch = batch_json(session, owned, svc.settings.drift_threshold)
         # Four numbers per fit, not a model object each: a batch has tens of thousands of fits.
         rows = session.execute(
             sa.select(Fit.w, Fit.b, Fit.input_scale, Fit.input_shift).where(
@@ -228,7 +227,9 @@ def instrument_page(instrument_id: str) -> str:
         if found is None:
             raise Problem(404, f"no instrument {instrument_id!r}", slug="not-found")
         history = calibrations.calibrations_of(session, current_tenant(), [found.id])[found.id]
-        instrument = instrument_fields(found, history, svc.settings.drift_threshold)
+        standing = calibrations.standings(session, current_tenant(), [found.id])[found.id]
+        verdicts = calibrations.stored_drift_of(session, [row.id for row in history], svc.settings.drift_threshold)
+        instrument = instrument_fields(found, standing, history, verdicts)
     oldest_first = instrument["history"][::-1]
 
     def series(value: str, se: str) -> list[list[Any]]:
@@ -269,11 +270,10 @@ def report_page(fit_id: str) -> str:
     with svc.db.session() as session:
         fit = owned_or_404(session, Fit, fit_id, "fit")
         t_u, t_c = unpack_f64(fit.t_u), unpack_f64(fit.t_c)
-        before = calibrations.previous_of(session, [fit]).get(fit.id) if fit.status == SUCCEEDED else None
+        verdict = calibrations.stored_drift_of(session, [fit.id], svc.settings.drift_threshold).get(fit.id)
         body = fit_json(fit)
     raw = fit.raw_params()
     residuals = (t_c - (raw[0] * t_u + raw[1])) if raw else None
-    found = drift(Calibration.of(before), Calibration.of(fit), svc.settings.drift_threshold) if before else None
 
     # A page a browser and a printer can hold: the table's first REPORT_ROWS readings, the chart's
     # REPORT_POINTS spread evenly over all of them (the whole data: GET /v1/fits/{id}/data).
@@ -293,8 +293,8 @@ def report_page(fit_id: str) -> str:
         total=len(t_u),
         residual_points=[[row(i)["t_u"], row(i)["residual"], 0, False] for i in shown] if residuals is not None else [],
         rms=float(np.sqrt(np.mean(residuals**2))) if residuals is not None else None,
-        drift=found,
-        previous=before.id if before else None,
+        drift=verdict.drift if verdict else None,
+        previous=verdict.previous_id if verdict else None,
         threshold=svc.settings.drift_threshold,
         printed=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     )
