@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from services.api.batches import _specs
+from services.api.batches import _checked
 from services.api.problems import Problem, from_validation, invalid_field
 from shared.schemas import BatchCreate, instrument_name
 from shared.settings import Settings
@@ -26,7 +26,8 @@ from shared.settings import Settings
 def read(kind: str, body: bytes, defaults: dict[str, Any], settings: Settings) -> tuple[Any, ...]:
     try:
         fits, defaults = _json(body) if kind == "json" else (_long_table(kind, body), defaults)
-        specs = _specs(defaults, fits, len(fits), SimpleNamespace(settings=settings))  # type: ignore[arg-type]
+        checked = _checked(defaults, lambda: iter(fits), len(fits), SimpleNamespace(settings=settings))  # type: ignore[arg-type]
+        specs = list(checked.validated(settings))
     except Problem as refused:
         return ("refused", refused.status, json.loads(json.dumps({"detail": refused.detail, "errors": refused.errors})))
     return ("stored", [(s.instrument, s.labels, [float(v) for v in s.t_u], [float(v) for v in s.t_c]) for s in specs])

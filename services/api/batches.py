@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,7 +22,7 @@ from services.api.listing import list_fits_query, query_with
 from services.api.memory import parsing
 from services.api.problems import Problem, from_validation, invalid_field
 from services.api.requests import parse, query
-from services.api.submit import batch_digest, earlier_batch_digest, fit_rows
+from services.api.submit import BatchFingerprint, earlier_batch_digest, fit_rows
 from services.api.tenancy import current_tenant, owned_or_404
 from shared import calibrations, ended
 from shared.bulk import insert_rows
@@ -30,15 +31,35 @@ from shared.models import Batch, Fit, new_id, utcnow
 from shared.presenters import RESULT_COLUMNS, batch_json, batch_progress, fit_list
 from shared.queries import CSV_BATCH_DEFAULTS, BatchFitsQuery, WaitQuery
 from shared.schemas import BatchOptions, FitCreate, FitOptions
+from shared.settings import Settings
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
 
 _MAX_REPORTED_ERRORS = 50
 
 
-def _specs(
-    defaults: dict[str, Any], fits: Iterable[tuple[list[Any], dict[str, Any]]], count: int, svc: Services
-) -> list[FitCreate]:
+Fits = Callable[[], Iterator[tuple[list[Any], dict[str, Any]]]]
+
+
+@dataclasses.dataclass
+class Checked:
+    """A batch's fits, every one valid: how many, their instruments, their fingerprint so far, and
+    how to read them again (validated a slice at a time when they are stored: a 50,000-fit batch
+    never holds 50,000 validated models)."""
+
+    fits: Fits
+    defaults: dict[str, Any]
+    count: int
+    instruments: set[str]
+    fingerprint: BatchFingerprint
+
+    def validated(self, settings: Settings) -> Iterator[FitCreate]:
+        context = {"settings": settings}
+        for _, body in self.fits():
+            yield FitCreate.model_validate({**self.defaults, **body}, context=context)
+
+
+def _checked(defaults: dict[str, Any], fits: Fits, count: int, svc: Services) -> Checked:
     """Validate every one of the `count` fits before anything is stored; 422 names each bad one."""
     context = {"settings": svc.settings}
     try:
@@ -47,9 +68,12 @@ def _specs(
         raise from_validation(exc, prefix=["defaults"]) from exc
     if count > svc.settings.max_fits_per_batch:
         raise too_many_fits(f"fits: {count} fits, the limit is {svc.settings.max_fits_per_batch}")
-    specs, errors, worst = [], [], None
+    errors: list[dict[str, Any]] = []
+    worst: Problem | None = None
     points = 0
-    for loc, body in fits:
+    instruments: set[str] = set()
+    fingerprint = BatchFingerprint()
+    for loc, body in fits():
         try:
             if "callback_url" in body or "callback_url" in defaults:
                 # One webhook for the batch, not thousands for its fits.
@@ -67,7 +91,10 @@ def _specs(
                 break
             continue
         points += len(spec.t_u)
-        specs.append(spec)
+        if worst is None:  # a refused batch needs no fingerprint
+            fingerprint.add(spec)
+            if spec.instrument:
+                instruments.add(spec.instrument)
     if worst is not None:
         raise Problem(worst.status, worst.detail + " — nothing of the batch was stored", slug=worst.slug, errors=errors)
     if points > svc.settings.max_points_per_batch:
@@ -77,11 +104,11 @@ def _specs(
             slug="data-too-large",
             errors=[{"loc": ["fits"], "msg": "too many points"}],
         )
-    return specs
+    return Checked(fits, defaults, count, instruments, fingerprint)
 
 
-def _from_json(svc: Services) -> tuple[list[FitCreate], str, Ask, str | None]:
-    """The batch's fits, validated, and the fingerprint of the request for its Idempotency-Key."""
+def _from_json(svc: Services) -> tuple[Checked, Ask, str | None]:
+    """The batch's fits, checked, with its quota's ask and its callback_url."""
     if request.mimetype != "application/json":
         raise Problem(415, f"send application/json, not {request.mimetype or 'no Content-Type'}")
     batch = json_batch.read(svc.settings)
@@ -89,9 +116,8 @@ def _from_json(svc: Services) -> tuple[list[FitCreate], str, Ask, str | None]:
     refuse_oversize(svc.settings, batch.ask)
     if batch.problem is not None:
         raise batch.problem
-    specs = _specs(batch.defaults, batch.fits, len(batch.fits), svc)
-    # Each fit as validated, its batch's defaults merged in: the same request however it is spelled.
-    return specs, batch_digest(specs, batch.callback_url), batch.ask, batch.callback_url
+    checked = _checked(batch.defaults, lambda: iter(batch.fits), len(batch.fits), svc)
+    return checked, batch.ask, batch.callback_url
 
 
 _NESTED = ("init", "validation", "early_stopping")
@@ -118,7 +144,7 @@ def _query_defaults() -> dict[str, Any]:
     return defaults
 
 
-def _from_long_table(svc: Services) -> tuple[list[FitCreate], str, Ask, str | None]:
+def _from_long_table(svc: Services) -> tuple[Checked, Ask, str | None]:
     """A CSV or Parquet batch: one fit per series, the defaults and callback_url as query parameters.
     The series' points stay float64 arrays from the body to the database (services/api/long_table.py)."""
     table = parquet.read(svc.settings) if request.mimetype == parquet.MEDIA_TYPE else csv_table.read(svc.settings)
@@ -127,14 +153,16 @@ def _from_long_table(svc: Services) -> tuple[list[FitCreate], str, Ask, str | No
     defaults = _query_defaults()
     ask = ask_of([{}] * len(table.names), defaults, svc.settings.max_epochs)
     refuse_oversize(svc.settings, ask)
-    fits = (
-        (["series", s.name], {"t_u": s.t_u, "t_c": s.t_c, "labels": {"series": s.name}, "instrument": s.instrument})
-        for s in table.series()
-    )
-    specs = _specs(defaults, fits, len(table.names), svc)
+
+    def fits() -> Iterator[tuple[list[Any], dict[str, Any]]]:
+        for s in table.series():
+            body = {"t_u": s.t_u, "t_c": s.t_c, "labels": {"series": s.name}, "instrument": s.instrument}
+            yield ["series", s.name], body
+
+    checked = _checked(defaults, fits, len(table.names), svc)
     given = {"callback_url": request.args["callback_url"]} if "callback_url" in request.args else {}
     callback = parse(BatchOptions, given, {"settings": svc.settings}).callback_url
-    return specs, batch_digest(specs, callback), ask, callback
+    return checked, ask, callback
 
 
 def _get_batch(session: Any, batch_id: str) -> Batch:
@@ -147,16 +175,18 @@ _ROWS_AT_A_TIME = 4096
 _POINTS_AT_A_TIME = 1 << 18
 
 
-def _slices(specs: list[FitCreate]) -> Iterator[tuple[int, int]]:
-    """(start, end) of consecutive slices of `specs` within both bounds (a slice holds one fit at least)."""
-    start = points = 0
-    for end, spec in enumerate(specs):
-        if end > start and (end - start >= _ROWS_AT_A_TIME or points + len(spec.t_u) > _POINTS_AT_A_TIME):
-            yield start, end
-            start, points = end, 0
+def _slices(specs: Iterable[FitCreate]) -> Iterator[list[FitCreate]]:
+    """Consecutive slices of `specs` within both bounds (a slice holds one fit at least)."""
+    part: list[FitCreate] = []
+    points = 0
+    for spec in specs:
+        if part and (len(part) >= _ROWS_AT_A_TIME or points + len(spec.t_u) > _POINTS_AT_A_TIME):
+            yield part
+            part, points = [], 0
+        part.append(spec)
         points += len(spec.t_u)
-    if start < len(specs):
-        yield start, len(specs)
+    if part:
+        yield part
 
 
 @bp.post("")
@@ -170,13 +200,14 @@ def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
 
 def _create_batch(svc: Services) -> tuple[dict[str, Any], int, dict[str, str]]:
     if request.mimetype in ("text/csv", parquet.MEDIA_TYPE):
-        specs, request_digest, ask, callback = _from_long_table(svc)
+        checked, ask, callback = _from_long_table(svc)
     else:
-        specs, request_digest, ask, callback = _from_json(svc)
+        checked, ask, callback = _from_json(svc)
     tenant = current_tenant()
     size = svc.settings.chunk_size
-    chunks = [new_id() for _ in range(0, len(specs), size)]
+    chunks = [new_id() for _ in range(0, checked.count, size)]
     key = request_key()
+    digest = checked.fingerprint.hexdigest(callback)
 
     owed = Ask(ask.fit_epochs, ask.loss_bytes, 1 if callback else 0)
 
@@ -188,20 +219,21 @@ def _create_batch(svc: Services) -> tuple[dict[str, Any], int, dict[str, str]]:
         batch = Batch(
             id=new_id(),
             tenant=tenant,
-            count=len(specs),
+            count=checked.count,
             cancelled=False,
             created_at=utcnow(),
             idempotency_key=key,
-            request_digest=request_digest,
+            request_digest=digest,
             callback_url=callback,
             callback_pending=callback is not None,
         )
         session.add(batch)
         session.flush()
-        # A slice of fits' rows at a time: a 50,000-fit batch never holds every row's dict at once.
+        # A slice of fits at a time, validated again and made rows: a 50,000-fit batch never holds
+        # every fit's model or row at once.
         submitted = utcnow()
-        for start, end in _slices(specs):
-            part = specs[start:end]
+        start = 0
+        for part in _slices(checked.validated(svc.settings)):
             rows = fit_rows(
                 part,
                 tenant,
@@ -211,7 +243,8 @@ def _create_batch(svc: Services) -> tuple[dict[str, Any], int, dict[str, str]]:
                 created_at=submitted,
             )
             insert_rows(session, Fit, rows)  # COPY on PostgreSQL
-        calibrations.register(session, tenant, [spec.instrument for spec in specs])
+            start += len(part)
+        calibrations.register(session, tenant, checked.instruments)
         return batch
 
     batch, created = insert_or_replay(
@@ -219,10 +252,10 @@ def _create_batch(svc: Services) -> tuple[dict[str, Any], int, dict[str, str]]:
         Batch,
         tenant,
         key,
-        request_digest,
+        digest,
         admit=admitted,
         insert=insert,
-        earlier=lambda: earlier_batch_digest(specs, callback),
+        earlier=lambda: earlier_batch_digest(checked.validated(svc.settings), callback),
     )
     if created:
         svc.dispatch(chunks)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy.orm as so
@@ -36,24 +36,31 @@ def _text(value: Any) -> str:
     return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), allow_nan=True)
 
 
-def batch_digest(specs: Sequence[FitCreate], callback: str | None) -> str:
-    """The fingerprint of a batch: each fit as validated (its batch's defaults merged in, so the
-    same request however it is spelled), its readings as float64 bytes (a fit's arrays are never
-    written out as text), and the batch's callback_url; hashed a fit at a time."""
-    sha = hashlib.sha256(b"calib batch 2")
-    for spec in specs:
-        sha.update(_text(spec.model_dump(exclude={"t_u", "t_c"})).encode())
+class BatchFingerprint:
+    """The fingerprint of a batch, fed a fit at a time as its fits are validated: each fit as
+    validated (its batch's defaults merged in, so the same request however it is spelled), its
+    readings as float64 bytes (a fit's arrays are never written out as text), then the batch's
+    callback_url."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256(b"calib batch 2")
+
+    def add(self, spec: FitCreate) -> None:
+        self._sha.update(_text(spec.model_dump(exclude={"t_u", "t_c"})).encode())
         for values in (spec.t_u, spec.t_c):
-            sha.update(len(values).to_bytes(8, "little"))
-            sha.update(pack_f64(values))
-    sha.update(_text(callback).encode())
-    return sha.hexdigest()
+            self._sha.update(len(values).to_bytes(8, "little"))
+            self._sha.update(pack_f64(values))
+
+    def hexdigest(self, callback: str | None) -> str:
+        sha = self._sha.copy()
+        sha.update(_text(callback).encode())
+        return sha.hexdigest()
 
 
-def earlier_batch_digest(specs: Sequence[FitCreate], callback: str | None) -> str:
-    """The fingerprint batches were stored with before batch_digest (their readings written out
+def earlier_batch_digest(specs: Iterable[FitCreate], callback: str | None) -> str:
+    """The fingerprint batches were stored with before BatchFingerprint (their readings written out
     as JSON text): digest([[spec.model_dump() for spec in specs], callback]). Computed only when
-    a key's stored fingerprint is not batch_digest's, so that those keys keep matching."""
+    a key's stored fingerprint is not BatchFingerprint's, so that those keys keep matching."""
     sha = hashlib.sha256(b"[[")
     for i, spec in enumerate(specs):
         sha.update((b"," if i else b"") + _text(spec.model_dump()).encode())

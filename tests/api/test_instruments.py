@@ -451,3 +451,47 @@ def test_the_migration_stores_the_verdicts_the_workers_would(client: FlaskClient
     command.downgrade(config, "0013")
     command.upgrade(config, "head")
     assert _stored_verdicts(client) == stored
+
+
+def test_two_workers_finishing_fits_of_one_instrument_at_once_pair_them_in_order(client: FlaskClient) -> None:
+    """Fits A, B, C of one instrument; B and C finish at the same moment in two transactions: B's
+    holds its write open while C's is made. C's verdict is against B, not A: C's transaction waits
+    for B's (the instruments' row lock on PostgreSQL, the write lock on SQLite) and then sees it."""
+    import threading
+    import time
+
+    import sqlalchemy as sa
+
+    from shared import calibrations
+    from shared.models import RUNNING, SUCCEEDED, DriftVerdict, Fit
+
+    u = [20.0, 40.0, 60.0, 80.0]
+    ids = []
+    for i in range(3):
+        body = {"t_u": u, "t_c": [0.5 * x - 17 + 0.2 * i + 0.01 * (x % 3) for x in u], "instrument": "TT-W"}
+        ids.append(client.post("/v1/fits", json={**body, "epochs": 20, "input_scale": 0.1}).get_json()["id"])
+        run_fit(client, ids[-1])
+    a, b, c = ids
+    db = client.application.extensions["calib"].db
+    with db.session(write=True) as session:  # B and C not finished yet, as far as anyone can see
+        session.execute(sa.update(Fit).where(Fit.id.in_([b, c])).values(status=RUNNING))
+        session.execute(sa.delete(DriftVerdict))
+        calibrations.record_drifts(session, [a])
+    b_recorded = threading.Event()
+
+    def finish_b() -> None:
+        with db.session(write=True) as session:
+            session.execute(sa.update(Fit).where(Fit.id == b).values(status=SUCCEEDED))
+            calibrations.record_drifts(session, [b])
+            b_recorded.set()
+            time.sleep(1.0)  # C's transaction starts meanwhile
+
+    first = threading.Thread(target=finish_b)
+    first.start()
+    assert b_recorded.wait(30)
+    with db.session(write=True) as session:
+        session.execute(sa.update(Fit).where(Fit.id == c).values(status=SUCCEEDED))
+        calibrations.record_drifts(session, [c])
+    first.join()
+    assert {fit_id: previous for fit_id, (previous, _) in _stored_verdicts(client).items()} == {b: a, c: b}
+    assert _stored_verdicts(client) == _history_verdicts(client, "TT-W")
