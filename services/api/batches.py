@@ -45,15 +45,20 @@ Fits = Callable[[], Iterator[tuple[list[Any], dict[str, Any]]]]
 class Checked:
     """A batch's fits, every one valid: how many, their instruments, their fingerprint so far, and
     how to read them again (validated a slice at a time when they are stored: a 50,000-fit batch
-    never holds 50,000 validated models)."""
+    never holds 50,000 validated models). A batch of one slice keeps its models from the check:
+    validating them twice would only make small batches slower."""
 
     fits: Fits
     defaults: dict[str, Any]
     count: int
     instruments: set[str]
     fingerprint: BatchFingerprint
+    kept: list[FitCreate] | None
 
     def validated(self, settings: Settings) -> Iterator[FitCreate]:
+        if self.kept is not None:
+            yield from self.kept
+            return
         context = {"settings": settings}
         for _, body in self.fits():
             yield FitCreate.model_validate({**self.defaults, **body}, context=context)
@@ -73,6 +78,7 @@ def _checked(defaults: dict[str, Any], fits: Fits, count: int, svc: Services) ->
     points = 0
     instruments: set[str] = set()
     fingerprint = BatchFingerprint()
+    kept: list[FitCreate] | None = []
     for loc, body in fits():
         try:
             if "callback_url" in body or "callback_url" in defaults:
@@ -95,6 +101,10 @@ def _checked(defaults: dict[str, Any], fits: Fits, count: int, svc: Services) ->
             fingerprint.add(spec)
             if spec.instrument:
                 instruments.add(spec.instrument)
+            if kept is not None:
+                kept.append(spec)
+                if len(kept) > _ROWS_AT_A_TIME or points > _POINTS_AT_A_TIME:
+                    kept = None  # more than a slice: validated again as it is stored
     if worst is not None:
         raise Problem(worst.status, worst.detail + " — nothing of the batch was stored", slug=worst.slug, errors=errors)
     if points > svc.settings.max_points_per_batch:
@@ -104,7 +114,7 @@ def _checked(defaults: dict[str, Any], fits: Fits, count: int, svc: Services) ->
             slug="data-too-large",
             errors=[{"loc": ["fits"], "msg": "too many points"}],
         )
-    return Checked(fits, defaults, count, instruments, fingerprint)
+    return Checked(fits, defaults, count, instruments, fingerprint, kept)
 
 
 def _from_json(svc: Services) -> tuple[Checked, Ask, str | None]:
