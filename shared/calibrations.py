@@ -19,7 +19,7 @@ import sqlalchemy.orm as so
 from sqlalchemy.dialects import postgresql
 
 from shared.db import upsert_insert
-from shared.drift import Calibration, Drift, drift
+from shared.drift import Calibration, Drift, drift, verdict_row
 from shared.models import SUCCEEDED, DriftVerdict, Fit, Instrument, utcnow
 
 # What a calibration is read with (shared/drift.Calibration.of), as plain rows: a batch's verdicts
@@ -99,20 +99,27 @@ def calibrations_of(session: so.Session, tenant: str, names: Sequence[str]) -> d
     return found
 
 
-def _newest(
-    tenant: so.QueryableAttribute[str], instrument: so.QueryableAttribute[Any], *conditions: Callable[[Any], Any]
+def _seek(
+    tenant: so.QueryableAttribute[str],
+    instrument: so.QueryableAttribute[Any],
+    *conditions: Callable[[Any], Any],
+    order: Callable[[Any], list[Any]],
 ) -> sa.ScalarSelect[str]:
-    """The id of an instrument's newest calibration meeting `conditions` (each given the alias
-    the calibrations are read through), as a scalar subquery: an index seek per instrument."""
+    """The id of the first of an instrument's calibrations meeting `conditions` in `order` (each
+    given the alias the calibrations are read through), as a scalar subquery: one index seek."""
     other = so.aliased(Fit, name="calibration")
     return (
         sa.select(other.id)
         .where(other.tenant == tenant, other.instrument == instrument, other.status == SUCCEEDED)
         .where(*(condition(other) for condition in conditions))
-        .order_by(other.created_at.desc(), other.id.desc())
+        .order_by(*order(other))
         .limit(1)
         .scalar_subquery()
     )
+
+
+def _newest_first(cal: Any) -> list[Any]:
+    return [cal.created_at.desc(), cal.id.desc()]
 
 
 @functools.cache  # built once: building it took 12 ms, a tenth of the seeks' time for 1,000 fits
@@ -121,26 +128,31 @@ def _adjacent(later: bool) -> sa.ColumnElement[str]:
     query by (created_at, id), as two index seeks: the nearest of the same created_at by id, else
     the nearest of another created_at. A row-value comparison would be one, but SQLite ranges its
     index on created_at alone, and a batch's fits all share one: it read the whole batch per seek."""
-
-    def seek(*conditions: Callable[[Any], Any], order: Callable[[Any], list[Any]]) -> sa.ScalarSelect[str]:
-        other = so.aliased(Fit, name="calibration")
-        return (
-            sa.select(other.id)
-            .where(other.tenant == Fit.tenant, other.instrument == Fit.instrument, other.status == SUCCEEDED)
-            .where(*(condition(other) for condition in conditions))
-            .order_by(*order(other))
-            .limit(1)
-            .scalar_subquery()
-        )
-
     if later:
         return sa.func.coalesce(
-            seek(lambda cal: cal.created_at == Fit.created_at, lambda cal: cal.id > Fit.id, order=lambda c: [c.id]),
-            seek(lambda cal: cal.created_at > Fit.created_at, order=lambda c: [c.created_at, c.id]),
+            _seek(
+                Fit.tenant,
+                Fit.instrument,
+                lambda c: c.created_at == Fit.created_at,
+                lambda c: c.id > Fit.id,
+                order=lambda c: [c.id],
+            ),
+            _seek(
+                Fit.tenant,
+                Fit.instrument,
+                lambda c: c.created_at > Fit.created_at,
+                order=lambda c: [c.created_at, c.id],
+            ),
         )
     return sa.func.coalesce(
-        seek(lambda cal: cal.created_at == Fit.created_at, lambda cal: cal.id < Fit.id, order=lambda c: [c.id.desc()]),
-        seek(lambda cal: cal.created_at < Fit.created_at, order=lambda c: [c.created_at.desc(), c.id.desc()]),
+        _seek(
+            Fit.tenant,
+            Fit.instrument,
+            lambda c: c.created_at == Fit.created_at,
+            lambda c: c.id < Fit.id,
+            order=lambda c: [c.id.desc()],
+        ),
+        _seek(Fit.tenant, Fit.instrument, lambda c: c.created_at < Fit.created_at, order=_newest_first),
     )
 
 
@@ -168,7 +180,7 @@ def current_of(session: so.Session, tenant: str, names: Sequence[str], at: dt.da
     by then. Instruments without one (unknown, another tenant's, none succeeded yet) are left out."""
     conditions = [] if at is None else [lambda cal: cal.created_at <= at]
     found: dict[str, Fit] = {}
-    newest = _newest(Instrument.tenant, Instrument.id, *conditions)
+    newest = _seek(Instrument.tenant, Instrument.id, *conditions, order=_newest_first)
     for start in range(0, len(names), _PER_QUERY):
         ids = sa.select(newest).where(Instrument.tenant == tenant, Instrument.id.in_(names[start : start + _PER_QUERY]))
         with _index_seeks(session):
@@ -248,20 +260,10 @@ def record_drifts(session: so.Session, fit_ids: Sequence[str]) -> int:
             found = read[row.id] = Calibration.of(row)
         return found
 
-    verdicts = []
-    for previous, fit_id in pairs:
-        # flagged is left to the reader's threshold; 0 here only fills the dataclass.
-        found = drift(of(known[previous]), of(known[fit_id]), 0.0)
-        verdicts.append(
-            {
-                "fit_id": fit_id,
-                "previous_id": previous,
-                "chi2": found.chi2,
-                "p_value": found.p_value,
-                "as_found_rms": found.as_found_rms,
-                "as_left_rms": found.as_left_rms,
-            }
-        )
+    # flagged is left to the reader's threshold: 0 here only fills the dataclass.
+    verdicts = [
+        verdict_row(fit_id, previous, drift(of(known[previous]), of(known[fit_id]), 0.0)) for previous, fit_id in pairs
+    ]
     if verdicts:
         # One statement, executed for many rows (compiled once: VALUES with 1,000 rows is not).
         statement = upsert_insert(session)(DriftVerdict)
@@ -280,12 +282,10 @@ def stored_drift_of(session: so.Session, fit_ids: Sequence[str], threshold: floa
     """The stored verdicts of these fits (those with a calibration before them), by fit id, flagged
     against `threshold`: O(fits asked), never a pairing."""
     found: dict[str, StoredDrift] = {}
-    for start in range(0, len(fit_ids), _PER_QUERY):
+    for among in _among(session, DriftVerdict.fit_id, fit_ids):
         # Plain rows, not ORM objects: a batch's fits CSV reads a verdict for each of its fits.
         for row in session.execute(
-            sa.select(DriftVerdict.fit_id, DriftVerdict.previous_id, *_FIGURE_COLUMNS).where(
-                DriftVerdict.fit_id.in_(fit_ids[start : start + _PER_QUERY])
-            )
+            sa.select(DriftVerdict.fit_id, DriftVerdict.previous_id, *_FIGURE_COLUMNS).where(among)
         ):
             found[row.fit_id] = StoredDrift(
                 previous_id=row.previous_id,
@@ -347,6 +347,16 @@ class Standing:
     calibrations: int
     current: sa.Row[Any] | None
     as_found: list[tuple[dt.datetime, float]]
+
+
+def standing_of(newest_first: Sequence[sa.Row[Any]], verdicts: dict[str, StoredDrift]) -> Standing:
+    """The standing of an instrument whose whole history (newest first) and verdicts are read."""
+    as_found = [
+        (row.created_at, found.drift.as_found_rms)
+        for row in newest_first
+        if (found := verdicts.get(row.id)) is not None and found.drift.as_found_rms is not None
+    ]
+    return Standing(len(newest_first), newest_first[0] if newest_first else None, as_found)
 
 
 def standings(session: so.Session, tenant: str, names: Sequence[str]) -> dict[str, Standing]:

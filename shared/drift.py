@@ -101,6 +101,18 @@ class Drift:
     as_left_rms: float | None
 
 
+def verdict_row(fit_id: str, previous_id: str, found: Drift) -> dict[str, Any]:
+    """A verdict as a row of drift_verdicts (shared.models.DriftVerdict; flagged is not stored)."""
+    return {
+        "fit_id": fit_id,
+        "previous_id": previous_id,
+        "chi2": found.chi2,
+        "p_value": found.p_value,
+        "as_found_rms": found.as_found_rms,
+        "as_left_rms": found.as_left_rms,
+    }
+
+
 def drift(previous: Calibration, new: Calibration, threshold: float) -> Drift:
     """The new calibration against the one before it.
 

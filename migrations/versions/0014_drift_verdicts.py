@@ -47,7 +47,7 @@ def upgrade() -> None:
 
 
 def _backfill(verdicts: sa.Table) -> None:
-    from shared.drift import Calibration, drift
+    from shared.drift import Calibration, drift, verdict_row
 
     fits = sa.table("fits", *(sa.column(name) for name in _COLUMNS), sa.column("validation", sa.JSON))
     conn = op.get_bind()
@@ -62,17 +62,7 @@ def _backfill(verdicts: sa.Table) -> None:
     for before, after in itertools.pairwise(rows):
         if (before.tenant, before.instrument) != (after.tenant, after.instrument):
             continue
-        found = drift(Calibration.of(before), Calibration.of(after), 0.0)
-        page.append(
-            {
-                "fit_id": after.id,
-                "previous_id": before.id,
-                "chi2": found.chi2,
-                "p_value": found.p_value,
-                "as_found_rms": found.as_found_rms,
-                "as_left_rms": found.as_left_rms,
-            }
-        )
+        page.append(verdict_row(after.id, before.id, drift(Calibration.of(before), Calibration.of(after), 0.0)))
         if len(page) == _PAGE:
             conn.execute(sa.insert(verdicts), page)
             page = []

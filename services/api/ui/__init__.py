@@ -227,9 +227,8 @@ def instrument_page(instrument_id: str) -> str:
         if found is None:
             raise Problem(404, f"no instrument {instrument_id!r}", slug="not-found")
         history = calibrations.calibrations_of(session, current_tenant(), [found.id])[found.id]
-        standing = calibrations.standings(session, current_tenant(), [found.id])[found.id]
         verdicts = calibrations.stored_drift_of(session, [row.id for row in history], svc.settings.drift_threshold)
-        instrument = instrument_fields(found, standing, history, verdicts)
+        instrument = instrument_fields(found, calibrations.standing_of(history, verdicts), history, verdicts)
     oldest_first = instrument["history"][::-1]
 
     def series(value: str, se: str) -> list[list[Any]]:
