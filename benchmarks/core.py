@@ -33,6 +33,7 @@ from services.worker.engine import GradientDescent, SeriesBatch, reference_fit
 from services.worker.engine.device import pick_device
 from services.worker.engine.iterative import Iterative
 from services.worker.engine.stopping import StopRule
+from shared.optimizers import options_of
 
 T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
 T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
@@ -148,7 +149,7 @@ def case_c(device_name: str, repeats: int) -> dict[str, Any]:
     )
 
     def run() -> torch.Tensor:
-        engine = Iterative(batch, ["adam"] * fits, [0.0] * fits, [0.9] * fits, [0.999] * fits, [1e-8] * fits).complete()
+        engine = Iterative(batch, "adam", [options_of("adam")] * fits).complete()
         return engine.losses(1, epochs, torch.float32)
 
     engine_s = median_seconds(run, repeats, device)
@@ -208,16 +209,7 @@ def split_case(engine_name: str, device_name: str, repeats: int) -> dict[str, An
         if engine_name == "gd":
             engine: GradientDescent | Iterative = GradientDescent(train, val, stopping)
         else:
-            engine = Iterative(
-                train,
-                ["sgd"] * fits,
-                [0.0] * fits,
-                [0.0] * fits,
-                [0.0] * fits,
-                [0.0] * fits,
-                validation=val,
-                stopping=stopping,
-            ).complete()
+            engine = Iterative(train, "sgd", [options_of("sgd")] * fits, validation=val, stopping=stopping).complete()
         last = int(engine.epochs_done.max())
         return engine.losses(1, last, torch.float32), engine.val_losses(1, last)
 

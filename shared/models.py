@@ -140,13 +140,10 @@ class Fit(Base):
     input_shift: so.Mapped[float] = so.mapped_column(sa.Float, default=0.0, server_default="0")
     normalize: so.Mapped[str] = so.mapped_column(sa.String(16), default="scale", server_default="scale")
     optimizer: so.Mapped[str] = so.mapped_column(sa.String(16))
-    gradient: so.Mapped[str] = so.mapped_column(sa.String(24), default="analytic", server_default="analytic")
-    delta: so.Mapped[float | None] = so.mapped_column(sa.Float)
-    # Optimizer options, resolved to the values used (None where they do not apply).
-    momentum: so.Mapped[float | None] = so.mapped_column(sa.Float)
-    beta1: so.Mapped[float | None] = so.mapped_column(sa.Float)
-    beta2: so.Mapped[float | None] = so.mapped_column(sa.Float)
-    eps: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    # Its options resolved to the values used, as shared/optimizers.py declares them (gd's
+    # gradient and delta, momentum, adam's betas and eps, ...): one object, so a new optimizer
+    # or option needs no column.
+    optimizer_options: so.Mapped[dict[str, Any]] = so.mapped_column(sa.JSON, default=dict)
     # The held-out points as {"fraction", "seed", "indices"} (indices always, resolved at
     # submission), and the early-stopping rule {"monitor", "min_delta", "patience"}.
     validation: so.Mapped[dict[str, object] | None] = so.mapped_column(sa.JSON)

@@ -24,6 +24,7 @@ from shared.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
+from shared.optimizers import FLAT_OPTIONS
 from shared.responses import serve
 from shared.schemas import BatchPublic, FitList, FitPublic, InstrumentList, InstrumentPublic, WebhookDeliveryList
 
@@ -67,6 +68,13 @@ def fit_json(fit: Fit) -> dict[str, Any]:
 def fit_list(fits: list[Fit], next_link: str | None) -> dict[str, Any]:
     """A page of fits, as FitList serializes it (each fit validated once, in the page)."""
     return serve(FitList, {"items": [fit_fields(fit) for fit in fits], "next": next_link})
+
+
+def optimizer_fields(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer as params shows it: its name, every option in `optimizer_options` (the object
+    form, less its kind), and the first API's flat fields where they belong to it."""
+    flat = {option: value for option, value in options.items() if FLAT_OPTIONS.get(option) == name}
+    return {"optimizer": name, "gradient": "analytic", **flat, "optimizer_options": options}
 
 
 def fit_fields(fit: Fit) -> dict[str, Any]:
@@ -121,11 +129,7 @@ def fit_fields(fit: Fit) -> dict[str, Any]:
             "input_scale": fit.input_scale,
             "normalize": fit.normalize,
             **({"input_shift": fit.input_shift} if fit.normalize == "standardize" else {}),
-            "optimizer": fit.optimizer,
-            "gradient": fit.gradient,
-            **({"delta": fit.delta} if fit.delta is not None else {}),
-            **({"momentum": fit.momentum} if fit.momentum is not None else {}),
-            **({"betas": [fit.beta1, fit.beta2], "eps": fit.eps} if fit.beta1 is not None else {}),
+            **optimizer_fields(fit.optimizer, fit.optimizer_options),
             **({"validation": fit.validation} if fit.validation else {}),
             **({"early_stopping": fit.early_stopping} if fit.early_stopping else {}),
             "convergence_tolerance": fit.convergence_tolerance,

@@ -1,7 +1,7 @@
 """A fit's spec resolved once, at submission: the split's indices, the model's input (scale and,
 for "standardize", the training data's mean and 1/SD), the learning rate ("auto" from the data),
-the epoch bound ("auto" runs to max_epochs at most), and every optimizer option with its
-default. The API stores it in the fit's row; the worker reads it back from there and resolves
+the epoch bound ("auto" runs to max_epochs at most), and the optimizer with every option's
+default (shared/optimizers.py). The API stores it in the fit's row; the worker reads it back from there and resolves
 nothing (services/worker/store.py)."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.calibration import DataStats, Values, data_stats, standardization, warnings_for
-from shared.schemas import DEFAULT_BETAS, DEFAULT_DELTA, DEFAULT_EPS, DEFAULT_MOMENTUM, FitCreate
+from shared.optimizers import is_plain
+from shared.schemas import FitCreate
 from shared.splits import split
 
 # Where "auto" finds no stable rate in the data (a degenerate fit): the service's default rate.
@@ -31,6 +32,7 @@ class ResolvedFit:
     def columns(self) -> dict[str, Any]:
         """The fit's columns that say how it runs, every default filled in."""
         spec = self.spec
+        optimizer = spec.optimizer_spec()
         return dict(
             epochs=self.epochs,
             epochs_auto=spec.epochs == "auto",
@@ -41,10 +43,8 @@ class ResolvedFit:
             input_scale=self.input_scale,
             input_shift=self.input_shift,
             normalize=spec.normalize,
-            optimizer=spec.optimizer,
-            gradient=spec.gradient,
-            delta=(spec.delta or DEFAULT_DELTA) if spec.gradient == "finite_difference" else None,
-            **_optimizer_options(spec),
+            optimizer=optimizer.kind,
+            optimizer_options=optimizer.options(),
             validation=_validation_record(spec, self.held_out),
             early_stopping=_early_stopping_rule(spec),
             warnings=warnings_for(self.stats, self.learning_rate),
@@ -113,19 +113,6 @@ def _early_stopping_rule(spec: FitCreate) -> dict[str, object] | None:
     return {"monitor": monitor, "min_delta": rule.min_delta, "patience": rule.patience}
 
 
-def _optimizer_options(spec: FitCreate) -> dict[str, float | None]:
-    """The options torch.optim would use, resolved, as columns; None where they do not apply."""
-    betas = spec.betas or DEFAULT_BETAS
-    adam = spec.optimizer == "adam"
-    momentum = DEFAULT_MOMENTUM if spec.momentum is None else spec.momentum
-    return {
-        "momentum": momentum if spec.optimizer == "momentum" else None,
-        "beta1": betas[0] if adam else None,
-        "beta2": betas[1] if adam else None,
-        "eps": (DEFAULT_EPS if spec.eps is None else spec.eps) if adam else None,
-    }
-
-
 # Options that converge whatever the data: API.md "normalize" and "auto" (shared/schemas.Suggestion).
 CONVERGING = {"learning_rate": "auto", "normalize": "standardize", "epochs": "auto"}
 
@@ -133,7 +120,7 @@ CONVERGING = {"learning_rate": "auto", "normalize": "standardize", "epochs": "au
 def preflight(fit: ResolvedFit) -> dict[str, Any]:
     """POST /v1/preflight's answer (FitPreflight): will this learning rate stay stable?"""
     st, spec = fit.stats, fit.spec
-    plain = spec.optimizer in ("gd", "sgd")
+    plain = is_plain(spec.optimizer_spec().kind)
     stable = fit.learning_rate < st.lr_max if plain and st.lr_max is not None else None
     return {
         "n_points": len(spec.t_u),

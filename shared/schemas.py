@@ -26,6 +26,7 @@ from pydantic_core import PydanticCustomError
 
 from shared.calibration import standardization
 from shared.callbacks import AllowedHosts, url_problem
+from shared.optimizers import FLAT_OPTIONS, EitherForm, Fraction, OptimizerSpec, Positive, from_flat
 from shared.splits import choose_indices, split, validation_count
 
 # strict: "1.5" or true is a type error, not a number; no NaN or infinity.
@@ -60,15 +61,6 @@ WholeFromZero = Annotated[int, Field(strict=True, ge=0), BeforeValidator(_whole)
 WholeFromOne = Annotated[int, Field(strict=True, ge=1), BeforeValidator(_whole)]
 Seed = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1), BeforeValidator(_whole)]
 
-# gd: the book's analytic step (an exact closed form); the others as torch.optim runs them.
-Optimizer = Literal["gd", "sgd", "momentum", "adam"]
-Fraction = Annotated[float, Field(strict=True, ge=0, lt=1)]
-# Option values when a request leaves them out: torch.optim's defaults, momentum 0.9, and
-# the book's finite-difference step. The API stores them resolved; nothing else repeats them.
-DEFAULT_MOMENTUM = 0.9
-DEFAULT_BETAS = (0.9, 0.999)
-DEFAULT_EPS = 1e-8
-DEFAULT_DELTA = 0.1
 DEFAULT_EPOCHS = 5000
 DEFAULT_TOLERANCE = 0.01
 
@@ -296,25 +288,33 @@ class FitOptions(BaseModel):
         json_schema_extra={"example": "standardize"},
         description='"standardize" needs training t_u that are not all equal (a spread float64 can hold)',
     )
-    optimizer: Optimizer = Field("gd", json_schema_extra={"example": "adam"})
+    # The optimizer by name with its options flat (the first API's form, kept), or as one object
+    # whose `kind` picks it (shared/optimizers.py; every optimizer's options, RMSprop's alpha too).
+    optimizer: EitherForm = Field(
+        "gd",
+        json_schema_extra={"examples": ["adam", {"kind": "rmsprop", "alpha": 0.99, "eps": 1e-8}]},
+        description="a name (its options below, flat) or an object with `kind` and the optimizer's options",
+    )
     # For gd: the book's analytic grad_fn (the exact closed form), loss.backward(), or the
     # book's central difference with step `delta`. All three give the same fit.
     gradient: Literal["analytic", "autograd", "finite_difference"] = Field(
-        "analytic", json_schema_extra={"example": "autograd"}
+        "analytic", json_schema_extra={"example": "autograd"}, description='optimizer "gd" (flat) only'
     )
-    delta: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] | None = Field(
+    delta: Positive | None = Field(
         None, json_schema_extra={"example": 0.1}, description='gradient "finite_difference" only; default 0.1'
     )
-    # Optimizer options, each only with the optimizer it belongs to (torch.optim's meaning);
-    # left out, they take torch's defaults, and momentum 0.9.
+    # Optimizer options of the flat form, each only with the optimizer it belongs to (torch.optim's
+    # meaning); left out, they take torch's defaults, and momentum 0.9.
     momentum: Fraction | None = Field(
-        None, json_schema_extra={"example": 0.9}, description='optimizer "momentum" only; default 0.9'
+        None, json_schema_extra={"example": 0.9}, description='optimizer "momentum" (flat) only; default 0.9'
     )
     betas: tuple[Fraction, Fraction] | None = Field(
-        None, json_schema_extra={"example": [0.9, 0.999]}, description='optimizer "adam" only; default [0.9, 0.999]'
+        None,
+        json_schema_extra={"example": [0.9, 0.999]},
+        description='optimizer "adam" (flat) only; default [0.9, 0.999]',
     )
-    eps: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] | None = Field(
-        None, json_schema_extra={"example": 1e-8}, description='optimizer "adam" only; default 1e-8'
+    eps: Positive | None = Field(
+        None, json_schema_extra={"example": 1e-8}, description='optimizer "adam" (flat) only; default 1e-8'
     )
     validation: Validation | None = Field(
         None,
@@ -344,7 +344,16 @@ class FitOptions(BaseModel):
 
     @model_validator(mode="after")
     def _options_match_the_optimizer(self) -> FitOptions:
-        if self.gradient != "analytic" and self.optimizer != "gd":
+        given = {name: value for name, value in self._flat_options().items() if value is not None}
+        if not isinstance(self.optimizer, str):
+            for name in given:
+                raise PydanticCustomError(
+                    "option_mismatch",
+                    f"{name} goes inside the optimizer object when the optimizer is one",
+                    {"field": name},
+                )
+            return self
+        if "gradient" in given and self.optimizer != "gd":
             raise PydanticCustomError(
                 "option_mismatch",
                 'gradient applies to optimizer "gd" only (torch.optim optimizers use autograd)',
@@ -354,13 +363,24 @@ class FitOptions(BaseModel):
             raise PydanticCustomError(
                 "option_mismatch", 'delta applies to gradient "finite_difference" only', {"field": "delta"}
             )
-        belongs = {"momentum": "momentum", "betas": "adam", "eps": "adam"}
-        for name, optimizer in belongs.items():
-            if getattr(self, name) is not None and self.optimizer != optimizer:
+        for name, optimizer in FLAT_OPTIONS.items():
+            if name in given and self.optimizer != optimizer:
                 raise PydanticCustomError(
                     "option_mismatch", f'{name} applies to optimizer "{optimizer}" only', {"field": name}
                 )
         return self
+
+    def _flat_options(self) -> dict[str, Any]:
+        # gradient "analytic" is its default: given or not, it asks for nothing.
+        values = {name: getattr(self, name) for name in FLAT_OPTIONS}
+        return {**values, "gradient": None if self.gradient == "analytic" else self.gradient}
+
+    def optimizer_spec(self) -> OptimizerSpec:
+        """The optimizer as one object, whichever form the request used."""
+        if not isinstance(self.optimizer, str):
+            return self.optimizer
+        given = {name: value for name, value in self._flat_options().items() if value is not None}
+        return from_flat(self.optimizer, given)
 
     @field_validator("epochs", "max_epochs")
     @classmethod
@@ -617,11 +637,16 @@ class Params(Served):
     normalize: str
     input_shift: float | None = None
     optimizer: str
-    gradient: str
+    gradient: str = Field(description='gd\'s gradient; "analytic" for the other optimizers')
     delta: float | None = None
     momentum: float | None = None
     betas: tuple[float, float] | None = None
     eps: float | None = None
+    optimizer_options: dict[str, Any] = Field(
+        description="every option of the optimizer as it ran, defaults filled: the object form of "
+        "`optimizer` less its kind (the flat fields above repeat the first API's)",
+        json_schema_extra={"example": {"betas": [0.9, 0.999], "eps": 1e-8}},
+    )
     validation: ValidationUsed | None = None
     early_stopping: EarlyStoppingUsed | None = None
     convergence_tolerance: float = Field(json_schema_extra={"example": 0.01})

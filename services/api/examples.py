@@ -25,6 +25,7 @@ PARAMS = {
     "momentum": 0.9,
     "betas": [0.9, 0.999],
     "eps": 1e-8,
+    "optimizer_options": {},
     "validation": {"fraction": None, "seed": None, "indices": [2, 10]},
     "early_stopping": {"monitor": "val_loss", "min_delta": 0.001, "patience": 10},
     "convergence_tolerance": 0.01,

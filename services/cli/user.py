@@ -27,6 +27,7 @@ from services.cli.common import (
 from services.cli.demo import run_demo
 from services.cli.tables import fit_summary, fits_table, instrument_history, instruments_table
 from services.client import CalibError, WouldDiverge
+from shared.optimizers import DECLARED
 
 
 @click.command()
@@ -112,7 +113,7 @@ def _json_option(name: str, text: str | None) -> Any:
 @click.option("--normalize", type=click.Choice(["scale", "standardize", "none"]), default=None)
 @click.option("--init-w", type=float, default=None)
 @click.option("--init-b", type=float, default=None)
-@click.option("--optimizer", type=click.Choice(["gd", "sgd", "momentum", "adam"]), default=None)
+@click.option("--optimizer", type=click.Choice(list(DECLARED)), default=None)
 @click.option(
     "--validation", default=None, help='JSON, e.g. \'{"fraction": 0.2, "seed": 0}\' or \'{"indices": [2, 10]}\''
 )
@@ -247,7 +248,7 @@ def _auto_or(kind: type[int] | type[float], option: str, text: str) -> int | flo
 @click.option("--epochs", type=int, default=None)
 @click.option("--learning-rate", default=None, help='a number, or "auto"')
 @click.option("--input-scale", type=float, default=None)
-@click.option("--optimizer", type=click.Choice(["gd", "sgd", "momentum", "adam"]), default=None)
+@click.option("--optimizer", type=click.Choice(list(DECLARED)), default=None)
 @click.option("--wait", is_flag=True, help="wait for the batch, with a progress bar of fits finished")
 @click.option(
     "--out",

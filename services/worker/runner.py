@@ -205,9 +205,11 @@ def _heartbeat(work: Work) -> Iterator[None]:
 
 def _rule(fit: store.ClaimedFit) -> tuple[object, ...]:
     """Fits that one engine call can run together."""
-    if fit.optimizer == "gd":
-        return ("closed_form",) if fit.gradient == "analytic" else ("gd", fit.gradient, fit.delta)
-    return ("adam",) if fit.optimizer == "adam" else ("momentum",)  # sgd is momentum 0
+    options = fit.optimizer_options
+    if fit.optimizer == "gd" and options.get("gradient", "analytic") == "analytic":
+        return ("closed_form",)
+    # gd's gradient and delta are one per call; every other option may differ fit by fit.
+    return (fit.optimizer, options.get("gradient"), options.get("delta"))
 
 
 def _compute_and_write(work: Work, device: torch.device) -> None:
@@ -361,22 +363,15 @@ def _epochs_needed(engine: GradientDescent, fits: list[store.ClaimedFit], limit:
 
 
 def _run_iterative(work: Work, fits: list[store.ClaimedFit], device: torch.device) -> None:
-    """sgd, momentum, adam and gd by autograd or finite differences: about a second of epochs per
+    """sgd, momentum, adam, rmsprop and gd by autograd or finite differences: about a second of epochs per
     block, every block written, so progress shows, cancellation lands and a yield loses nothing."""
     batch, validation, stopping = _data(fits, device)
     head = fits[0]
     resume = [fit.resume or {} for fit in fits] if head.start_epoch else None
     engine = Iterative(
         batch,
-        [fit.optimizer for fit in fits],
-        # The API stored every option resolved; None only where an option does
-        # not apply, and the engine then never reads it (sgd is momentum 0).
-        momentum=[fit.momentum or 0.0 for fit in fits],
-        beta1=[fit.beta1 or 0.0 for fit in fits],
-        beta2=[fit.beta2 or 0.0 for fit in fits],
-        eps=[fit.eps or 0.0 for fit in fits],
-        gradient=head.gradient,
-        delta=head.delta or 0.0,
+        head.optimizer,
+        [fit.optimizer_options for fit in fits],
         validation=validation,
         stopping=stopping,
         resume=resume,

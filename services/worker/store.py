@@ -43,12 +43,8 @@ class ClaimedFit:
     input_scale: float
     input_shift: float
     optimizer: str
-    gradient: str
-    delta: float | None
-    momentum: float | None
-    beta1: float | None
-    beta2: float | None
-    eps: float | None
+    # Its options resolved at submission (shared/optimizers.py): gd's gradient and delta, ...
+    optimizer_options: dict[str, Any]
     t_u: np.ndarray
     t_c: np.ndarray
     held_out: list[int]  # validation indices; empty without a split
@@ -189,12 +185,7 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
                 Fit.input_scale,
                 Fit.input_shift,
                 Fit.optimizer,
-                Fit.gradient,
-                Fit.delta,
-                Fit.momentum,
-                Fit.beta1,
-                Fit.beta2,
-                Fit.eps,
+                Fit.optimizer_options,
                 Fit.validation,
                 Fit.early_stopping,
                 Fit.t_u,
@@ -237,12 +228,7 @@ def _claimed(row: Any, attempt: int) -> ClaimedFit:
         input_scale=row.input_scale,
         input_shift=row.input_shift,
         optimizer=row.optimizer,
-        gradient=row.gradient,
-        delta=row.delta,
-        momentum=row.momentum,
-        beta1=row.beta1,
-        beta2=row.beta2,
-        eps=row.eps,
+        optimizer_options=row.optimizer_options,
         t_u=unpack_f64(row.t_u),
         t_c=unpack_f64(row.t_c),
         held_out=held_out,

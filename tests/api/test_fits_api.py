@@ -34,6 +34,7 @@ def test_submit_returns_202_queued_with_location(client: FlaskClient) -> None:
         "normalize": "scale",
         "optimizer": "gd",
         "gradient": "analytic",
+        "optimizer_options": {"gradient": "analytic"},
         "convergence_tolerance": 0.01,
         "epochs_auto": False,
     }

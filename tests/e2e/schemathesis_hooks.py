@@ -18,7 +18,9 @@ The rules, each with the repair made:
   normalize becomes "none";
 - in a batch, each fit merged with the defaults must itself be a valid fit: an option of the
   defaults that does not apply to the merged fit is set to null (or its neutral value) on
-  that fit.
+  that fit;
+- an optimizer given as an object (`{"kind": "gd", ...}`) takes `delta` with gradient
+  "finite_difference" only: otherwise its delta is dropped.
 
 - POST /v1/apply reads readings of the tenant's calibrated instruments (another name is a 422
   naming its row, as API.md asks): each generated reading is put on the one instrument the
@@ -124,9 +126,17 @@ def _options_that_apply(fit: dict[str, Any], defaults: dict[str, Any]) -> None:
         fit["early_stopping"] = None
 
 
+def _optimizer_object(body: dict[str, Any]) -> None:
+    optimizer = body.get("optimizer")
+    if isinstance(optimizer, dict) and "delta" in optimizer and optimizer.get("gradient") != "finite_difference":
+        body["optimizer"] = {name: value for name, value in optimizer.items() if name != "delta"}
+
+
 def _repair(fit: dict[str, Any], defaults: dict[str, Any]) -> None:
     if not isinstance(fit.get("t_u"), list) or not isinstance(fit.get("t_c"), list):
         return
+    _optimizer_object(fit)
+    _optimizer_object(defaults)
     if defaults:
         _options_that_apply(fit, defaults)
     _pair(fit)

@@ -12,6 +12,7 @@ import torch
 from services.worker.engine import SeriesBatch
 from services.worker.engine.iterative import Iterative
 from services.worker.engine.stopping import StopRule
+from shared.optimizers import options_of
 
 RULES = [
     None,
@@ -44,18 +45,15 @@ def _engine(kind: str, fits: list[int], resume: list[dict[str, object]] | None =
     n = len(fits)
     return Iterative(
         train,
-        [kind] * n,
-        [0.9] * n,
-        [0.9] * n,
-        [0.999] * n,
-        [1e-8] * n,
+        kind,
+        [options_of(kind)] * n,
         validation=val,
         stopping=StopRule.of([RULES[i] for i in fits], train.epochs),
         resume=resume,
     )
 
 
-@pytest.mark.parametrize("kind", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("kind", ["sgd", "momentum", "adam", "rmsprop"])
 def test_resumed_in_blocks_equals_one_run(kind: str) -> None:
     whole = _engine(kind, [0, 1, 2, 3]).complete()
     first = _engine(kind, [0, 1, 2, 3])
@@ -99,7 +97,7 @@ def test_a_block_reports_divergence_and_the_fits_that_ended() -> None:
         w0=[1.0, 1.0],
         b0=[0.0, 0.0],
     )
-    engine = Iterative(batch, ["sgd", "sgd"], [0.0] * 2, [0.0] * 2, [0.0] * 2, [0.0] * 2)
+    engine = Iterative(batch, "sgd", [options_of("sgd")] * 2)
     block = engine.run(64)
     assert block.ended.tolist() == [True, False]  # lr 1e-2 on raw input diverges at epoch 11, as in the book
     assert int(engine.diverged_at[0]) == 11 and int(engine.epochs_done[0]) == 10

@@ -9,6 +9,7 @@ import torch
 from services.worker.engine import GradientDescent, SeriesBatch
 from services.worker.engine.ends import ends_of
 from services.worker.engine.iterative import Iterative
+from shared.optimizers import options_of
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the GPU path runs where one is")
 
@@ -40,17 +41,14 @@ def test_the_closed_form_on_cuda_matches_the_cpu() -> None:
     np.testing.assert_allclose(b.b, a.b, rtol=1e-6)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "rmsprop"])
 def test_the_iterative_engine_on_cuda_matches_the_cpu(optimizer: str) -> None:
     def run(device: str) -> Iterative:
         fits = 200
         return Iterative(
             _batch(fits, 2000, device),
-            [optimizer] * fits,
-            momentum=[0.9 if optimizer == "momentum" else 0.0] * fits,
-            beta1=[0.9] * fits,
-            beta2=[0.999] * fits,
-            eps=[1e-8] * fits,
+            optimizer,
+            [options_of(optimizer)] * fits,
         ).complete()
 
     cpu, gpu = run("cpu"), run("cuda")

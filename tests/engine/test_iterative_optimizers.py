@@ -1,6 +1,9 @@
-"""The batched sgd/momentum/adam engine against torch.optim itself, fit by fit, in float64."""
+"""The batched sgd/momentum/adam/rmsprop engine against torch.optim itself, fit by fit, in float64;
+the optimizers' declarations (shared/optimizers.py) and rules (engine/rules.py) name the same set."""
 
 from __future__ import annotations
+
+from typing import Any, get_args
 
 import numpy as np
 import pytest
@@ -8,19 +11,25 @@ import torch
 
 from services.worker.engine import SeriesBatch
 from services.worker.engine.iterative import Iterative
+from services.worker.engine.rules import RULES
+from shared.optimizers import DECLARED, Name, options_of
 
 EPOCHS = 300
 
 
-def torch_optim_run(x: np.ndarray, y: np.ndarray, kind: str, lr: float, options: dict[str, float]) -> list[float]:
+def torch_optim(kind: str, params: torch.Tensor, lr: float, options: dict[str, Any]) -> torch.optim.Optimizer:
+    """torch.optim's own optimizer for `kind`, with the options as the API stores them."""
+    if kind == "adam":
+        return torch.optim.Adam([params], lr=lr, betas=tuple(options["betas"]), eps=options["eps"])
+    if kind == "rmsprop":
+        return torch.optim.RMSprop([params], lr=lr, alpha=options["alpha"], eps=options["eps"])
+    return torch.optim.SGD([params], lr=lr, momentum=options.get("momentum", 0.0))
+
+
+def torch_optim_run(x: np.ndarray, y: np.ndarray, kind: str, lr: float, options: dict[str, Any]) -> list[float]:
     params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    if kind == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(
-            [params], lr=lr, betas=(options["beta1"], options["beta2"]), eps=options["eps"]
-        )
-    else:
-        opt = torch.optim.SGD([params], lr=lr, momentum=options.get("momentum", 0.0))
+    opt = torch_optim(kind, params, lr, options)
     losses = []
     for _ in range(EPOCHS):
         loss = ((params[0] * xt + params[1] - yt) ** 2).mean()
@@ -32,29 +41,25 @@ def torch_optim_run(x: np.ndarray, y: np.ndarray, kind: str, lr: float, options:
 
 
 @pytest.mark.parametrize(
-    "kind, lr, options",
+    "kind, lr, given",
     [
         ("sgd", 1e-2, {}),
         ("momentum", 5e-3, {"momentum": 0.9}),
-        ("adam", 0.1, {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}),
-        ("adam", 0.05, {"beta1": 0.8, "beta2": 0.99, "eps": 1e-3}),
+        ("adam", 0.1, {}),
+        ("adam", 0.05, {"betas": (0.8, 0.99), "eps": 1e-3}),
+        ("rmsprop", 3e-2, {}),
+        ("rmsprop", 3e-3, {"alpha": 0.9, "eps": 1e-4}),
     ],
 )
-def test_matches_torch_optim(kind: str, lr: float, options: dict[str, float]) -> None:
+def test_matches_torch_optim(kind: str, lr: float, given: dict[str, Any]) -> None:
+    options = options_of(kind, **given)
     rng = np.random.default_rng(11)
     xs = [rng.normal(3, 2, n) for n in (2, 7, 50)]
     ys = [0.5 * x - 1 + rng.normal(0, 0.3, len(x)) for x in xs]
     batch = SeriesBatch.build(
         xs, ys, epochs=[EPOCHS] * 3, learning_rate=[lr] * 3, input_scale=[1.0] * 3, w0=[1.0] * 3, b0=[0.0] * 3
     )
-    engine = Iterative(
-        batch,
-        [kind] * 3,
-        momentum=[options.get("momentum", 0.0)] * 3,
-        beta1=[options.get("beta1", 0.9)] * 3,
-        beta2=[options.get("beta2", 0.999)] * 3,
-        eps=[options.get("eps", 1e-8)] * 3,
-    ).complete()
+    engine = Iterative(batch, kind, [options] * 3).complete()
     got = engine.losses(1, EPOCHS, torch.float64).numpy()
     for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
         expected = np.array(torch_optim_run(x, y, kind, lr, options))
@@ -74,7 +79,7 @@ def test_a_diverging_fit_freezes_while_the_others_go_on() -> None:
         w0=[1.0, 1.0],
         b0=[0.0, 0.0],
     )
-    engine = Iterative(batch, ["sgd", "sgd"], [0.0, 0.0], [0.9, 0.9], [0.999, 0.999], [1e-8, 1e-8]).complete()
+    engine = Iterative(batch, "sgd", [options_of("sgd")] * 2).complete()
     assert int(engine.diverged_at[0]) == 11 and int(engine.diverged_at[1]) == 0  # as the book's gd run
     assert int(engine.epochs_done[0]) == int(engine.diverged_at[0]) - 1
     losses = engine.losses(1, 100, torch.float32)
@@ -93,19 +98,18 @@ def test_fits_of_different_lengths_and_options_in_one_call() -> None:
         w0=[1.0] * 3,
         b0=[0.0] * 3,
     )
-    together = Iterative(
-        batch, ["adam"] * 3, [0.0] * 3, [0.9, 0.8, 0.9], [0.999, 0.99, 0.999], [1e-8, 1e-6, 1e-8]
-    ).complete()
+    options = [
+        options_of("adam", betas=(b1, b2), eps=eps)
+        for b1, b2, eps in [(0.9, 0.999, 1e-8), (0.8, 0.99, 1e-6), (0.9, 0.999, 1e-8)]
+    ]
+    together = Iterative(batch, "adam", options).complete()
     for i, (epochs, lr, b1, b2, eps) in enumerate(
         [(50, 0.1, 0.9, 0.999, 1e-8), (200, 0.05, 0.8, 0.99, 1e-6), (120, 0.1, 0.9, 0.999, 1e-8)]
     ):
         alone = Iterative(
             SeriesBatch.build([x], [y], epochs=[epochs], learning_rate=[lr], input_scale=[1.0], w0=[1.0], b0=[0.0]),
-            ["adam"],
-            [0.0],
-            [b1],
-            [b2],
-            [eps],
+            "adam",
+            [options_of("adam", betas=(b1, b2), eps=eps)],
         ).complete()
         assert int(together.epochs_done[i]) == epochs
         torch.testing.assert_close(
@@ -126,12 +130,17 @@ def test_the_three_gradients_of_gd_agree_with_the_closed_form(gradient: str) -> 
     batch = SeriesBatch.build(
         xs, ys, epochs=[500] * 3, learning_rate=[1e-2] * 3, input_scale=[1.0] * 3, w0=[1.0] * 3, b0=[0.0] * 3
     )
-    engine = Iterative(
-        batch, ["gd"] * 3, [0.0] * 3, [0.9] * 3, [0.999] * 3, [1e-8] * 3, gradient=gradient, delta=0.1
-    ).complete()
+    engine = Iterative(batch, "gd", [options_of("gd", gradient=gradient)] * 3).complete()
     exact = GradientDescent(batch)
     torch.testing.assert_close(
         engine.losses(1, 500, torch.float64), exact.losses(1, 500, torch.float32).double(), rtol=1e-6, atol=0
     )
     torch.testing.assert_close(engine.w, exact.w, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(engine.b, exact.b, rtol=1e-9, atol=1e-12)
+
+
+def test_every_declared_optimizer_has_its_rule() -> None:
+    """A new optimizer is a declaration (shared/optimizers.py) and a rule (engine/rules.py): the
+    flat form's names, the union's kinds and the engine's rules are one set."""
+    assert list(DECLARED) == list(get_args(Name))
+    assert set(RULES) == set(DECLARED)

@@ -12,6 +12,7 @@ import torch
 from services.worker.engine import GradientDescent, SeriesBatch
 from services.worker.engine.iterative import Iterative
 from services.worker.engine.stopping import StopRule
+from shared.optimizers import options_of
 from shared.splits import choose_indices, split
 from tests.oracles import keras_stop
 from tests.tolerance import param_close, printed_loss_close
@@ -41,7 +42,7 @@ def series(
 
 def sgd(batch: SeriesBatch, **kwargs: Any) -> Iterative:
     size = batch.size
-    return Iterative(batch, ["sgd"] * size, [0.0] * size, [0.0] * size, [0.0] * size, [0.0] * size, **kwargs).complete()
+    return Iterative(batch, "sgd", [options_of("sgd")] * size, **kwargs).complete()
 
 
 @pytest.mark.parametrize("engine", ["sgd", "closed_form"])
@@ -125,9 +126,7 @@ def test_a_stopped_fit_is_the_fit_of_exactly_that_many_epochs(kind: str, monitor
         stopping = StopRule.of(stop, train.epochs) if stop else None
         if kind == "closed_form":
             return GradientDescent(train, val, stopping)
-        return Iterative(
-            train, [kind] * 3, [0.0] * 3, [0.9] * 3, [0.999] * 3, [1e-8] * 3, validation=val, stopping=stopping
-        ).complete()
+        return Iterative(train, kind, [options_of(kind)] * 3, validation=val, stopping=stopping).complete()
 
     stopped = run([3000] * 3, rules)
     full = run([3000] * 3, None)
@@ -158,7 +157,7 @@ def test_the_closed_form_validation_curve_is_the_iterations(lr: float) -> None:
     train, val = (series(t_u, t_c, held, part, 4000, lr, copies=2) for part in (0, 1))
     exact = GradientDescent(train, val)
     assert float(exact.rho1[0]) < 0 if lr == 0.058 else float(exact.rho1[0]) > 0
-    iterated = Iterative(train, ["gd", "gd"], [0.0] * 2, [0.0] * 2, [0.0] * 2, [0.0] * 2, validation=val).complete()
+    iterated = Iterative(train, "gd", [options_of("gd")] * 2, validation=val).complete()
     got, want = exact.val_losses(1, 4000), iterated.val_losses(1, 4000)
     assert got is not None and want is not None
     np.testing.assert_allclose(got.double().numpy(), want.double().numpy(), rtol=2e-6)

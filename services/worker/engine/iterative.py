@@ -1,4 +1,4 @@
-"""sgd, momentum and adam as torch.optim runs them in the book's later sections, for many fits at once.
+"""sgd, momentum, adam and rmsprop as torch.optim runs them (the book's later sections), for many fits at once.
 
 These have no closed form, so they iterate; but every epoch of every fit costs O(1)
 whatever its number of points, because the loss of the linear model and its gradient
@@ -10,15 +10,12 @@ closed form does, so nothing cancels when t_u is large against its spread):
     dL/db    = 2 r
 
 One pass over the points, then one small vector program per epoch for the whole
-group. The updates follow torch.optim exactly:
-- sgd:      p ← p − lr g                      (momentum with μ = 0)
-- momentum: buf ← g (first step), then buf ← μ buf + g;  p ← p − lr buf
-- adam:     m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g²;
-            p ← p − (lr / (1 − β1^t)) m / (√v / √(1 − β2^t) + eps)
-- gd with `gradient` "autograd" (loss.backward() on the loss above) or
-  "finite_difference" (the book's central difference with step delta): p ← p − lr g.
-  The exact closed form serves gd with the analytic gradient; these two exist to
-  show, as the book does, that the three gradients agree.
+group. The updates follow torch.optim exactly, each optimizer's rule one class of
+services/worker/engine/rules.py (sgd, momentum, adam, rmsprop; gd is the plain step). gd's
+gradient is taken as its options say: "autograd" (loss.backward() on the loss above) or
+"finite_difference" (the book's central difference with step delta). The exact closed form
+serves gd with the analytic gradient; these two exist to show, as the book does, that the
+three gradients agree.
 The loss of epoch k is taken before the k-th update (API.md), and a fit diverges at
 the first epoch whose sum of squared residuals overflows float32.
 
@@ -52,17 +49,12 @@ from typing import Any
 
 import torch
 
+from services.worker.engine.rules import RULES, Options
 from services.worker.engine.series import FLOAT32_MAX, SeriesBatch, loss_at
 from services.worker.engine.stopping import StopRule
 
 # Epochs between two early-stopping decisions (and parameter pairs kept for them).
 _STOP_WINDOW = 64
-
-
-def _uniform(values: torch.Tensor) -> float | torch.Tensor:
-    """A per-fit constant as a Python float when all fits share it: one tensor op fewer per use."""
-    first = float(values[0])
-    return first if bool((values == first).all()) else values
 
 
 @dataclass(frozen=True)
@@ -81,21 +73,17 @@ class Iterative:
     def __init__(
         self,
         batch: SeriesBatch,
-        optimizer: Sequence[str],
-        momentum: Sequence[float],
-        beta1: Sequence[float],
-        beta2: Sequence[float],
-        eps: Sequence[float],
-        gradient: str = "analytic",
-        delta: float = 0.1,
+        optimizer: str,
+        options: Options,
         validation: SeriesBatch | None = None,
         stopping: StopRule | None = None,
         resume: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
-        kinds = {kind if kind in ("adam", "gd") else "momentum" for kind in optimizer}
-        if len(kinds) != 1:
-            raise ValueError("one call runs one update rule (services/worker/runner.py)")
-        self.batch, self.gradient, self.delta, self.stopping = batch, gradient, delta, stopping
+        """`options`: each fit's resolved options of `optimizer` (shared/optimizers.py); gd's gradient
+        and delta are the same for every fit of a call (services/worker/runner.py groups them so)."""
+        self.batch, self.stopping = batch, stopping
+        self.gradient = str(options[0].get("gradient", "analytic")) if options else "analytic"
+        self.delta = float(options[0].get("delta") or 0.1) if options else 0.1
         dev, f64 = batch.x.device, torch.float64
         self.training = batch.moments()
         self.two_vxy = 2 * self.training[3]
@@ -107,20 +95,10 @@ class Iterative:
         self.loss = torch.empty(size, dtype=f64, device=dev)
         self.r = torch.empty(size, dtype=f64, device=dev)
         self.ring = torch.empty((_STOP_WINDOW, 2, size), dtype=f64, device=dev) if stopping is not None else None
-        self.adam, self.plain = kinds == {"adam"}, kinds == {"gd"}
-        self.b1 = torch.tensor(beta1, dtype=f64, device=dev)
-        self.b2 = torch.tensor(beta2, dtype=f64, device=dev)
-        self.eps_u, self.b1_u, self.b2_u = (
-            _uniform(torch.tensor(eps, dtype=f64, device=dev)),
-            _uniform(self.b1),
-            _uniform(self.b2),
-        )
-        self.mu = _uniform(torch.tensor(momentum, dtype=f64, device=dev))
-        self.m, self.v, self.buf = torch.zeros_like(self.p), torch.zeros_like(self.p), torch.zeros_like(self.p)
+        self.rule = RULES[optimizer](options, self.p)
         self.epoch = 0  # epochs every fit has run
         if resume:
             self._resume(resume)
-        self.b1_pow, self.b2_pow = self.b1**self.epoch, self.b2**self.epoch
         self.ends = {int(e) for e in torch.unique(batch.epochs)}
         self.ended = torch.zeros(size, dtype=torch.bool, device=dev)
         self.diverged_at = torch.zeros(size, dtype=torch.int64, device=dev)
@@ -140,9 +118,7 @@ class Iterative:
             return torch.tensor([state.get(name) or [0.0, 0.0] for state in states], dtype=f64, device=dev).T
 
         self.p.copy_(column("p"))
-        self.m.copy_(column("m"))
-        self.v.copy_(column("v"))
-        self.buf.copy_(column("buf"))
+        self.rule.resume({name: column(name) for name in self.rule.buffers}, self.epoch)
         if self.stopping is not None:
             self.stopping.threshold = torch.tensor(
                 [math.inf if state.get("threshold") is None else state["threshold"] for state in states],
@@ -160,14 +136,12 @@ class Iterative:
 
     def states(self) -> list[dict[str, Any]]:
         """What each fit needs to go on from `self.epoch` (JSON-ready; None for an infinite best)."""
-        p, m, v, buf = (t.T.tolist() for t in (self.p, self.m, self.v, self.buf))
+        p = self.p.T.tolist()
+        buffers = {name: value.T.tolist() for name, value in self.rule.state.items()}
         found: list[dict[str, Any]] = []
         for i in range(self.batch.size):
             state: dict[str, Any] = {"epoch": self.epoch, "p": p[i]}
-            if self.adam:
-                state |= {"m": m[i], "v": v[i]}
-            elif not self.plain:
-                state["buf"] = buf[i]
+            state |= {name: value[i] for name, value in buffers.items()}
             if self.stopping is not None:
                 threshold = float(self.stopping.threshold[i])
                 state |= {
@@ -244,26 +218,7 @@ class Iterative:
             torch.addcmul(torch.mul(w, vxx).sub_(vxy), r, mx, out=g[0])
             g[1].copy_(r)
             g.mul_(2)
-        if self.plain:
-            p.sub_(g * lr)
-        elif self.adam:
-            self.m.lerp_(g, 1 - self.b1_u)
-            self.v.lerp_(g * g, 1 - self.b2_u)
-            if isinstance(self.b1_u, float) and isinstance(self.b2_u, float):
-                step_size: float | torch.Tensor = 1 / (1 - self.b1_u**epoch)
-                inv_sqrt_c2: float | torch.Tensor = (1 - self.b2_u**epoch) ** -0.5
-            else:
-                self.b1_pow.mul_(self.b1)
-                self.b2_pow.mul_(self.b2)
-                step_size, inv_sqrt_c2 = 1 / (1 - self.b1_pow), (1 - self.b2_pow).rsqrt()
-            denom = self.v.sqrt().mul_(inv_sqrt_c2).add_(self.eps_u)
-            p.sub_(self.m.div(denom).mul_(step_size).mul_(lr))
-        else:
-            if epoch == 1:  # torch.optim.SGD starts its momentum buffer at the first gradient
-                self.buf.copy_(g)
-            else:
-                self.buf.mul_(self.mu).add_(g)
-            p.sub_(self.buf * lr)
+        self.rule.step(g, lr, epoch)
         if epoch in self.ends:  # the parameters after each fit's last update
             last = self.batch.epochs == epoch
             if self.stopping is not None:
