@@ -157,6 +157,17 @@ class Stack:
                 child.wait(5)
         self.http.close()
 
+    def cancel_unfinished(self) -> None:
+        """Cancel the fits of this stack's tenant that are still queued or running (a module that
+        shares the stack leaves its workers free for the next)."""
+        for status in ("running", "queued"):
+            url: str | None = f"/v1/fits?status={status}&limit=1000"
+            while url:
+                page = self.http.get(url).json()
+                for fit in page["items"]:
+                    self.http.post(f"/v1/fits/{fit['id']}/cancel")
+                url = page.get("next")
+
     def submit(self, body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         r = self.http.post("/v1/fits", json=body, **kwargs)
         assert r.status_code == 202, r.text

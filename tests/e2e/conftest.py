@@ -1,12 +1,30 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from tests.backends import backend_env
 from tests.stack import Stack
+
+# The longest modules (`pytest --durations=0`, 2026-12-04), started first: `make test` hands whole
+# modules to two processes in this order, so neither is left with a long one at the end.
+LONGEST_FIRST = [
+    "test_faults.py",
+    "test_worker_faults.py",
+    "test_schemathesis.py",
+    "test_cli.py",
+    "test_convergence_over_http.py",
+    "test_webhooks_over_http.py",
+    "test_instruments.py",
+    "test_body_budgets.py",
+    "test_client.py",
+    "test_waiting.py",
+]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -15,13 +33,62 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in item.path.parents:
             item.add_marker(pytest.mark.e2e)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def _shared_redis_url() -> str:
+    """A Redis database of the shared stacks' own, two below this pytest process's (15 and 14 are
+    the two processes' own; 13 and 12 their shared stacks'): a module's private stack flushes its
+    process's database when it starts, and must not empty the shared stack's queue."""
+    url = os.environ.get("CALIB_TEST_REDIS_URL", "")
+    if not url:
+        return ""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    parts = urlsplit(url)
+    database = int(parts.path.lstrip("/") or 0) - 2 - int(worker[2:] or 0)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+class SharedStacks:
+    """One running API and worker per backend for this pytest process, started when a module first
+    asks for it: starting a stack (migrations, a token, gunicorn, Celery with torch) costs 10–40 s on
+    two cores, and most modules only submit fits and read their own."""
+
+    def __init__(self, tmp: pytest.TempPathFactory) -> None:
+        self.tmp, self.running, self.exits = tmp, dict[str, Stack](), ExitStack()
+
+    def of(self, kind: str) -> Stack:
+        if kind not in self.running:
+            tmp = self.tmp.mktemp(f"shared-stack-{kind}")
+            env = self.exits.enter_context(backend_env(kind, tmp, _shared_redis_url() if kind != "embedded" else ""))
+            stack = Stack(env, tmp / "logs").start()
+            self.exits.callback(stack.stop)
+            self.running[kind] = stack
+        return self.running[kind]
+
+
+@pytest.fixture(scope="session")
+def shared_stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedStacks]:
+    stacks = SharedStacks(tmp_path_factory)
+    with stacks.exits:
+        yield stacks
 
 
 @pytest.fixture(scope="module", params=["embedded", "postgres"])
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A running API and worker, once per backend for the module."""
-    tmp: Path = tmp_path_factory.mktemp(f"stack-{request.param}")
-    with backend_env(request.param, tmp) as env:
-        running = Stack(env, tmp / "logs").start()
-        yield running
-        running.stop()
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, shared_stacks: SharedStacks
+) -> Iterator[Stack]:
+    """A running API and worker per backend: the process's shared one, or the module's own where the
+    module says `OWN_STACK = True` (it reads process-wide figures, or sets what others would see).
+    A module leaves nothing running on a shared stack: its unfinished fits are cancelled after it."""
+    if getattr(request.module, "OWN_STACK", False):
+        tmp: Path = tmp_path_factory.mktemp(f"stack-{request.param}")
+        with backend_env(request.param, tmp) as env:
+            running = Stack(env, tmp / "logs").start()
+            yield running
+            running.stop()
+        return
+    shared = shared_stacks.of(request.param)
+    yield shared
+    shared.cancel_unfinished()

@@ -61,13 +61,13 @@ def test_a_first_fit_of_raw_data_is_stopped_before_it_diverges(stack: Stack, tmp
     the book's does; --auto converges, and its loss is the least-squares line's."""
     data = tmp_path / "thermo.csv"
     data.write_text("t_u,t_c\n" + "".join(f"{u},{c}\n" for u, c in zip(T_U, T_C, strict=True)))
-    before = stack.http.get("/v1/fits?limit=1000").json()["items"]
+    before = [f["id"] for f in stack.http.get("/v1/fits?limit=1000").json()["items"]]
     refused = calib(stack, "fit", str(data), "--wait", "--label", "who=newcomer")
     assert refused.returncode == 2, refused.stderr
     assert "exceeds the stable limit 0.00034" in refused.stderr and "Nothing was submitted" in refused.stderr
     proposed = next(line.strip() for line in refused.stderr.splitlines() if line.strip().startswith("calib fit"))
     assert "--learning-rate auto --normalize standardize --epochs auto" in proposed and "--wait" in proposed
-    assert stack.http.get("/v1/fits?limit=1000").json()["items"] == before  # nothing submitted
+    assert [f["id"] for f in stack.http.get("/v1/fits?limit=1000").json()["items"]] == before  # nothing submitted
     # The proposed command, as printed, converges.
     args = shlex.split(proposed)[1:]
     converged = calib(stack, *args, "--json")

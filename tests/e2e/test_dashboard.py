@@ -19,6 +19,9 @@ import pytest
 from tests.conftest import DATA
 from tests.stack import Stack
 
+# Its own stack (tests/e2e/conftest.py): its pages list the tenant's fits and instruments.
+OWN_STACK = True
+
 REFERENCE = json.loads((DATA / "thermometer.json").read_text())
 ARTIFACTS = Path(os.environ.get("CALIB_TEST_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts"))
 CHROMEDRIVER = shutil.which("chromedriver")
