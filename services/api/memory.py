@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from flask import g, request
 
 from services.api.bodies import drain_request
@@ -148,9 +149,9 @@ def holding(points: int, fits: int) -> None:
 _M_ARENA_MAX = -8
 
 
-def return_what_parsing_frees() -> None:
-    """For a served API process, before its threads start: large bodies are parsed by many threads
-    at once, and each allocator would otherwise keep, per thread, the most any request took. Arrow
+def prepare_for_large_bodies() -> None:
+    """For a served API process, before its threads start. Large bodies are parsed by many threads
+    at once, and each allocator would otherwise keep, per thread, the most any request took: Arrow
     allocates through the C library (its default, mimalloc, keeps freed pages per thread), and glibc
     keeps two arenas, not eight per core. Measured on eight oversize CSV bodies at once: about a
     fifth less peak growth, at the same speed (benchmarks/README.md)."""
@@ -159,3 +160,7 @@ def return_what_parsing_frees() -> None:
         ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, 2)
     except OSError:  # not glibc (musl, macOS): its own policy stands
         pass
+    # Arrow builds its registry of compute functions (casts, comparisons) at their first use: about
+    # 45 MB of a process, paid by whichever batch came first. Built here, it is part of the idle
+    # process; a body's memory is then the body's own, and the budget above measures only that.
+    pc.cast(pa.array(["0.5"]), pa.float64())
