@@ -172,15 +172,33 @@ class Init(BaseModel):
     b: Finite = 0.0
 
 
-def _given(name: str, kind: str) -> dict[str, Any]:
-    """JSON Schema: `name` is present and not null (null counts as left out)."""
-    return {"required": [name], "properties": {name: {"type": kind}}}
-
-
 def _one_of_fraction_or_indices(schema: dict[str, Any]) -> None:
-    # What the validator below enforces, said in the document: exactly one of the two forms.
-    fraction, seed, indices = _given("fraction", "number"), _given("seed", "integer"), _given("indices", "array")
-    schema["oneOf"] = [{**fraction, "not": indices}, {**indices, "not": {"anyOf": [fraction, seed]}}]
+    # What the validator below enforces, said as structure a client generator reads: two object
+    # shapes, each naming the other's fields as null (left out or null counts as not given), so
+    # that no request matches both and no `not` is needed.
+    given = schema.pop("properties")
+    schema.pop("type", None)
+    schema.pop("additionalProperties", None)
+    null = {"type": "null"}
+
+    def form(title: str, required: str, own: dict[str, Any], other: tuple[str, ...]) -> dict[str, Any]:
+        return {
+            "title": title,
+            "type": "object",
+            "required": [required],
+            "properties": {**own, **dict.fromkeys(other, null)},
+            "additionalProperties": False,
+        }
+
+    def not_null(name: str) -> dict[str, Any]:
+        kept = {key: value for key, value in given[name].items() if key not in ("anyOf", "default")}
+        return {**given[name]["anyOf"][0], **kept}
+
+    fraction, indices = not_null("fraction"), not_null("indices")
+    schema["oneOf"] = [
+        form("ValidationByFraction", "fraction", {"fraction": fraction, "seed": given["seed"]}, ("indices",)),
+        form("ValidationByIndices", "indices", {"indices": indices}, ("fraction", "seed")),
+    ]
     schema["examples"] = [{"fraction": 0.2, "seed": 0}, {"indices": [2, 10]}]
 
 
@@ -228,42 +246,17 @@ class EarlyStopping(BaseModel):
     patience: WholeFromOne = Field(10, json_schema_extra={"example": 10})
 
 
-def _only_with(option: dict[str, Any], needs: dict[str, Any]) -> dict[str, Any]:
-    """JSON Schema: when `option` holds, so must `needs` (properties and their required names)."""
-    return {"if": option, "then": needs}
-
-
-def _property_is(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": [name], "properties": {name: schema}}
-
-
-def _options_that_go_together(schema: dict[str, Any]) -> None:
-    # The validators of FitOptions below, said in the document. A field left out or null is
-    # not given; one left out takes its default (normalize "scale", optimizer "gd", ...).
-    not_null = {"not": {"type": "null"}}
-    schema["allOf"] = [
-        _only_with(
-            _property_is("input_scale", {"not": {"const": 1}}), {"properties": {"normalize": {"const": "scale"}}}
-        ),
-        _only_with(
-            _property_is("gradient", {"not": {"const": "analytic"}}), {"properties": {"optimizer": {"const": "gd"}}}
-        ),
-        _only_with(_property_is("delta", not_null), _property_is("gradient", {"const": "finite_difference"})),
-        _only_with(_property_is("momentum", not_null), _property_is("optimizer", {"const": "momentum"})),
-        _only_with(_property_is("betas", not_null), _property_is("optimizer", {"const": "adam"})),
-        _only_with(_property_is("eps", not_null), _property_is("optimizer", {"const": "adam"})),
-        _only_with(_property_is("max_epochs", not_null), _property_is("epochs", {"const": "auto"})),
-        _only_with(
-            _property_is("early_stopping", {"type": "object", **_property_is("monitor", {"const": "val_loss"})}),
-            _property_is("validation", not_null),
-        ),
-    ]
-
-
 class FitOptions(BaseModel):
-    """The settings of a fit that a batch's `defaults` may also carry."""
+    """The settings of a fit that a batch's `defaults` may also carry.
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_options_that_go_together)
+    Some options apply only beside another's value, each refused with a 422 naming it otherwise:
+    input_scale (other than 1) with normalize "scale"; gradient (other than "analytic") with
+    optimizer "gd"; delta with gradient "finite_difference"; momentum with optimizer "momentum";
+    betas and eps with optimizer "adam"; max_epochs with epochs "auto"; early_stopping's monitor
+    "val_loss" with a validation split; the flat options (gradient, delta, momentum, betas, eps) only
+    with an optimizer given by name. A field left out or null is not given."""
+
+    model_config = ConfigDict(extra="forbid")
     epochs: Epochs = DEFAULT_EPOCHS
     max_epochs: WholeFromOne | None = Field(
         None,
@@ -279,7 +272,11 @@ class FitOptions(BaseModel):
     )
     learning_rate: LearningRate = 0.01
     init: Init = Field(default_factory=Init, json_schema_extra={"example": {"w": 1.0, "b": 0.0}})
-    input_scale: Finite = Field(1.0, json_schema_extra={"example": 0.1, "not": {"const": 0}})
+    input_scale: Finite = Field(
+        1.0,
+        json_schema_extra={"example": 0.1, "anyOf": [{"exclusiveMinimum": 0}, {"exclusiveMaximum": 0}]},
+        description='not 0; with normalize "scale" only, unless 1',
+    )
     # How t_u is presented to the model: "scale" (x = input_scale * t_u, the book's 0.1),
     # "standardize" (x = (t_u - mean) / SD of the fit's data), "none" (x = t_u). The result
     # always carries the raw-unit line too (w_raw, b_raw).
@@ -515,9 +512,11 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     t_u: Annotated[list[Finite], Field(min_length=1, max_length=1_000_000)]
     # A prediction interval for a new reading at each t_u, at this confidence.
-    interval: Annotated[float, Field(gt=0, lt=1, json_schema_extra={"example": 0.95})] | None = None
+    interval: Annotated[float, Field(strict=True, gt=0, lt=1, json_schema_extra={"example": 0.95})] | None = None
+    # Strict, as every request field: 0 or "yes" for a boolean is the client's mistake, said as 422.
     allow_unconverged: bool = Field(
         False,
+        strict=True,
         json_schema_extra={"example": False},
         description="an interval on a fit that has not converged: 409 unless this is true; then its bounds "
         "span the fit's prediction and the least-squares one, widened by the interval",

@@ -477,18 +477,24 @@ _REQUESTS = {"FitOptions", "FitCreate", "BatchCreate", "PredictRequest"}
 
 def _apply_limits(components: dict[str, Any], s: Settings) -> None:
     """The service's configured limits, where the models' schemas leave them open."""
-    for name in ("FitOptions", "FitCreate"):
+    for name in ("FitOptions", "FitCreate", "BatchFit"):
         props = components[name]["properties"]
         props["epochs"]["anyOf"][0]["maximum"] = s.max_epochs
         props["max_epochs"]["anyOf"][0]["maximum"] = s.max_epochs
-    create = components["FitCreate"]["properties"]
-    create["t_u"]["maxItems"] = create["t_c"]["maxItems"] = s.max_points_per_fit
-    create["labels"]["maxProperties"] = s.max_labels
+    for name in ("FitCreate", "BatchFit"):
+        create = components[name]["properties"]
+        create["t_u"]["maxItems"] = create["t_c"]["maxItems"] = s.max_points_per_fit
+        create["labels"]["maxProperties"] = s.max_labels
     components["BatchCreate"]["properties"]["fits"]["maxItems"] = s.max_fits_per_batch
     callback = _callback_schema(AllowedHosts.parse(s.webhook_allowed_hosts))
     for name in ("FitCreate", "BatchCreate"):
         prop = components[name]["properties"]["callback_url"]
-        prop["anyOf"] = [callback, {"type": "null"}]
+        if callback is None:
+            # Every callback_url is refused: null (none) is all a request may say.
+            prop.pop("anyOf")
+            prop.update(type="null", description=_NO_HOST_ALLOWED, example=None)
+        else:
+            prop["anyOf"] = [callback, {"type": "null"}]
 
 
 # A port urlsplit accepts: 1 to 65535.
@@ -496,18 +502,20 @@ _PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-
 _NAME = r"[A-Za-z][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*"  # a name, never an address (those must be listed)
 
 
-def _callback_schema(allowed: AllowedHosts) -> dict[str, Any]:
+_NO_HOST_ALLOWED = (
+    "no host is allowed: this service's operator has set no CALIB_WEBHOOK_ALLOWED_HOSTS, so every "
+    "callback_url is refused (422)"
+)
+
+
+def _callback_schema(allowed: AllowedHosts) -> dict[str, Any] | None:
     """callback_url as this service's operator allows it (CALIB_WEBHOOK_ALLOWED_HOSTS): each rule's
-    schemes, hosts and ports spelled into the pattern, so the document says what the API accepts.
-    Networks wider than one address cannot be spelled as a pattern; their addresses are accepted
-    though not shown."""
+    schemes, hosts and ports spelled into the pattern, so the document says what the API accepts;
+    None where no host is allowed. Networks wider than one address cannot be spelled as a pattern;
+    their addresses are accepted though not shown."""
     shapes = [shape for rule in allowed.rules for shape in _rule_patterns(rule)]
     if not shapes:
-        return {
-            "not": {},
-            "description": "no host is allowed: this service's operator has set no "
-            "CALIB_WEBHOOK_ALLOWED_HOSTS, so every callback_url is refused (422)",
-        }
+        return None
     return {
         "type": "string",
         "minLength": 1,
@@ -559,11 +567,22 @@ def _schemas() -> dict[str, Any]:
         "$ref": "#/components/schemas/FitOptions",
         "description": "Fields every fit takes unless it sets its own",
     }
-    # A batch's webhook is the batch's: its fits carry no callback_url of their own.
-    fit_of_batch = {"allOf": [{"$ref": "#/components/schemas/FitCreate"}, {"not": {"required": ["callback_url"]}}]}
-    batch["fits"] = {"type": "array", "minItems": 1, "items": fit_of_batch}
-    components.pop("BatchFit", None)
+    batch["fits"] = {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/BatchFit"}}
     fill_property_examples(components)
+    # A batch's webhook is the batch's: its fits are FitCreate without callback_url.
+    fit_of_batch = copy.deepcopy(components["FitCreate"])
+    del fit_of_batch["properties"]["callback_url"]
+    fit_of_batch.get("example", {}).pop("callback_url", None)
+    # A field a fit leaves out takes the batch's defaults first: no default of its own, or a
+    # generated client would send the service's default and override the batch's.
+    for spec in fit_of_batch["properties"].values():
+        spec.pop("default", None)
+    fit_of_batch["title"] = "BatchFit"
+    fit_of_batch["description"] = (
+        "A fit of a batch: the fields of FitCreate but callback_url (the batch's own). A field left out "
+        "takes the batch's defaults, then FitCreate's."
+    )
+    components["BatchFit"] = fit_of_batch
     return components
 
 

@@ -1,10 +1,11 @@
 """What schemathesis is told about fit requests beyond what JSON Schema can say.
 
-The OpenAPI document states every rule JSON Schema can state (bounds, patterns, the options
-that go together as if/then, validation's two forms as oneOf). A few rules of a fit relate
-one value to another's length or content, which JSON Schema cannot express; the document
-says them in prose, and the API refuses a request that breaks them with a 422 naming the
-field. Here each generated *schema-valid* (positive) fit request is brought within them, so
+The OpenAPI document states as structure every rule a client generator reads (bounds,
+patterns, validation's two forms as oneOf, input_scale not 0 as anyOf). The rest it says in
+prose, and the API refuses a request that breaks them with a 422 naming the field: the options
+that go together (issue 23: `if`/`then` and `not` made openapi-python-client drop FitCreate), and
+the rules that relate one value to another's length or content, which JSON Schema cannot say.
+Here each generated *schema-valid* (positive) fit request is brought within them, so
 that schemathesis's positive_data_acceptance check tests the rest of the request instead of
 tripping on these every time. Negative cases are left exactly as generated, and no check is
 switched off or narrowed.
@@ -16,9 +17,9 @@ The rules, each with the repair made:
   with an early stopping on `val_loss` dropped with it);
 - normalize "standardize" needs training t_u with a spread float64 can hold: otherwise
   normalize becomes "none";
-- in a batch, each fit merged with the defaults must itself be a valid fit: an option of the
-  defaults that does not apply to the merged fit is set to null (or its neutral value) on
-  that fit;
+- an option that applies only beside another's value (FitOptions' description) is set to null
+  (or its neutral value) where that value is not given; in a batch, on each fit merged with the
+  defaults;
 - an optimizer given as an object (`{"kind": "gd", ...}`) takes `delta` with gradient
   "finite_difference" only: otherwise its delta is dropped.
 
@@ -137,8 +138,7 @@ def _repair(fit: dict[str, Any], defaults: dict[str, Any]) -> None:
         return
     _optimizer_object(fit)
     _optimizer_object(defaults)
-    if defaults:
-        _options_that_apply(fit, defaults)
+    _options_that_apply(fit, defaults)
     _pair(fit)
     held = _split(fit, {**defaults, **fit})
     _spread(fit, {**defaults, **fit}, held)
@@ -156,7 +156,7 @@ def _readings_of_the_calibrated_instrument(body: str) -> str:
 
 @schemathesis.hook
 def map_case(context: Any, case: Any) -> Any:
-    operation = context.operation.definition.raw.get("operationId") if context.operation else None
+    operation = _operation_id(context)
     if operation in ("getFit", "getBatch") and isinstance(case.query, dict):
         # Any case (a negative one may be negative in another parameter): only a wait within
         # the allowed range is shortened, so an out-of-range one stays as generated.
@@ -164,19 +164,37 @@ def map_case(context: Any, case: Any) -> Any:
         if isinstance(wait, int | float) and not isinstance(wait, bool) and _LONGEST_WAIT < wait <= 60:
             case.query["wait"] = _LONGEST_WAIT
     meta = getattr(case, "_meta", None)
-    positive = meta is not None and meta.generation.mode == GenerationMode.POSITIVE
-    if positive and operation == "apply" and isinstance(case.body, str):
+    if meta is not None and meta.generation.mode == GenerationMode.POSITIVE:
+        _within_the_rules(operation, case)
+    return case
+
+
+@schemathesis.hook
+def before_add_examples(context: Any, examples: list[Any]) -> None:
+    """The examples phase's cases (the document's examples put together, one property's with
+    another's) are valid requests by intent: brought within the same rules."""
+    for case in examples:
+        _within_the_rules(_operation_id(context), case)
+
+
+def _operation_id(context: Any) -> str | None:
+    return context.operation.definition.raw.get("operationId") if context.operation else None
+
+
+def _within_the_rules(operation: str | None, case: Any) -> None:
+    if operation == "apply" and isinstance(case.body, str):
         case.body = _readings_of_the_calibrated_instrument(case.body)
-        return case
-    if not positive or not isinstance(case.body, dict):
-        return case
+        return
+    if not isinstance(case.body, dict):
+        return
     body = case.body
     if operation in ("createFit", "preflightFit"):  # the pre-flight takes a fit's body
         _repair(body, {})
     elif operation == "createBatch" and isinstance(body.get("fits"), list):
         defaults = body.get("defaults") if isinstance(body.get("defaults"), dict) else {}
+        _optimizer_object(defaults)
+        _options_that_apply(defaults, {})  # the defaults are validated alone too
         for fit in body["fits"]:
             if isinstance(fit, dict):
                 _repair(fit, defaults)
     case.body = body
-    return case
