@@ -7,30 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import torch
 from flask.testing import FlaskClient
 
 from tests.api.test_fits_api import problem
 from tests.in_process import run_fit
+from tests.oracles import torch_optim_run
 
 T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
 T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
 EPOCHS = 500
-
-
-def torch_rmsprop(lr: float, alpha: float, eps: float) -> tuple[list[float], list[float]]:
-    """The book's training loop with torch.optim.RMSprop, on the book's 0.1·t_u, in float64."""
-    params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
-    x, y = 0.1 * torch.tensor(T_U, dtype=torch.float64), torch.tensor(T_C, dtype=torch.float64)
-    opt = torch.optim.RMSprop([params], lr=lr, alpha=alpha, eps=eps)
-    losses = []
-    for _ in range(EPOCHS):
-        loss = ((params[0] * x + params[1] - y) ** 2).mean()
-        losses.append(float(loss.detach()))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return losses, params.detach().tolist()
 
 
 def _losses(client: FlaskClient, fit_id: str) -> list[float]:
@@ -56,7 +41,8 @@ def test_a_fit_by_rmsprop_is_torchs(
     run_fit(client, fit["id"])
     done = client.get(f"/v1/fits/{fit['id']}").get_json()
     assert done["status"] == "succeeded" and done["epochs_done"] == EPOCHS
-    losses, (w, b) = torch_rmsprop(lr, options["alpha"], options["eps"])
+    x = [0.1 * t for t in T_U]  # the book's input_scale
+    losses, (w, b) = torch_optim_run(x, T_C, "rmsprop", lr, options, EPOCHS)
     # Losses are stored float32 (API.md), the parameters float64.
     assert _losses(client, fit["id"]) == pytest.approx(losses, rel=1e-5)
     assert done["result"]["w"] == pytest.approx(w, rel=1e-6) and done["result"]["b"] == pytest.approx(b, rel=1e-6)

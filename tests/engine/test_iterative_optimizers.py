@@ -13,31 +13,9 @@ from services.worker.engine import SeriesBatch
 from services.worker.engine.iterative import Iterative
 from services.worker.engine.rules import RULES
 from shared.optimizers import DECLARED, Name, options_of
+from tests.oracles import torch_optim_run
 
 EPOCHS = 300
-
-
-def torch_optim(kind: str, params: torch.Tensor, lr: float, options: dict[str, Any]) -> torch.optim.Optimizer:
-    """torch.optim's own optimizer for `kind`, with the options as the API stores them."""
-    if kind == "adam":
-        return torch.optim.Adam([params], lr=lr, betas=tuple(options["betas"]), eps=options["eps"])
-    if kind == "rmsprop":
-        return torch.optim.RMSprop([params], lr=lr, alpha=options["alpha"], eps=options["eps"])
-    return torch.optim.SGD([params], lr=lr, momentum=options.get("momentum", 0.0))
-
-
-def torch_optim_run(x: np.ndarray, y: np.ndarray, kind: str, lr: float, options: dict[str, Any]) -> list[float]:
-    params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    opt = torch_optim(kind, params, lr, options)
-    losses = []
-    for _ in range(EPOCHS):
-        loss = ((params[0] * xt + params[1] - yt) ** 2).mean()
-        losses.append(float(loss.detach()))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return losses
 
 
 @pytest.mark.parametrize(
@@ -62,7 +40,7 @@ def test_matches_torch_optim(kind: str, lr: float, given: dict[str, Any]) -> Non
     engine = Iterative(batch, kind, [options] * 3).complete()
     got = engine.losses(1, EPOCHS, torch.float64).numpy()
     for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
-        expected = np.array(torch_optim_run(x, y, kind, lr, options))
+        expected = np.array(torch_optim_run(x, y, kind, lr, options, EPOCHS)[0])
         # The engine keeps losses in float32, as they are stored.
         np.testing.assert_allclose(got[i], expected, rtol=2e-7, atol=1e-7 * expected[0])
     assert engine.diverged_at.tolist() == [0, 0, 0]

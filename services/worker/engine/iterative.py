@@ -82,8 +82,11 @@ class Iterative:
         """`options`: each fit's resolved options of `optimizer` (shared/optimizers.py); gd's gradient
         and delta are the same for every fit of a call (services/worker/runner.py groups them so)."""
         self.batch, self.stopping = batch, stopping
-        self.gradient = str(options[0].get("gradient", "analytic")) if options else "analytic"
-        self.delta = float(options[0].get("delta") or 0.1) if options else 0.1
+        # Resolved options carry gd's gradient, and its delta with "finite_difference" (the only
+        # use of delta); other optimizers carry neither and step on the analytic gradient.
+        first = options[0] if options else {}
+        self.gradient = str(first.get("gradient", "analytic"))
+        self.delta = float(first["delta"]) if self.gradient == "finite_difference" else math.nan
         dev, f64 = batch.x.device, torch.float64
         self.training = batch.moments()
         self.two_vxy = 2 * self.training[3]
