@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from services.api import csv_table, json_batch, parquet, spreadsheets
 from services.api.admission import Ask, admit, ask_of, refuse_oversize, require_broker
 from services.api.bodies import too_many_fits
+from services.api.contract import CSV_TEXT, IDEMPOTENCY_KEY, PARQUET, json_content, operation
 from services.api.extensions import Services, current_services
 from services.api.idempotency import insert_or_replay, request_key
 from services.api.listing import list_fits_query, query_with
@@ -34,6 +35,14 @@ from shared.schemas import BatchOptions, FitCreate, FitOptions
 from shared.settings import Settings
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
+
+# A CSV batch as the API reads it: the header, then each series' rows together (at least two,
+# since a fit needs two points), a series never starting again further down. Numbers here are
+# plain decimals; the API also reads exponents, which a pattern would make unreadable.
+NUMBER = r"-?(?:0|[1-9][0-9]{0,5})(?:\.[0-9]{1,6})?"
+_ROW_REST = rf",{NUMBER},{NUMBER}\r?\n"
+CSV_PATTERN = rf"^series,t_u,t_c\r?\n(?:([A-Za-z0-9_.-]{{1,32}}){_ROW_REST}(?:\1{_ROW_REST})+(?!\1,)(?![\s\S]*\n\1,))+$"
+BATCH = {"description": "The batch", "content": json_content("BatchPublic")}
 
 _MAX_REPORTED_ERRORS = 50
 
@@ -200,6 +209,40 @@ def _slices(specs: Iterable[FitCreate]) -> Iterator[list[FitCreate]]:
 
 
 @bp.post("")
+@operation(
+    "createBatch",
+    "Submit many fits; validated whole, nothing stored if one is invalid",
+    {
+        "202": {"description": "Accepted", "content": json_content("BatchPublic")},
+        "200": {"description": "An idempotent replay", "content": json_content("BatchPublic")},
+    },
+    description=lambda limits: (
+        "JSON: `{defaults, fits: [...]}`, each fit overriding any default; each fit merged "
+        "with the defaults must itself be a valid fit (422 naming `fits[i]` otherwise). CSV "
+        "(`Content-Type: text/csv`), or Parquet (`application/vnd.apache.parquet`), the same columns: long "
+        "format `series,t_u,t_c`, one fit per series (its label `series`, and its `instrument` unless an "
+        "`instrument` column names another), defaults and `callback_url` as query parameters "
+        f"({', '.join(CSV_BATCH_DEFAULTS)}). At most "
+        f"{limits['batch_fits']} fits and {limits['batch_points']} points (413 over). "
+        "Every limit is checked as the body is read: a series (or a JSON array) past the points "
+        "of one fit is refused at the rows that pass it (413 naming the series, or `fits[i]`); a "
+        "JSON field other than `fits` takes at most 1 MiB. A CSV row with more cells than the "
+        "header is 400 naming its line. Each batch has a share of its API process's parse budget, "
+        "growing as it is read (24 bytes per reading, 4 KiB per fit; 503 with Retry-After, "
+        "`quota: parse_memory_bytes`, past it). "
+        "`Idempotency-Key` works as for fits."
+    ),
+    headers=(IDEMPOTENCY_KEY,),
+    body={
+        **json_content("BatchCreate"),
+        "text/csv": {
+            "schema": {"type": "string", "pattern": CSV_PATTERN},
+            "example": "series,t_u,t_c\nA17,35.7,0.5\nA17,55.9,14.0\n",
+        },
+        **PARQUET,
+    },
+    problems=("400", "409", "413", "415", "422", "503", "507"),
+)
 def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = current_services()
     # The body is parsed, validated and stored within this process's memory budget: its share
@@ -278,6 +321,15 @@ def _create_batch(svc: Services) -> tuple[dict[str, Any], int, dict[str, str]]:
 
 
 @bp.get("/<batch_id>")
+@operation(
+    "getBatch",
+    "A batch's status and its fits' counts per status",
+    {"200": BATCH},
+    description="With `?wait=S` the answer waits until the batch is completed or cancelled "
+    "(or S seconds). Another tenant's id is 404 at once.",
+    query=WaitQuery,
+    problems=("404",),
+)
 def get_batch(batch_id: str) -> dict[str, Any]:
     svc = current_services()
     seconds = query(WaitQuery).wait
@@ -351,6 +403,16 @@ def _result_lines(batch_id: str, drift_threshold: float) -> Iterator[str]:
 
 
 @bp.get("/<batch_id>/fits")
+@operation(
+    "getBatchFits",
+    "The batch's fits, paginated; ?format=csv streams one result line per fit",
+    {"200": {"description": "Fits", "content": {**json_content("FitList"), **CSV_TEXT, **PARQUET}}},
+    description="CSV (and Parquet) columns: " + ",".join(RESULT_COLUMNS) + ". `drift_p_value`, "
+    "`drift_flagged` and `as_found_rms` compare a succeeded fit naming an instrument with that "
+    "instrument's calibration before it (empty for its first).",
+    query=BatchFitsQuery,
+    problems=("404", "422"),
+)
 def batch_fits(batch_id: str) -> Any:
     params = query(BatchFitsQuery)
     with current_services().db.session() as session:
@@ -374,6 +436,7 @@ def batch_fits(batch_id: str) -> Any:
 
 
 @bp.post("/<batch_id>/cancel")
+@operation("cancelBatch", "Cancel every queued or running fit of the batch", {"202": BATCH}, problems=("404", "409"))
 def cancel_batch(batch_id: str) -> tuple[dict[str, Any], int]:
     with current_services().db.session(write=True) as session:
         batch = _get_batch(session, batch_id)

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, request, stream_with_context
 
 from services.api.admission import ask_of, refuse_oversize
+from services.api.contract import CSV_TEXT, IDEMPOTENCY_KEY, json_content, operation, ref
 from services.api.extensions import Services, current_services
 from services.api.idempotency import request_key
 from services.api.listing import list_fits_query, query_with
@@ -31,6 +32,8 @@ from shared.schemas import FitCreate, FitData, FitPreflight, LossBuckets, LossPa
 
 bp = Blueprint("fits", __name__, url_prefix="/v1/fits")
 
+FIT = {"description": "The fit", "content": json_content("FitPublic")}
+
 
 def _get_fit(session: Any, fit_id: str) -> Fit:
     return owned_or_404(session, Fit, fit_id, "fit")
@@ -52,6 +55,24 @@ def fit_curves(session: Any, fit: Fit, start: int, stop: int) -> Curves:
 
 
 @bp.post("")
+@operation(
+    "createFit",
+    "Submit a fit; it is queued and runs on a worker",
+    {
+        "202": {**FIT, "description": "Accepted and queued", "headers": {"Location": {"schema": {"type": "string"}}}},
+        "200": {**FIT, "description": "An idempotent replay: the original fit"},
+    },
+    description=lambda limits: (
+        "Commits the fit, then wakes a worker; the answer never waits for the fit. "
+        f"Limits: 2 to {limits['points']} points, 1 to {limits['epochs']} epochs, "
+        f"{limits['labels']} labels, a body of at most {limits['body']} bytes. "
+        "With an `Idempotency-Key`, the same key and body answer 200 with the "
+        "original fit; the same key with another body is 409."
+    ),
+    headers=(IDEMPOTENCY_KEY,),
+    body=json_content("FitCreate"),
+    problems=("400", "409", "413", "415", "422", "503", "507"),
+)
 def create_fit() -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = current_services()
     with parsing(svc.parse_budget, svc.settings, TEXT_EXPANSION_PARSED_WHOLE):
@@ -73,6 +94,19 @@ preflight_bp = Blueprint("preflight", __name__, url_prefix="/v1/preflight")
 
 
 @preflight_bp.post("")
+@operation(
+    "preflightFit",
+    "Check a fit before submitting it: will its learning rate diverge?",
+    {"200": {"description": "The pre-flight", "content": json_content("FitPreflight")}},
+    description="Takes the body of `POST /v1/fits` and stores nothing. Answers the learning "
+    "rate the fit would run with, the data's stable limit `lr_max` and condition number, whether "
+    "plain gradient descent (gd, sgd) stays stable at that rate, the warnings the fit would carry, "
+    "and, when it would diverge, the options that converge (`learning_rate` and `epochs` "
+    '`"auto"`, `normalize` `"standardize"`). The CLI and the Python client ask it before '
+    "each fit.",
+    body=json_content("FitCreate"),
+    problems=("400", "413", "415", "422"),
+)
 def preflight_fit() -> dict[str, Any]:
     """The fit's pre-flight without submitting it (API.md's computation, shared/calibration.py): the
     CLI and the client ask it first, so a newcomer's first fit does not diverge unannounced."""
@@ -84,6 +118,15 @@ def preflight_fit() -> dict[str, Any]:
 
 
 @bp.get("/<fit_id>")
+@operation(
+    "getFit",
+    "A fit, with its progress and result",
+    {"200": FIT},
+    description="With `?wait=S` the answer waits until the fit has ended (or S seconds): "
+    "a client learns of the end at once without polling. Another tenant's id is 404 at once.",
+    query=WaitQuery,
+    problems=("404",),
+)
 def get_fit(fit_id: str) -> dict[str, Any]:
     svc = current_services()
     seconds = query(WaitQuery).wait
@@ -97,6 +140,13 @@ def get_fit(fit_id: str) -> dict[str, Any]:
 
 
 @bp.get("")
+@operation(
+    "listFits",
+    "List fits, newest first",
+    {"200": {"description": "A page of fits", "content": json_content("FitList")}},
+    query=FitListQuery,
+    problems=("422",),
+)
 def list_fits() -> dict[str, Any]:
     fits, cursor = list_fits_query(query(FitListQuery))
     return fit_list(fits, f"/v1/fits?{query_with(cursor=cursor)}" if cursor else None)
@@ -111,6 +161,30 @@ def _wants_csv(fmt: str | None) -> bool:
 
 
 @bp.get("/<fit_id>/losses")
+@operation(
+    "getFitLosses",
+    "The loss of every epoch recorded so far",
+    {
+        "200": {
+            "description": "A page of losses, or with `points` the buckets",
+            "content": {
+                "application/json": {"schema": {"oneOf": [ref("LossPage"), ref("LossBuckets")]}},
+                **CSV_TEXT,
+            },
+        }
+    },
+    description="`loss[i]` is the loss of epoch `start + i`, taken before that epoch's update "
+    "(the book's order: epoch 1's is the loss of the initial parameters, and the last epoch's is "
+    "the result's `last_epoch_loss`, not its `loss`). `?format=csv` or "
+    "`Accept: text/csv` streams the whole series as `epoch,loss`. "
+    "`?points=N` (with `start`, `end`) returns at most N consecutive "
+    "buckets covering every epoch of the range instead, each with its "
+    "first and last epoch and the min, max and last loss. A fit with a "
+    "validation split also has `val_loss` (same indexing; a `val_loss` "
+    "CSV column; `val_min`, `val_max`, `val_last` per bucket).",
+    query=LossesQuery,
+    problems=("404", "410", "422"),
+)
 def get_losses(fit_id: str) -> Any:
     db = current_services().db
     params = query(LossesQuery)
@@ -165,6 +239,12 @@ def _downsampled(fit_id: str, start: int, end: int | None, points: int) -> dict[
 
 
 @bp.get("/<fit_id>/data")
+@operation(
+    "getFitData",
+    "The readings the fit was given (t_u, t_c) and the indices held out for validation",
+    {"200": {"description": "The fit's data", "content": json_content("FitData")}},
+    problems=("404",),
+)
 def get_data(fit_id: str) -> dict[str, Any]:
     """The readings the fit was given, and which of them were held out (for plots)."""
     with current_services().db.session() as session:
@@ -176,6 +256,12 @@ def get_data(fit_id: str) -> dict[str, Any]:
 
 
 @bp.post("/<fit_id>/cancel")
+@operation(
+    "cancelFit",
+    "Cancel a queued or running fit (a running one stops at its next checkpoint; its losses so far stay readable)",
+    {"202": FIT},
+    problems=("404", "409"),
+)
 def cancel_fit(fit_id: str) -> tuple[dict[str, Any], int]:
     db = current_services().db
     with db.session(write=True) as session:
@@ -190,6 +276,27 @@ def cancel_fit(fit_id: str) -> tuple[dict[str, Any], int]:
 
 
 @bp.post("/<fit_id>/predict")
+@operation(
+    "predict",
+    "t_c = w_raw * t_u + b_raw",
+    {"200": {"description": "Calibrated values", "content": json_content("Prediction")}},
+    description=(
+        "With `interval` (e.g. 0.95), also `lower` and `upper`: the "
+        "least-squares prediction interval for a new reading, centred on "
+        "the fit's line (Student's t, n - 2 degrees of freedom). A reading whose "
+        "prediction or interval on this fit's line would pass float64's range is 409 "
+        "(`prediction-out-of-range`) naming it (`t_u[3]`). Every answer carries the fit's `converged`. "
+        "An `interval` on a fit that has not converged is 409 (the interval belongs "
+        "to the least-squares line, not to this one) unless `allow_unconverged` is "
+        "true: then `lower` and `upper` span the least-squares prediction's interval "
+        "and the fit's own prediction widened by the same half-width, so the gap "
+        "between the two lines is inside them (`bounds_include_gap`: true). An `interval` on "
+        "a fit with fewer than 3 points, or with t_u all equal, is 409 (`no-interval`): its data "
+        "do not determine one."
+    ),
+    body=json_content("PredictRequest"),
+    problems=("400", "404", "409", "415", "422"),
+)
 def predict(fit_id: str) -> dict[str, Any]:
     body = parse(PredictRequest, json_body())
     with current_services().db.session() as session:

@@ -10,7 +10,9 @@ import sqlalchemy.orm as so
 from flask import Blueprint, Response, request
 
 from services.api import applying
+from services.api.batches import NUMBER
 from services.api.bodies import spool
+from services.api.contract import CSV_TEXT, json_content, operation
 from services.api.extensions import Services, current_services
 from services.api.listing import query_with
 from services.api.memory import parsing
@@ -26,6 +28,11 @@ from shared.schemas import InstrumentUpdate, PredictRequest
 
 bp = Blueprint("instruments", __name__)
 
+# A readings CSV as POST /v1/apply reads it: the header, then instrument,t_u rows (numbers written
+# plainly here; the API also reads exponents).
+APPLY_PATTERN = rf"^instrument,t_u\r?\n(?:[A-Za-z0-9_.-]{{1,32}},{NUMBER}\r?\n)+$"
+INSTRUMENT = {"description": "The instrument", "content": json_content("InstrumentPublic")}
+
 # Instruments read per query while a drifted=true page fills up.
 _SCAN = 500
 
@@ -38,6 +45,15 @@ def _instrument_or_404(session: so.Session, instrument_id: str) -> Instrument:
 
 
 @bp.get("/v1/instruments")
+@operation(
+    "listInstruments",
+    "The tenant's instruments by id, each with its current calibration",
+    {"200": {"description": "A page", "content": json_content("InstrumentList")}},
+    description="An instrument exists from the first fit that names it. `drifted=true`: only "
+    "those whose current calibration is flagged (its drift p-value below the service's threshold).",
+    query=InstrumentListQuery,
+    problems=("422",),
+)
 def list_instruments() -> dict[str, Any]:
     params = query(InstrumentListQuery)
     svc = current_services()
@@ -62,6 +78,18 @@ def list_instruments() -> dict[str, Any]:
 
 
 @bp.get("/v1/instruments/<instrument_id>")
+@operation(
+    "getInstrument",
+    "An instrument's calibrations, newest first, each with its drift from the one before",
+    {"200": INSTRUMENT},
+    description="A calibration is a succeeded fit naming the instrument, in the order the fits "
+    "were submitted (`calibrated_at`). chi2 and p_value: (Δw_raw, Δb_raw) under the sum of the "
+    "two covariances, 2 degrees of freedom; as_found_rms: the previous line on the new data; "
+    "as_left_rms: the new line on it (both over the points the line was fitted to). The history "
+    "comes in pages of `history_limit` (100), newest first; `history_next` links the next.",
+    query=InstrumentQuery,
+    problems=("404", "422"),
+)
 def get_instrument(instrument_id: str) -> dict[str, Any]:
     svc = current_services()
     page = query(InstrumentQuery)
@@ -73,6 +101,13 @@ def get_instrument(instrument_id: str) -> dict[str, Any]:
 
 
 @bp.put("/v1/instruments/<instrument_id>")
+@operation(
+    "updateInstrument",
+    "Set the instrument's tolerance (largest acceptable as-found RMS)",
+    {"200": INSTRUMENT},
+    body=json_content("InstrumentUpdate"),
+    problems=("400", "404", "415", "422"),
+)
 def put_instrument(instrument_id: str) -> dict[str, Any]:
     """Set the instrument's tolerance (an instrument exists from the first fit that names it)."""
     svc = current_services()
@@ -83,6 +118,16 @@ def put_instrument(instrument_id: str) -> dict[str, Any]:
 
 
 @bp.post("/v1/instruments/<instrument_id>/predict")
+@operation(
+    "predictInstrument",
+    "Calibrated values on the instrument's current calibration (or the one current `at`)",
+    {"200": {"description": "Calibrated values", "content": json_content("Prediction")}},
+    description="As POST /v1/fits/{fit_id}/predict on that calibration's fit; `fit_id` says "
+    "which. 409 (`no-calibration`) when it had none at that time.",
+    query=AtQuery,
+    body=json_content("PredictRequest"),
+    problems=("400", "404", "409", "415", "422"),
+)
 def predict(instrument_id: str) -> dict[str, Any]:
     body = parse(PredictRequest, json_body())
     at = query(AtQuery).at
@@ -100,6 +145,26 @@ def predict(instrument_id: str) -> dict[str, Any]:
 
 
 @bp.post("/v1/apply")
+@operation(
+    "apply",
+    "Calibrate readings: CSV instrument,t_u in, instrument,t_u,t_c,lower,upper,fit_id out",
+    {"200": {"description": "Calibrated rows", "content": CSV_TEXT}},
+    description="Each reading on its instrument's current calibration, streamed in blocks "
+    "(millions of rows in constant memory). Every row is checked before the first byte of the "
+    "answer: an instrument unknown to the tenant (or not yet calibrated) is 422 naming its `row` "
+    "(row 1 is the first reading); with `interval`, a calibration that has not converged or "
+    "cannot give bounds is 409 naming the row. Without `interval`, lower and upper are empty. "
+    "At most `max_fits_per_batch` instruments in one request (413); each apply has a share of "
+    "its API process's parse budget while it reads (503 with Retry-After past it).",
+    query=ApplyQuery,
+    body={
+        "text/csv": {
+            "schema": {"type": "string", "pattern": APPLY_PATTERN},
+            "example": "instrument,t_u\nTT-101,35.7\nTT-101,55.9\n",
+        }
+    },
+    problems=("400", "409", "413", "415", "422", "503"),
+)
 def apply() -> Response:
     interval = query(ApplyQuery).interval
     if request.mimetype != "text/csv":

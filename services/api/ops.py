@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Response
 
 from services.api import telemetry
+from services.api.contract import operation
 from services.api.extensions import current_services
 from services.api.problems import Problem
 
@@ -15,6 +16,7 @@ bp = Blueprint("ops", __name__)
 
 
 @bp.get("/healthz")
+@operation("healthz", "200 while the process serves", {"200": {"description": "Alive"}})
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -34,12 +36,21 @@ def _broker_answers() -> str | None:
 
 
 @bp.get("/metrics")
+@operation(
+    "metrics",
+    "Prometheus text: requests by route and status, fits by status, queue "
+    "depth, the workers' chunk and fit durations (README: Operators)",
+    {"200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 def metrics() -> Response:
     """Prometheus text; open like the probes (it holds counts, no tenant's data)."""
     return telemetry.metrics()
 
 
 @bp.get("/readyz")
+@operation(
+    "readyz", "200 when the database and the broker answer", {"200": {"description": "Ready"}}, problems=("503",)
+)
 def readyz() -> dict[str, Any]:
     failures = [f for f in (_database_answers(), _broker_answers()) if f]
     if failures:

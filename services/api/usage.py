@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint
 
+from services.api.contract import json_content, operation
 from services.api.extensions import current_services
 from services.api.tenancy import current_tenant
 from shared import quotas
@@ -16,6 +17,11 @@ bp = Blueprint("usage", __name__, url_prefix="/v1/usage")
 
 
 @bp.get("")
+@operation(
+    "getUsage",
+    "The tenant's fits, stored loss bytes and fit-epochs in flight, with its quotas",
+    {"200": {"description": "Usage", "content": json_content("Usage")}},
+)
 def get_usage() -> dict[str, Any]:
     svc = current_services()
     with svc.db.session() as session:

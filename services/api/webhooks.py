@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint
 
+from services.api.contract import json_content, operation
 from services.api.extensions import current_services
 from services.api.listing import decode_cursor, encode_cursor, query_with
 from services.api.requests import query
@@ -19,6 +20,20 @@ bp = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks")
 
 
 @bp.get("/deliveries")
+@operation(
+    "listWebhookDeliveries",
+    "Webhook deliveries, newest first, each with its attempts and their status codes",
+    {"200": {"description": "A page", "content": json_content("WebhookDeliveryList")}},
+    description="A fit or batch with a `callback_url` owes one delivery when it ends: its final JSON "
+    'POSTed with `Calib-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" under the '
+    "tenant's secret>` (`calib webhooks secret --tenant NAME` prints it), `Calib-Delivery` (this id) and "
+    "`Calib-Event`. Any answer but 2xx, or none within the timeout, is retried with doubling delays "
+    "(README: Webhooks) until CALIB_WEBHOOK_GIVE_UP_SECONDS (a day; at least an hour); redirects are not "
+    "followed. Only hosts in CALIB_WEBHOOK_ALLOWED_HOSTS are accepted (422 otherwise), and a delivery "
+    "connects only to public addresses unless the operator listed the address.",
+    query=DeliveryListQuery,
+    problems=("422",),
+)
 def list_deliveries() -> dict[str, Any]:
     params = query(DeliveryListQuery)
     statement = sa.select(WebhookDelivery).where(WebhookDelivery.tenant == current_tenant())

@@ -1,6 +1,7 @@
 """Every JSON body the API serves is its response model's serialization (both backends): each
 route's body equals Model.model_validate(body) dumped again, and has no field the model, and
-so /openapi.json, does not declare."""
+so /openapi.json, does not declare. The model is the one the route declares for that answer
+(services/api/contract.py), so the document and the bodies cannot part."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any
 
 from flask.testing import FlaskClient
 from pydantic import BaseModel
+from werkzeug.test import TestResponse
 
+from services.api.contract import declared
 from shared.schemas import (
     BatchPublic,
     FitData,
@@ -31,11 +34,22 @@ def _as_served(model: type[BaseModel], body: Any) -> None:
     assert again == body, (model.__name__, body)
 
 
+def _served(client: FlaskClient, model: type[BaseModel], method: str, path: str, response: TestResponse) -> None:
+    """The body is `model`'s, and `model` is what the route declares for this status."""
+    endpoint, _ = client.application.url_map.bind("localhost").match(path.split("?")[0], method.upper())
+    operation = declared(client.application.view_functions[endpoint])
+    assert operation is not None, path
+    schema = operation.responses[str(response.status_code)]["content"]["application/json"]["schema"]
+    names = [one["$ref"].rsplit("/", 1)[1] for one in schema.get("oneOf", [schema])]
+    assert model.__name__ in names, (path, names)
+    _as_served(model, response.get_json())
+
+
 def test_every_route_serves_its_model(make_client: Callable[..., FlaskClient]) -> None:
     client = make_client("contract")
     created = client.post("/v1/fits", json=FIT | {"epochs": 3000, "validation": {"indices": [1]}})
     assert created.status_code == 202
-    _as_served(FitPublic, created.get_json())
+    _served(client, FitPublic, "post", "/v1/fits", created)
     fit_id = created.get_json()["id"]
     run_fit(client, fit_id)
     bodies: list[tuple[type[BaseModel], str, Any]] = [
@@ -49,29 +63,29 @@ def test_every_route_serves_its_model(make_client: Callable[..., FlaskClient]) -
     for model, method, path in bodies:
         response = getattr(client, method)(path)
         assert response.status_code == 200, (path, response.get_json())
-        _as_served(model, response.get_json())
+        _served(client, model, method, path, response)
     assert client.get(f"/v1/fits/{fit_id}").get_json()["result"]["val_loss"] is not None
 
     predicted = client.post(
         f"/v1/fits/{fit_id}/predict", json={"t_u": [40, 60], "interval": 0.95, "allow_unconverged": True}
     )
     assert predicted.status_code == 200
-    _as_served(Prediction, predicted.get_json())
+    _served(client, Prediction, "post", f"/v1/fits/{fit_id}/predict", predicted)
 
     queued = client.post("/v1/fits", json=FIT | {"optimizer": "adam", "betas": [0.8, 0.99]}).get_json()["id"]
     cancelled = client.post(f"/v1/fits/{queued}/cancel")
     assert cancelled.status_code == 202
-    _as_served(FitPublic, cancelled.get_json())
+    _served(client, FitPublic, "post", f"/v1/fits/{queued}/cancel", cancelled)
 
     batch = client.post("/v1/batches", json={"defaults": {"epochs": 100}, "fits": [FIT, FIT]})
     assert batch.status_code == 202
-    _as_served(BatchPublic, batch.get_json())
+    _served(client, BatchPublic, "post", "/v1/batches", batch)
     batch_id = batch.get_json()["id"]
-    _as_served(BatchPublic, client.get(f"/v1/batches/{batch_id}").get_json())
-    _as_served(FitList, client.get(f"/v1/batches/{batch_id}/fits").get_json())
+    for model, path in ((BatchPublic, f"/v1/batches/{batch_id}"), (FitList, f"/v1/batches/{batch_id}/fits")):
+        _served(client, model, "get", path, client.get(path))
     stopped = client.post(f"/v1/batches/{batch_id}/cancel")
     assert stopped.status_code == 202
-    _as_served(BatchPublic, stopped.get_json())
+    _served(client, BatchPublic, "post", f"/v1/batches/{batch_id}/cancel", stopped)
 
     # Problems too, with their quota fields and with errors naming fields.
     for response in (
@@ -81,3 +95,21 @@ def test_every_route_serves_its_model(make_client: Callable[..., FlaskClient]) -
     ):
         assert response.mimetype == "application/problem+json"
         _as_served(Problem, response.get_json())
+
+
+def test_every_v1_route_declares_its_operation(make_client: Callable[..., FlaskClient]) -> None:
+    """No route of the API escapes the document: each /v1 rule's view declares its operation,
+    and the document holds each under its path, with the problems every /v1 route can answer."""
+    client = make_client("contract")
+    app = client.application
+    document = client.get("/openapi.json").get_json()
+    rules = [rule for rule in app.url_map.iter_rules() if rule.rule.startswith("/v1/")]
+    assert len(rules) >= 15
+    for rule in rules:
+        operation = declared(app.view_functions[rule.endpoint])
+        assert operation is not None, rule.rule
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
+            served = document["paths"][path][method.lower()]
+            assert served["operationId"] == operation.id
+            assert {"401", "422", "429"} <= set(served["responses"]), path
