@@ -77,6 +77,29 @@ def optimizer_fields(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return {"optimizer": name, "gradient": "analytic", **flat, "optimizer_options": options}
 
 
+def line_parameters(
+    w: float,
+    b: float,
+    w_opt: float | None,
+    b_opt: float | None,
+    se_w: float | None,
+    se_b: float | None,
+    cov_wb: float | None,
+) -> dict[str, Any]:
+    """A line's result in the general form of every model kind: its parameters by name (raw units),
+    the least-squares ones, their standard uncertainties and covariance (rows in name order)."""
+    covariance = None
+    if se_w is not None and se_b is not None and cov_wb is not None:
+        covariance = [[se_w * se_w, cov_wb], [cov_wb, se_b * se_b]]
+    return {
+        "parameter_names": ["w", "b"],
+        "parameters": {"w": w, "b": b},
+        "parameters_opt": {"w": w_opt, "b": b_opt} if w_opt is not None and b_opt is not None else None,
+        "standard_uncertainties": {"w": se_w, "b": se_b},
+        "covariance": covariance,
+    }
+
+
 def fit_fields(fit: Fit) -> dict[str, Any]:
     result = None
     raw = fit.raw_params()
@@ -110,7 +133,9 @@ def fit_fields(fit: Fit) -> dict[str, Any]:
                 "gap_se_b": fit.gap_se_b,
                 "excess_loss": fit.excess_loss,
                 "epochs_needed": fit.epochs_needed,
+                "gap_se": {"w": fit.gap_se_w, "b": fit.gap_se_b},
             },
+            **line_parameters(w_raw, b_raw, fit.w_opt, fit.b_opt, fit.se_w, fit.se_b, fit.cov_wb),
         }
     error = {"type": fit.error_type, "detail": fit.error_detail} if fit.error_type else None
     return {

@@ -549,6 +549,12 @@ class Convergence(Served):
         "converge (null where unknown, or not within the epoch limit)",
         json_schema_extra={"example": 4008},
     )
+    gap_se: dict[str, float | None] | None = Field(
+        None,
+        description="each parameter's gap to the least-squares one in its standard uncertainties, by name "
+        "(for a line, gap_se_w and gap_se_b)",
+        json_schema_extra={"example": {"w": 0.0031, "b": -0.0046}},
+    )
 
 
 class Result(Served):
@@ -597,6 +603,28 @@ class Result(Served):
         json_schema_extra={"example": True},
     )
     convergence: Convergence
+    # The general form of every model kind (API.md, third round), in raw units; a line's is a second
+    # view of w_raw, b_raw, w_opt, b_opt, se_w, se_b and cov_wb.
+    parameter_names: list[str] = Field(
+        description="the model's parameters in order (a line: w, the slope, and b, the intercept)",
+        json_schema_extra={"example": ["w", "b"]},
+    )
+    parameters: dict[str, float] = Field(
+        description="the fitted parameters by name, raw units", json_schema_extra={"example": {"w": 0.5367, "b": -17.3}}
+    )
+    parameters_opt: dict[str, float] | None = Field(
+        description="the exact least-squares parameters by name (null where the data do not determine them)",
+        json_schema_extra={"example": {"w": 0.536772, "b": -17.304786}},
+    )
+    standard_uncertainties: dict[str, float | None] | None = Field(
+        description="each least-squares parameter's standard uncertainty (for a line, se_w and se_b)",
+        json_schema_extra={"example": {"w": 0.035539, "b": 1.927227}},
+    )
+    covariance: list[list[float]] | None = Field(
+        description="the least-squares parameters' covariance, rows and columns in parameter_names order "
+        "(for a line, se_w², cov_wb and se_b²); null where any of it is undefined",
+        json_schema_extra={"example": [[0.001263, -0.065423], [-0.065423, 3.714204]]},
+    )
 
 
 class Prediction(Served):

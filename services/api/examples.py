@@ -50,7 +50,18 @@ RESULT = {
     "val_loss": 3.593790,
     "last_epoch_val_loss": 3.5939,
     "converged": False,
-    "convergence": {"gap_se_w": -0.034674, "gap_se_b": 0.036442, "excess_loss": 0.000412, "epochs_needed": None},
+    "convergence": {
+        "gap_se_w": -0.034674,
+        "gap_se_b": 0.036442,
+        "excess_loss": 0.000412,
+        "epochs_needed": None,
+        "gap_se": {"w": -0.034674, "b": 0.036442},
+    },
+    "parameter_names": ["w", "b"],
+    "parameters": {"w": 0.5191276, "b": -16.723455},
+    "parameters_opt": {"w": 0.520504, "b": -16.798596},
+    "standard_uncertainties": {"w": 0.039696, "b": 2.061926},
+    "covariance": [[0.0015757724, -0.077597], [-0.077597, 4.251539]],
 }
 
 FIT = {
