@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from services.api import csv_table, json_batch, parquet, spreadsheets
 from services.api.admission import Ask, admit, ask_of, refuse_oversize, require_broker
 from services.api.bodies import too_many_fits
-from services.api.contract import CSV_TEXT, IDEMPOTENCY_KEY, PARQUET, json_content, operation
+from services.api.contract import CSV_TEXT, IDEMPOTENCY_KEY, NUMBER, PARQUET, json_content, operation
 from services.api.extensions import Services, current_services
 from services.api.idempotency import insert_or_replay, request_key
 from services.api.listing import list_fits_query, query_with
@@ -37,9 +37,7 @@ from shared.settings import Settings
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
 
 # A CSV batch as the API reads it: the header, then each series' rows together (at least two,
-# since a fit needs two points), a series never starting again further down. Numbers here are
-# plain decimals; the API also reads exponents, which a pattern would make unreadable.
-NUMBER = r"-?(?:0|[1-9][0-9]{0,5})(?:\.[0-9]{1,6})?"
+# since a fit needs two points), a series never starting again further down.
 _ROW_REST = rf",{NUMBER},{NUMBER}\r?\n"
 CSV_PATTERN = rf"^series,t_u,t_c\r?\n(?:([A-Za-z0-9_.-]{{1,32}}){_ROW_REST}(?:\1{_ROW_REST})+(?!\1,)(?![\s\S]*\n\1,))+$"
 BATCH = {"description": "The batch", "content": json_content("BatchPublic")}

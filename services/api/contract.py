@@ -63,6 +63,9 @@ IDEMPOTENCY_KEY = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 200},
 }
 CSV_TEXT = {"text/csv": {"schema": {"type": "string"}}}
+# A number in the patterns of CSV bodies: a plain decimal (the API also reads exponents, which a
+# pattern would make unreadable).
+NUMBER = r"-?(?:0|[1-9][0-9]{0,5})(?:\.[0-9]{1,6})?"
 PARQUET = {"application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}}}
 
 

@@ -10,9 +10,8 @@ import sqlalchemy.orm as so
 from flask import Blueprint, Response, request
 
 from services.api import applying
-from services.api.batches import NUMBER
 from services.api.bodies import spool
-from services.api.contract import CSV_TEXT, json_content, operation
+from services.api.contract import CSV_TEXT, NUMBER, json_content, operation
 from services.api.extensions import Services, current_services
 from services.api.listing import query_with
 from services.api.memory import parsing
