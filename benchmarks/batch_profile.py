@@ -27,12 +27,12 @@ from benchmarks.service import batch_body
 from migrations.apply import upgrade
 from services.api.submit import fit_rows
 from services.worker import runner, store
-from shared import loss_blocks
-from shared.bulk import insert_rows
-from shared.db import Database
-from shared.models import Batch, Fit, new_id, utcnow
-from shared.schemas import BatchCreate, FitCreate
-from shared.settings import Settings
+from shared.contract.schemas import BatchCreate, FitCreate
+from shared.runtime.settings import Settings
+from shared.store import loss_blocks
+from shared.store.bulk import insert_rows
+from shared.store.db import Database
+from shared.store.models import Batch, Fit, new_id, utcnow
 
 T = TypeVar("T")
 SECONDS: dict[str, float] = defaultdict(float)

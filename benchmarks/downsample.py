@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from benchmarks.databases import fresh_postgres
 from migrations.apply import upgrade
 from services.api import create_app
-from shared import tokens
-from shared.models import Fit, LossBlock
-from shared.settings import Settings
+from shared.runtime.settings import Settings
+from shared.store import tokens
+from shared.store.models import Fit, LossBlock
 
 
 def time_downsampling(settings: Settings, epochs: int = 1_000_000, repeats: int = 20) -> float:

@@ -27,9 +27,9 @@ import numpy as np
 import redis
 import sqlalchemy as sa
 
-from shared.db import Database
-from shared.models import TERMINAL, Fit, LossBlock
-from shared.settings import Settings
+from shared.runtime.settings import Settings
+from shared.store.db import Database
+from shared.store.models import TERMINAL, Fit, LossBlock
 from tests.stack import Stack
 
 SETTINGS = {

@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 
 from benchmarks.databases import started
-from shared.settings import get_settings
-from shared.tokens import read_local_token
+from shared.runtime.settings import get_settings
+from shared.store.tokens import read_local_token
 
 T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
 T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]

@@ -9,7 +9,7 @@ of history).
 
 Writes: two nights of 10,000 instruments, one calibration each a night, each night a batch; the
 second night's run timed with the verdicts stored and, on another fresh database, with
-shared.calibrations.record_drifts made a no-op: the cost of storing them.
+shared.store.calibrations.record_drifts made a no-op: the cost of storing them.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from benchmarks.databases import fresh_postgres
 from migrations.apply import upgrade
 from services.api import create_app
 from services.worker import runner
-from shared import calibrations, tokens
-from shared.models import Fit
-from shared.settings import Settings
+from shared.runtime.settings import Settings
+from shared.store import calibrations, tokens
+from shared.store.models import Fit
 
 FITS = 20_000
 REDIS_URL = "redis://127.0.0.1:6379/11"

@@ -12,8 +12,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from shared.db import make_engine
-from shared.settings import Settings
+from shared.runtime.settings import Settings
+from shared.store.db import make_engine
 
 log = logging.getLogger("calib.migrations")
 

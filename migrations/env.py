@@ -1,13 +1,13 @@
-"""Alembic environment: metadata from shared.models, URL from the CALIB_* settings."""
+"""Alembic environment: metadata from shared.store.models, URL from the CALIB_* settings."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import Connection
 
-from shared.db import make_engine
-from shared.models import Base
-from shared.settings import get_settings
+from shared.runtime.settings import get_settings
+from shared.store.db import make_engine
+from shared.store.models import Base
 
 config = context.config
 url = config.attributes.get("url") or get_settings().database

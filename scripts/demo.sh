@@ -10,7 +10,7 @@ trap 'kill -TERM $service 2>/dev/null; wait $service 2>/dev/null || true' EXIT
 "$VENV/bin/calib" demo --url "http://127.0.0.1:$PORT" --wait-ready 120
 kill -TERM $service 2>/dev/null; wait $service 2>/dev/null || true
 trap - EXIT
-data_dir=$("$VENV/bin/python" -c 'from shared.settings import get_settings; print(get_settings().data_dir)')
+data_dir=$("$VENV/bin/python" -c 'from shared.runtime.settings import get_settings; print(get_settings().data_dir)')
 cat <<TEXT
 
 The demo's service has stopped; what it made is kept in $data_dir.

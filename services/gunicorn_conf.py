@@ -17,7 +17,7 @@ accesslog = None
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "shared.logs.JsonFormatter", "service": "api"}},
+    "formatters": {"json": {"()": "shared.runtime.logs.JsonFormatter", "service": "api"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
     # gunicorn merges this over its defaults key by key: every key that names a handler is given.
     "root": {"level": "INFO", "handlers": ["stderr"]},

@@ -1,1 +1,2 @@
-"""Code that both the API and the worker need: settings, models, sessions, schemas, the queue."""
+"""Code that both the API and the workers need, by layer: domain (arithmetic), contract (the HTTP
+models), store (the database), runtime (settings, logs, the queue). See README: Layout."""

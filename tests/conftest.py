@@ -19,8 +19,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from services.api import create_app
-from shared import tokens
-from shared.settings import Settings
+from shared.runtime.settings import Settings
+from shared.store import tokens
 from tests.backends import PG_URL, REDIS_URL, create_database, drop_database
 
 DATA = Path(__file__).parent / "data"

@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 from services.api.batches import _checked
 from services.api.problems import Problem, from_validation, invalid_field
-from shared.schemas import BatchCreate, instrument_name
-from shared.settings import Settings
+from shared.contract.schemas import BatchCreate, instrument_name
+from shared.runtime.settings import Settings
 
 
 def read(kind: str, body: bytes, defaults: dict[str, Any], settings: Settings) -> tuple[Any, ...]:

@@ -8,7 +8,7 @@ import torch
 from flask.testing import FlaskClient
 
 from services.worker import runner
-from shared.models import Fit
+from shared.store.models import Fit
 
 
 def run_fit(client: FlaskClient, fit_id: str) -> int:

@@ -1,4 +1,4 @@
-"""shared/calibration.py: the least-squares figures, the pre-flight, Student's t, degenerate data."""
+"""shared/domain/calibration.py: the least-squares figures, the pre-flight, Student's t, degenerate data."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shared.calibration import (
+from shared.domain.calibration import (
     PredictionOutOfRange,
     Spread,
     data_stats,

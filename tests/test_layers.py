@@ -1,22 +1,25 @@
-"""Imports go downward only: shared imports neither services nor migrations; the client imports
-nothing of the server; no blueprint imports another (they share the modules below them)."""
+"""Imports go downward only: shared imports neither services nor migrations; within shared, the
+domain imports no other layer and no SQLAlchemy, the contract no store, the runtime nothing above
+it; the client imports nothing of the server; no blueprint imports another (they share the
+modules below them)."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+from flask import Flask
+
+from services.api import register_blueprints
+
 ROOT = Path(__file__).parent.parent
-BLUEPRINTS = {
-    "services.api.fits",
-    "services.api.batches",
-    "services.api.instruments",
-    "services.api.webhooks",
-    "services.api.usage",
-    "services.api.ops",
-    "services.api.openapi",
-    "services.api.ui",
-}
+
+
+def _blueprints() -> set[str]:
+    """The modules of the blueprints the app registers (read off the app, not kept by hand)."""
+    app = Flask(__name__)
+    register_blueprints(app)
+    return {blueprint.import_name for blueprint in app.blueprints.values()}
 
 
 def _module(path: Path) -> str:
@@ -52,13 +55,48 @@ def test_the_client_imports_nothing_of_the_server() -> None:
 
 
 def test_no_blueprint_imports_another() -> None:
+    blueprints = _blueprints()
+    assert len(blueprints) >= 8
     for path in _sources("services/api"):
         module = _module(path)
-        if module not in BLUEPRINTS:
+        if module not in blueprints:
             continue
         others = {
             name
             for name in _imports(path)
-            if any(name == bp or name.startswith(bp + ".") for bp in BLUEPRINTS - {module})
+            if any(name == bp or name.startswith(bp + ".") for bp in blueprints - {module})
         }
         assert not others, (module, others)
+
+
+def _layer_imports(layer: str) -> dict[Path, set[str]]:
+    return {path: _imports(path) for path in _sources(f"shared/{layer}")}
+
+
+def _under(names: set[str], *prefixes: str) -> set[str]:
+    return {name for name in names if any(name == p or name.startswith(p + ".") for p in prefixes)}
+
+
+def test_the_domain_is_arithmetic_only() -> None:
+    found = _layer_imports("domain")
+    assert len(found) >= 5
+    for path, names in found.items():
+        above = _under(names, "shared.store", "shared.contract", "shared.runtime")
+        frameworks = _under(names, "sqlalchemy", "flask", "celery", "kombu", "torch", "pydantic")
+        assert not above and not frameworks, (path, above | frameworks)
+
+
+def test_the_contract_imports_no_store() -> None:
+    for path, names in _layer_imports("contract").items():
+        assert not _under(names, "shared.store", "sqlalchemy"), path
+
+
+def test_the_runtime_imports_nothing_above_it() -> None:
+    for path, names in _layer_imports("runtime").items():
+        assert not _under(names, "shared.store", "shared.contract", "shared.domain"), path
+
+
+def test_shared_holds_only_its_layers() -> None:
+    """A new module goes in the layer it belongs to (README: where things go)."""
+    loose = {path.name for path in (ROOT / "shared").glob("*.py")} - {"__init__.py"}
+    assert not loose, loose

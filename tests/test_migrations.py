@@ -18,10 +18,10 @@ from migrations.apply import SchemaNotAtHead, alembic_config, is_at_head
 from services.api import create_app
 from services.api.submit import fit_rows
 from services.cli import processes
-from shared.db import make_engine
-from shared.models import Base
-from shared.schemas import FitCreate
-from shared.settings import Settings
+from shared.contract.schemas import FitCreate
+from shared.runtime.settings import Settings
+from shared.store.db import make_engine
+from shared.store.models import Base
 
 
 def test_exactly_one_head() -> None:

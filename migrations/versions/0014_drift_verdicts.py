@@ -4,7 +4,7 @@ Revision ID: 0014
 Revises: 0013
 Create Date: 2026-12-04
 
-The calibrations already stored get theirs here, computed by shared.drift (the one formula; this
+The calibrations already stored get theirs here, computed by shared.store.drift (the one formula; this
 migration imports it rather than keeping a copy that could disagree with what the workers store).
 """
 
@@ -47,7 +47,7 @@ def upgrade() -> None:
 
 
 def _backfill(verdicts: sa.Table) -> None:
-    from shared.drift import Calibration, drift, verdict_row
+    from shared.store.drift import Calibration, drift, verdict_row
 
     fits = sa.table("fits", *(sa.column(name) for name in _COLUMNS), sa.column("validation", sa.JSON))
     conn = op.get_bind()

@@ -1,5 +1,5 @@
 """optimizer options in one JSON column: gradient, delta, momentum, beta1, beta2, eps become
-fits.optimizer_options, in the form shared/optimizers.py declares (betas a pair, delta only with
+fits.optimizer_options, in the form shared/contract/optimizers.py declares (betas a pair, delta only with
 gradient "finite_difference"), so a new optimizer or option needs no migration
 
 Revision ID: 0015

@@ -16,9 +16,9 @@ from services.api.memory import ParseBudget
 from services.api.problems import register_error_handlers
 from services.api.requests import refuse_control_characters
 from services.api.waiting import Waits
-from shared.db import Database
-from shared.queue import make_celery
-from shared.settings import Settings, get_settings
+from shared.runtime.queue import make_celery
+from shared.runtime.settings import Settings, get_settings
+from shared.store.db import Database
 
 
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> Flask:

@@ -22,10 +22,10 @@ import sqlalchemy.orm as so
 
 from services.api.extensions import Services
 from services.api.problems import Problem
-from shared import quotas
-from shared.models import QUEUED, WebhookDelivery
-from shared.schemas import DEFAULT_EPOCHS
-from shared.settings import Settings
+from shared.contract.schemas import DEFAULT_EPOCHS
+from shared.runtime.settings import Settings
+from shared.store import quotas
+from shared.store.models import QUEUED, WebhookDelivery
 
 # A tenant at its in-flight quota waits for its own work to finish: a few seconds is a fair first retry.
 _IN_FLIGHT_RETRY_AFTER = 10

@@ -22,8 +22,8 @@ import pyarrow.csv as pa_csv
 
 from services.api import spreadsheets
 from services.api.problems import Problem
-from shared import calibration
-from shared.models import Fit
+from shared.domain import calibration
+from shared.store.models import Fit
 
 COLUMNS = ["instrument", "t_u", "t_c", "lower", "upper", "fit_id"]
 _BLOCK_BYTES = 1 << 20

@@ -2,7 +2,7 @@
 
 There is no switch to turn this off: a service without a token answers 401 to
 every /v1 route. The embedded default stays zero-setup because `calib up` mints
-a local token and the CLI reads it (shared.tokens.ensure_local_token).
+a local token and the CLI reads it (shared.store.tokens.ensure_local_token).
 
 The dashboard (/ui) opens a session when a person pastes a token at /ui/login: the cookie
 (HttpOnly, SameSite=Strict, `__Host-` and Secure over https) holds a random session id, never
@@ -19,7 +19,7 @@ from werkzeug.wrappers import Response
 from services.api.extensions import current_services
 from services.api.limits import Budgets, counted
 from services.api.problems import Problem
-from shared import tokens
+from shared.store import tokens
 
 # The session cookie's name: over https with the __Host- prefix (the browser then insists on Secure,
 # Path=/ and no Domain, so no other host or path can set or read it).

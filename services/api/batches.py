@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from services.api import csv_table, json_batch, parquet, spreadsheets
 from services.api.admission import Ask, admit, ask_of, refuse_oversize, require_broker
 from services.api.bodies import too_many_fits
+from services.api.cancel import cancel_active
 from services.api.contract import CSV_TEXT, IDEMPOTENCY_KEY, NUMBER, PARQUET, json_content, operation
 from services.api.extensions import Services, current_services
 from services.api.idempotency import insert_or_replay, request_key
@@ -25,14 +26,13 @@ from services.api.problems import Problem, from_validation, invalid_field
 from services.api.requests import parse, query
 from services.api.submit import BatchFingerprint, earlier_batch_digest, fit_rows
 from services.api.tenancy import current_tenant, owned_or_404
-from shared import calibrations, ended
-from shared.bulk import insert_rows
-from shared.cancel import cancel_active
-from shared.models import Batch, Fit, new_id, utcnow
-from shared.presenters import RESULT_COLUMNS, batch_json, batch_progress, fit_list
-from shared.queries import CSV_BATCH_DEFAULTS, BatchFitsQuery, WaitQuery
-from shared.schemas import BatchOptions, FitCreate, FitOptions
-from shared.settings import Settings
+from shared.contract.queries import CSV_BATCH_DEFAULTS, BatchFitsQuery, WaitQuery
+from shared.contract.schemas import BatchOptions, FitCreate, FitOptions
+from shared.runtime.settings import Settings
+from shared.store import calibrations, ended
+from shared.store.bulk import insert_rows
+from shared.store.models import Batch, Fit, new_id, utcnow
+from shared.store.presenters import RESULT_COLUMNS, batch_json, batch_progress, fit_list
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
 

@@ -31,7 +31,7 @@ from ijson.utils import sendable_list
 from werkzeug.wsgi import LimitedStream
 
 from services.api.problems import Problem
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 _PIECE = 1 << 20
 _POINT_ARRAYS = ("t_u", "t_c")

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 from flask import Flask
 
-from shared.queries import ID_PATTERN, Query
-from shared.schemas import INSTRUMENT_PATTERN
+from shared.contract.queries import ID_PATTERN, Query
+from shared.contract.schemas import INSTRUMENT_PATTERN
 
 PROBLEM_CODES = {
     "400": "Malformed JSON or CSV",

@@ -15,7 +15,7 @@ import pyarrow.csv as pacsv
 from services.api.bodies import spool, too_large
 from services.api.long_table import LongTable, RowError, first_row_error, numbers
 from services.api.problems import Problem
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 _REQUIRED = ("series", "t_u", "t_c")
 # Bytes of CSV parsed at a time: the text of one block is what a request holds beside its arrays.

@@ -13,11 +13,12 @@ from flask import current_app
 
 from services.api.memory import ParseBudget
 from services.api.waiting import Waits
-from shared import failpoints, outbox
-from shared.db import Database
-from shared.models import Fit
-from shared.queue import RUN_CHUNK, queue_depth
-from shared.settings import Settings
+from shared.runtime import failpoints
+from shared.runtime.queue import RUN_CHUNK, queue_depth
+from shared.runtime.settings import Settings
+from shared.store import outbox
+from shared.store.db import Database
+from shared.store.models import Fit
 
 log = logging.getLogger("calib.api")
 
@@ -72,7 +73,7 @@ class Services:
         """Publish after the commit (the fits were stamped as published in it). A publish that
         fails clears its chunk's stamp, so the reconciler publishes it within seconds; if even
         that fails (or the process dies first), the reconciler still publishes what stays queued
-        unclaimed (shared/outbox.py), and any worker's claim may take a single fit along."""
+        unclaimed (shared/store/outbox.py), and any worker's claim may take a single fit along."""
         failed = []
         for chunk_id in chunk_ids:
             try:

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, request, stream_with_context
 
 from services.api.admission import ask_of, refuse_oversize
+from services.api.cancel import cancel_active
 from services.api.contract import CSV_TEXT, IDEMPOTENCY_KEY, json_content, operation, ref
 from services.api.extensions import Services, current_services
 from services.api.idempotency import request_key
@@ -16,19 +17,18 @@ from services.api.memory import TEXT_EXPANSION_PARSED_WHOLE, parsing
 from services.api.predictions import prediction
 from services.api.problems import Problem
 from services.api.requests import json_body, parse, query
+from services.api.resolved import preflight, resolve
 from services.api.submit import submit_fit
 from services.api.telemetry import bind_fit
 from services.api.tenancy import current_tenant, owned_or_404
-from shared import ended
-from shared.cancel import cancel_active
-from shared.loss_blocks import Curves, read_range
-from shared.models import ACTIVE, Fit
-from shared.packing import unpack_f64
-from shared.presenters import fit_json, fit_list
-from shared.queries import FitListQuery, LossesQuery, WaitQuery
-from shared.resolved import preflight, resolve
-from shared.responses import serve
-from shared.schemas import FitCreate, FitData, FitPreflight, LossBuckets, LossPage, PredictRequest
+from shared.contract.queries import FitListQuery, LossesQuery, WaitQuery
+from shared.contract.responses import serve
+from shared.contract.schemas import FitCreate, FitData, FitPreflight, LossBuckets, LossPage, PredictRequest
+from shared.domain.packing import unpack_f64
+from shared.store import ended
+from shared.store.loss_blocks import Curves, read_range
+from shared.store.models import ACTIVE, Fit
+from shared.store.presenters import fit_json, fit_list
 
 bp = Blueprint("fits", __name__, url_prefix="/v1/fits")
 
@@ -108,7 +108,7 @@ preflight_bp = Blueprint("preflight", __name__, url_prefix="/v1/preflight")
     problems=("400", "413", "415", "422"),
 )
 def preflight_fit() -> dict[str, Any]:
-    """The fit's pre-flight without submitting it (API.md's computation, shared/calibration.py): the
+    """The fit's pre-flight without submitting it (API.md's computation, shared/domain/calibration.py): the
     CLI and the client ask it first, so a newcomer's first fit does not diverge unannounced."""
     svc = current_services()
     body = json_body()

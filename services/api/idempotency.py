@@ -13,8 +13,8 @@ from flask import request
 from sqlalchemy.exc import IntegrityError
 
 from services.api.problems import Problem, invalid_field
-from shared.db import Database
-from shared.models import Batch, Fit
+from shared.store.db import Database
+from shared.store.models import Batch, Fit
 
 T = TypeVar("T", Fit, Batch)
 # The request's fingerprint as an earlier version computed it, for keys stored then; None: the same.

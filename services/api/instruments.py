@@ -19,11 +19,11 @@ from services.api.predictions import prediction
 from services.api.problems import Problem
 from services.api.requests import json_body, parse, query
 from services.api.tenancy import current_tenant
-from shared import calibrations
-from shared.models import Instrument
-from shared.presenters import drifted, instrument_json, instrument_list, instruments_after
-from shared.queries import ApplyQuery, AtQuery, InstrumentListQuery, InstrumentQuery
-from shared.schemas import InstrumentUpdate, PredictRequest
+from shared.contract.queries import ApplyQuery, AtQuery, InstrumentListQuery, InstrumentQuery
+from shared.contract.schemas import InstrumentUpdate, PredictRequest
+from shared.store import calibrations
+from shared.store.models import Instrument
+from shared.store.presenters import drifted, instrument_json, instrument_list, instruments_after
 
 bp = Blueprint("instruments", __name__)
 

@@ -33,8 +33,8 @@ from services.api.admission import Ask, ask_of
 from services.api.bodies import JsonCounter, Spooling, too_large
 from services.api.memory import TEXT_EXPANSION_PARSED_WHOLE, grown, holding
 from services.api.problems import Problem, from_validation, invalid_fields
-from shared.schemas import BatchCreate, BatchFit
-from shared.settings import Settings
+from shared.contract.schemas import BatchCreate, BatchFit
+from shared.runtime.settings import Settings
 
 # What a top-level field other than `fits` may take (defaults, callback_url): far more than any needs.
 _FIELD_BYTES = 1 << 20

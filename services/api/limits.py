@@ -28,7 +28,7 @@ from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from services.api.problems import Problem
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 log = logging.getLogger("calib.api")
 

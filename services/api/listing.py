@@ -1,5 +1,5 @@
 """Pages of fits, newest first, with the filters of GET /v1/fits and a batch's fits (the dashboard
-lists them the same way); cursors are `<created_at in microseconds>.<id>` (shared.queries.Cursor)."""
+lists them the same way); cursors are `<created_at in microseconds>.<id>` (shared.contract.queries.Cursor)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from flask import request
 
 from services.api.extensions import current_services
 from services.api.tenancy import current_tenant
-from shared.models import Fit, UTCDateTime
-from shared.queries import BatchFitsQuery, FitListQuery
+from shared.contract.queries import BatchFitsQuery, FitListQuery
+from shared.store.models import Fit, UTCDateTime
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -24,7 +24,7 @@ def encode_cursor(created_at: dt.datetime, object_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
-    micros, fit_id = cursor.split(".", 1)  # the pattern of shared.queries.Cursor holds
+    micros, fit_id = cursor.split(".", 1)  # the pattern of shared.contract.queries.Cursor holds
     return _EPOCH + dt.timedelta(microseconds=int(micros)), fit_id
 
 

@@ -27,8 +27,8 @@ import pyarrow.compute as pc
 from services.api.bodies import too_large, too_many_fits
 from services.api.memory import holding
 from services.api.problems import Problem, invalid_field
-from shared.schemas import instrument_name
-from shared.settings import Settings
+from shared.contract.schemas import instrument_name
+from shared.runtime.settings import Settings
 
 
 @dataclass(frozen=True)

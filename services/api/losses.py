@@ -1,5 +1,5 @@
 """A fit's losses as served: CSV lines, downsampled envelopes, and JSON's nulls for what is not finite
-(the blocks themselves are read by shared.loss_blocks)."""
+(the blocks themselves are read by shared.store.loss_blocks)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from shared.loss_blocks import Curves
+from shared.store.loss_blocks import Curves
 
 
 def finite_or_none(values: np.ndarray) -> list[float | None]:

@@ -25,7 +25,7 @@ from flask import g, request
 
 from services.api.bodies import drain_request
 from services.api.problems import Problem
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 # What parsing costs, measured (benchmarks/README.md). A batch is read into columns
 # (services/api/long_table.py, json_batch.py): each reading is 16 bytes (t_u and t_c as float64)

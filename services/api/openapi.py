@@ -13,9 +13,9 @@ from flask import Blueprint, Response, current_app, render_template
 from services.api import contract
 from services.api.examples import fill_property_examples
 from services.api.extensions import current_services
-from shared.callbacks import ANY_PORT, DEFAULT_PORTS, AllowedHosts, Rule
-from shared.schemas import SCHEMAS
-from shared.settings import Settings
+from shared.contract.callbacks import ANY_PORT, DEFAULT_PORTS, AllowedHosts, Rule
+from shared.contract.schemas import SCHEMAS
+from shared.runtime.settings import Settings
 
 bp = Blueprint("openapi", __name__, template_folder="templates")
 

@@ -14,8 +14,8 @@ from services.api.bodies import spool, too_large
 from services.api.long_table import LongTable, RowError, first_row_error, numbers
 from services.api.memory import holding
 from services.api.problems import Problem, invalid_field
-from shared.presenters import RESULT_COLUMNS
-from shared.settings import Settings
+from shared.runtime.settings import Settings
+from shared.store.presenters import RESULT_COLUMNS
 
 MEDIA_TYPE = "application/vnd.apache.parquet"
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from services.api.problems import Problem
-from shared import calibration
-from shared.models import Fit
-from shared.responses import serve
-from shared.schemas import Prediction, PredictRequest
+from shared.contract.responses import serve
+from shared.contract.schemas import Prediction, PredictRequest
+from shared.domain import calibration
+from shared.store.models import Fit
 
 
 def prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:

@@ -10,9 +10,9 @@ from flask import Flask, Response, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from shared.responses import serve
-from shared.schemas import DataTooLarge
-from shared.schemas import Problem as ProblemBody
+from shared.contract.responses import serve
+from shared.contract.schemas import DataTooLarge
+from shared.contract.schemas import Problem as ProblemBody
 
 log = logging.getLogger("calib.api")
 

@@ -10,8 +10,8 @@ from pydantic import BaseModel, ValidationError
 
 from services.api.bodies import json_within_limits
 from services.api.problems import Problem, from_validation, invalid_field
-from shared.queries import Query
-from shared.schemas import has_control_characters
+from shared.contract.queries import Query
+from shared.contract.schemas import has_control_characters
 
 M = TypeVar("M", bound=BaseModel)
 

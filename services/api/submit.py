@@ -19,11 +19,11 @@ import sqlalchemy.orm as so
 from services.api.admission import Ask, admit, require_broker
 from services.api.extensions import Services
 from services.api.idempotency import insert_or_replay
-from shared import calibrations
-from shared.models import QUEUED, Fit, new_id, utcnow
-from shared.packing import pack_f64
-from shared.resolved import resolve
-from shared.schemas import FitCreate
+from services.api.resolved import resolve
+from shared.contract.schemas import FitCreate
+from shared.domain.packing import pack_f64
+from shared.store import calibrations
+from shared.store.models import QUEUED, Fit, new_id, utcnow
 
 
 def digest(request: Any) -> str:
@@ -88,7 +88,7 @@ def fit_rows(
     created_at: dt.datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Every column of new queued fits, as dicts for one bulk INSERT or Fit(): each spec resolved
-    once (shared/resolved.py), its data and the least-squares figures beside it."""
+    once (services/api/resolved.py), its data and the least-squares figures beside it."""
     rows = []
     # Stamped as published: the publish follows the commit, and one that fails clears the stamp
     # (Services.dispatch), so the common case costs no second transaction.

@@ -6,7 +6,7 @@
   mode; services/gunicorn_conf.py sets its directory);
 - calib_fits{status} and calib_queue_depth, read from the database and the broker at scrape time;
 - the workers' counters (chunk and fit durations, fits finished by status, epochs), which the
-  workers add to the database after each chunk (shared/worker_metrics.py): Celery workers are
+  workers add to the database after each chunk (shared/store/worker_metrics.py): Celery workers are
   separate processes, often on other machines, and the database is what they all share.
 """
 
@@ -33,8 +33,9 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from services.api.extensions import Services, current_services
-from shared import logs, worker_metrics
-from shared.models import STATUSES
+from shared.runtime import logs
+from shared.store import worker_metrics
+from shared.store.models import STATUSES
 
 log = logging.getLogger("calib.api")
 

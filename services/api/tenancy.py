@@ -9,7 +9,7 @@ import sqlalchemy.orm as so
 from flask import g
 
 from services.api.problems import Problem
-from shared.models import Batch, Fit
+from shared.store.models import Batch, Fit
 
 # What a tenant owns: each has an id and a tenant column.
 T = TypeVar("T", Fit, Batch)

@@ -9,9 +9,9 @@ from flask import Blueprint
 from services.api.contract import json_content, operation
 from services.api.extensions import current_services
 from services.api.tenancy import current_tenant
-from shared import quotas
-from shared.responses import serve
-from shared.schemas import Usage
+from shared.contract.responses import serve
+from shared.contract.schemas import Usage
+from shared.store import quotas
 
 bp = Blueprint("usage", __name__, url_prefix="/v1/usage")
 

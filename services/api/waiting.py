@@ -2,7 +2,7 @@
 
 A waiting request holds no database connection: it reads the object, and if it has not ended,
 sleeps on an event of its own until a notification names it (or S seconds pass), then reads
-again. On PostgreSQL one listener per API process (`LISTEN calib_ended`, shared/ended.py) sets
+again. On PostgreSQL one listener per API process (`LISTEN calib_ended`, shared/store/ended.py) sets
 the events; the API runs under gevent there, so hundreds of waits cost a greenlet each, not a
 thread. The embedded default has no notifications: its waiters read again, from every 10 ms
 up to every tenth of a second, which SQLite answers from its page cache.
@@ -18,8 +18,8 @@ from typing import TypeVar
 
 import psycopg
 
-from shared import ended
-from shared.db import Database
+from shared.store import ended
+from shared.store.db import Database
 
 log = logging.getLogger("calib.api")
 

@@ -12,9 +12,9 @@ from services.api.extensions import current_services
 from services.api.listing import decode_cursor, encode_cursor, query_with
 from services.api.requests import query
 from services.api.tenancy import current_tenant
-from shared.models import UTCDateTime, WebhookAttempt, WebhookDelivery
-from shared.presenters import delivery_list
-from shared.queries import DeliveryListQuery
+from shared.contract.queries import DeliveryListQuery
+from shared.store.models import UTCDateTime, WebhookAttempt, WebhookDelivery
+from shared.store.presenters import delivery_list
 
 bp = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks")
 

@@ -2,7 +2,7 @@
 
 from services.api import create_app
 from services.api.memory import prepare_for_large_bodies
-from shared import logs
+from shared.runtime import logs
 
 prepare_for_large_bodies()
 logs.configure("api")

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from services.cli import processes
-from shared.settings import get_settings
+from shared.runtime.settings import get_settings
 
 
 @click.group()
@@ -39,7 +39,7 @@ def tokens() -> None:
 @click.option("--name", default=None, help="a note to recognise the token by")
 def tokens_create(tenant: str, name: str | None) -> None:
     """Print a new token once; only its SHA-256 digest and prefix are stored."""
-    from shared import tokens as store
+    from shared.store import tokens as store
 
     minted = store.create(_database(), tenant, name)
     click.echo(minted.token)
@@ -48,7 +48,7 @@ def tokens_create(tenant: str, name: str | None) -> None:
 
 @tokens.command("list")
 def tokens_list() -> None:
-    from shared import tokens as store
+    from shared.store import tokens as store
 
     for row in store.listing(_database()):
         state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "live"
@@ -59,7 +59,7 @@ def tokens_list() -> None:
 @click.argument("prefix")
 def tokens_revoke(prefix: str) -> None:
     """Revoke by the prefix `tokens list` shows; the next request with it gets 401."""
-    from shared import tokens as store
+    from shared.store import tokens as store
 
     if not store.revoke(_database(), prefix.rstrip("…")):
         click.echo(f"no live token with prefix {prefix}", err=True)
@@ -68,7 +68,7 @@ def tokens_revoke(prefix: str) -> None:
 
 
 def _database() -> Any:
-    from shared.db import Database
+    from shared.store.db import Database
 
     return Database.from_settings(get_settings())
 
@@ -92,7 +92,7 @@ def tenants_set_quota(
     tenant: str, in_flight_fit_epochs: int | None, stored_loss_bytes: int | None, reset: bool
 ) -> None:
     """Set a tenant's quotas; what is not given stays as it was."""
-    from shared import quotas
+    from shared.store import quotas
 
     settings = get_settings()
     db = _database()
@@ -119,7 +119,7 @@ def webhooks() -> None:
 def webhooks_secret(tenant: str) -> None:
     """Print the tenant's webhook secret (made now if it has none): receivers verify each delivery's
     webhook-signature with it, with any Standard Webhooks library."""
-    from shared import webhooks as owed
+    from shared.store import deliveries as owed
 
     with _database().session(write=True) as session:
         click.echo(owed.secret_of(session, tenant, get_settings()))
@@ -140,8 +140,8 @@ def webhooks_new_key() -> None:
 def webhooks_rotate(tenant: str, overlap: str) -> None:
     """Make a new secret and print it. Until the overlap ends, deliveries carry two signatures, one
     under each secret, so receivers verify with either while they switch."""
-    from shared import retention
-    from shared import webhooks as owed
+    from shared.store import deliveries as owed
+    from shared.store import retention
 
     try:
         span = retention.parse_age(overlap)
@@ -155,7 +155,7 @@ def webhooks_rotate(tenant: str, overlap: str) -> None:
 @click.option("--older-than", "older_than", required=True, help="an age: 30d, 12h, 2w, 90m")
 def prune(older_than: str) -> None:
     """Delete the losses of fits finished longer ago than --older-than; their results stay."""
-    from shared import retention
+    from shared.store import retention
 
     try:
         age = retention.parse_age(older_than)
@@ -202,8 +202,8 @@ def up(port: int) -> None:
     settings = get_settings()
     upgrade(settings)
     if settings.embedded:
-        from shared.db import Database
-        from shared.tokens import ensure_local_token
+        from shared.store.db import Database
+        from shared.store.tokens import ensure_local_token
 
         db = Database.from_settings(settings)
         ensure_local_token(db, settings.token_file)

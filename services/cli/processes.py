@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.queue import CONTROL_QUEUE, DELIVERY_QUEUE, QUEUE
+from shared.runtime.queue import CONTROL_QUEUE, DELIVERY_QUEUE, QUEUE
 
 MIGRATE = ["calib", "db", "upgrade"]
 

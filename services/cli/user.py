@@ -27,7 +27,7 @@ from services.cli.common import (
 from services.cli.demo import run_demo
 from services.cli.tables import fit_summary, fits_table, instrument_history, instruments_table
 from services.client import CalibError, WouldDiverge
-from shared.optimizers import DECLARED
+from shared.contract.optimizers import DECLARED
 
 
 @click.command()

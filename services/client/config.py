@@ -15,7 +15,7 @@ def default_url() -> str:
 
 def data_dir() -> Path:
     """The embedded service's data directory: CALIB_DATA_DIR, else the per-user default that the
-    server's settings use too (shared/settings.py)."""
+    server's settings use too (shared/runtime/settings.py)."""
     given = os.environ.get("CALIB_DATA_DIR")
     if given:
         return Path(given)

@@ -16,11 +16,12 @@ from celery.signals import setup_logging, worker_init, worker_process_init
 from migrations.apply import SchemaNotAtHead, require_head
 from services.worker import fairness, reconciler, runner, webhooks
 from services.worker.engine import pick_device
-from shared import logs, retention
-from shared import webhooks as owed
-from shared.db import Database
-from shared.queue import DELIVER_WEBHOOKS, RECONCILE, RUN_CHUNK, make_celery, queue_depth
-from shared.settings import get_settings
+from shared.runtime import logs
+from shared.runtime.queue import DELIVER_WEBHOOKS, RECONCILE, RUN_CHUNK, make_celery, queue_depth
+from shared.runtime.settings import get_settings
+from shared.store import deliveries as owed
+from shared.store import retention
+from shared.store.db import Database
 
 log = logging.getLogger("calib.worker")
 # JSON from the first line on (Celery warns about its user before it sets up logging).

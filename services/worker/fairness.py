@@ -19,8 +19,8 @@ import datetime as dt
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from shared.db import Database, upsert_insert
-from shared.models import QUEUED, Fit, TenantTurn, utcnow
+from shared.store.db import Database, upsert_insert
+from shared.store.models import QUEUED, Fit, TenantTurn, utcnow
 
 _NEVER = dt.datetime.min.replace(tzinfo=dt.UTC)
 

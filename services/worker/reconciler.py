@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from shared import outbox
-from shared.db import Database
-from shared.settings import Settings
+from shared.runtime.settings import Settings
+from shared.store import outbox
+from shared.store.db import Database
 
 
 def stale_chunks(db: Database, settings: Settings, queue_empty: bool = True) -> list[str]:

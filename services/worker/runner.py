@@ -36,13 +36,14 @@ from services.worker.engine import GradientDescent, SeriesBatch, convergence
 from services.worker.engine.ends import Ends, ends_of
 from services.worker.engine.iterative import Iterative
 from services.worker.engine.stopping import StopRule
-from shared import failpoints, logs, loss_blocks, worker_metrics
-from shared.convergence import Verdict, verdict
-from shared.db import Database
-from shared.models import DIVERGED, SUCCEEDED, utcnow
-from shared.settings import Settings
-from shared.splits import split
-from shared.transient import is_transient, retrying
+from services.worker.transient import is_transient, retrying
+from shared.domain.convergence import Verdict, verdict
+from shared.domain.splits import split
+from shared.runtime import failpoints, logs
+from shared.runtime.settings import Settings
+from shared.store import loss_blocks, worker_metrics
+from shared.store.db import Database
+from shared.store.models import DIVERGED, SUCCEEDED, utcnow
 
 log = logging.getLogger("calib.worker")
 

@@ -20,14 +20,14 @@ import sqlalchemy.orm as so
 from sqlalchemy.dialects import postgresql
 
 from services.worker import fairness
-from shared import bulk, calibrations, ended, loss_blocks
-from shared.convergence import Optimum
-from shared.db import Database
-from shared.dbclock import db_now, lease_until
-from shared.models import FAILED, QUEUED, RUNNING, SUCCEEDED, Fit, TenantTurn, new_id, utcnow
-from shared.packing import unpack_f64
-from shared.settings import Settings
-from shared.splits import held_out_indices
+from shared.domain.convergence import Optimum
+from shared.domain.packing import unpack_f64
+from shared.domain.splits import held_out_indices
+from shared.runtime.settings import Settings
+from shared.store import bulk, calibrations, ended, loss_blocks
+from shared.store.db import Database
+from shared.store.dbclock import db_now, lease_until
+from shared.store.models import FAILED, QUEUED, RUNNING, SUCCEEDED, Fit, TenantTurn, new_id, utcnow
 
 
 @dataclass
@@ -43,7 +43,7 @@ class ClaimedFit:
     input_scale: float
     input_shift: float
     optimizer: str
-    # Its options resolved at submission (shared/optimizers.py): gd's gradient and delta, ...
+    # Its options resolved at submission (shared/contract/optimizers.py): gd's gradient and delta, ...
     optimizer_options: dict[str, Any]
     t_u: np.ndarray
     t_c: np.ndarray
@@ -96,7 +96,7 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
     queued for its own message, so a fit that kills its worker every time (a poison fit) is
     isolated by halving, and every other fit of the chunk runs. Only a fit lost while running
     alone counts a worker loss; after max_attempts of those it ends failed/worker_lost.
-    Lease times and their expiry are the database's clock (shared.dbclock)."""
+    Lease times and their expiry are the database's clock (shared.store.dbclock)."""
     with db.session(write=True) as session:
         # The database's clock read once for the whole claim: SQLite's changes from statement to
         # statement, and a lease that ran out between the check for lost fits and the claim was

@@ -39,13 +39,13 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from services.worker.store import holder
-from shared import webhooks
-from shared.callbacks import DEFAULT_PORTS, Address, AllowedHosts, url_problem
-from shared.db import Database
-from shared.dbclock import db_now, lease_until
-from shared.models import Batch, Fit, WebhookAttempt, WebhookDelivery, utcnow
-from shared.presenters import batch_json, fit_json
-from shared.settings import Settings
+from shared.contract.callbacks import DEFAULT_PORTS, Address, AllowedHosts, url_problem
+from shared.runtime.settings import Settings
+from shared.store import deliveries as webhooks
+from shared.store.db import Database
+from shared.store.dbclock import db_now, lease_until
+from shared.store.models import Batch, Fit, WebhookAttempt, WebhookDelivery, utcnow
+from shared.store.presenters import batch_json, fit_json
 
 log = logging.getLogger("calib.webhooks")
 

@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
-from shared import tokens
-from shared.settings import Settings
+from shared.runtime.settings import Settings
+from shared.store import tokens
 
 GOOD: dict[str, Any] = {"t_u": [35.7, 55.9, 58.2], "t_c": [0.5, 14.0, 15.0]}
 UNKNOWN = "00000000-0000-4000-8000-000000000000"

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 
 from services.api.auth import COOKIE
 from services.api.ui import CONTENT_SECURITY_POLICY
-from shared import tokens
+from shared.store import tokens
 from tests.in_process import run_fit
 
 FIT = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0], "input_scale": 0.1}

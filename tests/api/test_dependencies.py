@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from migrations.apply import upgrade
 from services.api import create_app
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 from tests.conftest import authorized
 from tests.servers import RedisServer, TcpProxy
 

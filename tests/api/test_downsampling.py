@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from shared.models import Fit, LossBlock
-from shared.packing import F32
+from shared.domain.packing import F32
+from shared.store.models import Fit, LossBlock
 
 GOOD: dict[str, Any] = {"t_u": [35.7, 55.9, 58.2], "t_c": [0.5, 14.0, 15.0]}
 

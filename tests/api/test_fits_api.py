@@ -371,7 +371,7 @@ def test_the_preflight_says_the_books_defaults_diverge_and_stores_nothing(client
 def test_a_batchs_earlier_fingerprint_is_that_of_its_whole_request_hashed_a_fit_at_a_time() -> None:
     """The fingerprint batches were stored with before their readings were hashed as float64."""
     from services.api.submit import digest, earlier_batch_digest
-    from shared.schemas import FitCreate
+    from shared.contract.schemas import FitCreate
 
     specs = [
         FitCreate.model_validate({"t_u": [1, 2, 3], "t_c": [1, 2, 4], "labels": {"a": "b"}}),
@@ -387,8 +387,8 @@ def test_idempotency_keys_of_batches_stored_with_the_earlier_fingerprint_keep_ma
     import sqlalchemy as sa
 
     from services.api.submit import earlier_batch_digest
-    from shared.models import Batch
-    from shared.schemas import FitCreate
+    from shared.contract.schemas import FitCreate
+    from shared.store.models import Batch
 
     fits = [{"t_u": [1, 2, 3], "t_c": [1, 2, 4]}, {"t_u": [1.5, 2], "t_c": [1, 2]}]
     body = {"defaults": {"epochs": 10}, "fits": fits}

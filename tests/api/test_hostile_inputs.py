@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from services.api.auth import COOKIE
 from services.worker import runner
-from shared.models import Fit
+from shared.store.models import Fit
 
 HOSTILE = [
     "\x00",

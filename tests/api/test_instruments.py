@@ -325,9 +325,9 @@ def _history_verdicts(client: FlaskClient, name: str) -> dict[str, tuple[str, An
 
     import sqlalchemy as sa
 
-    from shared import calibrations
-    from shared.drift import Calibration, drift
-    from shared.models import SUCCEEDED, Fit
+    from shared.store import calibrations
+    from shared.store.drift import Calibration, drift
+    from shared.store.models import SUCCEEDED, Fit
 
     svc = client.application.extensions["calib"]
     with svc.db.session() as session:
@@ -348,8 +348,8 @@ def _stored_verdicts(client: FlaskClient) -> dict[str, tuple[str, Any]]:
 
     import sqlalchemy as sa
 
-    from shared import calibrations
-    from shared.models import DriftVerdict
+    from shared.store import calibrations
+    from shared.store.models import DriftVerdict
 
     svc = client.application.extensions["calib"]
     with svc.db.session() as session:
@@ -396,7 +396,7 @@ def test_verdicts_stored_by_the_workers_are_the_historys_when_fits_end_out_of_or
 def test_a_batch_is_read_without_pairing_calibrations(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """Reads of a batch of 40 calibrations of one instrument (its body, its fits as CSV, its page,
     a fit's report) never pair calibrations: their cost is the page's, not the instrument's."""
-    from shared import calibrations
+    from shared.store import calibrations
 
     u = [20.0, 40.0, 60.0, 80.0]
     fits = [
@@ -462,8 +462,8 @@ def test_two_workers_finishing_fits_of_one_instrument_at_once_pair_them_in_order
 
     import sqlalchemy as sa
 
-    from shared import calibrations
-    from shared.models import RUNNING, SUCCEEDED, DriftVerdict, Fit
+    from shared.store import calibrations
+    from shared.store.models import RUNNING, SUCCEEDED, DriftVerdict, Fit
 
     u = [20.0, 40.0, 60.0, 80.0]
     ids = []

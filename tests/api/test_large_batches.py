@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from services.api.batches import _ROWS_AT_A_TIME
-from shared.models import Batch, Fit
+from shared.store.models import Batch, Fit
 
 SERIES = _ROWS_AT_A_TIME + 904  # two slices
 

@@ -10,8 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
-from shared import quotas
-from shared.models import Batch, Fit
+from shared.store import quotas
+from shared.store.models import Batch, Fit
 
 FIT = {"t_u": [35.7, 55.9, 58.2, 81.9], "t_c": [0.5, 14.0, 15.0, 28.0], "epochs": 5000}
 

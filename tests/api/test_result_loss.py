@@ -21,8 +21,8 @@ from flask.testing import FlaskClient
 
 from migrations.apply import alembic_config
 from services.api.submit import fit_rows
-from shared.db import make_engine
-from shared.schemas import FitCreate
+from shared.contract.schemas import FitCreate
+from shared.store.db import make_engine
 from tests.in_process import run_batch, run_fit
 from tests.oracles import mse_at_line
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from werkzeug.test import TestResponse
 
 from services.api.contract import declared
-from shared.schemas import (
+from shared.contract.schemas import (
     BatchPublic,
     FitData,
     FitList,

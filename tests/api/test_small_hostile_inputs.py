@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from services.api.limits import budget_key
-from shared.db import Database
-from shared.settings import Settings
+from shared.runtime.settings import Settings
+from shared.store.db import Database
 
 GOOD = {"t_u": [35.7, 55.9, 58.2], "t_c": [0.5, 14.0, 15.0]}
 

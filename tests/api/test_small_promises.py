@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
-from shared import failpoints
-from shared.models import Fit
+from shared.runtime import failpoints
+from shared.store.models import Fit
 
 FIT = {
     "t_u": [35.7, 55.9, 58.2, 81.9],

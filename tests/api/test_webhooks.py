@@ -15,9 +15,9 @@ import pytest
 from flask.testing import FlaskClient
 
 from services.worker import webhooks as delivering
-from shared import webhooks
-from shared.callbacks import AllowedHosts, url_problem
-from shared.settings import Settings
+from shared.contract.callbacks import AllowedHosts, url_problem
+from shared.runtime.settings import Settings
+from shared.store import deliveries as webhooks
 from tests.in_process import run_batch, run_fit
 from tests.receiver import receiving, trickling
 
@@ -254,7 +254,7 @@ def test_a_first_attempts_body_is_built_outside_the_claims_write_transaction(
     very delivery row: the claim's transaction, its row lock and SQLite's write lock, are over."""
     import sqlalchemy as sa
 
-    from shared.models import WebhookDelivery
+    from shared.store.models import WebhookDelivery
 
     client = make_client(**ALLOWED)
     svc = client.application.extensions["calib"]
@@ -287,8 +287,8 @@ def test_secrets_are_sealed_in_the_database(make_client: Callable[..., FlaskClie
     from cryptography.fernet import Fernet
     from standardwebhooks.webhooks import Webhook
 
-    from shared import sealed
-    from shared.models import Tenant
+    from shared.runtime import sealed
+    from shared.store.models import Tenant
 
     key = Fernet.generate_key().decode()
     client = make_client(**ALLOWED, secrets_key=key)
@@ -311,7 +311,7 @@ def test_secrets_are_sealed_in_the_database(make_client: Callable[..., FlaskClie
 def test_the_embedded_default_seals_with_a_key_file_of_its_own(tmp_path: Any) -> None:
     import stat
 
-    from shared import sealed
+    from shared.runtime import sealed
 
     settings = Settings(data_dir=tmp_path / "calib")
     stored = sealed.seal("whsec_abc", settings)

@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from shared.db import Database
-from shared.models import Fit, LossBlock
-from shared.settings import Settings
+from shared.runtime.settings import Settings
+from shared.store.db import Database
+from shared.store.models import Fit, LossBlock
 
 TERMINAL = {"succeeded", "diverged", "failed", "cancelled"}
 T = TypeVar("T")

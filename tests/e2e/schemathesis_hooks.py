@@ -43,9 +43,9 @@ import numpy as np
 import schemathesis
 from schemathesis.generation.modes import GenerationMode
 
-from shared.splits import choose_indices
+from shared.domain.splits import choose_indices
 
-# Options that apply only when another option has a given value (shared/schemas.py,
+# Options that apply only when another option has a given value (shared/contract/schemas.py,
 # FitOptions' validators), with the value that makes them not apply.
 _ONLY_WITH: list[tuple[str, Any, str, Any]] = [
     ("input_scale", 1.0, "normalize", "scale"),

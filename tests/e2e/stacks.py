@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from shared.models import LossBlock
-from shared.packing import unpack_f32
+from shared.domain.packing import unpack_f32
+from shared.store.models import LossBlock
 from tests.backends import backend_env
 from tests.stack import Stack
 

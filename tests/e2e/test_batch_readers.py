@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 from tests.earlier_batch_reader import read
 from tests.stack import Stack
 

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 import torch
 
 from services.worker.engine import GradientDescent, SeriesBatch
-from shared.models import Fit
+from shared.store.models import Fit
 from tests.e2e.ledger import all_terminal, audit, database, fits_by_id, wait_until
 from tests.e2e.stacks import T_C, T_U, kill_worker_holding, noisy_fits, running, stored_losses
 from tests.servers import RedisServer

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from services.cli import processes
-from shared.models import WebhookAttempt, WebhookDelivery
+from shared.store.models import WebhookAttempt, WebhookDelivery
 from tests.e2e.ledger import database, wait_until
 from tests.e2e.stacks import T_C, T_U, running
 from tests.receiver import receiving, trickling

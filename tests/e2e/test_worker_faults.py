@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from shared.models import Fit
+from shared.store.models import Fit
 from tests.backends import backend_env
 from tests.e2e.ledger import all_terminal, audit, database, wait_until
 from tests.e2e.stacks import FAST, T_C, T_U, noisy_fits, running, stored_losses

@@ -12,7 +12,7 @@ import torch
 from services.worker.engine import SeriesBatch
 from services.worker.engine.iterative import Iterative
 from services.worker.engine.stopping import StopRule
-from shared.optimizers import options_of
+from shared.contract.optimizers import options_of
 
 RULES = [
     None,

@@ -9,7 +9,7 @@ import torch
 from services.worker.engine import GradientDescent, SeriesBatch
 from services.worker.engine.ends import ends_of
 from services.worker.engine.iterative import Iterative
-from shared.optimizers import options_of
+from shared.contract.optimizers import options_of
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the GPU path runs where one is")
 

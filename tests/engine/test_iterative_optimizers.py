@@ -1,5 +1,5 @@
 """The batched sgd/momentum/adam/rmsprop engine against torch.optim itself, fit by fit, in float64;
-the optimizers' declarations (shared/optimizers.py) and rules (engine/rules.py) name the same set."""
+the optimizers' declarations (shared/contract/optimizers.py) and rules (engine/rules.py) name the same set."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from services.worker.engine import SeriesBatch
 from services.worker.engine.iterative import Iterative
 from services.worker.engine.rules import RULES
-from shared.optimizers import DECLARED, Name, options_of
+from shared.contract.optimizers import DECLARED, Name, options_of
 from tests.oracles import torch_optim_run
 
 EPOCHS = 300
@@ -118,7 +118,7 @@ def test_the_three_gradients_of_gd_agree_with_the_closed_form(gradient: str) -> 
 
 
 def test_every_declared_optimizer_has_its_rule() -> None:
-    """A new optimizer is a declaration (shared/optimizers.py) and a rule (engine/rules.py): the
+    """A new optimizer is a declaration (shared/contract/optimizers.py) and a rule (engine/rules.py): the
     flat form's names, the union's kinds and the engine's rules are one set."""
     assert list(DECLARED) == list(get_args(Name))
     assert set(RULES) == set(DECLARED)

@@ -12,8 +12,8 @@ import torch
 from services.worker.engine import GradientDescent, SeriesBatch
 from services.worker.engine.iterative import Iterative
 from services.worker.engine.stopping import StopRule
-from shared.optimizers import options_of
-from shared.splits import choose_indices, split
+from shared.contract.optimizers import options_of
+from shared.domain.splits import choose_indices, split
 from tests.oracles import keras_stop
 from tests.tolerance import param_close, printed_loss_close
 

@@ -1,4 +1,4 @@
-"""Bulk writes (shared/bulk.py): COPY on PostgreSQL, executemany on SQLite, the same rows either way."""
+"""Bulk writes (shared/store/bulk.py): COPY on PostgreSQL, executemany on SQLite, the same rows either way."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from services.api.submit import fit_rows
-from shared import bulk
-from shared.db import Database
-from shared.models import SUCCEEDED, Fit
-from shared.packing import unpack_f64
-from shared.schemas import FitCreate
+from shared.contract.schemas import FitCreate
+from shared.domain.packing import unpack_f64
+from shared.store import bulk
+from shared.store.db import Database
+from shared.store.models import SUCCEEDED, Fit
 
 FIT = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0], "epochs": 100}
 

@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from services.worker import fairness, reconciler, store
-from shared import loss_blocks
-from shared.db import Database
-from shared.models import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Fit, LossBlock
-from shared.settings import Settings
+from shared.runtime.settings import Settings
+from shared.store import loss_blocks
+from shared.store.db import Database
+from shared.store.models import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Fit, LossBlock
 from tests.in_process import run_fit
 
 FIT = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0], "epochs": 100, "input_scale": 0.1}

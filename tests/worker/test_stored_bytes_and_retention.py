@@ -10,8 +10,8 @@ import numpy as np
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
-from shared import loss_blocks, retention
-from shared.models import Fit, LossBlock
+from shared.store import loss_blocks, retention
+from shared.store.models import Fit, LossBlock
 from tests.in_process import run_fit
 
 FIT = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0], "epochs": 3000, "input_scale": 0.1}

@@ -22,11 +22,19 @@ from services.api.listing import list_fits_query, query_with
 from services.api.problems import TITLES, Problem
 from services.api.requests import query
 from services.api.tenancy import current_tenant, owned_or_404
-from shared import calibrations, tokens
-from shared.models import STATUSES, SUCCEEDED, TERMINAL, Batch, Fit, Instrument
-from shared.packing import unpack_f64
-from shared.presenters import batch_json, batch_progress, drifted, fit_json, instrument_fields, instruments_after, iso
-from shared.queries import FitListQuery
+from shared.contract.queries import FitListQuery
+from shared.domain.packing import unpack_f64
+from shared.store import calibrations, tokens
+from shared.store.models import STATUSES, SUCCEEDED, TERMINAL, Batch, Fit, Instrument
+from shared.store.presenters import (
+    batch_json,
+    batch_progress,
+    drifted,
+    fit_json,
+    instrument_fields,
+    instruments_after,
+    iso,
+)
 
 bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
 
@@ -182,7 +190,7 @@ def batch_page(batch_id: str) -> str:
             )
         ).all()
     model = np.array(rows, dtype=np.float64).reshape(-1, 4)
-    w = model[:, 0] * model[:, 2]  # the raw-unit line, as shared.models.raw_line gives it
+    w = model[:, 0] * model[:, 2]  # the raw-unit line, as shared.store.models.raw_line gives it
     b = model[:, 1] - w * np.nan_to_num(model[:, 3])
     return render_template(
         "batch.html",

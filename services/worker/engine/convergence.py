@@ -7,7 +7,7 @@ each raw-unit deviation from the optimum is a sum of two geometric terms,
     Δb_raw(k) = (sin z1 − s·shift·cos z1) ρ1^k + (cos z2 + s·shift·sin z2) ρ2^k
 
 (s the input scale), and the excess loss is excess1 ρ1^{2k} + excess2 ρ2^{2k}. The rule
-(shared/convergence.py) is |Δw_raw| ≤ T_w and |Δb_raw| ≤ T_b, or excess ≤ T_e where the
+(shared/domain/convergence.py) is |Δw_raw| ≤ T_w and |Δb_raw| ≤ T_b, or excess ≤ T_e where the
 standard errors are not defined. The sum of the terms' absolute values bounds each deviation
 and only decreases: bisection finds the epoch from which the bound meets the rule, and a
 backward scan from there finds the first epoch from which the rule itself holds for good.

@@ -1,5 +1,5 @@
 """What every engine answers, typed: how each fit ended (`Ends`), and the protocol the worker's
-runner drives them by. Stored losses are float32 (shared.loss_blocks): an engine's `losses` takes
+runner drives them by. Stored losses are float32 (shared.store.loss_blocks): an engine's `losses` takes
 the dtype it is asked for, and the runner asks for float32."""
 
 from __future__ import annotations

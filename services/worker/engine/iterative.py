@@ -79,7 +79,7 @@ class Iterative:
         stopping: StopRule | None = None,
         resume: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
-        """`options`: each fit's resolved options of `optimizer` (shared/optimizers.py); gd's gradient
+        """`options`: each fit's resolved options of `optimizer` (shared/contract/optimizers.py); gd's gradient
         and delta are the same for every fit of a call (services/worker/runner.py groups them so)."""
         self.batch, self.stopping = batch, stopping
         # Resolved options carry gd's gradient, and its delta with "finite_difference" (the only

@@ -8,10 +8,10 @@ torch.optim beside it), on parameters p of shape (parameters, fits):
                     p ← p − (lr / (1 − β1^t))·m / (√v / √(1 − β2^t) + eps)
 - rmsprop:          v ← α·v + (1 − α)·g²;  p ← p − lr·g / (√v + eps)
 
-A rule is built from each fit's resolved options (the objects shared/optimizers.py declares and
+A rule is built from each fit's resolved options (the objects shared/contract/optimizers.py declares and
 the API stores), and keeps its per-fit buffers by name, like torch's `state_dict`: the runner
 saves them with each block, so a fit resumes with its optimizer's state (services/worker/runner.py).
-A new optimizer is a class here and its entry in RULES, beside its declaration in shared/optimizers.py.
+A new optimizer is a class here and its entry in RULES, beside its declaration in shared/contract/optimizers.py.
 """
 
 from __future__ import annotations
@@ -120,5 +120,5 @@ class RMSprop(Rule):
         self.p.sub_(g.div(square_avg.sqrt().add_(self.eps)).mul_(lr))
 
 
-# Each optimizer's rule by the name a fit stores (shared/optimizers.py declares the same names).
+# Each optimizer's rule by the name a fit stores (shared/contract/optimizers.py declares the same names).
 RULES: dict[str, type[Rule]] = {"gd": Plain, "sgd": Plain, "momentum": Momentum, "adam": Adam, "rmsprop": RMSprop}

@@ -11,7 +11,7 @@ of hoping for it. The syntax is `name[=value]` separated by `;`, e.g.
   that went away between the two.
 - checkpoint_sleep=S: the worker sleeps S seconds before writing each checkpoint,
   so a chunk runs long enough to be killed mid-way.
-- clock_offset=S: this process's clock (shared.models.utcnow) runs S seconds ahead, as a
+- clock_offset=S: this process's clock (shared.store.models.utcnow) runs S seconds ahead, as a
   machine whose clock drifted would.
 - kill_worker_epochs=N: a worker process that claims a fit of exactly N epochs
   SIGKILLs itself, on every attempt (a poison fit).

@@ -8,9 +8,9 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-from shared.models import STATUSES
+from shared.domain.statuses import STATUSES
 
-Status = Literal[STATUSES]  # type: ignore[valid-type]  # the tuple of shared.models, spelled once
+Status = Literal[STATUSES]  # type: ignore[valid-type]  # the tuple of shared.domain.statuses, spelled once
 # An id is a UUID in its lowercase form, the only one this API gives out.
 ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 Id = Annotated[str, Field(pattern=ID_PATTERN, examples=["3f2c9a4e-8d1b-4c57-9e0a-5b7d2f6c1a88"])]

@@ -1,6 +1,6 @@
 """What a tenant may hold: its work in flight, the loss bytes it stores, and what one request may ask.
 
-The stored loss bytes are a running count per tenant (shared.models.Tenant): the worker
+The stored loss bytes are a running count per tenant (shared.store.models.Tenant): the worker
 adds the bytes it writes and subtracts those a retry deletes, retention subtracts what it
 prunes, each in the transaction that changes the blocks, so the count is exact and no
 quota check ever scans the loss blocks. Work in flight is summed from the tenant's active
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from shared.db import upsert_insert
-from shared.models import ACTIVE, Fit, Tenant
-from shared.settings import Settings
+from shared.runtime.settings import Settings
+from shared.store.db import upsert_insert
+from shared.store.models import ACTIVE, Fit, Tenant
 
 LOSS_BYTES_PER_EPOCH = 4  # one float32 per epoch and series
 

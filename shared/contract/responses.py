@@ -1,4 +1,4 @@
-"""Bodies as their response models serialize them: the models of shared/schemas.py make both
+"""Bodies as their response models serialize them: the models of shared/contract/schemas.py make both
 /openapi.json and every JSON body served, so the two cannot disagree."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.schemas import Served
+from shared.contract.schemas import Served
 
 
 def serve(model: type[Served], fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """A fit's spec resolved once, at submission: the split's indices, the model's input (scale and,
 for "standardize", the training data's mean and 1/SD), the learning rate ("auto" from the data),
 the epoch bound ("auto" runs to max_epochs at most), and the optimizer with every option's
-default (shared/optimizers.py). The API stores it in the fit's row; the worker reads it back from there and resolves
-nothing (services/worker/store.py)."""
+default (shared/contract/optimizers.py). The API stores it in the fit's row; the worker reads it
+back from there and resolves nothing (services/worker/store.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shared.calibration import DataStats, Values, data_stats, standardization, warnings_for
-from shared.optimizers import is_plain
-from shared.schemas import FitCreate
-from shared.splits import split
+from shared.contract.optimizers import is_plain
+from shared.contract.schemas import FitCreate
+from shared.domain.calibration import DataStats, Values, data_stats, standardization, warnings_for
+from shared.domain.splits import split
 
 # Where "auto" finds no stable rate in the data (a degenerate fit): the service's default rate.
 FALLBACK_LEARNING_RATE = 0.01

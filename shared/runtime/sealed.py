@@ -17,7 +17,7 @@ from functools import cache
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 log = logging.getLogger("calib.sealed")
 

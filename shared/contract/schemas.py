@@ -24,10 +24,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from shared.calibration import standardization
-from shared.callbacks import AllowedHosts, url_problem
-from shared.optimizers import FLAT_OPTIONS, EitherForm, Fraction, OptimizerSpec, Positive, from_flat
-from shared.splits import choose_indices, split, validation_count
+from shared.contract.callbacks import AllowedHosts, url_problem
+from shared.contract.optimizers import FLAT_OPTIONS, EitherForm, Fraction, OptimizerSpec, Positive, from_flat
+from shared.domain.calibration import standardization
+from shared.domain.splits import choose_indices, split, validation_count
 
 # strict: "1.5" or true is a type error, not a number; no NaN or infinity.
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -286,7 +286,7 @@ class FitOptions(BaseModel):
         description='"standardize" needs training t_u that are not all equal (a spread float64 can hold)',
     )
     # The optimizer by name with its options flat (the first API's form, kept), or as one object
-    # whose `kind` picks it (shared/optimizers.py; every optimizer's options, RMSprop's alpha too).
+    # whose `kind` picks it (shared/contract/optimizers.py; every optimizer's options, RMSprop's alpha too).
     optimizer: EitherForm = Field(
         "gd",
         json_schema_extra={"examples": ["adam", {"kind": "rmsprop", "alpha": 0.99, "eps": 1e-8}]},
@@ -524,7 +524,7 @@ class PredictRequest(BaseModel):
 
 
 class Served(BaseModel):
-    """A response model: the API serializes every body through one (shared/responses.py),
+    """A response model: the API serializes every body through one (shared/contract/responses.py),
     so a field it does not declare is refused, never served undocumented."""
 
     model_config = ConfigDict(extra="forbid")

@@ -18,9 +18,9 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.dialects import postgresql
 
-from shared.db import upsert_insert
-from shared.drift import Calibration, Drift, drift, verdict_row
-from shared.models import SUCCEEDED, DriftVerdict, Fit, Instrument, utcnow
+from shared.store.db import upsert_insert
+from shared.store.drift import Calibration, Drift, drift, verdict_row
+from shared.store.models import SUCCEEDED, DriftVerdict, Fit, Instrument, utcnow
 
 # What a calibration is read with (shared/drift.Calibration.of), as plain rows: a batch's verdicts
 # read thousands, and ORM objects cost half their time.

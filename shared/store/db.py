@@ -10,7 +10,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.dialects import postgresql, sqlite
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> Any:

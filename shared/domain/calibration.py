@@ -40,7 +40,7 @@ class DataStats:
     t_u_mean: float
     t_u_sxx: float  # sum of (t_u - mean)², for prediction intervals
     # Var(t_c), or mean(t_c)² where all t_c are equal: the convergence rule's scale where the
-    # standard errors are 0 or undefined (shared/convergence.py).
+    # standard errors are 0 or undefined (shared/domain/convergence.py).
     t_c_var: float | None = None
 
 

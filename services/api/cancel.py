@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from shared import ended
-from shared.models import ACTIVE, CANCELLED, Fit, utcnow
+from shared.store import ended
+from shared.store.models import ACTIVE, CANCELLED, Fit, utcnow
 
 
 def cancel_active(session: so.Session, *where: sa.ColumnElement[bool]) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from shared.models import Fit, raw_line, training_points
+from shared.store.models import Fit, raw_line, training_points
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class Drift:
 
 
 def verdict_row(fit_id: str, previous_id: str, found: Drift) -> dict[str, Any]:
-    """A verdict as a row of drift_verdicts (shared.models.DriftVerdict; flagged is not stored)."""
+    """A verdict as a row of drift_verdicts (shared.store.models.DriftVerdict; flagged is not stored)."""
     return {
         "fit_id": fit_id,
         "previous_id": previous_id,

@@ -4,7 +4,7 @@ The API's batch insert (10,000 fits in a request) and the worker's results of a 
 through here. Values are converted by each column's own SQLAlchemy type, exactly as an INSERT
 would bind them (JSON serialized, times made UTC), and streamed in COPY's text format, which
 PostgreSQL parses per column type. Loss blocks have their own binary COPY
-(shared/loss_blocks.py): raw bytea, no hex.
+(shared/store/loss_blocks.py): raw bytea, no hex.
 """
 
 from __future__ import annotations

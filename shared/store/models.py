@@ -9,9 +9,23 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from shared import failpoints
-from shared.calibration import Spread
-from shared.splits import held_out_indices
+from shared.domain.calibration import Spread
+from shared.domain.splits import held_out_indices
+from shared.domain.statuses import (
+    ACTIVE,
+    CANCELLED,
+    DIVERGED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    STATUSES,
+    SUCCEEDED,
+    TERMINAL,
+)
+from shared.runtime import failpoints
+
+# The statuses are the domain's (shared/domain/statuses.py); the rows' code imports them from here.
+__all__ = ["ACTIVE", "CANCELLED", "DIVERGED", "FAILED", "QUEUED", "RUNNING", "STATUSES", "SUCCEEDED", "TERMINAL"]
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -21,12 +35,6 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-QUEUED, RUNNING = "queued", "running"
-SUCCEEDED, DIVERGED, FAILED, CANCELLED = "succeeded", "diverged", "failed", "cancelled"
-ACTIVE = (QUEUED, RUNNING)
-TERMINAL = (SUCCEEDED, DIVERGED, FAILED, CANCELLED)
-STATUSES = ACTIVE + TERMINAL
-
 
 def new_id() -> str:
     # UUID4: unguessable, so an id alone never grants access to another tenant's fit.
@@ -34,7 +42,7 @@ def new_id() -> str:
 
 
 def utcnow() -> dt.datetime:
-    """This process's clock, for stamps people read. Leases use the database's clock (shared.dbclock)."""
+    """This process's clock, for stamps people read. Leases use the database's clock (shared.store.dbclock)."""
     return dt.datetime.now(dt.UTC) + failpoints.clock_offset()
 
 
@@ -87,7 +95,7 @@ class Batch(Base):
     cancelled: so.Mapped[bool] = so.mapped_column(sa.Boolean, default=False)
     idempotency_key: so.Mapped[str | None] = so.mapped_column(sa.String(200))
     request_digest: so.Mapped[str | None] = so.mapped_column(sa.String(64))
-    # Webhooks (shared/webhooks.py): where to POST the batch when it ends, and whether that
+    # Webhooks (shared/store/deliveries.py): where to POST the batch when it ends, and whether that
     # delivery is still to be created (true from submission until the batch ends).
     callback_url: so.Mapped[str | None] = so.mapped_column(sa.Text)
     callback_pending: so.Mapped[bool] = so.mapped_column(
@@ -140,7 +148,7 @@ class Fit(Base):
     input_shift: so.Mapped[float] = so.mapped_column(sa.Float, default=0.0, server_default="0")
     normalize: so.Mapped[str] = so.mapped_column(sa.String(16), default="scale", server_default="scale")
     optimizer: so.Mapped[str] = so.mapped_column(sa.String(16))
-    # Its options resolved to the values used, as shared/optimizers.py declares them (gd's
+    # Its options resolved to the values used, as shared/contract/optimizers.py declares them (gd's
     # gradient and delta, momentum, adam's betas and eps, ...): one object, so a new optimizer
     # or option needs no column.
     optimizer_options: so.Mapped[dict[str, Any]] = so.mapped_column(sa.JSON, default=dict)
@@ -176,7 +184,7 @@ class Fit(Base):
     idempotency_key: so.Mapped[str | None] = so.mapped_column(sa.String(200))
     request_digest: so.Mapped[str | None] = so.mapped_column(sa.String(64))
 
-    # What the data says before any epoch runs (shared/calibration.py), computed at
+    # What the data says before any epoch runs (shared/domain/calibration.py), computed at
     # submission: the stability pre-flight (model space) and the exact least-squares
     # line with its uncertainty (raw units). None where the data does not determine them.
     lr_max: so.Mapped[float | None] = so.mapped_column(sa.Float)
@@ -192,7 +200,7 @@ class Fit(Base):
     t_u_sxx: so.Mapped[float | None] = so.mapped_column(sa.Float)
     warnings: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list, server_default="[]")
     # Var(t_c) of the training points: the scale of the convergence rule where the standard
-    # errors are 0 or undefined (shared/convergence.py).
+    # errors are 0 or undefined (shared/domain/convergence.py).
     t_c_var: so.Mapped[float | None] = so.mapped_column(sa.Float)
 
     # Convergence (API.md "Convergence"): what the request asked, and the verdict at the end.
@@ -318,7 +326,7 @@ class Tenant(Base):
     max_stored_loss_bytes: so.Mapped[int | None] = so.mapped_column(sa.BigInteger)
     stored_loss_bytes: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0, server_default="0")
     # The key its webhooks are signed with (Standard Webhooks: "whsec_" + base64), made on first use.
-    # Sealed (shared/sealed.py): "sealed:" and a Fernet token, about 170 characters.
+    # Sealed (shared/runtime/sealed.py): "sealed:" and a Fernet token, about 170 characters.
     webhook_secret: so.Mapped[str | None] = so.mapped_column(sa.String(512))
     # After a rotation, the secret before it, still signing beside the new one until the overlap
     # ends, so that receivers can switch secrets without missing a delivery.

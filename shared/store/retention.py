@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from shared import loss_blocks
-from shared.db import Database
-from shared.models import TERMINAL, Fit, utcnow
+from shared.store import loss_blocks
+from shared.store.db import Database
+from shared.store.models import TERMINAL, Fit, utcnow
 
 # Fits pruned per transaction: a long prune never holds the write lock for long.
 _PER_TRANSACTION = 500

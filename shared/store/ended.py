@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from shared import webhooks
+from shared.store import deliveries as webhooks
 
 CHANNEL = "calib_ended"
 # What a notification says when it names too many ids to list: every waiter looks again.
@@ -36,7 +36,7 @@ def batch_key(batch_id: str) -> str:
 
 def announce(session: so.Session, fits: Iterable[str] = (), batches: Iterable[str | None] = ()) -> None:
     """Tell the waiters (after this transaction commits) that these fits and batches changed, and
-    owe the webhooks of those that ended (shared/webhooks.py), in the same transaction."""
+    owe the webhooks of those that ended (shared/store/deliveries.py), in the same transaction."""
     fits, batches = list(fits), list(batches)
     webhooks.enqueue(session, fits, batches)
     if session.get_bind().dialect.name != "postgresql":

@@ -14,9 +14,9 @@ import psycopg
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from shared import quotas
-from shared.models import Fit, LossBlock
-from shared.packing import pack_f32, unpack_f32
+from shared.domain.packing import pack_f32, unpack_f32
+from shared.store import quotas
+from shared.store.models import Fit, LossBlock
 
 # Bytes a block takes, as the database counts them (the stored-bytes quota counts exactly this).
 STORED_BYTES = sa.func.length(LossBlock.loss) + sa.func.coalesce(sa.func.length(LossBlock.val_loss), 0)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from shared.db import Database
-from shared.models import ApiToken, UiSession, utcnow
+from shared.store.db import Database
+from shared.store.models import ApiToken, UiSession, utcnow
 
 MARKER = "calib_"
 PREFIX_CHARS = len(MARKER) + 8

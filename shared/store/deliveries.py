@@ -1,5 +1,5 @@
 """Webhooks: the deliveries owed when fits and batches end, and their signatures (which callback
-URLs are allowed is shared/callbacks.py). The HTTP side is the worker's (services/worker/webhooks.py).
+URLs are allowed is shared/contract/callbacks.py). The HTTP side is the worker's (services/worker/webhooks.py).
 
 A delivery is a row, created in the same transaction that ends its fit or batch, so it survives any
 process being killed: at least once, never lost. A batch ends when its last fit does; two workers
@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from shared import sealed
-from shared.db import upsert_insert
-from shared.dbclock import db_now
-from shared.models import ACTIVE, TERMINAL, Batch, Fit, Tenant, WebhookDelivery, new_id, utcnow
-from shared.settings import Settings
+from shared.runtime import sealed
+from shared.runtime.settings import Settings
+from shared.store.db import upsert_insert
+from shared.store.dbclock import db_now
+from shared.store.models import ACTIVE, TERMINAL, Batch, Fit, Tenant, WebhookDelivery, new_id, utcnow
 
 FIT_ENDED, BATCH_ENDED = "fit.ended", "batch.ended"
 SIGNATURE_HEADER = "Calib-Signature"
@@ -76,7 +76,7 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 def secret_of(session: so.Session, tenant: str, settings: Settings) -> str:
     """The tenant's webhook secret, made now if it has none (two makers at once keep the first).
-    Stored sealed (shared/sealed.py): the database holds no usable secret."""
+    Stored sealed (shared/runtime/sealed.py): the database holds no usable secret."""
     insert = upsert_insert(session)
     session.execute(insert(Tenant).values(name=tenant, stored_loss_bytes=0).on_conflict_do_nothing())
     session.execute(

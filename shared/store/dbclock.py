@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-from shared.models import UTCDateTime
+from shared.store.models import UTCDateTime
 
 
 class db_now(FunctionElement[Any]):  # noqa: N801  (reads as the SQL function it is)

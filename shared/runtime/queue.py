@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Celery
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 log = logging.getLogger("calib.queue")
 
@@ -34,8 +34,8 @@ def make_celery(settings: Settings) -> Celery:
     sqla = scheme in ("sqla", "sqlalchemy") and "://" in rest
     app = Celery("calib", broker=rest if sqla else broker, set_as_current=False)
     if sqla:
-        # The same SQLAlchemy transport, polling faster (see shared/sqla_broker.py).
-        app.conf.broker_transport = "shared.sqla_broker:Transport"
+        # The same SQLAlchemy transport, polling faster (see shared/runtime/sqla_broker.py).
+        app.conf.broker_transport = "shared.runtime.sqla_broker:Transport"
     if settings.broker.startswith("redis"):
         vt = settings.visibility_timeout_seconds
         transport_options["visibility_timeout"] = vt

@@ -83,16 +83,16 @@ class Settings(BaseSettings):
     # Requests without a valid token share their client address's budget, smaller than a tenant's.
     anonymous_rate_limit: str = "20/second;300/minute"
     # A calibration is flagged as drifted when the p-value of its change from the previous one
-    # (shared/drift.py) is below this.
+    # (shared/store/drift.py) is below this.
     drift_threshold: float = Field(0.01, gt=0, lt=1)
     # Webhooks (README "Webhooks"): the callback URLs allowed, comma-separated entries
-    # `[http://]HOST[:PORT]` (shared/callbacks.py): names ("hooks.example.com"), "*.example.com",
+    # `[http://]HOST[:PORT]` (shared/contract/callbacks.py): names ("hooks.example.com"), "*.example.com",
     # "*" (any name), addresses or networks ("127.0.0.1", "10.0.0.0/8"); the scheme's default port
     # unless one is named (or "*"); https only unless the entry starts with http://. Empty:
     # callbacks are refused. Whatever the name, a delivery connects only to public addresses
     # unless the address itself is listed.
     webhook_allowed_hosts: str = ""
-    # The key webhook secrets are sealed with in the database (a Fernet key; shared/sealed.py).
+    # The key webhook secrets are sealed with in the database (a Fernet key; shared/runtime/sealed.py).
     # Empty: on the embedded default a key file in the data directory; elsewhere, unsealed.
     secrets_key: str = ""
     # One attempt's wall-clock deadline, resolving, connecting, sending and reading the answer

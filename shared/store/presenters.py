@@ -11,9 +11,19 @@ from urllib.parse import quote
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from shared import calibrations
-from shared.drift import Calibration, Drift, next_due
-from shared.models import (
+from shared.contract.optimizers import FLAT_OPTIONS
+from shared.contract.responses import serve
+from shared.contract.schemas import (
+    BatchPublic,
+    FitList,
+    FitPublic,
+    InstrumentList,
+    InstrumentPublic,
+    WebhookDeliveryList,
+)
+from shared.store import calibrations
+from shared.store.drift import Calibration, Drift, next_due
+from shared.store.models import (
     CANCELLED,
     RUNNING,
     STATUSES,
@@ -24,9 +34,6 @@ from shared.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
-from shared.optimizers import FLAT_OPTIONS
-from shared.responses import serve
-from shared.schemas import BatchPublic, FitList, FitPublic, InstrumentList, InstrumentPublic, WebhookDeliveryList
 
 # The batch's fits as CSV and Parquet columns (GET /v1/batches/{id}/fits?format=csv|parquet).
 RESULT_COLUMNS = [
@@ -207,7 +214,7 @@ def batch_progress(session: so.Session, batch: Batch) -> BatchProgress:
     for status, count, last in rows:
         counts[status] = count
         finished = max(finished, last) if finished and last else (last or finished)
-    # Succeeded as asked, but not at the least-squares line (shared/convergence.py).
+    # Succeeded as asked, but not at the least-squares line (shared/domain/convergence.py).
     counts["not_converged"] = (
         session.scalar(
             sa.select(sa.func.count())
@@ -229,7 +236,7 @@ def batch_progress(session: so.Session, batch: Batch) -> BatchProgress:
 
 
 def batch_json(session: so.Session, batch: Batch, drift_threshold: float) -> dict[str, Any]:
-    """The batch's body. Its `drifted` count reads the stored verdicts (shared/calibrations.py)."""
+    """The batch's body. Its `drifted` count reads the stored verdicts (shared/store/calibrations.py)."""
     progress = batch_progress(session, batch)
     return serve(
         BatchPublic,

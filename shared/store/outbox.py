@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from shared.dbclock import db_now
-from shared.models import QUEUED, RUNNING, Fit, utcnow
-from shared.settings import Settings
+from shared.runtime.settings import Settings
+from shared.store.dbclock import db_now
+from shared.store.models import QUEUED, RUNNING, Fit, utcnow
 
 # Chunks re-published per round, so a huge backlog cannot flood the broker.
 MAX_PER_ROUND = 500
