@@ -6,6 +6,7 @@ the same command lines as `calib stack` and docker-compose.yml (services.cli.pro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -88,8 +89,7 @@ class Stack:
         self.token = self.create_token(self.tenant)
         self.env["CALIB_TOKEN"] = self.token  # for `calib` commands the tests run against this stack
         self.http.headers["Authorization"] = f"Bearer {self.token}"
-        embedded = not self.env.get("CALIB_DATABASE_URL")
-        self._spawn("api", processes.api_command(f"127.0.0.1:{self.port}", workers=2, embedded=embedded))
+        self._start_api()
         for _ in range(self.workers):
             self.add_worker()
         for _ in range(self.deliveries):
@@ -97,6 +97,41 @@ class Stack:
         self.wait_ready()
         self.wait_workers_consume()
         return self
+
+    def _start_api(self, attempts: int = 3) -> None:
+        """The API on a free port, and that port answering as this stack. free_port() releases the
+        port it found, so another test process's stack can take it before gunicorn binds: gunicorn
+        then retries for 5 s and exits, while /readyz on that port, answered by the other stack,
+        says 200 and this stack's token gets 401. Seen once in CI (test_faults, embedded). On a
+        port taken so, the API starts again on another."""
+        embedded = not self.env.get("CALIB_DATABASE_URL")
+        for _ in range(attempts):
+            api = self._spawn("api", processes.api_command(f"127.0.0.1:{self.port}", workers=2, embedded=embedded))
+            if self._answers_as_this_stack(api):
+                return
+            self.children.remove(api)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(api.pid, signal.SIGKILL)
+            api.wait(10)
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            self.http.base_url = httpx.URL(self.url)
+        raise RuntimeError(f"the API found no free port in {attempts} tries; see {self.logs}")
+
+    def _answers_as_this_stack(self, api: subprocess.Popen[bytes], timeout: float = 60) -> bool:
+        """True once the port serves this stack (its token is known there); False if the API
+        process exits first (its port was taken)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if api.poll() is not None:
+                return False
+            try:
+                if self.http.get("/v1/usage").status_code == 200:
+                    return True
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the API did not answer in {timeout} s; see {self.logs}")
 
     def wait_workers_consume(self, timeout: float = 60) -> None:
         """Until every worker says it is ready (Celery's "ready." line, after it has declared its
