@@ -212,7 +212,7 @@ def get_losses(fit_id: str) -> Any:
             "fit_id": fit.id,
             "epochs_done": done,
             "start": start,
-            "loss": curves.loss.tolist(),
+            "loss": finite_or_none(curves.loss),
             **({"val_loss": finite_or_none(curves.val_loss)} if curves.val_loss is not None else {}),
             "next": f"/v1/fits/{fit.id}/losses?{query_with(start=end, limit=limit)}" if more else None,
         },

@@ -12,7 +12,7 @@ from shared.store.loss_blocks import Curves
 
 
 def finite_or_none(values: np.ndarray) -> list[float | None]:
-    """JSON has no NaN or infinity: a validation loss past float32's range is served as null."""
+    """JSON has no NaN or infinity: a loss past float32's range is served as null."""
     out: list[float | None] = values.tolist()
     if not np.isfinite(values).all():
         out = [v if v is not None and math.isfinite(v) else None for v in out]

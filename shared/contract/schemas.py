@@ -765,7 +765,9 @@ class LossPage(Served):
     fit_id: str
     epochs_done: int
     start: int
-    loss: list[float]
+    # JSON has no NaN or infinity: an epoch whose loss is past float32's range (a diverging fit's
+    # last epochs) is null, as in the validation series.
+    loss: list[float | None] = Field(description="each epoch's loss; null where it is not finite")
     val_loss: list[float | None] | None = Field(None, description="with a validation split; same indexing as loss")
     next: str | None
 
@@ -780,9 +782,9 @@ class FitData(Served):
 class LossBucket(Served):
     first_epoch: int
     last_epoch: int
-    min: float
-    max: float
-    last: float
+    min: float | None = Field(description="null where not finite, as in a page of losses")
+    max: float | None
+    last: float | None
     val_min: float | None = None
     val_max: float | None = None
     val_last: float | None = None
