@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +18,7 @@ import pytest
 from services.client import CalibError, Client, WouldDiverge
 from tests.conftest import DATA, ROOT
 from tests.stack import Stack
+from tests.venvs import bare_venv, run_alone
 
 REFERENCE = json.loads((DATA / "thermometer.json").read_text())
 T_U, T_C = REFERENCE["t_u"], REFERENCE["t_c"]
@@ -178,25 +177,12 @@ with Client(sys.argv[1], token=sys.argv[2]) as calib:
 
 def test_the_client_installed_alone_submits_and_waits(stack: Stack, tmp_path: Path) -> None:
     """`pip install ./services/client` into a bare venv: httpx and nothing of the server."""
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", str(ROOT / "services" / "client")], capture_output=True, text=True
-    )
-    assert pip.returncode == 0, pip.stderr[-3000:]
-    listed = subprocess.run([str(venv / "bin" / "pip"), "list", "--format=json"], capture_output=True, text=True)
+    bare = bare_venv(tmp_path / "venv", str(ROOT / "services" / "client"))
+    listed = subprocess.run([str(bare / "pip"), "list", "--format=json"], capture_output=True, text=True)
     installed = {package["name"].lower() for package in json.loads(listed.stdout)}
     assert "calib-client" in installed and not installed & {"calib", "numpy", "sqlalchemy", "torch", "flask"}
     script = INSTALLED_ALONE.format(t_u=T_U, t_c=T_C)
-    done = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", script, stack.url, stack.token],
-        cwd=tmp_path,  # not the repository: nothing of it can be imported by accident
-        env={"PATH": os.environ["PATH"]},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    answer = json.loads(done.stdout)
+    stdout = run_alone(bare, script, stack.url, stack.token, cwd=tmp_path, timeout=120)
+    answer = json.loads(stdout)
     assert answer["status"] == "succeeded" and abs(answer["w_raw"] - 0.53671) < 1e-5
     assert answer["modules"] == []

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pytest
 
 from tests.e2e.stacks import T_C, T_U
 from tests.stack import Stack
+from tests.venvs import bare_venv, run_alone
 
 GENERATOR = "openapi-python-client==0.29.1"
 # The CSV and Parquet bodies of POST /v1/batches and /v1/apply are files to a generated client:
@@ -57,11 +57,7 @@ print(json.dumps({"status": fit.status, "w_raw": fit.result.w_raw, "b_raw": fit.
 
 @pytest.fixture(scope="module")
 def generator(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    venv = tmp_path_factory.mktemp("generator") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", GENERATOR], capture_output=True, text=True)
-    assert pip.returncode == 0, pip.stderr[-3000:]
-    return venv / "bin"
+    return bare_venv(tmp_path_factory.mktemp("generator") / "venv", GENERATOR)
 
 
 @pytest.fixture
@@ -97,21 +93,11 @@ def test_the_generated_client_submits_the_seed_fit_and_a_batch(
     stack: Stack, generated: tuple[Path, str], tmp_path: Path
 ) -> None:
     folder, _ = generated
-    venv = tmp_path / "bare"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(folder)], capture_output=True, text=True)
-    assert pip.returncode == 0, pip.stderr[-3000:]
-    done = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", SUBMITS_AND_WAITS, stack.url, stack.token]
-        + [json.dumps(T_U), json.dumps(T_C)],
-        cwd=tmp_path,  # not the repository: nothing of it can be imported by accident
-        env={"PATH": os.environ["PATH"]},
-        capture_output=True,
-        text=True,
-        timeout=180,
+    bare = bare_venv(tmp_path / "bare", str(folder))
+    stdout = run_alone(
+        bare, SUBMITS_AND_WAITS, stack.url, stack.token, json.dumps(T_U), json.dumps(T_C), cwd=tmp_path, timeout=180
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    answer = json.loads(done.stdout)
+    answer = json.loads(stdout)
     # The book's figures for the seed fit: w 5.3671, b -17.3012 at input_scale 0.1 (tests/data/thermometer.json).
     assert answer["status"] == "succeeded" and abs(answer["w_raw"] - 0.53671) < 1e-5
     assert abs(answer["b_raw"] - -17.3012) < 1e-4
