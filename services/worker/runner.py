@@ -342,7 +342,7 @@ def _run_closed_form(work: Work, fits: list[store.ClaimedFit], device: torch.dev
 def _epochs_needed(engine: GradientDescent, fits: list[store.ClaimedFit], limit: int) -> list[int]:
     """Per fit, the epochs this learning rate needs from this start to converge (-1: not within `limit`
     epochs, or no verdict for the data)."""
-    dev, f64 = engine.z1.device, torch.float64
+    dev, f64 = engine.batch.x.device, torch.float64
 
     def column(values: list[float]) -> torch.Tensor:
         return torch.tensor(values, dtype=f64, device=dev)

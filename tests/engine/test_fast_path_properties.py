@@ -113,6 +113,28 @@ def test_on_the_stability_edge_the_loss_neither_grows_nor_diverges() -> None:
     torch.testing.assert_close(fast.losses(1, 2000, torch.float64), slow.losses, rtol=1e-6, atol=0)
 
 
+def test_a_start_that_fits_the_data_exactly_stays_there_at_any_learning_rate() -> None:
+    """t_c = t_u with the book's start (w = 1, b = 0), and data the start fits to the last bit: the
+    loop's residuals, hence its gradient, are exactly 0, so it never moves, even at a learning rate
+    past the stable limit. The closed form's optimum, rounded an ulp away, used to blow up along
+    the unstable direction (diverged at epoch 1: ρ^1000 past float64's range, times z = 0). Found
+    by hypothesis (t_c all 5e-67 with b0 = 5e-67)."""
+    t_u = [35.7, 55.9, 58.2, 81.9]
+    y = 5.1379e-67
+    batch = build(
+        [t_u, t_u, [-1.0, 1.0, -0.9181]],
+        [t_u, [3 * u + 1 for u in t_u], [y, y, y]],
+        [1000] * 3,
+        [1e-3, 1e-3, 1.2],
+        w0=[1.0, 3.0, 0.0],
+        b0=[0.0, 1.0, y],
+    )
+    fast, slow = GradientDescent(batch), reference_fit(batch, torch.float64)
+    assert slow.diverged_at.tolist() == [0, 0, 0] and fast.diverged_at.tolist() == [0, 0, 0]
+    assert torch.equal(fast.losses(1, 1000, torch.float64), slow.losses)
+    assert torch.equal(fast.w, slow.w) and torch.equal(fast.b, slow.b)
+
+
 def test_perfect_data_goes_to_zero_loss() -> None:
     batch = build([[1.0, 2.0, 3.0]], [[3.0, 5.0, 7.0]], [500], [0.05])
     fast = GradientDescent(batch)

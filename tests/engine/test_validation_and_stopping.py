@@ -156,7 +156,7 @@ def test_the_closed_form_validation_curve_is_the_iterations(lr: float) -> None:
     held = choose_indices(40, 0.25, seed=4)
     train, val = (series(t_u, t_c, held, part, 4000, lr, copies=2) for part in (0, 1))
     exact = GradientDescent(train, val)
-    assert float(exact.rho1[0]) < 0 if lr == 0.058 else float(exact.rho1[0]) > 0
+    assert float(exact.spectrum.rho[0, 0]) < 0 if lr == 0.058 else float(exact.spectrum.rho[0, 0]) > 0
     iterated = Iterative(train, "gd", [options_of("gd")] * 2, validation=val).complete()
     got, want = exact.val_losses(1, 4000), iterated.val_losses(1, 4000)
     assert got is not None and want is not None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from services.worker.engine.closed_form import GradientDescent
+from services.worker.engine.spectra import LineSpectrum
 
 _SCAN = 2048
 
@@ -35,17 +36,20 @@ def epochs_needed(
     """Per fit, the first epoch count k from which the rule holds at every later k ≤ limit; -1 where it
     does not hold by `limit` (or the rates make it diverge). `by_errors`: the standard-error rule, else
     the excess-loss rule; targets already multiplied by the tolerance."""
-    e = engine
+    e = engine.spectrum
+    if not isinstance(e, LineSpectrum):
+        raise TypeError("the convergence rule is written for the line so far")
+    z1, z2 = e.z[:, 0], e.z[:, 1]
     coefficients = torch.stack(
         [
-            torch.stack([scale * e.cos * e.z1, -scale * e.sin * e.z2], 1),
-            torch.stack([e.sin * e.z1 - scale * shift * e.cos * e.z1, e.cos * e.z2 + scale * shift * e.sin * e.z2], 1),
+            torch.stack([scale * e.cos * z1, -scale * e.sin * z2], 1),
+            torch.stack([e.sin * z1 - scale * shift * e.cos * z1, e.cos * z2 + scale * shift * e.sin * z2], 1),
         ],
         1,
     )  # (B, 2 deviations, 2 terms)
-    rho = torch.stack([e.rho1, e.rho2], 1)  # (B, 2)
+    rho = e.rho  # (B, 2)
     targets = torch.stack([target_w, target_b], 1)
-    excess = torch.stack([e.excess1, e.excess2], 1)
+    excess = e.excess
 
     def holds(rows: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """The rule at k (R, K) for the fits `rows` (R,)."""

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from services.worker.engine.series import Moments, loss_at
+from services.worker.engine.models import Model
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Ends:
     w: np.ndarray
     b: np.ndarray
     stopped_early: np.ndarray
+    theta: np.ndarray  # (B, p): the parameter vector; (w, b) for the line
     # The training loss at (w, b), the parameters the fit returns (API.md "The loss of a
     # result"), in float64: the stored per-epoch losses are each taken before that epoch's
     # update, so none of them is the loss of the returned line. NaN where there is no split.
@@ -36,12 +37,22 @@ class Engine(Protocol):
 
     epochs_done: torch.Tensor
     diverged_at: torch.Tensor
-    w: torch.Tensor
-    b: torch.Tensor
     stopped_early: torch.Tensor
-    # The five averages of each fit's training points, and of its held-out points (None: no split).
-    training: Moments
-    held_out: Moments | None
+    model: Model
+
+    @property
+    def w(self) -> torch.Tensor: ...
+
+    @property
+    def b(self) -> torch.Tensor: ...
+
+    @property
+    def theta(self) -> torch.Tensor: ...
+
+    # The averages of each fit's training points its model's loss depends on, and of its held-out
+    # points (None: no split): the five of series.Moments for the line.
+    training: Any
+    held_out: Any
 
     # No default: each caller says the dtype it wants (the runner: float32, as stored).
     def losses(self, first: int, last: int, dtype: torch.dtype) -> torch.Tensor: ...
@@ -50,15 +61,16 @@ class Engine(Protocol):
 
 
 def ends_of(engine: Engine) -> Ends:
-    w, b = engine.w, engine.b
-    loss = loss_at(engine.training, w, b)
-    val_loss = loss_at(engine.held_out, w, b) if engine.held_out is not None else torch.full_like(loss, math.nan)
+    theta, model = engine.theta, engine.model
+    loss = model.loss_at(engine.training, theta)
+    val_loss = model.loss_at(engine.held_out, theta) if engine.held_out is not None else torch.full_like(loss, math.nan)
     return Ends(
         engine.epochs_done.cpu().numpy(),
         engine.diverged_at.cpu().numpy(),
-        w.cpu().numpy(),
-        b.cpu().numpy(),
+        engine.w.cpu().numpy(),
+        engine.b.cpu().numpy(),
         engine.stopped_early.cpu().numpy(),
+        theta.cpu().numpy(),
         loss.cpu().numpy(),
         val_loss.cpu().numpy(),
     )

@@ -49,6 +49,7 @@ from typing import Any
 
 import torch
 
+from services.worker.engine.models import LINE, Model
 from services.worker.engine.rules import RULES, Options
 from services.worker.engine.series import FLOAT32_MAX, SeriesBatch, loss_at
 from services.worker.engine.stopping import StopRule
@@ -78,26 +79,34 @@ class Iterative:
         validation: SeriesBatch | None = None,
         stopping: StopRule | None = None,
         resume: Sequence[Mapping[str, Any]] | None = None,
+        model: Model = LINE,
+        theta0: torch.Tensor | None = None,
     ) -> None:
         """`options`: each fit's resolved options of `optimizer` (shared/contract/optimizers.py); gd's gradient
-        and delta are the same for every fit of a call (services/worker/runner.py groups them so)."""
-        self.batch, self.stopping = batch, stopping
+        and delta are the same for every fit of a call (services/worker/runner.py groups them so).
+        `model`: the function fitted (services/worker/engine/models.py), the book's line unless said;
+        `theta0` its start (B, p), by default the batch's (w0, b0) as Model.start extends them."""
+        self.batch, self.stopping, self.model = batch, stopping, model
         # Resolved options carry gd's gradient, and its delta with "finite_difference" (the only
         # use of delta); other optimizers carry neither and step on the analytic gradient.
         first = options[0] if options else {}
         self.gradient = str(first.get("gradient", "analytic"))
         self.delta = float(first["delta"]) if self.gradient == "finite_difference" else math.nan
         dev, f64 = batch.x.device, torch.float64
-        self.training = batch.moments()
-        self.two_vxy = 2 * self.training[3]
-        self.held_out = validation.moments() if validation is not None else None
+        self.training = model.moments(batch)
+        self.line = model is LINE
+        self.two_vxy = 2 * self.training[3] if self.line else None
+        self.held_out = model.moments(validation) if validation is not None else None
         size = batch.size
-        self.p = torch.stack([batch.w0, batch.b0]).clone()  # (2, fits): w and b
+        start = model.start(batch.w0, batch.b0) if theta0 is None else theta0
+        self.p = start.T.contiguous()  # (parameters, fits): for the line, w and b
         self.g = torch.empty_like(self.p)
         self.final = self.p.clone()
         self.loss = torch.empty(size, dtype=f64, device=dev)
         self.r = torch.empty(size, dtype=f64, device=dev)
-        self.ring = torch.empty((_STOP_WINDOW, 2, size), dtype=f64, device=dev) if stopping is not None else None
+        self.ring = (
+            torch.empty((_STOP_WINDOW, model.size, size), dtype=f64, device=dev) if stopping is not None else None
+        )
         self.rule = RULES[optimizer](options, self.p)
         self.epoch = 0  # epochs every fit has run
         if resume:
@@ -107,7 +116,12 @@ class Iterative:
         self.diverged_at = torch.zeros(size, dtype=torch.int64, device=dev)
         self.epochs_done = torch.zeros(size, dtype=torch.int64, device=dev)
         self.stopped_early = torch.zeros(size, dtype=torch.bool, device=dev)
-        self.w, self.b = self.final[0], self.final[1]
+        self.w, self.b = self.final[0], self.final[-1]
+
+    @property
+    def theta(self) -> torch.Tensor:
+        """Each fit's parameters after its last update, (B, p)."""
+        return self.final.T
 
     def _resume(self, states: Sequence[Mapping[str, Any]]) -> None:
         """Go on from a block's end: every fit of a call was saved at the same epoch."""
@@ -118,7 +132,8 @@ class Iterative:
         dev, f64 = self.p.device, torch.float64
 
         def column(name: str) -> torch.Tensor:
-            return torch.tensor([state.get(name) or [0.0, 0.0] for state in states], dtype=f64, device=dev).T
+            zeros = [0.0] * self.model.size
+            return torch.tensor([state.get(name) or zeros for state in states], dtype=f64, device=dev).T
 
         self.p.copy_(column("p"))
         self.rule.resume({name: column(name) for name in self.rule.buffers}, self.epoch)
@@ -198,8 +213,26 @@ class Iterative:
 
     def _epoch(self, epoch: int, loss_row: torch.Tensor, val_row: torch.Tensor | None) -> None:
         """Record epoch `epoch`'s losses (before its update), then update every fit."""
+        if self.line:
+            self._line_loss_and_gradient(loss_row, val_row)
+        else:
+            self._loss_and_gradient(loss_row, val_row)
+        self.rule.step(self.g, self.batch.learning_rate, epoch)
+        p = self.p
+        if epoch in self.ends:  # the parameters after each fit's last update
+            last = self.batch.epochs == epoch
+            if self.stopping is not None:
+                last &= self.stopping.stopped_at == 0
+            self.final[:, last] = p[:, last]
+        if self.ring is not None:
+            self.ring[(epoch - 1) % _STOP_WINDOW].copy_(p)
+
+    def _line_loss_and_gradient(self, loss_row: torch.Tensor, val_row: torch.Tensor | None) -> None:
+        """The book's line, its loss and gradient written out in place: a few operations on (fits,)
+        tensors per epoch, which is what an epoch of the iterative engine costs."""
         mx, my, vxx, vxy, vyy = self.training
-        p, g, r, loss, lr = self.p, self.g, self.r, self.loss, self.batch.learning_rate
+        p, g, r, loss = self.p, self.g, self.r, self.loss
+        assert self.two_vxy is not None
         w, b = p[0], p[1]
         torch.addcmul(b - my, w, mx, out=r)
         torch.mul(w, vxx, out=loss).sub_(self.two_vxy).mul_(w).add_(vyy).addcmul_(r, r)
@@ -221,14 +254,27 @@ class Iterative:
             torch.addcmul(torch.mul(w, vxx).sub_(vxy), r, mx, out=g[0])
             g[1].copy_(r)
             g.mul_(2)
-        self.rule.step(g, lr, epoch)
-        if epoch in self.ends:  # the parameters after each fit's last update
-            last = self.batch.epochs == epoch
-            if self.stopping is not None:
-                last &= self.stopping.stopped_at == 0
-            self.final[:, last] = p[:, last]
-        if self.ring is not None:
-            self.ring[(epoch - 1) % _STOP_WINDOW].copy_(p)
+
+    def _loss_and_gradient(self, loss_row: torch.Tensor, val_row: torch.Tensor | None) -> None:
+        """Any other model, through its loss and gradient on parameter vectors (models.py)."""
+        model, theta = self.model, self.p.T
+        loss_row.copy_(model.loss_at(self.training, theta))
+        if val_row is not None and self.held_out is not None:
+            val_row.copy_(model.loss_at(self.held_out, theta))
+        if self.gradient == "autograd":
+            with torch.enable_grad():
+                q = theta.detach().clone().requires_grad_(True)
+                torch.autograd.backward(model.loss_at(self.training, q).sum())
+            assert q.grad is not None
+            self.g.copy_(q.grad.T)
+        elif self.gradient == "finite_difference":
+            for i in range(model.size):
+                step = torch.zeros_like(theta)
+                step[:, i] = self.delta
+                ahead, behind = model.loss_at(self.training, theta + step), model.loss_at(self.training, theta - step)
+                self.g[i] = (ahead - behind) / (2 * self.delta)
+        else:
+            self.g.copy_(model.gradient_at(self.training, theta).T)
 
     def _decide_stops(self, losses: torch.Tensor, val_losses: torch.Tensor | None, first: int) -> None:
         """Feed the window of epochs first.. to the rule; fits that stopped in it take the

@@ -1,0 +1,220 @@
+"""The models the engine fits, behind one protocol: parameters are a vector, in `names` order.
+
+Every calibration function calib fits is linear in its parameters in the form it is fitted in:
+t_c ≈ θ_1·f_1(x) + … + θ_q·f_q(x) + θ_0, with x the model-space input ((t_u − shift)·scale) and
+f the model's features (x for the book's line; x, x², …, x^d for a polynomial). So the mean
+squared error of a fit depends on its data only through the averages of its features and of y,
+taken about their means (the constant's coefficient θ_0 absorbs them, so nothing cancels when x
+or y is large against its spread):
+
+    L(θ) = θ_fᵀ C θ_f − 2 cᵀ θ_f + vyy + r²,   r = mᵀ θ_f + θ_0 − my
+
+(m, my the means, C, c, vyy the covariances). Its Hessian 2·E[φφᵀ] (φ = (f, 1)) is constant, so
+gradient descent is a linear recurrence, solved in closed form by services/worker/engine/
+closed_form.py from the eigen-decomposition a model's `spectrum` gives (services/worker/engine/
+spectra.py): the line keeps its exact 2×2 closed form, every other model takes torch's `eigh`.
+
+A new linear-in-parameters model is a subclass of `LinearInParameters` with its features and
+names, and its entry in MODELS.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from services.worker.engine.series import Moments, SeriesBatch, loss_at
+from services.worker.engine.spectra import GramSpectrum, LineSpectrum, Spectrum, gram_hessian
+
+
+@dataclass(frozen=True)
+class FeatureMoments:
+    """Per fit: the means of the features (B, q) and of y (B,), the features' covariance (B, q, q),
+    their covariance with y (B, q), and the variance of y (B,)."""
+
+    mean_f: torch.Tensor
+    mean_y: torch.Tensor
+    cov_ff: torch.Tensor
+    cov_fy: torch.Tensor
+    var_y: torch.Tensor
+
+    def as_tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.mean_f, self.mean_y, self.cov_ff, self.cov_fy, self.var_y)
+
+
+class Model:
+    """What the engine needs of a model: its parameter names (the vector's order: each feature's
+    coefficient, then the constant), the averages of a batch its loss depends on, its loss at
+    given parameters, and the eigen-decomposition of its loss's Hessian."""
+
+    kind: ClassVar[str]
+    names: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.names)
+
+    def start(self, w0: torch.Tensor, b0: torch.Tensor) -> torch.Tensor:
+        """The book's start (w = w0, b = b0) for this model, (B, p): the first feature's coefficient
+        w0, the constant b0, every other coefficient 0."""
+        theta0 = torch.zeros((w0.shape[0], self.size), dtype=w0.dtype, device=w0.device)
+        theta0[:, 0], theta0[:, -1] = w0, b0
+        return theta0
+
+    def moments(self, batch: SeriesBatch) -> Any:
+        raise NotImplementedError
+
+    def residuals(self, batch: SeriesBatch, theta: torch.Tensor) -> torch.Tensor:
+        """t_p − y at every point (P,), each fit with its parameters theta (B, p), computed as the
+        book's loop computes them."""
+        raise NotImplementedError
+
+    def loss_at(self, moments: Any, theta: torch.Tensor) -> torch.Tensor:
+        """The mean squared error at theta, (B, p) or (B, L, p): (B,) or (B, L)."""
+        raise NotImplementedError
+
+    def gradient_at(self, moments: Any, theta: torch.Tensor) -> torch.Tensor:
+        """The loss's gradient at theta (B, p)."""
+        raise NotImplementedError
+
+    def hessian(self, moments: Any) -> torch.Tensor:
+        """The loss's (constant) Hessian, (B, p, p)."""
+        raise NotImplementedError
+
+    def spectrum(self, moments: Any, theta0: torch.Tensor, learning_rate: torch.Tensor) -> Spectrum:
+        raise NotImplementedError
+
+    def predict(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """t_p for model-space inputs x (B, N) with each fit's parameters theta (B, p)."""
+        raise NotImplementedError
+
+
+class Line(Model):
+    """The book's t_p = w·x + b. Its five averages and its exact 2×2 closed form are the ones every
+    published figure of calib was computed with, so they stay as they were."""
+
+    kind = "line"
+    names = ("w", "b")
+
+    def moments(self, batch: SeriesBatch) -> Moments:
+        return batch.moments()
+
+    def residuals(self, batch: SeriesBatch, theta: torch.Tensor) -> torch.Tensor:
+        return theta[batch.seg, 0] * batch.x + theta[batch.seg, 1] - batch.y
+
+    def loss_at(self, moments: Moments, theta: torch.Tensor) -> torch.Tensor:
+        return loss_at(moments, theta[..., 0], theta[..., 1])
+
+    def gradient_at(self, moments: Moments, theta: torch.Tensor) -> torch.Tensor:
+        mx, my, vxx, vxy, _ = moments
+        w, b = theta[:, 0], theta[:, 1]
+        r = w * mx + b - my
+        return torch.stack([2 * (w * vxx - vxy + r * mx), 2 * r], 1)
+
+    def hessian(self, moments: Moments) -> torch.Tensor:
+        mx, _, vxx, _, _ = moments
+        hwb = 2 * mx
+        return torch.stack(
+            [torch.stack([2 * (vxx + mx * mx), hwb], 1), torch.stack([hwb, torch.full_like(mx, 2.0)], 1)], 1
+        )
+
+    def spectrum(self, moments: Moments, theta0: torch.Tensor, learning_rate: torch.Tensor) -> Spectrum:
+        return LineSpectrum(moments, theta0, learning_rate)
+
+    def predict(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return theta[:, 0:1] * x + theta[:, 1:2]
+
+
+class LinearInParameters(Model):
+    """θ_1·f_1(x) + … + θ_q·f_q(x) + θ_0 for the features `features` gives."""
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(...,) model-space inputs → (..., q)."""
+        raise NotImplementedError
+
+    def moments(self, batch: SeriesBatch) -> FeatureMoments:
+        f = self.features(batch.x)  # (P, q)
+        mean_f = _segment_mean(batch, f)
+        mean_y = batch.segment_mean(batch.y)
+        df = f - mean_f[batch.seg]
+        dy = batch.y - mean_y[batch.seg]
+        cov_ff = _segment_mean(batch, df[:, :, None] * df[:, None, :])
+        cov_fy = _segment_mean(batch, df * dy[:, None])
+        return FeatureMoments(mean_f, mean_y, cov_ff, cov_fy, batch.segment_mean(dy * dy))
+
+    def residuals(self, batch: SeriesBatch, theta: torch.Tensor) -> torch.Tensor:
+        at = theta[batch.seg]
+        return (self.features(batch.x) * at[:, :-1]).sum(-1) + at[:, -1] - batch.y
+
+    def loss_at(self, moments: FeatureMoments, theta: torch.Tensor) -> torch.Tensor:
+        m = moments
+        lead = (slice(None),) + (None,) * (theta.dim() - 2)  # a fit's averages against its L parameter vectors
+        coef, const = theta[..., :-1], theta[..., -1]
+        r = (coef * m.mean_f[lead]).sum(-1) + const - m.mean_y[lead]
+        quadratic = torch.einsum("...i,...ij,...j->...", coef, m.cov_ff[lead], coef)
+        return quadratic - 2 * (coef * m.cov_fy[lead]).sum(-1) + m.var_y[lead] + r * r
+
+    def gradient_at(self, moments: FeatureMoments, theta: torch.Tensor) -> torch.Tensor:
+        m = moments
+        coef, const = theta[:, :-1], theta[:, -1]
+        r = (coef * m.mean_f).sum(1) + const - m.mean_y
+        by_feature = torch.einsum("bij,bj->bi", m.cov_ff, coef) - m.cov_fy + r[:, None] * m.mean_f
+        return 2 * torch.cat([by_feature, r[:, None]], 1)
+
+    def hessian(self, moments: FeatureMoments) -> torch.Tensor:
+        return gram_hessian(moments.mean_f, moments.cov_ff)
+
+    def spectrum(self, moments: FeatureMoments, theta0: torch.Tensor, learning_rate: torch.Tensor) -> Spectrum:
+        return GramSpectrum(moments.as_tensors(), theta0, learning_rate)
+
+    def predict(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return (self.features(x) * theta[:, None, :-1]).sum(-1) + theta[:, None, -1]
+
+
+class Polynomial(LinearInParameters):
+    """a0 + a1·x + … + ad·x^d (degree 2 is the chapter's exercise, w2·x² + w1·x + b); the vector is
+    (a1, …, ad, a0), the constant last as for every model."""
+
+    kind = "polynomial"
+
+    def __init__(self, degree: int) -> None:
+        if not 1 <= degree <= 5:
+            raise ValueError("a polynomial's degree is 1 to 5")
+        self.degree = degree
+        self.names = (*(f"a{k}" for k in range(1, degree + 1)), "a0")
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([x**k for k in range(1, self.degree + 1)], -1)
+
+    def raw_coefficients(self, theta: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """(B, p) model-space parameters → the same polynomial in t_u, x = (t_u − shift)·scale, in the
+        vector's order: Σ_k a_k·scale^k·Σ_j C(k, j)·t_u^j·(−shift)^(k−j)."""
+        d = self.degree
+        by_power = torch.cat([theta[:, -1:], theta[:, :-1]], 1)  # a0, a1, …, ad
+        raw = torch.zeros_like(by_power)
+        for k in range(d + 1):
+            for j in range(k + 1):
+                raw[:, j] += by_power[:, k] * scale**k * math.comb(k, j) * (-shift) ** (k - j)
+        return torch.cat([raw[:, 1:], raw[:, :1]], 1)
+
+
+LINE = Line()
+
+
+def model_of(kind: str, **options: Any) -> Model:
+    """The model a fit names (shared/design/API.md, "Models beyond a line")."""
+    if kind == "line":
+        return LINE
+    if kind == "polynomial":
+        return Polynomial(int(options["degree"]))
+    raise ValueError(f"no model {kind!r}")
+
+
+def _segment_mean(batch: SeriesBatch, values: torch.Tensor) -> torch.Tensor:
+    """Each fit's mean of per-point values (P, ...) → (B, ...)."""
+    total = torch.zeros((batch.size, *values.shape[1:]), dtype=values.dtype, device=values.device)
+    total.index_add_(0, batch.seg, values)
+    return total / batch.n.to(values.dtype).reshape(-1, *([1] * (values.dim() - 1)))

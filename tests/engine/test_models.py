@@ -1,0 +1,193 @@
+"""Models behind one seam: any model linear in its parameters runs in the closed form from the
+eigen-decomposition of its Gram matrix, and agrees with the book's training loop written for that
+model (autograd, float64) epoch by epoch, including the chapter's own exercise, the quadratic
+w2·t_u² + w1·t_u + b."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from services.worker.engine import GradientDescent, SeriesBatch
+from services.worker.engine.iterative import Iterative
+from services.worker.engine.models import LINE, Polynomial, model_of
+from services.worker.engine.series import FLOAT32_MAX
+from shared.contract.optimizers import options_of
+from tests.oracles import torch_optim
+
+
+def batch_of(t_u: list[np.ndarray], t_c: list[np.ndarray], epochs: int, lr: float, scale: float) -> SeriesBatch:
+    k = len(t_u)
+    return SeriesBatch.build(
+        t_u, t_c, epochs=[epochs] * k, learning_rate=[lr] * k, input_scale=[scale] * k, w0=[1.0] * k, b0=[0.0] * k
+    )
+
+
+def the_books_loop(
+    model: Polynomial, x: np.ndarray, y: np.ndarray, theta0: list[float], lr: float, epochs: int
+) -> tuple[list[float], torch.Tensor, int]:
+    """Chapter 5's loop for this model: loss before each update, autograd's gradient, float64; the
+    epoch whose sum of squared residuals passes float32's range is the divergence (0: none)."""
+    xs, ys = torch.tensor(x), torch.tensor(y)
+    theta = torch.tensor(theta0, dtype=torch.float64, requires_grad=True)
+    losses: list[float] = []
+    for epoch in range(1, epochs + 1):
+        t_p = (model.features(xs) * theta[:-1]).sum(-1) + theta[-1]
+        loss = ((t_p - ys) ** 2).mean()
+        if not float(loss.detach()) * len(x) <= FLOAT32_MAX:
+            return losses, theta.detach(), epoch
+        losses.append(float(loss.detach()))
+        theta.grad = None
+        loss.backward()
+        assert theta.grad is not None
+        with torch.no_grad():
+            theta -= lr * theta.grad
+    return losses, theta.detach(), 0
+
+
+def start_of(model: Polynomial, fits: int) -> torch.Tensor:
+    """The book's start for the line (w = 1, b = 0), extended: every other coefficient 0."""
+    ones = torch.ones(fits, dtype=torch.float64)
+    return model.start(ones, 0 * ones)
+
+
+@pytest.mark.parametrize("lr,epochs", [(1e-2, 300), (5e-4, 5000), (1e-4, 5000)])
+def test_the_chapters_quadratic_exercise_matches_its_training_loop(
+    reference: dict[str, Any], lr: float, epochs: int
+) -> None:
+    # t_u scaled by 0.1, as the book does. The line's learning rate, 1e-2, is past 2/λ_max of the
+    # quadratic (x² up to 67 makes E[x⁴] about 1,000): it diverges, as the exercise finds.
+    t_u, t_c = np.asarray(reference["t_u"]), np.asarray(reference["t_c"])
+    model = Polynomial(2)
+    batch = batch_of([t_u], [t_c], epochs, lr, 0.1)
+    fast = GradientDescent(batch, model=model, theta0=start_of(model, 1))
+    losses, theta, diverged = the_books_loop(model, 0.1 * t_u, t_c, [1.0, 0.0, 0.0], lr, epochs)
+    assert int(fast.diverged_at[0]) == diverged
+    done = int(fast.epochs_done[0])
+    assert done == len(losses)
+    np.testing.assert_allclose(fast.losses(1, done, torch.float64)[0].numpy(), losses, rtol=1e-9)
+    if not diverged:
+        np.testing.assert_allclose(fast.theta[0].numpy(), theta.numpy(), rtol=1e-8, atol=1e-10)
+    assert (diverged > 0) == (lr == 1e-2)
+    # The exercise's question, is the loss lower: at the optimum, yes (a line is a quadratic with w2 = 0).
+    assert float(fast.spectrum.loss_opt[0]) < float(GradientDescent(batch).spectrum.loss_opt[0])
+
+
+@pytest.mark.parametrize("degree", [1, 3, 5])
+def test_polynomials_match_their_training_loop_with_a_validation_split(degree: int) -> None:
+    rng = np.random.default_rng(degree)
+    t_u = [rng.uniform(-1, 1, n) for n in (14, 30, 12)]
+    t_c = [1 + 2 * u - 0.5 * u**3 + rng.normal(0, 0.05, len(u)) for u in t_u]
+    held = [u[:3] for u in t_u], [c[:3] for c in t_c]
+    train = [u[3:] for u in t_u], [c[3:] for c in t_c]
+    model = Polynomial(degree)
+    lr, epochs = 0.05, 400
+    fast = GradientDescent(
+        batch_of(*train, epochs, lr, 1.0),
+        batch_of(*held, epochs, lr, 1.0),
+        model=model,
+        theta0=start_of(model, 3),
+    )
+    val = fast.val_losses(1, epochs)
+    assert val is not None
+    for i in range(3):
+        losses, theta, diverged = the_books_loop(model, train[0][i], train[1][i], [1.0] + [0.0] * degree, lr, epochs)
+        assert diverged == 0
+        np.testing.assert_allclose(fast.losses(1, epochs, torch.float64)[i].numpy(), losses, rtol=1e-9)
+        np.testing.assert_allclose(fast.theta[i].numpy(), theta.numpy(), rtol=1e-9, atol=1e-12)
+        # The validation loss of each epoch: at the parameters before that epoch's update.
+        before = [torch.tensor([1.0] + [0.0] * degree, dtype=torch.float64)]
+        before += list(fast.params_after(torch.arange(1, epochs, dtype=torch.int64)[None, :].expand(3, -1))[i])
+        xs, ys = torch.tensor(held[0][i]), torch.tensor(held[1][i])
+        expected = [float((((model.features(xs) * t[:-1]).sum(-1) + t[-1] - ys) ** 2).mean()) for t in before]
+        np.testing.assert_allclose(val[i].numpy(), expected, rtol=1e-5)
+
+
+def test_a_degree_one_polynomial_is_the_line() -> None:
+    # The same function through torch's eigh instead of the line's closed-form 2×2: the same figures
+    # to rounding, so the general path is checked against the published one.
+    rng = np.random.default_rng(7)
+    t_u = [rng.uniform(20, 90, n) for n in (5, 11, 40)]
+    t_c = [0.55 * u - 17 + rng.normal(0, 1, len(u)) for u in t_u]
+    batch = batch_of(t_u, t_c, 3000, 1e-2, 0.1)
+    line, general = GradientDescent(batch), GradientDescent(batch, model=Polynomial(1))
+    np.testing.assert_allclose(
+        general.losses(1, 3000, torch.float64).numpy(), line.losses(1, 3000, torch.float64).numpy(), rtol=1e-9
+    )
+    np.testing.assert_allclose(general.theta.numpy(), line.theta.numpy(), rtol=1e-9)
+    np.testing.assert_allclose(general.spectrum.theta_opt.numpy(), line.spectrum.theta_opt.numpy(), rtol=1e-9)
+
+
+def test_raw_coefficients_predict_what_the_model_space_ones_do() -> None:
+    model = Polynomial(3)
+    theta = torch.tensor([[0.3, -0.2, 0.05, 1.5], [2.0, 0.0, -1.0, -4.0]], dtype=torch.float64)
+    scale, shift = torch.tensor([0.1, 2.0], dtype=torch.float64), torch.tensor([50.0, -3.0], dtype=torch.float64)
+    t_u = torch.linspace(-10, 90, 11, dtype=torch.float64)[None, :].expand(2, -1)
+    in_model_space = model.predict(theta, (t_u - shift[:, None]) * scale[:, None])
+    in_raw_units = model.predict(model.raw_coefficients(theta, scale, shift), t_u)
+    np.testing.assert_allclose(in_raw_units.numpy(), in_model_space.numpy(), rtol=1e-10)
+
+
+def test_models_are_named_as_the_contract_names_them() -> None:
+    assert model_of("line") is LINE and LINE.names == ("w", "b")
+    assert model_of("polynomial", degree=2).names == ("a1", "a2", "a0")
+    with pytest.raises(ValueError):
+        Polynomial(6)
+    with pytest.raises(ValueError):
+        model_of("spline")
+
+
+def test_a_fit_whose_features_do_not_vary_gets_the_minimum_norm_optimum() -> None:
+    # All t_u equal: only a0 + a1 x + a2 x² = mean(t_c) is determined; nothing is NaN.
+    model = Polynomial(2)
+    fast = GradientDescent(batch_of([np.full(6, 2.0)], [np.arange(6.0)], 50, 1e-3, 1.0), model=model)
+    assert bool(fast.spectrum.theta_opt.isfinite().all()) and math.isfinite(float(fast.losses(50, 50, torch.float64)))
+    prediction = model.predict(fast.spectrum.theta_opt, torch.tensor([[2.0]], dtype=torch.float64))
+    assert float(prediction) == pytest.approx(2.5, rel=1e-9)
+
+
+def test_every_gradient_of_the_iterative_engine_follows_the_closed_form_for_a_polynomial() -> None:
+    # gd stepped epoch by epoch on the model's own gradient (analytic, autograd, or the book's
+    # central difference) is the closed form's trajectory: its parameters to float64's rounding, its
+    # losses to float32's (the iterative engine keeps them as they are stored).
+    rng = np.random.default_rng(11)
+    t_u = [rng.uniform(-1.5, 1.5, n) for n in (9, 25)]
+    t_c = [0.3 - u + 0.8 * u**2 + rng.normal(0, 0.1, len(u)) for u in t_u]
+    model, epochs = Polynomial(2), 300
+    batch = batch_of(t_u, t_c, epochs, 0.05, 1.0)
+    exact = GradientDescent(batch, model=model)
+    for gradient in ("analytic", "autograd", "finite_difference"):
+        options = options_of("gd", gradient=gradient, **({"delta": 1e-4} if gradient == "finite_difference" else {}))
+        stepped = Iterative(batch, "gd", [options] * 2, model=model).complete()
+        rtol = 1e-6 if gradient == "finite_difference" else 1e-9
+        np.testing.assert_allclose(
+            stepped.losses(1, epochs, torch.float64).numpy(), exact.losses(1, epochs, torch.float64).numpy(), rtol=2e-7
+        )
+        np.testing.assert_allclose(stepped.theta.numpy(), exact.theta.numpy(), rtol=rtol)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "momentum", "adam", "rmsprop"])
+def test_a_quadratic_steps_as_torch_optim_steps_it(reference: dict[str, Any], kind: str) -> None:
+    # The chapter's exercise with each of torch.optim's optimizers (the book's later sections),
+    # torch.optim driving the model written as the book writes it.
+    t_u, t_c = np.asarray(reference["t_u"]), np.asarray(reference["t_c"])
+    model, lr, epochs = Polynomial(2), 1e-4, 500
+    options = options_of(kind)
+    engine = Iterative(batch_of([t_u], [t_c], epochs, lr, 0.1), kind, [options], model=model).complete()
+    xs, ys = torch.tensor(0.1 * t_u), torch.tensor(t_c)
+    params = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64, requires_grad=True)
+    optimizer = torch_optim(kind, params, lr, options)
+    losses = []
+    for _ in range(epochs):
+        w1, w2, b = params
+        loss = ((w2 * xs**2 + w1 * xs + b - ys) ** 2).mean()
+        losses.append(float(loss.detach()))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    np.testing.assert_allclose(engine.losses(1, epochs, torch.float64)[0].numpy(), losses, rtol=1e-5)
+    np.testing.assert_allclose(engine.theta[0].numpy(), params.detach().numpy(), rtol=1e-6, atol=1e-9)
