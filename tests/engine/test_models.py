@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from services.worker.engine import GradientDescent, SeriesBatch
+from services.worker.engine import GradientDescent, SeriesBatch, convergence
 from services.worker.engine.iterative import Iterative
 from services.worker.engine.models import LINE, Polynomial, model_of
 from services.worker.engine.series import FLOAT32_MAX
+from services.worker.engine.spectra import LineSpectrum
 from shared.contract.optimizers import options_of
 from tests.oracles import torch_optim
 
@@ -191,3 +192,67 @@ def test_a_quadratic_steps_as_torch_optim_steps_it(reference: dict[str, Any], ki
         optimizer.step()
     np.testing.assert_allclose(engine.losses(1, epochs, torch.float64)[0].numpy(), losses, rtol=1e-5)
     np.testing.assert_allclose(engine.theta[0].numpy(), params.detach().numpy(), rtol=1e-6, atol=1e-9)
+
+
+def test_the_convergence_rule_on_vectors_finds_the_epoch_a_brute_force_walk_finds() -> None:
+    # Each raw parameter within its target from some epoch on: found from the eigen-decomposition,
+    # against every epoch's parameters mapped to raw units one by one.
+    rng = np.random.default_rng(5)
+    t_u = [rng.uniform(20, 90, n) for n in (8, 20, 13)]
+    t_c = [3 + 0.4 * u - 0.002 * u**2 + rng.normal(0, 0.2, len(u)) for u in t_u]
+    model, limit = Polynomial(2), 4000
+    batch = SeriesBatch.build(
+        t_u,
+        t_c,
+        epochs=[limit] * 3,
+        learning_rate=[0.05] * 3,
+        input_scale=[0.02] * 3,
+        w0=[1.0] * 3,
+        b0=[0.0] * 3,
+        input_shift=[50.0] * 3,
+    )
+    fast = GradientDescent(batch, model=model)
+    scale, shift = torch.full((3,), 0.02, dtype=torch.float64), torch.full((3,), 50.0, dtype=torch.float64)
+    raw = model.raw_map(scale, shift)
+    targets = torch.tensor([[1e-2, 1e-4, 1.0], [1e-3, 1e-5, 1e-1], [1e-3, 1e-5, 1e-1]], dtype=torch.float64)
+    found = convergence.epochs_to_converge(
+        convergence.deviations(fast.spectrum, raw),
+        fast.spectrum,
+        targets,
+        torch.zeros(3, dtype=torch.float64),
+        torch.ones(3, dtype=torch.bool),
+        limit,
+    )
+    every = fast.params_after(torch.arange(0, limit + 1)[None, :].expand(3, -1))  # (3, limit + 1, p)
+    best = model.raw_coefficients(fast.spectrum.theta_opt, scale, shift)
+    for i in range(3):
+        raw_every = model.raw_coefficients(every[i], scale[i].expand(limit + 1), shift[i].expand(limit + 1))
+        inside = ((raw_every - best[i]).abs() <= targets[i]).all(1).numpy()
+        expected = next(k for k in range(limit + 1) if inside[k:].all()) if inside[-1] else -1
+        assert int(found[i]) == expected
+    assert (found > 0).all()
+
+
+def test_the_lines_raw_map_is_its_deviation_formulas() -> None:
+    rng = np.random.default_rng(2)
+    t_u = [rng.uniform(20, 90, n) for n in (5, 11)]
+    t_c = [0.5 * u - 17 + rng.normal(0, 1, len(u)) for u in t_u]
+    batch = SeriesBatch.build(
+        t_u,
+        t_c,
+        epochs=[100] * 2,
+        learning_rate=[0.01] * 2,
+        input_scale=[0.1] * 2,
+        w0=[1.0] * 2,
+        b0=[0.0] * 2,
+        input_shift=[40.0] * 2,
+    )
+    spectrum = GradientDescent(batch).spectrum
+    assert isinstance(spectrum, LineSpectrum)
+    scale, shift = torch.full((2,), 0.1, dtype=torch.float64), torch.full((2,), 40.0, dtype=torch.float64)
+    np.testing.assert_allclose(
+        convergence.deviations(spectrum, LINE.raw_map(scale, shift)).numpy(),
+        convergence.line_deviations(spectrum, scale, shift).numpy(),
+        rtol=1e-12,
+        atol=1e-15,
+    )

@@ -6,9 +6,11 @@ each raw-unit deviation from the optimum is a sum of two geometric terms,
     Δw_raw(k) = s·(cos z1 ρ1^k − sin z2 ρ2^k)
     Δb_raw(k) = (sin z1 − s·shift·cos z1) ρ1^k + (cos z2 + s·shift·sin z2) ρ2^k
 
-(s the input scale), and the excess loss is excess1 ρ1^{2k} + excess2 ρ2^{2k}. The rule
-(shared/domain/convergence.py) is |Δw_raw| ≤ T_w and |Δb_raw| ≤ T_b, or excess ≤ T_e where the
-standard errors are not defined. The sum of the terms' absolute values bounds each deviation
+(s the input scale), and the excess loss is excess1 ρ1^{2k} + excess2 ρ2^{2k}. Any other model
+linear in its parameters is the same with p terms: Δθ_raw(k) = T·R·(z ρ^k), T its linear map to
+raw units (`deviations`). The rule (shared/domain/convergence.py) is |Δθ_raw,j| ≤ T_j for every
+parameter (for the line, |Δw_raw| ≤ T_w and |Δb_raw| ≤ T_b), or excess ≤ T_e where the standard
+errors are not defined. The sum of the terms' absolute values bounds each deviation
 and only decreases: bisection finds the epoch from which the bound meets the rule, and a
 backward scan from there finds the first epoch from which the rule itself holds for good.
 """
@@ -18,9 +20,29 @@ from __future__ import annotations
 import torch
 
 from services.worker.engine.closed_form import GradientDescent
-from services.worker.engine.spectra import LineSpectrum
+from services.worker.engine.spectra import LineSpectrum, Spectrum
 
 _SCAN = 2048
+
+
+def line_deviations(spectrum: LineSpectrum, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """The line's raw-unit deviations from the optimum as sums of geometric terms (the module's
+    formulas, written out as they were first published): (B, 2 deviations, 2 terms)."""
+    e = spectrum
+    z1, z2 = e.z[:, 0], e.z[:, 1]
+    return torch.stack(
+        [
+            torch.stack([scale * e.cos * z1, -scale * e.sin * z2], 1),
+            torch.stack([e.sin * z1 - scale * shift * e.cos * z1, e.cos * z2 + scale * shift * e.sin * z2], 1),
+        ],
+        1,
+    )
+
+
+def deviations(spectrum: Spectrum, raw: torch.Tensor) -> torch.Tensor:
+    """Any model's: Δθ_raw(k) = T·R·(z ρ^k) for T the linear map from model-space parameters to
+    raw ones (B, p, p), so deviation j is Σ_i (T R)_ji z_i ρ_i^k: (B, p deviations, p terms)."""
+    return torch.einsum("bjk,bki,bi->bji", raw, spectrum.basis, spectrum.z)
 
 
 def epochs_needed(
@@ -33,23 +55,29 @@ def epochs_needed(
     by_errors: torch.Tensor,
     limit: int,
 ) -> torch.Tensor:
-    """Per fit, the first epoch count k from which the rule holds at every later k ≤ limit; -1 where it
-    does not hold by `limit` (or the rates make it diverge). `by_errors`: the standard-error rule, else
-    the excess-loss rule; targets already multiplied by the tolerance."""
+    """The line's rule (targets on w and b): see epochs_to_converge."""
     e = engine.spectrum
     if not isinstance(e, LineSpectrum):
-        raise TypeError("the convergence rule is written for the line so far")
-    z1, z2 = e.z[:, 0], e.z[:, 1]
-    coefficients = torch.stack(
-        [
-            torch.stack([scale * e.cos * z1, -scale * e.sin * z2], 1),
-            torch.stack([e.sin * z1 - scale * shift * e.cos * z1, e.cos * z2 + scale * shift * e.sin * z2], 1),
-        ],
-        1,
-    )  # (B, 2 deviations, 2 terms)
-    rho = e.rho  # (B, 2)
+        raise TypeError("a line's targets for another model")
     targets = torch.stack([target_w, target_b], 1)
-    excess = e.excess
+    return epochs_to_converge(line_deviations(e, scale, shift), e, targets, target_excess, by_errors, limit)
+
+
+def epochs_to_converge(
+    coefficients: torch.Tensor,
+    spectrum: Spectrum,
+    targets: torch.Tensor,
+    target_excess: torch.Tensor,
+    by_errors: torch.Tensor,
+    limit: int,
+) -> torch.Tensor:
+    """Per fit, the first epoch count k from which the rule holds at every later k ≤ limit; -1 where it
+    does not hold by `limit` (or the rates make it diverge). `coefficients` (B, p, p): each raw
+    parameter's deviation as geometric terms in ρ (line_deviations, deviations); `targets` (B, p) the
+    tolerance on each (tolerance × its standard uncertainty); `by_errors`: that rule, else the
+    excess-loss rule with `target_excess` (already multiplied by the tolerance)."""
+    rho = spectrum.rho  # (B, p)
+    excess = spectrum.excess
 
     def holds(rows: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """The rule at k (R, K) for the fits `rows` (R,)."""

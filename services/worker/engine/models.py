@@ -127,6 +127,11 @@ class Line(Model):
     def predict(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return theta[:, 0:1] * x + theta[:, 1:2]
 
+    def raw_map(self, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """w_raw = s·w, b_raw = b − s·shift·w for x = (t_u − shift)·s: (B, 2, 2)."""
+        zero, one = torch.zeros_like(scale), torch.ones_like(scale)
+        return torch.stack([torch.stack([scale, zero], 1), torch.stack([-scale * shift, one], 1)], 1)
+
 
 class LinearInParameters(Model):
     """θ_1·f_1(x) + … + θ_q·f_q(x) + θ_0 for the features `features` gives."""
@@ -188,6 +193,13 @@ class Polynomial(LinearInParameters):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([x**k for k in range(1, self.degree + 1)], -1)
+
+    def raw_map(self, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """The linear map raw_coefficients is, (B, p, p): its columns are the images of the unit vectors."""
+        size = self.size
+        unit = torch.eye(size, dtype=scale.dtype, device=scale.device)
+        columns = [self.raw_coefficients(unit[i].expand(scale.shape[0], -1), scale, shift) for i in range(size)]
+        return torch.stack(columns, 2)
 
     def raw_coefficients(self, theta: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         """(B, p) model-space parameters → the same polynomial in t_u, x = (t_u − shift)·scale, in the
