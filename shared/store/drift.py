@@ -1,22 +1,24 @@
-"""Drift between two calibrations of an instrument, and when its next calibration is due.
+"""Drift between two calibrations of an instrument, read from the fits the store keeps.
 
 Everything here is computed from the figures each fit keeps of its data (the least-squares line,
 the residual SD, t_u's mean and spread), never from the readings themselves: a batch of 10,000
-instruments gets its verdicts without loading 10,000 data blobs.
+instruments gets its verdicts without loading 10,000 data blobs. The math is shared/domain/drift.py;
+this module reads a fit as a calibration and gives a verdict its row.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
+from shared.domain.drift import chi2_of_difference, chi2_p_value, next_due, rms_of_line
 from shared.store.models import Fit, raw_line, training_points
+
+__all__ = ["Calibration", "Drift", "drift", "next_due", "verdict_row"]
 
 
 @dataclass(frozen=True)
@@ -67,24 +69,16 @@ class Calibration:
         )
 
     def rms_of_line(self, w: float, b: float) -> float | None:
-        """The RMS error of the line t_c = w·t_u + b on this calibration's training points.
-
-        The least-squares residuals r are orthogonal to 1 and to t_u, so for any line
-        Σ(t_c − w·t_u − b)² = SSE_opt + n·(Δw·mean + Δb)² + Δw²·Sxx, with Δ = optimum − line:
-        exact, and no reading needs to be loaded. None where the data does not determine its
-        least-squares line (t_u all equal)."""
+        """The RMS error of the line t_c = w·t_u + b on this calibration's training points
+        (shared/domain/drift.rms_of_line). None where the data does not determine its least-squares
+        line (t_u all equal)."""
         if self.w_opt is None or self.b_opt is None or self.t_u_mean is None or not self.t_u_sxx:
             return None
-        n = self.n_train
-        if n == 2:
-            sse_opt = 0.0  # two points: the least-squares line goes through both
-        elif self.residual_sd is not None:
-            sse_opt = self.residual_sd**2 * (n - 2)
-        else:
-            return None
-        dw, db = self.w_opt - w, self.b_opt - b
-        sse = sse_opt + n * (dw * self.t_u_mean + db) ** 2 + dw * dw * self.t_u_sxx
-        return math.sqrt(sse / n) if math.isfinite(sse) else None
+        return rms_of_line(self.n_train, self.residual_sd, self.t_u_mean, self.t_u_sxx, self.w_opt - w, self.b_opt - b)
+
+    def parameters(self) -> np.ndarray:
+        """The fitted function in raw units, as a vector: (w, b) for the line."""
+        return np.array([self.w_raw, self.b_raw])
 
     def covariance(self) -> np.ndarray | None:
         if self.se_w is None or self.se_b is None or self.cov_wb is None:
@@ -116,22 +110,17 @@ def verdict_row(fit_id: str, previous_id: str, found: Drift) -> dict[str, Any]:
 def drift(previous: Calibration, new: Calibration, threshold: float) -> Drift:
     """The new calibration against the one before it.
 
-    chi² is the squared Mahalanobis distance of (Δw_raw, Δb_raw) under the sum of the two
-    covariance matrices: two independent estimates of one line differ by that much with
-    probability p = P(χ²₂ ≥ chi²) = exp(−chi²/2) (the survival function of χ² with 2 degrees of
-    freedom, exactly). Flagged when p < threshold. chi² and p are null where a covariance is
-    unknown (fewer than 3 points) or the sum is singular (both fits exact): no verdict, not flagged.
+    chi² is the squared Mahalanobis distance of the parameter vectors' difference under the sum of
+    the two covariance matrices: two independent estimates of one function differ by that much with
+    probability p = P(χ²_p ≥ chi²), p the number of parameters (exp(−chi²/2) for the line).
+    Flagged when p < threshold. chi² and p are null where a covariance is unknown (fewer than 3
+    points) or the sum is singular (both fits exact): no verdict, not flagged.
     as_found: how the previous line reads the new data; as_left: how the new line does."""
     chi2 = None
     c_prev, c_new = previous.covariance(), new.covariance()
     if c_prev is not None and c_new is not None:
-        s = c_prev + c_new
-        det = s[0, 0] * s[1, 1] - s[0, 1] ** 2
-        dw, db = new.w_raw - previous.w_raw, new.b_raw - previous.b_raw
-        if det > 0 and math.isfinite(det):
-            value = (s[1, 1] * dw * dw - 2 * s[0, 1] * dw * db + s[0, 0] * db * db) / det
-            chi2 = float(value) if math.isfinite(value) else None
-    p_value = math.exp(-chi2 / 2) if chi2 is not None else None
+        chi2 = chi2_of_difference(new.parameters() - previous.parameters(), c_prev + c_new)
+    p_value = chi2_p_value(chi2, len(new.parameters())) if chi2 is not None else None
     return Drift(
         chi2=chi2,
         p_value=p_value,
@@ -139,32 +128,3 @@ def drift(previous: Calibration, new: Calibration, threshold: float) -> Drift:
         as_found_rms=new.rms_of_line(previous.w_raw, previous.b_raw),
         as_left_rms=new.rms_of_line(new.w_raw, new.b_raw),
     )
-
-
-def next_due(
-    calibrations: int, as_found: Sequence[tuple[dt.datetime, float]], tolerance: float | None
-) -> dt.date | None:
-    """When the least-squares trend of as-found RMS over time reaches the tolerance (the variables-
-    data method of calibration interval analysis, in its simplest, linear form): with 3 or more
-    calibrations and a tolerance. `as_found`: (calibrated at, as-found RMS) of those with one, in
-    any order. None while the trend is flat or falling (never reached). A date in the past means
-    the instrument is overdue."""
-    if tolerance is None or calibrations < 3:
-        return None
-    points = [(moment.timestamp(), rms) for moment, rms in as_found]
-    if len(points) < 2:
-        return None
-    t = np.array([p[0] for p in points])
-    y = np.array([p[1] for p in points])
-    t0 = t.mean()
-    sxx = float(((t - t0) ** 2).sum())
-    if sxx == 0:
-        return None
-    slope = float(((t - t0) * (y - y.mean())).sum()) / sxx
-    if not slope > 0:
-        return None
-    reached = t0 + (tolerance - float(y.mean())) / slope
-    try:
-        return dt.datetime.fromtimestamp(reached, dt.UTC).date()
-    except (OverflowError, OSError, ValueError):
-        return None  # centuries away: not a date worth planning
