@@ -69,7 +69,7 @@ def _callback_schema(allowed: AllowedHosts) -> dict[str, Any] | None:
         "minLength": 1,
         "maxLength": 2000,
         "pattern": rf"^(?:{'|'.join(shapes)})(?:[/?#][^\x00-\x20\x7f]*)?$",
-        "description": "POSTed the final JSON, signed, when it ends (README: Webhooks); only the schemes, "
+        "description": "POSTed the final JSON, signed, when it ends (docs/instruments.md: Webhooks); only the schemes, "
         "hosts and ports this service's operator allows",
     }
 

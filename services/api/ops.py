@@ -39,7 +39,7 @@ def _broker_answers() -> str | None:
 @operation(
     "metrics",
     "Prometheus text: requests by route and status, fits by status, queue "
-    "depth, the workers' chunk and fit durations (README: Operators)",
+    "depth, the workers' chunk and fit durations (docs/operators.md)",
     {"200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 def metrics() -> Response:

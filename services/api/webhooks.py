@@ -28,7 +28,7 @@ bp = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks")
     'POSTed with `Calib-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" under the '
     "tenant's secret>` (`calib webhooks secret --tenant NAME` prints it), `Calib-Delivery` (this id) and "
     "`Calib-Event`. Any answer but 2xx, or none within the timeout, is retried with doubling delays "
-    "(README: Webhooks) until CALIB_WEBHOOK_GIVE_UP_SECONDS (a day; at least an hour); redirects are not "
+    "(docs/instruments.md: Webhooks) until CALIB_WEBHOOK_GIVE_UP_SECONDS (a day; at least an hour); redirects are not "
     "followed. Only hosts in CALIB_WEBHOOK_ALLOWED_HOSTS are accepted (422 otherwise), and a delivery "
     "connects only to public addresses unless the operator listed the address.",
     query=DeliveryListQuery,

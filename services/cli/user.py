@@ -106,7 +106,7 @@ def _json_option(name: str, text: str | None) -> Any:
 
 @click.command()
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-# Left out, an option is not sent and the service's default applies (README: Fit options).
+# Left out, an option is not sent and the service's default applies (docs/cli.md).
 @click.option("--epochs", default=None, help='an integer, or "auto" (service default 5000)')
 @click.option("--learning-rate", default=None, help='a number, or "auto" (service default 0.01)')
 @click.option("--input-scale", type=float, default=None, help="x = input_scale * t_u (with normalize scale)")

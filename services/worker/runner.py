@@ -7,7 +7,7 @@ losses so far, the engine's state to go on from), its lease renewal and its canc
 checkpoint: a fit cancelled meanwhile, or claimed again by another worker, is dropped from
 the write and from every later block, while the chunk's other fits go on.
 
-Faults (README, "What a worker does on each fault"):
+Faults (docs/how-a-fit-runs.md, "What a worker does on each fault"):
 - a transient database error (connection lost, serialization failure, SQLite busy) is retried
   with backoff for `transient_retry_seconds`; past that the chunk gives its fits back (queued,
   with their checkpoints) instead of failing them;

@@ -157,7 +157,7 @@ def _allowed_callback(value: str, info: ValidationInfo) -> str:
 CallbackUrl = Annotated[
     str,
     StringConstraints(min_length=1, max_length=2000, pattern=NO_CONTROL_CHARACTERS),
-    Field(strict=True, description="POSTed the final JSON, signed, when it ends (README: Webhooks)"),
+    Field(strict=True, description="POSTed the final JSON, signed, when it ends (docs/instruments.md: Webhooks)"),
     AfterValidator(_allowed_callback),
 ]
 

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     # Redis holds the counters when the broker is Redis, so every API process shares them.
     rate_limit: str = "100/second;3000/minute"
 
-    # Limits (documented in the README and the OpenAPI document).
+    # Limits (documented in docs/reliability.md and the OpenAPI document).
     max_points_per_fit: int = 1_000_000
     max_epochs: int = 1_000_000
     max_fits_per_batch: int = 100_000
@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     max_waits: int | None = Field(None, ge=0)
     max_labels: int = 32
 
-    # Quotas (README "Reliability and security"; refusals name the quota). One request may ask
+    # Quotas (docs/reliability.md; refusals name the quota). One request may ask
     # for 500 million fit-epochs: at 4 bytes per epoch that stores at most 2 GB of losses, 4 GB
     # with a validation split. A tenant's queued and running fits may hold 2 billion epochs not
     # yet run, and it may store 50 GiB of losses; an operator sets other figures per tenant.
@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     # A calibration is flagged as drifted when the p-value of its change from the previous one
     # (shared/store/drift.py) is below this.
     drift_threshold: float = Field(0.01, gt=0, lt=1)
-    # Webhooks (README "Webhooks"): the callback URLs allowed, comma-separated entries
+    # Webhooks (docs/instruments.md, "Webhooks"): the callback URLs allowed, comma-separated entries
     # `[http://]HOST[:PORT]` (shared/contract/callbacks.py): names ("hooks.example.com"), "*.example.com",
     # "*" (any name), addresses or networks ("127.0.0.1", "10.0.0.0/8"); the scheme's default port
     # unless one is named (or "*"); https only unless the entry starts with http://. Empty:

@@ -21,6 +21,7 @@ names, and its entry in MODELS.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -216,13 +217,15 @@ class Polynomial(LinearInParameters):
 LINE = Line()
 
 
+# Each model by the kind a fit names (shared/design/API.md, "Models beyond a line"), built from its options.
+MODELS: dict[str, Callable[..., Model]] = {"line": lambda: LINE, "polynomial": lambda degree: Polynomial(int(degree))}
+
+
 def model_of(kind: str, **options: Any) -> Model:
-    """The model a fit names (shared/design/API.md, "Models beyond a line")."""
-    if kind == "line":
-        return LINE
-    if kind == "polynomial":
-        return Polynomial(int(options["degree"]))
-    raise ValueError(f"no model {kind!r}")
+    """The model a fit names, with its options (a polynomial's degree)."""
+    if kind not in MODELS:
+        raise ValueError(f"no model {kind!r}")
+    return MODELS[kind](**options)
 
 
 def _segment_mean(batch: SeriesBatch, values: torch.Tensor) -> torch.Tensor:
