@@ -32,10 +32,11 @@ def _redis_of_this_process(url: str) -> str:
 REDIS_URL = _redis_of_this_process(os.environ.get("CALIB_TEST_REDIS_URL", ""))
 
 
-def create_database(server_url: str, name: str) -> str:
+def create_database(server_url: str, name: str, template: str = "") -> str:
+    """A new database on the server, empty or a copy of `template` (which nothing may be connected to)."""
     engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
     engine.dispose()
     return sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
