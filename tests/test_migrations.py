@@ -65,7 +65,7 @@ def test_the_api_refuses_a_schema_behind_the_head(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_the_processes_refuse_an_empty_database_and_name_the_fix(tmp_path: Path) -> None:
+def test_the_processes_refuse_an_empty_database_and_the_fix_they_name_works(tmp_path: Path) -> None:
     env = {**os.environ, "CALIB_DATA_DIR": str(tmp_path)}
     env.pop("CALIB_DATABASE_URL", None)
     env.pop("CALIB_BROKER_URL", None)
@@ -73,6 +73,10 @@ def test_the_processes_refuse_an_empty_database_and_name_the_fix(tmp_path: Path)
         done = subprocess.run(processes.resolve(command_line), env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode != 0
         assert "run `calib db upgrade`" in done.stdout + done.stderr, (command_line[0], done.stderr[-3000:])
+    # The fix, as an operator runs it (the e2e stacks migrate in their own process: tests/stack.py).
+    done = subprocess.run(processes.resolve(processes.MIGRATE), env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert is_at_head(Settings(data_dir=tmp_path).database)
 
 
 # Fits as 0014 stored them (a column per option), and the object 0015 makes of each.
