@@ -91,12 +91,18 @@ def test_the_contract_imports_no_store() -> None:
         assert not _under(names, "shared.store", "sqlalchemy"), path
 
 
+def test_presenters_run_no_query() -> None:
+    """They format rows already loaded; shared/store/reads.py reads what a body needs."""
+    names = _imports(ROOT / "shared" / "store" / "presenters.py")
+    assert not _under(names, "sqlalchemy"), names
+
+
 def test_the_runtime_imports_nothing_above_it() -> None:
     for path, names in _layer_imports("runtime").items():
         assert not _under(names, "shared.store", "shared.contract", "shared.domain"), path
 
 
 def test_shared_holds_only_its_layers() -> None:
-    """A new module goes in the layer it belongs to (README: where things go)."""
+    """A new module goes in the layer it belongs to (README: Where things go)."""
     loose = {path.name for path in (ROOT / "shared").glob("*.py")} - {"__init__.py"}
     assert not loose, loose

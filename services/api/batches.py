@@ -32,7 +32,8 @@ from shared.runtime.settings import Settings
 from shared.store import calibrations, ended
 from shared.store.bulk import insert_rows
 from shared.store.models import Batch, Fit, new_id, utcnow
-from shared.store.presenters import RESULT_COLUMNS, batch_json, batch_progress, fit_list
+from shared.store.presenters import RESULT_COLUMNS, fit_list
+from shared.store.reads import batch_body, batch_progress
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
 
@@ -312,7 +313,7 @@ def _create_batch(svc: Services) -> tuple[dict[str, Any], int, dict[str, str]]:
         svc.dispatch(chunks)
     with svc.db.session() as session:
         return (
-            batch_json(session, batch, svc.settings.drift_threshold),
+            batch_body(session, batch, svc.settings.drift_threshold),
             202 if created else 200,
             {"Location": f"/v1/batches/{batch.id}"},
         )
@@ -341,7 +342,7 @@ def get_batch(batch_id: str) -> dict[str, Any]:
 
         svc.waits.answer(ended.batch_key(batch_id), progress, seconds, current_tenant())
     with svc.db.session() as session:
-        return batch_json(session, _get_batch(session, batch_id), svc.settings.drift_threshold)
+        return batch_body(session, _get_batch(session, batch_id), svc.settings.drift_threshold)
 
 
 def result_rows(batch_id: str, drift_threshold: float) -> Iterator[list[list[Any]]]:
@@ -443,7 +444,7 @@ def cancel_batch(batch_id: str) -> tuple[dict[str, Any], int]:
         if changed:
             batch.cancelled = True
     with current_services().db.session() as session:
-        body = batch_json(session, _get_batch(session, batch_id), current_services().settings.drift_threshold)
+        body = batch_body(session, _get_batch(session, batch_id), current_services().settings.drift_threshold)
     if not changed:
         raise Problem(
             409, f"batch {batch_id} is {body['status']}: none of its fits is queued or running", slug="not-cancellable"

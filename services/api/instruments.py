@@ -23,7 +23,8 @@ from shared.contract.queries import ApplyQuery, AtQuery, InstrumentListQuery, In
 from shared.contract.schemas import InstrumentUpdate, PredictRequest
 from shared.store import calibrations
 from shared.store.models import Instrument
-from shared.store.presenters import drifted, instrument_json, instrument_list, instruments_after
+from shared.store.presenters import drifted, instrument_list
+from shared.store.reads import instrument_body, instruments_after
 
 bp = Blueprint("instruments", __name__)
 
@@ -94,7 +95,7 @@ def get_instrument(instrument_id: str) -> dict[str, Any]:
     page = query(InstrumentQuery)
     with svc.db.session() as session:
         instrument = _instrument_or_404(session, instrument_id)
-        return instrument_json(
+        return instrument_body(
             session, instrument, svc.settings.drift_threshold, page.history_limit, page.history_cursor
         )
 

@@ -45,7 +45,8 @@ from shared.store import deliveries as webhooks
 from shared.store.db import Database
 from shared.store.dbclock import db_now, lease_until
 from shared.store.models import Batch, Fit, WebhookAttempt, WebhookDelivery, utcnow
-from shared.store.presenters import batch_json, fit_json
+from shared.store.presenters import fit_json
+from shared.store.reads import batch_body
 
 log = logging.getLogger("calib.webhooks")
 
@@ -157,7 +158,7 @@ def _body(session: so.Session, event: str, subject_id: str, settings: Settings) 
         fields = fit_json(fit) if fit else {"id": subject_id}
     else:
         batch = session.get(Batch, subject_id)
-        fields = batch_json(session, batch, settings.drift_threshold) if batch else {"id": subject_id}
+        fields = batch_body(session, batch, settings.drift_threshold) if batch else {"id": subject_id}
     return json.dumps(fields, separators=(",", ":"), allow_nan=False)
 
 

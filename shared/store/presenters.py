@@ -1,4 +1,5 @@
-"""Database rows to the bodies of API.md, each through its response model."""
+"""Database rows to the bodies of API.md, each through its response model. Presenters take rows
+already loaded and run no query: shared/store/reads.py reads what a body needs."""
 
 from __future__ import annotations
 
@@ -7,9 +8,6 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
-
-import sqlalchemy as sa
-import sqlalchemy.orm as so
 
 from shared.contract.optimizers import FLAT_OPTIONS
 from shared.contract.responses import serve
@@ -25,9 +23,6 @@ from shared.store import calibrations
 from shared.store.drift import Calibration, Drift, next_due
 from shared.store.models import (
     CANCELLED,
-    RUNNING,
-    STATUSES,
-    SUCCEEDED,
     Batch,
     Fit,
     Instrument,
@@ -202,42 +197,9 @@ class BatchProgress:
 BATCH_ENDED = ("completed", CANCELLED)
 
 
-def batch_progress(session: so.Session, batch: Batch) -> BatchProgress:
-    """Two counting queries over the batch's fits: cheap enough to read again while waiting."""
-    rows = session.execute(
-        sa.select(Fit.status, sa.func.count(), sa.func.max(Fit.finished_at))
-        .where(Fit.batch_id == batch.id)
-        .group_by(Fit.status)
-    ).all()
-    counts = dict.fromkeys(STATUSES, 0)
-    finished = None
-    for status, count, last in rows:
-        counts[status] = count
-        finished = max(finished, last) if finished and last else (last or finished)
-    # Succeeded as asked, but not at the least-squares line (shared/domain/convergence.py).
-    counts["not_converged"] = (
-        session.scalar(
-            sa.select(sa.func.count())
-            .select_from(Fit)
-            .where(Fit.batch_id == batch.id, Fit.status == SUCCEEDED, Fit.converged.is_(False))
-        )
-        or 0
-    )
-    active = counts["queued"] + counts["running"]
-    if batch.cancelled and not active:
-        status = CANCELLED
-    elif not active:
-        status = "completed"
-    elif counts[RUNNING] or active < batch.count:
-        status = "running"
-    else:
-        status = "queued"
-    return BatchProgress(status, counts, None if active else finished)
-
-
-def batch_json(session: so.Session, batch: Batch, drift_threshold: float) -> dict[str, Any]:
-    """The batch's body. Its `drifted` count reads the stored verdicts (shared/store/calibrations.py)."""
-    progress = batch_progress(session, batch)
+def batch_json(batch: Batch, progress: BatchProgress, drifted: int) -> dict[str, Any]:
+    """The batch's body, from its row, where it stands (shared/store/reads.batch_progress) and how
+    many of its calibrations drifted (the stored verdicts)."""
     return serve(
         BatchPublic,
         {
@@ -245,7 +207,7 @@ def batch_json(session: so.Session, batch: Batch, drift_threshold: float) -> dic
             "count": batch.count,
             "status": progress.status,
             "counts": progress.counts,
-            "drifted": calibrations.drifted_count(session, batch.id, drift_threshold),
+            "drifted": drifted,
             "created_at": iso(batch.created_at),
             "finished_at": iso(progress.finished_at),
             "links": {"self": f"/v1/batches/{batch.id}", "fits": f"/v1/batches/{batch.id}/fits"},
@@ -300,35 +262,16 @@ def drifted(instrument: dict[str, Any]) -> bool:
     return bool(current and current["drift"] and current["drift"]["flagged"])
 
 
-def instruments_after(
-    session: so.Session, tenant: str, after: str, limit: int, drift_threshold: float
-) -> list[dict[str, Any]]:
-    """The bodies of the tenant's next `limit` instruments by id after `after` (the API's pages and
-    the dashboard's list), without their history: each one's current calibration and its verdict,
-    and two columns of each calibration for the as-found trend."""
-    rows = session.scalars(
-        sa.select(Instrument)
-        .where(Instrument.tenant == tenant, Instrument.id > after)
-        .order_by(Instrument.id)
-        .limit(limit)
-    ).all()
-    found = calibrations.standings(session, tenant, [row.id for row in rows])
-    currents = [standing.current.id for standing in found.values() if standing.current is not None]
-    verdicts = calibrations.stored_drift_of(session, currents, drift_threshold)
-    return [instrument_fields(row, found[row.id], [], verdicts) for row in rows]
-
-
 def instrument_json(
-    session: so.Session, instrument: Instrument, drift_threshold: float, limit: int = 100, after: str | None = None
+    instrument: Instrument,
+    standing: calibrations.Standing,
+    page: Sequence[calibrations.Calibrated],
+    limit: int,
+    verdicts: Mapping[str, calibrations.StoredDrift],
 ) -> dict[str, Any]:
-    """An instrument's body with a page of its history: `limit` calibrations, newest first, from the
-    one after `after` (a fit id). Only the page's calibrations and the current one are read whole;
-    an instrument calibrated nightly for years has thousands."""
-    standing = calibrations.standings(session, instrument.tenant, [instrument.id])[instrument.id]
-    page = calibrations.history_page(session, instrument.tenant, instrument.id, limit + 1, after)
+    """An instrument's body with a page of its history: the first `limit` of `page` (read one
+    longer, newest first: one more means a next page), with their stored verdicts."""
     shown = page[:limit]
-    wanted = [row.id for row in shown] + ([standing.current.id] if standing.current is not None else [])
-    verdicts = calibrations.stored_drift_of(session, wanted, drift_threshold)
     fields = instrument_fields(instrument, standing, shown, verdicts)
     link = fields["links"]["self"]
     fields["history_next"] = (

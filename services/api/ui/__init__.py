@@ -26,15 +26,8 @@ from shared.contract.queries import FitListQuery
 from shared.domain.packing import unpack_f64
 from shared.store import calibrations, tokens
 from shared.store.models import STATUSES, SUCCEEDED, TERMINAL, Batch, Fit, Instrument
-from shared.store.presenters import (
-    batch_json,
-    batch_progress,
-    drifted,
-    fit_json,
-    instrument_fields,
-    instruments_after,
-    iso,
-)
+from shared.store.presenters import drifted, fit_json, instrument_fields, iso
+from shared.store.reads import batch_body, batch_progress, instruments_after
 
 bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
 
@@ -182,7 +175,7 @@ def batch_page(batch_id: str) -> str:
     with svc.db.session() as session:
         owned = owned_or_404(session, Batch, batch_id, "batch")
         names = calibrations.drifted_instruments(session, batch_id, svc.settings.drift_threshold)
-        batch = batch_json(session, owned, svc.settings.drift_threshold)
+        batch = batch_body(session, owned, svc.settings.drift_threshold)
         # Four numbers per fit, not a model object each: a batch has tens of thousands of fits.
         rows = session.execute(
             sa.select(Fit.w, Fit.b, Fit.input_scale, Fit.input_shift).where(
