@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -13,6 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 import sqlalchemy as sa
+
+from shared.runtime.settings import Settings
 
 PG_URL = os.environ.get("CALIB_TEST_POSTGRES_URL", "")
 
@@ -30,6 +32,15 @@ def _redis_of_this_process(url: str) -> str:
 
 
 REDIS_URL = _redis_of_this_process(os.environ.get("CALIB_TEST_REDIS_URL", ""))
+
+
+def settings_of(env: Mapping[str, str]) -> Settings:
+    """The Settings a process started with these CALIB_* variables reads its backend from."""
+    return Settings(
+        data_dir=env["CALIB_DATA_DIR"],
+        database_url=env.get("CALIB_DATABASE_URL", ""),
+        broker_url=env.get("CALIB_BROKER_URL", ""),
+    )
 
 
 def create_database(server_url: str, name: str, template: str = "") -> str:

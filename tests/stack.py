@@ -22,6 +22,7 @@ from services.cli import processes
 from shared.runtime.settings import Settings
 from shared.store import tokens
 from shared.store.db import Database
+from tests.backends import settings_of
 
 TERMINAL = {"succeeded", "diverged", "failed", "cancelled"}
 
@@ -164,11 +165,7 @@ class Stack:
 
     def settings(self) -> Settings:
         """This stack's backend as Settings (its data directory, database and broker)."""
-        return Settings(
-            data_dir=self.env["CALIB_DATA_DIR"],
-            database_url=self.env.get("CALIB_DATABASE_URL", ""),
-            broker_url=self.env.get("CALIB_BROKER_URL", ""),
-        )
+        return settings_of(self.env)
 
     def create_token(self, tenant: str) -> str:
         """A new token of `tenant`, through the same `calib tokens create` an operator runs."""

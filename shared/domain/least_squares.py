@@ -25,7 +25,7 @@ import numpy as np
 
 # An eigenvalue of C this small against its largest is rounding noise: that direction of θ_f is not
 # determined by the points (a degree they cannot fix, a feature that does not vary).
-_RANK_RTOL = 1e-12
+RANK_RTOL = 1e-12
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def _pseudo_inverse(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     safe = np.where(finite[:, None, None], cov, np.eye(cov.shape[1]))
     values, vectors = np.linalg.eigh(safe)
     largest = np.abs(values).max(1, keepdims=True)
-    kept = values > _RANK_RTOL * np.maximum(largest, np.finfo(np.float64).tiny)
+    kept = values > RANK_RTOL * np.maximum(largest, np.finfo(np.float64).tiny)
     inverse_values = np.where(kept, 1 / np.where(kept, values, 1.0), 0.0)
     inverse = np.einsum("bij,bj,bkj->bik", vectors, inverse_values, vectors)
     inverse[~finite] = np.nan

@@ -48,5 +48,5 @@ def observation_interval(
     `covariance` scaled by the residual variance): lower and upper bounds."""
     centre = predicted(design, theta)
     t = student_t_quantile((1 + level) / 2, dof)
-    half = t * np.sqrt(residual_sd**2 + np.einsum("mi,ij,mj->m", design, covariance, design))
+    half = t * np.sqrt(residual_sd**2 + np.square(standard_uncertainty(design, covariance)))
     return centre - half, centre + half

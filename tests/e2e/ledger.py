@@ -9,22 +9,16 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from shared.runtime.settings import Settings
 from shared.store.db import Database
 from shared.store.models import Fit, LossBlock
+from tests.backends import settings_of
 
 TERMINAL = {"succeeded", "diverged", "failed", "cancelled"}
 T = TypeVar("T")
 
 
 def database(env: dict[str, str]) -> Database:
-    return Database.from_settings(
-        Settings(
-            data_dir=env["CALIB_DATA_DIR"],
-            database_url=env.get("CALIB_DATABASE_URL", ""),
-            broker_url=env.get("CALIB_BROKER_URL", ""),
-        )
-    )
+    return Database.from_settings(settings_of(env))
 
 
 @dataclass

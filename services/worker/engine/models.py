@@ -143,12 +143,12 @@ class LinearInParameters(Model):
 
     def moments(self, batch: SeriesBatch) -> FeatureMoments:
         f = self.features(batch.x)  # (P, q)
-        mean_f = _segment_mean(batch, f)
+        mean_f = batch.segment_mean(f)
         mean_y = batch.segment_mean(batch.y)
         df = f - mean_f[batch.seg]
         dy = batch.y - mean_y[batch.seg]
-        cov_ff = _segment_mean(batch, df[:, :, None] * df[:, None, :])
-        cov_fy = _segment_mean(batch, df * dy[:, None])
+        cov_ff = batch.segment_mean(df[:, :, None] * df[:, None, :])
+        cov_fy = batch.segment_mean(df * dy[:, None])
         return FeatureMoments(mean_f, mean_y, cov_ff, cov_fy, batch.segment_mean(dy * dy))
 
     def residuals(self, batch: SeriesBatch, theta: torch.Tensor) -> torch.Tensor:
@@ -226,10 +226,3 @@ def model_of(kind: str, **options: Any) -> Model:
     if kind not in MODELS:
         raise ValueError(f"no model {kind!r}")
     return MODELS[kind](**options)
-
-
-def _segment_mean(batch: SeriesBatch, values: torch.Tensor) -> torch.Tensor:
-    """Each fit's mean of per-point values (P, ...) → (B, ...)."""
-    total = torch.zeros((batch.size, *values.shape[1:]), dtype=values.dtype, device=values.device)
-    total.index_add_(0, batch.seg, values)
-    return total / batch.n.to(values.dtype).reshape(-1, *([1] * (values.dim() - 1)))

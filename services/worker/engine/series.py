@@ -77,9 +77,10 @@ class SeriesBatch:
         )
 
     def segment_mean(self, values: torch.Tensor) -> torch.Tensor:
-        total = torch.zeros(self.size, dtype=values.dtype, device=values.device)
+        """Each fit's mean of per-point values (P, ...) → (B, ...)."""
+        total = torch.zeros((self.size, *values.shape[1:]), dtype=values.dtype, device=values.device)
         total.index_add_(0, self.seg, values)
-        return total / self.n.to(values.dtype)
+        return total / self.n.to(values.dtype).reshape(-1, *([1] * (values.dim() - 1)))
 
     def moments(self) -> Moments:
         """The five averages every epoch's loss and gradient depend on, per fit: mean x, mean y,

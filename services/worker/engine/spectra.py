@@ -15,11 +15,12 @@ from collections.abc import Callable
 
 import torch
 
+# The rank rule of the exact least squares the service reports (a direction whose variance is
+# rounding noise against the largest is left out), so the engine's optimum is the same one.
+from shared.domain.least_squares import RANK_RTOL
+
 # vxx this small against E[x^2] is rounding noise: all t_u equal, H singular.
 _SINGULAR = 1e-20
-# A feature covariance's eigenvalue this small against its largest is rounding noise (a degree the
-# points do not determine, or features that do not vary): the direction is left out of the optimum.
-_RANK_RTOL = 1e-12
 
 Loss = Callable[[torch.Tensor], torch.Tensor]
 
@@ -35,7 +36,7 @@ class Spectrum:
     # Averages past float64's range (readings near 1e308): no epoch of such a fit has a finite loss.
     unrepresentable: torch.Tensor  # (B,) bool
 
-    def _settle(self, theta0: torch.Tensor, learning_rate: torch.Tensor) -> None:
+    def _settle(self, learning_rate: torch.Tensor) -> None:
         self.rho = 1 - learning_rate[:, None] * self.curvature
         self.excess = 0.5 * self.curvature * self.z * self.z
 
@@ -126,7 +127,7 @@ class LineSpectrum(Spectrum):
         self.theta_opt = torch.stack([w_opt, b_opt], 1)
         self.curvature = torch.stack([lam1, lam2], 1)
         self.basis = torch.stack([torch.stack([self.cos, self.sin], 1), torch.stack([-self.sin, self.cos], 1)], 2)
-        self._settle(theta0, learning_rate)
+        self._settle(learning_rate)
 
     def params_after(self, updates: torch.Tensor) -> torch.Tensor:
         # The line's published figures were computed as w* + cos z1 ρ1^k − sin z2 ρ2^k: kept as written.
@@ -180,7 +181,7 @@ class GramSpectrum(Spectrum):
         # Centred normal equations through C's own eigen-decomposition: directions whose variance
         # is rounding noise against the largest are left out (the minimum-norm solution).
         var, vec = torch.linalg.eigh(safe_cov)
-        kept = var > _RANK_RTOL * var.abs().amax(1, keepdim=True).clamp_min(torch.finfo(var.dtype).tiny)
+        kept = var > RANK_RTOL * var.abs().amax(1, keepdim=True).clamp_min(torch.finfo(var.dtype).tiny)
         inverse = torch.where(kept, 1 / torch.where(kept, var, torch.ones_like(var)), torch.zeros_like(var))
         safe_fy = torch.where(finite[:, :, 0], cov_fy, torch.zeros_like(cov_fy))
         coef = torch.einsum("bij,bj,bkj,bk->bi", vec, inverse, vec, safe_fy)
@@ -194,7 +195,7 @@ class GramSpectrum(Spectrum):
         self.curvature = values.flip(1).clamp_min(0)
         self.basis = vectors.flip(2)
         self.z = torch.einsum("bji,bj->bi", self.basis, theta0 - self.theta_opt)
-        self._settle(theta0, learning_rate)
+        self._settle(learning_rate)
 
 
 def _moved(z: torch.Tensor, powers: torch.Tensor) -> torch.Tensor:
