@@ -9,7 +9,8 @@ it) in 1 MiB pieces, and a counter looks at each piece as it passes:
   array: `max_points_per_fit`; all of them: twice `max_points_per_batch`, one per reading),
   the fits of `fits` (`max_fits_per_batch`), and every value of the body against a budget a
   request of the largest allowed size needs;
-- a JSON batch is pulled through the same spool by ijson a fit at a time (json_batch.py), and
+- a JSON batch's bytes are scanned in numpy as they pass (where each fit begins, the runs of
+  numbers, the values: json_batch.py, fit_starts.py), its fits decoded one at a time after; and
   CSV and Parquet batches are read block by block into columns (long_table.py), every limit
   checked as the fits or rows arrive.
 So an oversize body costs the API a 1 MiB buffer and the time to read up to the limit it
@@ -145,15 +146,6 @@ class JsonCounter:
         self.key: str | None = None
         self.fits = 0
         self.coarse = False
-
-    @classmethod
-    def coarse_from_here(cls, settings: Settings, values_left: int) -> JsonCounter:
-        """A counter for the rest of a body found not to be strict JSON where another reader stopped:
-        its separators against the values it has left."""
-        counter = cls(settings)
-        counter.coarse = True
-        counter.values_left = values_left
-        return counter
 
     def __call__(self, piece: bytes) -> None:
         if self.coarse:

@@ -1,18 +1,22 @@
-"""A JSON batch read a fit at a time, its readings into float64 arrays.
+"""A JSON batch checked against every limit as it is received, then read a fit at a time.
 
-ijson's C parser follows the body while it is received, and builds its fits (`fits.item`) one at
-a time; each fit's t_u and t_c become arrays before the next is built. Every limit is checked as
-the fits arrive: the fits (`max_fits_per_batch`), the points of each array (`max_points_per_fit`)
-and of all (twice `max_points_per_batch`, one per reading), and the values the body holds, counted
-by their separators, so that no fit is built past what a fit of the largest size holds. An
-oversize body is refused where it passes a limit, its rest drained unread (services/api/bodies.py).
-Once the body is in, msgspec reads its top level (strict JSON, every byte checked; `fits` left as
-the raw bytes it is). Nothing of the body is ever a Python object in whole.
+While the body arrives (spooled to a file past 1 MiB), each piece is looked at in numpy, never
+parsed: the values the body holds, counted by their separators (a budget a request of the largest
+size needs); the longest run of numbers in an array (`max_points_per_fit`); where each fit begins
+(fit_starts.py), so that the fits are counted against `max_fits_per_batch` and each fit's values
+bounded as they come. An oversize body is refused where it passes a limit, its rest drained unread
+(services/api/bodies.py).
+
+Once the body is in, msgspec reads it strictly (every byte checked) from the mapped spool: its top
+level with `fits` left as raw bytes, `fits` split into each fit's bytes, and each fit decoded in
+turn, its t_u and t_c made float64 arrays before the next is decoded, the points counted against
+`max_points_per_fit` and twice `max_points_per_batch` (one per reading) as they are. Nothing of
+the body is ever a Python object in whole.
 
 A body that is not strict JSON (NaN or Infinity, which Python's parser takes and validation names
-as a 422, an integer past 64 bits, or a malformed body, a 400) is counted coarsely from where the
-parser stopped, then parsed whole as earlier versions parsed every body, within the parse budget
-grown to what that costs. Errors name the same fields either way (tests/e2e/test_batch_readers.py).
+as a 422, an integer past 64 bits, or a malformed body, a 400) has passed the same checks while it
+arrived, and is parsed whole as earlier versions parsed every body, within the parse budget grown
+to what that costs. Errors name the same fields either way (tests/e2e/test_batch_readers.py).
 """
 
 from __future__ import annotations
@@ -24,13 +28,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
-import ijson
 import msgspec
 import numpy as np
 from pydantic import ValidationError
 
 from services.api.admission import Ask, ask_of
-from services.api.bodies import JsonCounter, Spooling, too_large
+from services.api.bodies import Spooling, too_large
+from services.api.fit_starts import BACKSLASH, OPEN_ARRAY, OPEN_OBJECT, FitStarts, Marks
 from services.api.memory import TEXT_EXPANSION_PARSED_WHOLE, grown, holding
 from services.api.problems import Problem, from_validation, invalid_fields
 from shared.contract.schemas import BatchCreate, BatchFit
@@ -40,10 +44,6 @@ from shared.runtime.settings import Settings
 _FIELD_BYTES = 1 << 20
 # Values a fit may carry besides its readings and its validation indices (options, labels...): generous.
 _VALUES_PER_FIT = 256
-_SEPARATORS = (b",", b"[", b"{")
-# The bytes that end a run of numbers in an array: anything else between two commas is a number.
-_STRUCTURAL = np.zeros(256, dtype=bool)
-_STRUCTURAL[list(b'[]{}:"')] = True
 # What a fit's share of the quotas depends on (admission.ask_of), kept while its defaults may still come.
 _ASKED = ("epochs", "max_epochs", "validation")
 
@@ -65,13 +65,12 @@ def read(settings: Settings) -> JsonBatch:
     reader = _FitsReader(settings)
     spooling = Spooling(reader.scan, settings)
     try:
-        reader.pull(spooling)
         body = spooling.finish()
     except BaseException as refused:
         spooling.refused(refused)
         raise
     with body:
-        read = None if reader.whole is not None else _read_top_level(body, reader, settings)
+        read = _read_top_level(body, reader, settings)
         if isinstance(read, Problem):
             raise read
         return read if read is not None else _read_whole(body, settings)
@@ -107,6 +106,10 @@ def _mapped(body: IO[bytes]) -> Iterator[Any]:
 
 
 def _batch(top: dict[str, msgspec.Raw], reader: _FitsReader, settings: Settings) -> JsonBatch:
+    raw_fits = top.get("fits")
+    is_array = raw_fits is not None and bytes(memoryview(raw_fits)[:1]) == b"["
+    if is_array and raw_fits is not None:
+        reader.take_all(raw_fits)
     others: dict[str, Any] = {}
     for name, raw in top.items():
         if name == "fits":
@@ -116,8 +119,6 @@ def _batch(top: dict[str, msgspec.Raw], reader: _FitsReader, settings: Settings)
         others[name] = json.loads(bytes(raw))
     given = others.get("defaults")
     defaults = given if isinstance(given, dict) else {}
-    raw_fits = top.get("fits")
-    is_array = raw_fits is not None and bytes(memoryview(raw_fits)[:1]) == b"["
     fits = reader.fits if is_array else []
     errors_of_fits = reader.errors if is_array else []
     placeholder: Any = ([{"t_u": [], "t_c": []}] if fits else []) if is_array else _placeholder(raw_fits)
@@ -149,8 +150,8 @@ def _placeholder(raw: msgspec.Raw | None) -> Any:
 
 
 class _FitsReader:
-    """The elements of `fits`, built one at a time by ijson as it pulls the body in (through the
-    spool's checks), each checked against the limits as it comes."""
+    """The fits of `fits`: counted and bounded in the body's bytes as they arrive (scan), then
+    decoded one at a time from the whole body, each checked against the limits as it comes."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -162,35 +163,53 @@ class _FitsReader:
         # As many values as a request of the largest allowed size holds, and one fit of the largest size.
         self.values_left = 2 * settings.max_points_per_batch + _VALUES_PER_FIT * settings.max_fits_per_batch + (1 << 16)
         self.values_per_fit = 3 * settings.max_points_per_fit + _VALUES_PER_FIT
-        self.since_last_fit = 0
+        self.since_fit_began = 0
+        self.values_seen = 0
         self.runs = _NumberRuns()
-        # Once the body is found not to be strict JSON: the earlier counter, coarse from there on.
-        self.whole: JsonCounter | None = None
-
-    def pull(self, spooling: Spooling) -> None:
-        try:
-            for fit in ijson.items(spooling, "fits.item", use_float=True):
-                self.since_last_fit = 0
-                self._take(fit)
-        except ijson.JSONError:
-            self.whole = JsonCounter.coarse_from_here(self.settings, self.values_left)
+        self.starts = FitStarts()
+        self.decoder = msgspec.json.Decoder()
 
     def scan(self, piece: bytes) -> None:
-        """Each piece as it arrives, before the parser has it: no fit is built past a limit."""
-        if self.whole is not None:
-            self.whole(piece)
-            return
-        values = sum(piece.count(mark) for mark in _SEPARATORS)
+        """Each piece as it arrives: no body passes a limit by more than a piece."""
+        marks = Marks(piece)
+        values = marks.separators
         self.values_left -= values
         if self.values_left < 0:
             raise too_large(["body"], "the body holds more values than a request of the largest allowed size")
-        self.since_last_fit += values
-        if self.since_last_fit > self.values_per_fit:
-            raise too_large(["fits", len(self.fits)], "one fit holds more values than a fit of the largest size")
+        begun = self.starts.fits
+        starts = self.starts.of(piece, marks)
+        limit = self.settings.max_fits_per_batch
+        if self.starts.fits > limit:
+            raise too_large(["fits"], f"more than {limit:,} fits in one batch")
+        self._bound_each_fit(marks, starts, values, begun)
         limit = self.settings.max_points_per_fit
-        if self.runs.longest(piece) >= limit:
-            at = ["fits", len(self.fits)]
+        if self.runs.longest(marks) >= limit:
+            at = ["fits", max(0, self.starts.fits - 1)]
             raise too_large(at, f"an array of more than {limit:,} numbers: more than {limit:,} points in one fit")
+        # The share grows as the body arrives with what its fits will hold (a reading per value, at
+        # most), so that bodies read at once wait for room, or get their 503, before they are parsed.
+        self.values_seen += values
+        holding(self.values_seen // 2, self.starts.fits)
+
+    def _bound_each_fit(self, marks: Marks, starts: np.ndarray, values: int, begun: int) -> None:
+        """The values of each fit, counted from where it began: none past a fit of the largest size."""
+        if not len(starts) and self.since_fit_began + values <= self.values_per_fit:
+            self.since_fit_began += values
+            return
+        opens = marks.positions[(marks.kinds == OPEN_ARRAY) | (marks.kinds == OPEN_OBJECT)]
+        before = np.searchsorted(marks.commas, starts) + np.searchsorted(opens, starts)
+        each = np.diff(np.concatenate(([0], before, [values])))
+        each[0] += self.since_fit_began
+        self.since_fit_began = int(each[-1])
+        over = np.flatnonzero(each > self.values_per_fit)
+        if len(over):
+            at = ["fits", max(0, begun - 1 + int(over[0]))]
+            raise too_large(at, "one fit holds more values than a fit of the largest size")
+
+    def take_all(self, raw_fits: msgspec.Raw) -> None:
+        """Each fit decoded from its bytes in turn (msgspec.DecodeError where one is not strict JSON)."""
+        for raw in msgspec.json.decode(raw_fits, type=list[msgspec.Raw]):
+            self._take(self.decoder.decode(raw))
 
     def _take(self, fit: Any) -> None:
         index = len(self.fits)
@@ -222,22 +241,20 @@ class _FitsReader:
 class _NumberRuns:
     """The longest run of commas with nothing but numbers between them, across the pieces of a body:
     an array of n numbers is a run of n - 1. Counted over the bytes in numpy, so that a t_u that
-    never ends is refused at the limit while ijson builds it, not when it ends."""
+    never ends is refused at the limit while the body arrives, not when it ends."""
 
     def __init__(self) -> None:
         self.open = 0  # commas since the last structural byte, carried into the next piece
 
-    def longest(self, piece: bytes) -> int:
-        data = np.frombuffer(piece, dtype=np.uint8)
-        commas = np.flatnonzero(data == ord(","))
-        structural = np.flatnonzero(_STRUCTURAL[data])
-        if not len(structural):
-            self.open += len(commas)
+    def longest(self, marks: Marks) -> int:
+        # Any byte but a comma ends a run of numbers, except a backslash (only ever in a string).
+        commas_before = marks.commas_before[marks.kinds != BACKSLASH]
+        if not len(commas_before):
+            self.open += len(marks.commas)
             return self.open
-        before = np.searchsorted(commas, structural)  # the commas before each structural byte
-        first = self.open + int(before[0])
-        inner = int(np.diff(before).max()) if len(before) > 1 else 0
-        self.open = len(commas) - int(before[-1])
+        first = self.open + int(commas_before[0])
+        inner = int(np.diff(commas_before).max()) if len(commas_before) > 1 else 0
+        self.open = len(marks.commas) - int(commas_before[-1])
         return max(first, inner, self.open)
 
 
