@@ -181,6 +181,8 @@ EXAMPLES: dict[str, Any] = {
     "Suggestion": {"learning_rate": "auto", "normalize": "standardize", "epochs": "auto"},
     "PredictRequest": {"t_u": [35.7, 90.0], "interval": 0.95},
     "Prediction": {"fit_id": FIT_ID, "t_c": [2.054, 30.244], "lower": [-2.61, 24.87], "upper": [6.72, 35.62]},
+    "InverseRequest": {"t_c": [10.5], "u_t_c": 0.5},
+    "Inverse": {"fit_id": FIT_ID, "t_u": [52.44], "u_t_u": [1.61], "converged": True},
     "BatchCreate": {
         "defaults": {"epochs": 5000, "input_scale": 0.1},
         "fits": [{"t_u": [35.7, 55.9, 58.2], "t_c": [0.5, 14.0, 15.0], "labels": {"sensor": "A17"}}],

@@ -14,7 +14,7 @@ from services.api.idempotency import request_key
 from services.api.listing import list_fits_query, query_with
 from services.api.losses import csv_lines, downsample, finite_or_none
 from services.api.memory import TEXT_EXPANSION_PARSED_WHOLE, parsing
-from services.api.predictions import prediction
+from services.api.predictions import inverse, prediction
 from services.api.problems import Problem
 from services.api.requests import json_body, parse, query
 from services.api.resolved import preflight, resolve
@@ -23,7 +23,15 @@ from services.api.telemetry import bind_fit
 from services.api.tenancy import current_tenant, owned_or_404
 from shared.contract.queries import FitListQuery, LossesQuery, WaitQuery
 from shared.contract.responses import serve
-from shared.contract.schemas import FitCreate, FitData, FitPreflight, LossBuckets, LossPage, PredictRequest
+from shared.contract.schemas import (
+    FitCreate,
+    FitData,
+    FitPreflight,
+    InverseRequest,
+    LossBuckets,
+    LossPage,
+    PredictRequest,
+)
 from shared.domain.packing import unpack_f64
 from shared.store import ended
 from shared.store.loss_blocks import Curves, read_range
@@ -298,7 +306,33 @@ def cancel_fit(fit_id: str) -> tuple[dict[str, Any], int]:
     problems=("400", "404", "409", "415", "422"),
 )
 def predict(fit_id: str) -> dict[str, Any]:
-    body = parse(PredictRequest, json_body())
+    body = parse(PredictRequest, json_body())  # a bad body is a 422 before the fit is looked up
+    return prediction(_fit_read(fit_id), body)
+
+
+@bp.post("/<fit_id>/inverse")
+@operation(
+    "inverse",
+    "t_u = (t_c - b_raw) / w_raw: the reading that gives each reference value",
+    {"200": {"description": "Readings", "content": json_content("Inverse")}},
+    description=(
+        "ISO/TS 28037's prediction of x from y on the fit's line. `u_t_u` is each reading's standard "
+        "uncertainty, sqrt(u_t_c² + u²(b) + t_u²·u²(w) + 2·t_u·cov(w, b)) / |w_raw|, from the fit's "
+        "covariance (`result.covariance`, least squares) and `u_t_c` (one number for all, or one per "
+        "t_c; none: 0); null where the fit has no covariance (fewer than 3 points, or t_u all equal). "
+        "409 where the fit has not succeeded (`not-succeeded`), has not converged (`not-converged`, "
+        "unless `allow_unconverged` is true), has a flat line (`no-reading`, naming `t_c[0]`), or where "
+        "a reading would pass float64's range (`prediction-out-of-range`, naming it)."
+    ),
+    body=json_content("InverseRequest"),
+    problems=("400", "404", "409", "415", "422"),
+)
+def inverse_of(fit_id: str) -> dict[str, Any]:
+    body = parse(InverseRequest, json_body())
+    return inverse(_fit_read(fit_id), body)
+
+
+def _fit_read(fit_id: str) -> Fit:
+    """The tenant's fit as it stands, read in a session of its own (404 if it is not theirs)."""
     with current_services().db.session() as session:
-        fit = _get_fit(session, fit_id)
-    return prediction(fit, body)
+        return _get_fit(session, fit_id)

@@ -20,7 +20,7 @@ from shared.runtime.settings import Settings
 bp = Blueprint("openapi", __name__, template_folder="templates")
 
 
-_REQUESTS = {"FitOptions", "FitCreate", "BatchCreate", "PredictRequest"}
+_REQUESTS = {"FitOptions", "FitCreate", "BatchCreate", "PredictRequest", "InverseRequest"}
 
 
 def _apply_limits(components: dict[str, Any], s: Settings) -> None:

@@ -1,14 +1,19 @@
-"""Predictions on a fit's line, with their intervals: for a fit (POST /v1/fits/{id}/predict) and
-for an instrument's calibration (POST /v1/instruments/{id}/predict), which is a fit."""
+"""Predictions on a fit's line, with their intervals and uncertainties: for a fit (POST
+/v1/fits/{id}/predict) and for an instrument's calibration (POST /v1/instruments/{id}/predict),
+which is a fit; and the inverse, the reading that gives a reference value (POST
+/v1/fits/{id}/inverse), with its uncertainty (shared/domain/predictions.py for the formulas)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from services.api.problems import Problem
 from shared.contract.responses import serve
-from shared.contract.schemas import Prediction, PredictRequest
+from shared.contract.schemas import Inverse, InverseRequest, Prediction, PredictRequest
 from shared.domain import calibration
+from shared.domain.predictions import forward_on_line, inverse_on_line, line_covariance
 from shared.store.models import Fit
 
 
@@ -27,20 +32,10 @@ def prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
             f"fit {fit_id} cannot give a prediction interval: it needs at least 3 points and t_u not all equal",
             slug="no-interval",
         )
+    covariance = _covariance(fit) if body.u_t_u is not None else None
     unconverged = fit.converged is False
-    if body.interval is not None and unconverged and not body.allow_unconverged:
-        gap = (
-            f"{fit.gap_se_w:+.3g} SE in w, {fit.gap_se_b:+.3g} SE in b"
-            if fit.gap_se_w is not None and fit.gap_se_b is not None
-            else f"excess loss {fit.excess_loss:.3g}"
-        )
-        raise Problem(
-            409,
-            f"fit {fit_id} has not converged ({gap} from the least-squares line): its interval would "
-            'not describe its line; run it to convergence (epochs "auto"), or send '
-            "allow_unconverged: true for bounds that include the gap",
-            slug="not-converged",
-        )
+    if (body.interval is not None or body.u_t_u is not None) and unconverged and not body.allow_unconverged:
+        _not_converged(fit, "its interval would not describe its line", "for bounds that include the gap")
     try:
         predicted = calibration.predict(*raw, body.t_u, interval=body.interval, spread=spread)
         optimum = (
@@ -58,6 +53,11 @@ def prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
             errors=[{"loc": ["t_u", out.index], "msg": str(out)}],
         ) from None
     answer: dict[str, Any] = {"fit_id": fit.id, "t_c": predicted.t_c, "converged": fit.converged}
+    if covariance is not None and body.u_t_u is not None:
+        with np.errstate(over="ignore", invalid="ignore"):
+            readings = np.asarray(body.t_u, dtype=np.float64)
+            _, u_t_c = forward_on_line(readings, *raw, covariance, np.asarray(body.u_t_u))
+        answer["u_t_c"] = _finite_or_409(u_t_c, "t_u", fit_id)
     if optimum is not None and optimum.lower is not None and optimum.upper is not None:
         # Bounds around both lines: the least-squares prediction with its interval, and the fit's own
         # prediction with the same half-width, so the gap between the lines is inside them.
@@ -67,3 +67,78 @@ def prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
     elif predicted.lower is not None:
         answer |= {"lower": predicted.lower, "upper": predicted.upper}
     return serve(Prediction, answer)
+
+
+def inverse(fit: Fit, body: InverseRequest) -> dict[str, Any]:
+    """The Inverse body: the reading that gives each reference value on this fit's line, with its
+    uncertainty where the fit has a covariance; 409 where the fit cannot answer."""
+    raw = fit.raw_params()
+    if raw is None:
+        raise Problem(409, f"fit {fit.id} is {fit.status}: readings need a succeeded fit", slug="not-succeeded")
+    if fit.converged is False and not body.allow_unconverged:
+        _not_converged(fit, "the readings would be its line's, not the calibration's", "for them anyway")
+    w, b = raw
+    if w == 0:
+        raise Problem(
+            409,
+            f"fit {fit.id}'s line is flat (w_raw = 0): no reading gives t_c[0], or every one does",
+            slug="no-reading",
+            errors=[{"loc": ["t_c", 0], "msg": "no single reading gives this value on a flat line"}],
+        )
+    covariance = _covariance(fit, required=False)
+    t_c = np.asarray(body.t_c, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        given = np.asarray(body.u_t_c if body.u_t_c is not None else 0.0)
+        t_u, u_t_u = inverse_on_line(t_c, w, b, covariance if covariance is not None else np.zeros((2, 2)), given)
+    answer = {
+        "fit_id": fit.id,
+        "t_u": _finite_or_409(t_u, "t_c", fit.id),
+        "u_t_u": _finite_or_409(u_t_u, "t_c", fit.id) if covariance is not None else None,
+        "converged": fit.converged,
+    }
+    return serve(Inverse, answer)
+
+
+def _covariance(fit: Fit, required: bool = True) -> np.ndarray | None:
+    """The fit's parameters' covariance in raw units, (w, b) order; without one (fewer than 3 points,
+    or t_u all equal), 409 where it is `required`, else None."""
+    if fit.se_w is not None and fit.se_b is not None and fit.cov_wb is not None:
+        return line_covariance(fit.se_w, fit.se_b, fit.cov_wb)
+    if not required:
+        return None
+    raise Problem(
+        409,
+        f"fit {fit.id} has no covariance of its parameters (it needs at least 3 points and t_u not all "
+        "equal): it cannot give u_t_c",
+        slug="no-uncertainty",
+    )
+
+
+def _not_converged(fit: Fit, why: str, allowed: str) -> None:
+    gap = (
+        f"{fit.gap_se_w:+.3g} SE in w, {fit.gap_se_b:+.3g} SE in b"
+        if fit.gap_se_w is not None and fit.gap_se_b is not None
+        else f"excess loss {fit.excess_loss:.3g}"
+    )
+    raise Problem(
+        409,
+        f"fit {fit.id} has not converged ({gap} from the least-squares line): {why}; run it to "
+        f'convergence (epochs "auto"), or send allow_unconverged: true {allowed}',
+        slug="not-converged",
+    )
+
+
+def _finite_or_409(values: np.ndarray, name: str, fit_id: str) -> list[float]:
+    """The values as a list; the first one past float64's range is 409 naming its value's place."""
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        index = int(bad[0])
+        message = "its answer is outside the range of a 64-bit float"
+        raise Problem(
+            409,
+            f"{name}[{index}]: {message} on the line of fit {fit_id}",
+            slug="prediction-out-of-range",
+            errors=[{"loc": [name, index], "msg": message}],
+        )
+    found: list[float] = values.tolist()
+    return found

@@ -33,6 +33,39 @@ from shared.domain.splits import choose_indices, split, validation_count
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
+def _uncertainties(given: Any) -> float | list[float]:
+    """Standard uncertainties: one finite number ≥ 0 for all values, or a list of them. One check, so
+    that a problem names the field (`u_t_u`, `u_t_u[3]`'s index in its message), not a union's branches."""
+
+    def one(value: Any, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PydanticCustomError("uncertainty", f"{where}a number ≥ 0 is expected")
+        if not math.isfinite(value) or value < 0:
+            raise PydanticCustomError("uncertainty", f"{where}a finite number ≥ 0 is expected, got {value!r}")
+        return float(value)
+
+    if isinstance(given, list):
+        if len(given) > 1_000_000:
+            raise PydanticCustomError("uncertainty", "at most 1,000,000 values")
+        return [one(value, f"[{i}]: ") for i, value in enumerate(given)]
+    return one(given, "")
+
+
+# Standard uncertainties: one finite number ≥ 0 for all values, or one per value.
+Uncertainties = Annotated[
+    float | list[float],
+    PlainValidator(_uncertainties),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "array", "items": {"type": "number", "minimum": 0}, "maxItems": 1_000_000},
+            ]
+        }
+    ),
+]
+
+
 def _points_array(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     # A batch's readings arrive as float64 arrays (services/api/columns.py), never as Python lists:
     # checked at once and kept as they are. Where a value is not finite, the list path names it,
@@ -518,9 +551,56 @@ class PredictRequest(BaseModel):
         False,
         strict=True,
         json_schema_extra={"example": False},
-        description="an interval on a fit that has not converged: 409 unless this is true; then its bounds "
-        "span the fit's prediction and the least-squares one, widened by the interval",
+        description="an interval (or u_t_c) on a fit that has not converged: 409 unless this is true; then "
+        "its bounds span the fit's prediction and the least-squares one, widened by the interval (u_t_c "
+        "is then the least-squares line's, at the fit's prediction)",
     )
+    u_t_u: Uncertainties | None = Field(
+        None,
+        json_schema_extra={"example": 0.2},
+        description="the standard uncertainty of each reading (one for all, or one per t_u): the answer then "
+        "carries u_t_c, the standard uncertainty of each prediction, "
+        "sqrt(u²(b) + t_u²·u²(w) + 2·t_u·cov(w, b) + w²·u²(t_u)) (GUM, first order; ISO/TS 28037's "
+        "forward evaluation); 0 for the line's uncertainty alone",
+    )
+
+    @field_validator("u_t_u")
+    @classmethod
+    def _one_uncertainty_per_reading(cls, given: Any, info: ValidationInfo) -> Any:
+        return _one_per_value(given, info, "t_u")
+
+
+class InverseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    t_c: Annotated[list[Finite], Field(min_length=1, max_length=1_000_000, json_schema_extra={"example": [10.5]})]
+    u_t_c: Uncertainties | None = Field(
+        None,
+        json_schema_extra={"example": 0.5},
+        description="the standard uncertainty of each reference value (one for all, or one per t_c); "
+        "none: 0, the line's uncertainty alone",
+    )
+    allow_unconverged: bool = Field(
+        False,
+        strict=True,
+        json_schema_extra={"example": False},
+        description="a fit that has not converged: 409 unless this is true (its u_t_u is then the "
+        "least-squares line's, at the fit's reading)",
+    )
+
+    @field_validator("u_t_c")
+    @classmethod
+    def _one_uncertainty_per_value(cls, given: Any, info: ValidationInfo) -> Any:
+        return _one_per_value(given, info, "t_c")
+
+
+def _one_per_value(given: Any, info: ValidationInfo, of: str) -> Any:
+    """Uncertainties given as a list: one per value of `of` (which validated before them)."""
+    values = info.data.get(of)
+    if isinstance(given, list) and values is not None and len(given) != len(values):
+        raise PydanticCustomError(
+            "uncertainties", f"one number for all, or one per {of} ({len(values)}); got {len(given)}"
+        )
+    return given
 
 
 class Served(BaseModel):
@@ -640,6 +720,28 @@ class Prediction(Served):
         description="with allow_unconverged on a fit that has not converged: the bounds span the least-"
         "squares prediction's interval and the fit's prediction with the same half-width",
         json_schema_extra={"example": True},
+    )
+    u_t_c: list[float] | None = Field(
+        None,
+        description="with u_t_u: the standard uncertainty of each prediction",
+        json_schema_extra={"example": [0.41, 0.52]},
+    )
+
+
+class Inverse(Served):
+    fit_id: str
+    t_u: list[float] = Field(
+        description="the reading that gives each reference value on the fit's line, (t_c − b_raw) / w_raw",
+        json_schema_extra={"example": [4.913]},
+    )
+    u_t_u: list[float] | None = Field(
+        description="its standard uncertainty, sqrt(u²(t_c) + u²(b) + t_u²·u²(w) + 2·t_u·cov(w, b)) / |w| "
+        "(ISO/TS 28037's prediction of x from y); null where the fit has no covariance (fewer than 3 "
+        "points, or t_u all equal)",
+        json_schema_extra={"example": [0.322]},
+    )
+    converged: bool | None = Field(
+        description="the fit's convergence verdict (result.converged)", json_schema_extra={"example": True}
     )
 
 
@@ -1000,6 +1102,8 @@ SCHEMAS: tuple[type[BaseModel], ...] = (
     LossBuckets,
     PredictRequest,
     Prediction,
+    InverseRequest,
+    Inverse,
     Problem,
     BatchCreate,
     BatchPublic,

@@ -50,3 +50,36 @@ def observation_interval(
     t = student_t_quantile((1 + level) / 2, dof)
     half = t * np.sqrt(residual_sd**2 + np.square(standard_uncertainty(design, covariance)))
     return centre - half, centre + half
+
+
+def line_covariance(se_w: float, se_b: float, cov_wb: float) -> np.ndarray:
+    """A line's parameters' covariance in (w, b) order, from their standard uncertainties."""
+    return np.array([[se_w * se_w, cov_wb], [cov_wb, se_b * se_b]])
+
+
+def line_design(t_u: np.ndarray) -> np.ndarray:
+    """A line's design rows (t_u, 1), in the (w, b) order of its parameters."""
+    return np.column_stack([t_u, np.ones_like(t_u)])
+
+
+def forward_on_line(
+    t_u: np.ndarray, w: float, b: float, covariance: np.ndarray, u_t_u: np.ndarray | float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """t_c = w·t_u + b for each reading, and its standard uncertainty (GUM, first order): the
+    parameters' covariance through (t_u, 1), and u(t_u) through the slope w. ISO/TS 28037 6.x's
+    forward evaluation: u²(t_c) = u²(b) + t_u²·u²(w) + 2·t_u·cov(w, b) + w²·u²(t_u)."""
+    design = line_design(t_u)
+    slope = np.full(len(t_u), w)
+    return predicted(design, np.array([w, b])), standard_uncertainty(design, covariance, slope, u_t_u)
+
+
+def inverse_on_line(
+    t_c: np.ndarray, w: float, b: float, covariance: np.ndarray, u_t_c: np.ndarray | float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reading that gives each reference value on the line, t_u = (t_c − b)/w, and its standard
+    uncertainty (ISO/TS 28037's prediction of x from y, the GUM's law for the implicit function):
+    u²(t_u) = [u²(t_c) + u²(b) + t_u²·u²(w) + 2·t_u·cov(w, b)] / w²."""
+    t_u = (t_c - b) / w
+    of_line = standard_uncertainty(line_design(t_u), covariance)
+    u_t_u: np.ndarray = np.sqrt(np.square(u_t_c) + np.square(of_line)) / abs(w)
+    return t_u, u_t_u

@@ -38,6 +38,7 @@ def test_every_request_example_is_accepted(make_client: Callable[..., FlaskClien
         # Binary: no example in the document; tests/api/test_parquet.py sends it.
         ("/v1/batches", "application/vnd.apache.parquet"),
         ("/v1/fits/{fit_id}/predict", "application/json"),
+        ("/v1/fits/{fit_id}/inverse", "application/json"),
         ("/v1/instruments/{instrument_id}", "application/json"),
         ("/v1/instruments/{instrument_id}/predict", "application/json"),
         ("/v1/apply", "text/csv"),
@@ -56,6 +57,8 @@ def test_every_request_example_is_accepted(make_client: Callable[..., FlaskClien
     assert client.get(f"/v1/fits/{fit_id}").get_json()["result"]["converged"] is True
     predicted = client.post(f"/v1/fits/{fit_id}/predict", json=bodies["/v1/fits/{fit_id}/predict", "application/json"])
     assert predicted.status_code == 200, predicted.get_json()
+    readings = client.post(f"/v1/fits/{fit_id}/inverse", json=bodies["/v1/fits/{fit_id}/inverse", "application/json"])
+    assert readings.status_code == 200 and readings.get_json()["u_t_u"] is not None, readings.get_json()
 
     # The fit's instrument (the example names one): its tolerance, a prediction, readings applied.
     instrument = fit.get_json()["instrument"]

@@ -12,6 +12,9 @@ switched off or narrowed.
 
 The rules, each with the repair made:
 - t_c has one value per t_u: t_c is cut to, or repeated up to, the length of t_u;
+- a list of uncertainties has one per value (`u_t_u` per t_u in a prediction, `u_t_c` per t_c in
+  an inverse): it is cut to, or repeated up to, that length (an empty one becomes 0, one number
+  for all);
 - a validation split names existing points, holds out at least one and leaves at least two
   to train on: otherwise it becomes `{"indices": [0]}` (or is dropped below three points,
   with an early stopping on `val_loss` dropped with it);
@@ -65,10 +68,16 @@ def _value(merged: dict[str, Any], name: str) -> Any:
     return _DEFAULTS.get(name) if value is None else value
 
 
-def _pair(fit: dict[str, Any]) -> None:
-    t_u, t_c = fit.get("t_u"), fit.get("t_c")
-    if isinstance(t_u, list) and isinstance(t_c, list) and t_c and len(t_u) != len(t_c):
-        fit["t_c"] = (t_c * (len(t_u) // len(t_c) + 1))[: len(t_u)]
+def _pair(fit: dict[str, Any], values: str = "t_u", paired: str = "t_c") -> None:
+    given, each = fit.get(values), fit.get(paired)
+    if isinstance(given, list) and isinstance(each, list) and each and len(given) != len(each):
+        fit[paired] = (each * (len(given) // len(each) + 1))[: len(given)]
+
+
+def _one_uncertainty_per_value(body: dict[str, Any], values: str, uncertainties: str) -> None:
+    if body.get(uncertainties) == []:
+        body[uncertainties] = 0.0
+    _pair(body, values, uncertainties)
 
 
 def _held_out(validation: dict[str, Any], n: int) -> list[int] | None:
@@ -190,6 +199,10 @@ def _within_the_rules(operation: str | None, case: Any) -> None:
     body = case.body
     if operation in ("createFit", "preflightFit"):  # the pre-flight takes a fit's body
         _repair(body, {})
+    elif operation in ("predict", "predictInstrument"):
+        _one_uncertainty_per_value(body, "t_u", "u_t_u")
+    elif operation == "inverse":
+        _one_uncertainty_per_value(body, "t_c", "u_t_c")
     elif operation == "createBatch" and isinstance(body.get("fits"), list):
         defaults = body.get("defaults") if isinstance(body.get("defaults"), dict) else {}
         _optimizer_object(defaults)
