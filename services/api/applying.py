@@ -1,5 +1,8 @@
 """POST /v1/apply: readings `instrument,t_u` calibrated with each instrument's current calibration.
 
+With a third column `u_t_u` (each reading's standard uncertainty), each row's answer adds `u_t_c`,
+its standard uncertainty on the calibration (shared/domain/predictions.py, forward evaluation).
+
 Millions of rows in constant memory. The body is spooled (to disk past a few MB) and read twice in
 blocks with pyarrow: once to check every row and find the instruments named, with the lowest and
 highest reading of each; then, every calibration found and every answer known to be finite, once
@@ -23,21 +26,23 @@ import pyarrow.csv as pa_csv
 from services.api import spreadsheets
 from services.api.problems import Problem
 from shared.domain import calibration
+from shared.domain.predictions import line_covariance, line_variance
 from shared.store.models import Fit
 
 COLUMNS = ["instrument", "t_u", "t_c", "lower", "upper", "fit_id"]
+UNCERTAIN = "u_t_u"  # the optional input column; the answer's column for it is u_t_c, after fit_id
 _BLOCK_BYTES = 1 << 20
 # What an apply holds while it runs, besides its spool: a block's arrays, and the survey's and the
 # calibrations' figures per instrument (a few hundred bytes each, at most max_fits_per_batch).
 HELD_BYTES = 64 << 20
-_READ = pa_csv.ConvertOptions(
-    column_types={"instrument": pa.string(), "t_u": pa.float64()}, include_columns=["instrument", "t_u"]
-)
+_TYPES = {"instrument": pa.string(), "t_u": pa.float64(), UNCERTAIN: pa.float64()}
 
 
-def _blocks(body: IO[bytes]) -> Iterator[pa.RecordBatch]:
+def _blocks(body: IO[bytes], uncertain: bool) -> Iterator[pa.RecordBatch]:
     body.seek(0)
-    yield from pa_csv.open_csv(body, read_options=pa_csv.ReadOptions(block_size=_BLOCK_BYTES), convert_options=_READ)
+    columns = ["instrument", "t_u", UNCERTAIN] if uncertain else ["instrument", "t_u"]
+    read = pa_csv.ConvertOptions(column_types={c: _TYPES[c] for c in columns}, include_columns=columns)
+    yield from pa_csv.open_csv(body, read_options=pa_csv.ReadOptions(block_size=_BLOCK_BYTES), convert_options=read)
 
 
 def _row_problem(status: int, row: int, detail: str, slug: str) -> Problem:
@@ -55,6 +60,7 @@ class Readings:
     high: dict[str, float] = field(default_factory=dict)
     first_row: dict[str, int] = field(default_factory=dict)
     rows: int = 0
+    uncertain: bool = False  # the readings carry their u_t_u
 
 
 def survey(body: IO[bytes], max_instruments: int) -> Readings:
@@ -65,7 +71,8 @@ def survey(body: IO[bytes], max_instruments: int) -> Readings:
         header = body.readline().decode("utf-8", "replace").strip().split(",")
         if "instrument" not in header or "t_u" not in header:
             raise Problem(400, "the CSV header must name the columns instrument,t_u", slug="malformed")
-        for block in _blocks(body):
+        found.uncertain = UNCERTAIN in header
+        for block in _blocks(body, found.uncertain):
             _survey_block(block, found)
             if len(found.first_row) > max_instruments:
                 raise Problem(
@@ -87,6 +94,12 @@ def _survey_block(block: pa.RecordBatch, found: Readings) -> None:
     if not pc.all(valid).as_py():
         row = found.rows + int(pc.index(valid, False).as_py()) + 1
         raise _row_problem(422, row, "an instrument and a finite t_u are needed", "invalid-field")
+    if found.uncertain:
+        u = block.column(2)
+        fine = pc.and_(pc.is_finite(u), pc.greater_equal(u, 0.0)).fill_null(False)
+        if not pc.all(fine).as_py():
+            row = found.rows + int(pc.index(fine, False).as_py()) + 1
+            raise _row_problem(422, row, "u_t_u must be a finite number ≥ 0", "invalid-field")
     grouped = pa.table({"instrument": names, "t_u": t_u, "row": pa.array(np.arange(len(t_u)) + found.rows + 1)})
     stats = grouped.group_by("instrument").aggregate([("t_u", "min"), ("t_u", "max"), ("row", "min")])
     for name, low, high, row in zip(
@@ -123,6 +136,8 @@ class Lines:
     n: np.ndarray | None = None
     mean: np.ndarray | None = None
     sxx: np.ndarray | None = None
+    # For u_t_c: each calibration's covariance of (w, b), (instruments, 2, 2).
+    covariance: np.ndarray | None = None
 
 
 def lines_for(readings: Readings, current: dict[str, Fit], known: set[str], interval: float | None) -> Lines:
@@ -140,7 +155,14 @@ def lines_for(readings: Readings, current: dict[str, Fit], known: set[str], inte
             raise _row_problem(
                 409, row, f"the calibration of {name!r} (fit {fit.id}) cannot give prediction bounds", "no-interval"
             )
-        if interval is not None and fit.converged is False:
+        if readings.uncertain and fit.cov_wb is None:
+            raise _row_problem(
+                409,
+                row,
+                f"the calibration of {name!r} (fit {fit.id}) has no covariance of its parameters: it cannot give u_t_c",
+                "no-uncertainty",
+            )
+        if (interval is not None or readings.uncertain) and fit.converged is False:
             raise _row_problem(
                 409,
                 row,
@@ -165,6 +187,9 @@ def lines_for(readings: Readings, current: dict[str, Fit], known: set[str], inte
         w=np.array([raw[0] for raw in raws]),
         b=np.array([raw[1] for raw in raws]),
         fit_ids=pa.array([fit.id for fit in fits]),
+        covariance=np.array([line_covariance(f.se_w or 0.0, f.se_b or 0.0, f.cov_wb or 0.0) for f in fits])
+        if readings.uncertain
+        else None,
     )
     if interval is None:
         return lines
@@ -180,15 +205,17 @@ def lines_for(readings: Readings, current: dict[str, Fit], known: set[str], inte
         n=np.array([s.n for s in spreads if s is not None], dtype=np.float64),
         mean=np.array([s.t_u_mean for s in spreads if s is not None]),
         sxx=np.array([s.t_u_sxx for s in spreads if s is not None]),
+        covariance=lines.covariance,
     )
 
 
 def calibrated(body: IO[bytes], lines: Lines) -> Iterator[bytes]:
     """The answer's CSV, block by block; closes the body at the end."""
+    uncertain = lines.covariance is not None
     try:
-        yield (",".join(COLUMNS) + "\n").encode()
+        yield (",".join(COLUMNS + (["u_t_c"] if uncertain else [])) + "\n").encode()
         options = pa_csv.WriteOptions(include_header=False)
-        for block in _blocks(body):
+        for block in _blocks(body, uncertain):
             out = io.BytesIO()
             pa_csv.write_csv(_calibrate(block, lines), out, options)
             yield out.getvalue()
@@ -212,4 +239,8 @@ def _calibrate(block: pa.RecordBatch, lines: Lines) -> pa.Table:
         empty = pa.nulls(len(u), pa.float64())
         columns |= {"lower": empty, "upper": empty}
     columns["fit_id"] = lines.fit_ids.take(pa.array(at))
+    if lines.covariance is not None:
+        u_t_u = block.column(2).to_numpy()
+        variance = line_variance(u, lines.covariance[at]) + np.square(lines.w[at] * u_t_u)
+        columns["u_t_c"] = np.sqrt(np.maximum(variance, 0.0))  # ≥ 0 but for rounding
     return pa.table(columns)

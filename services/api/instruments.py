@@ -30,7 +30,12 @@ bp = Blueprint("instruments", __name__)
 
 # A readings CSV as POST /v1/apply reads it: the header, then instrument,t_u rows (numbers written
 # plainly here; the API also reads exponents).
-APPLY_PATTERN = rf"^instrument,t_u\r?\n(?:[A-Za-z0-9_.-]{{1,32}},{NUMBER}\r?\n)+$"
+_NAME = r"[A-Za-z0-9_.-]{1,32}"
+_UNCERTAINTY = r"(?:0|[1-9][0-9]{0,5})(?:\.[0-9]{1,6})?"
+APPLY_PATTERN = (
+    rf"^(?:instrument,t_u\r?\n(?:{_NAME},{NUMBER}\r?\n)+"
+    rf"|instrument,t_u,u_t_u\r?\n(?:{_NAME},{NUMBER},{_UNCERTAINTY}\r?\n)+)$"
+)
 INSTRUMENT = {"description": "The instrument", "content": json_content("InstrumentPublic")}
 
 # Instruments read per query while a drifted=true page fills up.
@@ -147,13 +152,17 @@ def predict(instrument_id: str) -> dict[str, Any]:
 @bp.post("/v1/apply")
 @operation(
     "apply",
-    "Calibrate readings: CSV instrument,t_u in, instrument,t_u,t_c,lower,upper,fit_id out",
+    "Calibrate readings: CSV instrument,t_u[,u_t_u] in, instrument,t_u,t_c,lower,upper,fit_id[,u_t_c] out",
     {"200": {"description": "Calibrated rows", "content": CSV_TEXT}},
     description="Each reading on its instrument's current calibration, streamed in blocks "
     "(millions of rows in constant memory). Every row is checked before the first byte of the "
     "answer: an instrument unknown to the tenant (or not yet calibrated) is 422 naming its `row` "
     "(row 1 is the first reading); with `interval`, a calibration that has not converged or "
     "cannot give bounds is 409 naming the row. Without `interval`, lower and upper are empty. "
+    "With a third column `u_t_u` (each reading's standard uncertainty, a finite number ≥ 0), each row "
+    "adds `u_t_c` after fit_id: sqrt(u²(b) + t_u²·u²(w) + 2·t_u·cov(w, b) + w²·u_t_u²), the GUM's "
+    "propagation through the calibration; a calibration without a covariance (fewer than 3 points) "
+    "is 409 `no-uncertainty` naming the row, one that has not converged 409 `not-converged`. "
     "At most `max_fits_per_batch` instruments in one request (413); each apply has a share of "
     "its API process's parse budget while it reads (503 with Retry-After past it).",
     query=ApplyQuery,

@@ -57,6 +57,13 @@ def line_covariance(se_w: float, se_b: float, cov_wb: float) -> np.ndarray:
     return np.array([[se_w * se_w, cov_wb], [cov_wb, se_b * se_b]])
 
 
+def line_variance(t_u: np.ndarray, covariance: np.ndarray) -> np.ndarray:
+    """φᵀVφ at each reading, φ = (t_u, 1): V one (2, 2) covariance, or one per reading (m, 2, 2)."""
+    v = np.asarray(covariance)
+    found: np.ndarray = v[..., 1, 1] + t_u * t_u * v[..., 0, 0] + 2 * t_u * v[..., 0, 1]
+    return found
+
+
 def line_design(t_u: np.ndarray) -> np.ndarray:
     """A line's design rows (t_u, 1), in the (w, b) order of its parameters."""
     return np.column_stack([t_u, np.ones_like(t_u)])

@@ -97,3 +97,29 @@ def test_what_a_fit_cannot_answer_is_a_409_naming_why(client: FlaskClient) -> No
     body = {"t_c": [1.0, 1.7e308], "allow_unconverged": True}
     past = problem(client.post(f"/v1/fits/{gentle['id']}/inverse", json=body), 409)
     assert past["type"].endswith("prediction-out-of-range") and past["errors"][0]["loc"] == ["t_c", 1]
+
+
+def test_apply_carries_each_readings_uncertainty_through_its_instruments_calibration(client: FlaskClient) -> None:
+    fit = _succeeded(client, {**ANNEX_E, "epochs": "auto", "learning_rate": 0.02, "instrument": "ISO-E"})
+    predicted = client.post(
+        f"/v1/fits/{fit['id']}/predict", json={"t_u": [3.5, 3.5, 6.0], "u_t_u": [0.0, 0.2, 0.05]}
+    ).get_json()
+    readings = "instrument,t_u,u_t_u\nISO-E,3.5,0\nISO-E,3.5,0.2\nISO-E,6,0.05\n"
+    applied = client.post("/v1/apply", data=readings, content_type="text/csv")
+    assert applied.status_code == 200, applied.get_data(as_text=True)
+    header, *rows = applied.get_data(as_text=True).splitlines()
+    assert header == "instrument,t_u,t_c,lower,upper,fit_id,u_t_c"
+    found = [float(row.split(",")[-1]) for row in rows]
+    assert found == pytest.approx(predicted["u_t_c"], rel=1e-12)
+    assert found[0] == pytest.approx(0.070, abs=5e-4)  # Annex E's mean response at 3.5
+    # Without the column, the answer is as it was.
+    plain = client.post("/v1/apply", data="instrument,t_u\nISO-E,3.5\n", content_type="text/csv")
+    assert plain.get_data(as_text=True).splitlines()[0] == "instrument,t_u,t_c,lower,upper,fit_id"
+    # A negative or missing uncertainty is the row's 422; a calibration of two points cannot give one.
+    bad = problem(
+        client.post("/v1/apply", data="instrument,t_u,u_t_u\nISO-E,1,0.1\nISO-E,2,-1\n", content_type="text/csv"), 422
+    )
+    assert bad["errors"] == [{"loc": ["row", 2], "msg": "u_t_u must be a finite number ≥ 0"}]
+    _succeeded(client, {"t_u": [1.0, 2.0], "t_c": [3.0, 5.0], "epochs": 100, "instrument": "TWO"})
+    two = problem(client.post("/v1/apply", data="instrument,t_u,u_t_u\nTWO,1.5,0.1\n", content_type="text/csv"), 409)
+    assert two["type"].endswith("no-uncertainty") and two["errors"][0]["loc"] == ["row", 1]
