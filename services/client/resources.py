@@ -125,17 +125,37 @@ class Fit(_Resource):
         return dict(self.client.json("GET", f"/v1/fits/{self.id}/data"))
 
     def predict(
-        self, t_u: Sequence[float], interval: float | None = None, allow_unconverged: bool = False
+        self,
+        t_u: Sequence[float],
+        interval: float | None = None,
+        allow_unconverged: bool = False,
+        u_t_u: float | Sequence[float] | None = None,
     ) -> dict[str, list[float]]:
         """Calibrated values for raw readings; with `interval` (e.g. 0.95), prediction intervals too
-        (a fit that has not converged: a 409, unless `allow_unconverged`, then bounds that hold the gap)."""
+        (a fit that has not converged: a 409, unless `allow_unconverged`, then bounds that hold the gap);
+        with `u_t_u` (each reading's standard uncertainty, or one for all), `u_t_c`."""
         body: dict[str, Any] = {"t_u": list(map(float, t_u))}
         if interval is not None:
             body["interval"] = interval
         if allow_unconverged:
             body["allow_unconverged"] = True
+        if u_t_u is not None:
+            body["u_t_u"] = _numbers(u_t_u)
         answer = self.client.json("POST", f"/v1/fits/{self.id}/predict", json=body)
-        return {k: answer[k] for k in ("t_c", "lower", "upper") if k in answer}
+        return {k: answer[k] for k in ("t_c", "lower", "upper", "u_t_c") if answer.get(k) is not None}
+
+    def inverse(
+        self, t_c: Sequence[float], u_t_c: float | Sequence[float] | None = None, allow_unconverged: bool = False
+    ) -> dict[str, Any]:
+        """The reading that gives each reference value, `t_u`, and its standard uncertainty `u_t_u`
+        (None where the fit has no covariance); `u_t_c` each value's own uncertainty, or one for all."""
+        body: dict[str, Any] = {"t_c": list(map(float, t_c))}
+        if u_t_c is not None:
+            body["u_t_c"] = _numbers(u_t_c)
+        if allow_unconverged:
+            body["allow_unconverged"] = True
+        answer = self.client.json("POST", f"/v1/fits/{self.id}/inverse", json=body)
+        return {"t_u": answer["t_u"], "u_t_u": answer["u_t_u"]}
 
     def cancel(self) -> Fit:
         self.data = self.client.json("POST", f"/v1/fits/{self.id}/cancel")
@@ -205,3 +225,8 @@ class Batch(_Resource):
     def cancel(self) -> Batch:
         self.data = self.client.json("POST", f"/v1/batches/{self.id}/cancel")
         return self
+
+
+def _numbers(given: float | Sequence[float]) -> float | list[float]:
+    """One number for all values, or one per value, as the API takes them."""
+    return float(given) if isinstance(given, int | float) else list(map(float, given))

@@ -40,6 +40,10 @@ def test_fit_wait_losses_predict(client: Client) -> None:
     assert abs(fit.result["w_raw"] - 0.53671) < 1e-5
     predicted = fit.predict([51.8, 90.0], interval=0.95)
     assert set(predicted) == {"t_c", "lower", "upper"} and predicted["lower"][0] < predicted["t_c"][0]
+    # Both ways, with uncertainties: the reading that gives a predicted value is the reading.
+    forward = fit.predict([51.8], u_t_u=0.1)
+    back = fit.inverse(forward["t_c"], u_t_c=forward["u_t_c"])
+    assert back["t_u"][0] == pytest.approx(51.8, rel=1e-9) and back["u_t_u"][0] > 0.1
     assert fit.readings() == {"fit_id": fit.id, "t_u": T_U, "t_c": T_C, "validation_indices": []}
     buckets = fit.loss_curve(points=50)
     assert len(buckets) == 50 and buckets[-1]["last_epoch"] == 5000
