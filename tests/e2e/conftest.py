@@ -11,19 +11,26 @@ import pytest
 from tests.backends import backend_env
 from tests.stack import Stack
 
-# The longest modules (`pytest --durations=0`, 2026-12-04), started first: `make test` hands whole
-# modules to two processes in this order, so neither is left with a long one at the end.
+# The longest modules (`pytest --durations=0 --junitxml`, 2026-12-05, seconds in all), started
+# first: `make test` hands whole modules to two processes in this order, so neither is left with a
+# long one at the end. test_dashboard.py (Chromium, CI only) is placed by its last CI run.
 LONGEST_FIRST = [
-    "test_faults.py",
-    "test_worker_faults.py",
-    "test_schemathesis.py",
-    "test_cli.py",
-    "test_convergence_over_http.py",
-    "test_webhooks_over_http.py",
-    "test_instruments.py",
-    "test_body_budgets.py",
-    "test_client.py",
-    "test_waiting.py",
+    "test_faults.py",  # 191
+    "test_worker_faults.py",  # 187
+    "test_webhooks_over_http.py",  # 125
+    "test_schemathesis.py",  # 105
+    "test_dashboard.py",
+    "test_waiting.py",  # 49
+    "test_quotas_over_http.py",  # 49
+    "test_ledger.py",  # 48
+    "test_body_budgets.py",  # 36
+    "test_cli.py",  # 34
+    "test_instruments.py",  # 34 (tests/api's)
+    "test_generated_client.py",  # 28
+    "test_fairness.py",  # 27
+    "test_oversize_bodies.py",  # 27
+    "test_hostile_inputs.py",  # 25
+    "test_convergence_over_http.py",  # 25
 ]
 
 
