@@ -13,7 +13,8 @@ from tests.stack import Stack
 
 # The longest modules (`pytest --durations=0 --junitxml`, 2026-12-05, seconds in all), started
 # first: `make test` hands whole modules to two processes in this order, so neither is left with a
-# long one at the end. test_dashboard.py (Chromium, CI only) is placed by its last CI run.
+# long one at the end. test_dashboard.py (Chromium, skipped where it is not installed) is placed
+# among them by guess: it drives a browser through 16 tests.
 LONGEST_FIRST = [
     "test_faults.py",  # 191
     "test_worker_faults.py",  # 187
