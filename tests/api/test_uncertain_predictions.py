@@ -123,3 +123,16 @@ def test_apply_carries_each_readings_uncertainty_through_its_instruments_calibra
     _succeeded(client, {"t_u": [1.0, 2.0], "t_c": [3.0, 5.0], "epochs": 100, "instrument": "TWO"})
     two = problem(client.post("/v1/apply", data="instrument,t_u,u_t_u\nTWO,1.5,0.1\n", content_type="text/csv"), 409)
     assert two["type"].endswith("no-uncertainty") and two["errors"][0]["loc"] == ["row", 1]
+
+
+def test_gum_h3_the_correction_at_30_degrees_and_its_uncertainty(client: FlaskClient) -> None:
+    # JCGM 100:2008 (GUM) H.3: corrections b_k of a thermometer read at t_k, fitted by ordinary least
+    # squares; published, the correction at 30 °C: b(30) = −0.1494 °C with u_c = 0.0041 °C. Run to a
+    # tolerance of 0.001 standard uncertainty, so that the fit's line is the published one to its digits.
+    t = [21.521, 22.012, 22.512, 23.003, 23.507, 23.999, 24.513, 25.002, 25.503, 26.010, 26.511]
+    b = [-0.171, -0.169, -0.166, -0.159, -0.164, -0.165, -0.156, -0.157, -0.159, -0.161, -0.160]
+    body = {"t_u": t, "t_c": b, "normalize": "standardize", "epochs": "auto", "convergence_tolerance": 0.001}
+    fit = _succeeded(client, body)
+    assert fit["result"]["converged"] is True
+    answer = client.post(f"/v1/fits/{fit['id']}/predict", json={"t_u": [30.0], "u_t_u": 0}).get_json()
+    assert round(answer["t_c"][0], 4) == -0.1494 and round(answer["u_t_c"][0], 4) == 0.0041
