@@ -1,0 +1,55 @@
+"""Did an instrument pass? Conformity decisions on one point's error, as API.md defines them.
+
+At a point, the error e of the instrument as found (the reference value less what the previous
+calibration made of the reading) and its standard uncertainty u are judged against the acceptable
+limits [lower, upper] (in t_c units):
+- the probability of conformity (JCGM 106:2012, 7.3, a normal distribution for the error):
+      p = Φ((upper − e)/u) − Φ((lower − e)/u);
+- simple acceptance (ILAC G8:2019, 4.2.1): `pass` if lower ≤ e ≤ upper, else `fail`;
+- a guard band w = k·u (ILAC G8 4.2.2, k the coverage factor): `pass` inside the limits narrowed
+  by w, `fail` outside them widened by w, and between: `conditional pass` inside the limits,
+  `conditional fail` outside them.
+A calibration's verdict is its worst point's, in the order pass < conditional pass < conditional
+fail < fail.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Literal
+
+Verdict = Literal["pass", "conditional pass", "conditional fail", "fail"]
+WORST_LAST: tuple[Verdict, ...] = ("pass", "conditional pass", "conditional fail", "fail")
+
+
+def normal_cdf(z: float) -> float:
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+def probability_of_conformity(error: float, u: float, lower: float, upper: float) -> float:
+    """JCGM 106 7.3: the probability that the error lies within the limits; with u = 0, 1 or 0."""
+    if u == 0:
+        return 1.0 if lower <= error <= upper else 0.0
+    return normal_cdf((upper - error) / u) - normal_cdf((lower - error) / u)
+
+
+def verdict(
+    error: float, u: float, lower: float, upper: float, rule: Literal["simple", "guard_band"], k: float = 2.0
+) -> Verdict:
+    """The decision at one point under `rule`."""
+    inside = lower <= error <= upper
+    if rule == "simple":
+        return "pass" if inside else "fail"
+    w = k * u
+    if lower + w <= error <= upper - w:
+        return "pass"
+    if error < lower - w or error > upper + w:
+        return "fail"
+    return "conditional pass" if inside else "conditional fail"
+
+
+def worst(verdicts: Iterable[Verdict]) -> Verdict | None:
+    """A calibration's verdict: its worst point's (None without points)."""
+    found = [WORST_LAST.index(v) for v in verdicts]
+    return WORST_LAST[max(found)] if found else None
