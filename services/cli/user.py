@@ -457,7 +457,8 @@ def instrument(instrument_id: str, as_json: bool, url: str | None) -> None:
 @url_option
 def apply_readings(readings: Path, out: Path, interval: float | None, url: str | None) -> None:
     """Calibrate a CSV of instrument,t_u readings with each instrument's current calibration:
-    instrument,t_u,t_c,lower,upper,fit_id."""
+    instrument,t_u,t_c,lower,upper,fit_id. With a third column u_t_u (each reading's standard
+    uncertainty), each row adds u_t_c."""
     started = time.monotonic()
     try:
         with client_for(url) as client:
