@@ -11,7 +11,6 @@ from typing import Any
 from flask import Blueprint, Response, current_app, render_template
 
 from services.api import contract
-from services.api.examples import fill_property_examples
 from services.api.extensions import current_services
 from shared.contract.callbacks import ANY_PORT, DEFAULT_PORTS, AllowedHosts, Rule
 from shared.contract.schemas import SCHEMAS
@@ -96,6 +95,20 @@ def _rule_patterns(rule: Rule) -> list[str]:
             port = f":{rule.port}" if rule.port != DEFAULT_PORTS[scheme] else f"(?::{rule.port})?"
         shapes.append(f"{scheme}://{host}{port}")
     return shapes
+
+
+def fill_property_examples(components: dict[str, Any]) -> None:
+    """Give every property that has no example of its own the value of its schema's example object
+    (each model declares one: shared/contract/examples.py)."""
+    for schema in components.values():
+        example = schema.get("example") or {}
+        for prop, spec in schema.get("properties", {}).items():
+            if "example" in spec or "examples" in spec:
+                continue
+            if isinstance(example, dict) and prop in example:
+                spec["example"] = example[prop]
+            elif "$ref" in spec and "example" in (model := components[spec["$ref"].rsplit("/", 1)[1]]):
+                spec["example"] = model["example"]  # a property that is a model: that model's example
 
 
 @cache

@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from shared.contract import examples
 from shared.contract.callbacks import AllowedHosts, url_problem
 from shared.contract.optimizers import FLAT_OPTIONS, EitherForm, Fraction, OptimizerSpec, Positive, from_flat
 from shared.domain.calibration import standardization
@@ -200,7 +201,7 @@ class DataTooLarge(ValueError):
 
 
 class Init(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": examples.INIT_EXAMPLE})
     w: Finite = 1.0
     b: Finite = 0.0
 
@@ -437,6 +438,7 @@ class FitOptions(BaseModel):
 
 
 class FitCreate(FitOptions):
+    model_config = ConfigDict(json_schema_extra={"example": examples.FIT_CREATE_EXAMPLE})
     # minItems documents the two-point minimum; the validator below gives the clearer message.
     t_u: Points = Field(
         json_schema_extra={"example": [35.7, 55.9, 58.2, 81.9, 56.3], "minItems": 2},
@@ -542,7 +544,7 @@ class FitCreate(FitOptions):
 
 
 class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": examples.PREDICT_REQUEST_EXAMPLE})
     t_u: Annotated[list[Finite], Field(min_length=1, max_length=1_000_000)]
     # A prediction interval for a new reading at each t_u, at this confidence.
     interval: Annotated[float, Field(strict=True, gt=0, lt=1, json_schema_extra={"example": 0.95})] | None = None
@@ -571,7 +573,7 @@ class PredictRequest(BaseModel):
 
 
 class InverseRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": examples.INVERSE_REQUEST_EXAMPLE})
     t_c: Annotated[list[Finite], Field(min_length=1, max_length=1_000_000, json_schema_extra={"example": [10.5]})]
     u_t_c: Uncertainties | None = Field(
         None,
@@ -611,6 +613,7 @@ class Served(BaseModel):
 
 
 class Gap(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.GAP_EXAMPLE})
     w: float
     b: float
 
@@ -639,6 +642,8 @@ class Convergence(Served):
 
 class Result(Served):
     """The fit, and against it the exact least-squares line of the same data (raw units)."""
+
+    model_config = ConfigDict(json_schema_extra={"example": examples.RESULT_EXAMPLE})
 
     w: float
     b: float
@@ -708,6 +713,7 @@ class Result(Served):
 
 
 class Prediction(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.PREDICTION_EXAMPLE})
     fit_id: str
     t_c: list[float]
     lower: list[float] | None = None
@@ -729,6 +735,7 @@ class Prediction(Served):
 
 
 class Inverse(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.INVERSE_EXAMPLE})
     fit_id: str
     t_u: list[float] = Field(
         description="the reading that gives each reference value on the fit's line, (t_c − b_raw) / w_raw",
@@ -746,6 +753,7 @@ class Inverse(Served):
 
 
 class ValidationUsed(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.VALIDATION_USED_EXAMPLE})
     fraction: float | None = None
     seed: int | None = None
     indices: list[int] = Field(
@@ -754,12 +762,14 @@ class ValidationUsed(Served):
 
 
 class EarlyStoppingUsed(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.EARLY_STOPPING_USED_EXAMPLE})
     monitor: Literal["loss", "val_loss"]
     min_delta: float
     patience: int
 
 
 class Params(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.PARAMS_EXAMPLE})
     learning_rate: float
     init: Init
     input_scale: float
@@ -786,6 +796,7 @@ class Params(Served):
 
 
 class FitError(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.FIT_ERROR_EXAMPLE})
     type: str
     detail: str
 
@@ -794,6 +805,8 @@ class Suggestion(Served):
     """Options that make gradient descent converge on any data: the learning rate from the data's
     curvature, the input standardized (the Hessian becomes 2·I), and epochs until converged."""
 
+    model_config = ConfigDict(json_schema_extra={"example": examples.SUGGESTION_EXAMPLE})
+
     learning_rate: Literal["auto"]
     normalize: Literal["standardize"]
     epochs: Literal["auto"]
@@ -801,6 +814,8 @@ class Suggestion(Served):
 
 class FitPreflight(Served):
     """What the data says of a fit before it is submitted: nothing is stored or queued."""
+
+    model_config = ConfigDict(json_schema_extra={"example": examples.FIT_PREFLIGHT_EXAMPLE})
 
     n_points: int
     learning_rate: float = Field(description='the learning rate the fit would run with ("auto" resolved)')
@@ -822,6 +837,7 @@ class FitPreflight(Served):
 
 
 class FitPublic(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.FIT_PUBLIC_EXAMPLE})
     id: str
     status: Literal["queued", "running", "succeeded", "diverged", "failed", "cancelled"]
     created_at: str
@@ -859,11 +875,13 @@ class FitPublic(Served):
 
 
 class FitList(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.FIT_LIST_EXAMPLE})
     items: list[FitPublic]
     next: str | None
 
 
 class LossPage(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.LOSS_PAGE_EXAMPLE})
     fit_id: str
     epochs_done: int
     start: int
@@ -875,6 +893,7 @@ class LossPage(Served):
 
 
 class FitData(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.FIT_DATA_EXAMPLE})
     fit_id: str
     t_u: list[float]
     t_c: list[float]
@@ -882,6 +901,7 @@ class FitData(Served):
 
 
 class LossBucket(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.LOSS_BUCKET_EXAMPLE})
     first_epoch: int
     last_epoch: int
     min: float | None = Field(description="null where not finite, as in a page of losses")
@@ -893,6 +913,7 @@ class LossBucket(Served):
 
 
 class LossBuckets(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.LOSS_BUCKETS_EXAMPLE})
     fit_id: str
     epochs_done: int
     start: int
@@ -901,6 +922,7 @@ class LossBuckets(Served):
 
 
 class Problem(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.PROBLEM_EXAMPLE})
     type: str
     title: str
     status: int
@@ -956,7 +978,7 @@ class BatchCreate(BaseModel):
     # At run time defaults and fits stay loose (each merged fit is validated as a
     # FitCreate, with errors located by fit); services/api/openapi.py documents them
     # precisely, as FitOptions and FitCreate.
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": examples.BATCH_CREATE_EXAMPLE})
     defaults: dict[str, Any] = Field(
         default_factory=dict, json_schema_extra={"example": {"epochs": 5000, "input_scale": 0.1}}
     )
@@ -972,6 +994,7 @@ class BatchOptions(BaseModel):
 
 
 class BatchPublic(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.BATCH_PUBLIC_EXAMPLE})
     id: str
     count: int
     status: Literal["queued", "running", "completed", "cancelled"]
@@ -986,6 +1009,7 @@ class BatchPublic(Served):
 
 
 class Drift(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.DRIFT_EXAMPLE})
     chi2: float | None = Field(
         description="squared Mahalanobis distance of (Δw_raw, Δb_raw) under the sum of the two calibrations' "
         "covariances (2 degrees of freedom); null where a covariance is unknown or the sum singular",
@@ -1005,6 +1029,7 @@ class Drift(Served):
 
 
 class CalibrationPublic(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.CALIBRATION_PUBLIC_EXAMPLE})
     fit_id: str
     calibrated_at: str = Field(description="when the fit's readings were submitted (its created_at)")
     w_raw: float
@@ -1019,6 +1044,7 @@ class CalibrationPublic(Served):
 
 
 class InstrumentSummary(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.INSTRUMENT_SUMMARY_EXAMPLE})
     id: str
     calibrations: int
     current: CalibrationPublic | None
@@ -1032,6 +1058,7 @@ class InstrumentSummary(Served):
 
 
 class InstrumentPublic(InstrumentSummary):
+    model_config = ConfigDict(json_schema_extra={"example": examples.INSTRUMENT_PUBLIC_EXAMPLE})
     history: list[CalibrationPublic] = Field(
         description="its calibrations, newest first: a page of history_limit (100) of them"
     )
@@ -1043,12 +1070,13 @@ class InstrumentPublic(InstrumentSummary):
 
 
 class InstrumentList(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.INSTRUMENT_LIST_EXAMPLE})
     items: list[InstrumentSummary] = Field(description="by id; each without its history (GET the instrument)")
     next: str | None
 
 
 class InstrumentUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": examples.INSTRUMENT_UPDATE_EXAMPLE})
     tolerance: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] | None = Field(
         json_schema_extra={"example": 0.5},
         description="the largest acceptable as-found RMS, in t_c's units; null clears it",
@@ -1056,6 +1084,7 @@ class InstrumentUpdate(BaseModel):
 
 
 class WebhookAttemptPublic(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.WEBHOOK_ATTEMPT_PUBLIC_EXAMPLE})
     number: int = Field(json_schema_extra={"example": 1})
     started_at: str = Field(json_schema_extra={"example": "2026-11-27T23:00:05.120Z"})
     status_code: int | None = Field(
@@ -1067,6 +1096,7 @@ class WebhookAttemptPublic(Served):
 
 
 class WebhookDeliveryPublic(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.WEBHOOK_DELIVERY_PUBLIC_EXAMPLE})
     id: str = Field(
         description="also sent as the Calib-Delivery header",
         json_schema_extra={"example": "5b0c7e2a-1f3d-4c8e-9a6b-2d4f8e1c3a57"},
@@ -1087,6 +1117,7 @@ class WebhookDeliveryPublic(Served):
 
 
 class WebhookDeliveryList(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.WEBHOOK_DELIVERY_LIST_EXAMPLE})
     items: list[WebhookDeliveryPublic] = Field(description="newest first")
     next: str | None
 
