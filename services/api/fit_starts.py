@@ -30,8 +30,9 @@ _TABLE = bytes(_KINDS)
 # The key before a container: a string without escapes, a colon, whitespace, the end of the bytes.
 _KEY = re.compile(rb'"([^"\\]*)"[ \t\r\n]*:[ \t\r\n]*\Z')
 _TAIL = 256  # bytes of the previous pieces kept to read a key that a piece's edge cuts
-# Top-level arrays whose key is read; past this many (a legal batch has one) every one counts as fits.
-_KEYS_READ = 1000
+# Top-level arrays whose key is read; past this many (a legal batch has one) every one counts as fits
+# (json_batch.py refuses such a body: a batch's top level has one array, `fits`).
+KEYS_READ = 1000
 
 
 class Marks:
@@ -65,7 +66,7 @@ class FitStarts:
         self.backslashes = 0  # the run of backslashes that ended the last piece
         self.in_fits = False  # the container open at depth 2 is a `fits` array
         self.tail = b""
-        self.keys_read = 0
+        self.keys_read = 0  # top-level arrays opened so far (their keys read, up to KEYS_READ)
 
     def of(self, piece: bytes, marks: Marks) -> np.ndarray:
         """The positions in `piece` where a fit begins, in order; `fits` counts them."""
@@ -143,9 +144,9 @@ class FitStarts:
     def _is_fits(self, piece: bytes, position: int) -> bool:
         """Whether the top-level array opening at `position` is `fits`: unless its key reads as
         another string, it is counted as one."""
-        if self.keys_read >= _KEYS_READ:
-            return True
         self.keys_read += 1
+        if self.keys_read > KEYS_READ:
+            return True
         before = piece[max(0, position - _TAIL) : position]
         if len(before) < _TAIL:
             before = self.tail[len(before) - _TAIL :] + before

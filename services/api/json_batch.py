@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from services.api.admission import Ask, ask_of
 from services.api.bodies import Spooling, too_large
-from services.api.fit_starts import BACKSLASH, OPEN_ARRAY, OPEN_OBJECT, FitStarts, Marks
+from services.api.fit_starts import BACKSLASH, KEYS_READ, OPEN_ARRAY, OPEN_OBJECT, FitStarts, Marks
 from services.api.memory import TEXT_EXPANSION_PARSED_WHOLE, grown, holding
 from services.api.problems import Problem, from_validation, invalid_fields
 from shared.contract.schemas import BatchCreate, BatchFit
@@ -178,6 +178,8 @@ class _FitsReader:
             raise too_large(["body"], "the body holds more values than a request of the largest allowed size")
         begun = self.starts.fits
         starts = self.starts.of(piece, marks)
+        if self.starts.keys_read > KEYS_READ:
+            raise too_large(["body"], f"more than {KEYS_READ:,} arrays at the top level: a batch has one, fits")
         limit = self.settings.max_fits_per_batch
         if self.starts.fits > limit:
             raise too_large(["fits"], f"more than {limit:,} fits in one batch")

@@ -71,3 +71,13 @@ def test_the_same_fits_or_the_same_problem_as_parsing_the_body_whole(
         return
     assert answer.status_code == 202, answer.get_data(as_text=True)
     assert _stored(client, answer.get_json()["id"]) == sorted(expected[1], key=json.dumps)
+
+
+def test_a_body_of_many_top_level_arrays_is_refused_as_it_arrives(client: FlaskClient) -> None:
+    # A batch's top level holds one array, fits (its other fields are an object and a string): past
+    # 1,000 the body is refused at once, whatever the keys, rather than each array's key read.
+    body = b"{" + b"".join(b'"a%d": [1, 2],' % i for i in range(1001)) + b'"fits": []}'
+    answer = client.post("/v1/batches", data=body, content_type="application/json")
+    assert answer.status_code == 413 and answer.get_json()["errors"][0]["loc"] == ["body"]
+    fewer = b"{" + b"".join(b'"a%d": [1, 2],' % i for i in range(999)) + b'"fits": []}'
+    assert client.post("/v1/batches", data=fewer, content_type="application/json").status_code == 422
