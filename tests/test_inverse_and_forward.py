@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.domain.predictions import forward_on_line, inverse_on_line, line_covariance
+from shared.domain.predictions import forward_uncertainty, inverse_on_line, line_covariance
 
 
 def test_iso_ts_28037_example_1_a_reading_from_a_reference_value_and_back() -> None:
@@ -21,7 +21,8 @@ def test_iso_ts_28037_example_1_a_reading_from_a_reference_value_and_back() -> N
     assert t_u[0] == pytest.approx(4.91327913279133, abs=1e-12)
     assert u_t_u[0] == pytest.approx(0.32203556012891, abs=1e-12)
     # A stimulus x2 = 3.5 with u(x2) = 0.2: y2 = 8.01667, u(y2) = 0.406410.
-    t_c, u_t_c = forward_on_line(np.array([3.5]), slope, intercept, covariance, 0.2)
+    x2 = np.array([3.5])
+    t_c, u_t_c = slope * x2 + intercept, forward_uncertainty(x2, slope, covariance, 0.2)
     assert t_c[0] == pytest.approx(8.01666666666667, abs=1e-12)
     assert u_t_c[0] == pytest.approx(0.406409531732455, abs=1e-12)
 
@@ -38,7 +39,7 @@ def test_iso_ts_28037_example_2_unequal_weights() -> None:
 def test_without_uncertainty_of_the_value_only_the_lines_remains_and_the_two_are_inverse() -> None:
     covariance = line_covariance(0.04, 0.16, -0.006)
     readings = np.array([-3.0, 0.0, 2.5, 40.0])
-    t_c, u_t_c = forward_on_line(readings, 1.96, 1.17, covariance)
+    t_c, u_t_c = 1.96 * readings + 1.17, forward_uncertainty(readings, 1.96, covariance)
     back, u_back = inverse_on_line(t_c, 1.96, 1.17, covariance)
     assert back == pytest.approx(readings, abs=1e-12)
     # With no u(t_c) given, u(t_u) is the line's own uncertainty at that reading, divided by the slope.

@@ -26,7 +26,7 @@ import pyarrow.csv as pa_csv
 from services.api import spreadsheets
 from services.api.problems import Problem
 from shared.domain import calibration
-from shared.domain.predictions import line_covariance, line_variance
+from shared.domain.predictions import forward_uncertainty
 from shared.store.models import Fit
 
 COLUMNS = ["instrument", "t_u", "t_c", "lower", "upper", "fit_id"]
@@ -155,7 +155,7 @@ def lines_for(readings: Readings, current: dict[str, Fit], known: set[str], inte
             raise _row_problem(
                 409, row, f"the calibration of {name!r} (fit {fit.id}) cannot give prediction bounds", "no-interval"
             )
-        if readings.uncertain and fit.cov_wb is None:
+        if readings.uncertain and fit.covariance() is None:
             raise _row_problem(
                 409,
                 row,
@@ -187,9 +187,7 @@ def lines_for(readings: Readings, current: dict[str, Fit], known: set[str], inte
         w=np.array([raw[0] for raw in raws]),
         b=np.array([raw[1] for raw in raws]),
         fit_ids=pa.array([fit.id for fit in fits]),
-        covariance=np.array([line_covariance(f.se_w or 0.0, f.se_b or 0.0, f.cov_wb or 0.0) for f in fits])
-        if readings.uncertain
-        else None,
+        covariance=np.array([fit.covariance() for fit in fits]) if readings.uncertain else None,
     )
     if interval is None:
         return lines
@@ -240,7 +238,5 @@ def _calibrate(block: pa.RecordBatch, lines: Lines) -> pa.Table:
         columns |= {"lower": empty, "upper": empty}
     columns["fit_id"] = lines.fit_ids.take(pa.array(at))
     if lines.covariance is not None:
-        u_t_u = block.column(2).to_numpy()
-        variance = line_variance(u, lines.covariance[at]) + np.square(lines.w[at] * u_t_u)
-        columns["u_t_c"] = np.sqrt(np.maximum(variance, 0.0))  # ≥ 0 but for rounding
+        columns["u_t_c"] = forward_uncertainty(u, lines.w[at], lines.covariance[at], block.column(2).to_numpy())
     return pa.table(columns)

@@ -49,11 +49,13 @@ class Marks:
         self.positions = at[others]
         self.kinds = of[others]
         self.commas_before = others - np.arange(len(others))
+        # The brackets and braces that open (strings' included), separators like the commas.
+        self.opens = self.positions[(self.kinds == OPEN_ARRAY) | (self.kinds == OPEN_OBJECT)]
 
     @property
     def separators(self) -> int:
         """The values the piece can hold at most: its commas, and its brackets and braces that open."""
-        return len(self.commas) + int(np.count_nonzero((self.kinds == OPEN_ARRAY) | (self.kinds == OPEN_OBJECT)))
+        return len(self.commas) + len(self.opens)
 
 
 class FitStarts:

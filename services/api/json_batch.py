@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from services.api.admission import Ask, ask_of
 from services.api.bodies import Spooling, too_large
-from services.api.fit_starts import BACKSLASH, KEYS_READ, OPEN_ARRAY, OPEN_OBJECT, FitStarts, Marks
+from services.api.fit_starts import BACKSLASH, KEYS_READ, FitStarts, Marks
 from services.api.memory import TEXT_EXPANSION_PARSED_WHOLE, grown, holding
 from services.api.problems import Problem, from_validation, invalid_fields
 from shared.contract.schemas import BatchCreate, BatchFit
@@ -108,7 +108,7 @@ def _mapped(body: IO[bytes]) -> Iterator[Any]:
 def _batch(top: dict[str, msgspec.Raw], reader: _FitsReader, settings: Settings) -> JsonBatch:
     raw_fits = top.get("fits")
     is_array = raw_fits is not None and bytes(memoryview(raw_fits)[:1]) == b"["
-    if is_array and raw_fits is not None:
+    if raw_fits is not None and is_array:
         reader.take_all(raw_fits)
     others: dict[str, Any] = {}
     for name, raw in top.items():
@@ -198,8 +198,7 @@ class _FitsReader:
         if not len(starts) and self.since_fit_began + values <= self.values_per_fit:
             self.since_fit_began += values
             return
-        opens = marks.positions[(marks.kinds == OPEN_ARRAY) | (marks.kinds == OPEN_OBJECT)]
-        before = np.searchsorted(marks.commas, starts) + np.searchsorted(opens, starts)
+        before = np.searchsorted(marks.commas, starts) + np.searchsorted(marks.opens, starts)
         each = np.diff(np.concatenate(([0], before, [values])))
         each[0] += self.since_fit_began
         self.since_fit_began = int(each[-1])

@@ -13,7 +13,7 @@ from services.api.problems import Problem
 from shared.contract.responses import serve
 from shared.contract.schemas import Inverse, InverseRequest, Prediction, PredictRequest
 from shared.domain import calibration
-from shared.domain.predictions import forward_on_line, inverse_on_line, line_covariance
+from shared.domain.predictions import forward_uncertainty, inverse_on_line
 from shared.store.models import Fit
 
 
@@ -53,10 +53,10 @@ def prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
             errors=[{"loc": ["t_u", out.index], "msg": str(out)}],
         ) from None
     answer: dict[str, Any] = {"fit_id": fit.id, "t_c": predicted.t_c, "converged": fit.converged}
-    if covariance is not None and body.u_t_u is not None:
+    if covariance is not None:  # u_t_u was given
         with np.errstate(over="ignore", invalid="ignore"):
             readings = np.asarray(body.t_u, dtype=np.float64)
-            _, u_t_c = forward_on_line(readings, *raw, covariance, np.asarray(body.u_t_u))
+            u_t_c = forward_uncertainty(readings, raw[0], covariance, np.asarray(body.u_t_u))
         answer["u_t_c"] = _finite_or_409(u_t_c, "t_u", fit_id)
     if optimum is not None and optimum.lower is not None and optimum.upper is not None:
         # Bounds around both lines: the least-squares prediction with its interval, and the fit's own
@@ -85,27 +85,24 @@ def inverse(fit: Fit, body: InverseRequest) -> dict[str, Any]:
             slug="no-reading",
             errors=[{"loc": ["t_c", 0], "msg": "no single reading gives this value on a flat line"}],
         )
-    covariance = _covariance(fit, required=False)
     t_c = np.asarray(body.t_c, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         given = np.asarray(body.u_t_c if body.u_t_c is not None else 0.0)
-        t_u, u_t_u = inverse_on_line(t_c, w, b, covariance if covariance is not None else np.zeros((2, 2)), given)
+        t_u, u_t_u = inverse_on_line(t_c, w, b, fit.covariance(), given)
     answer = {
         "fit_id": fit.id,
         "t_u": _finite_or_409(t_u, "t_c", fit.id),
-        "u_t_u": _finite_or_409(u_t_u, "t_c", fit.id) if covariance is not None else None,
+        "u_t_u": _finite_or_409(u_t_u, "t_c", fit.id) if u_t_u is not None else None,
         "converged": fit.converged,
     }
     return serve(Inverse, answer)
 
 
-def _covariance(fit: Fit, required: bool = True) -> np.ndarray | None:
-    """The fit's parameters' covariance in raw units, (w, b) order; without one (fewer than 3 points,
-    or t_u all equal), 409 where it is `required`, else None."""
-    if fit.se_w is not None and fit.se_b is not None and fit.cov_wb is not None:
-        return line_covariance(fit.se_w, fit.se_b, fit.cov_wb)
-    if not required:
-        return None
+def _covariance(fit: Fit) -> np.ndarray:
+    """The fit's parameters' covariance; 409 without one (fewer than 3 points, or t_u all equal)."""
+    found = fit.covariance()
+    if found is not None:
+        return found
     raise Problem(
         409,
         f"fit {fit.id} has no covariance of its parameters (it needs at least 3 points and t_u not all "

@@ -64,29 +64,26 @@ def line_variance(t_u: np.ndarray, covariance: np.ndarray) -> np.ndarray:
     return found
 
 
-def line_design(t_u: np.ndarray) -> np.ndarray:
-    """A line's design rows (t_u, 1), in the (w, b) order of its parameters."""
-    return np.column_stack([t_u, np.ones_like(t_u)])
-
-
-def forward_on_line(
-    t_u: np.ndarray, w: float, b: float, covariance: np.ndarray, u_t_u: np.ndarray | float = 0.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """t_c = w·t_u + b for each reading, and its standard uncertainty (GUM, first order): the
-    parameters' covariance through (t_u, 1), and u(t_u) through the slope w. ISO/TS 28037 6.x's
-    forward evaluation: u²(t_c) = u²(b) + t_u²·u²(w) + 2·t_u·cov(w, b) + w²·u²(t_u)."""
-    design = line_design(t_u)
-    slope = np.full(len(t_u), w)
-    return predicted(design, np.array([w, b])), standard_uncertainty(design, covariance, slope, u_t_u)
+def forward_uncertainty(
+    t_u: np.ndarray, w: np.ndarray | float, covariance: np.ndarray, u_t_u: np.ndarray | float = 0.0
+) -> np.ndarray:
+    """u(t_c) of w·t_u + b at each reading (GUM, first order; ISO/TS 28037's forward evaluation):
+    u²(t_c) = u²(b) + t_u²·u²(w) + 2·t_u·cov(w, b) + w²·u²(t_u). `w` and `covariance` one line's,
+    or one per reading (m,) and (m, 2, 2)."""
+    variance = line_variance(t_u, covariance) + np.square(w * np.asarray(u_t_u))
+    found: np.ndarray = np.sqrt(np.maximum(variance, 0.0))  # ≥ 0 but for rounding
+    return found
 
 
 def inverse_on_line(
-    t_c: np.ndarray, w: float, b: float, covariance: np.ndarray, u_t_c: np.ndarray | float = 0.0
-) -> tuple[np.ndarray, np.ndarray]:
+    t_c: np.ndarray, w: float, b: float, covariance: np.ndarray | None, u_t_c: np.ndarray | float = 0.0
+) -> tuple[np.ndarray, np.ndarray | None]:
     """The reading that gives each reference value on the line, t_u = (t_c − b)/w, and its standard
     uncertainty (ISO/TS 28037's prediction of x from y, the GUM's law for the implicit function):
-    u²(t_u) = [u²(t_c) + u²(b) + t_u²·u²(w) + 2·t_u·cov(w, b)] / w²."""
+    u²(t_u) = [u²(t_c) + u²(b) + t_u²·u²(w) + 2·t_u·cov(w, b)] / w²; None without a covariance."""
     t_u = (t_c - b) / w
-    of_line = standard_uncertainty(line_design(t_u), covariance)
-    u_t_u: np.ndarray = np.sqrt(np.square(u_t_c) + np.square(of_line)) / abs(w)
+    if covariance is None:
+        return t_u, None
+    variance = np.square(u_t_c) + line_variance(t_u, covariance)
+    u_t_u: np.ndarray = np.sqrt(np.maximum(variance, 0.0)) / abs(w)
     return t_u, u_t_u

@@ -6,10 +6,12 @@ import datetime as dt
 import uuid
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from shared.domain.calibration import Spread
+from shared.domain.predictions import line_covariance
 from shared.domain.splits import held_out_indices
 from shared.domain.statuses import (
     ACTIVE,
@@ -225,6 +227,13 @@ class Fit(Base):
     def raw_params(self) -> tuple[float, float] | None:
         """(w_raw, b_raw): the fitted line in the user's units, t_c = w_raw * t_u + b_raw."""
         return raw_line(self.status, self.w, self.b, self.input_scale, self.input_shift)
+
+    def covariance(self) -> np.ndarray | None:
+        """The line's parameters' covariance in raw units, (w, b) order; None where the data do not
+        determine it (fewer than 3 points, or t_u all equal)."""
+        if self.se_w is None or self.se_b is None or self.cov_wb is None:
+            return None
+        return line_covariance(self.se_w, self.se_b, self.cov_wb)
 
     def prediction_spread(self) -> Spread | None:
         """What a prediction interval needs of the training points; None where the data does

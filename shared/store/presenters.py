@@ -19,6 +19,7 @@ from shared.contract.schemas import (
     InstrumentPublic,
     WebhookDeliveryList,
 )
+from shared.domain.predictions import line_covariance
 from shared.store import calibrations
 from shared.store.drift import Calibration, Drift, next_due
 from shared.store.models import (
@@ -92,7 +93,7 @@ def line_parameters(
     the least-squares ones, their standard uncertainties and covariance (rows in name order)."""
     covariance = None
     if se_w is not None and se_b is not None and cov_wb is not None:
-        covariance = [[se_w * se_w, cov_wb], [cov_wb, se_b * se_b]]
+        covariance = line_covariance(se_w, se_b, cov_wb).tolist()
     return {
         "parameter_names": ["w", "b"],
         "parameters": {"w": w, "b": b},
