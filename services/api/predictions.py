@@ -13,13 +13,22 @@ from services.api.problems import Problem
 from shared.contract.responses import serve
 from shared.contract.schemas import Inverse, InverseRequest, Prediction, PredictRequest
 from shared.domain import calibration
-from shared.domain.predictions import forward_uncertainty, inverse_on_line
+from shared.domain.model_stats import polynomial_design
+from shared.domain.predictions import (
+    forward_uncertainty,
+    inverse_on_line,
+    observation_interval,
+    predicted,
+    standard_uncertainty,
+)
 from shared.store.models import Fit
 
 
 def prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
     """The Prediction body for these readings on this fit's line; 409 where the fit cannot answer."""
     fit_id = fit.id
+    if fit.model is not None:
+        return _model_prediction(fit, body)
     raw = fit.raw_params()
     if raw is None:
         raise Problem(409, f"fit {fit_id} is {fit.status}: predictions need a succeeded fit", slug="not-succeeded")
@@ -69,9 +78,64 @@ def prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
     return serve(Prediction, answer)
 
 
+def _model_prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
+    """A polynomial's predictions: φ(t_u)ᵀθ, the interval for a new observation and u(t_c) by the law
+    of propagation (shared/domain/predictions.py), from the least-squares covariance stored at submission."""
+    parameters, solution = (fit.parameters or {}).get("values"), fit.solution or {}
+    if fit.status != "succeeded" or not parameters or any(v is None for v in parameters):
+        raise Problem(409, f"fit {fit.id} is {fit.status}: predictions need a succeeded fit", slug="not-succeeded")
+    given = solution.get("covariance")
+    covariance = np.array(given, dtype=np.float64) if given and all(None not in row for row in given) else None
+    if (body.interval is not None or body.u_t_u is not None) and covariance is None:
+        raise Problem(
+            409,
+            f"fit {fit.id} has no covariance of its parameters (it needs more points than parameters): it cannot "
+            "give an interval or u_t_c",
+            slug="no-uncertainty",
+        )
+    if (body.interval is not None or body.u_t_u is not None) and fit.converged is False and not body.allow_unconverged:
+        _not_converged(fit, "its interval would not describe its curve", "for bounds that include the gap")
+    degree = len(parameters) - 1
+    readings = np.asarray(body.t_u, dtype=np.float64)
+    theta = np.asarray(parameters, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        design = polynomial_design(readings, degree)
+        answer: dict[str, Any] = {
+            "fit_id": fit.id,
+            "t_c": _finite_or_409(predicted(design, theta), "t_u", fit.id),
+            "converged": fit.converged,
+        }
+        if body.u_t_u is not None and covariance is not None:
+            # ∂f/∂t_u = Σ k·a_k·t_u^(k−1): the design's columns t_u^(k−1) are the ones before t_u^k.
+            slope = sum(k * theta[k - 1] * readings ** (k - 1) for k in range(1, degree + 1))
+            u = standard_uncertainty(design, covariance, np.asarray(slope), np.asarray(body.u_t_u))
+            answer["u_t_c"] = _finite_or_409(u, "t_u", fit.id)
+        if body.interval is not None and covariance is not None and fit.residual_sd is not None:
+            opt = np.asarray(solution["parameters_opt"], dtype=np.float64)
+            lower, upper = observation_interval(
+                design, opt, covariance, fit.residual_sd, fit.n_train - len(theta), body.interval
+            )
+            centre, own = predicted(design, opt), predicted(design, theta)
+            # Around the least-squares curve, widened to hold the fit's own prediction with the same
+            # half-width where it has not reached it (as for the line).
+            gap = fit.converged is False
+            answer |= {
+                "lower": _finite_or_409(np.minimum(lower, own - (centre - lower)) if gap else lower, "t_u", fit.id),
+                "upper": _finite_or_409(np.maximum(upper, own + (upper - centre)) if gap else upper, "t_u", fit.id),
+                **({"bounds_include_gap": True} if gap else {}),
+            }
+    return serve(Prediction, answer)
+
+
 def inverse(fit: Fit, body: InverseRequest) -> dict[str, Any]:
     """The Inverse body: the reading that gives each reference value on this fit's line, with its
     uncertainty where the fit has a covariance; 409 where the fit cannot answer."""
+    if fit.model is not None:
+        raise Problem(
+            409,
+            f"fit {fit.id} is a {fit.model['kind']}: the inverse is the line's for now",
+            slug="model-not-supported",
+        )
     raw = fit.raw_params()
     if raw is None:
         raise Problem(409, f"fit {fit.id} is {fit.status}: readings need a succeeded fit", slug="not-succeeded")
@@ -112,11 +176,14 @@ def _covariance(fit: Fit) -> np.ndarray:
 
 
 def _not_converged(fit: Fit, why: str, allowed: str) -> None:
-    gap = (
-        f"{fit.gap_se_w:+.3g} SE in w, {fit.gap_se_b:+.3g} SE in b"
-        if fit.gap_se_w is not None and fit.gap_se_b is not None
-        else f"excess loss {fit.excess_loss:.3g}"
-    )
+    by_name = (fit.parameters or {}).get("gap_se") or []
+    names = (fit.solution or {}).get("names") or []
+    if fit.gap_se_w is not None and fit.gap_se_b is not None:
+        gap = f"{fit.gap_se_w:+.3g} SE in w, {fit.gap_se_b:+.3g} SE in b"
+    elif by_name and None not in by_name:
+        gap = ", ".join(f"{value:+.3g} SE in {name}" for name, value in zip(names, by_name, strict=True))
+    else:
+        gap = f"excess loss {fit.excess_loss:.3g}"
     raise Problem(
         409,
         f"fit {fit.id} has not converged ({gap} from the least-squares line): {why}; run it to "

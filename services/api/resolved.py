@@ -6,13 +6,16 @@ back from there and resolves nothing (services/worker/store.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from shared.contract.model_kinds import PolynomialModel
 from shared.contract.optimizers import is_plain
 from shared.contract.schemas import FitCreate
 from shared.domain.calibration import DataStats, Values, data_stats, standardization, warnings_for
+from shared.domain.model_stats import ModelStats, polynomial_stats
 from shared.domain.splits import split
 
 # Where "auto" finds no stable rate in the data (a degenerate fit): the service's default rate.
@@ -28,12 +31,16 @@ class ResolvedFit:
     learning_rate: float
     epochs: int
     stats: DataStats
+    # A non-line model's exact least squares (None for the line, whose figures are in stats).
+    model_stats: ModelStats | None = None
 
     def columns(self) -> dict[str, Any]:
         """The fit's columns that say how it runs, every default filled in."""
         spec = self.spec
         optimizer = spec.optimizer_spec()
         return dict(
+            model=spec.model.stored(),
+            solution=self.model_stats.solution() if self.model_stats is not None else None,
             epochs=self.epochs,
             epochs_auto=spec.epochs == "auto",
             convergence_tolerance=spec.convergence_tolerance,
@@ -64,6 +71,8 @@ def resolve(specs: Sequence[FitCreate], max_epochs: int) -> list[ResolvedFit]:
     stats = data_stats(
         [u for u, _ in training], [c for _, c in training], [s for _, s in inputs], [h for h, _ in inputs]
     )
+    by_model = _model_stats(specs, training, inputs)
+    stats = [_for_the_model(st, by_model.get(i)) for i, st in enumerate(stats)]
     return [
         ResolvedFit(
             spec=spec,
@@ -76,9 +85,52 @@ def resolve(specs: Sequence[FitCreate], max_epochs: int) -> list[ResolvedFit]:
             # "auto": run until converged, at most max_epochs; the bound is what `epochs` stores.
             epochs=spec.epochs if spec.epochs != "auto" else (spec.max_epochs or max_epochs),
             stats=st,
+            model_stats=by_model.get(i),
         )
-        for spec, out, (shift, scale), st in zip(specs, held_out, inputs, stats, strict=True)
+        for i, (spec, out, (shift, scale), st) in enumerate(zip(specs, held_out, inputs, stats, strict=True))
     ]
+
+
+def _model_stats(
+    specs: Sequence[FitCreate], training: Sequence[tuple[Values, Values]], inputs: list[tuple[float, float]]
+) -> dict[int, ModelStats]:
+    """The exact least squares and pre-flight of every fit that is not a line, by its index: one
+    vectorised pass per polynomial degree."""
+    by_degree: dict[int, list[int]] = {}
+    for i, spec in enumerate(specs):
+        if isinstance(spec.model, PolynomialModel):
+            by_degree.setdefault(spec.model.degree, []).append(i)
+    found: dict[int, ModelStats] = {}
+    for degree, rows in by_degree.items():
+        stats = polynomial_stats(
+            [training[i][0] for i in rows],
+            [training[i][1] for i in rows],
+            degree,
+            [inputs[i][1] for i in rows],
+            [inputs[i][0] for i in rows],
+        )
+        found.update(zip(rows, stats, strict=True))
+    return found
+
+
+def _for_the_model(line: DataStats, model: ModelStats | None) -> DataStats:
+    """The data's statistics as the fit's row stores them: a non-line model's pre-flight, R² and
+    residual SD in place of the line's, and no line figures (its own are in `solution`)."""
+    if model is None:
+        return line
+    return dataclasses.replace(
+        line,
+        lr_max=model.lr_max,
+        lr_auto=model.lr_auto,
+        condition_number=model.condition_number,
+        w_opt=None,
+        b_opt=None,
+        se_w=None,
+        se_b=None,
+        cov_wb=None,
+        r2=model.r2,
+        residual_sd=model.residual_sd,
+    )
 
 
 def _model_input(spec: FitCreate, training_t_u: Values) -> tuple[float, float]:

@@ -32,6 +32,15 @@ def digest(request: Any) -> str:
     return hashlib.sha256(_text(request).encode()).hexdigest()
 
 
+def fingerprinted(spec: FitCreate, exclude: set[str] | None = None) -> dict[str, Any]:
+    """A fit's spec as its fingerprint reads it: the default model (the line) left out, so that a key
+    stored before fits had a model still matches the same request sent again."""
+    dumped = spec.model_dump(exclude=exclude)
+    if dumped.get("model") == {"kind": "line"}:
+        del dumped["model"]
+    return dumped
+
+
 def _text(value: Any) -> str:
     return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), allow_nan=True)
 
@@ -46,7 +55,7 @@ class BatchFingerprint:
         self._sha = hashlib.sha256(b"calib batch 2")
 
     def add(self, spec: FitCreate) -> None:
-        self._sha.update(_text(spec.model_dump(exclude={"t_u", "t_c"})).encode())
+        self._sha.update(_text(fingerprinted(spec, exclude={"t_u", "t_c"})).encode())
         for values in (spec.t_u, spec.t_c):
             self._sha.update(len(values).to_bytes(8, "little"))
             self._sha.update(pack_f64(values))
@@ -63,7 +72,7 @@ def earlier_batch_digest(specs: Iterable[FitCreate], callback: str | None) -> st
     a key's stored fingerprint is not BatchFingerprint's, so that those keys keep matching."""
     sha = hashlib.sha256(b"[[")
     for i, spec in enumerate(specs):
-        sha.update((b"," if i else b"") + _text(spec.model_dump()).encode())
+        sha.update((b"," if i else b"") + _text(fingerprinted(spec)).encode())
     sha.update(b"]," + _text(callback).encode() + b"]")
     return sha.hexdigest()
 
@@ -140,7 +149,7 @@ def new_fit(spec: FitCreate, tenant: str, max_epochs: int) -> Fit:
 
 def submit_fit(svc: Services, spec: FitCreate, ask: Ask, tenant: str, key: str | None) -> tuple[Fit, bool]:
     """Returns the fit and whether it was created now (False: an idempotent replay)."""
-    request_digest = digest(spec.model_dump())
+    request_digest = digest(fingerprinted(spec))
 
     ask = Ask(ask.fit_epochs, ask.loss_bytes, 1 if spec.callback_url else 0)
 

@@ -18,7 +18,9 @@ def fit_summary(fit: dict[str, Any]) -> str:
         f"learning rate {_num(fit['params']['learning_rate'])}",
     ]
     result = fit.get("result")
-    if result:
+    if result and result.get("w_raw") is None:
+        lines += model_lines(fit["params"].get("model") or {}, result)
+    elif result:
         lines += [
             f"line     t_c = {_num(result['w_raw'])} * t_u {result['b_raw']:+.6g}",
             f"loss     {_num(result['loss'])}"
@@ -42,6 +44,25 @@ def fit_summary(fit: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def model_lines(model: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """A model other than the line: its function, each parameter with its standard uncertainty and
+    least-squares value, the loss and the verdict."""
+    names = result.get("parameter_names") or []
+    opt, u = result.get("parameters_opt") or {}, result.get("standard_uncertainties") or {}
+    kind = model.get("kind", "?") + (f", degree {model['degree']}" if "degree" in model else "")
+    lines = [
+        f"model    {kind}: t_c = " + " + ".join(f"{name}·t_u^{name[1:]}" if name != "a0" else "a0" for name in names)
+    ]
+    for name in names:
+        lines.append(
+            f"  {name:<6} {_num(result['parameters'].get(name)):>13}"
+            + (f"  ± {_num(u.get(name), 3)}" if u.get(name) is not None else "")
+            + (f"  (least squares {_num(opt.get(name))})" if name in opt else "")
+        )
+    lines += [f"loss     {_num(result['loss'])} (of these parameters)", verdict_line(result)]
+    return lines
+
+
 def verdict_line(result: dict[str, Any]) -> str:
     """Whether this line is the least-squares one, and if not, how far from it."""
     converged, detail = result.get("converged"), result.get("convergence") or {}
@@ -50,11 +71,13 @@ def verdict_line(result: dict[str, Any]) -> str:
         return "verdict  none (t_u all equal: the least-squares line is not unique)"
     if converged:
         return "verdict  converged: this is the least-squares line, within the tolerance"
-    gap = (
-        f"{detail['gap_se_w']:+.3g} SE in w, {detail['gap_se_b']:+.3g} SE in b"
-        if detail.get("gap_se_w") is not None
-        else f"excess loss {_num(detail.get('excess_loss'), 3)}"
-    )
+    by_name = detail.get("gap_se") or {}
+    if detail.get("gap_se_w") is not None:
+        gap = f"{detail['gap_se_w']:+.3g} SE in w, {detail['gap_se_b']:+.3g} SE in b"
+    elif by_name and all(value is not None for value in by_name.values()):
+        gap = ", ".join(f"{value:+.3g} SE in {name}" for name, value in by_name.items())
+    else:
+        gap = f"excess loss {_num(detail.get('excess_loss'), 3)}"
     return (
         f"verdict  NOT converged: {gap} from the least-squares line"
         + (f"; this learning rate needs {needed} epochs" if needed is not None else "")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -35,9 +36,10 @@ from services.worker import store
 from services.worker.engine import GradientDescent, SeriesBatch, convergence
 from services.worker.engine.ends import Ends, ends_of
 from services.worker.engine.iterative import Iterative
+from services.worker.engine.models import LINE, Model, model_of
 from services.worker.engine.stopping import StopRule
 from services.worker.transient import is_transient, retrying
-from shared.domain.convergence import Verdict, verdict
+from shared.domain.convergence import VectorVerdict, Verdict, vector_verdict, verdict
 from shared.domain.splits import split
 from shared.runtime import failpoints, logs
 from shared.runtime.settings import Settings
@@ -219,11 +221,12 @@ def _compute_and_write(work: Work, device: torch.device) -> None:
     # fits from one epoch, so fits saved at different epochs run in separate calls. And per
     # power of two of epochs: an engine call computes every fit up to its longest one, so a
     # fit of a million epochs coalesced beside thousands of 5000 would multiply their work.
+    # And per model: one engine call fits one function.
     groups: dict[tuple[object, ...], list[store.ClaimedFit]] = {}
     for fit in work.fits:
         rule = _rule(fit)
         start = () if rule == ("closed_form",) else (fit.start_epoch,)
-        groups.setdefault((fit.epochs.bit_length(), *rule, *start), []).append(fit)
+        groups.setdefault((fit.epochs.bit_length(), *rule, *start, _model_key(fit)), []).append(fit)
     # The closed form first, shortest first: its fits end in a write or a few, so a long
     # iterative fit coalesced beside them never holds them back.
     for key, group in sorted(groups.items(), key=lambda item: (item[0][1] != "closed_form", item[0][0])):
@@ -233,6 +236,21 @@ def _compute_and_write(work: Work, device: torch.device) -> None:
             _run_closed_form(work, group, device)
         else:
             _run_iterative(work, group, device)
+
+
+def _model_key(fit: store.ClaimedFit) -> tuple[object, ...]:
+    """The function a fit fits, as a key: ("line",), ("polynomial", degree)."""
+    if fit.model is None:
+        return ("line",)
+    return (fit.model["kind"], *(fit.model[name] for name in sorted(fit.model) if name != "kind"))
+
+
+def _model(fit: store.ClaimedFit) -> Model:
+    """The engine's model of the fit's stored `model` (null: the book's line)."""
+    if fit.model is None:
+        return LINE
+    options = {name: value for name, value in fit.model.items() if name != "kind"}
+    return model_of(str(fit.model["kind"]), **options)
 
 
 def _series(fits: list[store.ClaimedFit], part: int, device: torch.device) -> SeriesBatch:
@@ -273,6 +291,8 @@ def _checkpoint(
     """One block's write: the epochs first..last each fit recorded past where it started, its
     outcome if it ended in the block, and its state to go on from if it did not."""
     checkpoint = store.Checkpoint()
+    model = _model(fits[0])
+    raw = _raw_parameters(model, fits, torch.from_numpy(ends.theta)) if model is not LINE and ended.any() else None
     for i, fit in enumerate(fits):
         if fit.id not in work.alive:
             continue
@@ -287,7 +307,7 @@ def _checkpoint(
             checkpoint.progress[fit.id] = stop
         if ended[i]:
             tail = losses[i, : max(0, stop - first + 1)]
-            checkpoint.finished[fit.id] = _outcome(fit, ends, i, tail, val)
+            checkpoint.finished[fit.id] = _outcome(fit, ends, i, tail, val, raw[i] if raw is not None else None)
         else:
             checkpoint.states[fit.id] = states[i]
     return checkpoint
@@ -296,8 +316,9 @@ def _checkpoint(
 def _run_closed_form(work: Work, fits: list[store.ClaimedFit], device: torch.device) -> None:
     """gd with the analytic gradient: every epoch is known at once, so blocks are only the writes
     (and a fit goes on from any epoch: its state is just where it stopped)."""
+    model = _model(fits[0])
     batch, validation, stopping = _data(fits, device)
-    engine = GradientDescent(batch, validation, stopping)
+    engine = GradientDescent(batch, validation, stopping, model=model)
     needed = _epochs_needed(engine, fits, work.settings.max_epochs)
     auto = [fit.epochs_auto for fit in fits]
     if any(auto):
@@ -306,7 +327,7 @@ def _run_closed_form(work: Work, fits: list[store.ClaimedFit], device: torch.dev
             if fit.epochs_auto and 0 <= needed[i] <= fit.epochs:
                 fit.epochs = max(1, int(needed[i]))
         batch, validation, stopping = _data(fits, device)
-        engine = GradientDescent(batch, validation, stopping)
+        engine = GradientDescent(batch, validation, stopping, model=model)
     for fit, count in zip(fits, needed, strict=True):
         fit.epochs_needed = int(count) if count >= 0 else None
     ends = ends_of(engine)
@@ -347,6 +368,8 @@ def _epochs_needed(engine: GradientDescent, fits: list[store.ClaimedFit], limit:
     def column(values: list[float]) -> torch.Tensor:
         return torch.tensor(values, dtype=f64, device=dev)
 
+    if engine.model is not LINE:
+        return _model_epochs_needed(engine, fits, limit)
     optima = [fit.optimum for fit in fits]
     by_errors = torch.tensor([o is not None and o.has_errors() for o in optima], device=dev)
     found = convergence.epochs_needed(
@@ -363,6 +386,34 @@ def _epochs_needed(engine: GradientDescent, fits: list[store.ClaimedFit], limit:
     return [count if o is not None and o.w_opt is not None else -1 for count, o in zip(found, optima, strict=True)]
 
 
+def _model_epochs_needed(engine: GradientDescent, fits: list[store.ClaimedFit], limit: int) -> list[int]:
+    """_epochs_needed for any model but the line: its rule on every parameter, in raw units."""
+    dev, f64 = engine.batch.x.device, torch.float64
+    p = engine.model.size
+    targets, by_errors, target_excess, determined = [], [], [], []
+    for fit in fits:
+        solution = fit.solution or {}
+        opt = solution.get("parameters_opt") or []
+        covariance = solution.get("covariance")
+        u = [covariance[j][j] for j in range(p)] if covariance else []
+        errors = bool(u) and all(v is not None and v > 0 and math.isfinite(v) for v in u)
+        targets.append([fit.tolerance * math.sqrt(v) for v in u] if errors else [0.0] * p)
+        by_errors.append(errors)
+        target_excess.append(fit.tolerance**2 * fit.optimum.loss_scale() if fit.optimum else 0.0)
+        determined.append(bool(opt) and all(v is not None for v in opt) and fit.optimum is not None)
+    scale = torch.tensor([fit.input_scale for fit in fits], dtype=f64, device=dev)
+    shift = torch.tensor([fit.input_shift for fit in fits], dtype=f64, device=dev)
+    found = convergence.epochs_to_converge(
+        convergence.deviations(engine.spectrum, engine.model.raw_map(scale, shift)),
+        engine.spectrum,
+        torch.tensor(targets, dtype=f64, device=dev),
+        torch.tensor(target_excess, dtype=f64, device=dev),
+        torch.tensor(by_errors, device=dev),
+        limit,
+    ).tolist()
+    return [count if ok else -1 for count, ok in zip(found, determined, strict=True)]
+
+
 def _run_iterative(work: Work, fits: list[store.ClaimedFit], device: torch.device) -> None:
     """sgd, momentum, adam, rmsprop and gd by autograd or finite differences: about a second of epochs per
     block, every block written, so progress shows, cancellation lands and a yield loses nothing."""
@@ -376,6 +427,7 @@ def _run_iterative(work: Work, fits: list[store.ClaimedFit], device: torch.devic
         validation=validation,
         stopping=stopping,
         resume=resume,
+        model=_model(head),
     )
     most = max(_WINDOW, (_BLOCK_CELLS // len(fits)) // _WINDOW * _WINDOW)
     epochs = _WINDOW
@@ -386,13 +438,13 @@ def _run_iterative(work: Work, fits: list[store.ClaimedFit], device: torch.devic
         ended = block.ended.cpu().numpy()
         if any(fit.epochs_auto for fit in fits):
             # "auto": a fit that has converged by the end of this block ends here.
-            w, b = engine.p[0].cpu().numpy(), engine.p[1].cpu().numpy()
-            reached = np.array(
-                [
-                    fit.epochs_auto and not ended[i] and bool(_verdict(fit, float(w[i]), float(b[i])).converged)
-                    for i, fit in enumerate(fits)
-                ]
-            )
+            if engine.model is LINE:
+                w, b = engine.p[0].cpu().numpy(), engine.p[1].cpu().numpy()
+                converged = [bool(_verdict(fit, float(w[i]), float(b[i])).converged) for i, fit in enumerate(fits)]
+            else:
+                raw = _raw_parameters(engine.model, fits, engine.p.T)
+                converged = [bool(_vector_verdict(fit, raw[i]).converged) for i, fit in enumerate(fits)]
+            reached = np.array([fit.epochs_auto and not ended[i] and converged[i] for i, fit in enumerate(fits)])
             if reached.any():
                 engine.finish(torch.from_numpy(reached).to(engine.p.device))
                 ended = ended | reached
@@ -418,6 +470,19 @@ def _run_iterative(work: Work, fits: list[store.ClaimedFit], device: torch.devic
         epochs = int(min(most, max(_WINDOW, _BLOCK_SECONDS / max(per_epoch, 1e-9) // _WINDOW * _WINDOW)))
 
 
+def _raw_parameters(model: Model, fits: list[store.ClaimedFit], theta: torch.Tensor) -> np.ndarray:
+    """Model-space parameters (B, p) in raw units, the function of t_u the API reports."""
+    f64, dev = torch.float64, theta.device
+    scale = torch.tensor([fit.input_scale for fit in fits], dtype=f64, device=dev)
+    shift = torch.tensor([fit.input_shift for fit in fits], dtype=f64, device=dev)
+    raw: np.ndarray = torch.einsum("bij,bj->bi", model.raw_map(scale, shift), theta.to(f64)).cpu().numpy()
+    return raw
+
+
+def _vector_verdict(fit: store.ClaimedFit, raw: np.ndarray) -> VectorVerdict:
+    return vector_verdict([float(v) for v in raw], fit.solution or {}, fit.optimum, fit.tolerance)
+
+
 def _verdict(fit: store.ClaimedFit, w: float, b: float) -> Verdict:
     """The convergence verdict of model-space (w, b), in raw units as the API reports them."""
     if fit.optimum is None:
@@ -427,10 +492,16 @@ def _verdict(fit: store.ClaimedFit, w: float, b: float) -> Verdict:
 
 
 def _outcome(
-    fit: store.ClaimedFit, ends: Ends, i: int, tail: np.ndarray, val_tail: np.ndarray | None
+    fit: store.ClaimedFit,
+    ends: Ends,
+    i: int,
+    tail: np.ndarray,
+    val_tail: np.ndarray | None,
+    raw: np.ndarray | None = None,
 ) -> dict[str, object]:
     """Fit i's columns once it ended. `tail`: its losses in this last block (empty when it diverged at
-    epoch 1). `loss` is the loss at the returned line; the series' last value is `last_epoch_loss`."""
+    epoch 1). `loss` is the loss at the returned line; the series' last value is `last_epoch_loss`.
+    `raw`: a model other than the line's parameters in raw units (its line columns stay null)."""
     done, diverged_at, w, b = int(ends.done[i]), int(ends.diverged_at[i]), float(ends.w[i]), float(ends.b[i])
     base: dict[str, object] = {
         "epochs_done": done,
@@ -442,18 +513,26 @@ def _outcome(
     if diverged_at:
         # No line is returned, so no loss belongs to one; the last finite epoch's stays.
         return {**base, "status": DIVERGED, "diverged_at_epoch": diverged_at, "loss": None, "val_loss": None}
-    found = _verdict(fit, w, b)
+    if raw is not None:
+        vector = _vector_verdict(fit, raw)
+        found = Verdict(vector.converged, None, None, vector.excess_loss)
+    else:
+        found = _verdict(fit, w, b)
     if bool(ends.stopped_early[i]):
         reason = "early_stopped"
     elif fit.epochs_auto:
         reason = "converged" if found.converged else "max_epochs"
     else:
         reason = "completed"
+    if raw is not None:
+        values = [float(v) if math.isfinite(v) else None for v in raw]
+        line: dict[str, object] = {"parameters": {"values": values, "gap_se": vector.gap_se}}
+    else:
+        line = {"w": w, "b": b}
     return {
         **base,
         "status": SUCCEEDED,
-        "w": w,
-        "b": b,
+        **line,
         "loss": _finite_or_none(ends.loss[i]),
         "val_loss": _finite_or_none(ends.val_loss[i]) if fit.held_out else None,
         "stop_reason": reason,

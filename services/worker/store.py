@@ -56,6 +56,10 @@ class ClaimedFit:
     tolerance: float = 0.01
     optimum: Optimum | None = None
     epochs_needed: int | None = None  # gd: set by the runner from the closed form
+    # The function fitted as stored (null: the line) and, for any other kind, its exact least
+    # squares in raw units (shared/domain/model_stats.py): what its verdict is measured against.
+    model: dict[str, Any] | None = None
+    solution: dict[str, Any] | None = None
 
     @property
     def start_epoch(self) -> int:
@@ -200,6 +204,8 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
                 Fit.t_u_sxx,
                 Fit.t_c_var,
                 Fit.n_points,
+                Fit.model,
+                Fit.solution,
             )
             .where(Fit.id.in_(ids))
             .order_by(Fit.created_at, Fit.id)
@@ -246,6 +252,8 @@ def _claimed(row: Any, attempt: int) -> ClaimedFit:
             row.t_c_var,
             row.n_points - len(held_out),
         ),
+        model=row.model,
+        solution=row.solution,
     )
 
 

@@ -26,6 +26,8 @@ from pydantic_core import PydanticCustomError
 
 from shared.contract import examples
 from shared.contract.callbacks import AllowedHosts, url_problem
+from shared.contract.model_kinds import LINE_MODEL, LineModel, ModelSpec
+from shared.contract.numbers import whole
 from shared.contract.optimizers import FLAT_OPTIONS, EitherForm, Fraction, OptimizerSpec, Positive, from_flat
 from shared.domain.calibration import standardization
 from shared.domain.splits import choose_indices, split, validation_count
@@ -85,15 +87,10 @@ def _points_list(value: Any) -> list[float]:
 Points = Annotated[list[Finite], WrapValidator(_points_array), PlainSerializer(_points_list, return_type=list[float])]
 
 
-def _whole(value: Any) -> Any:
-    # JSON Schema counts 241.0 as an integer, and so does this API; "241" and true stay errors.
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
 # Strict integers that may be written 241 or 241.0.
-WholeFromZero = Annotated[int, Field(strict=True, ge=0), BeforeValidator(_whole)]
-WholeFromOne = Annotated[int, Field(strict=True, ge=1), BeforeValidator(_whole)]
-Seed = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1), BeforeValidator(_whole)]
+WholeFromZero = Annotated[int, Field(strict=True, ge=0), BeforeValidator(whole)]
+WholeFromOne = Annotated[int, Field(strict=True, ge=1), BeforeValidator(whole)]
+Seed = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1), BeforeValidator(whole)]
 
 DEFAULT_EPOCHS = 5000
 DEFAULT_TOLERANCE = 0.01
@@ -151,7 +148,7 @@ LearningRate = Annotated[
 def _epochs(value: Any) -> int | str:
     if value == "auto":
         return "auto"
-    value = _whole(value)
+    value = whole(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError('an integer of at least 1, or "auto"')
     if value < 1:
@@ -303,6 +300,12 @@ class FitOptions(BaseModel):
         description="a fit has converged when its raw-unit line is within this many standard errors of the "
         "least-squares line, in w and in b (where the standard errors are 0 or undefined: when its "
         "excess loss is at most tolerance² · Var(t_c) / n)",
+    )
+    model: ModelSpec = Field(
+        default_factory=lambda: LINE_MODEL,
+        json_schema_extra={"example": {"kind": "polynomial", "degree": 2}},
+        description='the function fitted: {"kind": "line"} (the default, t_c = w·t_u + b) or '
+        '{"kind": "polynomial", "degree": d} (t_c = a0 + a1·t_u + … + ad·t_u^d, 1 ≤ d ≤ 5)',
     )
     learning_rate: LearningRate = 0.01
     init: Init = Field(default_factory=Init, json_schema_extra={"example": {"w": 1.0, "b": 0.0}})
@@ -520,6 +523,26 @@ class FitCreate(FitOptions):
         return self
 
     @model_validator(mode="after")
+    def _enough_points_for_the_model(self) -> FitCreate:
+        if isinstance(self.model, LineModel) or len(self.t_u) != len(self.t_c):
+            return self
+        needed, training = len(self.model.parameter_names), len(self.t_u) - len(self.held_out() or [])
+        if training < needed:
+            raise PydanticCustomError(
+                "too_few_points",
+                "a polynomial of degree {degree} needs at least {needed} training points; t_u has {training}",
+                {"field": "model.degree", "degree": self.model.degree, "needed": needed, "training": training},
+            )
+        if self.instrument is not None:
+            # An instrument's calibrations, drift and apply are lines' (shared/store/calibrations.py).
+            raise PydanticCustomError(
+                "model_mismatch",
+                'instrument calibrations are lines for now: a fit with an instrument takes model "line"',
+                {"field": "instrument"},
+            )
+        return self
+
+    @model_validator(mode="after")
     def _standardize_needs_spread(self) -> FitCreate:
         # Standardization uses the training points only (the held-out ones must not leak in).
         # The same test the submission's standardization makes, so nothing accepted fails it.
@@ -645,8 +668,9 @@ class Result(Served):
 
     model_config = ConfigDict(json_schema_extra={"example": examples.RESULT_EXAMPLE})
 
-    w: float
-    b: float
+    # The line's own fields: null for every other model kind, whose figures are the general form below.
+    w: float | None = Field(description="the line's slope in model space (null for other models)")
+    b: float | None = Field(description="the line's intercept in model space (null for other models)")
     loss: float | None = Field(
         description="the training loss (mean squared error) at the returned line w, b: the loss of the "
         "result. Null only where it overflows float64. Not the last value of the per-epoch series, "
@@ -658,8 +682,8 @@ class Result(Served):
         "update (the line the book prints last)",
         json_schema_extra={"example": 2.927648},
     )
-    w_raw: float
-    b_raw: float
+    w_raw: float | None = Field(description="the line's slope in raw units (null for other models)")
+    b_raw: float | None = Field(description="the line's intercept in raw units (null for other models)")
     w_opt: float | None = Field(json_schema_extra={"example": 0.536772})
     b_opt: float | None = Field(json_schema_extra={"example": -17.304786})
     gap: Gap | None = Field(
@@ -774,6 +798,11 @@ class Params(Served):
     init: Init
     input_scale: float
     normalize: str
+    model: dict[str, Any] = Field(
+        default_factory=lambda: {"kind": "line"},
+        description="the function fitted, as the request gave it",
+        json_schema_extra={"example": {"kind": "polynomial", "degree": 2}},
+    )
     input_shift: float | None = None
     optimizer: str
     gradient: str = Field(description='gd\'s gradient; "analytic" for the other optimizers')

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -71,3 +72,38 @@ def verdict(w_raw: float, b_raw: float, optimum: Optimum, tolerance: float) -> V
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class VectorVerdict:
+    """The verdict of a model with any number of parameters: its gap to the least-squares optimum in
+    standard uncertainties, one per parameter in its names' order (None where they are 0 or
+    undefined), and its excess loss."""
+
+    converged: bool | None
+    gap_se: list[float | None] | None
+    excess_loss: float | None
+
+
+def vector_verdict(
+    parameters: list[float], solution: dict[str, Any], optimum: Optimum | None, tolerance: float
+) -> VectorVerdict:
+    """The line's rule on a vector (raw units): every |θ_j − θ_opt,j| ≤ tol·u_j, or where any u_j is 0
+    or undefined, excess ≤ tol²·Var(t_c)/n with excess = Δθᵀ·E[φφᵀ]·Δθ (`solution`:
+    shared/domain/model_stats.ModelStats.solution)."""
+    opt = solution.get("parameters_opt") or []
+    gram = solution.get("gram")
+    if optimum is None or not opt or any(v is None for v in opt) or gram is None:
+        return VectorVerdict(None, None, None)
+    delta = [p - o for p, o in zip(parameters, opt, strict=True)]
+    excess = _finite(
+        sum(delta[i] * (gram[i][j] or 0.0) * delta[j] for i in range(len(delta)) for j in range(len(delta)))
+    )
+    covariance = solution.get("covariance")
+    u = [covariance[j][j] for j in range(len(delta))] if covariance else []
+    if u and all(v is not None and math.isfinite(v) and v > 0 for v in u):
+        gaps = [_finite(d / math.sqrt(v)) for d, v in zip(delta, u, strict=True)]
+        converged = all(g is not None and abs(g) <= tolerance for g in gaps)
+        return VectorVerdict(converged, gaps, excess)
+    converged = excess is not None and excess <= tolerance**2 * optimum.loss_scale()
+    return VectorVerdict(converged, None, excess)

@@ -168,6 +168,15 @@ class Fit(Base):
     t_u: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary, deferred=True)
     t_c: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary, deferred=True)
 
+    # The function fitted (shared/contract/model_kinds.py): null for the book's line, whose figures
+    # are the line columns here; for any other kind {"kind", its options}. Such a fit keeps its exact
+    # least squares in `solution` ({"names", "parameters_opt", "covariance", "gram"}, raw units,
+    # computed at submission) and, once it ends, its fitted raw-unit `parameters` ({"values",
+    # "gap_se"}, in the names' order); its line columns stay null.
+    model: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON(none_as_null=True))
+    solution: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON(none_as_null=True))
+    parameters: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON(none_as_null=True))
+
     w: so.Mapped[float | None] = so.mapped_column(sa.Float)
     b: so.Mapped[float | None] = so.mapped_column(sa.Float)
     # The training (and validation) loss at the returned line w, b (API.md "The loss of a result").

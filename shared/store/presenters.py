@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -103,10 +104,61 @@ def line_parameters(
     }
 
 
+def model_parameters(fit: Fit) -> dict[str, Any] | None:
+    """A fit of a model other than the line: its result's general form and its line fields (null),
+    from the `solution` computed at submission and the `parameters` written when it ended."""
+    solution, fitted = fit.solution or {}, fit.parameters
+    if fitted is None or fit.status != "succeeded":
+        return None
+    names = list(solution.get("names") or [])
+    values, gaps = fitted.get("values") or [], fitted.get("gap_se")
+    opt, covariance = solution.get("parameters_opt") or [], solution.get("covariance")
+    u = (
+        [math.sqrt(row[j]) if row[j] is not None and row[j] >= 0 else None for j, row in enumerate(covariance)]
+        if covariance
+        else [None] * len(names)
+    )
+    return {
+        **dict.fromkeys(("w", "b", "w_raw", "b_raw", "w_opt", "b_opt", "gap", "se_w", "se_b", "cov_wb")),
+        "convergence": {
+            "gap_se_w": None,
+            "gap_se_b": None,
+            "excess_loss": fit.excess_loss,
+            "epochs_needed": fit.epochs_needed,
+            "gap_se": dict(zip(names, gaps, strict=True)) if gaps is not None else None,
+        },
+        "parameter_names": names,
+        "parameters": dict(zip(names, values, strict=True)),
+        "parameters_opt": dict(zip(names, opt, strict=True)) if opt and None not in opt else None,
+        "standard_uncertainties": dict(zip(names, u, strict=True)),
+        "covariance": covariance if covariance and all(v is not None for row in covariance for v in row) else None,
+    }
+
+
+def _root(variance: float | None) -> float | None:
+    return math.sqrt(variance) if variance is not None and variance >= 0 else None
+
+
+def _result_common(fit: Fit) -> dict[str, Any]:
+    """The result's fields every model kind shares."""
+    return {
+        "loss": fit.loss,
+        "last_epoch_loss": fit.last_epoch_loss,
+        "r2": fit.r2,
+        "residual_sd": fit.residual_sd,
+        "val_loss": fit.val_loss,
+        "last_epoch_val_loss": fit.last_epoch_val_loss,
+        "converged": fit.converged,
+    }
+
+
 def fit_fields(fit: Fit) -> dict[str, Any]:
     result = None
     raw = fit.raw_params()
-    if raw is not None and fit.w is not None and fit.b is not None:
+    general = model_parameters(fit) if fit.model is not None else None
+    if general is not None:
+        result = {**_result_common(fit), **general}
+    elif raw is not None and fit.w is not None and fit.b is not None:
         w_raw, b_raw = raw
         gap = (
             {"w": w_raw - fit.w_opt, "b": b_raw - fit.b_opt}
@@ -114,10 +166,9 @@ def fit_fields(fit: Fit) -> dict[str, Any]:
             else None
         )
         result = {
+            **_result_common(fit),
             "w": fit.w,
             "b": fit.b,
-            "loss": fit.loss,
-            "last_epoch_loss": fit.last_epoch_loss,
             "w_raw": w_raw,
             "b_raw": b_raw,
             "w_opt": fit.w_opt,
@@ -126,11 +177,6 @@ def fit_fields(fit: Fit) -> dict[str, Any]:
             "se_w": fit.se_w,
             "se_b": fit.se_b,
             "cov_wb": fit.cov_wb,
-            "r2": fit.r2,
-            "residual_sd": fit.residual_sd,
-            "val_loss": fit.val_loss,
-            "last_epoch_val_loss": fit.last_epoch_val_loss,
-            "converged": fit.converged,
             "convergence": {
                 "gap_se_w": fit.gap_se_w,
                 "gap_se_b": fit.gap_se_b,
@@ -156,6 +202,7 @@ def fit_fields(fit: Fit) -> dict[str, Any]:
             "init": {"w": fit.init_w, "b": fit.init_b},
             "input_scale": fit.input_scale,
             "normalize": fit.normalize,
+            "model": fit.model or {"kind": "line"},
             **({"input_shift": fit.input_shift} if fit.normalize == "standardize" else {}),
             **optimizer_fields(fit.optimizer, fit.optimizer_options),
             **({"validation": fit.validation} if fit.validation else {}),

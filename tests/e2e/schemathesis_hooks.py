@@ -24,7 +24,11 @@ The rules, each with the repair made:
   (or its neutral value) where that value is not given; in a batch, on each fit merged with the
   defaults;
 - an optimizer given as an object (`{"kind": "gd", ...}`) takes `delta` with gradient
-  "finite_difference" only: otherwise its delta is dropped.
+  "finite_difference" only: otherwise its delta is dropped;
+- a polynomial of degree d needs at least d + 1 training points: its degree is lowered to the
+  training points less one;
+- an instrument's calibrations are lines for now: a fit naming an instrument with another model
+  has its instrument set to null.
 
 - POST /v1/apply reads readings of the tenant's calibrated instruments (another name is a 422
   naming its row, as API.md asks): each generated reading is put on the one instrument the
@@ -142,6 +146,19 @@ def _optimizer_object(body: dict[str, Any]) -> None:
         body["optimizer"] = {name: value for name, value in optimizer.items() if name != "delta"}
 
 
+def _model_within_its_points(fit: dict[str, Any], defaults: dict[str, Any], held: list[int]) -> None:
+    model = {**defaults, **fit}.get("model")
+    if not isinstance(model, dict) or model.get("kind") != "polynomial":
+        return
+    training = len(fit["t_u"]) - len(held)  # at least 2: the split leaves two
+    degree = model.get("degree")
+    # A degree may come as 3 or 3.0 (JSON Schema's integers both).
+    if isinstance(degree, int | float) and not isinstance(degree, bool) and degree >= training:
+        fit["model"] = {"kind": "polynomial", "degree": training - 1}
+    if {**defaults, **fit}.get("instrument") is not None:
+        fit["instrument"] = None
+
+
 def _repair(fit: dict[str, Any], defaults: dict[str, Any]) -> None:
     if not isinstance(fit.get("t_u"), list) or not isinstance(fit.get("t_c"), list):
         return
@@ -151,6 +168,7 @@ def _repair(fit: dict[str, Any], defaults: dict[str, Any]) -> None:
     _pair(fit)
     held = _split(fit, {**defaults, **fit})
     _spread(fit, {**defaults, **fit}, held)
+    _model_within_its_points(fit, defaults, held)
 
 
 # The instrument the schemathesis stack calibrates before the run (tests/e2e/test_schemathesis.py).

@@ -41,6 +41,21 @@ def num(value: object, fmt: str) -> str:
     return fmt % value
 
 
+@bp.app_template_filter("ascending")
+def ascending(parameters: dict[str, float]) -> list[float]:
+    """A polynomial's parameters {a0, a1, …} as its coefficients by ascending power of t_u (the chart's)."""
+    return [parameters[f"a{k}"] for k in range(len(parameters))]
+
+
+@bp.app_template_filter("polynomial")
+def polynomial(parameters: dict[str, float]) -> str:
+    """a0 + a1·t_u + a2·t_u² …, each coefficient in %.6g with its sign."""
+    powers = ["", " · t_u", " · t_u²", " · t_u³", " · t_u⁴", " · t_u⁵"]
+    terms = [(parameters[f"a{k}"], powers[k]) for k in range(len(parameters))]
+    text = " ".join(f"{num(value, '%+.6g')}{power}" for value, power in terms)
+    return text[1:] if text.startswith("+") else text
+
+
 # The loss chart asks for about one bucket per two pixels of its width: a 1,000,000-epoch fit
 # sends the browser 600 buckets, not a million losses.
 CHART_BUCKETS = 600
@@ -273,7 +288,17 @@ def report_page(fit_id: str) -> str:
         verdict = calibrations.stored_drift_of(session, [fit.id], svc.settings.drift_threshold).get(fit.id)
         body = fit_json(fit)
     raw = fit.raw_params()
-    residuals = (t_c - (raw[0] * t_u + raw[1])) if raw else None
+    result = body["result"]
+    if raw is not None:
+        residuals = t_c - (raw[0] * t_u + raw[1])
+    elif result is not None and result["w_raw"] is None:
+        # Any other model: its polynomial in t_u, by Horner's rule from the highest power.
+        fitted = np.zeros_like(t_u)
+        for coefficient in reversed(ascending(result["parameters"])):
+            fitted = fitted * t_u + coefficient
+        residuals = t_c - fitted
+    else:
+        residuals = None
 
     # A page a browser and a printer can hold: the table's first REPORT_ROWS readings, the chart's
     # REPORT_POINTS spread evenly over all of them (the whole data: GET /v1/fits/{id}/data).

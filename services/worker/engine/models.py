@@ -92,6 +92,11 @@ class Model:
         """t_p for model-space inputs x (B, N) with each fit's parameters theta (B, p)."""
         raise NotImplementedError
 
+    def raw_map(self, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """The linear map (B, p, p) from model-space parameters, x = (t_u − shift)·scale, to the same
+        function's parameters in t_u (raw units)."""
+        raise NotImplementedError
+
 
 class Line(Model):
     """The book's t_p = w·x + b. Its five averages and its exact 2×2 closed form are the ones every

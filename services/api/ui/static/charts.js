@@ -105,8 +105,19 @@ async function drawDataChart(svg) {
   const w = svg.dataset.w === undefined ? null : Number(svg.dataset.w), b = Number(svg.dataset.b);
   // A fit that has not converged: the least-squares line it has not reached, drawn dashed beside it.
   const wOpt = svg.dataset.wOpt === undefined ? null : Number(svg.dataset.wOpt), bOpt = Number(svg.dataset.bOpt);
+  // Any other model: its curve, from its coefficients by ascending power of t_u, sampled across the data.
+  const curve = (name) => {
+    if (svg.dataset[name] === undefined) return null;
+    const c = JSON.parse(svg.dataset[name]);
+    return Array.from({ length: 97 }, (_, i) => {
+      const u = xlo + ((xhi - xlo) * i) / 96;
+      return [u, c.reduceRight((acc, coefficient) => acc * u + coefficient, 0)];
+    });
+  };
+  const fittedCurve = curve("coefficients"), optimumCurve = curve("coefficientsOpt");
   const ylist = data.t_c.concat(w === null ? [] : [w * xlo + b, w * xhi + b])
-    .concat(wOpt === null ? [] : [wOpt * xlo + bOpt, wOpt * xhi + bOpt]);
+    .concat(wOpt === null ? [] : [wOpt * xlo + bOpt, wOpt * xhi + bOpt])
+    .concat((fittedCurve || []).map((p) => p[1]), (optimumCurve || []).map((p) => p[1]));
   const ylo = Math.min(...ylist), yhi = Math.max(...ylist);
   const pad = (hi, lo) => (hi - lo || 1) * 0.05;
   const xs = scale(xlo - pad(xhi, xlo), xhi + pad(xhi, xlo), BOX.left, BOX.width - BOX.right);
@@ -114,6 +125,9 @@ async function drawDataChart(svg) {
   frame(svg, xs, ys, linearTicks(xlo, xhi, 6), linearTicks(ylo, yhi, 5), label);
   if (w !== null) node("line", { class: "fitted", x1: xs(xlo), y1: ys(w * xlo + b), x2: xs(xhi), y2: ys(w * xhi + b) }, svg);
   if (wOpt !== null) node("line", { class: "optimum", x1: xs(xlo), y1: ys(wOpt * xlo + bOpt), x2: xs(xhi), y2: ys(wOpt * xhi + bOpt) }, svg);
+  const drawn = (points) => points.map(([u, c]) => `${xs(u)},${ys(c)}`).join(" ");
+  if (fittedCurve) node("polyline", { class: "fitted", points: drawn(fittedCurve), fill: "none" }, svg);
+  if (optimumCurve) node("polyline", { class: "optimum", points: drawn(optimumCurve), fill: "none" }, svg);
   data.t_u.forEach((u, i) => node("circle", { class: held.has(i) ? "held" : "train", cx: xs(u), cy: ys(data.t_c[i]), r: 4 }, svg));
   text(svg, BOX.width / 2, BOX.height - 4, "t_u (raw reading) → t_c (reference)");
   svg.dataset.rendered = "true";
