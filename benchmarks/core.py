@@ -8,6 +8,8 @@
     on 0.1·t_u, 3000 epochs), training and validation losses kept, early stopping on the
     validation loss (min_delta 1e-3, patience 10): by sgd, and (e) by gd's closed form;
     against the book's training loop with a validation split on one fit;
+(q) the chapter's exercise, w2·x² + w1·x + b: 10,000 quadratics x 11 points x 5000 epochs
+    (lr 1e-4 on 0.1·t_u), every loss kept, beside (a) for the line; against the exercise's loop on one fit;
 (f) only when asked (`--cases f`, the GPU's case): 100,000 fits x 5000 epochs, every loss kept.
 `--device cuda` runs every case on the GPU (the closed form's float64 parts there too).
 The book's loop is timed on fewer epochs where it would take minutes; its cost
@@ -32,6 +34,7 @@ import torch
 from services.worker.engine import GradientDescent, SeriesBatch, reference_fit
 from services.worker.engine.device import pick_device
 from services.worker.engine.iterative import Iterative
+from services.worker.engine.models import Polynomial
 from services.worker.engine.stopping import StopRule
 from shared.contract.optimizers import options_of
 
@@ -240,6 +243,49 @@ def case_f(device_name: str, repeats: int) -> dict[str, Any]:
     }
 
 
+def book_quadratic_loop(epochs: int) -> float:
+    """The chapter's exercise as its solution writes it: float32, autograd, one fit; its last loss."""
+    t_u, t_c = torch.tensor(T_U) * 0.1, torch.tensor(T_C)
+    params = torch.tensor([0.0, 1.0, 0.0], requires_grad=True)  # w2, w1, b: calib's start
+    loss = torch.tensor(0.0)
+    for _ in range(epochs):
+        if params.grad is not None:
+            params.grad.zero_()
+        loss = ((params[0] * t_u**2 + params[1] * t_u + params[2] - t_c) ** 2).mean()
+        loss.backward()
+        with torch.no_grad():
+            params -= 1e-4 * params.grad
+    return float(loss)
+
+
+def case_q(device_name: str, repeats: int) -> dict[str, Any]:
+    device = torch.device(device_name)
+    fits, epochs, book_epochs = 10_000, 5000, 2000
+    rng = np.random.default_rng(0)
+    t_c = np.asarray(T_C) + rng.normal(0, 0.5, (fits, len(T_C)))
+    batch = SeriesBatch.build(
+        [T_U] * fits,
+        list(t_c),
+        epochs=[epochs] * fits,
+        learning_rate=[1e-4] * fits,
+        input_scale=[0.1] * fits,
+        w0=[1.0] * fits,
+        b0=[0.0] * fits,
+        device=device,
+    )
+    quadratic = Polynomial(2)
+    engine_s = median_seconds(
+        lambda: GradientDescent(batch, model=quadratic).losses(1, epochs, torch.float32), repeats, device
+    )
+    book_s = median_seconds(lambda: book_quadratic_loop(book_epochs), max(1, repeats // 2), torch.device("cpu"))
+    return {
+        "case": "q: 10,000 quadratics x 11 points x 5000 epochs",
+        "engine_s": engine_s,
+        "fit_epochs": fits * epochs,
+        "book_s_per_fit_epoch": book_s / book_epochs,
+    }
+
+
 def _child(name: str, device: str, repeats: int, out: Any) -> None:
     cases: dict[str, Callable[[str, int], dict[str, Any]]] = {
         "f": case_f,
@@ -248,6 +294,7 @@ def _child(name: str, device: str, repeats: int, out: Any) -> None:
         "c": case_c,
         "d": lambda dev, n: split_case("sgd", dev, n),
         "e": lambda dev, n: split_case("gd", dev, n),
+        "q": case_q,
     }
     result = cases[name](device, repeats)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -259,7 +306,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=5)
     # f (100,000 fits, 2 GB of losses) is the GPU's case: `--device cuda --cases a b c d e f`.
-    parser.add_argument("--cases", nargs="+", default=["a", "b", "c", "d", "e"], choices=["a", "b", "c", "d", "e", "f"])
+    parser.add_argument(
+        "--cases", nargs="+", default=["a", "b", "c", "d", "e", "q"], choices=["a", "b", "c", "d", "e", "f", "q"]
+    )
     args = parser.parse_args()
     device = str(pick_device(args.device))
     ctx = mp.get_context("spawn")
