@@ -258,9 +258,9 @@ def get_data(fit_id: str) -> dict[str, Any]:
     with current_services().db.session() as session:
         fit = _get_fit(session, fit_id)
         t_u, t_c = unpack_f64(fit.t_u), unpack_f64(fit.t_c)
-    return serve(
-        FitData, {"fit_id": fit.id, "t_u": t_u.tolist(), "t_c": t_c.tolist(), "validation_indices": fit.held_out()}
-    )
+        stated = {"u_t_c": unpack_f64(fit.u_t_c).tolist()} if fit.u_t_c is not None else {}
+    body = {"fit_id": fit.id, "t_u": t_u.tolist(), "t_c": t_c.tolist(), "validation_indices": fit.held_out()}
+    return serve(FitData, {**body, **stated})
 
 
 @bp.post("/<fit_id>/cancel")

@@ -32,6 +32,14 @@ def prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
     raw = fit.raw_params()
     if raw is None:
         raise Problem(409, f"fit {fit_id} is {fit.status}: predictions need a succeeded fit", slug="not-succeeded")
+    if body.interval is not None and fit.chi2 is not None:
+        raise Problem(
+            409,
+            f"fit {fit.id} was weighted by stated uncertainties (u_t_c): a new observation's interval depends "
+            "on that observation's own uncertainty, which calib does not know; send u_t_u for u_t_c, the "
+            "standard uncertainty of the calibration's value",
+            slug="no-interval",
+        )
     spread = fit.prediction_spread() if body.interval is not None else None
     if body.interval is not None and spread is None:
         # The request is well formed; this fit's data cannot carry an interval: a conflict with

@@ -7,11 +7,14 @@ back from there and resolves nothing (services/worker/store.py)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shared.contract.model_kinds import PolynomialModel
+import numpy as np
+
+from shared.contract.model_kinds import LineModel, PolynomialModel
 from shared.contract.optimizers import is_plain
 from shared.contract.schemas import FitCreate
 from shared.domain.calibration import DataStats, Values, data_stats, standardization, warnings_for
@@ -33,6 +36,8 @@ class ResolvedFit:
     stats: DataStats
     # A non-line model's exact least squares (None for the line, whose figures are in stats).
     model_stats: ModelStats | None = None
+    # With stated uncertainties: the weighted fit's χ² test (shared/domain/model_stats.py).
+    chi2: dict[str, Any] | None = None
 
     def columns(self) -> dict[str, Any]:
         """The fit's columns that say how it runs, every default filled in."""
@@ -41,6 +46,7 @@ class ResolvedFit:
         return dict(
             model=spec.model.stored(),
             solution=self.model_stats.solution() if self.model_stats is not None else None,
+            chi2=self.chi2,
             epochs=self.epochs,
             epochs_auto=spec.epochs == "auto",
             convergence_tolerance=spec.convergence_tolerance,
@@ -71,8 +77,9 @@ def resolve(specs: Sequence[FitCreate], max_epochs: int) -> list[ResolvedFit]:
     stats = data_stats(
         [u for u, _ in training], [c for _, c in training], [s for _, s in inputs], [h for h, _ in inputs]
     )
-    by_model = _model_stats(specs, training, inputs)
-    stats = [_for_the_model(st, by_model.get(i)) for i, st in enumerate(stats)]
+    stated = [_training_u_t_c(spec, out) for spec, out in zip(specs, held_out, strict=True)]
+    by_model = _model_stats(specs, training, inputs, stated)
+    stats = [_for_the_model(st, by_model.get(i), specs[i]) for i, st in enumerate(stats)]
     return [
         ResolvedFit(
             spec=spec,
@@ -85,39 +92,73 @@ def resolve(specs: Sequence[FitCreate], max_epochs: int) -> list[ResolvedFit]:
             # "auto": run until converged, at most max_epochs; the bound is what `epochs` stores.
             epochs=spec.epochs if spec.epochs != "auto" else (spec.max_epochs or max_epochs),
             stats=st,
-            model_stats=by_model.get(i),
+            model_stats=by_model.get(i) if not isinstance(spec.model, LineModel) else None,
+            chi2=by_model[i].chi2 if i in by_model else None,
         )
         for i, (spec, out, (shift, scale), st) in enumerate(zip(specs, held_out, inputs, stats, strict=True))
     ]
 
 
+def _training_u_t_c(spec: FitCreate, held_out: list[int] | None) -> np.ndarray | None:
+    """The stated u(t_c) of the training points, or None."""
+    stated = spec.stated_u_t_c()
+    if stated is None or not held_out:
+        return stated
+    return split(stated, held_out)[0]
+
+
 def _model_stats(
-    specs: Sequence[FitCreate], training: Sequence[tuple[Values, Values]], inputs: list[tuple[float, float]]
+    specs: Sequence[FitCreate],
+    training: Sequence[tuple[Values, Values]],
+    inputs: list[tuple[float, float]],
+    stated: list[np.ndarray | None],
 ) -> dict[int, ModelStats]:
-    """The exact least squares and pre-flight of every fit that is not a line, by its index: one
-    vectorised pass per polynomial degree."""
-    by_degree: dict[int, list[int]] = {}
+    """The exact least squares and pre-flight of every fit that is not an unweighted line (a polynomial,
+    or a line with stated uncertainties, as degree 1), by its index: one vectorised pass per degree,
+    weighted or not."""
+    groups: dict[tuple[int, bool], list[int]] = {}
     for i, spec in enumerate(specs):
+        weighted = stated[i] is not None
         if isinstance(spec.model, PolynomialModel):
-            by_degree.setdefault(spec.model.degree, []).append(i)
+            groups.setdefault((spec.model.degree, weighted), []).append(i)
+        elif weighted:
+            groups.setdefault((1, True), []).append(i)
     found: dict[int, ModelStats] = {}
-    for degree, rows in by_degree.items():
+    for (degree, weighted), rows in groups.items():
         stats = polynomial_stats(
             [training[i][0] for i in rows],
             [training[i][1] for i in rows],
             degree,
             [inputs[i][1] for i in rows],
             [inputs[i][0] for i in rows],
+            [stated[i] for i in rows] if weighted else None,  # type: ignore[misc]
         )
         found.update(zip(rows, stats, strict=True))
     return found
 
 
-def _for_the_model(line: DataStats, model: ModelStats | None) -> DataStats:
-    """The data's statistics as the fit's row stores them: a non-line model's pre-flight, R² and
-    residual SD in place of the line's, and no line figures (its own are in `solution`)."""
+def _for_the_model(line: DataStats, model: ModelStats | None, spec: FitCreate) -> DataStats:
+    """The data's statistics as the fit's row stores them: a weighted line's least squares from its
+    stated uncertainties; a non-line model's pre-flight, R² and residual SD in place of the line's,
+    and no line figures (its own are in `solution`)."""
     if model is None:
         return line
+    if isinstance(spec.model, LineModel):
+        # Degree 1's parameters are (a1, a0): the line's (w, b).
+        opt, cov = model.parameters_opt, model.covariance
+        return dataclasses.replace(
+            line,
+            lr_max=model.lr_max,
+            lr_auto=model.lr_auto,
+            condition_number=model.condition_number,
+            w_opt=opt[0],
+            b_opt=opt[1],
+            se_w=_root(cov[0][0]) if cov else None,
+            se_b=_root(cov[1][1]) if cov else None,
+            cov_wb=cov[0][1] if cov else None,
+            r2=model.r2,
+            residual_sd=model.residual_sd,
+        )
     return dataclasses.replace(
         line,
         lr_max=model.lr_max,
@@ -131,6 +172,10 @@ def _for_the_model(line: DataStats, model: ModelStats | None) -> DataStats:
         r2=model.r2,
         residual_sd=model.residual_sd,
     )
+
+
+def _root(variance: float | None) -> float | None:
+    return math.sqrt(variance) if variance is not None and variance >= 0 else None
 
 
 def _model_input(spec: FitCreate, training_t_u: Values) -> tuple[float, float]:

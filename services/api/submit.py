@@ -33,11 +33,14 @@ def digest(request: Any) -> str:
 
 
 def fingerprinted(spec: FitCreate, exclude: set[str] | None = None) -> dict[str, Any]:
-    """A fit's spec as its fingerprint reads it: the default model (the line) left out, so that a key
-    stored before fits had a model still matches the same request sent again."""
+    """A fit's spec as its fingerprint reads it: the fields added since keys were first stored left out
+    where they have their default (the line, no stated uncertainties), so such a key still matches
+    the same request sent again."""
     dumped = spec.model_dump(exclude=exclude)
     if dumped.get("model") == {"kind": "line"}:
         del dumped["model"]
+    if "u_t_c" in dumped and dumped["u_t_c"] is None:
+        del dumped["u_t_c"]
     return dumped
 
 
@@ -122,6 +125,7 @@ def fit_rows(
                 callback_url=fit.spec.callback_url,
                 t_u=pack_f64(fit.spec.t_u),
                 t_c=pack_f64(fit.spec.t_c),
+                u_t_c=pack_f64(stated) if (stated := fit.spec.stated_u_t_c()) is not None else None,
                 attempt=0,
                 idempotency_key=None,
                 request_digest=None,

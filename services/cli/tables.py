@@ -36,6 +36,8 @@ def fit_summary(fit: dict[str, Any]) -> str:
                 f"± (1 SE) of the optimum: w {_num(result['se_w'], 3)}, b {_num(result['se_b'], 3)}; "
                 f"R² {_num(result['r2'], 5)}"
             )
+    if result and result.get("chi2_obs") is not None:
+        lines.append(chi2_line(result))
     if fit.get("diverged_at_epoch"):
         lines.append(f"diverged at epoch {fit['diverged_at_epoch']}")
     if fit.get("error"):
@@ -61,6 +63,15 @@ def model_lines(model: dict[str, Any], result: dict[str, Any]) -> list[str]:
         )
     lines += [f"loss     {_num(result['loss'])} (of these parameters)", verdict_line(result)]
     return lines
+
+
+def chi2_line(result: dict[str, Any]) -> str:
+    """A fit weighted by stated uncertainties: do the data agree with them (ISO/TS 28037's χ² test)?"""
+    agree = "consistent with" if result.get("consistent") else "NOT consistent with"
+    return (
+        f"χ²       {_num(result['chi2_obs'], 5)} with {result['chi2_dof']} dof, p {_num(result['chi2_p'], 3)}: "
+        f"the data are {agree} their stated uncertainties (95 %)"
+    )
 
 
 def verdict_line(result: dict[str, Any]) -> str:

@@ -265,6 +265,7 @@ def _series(fits: list[store.ClaimedFit], part: int, device: torch.device) -> Se
         w0=[fit.init_w for fit in fits],
         b0=[fit.init_b for fit in fits],
         device=device,
+        u_t_c=[split(fit.u_t_c, fit.held_out)[part] if fit.u_t_c is not None else None for fit in fits],
     )
 
 

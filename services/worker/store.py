@@ -60,6 +60,8 @@ class ClaimedFit:
     # squares in raw units (shared/domain/model_stats.py): what its verdict is measured against.
     model: dict[str, Any] | None = None
     solution: dict[str, Any] | None = None
+    # The stated u(t_c) of every point (weights 1/u²), or None: equal weights.
+    u_t_c: np.ndarray | None = None
 
     @property
     def start_epoch(self) -> int:
@@ -206,6 +208,7 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
                 Fit.n_points,
                 Fit.model,
                 Fit.solution,
+                Fit.u_t_c,
             )
             .where(Fit.id.in_(ids))
             .order_by(Fit.created_at, Fit.id)
@@ -254,6 +257,7 @@ def _claimed(row: Any, attempt: int) -> ClaimedFit:
         ),
         model=row.model,
         solution=row.solution,
+        u_t_c=unpack_f64(row.u_t_c) if row.u_t_c is not None else None,
     )
 
 

@@ -36,15 +36,17 @@ from shared.domain.splits import choose_indices, split, validation_count
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
-def _uncertainties(given: Any) -> float | list[float]:
-    """Standard uncertainties: one finite number ≥ 0 for all values, or a list of them. One check, so
-    that a problem names the field (`u_t_u`, `u_t_u[3]`'s index in its message), not a union's branches."""
+def _uncertainties(given: Any, positive: bool = False) -> float | list[float]:
+    """Standard uncertainties: one finite number ≥ 0 (> 0 where `positive`) for all values, or a list of
+    them. One check, so that a problem names the field (`u_t_u`, `u_t_u[3]`'s index in its message), not
+    a union's branches."""
+    bound = "> 0" if positive else "≥ 0"
 
     def one(value: Any, where: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise PydanticCustomError("uncertainty", f"{where}a number ≥ 0 is expected")
-        if not math.isfinite(value) or value < 0:
-            raise PydanticCustomError("uncertainty", f"{where}a finite number ≥ 0 is expected, got {value!r}")
+            raise PydanticCustomError("uncertainty", f"{where}a number {bound} is expected")
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise PydanticCustomError("uncertainty", f"{where}a finite number {bound} is expected, got {value!r}")
         return float(value)
 
     if isinstance(given, list):
@@ -63,6 +65,20 @@ Uncertainties = Annotated[
             "anyOf": [
                 {"type": "number", "minimum": 0},
                 {"type": "array", "items": {"type": "number", "minimum": 0}, "maxItems": 1_000_000},
+            ]
+        }
+    ),
+]
+
+# Stated uncertainties that weigh a fit (weights 1/u²): each > 0.
+PositiveUncertainties = Annotated[
+    float | list[float],
+    PlainValidator(lambda given: _uncertainties(given, positive=True)),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "maxItems": 1_000_000},
             ]
         }
     ),
@@ -451,6 +467,14 @@ class FitCreate(FitOptions):
         json_schema_extra={"example": [0.5, 14.0, 15.0, 28.0, 11.0], "minItems": 2},
         description="the reference values: one per t_u, as many as t_u",
     )
+    u_t_c: PositiveUncertainties | None = Field(
+        None,
+        json_schema_extra={"example": 0.5},
+        description="the standard uncertainty of each reference value, > 0 (one number for all, or one per "
+        "t_c): the fit is then weighted least squares, weights 1/u², its parameters' uncertainties come "
+        "from these (not rescaled by the residuals) and the result adds chi2_obs, chi2_dof, chi2_p and "
+        "consistent (ISO/TS 28037 clause 6)",
+    )
     labels: dict[str, Annotated[str, Field(max_length=256, json_schema_extra={"pattern": NO_CONTROL_CHARACTERS})]] = (
         Field(
             default_factory=dict,
@@ -473,6 +497,18 @@ class FitCreate(FitOptions):
         if len(value) < 2:
             raise ValueError("at least 2 points are needed to fit a line")
         return value
+
+    @field_validator("u_t_c")
+    @classmethod
+    def _stated_uncertainties(cls, given: Any, info: ValidationInfo) -> Any:
+        # Each > 0 (PositiveUncertainties): a weight is 1/u², and a u of 0 would make one point the whole fit.
+        return _one_per_value(given, info, "t_c")
+
+    def stated_u_t_c(self) -> np.ndarray | None:
+        """u(t_c) of every point as an array (one number for all spread out), or None."""
+        if self.u_t_c is None:
+            return None
+        return np.broadcast_to(np.asarray(self.u_t_c, dtype=np.float64), (len(self.t_c),)).copy()
 
     @field_validator("labels")
     @classmethod
@@ -712,6 +748,24 @@ class Result(Served):
         json_schema_extra={"example": True},
     )
     convergence: Convergence
+    # With stated uncertainties (u_t_c) only: the weighted fit's χ² test (ISO/TS 28037 clause 6.3).
+    chi2_obs: float | None = Field(
+        None,
+        description="with u_t_c: Σ ((t_c − f(t_u)) / u_t_c)² at the least-squares parameters",
+        json_schema_extra={"example": 1.664762},
+    )
+    chi2_dof: int | None = Field(
+        None, description="with u_t_c: n − p (training points less parameters)", json_schema_extra={"example": 4}
+    )
+    chi2_p: float | None = Field(
+        None, description="with u_t_c: P(χ²(chi2_dof) ≥ chi2_obs)", json_schema_extra={"example": 0.797}
+    )
+    consistent: bool | None = Field(
+        None,
+        description="with u_t_c: chi2_obs is at most the 95 % quantile of χ²(chi2_dof): the data agree with "
+        "their stated uncertainties and the model",
+        json_schema_extra={"example": True},
+    )
     # The general form of every model kind (API.md, third round), in raw units; a line's is a second
     # view of w_raw, b_raw, w_opt, b_opt, se_w, se_b and cov_wb.
     parameter_names: list[str] = Field(
@@ -927,6 +981,11 @@ class FitData(Served):
     t_u: list[float]
     t_c: list[float]
     validation_indices: list[int] = Field(description="the held-out points; empty without a split")
+    u_t_c: list[float] | None = Field(
+        None,
+        description="the stated standard uncertainty of each t_c, where the fit was given them",
+        json_schema_extra={"example": [0.5, 0.5, 0.5]},
+    )
 
 
 class LossBucket(Served):

@@ -167,6 +167,10 @@ class Fit(Base):
     # Inputs packed as float64 blobs; deferred so listing fits never loads them.
     t_u: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary, deferred=True)
     t_c: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary, deferred=True)
+    # The stated standard uncertainty of each t_c (weights 1/u²), packed like t_c; null: none stated
+    # (ordinary least squares). With it, the weighted fit's χ² test, computed at submission.
+    u_t_c: so.Mapped[bytes | None] = so.mapped_column(sa.LargeBinary, deferred=True)
+    chi2: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON(none_as_null=True))
 
     # The function fitted (shared/contract/model_kinds.py): null for the book's line, whose figures
     # are the line columns here; for any other kind {"kind", its options}. Such a fit keeps its exact

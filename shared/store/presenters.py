@@ -149,6 +149,7 @@ def _result_common(fit: Fit) -> dict[str, Any]:
         "val_loss": fit.val_loss,
         "last_epoch_val_loss": fit.last_epoch_val_loss,
         "converged": fit.converged,
+        **(fit.chi2 or {}),
     }
 
 

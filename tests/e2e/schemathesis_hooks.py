@@ -13,8 +13,8 @@ switched off or narrowed.
 The rules, each with the repair made:
 - t_c has one value per t_u: t_c is cut to, or repeated up to, the length of t_u;
 - a list of uncertainties has one per value (`u_t_u` per t_u in a prediction, `u_t_c` per t_c in
-  an inverse): it is cut to, or repeated up to, that length (an empty one becomes 0, one number
-  for all);
+  an inverse or a fit): it is cut to, or repeated up to, that length (an empty one becomes one
+  number for all: 0, or 1 for a fit's stated uncertainties, which are > 0);
 - a validation split names existing points, holds out at least one and leaves at least two
   to train on: otherwise it becomes `{"indices": [0]}` (or is dropped below three points,
   with an early stopping on `val_loss` dropped with it);
@@ -78,9 +78,9 @@ def _pair(fit: dict[str, Any], values: str = "t_u", paired: str = "t_c") -> None
         fit[paired] = (each * (len(given) // len(each) + 1))[: len(given)]
 
 
-def _one_uncertainty_per_value(body: dict[str, Any], values: str, uncertainties: str) -> None:
+def _one_uncertainty_per_value(body: dict[str, Any], values: str, uncertainties: str, empty: float = 0.0) -> None:
     if body.get(uncertainties) == []:
-        body[uncertainties] = 0.0
+        body[uncertainties] = empty
     _pair(body, values, uncertainties)
 
 
@@ -166,6 +166,7 @@ def _repair(fit: dict[str, Any], defaults: dict[str, Any]) -> None:
     _optimizer_object(defaults)
     _options_that_apply(fit, defaults)
     _pair(fit)
+    _one_uncertainty_per_value(fit, "t_c", "u_t_c", 1.0)
     held = _split(fit, {**defaults, **fit})
     _spread(fit, {**defaults, **fit}, held)
     _model_within_its_points(fit, defaults, held)

@@ -37,6 +37,10 @@ class SeriesBatch:
     w0: torch.Tensor  # (B,) float64
     b0: torch.Tensor  # (B,) float64
     epochs: torch.Tensor  # (B,) int64
+    # Each point's weight in its fit's loss, scaled to average 1 over the fit's points, or None: all
+    # equal. With stated uncertainties u(t_c) the weights are 1/u² (ISO/TS 28037 clause 6), so the
+    # loss is the weighted mean square Σ w r² / Σ w and every average below is weighted the same way.
+    weight: torch.Tensor | None = None  # (P,) float64
 
     @property
     def size(self) -> int:
@@ -55,7 +59,9 @@ class SeriesBatch:
         b0: Sequence[float],
         input_shift: Sequence[float] | None = None,
         device: torch.device | str = "cpu",
+        u_t_c: Sequence[Sequence[float] | np.ndarray | None] | None = None,
     ) -> SeriesBatch:
+        """`u_t_c`: per fit, the standard uncertainty of each t_c (weights 1/u²), or None for equal weights."""
         f64 = torch.float64
         counts = [len(u) for u in t_u]
         scale = np.repeat(np.asarray(input_scale, dtype=np.float64), counts)
@@ -65,6 +71,13 @@ class SeriesBatch:
         x = x * scale
         y = np.concatenate([np.asarray(c, dtype=np.float64) for c in t_c])
         n = torch.tensor(counts, dtype=torch.int64)
+        weight = None
+        if u_t_c is not None and any(u is not None for u in u_t_c):
+            parts = []
+            for count, u in zip(counts, u_t_c, strict=True):
+                inverse = np.ones(count) if u is None else 1 / np.square(np.asarray(u, dtype=np.float64))
+                parts.append(inverse * (count / inverse.sum()) if count else inverse)
+            weight = torch.from_numpy(np.concatenate(parts)).to(device)
         return cls(
             x=torch.from_numpy(x).to(device),
             y=torch.from_numpy(y).to(device),
@@ -74,11 +87,14 @@ class SeriesBatch:
             w0=torch.tensor(w0, dtype=f64, device=device),
             b0=torch.tensor(b0, dtype=f64, device=device),
             epochs=torch.tensor(epochs, dtype=torch.int64, device=device),
+            weight=weight,
         )
 
     def segment_mean(self, values: torch.Tensor) -> torch.Tensor:
-        """Each fit's mean of per-point values (P, ...) → (B, ...)."""
+        """Each fit's (weighted) mean of per-point values (P, ...) → (B, ...)."""
         total = torch.zeros((self.size, *values.shape[1:]), dtype=values.dtype, device=values.device)
+        if self.weight is not None:
+            values = values * self.weight.to(values.dtype).reshape(-1, *([1] * (values.dim() - 1)))
         total.index_add_(0, self.seg, values)
         return total / self.n.to(values.dtype).reshape(-1, *([1] * (values.dim() - 1)))
 
