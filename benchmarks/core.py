@@ -42,15 +42,18 @@ T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
 T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
 
 
-def thermometer_batch(fits: int, epochs: int, device: torch.device, seed: int = 0) -> SeriesBatch:
+def thermometer_batch(
+    fits: int, epochs: int, device: torch.device, seed: int = 0, learning_rate: float = 1e-2, input_scale: float = 0.1
+) -> SeriesBatch:
+    """The book's readings `fits` times, each t_c with noise of SD 0.5."""
     rng = np.random.default_rng(seed)
     t_c = np.asarray(T_C) + rng.normal(0, 0.5, (fits, len(T_C)))
     return SeriesBatch.build(
         [T_U] * fits,
         list(t_c),
         epochs=[epochs] * fits,
-        learning_rate=[1e-2] * fits,
-        input_scale=[0.1] * fits,
+        learning_rate=[learning_rate] * fits,
+        input_scale=[input_scale] * fits,
         w0=[1.0] * fits,
         b0=[0.0] * fits,
         device=device,
@@ -138,18 +141,7 @@ def book_adam_loop(epochs: int) -> list[float]:
 def case_c(device_name: str, repeats: int) -> dict[str, Any]:
     device = torch.device(device_name)
     fits, epochs, book_epochs = 10_000, 2000, 2000
-    rng = np.random.default_rng(2)
-    t_c = np.asarray(T_C) + rng.normal(0, 0.5, (fits, len(T_C)))
-    batch = SeriesBatch.build(
-        [T_U] * fits,
-        list(t_c),
-        epochs=[epochs] * fits,
-        learning_rate=[0.1] * fits,
-        input_scale=[1.0] * fits,
-        w0=[1.0] * fits,
-        b0=[0.0] * fits,
-        device=device,
-    )
+    batch = thermometer_batch(fits, epochs, device, seed=2, learning_rate=0.1, input_scale=1.0)
 
     def run() -> torch.Tensor:
         engine = Iterative(batch, "adam", [options_of("adam")] * fits).complete()
@@ -261,18 +253,7 @@ def book_quadratic_loop(epochs: int) -> float:
 def case_q(device_name: str, repeats: int) -> dict[str, Any]:
     device = torch.device(device_name)
     fits, epochs, book_epochs = 10_000, 5000, 2000
-    rng = np.random.default_rng(0)
-    t_c = np.asarray(T_C) + rng.normal(0, 0.5, (fits, len(T_C)))
-    batch = SeriesBatch.build(
-        [T_U] * fits,
-        list(t_c),
-        epochs=[epochs] * fits,
-        learning_rate=[1e-4] * fits,
-        input_scale=[0.1] * fits,
-        w0=[1.0] * fits,
-        b0=[0.0] * fits,
-        device=device,
-    )
+    batch = thermometer_batch(fits, epochs, device, learning_rate=1e-4)
     quadratic = Polynomial(2)
     engine_s = median_seconds(
         lambda: GradientDescent(batch, model=quadratic).losses(1, epochs, torch.float32), repeats, device

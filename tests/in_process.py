@@ -3,6 +3,8 @@ database, no Celery (for tests that need a result but not the processes)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 import torch
 from flask.testing import FlaskClient
@@ -25,3 +27,14 @@ def run_batch(client: FlaskClient, batch_id: str) -> int:
     with svc.db.session() as session:
         chunks = session.scalars(sa.select(Fit.chunk_id).where(Fit.batch_id == batch_id).distinct()).all()
     return sum(runner.run_chunk(svc.db, svc.settings, chunk, torch.device("cpu")).claimed for chunk in chunks)
+
+
+def succeeded(client: FlaskClient, body: dict[str, Any]) -> dict[str, Any]:
+    """Submit `body` as a fit, run it here, and return its body once it has succeeded."""
+    created = client.post("/v1/fits", json=body)
+    assert created.status_code == 202, created.get_json()
+    fit_id = created.get_json()["id"]
+    run_fit(client, fit_id)
+    done: dict[str, Any] = client.get(f"/v1/fits/{fit_id}").get_json()
+    assert done["status"] == "succeeded", done
+    return done

@@ -13,7 +13,7 @@ import statsmodels.api as sm
 from flask.testing import FlaskClient
 
 from tests.api.test_fits_api import problem
-from tests.in_process import run_fit
+from tests.in_process import succeeded
 
 # The book's eleven readings (chapter 5).
 T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
@@ -29,16 +29,6 @@ CONVERGING_QUADRATIC = {
     "learning_rate": "auto",
     "normalize": "standardize",
 }
-
-
-def _succeeded(client: FlaskClient, body: dict[str, Any]) -> dict[str, Any]:
-    created = client.post("/v1/fits", json=body)
-    assert created.status_code == 202, created.get_json()
-    fit_id = created.get_json()["id"]
-    run_fit(client, fit_id)
-    done: dict[str, Any] = client.get(f"/v1/fits/{fit_id}").get_json()
-    assert done["status"] == "succeeded", done
-    return done
 
 
 def _losses(client: FlaskClient, fit_id: str) -> list[float]:
@@ -72,7 +62,7 @@ def _book_loop(epochs: int, learning_rate: float, scale: float) -> tuple[list[fl
 @pytest.mark.parametrize("optimizer", ["gd", {"kind": "gd", "gradient": "autograd"}])
 def test_the_chapters_quadratic_equals_the_books_loop_epoch_by_epoch(client: FlaskClient, optimizer: Any) -> None:
     epochs, rate, scale = 5000, 1e-4, 0.1
-    fit = _succeeded(
+    fit = succeeded(
         client,
         {
             "t_u": T_U,
@@ -105,7 +95,7 @@ def test_the_chapters_quadratic_equals_the_books_loop_epoch_by_epoch(client: Fla
 
 
 def test_the_quadratic_converges_to_statsmodels_least_squares_on_the_books_data(client: FlaskClient) -> None:
-    fit = _succeeded(client, CONVERGING_QUADRATIC)
+    fit = succeeded(client, CONVERGING_QUADRATIC)
     ols = sm.OLS(np.array(T_C), np.vander(np.array(T_U), 3, increasing=True)).fit()
     a0, a1, a2 = ols.params
     result = fit["result"]
@@ -117,7 +107,7 @@ def test_the_quadratic_converges_to_statsmodels_least_squares_on_the_books_data(
     assert result["r2"] == pytest.approx(ols.rsquared, rel=1e-9)
     assert result["residual_sd"] == pytest.approx(np.sqrt(ols.scale), rel=1e-9)
     # The exercise's question: the quadratic's training loss is lower than the line's on the same data.
-    line = _succeeded(
+    line = succeeded(
         client, {"t_u": T_U, "t_c": T_C, "epochs": "auto", "learning_rate": "auto", "normalize": "standardize"}
     )
     assert result["loss"] < line["result"]["loss"]
@@ -143,7 +133,7 @@ def test_random_polynomials_equal_statsmodels_and_converge(
         "optimizer": optimizer,
     }
     body["learning_rate"] = "auto" if optimizer == "gd" else 0.01
-    fit = _succeeded(client, body)
+    fit = succeeded(client, body)
     ols = sm.OLS(t_c, np.vander(t_u, degree + 1, increasing=True)).fit()
     result = fit["result"]
     names = [f"a{k}" for k in range(degree + 1)]
@@ -158,7 +148,7 @@ def test_random_polynomials_equal_statsmodels_and_converge(
 
 def test_a_polynomial_with_as_many_points_as_parameters_converges_on_its_excess_loss(client: FlaskClient) -> None:
     t_u = [0.0, 1.0, 2.0]
-    fit = _succeeded(
+    fit = succeeded(
         client,
         {
             "t_u": t_u,
@@ -209,7 +199,7 @@ def test_a_model_is_refused_by_name_where_it_cannot_be_fitted(client: FlaskClien
 
 
 def test_a_quadratics_predictions_carry_statsmodels_intervals_and_propagated_uncertainty(client: FlaskClient) -> None:
-    fit = _succeeded(client, CONVERGING_QUADRATIC)
+    fit = succeeded(client, CONVERGING_QUADRATIC)
     ols = sm.OLS(np.array(T_C), np.vander(np.array(T_U), 3, increasing=True)).fit()
     at = np.array([30.0, 50.0, 75.0])
     rows = np.vander(at, 3, increasing=True)

@@ -12,7 +12,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests.api.test_fits_api import problem
-from tests.in_process import run_fit
+from tests.in_process import succeeded
 
 X = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
 # ISO/TS 28037:2010 6.3, as reproduced by the GUM Tree Calculator's documentation of its examples.
@@ -20,14 +20,14 @@ EQUAL = {"t_u": X, "t_c": [3.3, 5.6, 7.1, 9.3, 10.7, 12.1], "u_t_c": 0.5}
 UNEQUAL = {"t_u": X, "t_c": [3.2, 4.3, 7.6, 8.6, 11.7, 12.8], "u_t_c": [0.5, 0.5, 0.5, 1.0, 1.0, 1.0]}
 
 
-def _succeeded(client: FlaskClient, body: dict[str, Any]) -> dict[str, Any]:
-    created = client.post("/v1/fits", json=body)
-    assert created.status_code == 202, created.get_json()
-    fit_id = created.get_json()["id"]
-    run_fit(client, fit_id)
-    done: dict[str, Any] = client.get(f"/v1/fits/{fit_id}").get_json()
-    assert done["status"] == "succeeded", done
-    return done
+# Run to convergence within 1e-4 standard uncertainties, so that the fitted line itself prints the
+# published digits.
+TO_PRINTED_DIGITS = {
+    "epochs": "auto",
+    "learning_rate": "auto",
+    "normalize": "standardize",
+    "convergence_tolerance": 1e-4,
+}
 
 
 def _printed(value: float, digits: int) -> float:
@@ -54,15 +54,7 @@ def _printed(value: float, digits: int) -> float:
 def test_iso_ts_28037s_weighted_examples_to_their_printed_digits(
     client: FlaskClient, data: dict[str, Any], published: tuple[float, ...], exact: tuple[float, ...]
 ) -> None:
-    # A tolerance of 1e-4 standard uncertainties, so that the fitted line itself prints the published digits.
-    body = {
-        **data,
-        "epochs": "auto",
-        "learning_rate": "auto",
-        "normalize": "standardize",
-        "convergence_tolerance": 1e-4,
-    }
-    fit = _succeeded(client, body)
+    fit = succeeded(client, {**data, **TO_PRINTED_DIGITS})
     r = fit["result"]
     # ISO/TS 28037's a is the intercept (calib's b), its b the slope (calib's w).
     a, u_a, b, u_b, cov, chi2 = published
@@ -83,7 +75,7 @@ def test_iso_ts_28037s_weighted_examples_to_their_printed_digits(
 
 def test_the_loss_is_the_weighted_mean_square_and_gradient_descent_keeps_the_books_rule(client: FlaskClient) -> None:
     u = np.array(UNEQUAL["u_t_c"])
-    fit = _succeeded(client, {**UNEQUAL, "epochs": 3, "learning_rate": 0.01})
+    fit = succeeded(client, {**UNEQUAL, "epochs": 3, "learning_rate": 0.01})
     losses = client.get(f"/v1/fits/{fit['id']}/losses").get_json()["loss"]
     x, y, weights = np.array(X), np.array(UNEQUAL["t_c"]), 1 / u**2
     w, b = 1.0, 0.0  # the book's start
@@ -94,7 +86,7 @@ def test_the_loss_is_the_weighted_mean_square_and_gradient_descent_keeps_the_boo
         w, b = w - 0.01 * float(grad @ x), b - 0.01 * float(grad.sum())
     assert (fit["result"]["w"], fit["result"]["b"]) == pytest.approx((w, b), rel=1e-12)
     # Without u_t_c the same request is ordinary least squares and carries no χ² fields.
-    plain = _succeeded(client, {"t_u": X, "t_c": UNEQUAL["t_c"], "epochs": 3, "learning_rate": 0.01})
+    plain = succeeded(client, {"t_u": X, "t_c": UNEQUAL["t_c"], "epochs": 3, "learning_rate": 0.01})
     assert "chi2_obs" not in plain["result"] and "consistent" not in plain["result"]
 
 
@@ -115,7 +107,7 @@ def test_random_weighted_data_equal_numpys_weighted_solution(client: FlaskClient
     }
     if degree is not None:
         body["model"] = {"kind": "polynomial", "degree": degree}
-    fit = _succeeded(client, body)
+    fit = succeeded(client, body)
     design = np.vander(t_u, p, increasing=True)  # 1, t_u, t_u², …
     weights = 1 / u**2
     covariance = np.linalg.inv(design.T @ (weights[:, None] * design))
@@ -143,14 +135,7 @@ def test_stated_uncertainties_are_refused_by_name_where_they_cannot_weigh(client
 
 
 def test_iso_ts_28037s_evaluations_on_the_weighted_line(client: FlaskClient) -> None:
-    body = {
-        **EQUAL,
-        "epochs": "auto",
-        "learning_rate": "auto",
-        "normalize": "standardize",
-        "convergence_tolerance": 1e-4,
-    }
-    fit = _succeeded(client, body)
+    fit = succeeded(client, {**EQUAL, **TO_PRINTED_DIGITS})
     url = f"/v1/fits/{fit['id']}"
     # x1 from y1 = 10.5 with u(y1) = 0.5: 4.91327913279133, u 0.32203556012891 (from the least-squares
     # line; the fitted one is within 1e-4 of a standard uncertainty of it).
@@ -170,7 +155,7 @@ def test_the_chi2_verdict_on_the_fit_page_and_in_the_cli(client: FlaskClient) ->
     from services.cli.tables import fit_summary
 
     # The same readings with a tenth of the uncertainty: the data disagree with it.
-    fit = _succeeded(
+    fit = succeeded(
         client, {**EQUAL, "u_t_c": 0.05, "epochs": "auto", "learning_rate": "auto", "normalize": "standardize"}
     )
     assert fit["result"]["consistent"] is False and fit["result"]["chi2_obs"] == pytest.approx(166.4761904761908)
