@@ -62,7 +62,9 @@ def _backfill(verdicts: sa.Table) -> None:
     for before, after in itertools.pairwise(rows):
         if (before.tenant, before.instrument) != (after.tenant, after.instrument):
             continue
-        page.append(verdict_row(after.id, before.id, drift(Calibration.of(before), Calibration.of(after), 0.0)))
+        row = verdict_row(after.id, before.id, drift(Calibration.of(before), Calibration.of(after), 0.0))
+        # Only this revision's columns: the decision columns came with 0018.
+        page.append({name: value for name, value in row.items() if name in verdicts.c})
         if len(page) == _PAGE:
             conn.execute(sa.insert(verdicts), page)
             page = []

@@ -55,7 +55,9 @@ def _instrument_or_404(session: so.Session, instrument_id: str) -> Instrument:
     "The tenant's instruments by id, each with its current calibration",
     {"200": {"description": "A page", "content": json_content("InstrumentList")}},
     description="An instrument exists from the first fit that names it. `drifted=true`: only "
-    "those whose current calibration is flagged (its drift p-value below the service's threshold).",
+    "those whose current calibration is flagged (its drift p-value below the service's threshold). "
+    "`verdict=fail` (or `pass`, `conditional pass`, `conditional fail`): only those whose current "
+    "calibration's conformity decision has that verdict.",
     query=InstrumentListQuery,
     problems=("422",),
 )
@@ -66,14 +68,17 @@ def list_instruments() -> dict[str, Any]:
     items: list[dict[str, Any]] = []
     after, more = params.cursor or "", True
     with svc.db.session() as session:
-        # With drifted=true, instruments are read a few hundred at a time until the page is full.
+        # With a filter, instruments are read a few hundred at a time until the page is full.
+        filtered = params.drifted or params.verdict is not None
         while more and len(items) < params.limit:
-            want = _SCAN if params.drifted else params.limit - len(items)
+            want = _SCAN if filtered else params.limit - len(items)
             found = instruments_after(session, tenant, after, want, threshold)
             more = len(found) == want
             for position, fields in enumerate(found, start=1):
                 after = fields["id"]
                 if params.drifted and not drifted(fields):
+                    continue
+                if params.verdict is not None and fields["verdict"] != params.verdict:
                     continue
                 items.append(fields)
                 if len(items) == params.limit:
@@ -108,17 +113,30 @@ def get_instrument(instrument_id: str) -> dict[str, Any]:
 @bp.put("/v1/instruments/<instrument_id>")
 @operation(
     "updateInstrument",
-    "Set the instrument's tolerance (largest acceptable as-found RMS)",
+    "Set the instrument's tolerance, its limits of error and its decision rule",
     {"200": INSTRUMENT},
     body=json_content("InstrumentUpdate"),
     problems=("400", "404", "415", "422"),
 )
 def put_instrument(instrument_id: str) -> dict[str, Any]:
-    """Set the instrument's tolerance (an instrument exists from the first fit that names it)."""
+    """Set what the instrument is held to (an instrument exists from the first fit that names it): each
+    field given is set, each left out stays."""
     svc = current_services()
     with svc.db.session(write=True) as session:
+        # Another tenant's instrument is a 404 whatever the body: nothing is said about its request.
         instrument = _instrument_or_404(session, instrument_id)
-        instrument.tolerance = parse(InstrumentUpdate, json_body()).tolerance
+        update = parse(InstrumentUpdate, json_body())
+        given = update.model_fields_set
+        if "tolerance" in given:
+            instrument.tolerance = update.tolerance
+        if "limits" in given:
+            limits = update.limits
+            instrument.limit_lower = limits.lower if limits is not None else None
+            instrument.limit_upper = limits.upper if limits is not None else None
+        if update.decision_rule is not None:
+            instrument.decision_rule = update.decision_rule
+        if update.coverage_factor is not None:
+            instrument.coverage_factor = update.coverage_factor
     return get_instrument(instrument_id)
 
 

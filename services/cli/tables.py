@@ -163,14 +163,29 @@ def instruments_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _limits(instrument: dict[str, Any]) -> str:
+    """The instrument's limits of error and decision rule, where it has them."""
+    limits = instrument.get("limits")
+    if not limits:
+        return ""
+    rule = (
+        f"guard band w = {_num(instrument['coverage_factor'], 3)}·u"
+        if instrument.get("decision_rule") == "guard_band"
+        else "simple acceptance"
+    )
+    verdict = f"; as found: {instrument['verdict'].upper()}" if instrument.get("verdict") else ""
+    return f", limits [{_num(limits['lower'], 4)}, {_num(limits['upper'], 4)}] ({rule}){verdict}"
+
+
 def instrument_history(instrument: dict[str, Any]) -> str:
     """An instrument's calibrations, newest first, each with its drift from the one before."""
     lines = [
         f"instrument {instrument['id']}: {instrument['calibrations']} calibrations"
         + (f", tolerance {_num(instrument['tolerance'], 4)}" if instrument.get("tolerance") is not None else "")
-        + (f", next due {instrument['next_due']}" if instrument.get("next_due") else ""),
+        + (f", next due {instrument['next_due']}" if instrument.get("next_due") else "")
+        + _limits(instrument),
         f"  {'calibrated (UTC)':<19} {'w_raw':>10} {'± SE':>8} {'b_raw':>10} {'± SE':>8} {'chi2':>9} {'p-value':>9} "
-        f"{'verdict':<8} {'as found':>9} {'as left':>9}  fit",
+        f"{'verdict':<8} {'as found':>9} {'as left':>9}  {'conformity':<16}  fit",
     ]
     for cal in instrument["history"]:
         drift = cal.get("drift") or {}
@@ -179,6 +194,6 @@ def instrument_history(instrument: dict[str, Any]) -> str:
             f"  {cal['calibrated_at'][:19].replace('T', ' '):<19} {_num(cal['w_raw']):>10} {_num(cal['se_w'], 2):>8} "
             f"{_num(cal['b_raw']):>10} {_num(cal['se_b'], 2):>8} {_num(drift.get('chi2'), 3):>9} {p_value:>9} "
             f"{verdict:<8} {_num(drift.get('as_found_rms'), 3):>9} {_num(drift.get('as_left_rms'), 3):>9}  "
-            f"{cal['fit_id'][:8]}"
+            f"{(cal.get('decision') or {}).get('verdict') or '':<16}  {cal['fit_id'][:8]}"
         )
     return "\n".join(lines)

@@ -46,7 +46,7 @@ from shared.store.db import Database
 from shared.store.dbclock import db_now, lease_until
 from shared.store.models import Batch, Fit, WebhookAttempt, WebhookDelivery, utcnow
 from shared.store.presenters import fit_json
-from shared.store.reads import batch_body
+from shared.store.reads import batch_body, verdict_event
 
 log = logging.getLogger("calib.webhooks")
 
@@ -156,6 +156,8 @@ def _body(session: so.Session, event: str, subject_id: str, settings: Settings) 
     if event == webhooks.FIT_ENDED:
         fit = session.get(Fit, subject_id)
         fields = fit_json(fit) if fit else {"id": subject_id}
+    elif event == webhooks.INSTRUMENT_VERDICT:
+        fields = verdict_event(session, subject_id)
     else:
         batch = session.get(Batch, subject_id)
         fields = batch_body(session, batch, settings.drift_threshold) if batch else {"id": subject_id}

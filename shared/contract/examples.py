@@ -154,7 +154,12 @@ CALIBRATION_PUBLIC_EXAMPLE: Any = CALIBRATION
 INSTRUMENT_SUMMARY_EXAMPLE: Any = INSTRUMENT
 INSTRUMENT_PUBLIC_EXAMPLE: Any = {**INSTRUMENT, "history": [CALIBRATION, {**CALIBRATION, "drift": None}]}
 INSTRUMENT_LIST_EXAMPLE: Any = {"items": [INSTRUMENT], "next": "/v1/instruments?limit=100&cursor=TT-101"}
-INSTRUMENT_UPDATE_EXAMPLE: Any = {"tolerance": 0.5}
+INSTRUMENT_UPDATE_EXAMPLE: Any = {
+    "tolerance": 0.5,
+    "limits": {"lower": -0.5, "upper": 0.5},
+    "decision_rule": "guard_band",
+    "coverage_factor": 2.0,
+}
 INIT_EXAMPLE: Any = {"w": 1.0, "b": 0.0}
 # A whole request, as a client would send it (the book's thermometer, run to convergence).
 FIT_CREATE_EXAMPLE: Any = {
@@ -238,3 +243,20 @@ BATCH_PUBLIC_EXAMPLE: Any = {
     "finished_at": None,
     "links": {"self": f"/v1/batches/{BATCH_ID}", "fits": f"/v1/batches/{BATCH_ID}/fits"},
 }
+# A guard-banded decision on two points (limits ±0.5, k = 2).
+DECISION_POINT_EXAMPLE: Any = {
+    "t_u": 50.0,
+    "t_c": 10.4,
+    "error": 0.3,
+    "u": 0.12,
+    "probability_of_conformity": 0.9522,
+    "verdict": "conditional pass",
+}
+DECISION_EXAMPLE: Any = {
+    "points": [
+        {"t_u": 20.0, "t_c": -6.1, "error": 0.05, "u": 0.1, "probability_of_conformity": 1.0, "verdict": "pass"},
+        DECISION_POINT_EXAMPLE,
+    ],
+    "verdict": "conditional pass",
+}
+LIMITS_EXAMPLE: Any = {"lower": -0.5, "upper": 0.5}

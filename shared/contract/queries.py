@@ -104,6 +104,9 @@ class InstrumentListQuery(Query):
         description="From the previous page's `next`: the last instrument of that page (pages go by id)",
     )
     drifted: bool = Field(False, description="Only instruments whose current calibration is flagged as drifted")
+    verdict: Literal["pass", "conditional pass", "conditional fail", "fail"] | None = Field(
+        None, description="Only instruments whose current calibration's decision has this verdict"
+    )
 
 
 class DeliveryListQuery(Query):

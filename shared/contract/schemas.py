@@ -1116,6 +1116,39 @@ class Drift(Served):
     )
 
 
+class DecisionPoint(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.DECISION_POINT_EXAMPLE})
+    t_u: float = Field(json_schema_extra={"example": 50.0})
+    t_c: float = Field(json_schema_extra={"example": 10.4})
+    error: float = Field(
+        description="t_c − f_prev(t_u): the previous calibration's error as found at this point",
+        json_schema_extra={"example": 0.3},
+    )
+    u: float = Field(
+        description="sqrt(u_t_c² + u²(f_prev(t_u))): the new fit's stated u(t_c) (its residual SD where none was "
+        "stated) and the previous calibration's standard uncertainty at t_u",
+        json_schema_extra={"example": 0.12},
+    )
+    probability_of_conformity: float = Field(
+        description="Φ((upper − error)/u) − Φ((lower − error)/u) (JCGM 106 7.3)", json_schema_extra={"example": 0.9993}
+    )
+    verdict: Literal["pass", "conditional pass", "conditional fail", "fail"] = Field(
+        json_schema_extra={"example": "pass"}
+    )
+
+
+class Decision(Served):
+    model_config = ConfigDict(json_schema_extra={"example": examples.DECISION_EXAMPLE})
+    points: list[DecisionPoint] = Field(
+        description="one per point of this calibration, in its order",
+        json_schema_extra={"example": examples.DECISION_EXAMPLE["points"]},
+    )
+    verdict: Literal["pass", "conditional pass", "conditional fail", "fail"] | None = Field(
+        description="the worst point's, in the order pass < conditional pass < conditional fail < fail",
+        json_schema_extra={"example": "conditional pass"},
+    )
+
+
 class CalibrationPublic(Served):
     model_config = ConfigDict(json_schema_extra={"example": examples.CALIBRATION_PUBLIC_EXAMPLE})
     fit_id: str
@@ -1129,6 +1162,12 @@ class CalibrationPublic(Served):
     n_points: int
     converged: bool | None
     drift: Drift | None = Field(description="against the calibration before it; null for the first")
+    decision: Decision | None = Field(
+        None,
+        json_schema_extra={"example": examples.DECISION_EXAMPLE},
+        description="where the instrument has limits: the calibration before it judged as found at this one's "
+        "points under the instrument's decision rule (ILAC G8); null for the first, or without limits",
+    )
 
 
 class InstrumentSummary(Served):
@@ -1137,6 +1176,20 @@ class InstrumentSummary(Served):
     calibrations: int
     current: CalibrationPublic | None
     tolerance: float | None = Field(description="the largest acceptable as-found RMS (PUT sets it)")
+    limits: Limits | None = Field(
+        None,
+        description="the acceptable error of a reading, in t_c units (PUT sets it)",
+        json_schema_extra={"example": examples.LIMITS_EXAMPLE},
+    )
+    decision_rule: Literal["simple", "guard_band"] = Field(
+        "simple", description="how each point is judged against the limits", json_schema_extra={"example": "guard_band"}
+    )
+    coverage_factor: float = Field(2.0, description="k of the guard band w = k·u", json_schema_extra={"example": 2.0})
+    verdict: Literal["pass", "conditional pass", "conditional fail", "fail"] | None = Field(
+        None,
+        description="the current calibration's decision's verdict; null without one",
+        json_schema_extra={"example": "pass"},
+    )
     next_due: str | None = Field(
         description="date (YYYY-MM-DD) when the linear trend of as-found RMS reaches the tolerance; null with "
         "fewer than 3 calibrations, no tolerance, or a trend that is flat or falling; past: overdue",
@@ -1163,11 +1216,46 @@ class InstrumentList(Served):
     next: str | None
 
 
+class Limits(BaseModel):
+    """The acceptable error of a reading, lower < upper, in t_c units."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": examples.LIMITS_EXAMPLE})
+    lower: Finite = Field(json_schema_extra={"example": -0.5})
+    upper: Finite = Field(json_schema_extra={"example": 0.5}, description="greater than lower")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Limits:
+        if not self.lower < self.upper:
+            raise PydanticCustomError(
+                "limits",
+                "upper ({upper}) must be greater than lower ({lower})",
+                {"field": "upper", "lower": self.lower, "upper": self.upper},
+            )
+        return self
+
+
 class InstrumentUpdate(BaseModel):
+    """Each field left out stays as it is; null clears tolerance or limits."""
+
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": examples.INSTRUMENT_UPDATE_EXAMPLE})
     tolerance: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] | None = Field(
+        None,
         json_schema_extra={"example": 0.5},
         description="the largest acceptable as-found RMS, in t_c's units; null clears it",
+    )
+    limits: Limits | None = Field(
+        None,
+        json_schema_extra={"example": examples.LIMITS_EXAMPLE},
+        description="the acceptable error of a reading: from then on each calibration after the first carries "
+        "a decision on the one before it as found; null clears them",
+    )
+    decision_rule: Literal["simple", "guard_band"] | None = Field(
+        None,
+        json_schema_extra={"example": "guard_band"},
+        description='"simple" (ILAC G8 simple acceptance, the default) or "guard_band" (w = k·u)',
+    )
+    coverage_factor: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] | None = Field(
+        None, json_schema_extra={"example": 2.0}, description="k of the guard band (default 2)"
     )
 
 
@@ -1189,9 +1277,14 @@ class WebhookDeliveryPublic(Served):
         description="also sent as the Calib-Delivery header",
         json_schema_extra={"example": "5b0c7e2a-1f3d-4c8e-9a6b-2d4f8e1c3a57"},
     )
-    event: Literal["fit.ended", "batch.ended"] = Field(json_schema_extra={"example": "batch.ended"})
+    event: Literal["fit.ended", "batch.ended", "instrument.verdict"] = Field(
+        json_schema_extra={"example": "batch.ended"},
+        description='"instrument.verdict": a calibration found the one before it failing, or conditionally '
+        "(its instrument's limits; sent to the fit's callback_url, or its batch's)",
+    )
     subject_id: str = Field(
-        description="the fit's or the batch's id", json_schema_extra={"example": "9a1e7c3d-2b4f-4e8a-8c6d-1f0b5a7e3c92"}
+        description="the fit's or the batch's id (for instrument.verdict, the calibrating fit's)",
+        json_schema_extra={"example": "9a1e7c3d-2b4f-4e8a-8c6d-1f0b5a7e3c92"},
     )
     url: str
     status: Literal["pending", "delivered", "failed"] = Field(

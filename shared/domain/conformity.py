@@ -17,9 +17,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
+
+import numpy as np
+
+from shared.domain.predictions import line_variance
 
 Verdict = Literal["pass", "conditional pass", "conditional fail", "fail"]
+Rule = Literal["simple", "guard_band"]
 WORST_LAST: tuple[Verdict, ...] = ("pass", "conditional pass", "conditional fail", "fail")
 
 
@@ -53,3 +58,37 @@ def worst(verdicts: Iterable[Verdict]) -> Verdict | None:
     """A calibration's verdict: its worst point's (None without points)."""
     found = [WORST_LAST.index(v) for v in verdicts]
     return WORST_LAST[max(found)] if found else None
+
+
+def decide(
+    t_u: np.ndarray,
+    t_c: np.ndarray,
+    u_t_c: np.ndarray,
+    previous: np.ndarray,
+    previous_covariance: np.ndarray | None,
+    limits: tuple[float, float],
+    rule: Literal["simple", "guard_band"],
+    k: float,
+) -> dict[str, Any]:
+    """The previous calibration as found at a new calibration's points (API.md's decision): at each point
+    e = t_c − f_prev(t_u), u = sqrt(u_t_c² + u²(f_prev(t_u))) with u(f_prev) from the previous
+    calibration's covariance (0 where it has none), the probability of conformity and the verdict; and
+    the calibration's verdict, its worst point's. `previous`: the line (w, b) in raw units."""
+    w, b = float(previous[0]), float(previous[1])
+    error = t_c - (w * t_u + b)
+    u_pred = np.zeros_like(t_u) if previous_covariance is None else np.sqrt(line_variance(t_u, previous_covariance))
+    u = np.sqrt(np.square(u_t_c) + np.square(u_pred))
+    lower, upper = limits
+    verdicts = [verdict(float(e), float(ui), lower, upper, rule, k) for e, ui in zip(error, u, strict=True)]
+    points = [
+        {
+            "t_u": float(reading),
+            "t_c": float(reference),
+            "error": float(e),
+            "u": float(ui),
+            "probability_of_conformity": probability_of_conformity(float(e), float(ui), lower, upper),
+            "verdict": judged,
+        }
+        for reading, reference, e, ui, judged in zip(t_u, t_c, error, u, verdicts, strict=True)
+    ]
+    return {"points": points, "verdict": worst(verdicts)}

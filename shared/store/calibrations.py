@@ -14,10 +14,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
+import numpy as np
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.dialects import postgresql
 
+from shared.domain.conformity import Rule, decide
+from shared.domain.packing import unpack_f64
+from shared.store import deliveries
 from shared.store.db import upsert_insert
 from shared.store.drift import Calibration, Drift, drift, verdict_row
 from shared.store.models import SUCCEEDED, DriftVerdict, Fit, Instrument, utcnow
@@ -261,8 +265,10 @@ def record_drifts(session: so.Session, fit_ids: Sequence[str]) -> int:
         return found
 
     # flagged is left to the reader's threshold: 0 here only fills the dataclass.
+    decisions = _decisions(session, pairs, known, of)
     verdicts = [
-        verdict_row(fit_id, previous, drift(of(known[previous]), of(known[fit_id]), 0.0)) for previous, fit_id in pairs
+        verdict_row(fit_id, previous, drift(of(known[previous]), of(known[fit_id]), 0.0), decisions.get(fit_id))
+        for previous, fit_id in pairs
     ]
     if verdicts:
         # One statement, executed for many rows (compiled once: VALUES with 1,000 rows is not).
@@ -271,10 +277,63 @@ def record_drifts(session: so.Session, fit_ids: Sequence[str]) -> int:
             index_elements=[DriftVerdict.fit_id], set_={name: statement.excluded[name] for name in _VERDICT_FIGURES}
         )
         session.execute(upsert, verdicts)
+        deliveries.enqueue_verdicts(
+            session, [row["fit_id"] for row in verdicts if row["verdict"] in deliveries.ALARMING]
+        )
     return len(verdicts)
 
 
-_VERDICT_FIGURES = ("previous_id", "chi2", "p_value", "as_found_rms", "as_left_rms")
+_VERDICT_FIGURES = ("previous_id", "chi2", "p_value", "as_found_rms", "as_left_rms", "decision", "verdict")
+
+
+def _decisions(
+    session: so.Session,
+    pairs: Sequence[tuple[str, str]],
+    known: dict[str, sa.Row[Any]],
+    of: Callable[[sa.Row[Any]], Calibration],
+) -> dict[str, dict[str, Any]]:
+    """The conformity decision of each new calibration of `pairs` whose instrument has limits, by fit id:
+    the previous calibration as found at its points (shared/domain/conformity.decide). Only these
+    fits' readings are read: an instrument without limits costs nothing here."""
+    names = sorted({(known[fit_id].tenant, known[fit_id].instrument) for _, fit_id in pairs})
+    limits: dict[tuple[str, str], tuple[float, float, Rule, float]] = {}
+    for tenant, name in names:
+        instrument = session.get(Instrument, (tenant, name))
+        found = instrument.conformity() if instrument is not None else None
+        if found is not None:
+            limits[(tenant, name)] = found
+    judged = [
+        (previous, fit_id) for previous, fit_id in pairs if (known[fit_id].tenant, known[fit_id].instrument) in limits
+    ]
+    if not judged:
+        return {}
+    readings = {
+        row.id: row
+        for row in session.execute(
+            sa.select(Fit.id, Fit.t_u, Fit.t_c, Fit.u_t_c).where(Fit.id.in_([fit_id for _, fit_id in judged]))
+        )
+    }
+    decisions = {}
+    for previous, fit_id in judged:
+        row, before = known[fit_id], of(known[previous])
+        lower, upper, rule, k = limits[(row.tenant, row.instrument)]
+        t_u, t_c = unpack_f64(readings[fit_id].t_u), unpack_f64(readings[fit_id].t_c)
+        stated = readings[fit_id].u_t_c
+        # The new fit's stated u(t_c), or where none was stated its residual SD (0 where it has none).
+        u_t_c = unpack_f64(stated) if stated is not None else np.full(len(t_c), row.residual_sd or 0.0)
+        decisions[fit_id] = decide(
+            t_u,
+            t_c,
+            u_t_c,
+            before.parameters(),
+            before.covariance(),
+            (lower, upper),
+            rule,
+            k,
+        )
+    return decisions
+
+
 _FIGURE_COLUMNS = (DriftVerdict.chi2, DriftVerdict.p_value, DriftVerdict.as_found_rms, DriftVerdict.as_left_rms)
 
 
@@ -285,7 +344,9 @@ def stored_drift_of(session: so.Session, fit_ids: Sequence[str], threshold: floa
     for among in _among(session, DriftVerdict.fit_id, fit_ids):
         # Plain rows, not ORM objects: a batch's fits CSV reads a verdict for each of its fits.
         for row in session.execute(
-            sa.select(DriftVerdict.fit_id, DriftVerdict.previous_id, *_FIGURE_COLUMNS).where(among)
+            sa.select(DriftVerdict.fit_id, DriftVerdict.previous_id, DriftVerdict.decision, *_FIGURE_COLUMNS).where(
+                among
+            )
         ):
             found[row.fit_id] = StoredDrift(
                 previous_id=row.previous_id,
@@ -296,6 +357,7 @@ def stored_drift_of(session: so.Session, fit_ids: Sequence[str], threshold: floa
                     as_found_rms=row.as_found_rms,
                     as_left_rms=row.as_left_rms,
                 ),
+                decision=row.decision,
             )
     return found
 
@@ -304,6 +366,7 @@ def stored_drift_of(session: so.Session, fit_ids: Sequence[str], threshold: floa
 class StoredDrift:
     previous_id: str
     drift: Drift
+    decision: dict[str, Any] | None = None
 
 
 def drift_of(session: so.Session, fits: Sequence[Calibrated], threshold: float) -> dict[str, Drift]:

@@ -27,6 +27,10 @@ from shared.store.dbclock import db_now
 from shared.store.models import ACTIVE, TERMINAL, Batch, Fit, Tenant, WebhookDelivery, new_id, utcnow
 
 FIT_ENDED, BATCH_ENDED = "fit.ended", "batch.ended"
+# An instrument's new calibration found its previous one failing, or conditionally (API.md
+# "Conformity decisions"): sent to the calibrating fit's callback, or its batch's.
+INSTRUMENT_VERDICT = "instrument.verdict"
+ALARMING = ("fail", "conditional fail")
 SIGNATURE_HEADER = "Calib-Signature"
 
 
@@ -134,6 +138,27 @@ def enqueue(session: so.Session, fits: Iterable[str], batches: Iterable[str | No
     if batch_ids:
         rows += _ended_batches(session, Batch.id.in_(batch_ids))
     _insert(session, rows)
+
+
+def enqueue_verdicts(session: so.Session, fit_ids: Iterable[str]) -> None:
+    """The deliveries of these calibrations' alarming verdicts, where their fit or its batch has a
+    callback; in the caller's transaction, the one that stores the verdicts."""
+    ids = list(fit_ids)
+    if not ids:
+        return
+    rows = session.execute(
+        sa.select(Fit.id, Fit.tenant, Fit.callback_url, Batch.callback_url.label("batch_url"))
+        .outerjoin(Batch, Batch.id == Fit.batch_id)
+        .where(Fit.id.in_(ids))
+    ).all()
+    _insert(
+        session,
+        [
+            {"tenant": row.tenant, "event": INSTRUMENT_VERDICT, "subject_id": row.id, "url": url}
+            for row in rows
+            if (url := row.callback_url or row.batch_url)
+        ],
+    )
 
 
 def sweep(session: so.Session) -> int:

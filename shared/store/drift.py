@@ -95,8 +95,9 @@ class Drift:
     as_left_rms: float | None
 
 
-def verdict_row(fit_id: str, previous_id: str, found: Drift) -> dict[str, Any]:
-    """A verdict as a row of drift_verdicts (shared.store.models.DriftVerdict; flagged is not stored)."""
+def verdict_row(fit_id: str, previous_id: str, found: Drift, decision: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A verdict as a row of drift_verdicts (shared.store.models.DriftVerdict; flagged is not stored),
+    with the conformity decision where the instrument has limits."""
     return {
         "fit_id": fit_id,
         "previous_id": previous_id,
@@ -104,6 +105,8 @@ def verdict_row(fit_id: str, previous_id: str, found: Drift) -> dict[str, Any]:
         "p_value": found.p_value,
         "as_found_rms": found.as_found_rms,
         "as_left_rms": found.as_left_rms,
+        "decision": decision,
+        "verdict": decision["verdict"] if decision is not None else None,
     }
 
 

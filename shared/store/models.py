@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import sqlalchemy as sa
@@ -295,6 +295,10 @@ class DriftVerdict(Base):
     p_value: so.Mapped[float | None] = so.mapped_column(sa.Float)
     as_found_rms: so.Mapped[float | None] = so.mapped_column(sa.Float)
     as_left_rms: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    # Where the instrument has limits: the previous calibration judged as found at this one's points
+    # ({"points", "verdict"}, shared/domain/conformity.py), and its verdict alone (?verdict= lists).
+    decision: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON(none_as_null=True))
+    verdict: so.Mapped[str | None] = so.mapped_column(sa.String(20))
 
 
 class Instrument(Base):
@@ -307,6 +311,19 @@ class Instrument(Base):
     id: so.Mapped[str] = so.mapped_column(sa.String(200), primary_key=True)
     created_at: so.Mapped[dt.datetime] = so.mapped_column(UTCDateTime, default=utcnow)
     tolerance: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    # Conformity (API.md "Conformity decisions"): the acceptable error [lower, upper] in t_c units, the
+    # decision rule ("simple" | "guard_band") and the guard band's coverage factor k. No limits: no decisions.
+    limit_lower: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    limit_upper: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    decision_rule: so.Mapped[str | None] = so.mapped_column(sa.String(16))
+    coverage_factor: so.Mapped[float | None] = so.mapped_column(sa.Float)
+
+    def conformity(self) -> tuple[float, float, Literal["simple", "guard_band"], float] | None:
+        """(lower, upper, rule, k), or None without limits."""
+        if self.limit_lower is None or self.limit_upper is None:
+            return None
+        rule: Literal["simple", "guard_band"] = "guard_band" if self.decision_rule == "guard_band" else "simple"
+        return self.limit_lower, self.limit_upper, rule, self.coverage_factor or 2.0
 
 
 class ApiToken(Base):

@@ -264,7 +264,7 @@ def batch_json(batch: Batch, progress: BatchProgress, drifted: int) -> dict[str,
     )
 
 
-def calibration_fields(cal: Calibration, found: Drift | None) -> dict[str, Any]:
+def calibration_fields(cal: Calibration, found: Drift | None, decision: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "fit_id": cal.fit_id,
         "calibrated_at": iso(cal.calibrated_at),
@@ -277,6 +277,7 @@ def calibration_fields(cal: Calibration, found: Drift | None) -> dict[str, Any]:
         "n_points": cal.n_points,
         "converged": cal.converged,
         "drift": None if found is None else dataclasses.asdict(found),
+        "decision": decision,
     }
 
 
@@ -291,15 +292,27 @@ def instrument_fields(
 
     def fields(row: calibrations.Calibrated) -> dict[str, Any]:
         found = verdicts.get(row.id)
-        return calibration_fields(Calibration.of(row), found.drift if found else None)
+        return calibration_fields(
+            Calibration.of(row), found.drift if found else None, found.decision if found else None
+        )
 
     due = next_due(standing.calibrations, standing.as_found, instrument.tolerance)
+    current = verdicts.get(standing.current.id) if standing.current is not None else None
+    current_verdict = current.decision["verdict"] if current is not None and current.decision else None
     return {
         "id": instrument.id,
         "calibrations": standing.calibrations,
         "current": fields(standing.current) if standing.current is not None else None,
         "history": [fields(row) for row in newest_first],
         "tolerance": instrument.tolerance,
+        "limits": (
+            {"lower": instrument.limit_lower, "upper": instrument.limit_upper}
+            if instrument.limit_lower is not None and instrument.limit_upper is not None
+            else None
+        ),
+        "decision_rule": instrument.decision_rule or "simple",
+        "coverage_factor": instrument.coverage_factor or 2.0,
+        "verdict": current_verdict,
         "next_due": due.isoformat() if due else None,
         "links": {"self": f"/v1/instruments/{quote(instrument.id, safe='')}"},
     }

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from shared.store import calibrations
-from shared.store.models import CANCELLED, RUNNING, STATUSES, SUCCEEDED, Batch, Fit, Instrument
+from shared.store.models import CANCELLED, RUNNING, STATUSES, SUCCEEDED, Batch, DriftVerdict, Fit, Instrument
 from shared.store.presenters import BatchProgress, batch_json, instrument_fields, instrument_json
 
 
@@ -82,3 +83,28 @@ def instrument_body(
     wanted = [row.id for row in page[:limit]] + ([standing.current.id] if standing.current is not None else [])
     verdicts = calibrations.stored_drift_of(session, wanted, drift_threshold)
     return instrument_json(instrument, standing, page, limit, verdicts)
+
+
+def verdict_event(session: so.Session, fit_id: str) -> dict[str, Any]:
+    """The body of an instrument.verdict webhook: the instrument, the calibration whose decision found
+    the one before it failing (or conditionally), and that decision with the limits it was made against."""
+    fit = session.get(Fit, fit_id)
+    verdict = session.get(DriftVerdict, fit_id)
+    if fit is None or verdict is None or fit.instrument is None:
+        return {"event": "instrument.verdict", "fit_id": fit_id}
+    instrument = session.get(Instrument, (fit.tenant, fit.instrument))
+    return {
+        "event": "instrument.verdict",
+        "instrument": fit.instrument,
+        "fit_id": fit_id,
+        "previous_id": verdict.previous_id,
+        "verdict": verdict.verdict,
+        "limits": (
+            {"lower": instrument.limit_lower, "upper": instrument.limit_upper}
+            if instrument is not None and instrument.limit_lower is not None
+            else None
+        ),
+        "decision_rule": (instrument.decision_rule or "simple") if instrument is not None else None,
+        "decision": verdict.decision,
+        "links": {"instrument": f"/v1/instruments/{quote(fit.instrument, safe='')}", "fit": f"/v1/fits/{fit_id}"},
+    }

@@ -28,7 +28,9 @@ The rules, each with the repair made:
 - a polynomial of degree d needs at least d + 1 training points: its degree is lowered to the
   training points less one;
 - an instrument's calibrations are lines for now: a fit naming an instrument with another model
-  has its instrument set to null.
+  has its instrument set to null;
+- an instrument's limits have lower < upper: they are swapped, or set one either side of an equal
+  value.
 
 - POST /v1/apply reads readings of the tenant's calibrated instruments (another name is a 422
   naming its row, as API.md asks): each generated reading is put on the one instrument the
@@ -209,6 +211,17 @@ def _operation_id(context: Any) -> str | None:
     return context.operation.definition.raw.get("operationId") if context.operation else None
 
 
+def _ordered_limits(body: dict[str, Any]) -> None:
+    limits = body.get("limits")
+    if not isinstance(limits, dict):
+        return
+    lower, upper = limits.get("lower"), limits.get("upper")
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lower, upper))
+    if numbers and not lower < upper:
+        # Swapped, or around an equal value: a limit one wide either side.
+        body["limits"] = {"lower": upper, "upper": lower} if upper < lower else {"lower": lower - 1, "upper": lower + 1}
+
+
 def _within_the_rules(operation: str | None, case: Any) -> None:
     if operation == "apply" and isinstance(case.body, str):
         case.body = _readings_of_the_calibrated_instrument(case.body)
@@ -222,6 +235,8 @@ def _within_the_rules(operation: str | None, case: Any) -> None:
         _one_uncertainty_per_value(body, "t_u", "u_t_u")
     elif operation == "inverse":
         _one_uncertainty_per_value(body, "t_c", "u_t_c")
+    elif operation == "updateInstrument":
+        _ordered_limits(body)
     elif operation == "createBatch" and isinstance(body.get("fits"), list):
         defaults = body.get("defaults") if isinstance(body.get("defaults"), dict) else {}
         _optimizer_object(defaults)
