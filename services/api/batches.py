@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-from collections.abc import Callable, Iterable, Iterator
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,13 +27,14 @@ from services.api.problems import Problem, from_validation, invalid_field
 from services.api.requests import parse, query
 from services.api.submit import BatchFingerprint, earlier_batch_digest, fit_rows
 from services.api.tenancy import current_tenant, owned_or_404
+from shared.contract.model_kinds import model_from_stored
 from shared.contract.queries import CSV_BATCH_DEFAULTS, BatchFitsQuery, WaitQuery
 from shared.contract.schemas import BatchOptions, FitCreate, FitOptions
 from shared.runtime.settings import Settings
 from shared.store import calibrations, ended
 from shared.store.bulk import insert_rows
 from shared.store.models import Batch, Fit, new_id, utcnow
-from shared.store.presenters import RESULT_COLUMNS, fit_list
+from shared.store.presenters import RESULT_COLUMNS, fit_list, parameter_cells, parameter_columns
 from shared.store.reads import batch_body, batch_progress
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
@@ -345,8 +347,21 @@ def get_batch(batch_id: str) -> dict[str, Any]:
         return batch_body(session, _get_batch(session, batch_id), svc.settings.drift_threshold)
 
 
-def result_rows(batch_id: str, drift_threshold: float) -> Iterator[list[list[Any]]]:
-    """The batch's fits as RESULT_COLUMNS rows (None for nothing), a page at a time, by fit id."""
+def parameter_names(batch_id: str) -> list[str]:
+    """The parameters of the batch's models, each once: the line's w and b, a polynomial's a1 … ad, a0
+    (a mixed batch has both), in that order."""
+    with current_services().db.session() as session:
+        stored = session.scalars(sa.select(sa.cast(Fit.model, sa.Text)).where(Fit.batch_id == batch_id).distinct())
+        kinds = [model_from_stored(json.loads(text) if text and text != "null" else None) for text in stored]
+    names: list[str] = []
+    for kind in sorted(kinds, key=lambda k: len(k.parameter_names)):
+        names += [name for name in kind.parameter_names if name not in names]
+    return names
+
+
+def result_rows(batch_id: str, drift_threshold: float, names: Sequence[str] = ()) -> Iterator[list[list[Any]]]:
+    """The batch's fits as rows of RESULT_COLUMNS and the parameter columns of `names` (None for
+    nothing), a page at a time, by fit id."""
     db = current_services().db
     after = ""
     while True:
@@ -386,15 +401,18 @@ def result_rows(batch_id: str, drift_threshold: float) -> Iterator[list[list[Any
                     found.p_value if found else None,
                     found.flagged if found else None,
                     found.as_found_rms if found else None,
+                    (fit.chi2 or {}).get("chi2_obs"),
+                    (fit.chi2 or {}).get("consistent"),
+                    *parameter_cells(fit, names),
                 ]
             )
         yield page
         after = fits[-1].id
 
 
-def _result_lines(batch_id: str, drift_threshold: float) -> Iterator[str]:
-    yield ",".join(RESULT_COLUMNS) + "\n"
-    for page in result_rows(batch_id, drift_threshold):
+def _result_lines(batch_id: str, drift_threshold: float, names: Sequence[str]) -> Iterator[str]:
+    yield ",".join([*RESULT_COLUMNS, *parameter_columns(names)]) + "\n"
+    for page in result_rows(batch_id, drift_threshold, names):
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerows([spreadsheets.cell(value) for value in row] for row in page)
@@ -406,9 +424,12 @@ def _result_lines(batch_id: str, drift_threshold: float) -> Iterator[str]:
     "getBatchFits",
     "The batch's fits, paginated; ?format=csv streams one result line per fit",
     {"200": {"description": "Fits", "content": {**json_content("FitList"), **CSV_TEXT, **PARQUET}}},
-    description="CSV (and Parquet) columns: " + ",".join(RESULT_COLUMNS) + ". `drift_p_value`, "
+    description="CSV (and Parquet) columns: " + ",".join(RESULT_COLUMNS) + ", then one `p_<name>` "
+    "(the value in raw units) and one `u_<name>` (its standard uncertainty) per parameter of the batch's "
+    "models: `p_w,p_b,u_w,u_b` for lines, `p_a1,…,p_a0,u_a1,…` for polynomials. `drift_p_value`, "
     "`drift_flagged` and `as_found_rms` compare a succeeded fit naming an instrument with that "
-    "instrument's calibration before it (empty for its first).",
+    "instrument's calibration before it (empty for its first); `chi2_obs` and `consistent` are a fit's "
+    "with stated uncertainties (u_t_c).",
     query=BatchFitsQuery,
     problems=("404", "422"),
 )
@@ -417,15 +438,16 @@ def batch_fits(batch_id: str) -> Any:
     with current_services().db.session() as session:
         _get_batch(session, batch_id)
     threshold = current_services().settings.drift_threshold
+    names = parameter_names(batch_id) if params.format in ("csv", "parquet") else []
     if params.format == "csv":
         return Response(
-            stream_with_context(_result_lines(batch_id, threshold)),
+            stream_with_context(_result_lines(batch_id, threshold, names)),
             mimetype="text/csv",
             headers={"Content-Disposition": f'attachment; filename="{batch_id}-fits.csv"'},
         )
     if params.format == "parquet":
         return Response(
-            parquet.results_file(result_rows(batch_id, threshold)),
+            parquet.results_file(result_rows(batch_id, threshold, names), [*RESULT_COLUMNS, *parameter_columns(names)]),
             mimetype=parquet.MEDIA_TYPE,
             headers={"Content-Disposition": f'attachment; filename="{batch_id}-fits.parquet"'},
         )

@@ -4,7 +4,7 @@ batch's result columns out, typed (numbers as float64 and int64, verdicts as boo
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any
 
 import pyarrow as pa
@@ -28,8 +28,13 @@ _TYPES = {
     "converged": pa.bool_(),
     "instrument": pa.string(),
     "drift_flagged": pa.bool_(),
+    "consistent": pa.bool_(),
 }
-RESULT_SCHEMA = pa.schema([(name, _TYPES.get(name, pa.float64())) for name in RESULT_COLUMNS])
+
+
+def result_schema(columns: Sequence[str]) -> pa.Schema:
+    """RESULT_COLUMNS and a batch's parameter columns (float64) as a Parquet schema."""
+    return pa.schema([(name, _TYPES.get(name, pa.float64())) for name in columns])
 
 
 # The long table's columns, and the Arrow types each may have; any other column is never read.
@@ -124,11 +129,11 @@ def _decoded(body: IO[bytes], wanted: list[str], text: list[str], budget: int) -
         raise Problem(400, f"not a readable Parquet file: {exc}", slug="malformed") from exc
 
 
-def results_file(pages: Iterable[list[list[Any]]]) -> bytes:
-    """The batch's result rows (pages of RESULT_COLUMNS rows) as one Parquet file, a row group per page."""
+def results_file(pages: Iterable[list[list[Any]]], columns: Sequence[str] = RESULT_COLUMNS) -> bytes:
+    """The batch's result rows (pages of `columns` rows) as one Parquet file, a row group per page."""
     out = io.BytesIO()
-    with pq.ParquetWriter(out, RESULT_SCHEMA) as writer:
+    schema = result_schema(columns)
+    with pq.ParquetWriter(out, schema) as writer:
         for page in pages:
-            columns = list(zip(*page, strict=True))
-            writer.write_table(pa.table(columns, schema=RESULT_SCHEMA))
+            writer.write_table(pa.table(list(zip(*page, strict=True)), schema=schema))
     return out.getvalue()

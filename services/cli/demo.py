@@ -77,8 +77,10 @@ def run_demo(client: Client, progress: bool = True) -> None:
         click.echo(f"   last finite loss: epoch {len(tail)}, Loss {tail[-1]:.6g}")
     click.echo(f"   verdict  none: a diverged fit has no line to judge (the rate is past lr_max {fit['lr_max']:.3g})")
 
+    exercise(client, progress)
+
     click.echo(
-        "\n3. Instruments: three thermometers calibrated on two nights; TT-103 reads 0.6 degrees high on the second"
+        "\n4. Instruments: three thermometers calibrated on two nights; TT-103 reads 0.6 degrees high on the second"
     )
     nights = [night_of_thermometers(1, drifted=set()), night_of_thermometers(2, drifted={"TT-103"})]
     for number, night in enumerate(nights, start=1):
@@ -91,6 +93,36 @@ def run_demo(client: Client, progress: bool = True) -> None:
     for line in instrument_history(client.instrument("TT-103")).splitlines():
         click.echo("   " + line)
     click.echo(f"   its page, while the service runs: {client.url}/ui/instruments/TT-103")
+
+
+def exercise(client: Client, progress: bool) -> None:
+    """The chapter's exercise: the quadratic w2·t_u² + w1·t_u + b on the same readings, its loss beside the
+    line's at the same epochs, and whether it is better, from a validation split and its own uncertainty."""
+    click.echo("\n3. The chapter's exercise: t_c = w2 * t_u**2 + w1 * t_u + b on the same readings")
+    quadratic = {"kind": "polynomial", "degree": 2}
+    same: dict[str, Any] = {"epochs": 5000, "learning_rate": 1e-4, "input_scale": 0.1}
+    line = client.fit(T_U, T_C, **same).wait(progress=progress)
+    curve = client.fit(T_U, T_C, model=quadratic, **same).wait(progress=progress)
+    lines, curves = line.losses(), curve.losses()
+    click.echo("   at learning rate 1e-4 (the quadratic diverges at the book's 1e-2), 5000 epochs:")
+    for epoch in (1, 100, 1000, 5000):
+        click.echo(f"   Epoch {epoch:>4}: line {lines[epoch - 1]:10.6f}   quadratic {curves[epoch - 1]:10.6f}")
+    converging: dict[str, Any] = {"epochs": "auto", "learning_rate": "auto", "normalize": "standardize"}
+    split: dict[str, Any] = {"validation": {"fraction": 0.2, "seed": 0}}
+    best_line = client.fit(T_U, T_C, **converging).wait(progress=progress).data["result"]
+    best = client.fit(T_U, T_C, model=quadratic, **converging).wait(progress=progress).data["result"]
+    held_line = client.fit(T_U, T_C, **converging, **split).wait(progress=progress).data["result"]
+    held = client.fit(T_U, T_C, model=quadratic, **converging, **split).wait(progress=progress).data["result"]
+    click.echo(f"   run to convergence: loss {best['loss']:.6f} against the line's {best_line['loss']:.6f}: lower")
+    click.echo(
+        f"   with 2 of the 11 points held out: validation loss {held['val_loss']:.4f} against the line's "
+        f"{held_line['val_loss']:.4f}"
+    )
+    a2, u_a2 = best["parameters"]["a2"], best["standard_uncertainties"]["a2"]
+    click.echo(
+        f"   but w2 = {a2:.3g} ± {u_a2:.2g} is {abs(a2) / u_a2:.1f} standard uncertainties from 0: eleven readings "
+        "do not show the thermometer to be curved"
+    )
 
 
 def night_of_thermometers(night: int, drifted: set[str]) -> dict[str, tuple[list[float], list[float]]]:

@@ -55,7 +55,31 @@ RESULT_COLUMNS = [
     "drift_p_value",
     "drift_flagged",
     "as_found_rms",
+    "chi2_obs",
+    "consistent",
 ]
+
+
+def parameter_columns(names: Sequence[str]) -> list[str]:
+    """The columns a batch's results add for its models' parameters (API.md "Models beyond a line"):
+    each parameter's value in raw units (`p_<name>`), then each one's standard uncertainty (`u_<name>`)."""
+    return [f"p_{name}" for name in names] + [f"u_{name}" for name in names]
+
+
+def parameter_cells(fit: Fit, names: Sequence[str]) -> list[float | None]:
+    """A fit's parameter_columns cells: its parameters by name (None for a name its model lacks)."""
+    values: dict[str, float | None] = {}
+    uncertainties: dict[str, float | None] = {}
+    if fit.model is None:
+        raw = fit.raw_params()
+        if raw is not None:
+            values = {"w": raw[0], "b": raw[1]}
+        uncertainties = {"w": fit.se_w, "b": fit.se_b}
+    else:
+        general = model_parameters(fit)
+        if general is not None:
+            values, uncertainties = general["parameters"], general["standard_uncertainties"]
+    return [values.get(name) for name in names] + [uncertainties.get(name) for name in names]
 
 
 def iso(moment: dt.datetime | None) -> str | None:

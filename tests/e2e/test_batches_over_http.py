@@ -45,7 +45,7 @@ def test_a_mixed_batch_gives_each_fit_its_own_result(stack: Stack) -> None:
     assert lines[0] == (
         "fit_id,series,status,w,b,w_raw,b_raw,loss,last_epoch_loss,epochs_done,diverged_at_epoch,converged,w_opt,b_opt,"
         "se_w,se_b,r2,"
-        "instrument,drift_p_value,drift_flagged,as_found_rms"
+        "instrument,drift_p_value,drift_flagged,as_found_rms,chi2_obs,consistent,p_w,p_b,u_w,u_b"
     )
     assert len(lines) == 23 and any(",raw,diverged," in line for line in lines)
 

@@ -1,0 +1,64 @@
+"""A batch's results as CSV and Parquet carry each parameter of its models (`p_<name>`, `u_<name>`) and,
+for fits with stated uncertainties, their χ² test: a JSON batch of quadratics beside lines, with u_t_c,
+on both backends."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from flask.testing import FlaskClient
+
+from tests.api.test_polynomial_fits import T_C, T_U
+from tests.in_process import run_batch
+
+
+def test_results_have_a_column_per_parameter_and_the_chi2_test(client: FlaskClient) -> None:
+    quadratic = {"model": {"kind": "polynomial", "degree": 2}, "labels": {"series": "q"}}
+    body = {
+        "defaults": {"epochs": "auto", "learning_rate": "auto", "normalize": "standardize"},
+        "fits": [
+            {"t_u": T_U, "t_c": T_C, "labels": {"series": "line"}},
+            {"t_u": T_U, "t_c": T_C, **quadratic},
+            {"t_u": T_U, "t_c": T_C, "u_t_c": 1.5, "labels": {"series": "weighted"}},
+        ],
+    }
+    batch = client.post("/v1/batches", json=body).get_json()
+    run_batch(client, batch["id"])
+    fits = {f["labels"]["series"]: f for f in client.get(f"/v1/batches/{batch['id']}/fits").get_json()["items"]}
+    text = client.get(f"/v1/batches/{batch['id']}/fits?format=csv").get_data(as_text=True)
+    rows = {row["series"]: row for row in csv.DictReader(io.StringIO(text))}
+    header = text.splitlines()[0].split(",")
+    assert header[-12:] == [
+        "chi2_obs",
+        "consistent",
+        "p_w",
+        "p_b",
+        "p_a1",
+        "p_a2",
+        "p_a0",
+        "u_w",
+        "u_b",
+        "u_a1",
+        "u_a2",
+        "u_a0",
+    ]
+    q, line, weighted = fits["q"]["result"], fits["line"]["result"], fits["weighted"]["result"]
+    for name in ("a1", "a2", "a0"):
+        assert float(rows["q"][f"p_{name}"]) == pytest.approx(q["parameters"][name], rel=1e-12)
+        assert float(rows["q"][f"u_{name}"]) == pytest.approx(q["standard_uncertainties"][name], rel=1e-12)
+    assert rows["q"]["p_w"] == "" and rows["line"]["p_a2"] == ""
+    assert float(rows["line"]["p_w"]) == pytest.approx(line["w_raw"]) and float(rows["line"]["u_b"]) == pytest.approx(
+        line["se_b"]
+    )
+    assert float(rows["weighted"]["chi2_obs"]) == pytest.approx(weighted["chi2_obs"], rel=1e-12)
+    assert rows["weighted"]["consistent"] == str(weighted["consistent"]).lower()  # as `converged` is written
+    assert rows["line"]["chi2_obs"] == ""
+    table = pq.read_table(io.BytesIO(client.get(f"/v1/batches/{batch['id']}/fits?format=parquet").get_data()))
+    assert table.column_names == header
+    by_series: dict[str, Any] = {row["series"]: row for row in table.to_pylist()}
+    assert by_series["q"]["p_a2"] == pytest.approx(q["parameters"]["a2"], rel=1e-12)
+    assert by_series["weighted"]["consistent"] is weighted["consistent"]
