@@ -80,7 +80,10 @@ def _header(body: IO[bytes]) -> list[str]:
         text = first.decode("utf-8-sig")  # a spreadsheet's byte-order mark is not part of the header
     except UnicodeDecodeError as exc:
         raise Problem(400, f"the CSV is not UTF-8: {exc}", slug="malformed") from exc
-    return next(csv.reader([text.rstrip("\r\n")]), [])
+    try:
+        return next(csv.reader([text.rstrip("\r\n")]), [])
+    except csv.Error as exc:  # a carriage return alone inside the header line, a broken quote
+        raise Problem(400, f"the CSV's header line cannot be read: {exc}", slug="malformed") from exc
 
 
 def _fill(table: LongTable, body: IO[bytes], with_instrument: bool) -> None:

@@ -88,3 +88,12 @@ def test_applied_rows_never_carry_a_formula(client: FlaskClient) -> None:
     assert answer.status_code == 200, answer.get_data(as_text=True)
     applied = sorted(row["instrument"] for row in csv.DictReader(io.StringIO(answer.get_data(as_text=True))))
     assert applied == ["'-2+3", "'=HYPERLINK(1)", "'@SUM(A1)", "ok"]
+
+
+def test_a_csv_batch_whose_header_holds_a_lone_carriage_return_is_a_400(client: FlaskClient) -> None:
+    # Found by schemathesis: the header line is read up to its \n, and a \r alone inside it made the
+    # csv module raise (a 500).
+    body = b"ser\ries,t_u,t_c\nA,1,2\nA,2,3\n"
+    r = client.post("/v1/batches", data=body, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 400 and r.get_json()["type"].endswith("malformed"), r.get_json()
+    assert "header line" in r.get_json()["detail"]

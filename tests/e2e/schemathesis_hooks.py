@@ -184,14 +184,30 @@ def _readings_of_the_calibrated_instrument(body: str) -> str:
     return lines[0] + "".join(CALIBRATED + line[line.index(",") :] for line in lines[1:] if "," in line)
 
 
+def _seconds(wait: Any) -> float | None:
+    """A generated wait as a number: a number, or (the stateful phase's links, a query string) a text
+    that reads as one; None for anything else, which stays as generated."""
+    if isinstance(wait, bool):
+        return None
+    if isinstance(wait, int | float):
+        return float(wait)
+    if isinstance(wait, str):
+        try:
+            found = float(wait)
+        except ValueError:
+            return None
+        return found if math.isfinite(found) else None
+    return None
+
+
 @schemathesis.hook
 def map_case(context: Any, case: Any) -> Any:
     operation = _operation_id(context)
     if operation in ("getFit", "getBatch") and isinstance(case.query, dict):
         # Any case (a negative one may be negative in another parameter): only a wait within
         # the allowed range is shortened, so an out-of-range one stays as generated.
-        wait = case.query.get("wait")
-        if isinstance(wait, int | float) and not isinstance(wait, bool) and _LONGEST_WAIT < wait <= 60:
+        wait = _seconds(case.query.get("wait"))
+        if wait is not None and _LONGEST_WAIT < wait <= 60:
             case.query["wait"] = _LONGEST_WAIT
     meta = getattr(case, "_meta", None)
     if meta is not None and meta.generation.mode == GenerationMode.POSITIVE:
