@@ -7,7 +7,6 @@ back from there and resolves nothing (services/worker/store.py)."""
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,7 @@ from shared.contract.model_kinds import LineModel, PolynomialModel
 from shared.contract.optimizers import is_plain
 from shared.contract.schemas import FitCreate
 from shared.domain.calibration import DataStats, Values, data_stats, standardization, warnings_for
-from shared.domain.model_stats import ModelStats, polynomial_stats
+from shared.domain.model_stats import ModelStats, polynomial_stats, uncertainty_of
 from shared.domain.splits import split
 
 # Where "auto" finds no stable rate in the data (a degenerate fit): the service's default rate.
@@ -153,8 +152,8 @@ def _for_the_model(line: DataStats, model: ModelStats | None, spec: FitCreate) -
             condition_number=model.condition_number,
             w_opt=opt[0],
             b_opt=opt[1],
-            se_w=_root(cov[0][0]) if cov else None,
-            se_b=_root(cov[1][1]) if cov else None,
+            se_w=uncertainty_of(cov[0][0]) if cov else None,
+            se_b=uncertainty_of(cov[1][1]) if cov else None,
             cov_wb=cov[0][1] if cov else None,
             r2=model.r2,
             residual_sd=model.residual_sd,
@@ -172,10 +171,6 @@ def _for_the_model(line: DataStats, model: ModelStats | None, spec: FitCreate) -
         r2=model.r2,
         residual_sd=model.residual_sd,
     )
-
-
-def _root(variance: float | None) -> float | None:
-    return math.sqrt(variance) if variance is not None and variance >= 0 else None
 
 
 def _model_input(spec: FitCreate, training_t_u: Values) -> tuple[float, float]:

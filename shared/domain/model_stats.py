@@ -146,5 +146,10 @@ def _preflight(gram: np.ndarray) -> tuple[float | None, float | None, float | No
     )
 
 
+def uncertainty_of(variance: float | None) -> float | None:
+    """A standard uncertainty from a stored variance (None where there is none, or it is negative)."""
+    return math.sqrt(variance) if variance is not None and variance >= 0 else None
+
+
 def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +19,7 @@ from shared.contract.schemas import (
     InstrumentPublic,
     WebhookDeliveryList,
 )
+from shared.domain.model_stats import uncertainty_of
 from shared.domain.predictions import line_covariance
 from shared.store import calibrations
 from shared.store.drift import Calibration, Drift, next_due
@@ -137,11 +137,7 @@ def model_parameters(fit: Fit) -> dict[str, Any] | None:
     names = list(solution.get("names") or [])
     values, gaps = fitted.get("values") or [], fitted.get("gap_se")
     opt, covariance = solution.get("parameters_opt") or [], solution.get("covariance")
-    u = (
-        [math.sqrt(row[j]) if row[j] is not None and row[j] >= 0 else None for j, row in enumerate(covariance)]
-        if covariance
-        else [None] * len(names)
-    )
+    u = [uncertainty_of(row[j]) for j, row in enumerate(covariance)] if covariance else [None] * len(names)
     return {
         **dict.fromkeys(("w", "b", "w_raw", "b_raw", "w_opt", "b_opt", "gap", "se_w", "se_b", "cov_wb")),
         "convergence": {
@@ -157,10 +153,6 @@ def model_parameters(fit: Fit) -> dict[str, Any] | None:
         "standard_uncertainties": dict(zip(names, u, strict=True)),
         "covariance": covariance if covariance and all(v is not None for row in covariance for v in row) else None,
     }
-
-
-def _root(variance: float | None) -> float | None:
-    return math.sqrt(variance) if variance is not None and variance >= 0 else None
 
 
 def _result_common(fit: Fit) -> dict[str, Any]:

@@ -23,7 +23,9 @@ from services.api.problems import TITLES, Problem
 from services.api.requests import query
 from services.api.tenancy import current_tenant, owned_or_404
 from shared.contract.queries import FitListQuery
+from shared.domain.model_stats import polynomial_design
 from shared.domain.packing import unpack_f64
+from shared.domain.predictions import predicted
 from shared.store import calibrations, tokens
 from shared.store.models import STATUSES, SUCCEEDED, TERMINAL, Batch, Fit, Instrument
 from shared.store.presenters import drifted, fit_json, instrument_fields, iso
@@ -292,11 +294,9 @@ def report_page(fit_id: str) -> str:
     if raw is not None:
         residuals = t_c - (raw[0] * t_u + raw[1])
     elif result is not None and result["w_raw"] is None:
-        # Any other model: its polynomial in t_u, by Horner's rule from the highest power.
-        fitted = np.zeros_like(t_u)
-        for coefficient in reversed(ascending(result["parameters"])):
-            fitted = fitted * t_u + coefficient
-        residuals = t_c - fitted
+        # Any other model: its polynomial in t_u, as predictions compute it.
+        theta = np.array([result["parameters"][name] for name in result["parameter_names"]])
+        residuals = t_c - predicted(polynomial_design(t_u, len(theta) - 1), theta)
     else:
         residuals = None
 
