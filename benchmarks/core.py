@@ -9,6 +9,7 @@
     validation loss (min_delta 1e-3, patience 10): by sgd, and (e) by gd's closed form;
     against the book's training loop with a validation split on one fit;
 (q) the chapter's exercise, w2·x² + w1·x + b: 10,000 quadratics x 11 points x 5000 epochs
+(v) Callendar–Van Dusen: 10,000 Pt100s x 12 points (−100…400 °C) x 5000 epochs
     (lr 1e-4 on 0.1·t_u), every loss kept, beside (a) for the line; against the exercise's loop on one fit;
 (f) only when asked (`--cases f`, the GPU's case): 100,000 fits x 5000 epochs, every loss kept.
 `--device cuda` runs every case on the GPU (the closed form's float64 parts there too).
@@ -34,9 +35,10 @@ import torch
 from services.worker.engine import GradientDescent, SeriesBatch, reference_fit
 from services.worker.engine.device import pick_device
 from services.worker.engine.iterative import Iterative
-from services.worker.engine.models import Polynomial
+from services.worker.engine.models import Polynomial, Transformed
 from services.worker.engine.stopping import StopRule
 from shared.contract.optimizers import options_of
+from shared.domain.functions import CallendarVanDusen
 
 T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
 T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
@@ -267,6 +269,64 @@ def case_q(device_name: str, repeats: int) -> dict[str, Any]:
     }
 
 
+PT100_T = np.linspace(-100.0, 400.0, 12)  # 12 calibration points across 0 °C
+PT100 = CallendarVanDusen(below_zero=True)
+PT100_COEFFICIENTS = np.array([100 * 3.9083e-3, 100 * -5.775e-7, 100 * -4.183e-12, 100.0])  # IEC 60751
+
+
+def pt100_batch(fits: int, epochs: int, device: torch.device) -> SeriesBatch:
+    """`fits` Pt100s (IEC 60751's coefficients, 2 mΩ of noise), as the worker builds them: regressor
+    T, response R, T standardized, learning rate 0.1 (below the pre-flight's lr_max)."""
+    rng = np.random.default_rng(3)
+    r = PT100.design(PT100_T) @ PT100_COEFFICIENTS
+    return SeriesBatch.build(
+        [PT100_T] * fits,
+        list(r + rng.normal(0, 0.002, (fits, PT100_T.size))),
+        epochs=[epochs] * fits,
+        learning_rate=[0.1] * fits,
+        input_scale=[float(1 / PT100_T.std())] * fits,
+        input_shift=[float(PT100_T.mean())] * fits,
+        w0=[1.0] * fits,
+        b0=[0.0] * fits,
+        device=device,
+    )
+
+
+def book_cvd_loop(epochs: int) -> float:
+    """One Pt100 by float32 autograd on the same model-space features: its last loss."""
+    n = PT100_T.size
+    design = PT100.model_design(PT100_T, np.full(n, PT100_T.mean()), np.full(n, 1 / PT100_T.std()))
+    features = torch.from_numpy(design).float()
+    y = torch.from_numpy(PT100.design(PT100_T) @ PT100_COEFFICIENTS).float()
+    params = torch.tensor([1.0, 0.0, 0.0, 0.0], requires_grad=True)
+    loss = torch.tensor(0.0)
+    for _ in range(epochs):
+        if params.grad is not None:
+            params.grad.zero_()
+        loss = ((features @ params - y) ** 2).mean()
+        loss.backward()
+        with torch.no_grad():
+            params -= 0.1 * params.grad
+    return float(loss)
+
+
+def case_v(device_name: str, repeats: int) -> dict[str, Any]:
+    device = torch.device(device_name)
+    fits, epochs, book_epochs = 10_000, 5000, 2000
+    batch = pt100_batch(fits, epochs, device)
+    model = Transformed(PT100)
+    engine_s = median_seconds(
+        lambda: GradientDescent(batch, model=model).losses(1, epochs, torch.float32), repeats, device
+    )
+    book_s = median_seconds(lambda: book_cvd_loop(book_epochs), max(1, repeats // 2), torch.device("cpu"))
+    return {
+        "case": "v: 10,000 Pt100s (Callendar–Van Dusen) x 12 points x 5000 epochs",
+        "engine_s": engine_s,
+        "fit_epochs": fits * epochs,
+        "book_s_per_fit_epoch": book_s / book_epochs,
+    }
+
+
 def _child(name: str, device: str, repeats: int, out: Any) -> None:
     cases: dict[str, Callable[[str, int], dict[str, Any]]] = {
         "f": case_f,
@@ -276,6 +336,7 @@ def _child(name: str, device: str, repeats: int, out: Any) -> None:
         "d": lambda dev, n: split_case("sgd", dev, n),
         "e": lambda dev, n: split_case("gd", dev, n),
         "q": case_q,
+        "v": case_v,
     }
     result = cases[name](device, repeats)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -288,7 +349,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     # f (100,000 fits, 2 GB of losses) is the GPU's case: `--device cuda --cases a b c d e f`.
     parser.add_argument(
-        "--cases", nargs="+", default=["a", "b", "c", "d", "e", "q"], choices=["a", "b", "c", "d", "e", "f", "q"]
+        "--cases",
+        nargs="+",
+        default=["a", "b", "c", "d", "e", "q", "v"],
+        choices=["a", "b", "c", "d", "e", "f", "q", "v"],
     )
     args = parser.parse_args()
     device = str(pick_device(args.device))

@@ -161,6 +161,11 @@ def _query_defaults() -> dict[str, Any]:
             defaults.setdefault(parent, {})[name[len(parent) + 1 :]] = value
         else:
             defaults[name] = value
+    if "model" in defaults or "degree" in defaults:
+        # ?model=polynomial&degree=2 is the body's "model": {"kind": "polynomial", "degree": 2}; a degree
+        # without a model, or with another kind, is refused by the model's own validation.
+        kind = defaults.pop("model", "line")
+        defaults["model"] = {"kind": kind, **({"degree": defaults.pop("degree")} if "degree" in defaults else {})}
     return defaults
 
 

@@ -13,12 +13,11 @@ from services.api.problems import Problem
 from shared.contract.responses import serve
 from shared.contract.schemas import Inverse, InverseRequest, Prediction, PredictRequest
 from shared.domain import calibration
-from shared.domain.model_stats import polynomial_design
 from shared.domain.predictions import (
+    forward_interval,
+    forward_of,
     forward_uncertainty,
     inverse_on_line,
-    observation_interval,
-    predicted,
     standard_uncertainty,
 )
 from shared.store.models import Fit
@@ -87,8 +86,9 @@ def prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
 
 
 def _model_prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
-    """A polynomial's predictions: φ(t_u)ᵀθ, the interval for a new observation and u(t_c) by the law
-    of propagation (shared/domain/predictions.py), from the least-squares covariance stored at submission."""
+    """A polynomial's or a transformed function's predictions (t_c from the reading; Callendar–Van
+    Dusen inverted), the interval for a new observation and u(t_c) by the law of propagation
+    (shared/domain/predictions.py), from the least-squares covariance stored at submission."""
     parameters, solution = (fit.parameters or {}).get("values"), fit.solution or {}
     if fit.status != "succeeded" or not parameters or any(v is None for v in parameters):
         raise Problem(409, f"fit {fit.id} is {fit.status}: predictions need a succeeded fit", slug="not-succeeded")
@@ -103,33 +103,31 @@ def _model_prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
         )
     if (body.interval is not None or body.u_t_u is not None) and fit.converged is False and not body.allow_unconverged:
         _not_converged(fit, "its interval would not describe its curve", "for bounds that include the gap")
-    degree = len(parameters) - 1
     readings = np.asarray(body.t_u, dtype=np.float64)
     theta = np.asarray(parameters, dtype=np.float64)
+    assert fit.model is not None, "the line's predictions are prediction()'s own"
+    forward = forward_of(fit.model)
     with np.errstate(over="ignore", invalid="ignore"):
-        design = polynomial_design(readings, degree)
+        own = forward(theta, readings)
         answer: dict[str, Any] = {
             "fit_id": fit.id,
-            "t_c": _finite_or_409(predicted(design, theta), "t_u", fit.id),
+            "t_c": _finite_or_409(own.t_c, "t_u", fit.id),
             "converged": fit.converged,
         }
         if body.u_t_u is not None and covariance is not None:
-            # ∂f/∂t_u = Σ k·a_k·t_u^(k−1): the design's columns t_u^(k−1) are the ones before t_u^k.
-            slope = sum(k * theta[k - 1] * readings ** (k - 1) for k in range(1, degree + 1))
-            u = standard_uncertainty(design, covariance, np.asarray(slope), np.asarray(body.u_t_u))
+            u = standard_uncertainty(own.d_coefficients, covariance, own.d_t_u, np.asarray(body.u_t_u))
             answer["u_t_c"] = _finite_or_409(u, "t_u", fit.id)
         if body.interval is not None and covariance is not None and fit.residual_sd is not None:
-            opt = np.asarray(solution["parameters_opt"], dtype=np.float64)
-            lower, upper = observation_interval(
-                design, opt, covariance, fit.residual_sd, fit.n_train - len(theta), body.interval
+            at_opt = forward(np.asarray(solution["parameters_opt"], dtype=np.float64), readings)
+            lower, upper = forward_interval(
+                at_opt, covariance, fit.residual_sd, fit.n_train - len(theta), body.interval
             )
-            centre, own = predicted(design, opt), predicted(design, theta)
             # Around the least-squares curve, widened to hold the fit's own prediction with the same
             # half-width where it has not reached it (as for the line).
-            gap = fit.converged is False
+            gap, centre = fit.converged is False, at_opt.t_c
             answer |= {
-                "lower": _finite_or_409(np.minimum(lower, own - (centre - lower)) if gap else lower, "t_u", fit.id),
-                "upper": _finite_or_409(np.maximum(upper, own + (upper - centre)) if gap else upper, "t_u", fit.id),
+                "lower": _finite_or_409(np.minimum(lower, own.t_c - (centre - lower)) if gap else lower, "t_u", fit.id),
+                "upper": _finite_or_409(np.maximum(upper, own.t_c + (upper - centre)) if gap else upper, "t_u", fit.id),
                 **({"bounds_include_gap": True} if gap else {}),
             }
     return serve(Prediction, answer)

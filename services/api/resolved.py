@@ -7,17 +7,19 @@ back from there and resolves nothing (services/worker/store.py)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from shared.contract.model_kinds import LineModel, PolynomialModel
+from shared.contract.model_kinds import TRANSFORMED, LineModel, PolynomialModel
 from shared.contract.optimizers import is_plain
 from shared.contract.schemas import FitCreate
 from shared.domain.calibration import DataStats, Values, data_stats, standardization, warnings_for
-from shared.domain.model_stats import ModelStats, polynomial_stats, uncertainty_of
+from shared.domain.functions import function_of
+from shared.domain.model_stats import ModelStats, function_stats, polynomial_stats, uncertainty_of
 from shared.domain.splits import split
 
 # Where "auto" finds no stable rate in the data (a degenerate fit): the service's default rate.
@@ -38,12 +40,17 @@ class ResolvedFit:
     # With stated uncertainties: the weighted fit's χ² test (shared/domain/model_stats.py).
     chi2: dict[str, Any] | None = None
 
+    def warnings(self) -> list[str]:
+        model = self.model_stats
+        determined = None if model is None else None not in model.parameters_opt
+        return warnings_for(self.stats, self.learning_rate, determined)
+
     def columns(self) -> dict[str, Any]:
         """The fit's columns that say how it runs, every default filled in."""
         spec = self.spec
         optimizer = spec.optimizer_spec()
         return dict(
-            model=spec.model.stored(),
+            model=spec.model.stored(split(spec.t_c, self.held_out)[0] if self.held_out else spec.t_c),
             solution=self.model_stats.solution() if self.model_stats is not None else None,
             chi2=self.chi2,
             epochs=self.epochs,
@@ -59,7 +66,7 @@ class ResolvedFit:
             optimizer_options=optimizer.options(),
             validation=_validation_record(spec, self.held_out),
             early_stopping=_early_stopping_rule(spec),
-            warnings=warnings_for(self.stats, self.learning_rate),
+            warnings=self.warnings(),
         )
 
 
@@ -72,7 +79,7 @@ def resolve(specs: Sequence[FitCreate], max_epochs: int) -> list[ResolvedFit]:
         (split(spec.t_u, out)[0], split(spec.t_c, out)[0]) if out else (spec.t_u, spec.t_c)
         for spec, out in zip(specs, held_out, strict=True)
     ]
-    inputs = [_model_input(spec, u) for spec, (u, _) in zip(specs, training, strict=True)]
+    inputs = [_model_input(spec) for spec in specs]
     stats = data_stats(
         [u for u, _ in training], [c for _, c in training], [s for _, s in inputs], [h for h, _ in inputs]
     )
@@ -116,10 +123,13 @@ def _model_stats(
     or a line with stated uncertainties, as degree 1), by its index: one vectorised pass per degree,
     weighted or not."""
     groups: dict[tuple[int, bool], list[int]] = {}
+    transformed: dict[str, list[int]] = {}
     for i, spec in enumerate(specs):
         weighted = stated[i] is not None
         if isinstance(spec.model, PolynomialModel):
             groups.setdefault((spec.model.degree, weighted), []).append(i)
+        elif isinstance(spec.model, TRANSFORMED):
+            transformed.setdefault(json.dumps(spec.model.stored(training[i][1]), sort_keys=True), []).append(i)
         elif weighted:
             groups.setdefault((1, True), []).append(i)
     found: dict[int, ModelStats] = {}
@@ -131,6 +141,17 @@ def _model_stats(
             [inputs[i][1] for i in rows],
             [inputs[i][0] for i in rows],
             [stated[i] for i in rows] if weighted else None,  # type: ignore[misc]
+        )
+        found.update(zip(rows, stats, strict=True))
+    for stored, rows in transformed.items():
+        function = function_of(json.loads(stored))
+        assert function is not None
+        stats = function_stats(
+            function,
+            [training[i][0] for i in rows],
+            [training[i][1] for i in rows],
+            [inputs[i][1] for i in rows],
+            [inputs[i][0] for i in rows],
         )
         found.update(zip(rows, stats, strict=True))
     return found
@@ -170,16 +191,19 @@ def _for_the_model(line: DataStats, model: ModelStats | None, spec: FitCreate) -
         cov_wb=None,
         r2=model.r2,
         residual_sd=model.residual_sd,
+        # The fallback verdict's scale is the variance of what the fit fits (Ω², K⁻² for a function).
+        t_c_var=model.response_var if isinstance(spec.model, TRANSFORMED) else line.t_c_var,
     )
 
 
-def _model_input(spec: FitCreate, training_t_u: Values) -> tuple[float, float]:
-    """(input_shift, input_scale) of x = (t_u - shift) * scale, as the fit's normalize says."""
+def _model_input(spec: FitCreate) -> tuple[float, float]:
+    """(input_shift, input_scale) of x = (t_u - shift) * scale, as the fit's normalize says (for a
+    transformed function, x is its regressor's: shared/domain/functions.py)."""
     if spec.normalize == "scale":
         return 0.0, spec.input_scale
     if spec.normalize == "none":
         return 0.0, 1.0
-    found = standardization(training_t_u)
+    found = standardization(spec.training_regressor())
     assert found is not None, "FitCreate refuses standardize for t_u without spread"
     return found
 
@@ -220,6 +244,6 @@ def preflight(fit: ResolvedFit) -> dict[str, Any]:
         "lr_max": st.lr_max,
         "condition_number": st.condition_number,
         "stable": stable,
-        "warnings": warnings_for(st, fit.learning_rate),
+        "warnings": fit.warnings(),
         "suggestion": dict(CONVERGING) if stable is False else None,
     }

@@ -42,7 +42,7 @@ def draw_fit(fit: Fit, out: Path, points: int = 2000) -> None:
     if held.any():
         line.scatter(t_u[held], t_c[held], color="tab:orange", marker="s", label="validation points", zorder=3)
     result = fit.result
-    if result:
+    if result and result.get("w_raw") is not None:
         xs = np.linspace(t_u.min(), t_u.max(), 50)
         line.plot(
             xs,
@@ -50,6 +50,12 @@ def draw_fit(fit: Fit, out: Path, points: int = 2000) -> None:
             color="black",
             label=f"t_c = {result['w_raw']:.4f}·t_u {result['b_raw']:+.3f}",
         )
+    elif result and result.get("parameters"):
+        # Any other model: its curve as the service predicts it (a Callendar–Van Dusen fit inverted).
+        xs = np.linspace(t_u.min(), t_u.max(), 97)
+        kind = (fit.data.get("params", {}).get("model") or {}).get("kind", "model")
+        named = ", ".join(f"{name} {result['parameters'][name]:.5g}" for name in result["parameter_names"])
+        line.plot(xs, fit.predict(list(xs))["t_c"], color="black", label=f"{kind}: {named}")
     line.set(xlabel="t_u (raw reading)", ylabel="t_c (reference)", title="data and fitted line")
     line.grid(True, alpha=0.3)
     line.legend()

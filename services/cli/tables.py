@@ -52,9 +52,7 @@ def model_lines(model: dict[str, Any], result: dict[str, Any]) -> list[str]:
     names = result.get("parameter_names") or []
     opt, u = result.get("parameters_opt") or {}, result.get("standard_uncertainties") or {}
     kind = model.get("kind", "?") + (f", degree {model['degree']}" if "degree" in model else "")
-    lines = [
-        f"model    {kind}: t_c = " + " + ".join(f"{name}·t_u^{name[1:]}" if name != "a0" else "a0" for name in names)
-    ]
+    lines = [f"model    {kind}: {_formula(model.get('kind'), names)}"]
     for name in names:
         lines.append(
             f"  {name:<6} {_num(result['parameters'].get(name)):>13}"
@@ -63,6 +61,14 @@ def model_lines(model: dict[str, Any], result: dict[str, Any]) -> list[str]:
         )
     lines += [f"loss     {_num(result['loss'])} (of these parameters)", verdict_line(result)]
     return lines
+
+
+def _formula(kind: str | None, names: list[str]) -> str:
+    if kind == "callendar_van_dusen":
+        return "R(T) = R0·(1 + A·T + B·T² + C·(T − 100)·T³), t_u = R in Ω, t_c = T in °C, C below 0 °C"
+    if kind == "steinhart_hart":
+        return "1/(t_c + 273.15) = a + b·ln t_u + c·(ln t_u)³, t_u in Ω"
+    return "t_c = " + " + ".join(f"{name}·t_u^{name[1:]}" if name != "a0" else "a0" for name in names)
 
 
 def chi2_line(result: dict[str, Any]) -> str:

@@ -111,6 +111,13 @@ def _json_option(name: str, text: str | None) -> Any:
 @click.option("--learning-rate", default=None, help='a number, or "auto" (service default 0.01)')
 @click.option("--input-scale", type=float, default=None, help="x = input_scale * t_u (with normalize scale)")
 @click.option("--normalize", type=click.Choice(["scale", "standardize", "none"]), default=None)
+@click.option(
+    "--model",
+    type=click.Choice(["line", "polynomial", "callendar_van_dusen", "steinhart_hart"]),
+    default=None,
+    help="the function fitted (service default: line); polynomial takes --degree",
+)
+@click.option("--degree", type=click.IntRange(1, 5), default=None, help="a polynomial's degree, 1 to 5")
 @click.option("--init-w", type=float, default=None)
 @click.option("--init-b", type=float, default=None)
 @click.option("--optimizer", type=click.Choice(list(DECLARED)), default=None)
@@ -136,6 +143,8 @@ def fit(
     learning_rate: str | None,
     input_scale: float | None,
     normalize: str | None,
+    model: str | None,
+    degree: int | None,
     init_w: float | None,
     init_b: float | None,
     optimizer: str | None,
@@ -150,7 +159,7 @@ def fit(
     timeout: float | None,
     url: str | None,
 ) -> None:
-    """Fit t_c = w * t_u + b to a CSV file with columns t_u,t_c.
+    """Fit t_c = w * t_u + b (or --model's function) to a CSV file with columns t_u,t_c.
 
     The service's pre-flight is asked first: when the learning rate would diverge on this data
     (the book's defaults on raw readings do), nothing is submitted and the command that converges
@@ -171,8 +180,11 @@ def fit(
                 f"--auto sets the learning rate, normalize and epochs itself: drop {', '.join(clash)}"
             )
         epochs, learning_rate, normalize = "auto", "auto", "standardize"
+    if (degree is not None) != (model == "polynomial"):
+        raise click.UsageError("--degree goes with --model polynomial, and --model polynomial needs --degree")
     t_u, t_c = _read_csv(csv_file)
     given: dict[str, Any] = {
+        "model": None if model is None else {"kind": model, **({"degree": degree} if degree is not None else {})},
         "epochs": None if epochs is None else _auto_or(int, "--epochs", epochs),
         "learning_rate": None if learning_rate is None else _auto_or(float, "--learning-rate", learning_rate),
         "input_scale": input_scale,

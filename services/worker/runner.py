@@ -40,6 +40,7 @@ from services.worker.engine.models import LINE, Model, model_of
 from services.worker.engine.stopping import StopRule
 from services.worker.transient import is_transient, retrying
 from shared.domain.convergence import VectorVerdict, Verdict, vector_verdict, verdict
+from shared.domain.functions import function_of
 from shared.domain.splits import split
 from shared.runtime import failpoints, logs
 from shared.runtime.settings import Settings
@@ -254,10 +255,19 @@ def _model(fit: store.ClaimedFit) -> Model:
 
 
 def _series(fits: list[store.ClaimedFit], part: int, device: torch.device) -> SeriesBatch:
-    """The fits' training points (part 0) or held-out points (part 1), with their settings."""
+    """The fits' training points (part 0) or held-out points (part 1), with their settings; for a
+    transformed function (one model per group), its regressor and response in place of t_u and t_c."""
+    t_u = [split(fit.t_u, fit.held_out)[part] for fit in fits]
+    t_c = [split(fit.t_c, fit.held_out)[part] for fit in fits]
+    function = function_of(fits[0].model)
+    if function is not None:
+        t_u, t_c = (
+            [function.regressor(u, c) for u, c in zip(t_u, t_c, strict=True)],
+            [function.response(u, c) for u, c in zip(t_u, t_c, strict=True)],
+        )
     return SeriesBatch.build(
-        [split(fit.t_u, fit.held_out)[part] for fit in fits],
-        [split(fit.t_c, fit.held_out)[part] for fit in fits],
+        t_u,
+        t_c,
         epochs=[fit.epochs for fit in fits],
         learning_rate=[fit.learning_rate for fit in fits],
         input_scale=[fit.input_scale for fit in fits],

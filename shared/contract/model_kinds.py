@@ -3,12 +3,15 @@
 One class per kind, `kind` the discriminator a client generator reads. The line is the default and
 the book's t_c = w·t_u + b, unchanged in every field; a polynomial of degree d fits
 t_c = a0 + a1·t_u + … + ad·t_u^d (degree 2 is the chapter's exercise, w2·t_u² + w1·t_u + b).
-The engine's side of each kind is services/worker/engine/models.py; its parameters are named in the
-engine's order, each feature's coefficient first and the constant last.
+Callendar–Van Dusen (platinum resistance thermometers) and Steinhart–Hart (thermistors) are fitted
+after a change of variables (shared/domain/functions.py says how). The engine's side of each kind is
+services/worker/engine/models.py; its parameters are named in the engine's order, each feature's
+coefficient first and the constant last.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -26,7 +29,11 @@ class LineModel(BaseModel):
     def parameter_names(self) -> tuple[str, ...]:
         return ("w", "b")
 
-    def stored(self) -> dict[str, Any] | None:
+    def needed(self, training_t_c: Iterable[float]) -> int:
+        """The fewest training points that determine the parameters."""
+        return 2
+
+    def stored(self, training_t_c: Iterable[float] = ()) -> dict[str, Any] | None:
         """The fit's `model` column: null for the line, so every row from before models reads the same."""
         return None
 
@@ -44,17 +51,67 @@ class PolynomialModel(BaseModel):
     def parameter_names(self) -> tuple[str, ...]:
         return (*(f"a{k}" for k in range(1, self.degree + 1)), "a0")
 
-    def stored(self) -> dict[str, Any] | None:
+    def needed(self, training_t_c: Iterable[float]) -> int:
+        return self.degree + 1
+
+    def stored(self, training_t_c: Iterable[float] = ()) -> dict[str, Any] | None:
         return {"kind": "polynomial", "degree": self.degree}
 
 
-ModelSpec = Annotated[LineModel | PolynomialModel, Field(discriminator="kind")]
+class CallendarVanDusenModel(BaseModel):
+    """IEC 60751's R(T) = R0·(1 + A·T + B·T² + C·(T − 100)·T³) (C for T < 0 only), t_u the resistance
+    (Ω), t_c the temperature (°C) within −200…850: parameters A, B, C and R0. C is fitted only when a
+    training point lies below 0 °C; else it is 0 and not among the fit's parameters."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"kind": "callendar_van_dusen"}})
+    kind: Literal["callendar_van_dusen"] = Field(json_schema_extra={"example": "callendar_van_dusen"})
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return ("A", "B", "C", "R0")
+
+    def needed(self, training_t_c: Iterable[float]) -> int:
+        return 4 if _below_zero(training_t_c) else 3
+
+    def stored(self, training_t_c: Iterable[float] = ()) -> dict[str, Any] | None:
+        return {"kind": "callendar_van_dusen", "below_zero": _below_zero(training_t_c)}
+
+
+class SteinhartHartModel(BaseModel):
+    """1/(t_c + 273.15) = a + b·ln t_u + c·(ln t_u)³, t_u the resistance (Ω, > 0), t_c in °C:
+    parameters b, c, a."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"kind": "steinhart_hart"}})
+    kind: Literal["steinhart_hart"] = Field(json_schema_extra={"example": "steinhart_hart"})
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return ("b", "c", "a")
+
+    def needed(self, training_t_c: Iterable[float]) -> int:
+        return 3
+
+    def stored(self, training_t_c: Iterable[float] = ()) -> dict[str, Any] | None:
+        return {"kind": "steinhart_hart"}
+
+
+def _below_zero(training_t_c: Iterable[float]) -> bool:
+    return any(t < 0 for t in training_t_c)
+
+
+AnyModel = LineModel | PolynomialModel | CallendarVanDusenModel | SteinhartHartModel
+ModelSpec = Annotated[AnyModel, Field(discriminator="kind")]
+TRANSFORMED = (CallendarVanDusenModel, SteinhartHartModel)
 
 LINE_MODEL = LineModel(kind="line")
 
 
-def model_from_stored(stored: dict[str, Any] | None) -> LineModel | PolynomialModel:
+def model_from_stored(stored: dict[str, Any] | None) -> AnyModel:
     """The spec back from a fit's `model` column (null: the line)."""
     if stored is None:
         return LINE_MODEL
+    if stored["kind"] == "callendar_van_dusen":
+        return CallendarVanDusenModel(kind="callendar_van_dusen")
+    if stored["kind"] == "steinhart_hart":
+        return SteinhartHartModel(kind="steinhart_hart")
     return PolynomialModel(kind="polynomial", degree=int(stored["degree"]))

@@ -164,4 +164,7 @@ CSV_BATCH_DEFAULTS = {
     "early_stopping_monitor": str,
     "early_stopping_min_delta": float,
     "early_stopping_patience": int,
+    # The model's kind and a polynomial's degree: ?model=polynomial&degree=2 (API.md, "Models beyond a line").
+    "model": str,
+    "degree": int,
 }

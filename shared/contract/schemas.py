@@ -26,10 +26,19 @@ from pydantic_core import PydanticCustomError
 
 from shared.contract import examples
 from shared.contract.callbacks import AllowedHosts, url_problem
-from shared.contract.model_kinds import LINE_MODEL, LineModel, ModelSpec
+from shared.contract.model_kinds import (
+    LINE_MODEL,
+    TRANSFORMED,
+    CallendarVanDusenModel,
+    LineModel,
+    ModelSpec,
+    PolynomialModel,
+    SteinhartHartModel,
+)
 from shared.contract.numbers import whole
 from shared.contract.optimizers import FLAT_OPTIONS, EitherForm, Fraction, OptimizerSpec, Positive, from_flat
 from shared.domain.calibration import standardization
+from shared.domain.functions import CVD_RANGE, KELVIN, function_of
 from shared.domain.splits import choose_indices, split, validation_count
 
 # strict: "1.5" or true is a type error, not a number; no NaN or infinity.
@@ -320,8 +329,14 @@ class FitOptions(BaseModel):
     model: ModelSpec = Field(
         default_factory=lambda: LINE_MODEL,
         json_schema_extra={"example": {"kind": "polynomial", "degree": 2}},
-        description='the function fitted: {"kind": "line"} (the default, t_c = w·t_u + b) or '
-        '{"kind": "polynomial", "degree": d} (t_c = a0 + a1·t_u + … + ad·t_u^d, 1 ≤ d ≤ 5)',
+        description='the function fitted: {"kind": "line"} (the default, t_c = w·t_u + b), '
+        '{"kind": "polynomial", "degree": d} (t_c = a0 + a1·t_u + … + ad·t_u^d, 1 ≤ d ≤ 5), '
+        '{"kind": "callendar_van_dusen"} (t_u a resistance in Ω > 0, t_c a temperature in °C within '
+        "−200…850; R(T) = R0·(1 + A·T + B·T² + C·(T − 100)·T³), C for T < 0 only) or "
+        '{"kind": "steinhart_hart"} (t_u in Ω > 0; 1/(t_c + 273.15) = a + b·ln t_u + c·(ln t_u)³). '
+        "The last two are fitted in their linear form (shared/domain/functions.py): the loss is in the "
+        "units of their response (Ω² for Callendar–Van Dusen, K⁻² for Steinhart–Hart), and they take "
+        "no u_t_c and no instrument yet",
     )
     learning_rate: LearningRate = 0.01
     init: Init = Field(default_factory=Init, json_schema_extra={"example": {"w": 1.0, "b": 0.0}})
@@ -562,12 +577,22 @@ class FitCreate(FitOptions):
     def _enough_points_for_the_model(self) -> FitCreate:
         if isinstance(self.model, LineModel) or len(self.t_u) != len(self.t_c):
             return self
-        needed, training = len(self.model.parameter_names), len(self.t_u) - len(self.held_out() or [])
+        if isinstance(self.model, TRANSFORMED):
+            _within_the_functions_domain(self.model, self.t_u, self.t_c, self.u_t_c is not None)
+        training_t_c = split(self.t_c, self.held_out())[0]
+        needed, training = self.model.needed(training_t_c), len(training_t_c)
         if training < needed:
+            degree = f"of degree {self.model.degree}" if isinstance(self.model, PolynomialModel) else ""
             raise PydanticCustomError(
                 "too_few_points",
-                "a polynomial of degree {degree} needs at least {needed} training points; t_u has {training}",
-                {"field": "model.degree", "degree": self.model.degree, "needed": needed, "training": training},
+                "a {kind} {degree} needs at least {needed} training points; t_u has {training}",
+                {
+                    "field": "model.degree" if degree else "t_u",
+                    "kind": self.model.kind,
+                    "degree": degree,
+                    "needed": needed,
+                    "training": training,
+                },
             )
         if self.instrument is not None:
             # An instrument's calibrations, drift and apply are lines' (shared/store/calibrations.py).
@@ -582,7 +607,7 @@ class FitCreate(FitOptions):
     def _standardize_needs_spread(self) -> FitCreate:
         # Standardization uses the training points only (the held-out ones must not leak in).
         # The same test the submission's standardization makes, so nothing accepted fails it.
-        if self.normalize == "standardize" and standardization(self.training_t_u()) is None:
+        if self.normalize == "standardize" and standardization(self.training_regressor()) is None:
             raise PydanticCustomError(
                 "no_spread",
                 "standardize needs training t_u that are not all equal, with a spread float64 can hold",
@@ -593,6 +618,16 @@ class FitCreate(FitOptions):
     def training_t_u(self) -> np.ndarray:
         return split(self.t_u, self.held_out())[0]
 
+    def training_regressor(self) -> np.ndarray:
+        """What normalize acts on: t_u, or for a transformed function its regressor (the temperature
+        for Callendar–Van Dusen, ln t_u for Steinhart–Hart)."""
+        if isinstance(self.model, TRANSFORMED):
+            training_t_c = split(self.t_c, self.held_out())[0]
+            return function_of(self.model.stored(training_t_c)).regressor(  # type: ignore[union-attr]
+                self.training_t_u(), training_t_c
+            )
+        return self.training_t_u()
+
     @field_validator("t_c")
     @classmethod
     def _pairs_with_t_u(cls, value: list[float], info: ValidationInfo) -> list[float]:
@@ -600,6 +635,35 @@ class FitCreate(FitOptions):
         if t_u is not None and len(t_u) != len(value):
             raise ValueError(f"t_c has {len(value)} values but t_u has {len(t_u)}: they must pair up")
         return value
+
+
+def _within_the_functions_domain(
+    model: CallendarVanDusenModel | SteinhartHartModel, t_u: list[float], t_c: list[float], weighted: bool
+) -> None:
+    """Resistances positive; Callendar–Van Dusen's temperatures within IEC 60751's −200…850 °C,
+    Steinhart–Hart's above absolute zero; no stated u_t_c (its weights would be the response's)."""
+    for i, r in enumerate(t_u):
+        if not r > 0:
+            raise PydanticCustomError(
+                "out_of_domain",
+                "a resistance must be > 0 for {kind}; t_u[{i}] is {r}",
+                {"field": f"t_u.{i}", "kind": model.kind, "i": i, "r": r},
+            )
+    cvd = isinstance(model, CallendarVanDusenModel)
+    lowest, highest = CVD_RANGE if cvd else (-KELVIN, math.inf)
+    for i, t in enumerate(t_c):
+        if not (lowest <= t <= highest if cvd else t > lowest):
+            raise PydanticCustomError(
+                "out_of_domain",
+                "t_c[{i}] = {t} °C is outside {kind}'s range ({lowest} … {highest} °C)",
+                {"field": f"t_c.{i}", "kind": model.kind, "i": i, "t": t, "lowest": lowest, "highest": highest},
+            )
+    if weighted:
+        raise PydanticCustomError(
+            "model_mismatch",
+            "stated uncertainties (u_t_c) are for lines and polynomials for now; {kind} is fitted unweighted",
+            {"field": "u_t_c", "kind": model.kind},
+        )
 
 
 class PredictRequest(BaseModel):

@@ -135,10 +135,17 @@ def _stats(
 ILL_CONDITIONED = 1e3
 
 
-def warnings_for(stats: DataStats, learning_rate: float) -> list[str]:
-    """What a user should know before the fit runs."""
+def warnings_for(stats: DataStats, learning_rate: float, model_determined: bool | None = None) -> list[str]:
+    """What a user should know before the fit runs. `model_determined`: for a model other than the
+    unweighted line, whether its data determine its least-squares parameters (None: the line's figures)."""
     notes = []
-    if stats.t_u_sxx == 0:
+    if model_determined is not None:
+        if not model_determined:
+            notes.append(
+                "the data do not determine the model's least-squares parameters (too few distinct points, "
+                "or values too large or too small for float64 to square)"
+            )
+    elif stats.t_u_sxx == 0:
         notes.append("all t_u are equal: the slope is not determined by the data")
     elif stats.w_opt is None:
         notes.append(

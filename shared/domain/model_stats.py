@@ -19,6 +19,7 @@ then the constant.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from shared.domain.least_squares import RANK_RTOL, solve
+from shared.domain.functions import Function
+from shared.domain.least_squares import RANK_RTOL, Solutions, solve
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class ModelStats:
     condition_number: float | None
     # With stated uncertainties: Σ r²/u², n − p, P(χ² ≥ chi2_obs), chi2_obs ≤ the 95 % quantile.
     chi2: dict[str, Any] | None = None
+    response_var: float | None = None  # the variance of the fitted response (t_c, or a function's y)
 
     def solution(self) -> dict[str, Any]:
         """The fit's `solution` column (shared/store/models.Fit)."""
@@ -71,20 +74,65 @@ def polynomial_stats(
 ) -> list[ModelStats]:
     """Per fit, for polynomials of one degree; `u_t_c`: every fit's stated u(t_c) (weighted), or None."""
     counts = np.array([len(u) for u in t_u], dtype=np.int64)
-    u = np.concatenate([np.asarray(v, dtype=np.float64) for v in t_u])
-    c = np.concatenate([np.asarray(v, dtype=np.float64) for v in t_c])
-    u_y = np.concatenate([np.asarray(v, dtype=np.float64) for v in u_t_c]) if u_t_c is not None else None
+    u = _joined(t_u)
+    x = (u - np.repeat(np.asarray(input_shift, dtype=np.float64), counts)) * np.repeat(
+        np.asarray(input_scale, dtype=np.float64), counts
+    )
     names = (*(f"a{k}" for k in range(1, degree + 1)), "a0")
     with np.errstate(all="ignore"):
-        raw = polynomial_design(u, degree)
-        found = solve(raw, c, counts, u_y)
-        x = (u - np.repeat(np.asarray(input_shift, dtype=np.float64), counts)) * np.repeat(
-            np.asarray(input_scale, dtype=np.float64), counts
-        )
+        raw, model = polynomial_design(u, degree), polynomial_design(x, degree)
+    u_y = _joined(u_t_c) if u_t_c is not None else None
+    return _linear_stats(names, raw, model, _joined(t_c), counts, u_y)
+
+
+def function_stats(
+    function: Function,
+    t_u: Sequence[Sequence[float] | np.ndarray],
+    t_c: Sequence[Sequence[float] | np.ndarray],
+    input_scale: Sequence[float],
+    input_shift: Sequence[float],
+) -> list[ModelStats]:
+    """Per fit, for one transformed function (shared/domain/functions.py), in its coefficients: the
+    least squares of its response on its features, and gradient descent's pre-flight on Mᵀ·φ."""
+    counts = np.array([len(u) for u in t_u], dtype=np.int64)
+    u, c = _joined(t_u), _joined(t_c)
+    with np.errstate(all="ignore"):
+        v = function.regressor(u, c)
+        shift = np.repeat(np.asarray(input_shift, dtype=np.float64), counts)
+        scale = np.repeat(np.asarray(input_scale, dtype=np.float64), counts)
+        raw, model = function.design(v), function.model_design(v, shift, scale)
+        # Solved on the model-space design, whose columns are of like size, then mapped to the
+        # coefficients: the raw design's columns (T … T⁴ for a PRT) span too many decades for one
+        # rank tolerance. Least squares does not depend on how the function is parametrized.
+        to_raw = function.raw_map(np.asarray(input_shift, dtype=np.float64), np.asarray(input_scale, dtype=np.float64))
+        return _linear_stats(function.names, raw, model, function.response(u, c), counts, None, to_raw)
+
+
+def _joined(parts: Sequence[Sequence[float] | np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.asarray(v, dtype=np.float64) for v in parts])
+
+
+def _linear_stats(
+    names: tuple[str, ...],
+    raw: np.ndarray,
+    model: np.ndarray,
+    y: np.ndarray,
+    counts: np.ndarray,
+    u_y: np.ndarray | None,
+    to_raw: np.ndarray | None = None,
+) -> list[ModelStats]:
+    """Per fit: least squares of y on the raw design (weighted by 1/u_y² when given), the Gram
+    matrices of the raw and the model-space design, and the pre-flight. With `to_raw` (B, p, p), the
+    least squares is solved on the model-space design and its parameters mapped by it."""
+    with np.errstate(all="ignore"):
+        found = solve(raw, y, counts, u_y) if to_raw is None else _mapped(solve(model, y, counts, u_y), to_raw)
         # The loss gradient descent minimizes is the weighted mean square: its Hessian is 2·E_w[φφᵀ].
         weights = None if u_y is None else 1 / np.square(u_y)
-        model_gram = _mean_outer(polynomial_design(x, degree), counts, weights)
+        model_gram = _mean_outer(model, counts, weights)
         raw_gram = _mean_outer(raw, counts, weights)
+        # The fallback verdict's scale, Var(y) (shared/domain/convergence.Optimum.loss_scale).
+        means = np.add.reduceat(y, np.concatenate([[0], np.cumsum(counts[:-1])]).astype(np.int64)) / counts
+        response_var = _mean_outer(y[:, None], counts)[:, 0, 0] - means * means
     out = []
     for i in range(len(counts)):
         lr_max, lr_auto, condition = _preflight(model_gram[i])
@@ -112,9 +160,19 @@ def polynomial_stats(
                 lr_auto=lr_auto,
                 condition_number=condition,
                 chi2=chi2,
+                response_var=_finite(response_var[i]),
             )
         )
     return out
+
+
+def _mapped(found: Solutions, to_raw: np.ndarray) -> Solutions:
+    """Model-space solutions in the coefficients θ = M·θ': the parameters mapped, the covariance M·Σ·Mᵀ."""
+    return dataclasses.replace(
+        found,
+        parameters=np.einsum("bij,bj->bi", to_raw, found.parameters),
+        covariance=np.einsum("bij,bjk,blk->bil", to_raw, found.covariance, to_raw),
+    )
 
 
 def _mean_outer(design: np.ndarray, counts: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:

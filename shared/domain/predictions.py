@@ -9,13 +9,23 @@ order of shared/domain/least_squares.py). Its standard uncertainty by the GUM's 
 and the interval for a new observation of ordinary least squares (what statsmodels calls obs_ci):
 t_{(1+level)/2, n−p} · sqrt(s² + φᵀ V φ), s the residual SD and V = s²(XᵀX)⁻¹. For the book's line
 that is t·s·sqrt(1 + 1/n + (t_u − mean)²/Sxx), shared/domain/calibration.predict's formula.
+
+A function fitted after a change of variables (Callendar–Van Dusen, Steinhart–Hart: shared/domain/
+functions.py) is the same with φ replaced by ∂t_c/∂θ at the reading, and s carried from its fitted
+response to t_c by ∂t_c/∂y (first order: the delta method, what GUM 5.1.2 states).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
 
 from shared.domain.calibration import student_t_quantile
+from shared.domain.functions import Forward, function_of
+from shared.domain.model_stats import polynomial_design
 
 
 def predicted(design: np.ndarray, theta: np.ndarray) -> np.ndarray:
@@ -50,6 +60,49 @@ def observation_interval(
     t = student_t_quantile((1 + level) / 2, dof)
     half = t * np.sqrt(residual_sd**2 + np.square(standard_uncertainty(design, covariance)))
     return centre - half, centre + half
+
+
+def polynomial_forward(theta: np.ndarray, t_u: np.ndarray) -> Forward:
+    """A polynomial's predictions at the readings t_u and their derivatives (shared/domain/functions.Forward):
+    to the coefficients (the design row), to t_u (Σ k·a_k·t_u^(k−1)) and to the response (1)."""
+    degree = len(theta) - 1
+    design = polynomial_design(t_u, degree)
+    # ∂f/∂t_u: the design's columns t_u^(k−1) are the ones before t_u^k.
+    slope = sum((k * theta[k - 1] * t_u ** (k - 1) for k in range(1, degree + 1)), np.zeros_like(t_u))
+    return Forward(design @ theta, design, slope, np.ones_like(t_u))
+
+
+def forward_of(stored_model: dict[str, Any]) -> Callable[[np.ndarray, np.ndarray], Forward]:
+    """How a fit of this stored `model` (not the line) predicts t_c from readings, in its coefficients."""
+    function = function_of(stored_model)
+    return function.forward if function is not None else polynomial_forward
+
+
+def curve(
+    stored_model: dict[str, Any], coefficients: Sequence[float], t_u: np.ndarray, points: int = 97
+) -> list[list[float]]:
+    """[t_u, t_c] pairs of the fitted function across the readings' range, for a chart (no point that
+    float64 cannot hold, where a function has no value)."""
+    if len(t_u) == 0:
+        return []
+    across = np.linspace(float(np.min(t_u)), float(np.max(t_u)), points)
+    with np.errstate(all="ignore"):
+        values = forward_of(stored_model)(np.asarray(coefficients, dtype=np.float64), across).t_c
+    return [[float(u), float(c)] for u, c in zip(across, values, strict=True) if math.isfinite(c)]
+
+
+def forward_interval(
+    at_opt: Forward, covariance: np.ndarray, residual_sd: float, dof: int, level: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The `level` interval for a new observation's t_c, around the least-squares function's
+    prediction (`at_opt`): t·sqrt(∂ᵀΣ∂ + (∂t_c/∂y·s)²), the residual scatter s carried from the
+    fitted response to t_c through the function's slope (first order; exact for a polynomial)."""
+    t = student_t_quantile((1 + level) / 2, dof)
+    spread = np.square(at_opt.d_response * residual_sd) + np.square(
+        standard_uncertainty(at_opt.d_coefficients, covariance)
+    )
+    half = t * np.sqrt(spread)
+    return at_opt.t_c - half, at_opt.t_c + half
 
 
 def line_covariance(se_w: float, se_b: float, cov_wb: float) -> np.ndarray:

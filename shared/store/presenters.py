@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
+
+import numpy as np
 
 from shared.contract.optimizers import FLAT_OPTIONS
 from shared.contract.responses import serve
@@ -19,6 +22,7 @@ from shared.contract.schemas import (
     InstrumentPublic,
     WebhookDeliveryList,
 )
+from shared.domain.functions import Function, function_of
 from shared.domain.model_stats import uncertainty_of
 from shared.domain.predictions import line_covariance
 from shared.store import calibrations
@@ -137,6 +141,9 @@ def model_parameters(fit: Fit) -> dict[str, Any] | None:
     names = list(solution.get("names") or [])
     values, gaps = fitted.get("values") or [], fitted.get("gap_se")
     opt, covariance = solution.get("parameters_opt") or [], solution.get("covariance")
+    function = function_of(fit.model)
+    if function is not None:
+        names, values, opt, covariance, gaps = _presented(function, values, opt, covariance, gaps)
     u = [uncertainty_of(row[j]) for j, row in enumerate(covariance)] if covariance else [None] * len(names)
     return {
         **dict.fromkeys(("w", "b", "w_raw", "b_raw", "w_opt", "b_opt", "gap", "se_w", "se_b", "cov_wb")),
@@ -153,6 +160,38 @@ def model_parameters(fit: Fit) -> dict[str, Any] | None:
         "standard_uncertainties": dict(zip(names, u, strict=True)),
         "covariance": covariance if covariance and all(v is not None for row in covariance for v in row) else None,
     }
+
+
+def _presented(
+    function: Function,
+    values: list[float | None],
+    opt: list[float | None],
+    covariance: list[list[float | None]] | None,
+    gaps: list[float | None] | None,
+) -> tuple[list[str], list[float | None], list[float | None], list[list[float | None]] | None, Any]:
+    """A transformed function's coefficients as the parameters users read (Callendar–Van Dusen's A,
+    B, C, R0), the covariance through the map's Jacobian at the least-squares coefficients, and each
+    gap in the presented parameters' standard uncertainties."""
+    names, shown, _ = function.presented(np.array([math.nan if v is None else v for v in values]))
+    out_values = [_finite(v) for v in shown]
+    if not opt or None in opt:
+        return list(names), out_values, [], None, None
+    _, shown_opt, jacobian = function.presented(np.array(opt, dtype=np.float64))
+    out_opt = [_finite(v) for v in shown_opt]
+    if not covariance or any(v is None for row in covariance for v in row):
+        return list(names), out_values, out_opt, None, gaps if gaps is None else None
+    matrix = jacobian @ np.array(covariance, dtype=np.float64) @ jacobian.T
+    u = np.sqrt(np.clip(np.diag(matrix), 0, None))
+    shown_gaps = (
+        [_finite(float((v - o) / s)) if s > 0 else None for v, o, s in zip(shown, shown_opt, u, strict=True)]
+        if gaps is not None
+        else None
+    )
+    return list(names), out_values, out_opt, [[_finite(v) for v in row] for row in matrix], shown_gaps
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
 
 
 def _result_common(fit: Fit) -> dict[str, Any]:

@@ -3,6 +3,10 @@ its uncertainty and least-squares value, and the gap of each where it has not co
 
 from __future__ import annotations
 
+import html
+import json
+import re
+
 from flask.testing import FlaskClient
 
 from services.cli.tables import fit_summary
@@ -24,11 +28,15 @@ def test_the_fit_page_and_the_cli_show_a_quadratic_by_its_parameters(client: Fla
     fit = client.get(f"/v1/fits/{fit_id}").get_json()
     page = client.get(f"/ui/fits/{fit_id}").get_data(as_text=True)
     assert 'id="curve"' in page and "t_u²" in page and "(polynomial of degree 2)" in page
-    assert 'data-coefficients="[' in page.replace("&#34;", '"') or "data-coefficients=" in page
+    # The curve across the readings, as the predictions compute it: its ends are the fit's predictions.
+    points = json.loads(html.unescape(re.search(r'data-curve="([^"]*)"', page).group(1)))  # type: ignore[union-attr]
+    ends = client.post(f"/v1/fits/{fit_id}/predict", json={"t_u": [min(T_U), max(T_U)]}).get_json()["t_c"]
+    assert len(points) == 97 and [points[0][1], points[-1][1]] == ends
+    assert "data-curve-opt=" in page  # not converged: the least-squares curve beside it
     assert "data-w=" not in page
     assert "SE in a2" in page  # 300 epochs: not converged, its gap by parameter
     report = client.get(f"/ui/fits/{fit_id}/report").get_data(as_text=True)
     assert 'id="report-curve"' in report and "u(a2)" in report and "f(t_u)" in report
-    assert "data-coefficients=" in report and "— over" not in report  # the residual RMS is computed
+    assert "data-curve=" in report and "— over" not in report  # the residual RMS is computed
     table = fit_summary(fit)
     assert "polynomial, degree 2" in table and "SE in a2" in table and "least squares" in table

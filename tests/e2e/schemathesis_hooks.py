@@ -27,6 +27,10 @@ The rules, each with the repair made:
   "finite_difference" only: otherwise its delta is dropped;
 - a polynomial of degree d needs at least d + 1 training points: its degree is lowered to the
   training points less one;
+- Callendar–Van Dusen and Steinhart–Hart take resistances > 0 (each t_u becomes |t_u| + 1) and
+  temperatures in their range (t_c is clipped to −200…850 °C, or above −273 °C), no u_t_c and no
+  instrument (both set to null), and 3 training points (4 for Callendar–Van Dusen with one below
+  0 °C): with fewer, the model becomes the line;
 - an instrument's calibrations are lines for now: a fit naming an instrument with another model
   has its instrument set to null;
 - an instrument's limits have lower < upper: they are swapped, or set one either side of an equal
@@ -119,8 +123,13 @@ def _split(fit: dict[str, Any], merged: dict[str, Any]) -> list[int]:
 def _spread(fit: dict[str, Any], merged: dict[str, Any], held: list[int]) -> None:
     if _value(merged, "normalize") != "standardize":
         return
-    training = np.delete(np.asarray(fit["t_u"], dtype=np.float64), held)
+    # What normalize acts on: t_u, or a transformed function's regressor (shared/domain/functions.py).
+    kind = (merged.get("model") or {}).get("kind") if isinstance(merged.get("model"), dict) else None
+    values = fit["t_c"] if kind == "callendar_van_dusen" else fit["t_u"]
+    training = np.delete(np.asarray(values, dtype=np.float64), held)
     with np.errstate(all="ignore"):
+        if kind == "steinhart_hart":
+            training = np.log(training)
         mean, sd = float(training.mean()), float(training.std())
         scale = 1 / sd if sd > 0 else math.inf
     if not (math.isfinite(mean) and math.isfinite(scale) and scale > 0):
@@ -161,6 +170,27 @@ def _model_within_its_points(fit: dict[str, Any], defaults: dict[str, Any], held
         fit["instrument"] = None
 
 
+# The functions fitted after a change of variables: their domain of t_c, and the fewest points.
+_FUNCTIONS = {"callendar_van_dusen": (-200.0, 850.0), "steinhart_hart": (-273.0, math.inf)}
+
+
+def _within_the_functions_domain(fit: dict[str, Any], defaults: dict[str, Any], held: list[int]) -> None:
+    model = {**defaults, **fit}.get("model")
+    kind = model.get("kind") if isinstance(model, dict) else None
+    if kind not in _FUNCTIONS:
+        return
+    lowest, highest = _FUNCTIONS[kind]
+    fit["t_u"] = [abs(r) + 1.0 for r in fit["t_u"]]
+    fit["t_c"] = [min(max(t, lowest), highest) for t in fit["t_c"]]
+    fit["u_t_c"] = None
+    if {**defaults, **fit}.get("instrument") is not None:
+        fit["instrument"] = None
+    training_t_c = np.delete(np.asarray(fit["t_c"], dtype=np.float64), held)
+    needed = 4 if kind == "callendar_van_dusen" and (training_t_c < 0).any() else 3
+    if len(training_t_c) < needed:
+        fit["model"] = {"kind": "line"}
+
+
 def _repair(fit: dict[str, Any], defaults: dict[str, Any]) -> None:
     if not isinstance(fit.get("t_u"), list) or not isinstance(fit.get("t_c"), list):
         return
@@ -170,6 +200,7 @@ def _repair(fit: dict[str, Any], defaults: dict[str, Any]) -> None:
     _pair(fit)
     _one_uncertainty_per_value(fit, "t_c", "u_t_c", 1.0)
     held = _split(fit, {**defaults, **fit})
+    _within_the_functions_domain(fit, defaults, held)
     _spread(fit, {**defaults, **fit}, held)
     _model_within_its_points(fit, defaults, held)
 

@@ -23,9 +23,8 @@ from services.api.problems import TITLES, Problem
 from services.api.requests import query
 from services.api.tenancy import current_tenant, owned_or_404
 from shared.contract.queries import FitListQuery
-from shared.domain.model_stats import polynomial_design
 from shared.domain.packing import unpack_f64
-from shared.domain.predictions import predicted
+from shared.domain.predictions import curve, forward_of
 from shared.store import calibrations, tokens
 from shared.store.models import STATUSES, SUCCEEDED, TERMINAL, Batch, Fit, Instrument
 from shared.store.presenters import drifted, fit_json, instrument_fields, iso
@@ -41,12 +40,6 @@ def num(value: object, fmt: str) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return "—"
     return fmt % value
-
-
-@bp.app_template_filter("ascending")
-def ascending(parameters: dict[str, float]) -> list[float]:
-    """A polynomial's parameters {a0, a1, …} as its coefficients by ascending power of t_u (the chart's)."""
-    return [parameters[f"a{k}"] for k in range(len(parameters))]
 
 
 @bp.app_template_filter("polynomial")
@@ -182,8 +175,25 @@ def home() -> str:
 @bp.get("/fits/<fit_id>")
 def fit_page(fit_id: str) -> str:
     with current_services().db.session() as session:
-        fit = fit_json(owned_or_404(session, Fit, fit_id, "fit"))
-    return render_template("fit.html", fit=fit, running=fit["status"] not in TERMINAL, buckets=CHART_BUCKETS)
+        row = owned_or_404(session, Fit, fit_id, "fit")
+        fit = fit_json(row)
+        curves = curves_of(row)
+    return render_template(
+        "fit.html", fit=fit, running=fit["status"] not in TERMINAL, buckets=CHART_BUCKETS, curves=curves
+    )
+
+
+def curves_of(fit: Fit) -> dict[str, list[list[float]]]:
+    """A fit of a model other than the line: its fitted curve and the least-squares one, sampled
+    across its readings for the data chart (shared/domain/predictions.curve), in t_u → t_c."""
+    if fit.model is None or fit.status != SUCCEEDED or not fit.parameters:
+        return {}
+    t_u = unpack_f64(fit.t_u)
+    found = {"fitted": curve(fit.model, fit.parameters["values"], t_u)}
+    opt = (fit.solution or {}).get("parameters_opt")
+    if opt and None not in opt:
+        found["optimum"] = curve(fit.model, opt, t_u)
+    return found
 
 
 @bp.get("/batches/<batch_id>")
@@ -288,15 +298,16 @@ def report_page(fit_id: str) -> str:
         fit = owned_or_404(session, Fit, fit_id, "fit")
         t_u, t_c = unpack_f64(fit.t_u), unpack_f64(fit.t_c)
         verdict = calibrations.stored_drift_of(session, [fit.id], svc.settings.drift_threshold).get(fit.id)
+        curves = curves_of(fit)
         body = fit_json(fit)
     raw = fit.raw_params()
     result = body["result"]
     if raw is not None:
         residuals = t_c - (raw[0] * t_u + raw[1])
-    elif result is not None and result["w_raw"] is None:
-        # Any other model: its polynomial in t_u, as predictions compute it.
-        theta = np.array([result["parameters"][name] for name in result["parameter_names"]])
-        residuals = t_c - predicted(polynomial_design(t_u, len(theta) - 1), theta)
+    elif result is not None and result["w_raw"] is None and fit.model is not None and fit.parameters:
+        # Any other model: its function of t_u, as predictions compute it (from its coefficients).
+        with np.errstate(all="ignore"):
+            residuals = t_c - forward_of(fit.model)(np.array(fit.parameters["values"], dtype=np.float64), t_u).t_c
     else:
         residuals = None
 
@@ -314,6 +325,7 @@ def report_page(fit_id: str) -> str:
     return render_template(
         "report.html",
         fit=body,
+        curves=curves,
         rows=[row(i) for i in range(min(len(t_u), REPORT_ROWS))],
         total=len(t_u),
         residual_points=[[row(i)["t_u"], row(i)["residual"], 0, False] for i in shown] if residuals is not None else [],

@@ -29,6 +29,7 @@ import torch
 
 from services.worker.engine.series import Moments, SeriesBatch, loss_at
 from services.worker.engine.spectra import GramSpectrum, LineSpectrum, Spectrum, gram_hessian
+from shared.domain.functions import CallendarVanDusen, Function, SteinhartHart
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,12 @@ class LinearInParameters(Model):
         """(...,) model-space inputs → (..., q)."""
         raise NotImplementedError
 
+    def point_features(self, batch: SeriesBatch) -> torch.Tensor:
+        """(P, q): every point's features."""
+        return self.features(batch.x)
+
     def moments(self, batch: SeriesBatch) -> FeatureMoments:
-        f = self.features(batch.x)  # (P, q)
+        f = self.point_features(batch)  # (P, q)
         mean_f = batch.segment_mean(f)
         mean_y = batch.segment_mean(batch.y)
         df = f - mean_f[batch.seg]
@@ -158,7 +163,7 @@ class LinearInParameters(Model):
 
     def residuals(self, batch: SeriesBatch, theta: torch.Tensor) -> torch.Tensor:
         at = theta[batch.seg]
-        return (self.features(batch.x) * at[:, :-1]).sum(-1) + at[:, -1] - batch.y
+        return (self.point_features(batch) * at[:, :-1]).sum(-1) + at[:, -1] - batch.y
 
     def loss_at(self, moments: FeatureMoments, theta: torch.Tensor) -> torch.Tensor:
         m = moments
@@ -166,7 +171,9 @@ class LinearInParameters(Model):
         coef, const = theta[..., :-1], theta[..., -1]
         r = (coef * m.mean_f[lead]).sum(-1) + const - m.mean_y[lead]
         quadratic = torch.einsum("...i,...ij,...j->...", coef, m.cov_ff[lead], coef)
-        return quadratic - 2 * (coef * m.cov_fy[lead]).sum(-1) + m.var_y[lead] + r * r
+        loss = quadratic - 2 * (coef * m.cov_fy[lead]).sum(-1) + m.var_y[lead] + r * r
+        # A mean square is not negative: at an exact fit the sum above is rounding noise of either sign.
+        return loss.clamp_min(0.0)
 
     def gradient_at(self, moments: FeatureMoments, theta: torch.Tensor) -> torch.Tensor:
         m = moments
@@ -219,11 +226,42 @@ class Polynomial(LinearInParameters):
         return torch.cat([raw[:, 1:], raw[:, :1]], 1)
 
 
+class Transformed(LinearInParameters):
+    """A function fitted after a change of variables (Callendar–Van Dusen, Steinhart–Hart): the batch
+    holds its regressor and response (x = (v − shift)·scale, y), and its model-space features Mᵀ·φ(v)
+    and raw map M come from shared/domain/functions.py, so the API's least squares and the engine fit
+    one function."""
+
+    def __init__(self, function: Function) -> None:
+        self.function = function
+        self.kind = function.kind  # type: ignore[misc]
+        self.names = function.names
+
+    def point_features(self, batch: SeriesBatch) -> torch.Tensor:
+        assert batch.input_scale is not None and batch.input_shift is not None
+        scale, shift = batch.input_scale[batch.seg], batch.input_shift[batch.seg]
+        v = batch.x / scale + shift
+        design = self.function.model_design(*(t.cpu().numpy() for t in (v, shift, scale)))
+        return torch.from_numpy(design[:, :-1]).to(batch.x.device)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("a transformed function's features need each point's fit: point_features")
+
+    def raw_map(self, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        found = self.function.raw_map(shift.cpu().numpy(), scale.cpu().numpy())
+        return torch.from_numpy(found).to(scale.device)
+
+
 LINE = Line()
 
 
 # Each model by the kind a fit names (shared/design/API.md, "Models beyond a line"), built from its options.
-MODELS: dict[str, Callable[..., Model]] = {"line": lambda: LINE, "polynomial": lambda degree: Polynomial(int(degree))}
+MODELS: dict[str, Callable[..., Model]] = {
+    "line": lambda: LINE,
+    "polynomial": lambda degree: Polynomial(int(degree)),
+    "callendar_van_dusen": lambda below_zero: Transformed(CallendarVanDusen(bool(below_zero))),
+    "steinhart_hart": lambda: Transformed(SteinhartHart()),
+}
 
 
 def model_of(kind: str, **options: Any) -> Model:

@@ -41,6 +41,10 @@ class SeriesBatch:
     # equal. With stated uncertainties u(t_c) the weights are 1/u² (ISO/TS 28037 clause 6), so the
     # loss is the weighted mean square Σ w r² / Σ w and every average below is weighted the same way.
     weight: torch.Tensor | None = None  # (P,) float64
+    # Each fit's x = (v − shift)·scale, (B,): a transformed function's features depend on them
+    # (services/worker/engine/models.Transformed).
+    input_scale: torch.Tensor | None = None
+    input_shift: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -88,6 +92,10 @@ class SeriesBatch:
             b0=torch.tensor(b0, dtype=f64, device=device),
             epochs=torch.tensor(epochs, dtype=torch.int64, device=device),
             weight=weight,
+            input_scale=torch.tensor(input_scale, dtype=f64, device=device),
+            input_shift=torch.tensor(
+                input_shift if input_shift is not None else [0.0] * len(counts), dtype=f64, device=device
+            ),
         )
 
     def segment_mean(self, values: torch.Tensor) -> torch.Tensor:

@@ -105,16 +105,10 @@ async function drawDataChart(svg) {
   const w = svg.dataset.w === undefined ? null : Number(svg.dataset.w), b = Number(svg.dataset.b);
   // A fit that has not converged: the least-squares line it has not reached, drawn dashed beside it.
   const wOpt = svg.dataset.wOpt === undefined ? null : Number(svg.dataset.wOpt), bOpt = Number(svg.dataset.bOpt);
-  // Any other model: its curve, from its coefficients by ascending power of t_u, sampled across the data.
-  const curve = (name) => {
-    if (svg.dataset[name] === undefined) return null;
-    const c = JSON.parse(svg.dataset[name]);
-    return Array.from({ length: 97 }, (_, i) => {
-      const u = xlo + ((xhi - xlo) * i) / 96;
-      return [u, c.reduceRight((acc, coefficient) => acc * u + coefficient, 0)];
-    });
-  };
-  const fittedCurve = curve("coefficients"), optimumCurve = curve("coefficientsOpt");
+  // Any other model: its curve as [t_u, t_c] points across the data, sampled by the server with the
+  // function the predictions use (a Callendar–Van Dusen fit is inverted there, not here).
+  const curve = (name) => (svg.dataset[name] === undefined ? null : JSON.parse(svg.dataset[name]));
+  const fittedCurve = curve("curve"), optimumCurve = curve("curveOpt");
   const ylist = data.t_c.concat(w === null ? [] : [w * xlo + b, w * xhi + b])
     .concat(wOpt === null ? [] : [wOpt * xlo + bOpt, wOpt * xhi + bOpt])
     .concat((fittedCurve || []).map((p) => p[1]), (optimumCurve || []).map((p) => p[1]));
