@@ -13,8 +13,9 @@ never a truncated 200.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -26,7 +27,8 @@ import pyarrow.csv as pa_csv
 from services.api import spreadsheets
 from services.api.problems import Problem
 from shared.domain import calibration
-from shared.domain.predictions import forward_uncertainty
+from shared.domain.functions import Forward
+from shared.domain.predictions import forward_interval, forward_of, forward_uncertainty, standard_uncertainty
 from shared.store.models import Fit
 
 COLUMNS = ["instrument", "t_u", "t_c", "lower", "upper", "fit_id"]
@@ -124,8 +126,41 @@ def _first_unreadable(body: IO[bytes]) -> Problem | None:
 
 
 @dataclass(frozen=True)
+class Function:
+    """An instrument whose calibration is not a line: how it reads t_u (shared/domain/predictions.forward_of),
+    its coefficients and their covariance, and for bounds its least-squares coefficients, residual SD and dof."""
+
+    forward: Callable[[np.ndarray, np.ndarray], Forward]
+    coefficients: np.ndarray
+    covariance: np.ndarray | None
+    opt: np.ndarray | None
+    residual_sd: float | None
+    dof: int
+
+    @classmethod
+    def of(cls, fit: Fit) -> Function:
+        assert fit.model is not None and fit.parameters is not None
+        solution = fit.solution or {}
+        given, opt = solution.get("covariance"), solution.get("parameters_opt")
+        usable = given is not None and all(v is not None for row in given for v in row)
+        values = np.asarray(fit.parameters["values"], dtype=np.float64)
+        return cls(
+            forward=forward_of(fit.model),
+            coefficients=values,
+            covariance=np.asarray(given, dtype=np.float64) if usable else None,
+            opt=np.asarray(opt, dtype=np.float64) if opt and None not in opt else None,
+            residual_sd=fit.residual_sd,
+            dof=fit.n_train - len(values),
+        )
+
+    def can_bound(self) -> bool:
+        return self.covariance is not None and self.opt is not None and self.residual_sd is not None and self.dof > 0
+
+
+@dataclass(frozen=True)
 class Lines:
-    """The calibrations applied, as arrays indexed alike: one per instrument."""
+    """The calibrations applied, as arrays indexed alike: one per instrument (a line's w and b; 0 for an
+    instrument whose calibration is another function, which `functions` holds by the same index)."""
 
     index: dict[str, int]
     w: np.ndarray
@@ -138,10 +173,13 @@ class Lines:
     sxx: np.ndarray | None = None
     # For u_t_c: each calibration's covariance of (w, b), (instruments, 2, 2).
     covariance: np.ndarray | None = None
+    functions: dict[int, Function] = field(default_factory=dict)
+    interval: float | None = None
+    uncertain: bool = False
 
 
 def lines_for(readings: Readings, current: dict[str, Fit], known: set[str], interval: float | None) -> Lines:
-    """Each instrument's line, checked: known to this tenant, calibrated, able to give the bounds
+    """Each instrument's calibration, checked: known to this tenant, calibrated, able to give the bounds
     asked for, and finite over its whole range of readings (a 4xx naming a row otherwise)."""
     names = sorted(readings.first_row, key=readings.first_row.__getitem__)
     for name in names:
@@ -150,36 +188,7 @@ def lines_for(readings: Readings, current: dict[str, Fit], known: set[str], inte
         if fit is None:
             why = "has no succeeded calibration yet" if name in known else "is not an instrument of yours"
             raise _row_problem(422, row, f"instrument {name!r} {why}", "unknown-instrument")
-        spread = fit.prediction_spread() if interval is not None else None
-        if interval is not None and spread is None:
-            raise _row_problem(
-                409, row, f"the calibration of {name!r} (fit {fit.id}) cannot give prediction bounds", "no-interval"
-            )
-        if readings.uncertain and fit.covariance() is None:
-            raise _row_problem(
-                409,
-                row,
-                f"the calibration of {name!r} (fit {fit.id}) has no covariance of its parameters: it cannot give u_t_c",
-                "no-uncertainty",
-            )
-        if (interval is not None or readings.uncertain) and fit.converged is False:
-            raise _row_problem(
-                409,
-                row,
-                f"the calibration of {name!r} (fit {fit.id}) has not converged: its bounds would not describe its line",
-                "not-converged",
-            )
-        raw = fit.raw_params()
-        assert raw is not None
-        try:
-            calibration.predict(*raw, [readings.low[name], readings.high[name]], interval=interval, spread=spread)
-        except calibration.PredictionOutOfRange:
-            raise _row_problem(
-                409,
-                row,
-                f"a reading of {name!r} is calibrated past the range of a 64-bit float",
-                "prediction-out-of-range",
-            ) from None
+        _check(fit, name, row, readings, interval)
     fits = [current[name] for name in names]
     raws = [fit.raw_params() or (0.0, 0.0) for fit in fits]
     lines = Lines(
@@ -187,29 +196,84 @@ def lines_for(readings: Readings, current: dict[str, Fit], known: set[str], inte
         w=np.array([raw[0] for raw in raws]),
         b=np.array([raw[1] for raw in raws]),
         fit_ids=pa.array([fit.id for fit in fits]),
-        covariance=np.array([fit.covariance() for fit in fits]) if readings.uncertain else None,
+        covariance=np.array([_line_covariance(fit) for fit in fits]) if readings.uncertain else None,
+        functions={i: Function.of(fit) for i, fit in enumerate(fits) if fit.model is not None},
+        interval=interval,
+        uncertain=readings.uncertain,
     )
     if interval is None:
         return lines
-    spreads = [fit.prediction_spread() for fit in fits]
-    assert all(spreads)
-    ts = [calibration.student_t_quantile((1 + interval) / 2, s.n - 2) * s.residual_sd for s in spreads if s is not None]
-    return Lines(
-        lines.index,
-        lines.w,
-        lines.b,
-        lines.fit_ids,
+    spreads = [fit.prediction_spread() if fit.model is None else None for fit in fits]
+    ts = [
+        calibration.student_t_quantile((1 + interval) / 2, s.n - 2) * s.residual_sd if s is not None else 0.0
+        for s in spreads
+    ]
+    return dataclasses.replace(
+        lines,
         ts=np.array(ts),
-        n=np.array([s.n for s in spreads if s is not None], dtype=np.float64),
-        mean=np.array([s.t_u_mean for s in spreads if s is not None]),
-        sxx=np.array([s.t_u_sxx for s in spreads if s is not None]),
-        covariance=lines.covariance,
+        n=np.array([s.n if s is not None else 1.0 for s in spreads], dtype=np.float64),
+        mean=np.array([s.t_u_mean if s is not None else 0.0 for s in spreads]),
+        sxx=np.array([s.t_u_sxx if s is not None else 1.0 for s in spreads]),
     )
+
+
+def _line_covariance(fit: Fit) -> np.ndarray:
+    found = fit.covariance() if fit.model is None else None
+    return found if found is not None else np.zeros((2, 2))
+
+
+def _check(fit: Fit, name: str, row: int, readings: Readings, interval: float | None) -> None:
+    """One instrument's calibration can give what the request asks for, over its whole range of readings."""
+    function = Function.of(fit) if fit.model is not None else None
+    if interval is not None and (function.can_bound() if function else fit.prediction_spread() is not None) is False:
+        raise _row_problem(
+            409, row, f"the calibration of {name!r} (fit {fit.id}) cannot give prediction bounds", "no-interval"
+        )
+    has_covariance = function.covariance is not None if function else fit.covariance() is not None
+    if readings.uncertain and not has_covariance:
+        raise _row_problem(
+            409,
+            row,
+            f"the calibration of {name!r} (fit {fit.id}) has no covariance of its parameters: it cannot give u_t_c",
+            "no-uncertainty",
+        )
+    if (interval is not None or readings.uncertain) and fit.converged is False:
+        raise _row_problem(
+            409,
+            row,
+            f"the calibration of {name!r} (fit {fit.id}) has not converged: its bounds would not describe its line",
+            "not-converged",
+        )
+    ends = [readings.low[name], readings.high[name]]
+    if function is not None:
+        # A function may have no value inside the range (a Callendar–Van Dusen curve past its turning
+        # point): every reading of the instrument is checked in the second pass; the ends here.
+        with np.errstate(all="ignore"):
+            finite = np.isfinite(function.forward(function.coefficients, np.asarray(ends)).t_c).all()
+        if not finite:
+            raise _row_problem(
+                409,
+                row,
+                f"a reading of {name!r} has no value on its calibration (fit {fit.id}), or one past a 64-bit float",
+                "prediction-out-of-range",
+            )
+        return
+    raw = fit.raw_params()
+    assert raw is not None
+    try:
+        calibration.predict(*raw, ends, interval=interval, spread=fit.prediction_spread() if interval else None)
+    except calibration.PredictionOutOfRange:
+        raise _row_problem(
+            409,
+            row,
+            f"a reading of {name!r} is calibrated past the range of a 64-bit float",
+            "prediction-out-of-range",
+        ) from None
 
 
 def calibrated(body: IO[bytes], lines: Lines) -> Iterator[bytes]:
     """The answer's CSV, block by block; closes the body at the end."""
-    uncertain = lines.covariance is not None
+    uncertain = lines.uncertain
     try:
         yield (",".join(COLUMNS + (["u_t_c"] if uncertain else [])) + "\n").encode()
         options = pa_csv.WriteOptions(include_header=False)
@@ -228,15 +292,50 @@ def _calibrate(block: pa.RecordBatch, lines: Lines) -> pa.Table:
     at = positions[encoded.indices.to_numpy()]
     u = t_u.to_numpy()
     t_c = lines.w[at] * u + lines.b[at]
-    columns: dict[str, Any] = {"instrument": spreadsheets.text_column(names), "t_u": t_u, "t_c": t_c}
+    lower = upper = None
     if lines.ts is not None and lines.n is not None and lines.mean is not None and lines.sxx is not None:
         d = u - lines.mean[at]
         half = lines.ts[at] * np.sqrt(1 + 1 / lines.n[at] + d * d / lines.sxx[at])
-        columns |= {"lower": t_c - half, "upper": t_c + half}
-    else:
-        empty = pa.nulls(len(u), pa.float64())
-        columns |= {"lower": empty, "upper": empty}
-    columns["fit_id"] = lines.fit_ids.take(pa.array(at))
+        lower, upper = t_c - half, t_c + half
+    u_t_c = None
     if lines.covariance is not None:
-        columns["u_t_c"] = forward_uncertainty(u, lines.w[at], lines.covariance[at], block.column(2).to_numpy())
+        u_t_c = forward_uncertainty(u, lines.w[at], lines.covariance[at], block.column(2).to_numpy())
+    for position in np.unique(at) if lines.functions else ():
+        function = lines.functions.get(int(position))
+        if function is None:
+            continue
+        mine = at == position
+        _apply_function(function, u[mine], mine, t_c, lower, upper, u_t_c, block, lines.interval)
+    columns: dict[str, Any] = {"instrument": spreadsheets.text_column(names), "t_u": t_u, "t_c": t_c}
+    empty = pa.nulls(len(u), pa.float64())
+    columns |= {"lower": empty, "upper": empty} if lower is None else {"lower": lower, "upper": upper}
+    columns["fit_id"] = lines.fit_ids.take(pa.array(at))
+    if u_t_c is not None:
+        columns["u_t_c"] = u_t_c
     return pa.table(columns)
+
+
+def _apply_function(
+    function: Function,
+    readings: np.ndarray,
+    mine: np.ndarray,
+    t_c: np.ndarray,
+    lower: np.ndarray | None,
+    upper: np.ndarray | None,
+    u_t_c: np.ndarray | None,
+    block: pa.RecordBatch,
+    interval: float | None,
+) -> None:
+    """One instrument's rows of a block, on its calibration's function (in place): t_c, the bounds
+    about its least-squares function and u_t_c, as POST /v1/fits/{id}/predict computes them."""
+    with np.errstate(all="ignore"):
+        own = function.forward(function.coefficients, readings)
+        t_c[mine] = own.t_c
+        if interval is not None and lower is not None and upper is not None:
+            assert function.opt is not None and function.covariance is not None and function.residual_sd is not None
+            at_opt = function.forward(function.opt, readings)
+            low, high = forward_interval(at_opt, function.covariance, function.residual_sd, function.dof, interval)
+            lower[mine], upper[mine] = low, high
+        if u_t_c is not None and function.covariance is not None:
+            given = block.column(2).to_numpy()[mine]
+            u_t_c[mine] = standard_uncertainty(own.d_coefficients, function.covariance, own.d_t_u, given)

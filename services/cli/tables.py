@@ -202,4 +202,10 @@ def instrument_history(instrument: dict[str, Any]) -> str:
             f"{verdict:<8} {_num(drift.get('as_found_rms'), 3):>9} {_num(drift.get('as_left_rms'), 3):>9}  "
             f"{(cal.get('decision') or {}).get('verdict') or '':<16}  {cal['fit_id'][:8]}"
         )
+        model = cal.get("model") or {"kind": "line"}
+        if model["kind"] != "line":
+            # Another function: its parameters on a line of their own, under the blank w_raw and b_raw.
+            u = cal.get("standard_uncertainties") or {}
+            shown = "; ".join(f"{n} {_num(v)} ± {_num(u.get(n), 2)}" for n, v in (cal.get("parameters") or {}).items())
+            lines.append(f"  {'':<19} {model['kind']}: {shown}")
     return "\n".join(lines)

@@ -105,6 +105,9 @@ DRIFT = {"chi2": 41.7, "p_value": 8.8e-10, "flagged": True, "as_found_rms": 0.41
 CALIBRATION = {
     "fit_id": FIT_ID,
     "calibrated_at": "2026-11-27T23:00:00.000Z",
+    "model": {"kind": "line"},
+    "parameters": {"w": 0.50412, "b": -16.6213},
+    "standard_uncertainties": {"w": 0.00061, "b": 0.0352},
     "w_raw": 0.50412,
     "b_raw": -16.6213,
     "se_w": 0.00061,

@@ -336,7 +336,7 @@ class FitOptions(BaseModel):
         '{"kind": "steinhart_hart"} (t_u in Ω > 0; 1/(t_c + 273.15) = a + b·ln t_u + c·(ln t_u)³). '
         "The last two are fitted in their linear form (shared/domain/functions.py): the loss is in the "
         "units of their response (Ω² for Callendar–Van Dusen, K⁻² for Steinhart–Hart), and they take "
-        "no u_t_c and no instrument yet",
+        "no u_t_c yet",
     )
     learning_rate: LearningRate = 0.01
     init: Init = Field(default_factory=Init, json_schema_extra={"example": {"w": 1.0, "b": 0.0}})
@@ -593,13 +593,6 @@ class FitCreate(FitOptions):
                     "needed": needed,
                     "training": training,
                 },
-            )
-        if self.instrument is not None:
-            # An instrument's calibrations, drift and apply are lines' (shared/store/calibrations.py).
-            raise PydanticCustomError(
-                "model_mismatch",
-                'instrument calibrations are lines for now: a fit with an instrument takes model "line"',
-                {"field": "instrument"},
             )
         return self
 
@@ -1217,8 +1210,20 @@ class CalibrationPublic(Served):
     model_config = ConfigDict(json_schema_extra={"example": examples.CALIBRATION_PUBLIC_EXAMPLE})
     fit_id: str
     calibrated_at: str = Field(description="when the fit's readings were submitted (its created_at)")
-    w_raw: float
-    b_raw: float
+    model: ModelSpec = Field(
+        json_schema_extra={"example": {"kind": "line"}}, description="the function this calibration fitted"
+    )
+    parameters: dict[str, float | None] = Field(
+        description="its parameters in raw units by name (the line's w and b; a polynomial's a1 … a0; "
+        "Callendar–Van Dusen's A, B, C, R0; Steinhart–Hart's b, c, a)",
+        json_schema_extra={"example": {"w": 0.5367, "b": -17.3}},
+    )
+    standard_uncertainties: dict[str, float | None] = Field(
+        description="each parameter's standard uncertainty (null where the data do not determine it)",
+        json_schema_extra={"example": {"w": 0.0021, "b": 0.12}},
+    )
+    w_raw: float | None = Field(description="the line's slope in raw units (null for other models)")
+    b_raw: float | None = Field(description="the line's intercept in raw units (null for other models)")
     se_w: float | None
     se_b: float | None
     cov_wb: float | None

@@ -21,8 +21,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from shared.domain.predictions import line_variance
-
 Verdict = Literal["pass", "conditional pass", "conditional fail", "fail"]
 Rule = Literal["simple", "guard_band"]
 WORST_LAST: tuple[Verdict, ...] = ("pass", "conditional pass", "conditional fail", "fail")
@@ -64,20 +62,19 @@ def decide(
     t_u: np.ndarray,
     t_c: np.ndarray,
     u_t_c: np.ndarray,
-    previous: np.ndarray,
-    previous_covariance: np.ndarray | None,
+    found: np.ndarray,
+    u_found: np.ndarray,
     limits: tuple[float, float],
     rule: Literal["simple", "guard_band"],
     k: float,
 ) -> dict[str, Any]:
     """The previous calibration as found at a new calibration's points (API.md's decision): at each point
-    e = t_c − f_prev(t_u), u = sqrt(u_t_c² + u²(f_prev(t_u))) with u(f_prev) from the previous
-    calibration's covariance (0 where it has none), the probability of conformity and the verdict; and
-    the calibration's verdict, its worst point's. `previous`: the line (w, b) in raw units."""
-    w, b = float(previous[0]), float(previous[1])
-    error = t_c - (w * t_u + b)
-    u_pred = np.zeros_like(t_u) if previous_covariance is None else np.sqrt(line_variance(t_u, previous_covariance))
-    u = np.sqrt(np.square(u_t_c) + np.square(u_pred))
+    e = t_c − f_prev(t_u), u = sqrt(u_t_c² + u²(f_prev(t_u))), the probability of conformity and the
+    verdict; and the calibration's verdict, its worst point's. `found`: f_prev(t_u) at each point,
+    `u_found` its standard uncertainty from the previous calibration's covariance (0 where it has none),
+    as shared/store/drift.Calibration.read gives them for any model."""
+    error = t_c - found
+    u = np.sqrt(np.square(u_t_c) + np.square(u_found))
     lower, upper = limits
     verdicts = [verdict(float(e), float(ui), lower, upper, rule, k) for e, ui in zip(error, u, strict=True)]
     points = [

@@ -21,9 +21,10 @@ from sqlalchemy.dialects import postgresql
 
 from shared.domain.conformity import Rule, decide
 from shared.domain.packing import unpack_f64
+from shared.domain.splits import held_out_indices, split
 from shared.store import deliveries
 from shared.store.db import upsert_insert
-from shared.store.drift import Calibration, Drift, drift, verdict_row
+from shared.store.drift import Calibration, Drift, drift, needs_readings, verdict_row
 from shared.store.models import SUCCEEDED, DriftVerdict, Fit, Instrument, utcnow
 
 # What a calibration is read with (shared/drift.Calibration.of), as plain rows: a batch's verdicts
@@ -50,6 +51,9 @@ CALIBRATION_COLUMNS = (
     Fit.residual_sd,
     Fit.t_u_mean,
     Fit.t_u_sxx,
+    Fit.model,
+    Fit.parameters,
+    Fit.solution,
 )
 Calibrated = Fit | sa.Row[Any]
 
@@ -266,8 +270,22 @@ def record_drifts(session: so.Session, fit_ids: Sequence[str]) -> int:
 
     # flagged is left to the reader's threshold: 0 here only fills the dataclass.
     decisions = _decisions(session, pairs, known, of)
+    # Two lines' drift comes from the new fit's summary; any other pair's from its training points.
+    training = _training_points(
+        session,
+        [
+            (fit_id, known[fit_id].validation)
+            for previous, fit_id in pairs
+            if needs_readings(of(known[previous]), of(known[fit_id]))
+        ],
+    )
     verdicts = [
-        verdict_row(fit_id, previous, drift(of(known[previous]), of(known[fit_id]), 0.0), decisions.get(fit_id))
+        verdict_row(
+            fit_id,
+            previous,
+            drift(of(known[previous]), of(known[fit_id]), 0.0, training.get(fit_id)),
+            decisions.get(fit_id),
+        )
         for previous, fit_id in pairs
     ]
     if verdicts:
@@ -281,6 +299,20 @@ def record_drifts(session: so.Session, fit_ids: Sequence[str]) -> int:
             session, [row["fit_id"] for row in verdicts if row["verdict"] in deliveries.ALARMING]
         )
     return len(verdicts)
+
+
+def _training_points(
+    session: so.Session, fits: Sequence[tuple[str, dict[str, Any] | None]]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The training points (t_u, t_c) of these fits (id, validation), a thousand a query."""
+    validation = dict(fits)
+    found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for among in _among(session, Fit.id, sorted(validation)):
+        for row in session.execute(sa.select(Fit.id, Fit.t_u, Fit.t_c).where(among)):
+            held = held_out_indices(validation[row.id])
+            t_u, t_c = unpack_f64(row.t_u), unpack_f64(row.t_c)
+            found[row.id] = (split(t_u, held)[0], split(t_c, held)[0]) if held else (t_u, t_c)
+    return found
 
 
 _VERDICT_FIGURES = ("previous_id", "chi2", "p_value", "as_found_rms", "as_left_rms", "decision", "verdict")
@@ -323,16 +355,7 @@ def _decisions(
         stated = readings[fit_id].u_t_c
         # The new fit's stated u(t_c), or where none was stated its residual SD (0 where it has none).
         u_t_c = unpack_f64(stated) if stated is not None else np.full(len(t_c), row.residual_sd or 0.0)
-        decisions[fit_id] = decide(
-            t_u,
-            t_c,
-            u_t_c,
-            before.parameters(),
-            before.covariance(),
-            (lower, upper),
-            rule,
-            k,
-        )
+        decisions[fit_id] = decide(t_u, t_c, u_t_c, *before.read(t_u), (lower, upper), rule, k)
     return decisions
 
 

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from shared.contract.model_kinds import model_from_stored
 from shared.contract.optimizers import FLAT_OPTIONS
 from shared.contract.responses import serve
 from shared.contract.schemas import (
@@ -320,9 +321,13 @@ def batch_json(batch: Batch, progress: BatchProgress, drifted: int) -> dict[str,
 
 
 def calibration_fields(cal: Calibration, found: Drift | None, decision: dict[str, Any] | None = None) -> dict[str, Any]:
+    names, values, u = calibration_parameters(cal)
     return {
         "fit_id": cal.fit_id,
         "calibrated_at": iso(cal.calibrated_at),
+        "model": model_from_stored(cal.model).model_dump(),
+        "parameters": dict(zip(names, values, strict=True)),
+        "standard_uncertainties": dict(zip(names, u, strict=True)),
         "w_raw": cal.w_raw,
         "b_raw": cal.b_raw,
         "se_w": cal.se_w,
@@ -334,6 +339,27 @@ def calibration_fields(cal: Calibration, found: Drift | None, decision: dict[str
         "drift": None if found is None else dataclasses.asdict(found),
         "decision": decision,
     }
+
+
+def calibration_parameters(cal: Calibration) -> tuple[list[str], list[float | None], list[float | None]]:
+    """A calibration's parameters as users read them, with their standard uncertainties: the line's w
+    and b; a polynomial's a1 … a0; a transformed function's (Callendar–Van Dusen's A, B, C, R0
+    through the Jacobian of its coefficients)."""
+    if cal.model is None:
+        return ["w", "b"], [cal.w_raw, cal.b_raw], [cal.se_w, cal.se_b]
+    coefficients, covariance = cal.parameters(), cal.covariance()
+    function = function_of(cal.model)
+    if function is None:
+        names: list[str] = list(model_from_stored(cal.model).parameter_names)
+        values, jacobian = coefficients, np.eye(len(coefficients))
+    else:
+        shown, values, jacobian = function.presented(coefficients)
+        names = list(shown)
+    u: list[float | None] = [None] * len(names)
+    if covariance is not None:
+        variances = np.diag(jacobian @ covariance @ jacobian.T)
+        u = [uncertainty_of(float(v)) for v in variances]
+    return names, [_finite(float(v)) for v in values], u
 
 
 def instrument_fields(

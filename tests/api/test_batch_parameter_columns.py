@@ -8,6 +8,7 @@ import csv
 import io
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from flask.testing import FlaskClient
@@ -62,3 +63,40 @@ def test_results_have_a_column_per_parameter_and_the_chi2_test(client: FlaskClie
     by_series: dict[str, Any] = {row["series"]: row for row in table.to_pylist()}
     assert by_series["q"]["p_a2"] == pytest.approx(q["parameters"]["a2"], rel=1e-12)
     assert by_series["weighted"]["consistent"] is weighted["consistent"]
+
+
+def test_a_10000_series_csv_batch_of_quadratics_has_their_parameter_columns(client: FlaskClient) -> None:
+    """?model=polynomial&degree=2 on a CSV batch: every series a quadratic, run to convergence, each row's
+    p_ columns numpy's polyfit within the convergence tolerance of its u_ columns."""
+    rng = np.random.default_rng(5)
+    series, points = 10_000, 8
+    t_u = rng.uniform(20, 90, (series, points))
+    t_c = 0.002 * t_u**2 + 0.4 * t_u - 15 + rng.normal(0, 0.3, (series, points))
+    lines = ["series,t_u,t_c"] + [
+        f"s{i},{float(t_u[i, j])!r},{float(t_c[i, j])!r}" for i in range(series) for j in range(points)
+    ]
+    query = "model=polynomial&degree=2&epochs=auto&max_epochs=20000&learning_rate=auto&normalize=standardize"
+    created = client.post(f"/v1/batches?{query}", data="\n".join(lines), content_type="text/csv")
+    assert created.status_code == 202, created.get_json()
+    batch_id = created.get_json()["id"]
+    assert run_batch(client, batch_id) == series
+    batch = client.get(f"/v1/batches/{batch_id}").get_json()
+    assert batch["status"] == "completed" and batch["counts"]["succeeded"] == series
+    text = client.get(f"/v1/batches/{batch_id}/fits?format=csv").get_data(as_text=True)  # every fit, streamed
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == series and rows[0].keys() >= {"p_a1", "p_a2", "p_a0", "u_a1", "u_a2", "u_a0"}
+    assert all(row["converged"] == "true" for row in rows)
+    for row in rows[:: series // 50]:
+        i = int(row["series"][1:])
+        least_squares = dict(zip(("a2", "a1", "a0"), np.polyfit(t_u[i], t_c[i], 2), strict=True))
+        for name, value in least_squares.items():
+            # Converged: within 0.01 standard uncertainties of least squares (0.02 with rounding's room).
+            assert abs(float(row[f"p_{name}"]) - value) <= 0.02 * float(row[f"u_{name}"]), (i, name)
+    table = pq.read_table(io.BytesIO(client.get(f"/v1/batches/{batch_id}/fits?format=parquet").get_data()))
+    assert table.num_rows == series and {"p_a2", "u_a2"} <= set(table.column_names)
+
+
+def test_a_degree_without_a_polynomial_is_a_422_naming_it(client: FlaskClient) -> None:
+    answer = client.post("/v1/batches?degree=2", data="series,t_u,t_c\na,1,2\na,2,3\n", content_type="text/csv")
+    assert answer.status_code == 422, answer.get_json()
+    assert "degree" in str(answer.get_json()["errors"])

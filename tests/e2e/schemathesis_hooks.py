@@ -28,11 +28,9 @@ The rules, each with the repair made:
 - a polynomial of degree d needs at least d + 1 training points: its degree is lowered to the
   training points less one;
 - Callendar–Van Dusen and Steinhart–Hart take resistances > 0 (each t_u becomes |t_u| + 1) and
-  temperatures in their range (t_c is clipped to −200…850 °C, or above −273 °C), no u_t_c and no
-  instrument (both set to null), and 3 training points (4 for Callendar–Van Dusen with one below
+  temperatures in their range (t_c is clipped to −200…850 °C, or above −273 °C), no u_t_c (set
+  to null), and 3 training points (4 for Callendar–Van Dusen with one below
   0 °C): with fewer, the model becomes the line;
-- an instrument's calibrations are lines for now: a fit naming an instrument with another model
-  has its instrument set to null;
 - an instrument's limits have lower < upper: they are swapped, or set one either side of an equal
   value.
 
@@ -166,8 +164,6 @@ def _model_within_its_points(fit: dict[str, Any], defaults: dict[str, Any], held
     # A degree may come as 3 or 3.0 (JSON Schema's integers both).
     if isinstance(degree, int | float) and not isinstance(degree, bool) and degree >= training:
         fit["model"] = {"kind": "polynomial", "degree": training - 1}
-    if {**defaults, **fit}.get("instrument") is not None:
-        fit["instrument"] = None
 
 
 # The functions fitted after a change of variables: their domain of t_c, and the fewest points.
@@ -183,8 +179,6 @@ def _within_the_functions_domain(fit: dict[str, Any], defaults: dict[str, Any], 
     fit["t_u"] = [abs(r) + 1.0 for r in fit["t_u"]]
     fit["t_c"] = [min(max(t, lowest), highest) for t in fit["t_c"]]
     fit["u_t_c"] = None
-    if {**defaults, **fit}.get("instrument") is not None:
-        fit["instrument"] = None
     training_t_c = np.delete(np.asarray(fit["t_c"], dtype=np.float64), held)
     needed = 4 if kind == "callendar_van_dusen" and (training_t_c < 0).any() else 3
     if len(training_t_c) < needed:

@@ -259,16 +259,24 @@ def instrument_page(instrument_id: str) -> str:
         instrument = instrument_fields(found, calibrations.standing_of(history, verdicts), history, verdicts)
     oldest_first = instrument["history"][::-1]
 
-    def series(value: str, se: str) -> list[list[Any]]:
+    def series(name: str) -> list[list[Any]]:
+        """One parameter over time (±2 standard uncertainties), from the calibrations that have it."""
         return [
             [
                 _millis(c["calibrated_at"]),
-                c[value],
-                2 * c[se] if c[se] is not None else 0,
+                c["parameters"][name],
+                2 * u if (u := c["standard_uncertainties"].get(name)) is not None else 0,
                 bool(c["drift"] and c["drift"]["flagged"]),
             ]
             for c in oldest_first
+            if c["parameters"].get(name) is not None
         ]
+
+    # Each parameter of the instrument's calibrations, the current one's first (the line's w and b
+    # keep their charts' ids: w-chart, b-chart).
+    names: list[str] = []
+    for c in [instrument["current"], *instrument["history"]] if instrument["current"] else []:
+        names += [name for name in c["parameters"] if name not in names]
 
     as_found = [
         [_millis(c["calibrated_at"]), c["drift"]["as_found_rms"], 0, c["drift"]["flagged"]]
@@ -278,8 +286,7 @@ def instrument_page(instrument_id: str) -> str:
     return render_template(
         "instrument.html",
         instrument=instrument,
-        w_points=series("w_raw", "se_w"),
-        b_points=series("b_raw", "se_b"),
+        parameter_charts=[(name, series(name)) for name in names],
         as_found=as_found,
         threshold=svc.settings.drift_threshold,
     )
