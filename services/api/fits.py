@@ -313,7 +313,7 @@ def predict(fit_id: str) -> dict[str, Any]:
 @bp.post("/<fit_id>/inverse")
 @operation(
     "inverse",
-    "t_u = (t_c - b_raw) / w_raw: the reading that gives each reference value",
+    "The reading that gives each reference value: t_u = (t_c - b_raw) / w_raw on a line",
     {"200": {"description": "Readings", "content": json_content("Inverse")}},
     description=(
         "ISO/TS 28037's prediction of x from y on the fit's line. `u_t_u` is each reading's standard "
@@ -322,14 +322,22 @@ def predict(fit_id: str) -> dict[str, Any]:
         "t_c; none: 0); null where the fit has no covariance (fewer than 3 points, or t_u all equal). "
         "409 where the fit has not succeeded (`not-succeeded`), has not converged (`not-converged`, "
         "unless `allow_unconverged` is true), has a flat line (`no-reading`, naming `t_c[0]`), or where "
-        "a reading would pass float64's range (`prediction-out-of-range`, naming it)."
+        "a reading would pass float64's range (`prediction-out-of-range`, naming it). Any other model: the "
+        "one reading within the range of the fit's own readings where its function equals t_c, found on "
+        "a grid of that range and refined by bisection, with u_t_u = sqrt(u_t_c² + ∂_θfᵀ·V·∂_θf) / |∂f/∂t_u| "
+        "(the GUM's law for the implicit function); a value that no reading in the range gives, or that "
+        "several give, is a 409 `no-reading` naming each such t_c."
     ),
     body=json_content("InverseRequest"),
     problems=("400", "404", "409", "415", "422"),
 )
 def inverse_of(fit_id: str) -> dict[str, Any]:
     body = parse(InverseRequest, json_body())
-    return inverse(_fit_read(fit_id), body)
+    with current_services().db.session() as session:
+        fit = _get_fit(session, fit_id)
+        # Another model's inverse searches the range of the fit's readings: read them while bound.
+        readings = unpack_f64(fit.t_u) if fit.model is not None else None
+    return inverse(fit, body, readings)
 
 
 def _fit_read(fit_id: str) -> Fit:

@@ -17,6 +17,7 @@ from shared.domain.predictions import (
     forward_interval,
     forward_of,
     forward_uncertainty,
+    inverse_on_function,
     inverse_on_line,
     standard_uncertainty,
 )
@@ -133,15 +134,12 @@ def _model_prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
     return serve(Prediction, answer)
 
 
-def inverse(fit: Fit, body: InverseRequest) -> dict[str, Any]:
+def inverse(fit: Fit, body: InverseRequest, readings: np.ndarray | None = None) -> dict[str, Any]:
     """The Inverse body: the reading that gives each reference value on this fit's line, with its
     uncertainty where the fit has a covariance; 409 where the fit cannot answer."""
     if fit.model is not None:
-        raise Problem(
-            409,
-            f"fit {fit.id} is a {fit.model['kind']}: the inverse is the line's for now",
-            slug="model-not-supported",
-        )
+        assert readings is not None, "another model's inverse searches the range of the fit's readings"
+        return _model_inverse(fit, body, readings)
     raw = fit.raw_params()
     if raw is None:
         raise Problem(409, f"fit {fit.id} is {fit.status}: readings need a succeeded fit", slug="not-succeeded")
@@ -163,6 +161,45 @@ def inverse(fit: Fit, body: InverseRequest) -> dict[str, Any]:
         "fit_id": fit.id,
         "t_u": _finite_or_409(t_u, "t_c", fit.id),
         "u_t_u": _finite_or_409(u_t_u, "t_c", fit.id) if u_t_u is not None else None,
+        "converged": fit.converged,
+    }
+    return serve(Inverse, answer)
+
+
+def _model_inverse(fit: Fit, body: InverseRequest, readings: np.ndarray) -> dict[str, Any]:
+    """Any other model's inverse: the one reading in the range of the fit's own readings that gives
+    each reference value (shared/domain/predictions.inverse_on_function); a value with none, or
+    several, is a 409 naming it."""
+    assert fit.model is not None
+    parameters, solution = (fit.parameters or {}).get("values"), fit.solution or {}
+    if fit.status != "succeeded" or not parameters or any(v is None for v in parameters):
+        raise Problem(409, f"fit {fit.id} is {fit.status}: readings need a succeeded fit", slug="not-succeeded")
+    if fit.converged is False and not body.allow_unconverged:
+        _not_converged(fit, "the readings would be its curve's, not the calibration's", "for them anyway")
+    given = solution.get("covariance")
+    covariance = np.array(given, dtype=np.float64) if given and all(None not in row for row in given) else None
+    found = inverse_on_function(
+        forward_of(fit.model),
+        np.asarray(parameters, dtype=np.float64),
+        covariance,
+        np.asarray(body.t_c, dtype=np.float64),
+        np.asarray(body.u_t_c if body.u_t_c is not None else 0.0),
+        float(readings.min()),
+        float(readings.max()),
+    )
+    errors = [{"loc": ["t_c", i], "msg": why} for i, why in enumerate(found.problems) if why is not None]
+    if errors:
+        first = errors[0]
+        raise Problem(
+            409,
+            f"t_c[{first['loc'][1]}]: {first['msg']} on the {fit.model['kind']} of fit {fit.id}",
+            slug="no-reading",
+            errors=errors,
+        )
+    answer = {
+        "fit_id": fit.id,
+        "t_u": _finite_or_409(found.t_u, "t_c", fit.id),
+        "u_t_u": _finite_or_409(found.u_t_u, "t_c", fit.id) if found.u_t_u is not None else None,
         "converged": fit.converged,
     }
     return serve(Inverse, answer)

@@ -873,13 +873,16 @@ class Inverse(Served):
     model_config = ConfigDict(json_schema_extra={"example": examples.INVERSE_EXAMPLE})
     fit_id: str
     t_u: list[float] = Field(
-        description="the reading that gives each reference value on the fit's line, (t_c − b_raw) / w_raw",
+        description="the reading that gives each reference value: on a line (t_c − b_raw) / w_raw; on any other "
+        "model the one reading within the range of the fit's readings where its function equals t_c (none, "
+        "or several, is a 409 naming the value)",
         json_schema_extra={"example": [4.913]},
     )
     u_t_u: list[float] | None = Field(
         description="its standard uncertainty, sqrt(u²(t_c) + u²(b) + t_u²·u²(w) + 2·t_u·cov(w, b)) / |w| "
-        "(ISO/TS 28037's prediction of x from y); null where the fit has no covariance (fewer than 3 "
-        "points, or t_u all equal)",
+        "(ISO/TS 28037's prediction of x from y); for any other model sqrt(u²(t_c) + ∂_θfᵀ·V·∂_θf) / |∂f/∂t_u| "
+        "(the GUM's law for the implicit function); null where the fit has no covariance (fewer points "
+        "than it needs, or t_u all equal)",
         json_schema_extra={"example": [0.322]},
     )
     converged: bool | None = Field(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -89,6 +90,77 @@ def curve(
     with np.errstate(all="ignore"):
         values = forward_of(stored_model)(np.asarray(coefficients, dtype=np.float64), across).t_c
     return [[float(u), float(c)] for u, c in zip(across, values, strict=True) if math.isfinite(c)]
+
+
+# Readings tried across the data's range to find where a function crosses a reference value: each
+# crossing is then refined by bisection to float64 resolution.
+_INVERSE_GRID = 4097
+_BISECTIONS = 80
+
+
+@dataclass(frozen=True)
+class Inverted:
+    """The reading that gives each reference value, its standard uncertainty (None without a
+    covariance), and for each value with no reading, or several, in the range: why (else None)."""
+
+    t_u: np.ndarray
+    u_t_u: np.ndarray | None
+    problems: list[str | None]
+
+
+def inverse_on_function(
+    forward: Callable[[np.ndarray, np.ndarray], Forward],
+    coefficients: np.ndarray,
+    covariance: np.ndarray | None,
+    t_c: np.ndarray,
+    u_t_c: np.ndarray | float,
+    low: float,
+    high: float,
+) -> Inverted:
+    """Any model's inverse within the readings' range [low, high]: where f(t_u) = t_c has exactly one
+    solution there (found on a grid of the range and refined by bisection), that reading; its
+    uncertainty by the GUM's law for the implicit function f(t_u; θ) = t_c,
+    u²(t_u) = [u²(t_c) + ∂_θfᵀ·V·∂_θf] / (∂f/∂t_u)² (for the line, ISO/TS 28037's x from y)."""
+    grid = np.linspace(low, high, _INVERSE_GRID)
+    with np.errstate(all="ignore"):
+        along = forward(coefficients, grid).t_c
+    found = np.full(len(t_c), np.nan)
+    problems: list[str | None] = []
+    for i, target in enumerate(np.asarray(t_c, dtype=np.float64)):
+        above = along - target
+        exact = np.flatnonzero(above == 0)
+        crossing = np.flatnonzero(np.signbit(above[:-1]) != np.signbit(above[1:]))
+        crossing = crossing[~np.isin(crossing, exact) & ~np.isin(crossing + 1, exact)]
+        count = len(exact) + len(crossing)
+        if not np.isfinite(above).all() or count != 1:
+            problems.append(
+                f"no reading in the data's range [{low:.6g}, {high:.6g}] gives it"
+                if count == 0 or not np.isfinite(above).all()
+                else f"{count} readings in the data's range [{low:.6g}, {high:.6g}] give it"
+            )
+            continue
+        problems.append(None)
+        if len(exact):
+            found[i] = grid[exact[0]]
+            continue
+        left, right = grid[crossing[0]], grid[crossing[0] + 1]
+        rising = above[crossing[0]] < 0
+        for _ in range(_BISECTIONS):
+            middle = (left + right) / 2
+            with np.errstate(all="ignore"):
+                value = forward(coefficients, np.array([middle])).t_c[0] - target
+            if (value < 0) == rising:
+                left = middle
+            else:
+                right = middle
+        found[i] = (left + right) / 2
+    if covariance is None:
+        return Inverted(found, None, problems)
+    with np.errstate(all="ignore"):
+        at = forward(coefficients, np.where(np.isnan(found), low, found))
+        variance = np.square(u_t_c) + np.square(standard_uncertainty(at.d_coefficients, covariance))
+        u_t_u = np.where(np.isnan(found), np.nan, np.sqrt(variance) / np.abs(at.d_t_u))
+    return Inverted(found, u_t_u, problems)
 
 
 def forward_interval(

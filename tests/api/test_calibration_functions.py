@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 
 from services.cli.tables import fit_summary
 from tests.api.test_fits_api import problem
+from tests.api.test_polynomial_fits import CONVERGING_QUADRATIC
 from tests.in_process import succeeded
 
 # IEC 60751's coefficients of an industrial platinum resistance thermometer, R0 = 100 Ω (Pt100).
@@ -148,3 +149,36 @@ def test_the_fit_page_report_and_cli_show_a_pt100_by_its_parameters(client: Flas
     assert 'id="report-curve"' in report and "u(R0)" in report and "data-curve=" in report
     table = fit_summary(fit)
     assert "callendar_van_dusen: R(T) = R0" in table and "R0" in table and "least squares" in table
+
+
+def test_the_inverse_of_every_kind_finds_the_one_reading_in_the_datas_range(client: FlaskClient) -> None:
+    """POST /v1/fits/{id}/inverse beyond the line: each reading predicted back to itself; u(t_u) by the
+    implicit function's law, checked against finite differences of the forward prediction; a value no
+    reading in the range gives, and one that two give, are 409s naming it."""
+    quadratic = succeeded(client, {**CONVERGING_QUADRATIC})
+    prt_t = np.linspace(-50.0, 400.0, 12)
+    rng = np.random.default_rng(3)
+    prt = _fit(client, pt100(prt_t) + rng.normal(0, 0.003, prt_t.size), prt_t, "callendar_van_dusen")
+    for fit, readings in ((quadratic, [30.0, 55.0, 80.0]), (prt, [90.0, 138.5, 240.0])):
+        forward = client.post(f"/v1/fits/{fit['id']}/predict", json={"t_u": readings, "u_t_u": 0.0}).get_json()
+        back = client.post(f"/v1/fits/{fit['id']}/inverse", json={"t_c": forward["t_c"], "u_t_c": 0.05})
+        assert back.status_code == 200, back.get_json()
+        answer = back.get_json()
+        assert answer["t_u"] == pytest.approx(readings, rel=1e-9)
+        # u(t_u) = sqrt(u²(t_c) + u²(f)) / |f'|, with u(f) the calibration's own (u_t_c at u_t_u = 0)
+        # and f' from the forward prediction's u_t_c at u_t_u = 1 (it adds f'² to the variance).
+        unit = client.post(f"/v1/fits/{fit['id']}/predict", json={"t_u": readings, "u_t_u": 1.0}).get_json()
+        own, with_one = np.array(forward["u_t_c"]), np.array(unit["u_t_c"])
+        slope = np.sqrt(with_one**2 - own**2)
+        assert answer["u_t_u"] == pytest.approx(np.sqrt(0.05**2 + own**2) / slope, rel=1e-6)
+    outside = client.post(f"/v1/fits/{prt['id']}/inverse", json={"t_c": [100.0, 2000.0]})
+    body = problem(outside, 409)
+    assert body["errors"][0]["loc"] == ["t_c", 1] and "no reading" in body["errors"][0]["msg"]
+    # A parabola through its vertex: two readings in the range give each value above it.
+    t_u = np.linspace(-2.0, 2.0, 9)
+    parabola = succeeded(
+        client,
+        {"t_u": t_u.tolist(), "t_c": (t_u**2).tolist(), "model": {"kind": "polynomial", "degree": 2}, **CONVERGING},
+    )
+    twice = problem(client.post(f"/v1/fits/{parabola['id']}/inverse", json={"t_c": [1.0]}), 409)
+    assert "2 readings" in twice["errors"][0]["msg"]

@@ -218,5 +218,6 @@ def test_a_quadratics_predictions_carry_statsmodels_intervals_and_propagated_unc
     slope = a["a1"] + 2 * a["a2"] * at
     with_reading = client.post(url, json={"t_u": at.tolist(), "u_t_u": 0.5}).get_json()["u_t_c"]
     assert np.square(with_reading) == pytest.approx(np.square(plain) + np.square(slope * 0.5), rel=1e-9)
-    refused = problem(client.post(f"/v1/fits/{fit['id']}/inverse", json={"t_c": [10.0]}), 409)
-    assert refused["type"].endswith("model-not-supported")
+    # The inverse: the reading in the data's range whose prediction is 10.
+    reading = client.post(f"/v1/fits/{fit['id']}/inverse", json={"t_c": [10.0]}).get_json()["t_u"]
+    assert client.post(url, json={"t_u": reading}).get_json()["t_c"] == pytest.approx([10.0], rel=1e-12)
