@@ -258,7 +258,11 @@ def get_data(fit_id: str) -> dict[str, Any]:
     with current_services().db.session() as session:
         fit = _get_fit(session, fit_id)
         t_u, t_c = unpack_f64(fit.t_u), unpack_f64(fit.t_c)
-        stated = {"u_t_c": unpack_f64(fit.u_t_c).tolist()} if fit.u_t_c is not None else {}
+        stated = {
+            name: unpack_f64(blob).tolist()
+            for name, blob in (("u_t_c", fit.u_t_c), ("u_t_u", fit.u_t_u))
+            if blob is not None
+        }
     body = {"fit_id": fit.id, "t_u": t_u.tolist(), "t_c": t_c.tolist(), "validation_indices": fit.held_out()}
     return serve(FitData, {**body, **stated})
 

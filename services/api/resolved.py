@@ -19,7 +19,13 @@ from shared.contract.optimizers import is_plain
 from shared.contract.schemas import FitCreate
 from shared.domain.calibration import DataStats, Values, data_stats, standardization, warnings_for
 from shared.domain.functions import function_of
-from shared.domain.model_stats import ModelStats, function_stats, polynomial_stats, uncertainty_of
+from shared.domain.model_stats import (
+    ModelStats,
+    distance_stats,
+    function_stats,
+    polynomial_stats,
+    uncertainty_of,
+)
 from shared.domain.splits import split
 
 # Where "auto" finds no stable rate in the data (a degenerate fit): the service's default rate.
@@ -85,6 +91,16 @@ def resolve(specs: Sequence[FitCreate], max_epochs: int) -> list[ResolvedFit]:
     )
     stated = [_training_u_t_c(spec, out) for spec, out in zip(specs, held_out, strict=True)]
     by_model = _model_stats(specs, training, inputs, stated)
+    for i, spec in enumerate(specs):
+        readings = spec.stated_u_t_u()
+        if readings is not None:
+            # u_t_u with u_t_c: the line by generalized distance regression (FitCreate allows no other).
+            u_t_u = split(readings, held_out[i])[0] if held_out[i] else readings
+            u_t_c = stated[i]
+            assert u_t_c is not None
+            by_model[i] = distance_stats(
+                np.asarray(training[i][0]), np.asarray(training[i][1]), u_t_u, u_t_c, inputs[i][1], inputs[i][0]
+            )
     stats = [_for_the_model(st, by_model.get(i), specs[i]) for i, st in enumerate(stats)]
     return [
         ResolvedFit(
@@ -126,6 +142,8 @@ def _model_stats(
     transformed: dict[str, list[int]] = {}
     for i, spec in enumerate(specs):
         weighted = stated[i] is not None
+        if spec.u_t_u is not None:
+            continue  # generalized distance regression: resolve()'s own
         if isinstance(spec.model, PolynomialModel):
             groups.setdefault((spec.model.degree, weighted), []).append(i)
         elif isinstance(spec.model, TRANSFORMED):

@@ -39,8 +39,9 @@ def fingerprinted(spec: FitCreate, exclude: set[str] | None = None) -> dict[str,
     dumped = spec.model_dump(exclude=exclude)
     if dumped.get("model") == {"kind": "line"}:
         del dumped["model"]
-    if "u_t_c" in dumped and dumped["u_t_c"] is None:
-        del dumped["u_t_c"]
+    for added in ("u_t_c", "u_t_u"):
+        if added in dumped and dumped[added] is None:
+            del dumped[added]
     return dumped
 
 
@@ -126,6 +127,7 @@ def fit_rows(
                 t_u=pack_f64(fit.spec.t_u),
                 t_c=pack_f64(fit.spec.t_c),
                 u_t_c=pack_f64(stated) if (stated := fit.spec.stated_u_t_c()) is not None else None,
+                u_t_u=pack_f64(readings) if (readings := fit.spec.stated_u_t_u()) is not None else None,
                 attempt=0,
                 idempotency_key=None,
                 request_digest=None,

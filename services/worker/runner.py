@@ -36,7 +36,7 @@ from services.worker import store
 from services.worker.engine import GradientDescent, SeriesBatch, convergence
 from services.worker.engine.ends import Ends, ends_of
 from services.worker.engine.iterative import Iterative
-from services.worker.engine.models import LINE, Model, model_of
+from services.worker.engine.models import DISTANCE_LINE, LINE, Model, model_of
 from services.worker.engine.stopping import StopRule
 from services.worker.transient import is_transient, retrying
 from shared.domain.convergence import VectorVerdict, Verdict, vector_verdict, verdict
@@ -210,7 +210,7 @@ def _heartbeat(work: Work) -> Iterator[None]:
 def _rule(fit: store.ClaimedFit) -> tuple[object, ...]:
     """Fits that one engine call can run together."""
     options = fit.optimizer_options
-    if fit.optimizer == "gd" and options.get("gradient", "analytic") == "analytic":
+    if fit.optimizer == "gd" and options.get("gradient", "analytic") == "analytic" and fit.u_t_u is None:
         return ("closed_form",)
     # gd's gradient and delta are one per call; every other option may differ fit by fit.
     return (fit.optimizer, options.get("gradient"), options.get("delta"))
@@ -240,16 +240,17 @@ def _compute_and_write(work: Work, device: torch.device) -> None:
 
 
 def _model_key(fit: store.ClaimedFit) -> tuple[object, ...]:
-    """The function a fit fits, as a key: ("line",), ("polynomial", degree)."""
+    """The function a fit fits, as a key: ("line",), ("line", "distance"), ("polynomial", degree)."""
     if fit.model is None:
-        return ("line",)
+        return ("line",) if fit.u_t_u is None else ("line", "distance")
     return (fit.model["kind"], *(fit.model[name] for name in sorted(fit.model) if name != "kind"))
 
 
 def _model(fit: store.ClaimedFit) -> Model:
-    """The engine's model of the fit's stored `model` (null: the book's line)."""
+    """The engine's model of the fit's stored `model` (null: the book's line, by generalized distance
+    regression where the readings' uncertainties are stated)."""
     if fit.model is None:
-        return LINE
+        return LINE if fit.u_t_u is None else DISTANCE_LINE
     options = {name: value for name, value in fit.model.items() if name != "kind"}
     return model_of(str(fit.model["kind"]), **options)
 
@@ -276,6 +277,7 @@ def _series(fits: list[store.ClaimedFit], part: int, device: torch.device) -> Se
         b0=[fit.init_b for fit in fits],
         device=device,
         u_t_c=[split(fit.u_t_c, fit.held_out)[part] if fit.u_t_c is not None else None for fit in fits],
+        u_t_u=[split(fit.u_t_u, fit.held_out)[part] if fit.u_t_u is not None else None for fit in fits],
     )
 
 
@@ -303,7 +305,7 @@ def _checkpoint(
     outcome if it ended in the block, and its state to go on from if it did not."""
     checkpoint = store.Checkpoint()
     model = _model(fits[0])
-    raw = _raw_parameters(model, fits, torch.from_numpy(ends.theta)) if model is not LINE and ended.any() else None
+    raw = _raw_parameters(model, fits, torch.from_numpy(ends.theta)) if not model.is_line and ended.any() else None
     for i, fit in enumerate(fits):
         if fit.id not in work.alive:
             continue
@@ -449,7 +451,7 @@ def _run_iterative(work: Work, fits: list[store.ClaimedFit], device: torch.devic
         ended = block.ended.cpu().numpy()
         if any(fit.epochs_auto for fit in fits):
             # "auto": a fit that has converged by the end of this block ends here.
-            if engine.model is LINE:
+            if engine.model.is_line:
                 w, b = engine.p[0].cpu().numpy(), engine.p[1].cpu().numpy()
                 converged = [bool(_verdict(fit, float(w[i]), float(b[i])).converged) for i, fit in enumerate(fits)]
             else:

@@ -62,6 +62,7 @@ class ClaimedFit:
     solution: dict[str, Any] | None = None
     # The stated u(t_c) of every point (weights 1/u²), or None: equal weights.
     u_t_c: np.ndarray | None = None
+    u_t_u: np.ndarray | None = None  # with u_t_c: generalized distance regression (a line)
 
     @property
     def start_epoch(self) -> int:
@@ -209,6 +210,7 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
                 Fit.model,
                 Fit.solution,
                 Fit.u_t_c,
+                Fit.u_t_u,
             )
             .where(Fit.id.in_(ids))
             .order_by(Fit.created_at, Fit.id)
@@ -258,6 +260,7 @@ def _claimed(row: Any, attempt: int) -> ClaimedFit:
         model=row.model,
         solution=row.solution,
         u_t_c=unpack_f64(row.u_t_c) if row.u_t_c is not None else None,
+        u_t_u=unpack_f64(row.u_t_u) if row.u_t_u is not None else None,
     )
 
 

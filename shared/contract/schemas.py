@@ -490,6 +490,14 @@ class FitCreate(FitOptions):
         "from these (not rescaled by the residuals) and the result adds chi2_obs, chi2_dof, chi2_p and "
         "consistent (ISO/TS 28037 clause 6)",
     )
+    u_t_u: Uncertainties | None = Field(
+        None,
+        json_schema_extra={"example": 0.2},
+        description="with u_t_c, for a line: the standard uncertainty of each reading, ≥ 0 (one number for all, "
+        "or one per t_u): the line is then fitted by generalized distance regression (ISO/TS 28037 clause 7), "
+        "minimizing Σ (t_c − w·t_u − b)² / (u_t_c² + w²·u_t_u²), its uncertainties and χ² from the stated "
+        "uncertainties",
+    )
     labels: dict[str, Annotated[str, Field(max_length=256, json_schema_extra={"pattern": NO_CONTROL_CHARACTERS})]] = (
         Field(
             default_factory=dict,
@@ -518,6 +526,33 @@ class FitCreate(FitOptions):
     def _stated_uncertainties(cls, given: Any, info: ValidationInfo) -> Any:
         # Each > 0 (PositiveUncertainties): a weight is 1/u², and a u of 0 would make one point the whole fit.
         return _one_per_value(given, info, "t_c")
+
+    @field_validator("u_t_u")
+    @classmethod
+    def _reading_uncertainties(cls, given: Any, info: ValidationInfo) -> Any:
+        return _one_per_value(given, info, "t_u")
+
+    @model_validator(mode="after")
+    def _readings_uncertain_only_with_references(self) -> FitCreate:
+        # Generalized distance regression weighs each point by 1/(u_t_c² + w²·u_t_u²): it needs u_t_c,
+        # and calib runs it for the line (ISO/TS 28037 is about straight lines).
+        if self.u_t_u is not None and self.u_t_c is None:
+            raise PydanticCustomError(
+                "option_mismatch", "u_t_u goes with u_t_c (generalized distance regression)", {"field": "u_t_u"}
+            )
+        if self.u_t_u is not None and not isinstance(self.model, LineModel):
+            raise PydanticCustomError(
+                "model_mismatch",
+                "u_t_u (generalized distance regression) is for the line; {kind} takes u_t_c only",
+                {"field": "u_t_u", "kind": self.model.kind},
+            )
+        return self
+
+    def stated_u_t_u(self) -> np.ndarray | None:
+        """u(t_u) of every point as an array, or None."""
+        if self.u_t_u is None:
+            return None
+        return np.broadcast_to(np.asarray(self.u_t_u, dtype=np.float64), (len(self.t_u),)).copy()
 
     def stated_u_t_c(self) -> np.ndarray | None:
         """u(t_c) of every point as an array (one number for all spread out), or None."""
@@ -1045,6 +1080,11 @@ class FitData(Served):
         None,
         description="the stated standard uncertainty of each t_c, where the fit was given them",
         json_schema_extra={"example": [0.5, 0.5, 0.5]},
+    )
+    u_t_u: list[float] | None = Field(
+        None,
+        description="the stated standard uncertainty of each t_u, where the fit was given them",
+        json_schema_extra={"example": [0.2, 0.2, 0.2]},
     )
 
 

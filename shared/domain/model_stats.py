@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.domain.distance_regression import distance_regression
 from shared.domain.functions import Function
 from shared.domain.least_squares import RANK_RTOL, Solutions, solve
 
@@ -106,6 +107,51 @@ def function_stats(
         # rank tolerance. Least squares does not depend on how the function is parametrized.
         to_raw = function.raw_map(np.asarray(input_shift, dtype=np.float64), np.asarray(input_scale, dtype=np.float64))
         return _linear_stats(function.names, raw, model, function.response(u, c), counts, None, to_raw)
+
+
+def distance_stats(
+    t_u: np.ndarray, t_c: np.ndarray, u_t_u: np.ndarray, u_t_c: np.ndarray, input_scale: float, input_shift: float
+) -> ModelStats:
+    """One line's generalized distance regression (shared/domain/distance_regression.py) as the
+    weighted line's figures: (w, b), their covariance and the χ² test from the stated uncertainties;
+    the pre-flight from the loss's Gauss–Newton curvature at the solution, 2·Σ vφφᵀ / Σ 1/u²(t_c)
+    (v = 1/(u²(t_c) + w²·u²(t_u)), φ = (x, 1) in model space): the loss is not quadratic in w, so
+    lr_max is that of the neighbourhood of the solution."""
+    from scipy.special import chdtrc, chdtri
+
+    found = distance_regression(t_u, t_c, u_t_u, u_t_c)
+    determined = found.w is not None and found.b is not None
+    lr_max = lr_auto = condition = None
+    gram: list[list[float | None]] = [[None, None], [None, None]]
+    if found.weights is not None:
+        total = float(np.sum(1 / np.square(u_t_c)))
+        x = (np.asarray(t_u, dtype=np.float64) - input_shift) * input_scale
+        design = np.stack([x, np.ones_like(x)], 1)
+        lr_max, lr_auto, condition = _preflight((design.T * found.weights) @ design / total)
+        raw = np.stack([np.asarray(t_u, dtype=np.float64), np.ones_like(x)], 1)
+        gram = [[_finite(v) for v in row] for row in (raw.T * found.weights) @ raw / total]
+    chi2 = None
+    if determined and found.chi2_obs is not None and found.dof > 0:
+        chi2 = {
+            "chi2_obs": _finite(found.chi2_obs),
+            "chi2_dof": found.dof,
+            "chi2_p": _finite(float(chdtrc(found.dof, found.chi2_obs))),
+            "consistent": bool(found.chi2_obs <= chdtri(found.dof, 0.05)),
+        }
+    covariance = found.covariance if determined and found.dof > 0 else None
+    return ModelStats(
+        names=("a1", "a0"),
+        parameters_opt=[found.w, found.b] if determined else [None, None],
+        covariance=[[_finite(v) for v in row] for row in covariance] if covariance is not None else None,
+        gram=gram,
+        residual_sd=found.residual_sd,
+        r2=found.r2,
+        lr_max=lr_max,
+        lr_auto=lr_auto,
+        condition_number=condition,
+        chi2=chi2,
+        response_var=_finite(float(np.var(np.asarray(t_c, dtype=np.float64)))),
+    )
 
 
 def _joined(parts: Sequence[Sequence[float] | np.ndarray]) -> np.ndarray:

@@ -170,6 +170,9 @@ class Fit(Base):
     # The stated standard uncertainty of each t_c (weights 1/u²), packed like t_c; null: none stated
     # (ordinary least squares). With it, the weighted fit's χ² test, computed at submission.
     u_t_c: so.Mapped[bytes | None] = so.mapped_column(sa.LargeBinary, deferred=True)
+    # With u_t_c, the stated standard uncertainty of each reading (float64 blob), or null: a line is
+    # then fitted by generalized distance regression (ISO/TS 28037 clause 7).
+    u_t_u: so.Mapped[bytes | None] = so.mapped_column(sa.LargeBinary, deferred=True)
     chi2: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON(none_as_null=True))
 
     # The function fitted (shared/contract/model_kinds.py): null for the book's line, whose figures

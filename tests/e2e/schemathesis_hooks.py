@@ -12,8 +12,8 @@ switched off or narrowed.
 
 The rules, each with the repair made:
 - t_c has one value per t_u: t_c is cut to, or repeated up to, the length of t_u;
-- a list of uncertainties has one per value (`u_t_u` per t_u in a prediction, `u_t_c` per t_c in
-  an inverse or a fit): it is cut to, or repeated up to, that length (an empty one becomes one
+- a list of uncertainties has one per value (`u_t_u` per t_u in a prediction or a fit, `u_t_c` per
+  t_c in an inverse or a fit): it is cut to, or repeated up to, that length (an empty one becomes one
   number for all: 0, or 1 for a fit's stated uncertainties, which are > 0);
 - a validation split names existing points, holds out at least one and leaves at least two
   to train on: otherwise it becomes `{"indices": [0]}` (or is dropped below three points,
@@ -27,6 +27,8 @@ The rules, each with the repair made:
   "finite_difference" only: otherwise its delta is dropped;
 - a polynomial of degree d needs at least d + 1 training points: its degree is lowered to the
   training points less one;
+- a fit's u_t_u (generalized distance regression) goes with u_t_c, on a line: otherwise it is set
+  to null;
 - Callendar–Van Dusen and Steinhart–Hart take resistances > 0 (each t_u becomes |t_u| + 1) and
   temperatures in their range (t_c is clipped to −200…850 °C, or above −273 °C), no u_t_c (set
   to null), and 3 training points (4 for Callendar–Van Dusen with one below
@@ -185,6 +187,13 @@ def _within_the_functions_domain(fit: dict[str, Any], defaults: dict[str, Any], 
         fit["model"] = {"kind": "line"}
 
 
+def _readings_uncertain_on_a_line_only(fit: dict[str, Any], defaults: dict[str, Any]) -> None:
+    model = {**defaults, **fit}.get("model")
+    on_a_line = model is None or (isinstance(model, dict) and model.get("kind") == "line")
+    if fit.get("u_t_u") is not None and (fit.get("u_t_c") is None or not on_a_line):
+        fit["u_t_u"] = None
+
+
 def _repair(fit: dict[str, Any], defaults: dict[str, Any]) -> None:
     if not isinstance(fit.get("t_u"), list) or not isinstance(fit.get("t_c"), list):
         return
@@ -193,10 +202,12 @@ def _repair(fit: dict[str, Any], defaults: dict[str, Any]) -> None:
     _options_that_apply(fit, defaults)
     _pair(fit)
     _one_uncertainty_per_value(fit, "t_c", "u_t_c", 1.0)
+    _one_uncertainty_per_value(fit, "t_u", "u_t_u")
     held = _split(fit, {**defaults, **fit})
     _within_the_functions_domain(fit, defaults, held)
     _spread(fit, {**defaults, **fit}, held)
     _model_within_its_points(fit, defaults, held)
+    _readings_uncertain_on_a_line_only(fit, defaults)
 
 
 # The instrument the schemathesis stack calibrates before the run (tests/e2e/test_schemathesis.py).

@@ -54,6 +54,8 @@ class Model:
 
     kind: ClassVar[str]
     names: tuple[str, ...]
+    # Presented as the book's line (w, b and the line's columns), whatever its loss.
+    is_line: ClassVar[bool] = False
 
     @property
     def size(self) -> int:
@@ -105,6 +107,7 @@ class Line(Model):
 
     kind = "line"
     names = ("w", "b")
+    is_line = True
 
     def moments(self, batch: SeriesBatch) -> Moments:
         return batch.moments()
@@ -138,6 +141,41 @@ class Line(Model):
         """w_raw = s·w, b_raw = b − s·shift·w for x = (t_u − shift)·s: (B, 2, 2)."""
         zero, one = torch.zeros_like(scale), torch.ones_like(scale)
         return torch.stack([torch.stack([scale, zero], 1), torch.stack([-scale * shift, one], 1)], 1)
+
+
+class DistanceLine(Line):
+    """The line by generalized distance regression (ISO/TS 28037 clause 7), u(t_u) and u(t_c) stated:
+    the loss is Σ r²/(u²(t_c) + w²·u²(x)) / Σ 1/u²(t_c), r = w·x + b − y, which with the batch's
+    weights (1/u²(t_c), averaging 1) is the weighted mean of r²/(1 + w²·q), q = (u(x)/u(t_c))²: the
+    weighted mean square where u(t_u) is 0. Not quadratic in w, so it has no closed form: every
+    optimizer runs it epoch by epoch (services/worker/runner.py), on its own loss and gradient."""
+
+    def moments(self, batch: SeriesBatch) -> SeriesBatch:  # type: ignore[override]
+        return batch
+
+    def loss_at(self, batch: SeriesBatch, theta: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        r, d, _ = self._parts(batch, theta)
+        return batch.segment_mean(r * r / d)
+
+    def gradient_at(self, batch: SeriesBatch, theta: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        r, d, q = self._parts(batch, theta)
+        w = theta[batch.seg, 0]
+        by_w = batch.segment_mean(2 * r * batch.x / d - r * r * 2 * w * q / (d * d))
+        return torch.stack([by_w, batch.segment_mean(2 * r / d)], 1)
+
+    def _parts(self, batch: SeriesBatch, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if theta.dim() != 2:
+            raise ValueError("a distance regression's loss is taken at one parameter vector per fit")
+        assert batch.reading_ratio is not None, "generalized distance regression needs u(t_u)"
+        w, b, q = theta[batch.seg, 0], theta[batch.seg, 1], batch.reading_ratio
+        r = w * batch.x + b - batch.y
+        return r, 1 + w * w * q, q
+
+    def hessian(self, moments: Any) -> torch.Tensor:
+        raise NotImplementedError("a distance regression has no constant Hessian: it runs epoch by epoch")
+
+    def spectrum(self, moments: Any, theta0: torch.Tensor, learning_rate: torch.Tensor) -> Spectrum:
+        raise NotImplementedError("a distance regression has no closed form: it runs epoch by epoch")
 
 
 class LinearInParameters(Model):
@@ -253,6 +291,7 @@ class Transformed(LinearInParameters):
 
 
 LINE = Line()
+DISTANCE_LINE = DistanceLine()
 
 
 # Each model by the kind a fit names (shared/design/API.md, "Models beyond a line"), built from its options.

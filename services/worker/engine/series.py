@@ -45,6 +45,9 @@ class SeriesBatch:
     # (services/worker/engine/models.Transformed).
     input_scale: torch.Tensor | None = None
     input_shift: torch.Tensor | None = None
+    # With u(t_u) too (generalized distance regression, services/worker/engine/models.DistanceLine):
+    # each point's (u(x)/u(t_c))², u(x) = u(t_u)·input_scale its reading's uncertainty in model space.
+    reading_ratio: torch.Tensor | None = None  # (P,) float64
 
     @property
     def size(self) -> int:
@@ -64,6 +67,7 @@ class SeriesBatch:
         input_shift: Sequence[float] | None = None,
         device: torch.device | str = "cpu",
         u_t_c: Sequence[Sequence[float] | np.ndarray | None] | None = None,
+        u_t_u: Sequence[Sequence[float] | np.ndarray | None] | None = None,
     ) -> SeriesBatch:
         """`u_t_c`: per fit, the standard uncertainty of each t_c (weights 1/u²), or None for equal weights."""
         f64 = torch.float64
@@ -82,6 +86,15 @@ class SeriesBatch:
                 inverse = np.ones(count) if u is None else 1 / np.square(np.asarray(u, dtype=np.float64))
                 parts.append(inverse * (count / inverse.sum()) if count else inverse)
             weight = torch.from_numpy(np.concatenate(parts)).to(device)
+        ratio = None
+        if u_t_u is not None and u_t_c is not None and any(u is not None for u in u_t_u):
+            parts = []
+            for count, ux, uy in zip(counts, u_t_u, u_t_c, strict=True):
+                if ux is None or uy is None:
+                    parts.append(np.zeros(count))
+                else:
+                    parts.append(np.square(np.asarray(ux, dtype=np.float64) / np.asarray(uy, dtype=np.float64)))
+            ratio = torch.from_numpy(np.concatenate(parts) * np.square(scale)).to(device)
         return cls(
             x=torch.from_numpy(x).to(device),
             y=torch.from_numpy(y).to(device),
@@ -92,6 +105,7 @@ class SeriesBatch:
             b0=torch.tensor(b0, dtype=f64, device=device),
             epochs=torch.tensor(epochs, dtype=torch.int64, device=device),
             weight=weight,
+            reading_ratio=ratio,
             input_scale=torch.tensor(input_scale, dtype=f64, device=device),
             input_shift=torch.tensor(
                 input_shift if input_shift is not None else [0.0] * len(counts), dtype=f64, device=device
