@@ -182,6 +182,8 @@ def _from_long_table(svc: Services) -> tuple[Checked, Ask, str | None]:
     def fits() -> Iterator[tuple[list[Any], dict[str, Any]]]:
         for s in table.series():
             body = {"t_u": s.t_u, "t_c": s.t_c, "labels": {"series": s.name}, "instrument": s.instrument}
+            # A stated uncertainty per point, a float64 array as the readings are (checked as a fit's list is).
+            body |= s.uncertainties
             yield ["series", s.name], body
 
     checked = _checked(defaults, fits, len(table.names), svc)
@@ -226,7 +228,8 @@ def _slices(specs: Iterable[FitCreate]) -> Iterator[list[FitCreate]]:
         "JSON: `{defaults, fits: [...]}`, each fit overriding any default; each fit merged "
         "with the defaults must itself be a valid fit (422 naming `fits[i]` otherwise). CSV "
         "(`Content-Type: text/csv`), or Parquet (`application/vnd.apache.parquet`), the same columns: long "
-        "format `series,t_u,t_c`, one fit per series (its label `series`, and its `instrument` unless an "
+        "format `series,t_u,t_c` (and optionally `u_t_c`, `u_t_u`: each point's stated standard uncertainties, "
+        "as a fit's), one fit per series (its label `series`, and its `instrument` unless an "
         "`instrument` column names another), defaults and `callback_url` as query parameters "
         f"({', '.join(CSV_BATCH_DEFAULTS)}). At most "
         f"{limits['batch_fits']} fits and {limits['batch_points']} points (413 over). "

@@ -1,4 +1,4 @@
-"""A CSV batch (`series,t_u,t_c[,instrument]`) read by pyarrow's CSV reader, a block at a time,
+"""A CSV batch (`series,t_u,t_c[,instrument][,u_t_c][,u_t_u]`) read by pyarrow's CSV reader, a block at a time,
 into a LongTable: the body waits in its spool (a temporary file past 1 MiB), and only the known
 columns of one block are ever text in memory."""
 
@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from services.api.bodies import spool, too_large
-from services.api.long_table import LongTable, RowError, first_row_error, numbers
+from services.api.long_table import UNCERTAINTY_COLUMNS, LongTable, RowError, first_row_error, numbers
 from services.api.problems import Problem
 from shared.runtime.settings import Settings
 
@@ -44,15 +44,18 @@ def read(settings: Settings) -> LongTable:
         if not set(_REQUIRED) <= set(names):
             raise Problem(400, "the CSV header must name the columns series,t_u,t_c", slug="malformed")
         with_instrument = "instrument" in names
-        table = LongTable(settings, lines + 1)
+        uncertain = tuple(column for column in UNCERTAINTY_COLUMNS if column in names)
+        table = LongTable(settings, lines + 1, uncertain)
         try:
-            _fill(table, body, with_instrument)
+            _fill(table, body, with_instrument, uncertain)
         except RowError as found:
-            raise _named(body, with_instrument, found.rows) from None
+            raise _named(body, with_instrument, found.rows, uncertain=uncertain) from None
         except pa.ArrowInvalid as exc:
             # A row the reader cannot split (more or fewer cells than the header): named by the
             # row-by-row reader where it can, else Arrow's own words.
-            problem = _named(body, with_instrument, lines + 1, fallback=f"not a readable CSV: {exc}")
+            problem = _named(
+                body, with_instrument, lines + 1, fallback=f"not a readable CSV: {exc}", uncertain=uncertain
+            )
             raise problem from exc
     return table
 
@@ -86,8 +89,8 @@ def _header(body: IO[bytes]) -> list[str]:
         raise Problem(400, f"the CSV's header line cannot be read: {exc}", slug="malformed") from exc
 
 
-def _fill(table: LongTable, body: IO[bytes], with_instrument: bool) -> None:
-    wanted = [*_REQUIRED, *(["instrument"] if with_instrument else [])]
+def _fill(table: LongTable, body: IO[bytes], with_instrument: bool, uncertain: tuple[str, ...]) -> None:
+    wanted = [*_REQUIRED, *(["instrument"] if with_instrument else []), *uncertain]
     reader = pacsv.open_csv(
         body,
         read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
@@ -104,15 +107,20 @@ def _fill(table: LongTable, body: IO[bytes], with_instrument: bool) -> None:
         if t_u is None or t_c is None:
             raise RowError(table.rows + block.num_rows)
         instrument = block.column("instrument") if with_instrument else None
-        table.add(block.column("series"), t_u, t_c, instrument)
+        stated = {column: numbers(block.column(column)) for column in uncertain}
+        if any(values is None for values in stated.values()):
+            raise RowError(table.rows + block.num_rows)
+        table.add(block.column("series"), t_u, t_c, instrument, stated)  # type: ignore[arg-type]
 
 
-def _named(body: IO[bytes], with_instrument: bool, rows: int, fallback: str = "") -> Problem:
+def _named(
+    body: IO[bytes], with_instrument: bool, rows: int, fallback: str = "", uncertain: tuple[str, ...] = ()
+) -> Problem:
     """The first bad row among the first `rows`, as the row-by-row reader names it."""
     body.seek(0)
     text = io.TextIOWrapper(body, encoding="utf-8-sig", newline="")
     try:
-        problem = first_row_error(csv.DictReader(text), with_instrument, rows, csv_cells=True)
+        problem = first_row_error(csv.DictReader(text), with_instrument, rows, csv_cells=True, uncertain=uncertain)
     except (csv.Error, UnicodeDecodeError) as exc:  # stray quotes or line breaks: the client's CSV
         problem = Problem(400, f"not a readable CSV: {exc}", slug="malformed")
     finally:

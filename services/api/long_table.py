@@ -1,4 +1,6 @@
-"""A batch's long table (`series,t_u,t_c[,instrument]`, from CSV or Parquet) read into columns.
+"""A batch's long table (`series,t_u,t_c[,instrument][,u_t_c][,u_t_u]`, from CSV or Parquet) read into
+columns. The optional `u_t_c` and `u_t_u` columns are each point's stated standard uncertainties
+(API.md, "Uncertainty of each point"); a table that has them holds one more float64 array each.
 
 Rows arrive in blocks of Arrow arrays (pyarrow's CSV reader, Parquet record batches) and go
 straight into two preallocated float64 arrays; each series is a range of them. Nothing of a row
@@ -39,6 +41,8 @@ class Series:
     instrument: str | None
     t_u: np.ndarray
     t_c: np.ndarray
+    # Each point's stated standard uncertainties, where the table has those columns.
+    uncertainties: dict[str, np.ndarray]
 
 
 class RowError(Exception):
@@ -52,10 +56,11 @@ class RowError(Exception):
 class LongTable:
     """Blocks of rows in, series out."""
 
-    def __init__(self, settings: Settings, rows_at_most: int) -> None:
+    def __init__(self, settings: Settings, rows_at_most: int, uncertain: Iterable[str] = ()) -> None:
         self.settings = settings
         self.t_u = np.empty(rows_at_most, dtype=np.float64)
         self.t_c = np.empty(rows_at_most, dtype=np.float64)
+        self.uncertainties = {name: np.empty(rows_at_most, dtype=np.float64) for name in uncertain}
         self.rows = 0
         self.starts: list[int] = []  # the row each series starts at
         self.names: list[str] = []
@@ -63,9 +68,16 @@ class LongTable:
         self._seen: set[str] = set()
         self._last_instrument: Any = None  # the last row's instrument cell (null filled), for the next block
 
-    def add(self, series: pa.Array, t_u: np.ndarray, t_c: np.ndarray, instrument: pa.Array | None) -> None:
+    def add(
+        self,
+        series: pa.Array,
+        t_u: np.ndarray,
+        t_c: np.ndarray,
+        instrument: pa.Array | None,
+        uncertainties: dict[str, np.ndarray] | None = None,
+    ) -> None:
         """A block of rows: its columns as read (series and instrument as text or integers, nulls
-        allowed in instrument); t_u and t_c already float64, every value a number."""
+        allowed in instrument); t_u, t_c and the uncertainty columns already float64, every value a number."""
         n = len(series)
         if not n:
             return
@@ -96,9 +108,12 @@ class LongTable:
                 raise too_many_fits(f"fits: more than {limit} series, the limit is {limit}")
         self.t_u[self.rows : self.rows + n] = t_u
         self.t_c[self.rows : self.rows + n] = t_c
+        for name, values in (uncertainties or {}).items():
+            self.uncertainties[name][self.rows : self.rows + n] = values
         self.rows += n
         self._check_lengths(len(starts))
-        holding(self.rows, len(self.names))
+        # Each uncertainty column is one more float64 a row: half a point's two arrays.
+        holding(self.rows + self.rows * len(self.uncertainties) // 2, len(self.names))
 
     def _check_instruments(
         self,
@@ -132,7 +147,8 @@ class LongTable:
     def series(self) -> Iterator[Series]:
         ends = [*self.starts[1:], self.rows]
         for name, instrument, start, end in zip(self.names, self.instruments, self.starts, ends, strict=True):
-            yield Series(name, instrument, self.t_u[start:end], self.t_c[start:end])
+            stated = {column: values[start:end] for column, values in self.uncertainties.items()}
+            yield Series(name, instrument, self.t_u[start:end], self.t_c[start:end], stated)
 
 
 def _text(column: pa.Array) -> pa.Array:
@@ -187,8 +203,16 @@ def _python_floats(texts: list[Any]) -> np.ndarray | None:
         return None
 
 
+UNCERTAINTY_COLUMNS = ("u_t_c", "u_t_u")
+
+
 def first_row_error(
-    rows: Iterable[dict[str, Any]], with_instrument: bool, stop_after: int, *, csv_cells: bool = False
+    rows: Iterable[dict[str, Any]],
+    with_instrument: bool,
+    stop_after: int,
+    *,
+    csv_cells: bool = False,
+    uncertain: Iterable[str] = (),
 ) -> Problem | None:
     """The first bad row among the first `stop_after`, named as the row-by-row reader named it
     (line numbers count the header as line 1); None if those rows are fine. Holds the series'
@@ -209,6 +233,16 @@ def first_row_error(
                 slug="malformed",
                 errors=[{"loc": ["line", line], "msg": "not a number"}],
             )
+        for column in uncertain:
+            try:
+                float(row[column])
+            except (TypeError, ValueError):
+                return Problem(
+                    400,
+                    f"line {line}: {column} must be a number",
+                    slug="malformed",
+                    errors=[{"loc": ["line", line, column], "msg": "not a number"}],
+                )
         if csv_cells and (None in row or None in row.values()):  # DictReader's marks of extra and missing cells
             return Problem(
                 400,

@@ -1,4 +1,4 @@
-"""Parquet for batches (API.md "Parquet"): the long table `series,t_u,t_c[,instrument]` in, and the
+"""Parquet for batches (API.md "Parquet"): the long table `series,t_u,t_c[,instrument][,u_t_c][,u_t_u]` in, and the
 batch's result columns out, typed (numbers as float64 and int64, verdicts as booleans)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from services.api.bodies import spool, too_large
-from services.api.long_table import LongTable, RowError, first_row_error, numbers
+from services.api.long_table import UNCERTAINTY_COLUMNS, LongTable, RowError, first_row_error, numbers
 from services.api.memory import holding
 from services.api.problems import Problem, invalid_field
 from shared.runtime.settings import Settings
@@ -39,7 +39,7 @@ def result_schema(columns: Sequence[str]) -> pa.Schema:
 
 # The long table's columns, and the Arrow types each may have; any other column is never read.
 _TEXT = ("series", "instrument")
-_NUMBERS = ("t_u", "t_c")
+_NUMBERS = ("t_u", "t_c", *UNCERTAINTY_COLUMNS)
 # Rows decoded at a time: with the byte budget below, what one request holds while it is read.
 _BATCH_ROWS = 65_536
 
@@ -85,7 +85,8 @@ def _read(body: IO[bytes], settings: Settings) -> LongTable:
     if not rows:
         raise Problem(400, "the Parquet file has no rows", slug="malformed")
     with_instrument = "instrument" in names
-    wanted = ["series", "t_u", "t_c"] + (["instrument"] if with_instrument else [])
+    uncertain = tuple(column for column in UNCERTAINTY_COLUMNS if column in names)
+    wanted = ["series", "t_u", "t_c"] + (["instrument"] if with_instrument else []) + list(uncertain)
     for name in wanted:
         problem = _kind_problem(name, schema.field(name).type)
         if problem is not None:
@@ -100,17 +101,18 @@ def _read(body: IO[bytes], settings: Settings) -> LongTable:
     if declared > budget:
         raise too_large(["body"], f"its columns {','.join(wanted)} decode to {declared:,} bytes; at most {budget:,}")
     text = [name for name in wanted if name in _TEXT and not pa.types.is_integer(schema.field(name).type)]
-    table = LongTable(settings, rows)
+    table = LongTable(settings, rows, uncertain)
     try:
         for batch in _decoded(body, wanted, text, budget):
             t_u, t_c = numbers(batch.column("t_u")), numbers(batch.column("t_c"))
-            if t_u is None or t_c is None:
+            stated = {column: numbers(batch.column(column)) for column in uncertain}
+            if t_u is None or t_c is None or any(values is None for values in stated.values()):
                 raise RowError(table.rows + batch.num_rows)
             instrument = batch.column("instrument") if with_instrument else None
-            table.add(batch.column("series"), t_u, t_c, instrument)
+            table.add(batch.column("series"), t_u, t_c, instrument, stated)  # type: ignore[arg-type]
     except RowError as found:
         rows_read = (row for batch in _decoded(body, wanted, text, budget) for row in batch.to_pylist())
-        raise first_row_error(rows_read, with_instrument, found.rows) or Problem(
+        raise first_row_error(rows_read, with_instrument, found.rows, uncertain=uncertain) or Problem(
             400, "not a readable long table", slug="malformed"
         ) from None
     return table

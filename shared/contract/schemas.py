@@ -58,6 +58,14 @@ def _uncertainties(given: Any, positive: bool = False) -> float | list[float]:
             raise PydanticCustomError("uncertainty", f"{where}a finite number {bound} is expected, got {value!r}")
         return float(value)
 
+    if isinstance(given, np.ndarray) and given.dtype == np.float64 and given.ndim == 1:
+        # A CSV or Parquet batch's column, checked at once and kept an array (as its readings are);
+        # the first value out of bounds is named as the list path names it.
+        bad = ~np.isfinite(given) | (given <= 0 if positive else given < 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            one(float(given[i]), f"[{i}]: ")
+        return given  # type: ignore[return-value]
     if isinstance(given, list):
         if len(given) > 1_000_000:
             raise PydanticCustomError("uncertainty", "at most 1,000,000 values")
@@ -65,10 +73,16 @@ def _uncertainties(given: Any, positive: bool = False) -> float | list[float]:
     return one(given, "")
 
 
+def _uncertainties_out(value: Any) -> float | list[float]:
+    listed: float | list[float] = value.tolist() if isinstance(value, np.ndarray) else value
+    return listed
+
+
 # Standard uncertainties: one finite number ≥ 0 for all values, or one per value.
 Uncertainties = Annotated[
     float | list[float],
     PlainValidator(_uncertainties),
+    PlainSerializer(_uncertainties_out),
     WithJsonSchema(
         {
             "anyOf": [
@@ -83,6 +97,7 @@ Uncertainties = Annotated[
 PositiveUncertainties = Annotated[
     float | list[float],
     PlainValidator(lambda given: _uncertainties(given, positive=True)),
+    PlainSerializer(_uncertainties_out),
     WithJsonSchema(
         {
             "anyOf": [
