@@ -249,7 +249,7 @@ def book_quadratic_loop(epochs: int) -> float:
         loss.backward()
         with torch.no_grad():
             params -= 1e-4 * params.grad
-    return float(loss)
+    return float(loss.detach())
 
 
 def case_q(device_name: str, repeats: int) -> dict[str, Any]:
@@ -307,7 +307,7 @@ def book_cvd_loop(epochs: int) -> float:
         loss.backward()
         with torch.no_grad():
             params -= 0.1 * params.grad
-    return float(loss)
+    return float(loss.detach())
 
 
 def case_v(device_name: str, repeats: int) -> dict[str, Any]:

@@ -33,13 +33,7 @@ def prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
     if raw is None:
         raise Problem(409, f"fit {fit_id} is {fit.status}: predictions need a succeeded fit", slug="not-succeeded")
     if body.interval is not None and fit.chi2 is not None:
-        raise Problem(
-            409,
-            f"fit {fit.id} was weighted by stated uncertainties (u_t_c): a new observation's interval depends "
-            "on that observation's own uncertainty, which calib does not know; send u_t_u for u_t_c, the "
-            "standard uncertainty of the calibration's value",
-            slug="no-interval",
-        )
+        _no_interval_when_weighted(fit)
     spread = fit.prediction_spread() if body.interval is not None else None
     if body.interval is not None and spread is None:
         # The request is well formed; this fit's data cannot carry an interval: a conflict with
@@ -86,6 +80,16 @@ def prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
     return serve(Prediction, answer)
 
 
+def _no_interval_when_weighted(fit: Fit) -> None:
+    raise Problem(
+        409,
+        f"fit {fit.id} was weighted by stated uncertainties (u_t_c): a new observation's interval depends "
+        "on that observation's own uncertainty, which calib does not know; send u_t_u for u_t_c, the "
+        "standard uncertainty of the calibration's value",
+        slug="no-interval",
+    )
+
+
 def _model_prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
     """A polynomial's or a transformed function's predictions (t_c from the reading; Callendar–Van
     Dusen inverted), the interval for a new observation and u(t_c) by the law of propagation
@@ -95,6 +99,8 @@ def _model_prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
         raise Problem(409, f"fit {fit.id} is {fit.status}: predictions need a succeeded fit", slug="not-succeeded")
     given = solution.get("covariance")
     covariance = np.array(given, dtype=np.float64) if given and all(None not in row for row in given) else None
+    if body.interval is not None and fit.chi2 is not None:
+        _no_interval_when_weighted(fit)
     if (body.interval is not None or body.u_t_u is not None) and covariance is None:
         raise Problem(
             409,

@@ -147,7 +147,8 @@ def _model_stats(
         if isinstance(spec.model, PolynomialModel):
             groups.setdefault((spec.model.degree, weighted), []).append(i)
         elif isinstance(spec.model, TRANSFORMED):
-            transformed.setdefault(json.dumps(spec.model.stored(training[i][1]), sort_keys=True), []).append(i)
+            key = json.dumps([spec.model.stored(training[i][1]), weighted], sort_keys=True)
+            transformed.setdefault(key, []).append(i)
         elif weighted:
             groups.setdefault((1, True), []).append(i)
     found: dict[int, ModelStats] = {}
@@ -161,8 +162,9 @@ def _model_stats(
             [stated[i] for i in rows] if weighted else None,  # type: ignore[misc]
         )
         found.update(zip(rows, stats, strict=True))
-    for stored, rows in transformed.items():
-        function = function_of(json.loads(stored))
+    for key, rows in transformed.items():
+        stored, weighted = json.loads(key)
+        function = function_of(stored)
         assert function is not None
         stats = function_stats(
             function,
@@ -170,6 +172,7 @@ def _model_stats(
             [training[i][1] for i in rows],
             [inputs[i][1] for i in rows],
             [inputs[i][0] for i in rows],
+            [stated[i] for i in rows] if weighted else None,  # type: ignore[misc]
         )
         found.update(zip(rows, stats, strict=True))
     return found

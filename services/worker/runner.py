@@ -260,8 +260,14 @@ def _series(fits: list[store.ClaimedFit], part: int, device: torch.device) -> Se
     transformed function (one model per group), its regressor and response in place of t_u and t_c."""
     t_u = [split(fit.t_u, fit.held_out)[part] for fit in fits]
     t_c = [split(fit.t_c, fit.held_out)[part] for fit in fits]
+    u_t_c = [split(fit.u_t_c, fit.held_out)[part] if fit.u_t_c is not None else None for fit in fits]
     function = function_of(fits[0].model)
     if function is not None:
+        # The stated u(t_c) carried to the response, as the API's least squares weighed it.
+        u_t_c = [
+            function.response_uncertainty(u, c, stated) if stated is not None else None
+            for u, c, stated in zip(t_u, t_c, u_t_c, strict=True)
+        ]
         t_u, t_c = (
             [function.regressor(u, c) for u, c in zip(t_u, t_c, strict=True)],
             [function.response(u, c) for u, c in zip(t_u, t_c, strict=True)],
@@ -276,7 +282,7 @@ def _series(fits: list[store.ClaimedFit], part: int, device: torch.device) -> Se
         w0=[fit.init_w for fit in fits],
         b0=[fit.init_b for fit in fits],
         device=device,
-        u_t_c=[split(fit.u_t_c, fit.held_out)[part] if fit.u_t_c is not None else None for fit in fits],
+        u_t_c=u_t_c,
         u_t_u=[split(fit.u_t_u, fit.held_out)[part] if fit.u_t_u is not None else None for fit in fits],
     )
 

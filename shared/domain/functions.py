@@ -9,6 +9,8 @@ Each is fitted as y ≈ Σ c_j·f_j(v) + c_0 with a regressor v and a response y
   (0 above: the standard's C term applies below 0 °C only). Its coefficients (R0·A, R0·B, R0·C, R0)
   are presented as A, B, C and R0, their covariance carried through the Jacobian of that map.
 - Steinhart–Hart: v = ln t_u, y = 1/(t_c + 273.15) (kelvin), features L and L³: coefficients b, c, a.
+  Stated u(t_c) weigh it as u(y) = u(t_c)/T² (first order at each reference value). Callendar–Van
+  Dusen takes none yet: there u(t_c) is the regressor's, and its weight would depend on the fit.
 
 Gradient descent runs on x = (v − shift)·scale, with the fit's normalize giving shift and scale as
 for any model; `raw_map` is the exact linear map from model-space parameters to these coefficients.
@@ -80,6 +82,10 @@ class Function:
 
     def forward(self, coefficients: np.ndarray, t_u: np.ndarray) -> Forward:
         raise NotImplementedError
+
+    def response_uncertainty(self, t_u: np.ndarray, t_c: np.ndarray, u_t_c: np.ndarray) -> np.ndarray | None:
+        """The stated u(t_c) carried to the fitted response (None: this function does not take them)."""
+        return None
 
 
 class CallendarVanDusen(Function):
@@ -157,6 +163,13 @@ class SteinhartHart(Function):
 
     def response(self, t_u: np.ndarray, t_c: np.ndarray) -> np.ndarray:
         return 1 / (np.asarray(t_c, dtype=np.float64) + KELVIN)
+
+    def response_uncertainty(self, t_u: np.ndarray, t_c: np.ndarray, u_t_c: np.ndarray) -> np.ndarray | None:
+        """u(1/T) = u(T)/T² (first order: the law of propagation at the reference value itself, which
+        does not depend on the fit, so that the weights are the data's)."""
+        kelvin = np.asarray(t_c, dtype=np.float64) + KELVIN
+        found: np.ndarray = np.asarray(u_t_c, dtype=np.float64) / (kelvin * kelvin)
+        return found
 
     def design(self, v: np.ndarray) -> np.ndarray:
         ln = np.asarray(v, dtype=np.float64)

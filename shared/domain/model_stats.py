@@ -92,11 +92,14 @@ def function_stats(
     t_c: Sequence[Sequence[float] | np.ndarray],
     input_scale: Sequence[float],
     input_shift: Sequence[float],
+    u_t_c: Sequence[Sequence[float] | np.ndarray] | None = None,
 ) -> list[ModelStats]:
     """Per fit, for one transformed function (shared/domain/functions.py), in its coefficients: the
-    least squares of its response on its features, and gradient descent's pre-flight on Mᵀ·φ."""
+    least squares of its response on its features (weighted where u(t_c) is stated, by u(t_c) carried
+    to the response), and gradient descent's pre-flight on Mᵀ·φ."""
     counts = np.array([len(u) for u in t_u], dtype=np.int64)
     u, c = _joined(t_u), _joined(t_c)
+    u_y = function.response_uncertainty(u, c, _joined(u_t_c)) if u_t_c is not None else None
     with np.errstate(all="ignore"):
         v = function.regressor(u, c)
         shift = np.repeat(np.asarray(input_shift, dtype=np.float64), counts)
@@ -106,7 +109,7 @@ def function_stats(
         # coefficients: the raw design's columns (T … T⁴ for a PRT) span too many decades for one
         # rank tolerance. Least squares does not depend on how the function is parametrized.
         to_raw = function.raw_map(np.asarray(input_shift, dtype=np.float64), np.asarray(input_scale, dtype=np.float64))
-        return _linear_stats(function.names, raw, model, function.response(u, c), counts, None, to_raw)
+        return _linear_stats(function.names, raw, model, function.response(u, c), counts, u_y, to_raw)
 
 
 def distance_stats(

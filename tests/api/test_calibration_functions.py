@@ -122,7 +122,7 @@ def test_intervals_and_uncertainties_propagate_through_the_inverse(client: Flask
         ("callendar_van_dusen", {"t_c": [-250.0, 10.0, 50.0, 20.0]}, "t_c.0"),
         ("steinhart_hart", {"t_u": [0.0, 1.0, 2.0, 3.0]}, "t_u.0"),
         ("steinhart_hart", {"t_c": [-300.0, 10.0, 50.0, 20.0]}, "t_c.0"),
-        ("steinhart_hart", {"u_t_c": 0.01}, "u_t_c"),
+        ("callendar_van_dusen", {"u_t_c": 0.01}, "u_t_c"),
         ("callendar_van_dusen", {"t_u": [100.0, 110.0], "t_c": [0.0, 25.0]}, "t_u"),
         ("callendar_van_dusen", {"t_c": [-10.0, 10.0, 50.0, 20.0], "validation": {"indices": [3]}}, "t_u"),
     ],
@@ -182,3 +182,28 @@ def test_the_inverse_of_every_kind_finds_the_one_reading_in_the_datas_range(clie
     )
     twice = problem(client.post(f"/v1/fits/{parabola['id']}/inverse", json={"t_c": [1.0]}), 409)
     assert "2 readings" in twice["errors"][0]["msg"]
+
+
+def test_a_thermistor_weighted_by_its_references_uncertainty(client: FlaskClient) -> None:
+    """u_t_c on Steinhart–Hart weighs each point by u(1/T) = u(t_c)/T²: the parameters and their unscaled
+    covariance are numpy's weighted least squares on (ln R, ln³R, 1); Callendar–Van Dusen refuses u_t_c."""
+    rng = np.random.default_rng(9)
+    t = np.arange(-40.0, 126.0, 15.0)
+    u = rng.uniform(0.005, 0.02, t.size)
+    r = ntc_resistance(t + rng.normal(0, u))
+    fit = _fit(client, r, t, "steinhart_hart", u_t_c=u.tolist())
+    result = fit["result"]
+    kelvin = t + 273.15
+    design = np.stack([np.log(r), np.log(r) ** 3, np.ones_like(r)], 1)
+    weights = (kelvin**2 / u) ** 2
+    normal = (design.T * weights) @ design
+    expected = np.linalg.solve(normal, (design.T * weights) @ (1 / kelvin))
+    covariance = np.linalg.inv(normal)
+    assert [result["parameters_opt"][n] for n in ("b", "c", "a")] == pytest.approx(expected, rel=1e-7)
+    np.testing.assert_allclose(result["covariance"], covariance, rtol=1e-6)
+    assert result["chi2_dof"] == t.size - 3 and result["converged"] is True
+    refused = problem(client.post(f"/v1/fits/{fit['id']}/predict", json={"t_u": [10000.0], "interval": 0.95}), 409)
+    assert refused["type"].endswith("no-interval")
+    cvd = {"t_u": [100.0, 119.4, 138.5, 157.3], "t_c": [0.0, 50.0, 100.0, 150.0], "u_t_c": 0.01}
+    body = problem(client.post("/v1/fits", json={**cvd, "model": {"kind": "callendar_van_dusen"}}), 422)
+    assert body["errors"][0]["loc"][-1] == "u_t_c"
