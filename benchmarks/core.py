@@ -35,7 +35,7 @@ import torch
 from services.worker.engine import GradientDescent, SeriesBatch, reference_fit
 from services.worker.engine.device import pick_device
 from services.worker.engine.iterative import Iterative
-from services.worker.engine.models import Polynomial, Transformed
+from services.worker.engine.models import Model, Polynomial, Transformed
 from services.worker.engine.stopping import StopRule
 from shared.contract.optimizers import options_of
 from shared.domain.functions import CallendarVanDusen
@@ -254,17 +254,30 @@ def book_quadratic_loop(epochs: int) -> float:
 
 def case_q(device_name: str, repeats: int) -> dict[str, Any]:
     device = torch.device(device_name)
-    fits, epochs, book_epochs = 10_000, 5000, 2000
-    batch = thermometer_batch(fits, epochs, device, learning_rate=1e-4)
-    quadratic = Polynomial(2)
+    batch = thermometer_batch(10_000, 5000, device, learning_rate=1e-4)
+    label = "q: 10,000 quadratics x 11 points x 5000 epochs"
+    return _model_case(label, batch, Polynomial(2), book_quadratic_loop, repeats, device)
+
+
+def _model_case(
+    label: str,
+    batch: SeriesBatch,
+    model: Model,
+    book_loop: Callable[[int], float],
+    repeats: int,
+    device: torch.device,
+    book_epochs: int = 2000,
+) -> dict[str, Any]:
+    """A model's case: its batch's every epoch's loss in the engine, beside the book's loop of one fit."""
+    epochs = int(batch.epochs.max())
     engine_s = median_seconds(
-        lambda: GradientDescent(batch, model=quadratic).losses(1, epochs, torch.float32), repeats, device
+        lambda: GradientDescent(batch, model=model).losses(1, epochs, torch.float32), repeats, device
     )
-    book_s = median_seconds(lambda: book_quadratic_loop(book_epochs), max(1, repeats // 2), torch.device("cpu"))
+    book_s = median_seconds(lambda: book_loop(book_epochs), max(1, repeats // 2), torch.device("cpu"))
     return {
-        "case": "q: 10,000 quadratics x 11 points x 5000 epochs",
+        "case": label,
         "engine_s": engine_s,
-        "fit_epochs": fits * epochs,
+        "fit_epochs": batch.size * epochs,
         "book_s_per_fit_epoch": book_s / book_epochs,
     }
 
@@ -312,19 +325,8 @@ def book_cvd_loop(epochs: int) -> float:
 
 def case_v(device_name: str, repeats: int) -> dict[str, Any]:
     device = torch.device(device_name)
-    fits, epochs, book_epochs = 10_000, 5000, 2000
-    batch = pt100_batch(fits, epochs, device)
-    model = Transformed(PT100)
-    engine_s = median_seconds(
-        lambda: GradientDescent(batch, model=model).losses(1, epochs, torch.float32), repeats, device
-    )
-    book_s = median_seconds(lambda: book_cvd_loop(book_epochs), max(1, repeats // 2), torch.device("cpu"))
-    return {
-        "case": "v: 10,000 Pt100s (Callendar–Van Dusen) x 12 points x 5000 epochs",
-        "engine_s": engine_s,
-        "fit_epochs": fits * epochs,
-        "book_s_per_fit_epoch": book_s / book_epochs,
-    }
+    label = "v: 10,000 Pt100s (Callendar–Van Dusen) x 12 points x 5000 epochs"
+    return _model_case(label, pt100_batch(10_000, 5000, device), Transformed(PT100), book_cvd_loop, repeats, device)
 
 
 def _child(name: str, device: str, repeats: int, out: Any) -> None:

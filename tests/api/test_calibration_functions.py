@@ -207,3 +207,45 @@ def test_a_thermistor_weighted_by_its_references_uncertainty(client: FlaskClient
     cvd = {"t_u": [100.0, 119.4, 138.5, 157.3], "t_c": [0.0, 50.0, 100.0, 150.0], "u_t_c": 0.01}
     body = problem(client.post("/v1/fits", json={**cvd, "model": {"kind": "callendar_van_dusen"}}), 422)
     assert body["errors"][0]["loc"][-1] == "u_t_c"
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [
+        ("callendar_van_dusen", {"optimizer": "adam", "learning_rate": 0.05, "epochs": 3000}),
+        ("callendar_van_dusen", {"optimizer": {"kind": "gd", "gradient": "autograd"}, "epochs": 400}),
+        (
+            "steinhart_hart",
+            {"optimizer": {"kind": "gd", "gradient": "finite_difference", "delta": 1e-6}, "epochs": 400},
+        ),
+        ("steinhart_hart", {"optimizer": "momentum", "epochs": 400, "learning_rate": 1e-3}),
+        (
+            "callendar_van_dusen",
+            {
+                "validation": {"indices": [3, 9]},
+                "early_stopping": {"monitor": "val_loss", "patience": 20},
+                "epochs": 200000,
+            },
+        ),
+    ],
+)
+def test_every_optimizer_gradient_split_and_stop_runs_a_function(
+    client: FlaskClient, kind: str, options: dict[str, Any]
+) -> None:
+    """The functions through the engine's iterative paths and a split: each epoch's loss the documented
+    one (the response's mean square, before the epoch's update), falling, and the analytic gd's closed
+    form the same as autograd's epoch by epoch."""
+    t = np.linspace(-60.0, 300.0, 12)
+    rng = np.random.default_rng(13)
+    readings = pt100(t) + rng.normal(0, 0.003, t.size) if kind == "callendar_van_dusen" else ntc_resistance(t)
+    body = {"t_u": readings.tolist(), "t_c": t.tolist(), "model": {"kind": kind}, "normalize": "standardize"}
+    fit = succeeded(client, {**body, **{"learning_rate": "auto"}, **options})
+    losses = client.get(f"/v1/fits/{fit['id']}/losses?limit=10000").get_json()["loss"]
+    assert losses[-1] < losses[0] and all(np.isfinite(losses))
+    if "validation" in options:
+        assert fit["stop_reason"] in ("early_stopped", "completed")
+        assert fit["result"]["val_loss"] is not None
+    if options.get("optimizer") == {"kind": "gd", "gradient": "autograd"}:
+        closed = succeeded(client, {**body, "learning_rate": fit["params"]["learning_rate"], "epochs": 400})
+        again = client.get(f"/v1/fits/{closed['id']}/losses?limit=10000").get_json()["loss"]
+        np.testing.assert_allclose(losses, again, rtol=1e-5)
