@@ -155,7 +155,7 @@ def main() -> None:
             workers=1,
             redis_db=REDIS_DB,
             name="calib_bench_instruments",
-            CALIB_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+            CALIB_WEBHOOK_ALLOWED_HOSTS="http://127.0.0.1:*",  # plain http on loopback, as the e2e receivers
             CALIB_RATE_LIMIT="100000/second",
         ) as stack,
     ):

@@ -265,8 +265,8 @@ def _series(fits: list[store.ClaimedFit], part: int, device: torch.device) -> Se
     if function is not None:
         # The stated u(t_c) carried to the response, as the API's least squares weighed it.
         u_t_c = [
-            function.response_uncertainty(u, c, stated) if stated is not None else None
-            for u, c, stated in zip(t_u, t_c, u_t_c, strict=True)
+            function.response_uncertainty(u, c, stated, _weighting(fit, len(u))) if stated is not None else None
+            for fit, u, c, stated in zip(fits, t_u, t_c, u_t_c, strict=True)
         ]
         t_u, t_c = (
             [function.regressor(u, c) for u, c in zip(t_u, t_c, strict=True)],
@@ -285,6 +285,14 @@ def _series(fits: list[store.ClaimedFit], part: int, device: torch.device) -> Se
         u_t_c=u_t_c,
         u_t_u=[split(fit.u_t_u, fit.held_out)[part] if fit.u_t_u is not None else None for fit in fits],
     )
+
+
+def _weighting(fit: store.ClaimedFit, points: int) -> np.ndarray | None:
+    """The unweighted coefficients a Callendar–Van Dusen fit's u(t_c) are carried to R by, per point."""
+    found = (fit.solution or {}).get("weighting")
+    if found is None:
+        return None
+    return np.tile(np.asarray(found, dtype=np.float64), (points, 1))
 
 
 def _data(

@@ -350,8 +350,8 @@ class FitOptions(BaseModel):
         "−200…850; R(T) = R0·(1 + A·T + B·T² + C·(T − 100)·T³), C for T < 0 only) or "
         '{"kind": "steinhart_hart"} (t_u in Ω > 0; 1/(t_c + 273.15) = a + b·ln t_u + c·(ln t_u)³). '
         "The last two are fitted in their linear form (shared/domain/functions.py): the loss is in the "
-        "units of their response (Ω² for Callendar–Van Dusen, K⁻² for Steinhart–Hart); Steinhart–Hart "
-        "takes u_t_c (weights from u(t_c)/T²), Callendar–Van Dusen none yet",
+        "units of their response (Ω² for Callendar–Van Dusen, K⁻² for Steinhart–Hart); u_t_c weighs them "
+        "through the response (u(t_c)/T² for Steinhart–Hart, |dR/dT|·u(t_c) for Callendar–Van Dusen)",
     )
     learning_rate: LearningRate = 0.01
     init: Init = Field(default_factory=Init, json_schema_extra={"example": {"w": 1.0, "b": 0.0}})
@@ -628,7 +628,7 @@ class FitCreate(FitOptions):
         if isinstance(self.model, LineModel) or len(self.t_u) != len(self.t_c):
             return self
         if isinstance(self.model, TRANSFORMED):
-            _within_the_functions_domain(self.model, self.t_u, self.t_c, self.u_t_c is not None)
+            _within_the_functions_domain(self.model, self.t_u, self.t_c)
         training_t_c = split(self.t_c, self.held_out())[0]
         needed, training = self.model.needed(training_t_c), len(training_t_c)
         if training < needed:
@@ -681,10 +681,10 @@ class FitCreate(FitOptions):
 
 
 def _within_the_functions_domain(
-    model: CallendarVanDusenModel | SteinhartHartModel, t_u: list[float], t_c: list[float], weighted: bool
+    model: CallendarVanDusenModel | SteinhartHartModel, t_u: list[float], t_c: list[float]
 ) -> None:
     """Resistances positive; Callendar–Van Dusen's temperatures within IEC 60751's −200…850 °C,
-    Steinhart–Hart's above absolute zero; no stated u_t_c for Callendar–Van Dusen."""
+    Steinhart–Hart's above absolute zero."""
     for i, r in enumerate(t_u):
         if not r > 0:
             raise PydanticCustomError(
@@ -701,14 +701,6 @@ def _within_the_functions_domain(
                 "t_c[{i}] = {t} °C is outside {kind}'s range ({lowest} … {highest} °C)",
                 {"field": f"t_c.{i}", "kind": model.kind, "i": i, "t": t, "lowest": lowest, "highest": highest},
             )
-    if weighted and cvd:
-        # Its u(t_c) is the regressor's (R is fitted from T): a weight would depend on the fit's slope.
-        raise PydanticCustomError(
-            "model_mismatch",
-            "stated uncertainties (u_t_c) are for lines, polynomials and Steinhart–Hart for now; {kind} is "
-            "fitted unweighted",
-            {"field": "u_t_c", "kind": model.kind},
-        )
 
 
 class PredictRequest(BaseModel):

@@ -9,8 +9,10 @@ Each is fitted as y ≈ Σ c_j·f_j(v) + c_0 with a regressor v and a response y
   (0 above: the standard's C term applies below 0 °C only). Its coefficients (R0·A, R0·B, R0·C, R0)
   are presented as A, B, C and R0, their covariance carried through the Jacobian of that map.
 - Steinhart–Hart: v = ln t_u, y = 1/(t_c + 273.15) (kelvin), features L and L³: coefficients b, c, a.
-  Stated u(t_c) weigh it as u(y) = u(t_c)/T² (first order at each reference value). Callendar–Van
-  Dusen takes none yet: there u(t_c) is the regressor's, and its weight would depend on the fit.
+  Stated u(t_c) weigh it as u(y) = u(t_c)/T² (first order at each reference value).
+- Stated u(t_c) on Callendar–Van Dusen are the regressor's: each weighs the resistance by
+  u(R) = |dR/dT|·u(T), the slope that of the unweighted fit (the effective-variance method in one
+  step), kept in the fit's solution so that the engine weighs its loss the same.
 
 Gradient descent runs on x = (v − shift)·scale, with the fit's normalize giving shift and scale as
 for any model; `raw_map` is the exact linear map from model-space parameters to these coefficients.
@@ -83,9 +85,15 @@ class Function:
     def forward(self, coefficients: np.ndarray, t_u: np.ndarray) -> Forward:
         raise NotImplementedError
 
-    def response_uncertainty(self, t_u: np.ndarray, t_c: np.ndarray, u_t_c: np.ndarray) -> np.ndarray | None:
-        """The stated u(t_c) carried to the fitted response (None: this function does not take them)."""
-        return None
+    # Whether carrying u(t_c) to the response needs the function's slope (a first, unweighted fit).
+    weighs_by_slope: ClassVar[bool] = False
+
+    def response_uncertainty(
+        self, t_u: np.ndarray, t_c: np.ndarray, u_t_c: np.ndarray, first: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The stated u(t_c) carried to the fitted response, to first order; `first`: each point's
+        coefficients of the unweighted fit, (P, p), where weighs_by_slope."""
+        raise NotImplementedError
 
 
 class CallendarVanDusen(Function):
@@ -146,11 +154,24 @@ class CallendarVanDusen(Function):
             return Forward(t, -self.design(t) / slope[:, None], 1 / slope, 1 / slope)
 
     def _slope(self, coefficients: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """dR/dT."""
-        slope: np.ndarray = coefficients[0] + 2 * coefficients[1] * t
+        """dR/dT: `coefficients` one vector (p,), or one per point (P, p)."""
+        c = coefficients.T
+        slope: np.ndarray = c[0] + 2 * c[1] * t
         if self.below_zero:
-            slope = slope + coefficients[2] * np.where(t < 0, 4 * t**3 - 300 * t**2, 0.0)
+            slope = slope + c[2] * np.where(t < 0, 4 * t**3 - 300 * t**2, 0.0)
         return slope
+
+    weighs_by_slope = True
+
+    def response_uncertainty(
+        self, t_u: np.ndarray, t_c: np.ndarray, u_t_c: np.ndarray, first: np.ndarray | None = None
+    ) -> np.ndarray:
+        """u(R) = |dR/dT|·u(T): the reference temperature's uncertainty carried to the resistance through
+        the slope of the unweighted fit (`first`), the effective-variance method in one step, so that
+        the weights are fixed before the weighted fit and the engine's loss uses the same ones."""
+        assert first is not None, "Callendar–Van Dusen weighs by the unweighted fit's slope"
+        found: np.ndarray = np.abs(self._slope(first, np.asarray(t_c, dtype=np.float64))) * np.asarray(u_t_c)
+        return found
 
 
 class SteinhartHart(Function):
@@ -164,7 +185,9 @@ class SteinhartHart(Function):
     def response(self, t_u: np.ndarray, t_c: np.ndarray) -> np.ndarray:
         return 1 / (np.asarray(t_c, dtype=np.float64) + KELVIN)
 
-    def response_uncertainty(self, t_u: np.ndarray, t_c: np.ndarray, u_t_c: np.ndarray) -> np.ndarray | None:
+    def response_uncertainty(
+        self, t_u: np.ndarray, t_c: np.ndarray, u_t_c: np.ndarray, first: np.ndarray | None = None
+    ) -> np.ndarray:
         """u(1/T) = u(T)/T² (first order: the law of propagation at the reference value itself, which
         does not depend on the fit, so that the weights are the data's)."""
         kelvin = np.asarray(t_c, dtype=np.float64) + KELVIN

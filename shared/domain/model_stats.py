@@ -48,15 +48,20 @@ class ModelStats:
     # With stated uncertainties: Σ r²/u², n − p, P(χ² ≥ chi2_obs), chi2_obs ≤ the 95 % quantile.
     chi2: dict[str, Any] | None = None
     response_var: float | None = None  # the variance of the fitted response (t_c, or a function's y)
+    # Callendar–Van Dusen with stated u(t_c): the unweighted coefficients whose slope weighs it.
+    weighting: list[float | None] | None = None
 
     def solution(self) -> dict[str, Any]:
         """The fit's `solution` column (shared/store/models.Fit)."""
-        return {
+        found: dict[str, Any] = {
             "names": list(self.names),
             "parameters_opt": self.parameters_opt,
             "covariance": self.covariance,
             "gram": self.gram,
         }
+        if self.weighting is not None:
+            found["weighting"] = self.weighting
+        return found
 
 
 def polynomial_design(t_u: np.ndarray, degree: int) -> np.ndarray:
@@ -99,7 +104,6 @@ def function_stats(
     to the response), and gradient descent's pre-flight on Mᵀ·φ."""
     counts = np.array([len(u) for u in t_u], dtype=np.int64)
     u, c = _joined(t_u), _joined(t_c)
-    u_y = function.response_uncertainty(u, c, _joined(u_t_c)) if u_t_c is not None else None
     with np.errstate(all="ignore"):
         v = function.regressor(u, c)
         shift = np.repeat(np.asarray(input_shift, dtype=np.float64), counts)
@@ -109,7 +113,21 @@ def function_stats(
         # coefficients: the raw design's columns (T … T⁴ for a PRT) span too many decades for one
         # rank tolerance. Least squares does not depend on how the function is parametrized.
         to_raw = function.raw_map(np.asarray(input_shift, dtype=np.float64), np.asarray(input_scale, dtype=np.float64))
-        return _linear_stats(function.names, raw, model, function.response(u, c), counts, u_y, to_raw)
+        y = function.response(u, c)
+        u_y, first = None, None
+        if u_t_c is not None:
+            if function.weighs_by_slope:
+                first = _mapped(solve(model, y, counts), to_raw).parameters
+            per_point = np.repeat(first, counts, axis=0) if first is not None else None
+            u_y = function.response_uncertainty(u, c, _joined(u_t_c), per_point)
+        found = _linear_stats(function.names, raw, model, y, counts, u_y, to_raw)
+    if first is None:
+        return found
+    # The weights' slope, for the engine to weigh its loss with the same u(R).
+    return [
+        dataclasses.replace(stats, weighting=[_finite(float(value)) for value in row])
+        for stats, row in zip(found, first, strict=True)
+    ]
 
 
 def distance_stats(

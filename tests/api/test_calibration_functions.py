@@ -122,7 +122,6 @@ def test_intervals_and_uncertainties_propagate_through_the_inverse(client: Flask
         ("callendar_van_dusen", {"t_c": [-250.0, 10.0, 50.0, 20.0]}, "t_c.0"),
         ("steinhart_hart", {"t_u": [0.0, 1.0, 2.0, 3.0]}, "t_u.0"),
         ("steinhart_hart", {"t_c": [-300.0, 10.0, 50.0, 20.0]}, "t_c.0"),
-        ("callendar_van_dusen", {"u_t_c": 0.01}, "u_t_c"),
         ("callendar_van_dusen", {"t_u": [100.0, 110.0], "t_c": [0.0, 25.0]}, "t_u"),
         ("callendar_van_dusen", {"t_c": [-10.0, 10.0, 50.0, 20.0], "validation": {"indices": [3]}}, "t_u"),
     ],
@@ -186,7 +185,7 @@ def test_the_inverse_of_every_kind_finds_the_one_reading_in_the_datas_range(clie
 
 def test_a_thermistor_weighted_by_its_references_uncertainty(client: FlaskClient) -> None:
     """u_t_c on Steinhart–Hart weighs each point by u(1/T) = u(t_c)/T²: the parameters and their unscaled
-    covariance are numpy's weighted least squares on (ln R, ln³R, 1); Callendar–Van Dusen refuses u_t_c."""
+    covariance are numpy's weighted least squares on (ln R, ln³R, 1)."""
     rng = np.random.default_rng(9)
     t = np.arange(-40.0, 126.0, 15.0)
     u = rng.uniform(0.005, 0.02, t.size)
@@ -204,9 +203,32 @@ def test_a_thermistor_weighted_by_its_references_uncertainty(client: FlaskClient
     assert result["chi2_dof"] == t.size - 3 and result["converged"] is True
     refused = problem(client.post(f"/v1/fits/{fit['id']}/predict", json={"t_u": [10000.0], "interval": 0.95}), 409)
     assert refused["type"].endswith("no-interval")
-    cvd = {"t_u": [100.0, 119.4, 138.5, 157.3], "t_c": [0.0, 50.0, 100.0, 150.0], "u_t_c": 0.01}
-    body = problem(client.post("/v1/fits", json={**cvd, "model": {"kind": "callendar_van_dusen"}}), 422)
-    assert body["errors"][0]["loc"][-1] == "u_t_c"
+
+
+def test_a_pt100_weighted_by_its_references_uncertainty(client: FlaskClient) -> None:
+    """u_t_c on Callendar–Van Dusen is the regressor's: each point weighs R by u(R) = |dR/dT|·u(T), the
+    slope the unweighted fit's (the effective-variance method in one step). The coefficients and their
+    unscaled covariance are numpy's weighted least squares with those weights, presented as A, B, C, R0."""
+    rng = np.random.default_rng(17)
+    t = np.linspace(-100.0, 400.0, 14)
+    u = rng.uniform(0.005, 0.03, t.size)
+    r = pt100(t + rng.normal(0, u))
+    fit = _fit(client, r, t, "callendar_van_dusen", u_t_c=u.tolist())
+    result = fit["result"]
+    below = t < 0
+    design = np.stack([t, t**2, np.where(below, (t - 100) * t**3, 0.0), np.ones_like(t)], 1)
+    first = np.linalg.lstsq(design, r, rcond=None)[0]
+    slope = first[0] + 2 * first[1] * t + first[2] * np.where(below, 4 * t**3 - 300 * t**2, 0.0)
+    weights = 1 / (slope * u) ** 2
+    normal = (design.T * weights) @ design
+    c = np.linalg.solve(normal, (design.T * weights) @ r)
+    expected = {"A": c[0] / c[3], "B": c[1] / c[3], "C": c[2] / c[3], "R0": c[3]}
+    for name, value in expected.items():
+        assert result["parameters_opt"][name] == pytest.approx(value, rel=1e-7), name
+    # R0's variance is the last coefficient's own, unscaled.
+    assert result["standard_uncertainties"]["R0"] == pytest.approx(np.sqrt(np.linalg.inv(normal)[3, 3]), rel=1e-6)
+    assert result["chi2_dof"] == t.size - 4 and result["converged"] is True
+    assert 0.01 < result["chi2_p"] < 0.999  # the data agree with their stated uncertainties
 
 
 @pytest.mark.parametrize(
