@@ -30,9 +30,8 @@ The rules, each with the repair made:
 - a fit's u_t_u (generalized distance regression) goes with u_t_c, on a line: otherwise it is set
   to null;
 - Callendar–Van Dusen and Steinhart–Hart take resistances > 0 (each t_u becomes |t_u| + 1) and
-  temperatures in their range (t_c is clipped to −200…850 °C, or above −273 °C), no u_t_c (set
-  to null), and 3 training points (4 for Callendar–Van Dusen with one below
-  0 °C): with fewer, the model becomes the line;
+  temperatures in their range (t_c is clipped to −200…850 °C, or above −273 °C), and 3 training
+  points (4 for Callendar–Van Dusen with one below 0 °C): with fewer, the model becomes the line;
 - an instrument's limits have lower < upper: they are swapped, or set one either side of an equal
   value.
 
@@ -180,7 +179,6 @@ def _within_the_functions_domain(fit: dict[str, Any], defaults: dict[str, Any], 
     lowest, highest = _FUNCTIONS[kind]
     fit["t_u"] = [abs(r) + 1.0 for r in fit["t_u"]]
     fit["t_c"] = [min(max(t, lowest), highest) for t in fit["t_c"]]
-    fit["u_t_c"] = None
     training_t_c = np.delete(np.asarray(fit["t_c"], dtype=np.float64), held)
     needed = 4 if kind == "callendar_van_dusen" and (training_t_c < 0).any() else 3
     if len(training_t_c) < needed:
