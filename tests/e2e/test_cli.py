@@ -174,3 +174,30 @@ def test_instruments_instrument_and_apply(stack: Stack, tmp_path: Path) -> None:
     readings.write_text("instrument,t_u\nCR-1,1\nNOT-ONE,2\n")
     unknown = calib(stack, "apply", str(readings), "--out", str(out))
     assert unknown.returncode == 3 and "row 2" in unknown.stderr
+
+
+def test_fit_a_model_and_plot_it(stack: Stack, tmp_path: Path) -> None:
+    """`calib fit --model polynomial --degree 2` (the chapter's exercise) and `--model callendar_van_dusen`:
+    the summary names each parameter with its uncertainty, and `calib plot` draws the curve."""
+    data = tmp_path / "thermometer.csv"
+    data.write_text("t_u,t_c\n" + "".join(f"{u},{c}\n" for u, c in zip(T_U, T_C, strict=True)))
+    quadratic = calib(stack, "fit", str(data), "--model", "polynomial", "--degree", "2", "--auto", "--wait")
+    assert quadratic.returncode == 0, quadratic.stderr
+    assert "model    polynomial, degree 2" in quadratic.stdout and "  a2 " in quadratic.stdout
+    assert "verdict  converged" in quadratic.stdout
+    t = np.linspace(-50.0, 400.0, 10)
+    resistance = 100 * (1 + 3.9083e-3 * t - 5.775e-7 * t**2 + np.where(t < 0, -4.183e-12, 0.0) * (t - 100) * t**3)
+    prt = tmp_path / "pt100.csv"
+    prt.write_text(
+        "t_u,t_c\n" + "".join(f"{r!r},{c!r}\n" for r, c in zip(resistance.tolist(), t.tolist(), strict=True))
+    )
+    done = calib(stack, "fit", str(prt), "--model", "callendar_van_dusen", "--auto", "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    fit = json.loads(done.stdout)
+    assert abs(fit["result"]["parameters"]["R0"] - 100) < 1e-3 and fit["result"]["parameter_names"][-1] == "R0"
+    out = tmp_path / "pt100.png"
+    drawn = calib(stack, "plot", fit["id"], "--out", str(out))
+    assert drawn.returncode == 0, drawn.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    wrong = calib(stack, "fit", str(data), "--degree", "2")
+    assert wrong.returncode == 2 and "--degree goes with --model polynomial" in wrong.stderr
