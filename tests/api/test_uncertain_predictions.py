@@ -136,3 +136,14 @@ def test_gum_h3_the_correction_at_30_degrees_and_its_uncertainty(client: FlaskCl
     assert fit["result"]["converged"] is True
     answer = client.post(f"/v1/fits/{fit['id']}/predict", json={"t_u": [30.0], "u_t_u": 0}).get_json()
     assert round(answer["t_c"][0], 4) == -0.1494 and round(answer["u_t_c"][0], 4) == 0.0041
+    # The GUM writes the line about t0 = 20 °C: b(t) = y1 + y2·(t − t0); published y1 = −0.1712 °C,
+    # y2 = 0.00218, s(y1) = 0.0029 °C, s(y2) = 0.00067, r(y1, y2) = −0.930, s = 0.0035 °C. calib's line
+    # is about t_u = 0: y1 = b + 20·w, and its variance and covariance follow from (w, b)'s.
+    r = fit["result"]
+    for w, b in ((r["w_opt"], r["b_opt"]), (r["w_raw"], r["b_raw"])):  # least squares, and the fitted line
+        assert (round(b + 20 * w, 4), round(w, 5)) == (-0.1712, 0.00218)
+    var_y1 = r["se_b"] ** 2 + 400 * r["se_w"] ** 2 + 40 * r["cov_wb"]
+    cov_y1_y2 = r["cov_wb"] + 20 * r["se_w"] ** 2
+    assert (round(var_y1**0.5, 4), round(r["se_w"], 5)) == (0.0029, 0.00067)
+    assert round(cov_y1_y2 / (var_y1**0.5 * r["se_w"]), 3) == -0.930
+    assert round(r["residual_sd"], 4) == 0.0035
