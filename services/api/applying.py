@@ -140,14 +140,12 @@ class Function:
     @classmethod
     def of(cls, fit: Fit) -> Function:
         assert fit.model is not None and fit.parameters is not None
-        solution = fit.solution or {}
-        given, opt = solution.get("covariance"), solution.get("parameters_opt")
-        usable = given is not None and all(v is not None for row in given for v in row)
+        opt = (fit.solution or {}).get("parameters_opt")
         values = np.asarray(fit.parameters["values"], dtype=np.float64)
         return cls(
             forward=forward_of(fit.model),
             coefficients=values,
-            covariance=np.asarray(given, dtype=np.float64) if usable else None,
+            covariance=fit.model_covariance(),
             opt=np.asarray(opt, dtype=np.float64) if opt and None not in opt else None,
             residual_sd=fit.residual_sd,
             dof=fit.n_train - len(values),

@@ -97,8 +97,7 @@ def _model_prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
     parameters, solution = (fit.parameters or {}).get("values"), fit.solution or {}
     if fit.status != "succeeded" or not parameters or any(v is None for v in parameters):
         raise Problem(409, f"fit {fit.id} is {fit.status}: predictions need a succeeded fit", slug="not-succeeded")
-    given = solution.get("covariance")
-    covariance = np.array(given, dtype=np.float64) if given and all(None not in row for row in given) else None
+    covariance = fit.model_covariance()
     if body.interval is not None and fit.chi2 is not None:
         _no_interval_when_weighted(fit)
     if (body.interval is not None or body.u_t_u is not None) and covariance is None:
@@ -177,13 +176,12 @@ def _model_inverse(fit: Fit, body: InverseRequest, readings: np.ndarray) -> dict
     each reference value (shared/domain/predictions.inverse_on_function); a value with none, or
     several, is a 409 naming it."""
     assert fit.model is not None
-    parameters, solution = (fit.parameters or {}).get("values"), fit.solution or {}
+    parameters = (fit.parameters or {}).get("values")
     if fit.status != "succeeded" or not parameters or any(v is None for v in parameters):
         raise Problem(409, f"fit {fit.id} is {fit.status}: readings need a succeeded fit", slug="not-succeeded")
     if fit.converged is False and not body.allow_unconverged:
         _not_converged(fit, "the readings would be its curve's, not the calibration's", "for them anyway")
-    given = solution.get("covariance")
-    covariance = np.array(given, dtype=np.float64) if given and all(None not in row for row in given) else None
+    covariance = fit.model_covariance()
     found = inverse_on_function(
         forward_of(fit.model),
         np.asarray(parameters, dtype=np.float64),

@@ -7,7 +7,6 @@ back from there and resolves nothing (services/worker/store.py)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -89,18 +88,11 @@ def resolve(specs: Sequence[FitCreate], max_epochs: int) -> list[ResolvedFit]:
     stats = data_stats(
         [u for u, _ in training], [c for _, c in training], [s for _, s in inputs], [h for h, _ in inputs]
     )
-    stated = [_training_u_t_c(spec, out) for spec, out in zip(specs, held_out, strict=True)]
+    stated = [
+        (_training(spec.stated_u_t_c(), out), _training(spec.stated_u_t_u(), out))
+        for spec, out in zip(specs, held_out, strict=True)
+    ]
     by_model = _model_stats(specs, training, inputs, stated)
-    for i, spec in enumerate(specs):
-        readings = spec.stated_u_t_u()
-        if readings is not None:
-            # u_t_u with u_t_c: the line by generalized distance regression (FitCreate allows no other).
-            u_t_u = split(readings, held_out[i])[0] if held_out[i] else readings
-            u_t_c = stated[i]
-            assert u_t_c is not None
-            by_model[i] = distance_stats(
-                np.asarray(training[i][0]), np.asarray(training[i][1]), u_t_u, u_t_c, inputs[i][1], inputs[i][0]
-            )
     stats = [_for_the_model(st, by_model.get(i), specs[i]) for i, st in enumerate(stats)]
     return [
         ResolvedFit(
@@ -121,9 +113,8 @@ def resolve(specs: Sequence[FitCreate], max_epochs: int) -> list[ResolvedFit]:
     ]
 
 
-def _training_u_t_c(spec: FitCreate, held_out: list[int] | None) -> np.ndarray | None:
-    """The stated u(t_c) of the training points, or None."""
-    stated = spec.stated_u_t_c()
+def _training(stated: np.ndarray | None, held_out: list[int] | None) -> np.ndarray | None:
+    """Stated uncertainties of the training points, or None."""
     if stated is None or not held_out:
         return stated
     return split(stated, held_out)[0]
@@ -133,47 +124,47 @@ def _model_stats(
     specs: Sequence[FitCreate],
     training: Sequence[tuple[Values, Values]],
     inputs: list[tuple[float, float]],
-    stated: list[np.ndarray | None],
+    stated: list[tuple[np.ndarray | None, np.ndarray | None]],
 ) -> dict[int, ModelStats]:
     """The exact least squares and pre-flight of every fit that is not an unweighted line (a polynomial,
-    or a line with stated uncertainties, as degree 1), by its index: one vectorised pass per degree,
-    weighted or not."""
-    groups: dict[tuple[int, bool], list[int]] = {}
-    transformed: dict[str, list[int]] = {}
-    for i, spec in enumerate(specs):
-        weighted = stated[i] is not None
-        if spec.u_t_u is not None:
-            continue  # generalized distance regression: resolve()'s own
-        if isinstance(spec.model, PolynomialModel):
-            groups.setdefault((spec.model.degree, weighted), []).append(i)
-        elif isinstance(spec.model, TRANSFORMED):
-            key = json.dumps([spec.model.stored(training[i][1]), weighted], sort_keys=True)
-            transformed.setdefault(key, []).append(i)
-        elif weighted:
-            groups.setdefault((1, True), []).append(i)
+    a transformed function, a line with stated uncertainties as degree 1, or by generalized distance
+    regression where its readings' are stated too), by its index: one vectorised pass per group.
+    `stated`: each fit's training u(t_c) and u(t_u), or None."""
+    polynomials: dict[tuple[int, bool], list[int]] = {}
+    functions: dict[tuple[tuple[tuple[str, Any], ...], bool], list[int]] = {}
     found: dict[int, ModelStats] = {}
-    for (degree, weighted), rows in groups.items():
-        stats = polynomial_stats(
-            [training[i][0] for i in rows],
-            [training[i][1] for i in rows],
-            degree,
-            [inputs[i][1] for i in rows],
-            [inputs[i][0] for i in rows],
-            [stated[i] for i in rows] if weighted else None,  # type: ignore[misc]
-        )
+    for i, spec in enumerate(specs):
+        u_t_c, u_t_u = stated[i]
+        weighted = u_t_c is not None
+        if u_t_u is not None:
+            assert u_t_c is not None, "FitCreate takes u_t_u with u_t_c only, on a line"
+            shift, scale = inputs[i]
+            u, c = (np.asarray(values, dtype=np.float64) for values in training[i])
+            found[i] = distance_stats(u, c, u_t_u, u_t_c, scale, shift)
+        elif isinstance(spec.model, PolynomialModel):
+            polynomials.setdefault((spec.model.degree, weighted), []).append(i)
+        elif isinstance(spec.model, TRANSFORMED):
+            stored = tuple(sorted((spec.model.stored(training[i][1]) or {}).items()))
+            functions.setdefault((stored, weighted), []).append(i)
+        elif weighted:
+            polynomials.setdefault((1, True), []).append(i)
+
+    def column(rows: list[int], part: int) -> list[Values]:
+        return [training[i][part] for i in rows]
+
+    def scales(rows: list[int]) -> tuple[list[float], list[float]]:
+        return [inputs[i][1] for i in rows], [inputs[i][0] for i in rows]
+
+    def stated_u_t_c(rows: list[int], weighted: bool) -> list[np.ndarray] | None:
+        return [u for i in rows if (u := stated[i][0]) is not None] if weighted else None
+
+    for (degree, weighted), rows in polynomials.items():
+        stats = polynomial_stats(column(rows, 0), column(rows, 1), degree, *scales(rows), stated_u_t_c(rows, weighted))
         found.update(zip(rows, stats, strict=True))
-    for key, rows in transformed.items():
-        stored, weighted = json.loads(key)
-        function = function_of(stored)
+    for (stored, weighted), rows in functions.items():
+        function = function_of(dict(stored))
         assert function is not None
-        stats = function_stats(
-            function,
-            [training[i][0] for i in rows],
-            [training[i][1] for i in rows],
-            [inputs[i][1] for i in rows],
-            [inputs[i][0] for i in rows],
-            [stated[i] for i in rows] if weighted else None,  # type: ignore[misc]
-        )
+        stats = function_stats(function, column(rows, 0), column(rows, 1), *scales(rows), stated_u_t_c(rows, weighted))
         found.update(zip(rows, stats, strict=True))
     return found
 

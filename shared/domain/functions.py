@@ -82,6 +82,12 @@ class Function:
         """The parameters users read, their values and the Jacobian of coefficients → parameters."""
         return self.names, coefficients, np.eye(self.size)
 
+    def presented_covariance(self, coefficients: np.ndarray, covariance: np.ndarray) -> np.ndarray:
+        """The coefficients' covariance carried to the presented parameters, J·V·Jᵀ (first order)."""
+        _, _, jacobian = self.presented(coefficients)
+        found: np.ndarray = jacobian @ covariance @ jacobian.T
+        return found
+
     def forward(self, coefficients: np.ndarray, t_u: np.ndarray) -> Forward:
         raise NotImplementedError
 

@@ -89,7 +89,7 @@ def solve(design: np.ndarray, y: np.ndarray, counts: np.ndarray, u_y: np.ndarray
         covariance *= np.where(dof > 0, sigma2, np.nan)[:, None, None]
         covariance[~determined] = np.nan
         chi2_obs = sse_weighted if weighted else np.full(len(n), np.nan)
-        chi2_p, consistent = _chi2_test(chi2_obs, dof)
+        chi2_p, consistent = chi2_test(chi2_obs, dof)
         return Solutions(
             parameters=np.concatenate([coef, const[:, None]], 1),
             covariance=covariance,
@@ -117,7 +117,7 @@ def _pseudo_inverse(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return inverse, kept.all(1) & finite
 
 
-def _chi2_test(chi2_obs: np.ndarray, dof: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def chi2_test(chi2_obs: np.ndarray, dof: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """P(χ²_dof ≥ χ²_obs) and χ²_obs ≤ the 95 % quantile (NaN and False where either is undefined).
     scipy is imported here: it costs every process that imports it a quarter of a second."""
     from scipy.special import chdtrc, chdtri

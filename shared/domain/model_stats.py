@@ -29,7 +29,7 @@ import numpy as np
 
 from shared.domain.distance_regression import distance_regression
 from shared.domain.functions import Function
-from shared.domain.least_squares import RANK_RTOL, Solutions, solve
+from shared.domain.least_squares import RANK_RTOL, Solutions, chi2_test, solve
 
 
 @dataclass(frozen=True)
@@ -138,8 +138,6 @@ def distance_stats(
     the pre-flight from the loss's Gauss–Newton curvature at the solution, 2·Σ vφφᵀ / Σ 1/u²(t_c)
     (v = 1/(u²(t_c) + w²·u²(t_u)), φ = (x, 1) in model space): the loss is not quadratic in w, so
     lr_max is that of the neighbourhood of the solution."""
-    from scipy.special import chdtrc, chdtri
-
     found = distance_regression(t_u, t_c, u_t_u, u_t_c)
     determined = found.w is not None and found.b is not None
     lr_max = lr_auto = condition = None
@@ -153,11 +151,12 @@ def distance_stats(
         gram = [[_finite(v) for v in row] for row in (raw.T * found.weights) @ raw / total]
     chi2 = None
     if determined and found.chi2_obs is not None and found.dof > 0:
+        p, consistent = chi2_test(np.array([found.chi2_obs]), np.array([found.dof]))
         chi2 = {
             "chi2_obs": _finite(found.chi2_obs),
             "chi2_dof": found.dof,
-            "chi2_p": _finite(float(chdtrc(found.dof, found.chi2_obs))),
-            "consistent": bool(found.chi2_obs <= chdtri(found.dof, 0.05)),
+            "chi2_p": _finite(float(p[0])),
+            "consistent": bool(consistent[0]),
         }
     covariance = found.covariance if determined and found.dof > 0 else None
     return ModelStats(
@@ -198,8 +197,9 @@ def _linear_stats(
         model_gram = _mean_outer(model, counts, weights)
         raw_gram = _mean_outer(raw, counts, weights)
         # The fallback verdict's scale, Var(y) (shared/domain/convergence.Optimum.loss_scale).
-        means = np.add.reduceat(y, np.concatenate([[0], np.cumsum(counts[:-1])]).astype(np.int64)) / counts
-        response_var = _mean_outer(y[:, None], counts)[:, 0, 0] - means * means
+        starts = np.concatenate([[0], np.cumsum(counts[:-1])]).astype(np.int64)
+        centred = y - np.repeat(np.add.reduceat(y, starts) / counts, counts)
+        response_var = np.add.reduceat(centred * centred, starts) / counts
     out = []
     for i in range(len(counts)):
         lr_max, lr_auto, condition = _preflight(model_gram[i])

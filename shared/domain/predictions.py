@@ -92,10 +92,11 @@ def curve(
     return [[float(u), float(c)] for u, c in zip(across, values, strict=True) if math.isfinite(c)]
 
 
-# Readings tried across the data's range to find where a function crosses a reference value: each
-# crossing is then refined by bisection to float64 resolution.
+# Readings tried across the data's range to find where a function crosses a reference value; each
+# crossing is then refined in its cell by Newton's method, which a smooth function's few steps take
+# to float64's resolution.
 _INVERSE_GRID = 4097
-_BISECTIONS = 80
+_NEWTON_STEPS = 6
 
 
 @dataclass(frozen=True)
@@ -118,42 +119,53 @@ def inverse_on_function(
     high: float,
 ) -> Inverted:
     """Any model's inverse within the readings' range [low, high]: where f(t_u) = t_c has exactly one
-    solution there (found on a grid of the range and refined by bisection), that reading; its
-    uncertainty by the GUM's law for the implicit function f(t_u; θ) = t_c,
-    u²(t_u) = [u²(t_c) + ∂_θfᵀ·V·∂_θf] / (∂f/∂t_u)² (for the line, ISO/TS 28037's x from y)."""
+    solution there, that reading; its uncertainty by the GUM's law for the implicit function
+    f(t_u; θ) = t_c, u²(t_u) = [u²(t_c) + ∂_θfᵀ·V·∂_θf] / (∂f/∂t_u)² (for the line, ISO/TS 28037's x
+    from y). The function on a grid of the range splits into monotone runs; each run holds a value at
+    most once (a binary search finds its cell), and every value is then refined in its cell at once
+    (the chord, then Newton's steps): a million values cost a search each and a few calls of the
+    function in all, not a loop a value."""
+    targets = np.asarray(t_c, dtype=np.float64)
     grid = np.linspace(low, high, _INVERSE_GRID)
     with np.errstate(all="ignore"):
         along = forward(coefficients, grid).t_c
-    found = np.full(len(t_c), np.nan)
-    problems: list[str | None] = []
-    for i, target in enumerate(np.asarray(t_c, dtype=np.float64)):
-        above = along - target
-        exact = np.flatnonzero(above == 0)
-        crossing = np.flatnonzero(np.signbit(above[:-1]) != np.signbit(above[1:]))
-        crossing = crossing[~np.isin(crossing, exact) & ~np.isin(crossing + 1, exact)]
-        count = len(exact) + len(crossing)
-        if not np.isfinite(above).all() or count != 1:
-            problems.append(
-                f"no reading in the data's range [{low:.6g}, {high:.6g}] gives it"
-                if count == 0 or not np.isfinite(above).all()
-                else f"{count} readings in the data's range [{low:.6g}, {high:.6g}] give it"
-            )
-            continue
-        problems.append(None)
-        if len(exact):
-            found[i] = grid[exact[0]]
-            continue
-        left, right = grid[crossing[0]], grid[crossing[0] + 1]
-        rising = above[crossing[0]] < 0
-        for _ in range(_BISECTIONS):
-            middle = (left + right) / 2
-            with np.errstate(all="ignore"):
-                value = forward(coefficients, np.array([middle])).t_c[0] - target
-            if (value < 0) == rising:
-                left = middle
-            else:
-                right = middle
-        found[i] = (left + right) / 2
+    count = np.zeros(len(targets), dtype=np.int64)
+    left = np.zeros(len(targets), dtype=np.int64)
+    if np.isfinite(along).all():
+        for start, end in _monotone_runs(along):
+            values = along[start : end + 1]
+            rising = values[-1] >= values[0]
+            ordered = values if rising else values[::-1]
+            # A run after the first starts where the one before ended: that value is the other's.
+            lowest = ordered[0] if start == 0 or not rising else np.nextafter(ordered[0], np.inf)
+            highest = ordered[-1] if start == 0 or rising else np.nextafter(ordered[-1], -np.inf)
+            inside = (targets >= lowest) & (targets <= highest)
+            cell = np.clip(np.searchsorted(ordered, targets[inside]) - 1, 0, len(values) - 2)
+            count[inside] += 1
+            left[inside] = start + (cell if rising else len(values) - 2 - cell)
+    one = count == 1
+    found = np.full(len(targets), np.nan)
+    if one.any():
+        # In its cell, from the chord between the cell's ends, then Newton's steps on f'(t_u).
+        cell, wanted = left[one], targets[one]
+        lo, hi, f_lo, f_hi = grid[cell], grid[cell + 1], along[cell], along[cell + 1]
+        with np.errstate(all="ignore"):
+            x = np.clip(lo + (wanted - f_lo) / (f_hi - f_lo) * (hi - lo), lo, hi)
+            x = np.where(np.isfinite(x), x, lo)
+            for _ in range(_NEWTON_STEPS):
+                at = forward(coefficients, x)
+                step = (at.t_c - wanted) / at.d_t_u
+                x = np.clip(x - np.where(np.isfinite(step), step, 0.0), lo, hi)
+        found[one] = x
+    span = f"[{low:.6g}, {high:.6g}]"
+    problems: list[str | None] = [
+        None
+        if n == 1
+        else f"no reading in the data's range {span} gives it"
+        if n == 0
+        else f"{n} readings in the data's range {span} give it"
+        for n in count.tolist()
+    ]
     if covariance is None:
         return Inverted(found, None, problems)
     with np.errstate(all="ignore"):
@@ -161,6 +173,16 @@ def inverse_on_function(
         variance = np.square(u_t_c) + np.square(standard_uncertainty(at.d_coefficients, covariance))
         u_t_u = np.where(np.isnan(found), np.nan, np.sqrt(variance) / np.abs(at.d_t_u))
     return Inverted(found, u_t_u, problems)
+
+
+def _monotone_runs(values: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) grid indices of each run over which the values only rise or only fall; a run
+    ends where the next starts (at a turning point)."""
+    direction = np.sign(np.diff(values))
+    moving = np.flatnonzero(direction != 0)
+    turns = moving[1:][direction[moving[1:]] != direction[moving[:-1]]]
+    bounds = [0, *turns.tolist(), len(values) - 1]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def forward_interval(

@@ -269,25 +269,19 @@ def record_drifts(session: so.Session, fit_ids: Sequence[str]) -> int:
         return found
 
     # flagged is left to the reader's threshold: 0 here only fills the dataclass.
-    decisions = _decisions(session, pairs, known, of)
-    # Two lines' drift comes from the new fit's summary; any other pair's from its training points.
-    training = _training_points(
-        session,
-        [
-            (fit_id, known[fit_id].validation)
-            for previous, fit_id in pairs
-            if needs_readings(of(known[previous]), of(known[fit_id]))
-        ],
-    )
-    verdicts = [
-        verdict_row(
-            fit_id,
-            previous,
-            drift(of(known[previous]), of(known[fit_id]), 0.0, training.get(fit_id)),
-            decisions.get(fit_id),
-        )
-        for previous, fit_id in pairs
-    ]
+    limits = _limits(session, {known[fit_id].instrument for _, fit_id in pairs})
+    judged = {fit_id for _, fit_id in pairs if (known[fit_id].tenant, known[fit_id].instrument) in limits}
+    # Readings are read only for what needs them, once: a decision (its instrument has limits), or the
+    # drift of any pair but two lines (from the new fit's training points; two lines use its summary).
+    drifting = {fit_id for previous, fit_id in pairs if needs_readings(of(known[previous]), of(known[fit_id]))}
+    readings = _readings(session, sorted(judged | drifting))
+    verdicts = []
+    for previous, fit_id in pairs:
+        row, before = known[fit_id], of(known[previous])
+        points = readings.get(fit_id)
+        training = points.training(row.validation) if points is not None and fit_id in drifting else None
+        decision = _decision(before, row, points, limits[(row.tenant, row.instrument)]) if fit_id in judged else None
+        verdicts.append(verdict_row(fit_id, previous, drift(before, of(row), 0.0, training), decision))
     if verdicts:
         # One statement, executed for many rows (compiled once: VALUES with 1,000 rows is not).
         statement = upsert_insert(session)(DriftVerdict)
@@ -301,62 +295,51 @@ def record_drifts(session: so.Session, fit_ids: Sequence[str]) -> int:
     return len(verdicts)
 
 
-def _training_points(
-    session: so.Session, fits: Sequence[tuple[str, dict[str, Any] | None]]
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The training points (t_u, t_c) of these fits (id, validation), a thousand a query."""
-    validation = dict(fits)
-    found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for among in _among(session, Fit.id, sorted(validation)):
-        for row in session.execute(sa.select(Fit.id, Fit.t_u, Fit.t_c).where(among)):
-            held = held_out_indices(validation[row.id])
-            t_u, t_c = unpack_f64(row.t_u), unpack_f64(row.t_c)
-            found[row.id] = (split(t_u, held)[0], split(t_c, held)[0]) if held else (t_u, t_c)
+@dataclasses.dataclass(frozen=True)
+class _Readings:
+    t_u: np.ndarray
+    t_c: np.ndarray
+    u_t_c: np.ndarray | None
+
+    def training(self, validation: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray]:
+        held = held_out_indices(validation)
+        return (split(self.t_u, held)[0], split(self.t_c, held)[0]) if held else (self.t_u, self.t_c)
+
+
+def _readings(session: so.Session, fit_ids: Sequence[str]) -> dict[str, _Readings]:
+    """These fits' readings and stated u(t_c), a thousand a query."""
+    found: dict[str, _Readings] = {}
+    for among in _among(session, Fit.id, fit_ids):
+        for row in session.execute(sa.select(Fit.id, Fit.t_u, Fit.t_c, Fit.u_t_c).where(among)):
+            stated = unpack_f64(row.u_t_c) if row.u_t_c is not None else None
+            found[row.id] = _Readings(unpack_f64(row.t_u), unpack_f64(row.t_c), stated)
     return found
 
 
 _VERDICT_FIGURES = ("previous_id", "chi2", "p_value", "as_found_rms", "as_left_rms", "decision", "verdict")
+_Limits = tuple[float, float, Rule, float]
 
 
-def _decisions(
-    session: so.Session,
-    pairs: Sequence[tuple[str, str]],
-    known: dict[str, sa.Row[Any]],
-    of: Callable[[sa.Row[Any]], Calibration],
-) -> dict[str, dict[str, Any]]:
-    """The conformity decision of each new calibration of `pairs` whose instrument has limits, by fit id:
-    the previous calibration as found at its points (shared/domain/conformity.decide). Only these
-    fits' readings are read: an instrument without limits costs nothing here."""
-    names = sorted({known[fit_id].instrument for _, fit_id in pairs})
-    limits: dict[tuple[str, str], tuple[float, float, Rule, float]] = {}
-    # Only instruments with limits, a thousand names a query: a batch of 10,000 instruments without
-    # limits costs ten indexed reads here, never one a calibration.
-    for among in _among(session, Instrument.id, names):
+def _limits(session: so.Session, names: Iterable[str]) -> dict[tuple[str, str], _Limits]:
+    """The limits and rule of these instruments that have them, by (tenant, name): a thousand names a
+    query, so a batch of 10,000 instruments without limits costs ten indexed reads, never one a fit."""
+    found: dict[tuple[str, str], _Limits] = {}
+    for among in _among(session, Instrument.id, sorted(names)):
         for instrument in session.scalars(sa.select(Instrument).where(among, Instrument.limit_lower.is_not(None))):
-            found = instrument.conformity()
-            if found is not None:
-                limits[(instrument.tenant, instrument.id)] = found
-    judged = [
-        (previous, fit_id) for previous, fit_id in pairs if (known[fit_id].tenant, known[fit_id].instrument) in limits
-    ]
-    if not judged:
-        return {}
-    readings = {
-        row.id: row
-        for row in session.execute(
-            sa.select(Fit.id, Fit.t_u, Fit.t_c, Fit.u_t_c).where(Fit.id.in_([fit_id for _, fit_id in judged]))
-        )
-    }
-    decisions = {}
-    for previous, fit_id in judged:
-        row, before = known[fit_id], of(known[previous])
-        lower, upper, rule, k = limits[(row.tenant, row.instrument)]
-        t_u, t_c = unpack_f64(readings[fit_id].t_u), unpack_f64(readings[fit_id].t_c)
-        stated = readings[fit_id].u_t_c
-        # The new fit's stated u(t_c), or where none was stated its residual SD (0 where it has none).
-        u_t_c = unpack_f64(stated) if stated is not None else np.full(len(t_c), row.residual_sd or 0.0)
-        decisions[fit_id] = decide(t_u, t_c, u_t_c, *before.read(t_u), (lower, upper), rule, k)
-    return decisions
+            rule = instrument.conformity()
+            if rule is not None:
+                found[(instrument.tenant, instrument.id)] = rule
+    return found
+
+
+def _decision(before: Calibration, row: sa.Row[Any], points: _Readings | None, limits: _Limits) -> dict[str, Any]:
+    """The conformity decision of a new calibration: the one before it as found at its points
+    (shared/domain/conformity.decide), u(t_c) the new fit's stated ones, or where none were stated its
+    residual SD (0 where it has none)."""
+    assert points is not None, "a judged calibration's readings are read"
+    lower, upper, rule, k = limits
+    u_t_c = points.u_t_c if points.u_t_c is not None else np.full(len(points.t_c), row.residual_sd or 0.0)
+    return decide(points.t_u, points.t_c, u_t_c, *before.read(points.t_u), (lower, upper), rule, k)
 
 
 _FIGURE_COLUMNS = (DriftVerdict.chi2, DriftVerdict.p_value, DriftVerdict.as_found_rms, DriftVerdict.as_left_rms)

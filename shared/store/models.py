@@ -251,6 +251,14 @@ class Fit(Base):
             return None
         return line_covariance(self.se_w, self.se_b, self.cov_wb)
 
+    def model_covariance(self) -> np.ndarray | None:
+        """A model other than the line: its coefficients' least-squares covariance (its `solution`), or
+        None where the data do not determine it."""
+        given = (self.solution or {}).get("covariance")
+        if not given or any(v is None for row in given for v in row):
+            return None
+        return np.array(given, dtype=np.float64)
+
     def prediction_spread(self) -> Spread | None:
         """What a prediction interval needs of the training points; None where the data does
         not determine it (fewer than 3 points, or t_u all equal)."""

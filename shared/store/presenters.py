@@ -177,11 +177,12 @@ def _presented(
     out_values = [_finite(v) for v in shown]
     if not opt or None in opt:
         return list(names), out_values, [], None, None
-    _, shown_opt, jacobian = function.presented(np.array(opt, dtype=np.float64))
+    at_opt = np.array(opt, dtype=np.float64)
+    _, shown_opt, _ = function.presented(at_opt)
     out_opt = [_finite(v) for v in shown_opt]
     if not covariance or any(v is None for row in covariance for v in row):
-        return list(names), out_values, out_opt, None, gaps if gaps is None else None
-    matrix = jacobian @ np.array(covariance, dtype=np.float64) @ jacobian.T
+        return list(names), out_values, out_opt, None, None
+    matrix = function.presented_covariance(at_opt, np.array(covariance, dtype=np.float64))
     u = np.sqrt(np.clip(np.diag(matrix), 0, None))
     shown_gaps = (
         [_finite(float((v - o) / s)) if s > 0 else None for v, o, s in zip(shown, shown_opt, u, strict=True)]
@@ -351,14 +352,14 @@ def calibration_parameters(cal: Calibration) -> tuple[list[str], list[float | No
     function = function_of(cal.model)
     if function is None:
         names: list[str] = list(model_from_stored(cal.model).parameter_names)
-        values, jacobian = coefficients, np.eye(len(coefficients))
+        values = coefficients
     else:
-        shown, values, jacobian = function.presented(coefficients)
+        shown, values, _ = function.presented(coefficients)
         names = list(shown)
+        covariance = function.presented_covariance(coefficients, covariance) if covariance is not None else None
     u: list[float | None] = [None] * len(names)
     if covariance is not None:
-        variances = np.diag(jacobian @ covariance @ jacobian.T)
-        u = [uncertainty_of(float(v)) for v in variances]
+        u = [uncertainty_of(float(v)) for v in np.diag(covariance)]
     return names, [_finite(float(v)) for v in values], u
 
 
