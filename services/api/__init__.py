@@ -18,6 +18,7 @@ from services.api.requests import refuse_control_characters
 from services.api.waiting import Waits
 from shared.runtime.queue import make_celery
 from shared.runtime.settings import Settings, get_settings
+from shared.runtime.wakeups import PendingMark
 from shared.store.db import Database
 
 
@@ -48,7 +49,12 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     }
     db = Database.from_settings(settings)
     app.extensions["calib"] = Services(
-        settings, db, celery, Waits(db, *settings.wait_slots()), ParseBudget(settings.parse_memory_bytes)
+        settings,
+        db,
+        celery,
+        Waits(db, *settings.wait_slots(), broker=settings.broker),
+        ParseBudget(settings.parse_memory_bytes),
+        PendingMark(settings.broker),
     )
     app.extensions["calib-budgets"] = Budgets.from_settings(settings)
 

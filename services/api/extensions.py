@@ -16,6 +16,7 @@ from services.api.waiting import Waits
 from shared.runtime import failpoints
 from shared.runtime.queue import RUN_CHUNK, queue_depth
 from shared.runtime.settings import Settings
+from shared.runtime.wakeups import PendingMark
 from shared.store import outbox
 from shared.store.db import Database
 from shared.store.models import Fit
@@ -40,6 +41,8 @@ class Services:
     celery: Celery
     waits: Waits
     parse_budget: ParseBudget
+    # Whether a wake-up message is already on its way to the workers (Redis brokers).
+    pending: PendingMark
     broker_seen_at: float = float("-inf")  # monotonic time the broker last answered
     snapshot: QueueSnapshot = field(default_factory=QueueSnapshot)
 
@@ -68,6 +71,14 @@ class Services:
             return type(exc).__name__
         self.broker_seen_at = time.monotonic()
         return None
+
+    def wake(self, chunk_id: str) -> None:
+        """Wake a worker for a single fit, unless a wake-up is already on its way: the worker that
+        takes it clears the mark before it claims, and claims queued single fits until none are
+        left (services/worker/celery_app.py), so this fit is taken by that claim. A burst of
+        submissions costs a message per worker that wakes, not one per fit."""
+        if self.pending.take():
+            self.dispatch([chunk_id])
 
     def dispatch(self, chunk_ids: Sequence[str]) -> None:
         """Publish after the commit (the fits were stamped as published in it). A publish that

@@ -3,7 +3,8 @@
 The fit is committed as `queued` (and stamped as published) before its wake-up message is
 published, so a worker never looks for a row that does not exist yet, and a publish that fails
 loses nothing: its stamp is cleared and the reconciler publishes it within seconds
-(Services.dispatch). One transaction and one publish per accepted request.
+(Services.dispatch). One transaction per accepted request, and a publish unless one is on its way
+(Services.wake).
 """
 
 from __future__ import annotations
@@ -172,5 +173,5 @@ def submit_fit(svc: Services, spec: FitCreate, ask: Ask, tenant: str, key: str |
 
     fit, created = insert_or_replay(svc.db, Fit, tenant, key, request_digest, admit=admitted, insert=insert)
     if created:
-        svc.dispatch([fit.chunk_id])
+        svc.wake(fit.chunk_id)
     return fit, created

@@ -2,10 +2,11 @@
 
 A waiting request holds no database connection: it reads the object, and if it has not ended,
 sleeps on an event of its own until a notification names it (or S seconds pass), then reads
-again. On PostgreSQL one listener per API process (`LISTEN calib_ended`, shared/store/ended.py) sets
-the events; the API runs under gevent there, so hundreds of waits cost a greenlet each, not a
-thread. The embedded default has no notifications: its waiters read again, from every 10 ms
-up to every tenth of a second, which SQLite answers from its page cache.
+again. One listener per API process (shared/runtime/wakeups.py: a Redis pub/sub subscription with
+a Redis broker, else `LISTEN calib_ended` on PostgreSQL) sets the events; the API runs under gevent
+there, so hundreds of waits cost a greenlet each, not a thread. The embedded default has no
+notifications: its waiters read again, from every 10 ms up to every tenth of a second, which
+SQLite answers from its page cache.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-import psycopg
-
+from shared.runtime import wakeups
 from shared.store import ended
 from shared.store.db import Database
 
@@ -40,8 +40,9 @@ _CLOSE_CHECK_SECONDS = 1.0
 class Waits:
     """This process's waiting requests, by the key of what they wait for (`f:<id>`, `b:<id>`)."""
 
-    def __init__(self, db: Database, per_tenant: int = 1_000_000, total: int = 1_000_000) -> None:
+    def __init__(self, db: Database, per_tenant: int = 1_000_000, total: int = 1_000_000, broker: str = "") -> None:
         self.db = db
+        self.broker = broker
         self._lock = threading.Lock()
         self._waiting: dict[str, set[threading.Event]] = {}
         # Slots: a tenant may hold `per_tenant` waiting requests in this process, and all tenants
@@ -50,7 +51,7 @@ class Waits:
         self.per_tenant, self.total = per_tenant, total
         self._held: dict[str, int] = {}
         self.skipped = 0
-        self._notified = db.engine.dialect.name == "postgresql"
+        self._notified = wakeups.can_subscribe(broker, db.engine)
         self._listening = False
         self._listener: threading.Thread | None = None
         self._closed = threading.Event()
@@ -136,16 +137,14 @@ class Waits:
             self._listener.join(timeout=2 * _CLOSE_CHECK_SECONDS)
 
     def _run_listener(self) -> None:
-        url = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         while not self._closed.is_set():
             try:
-                with psycopg.connect(url, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {ended.CHANNEL}")
+                with wakeups.subscribed(self.broker, self.db.engine, _CLOSE_CHECK_SECONDS) as heard:
                     self._listening = True
                     self.wake([ended.EVERYONE])  # whatever ended while this was not listening
                     while not self._closed.is_set():
-                        for notice in conn.notifies(timeout=_CLOSE_CHECK_SECONDS):
-                            self.wake(ended.names_in(notice.payload))
+                        for payload in heard():
+                            self.wake(ended.names_in(payload))
             except Exception as exc:
                 log.warning("listening for ended fits failed, waiters poll meanwhile: %s", exc)
             self._listening = False

@@ -19,6 +19,7 @@ from services.worker.engine import pick_device
 from shared.runtime import logs
 from shared.runtime.queue import DELIVER_WEBHOOKS, RECONCILE, RUN_CHUNK, make_celery, queue_depth
 from shared.runtime.settings import get_settings
+from shared.runtime.wakeups import PendingMark
 from shared.store import deliveries as owed
 from shared.store import retention
 from shared.store.db import Database
@@ -34,6 +35,7 @@ app.conf.beat_schedule = {
 }
 
 _state: dict[str, object] = {}
+_pending = PendingMark(settings.broker)
 # Fits whose losses one reconciler round may prune (retention_days > 0).
 _PRUNE_PER_ROUND = 2000
 
@@ -76,20 +78,35 @@ def _init_process(**_: object) -> None:
 
 @app.task(name=RUN_CHUNK)
 def run_chunk(chunk_id: str) -> int:
+    """A message is a wake-up: run its chunk (or a fairer tenant's), then every chunk still queued,
+    fairest first, until no fit is queued; only then is the message acknowledged. So a fit whose
+    publish was skipped (a wake-up already pending, services/api/extensions.py) or lost is taken
+    by the next worker that wakes, and a burst of submissions runs in a few chunks."""
     db = _database()
+    _pending.clear()  # before the first claim: a fit committed after this publishes again, or is seen
     other = fairness.fairer_chunk(db, chunk_id)
     if other is not None:
         # This message goes back to the end of the queue; the other tenant's chunk runs now.
         run_chunk.apply_async((chunk_id,))
         log.info("chunk %s: another tenant's chunk %s runs first (fair share)", chunk_id, other)
         chunk_id = other
-    run = runner.run_chunk(db, settings, chunk_id, pick_device(settings.device))
-    # The halves of a lost chunk, or this chunk's fits given back after their time slice:
-    # a message each (the fits are committed queued; a lost publish is the reconciler's).
-    for chunk in run.publish:
-        run_chunk.apply_async((chunk,))
-    _wake_deliveries()
-    return run.claimed
+    claimed, passed = 0, set()
+    next_chunk: str | None = chunk_id
+    while next_chunk is not None:
+        run = runner.run_chunk(db, settings, next_chunk, pick_device(settings.device))
+        claimed += run.claimed
+        if not run.claimed:
+            passed.add(next_chunk)  # taken by another worker meanwhile: look past it
+        # The halves of a lost chunk, or this chunk's fits given back after their time slice:
+        # a message each (the fits are committed queued; a lost publish is the reconciler's).
+        for chunk in run.publish:
+            run_chunk.apply_async((chunk,))
+        if run.claimed:
+            _wake_deliveries()
+        if run.publish:
+            break  # given back or split: their messages run them, after whatever else is queued
+        next_chunk = fairness.next_chunk(db, frozenset(passed))
+    return claimed
 
 
 def _wake_deliveries() -> None:
@@ -121,7 +138,8 @@ def reconcile() -> int:
     _wake_deliveries()
     if settings.retention_days > 0:
         # A bounded share per round, so retention never holds the reconciler up.
-        pruned = retention.prune(_database(), dt.timedelta(days=settings.retention_days), limit=_PRUNE_PER_ROUND)
+        age = dt.timedelta(days=settings.retention_days)
+        pruned = retention.prune(_database(), age, limit=_PRUNE_PER_ROUND, by_partition=True)
         if pruned.fits:
             log.info("retention pruned the losses of %d fits (%d bytes)", pruned.fits, pruned.bytes)
     return count

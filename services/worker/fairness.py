@@ -57,6 +57,31 @@ def fairer_chunk(db: Database, chunk_id: str) -> str | None:
         return found
 
 
+def next_chunk(db: Database, passed: frozenset[str] = frozenset()) -> str | None:
+    """The chunk a worker that drains the queue runs next: the oldest queued chunk of the tenant
+    served least recently (never served first), or None when no fit is queued. `passed`: chunks
+    this drain already found taken by another worker (their fits still read queued to it)."""
+    with db.session() as session:
+        tenants = session.scalars(sa.select(Fit.tenant).where(Fit.status == QUEUED).group_by(Fit.tenant)).all()
+        if not tenants:
+            return None
+        served = dict(
+            session.execute(
+                sa.select(TenantTurn.tenant, TenantTurn.served_at).where(TenantTurn.tenant.in_(tenants))
+            ).all()
+        )
+        for tenant in sorted(tenants, key=lambda name: (served.get(name, _NEVER), name)):
+            found: str | None = session.scalar(
+                sa.select(Fit.chunk_id)
+                .where(Fit.tenant == tenant, Fit.status == QUEUED, Fit.chunk_id.not_in(passed))
+                .order_by(Fit.created_at, Fit.id)
+                .limit(1)
+            )
+            if found is not None:
+                return found
+        return None
+
+
 def record_turn(session: so.Session, tenant: str) -> None:
     """Upsert the tenant's last turn, inside the claim's transaction."""
     insert = upsert_insert(session)(TenantTurn)

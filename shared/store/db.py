@@ -10,6 +10,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.dialects import postgresql, sqlite
 
+from shared.runtime import wakeups
 from shared.runtime.settings import Settings
 
 
@@ -57,11 +58,18 @@ def upsert_insert(session: so.Session) -> Any:
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
+# Where a session keeps the names of the fits and batches it ended (shared/store/ended.announce),
+# told after its commit.
+ENDED_NAMES = "calib_ended_names"
+
+
 class Database:
     """The project's database: sessions that read, and sessions that write."""
 
-    def __init__(self, url: str, busy_timeout: float = 60.0) -> None:
+    def __init__(self, url: str, busy_timeout: float = 60.0, broker: str = "") -> None:
         self.engine = make_engine(url, busy_timeout)
+        # Where the names of ended fits go after a commit (shared/store/ended.py).
+        self.announcer = wakeups.announcer_for(broker, self.engine)
         write_engine = self.engine.execution_options(calib_write=True)
         self._reader = so.sessionmaker(self.engine, expire_on_commit=False)
         self._writer = so.sessionmaker(write_engine, expire_on_commit=False)
@@ -70,7 +78,7 @@ class Database:
     def from_settings(cls, settings: Settings) -> Database:
         if settings.embedded:
             settings.ensure_data_dir()
-        return cls(settings.database, settings.sqlite_busy_timeout_seconds)
+        return cls(settings.database, settings.sqlite_busy_timeout_seconds, settings.broker)
 
     @contextmanager
     def session(self, write: bool = False) -> Iterator[so.Session]:
@@ -81,9 +89,11 @@ class Database:
             session.commit()
         except BaseException:
             session.rollback()
+            session.info.pop(ENDED_NAMES, None)
             raise
         finally:
             session.close()
+        wakeups.tell(self.announcer, session.info.pop(ENDED_NAMES, []))
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -1,26 +1,25 @@
 """Saying that fits and batches ended: to the API's requests waiting on them (`?wait=`), and to
 their webhooks.
 
-On PostgreSQL the announcement is a NOTIFY inside the transaction that ends the fits: it is
-delivered when, and only if, that transaction commits, so a waiter never hears of an end it
-cannot read yet and never misses one that was committed. The embedded default (SQLite) has
-no notifications: its waiters read the database every few tenths of a second instead.
+`announce` owes the webhooks in the caller's transaction, and leaves the names of what changed on
+the session; the session tells them after it commits (Database.session), through the wake-up
+channel of the configuration (shared/runtime/wakeups.py: Redis pub/sub, or a NOTIFY of its own),
+never inside the transaction that wrote the fits. A waiter never hears of an end it cannot read
+yet; one that misses a notice (lost in a crash between commit and publish) reads again within
+seconds. The embedded default has no notifications: its waiters read every few tenths of a second.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from shared.store import deliveries as webhooks
+from shared.store.db import ENDED_NAMES
 
-CHANNEL = "calib_ended"
 # What a notification says when it names too many ids to list: every waiter looks again.
 EVERYONE = "*"
-# PostgreSQL refuses payloads of 8000 bytes or more; ids are 36 characters and a prefix.
-_IDS_PER_NOTICE = 150
 # Past this many, one EVERYONE is cheaper than the notices (a chunk of a batch ends thousands).
 _MOST_IDS = 600
 
@@ -39,17 +38,13 @@ def announce(session: so.Session, fits: Iterable[str] = (), batches: Iterable[st
     owe the webhooks of those that ended (shared/store/deliveries.py), in the same transaction."""
     fits, batches = list(fits), list(batches)
     webhooks.enqueue(session, fits, batches)
-    if session.get_bind().dialect.name != "postgresql":
-        return
     fit_names = [fit_key(fit) for fit in fits]
     # Past _MOST_IDS fits, every fit's waiter looks again; a batch's waiters are told by name
     # (few, and cheap).
     names = ([EVERYONE] if len(fit_names) > _MOST_IDS else fit_names) + sorted(
         {batch_key(batch) for batch in batches if batch}
     )
-    for start in range(0, len(names), _IDS_PER_NOTICE):
-        payload = ",".join(names[start : start + _IDS_PER_NOTICE])
-        session.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
+    session.info.setdefault(ENDED_NAMES, []).extend(names)
 
 
 def names_in(payload: str) -> list[str]:

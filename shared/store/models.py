@@ -287,6 +287,9 @@ class LossBlock(Base):
     loss: so.Mapped[bytes] = so.mapped_column(sa.LargeBinary)
     # The same epochs' validation losses, for fits with a validation split; else null.
     val_loss: so.Mapped[bytes | None] = so.mapped_column(sa.LargeBinary)
+    # The UTC day the block was written, set by the database. On PostgreSQL the table is partitioned
+    # by it (shared/store/loss_partitions.py) and its primary key holds it too.
+    written_on: so.Mapped[dt.date] = so.mapped_column(sa.Date, server_default=sa.text("(CURRENT_DATE)"))
 
 
 class DriftVerdict(Base):

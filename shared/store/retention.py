@@ -2,6 +2,11 @@
 
 A pruned fit says so (`losses_pruned`), its losses routes answer 410 Gone, and its
 tenant's stored loss bytes drop by what was deleted, in the same transaction.
+
+On PostgreSQL whole days' partitions go first (shared/store/loss_partitions.py: detached and
+dropped, no row deleted); what is left is deleted fit by fit. The reconciler's rounds leave a
+day of grace to the partitions (`by_partition`): a fit that ended before the cutoff is deleted row
+by row only a day later, when its partition could not be dropped (it held a fit that ran longer).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from shared.store import loss_blocks
+from shared.store import loss_blocks, loss_partitions
 from shared.store.db import Database
 from shared.store.models import TERMINAL, Fit, utcnow
 
@@ -36,10 +41,17 @@ class Pruned:
     bytes: int
 
 
-def prune(db: Database, older_than: dt.timedelta, limit: int | None = None) -> Pruned:
-    """Delete the losses of fits that finished more than `older_than` ago (at most `limit` fits)."""
+def prune(db: Database, older_than: dt.timedelta, limit: int | None = None, by_partition: bool = False) -> Pruned:
+    """Delete the losses of fits that finished more than `older_than` ago (past the whole partitions
+    dropped, at most `limit` fits row by row; with `by_partition`, only those a day older)."""
     cutoff = utcnow() - older_than
-    fits = freed_total = 0
+    with db.session(write=True) as session:
+        dropped = loss_partitions.drop_expired(session, cutoff)
+        partitioned = loss_partitions.is_partitioned(session)
+    if by_partition and partitioned:
+        cutoff -= dt.timedelta(days=1)
+    fits, freed_total = dropped.fits, dropped.bytes
+    limit = None if limit is None else limit + dropped.fits
     while limit is None or fits < limit:
         take = _PER_TRANSACTION if limit is None else min(_PER_TRANSACTION, limit - fits)
         with db.session(write=True) as session:

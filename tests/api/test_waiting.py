@@ -1,6 +1,6 @@
 """`?wait=S` on a fit and a batch (both backends): the answer comes when it ends, or after S
-seconds with its current state; another tenant's id is 404 at once. On PostgreSQL the end is
-announced by NOTIFY from the worker's transaction; on SQLite the waiter reads again."""
+seconds with its current state; another tenant's id is 404 at once. On PostgreSQL + Redis the end
+is announced on Redis after the worker's transaction commits; on SQLite the waiter reads again."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from flask.testing import FlaskClient
 
-from shared.store import calibrations
+from services.api import waiting as waiting_module
+from shared.runtime import failpoints, wakeups
+from shared.runtime.settings import Settings
+from shared.store import calibrations, ended
+from shared.store.db import Database
 from tests.in_process import run_fit
 
 FIT = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0], "epochs": 500, "input_scale": 0.1}
@@ -51,7 +56,7 @@ def test_a_fit_waited_for_answers_when_it_ends(make_client: Callable[..., FlaskC
     woken_after = time.monotonic() - ended_at
     assert status == 200 and body["status"] == "succeeded" and body["epochs_done"] == 500
     assert body == client.get(f"/v1/fits/{fit_id}").get_json()  # the same body as without wait
-    # Told at once (a NOTIFY on PostgreSQL, a read at least every tenth of a second on SQLite), far
+    # Told at once (Redis pub/sub on PostgreSQL + Redis, a read at least every tenth of a second on SQLite), far
     # before the 30 s it offered to wait, and before the listener's 5 s safety read.
     assert woken_after < 3.0
     waits = client.application.extensions["calib"].waits
@@ -122,3 +127,45 @@ def test_wait_is_bounded(client: FlaskClient) -> None:
     for bad in ("0", "-1", "61", "soon"):
         r = client.get(f"/v1/fits/{fit_id}?wait={bad}")
         assert r.status_code == 422 and r.get_json()["errors"][0]["loc"] == ["query", "wait"], bad
+
+
+def test_a_lost_wake_up_still_ends_the_wait(
+    make_client: Callable[..., FlaskClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The announcement after the commit is lost (a process that died between the two): the waiter
+    # reads again within its safety interval (every 10–100 ms without notifications) and answers.
+    client = make_client()
+    fit_id = client.post("/v1/fits", json=FIT).get_json()["id"]
+    waiting = Waiting(make_client(), f"/v1/fits/{fit_id}?wait=30")
+    time.sleep(0.5)
+    monkeypatch.setenv("CALIB_FAILPOINTS", "skip_announce")
+    failpoints._active.cache_clear()
+    try:
+        run_fit(client, fit_id)
+    finally:
+        monkeypatch.delenv("CALIB_FAILPOINTS")
+        failpoints._active.cache_clear()
+    status, body, seconds = waiting.result()
+    assert status == 200 and body["status"] == "succeeded"
+    assert seconds < waiting_module._SAFETY_SECONDS + 3.0
+
+
+def test_postgres_without_redis_notifies_after_the_commit_never_inside_it(backend: Settings) -> None:
+    # A PostgreSQL database with another broker: the names go by a NOTIFY of its own transaction.
+    if not backend.database_url:
+        pytest.skip("PostgreSQL only (the embedded default has no notifications)")
+    db = Database(backend.database_url, broker="sqla+sqlite:////nonexistent/broker.db")
+    assert isinstance(db.announcer, wakeups.PostgresAnnouncer)
+    statements: list[str] = []
+    try:
+        with wakeups.subscribed("", db.engine, 0.3) as heard:
+            with db.session(write=True) as session:
+                sa.event.listen(session.connection(), "before_cursor_execute", lambda *args: statements.append(args[2]))
+                ended.announce(session, ["fit-1"], ["batch-1"])
+                session.execute(sa.text("SELECT 1"))
+                assert heard() == []  # nothing told before the commit
+            assert not any("notify" in statement.lower() for statement in statements)
+            names = [name for payload in heard() for name in ended.names_in(payload)]
+            assert names == ["f:fit-1", "b:batch-1"]
+    finally:
+        db.dispose()
