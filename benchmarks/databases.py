@@ -11,6 +11,8 @@ from pathlib import Path
 import redis
 import sqlalchemy as sa
 
+from services.cli import pooler
+from tests.backends import free_port
 from tests.stack import Stack
 
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -35,15 +37,25 @@ def fresh_postgres(prefix: str = "calib_bench") -> Iterator[str]:
 
 
 @contextmanager
-def started(embedded: bool, tmp: Path, workers: int, redis_db: int, name: str, **env: str) -> Iterator[Stack]:
+def started(
+    embedded: bool, tmp: Path, workers: int, redis_db: int, name: str, pooled: bool = False, **env: str
+) -> Iterator[Stack]:
     """The service as local processes (tests.stack: migrate, gunicorn, Celery workers) on fresh
-    databases: a new PostgreSQL database and a flushed Redis database, or new SQLite files."""
+    databases: a new PostgreSQL database and a flushed Redis database, or new SQLite files.
+    `pooled`: the API and workers through a PgBouncer of their own (`calib stack --pooler`)."""
     settings = {"CALIB_DATA_DIR": str(tmp / "data"), **env}
     with ExitStack() as cleanup:
         if not embedded:
             broker = f"redis://127.0.0.1:6379/{redis_db}"
             redis.Redis.from_url(broker).flushdb()
-            settings |= {"CALIB_DATABASE_URL": cleanup.enter_context(fresh_postgres(name)), "CALIB_BROKER_URL": broker}
+            direct = cleanup.enter_context(fresh_postgres(name))
+            settings |= {"CALIB_DATABASE_URL": direct, "CALIB_BROKER_URL": broker}
+            if pooled:
+                port = free_port()
+                bouncer = pooler.start(direct, tmp / "pooler", port)
+                cleanup.callback(bouncer.wait, 10)
+                cleanup.callback(bouncer.terminate)
+                settings |= {"CALIB_DATABASE_URL": pooler.pooled_url(direct, port), "CALIB_DIRECT_DATABASE_URL": direct}
         stack = Stack(settings, tmp / "logs", workers=workers).start()
         try:
             yield stack

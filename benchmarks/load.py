@@ -181,10 +181,11 @@ def main() -> None:
     parser.add_argument("--embedded", action="store_true", help="SQLite and the SQLite broker")
     parser.add_argument("--mode", choices=["wait", "poll"], default="wait", help="how clients learn a fit ended")
     parser.add_argument("--floor-seconds", type=float, default=20, help="GET /healthz phase first (0: skip)")
+    parser.add_argument("--pooler", action="store_true", help="through PgBouncer in transaction mode")
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="calib-load-") as tmp,
-        started(args.embedded, Path(tmp), args.workers, REDIS_DB, "calib_load") as stack,
+        started(args.embedded, Path(tmp), args.workers, REDIS_DB, "calib_load", pooled=args.pooler) as stack,
     ):
         result = asyncio.run(run(stack, args.clients, args.seconds, args.mode, args.floor_seconds))
     backend = "embedded" if args.embedded else "PostgreSQL + Redis"

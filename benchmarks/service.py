@@ -65,11 +65,30 @@ def batch_body(fits: int) -> dict[str, Any]:
     }
 
 
-def batch_to_completed(http: httpx.Client, fits: int, timeout: float = 600) -> dict[str, float]:
-    """batch_body(fits), from POST to `completed`."""
+def csv_body(fits: int) -> bytes:
+    """The same series as a CSV batch, each series an instrument of its own (a nightly run of a fleet)."""
     body = batch_body(fits)
+    lines = ["series,instrument,t_u,t_c"]
+    for i, fit in enumerate(body["fits"]):
+        lines += [f"s{i},sensor-{i},{u},{c}" for u, c in zip(fit["t_u"], fit["t_c"], strict=True)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def batch_to_completed(http: httpx.Client, fits: int, timeout: float = 600, csv: bool = False) -> dict[str, float]:
+    """batch_body(fits) (or, `csv`, csv_body(fits)), from POST to `completed`."""
+    content = csv_body(fits) if csv else None
+    body = None if csv else batch_body(fits)
     start = time.perf_counter()
-    r = http.post("/v1/batches", json=body, timeout=120)
+    if content is not None:
+        r = http.post(
+            "/v1/batches",
+            params={"epochs": 5000, "learning_rate": 1e-2, "input_scale": 0.1},
+            content=content,
+            headers={"Content-Type": "text/csv"},
+            timeout=120,
+        )
+    else:
+        r = http.post("/v1/batches", json=body, timeout=120)
     r.raise_for_status()
     accepted = time.perf_counter() - start
     batch = r.json()
@@ -91,12 +110,22 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=20)
     parser.add_argument("--batch", type=int, default=10_000, help="fits in the batch run (0: skip)")
     parser.add_argument("--start", choices=["postgres", "embedded"], help="start the service on fresh databases")
+    parser.add_argument("--csv", action="store_true", help="the batch as CSV, each series an instrument")
+    parser.add_argument("--pooler", action="store_true", help="with --start postgres: through PgBouncer")
     args = parser.parse_args()
     with ExitStack() as cleanup:
         if args.start:
             tmp = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="calib-service-")))
             stack = cleanup.enter_context(
-                started(args.start == "embedded", tmp, 2, REDIS_DB, "calib_service", CALIB_RATE_LIMIT="100000/second")
+                started(
+                    args.start == "embedded",
+                    tmp,
+                    2,
+                    REDIS_DB,
+                    "calib_service",
+                    pooled=args.pooler,
+                    CALIB_RATE_LIMIT="100000/second",
+                )
             )
             url, token = stack.url, stack.token
         else:
@@ -106,11 +135,12 @@ def main() -> None:
             submit_to_succeeded(http)  # warm-up: worker imports, connection pools
             times = [submit_to_succeeded(http) for _ in range(args.n)]
             polled = sorted(submit_to_succeeded(http, wait=False) * 1000 for _ in range(args.n))
-            batch = batch_to_completed(http, args.batch) if args.batch else None
+            batch = batch_to_completed(http, args.batch, csv=args.csv) if args.batch else None
     ms = sorted(t * 1000 for t in times)
     if batch:
         print(
-            f"batch of {args.batch} fits x 5000 epochs: accepted in {batch['accepted_s']:.2f} s, "
+            f"{'CSV ' if args.csv else ''}batch of {args.batch} fits x 5000 epochs: "
+            f"accepted in {batch['accepted_s']:.2f} s, "
             f"completed with all losses stored in {batch['completed_s']:.2f} s"
         )
     print(

@@ -32,7 +32,7 @@ def alembic_config(url: str) -> Config:
 def upgrade(settings: Settings) -> None:
     if settings.embedded:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    command.upgrade(alembic_config(settings.database), "head")
+    command.upgrade(alembic_config(settings.direct_database), "head")
 
 
 def revisions(url: str) -> tuple[set[str], set[str]]:
@@ -57,7 +57,7 @@ def require_head(settings: Settings, process: str) -> None:
     not refused here: the process starts, reports itself not ready, and retries (the schema is
     checked again when the process next starts)."""
     try:
-        current, heads = revisions(settings.database)
+        current, heads = revisions(settings.direct_database)
     except sa.exc.OperationalError as exc:
         log.warning("%s starts without checking the schema: the database does not answer (%s)", process, exc)
         return

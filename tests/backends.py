@@ -4,6 +4,7 @@ CALIB_* variables of a fresh embedded or PostgreSQL + Redis backend for processe
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from services.cli import pooler
 from shared.runtime.settings import Settings
 
 PG_URL = os.environ.get("CALIB_TEST_POSTGRES_URL", "")
@@ -40,6 +42,7 @@ def settings_of(env: Mapping[str, str]) -> Settings:
         data_dir=env["CALIB_DATA_DIR"],
         database_url=env.get("CALIB_DATABASE_URL", ""),
         broker_url=env.get("CALIB_BROKER_URL", ""),
+        direct_database_url=env.get("CALIB_DIRECT_DATABASE_URL", ""),
     )
 
 
@@ -62,7 +65,9 @@ def drop_database(server_url: str, name: str) -> None:
 @contextmanager
 def backend_env(kind: str, tmp: Path, redis_url: str = "") -> Iterator[dict[str, str]]:
     """CALIB_* variables for a fresh backend: SQLite files under tmp, or a new PostgreSQL
-    database and a flushed Redis database (dropped afterwards)."""
+    database and a flushed Redis database (dropped afterwards). "pooled": the same PostgreSQL
+    reached through a PgBouncer of its own in transaction mode (`calib stack --pooler`); with
+    CALIB_TEST_POOLER=1 every "postgres" backend is pooled (the e2e suite once through it)."""
     env = {"CALIB_DATA_DIR": str(tmp / "data")}
     if kind == "embedded":
         yield env
@@ -72,8 +77,25 @@ def backend_env(kind: str, tmp: Path, redis_url: str = "") -> Iterator[dict[str,
     name = f"calib_e2e_{uuid.uuid4().hex[:10]}"
     broker = redis_url or REDIS_URL
     redis.Redis.from_url(broker).flushdb()
-    env.update(CALIB_DATABASE_URL=create_database(PG_URL, name), CALIB_BROKER_URL=broker)
+    direct = create_database(PG_URL, name)
+    env.update(CALIB_DATABASE_URL=direct, CALIB_BROKER_URL=broker)
+    bouncer = None
     try:
+        if kind == "pooled" or os.environ.get("CALIB_TEST_POOLER") == "1":
+            if not Path("/usr/sbin/pgbouncer").exists():
+                pytest.skip("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
+            port = free_port()
+            bouncer = pooler.start(direct, tmp / "pooler", port)
+            env.update(CALIB_DATABASE_URL=pooler.pooled_url(direct, port), CALIB_DIRECT_DATABASE_URL=direct)
         yield env
     finally:
+        if bouncer is not None:
+            bouncer.terminate()
+            bouncer.wait(10)
         drop_database(PG_URL, name)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -22,15 +21,9 @@ from services.cli import processes
 from shared.runtime.settings import Settings
 from shared.store import tokens
 from shared.store.db import Database
-from tests.backends import settings_of
+from tests.backends import free_port, settings_of
 
 TERMINAL = {"succeeded", "diverged", "failed", "cancelled"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def descendants(roots: set[int]) -> set[int]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import configparser
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from services.cli import processes
+from services.cli import pooler, processes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,3 +53,18 @@ def test_flower_watches_the_stacks_broker_behind_a_profile() -> None:
     anchor = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["x-calib-env"]
     assert flower["environment"]["CELERY_BROKER_URL"] == anchor["CALIB_BROKER_URL"]
     assert anchor["CALIB_TASK_EVENTS"] == "true"  # the workers send the events Flower shows
+
+
+def test_compose_and_stack_run_the_same_pooler() -> None:
+    # `docker compose --profile pooler` and `calib stack --pooler`: PgBouncer with the same settings.
+    services = compose()
+    assert services["pgbouncer"]["profiles"] == ["pooler"]
+    dockerfile = ROOT / services["pgbouncer"]["build"]["dockerfile"]
+    assert "pgbouncer" in dockerfile.read_text()
+    from_compose = configparser.ConfigParser()
+    from_compose.read(ROOT / "services/pooler/pgbouncer.ini")
+    from_stack = configparser.ConfigParser()
+    from_stack.read_string(pooler.config("postgresql+psycopg://calib:calib@postgres:5432/calib", 6432, "0.0.0.0"))
+    assert dict(from_compose["pgbouncer"]) == dict(from_stack["pgbouncer"])
+    assert dict(from_compose["databases"]) == dict(from_stack["databases"])
+    assert dict(from_stack["pgbouncer"])["pool_mode"] == "transaction"

@@ -77,14 +77,15 @@ class Services:
         takes it clears the mark before it claims, and claims queued single fits until none are
         left (services/worker/celery_app.py), so this fit is taken by that claim. A burst of
         submissions costs a message per worker that wakes, not one per fit."""
-        if self.pending.take():
-            self.dispatch([chunk_id])
+        if self.pending.take() and self.dispatch([chunk_id]):
+            self.pending.clear()  # its publish failed: no message is on its way after all
 
-    def dispatch(self, chunk_ids: Sequence[str]) -> None:
+    def dispatch(self, chunk_ids: Sequence[str]) -> list[str]:
         """Publish after the commit (the fits were stamped as published in it). A publish that
         fails clears its chunk's stamp, so the reconciler publishes it within seconds; if even
         that fails (or the process dies first), the reconciler still publishes what stays queued
-        unclaimed (shared/store/outbox.py), and any worker's claim may take a single fit along."""
+        unclaimed (shared/store/outbox.py), and any worker's claim may take a single fit along.
+        Returns the chunks whose publish failed."""
         failed = []
         for chunk_id in chunk_ids:
             try:
@@ -97,7 +98,7 @@ class Services:
                 continue
             self.broker_seen_at = time.monotonic()
         if not failed:
-            return
+            return failed
         try:
             with self.db.session(write=True) as session:
                 outbox.mark_unpublished(session, failed)
@@ -105,6 +106,7 @@ class Services:
             # The fits are committed, so the answer is still the 202 (a 503 would make a client
             # without a key submit again).
             log.warning("chunks %s left stamped as published: %s", failed, exc)
+        return failed
 
 
 def current_services() -> Services:

@@ -51,7 +51,7 @@ class Waits:
         self.per_tenant, self.total = per_tenant, total
         self._held: dict[str, int] = {}
         self.skipped = 0
-        self._notified = wakeups.can_subscribe(broker, db.engine)
+        self._notified = wakeups.can_subscribe(broker, db.direct_url)
         self._listening = False
         self._listener: threading.Thread | None = None
         self._closed = threading.Event()
@@ -139,7 +139,7 @@ class Waits:
     def _run_listener(self) -> None:
         while not self._closed.is_set():
             try:
-                with wakeups.subscribed(self.broker, self.db.engine, _CLOSE_CHECK_SECONDS) as heard:
+                with wakeups.subscribed(self.broker, self.db.direct_url, _CLOSE_CHECK_SECONDS) as heard:
                     self._listening = True
                     self.wake([ended.EVERYONE])  # whatever ended while this was not listening
                     while not self._closed.is_set():

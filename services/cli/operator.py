@@ -225,11 +225,17 @@ def up(port: int) -> None:
 
 @click.command()
 @click.option("--workers", default=processes.STACK_WORKERS, show_default=True, help="Celery worker processes")
-def stack(workers: int) -> None:
+@click.option(
+    "--pooler",
+    is_flag=True,
+    help="Run the API and workers through PgBouncer in transaction mode (Debian's pgbouncer package)",
+)
+@click.option("--pooler-port", default=6432, show_default=True, help="The port PgBouncer listens on")
+def stack(workers: int, pooler: bool, pooler_port: int) -> None:
     """Run the docker-compose topology as local processes (PostgreSQL + Redis)."""
     from services.cli.stack import run_stack
 
-    run_stack(workers)
+    run_stack(workers, pooler_port if pooler else None)
 
 
 COMMANDS = [db, tokens, tenants, webhooks, prune, api, worker, up, stack]

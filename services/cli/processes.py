@@ -112,6 +112,7 @@ STACK_SERVICES = {
 STACK_WORKERS = 2
 STACK_ENV = (
     "CALIB_DATABASE_URL",
+    "CALIB_DIRECT_DATABASE_URL",
     "CALIB_BROKER_URL",
     "CALIB_DEVICE",
     "CALIB_TASK_EVENTS",
@@ -120,6 +121,7 @@ STACK_ENV = (
 )
 LOCAL_DEFAULTS = {
     "CALIB_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/calib",
+    "CALIB_DIRECT_DATABASE_URL": "",
     "CALIB_BROKER_URL": "redis://127.0.0.1:6379/0",
     "CALIB_DEVICE": "auto",
     "CALIB_TASK_EVENTS": "true",

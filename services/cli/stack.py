@@ -12,7 +12,8 @@ import subprocess
 import click
 import sqlalchemy as sa
 
-from services.cli import processes
+from services.cli import pooler, processes
+from shared.runtime.settings import Settings
 
 
 def ensure_database(url: str) -> None:
@@ -28,17 +29,27 @@ def ensure_database(url: str) -> None:
     engine.dispose()
 
 
-def run_stack(workers: int = processes.STACK_WORKERS) -> None:
+def run_stack(workers: int = processes.STACK_WORKERS, pooler_port: int | None = None) -> None:
+    """With `pooler_port`, PgBouncer in transaction mode on that port in front of the database, and
+    the API and workers through it (migrations and LISTEN go direct: CALIB_DIRECT_DATABASE_URL)."""
     env = dict(os.environ)
     for key in processes.STACK_ENV:
         env.setdefault(key, processes.LOCAL_DEFAULTS[key])
     ensure_database(env["CALIB_DATABASE_URL"])
+    children: list[subprocess.Popen[bytes]] = []
+    if pooler_port is not None:
+        direct = env["CALIB_DATABASE_URL"]
+        children.append(pooler.start(direct, Settings().data_dir / "pooler", pooler_port))
+        env.update(CALIB_DIRECT_DATABASE_URL=direct, CALIB_DATABASE_URL=pooler.pooled_url(direct, pooler_port))
     subprocess.run(processes.resolve(processes.STACK_SERVICES["migrate"]), env=env, check=True)
-    children = [subprocess.Popen(processes.resolve(processes.STACK_SERVICES["api"]), env=env)]
+    children.append(subprocess.Popen(processes.resolve(processes.STACK_SERVICES["api"]), env=env))
     children += [
         subprocess.Popen(processes.resolve(processes.STACK_SERVICES["worker"]), env=env) for _ in range(workers)
     ]
     children.append(subprocess.Popen(processes.resolve(processes.STACK_SERVICES["deliveries"]), env=env))
-    click.echo(f"stack up: API on :8000, {workers} workers, a webhook delivery worker; Ctrl-C stops it", err=True)
+    through = f", through PgBouncer on :{pooler_port}" if pooler_port is not None else ""
+    click.echo(
+        f"stack up: API on :8000, {workers} workers, a webhook delivery worker{through}; Ctrl-C stops it", err=True
+    )
 
     processes.supervise(children)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import time
 
 import torch
 from celery.signals import setup_logging, worker_init, worker_process_init
@@ -36,6 +37,10 @@ app.conf.beat_schedule = {
 
 _state: dict[str, object] = {}
 _pending = PendingMark(settings.broker)
+# A worker drains the queue after its message's chunk for at most this long, then publishes a
+# message for what is left and acknowledges: its process then takes its turn at the control
+# queue (the reconciler, which reclaims a lost worker's fits) between chunks.
+_DRAIN_SECONDS = 5.0
 # Fits whose losses one reconciler round may prune (retention_days > 0).
 _PRUNE_PER_ROUND = 2000
 
@@ -79,7 +84,8 @@ def _init_process(**_: object) -> None:
 @app.task(name=RUN_CHUNK)
 def run_chunk(chunk_id: str) -> int:
     """A message is a wake-up: run its chunk (or a fairer tenant's), then every chunk still queued,
-    fairest first, until no fit is queued; only then is the message acknowledged. So a fit whose
+    fairest first, until no fit is queued (or _DRAIN_SECONDS pass: then a message for the rest);
+    only then is the message acknowledged. So a fit whose
     publish was skipped (a wake-up already pending, services/api/extensions.py) or lost is taken
     by the next worker that wakes, and a burst of submissions runs in a few chunks."""
     db = _database()
@@ -91,6 +97,7 @@ def run_chunk(chunk_id: str) -> int:
         log.info("chunk %s: another tenant's chunk %s runs first (fair share)", chunk_id, other)
         chunk_id = other
     claimed, passed = 0, set()
+    deadline = time.monotonic() + _DRAIN_SECONDS
     next_chunk: str | None = chunk_id
     while next_chunk is not None:
         run = runner.run_chunk(db, settings, next_chunk, pick_device(settings.device))
@@ -106,6 +113,11 @@ def run_chunk(chunk_id: str) -> int:
         if run.publish:
             break  # given back or split: their messages run them, after whatever else is queued
         next_chunk = fairness.next_chunk(db, frozenset(passed))
+        if next_chunk is not None and time.monotonic() > deadline:
+            # Draining this long: hand the rest to a message of its own, so this process takes its
+            # turn at the control queue (the reconciler) between chunks.
+            run_chunk.apply_async((next_chunk,))
+            break
     return claimed
 
 

@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir)
     # Empty means the embedded default: SQLite files under data_dir.
     database_url: str = ""
+    # Set when database_url is a connection pooler in transaction mode (PgBouncer, `calib stack
+    # --pooler`): the database itself, for what needs a session of its own (LISTEN, migrations).
+    # Through the pooler no statement is prepared on the server (the next transaction may run on
+    # another server connection).
+    direct_database_url: str = ""
     broker_url: str = ""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     api_url: str = "http://127.0.0.1:8000"
@@ -171,6 +176,15 @@ class Settings(BaseSettings):
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'calib.db'}"
+
+    @property
+    def direct_database(self) -> str:
+        """The database itself, past any pooler: for migrations and LISTEN."""
+        return self.direct_database_url or self.database
+
+    @property
+    def pooled(self) -> bool:
+        return bool(self.direct_database_url)
 
     @property
     def token_file(self) -> Path:

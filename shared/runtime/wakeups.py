@@ -100,9 +100,10 @@ def tell(announcer: Announcer | None, names: list[str]) -> None:
 
 
 @contextmanager
-def subscribed(broker: str, engine: sa.Engine, timeout: float) -> Iterator[Callable[[], list[str]]]:
+def subscribed(broker: str, direct_url: str, timeout: float) -> Iterator[Callable[[], list[str]]]:
     """A subscription to the ended names: yields a function that waits up to `timeout` seconds
-    and returns the payloads heard meanwhile (empty if none)."""
+    and returns the payloads heard meanwhile (empty if none). `direct_url`: the database past any
+    pooler (LISTEN needs a session of its own), used without a Redis broker."""
     url = redis_url(broker)
     if url:
         client = redis.Redis.from_url(url, socket_connect_timeout=2)
@@ -127,8 +128,7 @@ def subscribed(broker: str, engine: sa.Engine, timeout: float) -> Iterator[Calla
         return
     import psycopg
 
-    # LISTEN needs a session of its own, held open: a direct connection, never a pooler's.
-    dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    dsn = sa.make_url(direct_url).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"LISTEN {CHANNEL}")
 
@@ -138,8 +138,8 @@ def subscribed(broker: str, engine: sa.Engine, timeout: float) -> Iterator[Calla
         yield heard_postgres
 
 
-def can_subscribe(broker: str, engine: sa.Engine) -> bool:
-    return redis_url(broker) is not None or engine.dialect.name == "postgresql"
+def can_subscribe(broker: str, direct_url: str) -> bool:
+    return redis_url(broker) is not None or direct_url.startswith("postgresql")
 
 
 class PendingMark:

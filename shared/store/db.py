@@ -42,14 +42,17 @@ def _sqlite_begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-def make_engine(url: str, busy_timeout: float = 60.0) -> sa.Engine:
+def make_engine(url: str, busy_timeout: float = 60.0, pooled: bool = False) -> sa.Engine:
     if url.startswith("sqlite"):
         # isolation_level=None hands BEGIN to us (see _sqlite_begin).
         engine = sa.create_engine(url, connect_args={"timeout": busy_timeout, "isolation_level": None})
         sa.event.listen(engine, "connect", _sqlite_pragmas(int(busy_timeout * 1000)))
         sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # Through a pooler in transaction mode nothing is prepared on the server: psycopg prepares a
+    # statement run five times, and the next transaction may land on another server connection.
+    connect_args = {"prepare_threshold": None} if pooled else {}
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
 
 
 def upsert_insert(session: so.Session) -> Any:
@@ -66,8 +69,10 @@ ENDED_NAMES = "calib_ended_names"
 class Database:
     """The project's database: sessions that read, and sessions that write."""
 
-    def __init__(self, url: str, busy_timeout: float = 60.0, broker: str = "") -> None:
-        self.engine = make_engine(url, busy_timeout)
+    def __init__(self, url: str, busy_timeout: float = 60.0, broker: str = "", direct_url: str = "") -> None:
+        self.engine = make_engine(url, busy_timeout, pooled=bool(direct_url))
+        # The database past any pooler (LISTEN needs a session of its own).
+        self.direct_url = direct_url or url
         # Where the names of ended fits go after a commit (shared/store/ended.py).
         self.announcer = wakeups.announcer_for(broker, self.engine)
         write_engine = self.engine.execution_options(calib_write=True)
@@ -78,7 +83,9 @@ class Database:
     def from_settings(cls, settings: Settings) -> Database:
         if settings.embedded:
             settings.ensure_data_dir()
-        return cls(settings.database, settings.sqlite_busy_timeout_seconds, settings.broker)
+        return cls(
+            settings.database, settings.sqlite_busy_timeout_seconds, settings.broker, settings.direct_database_url
+        )
 
     @contextmanager
     def session(self, write: bool = False) -> Iterator[so.Session]:

@@ -52,6 +52,8 @@ def test_an_idempotency_key_compares_the_request_not_its_spelling(client: FlaskC
 
 
 def test_a_committed_fit_is_202_even_if_its_publish_fails(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No wake-up pending (an earlier test's would make this one skip its publish, rightly): it publishes.
+    client.application.extensions["calib"].pending.clear()
     monkeypatch.setenv("CALIB_FAILPOINTS", "skip_publish")
     failpoints._active.cache_clear()
     try:

@@ -158,7 +158,7 @@ def test_postgres_without_redis_notifies_after_the_commit_never_inside_it(backen
     assert isinstance(db.announcer, wakeups.PostgresAnnouncer)
     statements: list[str] = []
     try:
-        with wakeups.subscribed("", db.engine, 0.3) as heard:
+        with wakeups.subscribed("", db.direct_url, 0.3) as heard:
             with db.session(write=True) as session:
                 sa.event.listen(session.connection(), "before_cursor_execute", lambda *args: statements.append(args[2]))
                 ended.announce(session, ["fit-1"], ["batch-1"])
