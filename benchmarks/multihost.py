@@ -191,18 +191,6 @@ def one_setting(rtt_ms: float, workers: int, args: argparse.Namespace, tmp: Path
         db.dispose()
         proxied_db = sa.make_url(direct).set(host=HOST, port=PG_PORT).render_as_string(hide_password=False)
         stats = {"pg": tmp / f"pg-{rtt_ms}-{workers}.json", "redis": tmp / f"redis-{rtt_ms}-{workers}.json"}
-        proxies = [
-            subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.delay_proxy", "--listen", f"{HOST}:{port}", "--to", target]
-                + ["--rtt-ms", str(rtt_ms), "--stats", str(stats[kind])],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for kind, port, target in (("pg", PG_PORT, "127.0.0.1:5432"), ("redis", REDIS_PORT, "127.0.0.1:6379"))
-        ]
-        for proxy in proxies:
-            cleanup.callback(proxy.wait, 10)
-            cleanup.callback(proxy.terminate)
         env = {
             **os.environ,
             "CALIB_DATA_DIR": str(tmp / "data"),
@@ -210,11 +198,25 @@ def one_setting(rtt_ms: float, workers: int, args: argparse.Namespace, tmp: Path
             "CALIB_BROKER_URL": f"redis://{HOST}:{REDIS_PORT}/{REDIS_DB}",
             "CALIB_RATE_LIMIT": "100000/second",
             "CALIB_TORCH_THREADS": "1",
-        }
-        time.sleep(0.5)  # the proxies listen
-        with network(names) as addresses:
+        } | ({"CALIB_CHUNK_SIZE": str(args.chunk_size)} if args.chunk_size else {})
+        # Everything started in the namespaces stops before they go (the inner ExitStack).
+        with network(names) as addresses, contextlib.ExitStack() as running:
+            # On the bridge's address, which exists from here on.
+            proxies = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "benchmarks.delay_proxy", "--listen", f"{HOST}:{port}", "--to", target]
+                    + ["--rtt-ms", str(rtt_ms), "--stats", str(stats[kind])],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                for kind, port, target in (("pg", PG_PORT, "127.0.0.1:5432"), ("redis", REDIS_PORT, "127.0.0.1:6379"))
+            ]
+            for proxy in proxies:
+                running.callback(proxy.wait, 10)
+                running.callback(proxy.terminate)
+            time.sleep(0.5)  # the proxies listen
             hosts = Hosts(env, logs)
-            cleanup.callback(hosts.stop_all)
+            running.callback(hosts.stop_all)
             hosts.start("api", processes.api_command(bind=f"{addresses['api']}:8000"), 1.0)
             for name in names[1:]:
                 hosts.start(name, processes.worker_command(), args.worker_cpu)
@@ -266,11 +268,18 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--worker-cpu", type=float, default=0.25, help="each worker's CPU quota, in cores")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=0,
+        help="CALIB_CHUNK_SIZE (0: the default, 2048: a 10,000-fit batch is 5 chunks)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0 or not shutil.which("ip") or not CGROUP.exists():
         raise SystemExit("benchmarks.multihost needs root, iproute2 and cgroup v1's cpu controller")
     rows = []
-    with tempfile.TemporaryDirectory(prefix="calib-multihost-") as tmp:
+    with contextlib.nullcontext(tempfile.mkdtemp(prefix="calib-multihost-")) as tmp:
+        print(f"logs under {tmp}", flush=True)
         for rtt in args.rtt_ms:
             for workers in args.workers:
                 rows.append(one_setting(rtt, workers, args, Path(tmp)))
