@@ -51,11 +51,7 @@ def started(
             direct = cleanup.enter_context(fresh_postgres(name))
             settings |= {"CALIB_DATABASE_URL": direct, "CALIB_BROKER_URL": broker}
             if pooled:
-                port = free_port()
-                bouncer = pooler.start(direct, tmp / "pooler", port)
-                cleanup.callback(bouncer.wait, 10)
-                cleanup.callback(bouncer.terminate)
-                settings |= {"CALIB_DATABASE_URL": pooler.pooled_url(direct, port), "CALIB_DIRECT_DATABASE_URL": direct}
+                settings |= cleanup.enter_context(pooler.running(direct, tmp / "pooler", free_port()))
         stack = Stack(settings, tmp / "logs", workers=workers).start()
         try:
             yield stack

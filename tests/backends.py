@@ -7,7 +7,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -79,19 +79,14 @@ def backend_env(kind: str, tmp: Path, redis_url: str = "") -> Iterator[dict[str,
     redis.Redis.from_url(broker).flushdb()
     direct = create_database(PG_URL, name)
     env.update(CALIB_DATABASE_URL=direct, CALIB_BROKER_URL=broker)
-    bouncer = None
     try:
-        if kind == "pooled" or os.environ.get("CALIB_TEST_POOLER") == "1":
-            if not Path("/usr/sbin/pgbouncer").exists():
-                pytest.skip("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
-            port = free_port()
-            bouncer = pooler.start(direct, tmp / "pooler", port)
-            env.update(CALIB_DATABASE_URL=pooler.pooled_url(direct, port), CALIB_DIRECT_DATABASE_URL=direct)
-        yield env
+        with ExitStack() as through:
+            if kind == "pooled" or os.environ.get("CALIB_TEST_POOLER") == "1":
+                if not Path("/usr/sbin/pgbouncer").exists():
+                    pytest.skip("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
+                env.update(through.enter_context(pooler.running(direct, tmp / "pooler", free_port())))
+            yield env
     finally:
-        if bouncer is not None:
-            bouncer.terminate()
-            bouncer.wait(10)
         drop_database(PG_URL, name)
 
 

@@ -29,6 +29,7 @@ from limits.strategies import FixedWindowRateLimiter
 
 from services.api.problems import Problem
 from shared.runtime.settings import Settings
+from shared.runtime.wakeups import redis_url
 
 log = logging.getLogger("calib.api")
 
@@ -46,8 +47,7 @@ class Budgets:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Budgets:
-        broker = settings.broker
-        uri = broker if broker.startswith(("redis://", "rediss://")) else "memory://"
+        uri = redis_url(settings.broker) or "memory://"
         return cls(
             FixedWindowRateLimiter(storage_from_string(uri)),
             parse_many(settings.rate_limit),

@@ -13,6 +13,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -43,6 +45,17 @@ def config(direct_url: str, port: int, listen: str = "127.0.0.1") -> str:
 
 def pooled_url(direct_url: str, port: int, host: str = "127.0.0.1") -> str:
     return sa.make_url(direct_url).set(host=host, port=port).render_as_string(hide_password=False)
+
+
+@contextmanager
+def running(direct_url: str, run_dir: Path, port: int) -> Iterator[dict[str, str]]:
+    """PgBouncer for the time of a block: yields the CALIB_* variables that send a process through it."""
+    child = start(direct_url, run_dir, port)
+    try:
+        yield {"CALIB_DATABASE_URL": pooled_url(direct_url, port), "CALIB_DIRECT_DATABASE_URL": direct_url}
+    finally:
+        child.terminate()
+        child.wait(10)
 
 
 def start(direct_url: str, run_dir: Path, port: int, log: Path | None = None) -> subprocess.Popen[bytes]:

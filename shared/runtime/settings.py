@@ -183,10 +183,6 @@ class Settings(BaseSettings):
         return self.direct_database_url or self.database
 
     @property
-    def pooled(self) -> bool:
-        return bool(self.direct_database_url)
-
-    @property
     def token_file(self) -> Path:
         return self.data_dir / "token"
 

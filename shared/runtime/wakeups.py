@@ -45,7 +45,7 @@ _NAMES_PER_NOTICE = 150
 
 def redis_url(broker: str) -> str | None:
     """The Redis behind the broker URL, or None for any other broker."""
-    return broker if broker.startswith(("redis://", "rediss://", "unix://")) else None
+    return broker if broker.startswith(("redis://", "rediss://")) else None
 
 
 class Announcer(Protocol):

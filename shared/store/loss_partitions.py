@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from shared.store import quotas
-from shared.store.models import TERMINAL, Fit
+from shared.store import loss_blocks, quotas
+from shared.store.models import TERMINAL, Fit, LossBlock
 
 log = logging.getLogger("calib.store")
 
@@ -54,8 +54,8 @@ def is_partitioned(session: so.Session) -> bool:
     return bool(kind == "p")
 
 
-def partitions(session: so.Session) -> dict[str, dt.date]:
-    """Each dated partition and the day after its last (its exclusive upper bound)."""
+def partitions(session: so.Session) -> dict[str, tuple[dt.date | None, dt.date]]:
+    """Each dated partition's days: its first (None: every day before) and the day after its last."""
     names = session.scalars(
         sa.text(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
@@ -63,12 +63,13 @@ def partitions(session: so.Session) -> dict[str, dt.date]:
         ),
         {"p": PARENT},
     ).all()
-    ends = {}
+    ends: dict[str, tuple[dt.date | None, dt.date]] = {}
     for name in names:
         if found := _DAY.match(name):
-            ends[name] = dt.datetime.strptime(found.group(1), "%Y%m%d").date() + dt.timedelta(days=1)
+            day = dt.datetime.strptime(found.group(1), "%Y%m%d").date()
+            ends[name] = (day, day + dt.timedelta(days=1))
         elif found := _BEFORE.match(name):
-            ends[name] = dt.datetime.strptime(found.group(1), "%Y%m%d").date()
+            ends[name] = (None, dt.datetime.strptime(found.group(1), "%Y%m%d").date())
     return ends
 
 
@@ -118,25 +119,20 @@ def drop_expired(session: so.Session, cutoff: dt.datetime) -> Dropped:
     if not is_partitioned(session):
         return Dropped([], 0, 0)
     dropped, fits, freed_total = [], 0, 0
-    for name, end in sorted(partitions(session).items(), key=lambda item: item[1]):
+    for name, (start, end) in sorted(partitions(session).items(), key=lambda item: item[1][1]):
         if dt.datetime.combine(end, dt.time(), dt.UTC) > cutoff:
             continue
-        blocks = sa.table(name, sa.column("fit_id"), sa.column("loss"), sa.column("val_loss"))
-        of_fit = Fit.id == blocks.c.fit_id
+        # The partition's rows, read through the parent (PostgreSQL prunes to that partition).
+        in_it = sa.and_(LossBlock.written_on < end, sa.true() if start is None else LossBlock.written_on >= start)
         still_kept = sa.not_(sa.and_(Fit.status.in_(TERMINAL), Fit.finished_at < cutoff))
-        if session.scalar(sa.select(sa.literal(1)).select_from(blocks).join(Fit, of_fit).where(still_kept).limit(1)):
+        blocks_of_kept = sa.select(LossBlock.fit_id).join(Fit, Fit.id == LossBlock.fit_id).where(in_it, still_kept)
+        if session.scalar(sa.select(sa.exists(blocks_of_kept))):
             log.info("partition %s kept: a fit with blocks in it ran or ended after the cutoff", name)
             continue
-        size = sa.func.length(blocks.c.loss) + sa.func.coalesce(sa.func.length(blocks.c.val_loss), 0)
-        freed = {
-            tenant: int(total)
-            for tenant, total in session.execute(
-                sa.select(Fit.tenant, sa.func.sum(size)).select_from(blocks).join(Fit, of_fit).group_by(Fit.tenant)
-            ).all()
-        }
+        freed = loss_blocks.bytes_by_tenant(session, in_it)
         marked = session.execute(
             sa.update(Fit)
-            .where(Fit.id.in_(sa.select(blocks.c.fit_id).distinct()))
+            .where(Fit.id.in_(sa.select(LossBlock.fit_id).where(in_it).distinct()))
             .values(losses_pruned=True)
             .execution_options(synchronize_session=False)
         )

@@ -35,25 +35,25 @@ def _admin(url: str) -> psycopg.Connection:
     )
 
 
-def _stats(url: str) -> dict[str, int]:
-    name = sa.make_url(url).database
+def _show(url: str, what: str) -> list[dict[str, object]]:
+    """PgBouncer's `SHOW <what>`, the rows of this stack's database."""
     with _admin(url) as admin:
-        cursor = admin.execute("SHOW STATS")
+        cursor = admin.execute(f"SHOW {what}")
         columns = [c.name for c in cursor.description or []]
-        for row in cursor.fetchall():
-            found = dict(zip(columns, row, strict=True))
-            if found["database"] == name:
-                return {"transactions": int(found["total_xact_count"]), "queries": int(found["total_query_count"])}
-    return {"transactions": 0, "queries": 0}
+        rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    return [row for row in rows if row["database"] == sa.make_url(url).database]
+
+
+def _stats(url: str) -> dict[str, int]:
+    rows = _show(url, "STATS")
+    return {
+        "transactions": sum(int(str(r["total_xact_count"])) for r in rows),
+        "queries": sum(int(str(r["total_query_count"])) for r in rows),
+    }
 
 
 def _server_connections(url: str) -> int:
-    name = sa.make_url(url).database
-    with _admin(url) as admin:
-        cursor = admin.execute("SHOW POOLS")
-        columns = [c.name for c in cursor.description or []]
-        rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
-    return sum(int(r["sv_active"]) + int(r["sv_idle"]) + int(r["sv_used"]) for r in rows if r["database"] == name)
+    return sum(int(str(r["sv_active"])) + int(str(r["sv_idle"])) + int(str(r["sv_used"])) for r in _show(url, "POOLS"))
 
 
 def test_the_service_runs_through_pgbouncer_in_transaction_mode(tmp_path: Path) -> None:
