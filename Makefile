@@ -19,10 +19,11 @@ demo: $(STAMP)
 	VENV=$(VENV) scripts/demo.sh
 
 # Everything: the engine, the API in-process, and the real API and workers as processes (e2e).
-# Two pytest processes (pytest-xdist), each test module whole in one of them: the e2e tests
-# mostly wait on their processes, so two halve the wall time even on two cores.
+# TEST_PROCESSES pytest processes (pytest-xdist), each test module whole in one of them: the e2e
+# tests mostly wait on their processes, so three beat two even on two cores.
+TEST_PROCESSES ?= 3
 test: $(STAMP)
-	$(PY) -m pytest -q -rs -n 2 --dist loadfile
+	$(PY) -m pytest -q -rs -n $(TEST_PROCESSES) --dist loadfile
 
 # The edit loop: every test that starts no process, in two pytest processes. On these two cores:
 # 55 s on the embedded default, 120 s with CALIB_TEST_POSTGRES_URL / _REDIS_URL set (both backends).

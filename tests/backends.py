@@ -21,19 +21,24 @@ from shared.runtime.settings import Settings
 PG_URL = os.environ.get("CALIB_TEST_POSTGRES_URL", "")
 
 
-def _redis_of_this_process(url: str) -> str:
-    """CALIB_TEST_REDIS_URL, or under pytest-xdist (`make test` runs two processes) a database
-    below it per process (gw0: the same, gw1: one less, ...): each stack flushes its Redis
-    database when it starts, which must not empty another process's queue."""
+def _redis_of_this_process(url: str, shared: bool = False) -> str:
+    """CALIB_TEST_REDIS_URL, or under pytest-xdist (`make test` runs several processes) two
+    databases below it per process, its own and its shared stacks' (gw0: the URL's and one less,
+    gw1: two and three less, ...): each stack flushes its Redis database when it starts, which must
+    not empty another process's queue nor this process's shared stack's."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    if not url or not worker.startswith("gw"):
+    if not url or not (worker.startswith("gw") or shared):
         return url
     parts = urlsplit(url)
-    database = int(parts.path.lstrip("/") or 0) - int(worker[2:])
+    database = int(parts.path.lstrip("/") or 0) - 2 * int(worker[2:] or 0) - int(shared)
+    if database < 0:
+        raise RuntimeError(f"{url}: too few Redis databases below it for pytest process {worker}")
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
 REDIS_URL = _redis_of_this_process(os.environ.get("CALIB_TEST_REDIS_URL", ""))
+# The database of this process's shared e2e stacks (tests/e2e/conftest.py).
+SHARED_REDIS_URL = _redis_of_this_process(os.environ.get("CALIB_TEST_REDIS_URL", ""), shared=True)
 
 
 def settings_of(env: Mapping[str, str]) -> Settings:

@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.backends import backend_env
+from tests.backends import SHARED_REDIS_URL, backend_env
 from tests.stack import Stack
 
 # The longest modules (`pytest --durations=0 --junitxml`, 2026-12-05, seconds in all), started
@@ -45,19 +43,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
-def _shared_redis_url() -> str:
-    """A Redis database of the shared stacks' own, two below this pytest process's (15 and 14 are
-    the two processes' own; 13 and 12 their shared stacks'): a module's private stack flushes its
-    process's database when it starts, and must not empty the shared stack's queue."""
-    url = os.environ.get("CALIB_TEST_REDIS_URL", "")
-    if not url:
-        return ""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    parts = urlsplit(url)
-    database = int(parts.path.lstrip("/") or 0) - 2 - int(worker[2:] or 0)
-    return urlunsplit(parts._replace(path=f"/{database}"))
-
-
 class SharedStacks:
     """One running API and worker per backend for this pytest process, started when a module first
     asks for it: starting a stack (migrations, a token, gunicorn, Celery with torch) costs 10–40 s on
@@ -69,7 +54,7 @@ class SharedStacks:
     def of(self, kind: str) -> Stack:
         if kind not in self.running:
             tmp = self.tmp.mktemp(f"shared-stack-{kind}")
-            env = self.exits.enter_context(backend_env(kind, tmp, _shared_redis_url() if kind != "embedded" else ""))
+            env = self.exits.enter_context(backend_env(kind, tmp, SHARED_REDIS_URL if kind != "embedded" else ""))
             stack = Stack(env, tmp / "logs").start()
             self.exits.callback(stack.stop)
             self.running[kind] = stack
