@@ -108,8 +108,10 @@ def run_chunk(chunk_id: str) -> int:
         # a message each (the fits are committed queued; a lost publish is the reconciler's).
         for chunk in run.publish:
             run_chunk.apply_async((chunk,))
-        if run.claimed:
-            _wake_deliveries()
+        if run.deliveries_due:
+            deliver_webhooks.apply_async()
+        elif run.claimed and run.deliveries_due is None:
+            _wake_deliveries()  # no write ended a fit (a failure, a give-back): look
         if run.publish:
             break  # given back or split: their messages run them, after whatever else is queued
         next_chunk = fairness.next_chunk(db, frozenset(passed))

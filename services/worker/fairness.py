@@ -62,32 +62,30 @@ def next_chunk(db: Database, passed: frozenset[str] = frozenset()) -> str | None
     served least recently (never served first), or None when no fit is queued. `passed`: chunks
     this drain already found taken by another worker (their fits still read queued to it)."""
     with db.session() as session:
-        tenants = session.scalars(sa.select(Fit.tenant).where(Fit.status == QUEUED).group_by(Fit.tenant)).all()
-        if not tenants:
-            return None
-        served = dict(
-            session.execute(
-                sa.select(TenantTurn.tenant, TenantTurn.served_at).where(TenantTurn.tenant.in_(tenants))
-            ).all()
-        )
-        for tenant in sorted(tenants, key=lambda name: (served.get(name, _NEVER), name)):
-            found: str | None = session.scalar(
-                sa.select(Fit.chunk_id)
-                .where(Fit.tenant == tenant, Fit.status == QUEUED, Fit.chunk_id.not_in(passed))
-                .order_by(Fit.created_at, Fit.id)
-                .limit(1)
-            )
-            if found is not None:
-                return found
-        return None
+        found: str | None = session.scalar(_fairest(passed))
+        return found
 
 
-def record_turn(session: so.Session, tenant: str) -> None:
-    """Upsert the tenant's last turn, inside the claim's transaction."""
+def _fairest(passed: frozenset[str]) -> sa.Select[str]:
+    """The oldest queued chunk of the tenant served least recently, in one statement (a worker
+    asks after every chunk, and each statement is a round trip). It reads every queued fit's
+    tenant, as a GROUP BY of them would."""
+    return (
+        sa.select(Fit.chunk_id)
+        .outerjoin(TenantTurn, TenantTurn.tenant == Fit.tenant)
+        .where(Fit.status == QUEUED, Fit.chunk_id.not_in(passed))
+        .order_by(TenantTurn.served_at.asc().nulls_first(), Fit.tenant, Fit.created_at, Fit.id)
+        .limit(1)
+    )
+
+
+def record_turns(session: so.Session, tenants: list[str]) -> None:
+    """Upsert these tenants' last turn, inside the claim's transaction: one statement for all,
+    in a fixed order (sorted by the caller), so two claims lock the rows alike (no deadlock)."""
     insert = upsert_insert(session)(TenantTurn)
     now = utcnow()
     session.execute(
-        insert.values(tenant=tenant, served_at=now).on_conflict_do_update(
-            index_elements=["tenant"], set_={"served_at": now}
+        insert.values([{"tenant": tenant, "served_at": now} for tenant in tenants]).on_conflict_do_update(
+            index_elements=["tenant"], set_={"served_at": insert.excluded.served_at}
         )
     )

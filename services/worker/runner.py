@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import sqlalchemy.orm as so
 import torch
 
 from services.worker import store
@@ -44,7 +45,7 @@ from shared.domain.functions import function_of
 from shared.domain.splits import split
 from shared.runtime import failpoints, logs
 from shared.runtime.settings import Settings
-from shared.store import loss_blocks, worker_metrics
+from shared.store import deliveries, loss_blocks, worker_metrics
 from shared.store.db import Database
 from shared.store.models import DIVERGED, SUCCEEDED, utcnow
 
@@ -64,6 +65,9 @@ class ChunkRun:
 
     claimed: int = 0
     publish: list[str] = field(default_factory=list)
+    # Whether a webhook delivery is due, as the write that ended its fits found; None: not asked
+    # (no write ended a fit: a failure or a give-back), so the caller looks.
+    deliveries_due: bool | None = None
 
 
 def run_chunk(db: Database, settings: Settings, chunk_id: str, device: torch.device) -> ChunkRun:
@@ -109,7 +113,9 @@ def run_chunk(db: Database, settings: Settings, chunk_id: str, device: torch.dev
                     )
                     run.publish.append(chunk_id)
             seconds = time.perf_counter() - tally.started
-            _count(db, tally, seconds)
+            if not tally.counted:
+                _count(db, tally, seconds)
+            run.deliveries_due = work.deliveries_due
             log.info("chunk %s: done in %.3f s", chunk_id, seconds)
         return run
 
@@ -121,6 +127,7 @@ class Tally:
 
     started: float
     finished: list[tuple[str, int, float]] = field(default_factory=list)
+    counted: bool = False  # added to the counters already, by the write that ended its last fits
 
 
 @dataclass
@@ -135,6 +142,7 @@ class Work:
     alive: set[str] = field(default_factory=set)
     progressed: float = field(default_factory=time.monotonic)
     give_back: bool = False
+    deliveries_due: bool | None = None
 
     def __post_init__(self) -> None:
         self.alive = {fit.id for fit in self.fits}
@@ -144,18 +152,32 @@ class Work:
         failpoints.sleep_before_checkpoint()
         tries = 0
 
+        # This write ends every fit the chunk still runs: the chunk's counters go in its transaction.
+        last = self.alive <= set(checkpoint.finished)
+        finished: list[tuple[str, int, float]] = []
+        due: list[bool] = []  # whether a webhook delivery is due, when this write ended fits
+
+        def also(session: so.Session, owned: set[str]) -> None:
+            seconds = time.perf_counter() - self.tally.started
+            finished[:] = [
+                (str(outcome["status"]), int(str(outcome["epochs_done"])), seconds)
+                for fit_id, outcome in checkpoint.finished.items()
+                if fit_id in owned
+            ]
+            due[:] = [deliveries.due(session)] if finished else []
+            if last:
+                worker_metrics.add_chunk(session, self.tally.finished + finished, seconds)
+
         def attempt() -> set[str]:
             nonlocal tries
             tries += 1  # a retry may follow a commit that landed: it replaces its own blocks
-            return store.write(self.db, self.settings, fits, checkpoint, again=tries > 1)
+            return store.write(self.db, self.settings, fits, checkpoint, again=tries > 1, also=also)
 
         owned = retrying(attempt, "checkpoint", self.settings.transient_retry_seconds)
-        seconds = time.perf_counter() - self.tally.started
-        self.tally.finished += [
-            (str(outcome["status"]), int(str(outcome["epochs_done"])), seconds)
-            for fit_id, outcome in checkpoint.finished.items()
-            if fit_id in owned
-        ]
+        self.tally.finished += finished
+        self.tally.counted = last
+        if due:
+            self.deliveries_due = bool(self.deliveries_due) or due[0]
         self.alive -= ({fit.id for fit in fits} - owned) | set(checkpoint.finished)
         self.progressed = time.monotonic()
 

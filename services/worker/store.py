@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,10 @@ class ClaimedFit:
     # The stated u(t_c) of every point (weights 1/u²), or None: equal weights.
     u_t_c: np.ndarray | None = None
     u_t_u: np.ndarray | None = None  # with u_t_c: generalized distance regression (a line)
+    # Whether its end may owe more than the fit itself: a calibration of an instrument (a drift
+    # verdict to record) and a webhook to deliver. A write asks the database only about these.
+    instrument: str | None = None
+    callback: bool = False
 
     @property
     def start_epoch(self) -> int:
@@ -108,7 +112,8 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
         # The database's clock read once for the whole claim: SQLite's changes from statement to
         # statement, and a lease that ran out between the check for lost fits and the claim was
         # reclaimed without its loss being counted (a poison fit got a fourth run).
-        now = session.scalar(sa.select(db_now()))
+        # PostgreSQL's now() is the transaction's start already: no round trip to read it.
+        now = session.scalar(sa.select(db_now())) if db.engine.dialect.name == "sqlite" else db_now()
         expired = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < now)
         lost = list(
             session.scalars(sa.select(Fit.id).where(Fit.chunk_id == chunk_id, expired).order_by(Fit.created_at, Fit.id))
@@ -156,82 +161,85 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
             epochs_done=sa.case((Fit.checkpoint.is_(None), 0), else_=Fit.epochs_done),
             claimed_by=holder(),
         )
-        claimed = list(
+        # The rows come back from the claim itself (RETURNING gives the values after the update):
+        # no second read of what was just written.
+        rows = list(
             session.execute(
                 sa.update(Fit)
                 .where(Fit.chunk_id == chunk_id, sa.or_(Fit.status == QUEUED, expired))
                 .values(**running)
-                .returning(Fit.id, Fit.attempt)
+                .returning(*_CLAIMED_COLUMNS)
                 .execution_options(synchronize_session=False)
             ).all()
         )
-        room = settings.chunk_size - len(claimed)
+        room = settings.chunk_size - len(rows)
         if room > 0 and not halves:
-            claimed += session.execute(
+            rows += session.execute(
                 sa.update(Fit)
                 .where(Fit.id.in_(_singles_to_coalesce(room)), Fit.status == QUEUED)
                 .values(**running)
-                .returning(Fit.id, Fit.attempt)
+                .returning(*_CLAIMED_COLUMNS)
                 .execution_options(synchronize_session=False)
             ).all()
-        if not claimed:
+        if not rows:
             return Claim([], halves)
-        attempts = dict(claimed)
-        ids = list(attempts)
-        rows = session.execute(
-            sa.select(
-                Fit.id,
-                Fit.tenant,
-                Fit.batch_id,
-                Fit.epochs,
-                Fit.epochs_done,
-                Fit.checkpoint,
-                Fit.learning_rate,
-                Fit.init_w,
-                Fit.init_b,
-                Fit.input_scale,
-                Fit.input_shift,
-                Fit.optimizer,
-                Fit.optimizer_options,
-                Fit.validation,
-                Fit.early_stopping,
-                Fit.t_u,
-                Fit.t_c,
-                Fit.epochs_auto,
-                Fit.convergence_tolerance,
-                Fit.w_opt,
-                Fit.b_opt,
-                Fit.se_w,
-                Fit.se_b,
-                Fit.t_u_mean,
-                Fit.t_u_sxx,
-                Fit.t_c_var,
-                Fit.n_points,
-                Fit.model,
-                Fit.solution,
-                Fit.u_t_c,
-                Fit.u_t_u,
-            )
-            .where(Fit.id.in_(ids))
-            .order_by(Fit.created_at, Fit.id)
-        ).all()
+        rows.sort(key=lambda row: (row.created_at, row.id))
         # A fit that starts again from epoch 1: its losses replace, never extend, the old ones.
         # On its first attempt it has none (only a claimed attempt writes): no statement.
-        restart = [row.id for row in rows if row.checkpoint is None and attempts[row.id] > 1]
+        restart = [row.id for row in rows if row.checkpoint is None and row.attempt > 1]
         if restart:
             loss_blocks.delete_for(session, restart)
-        for tenant in {row.tenant for row in rows}:
-            fairness.record_turn(session, tenant)
-    return Claim([_claimed(row, attempts[row.id]) for row in rows], halves)
+        fairness.record_turns(session, sorted({row.tenant for row in rows}))
+    return Claim([_claimed(row) for row in rows], halves)
 
 
-def _claimed(row: Any, attempt: int) -> ClaimedFit:
+# What a claim returns of each fit it took: all that the engine and the writes need.
+_CLAIMED_COLUMNS = (
+    Fit.id,
+    Fit.created_at,
+    Fit.attempt,
+    Fit.tenant,
+    Fit.batch_id,
+    Fit.epochs,
+    Fit.epochs_done,
+    Fit.checkpoint,
+    Fit.learning_rate,
+    Fit.init_w,
+    Fit.init_b,
+    Fit.input_scale,
+    Fit.input_shift,
+    Fit.optimizer,
+    Fit.optimizer_options,
+    Fit.validation,
+    Fit.early_stopping,
+    Fit.t_u,
+    Fit.t_c,
+    Fit.epochs_auto,
+    Fit.convergence_tolerance,
+    Fit.w_opt,
+    Fit.b_opt,
+    Fit.se_w,
+    Fit.se_b,
+    Fit.t_u_mean,
+    Fit.t_u_sxx,
+    Fit.t_c_var,
+    Fit.n_points,
+    Fit.model,
+    Fit.solution,
+    Fit.u_t_c,
+    Fit.u_t_u,
+    Fit.instrument,
+    Fit.callback_url,
+)
+
+
+def _claimed(row: Any) -> ClaimedFit:
     held_out = held_out_indices(row.validation)
     return ClaimedFit(
         id=row.id,
         tenant=row.tenant,
         batch_id=row.batch_id,
-        attempt=attempt,
+        attempt=row.attempt,
         epochs=row.epochs,
         learning_rate=row.learning_rate,
         init_w=row.init_w,
@@ -261,6 +269,8 @@ def _claimed(row: Any, attempt: int) -> ClaimedFit:
         solution=row.solution,
         u_t_c=unpack_f64(row.u_t_c) if row.u_t_c is not None else None,
         u_t_u=unpack_f64(row.u_t_u) if row.u_t_u is not None else None,
+        instrument=row.instrument,
+        callback=row.callback_url is not None,
     )
 
 
@@ -331,11 +341,18 @@ def _renew_lease(session: so.Session, settings: Settings, fits: Iterable[Claimed
 
 
 def write(
-    db: Database, settings: Settings, fits: Sequence[ClaimedFit], checkpoint: Checkpoint, again: bool = False
+    db: Database,
+    settings: Settings,
+    fits: Sequence[ClaimedFit],
+    checkpoint: Checkpoint,
+    again: bool = False,
+    also: Callable[[so.Session, set[str]], None] | None = None,
 ) -> set[str]:
     """Write one checkpoint in one transaction; returns the ids this attempt owned (and so wrote),
     the fits it finished now included. `again`: a retry of a write whose commit may have landed
-    before its connection was lost, so its blocks replace any already there."""
+    before its connection was lost, so its blocks replace any already there. `also`: what the
+    caller adds to the same transaction, given the owned ids (the chunk's counters, a look for
+    webhooks due): a round trip each instead of a transaction."""
     with db.session(write=True) as session:
         owned = _renew_lease(session, settings, fits)
         blocks = [block for block in checkpoint.blocks if block.fit_id in owned]
@@ -357,9 +374,14 @@ def write(
         done = [fit for fit in fits if fit.id in owned and fit.id in checkpoint.finished]
         # Verdicts are made where calibrations are: reads of a batch never pair them again.
         calibrations.record_drifts(
-            session, [fit.id for fit in done if checkpoint.finished[fit.id].get("status") == SUCCEEDED]
+            session,
+            [fit.id for fit in done if fit.instrument and checkpoint.finished[fit.id].get("status") == SUCCEEDED],
         )
-        ended.announce(session, [fit.id for fit in done], [fit.batch_id for fit in done])
+        ended.announce(
+            session, [fit.id for fit in done], [fit.batch_id for fit in done], [fit.id for fit in done if fit.callback]
+        )
+        if also is not None:
+            also(session, owned)
     return owned
 
 

@@ -124,7 +124,7 @@ def enqueue(session: so.Session, fits: Iterable[str], batches: Iterable[str | No
     """Create the deliveries of these fits (ended, with a callback) and of these batches, those that
     ended with them; in the caller's transaction, the one that ends them."""
     fit_ids = list(fits)
-    rows = []
+    rows: list[dict[str, str]] = []
     for start in range(0, len(fit_ids), 1000):
         rows += [
             {"tenant": tenant, "event": FIT_ENDED, "subject_id": fit_id, "url": url or ""}

@@ -33,11 +33,17 @@ def batch_key(batch_id: str) -> str:
     return f"b:{batch_id}"
 
 
-def announce(session: so.Session, fits: Iterable[str] = (), batches: Iterable[str | None] = ()) -> None:
+def announce(
+    session: so.Session,
+    fits: Iterable[str] = (),
+    batches: Iterable[str | None] = (),
+    owing: Iterable[str] | None = None,
+) -> None:
     """Tell the waiters (after this transaction commits) that these fits and batches changed, and
-    owe the webhooks of those that ended (shared/store/deliveries.py), in the same transaction."""
+    owe the webhooks of those that ended (shared/store/deliveries.py), in the same transaction.
+    `owing`: the fits among them that have a callback, where the caller knows (else all are asked)."""
     fits, batches = list(fits), list(batches)
-    webhooks.enqueue(session, fits, batches)
+    webhooks.enqueue(session, fits if owing is None else list(owing), batches)
     fit_names = [fit_key(fit) for fit in fits]
     # Past _MOST_IDS fits, every fit's waiter looks again; a batch's waiters are told by name
     # (few, and cheap).

@@ -1,7 +1,8 @@
 """What the workers count, kept in the database (table worker_counters) for the API's /metrics.
 
 After each chunk a worker adds, in one upsert: the chunk's duration and each finished fit's
-(started to finished) to two histograms, the finished fits by status, and the epochs run.
+(started to finished) to two histograms, the finished fits by status, and the epochs run; in the
+transaction of the chunk's last write when that write ends its fits (the common case).
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+import sqlalchemy.orm as so
 
-from shared.store.db import Database
+from shared.store.db import Database, upsert_insert
 from shared.store.models import WorkerCounter
 
 BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, math.inf)
@@ -41,30 +42,34 @@ def _observe(into: dict[tuple[str, str], float], name: str, seconds: float) -> N
 
 
 def record_chunk(db: Database, finished: Iterable[tuple[str, int, float]], chunk_seconds: float) -> None:
-    """Count a chunk that ran: its duration, and the fits it finished as (status, epochs done,
-    seconds from the claim), in one upsert."""
+    """Count a chunk that ran in a transaction of its own (one that ended no fit in its last write)."""
+    with db.session(write=True) as session:
+        if db.engine.dialect.name == "postgresql":
+            # Counters are not worth a disk flush per chunk (a third of a small chunk's time): a
+            # crash of PostgreSQL itself may lose the last few milliseconds of counts, never a fit.
+            session.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
+        add_chunk(session, finished, chunk_seconds)
+
+
+def add_chunk(session: so.Session, finished: Iterable[tuple[str, int, float]], chunk_seconds: float) -> None:
+    """Count a chunk in the caller's transaction (its last write's, usually): its duration, and the
+    fits it finished as (status, epochs done, seconds from the claim), in one upsert."""
     increments: dict[tuple[str, str], float] = defaultdict(float)
     _observe(increments, CHUNK_SECONDS, chunk_seconds)
     for status, epochs_done, seconds in finished:
         increments[(FITS_FINISHED, f"status={status}")] += 1
         increments[(EPOCHS, "")] += epochs_done
         _observe(increments, FIT_SECONDS, seconds)
-    with db.session(write=True) as session:
-        dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
-        if dialect is postgresql:
-            # Counters are not worth a disk flush per chunk (a third of a small chunk's time): a
-            # crash of PostgreSQL itself may lose the last few milliseconds of counts, never a fit.
-            session.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
-        # One statement for every row, compiled once per process (rows as parameters, not as a
-        # VALUES list whose length changes the statement); sorted, so two workers adding at once
-        # lock the rows in the same order (no deadlock).
-        insert = dialect.insert(WorkerCounter)
-        session.execute(
-            insert.on_conflict_do_update(
-                index_elements=["name", "label"], set_={"value": WorkerCounter.value + insert.excluded.value}
-            ),
-            [{"name": name, "label": label, "value": value} for (name, label), value in sorted(increments.items())],
-        )
+    # One statement for every row, compiled once per process (rows as parameters, not as a
+    # VALUES list whose length changes the statement); sorted, so two workers adding at once
+    # lock the rows in the same order (no deadlock).
+    insert = upsert_insert(session)(WorkerCounter)
+    session.execute(
+        insert.on_conflict_do_update(
+            index_elements=["name", "label"], set_={"value": WorkerCounter.value + insert.excluded.value}
+        ),
+        [{"name": name, "label": label, "value": value} for (name, label), value in sorted(increments.items())],
+    )
 
 
 def read(db: Database) -> list[tuple[str, str, float]]:
