@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 from services.api import create_app
 from shared.runtime.settings import Settings
 from shared.store import tokens
-from tests.backends import PG_URL, REDIS_URL, create_database, drop_database
+from tests.backends import PG_URL, REDIS_URL, EmptiedDatabases, create_database, drop_database
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent
@@ -80,22 +80,24 @@ def migrated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         name = f"calib_template_{uuid.uuid4().hex[:10]}"
         template = create_database(PG_URL, name)
         upgrade(backend_settings("postgres", tmp_path_factory.mktemp("template"), template))
-        found["postgres"] = name
+        found["postgres"] = EmptiedDatabases(name)
     yield found
     if name:
+        found["postgres"].close()
         drop_database(PG_URL, name)
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path, migrated: dict[str, Any]) -> Iterator[Settings]:
-    """Migrated settings on each backend, with a database of the test's own (a copy of `migrated`)."""
+    """Migrated settings on each backend, with a database of the test's own (a copy of `migrated`;
+    on PostgreSQL one that an earlier test of this process used and left emptied, where one is)."""
     if request.param == "postgres":
         if not (PG_URL and REDIS_URL):
             pytest.skip("CALIB_TEST_POSTGRES_URL and CALIB_TEST_REDIS_URL are not set")
-        name = f"calib_test_{uuid.uuid4().hex[:10]}"
-        settings = backend_settings("postgres", tmp_path, create_database(PG_URL, name, template=migrated["postgres"]))
+        databases: EmptiedDatabases = migrated["postgres"]
+        settings = backend_settings("postgres", tmp_path, databases.take())
         yield settings
-        drop_database(PG_URL, name)
+        databases.give_back(settings.database_url)
     else:
         settings = backend_settings("embedded", tmp_path)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
