@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -rs -n $(TEST_PROCESSES) --dist loadfile
 
 # The edit loop: every test that starts no process, in two pytest processes. On these two cores:
-# 55 s on the embedded default, 120 s with CALIB_TEST_POSTGRES_URL / _REDIS_URL set (both backends).
+# 74 s on the embedded default, 150 s with CALIB_TEST_POSTGRES_URL / _REDIS_URL set (both backends).
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -rs -n 2 -m "not e2e"
 
