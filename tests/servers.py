@@ -77,13 +77,16 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:port to a target; `down()` closes the listener and every connection."""
+    """Forwards 127.0.0.1:port to a target; `down()` closes the listener and every connection.
+    `requests` counts the clients' reads of what they sent: a database client sends a request in
+    one write and waits for its answer, so on an otherwise idle link these are its round trips."""
 
     def __init__(self, target_port: int) -> None:
         self.target = ("127.0.0.1", target_port)
         self.port = free_port()
         self._sockets: list[socket.socket] = []
         self._listener: socket.socket | None = None
+        self.requests = 0
 
     def up(self) -> None:
         listener = socket.socket()
@@ -105,12 +108,12 @@ class TcpProxy:
             server = socket.create_connection(self.target)
             self._sockets += [client, server]
             for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(a, b, a is client), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
         try:
             while data := src.recv(65536):
+                self.requests += from_client
                 dst.sendall(data)
         except OSError:
             pass

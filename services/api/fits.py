@@ -140,7 +140,7 @@ def get_fit(fit_id: str) -> dict[str, Any]:
     seconds = query(WaitQuery).wait
 
     def read() -> tuple[dict[str, Any], bool]:
-        with svc.db.session() as session:
+        with svc.db.reading() as session:  # one row, read again on each wake-up of a wait
             fit = _get_fit(session, fit_id)
             return fit_json(fit), fit.status not in ACTIVE
 

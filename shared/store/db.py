@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -52,7 +53,35 @@ def make_engine(url: str, busy_timeout: float = 60.0, pooled: bool = False) -> s
     # Through a pooler in transaction mode nothing is prepared on the server: psycopg prepares a
     # statement run five times, and the next transaction may land on another server connection.
     connect_args = {"prepare_threshold": None} if pooled else {}
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
+    engine = sa.create_engine(url, pool_size=10, max_overflow=20, connect_args=connect_args)
+    _ping_when_idle(engine)
+    return engine
+
+
+# A pooled connection idle longer than this is pinged before use (one round trip), as
+# pool_pre_ping would do on every checkout: a connection used again within it is taken as alive.
+_PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_when_idle(engine: sa.Engine) -> None:
+    """pool_pre_ping, but only for connections idle past _PING_AFTER_IDLE_SECONDS: under load every
+    transaction paid a ping, one round trip in four of a token's lookup. A connection that died in
+    use (the server restarted under load) fails its statement instead; SQLAlchemy then invalidates
+    the whole pool, and the caller's retry (the worker's, a client's after a 503) gets a new one."""
+
+    @sa.event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < _PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)  # pool_pre_ping's own ping, outside a transaction
+        except Exception as exc:  # the pool connects anew and checks out that one instead
+            raise sa.exc.DisconnectionError(str(exc)) from exc
 
 
 def upsert_insert(session: so.Session) -> Any:
@@ -78,6 +107,14 @@ class Database:
         write_engine = self.engine.execution_options(calib_write=True)
         self._reader = so.sessionmaker(self.engine, expire_on_commit=False)
         self._writer = so.sessionmaker(write_engine, expire_on_commit=False)
+        # On PostgreSQL a read of one statement needs no transaction: BEGIN and COMMIT are two
+        # round trips of its three. SQLite's are calls in this process, and its BEGIN is ours.
+        autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._one_read = (
+            so.sessionmaker(autocommit, expire_on_commit=False)
+            if self.engine.dialect.name == "postgresql"
+            else self._reader
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -101,6 +138,16 @@ class Database:
         finally:
             session.close()
         wakeups.tell(self.announcer, session.info.pop(ENDED_NAMES, []))
+
+    @contextmanager
+    def reading(self) -> Iterator[so.Session]:
+        """A session for a read whose statements need not see one snapshot (the request's token, a
+        fit): on PostgreSQL each statement is its own transaction, no BEGIN and COMMIT."""
+        session = self._one_read()
+        try:
+            yield session
+        finally:
+            session.close()
 
     def dispose(self) -> None:
         self.engine.dispose()

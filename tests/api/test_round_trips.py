@@ -1,0 +1,45 @@
+"""What a request costs the database in round trips, counted at a proxy in front of PostgreSQL: the
+token's lookup (every request) and a fit's read (every GET, and each wake-up of a wait) are one
+statement each, sent without BEGIN and COMMIT, on a connection not pinged while it is in use."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from services.api import create_app
+from shared.runtime.settings import Settings
+from tests.conftest import authorized
+from tests.servers import TcpProxy
+
+FIT = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0], "epochs": 100}
+
+
+def test_a_fits_read_is_two_round_trips_with_its_token(backend: Settings) -> None:
+    if not backend.database_url:
+        pytest.skip("round trips are PostgreSQL's: the embedded default's are calls in this process")
+    url = sa.make_url(backend.database_url)
+    proxy = TcpProxy(url.port or 5432)
+    proxy.up()
+    app = create_app(backend.model_copy(update={"database_url": url.set(port=proxy.port).render_as_string(False)}))
+    try:
+        client = authorized(app, "tenant-a")
+        fit_id = client.post("/v1/fits", json=FIT).get_json()["id"]
+        assert client.get(f"/v1/fits/{fit_id}").status_code == 200  # the pool holds its connections now
+        before = proxy.requests
+        for _ in range(20):
+            assert client.get(f"/v1/fits/{fit_id}").get_json()["status"] == "queued"
+        # The token's SELECT and the fit's SELECT: 2 each (it was 8: a ping, BEGIN, SELECT and
+        # COMMIT for each). A connection idle past a second is pinged first: the loop is faster.
+        assert proxy.requests - before <= 20 * 2 + 2, proxy.requests - before
+        # A connection idle longer is pinged before use, and a dead one replaced, not handed out.
+        time.sleep(1.2)
+        before = proxy.requests
+        assert client.get(f"/v1/fits/{fit_id}").status_code == 200
+        assert proxy.requests - before == 3  # the ping, then the two reads
+    finally:
+        app.extensions["calib"].waits.close()
+        app.extensions["calib"].db.dispose()
+        proxy.down()
