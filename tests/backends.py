@@ -57,7 +57,7 @@ def create_database(server_url: str, name: str, template: str = "") -> str:
     with engine.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
     engine.dispose()
-    return sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    return _url_of(name, server_url)
 
 
 def drop_database(server_url: str, name: str) -> None:
@@ -141,8 +141,9 @@ class EmptiedDatabases:
             engine.dispose()
 
 
-def _url_of(name: str) -> str:
-    return sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+def _url_of(name: str, server_url: str = PG_URL) -> str:
+    """The URL of the database `name` on the server of `server_url`."""
+    return sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 @contextmanager

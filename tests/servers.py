@@ -87,6 +87,7 @@ class TcpProxy:
         self._sockets: list[socket.socket] = []
         self._listener: socket.socket | None = None
         self.requests = 0
+        self._counting = threading.Lock()  # one pipe thread per connection adds to it
 
     def up(self) -> None:
         listener = socket.socket()
@@ -113,7 +114,9 @@ class TcpProxy:
     def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
         try:
             while data := src.recv(65536):
-                self.requests += from_client
+                if from_client:
+                    with self._counting:
+                        self.requests += 1
                 dst.sendall(data)
         except OSError:
             pass

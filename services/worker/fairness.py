@@ -15,6 +15,7 @@ With a single tenant waiting (the common case) this costs two index probes.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -79,13 +80,13 @@ def _fairest(passed: frozenset[str]) -> sa.Select[str]:
     )
 
 
-def record_turns(session: so.Session, tenants: list[str]) -> None:
+def record_turns(session: so.Session, tenants: Iterable[str]) -> None:
     """Upsert these tenants' last turn, inside the claim's transaction: one statement for all,
-    in a fixed order (sorted by the caller), so two claims lock the rows alike (no deadlock)."""
+    in one order (sorted), so two claims lock the rows alike (no deadlock)."""
     insert = upsert_insert(session)(TenantTurn)
     now = utcnow()
     session.execute(
-        insert.values([{"tenant": tenant, "served_at": now} for tenant in tenants]).on_conflict_do_update(
+        insert.values([{"tenant": tenant, "served_at": now} for tenant in sorted(set(tenants))]).on_conflict_do_update(
             index_elements=["tenant"], set_={"served_at": insert.excluded.served_at}
         )
     )

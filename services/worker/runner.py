@@ -154,17 +154,18 @@ class Work:
 
         # This write ends every fit the chunk still runs: the chunk's counters go in its transaction.
         last = self.alive <= set(checkpoint.finished)
-        finished: list[tuple[str, int, float]] = []
-        due: list[bool] = []  # whether a webhook delivery is due, when this write ended fits
+        finished: list[tuple[str, int, float]] = []  # (status, epochs done, seconds) of those it ended
+        due: bool | None = None  # whether a webhook delivery is due, asked when it ended fits
 
         def also(session: so.Session, owned: set[str]) -> None:
+            nonlocal finished, due
             seconds = time.perf_counter() - self.tally.started
-            finished[:] = [
+            finished = [
                 (str(outcome["status"]), int(str(outcome["epochs_done"])), seconds)
                 for fit_id, outcome in checkpoint.finished.items()
                 if fit_id in owned
             ]
-            due[:] = [deliveries.due(session)] if finished else []
+            due = deliveries.due(session) if finished else None
             if last:
                 worker_metrics.add_chunk(session, self.tally.finished + finished, seconds)
 
@@ -176,8 +177,8 @@ class Work:
         owned = retrying(attempt, "checkpoint", self.settings.transient_retry_seconds)
         self.tally.finished += finished
         self.tally.counted = last
-        if due:
-            self.deliveries_due = bool(self.deliveries_due) or due[0]
+        if due is not None:
+            self.deliveries_due = bool(self.deliveries_due) or due
         self.alive -= ({fit.id for fit in fits} - owned) | set(checkpoint.finished)
         self.progressed = time.monotonic()
 

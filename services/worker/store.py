@@ -189,7 +189,7 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
         restart = [row.id for row in rows if row.checkpoint is None and row.attempt > 1]
         if restart:
             loss_blocks.delete_for(session, restart)
-        fairness.record_turns(session, sorted({row.tenant for row in rows}))
+        fairness.record_turns(session, (row.tenant for row in rows))
     return Claim([_claimed(row) for row in rows], halves)
 
 
