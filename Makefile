@@ -22,9 +22,10 @@ demo: $(STAMP)
 # TEST_PROCESSES pytest processes (pytest-xdist), each test module whole in one of them: the e2e
 # tests mostly wait on their processes, so two halve the wall time even on two cores; three took
 # as long as two here (861 s against 849 s on a fresh clone: the two cores are then the limit).
+# --no-loadscope-reorder: modules in the order tests/e2e/conftest.py sorts them, longest first.
 TEST_PROCESSES ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q -rs -n $(TEST_PROCESSES) --dist loadfile
+	$(PY) -m pytest -q -rs -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
 # The edit loop: every test that starts no process, in two pytest processes. On these two cores:
 # 74 s on the embedded default, 150 s with CALIB_TEST_POSTGRES_URL / _REDIS_URL set (both backends).

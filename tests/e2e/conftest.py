@@ -9,27 +9,32 @@ import pytest
 from tests.backends import SHARED_REDIS_URL, backend_env
 from tests.stack import Stack
 
-# The longest modules (`pytest --durations=0 --junitxml`, 2026-12-05, seconds in all), started
-# first: `make test` hands whole modules to two processes in this order, so neither is left with a
-# long one at the end. test_dashboard.py (Chromium, skipped where it is not installed) is placed
-# among them by guess: it drives a browser through 16 tests.
+# The longest modules, longest first (wall seconds per module in one `make test` run on two cores,
+# 2026-12-05). `make test` passes --no-loadscope-reorder so that pytest-xdist hands out whole modules in
+# this order (by default it orders them by their number of tests, which put the longest fault
+# modules last but one and left one process running alone at the end). test_schemathesis.py, which
+# keeps a core busy, is second so that it starts beside test_faults.py, which mostly waits for leases.
 LONGEST_FIRST = [
-    "test_faults.py",  # 191
-    "test_worker_faults.py",  # 187
-    "test_webhooks_over_http.py",  # 125
-    "test_schemathesis.py",  # 105
-    "test_dashboard.py",
-    "test_waiting.py",  # 49
-    "test_quotas_over_http.py",  # 49
-    "test_ledger.py",  # 48
-    "test_body_budgets.py",  # 36
-    "test_cli.py",  # 34
-    "test_instruments.py",  # 34 (tests/api's)
-    "test_generated_client.py",  # 28
-    "test_fairness.py",  # 27
-    "test_oversize_bodies.py",  # 27
-    "test_hostile_inputs.py",  # 25
-    "test_convergence_over_http.py",  # 25
+    "test_faults.py",  # 202
+    "test_schemathesis.py",  # 136
+    "test_worker_faults.py",  # 193
+    "test_webhooks_over_http.py",  # 118
+    "test_waiting.py",  # 52 (tests/e2e's), 23 (tests/api's)
+    "test_ledger.py",  # 50
+    "test_cli.py",  # 39
+    "test_body_budgets.py",  # 35
+    "test_instruments.py",  # 34
+    "test_fairness.py",  # 31
+    "test_dashboard.py",  # 30 (Chromium, where it is installed)
+    "test_generated_client.py",  # 30
+    "test_batch_parameter_columns.py",  # 28
+    "test_oversize_bodies.py",  # 25
+    "test_hostile_inputs.py",  # 23
+    "test_batch_readers.py",  # 22
+    "test_operations.py",  # 22
+    "test_convergence_over_http.py",  # 21
+    "test_webhooks.py",  # 21
+    "test_quotas_over_http.py",  # 20
 ]
 
 
