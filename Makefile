@@ -20,10 +20,12 @@ demo: $(STAMP)
 
 # Everything: the engine, the API in-process, and the real API and workers as processes (e2e).
 # TEST_PROCESSES pytest processes (pytest-xdist), each test module whole in one of them: the e2e
-# tests mostly wait on their processes, so two halve the wall time even on two cores; three took
-# as long as two here (861 s against 849 s on a fresh clone: the two cores are then the limit).
+# tests mostly wait on their processes (leases, retries, slow clients), so more processes than
+# cores fill the waits. On these two cores, fresh clone: three processes 625 s, two 693 s, once the
+# embedded broker stopped spending CPU on idle polls (before that, with the cores the limit, three
+# took as long as two: 861 s against 849 s).
 # --no-loadscope-reorder: modules in the order tests/e2e/conftest.py sorts them, longest first.
-TEST_PROCESSES ?= 2
+TEST_PROCESSES ?= 3
 test: $(STAMP)
 	$(PY) -m pytest -q -rs -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
