@@ -78,12 +78,13 @@ def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, shared_stacks: SharedStacks
 ) -> Iterator[Stack]:
     """A running API and worker per backend: the process's shared one, or the module's own where the
-    module says `OWN_STACK = True` (it reads process-wide figures, or sets what others would see).
+    module says `OWN_STACK = True` (it reads process-wide figures, or sets what others would see),
+    with the settings of its `OWN_STACK_ENV` if it has one.
     A module leaves nothing running on a shared stack: its unfinished fits are cancelled after it."""
     if getattr(request.module, "OWN_STACK", False):
         tmp: Path = tmp_path_factory.mktemp(f"stack-{request.param}")
         with backend_env(request.param, tmp) as env:
-            running = Stack(env, tmp / "logs").start()
+            running = Stack({**env, **getattr(request.module, "OWN_STACK_ENV", {})}, tmp / "logs").start()
             yield running
             running.stop()
         return

@@ -13,6 +13,10 @@ from tests.stack import Stack
 
 # Its own stack (tests/e2e/conftest.py): it sets quotas and leaves another tenant's fits running.
 OWN_STACK = True
+# The other tenant's fit takes the one worker from the quota tenant's long Adam chunk when that chunk
+# yields its time slice: 3 s, not the default 30 (it took 34 s on each backend in one CI run, the
+# worker computing the long fit all along).
+OWN_STACK_ENV = {"CALIB_TIME_SLICE_SECONDS": "3"}
 
 T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
 T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
