@@ -9,44 +9,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks.databases import started
-from tests.stack import descendants
+from benchmarks.load import cpu_seconds
 
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process so far (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def role(pid: int) -> str:
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
-    except OSError:
-        return "?"
-    return "api" if "gunicorn" in " ".join(command[:2]) else "worker"
+PARTS = ("api", "workers")  # the service's own processes (load.cpu_seconds also reads the servers')
 
 
 def measure(embedded: bool, seconds: float, settle: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, started(embedded, Path(tmp), 1, 14, "calib_idle") as stack:
         time.sleep(settle)
-        pids = descendants({child.pid for child in stack.children})
-        before = {pid: cpu_seconds(pid) for pid in pids}
+        before = cpu_seconds(stack)
         time.sleep(seconds)
-        spent: dict[str, float] = {}
-        for pid in pids:
-            spent[role(pid)] = spent.get(role(pid), 0.0) + cpu_seconds(pid) - before[pid]
-    return {name: round(value / seconds * 100, 2) for name, value in spent.items()}  # % of one core
+        after = cpu_seconds(stack)
+    return {part: round((after[part] - before[part]) / seconds * 100, 2) for part in PARTS}  # % of one core
 
 
 def main() -> None:

@@ -66,22 +66,19 @@ class Channel(kombu_sqla.Channel):
     _trimmed: set[str] = set()
 
     def __init__(self, connection: Any, **kwargs: Any) -> None:
-        self._watcher: sqlite3.Connection | None = None
-        self._watching = False
+        self._watcher: sqlite3.Connection | None = None  # set before kombu's __init__, which may close
         self._quiet_since: dict[str, int] = {}  # queue -> the file's version when it was found empty
         super().__init__(connection, **kwargs)
+        client = self.connection.client
+        assert client is not None and client.hostname is not None, "a channel is made by its connection"
+        url = make_url(client.hostname)
+        if url.get_backend_name() == "sqlite" and url.database:
+            # Autocommit: the pragma must not hold a read transaction open between polls.
+            self._watcher = sqlite3.connect(url.database, isolation_level=None, check_same_thread=False)
 
     def _file_version(self) -> int | None:
         """SQLite's count of commits by other connections to the broker's file, read on a
         connection that does nothing else (None where the broker is not an SQLite file)."""
-        if not self._watching:
-            self._watching = True
-            client = self.connection.client
-            assert client is not None and client.hostname is not None, "a channel is made by its connection"
-            url = make_url(client.hostname)
-            if url.get_backend_name() == "sqlite" and url.database:
-                # Autocommit: the pragma must not hold a read transaction open between polls.
-                self._watcher = sqlite3.connect(url.database, isolation_level=None, check_same_thread=False)
         if self._watcher is None:
             return None
         return int(self._watcher.execute("PRAGMA data_version").fetchone()[0])
