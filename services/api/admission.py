@@ -98,7 +98,7 @@ def admit(svc: Services, session: so.Session, tenant: str, ask: Ask) -> None:
     a replay stores nothing and is never refused."""
     settings = svc.settings
     refuse_oversize(settings, ask)
-    _check_queue(svc)
+    _check_queue(svc, session)
     _one_at_a_time(session, tenant)
     limits = quotas.quotas_of(session, settings, tenant)
     in_flight = quotas.in_flight_fit_epochs(session, tenant)
@@ -164,8 +164,8 @@ def _check_pending_webhooks(session: so.Session, limit: int, tenant: str, callba
         )
 
 
-def _check_queue(svc: Services) -> None:
-    counts, depth = svc.queue_snapshot()
+def _check_queue(svc: Services, session: so.Session) -> None:
+    counts, depth = svc.queue_snapshot(session)
     settings = svc.settings
     queued = counts.get(QUEUED, 0)
     if queued >= settings.max_queued_fits:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from celery import Celery
 from flask import current_app
 
@@ -46,13 +48,16 @@ class Services:
     broker_seen_at: float = float("-inf")  # monotonic time the broker last answered
     snapshot: QueueSnapshot = field(default_factory=QueueSnapshot)
 
-    def queue_snapshot(self) -> tuple[dict[str, int], int | None]:
+    def queue_snapshot(self, session: so.Session | None = None) -> tuple[dict[str, int], int | None]:
         """(fits by status, messages in the chunk queue), read at most every queue_snapshot_seconds
-        per process: the admission threshold and /metrics share it, so neither scans the fits per request."""
+        per process: the admission threshold and /metrics share it, so neither scans the fits per request.
+        Admission passes its own transaction's `session`: a second connection taken while that one
+        holds the write lock waited for the pool's last free one, and with every other connection
+        waiting on the lock none came back (a 30 s stall, the pool's timeout, before a retry)."""
         snap = self.snapshot
         if time.monotonic() - snap.read_at >= self.settings.queue_snapshot_seconds:
-            with self.db.session() as session:
-                counts = dict(session.execute(sa.select(Fit.status, sa.func.count()).group_by(Fit.status)).all())
+            with nullcontext(session) if session is not None else self.db.session() as reading:
+                counts = dict(reading.execute(sa.select(Fit.status, sa.func.count()).group_by(Fit.status)).all())
             self.snapshot = QueueSnapshot(
                 time.monotonic(), {str(k): int(v) for k, v in counts.items()}, queue_depth(self.celery)
             )

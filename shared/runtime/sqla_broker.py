@@ -11,6 +11,8 @@ second, surviving workers that start together, and deleting the messages it deli
 - kombu marks a delivered message invisible and keeps it for ever, so the broker's file grew
   with every chunk ever run. Here a delivered message is deleted in the same transaction
   that takes it (the database is the truth: a message only wakes a worker).
+- A queue's declaration and its size left kombu's session holding a connection of the broker's
+  pool, so enough threads asking for the queue's depth used the pool up (below); each now commits.
 - Each poll of a queue took SQLite's write lock (the take must be atomic) and cost about 1 ms
   of CPU: an idle worker polling two queues 20 times a second spent 4 % of a core on nothing
   and contended for the lock with the API's publishes. A queue found empty is now looked at
@@ -116,6 +118,22 @@ class Channel(kombu_sqla.Channel):
             payload = loads(bytes_to_str(message.payload))
             self.session.delete(message)
             return payload
+        finally:
+            self.session.commit()
+
+    # kombu's session keeps the connection of its last query checked out until it commits: a
+    # queue's declaration and its size (the API's queue depth) never commit, so every pooled kombu
+    # connection that had asked kept one of the engine's 15 for good. With the API's threads past
+    # that, the next declaration waited the pool's 30 s timeout. Each hands its connection back.
+    def _new_queue(self, queue: str, **kwargs: Any) -> None:
+        try:
+            super()._new_queue(queue, **kwargs)
+        finally:
+            self.session.commit()
+
+    def _size(self, queue: str) -> int:
+        try:
+            return int(super()._size(queue))
         finally:
             self.session.commit()
 

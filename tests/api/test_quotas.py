@@ -109,22 +109,53 @@ def test_the_queue_past_its_threshold_gets_503(make_client: Callable[..., FlaskC
     assert _stored(client) == (2, 0)
 
 
+def test_a_submission_holds_one_connection_at_a_time(make_client: Callable[..., FlaskClient]) -> None:
+    """A fit's and a batch's admission read the queue's snapshot when it is stale (here on every request)
+    in their own transaction: a second connection taken while the first holds the write lock waited on
+    the pool, and with the pool's other connections all waiting on that lock, a burst of submissions
+    stalled for the pool's timeout (30 s)."""
+    client = make_client("tenant-a", queue_snapshot_seconds=0.0)
+    engine = client.application.extensions["calib"].db.engine
+    held = [0, 0]  # now, most
+
+    def out(*_: Any) -> None:
+        held[0] += 1
+        held[1] = max(held)
+
+    def back(*_: Any) -> None:
+        held[0] -= 1
+
+    sa.event.listen(engine, "checkout", out)
+    sa.event.listen(engine, "checkin", back)
+    try:
+        for path, body in (("/v1/fits", FIT), ("/v1/batches", {"fits": [FIT, FIT]})):
+            # With a key the transaction has looked for the key's earlier request before it admits.
+            for key in ({}, {"Idempotency-Key": f"{path}-1"}):
+                assert client.post(path, json=body, headers=key).status_code == 202
+    finally:
+        sa.event.remove(engine, "checkout", out)
+        sa.event.remove(engine, "checkin", back)
+    assert held == [0, 1]
+
+
 def test_submissions_at_the_same_moment_pass_the_quota_one_at_a_time(make_client: Callable[..., FlaskClient]) -> None:
     """16 submissions racing for a quota of 3 fits' epochs: exactly 3 are accepted (on PostgreSQL, READ
-    COMMITTED let each see the others' fits as absent and all pass, before the per-tenant lock)."""
-    a = make_client("tenant-a", rate_limit="100000/second")
+    COMMITTED let each see the others' fits as absent and all pass, before the per-tenant lock); more
+    submissions, each under its own Idempotency-Key, than the pool has connections, each refreshing the
+    queue's snapshot as it is admitted."""
+    a = make_client("tenant-a", rate_limit="100000/second", queue_snapshot_seconds=0.0)
     db = a.application.extensions["calib"].db
     with db.session(write=True) as session:
         quotas.set_quotas(session, "tenant-a", in_flight_fit_epochs=15_000)
-    clients = [make_client("tenant-a", rate_limit="100000/second") for _ in range(16)]
+    clients = [make_client("tenant-a", rate_limit="100000/second", queue_snapshot_seconds=0.0) for _ in range(16)]
     start = threading.Barrier(len(clients))
     statuses: list[int] = []
 
-    def submit(client: FlaskClient) -> None:
+    def submit(client: FlaskClient, key: str) -> None:
         start.wait()
-        statuses.append(client.post("/v1/fits", json=FIT).status_code)
+        statuses.append(client.post("/v1/fits", json=FIT, headers={"Idempotency-Key": key}).status_code)
 
-    threads = [threading.Thread(target=submit, args=(client,)) for client in clients]
+    threads = [threading.Thread(target=submit, args=(client, f"key-{i}")) for i, client in enumerate(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -78,3 +78,17 @@ def test_messages_published_to_a_quiet_queue_are_all_taken_in_order(broker: str)
         assert taken == [f"c{i}" for i in range(5)]
         with pytest.raises(queue.Empty):
             queue.get(timeout=0.2)
+
+
+def test_asking_a_queues_size_hands_the_connection_back(broker: str) -> None:
+    """The API asks the queue's depth on pooled connections; kombu's session kept each one's
+    connection to the broker checked out, and 16 threads used the broker's pool (15) up: the next
+    one waited for the pool's 30 s timeout."""
+    _publish(broker, {"chunk": "c1"})
+    with Connection(broker, transport=TRANSPORT) as connection:
+        channel: Any = connection.default_channel
+        pool = channel.session.get_bind().pool
+        assert channel.queue_declare(queue=QUEUE, passive=True).message_count == 1
+        assert pool.checkedout() == 0
+        channel.queue_declare(queue="calib-new")  # a queue declared for the first time
+        assert pool.checkedout() == 0
