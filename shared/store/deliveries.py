@@ -188,7 +188,10 @@ def _insert(session: so.Session, rows: list[dict[str, str]]) -> None:
         return
     insert = upsert_insert(session)
     now = utcnow()
-    values = [{**row, "id": new_id(), "created_at": now, "next_attempt_at": now, "attempts": 0} for row in rows]
+    # Due at once by the database's clock, the one `due` and the delivery's claim read: stamped with
+    # this process's clock, a delivery was not yet due by PostgreSQL's now() (its transaction's
+    # start), so the write that made it found none due and it waited for the reconciler's round.
+    values = [{**row, "id": new_id(), "created_at": now, "next_attempt_at": db_now(), "attempts": 0} for row in rows]
     session.execute(insert(WebhookDelivery).values(values).on_conflict_do_nothing())
 
 

@@ -12,12 +12,16 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+import torch
 from flask.testing import FlaskClient
 
+from services.worker import runner
 from services.worker import webhooks as delivering
 from shared.contract.callbacks import AllowedHosts, url_problem
 from shared.runtime.settings import Settings
 from shared.store import deliveries as webhooks
+from shared.store.models import Fit
 from tests.in_process import run_batch, run_fit
 from tests.receiver import receiving, trickling
 
@@ -60,6 +64,32 @@ def test_a_batch_callback_is_retried_until_a_2xx_and_signed(make_client: Callabl
     assert [a["status_code"] for a in listed[0]["attempts"]] == [500, 500, 200]
     assert listed[0]["id"] == receiver.received[0].headers["Calib-Delivery"]
     assert make_client("tenant-b", **ALLOWED).get("/v1/webhooks/deliveries").get_json()["items"] == []
+
+
+def test_the_write_that_ends_a_batch_or_a_fit_with_a_callback_finds_its_delivery_due(
+    make_client: Callable[..., FlaskClient],
+) -> None:
+    """The worker publishes a delivery task when the write that ended fits finds a delivery due.
+    Stamped by the worker's clock, a new delivery was not yet due by PostgreSQL's now() (the write's
+    transaction's start): none was published, and it waited for the reconciler's round."""
+    client = make_client(**ALLOWED)
+    svc = client.application.extensions["calib"]
+    with receiving([]) as receiver:
+        # One at a time: a batch's chunk takes queued single fits too, and a delivery left due would
+        # answer for the next.
+        for path, body, delivered in (
+            ("/v1/batches", {"fits": [FIT, FIT], "callback_url": receiver.url}, 1),
+            ("/v1/fits", {**FIT, "callback_url": receiver.url}, 2),
+        ):
+            made = client.post(path, json=body).get_json()
+            with svc.db.session() as session:
+                chunk_id = session.scalar(
+                    sa.select(Fit.chunk_id).where(sa.or_(Fit.batch_id == made["id"], Fit.id == made["id"]))
+                )
+            run = runner.run_chunk(svc.db, svc.settings, chunk_id, torch.device("cpu"))
+            assert run.claimed and run.deliveries_due is True, (path, run)
+            _deliver_until(client, delivered, receiver)  # none left due before the next
+        assert [r.headers["Calib-Event"] for r in receiver.received] == ["batch.ended", "fit.ended"]
 
 
 def test_a_fit_callback_delivers_the_fit(make_client: Callable[..., FlaskClient]) -> None:
