@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.worker.engine import GradientDescent, SeriesBatch, reference_fit
+from services.worker.engine.closed_form import exact_starts
+from services.worker.engine.models import LINE
 
 
 def build(
@@ -133,6 +135,23 @@ def test_a_start_that_fits_the_data_exactly_stays_there_at_any_learning_rate() -
     assert slow.diverged_at.tolist() == [0, 0, 0] and fast.diverged_at.tolist() == [0, 0, 0]
     assert torch.equal(fast.losses(1, 1000, torch.float64), slow.losses)
     assert torch.equal(fast.w, slow.w) and torch.equal(fast.b, slow.b)
+
+
+def test_only_starts_that_fit_every_point_are_taken_for_exact() -> None:
+    """The exact start is looked for at each fit's first point, then at all its points only where
+    that one fits: a start that fits a fit's first point alone is not exact, one that fits all is,
+    and a fit whose first point it misses is looked at no further."""
+    t_u = [35.7, 55.9, 58.2, 81.9]
+    batch = build(
+        [t_u, t_u, t_u],
+        [[35.7, 56.0, 58.0, 82.5], t_u, [36.0, 55.9, 58.2, 81.9]],
+        [200] * 3,
+        [1e-4] * 3,
+        w0=[1.0, 1.0, 1.0],
+    )
+    assert exact_starts(LINE, batch, LINE.start(batch.w0, batch.b0)).tolist() == [False, True, False]
+    fast, slow = GradientDescent(batch), reference_fit(batch, torch.float64)
+    torch.testing.assert_close(fast.losses(1, 200, torch.float64), slow.losses, rtol=1e-6, atol=0)
 
 
 def test_perfect_data_goes_to_zero_loss() -> None:

@@ -16,6 +16,7 @@ convex in k, so once over the limit it stays over).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -26,6 +27,31 @@ from services.worker.engine.stopping import StopRule
 
 # Bound on the (fits x epochs) losses one early-stopping window computes: 64 MB of float64.
 _STOP_CELLS = 8_000_000
+
+
+def exact_starts(model: Model, batch: SeriesBatch, start: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: the fits whose start fits every one of their points exactly (every residual 0, as
+    the book's loop computes them). Each fit's first point is looked at alone first: only where one
+    of those residuals is 0 (rare) are all the points looked at, a pass that made the closed form of
+    one fit of a million points 40 % slower when it ran for every fit."""
+    if batch.x.shape[0] == 0:
+        return torch.ones(batch.size, dtype=torch.bool, device=batch.x.device)
+    first = (torch.cumsum(batch.n, 0) - batch.n).clamp(max=batch.x.shape[0] - 1)
+    head = dataclasses.replace(
+        batch,
+        x=batch.x[first],
+        y=batch.y[first],
+        seg=torch.arange(batch.size, device=batch.x.device),
+        n=torch.ones_like(batch.n),
+        weight=None if batch.weight is None else batch.weight[first],
+        reading_ratio=None if batch.reading_ratio is None else batch.reading_ratio[first],
+    )
+    # A fit of no points fits them all (the full look's answer too).
+    if not bool(((batch.n == 0) | (model.residuals(head, start) == 0)).any()):
+        return torch.zeros(batch.size, dtype=torch.bool, device=batch.x.device)
+    missed = torch.zeros(batch.size, dtype=torch.int64, device=batch.x.device)
+    missed.index_add_(0, batch.seg, (model.residuals(batch, start) != 0).to(torch.int64))
+    return missed == 0
 
 
 class GradientDescent:
@@ -49,10 +75,9 @@ class GradientDescent:
         self.training = model.moments(batch)
         start = model.start(batch.w0, batch.b0) if theta0 is None else theta0
         self.spectrum = s = model.spectrum(self.training, start, batch.learning_rate)
-        missed = torch.zeros(batch.size, dtype=torch.int64, device=batch.x.device)
-        missed.index_add_(0, batch.seg, (model.residuals(batch, start) != 0).to(torch.int64))
-        if bool((missed == 0).any()):
-            s.start_at_optimum(missed == 0, start)
+        exact = exact_starts(model, batch, start)
+        if bool(exact.any()):
+            s.start_at_optimum(exact, start)
         self.unrepresentable = s.unrepresentable
         self.loss_opt = s.loss_opt
 
