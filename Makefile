@@ -30,8 +30,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q -rs -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
 # The edit loop: every test that starts no process, in TEST_PROCESSES pytest processes (some of its
-# tests wait on timers: three fill those waits). On these two cores: 63 s on the embedded default,
-# 132 s with CALIB_TEST_POSTGRES_URL / _REDIS_URL set (both backends); 69 s and 167 s in two.
+# tests wait on timers: three fill those waits). Its times on the two-core CI machines, embedded
+# and with CALIB_TEST_POSTGRES_URL / _REDIS_URL set (both backends): README, "Developing".
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -rs -n $(TEST_PROCESSES) -m "not e2e"
 

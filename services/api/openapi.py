@@ -225,6 +225,10 @@ def document() -> dict[str, Any]:
     }
 
 
+# Where an app keeps its served document (app.extensions).
+_SERVED = "calib.openapi_json"
+
+
 @bp.get("/openapi.json")
 def openapi_json() -> Response:
     # Built once per app: it reads only the app's routes and settings, both fixed when the app is
@@ -233,9 +237,6 @@ def openapi_json() -> Response:
     if text is None:
         text = current_app.extensions[_SERVED] = current_app.json.dumps(document())
     return Response(text, mimetype="application/json")
-
-
-_SERVED = "calib.openapi_json"
 
 
 @bp.get("/docs")
