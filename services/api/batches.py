@@ -27,7 +27,7 @@ from services.api.problems import Problem, from_validation, invalid_field
 from services.api.requests import parse, query
 from services.api.submit import BatchFingerprint, earlier_batch_digest, fit_rows
 from services.api.tenancy import current_tenant, owned_or_404
-from shared.contract.model_kinds import model_from_stored
+from shared.contract.model_kinds import model_from_stored, parameters_of_all
 from shared.contract.queries import CSV_BATCH_DEFAULTS, BatchFitsQuery, WaitQuery
 from shared.contract.schemas import BatchOptions, FitCreate, FitOptions
 from shared.runtime.settings import Settings
@@ -295,7 +295,9 @@ def _create_batch(svc: Services) -> tuple[dict[str, Any], int, dict[str, str]]:
         # every fit's model or row at once.
         submitted = utcnow()
         start = 0
+        models: set[tuple[str, ...]] = set()
         for part in _slices(checked.validated(svc.settings)):
+            models.update(spec.model.parameter_names for spec in part)
             rows = fit_rows(
                 part,
                 tenant,
@@ -306,6 +308,7 @@ def _create_batch(svc: Services) -> tuple[dict[str, Any], int, dict[str, str]]:
             )
             insert_rows(session, Fit, rows)  # COPY on PostgreSQL
             start += len(part)
+        batch.parameter_names = parameters_of_all(models)
         calibrations.register(session, tenant, checked.instruments)
         return batch
 
@@ -355,16 +358,14 @@ def get_batch(batch_id: str) -> dict[str, Any]:
         return batch_body(session, _get_batch(session, batch_id), svc.settings.drift_threshold)
 
 
-def parameter_names(batch_id: str) -> list[str]:
-    """The parameters of the batch's models, each once: the line's w and b, a polynomial's a1 … ad, a0
-    (a mixed batch has both), in that order."""
-    with current_services().db.session() as session:
-        stored = session.scalars(sa.select(sa.cast(Fit.model, sa.Text)).where(Fit.batch_id == batch_id).distinct())
-        kinds = [model_from_stored(json.loads(text) if text and text != "null" else None) for text in stored]
-    names: list[str] = []
-    for kind in sorted(kinds, key=lambda k: len(k.parameter_names)):
-        names += [name for name in kind.parameter_names if name not in names]
-    return names
+def parameter_names(session: so.Session, batch: Batch) -> list[str]:
+    """The parameters of the batch's models, each once (model_kinds.parameters_of_all's order): kept on
+    the batch since submission, or read from the fits of a batch from before that."""
+    if batch.parameter_names is not None:
+        return list(batch.parameter_names)
+    stored = session.scalars(sa.select(sa.cast(Fit.model, sa.Text)).where(Fit.batch_id == batch.id).distinct())
+    kinds = [model_from_stored(json.loads(text) if text and text != "null" else None) for text in stored]
+    return parameters_of_all(kind.parameter_names for kind in kinds)
 
 
 # JSON columns a result row never reads, left in the database: decoding them was half the time of a
@@ -456,9 +457,9 @@ def _result_lines(batch_id: str, drift_threshold: float, names: Sequence[str]) -
 def batch_fits(batch_id: str) -> Any:
     params = query(BatchFitsQuery)
     with current_services().db.session() as session:
-        _get_batch(session, batch_id)
+        batch = _get_batch(session, batch_id)
+        names = parameter_names(session, batch) if params.format in ("csv", "parquet") else []
     threshold = current_services().settings.drift_threshold
-    names = parameter_names(batch_id) if params.format in ("csv", "parquet") else []
     if params.format == "csv":
         return Response(
             stream_with_context(_result_lines(batch_id, threshold, names)),

@@ -106,6 +106,16 @@ TRANSFORMED = (CallendarVanDusenModel, SteinhartHartModel)
 LINE_MODEL = LineModel(kind="line")
 
 
+def parameters_of_all(names: Iterable[tuple[str, ...]]) -> list[str]:
+    """The parameters of several models (each one's `parameter_names`), each once: the models with
+    fewer parameters first (ties by name, so the order never depends on the order given), so that a
+    mixed batch's columns read w, b, then a polynomial's a1 … a0."""
+    merged: list[str] = []
+    for of_one in sorted(set(names), key=lambda of: (len(of), of)):
+        merged += [name for name in of_one if name not in merged]
+    return merged
+
+
 def model_from_stored(stored: dict[str, Any] | None) -> AnyModel:
     """The spec back from a fit's `model` column (null: the line)."""
     if stored is None:

@@ -103,6 +103,10 @@ class Batch(Base):
     callback_pending: so.Mapped[bool] = so.mapped_column(
         sa.Boolean, default=False, server_default=sa.false(), index=True
     )
+    # The parameters of the batch's models, each once, in the order of its results' parameter
+    # columns: written at submission so that the results file starts without a pass over the
+    # batch's fits. Null on a batch from before migration 0021: its fits' models are read instead.
+    parameter_names: so.Mapped[list[str] | None] = so.mapped_column(sa.JSON(none_as_null=True))
 
     __table_args__ = (
         sa.UniqueConstraint("tenant", "idempotency_key", name="uq_batches_tenant_idempotency_key"),

@@ -13,6 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from flask.testing import FlaskClient
 
+from shared.contract.model_kinds import parameters_of_all
+from shared.store.models import Batch
 from tests.api.test_polynomial_fits import T_C, T_U
 from tests.in_process import run_batch
 
@@ -60,6 +62,15 @@ def test_results_have_a_column_per_parameter_and_the_chi2_test(client: FlaskClie
     assert rows["line"]["chi2_obs"] == ""
     table = pq.read_table(io.BytesIO(client.get(f"/v1/batches/{batch['id']}/fits?format=parquet").get_data()))
     assert table.column_names == header
+    # The names are kept on the batch at submission; a batch from before they were (null) reads them
+    # from its fits' models, into the same columns.
+    with client.application.extensions["calib"].db.session(write=True) as session:
+        stored = session.get(Batch, batch["id"])
+        assert stored is not None and stored.parameter_names == ["w", "b", "a1", "a2", "a0"]
+        stored.parameter_names = None
+    assert client.get(f"/v1/batches/{batch['id']}/fits?format=csv").get_data(as_text=True).splitlines()[0] == (
+        ",".join(header)
+    )
     by_series: dict[str, Any] = {row["series"]: row for row in table.to_pylist()}
     assert by_series["q"]["p_a2"] == pytest.approx(q["parameters"]["a2"], rel=1e-12)
     assert by_series["weighted"]["consistent"] is weighted["consistent"]
@@ -100,3 +111,10 @@ def test_a_degree_without_a_polynomial_is_a_422_naming_it(client: FlaskClient) -
     answer = client.post("/v1/batches?degree=2", data="series,t_u,t_c\na,1,2\na,2,3\n", content_type="text/csv")
     assert answer.status_code == 422, answer.get_json()
     assert "degree" in str(answer.get_json()["errors"])
+
+
+def test_a_batchs_parameters_are_in_one_order_whatever_order_its_models_come_in() -> None:
+    line, quadratic, steinhart_hart = ("w", "b"), ("a1", "a2", "a0"), ("b", "c", "a")
+    for given in ([line, quadratic, steinhart_hart], [steinhart_hart, quadratic, line, line]):
+        # Fewer parameters first, then by name; a name two models share (b) is one column.
+        assert parameters_of_all(given) == ["w", "b", "a1", "a2", "a0", "c", "a"]
