@@ -6,6 +6,7 @@ modules below them)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from flask import Flask
@@ -106,3 +107,33 @@ def test_shared_holds_only_its_layers() -> None:
     """A new module goes in the layer it belongs to (README: Where things go)."""
     loose = {path.name for path in (ROOT / "shared").glob("*.py")} - {"__init__.py"}
     assert not loose, loose
+
+
+def test_the_losses_storage_is_reached_through_the_loss_store_only() -> None:
+    """Writes, reads and deletes of fits' loss blocks go through the Database's `losses`
+    (shared/store/loss_store.py), so that another store replaces one module, not its callers: outside
+    the store's own modules, shared.store.loss_blocks lends its block format and nothing else, and
+    nothing names the table, its partitions or their mechanics."""
+    own = {"loss_store.py", "loss_blocks.py", "loss_partitions.py", "models.py"}
+    block_format = {"shared.store.loss_blocks." + name for name in ("Block", "Curves", "encode")}
+    reached = 0
+    for folder in ("services", "shared"):
+        for path in _sources(folder):
+            if path.parent.name == "store" and path.name in own:
+                continue
+            names = _imports(path)
+            storage = {
+                name
+                for name in _under(names, "shared.store.loss_blocks", "shared.store.loss_partitions")
+                | _under(names, "shared.store.models.LossBlock")
+                if name not in block_format and name != "shared.store.loss_blocks"
+            }
+            text = path.read_text()
+            # `from shared.store import loss_blocks` names only the module: what it uses of it is read here.
+            if "shared.store.loss_blocks" in names or "shared.store.loss_partitions" in names:
+                used = set(re.findall(r"\bloss_(?:blocks|partitions)\.(\w+)", text))
+                storage |= {f"loss_blocks.{name}" for name in used - {"Block", "Curves", "encode"}}
+            assert not storage, (path, storage)
+            reached += "losses." in text
+    # The worker's writes and restarts, the API's reads, retention and the reconciler.
+    assert reached >= 4, reached

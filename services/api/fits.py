@@ -34,7 +34,7 @@ from shared.contract.schemas import (
 )
 from shared.domain.packing import unpack_f64
 from shared.store import ended
-from shared.store.loss_blocks import Curves, read_range
+from shared.store.loss_blocks import Curves
 from shared.store.models import ACTIVE, Fit
 from shared.store.presenters import fit_json, fit_list
 
@@ -59,7 +59,8 @@ def _fit_with_losses(session: Any, fit_id: str) -> Fit:
 
 def fit_curves(session: Any, fit: Fit, start: int, stop: int) -> Curves:
     """Epochs start..stop-1 of the fit's losses, with its validation losses when it has a split."""
-    return read_range(session, fit.id, start, stop, with_val=bool(fit.validation))
+    losses = current_services().db.losses
+    return losses.read_range(session, fit.id, start, stop, with_val=bool(fit.validation))
 
 
 @bp.post("")

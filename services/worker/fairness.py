@@ -20,7 +20,8 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from shared.store.db import Database, upsert_insert
+from shared.store.bulk import upsert_insert
+from shared.store.db import Database
 from shared.store.models import QUEUED, Fit, TenantTurn, utcnow
 
 _NEVER = dt.datetime.min.replace(tzinfo=dt.UTC)

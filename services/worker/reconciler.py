@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 
 from shared.runtime.settings import Settings
-from shared.store import loss_partitions, outbox
+from shared.store import outbox
 from shared.store.db import Database
 from shared.store.models import utcnow
 
@@ -37,7 +37,7 @@ def ensure_partitions(db: Database) -> list[str]:
     if time.monotonic() - _partitions_checked["at"] < _PARTITIONS_EVERY_SECONDS:
         return []
     with db.session(write=True) as session:
-        made = loss_partitions.ensure_ahead(session, utcnow().date())
+        made = db.losses.make_days_ahead(session, utcnow().date())
     _partitions_checked["at"] = time.monotonic()
     if made:
         log.info("created the loss blocks' partitions %s", made)

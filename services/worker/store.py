@@ -188,7 +188,7 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
         # On its first attempt it has none (only a claimed attempt writes): no statement.
         restart = [row.id for row in rows if row.checkpoint is None and row.attempt > 1]
         if restart:
-            loss_blocks.delete_for(session, restart)
+            db.losses.delete_for(session, restart)
         fairness.record_turns(session, (row.tenant for row in rows))
     return Claim([_claimed(row) for row in rows], halves)
 
@@ -356,9 +356,7 @@ def write(
     with db.session(write=True) as session:
         owned = _renew_lease(session, settings, fits)
         blocks = [block for block in checkpoint.blocks if block.fit_id in owned]
-        if blocks and again:
-            loss_blocks.delete(session, loss_blocks.at([(block.fit_id, block.first_epoch) for block in blocks]))
-        loss_blocks.insert(session, blocks, {fit.id: fit.tenant for fit in fits})
+        db.losses.write(session, blocks, {fit.id: fit.tenant for fit in fits}, replacing=again)
         updates = []
         for fit_id in owned:
             values: dict[str, object] = {"id": fit_id}

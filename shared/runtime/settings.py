@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     # another server connection).
     direct_database_url: str = ""
     broker_url: str = ""
+    # Where fits' per-epoch losses are kept, by scheme (shared/store/loss_store.py): `database:`,
+    # the default, keeps them in the database above.
+    loss_store_url: str = "database:"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     api_url: str = "http://127.0.0.1:8000"
     # Where users reach the service (e.g. https://calib.example.org behind a proxy): the

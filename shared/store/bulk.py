@@ -1,4 +1,5 @@
-"""Many rows of one table in one command: PostgreSQL's COPY, SQLite's executemany.
+"""Many rows of one table in one command: PostgreSQL's COPY, SQLite's executemany; and the
+INSERT that upserts, in either dialect.
 
 The API's batch insert (10,000 fits in a request) and the worker's results of a chunk go
 through here. Values are converted by each column's own SQLAlchemy type, exactly as an INSERT
@@ -15,9 +16,16 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+from sqlalchemy.dialects import postgresql, sqlite
 
 # Fewer rows than this are updated by SQLAlchemy's executemany: a temporary table costs more.
 _COPY_UPDATES_FROM = 100
+
+
+def upsert_insert(session: so.Session) -> Any:
+    """The INSERT construct of the session's dialect, the one that has on_conflict_do_nothing and
+    on_conflict_do_update (PostgreSQL's and SQLite's spell them alike)."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def insert_rows(session: so.Session, model: type[so.DeclarativeBase], rows: Sequence[Mapping[str, Any]]) -> None:

@@ -23,7 +23,7 @@ from shared.domain.conformity import Rule, decide
 from shared.domain.packing import unpack_f64
 from shared.domain.splits import held_out_indices, split
 from shared.store import deliveries
-from shared.store.db import upsert_insert
+from shared.store.bulk import upsert_insert
 from shared.store.drift import Calibration, Drift, drift, needs_readings, verdict_row
 from shared.store.models import SUCCEEDED, DriftVerdict, Fit, Instrument, utcnow
 

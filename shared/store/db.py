@@ -9,10 +9,10 @@ from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.runtime import wakeups
 from shared.runtime.settings import Settings
+from shared.store.loss_store import loss_store_for
 
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
@@ -84,12 +84,6 @@ def _ping_when_idle(engine: sa.Engine) -> None:
             raise sa.exc.DisconnectionError(str(exc)) from exc
 
 
-def upsert_insert(session: so.Session) -> Any:
-    """The INSERT construct of the session's dialect, the one that has on_conflict_do_nothing and
-    on_conflict_do_update (PostgreSQL's and SQLite's spell them alike)."""
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
 # Where a session keeps the names of the fits and batches it ended (shared/store/ended.announce),
 # told after its commit.
 ENDED_NAMES = "calib_ended_names"
@@ -98,7 +92,12 @@ ENDED_NAMES = "calib_ended_names"
 class Database:
     """The project's database: sessions that read, and sessions that write."""
 
-    def __init__(self, url: str, busy_timeout: float = 60.0, broker: str = "", direct_url: str = "") -> None:
+    def __init__(
+        self, url: str, busy_timeout: float = 60.0, broker: str = "", direct_url: str = "", losses: str = ""
+    ) -> None:
+        # Where the fits' losses are kept (shared/store/loss_store.py): an unknown scheme stops
+        # the process here, at its start, naming the setting.
+        self.losses = loss_store_for(losses)
         self.engine = make_engine(url, busy_timeout, pooled=bool(direct_url))
         # The database past any pooler (LISTEN needs a session of its own).
         self.direct_url = direct_url or url
@@ -121,7 +120,11 @@ class Database:
         if settings.embedded:
             settings.ensure_data_dir()
         return cls(
-            settings.database, settings.sqlite_busy_timeout_seconds, settings.broker, settings.direct_database_url
+            settings.database,
+            settings.sqlite_busy_timeout_seconds,
+            settings.broker,
+            settings.direct_database_url,
+            settings.loss_store_url,
         )
 
     @contextmanager

@@ -22,7 +22,7 @@ import sqlalchemy.orm as so
 
 from shared.runtime import sealed
 from shared.runtime.settings import Settings
-from shared.store.db import upsert_insert
+from shared.store.bulk import upsert_insert
 from shared.store.dbclock import db_now
 from shared.store.models import ACTIVE, TERMINAL, Batch, Fit, Tenant, WebhookDelivery, new_id, utcnow
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from shared.runtime.settings import Settings
-from shared.store.db import upsert_insert
+from shared.store.bulk import upsert_insert
 from shared.store.models import ACTIVE, Fit, Tenant
 
 LOSS_BYTES_PER_EPOCH = 4  # one float32 per epoch and series

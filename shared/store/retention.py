@@ -3,10 +3,11 @@
 A pruned fit says so (`losses_pruned`), its losses routes answer 410 Gone, and its
 tenant's stored loss bytes drop by what was deleted, in the same transaction.
 
-On PostgreSQL whole days' partitions go first (shared/store/loss_partitions.py: detached and
-dropped, no row deleted); what is left is deleted fit by fit. The reconciler's rounds leave a
-day of grace to the partitions (`by_partition`): a fit that ended before the cutoff is deleted row
-by row only a day later, when its partition could not be dropped (it held a fit that ran longer).
+Whole days of blocks go first where the loss store keeps them by day (shared/store/loss_store.py;
+on PostgreSQL, partitions detached and dropped, no row deleted); what is left is deleted fit by
+fit. The reconciler's rounds leave a day of grace to the partitions (`by_partition`): a fit that
+ended before the cutoff is deleted row by row only a day later, when its partition could not be
+dropped (it held a fit that ran longer).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from shared.store import loss_blocks, loss_partitions
 from shared.store.db import Database
 from shared.store.models import TERMINAL, Fit, utcnow
 
@@ -46,9 +46,8 @@ def prune(db: Database, older_than: dt.timedelta, limit: int | None = None, by_p
     dropped, at most `limit` fits row by row; with `by_partition`, only those a day older)."""
     cutoff = utcnow() - older_than
     with db.session(write=True) as session:
-        dropped = loss_partitions.drop_expired(session, cutoff)
-        partitioned = loss_partitions.is_partitioned(session)
-    if by_partition and partitioned:
+        dropped = db.losses.drop_days_before(session, cutoff)
+    if by_partition and dropped.by_day:
         cutoff -= dt.timedelta(days=1)
     fits, freed_total = dropped.fits, dropped.bytes
     limit = None if limit is None else limit + dropped.fits
@@ -64,7 +63,7 @@ def prune(db: Database, older_than: dt.timedelta, limit: int | None = None, by_p
             )
             if not ids:
                 break
-            freed = loss_blocks.delete_for(session, ids)
+            freed = db.losses.delete_for(session, ids)
             session.execute(
                 sa.update(Fit)
                 .where(Fit.id.in_(ids))

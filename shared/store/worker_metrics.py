@@ -14,7 +14,8 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from shared.store.db import Database, upsert_insert
+from shared.store.bulk import upsert_insert
+from shared.store.db import Database
 from shared.store.models import WorkerCounter
 
 BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, math.inf)

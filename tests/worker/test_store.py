@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
+from migrations.apply import upgrade
+from services.api import create_app
 from services.worker import fairness, reconciler, store
 from shared.runtime.settings import Settings
-from shared.store import loss_blocks
+from shared.store import loss_blocks, loss_store, quotas
 from shared.store.db import Database
 from shared.store.models import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Fit, LossBlock
 from tests.in_process import run_fit
@@ -182,9 +186,11 @@ def test_tenants_take_turns(make_client: Callable[..., FlaskClient]) -> None:
     assert fairness.fairer_chunk(db, second) is None
 
 
-def test_loss_blocks_round_trip(client: FlaskClient) -> None:
-    """Written as the worker writes them (COPY on PostgreSQL), read back as the API reads them."""
+def test_loss_blocks_round_trip_through_the_loss_store(client: FlaskClient) -> None:
+    """Written as the worker writes them (COPY on PostgreSQL), read back as the API reads them, both
+    through the Database's loss store; a retried write replaces, and the tenant's count follows."""
     db, _ = _services(client)
+    assert isinstance(db.losses, loss_store.InDatabase)
     plain = client.post("/v1/fits", json=FIT).get_json()["id"]
     split = client.post("/v1/fits", json=FIT | {"validation": {"indices": [1]}}).get_json()["id"]
     loss = np.linspace(80.0, 2.0, 100)
@@ -193,17 +199,33 @@ def test_loss_blocks_round_trip(client: FlaskClient) -> None:
         loss_blocks.encode(plain, 61, loss[60:]),
         loss_blocks.encode(split, 1, loss[:10], val_loss=loss[:10] * 2),
     ]
+    tenants = {plain: "tenant-a", split: "tenant-a"}
     with db.session(write=True) as session:
-        loss_blocks.insert(session, blocks, {plain: "tenant-a", split: "tenant-a"})
+        db.losses.write(session, blocks, tenants)
+    with db.session(write=True) as session:
+        # The same write again, as after a commit whose answer was lost: replaced, not doubled.
+        db.losses.write(session, blocks[2:], tenants, replacing=True)
     with db.session() as session:
-        curves = loss_blocks.read_range(session, plain, 50, 71)
-        with_val = loss_blocks.read_range(session, split, 1, 11, with_val=True)
+        curves = db.losses.read_range(session, plain, 50, 71)
+        with_val = db.losses.read_range(session, split, 1, 11, with_val=True)
+        assert quotas.stored_loss_bytes(session, "tenant-a") == 100 * 4 + 10 * 8
     np.testing.assert_array_equal(curves.loss, loss[49:70].astype(np.float32))
     assert curves.val_loss is None
     np.testing.assert_array_equal(with_val.val_loss, (loss[:10] * 2).astype(np.float32))
     with db.session(write=True) as session:
-        freed = loss_blocks.delete_for(session, [plain, split])
+        freed = db.losses.delete_for(session, [plain, split])
     assert freed == {"tenant-a": 100 * 4 + 10 * 8}
+
+
+def test_the_loss_store_is_chosen_by_its_urls_scheme(tmp_path: Path) -> None:
+    assert isinstance(loss_store.loss_store_for("database:"), loss_store.InDatabase)
+    assert isinstance(loss_store.loss_store_for(""), loss_store.InDatabase)  # the default
+    with pytest.raises(ValueError, match=r"CALIB_LOSS_STORE_URL='s3://calib/losses'.*'s3'.*database:"):
+        loss_store.loss_store_for("s3://calib/losses")
+    # A process told of a store calib does not know stops at its start, before it accepts any fit.
+    upgrade(Settings(data_dir=tmp_path))
+    with pytest.raises(ValueError, match="CALIB_LOSS_STORE_URL"):
+        create_app(Settings(data_dir=tmp_path, loss_store_url="s3://calib/losses"))
 
 
 def _singles(client: FlaskClient, count: int, **fit: object) -> list[str]:
