@@ -233,6 +233,56 @@ def test_the_convergence_rule_on_vectors_finds_the_epoch_a_brute_force_walk_find
     assert (found > 0).all()
 
 
+@pytest.mark.parametrize("model", [LINE, Polynomial(2)], ids=["line", "quadratic"])
+def test_the_convergence_scans_window_finds_the_brute_force_epoch_whatever_its_size(
+    model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rates up to the edge of stability (deviations that oscillate and cross their targets far
+    below where the decreasing bound meets them) and targets over six decades: the backward scan,
+    whatever its windows, finds the epoch a walk over every epoch finds."""
+    rng = np.random.default_rng(11)
+    fits, limit = 60, 3000
+    t_u = [rng.uniform(20, 90, int(rng.integers(4, 15))) for _ in range(fits)]
+    t_c = [3 + 0.4 * u - 0.002 * u**2 + rng.normal(0, rng.choice([0.01, 0.3, 2.0]), len(u)) for u in t_u]
+    batch = SeriesBatch.build(
+        t_u,
+        t_c,
+        epochs=[limit] * fits,
+        learning_rate=list(rng.uniform(0.05, 0.85, fits)),
+        input_scale=[1 / 35] * fits,
+        w0=[1.0] * fits,
+        b0=[0.0] * fits,
+        input_shift=[55.0] * fits,
+    )
+    fast = GradientDescent(batch, model=model)
+    scale, shift = torch.full((fits,), 1 / 35, dtype=torch.float64), torch.full((fits,), 55.0, dtype=torch.float64)
+    raw = model.raw_map(scale, shift)
+    targets = torch.tensor(10 ** rng.uniform(-6, 0, (fits, raw.shape[1])))
+
+    def found() -> torch.Tensor:
+        coefficients = convergence.deviations(fast.spectrum, raw)
+        no_excess = torch.zeros(fits, dtype=torch.float64)
+        return convergence.epochs_to_converge(
+            coefficients, fast.spectrum, targets, no_excess, torch.ones(fits, dtype=torch.bool), limit
+        )
+
+    every = fast.params_after(torch.arange(0, limit + 1)[None, :].expand(fits, -1))
+    # The line's (w, b) are a degree-1 polynomial's (a1, a0): the same map to raw units.
+    to_raw = model if isinstance(model, Polynomial) else Polynomial(1)
+    best = to_raw.raw_coefficients(fast.spectrum.theta_opt, scale, shift)
+    expected = []
+    for i in range(fits):
+        raw_every = to_raw.raw_coefficients(every[i], scale[i].expand(limit + 1), shift[i].expand(limit + 1))
+        inside = ((raw_every - best[i]).abs() <= targets[i]).all(1).numpy()
+        expected.append(next(k for k in range(limit + 1) if inside[k:].all()) if inside[-1] else -1)
+    assert found().tolist() == expected
+    # Windows of 1, 2 and 3 epochs: many passes, each fit closing in a later one.
+    monkeypatch.setattr(convergence, "_FIRST_SCAN", 1)
+    monkeypatch.setattr(convergence, "_SCAN", 3)
+    assert found().tolist() == expected
+    assert sum(k > 0 for k in expected) >= fits // 2 and -1 in expected
+
+
 def test_the_lines_raw_map_is_its_deviation_formulas() -> None:
     rng = np.random.default_rng(2)
     t_u = [rng.uniform(20, 90, n) for n in (5, 11)]
