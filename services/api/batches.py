@@ -113,7 +113,7 @@ def _checked(defaults: dict[str, Any], fits: Fits, count: int, svc: Services) ->
                 instruments.add(spec.instrument)
             if kept is not None:
                 kept.append(spec)
-                if len(kept) > _ROWS_AT_A_TIME or points > _POINTS_AT_A_TIME:
+                if len(kept) > _KEPT_FITS or points > _POINTS_AT_A_TIME:
                     kept = None  # more than a slice: validated again as it is stored
     if worst is not None:
         raise Problem(worst.status, worst.detail + " — nothing of the batch was stored", slug=worst.slug, errors=errors)
@@ -200,6 +200,11 @@ def _get_batch(session: Any, batch_id: str) -> Batch:
 # statistics of a slice hold a few arrays of its points, its rows their packed bytes).
 _ROWS_AT_A_TIME = 4096
 _POINTS_AT_A_TIME = 1 << 18
+# A batch of at most this many fits (and _POINTS_AT_A_TIME points) keeps the specs it checked for
+# its insert instead of validating each again: about 2.7 KB each (their readings are views of the
+# body's columns), 43 MB at most, within the 4 KiB a fit reserves of the parse budget
+# (services/api/memory.py). Validating a 10,000-fit batch again cost 0.2-0.25 s of its POST.
+_KEPT_FITS = 16_384
 
 
 def _slices(specs: Iterable[FitCreate]) -> Iterator[list[FitCreate]]:

@@ -64,12 +64,25 @@ _PER_QUERY = 1000
 def register(session: so.Session, tenant: str, names: Iterable[str | None]) -> None:
     """Create the instruments these fits name, if new (in the submission's transaction)."""
     wanted = sorted({name for name in names if name})
-    insert = upsert_insert(session)
+    if not wanted:
+        return
     now = utcnow()
-    if wanted:
-        # One statement executed for many rows: compiling a VALUES list of 1,000 rows took 0.27 s.
-        rows = [{"tenant": tenant, "id": name, "created_at": now} for name in wanted]
-        session.execute(insert(Instrument).on_conflict_do_nothing(), rows)
+    if session.get_bind().dialect.name == "postgresql":
+        # The names as one array, one statement: executing it once per name (psycopg's pipeline)
+        # took 0.14-0.28 s of a 10,000-instrument batch's POST.
+        given = (
+            sa.func.unnest(sa.bindparam("names", wanted, type_=postgresql.ARRAY(sa.String)))
+            .table_valued("id")
+            .render_derived()
+        )
+        rows = sa.select(sa.literal(tenant, sa.String), given.c.id, sa.literal(now, Instrument.created_at.type))
+        insert = postgresql.insert(Instrument).from_select(["tenant", "id", "created_at"], rows)
+        session.execute(insert.on_conflict_do_nothing())
+        return
+    # One statement executed for many rows (in this process): compiling a VALUES list of 1,000 rows
+    # took 0.27 s.
+    rows_of = [{"tenant": tenant, "id": name, "created_at": now} for name in wanted]
+    session.execute(upsert_insert(session)(Instrument).on_conflict_do_nothing(), rows_of)
 
 
 def known(session: so.Session, tenant: str, names: Sequence[str]) -> set[str]:

@@ -1,12 +1,15 @@
-"""A batch of more fits than one slice is validated twice, not held: checked whole first (every
-error named), then validated again a slice at a time as it is stored. Both backends."""
+"""A batch of more fits than one slice is stored a slice at a time: checked whole first (every error
+named), then its specs kept for the insert, or, past _KEPT_FITS fits, validated again a slice at a
+time as it is stored, never all held. Both backends, both ways."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
+from services.api import batches
 from services.api.batches import _ROWS_AT_A_TIME
 from shared.store.models import Batch, Fit
 
@@ -20,7 +23,13 @@ def _csv(offset: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_a_batch_of_two_slices_is_stored_whole_and_replayed_by_its_key(client: FlaskClient) -> None:
+@pytest.mark.parametrize("kept", [True, False], ids=["specs-kept", "validated-again"])
+def test_a_batch_of_two_slices_is_stored_whole_and_replayed_by_its_key(
+    client: FlaskClient, kept: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not kept:
+        # A batch too large to keep its checked specs (the bound lowered, as for 16,385 fits).
+        monkeypatch.setattr(batches, "_KEPT_FITS", 100)
     body = _csv(0.0)
     headers = {"Idempotency-Key": "two-slices"}
     first = client.post("/v1/batches?epochs=5", data=body, content_type="text/csv", headers=headers)
