@@ -340,6 +340,14 @@ def _renew_lease(session: so.Session, settings: Settings, fits: Iterable[Claimed
     )
 
 
+def _lock_this_attempt(session: so.Session, fits: Sequence[ClaimedFit]) -> set[str]:
+    """The ids of these fits still running this attempt, their rows locked until the transaction
+    ends (no claim can take them between this fence and the write)."""
+    if not fits:
+        return set()
+    return set(session.scalars(sa.select(Fit.id).where(_this_attempt(session, fits)).with_for_update()).all())
+
+
 def write(
     db: Database,
     settings: Settings,
@@ -354,7 +362,12 @@ def write(
     caller adds to the same transaction, given the owned ids (the chunk's counters, a look for
     webhooks due): a round trip each instead of a transaction."""
     with db.session(write=True) as session:
-        owned = _renew_lease(session, settings, fits)
+        # The fits this write ends are only locked (their row is written once, below, lease and
+        # all); the others' leases are renewed. Renewing the ending fits' leases too made a row
+        # version of each that the next statement replaced: 75 ms of a 2048-fit chunk's write.
+        ending = [fit for fit in fits if fit.id in checkpoint.finished]
+        going_on = [fit for fit in fits if fit.id not in checkpoint.finished]
+        owned = _lock_this_attempt(session, ending) | (_renew_lease(session, settings, going_on) if going_on else set())
         blocks = [block for block in checkpoint.blocks if block.fit_id in owned]
         db.losses.write(session, blocks, {fit.id: fit.tenant for fit in fits}, replacing=again)
         updates = []

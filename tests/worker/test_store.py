@@ -82,6 +82,10 @@ def test_a_stale_attempt_neither_writes_nor_renews(client: FlaskClient) -> None:
     fresh = store.claim(db, settings, chunk).fits
     assert [f.attempt for f in fresh] == [2]
     assert store.write(db, settings, stale, store.Checkpoint(blocks=[_block(fit_id)], progress={fit_id: 10})) == set()
+    # Nor does it end the fit: a write that ends fits fences them by a lock, not a renewed lease.
+    ends = store.Checkpoint(blocks=[_block(fit_id)], progress={fit_id: 10}, finished={fit_id: {"status": SUCCEEDED}})
+    assert store.write(db, settings, stale, ends) == set()
+    assert _fit(db, fit_id).status == RUNNING
     assert store.renew(db, settings, stale) == 0
     with db.session() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(LossBlock)) == 0
@@ -90,6 +94,12 @@ def test_a_stale_attempt_neither_writes_nor_renews(client: FlaskClient) -> None:
     checkpoint = store.Checkpoint(blocks=[_block(fit_id)], progress={fit_id: 10})
     assert store.write(db, settings, fresh, checkpoint) == {fit_id}
     assert _fit(db, fit_id).epochs_done == 10
+    last = store.Checkpoint(
+        blocks=[_block(fit_id, 11)], progress={fit_id: 20}, finished={fit_id: {"status": SUCCEEDED}}
+    )
+    assert store.write(db, settings, fresh, last) == {fit_id}
+    ended_fit = _fit(db, fit_id)
+    assert (ended_fit.status, ended_fit.epochs_done, ended_fit.lease_expires_at) == (SUCCEEDED, 20, None)
 
 
 def test_a_cancelled_fit_is_never_written_or_revived(client: FlaskClient) -> None:
