@@ -114,7 +114,7 @@ def _checked(defaults: dict[str, Any], fits: Fits, count: int, svc: Services) ->
             if kept is not None:
                 kept.append(spec)
                 if len(kept) > _KEPT_FITS or points > _POINTS_AT_A_TIME:
-                    kept = None  # more than a slice: validated again as it is stored
+                    kept = None  # too many to keep (_KEPT_FITS): validated again as it is stored
     if worst is not None:
         raise Problem(worst.status, worst.detail + " — nothing of the batch was stored", slug=worst.slug, errors=errors)
     if points > svc.settings.max_points_per_batch:

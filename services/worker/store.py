@@ -329,6 +329,9 @@ def _this_attempt(session: so.Session, fits: Iterable[ClaimedFit]) -> sa.ColumnE
 def _renew_lease(session: so.Session, settings: Settings, fits: Iterable[ClaimedFit]) -> set[str]:
     """Extend the lease of the fits still running this attempt; returns their ids. The attempt
     is the fencing token: a stale worker neither writes nor renews a newer attempt's lease."""
+    fits = list(fits)
+    if not fits:
+        return set()
     return set(
         session.scalars(
             sa.update(Fit)
@@ -367,7 +370,7 @@ def write(
         # version of each that the next statement replaced: 75 ms of a 2048-fit chunk's write.
         ending = [fit for fit in fits if fit.id in checkpoint.finished]
         going_on = [fit for fit in fits if fit.id not in checkpoint.finished]
-        owned = _lock_this_attempt(session, ending) | (_renew_lease(session, settings, going_on) if going_on else set())
+        owned = _lock_this_attempt(session, ending) | _renew_lease(session, settings, going_on)
         blocks = [block for block in checkpoint.blocks if block.fit_id in owned]
         db.losses.write(session, blocks, {fit.id: fit.tenant for fit in fits}, replacing=again)
         updates = []
