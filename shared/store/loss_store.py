@@ -14,7 +14,7 @@ overwrites, never a fit whose blocks are gone.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -88,7 +88,7 @@ class InDatabase:
 
 
 # The stores by URL scheme: a new one is a class above and a line here.
-_BY_SCHEME: dict[str, type[InDatabase]] = {"database": InDatabase}
+_BY_SCHEME: dict[str, Callable[[], LossStore]] = {"database": InDatabase}
 
 
 def loss_store_for(url: str) -> LossStore:
