@@ -32,7 +32,7 @@ def request_key() -> str | None:
 
 
 def _earlier(
-    session: so.Session, model: type[T], tenant: str, key: str, request_digest: str, earlier: Earlier
+    session: so.Session, model: type[T], tenant: str, key: str, request_digest: str | None, earlier: Earlier
 ) -> T | None:
     found = session.scalars(sa.select(model).where(model.tenant == tenant, model.idempotency_key == key)).first()
     if found is not None and found.request_digest != request_digest:
@@ -48,7 +48,7 @@ def insert_or_replay(
     model: type[T],
     tenant: str,
     key: str | None,
-    request_digest: str,
+    request_digest: str | None,
     *,
     admit: Callable[[so.Session], None],
     insert: Callable[[so.Session], T],

@@ -2,8 +2,9 @@
 
 from services.api import create_app
 from services.api.memory import prepare_for_large_bodies
-from shared.runtime import logs
+from shared.runtime import collector, logs
 
 prepare_for_large_bodies()
 logs.configure("api")
 app = create_app()
+collector.settle_after_start()

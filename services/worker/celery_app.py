@@ -17,7 +17,7 @@ from celery.signals import setup_logging, worker_init, worker_process_init
 from migrations.apply import SchemaNotAtHead, require_head
 from services.worker import fairness, reconciler, runner, webhooks
 from services.worker.engine import pick_device
-from shared.runtime import logs
+from shared.runtime import collector, logs
 from shared.runtime.queue import DELIVER_WEBHOOKS, RECONCILE, RUN_CHUNK, make_celery, queue_depth
 from shared.runtime.settings import get_settings
 from shared.runtime.wakeups import PendingMark
@@ -79,6 +79,7 @@ def _init_process(**_: object) -> None:
     device = pick_device(settings.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     log.info("engine device: %s (%s; CALIB_DEVICE=%s)", device, name, settings.device)
+    collector.settle_after_start()  # a chunk of 10,000 fits allocates as a batch's POST does
 
 
 @app.task(name=RUN_CHUNK)

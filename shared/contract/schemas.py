@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -156,7 +157,11 @@ def instrument_name(text: str) -> str | None:
 def has_control_characters(text: str) -> bool:
     """NUL and the other C0 controls and DEL: no database column or label filter takes NUL, and
     the rest have no place in a name a person reads."""
-    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+    return _CONTROL_CHARACTER.search(text) is not None
+
+
+# One regex search, not a Python loop per character: a 10,000-series batch checks 20,000 labels.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _learning_rate(value: Any) -> float | str:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from shared.runtime import failpoints
-from shared.store.models import Fit
+from shared.store.models import Batch, Fit
 
 FIT = {
     "t_u": [35.7, 55.9, 58.2, 81.9],
@@ -49,6 +49,25 @@ def test_an_idempotency_key_compares_the_request_not_its_spelling(client: FlaskC
     b1 = client.post("/v1/batches", json=batch, headers={"Idempotency-Key": "b"})
     b2 = client.post("/v1/batches", json={"fits": [respelled | {"epochs": 100}]}, headers={"Idempotency-Key": "b"})
     assert (b1.status_code, b2.status_code) == (202, 200) and b1.get_json()["id"] == b2.get_json()["id"]
+
+
+def test_only_a_keyed_request_is_fingerprinted_and_a_key_matches_only_keyed_requests(client: FlaskClient) -> None:
+    # The fingerprint's one reader is the key (a 10,000-fit batch's costs a fifth of a second).
+    batch = {"fits": [FIT, FIT | {"epochs": 10}]}
+    plain_fit = client.post("/v1/fits", json=FIT).get_json()
+    plain_batch = client.post("/v1/batches", json=batch).get_json()
+    keyed_fit = client.post("/v1/fits", json=FIT, headers={"Idempotency-Key": "f"})
+    keyed_batch = client.post("/v1/batches", json=batch, headers={"Idempotency-Key": "b"})
+    assert (keyed_fit.status_code, keyed_batch.status_code) == (202, 202)
+    assert keyed_fit.get_json()["id"] != plain_fit["id"] and keyed_batch.get_json()["id"] != plain_batch["id"]
+    with client.application.extensions["calib"].db.session() as session:
+        digests = dict(session.execute(sa.select(Fit.id, Fit.request_digest).where(Fit.batch_id.is_(None))).all())
+        batch_digests = dict(session.execute(sa.select(Batch.id, Batch.request_digest)).all())
+    assert digests[plain_fit["id"]] is None and len(digests[keyed_fit.get_json()["id"]] or "") == 64
+    assert batch_digests[plain_batch["id"]] is None and len(batch_digests[keyed_batch.get_json()["id"]] or "") == 64
+    replayed = client.post("/v1/batches", json=batch, headers={"Idempotency-Key": "b"})
+    assert replayed.status_code == 200 and replayed.get_json()["id"] == keyed_batch.get_json()["id"]
+    assert client.post("/v1/batches", json={"fits": [FIT]}, headers={"Idempotency-Key": "b"}).status_code == 409
 
 
 def test_a_committed_fit_is_202_even_if_its_publish_fails(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
