@@ -28,6 +28,7 @@ from migrations.apply import upgrade
 from services.api.submit import fit_rows
 from services.worker import runner, store
 from shared.contract.schemas import BatchCreate, FitCreate
+from shared.runtime import collector
 from shared.runtime.settings import Settings
 from shared.store import loss_blocks
 from shared.store.bulk import insert_rows
@@ -95,6 +96,7 @@ def main() -> None:
     parser.add_argument("--fits", type=int, default=10_000)
     parser.add_argument("--embedded", action="store_true", help="a SQLite file instead of PostgreSQL")
     args = parser.parse_args()
+    collector.settle_after_start()  # as the API and the workers do once started
     with tempfile.TemporaryDirectory(prefix="calib-profile-") as tmp:
         if args.embedded:
             seconds = profile(Settings(data_dir=Path(tmp)), args.fits)

@@ -15,6 +15,7 @@ import json
 import statistics
 import tempfile
 import time
+import uuid
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -74,21 +75,25 @@ def csv_body(fits: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def batch_to_completed(http: httpx.Client, fits: int, timeout: float = 600, csv: bool = False) -> dict[str, float]:
-    """batch_body(fits) (or, `csv`, csv_body(fits)), from POST to `completed`."""
+def batch_to_completed(
+    http: httpx.Client, fits: int, timeout: float = 600, csv: bool = False, key: bool = False
+) -> dict[str, float]:
+    """batch_body(fits) (or, `csv`, csv_body(fits)), from POST to `completed`; with `key`, under an
+    Idempotency-Key (a pipeline that retries sends one: the request is then fingerprinted)."""
     content = csv_body(fits) if csv else None
     body = None if csv else batch_body(fits)
+    keyed = {"Idempotency-Key": f"benchmark-{uuid.uuid4()}"} if key else {}
     start = time.perf_counter()
     if content is not None:
         r = http.post(
             "/v1/batches",
             params={"epochs": 5000, "learning_rate": 1e-2, "input_scale": 0.1},
             content=content,
-            headers={"Content-Type": "text/csv"},
+            headers={"Content-Type": "text/csv", **keyed},
             timeout=120,
         )
     else:
-        r = http.post("/v1/batches", json=body, timeout=120)
+        r = http.post("/v1/batches", json=body, headers=keyed, timeout=120)
     r.raise_for_status()
     accepted = time.perf_counter() - start
     batch = r.json()
@@ -112,6 +117,7 @@ def main() -> None:
     parser.add_argument("--start", choices=["postgres", "embedded"], help="start the service on fresh databases")
     parser.add_argument("--csv", action="store_true", help="the batch as CSV, each series an instrument")
     parser.add_argument("--pooler", action="store_true", help="with --start postgres: through PgBouncer")
+    parser.add_argument("--key", action="store_true", help="the batch under an Idempotency-Key")
     args = parser.parse_args()
     with ExitStack() as cleanup:
         if args.start:
@@ -135,11 +141,11 @@ def main() -> None:
             submit_to_succeeded(http)  # warm-up: worker imports, connection pools
             times = [submit_to_succeeded(http) for _ in range(args.n)]
             polled = sorted(submit_to_succeeded(http, wait=False) * 1000 for _ in range(args.n))
-            batch = batch_to_completed(http, args.batch, csv=args.csv) if args.batch else None
+            batch = batch_to_completed(http, args.batch, csv=args.csv, key=args.key) if args.batch else None
     ms = sorted(t * 1000 for t in times)
     if batch:
         print(
-            f"{'CSV ' if args.csv else ''}batch of {args.batch} fits x 5000 epochs: "
+            f"{'CSV ' if args.csv else ''}batch of {args.batch} fits x 5000 epochs{' (keyed)' if args.key else ''}: "
             f"accepted in {batch['accepted_s']:.2f} s, "
             f"completed with all losses stored in {batch['completed_s']:.2f} s"
         )
