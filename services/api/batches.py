@@ -53,7 +53,7 @@ Fits = Callable[[], Iterator[tuple[list[Any], dict[str, Any]]]]
 
 @dataclasses.dataclass
 class Checked:
-    """A batch's fits, every one valid: how many, their instruments, their fingerprint so far, and
+    """A batch's fits, every one valid: how many, their instruments, their fingerprint (under a key), and
     how to read them again (validated a slice at a time when they are stored: a 50,000-fit batch
     never holds 50,000 validated models). A batch of one slice keeps its models from the check:
     validating them twice would only make small batches slower."""
@@ -77,7 +77,7 @@ class Checked:
 def _checked(defaults: dict[str, Any], fits: Fits, count: int, svc: Services, *, keyed: bool = False) -> Checked:
     """Validate every one of the `count` fits before anything is stored; 422 names each bad one.
     The batch's fingerprint is taken only when it is `keyed` (an Idempotency-Key is its one reader):
-    a 10,000-fit batch's costs a quarter of a second."""
+    a 10,000-fit batch's fingerprint costs about 0.2 s."""
     context = {"settings": svc.settings}
     try:
         FitOptions.model_validate(defaults, context=context)
