@@ -111,7 +111,7 @@ def _checked(defaults: dict[str, Any], fits: Fits, count: int, svc: Services, *,
         points += len(spec.t_u)
         if worst is None:  # a refused batch needs no fingerprint
             if fingerprint is not None:
-                fingerprint.add(spec)
+                fingerprint.add(spec, sets_own_fields_only=body.keys() <= BatchFingerprint.OWN_FIELDS)
             if spec.instrument:
                 instruments.add(spec.instrument)
             if kept is not None:

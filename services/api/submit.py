@@ -56,11 +56,28 @@ class BatchFingerprint:
     readings as float64 bytes (a fit's arrays are never written out as text), then the batch's
     callback_url."""
 
+    # What a fit of a CSV or Parquet batch sets of its own (and most fits of a JSON batch).
+    OWN_FIELDS = frozenset({"t_u", "t_c", "labels", "instrument"})
+
     def __init__(self) -> None:
         self._sha = hashlib.sha256(b"calib batch 2")
+        self._template: tuple[str, str, str] | None = None
+        self._templated = False
 
-    def add(self, spec: FitCreate) -> None:
-        self._sha.update(_text(fingerprinted(spec, exclude={"t_u", "t_c"})).encode())
+    def add(self, spec: FitCreate, *, sets_own_fields_only: bool = False) -> None:
+        """`sets_own_fields_only`: the fit's body set no field but OWN_FIELDS, so every other field of
+        its spec is the batch's defaults, validated (validation checks a fit's options against its
+        readings but never changes them): the same for each such fit. Its text is then the first
+        such fit's with its own instrument and labels put in: the same text, without dumping and
+        sorting the whole spec again (a 10,000-series batch: about 0.2 s → 0.05 s)."""
+        if sets_own_fields_only and not self._templated:
+            self._template, self._templated = _template(spec), True
+        if sets_own_fields_only and self._template is not None:
+            before, between, after = self._template
+            text = before + _text(spec.instrument) + between + _text(spec.labels) + after
+        else:
+            text = _text(fingerprinted(spec, exclude={"t_u", "t_c"}))
+        self._sha.update(text.encode())
         for values in (spec.t_u, spec.t_c):
             self._sha.update(len(values).to_bytes(8, "little"))
             self._sha.update(pack_f64(values))
@@ -69,6 +86,25 @@ class BatchFingerprint:
         sha = self._sha.copy()
         sha.update(_text(callback).encode())
         return sha.hexdigest()
+
+
+# Stand-ins no spec can hold (a control character is refused in both): where a fit's instrument
+# and labels go in its text.
+_INSTRUMENT, _LABELS = "\x00instrument\x00", "\x00labels\x00"
+
+
+def _template(spec: FitCreate) -> tuple[str, str, str] | None:
+    """The text of `spec` as BatchFingerprint reads it, cut where its instrument and its labels
+    go (its keys sorted: the instrument first), or None where the stand-ins are not found so."""
+    text = _text(fingerprinted(spec, exclude={"t_u", "t_c"}) | {"instrument": _INSTRUMENT, "labels": _LABELS})
+    instrument, labels = _text(_INSTRUMENT), _text(_LABELS)
+    if text.count(instrument) != 1 or text.count(labels) != 1:
+        return None
+    before, rest = text.split(instrument)
+    if labels not in rest:
+        return None
+    between, after = rest.split(labels)
+    return before, between, after
 
 
 def earlier_batch_digest(specs: Iterable[FitCreate], callback: str | None) -> str:

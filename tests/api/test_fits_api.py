@@ -384,6 +384,48 @@ def test_a_batchs_earlier_fingerprint_is_that_of_its_whole_request_hashed_a_fit_
         assert {"model", "u_t_c"}.isdisjoint(fingerprinted(specs[0])) and "model" in specs[0].model_dump()
 
 
+@pytest.mark.parametrize(
+    "defaults",
+    [
+        {},
+        {"epochs": 10, "learning_rate": 0.5, "init": {"w": 2, "b": -1}, "labels": {"site": "north"}},
+        {"epochs": "auto", "max_epochs": 900, "normalize": "standardize", "learning_rate": "auto"},
+        {"optimizer": "adam", "betas": [0.8, 0.9], "eps": 1e-7, "input_scale": 0.1, "normalize": "scale"},
+        {"optimizer": "momentum", "momentum": 0.5, "validation": {"fraction": 0.25, "seed": 3}},
+        {
+            "model": {"kind": "polynomial", "degree": 2},
+            "early_stopping": {"patience": 5},
+            "validation": {"fraction": 0.2},
+        },
+        {"model": {"kind": "line"}, "optimizer": "gd", "gradient": "autograd", "u_t_c": 0.2},
+    ],
+)
+def test_a_batchs_fingerprint_taken_the_quick_way_is_the_same(defaults: dict[str, Any]) -> None:
+    """Fits that set only their readings, labels and instrument are fingerprinted from the first
+    one's text: the digest must be the one a dump of every spec gives."""
+    from services.api.submit import BatchFingerprint
+    from shared.contract.schemas import FitCreate
+
+    t_u = [20.0, 31.5, 40.0, 55.25, 60.0, 72.0, 80.0, 91.0, 99.5, 104.0]
+    bodies = [
+        {"t_u": t_u, "t_c": [0.5 * u - 17 + i / 7 + (u / 100) ** 2 for u in t_u]}
+        | ({"labels": {"series": f"s{i}", "z": 'é"q'}} if i % 3 else {})
+        | ({"instrument": f"sensor-{i}"} if i % 2 else {})
+        for i in range(7)
+    ]
+    quick, full = BatchFingerprint(), BatchFingerprint()
+    for body in bodies:
+        spec = FitCreate.model_validate({**defaults, **body})
+        quick.add(spec, sets_own_fields_only=True)
+        full.add(spec)
+    for callback in (None, "https://hooks.example.com/x"):
+        assert quick.hexdigest(callback) == full.hexdigest(callback)
+    other = BatchFingerprint()
+    for body in bodies[:-1] + [bodies[-1] | {"labels": {"series": "s6", "z": "other"}}]:
+        other.add(FitCreate.model_validate({**defaults, **body}), sets_own_fields_only=True)
+    assert other.hexdigest(None) != quick.hexdigest(None)
+
+
 def test_idempotency_keys_of_batches_stored_with_the_earlier_fingerprint_keep_matching(
     client: FlaskClient,
 ) -> None:
