@@ -73,12 +73,13 @@ class Stack:
         self.token = ""
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
-    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, command: list[str], first: bool = False) -> subprocess.Popen[bytes]:
+        """`first`: the API, which tests find at children[0] (even when it starts again on another port)."""
         with (self.logs / f"{name}.log").open("ab") as log:
             child = subprocess.Popen(
                 processes.resolve(command), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        self.children.append(child)
+        self.children.insert(0 if first else len(self.children), child)
         return child
 
     def start(self) -> Stack:
@@ -97,7 +98,7 @@ class Stack:
         self.http.headers["Authorization"] = f"Bearer {self.token}"
         # The API and the workers start together: the workers (torch, Celery) take longer than the
         # API, and nothing of theirs waits on it. About 1.5 s less per stack, a few dozen stacks a suite.
-        api = self._spawn("api", self._api_command())
+        api = self._spawn("api", self._api_command(), first=True)
         for _ in range(self.workers):
             self.add_worker()
         for _ in range(self.deliveries):
@@ -129,8 +130,7 @@ class Stack:
             self.port = free_port()
             self.url = f"http://127.0.0.1:{self.port}"
             self.http.base_url = httpx.URL(self.url)
-            api = self._spawn("api", self._api_command())
-            self.children.insert(0, self.children.pop())
+            api = self._spawn("api", self._api_command(), first=True)
         raise RuntimeError(f"the API found no free port in {attempts} tries; see {self.logs}")
 
     def _answers_as_this_stack(self, api: subprocess.Popen[bytes], timeout: float = 60) -> bool:

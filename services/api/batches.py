@@ -111,7 +111,7 @@ def _checked(defaults: dict[str, Any], fits: Fits, count: int, svc: Services, *,
         points += len(spec.t_u)
         if worst is None:  # a refused batch needs no fingerprint
             if fingerprint is not None:
-                fingerprint.add(spec, sets_own_fields_only=body.keys() <= BatchFingerprint.OWN_FIELDS)
+                fingerprint.add(spec, given=body.keys())
             if spec.instrument:
                 instruments.add(spec.instrument)
             if kept is not None:
@@ -270,10 +270,8 @@ def create_batch() -> tuple[dict[str, Any], int, dict[str, str]]:
 
 def _create_batch(svc: Services) -> tuple[dict[str, Any], int, dict[str, str]]:
     key = request_key()
-    if request.mimetype in ("text/csv", parquet.MEDIA_TYPE):
-        checked, ask, callback = _from_long_table(svc, keyed=key is not None)
-    else:
-        checked, ask, callback = _from_json(svc, keyed=key is not None)
+    read = _from_long_table if request.mimetype in ("text/csv", parquet.MEDIA_TYPE) else _from_json
+    checked, ask, callback = read(svc, keyed=key is not None)
     tenant = current_tenant()
     size = svc.settings.chunk_size
     chunks = [new_id() for _ in range(0, checked.count, size)]
