@@ -53,7 +53,8 @@ log = logging.getLogger("calib.worker")
 
 # Bound on one block's (fits x epochs) losses: 32 million, 128 MB of float32.
 _BLOCK_CELLS = 32_000_000
-# The iterative engine's blocks: a multiple of its stopping window, sized to take about this long.
+# The iterative engine's blocks: a multiple of its stopping window, sized to take about this long
+# and cut there when the machine slows down meanwhile.
 _BLOCK_SECONDS = 1.0
 _WINDOW = 64
 
@@ -483,7 +484,7 @@ def _run_iterative(work: Work, fits: list[store.ClaimedFit], device: torch.devic
     epochs = _WINDOW
     while not engine.done:
         started = time.perf_counter()
-        block = engine.run(epochs)
+        block = engine.run(epochs, seconds=_BLOCK_SECONDS)
         per_epoch = (time.perf_counter() - started) / max(1, block.last - block.first + 1)
         ended = block.ended.cpu().numpy()
         if any(fit.epochs_auto for fit in fits):

@@ -85,6 +85,20 @@ def test_resumed_in_blocks_equals_one_run(kind: str) -> None:
         assert float(first.w[i]) == float(whole.w[i])
 
 
+def test_a_block_cut_by_its_time_ends_on_a_window_and_goes_on_unchanged() -> None:
+    """A block given no time ends at its first stopping window; the next one goes on from there
+    and the losses are those of one run (the runner cuts blocks when the machine slows down)."""
+    whole = _engine("adam", [0, 1, 2, 3]).complete()
+    engine = _engine("adam", [0, 1, 2, 3])
+    cut = engine.run(64 * 100, seconds=0.0)
+    assert (cut.first, cut.last) == (1, 64) and engine.epoch == 64
+    rest = engine.run(128, seconds=60.0)
+    assert (rest.first, rest.last) == (65, 192)
+    torch.testing.assert_close(
+        torch.cat([cut.losses, rest.losses], dim=1), whole.losses(1, 192, torch.float32), equal_nan=True, rtol=0, atol=0
+    )
+
+
 def test_a_block_reports_divergence_and_the_fits_that_ended() -> None:
     x = np.array([35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4])
     y = np.array([0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0])

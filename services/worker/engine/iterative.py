@@ -43,6 +43,7 @@ costs nothing extra in a vector program), but nothing of it past its stop is kep
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -177,11 +178,15 @@ class Iterative:
     def done(self) -> bool:
         return bool(self.ended.all())
 
-    def run(self, epochs: int) -> Block:
+    def run(self, epochs: int, seconds: float | None = None) -> Block:
         """Advance up to `epochs` epochs (a multiple of _STOP_WINDOW, so blocks and the stopping rule's
-        windows line up) or until every fit has reached its last epoch; returns the block."""
+        windows line up) or until every fit has reached its last epoch; returns the block.
+        `seconds`: end the block at the first window boundary past this much wall time, so a block
+        sized on a quiet machine still ends on time when the machine gets busy (cancellation and
+        progress are seen between blocks)."""
         if epochs % _STOP_WINDOW:
             raise ValueError(f"blocks are a multiple of {_STOP_WINDOW} epochs")
+        deadline = None if seconds is None else time.perf_counter() + seconds
         first = self.epoch + 1
         last = min(self.epoch + epochs, self._needed())
         size, dev = self.batch.size, self.p.device
@@ -199,6 +204,8 @@ class Iterative:
                 )
                 if epoch >= self._needed():
                     break  # every fit still open has reached its last epoch
+            if deadline is not None and epoch % _STOP_WINDOW == 0 and time.perf_counter() > deadline:
+                break
         last = epoch
         losses = losses[: last - first + 1]
         val_losses = None if val_losses is None else val_losses[: last - first + 1]
