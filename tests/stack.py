@@ -58,7 +58,13 @@ def peak_rss(pid: int) -> int:
 
 class Stack:
     def __init__(
-        self, env: dict[str, str], logs: Path, workers: int = 1, tenant: str = "e2e", deliveries: int | None = None
+        self,
+        env: dict[str, str],
+        logs: Path,
+        workers: int = 1,
+        tenant: str = "e2e",
+        deliveries: int | None = None,
+        api_processes: int = 2,
     ) -> None:
         self.env = {**os.environ, **env}
         self.logs = logs
@@ -70,6 +76,10 @@ class Stack:
         # are allowed at all, none elsewhere (each is one more process to start).
         self.deliveries = deliveries if deliveries is not None else int(bool(env.get("CALIB_WEBHOOK_ALLOWED_HOSTS")))
         self.tenant = tenant
+        # gunicorn processes: 2 as served (`calib up`, docker-compose). A stack whose test is about the
+        # workers takes 1: each API process costs about 2 s of CPU to start, and the fault modules
+        # start a few dozen stacks.
+        self.api_processes = api_processes
         self.token = ""
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
@@ -110,7 +120,7 @@ class Stack:
 
     def _api_command(self) -> list[str]:
         embedded = not self.env.get("CALIB_DATABASE_URL")
-        return processes.api_command(f"127.0.0.1:{self.port}", workers=2, embedded=embedded)
+        return processes.api_command(f"127.0.0.1:{self.port}", workers=self.api_processes, embedded=embedded)
 
     def _confirm_api(self, api: subprocess.Popen[bytes], attempts: int = 3) -> None:
         """The API (children[0]) answering on its port as this stack. free_port() releases the

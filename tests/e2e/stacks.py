@@ -44,10 +44,20 @@ def noisy_fits(count: int, epochs: int, seed: int = 0) -> list[dict[str, Any]]:
 
 @contextmanager
 def running(
-    kind: str, tmp: Path, workers: int, redis_url: str = "", deliveries: int | None = None, **env: str
+    kind: str,
+    tmp: Path,
+    workers: int,
+    redis_url: str = "",
+    deliveries: int | None = None,
+    api_processes: int = 1,
+    **env: str,
 ) -> Iterator[Stack]:
+    """A stack of its own for a test about the workers (faults, fairness, wake-ups): one API process
+    unless the test is about the API's (Stack.api_processes)."""
     with backend_env(kind, tmp, redis_url) as base:
-        stack = Stack({**base, **FAST, **env}, tmp / "logs", workers=workers, deliveries=deliveries).start()
+        stack = Stack(
+            {**base, **FAST, **env}, tmp / "logs", workers=workers, deliveries=deliveries, api_processes=api_processes
+        ).start()
         try:
             yield stack
         finally:

@@ -23,7 +23,7 @@ FIT = {"t_u": T_U, "t_c": T_C, "epochs": 100, "input_scale": 0.1}
 
 @pytest.mark.parametrize("kind", ["embedded", "postgres"])
 def test_the_api_stops_promptly_and_answers_what_is_in_flight(kind: str, tmp_path: Path) -> None:
-    with running(kind, tmp_path, workers=0) as stack:
+    with running(kind, tmp_path, api_processes=2, workers=0) as stack:
         fit = stack.submit(FIT)  # no worker runs: it stays queued, so ?wait= answers after its seconds
         idle = httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {stack.token}"})
         assert idle.get("/healthz").status_code == 200  # its connection stays open, idle, in the pool

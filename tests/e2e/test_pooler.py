@@ -57,7 +57,7 @@ def _server_connections(url: str) -> int:
 
 
 def test_the_service_runs_through_pgbouncer_in_transaction_mode(tmp_path: Path) -> None:
-    with running("pooled", tmp_path, workers=2, CALIB_RATE_LIMIT="100000/second") as stack:
+    with running("pooled", tmp_path, api_processes=2, workers=2, CALIB_RATE_LIMIT="100000/second") as stack:
         pooled, direct = stack.env["CALIB_DATABASE_URL"], stack.env["CALIB_DIRECT_DATABASE_URL"]
         assert sa.make_url(pooled).port != sa.make_url(direct).port
         before = _stats(pooled)

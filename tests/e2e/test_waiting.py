@@ -26,7 +26,7 @@ def test_many_waits_stay_open_cheaply_and_all_answer_when_the_fit_ends(kind: str
     # One tenant's waits, as many as the process model allows: the slots per tenant are opened up
     # (test_one_tenant_cannot_take_every_slot checks the defaults).
     room = {"CALIB_MAX_WAITS_PER_TENANT": "1000", "CALIB_MAX_WAITS": "1000"}
-    with running(kind, tmp_path, workers=0, CALIB_RATE_LIMIT="100000/second", **room) as stack:
+    with running(kind, tmp_path, api_processes=2, workers=0, CALIB_RATE_LIMIT="100000/second", **room) as stack:
 
         async def scenario() -> None:
             limits = httpx.Limits(max_connections=WAITS[kind] + 10)
@@ -60,7 +60,7 @@ def test_one_tenant_cannot_take_every_slot(kind: str, tmp_path: Path) -> None:
     PostgreSQL; 2 processes) gets the rest answered at once with the state now; another tenant's
     waits are still held, and its POST answered at once."""
     per_tenant = {"embedded": 8, "postgres": 200}[kind]
-    with running(kind, tmp_path, workers=0, CALIB_RATE_LIMIT="100000/second") as stack:
+    with running(kind, tmp_path, api_processes=2, workers=0, CALIB_RATE_LIMIT="100000/second") as stack:
         other_token = stack.create_token("patient")
 
         async def scenario() -> None:

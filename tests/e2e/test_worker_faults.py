@@ -118,6 +118,7 @@ def test_postgresql_going_away_during_a_batch_fails_nothing(tmp_path: Path) -> N
             },
             tmp_path / "logs",
             workers=2,
+            api_processes=1,
         ).start()
         try:
             fits = noisy_fits(40, 6000)
