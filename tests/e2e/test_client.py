@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +17,7 @@ import pytest
 from services.client import CalibError, Client, WouldDiverge
 from tests.conftest import DATA, ROOT
 from tests.stack import Stack
-from tests.venvs import bare_venv, run_alone
+from tests.venvs import bare_venv, pip, run_alone
 
 REFERENCE = json.loads((DATA / "thermometer.json").read_text())
 T_U, T_C = REFERENCE["t_u"], REFERENCE["t_c"]
@@ -182,8 +181,7 @@ with Client(sys.argv[1], token=sys.argv[2]) as calib:
 def test_the_client_installed_alone_submits_and_waits(stack: Stack, tmp_path: Path) -> None:
     """`pip install ./services/client` into a bare venv: httpx and nothing of the server."""
     bare = bare_venv(tmp_path / "venv", str(ROOT / "services" / "client"))
-    listed = subprocess.run([str(bare / "pip"), "list", "--format=json"], capture_output=True, text=True)
-    installed = {package["name"].lower() for package in json.loads(listed.stdout)}
+    installed = {package["name"].lower() for package in json.loads(pip(bare, "list", "--format=json"))}
     assert "calib-client" in installed and not installed & {"calib", "numpy", "sqlalchemy", "torch", "flask"}
     script = INSTALLED_ALONE.format(t_u=T_U, t_c=T_C)
     stdout = run_alone(bare, script, stack.url, stack.token, cwd=tmp_path, timeout=120)
