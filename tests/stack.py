@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from migrations.apply import upgrade
 from services.cli import processes
@@ -259,6 +260,16 @@ class Stack:
                 return batch
             time.sleep(0.05)
         raise TimeoutError(f"batch {batch_id} did not end in {timeout} s")
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """/metrics, summed over the API's processes, as {(name, its labels sorted): value}."""
+        r = self.http.get("/metrics", headers={"Authorization": ""})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(r.text)
+            for s in family.samples
+        }
 
     def losses(self, fit_id: str) -> list[float]:
         out: list[float] = []

@@ -4,6 +4,7 @@
 - calib_http_requests_total{method,route,status} and calib_http_request_duration_seconds{method,route},
   counted in each gunicorn process and summed at scrape time (prometheus_client's multiprocess
   mode; services/gunicorn_conf.py sets its directory);
+- calib_waiting_requests, the `?wait=` requests open now (services/api/waiting.py), summed the same way;
 - calib_fits{status} and calib_queue_depth, read from the database and the broker at scrape time;
 - the workers' counters (chunk and fit durations, fits finished by status, epochs), which the
   workers add to the database after each chunk (shared/store/worker_metrics.py): Celery workers are

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from prometheus_client import Gauge
+
 from shared.runtime import wakeups
 from shared.store import ended
 from shared.store.db import Database
@@ -24,6 +26,12 @@ from shared.store.db import Database
 log = logging.getLogger("calib.api")
 
 T = TypeVar("T")
+
+# Requests waiting now, summed over the API's processes at scrape time ("livesum": a process that
+# exited counts no more): how full the wait slots are, for operators and the tests that open many.
+WAITING = Gauge(
+    "calib_waiting_requests", "Requests waiting for a fit or a batch to end (?wait=)", multiprocess_mode="livesum"
+)
 
 # Without notifications (SQLite, or while the listener reconnects) a waiter reads again after
 # 10 ms, then half as often again each time up to every 0.1 s: a fit that ends within tens of
@@ -66,9 +74,11 @@ class Waits:
         `tenant` has a slot to wait in; else now)."""
         if seconds is None or not self._take(tenant):
             return read()[0]
+        WAITING.inc()
         try:
             return self.until(key, read, seconds)
         finally:
+            WAITING.dec()
             self._give(tenant)
 
     def _take(self, tenant: str) -> bool:

@@ -8,8 +8,6 @@ import json
 import time
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.stack import Stack
 
 # Its own stack (tests/e2e/conftest.py): it reads process-wide figures (metrics, the queue, the workers).
@@ -17,16 +15,6 @@ OWN_STACK = True
 
 T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
 T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
-
-
-def samples(stack: Stack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    r = stack.http.get("/metrics", headers={"Authorization": ""})
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(r.text)
-        for s in family.samples
-    }
 
 
 def value(found: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
@@ -40,13 +28,13 @@ def json_lines(path: Any) -> list[dict[str, Any]]:
 
 def test_metrics_of_requests_fits_queue_and_workers(stack: Stack) -> None:
     fit = stack.wait(stack.submit({"t_u": T_U, "t_c": T_C, "epochs": 500, "input_scale": 0.1})["id"])
-    before = samples(stack)
+    before = stack.metrics()
     route = "/v1/fits/<fit_id>"
     for _ in range(20):  # spread over both gunicorn processes; /metrics must sum them
         assert stack.http.get(f"/v1/fits/{fit['id']}").status_code == 200
     # Fits by status are read at most every CALIB_QUEUE_SNAPSHOT_SECONDS (2 s) per process.
     time.sleep(2.1)
-    after = samples(stack)
+    after = stack.metrics()
     assert (
         value(after, "calib_http_requests_total", method="GET", route=route, status="200")
         == value(before, "calib_http_requests_total", method="GET", route=route, status="200") + 20
@@ -63,7 +51,7 @@ def test_metrics_of_requests_fits_queue_and_workers(stack: Stack) -> None:
     assert value(after, "calib_fit_duration_seconds_bucket", le="+Inf") == fit_count >= 1
     unauthorised = stack.http.get("/v1/fits", headers={"Authorization": "Bearer calib_nobody"})
     assert unauthorised.status_code == 401
-    assert value(samples(stack), "calib_http_requests_total", method="GET", route="/v1/fits", status="401") >= 1
+    assert value(stack.metrics(), "calib_http_requests_total", method="GET", route="/v1/fits", status="401") >= 1
 
 
 def test_json_logs_follow_a_fit_from_its_request_to_its_worker(stack: Stack) -> None:

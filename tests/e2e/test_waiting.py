@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.ledger import wait_until
 from tests.e2e.stacks import T_C, T_U, running
 
 pytestmark = pytest.mark.e2e
@@ -19,6 +20,7 @@ FIT = {"t_u": T_U, "t_c": T_C, "epochs": 5000, "learning_rate": 1e-2, "input_sca
 # however unevenly 30 waits land, a thread is free somewhere to answer the others (with more
 # connections than threads, 30 waits kept a POST behind them for 57 s in one run of three).
 WAITS = {"postgres": 300, "embedded": 30}
+WAITING = ("calib_waiting_requests", ())
 
 
 @pytest.mark.parametrize("kind", ["embedded", "postgres"])
@@ -37,19 +39,26 @@ def test_many_waits_stay_open_cheaply_and_all_answer_when_the_fit_ends(kind: str
                     asyncio.create_task(http.get(f"/v1/fits/{fit['id']}", params={"wait": 60}))
                     for _ in range(WAITS[kind])
                 ]
-                await asyncio.sleep(3)  # every wait is open: no worker runs, the fit stays queued
+                # Every wait open (the API's own count), not a guess at how long 300 take to arrive:
+                # on a loaded machine the last ones were still being read after 3 s, and the POST
+                # below queued behind them. No worker runs, so the fit stays queued.
+                await asyncio.to_thread(
+                    wait_until, lambda: stack.metrics()[WAITING] == WAITS[kind], 60, "every wait is open"
+                )
                 assert not any(wait.done() for wait in waits)
                 # Meanwhile the API answers everyone else at once.
                 started = time.monotonic()
                 other = await http.post("/v1/fits", json=FIT)
                 health = await http.get("/healthz")
                 assert other.status_code == 202 and health.status_code == 200
+                print(f"[{kind}] others answered in {time.monotonic() - started:.2f} s")  # (-s)
                 assert time.monotonic() - started < 2.0
                 # A worker starts and runs the fit (and the other, coalesced): every wait answers.
                 await asyncio.to_thread(stack.add_worker)
                 answers = await asyncio.gather(*waits)
                 assert {answer.status_code for answer in answers} == {200}
                 assert {answer.json()["status"] for answer in answers} == {"succeeded"}
+                assert stack.metrics()[WAITING] == 0  # each counted out as it answered
 
         asyncio.run(scenario())
 
@@ -85,6 +94,13 @@ def test_one_tenant_cannot_take_every_slot(kind: str, tmp_path: Path) -> None:
                     answered = [wait for wait in hog if wait.done()]
                 assert len(answered) >= many - 2 * per_tenant
                 assert {(await wait).json()["status"] for wait in answered} == {"queued"}
+                # And every one not answered held (the API's count), before the other tenant is timed.
+                await asyncio.to_thread(
+                    wait_until,
+                    lambda: stack.metrics()[WAITING] == sum(not wait.done() for wait in hog),
+                    60,
+                    "every wait not answered is held",
+                )
                 started = time.monotonic()
                 patient = asyncio.create_task(http.get(f"/v1/fits/{other['id']}", params={"wait": 30}, headers=theirs))
                 posted = await http.post("/v1/fits", json=FIT, headers=theirs)

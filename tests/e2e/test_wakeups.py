@@ -13,7 +13,6 @@ import httpx
 import psycopg
 import pytest
 import redis
-from prometheus_client.parser import text_string_to_metric_families
 
 from shared.runtime.queue import QUEUE
 from tests.e2e.stacks import T_C, T_U, running
@@ -27,16 +26,6 @@ FIT = {"t_u": T_U, "t_c": T_C, "epochs": 300, "learning_rate": 1e-2, "input_scal
 CHUNK_SIZE = 8
 # The reconciler, which would publish what no message woke, is kept out of the test's time.
 NO_RECONCILER = {"CALIB_UNDISPATCHED_AFTER_SECONDS": "600", "CALIB_REDISPATCH_AFTER_SECONDS": "600"}
-
-
-def _chunks_run(url: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == "calib_chunk_duration_seconds_count"
-    )
 
 
 def test_a_burst_publishes_a_few_messages_and_one_worker_drains_it(tmp_path: Path) -> None:
@@ -74,5 +63,5 @@ def test_a_burst_publishes_a_few_messages_and_one_worker_drains_it(tmp_path: Pat
             assert {fit["status"] for fit in ended} == {"succeeded"}
             assert list(listener.notifies(timeout=0.5, stop_after=1)) == []
         # Every fit ran, CHUNK_SIZE at a claim, from those few messages: the worker drained the queue.
-        assert _chunks_run(stack.url) >= BURST / CHUNK_SIZE
+        assert stack.metrics()[("calib_chunk_duration_seconds_count", ())] >= BURST / CHUNK_SIZE
         assert broker.llen(QUEUE) == 0
