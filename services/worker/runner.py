@@ -41,6 +41,7 @@ from services.worker.engine.models import DISTANCE_LINE, LINE, Model, model_of
 from services.worker.engine.stopping import StopRule
 from services.worker.transient import is_transient, retrying
 from shared.domain.convergence import VectorVerdict, Verdict, vector_verdict, verdict
+from shared.domain.finite import finite_or_none
 from shared.domain.functions import function_of
 from shared.domain.splits import split
 from shared.runtime import failpoints, logs
@@ -558,8 +559,8 @@ def _outcome(
         "epochs_done": done,
         "finished_at": utcnow(),
         "epochs_needed": fit.epochs_needed,
-        "last_epoch_loss": _finite_or_none(tail[-1]) if len(tail) else None,
-        "last_epoch_val_loss": _finite_or_none(val_tail[-1]) if val_tail is not None and len(val_tail) else None,
+        "last_epoch_loss": finite_or_none(tail[-1]) if len(tail) else None,
+        "last_epoch_val_loss": finite_or_none(val_tail[-1]) if val_tail is not None and len(val_tail) else None,
     }
     if diverged_at:
         # No line is returned, so no loss belongs to one; the last finite epoch's stays.
@@ -584,15 +585,11 @@ def _outcome(
         **base,
         "status": SUCCEEDED,
         **line,
-        "loss": _finite_or_none(ends.loss[i]),
-        "val_loss": _finite_or_none(ends.val_loss[i]) if fit.held_out else None,
+        "loss": finite_or_none(ends.loss[i]),
+        "val_loss": finite_or_none(ends.val_loss[i]) if fit.held_out else None,
         "stop_reason": reason,
         "converged": found.converged,
         "gap_se_w": found.gap_se_w,
         "gap_se_b": found.gap_se_b,
         "excess_loss": found.excess_loss,
     }
-
-
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None

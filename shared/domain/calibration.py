@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shared.domain.finite import finite_or_none
+
 
 @dataclass(frozen=True)
 class DataStats:
@@ -44,10 +46,6 @@ class DataStats:
     t_c_var: float | None = None
 
 
-def _finite(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
 # A fit's readings: as the request gave them, or as numpy arrays once split.
 Values = Sequence[float] | np.ndarray
 
@@ -67,7 +65,7 @@ def data_stats(
     shift = np.zeros_like(scale) if input_shift is None else np.asarray(input_shift, dtype=np.float64)
 
     # Data near float64's limits overflows below (squares past 1e308): those figures come out
-    # inf or nan, and _finite reports them as None rather than warn on every request.
+    # inf or nan, and finite_or_none reports them as None rather than warn on every request.
     with np.errstate(all="ignore"):
         return _stats(u, c, n, starts, scale, shift)
 
@@ -111,19 +109,19 @@ def _stats(
         dof = n[i] > 2 and determined
         out.append(
             DataStats(
-                lr_max=_finite(lr_max[i]),
-                lr_auto=_finite(lr_auto[i]),
-                condition_number=_finite(condition[i]) if determined else None,
-                w_opt=_finite(w_opt[i]) if determined else None,
-                b_opt=_finite(b_opt[i]) if determined else None,
-                se_w=_finite(se_w[i]) if dof else None,
-                se_b=_finite(se_b[i]) if dof else None,
-                cov_wb=_finite(cov_wb[i]) if dof else None,
-                r2=_finite(r2[i]) if determined and syy[i] > 0 else None,
-                residual_sd=_finite(math.sqrt(s2[i])) if dof else None,
+                lr_max=finite_or_none(lr_max[i]),
+                lr_auto=finite_or_none(lr_auto[i]),
+                condition_number=finite_or_none(condition[i]) if determined else None,
+                w_opt=finite_or_none(w_opt[i]) if determined else None,
+                b_opt=finite_or_none(b_opt[i]) if determined else None,
+                se_w=finite_or_none(se_w[i]) if dof else None,
+                se_b=finite_or_none(se_b[i]) if dof else None,
+                cov_wb=finite_or_none(cov_wb[i]) if dof else None,
+                r2=finite_or_none(r2[i]) if determined and syy[i] > 0 else None,
+                residual_sd=finite_or_none(math.sqrt(s2[i])) if dof else None,
                 t_u_mean=float(mean_u[i]),
                 t_u_sxx=float(sxx[i]),
-                t_c_var=_finite(syy[i] / n[i] if syy[i] > 0 else mean_c[i] ** 2),
+                t_c_var=finite_or_none(syy[i] / n[i] if syy[i] > 0 else mean_c[i] ** 2),
             )
         )
     return out

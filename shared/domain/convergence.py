@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from shared.domain.finite import finite_or_none
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -60,18 +62,14 @@ def verdict(w_raw: float, b_raw: float, optimum: Optimum, tolerance: float) -> V
     if o.w_opt is None or o.b_opt is None or o.t_u_mean is None or not o.t_u_sxx:
         return Verdict(None, None, None, None)
     dw, db = w_raw - o.w_opt, b_raw - o.b_opt
-    excess = _finite(o.t_u_sxx / o.n * dw * dw + (db + dw * o.t_u_mean) ** 2)
+    excess = finite_or_none(o.t_u_sxx / o.n * dw * dw + (db + dw * o.t_u_mean) ** 2)
     if o.has_errors():
         assert o.se_w is not None and o.se_b is not None
-        gap_w, gap_b = _finite(dw / o.se_w), _finite(db / o.se_b)
+        gap_w, gap_b = finite_or_none(dw / o.se_w), finite_or_none(db / o.se_b)
         converged = gap_w is not None and gap_b is not None and abs(gap_w) <= tolerance and abs(gap_b) <= tolerance
         return Verdict(converged, gap_w, gap_b, excess)
     converged = excess is not None and excess <= tolerance**2 * o.loss_scale()
     return Verdict(converged, None, None, excess)
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 @dataclass(frozen=True)
@@ -96,13 +94,13 @@ def vector_verdict(
     if optimum is None or not opt or any(v is None for v in opt) or gram is None:
         return VectorVerdict(None, None, None)
     delta = [p - o for p, o in zip(parameters, opt, strict=True)]
-    excess = _finite(
+    excess = finite_or_none(
         sum(delta[i] * (gram[i][j] or 0.0) * delta[j] for i in range(len(delta)) for j in range(len(delta)))
     )
     covariance = solution.get("covariance")
     u = [covariance[j][j] for j in range(len(delta))] if covariance else []
     if u and all(v is not None and math.isfinite(v) and v > 0 for v in u):
-        gaps = [_finite(d / math.sqrt(v)) for d, v in zip(delta, u, strict=True)]
+        gaps = [finite_or_none(d / math.sqrt(v)) for d, v in zip(delta, u, strict=True)]
         converged = all(g is not None and abs(g) <= tolerance for g in gaps)
         return VectorVerdict(converged, gaps, excess)
     converged = excess is not None and excess <= tolerance**2 * optimum.loss_scale()

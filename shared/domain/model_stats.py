@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from shared.domain.distance_regression import distance_regression
+from shared.domain.finite import finite_or_none
 from shared.domain.functions import Function
 from shared.domain.least_squares import RANK_RTOL, Solutions, chi2_test, solve
 
@@ -125,7 +126,7 @@ def function_stats(
         return found
     # The weights' slope, for the engine to weigh its loss with the same u(R).
     return [
-        dataclasses.replace(stats, weighting=[_finite(float(value)) for value in row])
+        dataclasses.replace(stats, weighting=[finite_or_none(float(value)) for value in row])
         for stats, row in zip(found, first, strict=True)
     ]
 
@@ -148,21 +149,21 @@ def distance_stats(
         design = np.stack([x, np.ones_like(x)], 1)
         lr_max, lr_auto, condition = _preflight((design.T * found.weights) @ design / total)
         raw = np.stack([np.asarray(t_u, dtype=np.float64), np.ones_like(x)], 1)
-        gram = [[_finite(v) for v in row] for row in (raw.T * found.weights) @ raw / total]
+        gram = [[finite_or_none(v) for v in row] for row in (raw.T * found.weights) @ raw / total]
     chi2 = None
     if determined and found.chi2_obs is not None and found.dof > 0:
         p, consistent = chi2_test(np.array([found.chi2_obs]), np.array([found.dof]))
         chi2 = {
-            "chi2_obs": _finite(found.chi2_obs),
+            "chi2_obs": finite_or_none(found.chi2_obs),
             "chi2_dof": found.dof,
-            "chi2_p": _finite(float(p[0])),
+            "chi2_p": finite_or_none(float(p[0])),
             "consistent": bool(consistent[0]),
         }
     covariance = found.covariance if determined and found.dof > 0 else None
     return ModelStats(
         names=("a1", "a0"),
         parameters_opt=[found.w, found.b] if determined else [None, None],
-        covariance=[[_finite(v) for v in row] for row in covariance] if covariance is not None else None,
+        covariance=[[finite_or_none(v) for v in row] for row in covariance] if covariance is not None else None,
         gram=gram,
         residual_sd=found.residual_sd,
         r2=found.r2,
@@ -170,7 +171,7 @@ def distance_stats(
         lr_auto=lr_auto,
         condition_number=condition,
         chi2=chi2,
-        response_var=_finite(float(np.var(np.asarray(t_c, dtype=np.float64)))),
+        response_var=finite_or_none(float(np.var(np.asarray(t_c, dtype=np.float64)))),
     )
 
 
@@ -207,9 +208,9 @@ def _linear_stats(
         covariance = found.covariance[i] if determined and found.dof[i] > 0 else None
         chi2 = (
             {
-                "chi2_obs": _finite(found.chi2_obs[i]),
+                "chi2_obs": finite_or_none(found.chi2_obs[i]),
                 "chi2_dof": int(found.dof[i]),
-                "chi2_p": _finite(found.chi2_p[i]),
+                "chi2_p": finite_or_none(found.chi2_p[i]),
                 "consistent": bool(found.consistent[i]),
             }
             if u_y is not None and determined
@@ -218,16 +219,16 @@ def _linear_stats(
         out.append(
             ModelStats(
                 names=names,
-                parameters_opt=[_finite(v) if determined else None for v in found.parameters[i]],
-                covariance=[[_finite(v) for v in row] for row in covariance] if covariance is not None else None,
-                gram=[[_finite(v) for v in row] for row in raw_gram[i]],
-                residual_sd=_finite(found.residual_sd[i]) if determined else None,
-                r2=_finite(found.r2[i]) if determined else None,
+                parameters_opt=[finite_or_none(v) if determined else None for v in found.parameters[i]],
+                covariance=[[finite_or_none(v) for v in row] for row in covariance] if covariance is not None else None,
+                gram=[[finite_or_none(v) for v in row] for row in raw_gram[i]],
+                residual_sd=finite_or_none(found.residual_sd[i]) if determined else None,
+                r2=finite_or_none(found.r2[i]) if determined else None,
                 lr_max=lr_max,
                 lr_auto=lr_auto,
                 condition_number=condition,
                 chi2=chi2,
-                response_var=_finite(response_var[i]),
+                response_var=finite_or_none(response_var[i]),
             )
         )
     return out
@@ -265,16 +266,12 @@ def _preflight(gram: np.ndarray) -> tuple[float | None, float | None, float | No
         return None, None, None
     singular = smallest <= RANK_RTOL * largest
     return (
-        _finite(2 / largest),
-        _finite(2 / (max(smallest, 0.0) + largest)),
-        None if singular else _finite(largest / smallest),
+        finite_or_none(2 / largest),
+        finite_or_none(2 / (max(smallest, 0.0) + largest)),
+        None if singular else finite_or_none(largest / smallest),
     )
 
 
 def uncertainty_of(variance: float | None) -> float | None:
     """A standard uncertainty from a stored variance (None where there is none, or it is negative)."""
     return math.sqrt(variance) if variance is not None and variance >= 0 else None
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None

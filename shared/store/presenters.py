@@ -23,6 +23,7 @@ from shared.contract.schemas import (
     InstrumentPublic,
     WebhookDeliveryList,
 )
+from shared.domain.finite import finite_or_none
 from shared.domain.functions import Function, function_of
 from shared.domain.model_stats import uncertainty_of
 from shared.domain.predictions import line_covariance
@@ -174,26 +175,22 @@ def _presented(
     B, C, R0), the covariance through the map's Jacobian at the least-squares coefficients, and each
     gap in the presented parameters' standard uncertainties."""
     names, shown, _ = function.presented(np.array([math.nan if v is None else v for v in values]))
-    out_values = [_finite(v) for v in shown]
+    out_values = [finite_or_none(v) for v in shown]
     if not opt or None in opt:
         return list(names), out_values, [], None, None
     at_opt = np.array(opt, dtype=np.float64)
     _, shown_opt, _ = function.presented(at_opt)
-    out_opt = [_finite(v) for v in shown_opt]
+    out_opt = [finite_or_none(v) for v in shown_opt]
     if not covariance or any(v is None for row in covariance for v in row):
         return list(names), out_values, out_opt, None, None
     matrix = function.presented_covariance(at_opt, np.array(covariance, dtype=np.float64))
     u = np.sqrt(np.clip(np.diag(matrix), 0, None))
     shown_gaps = (
-        [_finite(float((v - o) / s)) if s > 0 else None for v, o, s in zip(shown, shown_opt, u, strict=True)]
+        [finite_or_none(float((v - o) / s)) if s > 0 else None for v, o, s in zip(shown, shown_opt, u, strict=True)]
         if gaps is not None
         else None
     )
-    return list(names), out_values, out_opt, [[_finite(v) for v in row] for row in matrix], shown_gaps
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
+    return list(names), out_values, out_opt, [[finite_or_none(v) for v in row] for row in matrix], shown_gaps
 
 
 def _result_common(fit: Fit) -> dict[str, Any]:
@@ -360,7 +357,7 @@ def calibration_parameters(cal: Calibration) -> tuple[list[str], list[float | No
     u: list[float | None] = [None] * len(names)
     if covariance is not None:
         u = [uncertainty_of(float(v)) for v in np.diag(covariance)]
-    return names, [_finite(float(v)) for v in values], u
+    return names, [finite_or_none(float(v)) for v in values], u
 
 
 def instrument_fields(
