@@ -18,13 +18,12 @@ import time
 import numpy as np
 import torch
 
+from benchmarks.service import T_C, T_U
 from services.worker.engine.iterative import Iterative
 from services.worker.engine.series import SeriesBatch
 from shared.contract.optimizers import options_of
 
-T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
-T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
-WINDOW = 64
+WINDOW = 64  # the engine's stopping window: blocks are whole windows
 
 
 def one_block(seconds: float | None, busy: int) -> dict[str, object]:

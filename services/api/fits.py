@@ -12,7 +12,7 @@ from services.api.contract import CSV_TEXT, IDEMPOTENCY_KEY, json_content, opera
 from services.api.extensions import Services, current_services
 from services.api.idempotency import request_key
 from services.api.listing import list_fits_query, query_with
-from services.api.losses import csv_lines, downsample, finite_or_none
+from services.api.losses import csv_lines, downsample, json_floats
 from services.api.memory import TEXT_EXPANSION_PARSED_WHOLE, parsing
 from services.api.predictions import inverse, prediction
 from services.api.problems import Problem
@@ -221,8 +221,8 @@ def get_losses(fit_id: str) -> Any:
             "fit_id": fit.id,
             "epochs_done": done,
             "start": start,
-            "loss": finite_or_none(curves.loss),
-            **({"val_loss": finite_or_none(curves.val_loss)} if curves.val_loss is not None else {}),
+            "loss": json_floats(curves.loss),
+            **({"val_loss": json_floats(curves.val_loss)} if curves.val_loss is not None else {}),
             "next": f"/v1/fits/{fit.id}/losses?{query_with(start=end, limit=limit)}" if more else None,
         },
     )

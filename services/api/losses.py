@@ -3,20 +3,22 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
+from typing import cast
 
 import numpy as np
 
+from shared.domain.finite import finite_or_none
 from shared.store.loss_blocks import Curves
 
 
-def finite_or_none(values: np.ndarray) -> list[float | None]:
-    """JSON has no NaN or infinity: a loss past float32's range is served as null."""
-    out: list[float | None] = values.tolist()
-    if not np.isfinite(values).all():
-        out = [v if v is not None and math.isfinite(v) else None for v in out]
-    return out
+def json_floats(values: np.ndarray) -> list[float | None]:
+    """The array as JSON's numbers: a loss past float32's range is served as null. The check per
+    value runs only where some value is not finite."""
+    listed: list[float] = values.tolist()
+    if np.isfinite(values).all():
+        return cast("list[float | None]", listed)  # no copy: a list of floats is one of floats or None
+    return [finite_or_none(v) for v in listed]
 
 
 def csv_lines(curves: Curves, first_epoch: int = 1) -> Iterator[str]:
@@ -52,8 +54,8 @@ def downsample(curves: Curves, first_epoch: int, points: int) -> list[dict[str, 
         if values is None:
             continue
         values = values.astype(np.float64)
-        columns[prefix + "min"] = finite_or_none(np.minimum.reduceat(values, starts))
-        columns[prefix + "max"] = finite_or_none(np.maximum.reduceat(values, starts))
-        columns[prefix + "last"] = finite_or_none(values[ends - 1])
+        columns[prefix + "min"] = json_floats(np.minimum.reduceat(values, starts))
+        columns[prefix + "max"] = json_floats(np.maximum.reduceat(values, starts))
+        columns[prefix + "last"] = json_floats(values[ends - 1])
     names = list(columns)
     return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
