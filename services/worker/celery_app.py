@@ -31,6 +31,8 @@ logs.configure("worker")
 
 settings = get_settings()
 app = make_celery(settings)
+# Prefork, with a dead pool process noticed within a second (services/worker/pool.py).
+app.conf.worker_pool = "services.worker.pool:SupervisedPrefork"
 app.conf.beat_schedule = {
     "reconcile": {"task": RECONCILE, "schedule": settings.reconcile_every_seconds},
 }
