@@ -8,7 +8,7 @@ costs at most a short delay, never a fit.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from celery import Celery
 
@@ -73,9 +73,12 @@ def make_celery(settings: Settings) -> Celery:
 def queue_depth(app: Celery) -> int | None:
     """Messages waiting in the chunk queue (any kombu transport), or None if the broker does not say."""
     try:
-        with app.connection_for_read() as conn:
-            # kombu's stubs type the channel as StdChannel, which leaves out queue_declare.
-            channel: Any = conn.default_channel
+        # A connection of the app's pool, whose channel stays open between reads: a new connection
+        # was a new broker client, its connect and its PING, each time the API or the reconciler asked.
+        with app.pool.acquire(block=True) as conn:
+            # The stubs type the pool's connection as a Producer, and its channel as StdChannel,
+            # which leaves out queue_declare.
+            channel: Any = cast(Any, conn).default_channel
             return int(channel.queue_declare(queue=QUEUE, passive=True).message_count)
     except Exception as exc:
         # kombu's virtual transports (Redis) answer NOT_FOUND for a queue that holds nothing

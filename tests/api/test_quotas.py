@@ -4,7 +4,9 @@ no worker runs, so accepted fits stay queued and count as in flight)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -162,3 +164,41 @@ def test_submissions_at_the_same_moment_pass_the_quota_one_at_a_time(make_client
         thread.join()
     assert sorted(statuses) == [202] * 3 + [429] * 13, statuses
     assert _stored(a)[0] == 3
+
+
+def test_requests_at_the_same_moment_read_the_queue_once(make_client: Callable[..., FlaskClient]) -> None:
+    """The queue's snapshot (fits by status, the broker's depth) is read by one request when stale;
+    the others answer from it. Every request that came while a read was on its way read again: under
+    50 clients, about 20 reads a refresh per API process."""
+    client = make_client("tenant-a", queue_snapshot_seconds=60.0)
+    svc = client.application.extensions["calib"]
+    # The process's first snapshot, read in the fit's admission before its insert: no fits.
+    assert client.post("/v1/fits", json=FIT).status_code == 202
+    svc.snapshot = replace(svc.snapshot, read_at=time.monotonic() - 3600)  # stale, with a value to answer from
+    reads: list[str] = []
+
+    def counted(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "GROUP BY fits.status" in statement:
+            reads.append(statement)
+
+    sa.event.listen(svc.db.engine, "before_cursor_execute", counted)
+    start = threading.Barrier(8)
+    answers: list[dict[str, int]] = []
+
+    def ask() -> None:
+        start.wait()
+        answers.append(svc.queue_snapshot()[0])
+
+    try:
+        threads = [threading.Thread(target=ask) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sa.event.remove(svc.db.engine, "before_cursor_execute", counted)
+    assert len(reads) == 1
+    # The reader answers what it read; each other request the last snapshot, or the new one if it
+    # came after the read.
+    assert len(answers) == 8 and {"queued": 1} in answers
+    assert all(answer in ({}, {"queued": 1}) for answer in answers), answers
