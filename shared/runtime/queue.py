@@ -75,7 +75,8 @@ def queue_depth(app: Celery) -> int | None:
     try:
         # A connection of the app's pool, whose channel stays open between reads: a new connection
         # was a new broker client, its connect and its PING, each time the API or the reconciler asked.
-        with app.pool.acquire(block=True) as conn:
+        # The publishers share the pool: with every connection out, the depth is unknown after 2 s.
+        with app.pool.acquire(block=True, timeout=2) as conn:
             # The stubs type the pool's connection as a Producer, and its channel as StdChannel,
             # which leaves out queue_declare.
             channel: Any = cast(Any, conn).default_channel
