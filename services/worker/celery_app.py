@@ -74,6 +74,13 @@ def _schema_at_head(**_: object) -> None:
         raise SystemExit(f"calib worker: {exc}") from exc
 
 
+@worker_init.connect
+def _settle_before_the_pool_forks(**_: object) -> None:
+    # A chunk of 10,000 fits allocates as a batch's POST does (shared/runtime/collector.py). Settled
+    # here, in the main process, the pool's processes inherit the frozen heap (settle_after_fork).
+    collector.settle_after_start()
+
+
 @worker_process_init.connect
 def _init_process(**_: object) -> None:
     if settings.torch_threads > 0:
@@ -81,7 +88,7 @@ def _init_process(**_: object) -> None:
     device = pick_device(settings.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     log.info("engine device: %s (%s; CALIB_DEVICE=%s)", device, name, settings.device)
-    collector.settle_after_start()  # a chunk of 10,000 fits allocates as a batch's POST does
+    collector.settle_after_fork()
 
 
 @app.task(name=RUN_CHUNK)

@@ -26,3 +26,12 @@ def settle_after_start() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)
+
+
+def settle_after_fork() -> None:
+    """In a process forked from one that settled (a Celery pool process): what it inherited is
+    frozen already, and the thresholds are inherited too. What came after is frozen with no
+    collection: a collection here walked every inherited object, writing to its header, and so
+    copied each page the fork had shared (about 70 MB and 0.15 s of CPU per pool process with
+    torch imported, measured)."""
+    gc.freeze()
