@@ -32,7 +32,7 @@ import httpx
 
 from benchmarks.databases import started
 from benchmarks.service import SEED_FIT
-from tests.stack import Stack, descendants
+from tests.stack import Stack, cpu_of, descendants, proc_stat
 
 REDIS_DB = 13
 TERMINAL = {"succeeded", "diverged", "failed", "cancelled"}
@@ -112,7 +112,6 @@ async def read_back(url: str, tokens: list[str], owners: dict[str, int], deadlin
 def cpu_seconds(stack: Stack) -> dict[str, float]:
     """CPU seconds used so far (user + system, from /proc) by the API's processes, the workers'
     (with their pool children), PostgreSQL's and Redis's, and this generator."""
-    ticks = os.sysconf("SC_CLK_TCK")
     api, workers = stack.children[0].pid, {child.pid for child in stack.children[1:]}
     parts = {pid: "api" for pid in descendants({api})} | {pid: "workers" for pid in descendants(workers)}
     used: dict[str, float] = {"api": 0.0, "workers": 0.0, "postgres": 0.0, "redis": 0.0}
@@ -120,13 +119,12 @@ def cpu_seconds(stack: Stack) -> dict[str, float]:
         if not entry.isdigit():
             continue
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
+            name, fields = proc_stat(entry)
         except OSError:
             continue
-        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
         part = parts.get(int(entry)) or next((p for p in ("postgres", "redis") if name.startswith(p)), None)
         if part:
-            used[part] += (int(fields[11]) + int(fields[12])) / ticks
+            used[part] += cpu_of(fields)
     own = resource.getrusage(resource.RUSAGE_SELF)
     used["generator"] = own.ru_utime + own.ru_stime
     return used

@@ -8,26 +8,19 @@ parent (Private_Dirty), its minor page faults, and its CPU seconds so far.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 
 from tests.backends import backend_env
-from tests.stack import Stack, descendants
-
-TICKS = os.sysconf("SC_CLK_TCK")
+from tests.stack import Stack, cpu_of, descendants, proc_stat
 
 
 def read(pid: int) -> dict[str, float]:
     rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
     kilobytes = {line.split(":")[0]: int(line.split(":")[1].split()[0]) for line in rollup}
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return {
-        "private_dirty_kb": kilobytes["Private_Dirty"],
-        "minor_faults": int(fields[7]),
-        "cpu_s": (int(fields[11]) + int(fields[12])) / TICKS,
-    }
+    _, fields = proc_stat(pid)
+    return {"private_dirty_kb": kilobytes["Private_Dirty"], "minor_faults": int(fields[7]), "cpu_s": cpu_of(fields)}
 
 
 def main() -> None:

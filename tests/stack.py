@@ -27,15 +27,27 @@ from tests.backends import free_port, settings_of
 TERMINAL = {"succeeded", "diverged", "failed", "cancelled"}
 
 
+def proc_stat(pid: int | str) -> tuple[str, list[str]]:
+    """A process's name and the fields of /proc/PID/stat after it (fields[0] is its state, [1] its
+    parent, [7] its minor faults, [11] and [12] its user and system ticks); OSError once it is gone."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+
+
+def cpu_of(fields: list[str]) -> float:
+    """User + system CPU seconds from proc_stat's fields."""
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def descendants(roots: set[int]) -> set[int]:
     """The processes in the trees under `roots` (Linux /proc), roots included."""
     parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for entry in Path("/proc").glob("[0-9]*"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            _, fields = proc_stat(entry.name)
         except OSError:
             continue
-        parents[int(stat.parent.name)] = int(fields[1])
+        parents[int(entry.name)] = int(fields[1])
     found = set(roots)
     grew = True
     while grew:

@@ -79,7 +79,7 @@ def queue_depth(app: Celery) -> int | None:
         with app.pool.acquire(block=True, timeout=2) as conn:
             # The stubs type the pool's connection as a Producer, and its channel as StdChannel,
             # which leaves out queue_declare.
-            channel: Any = cast(Any, conn).default_channel
+            channel = cast(Any, conn).default_channel
             return int(channel.queue_declare(queue=QUEUE, passive=True).message_count)
     except Exception as exc:
         # kombu's virtual transports (Redis) answer NOT_FOUND for a queue that holds nothing
