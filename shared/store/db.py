@@ -43,6 +43,14 @@ def _sqlite_begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
+# The most connections one process holds, all kept once opened: an API process serves hundreds of
+# requests at once (gevent), and with 10 kept and 20 more opened for each burst and closed after it,
+# 50 waiting clients made it open and close about 30 connections a second (PostgreSQL forking a
+# backend for each; pg_stat_database.sessions, benchmarks.load). The ceiling is the same 30 as before;
+# a process opens only as many as it has used at once, so a worker's stay at a few.
+POOL_SIZE = 30
+
+
 def make_engine(url: str, busy_timeout: float = 60.0, pooled: bool = False) -> sa.Engine:
     if url.startswith("sqlite"):
         # isolation_level=None hands BEGIN to us (see _sqlite_begin).
@@ -53,7 +61,7 @@ def make_engine(url: str, busy_timeout: float = 60.0, pooled: bool = False) -> s
     # Through a pooler in transaction mode nothing is prepared on the server: psycopg prepares a
     # statement run five times, and the next transaction may land on another server connection.
     connect_args = {"prepare_threshold": None} if pooled else {}
-    engine = sa.create_engine(url, pool_size=10, max_overflow=20, connect_args=connect_args)
+    engine = sa.create_engine(url, pool_size=POOL_SIZE, max_overflow=0, connect_args=connect_args)
     _ping_when_idle(engine)
     return engine
 

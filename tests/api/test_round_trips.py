@@ -4,6 +4,7 @@ statement each, sent without BEGIN and COMMIT, on a connection not pinged while 
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 
 from services.api import create_app
 from shared.runtime.settings import Settings
+from shared.store.db import Database
 from tests.conftest import authorized
 from tests.servers import TcpProxy
 
@@ -43,3 +45,36 @@ def test_a_fits_read_is_two_round_trips_with_its_token(backend: Settings) -> Non
         app.extensions["calib"].waits.close()
         app.extensions["calib"].db.dispose()
         proxy.down()
+
+
+def test_a_burst_of_requests_keeps_its_connections_for_the_next(backend: Settings) -> None:
+    """A process that needed 20 connections at once keeps them: the next burst of the same size
+    opens none (PostgreSQL forks a backend for each connection). With 10 kept and the rest opened
+    and closed per burst, 50 waiting clients made an API process open about 30 a second."""
+    if not backend.database_url:
+        pytest.skip("a pool of PostgreSQL connections; the embedded default's are files in this process")
+    db = Database.from_settings(backend)
+    opened = 0
+
+    @sa.event.listens_for(db.engine, "connect")
+    def _opened(*_args: object) -> None:
+        nonlocal opened
+        opened += 1
+
+    at_once = threading.Barrier(20)
+
+    def read() -> None:
+        with db.reading() as session:
+            session.execute(sa.text("SELECT 1"))
+            at_once.wait(timeout=30)  # every thread holds its connection here at the same time
+
+    try:
+        for burst in range(3):
+            threads = [threading.Thread(target=read) for _ in range(20)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            assert opened == 20, (burst, opened)
+    finally:
+        db.dispose()
