@@ -100,9 +100,8 @@ def admit(svc: Services, session: so.Session, tenant: str, ask: Ask) -> None:
     refuse_oversize(settings, ask)
     _check_queue(svc, session)
     _one_at_a_time(session, tenant)
-    limits = quotas.quotas_of(session, settings, tenant)
-    in_flight = quotas.in_flight_fit_epochs(session, tenant)
-    stored = quotas.stored_loss_bytes(session, tenant)
+    now = quotas.standing(session, settings, tenant)
+    limits, in_flight, stored = now.quotas, now.in_flight_fit_epochs, now.stored_loss_bytes
     if in_flight + ask.fit_epochs > limits.in_flight_fit_epochs:
         raise _refuse(
             429,

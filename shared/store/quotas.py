@@ -38,30 +38,43 @@ class Usage:
     quotas: Quotas
 
 
+@dataclass(frozen=True)
+class Standing:
+    """What a submission's admission reads of its tenant."""
+
+    quotas: Quotas
+    in_flight_fit_epochs: int
+    stored_loss_bytes: int
+
+
+def _quotas(settings: Settings, in_flight: int | None, stored: int | None) -> Quotas:
+    """The tenant's own quotas where an operator set them (not None), else the service's defaults."""
+    return Quotas(
+        fit_epochs_per_request=settings.max_fit_epochs_per_request,
+        in_flight_fit_epochs=in_flight if in_flight is not None else settings.max_in_flight_fit_epochs,
+        stored_loss_bytes=stored if stored is not None else settings.max_stored_loss_bytes,
+    )
+
+
 def quotas_of(session: so.Session, settings: Settings, tenant: str) -> Quotas:
     """The tenant's quotas: its own where an operator set them, else the service's defaults."""
     row = session.get(Tenant, tenant)
-    return Quotas(
-        fit_epochs_per_request=settings.max_fit_epochs_per_request,
-        in_flight_fit_epochs=row.max_in_flight_fit_epochs
-        if row is not None and row.max_in_flight_fit_epochs is not None
-        else settings.max_in_flight_fit_epochs,
-        stored_loss_bytes=row.max_stored_loss_bytes
-        if row is not None and row.max_stored_loss_bytes is not None
-        else settings.max_stored_loss_bytes,
+    if row is None:
+        return _quotas(settings, None, None)
+    return _quotas(settings, row.max_in_flight_fit_epochs, row.max_stored_loss_bytes)
+
+
+def _in_flight(tenant: str) -> sa.ScalarSelect[int]:
+    return (
+        sa.select(sa.func.coalesce(sa.func.sum(Fit.epochs - Fit.epochs_done), 0))
+        .where(Fit.status.in_(ACTIVE), Fit.tenant == tenant)
+        .scalar_subquery()
     )
 
 
 def in_flight_fit_epochs(session: so.Session, tenant: str) -> int:
     """Epochs not yet run of the tenant's queued and running fits."""
-    return int(
-        session.scalar(
-            sa.select(sa.func.coalesce(sa.func.sum(Fit.epochs - Fit.epochs_done), 0)).where(
-                Fit.status.in_(ACTIVE), Fit.tenant == tenant
-            )
-        )
-        or 0
-    )
+    return int(session.scalar(sa.select(_in_flight(tenant))) or 0)
 
 
 def stored_loss_bytes(session: so.Session, tenant: str) -> int:
@@ -69,13 +82,32 @@ def stored_loss_bytes(session: so.Session, tenant: str) -> int:
     return row.stored_loss_bytes if row is not None else 0
 
 
+def standing(session: so.Session, settings: Settings, tenant: str) -> Standing:
+    """The tenant's quotas, work in flight and stored bytes in one statement: one round trip of
+    the submission's transaction where it took three (a tenant that has stored nothing has no
+    row yet, and the session looked for the missing row twice). The tenant's row is joined to a
+    row of its name, so a tenant without one reads the defaults and 0."""
+    asking = sa.select(sa.literal(tenant, sa.String).label("name")).subquery("asking")
+    row = session.execute(
+        sa.select(
+            _in_flight(tenant),
+            Tenant.max_in_flight_fit_epochs,
+            Tenant.max_stored_loss_bytes,
+            Tenant.stored_loss_bytes,
+        ).select_from(asking.outerjoin(Tenant, Tenant.name == asking.c.name))
+    ).one()
+    in_flight, max_in_flight, max_stored, stored = row
+    return Standing(_quotas(settings, max_in_flight, max_stored), int(in_flight or 0), int(stored or 0))
+
+
 def usage(session: so.Session, settings: Settings, tenant: str) -> Usage:
+    now = standing(session, settings, tenant)
     return Usage(
         tenant=tenant,
         fits=int(session.scalar(sa.select(sa.func.count()).select_from(Fit).where(Fit.tenant == tenant)) or 0),
-        stored_loss_bytes=stored_loss_bytes(session, tenant),
-        in_flight_fit_epochs=in_flight_fit_epochs(session, tenant),
-        quotas=quotas_of(session, settings, tenant),
+        stored_loss_bytes=now.stored_loss_bytes,
+        in_flight_fit_epochs=now.in_flight_fit_epochs,
+        quotas=now.quotas,
     )
 
 

@@ -78,3 +78,30 @@ def test_a_burst_of_requests_keeps_its_connections_for_the_next(backend: Setting
             assert opened == 20, (burst, opened)
     finally:
         db.dispose()
+
+
+def test_a_submission_is_four_statements(backend: Settings) -> None:
+    """POST /v1/fits on PostgreSQL: the token's lookup, then in one transaction the tenant's lock,
+    its quotas, work in flight and stored bytes in one read, and the fit's INSERT. (The queue's
+    counts, read by one request in two seconds per process, are left out.) The tenant's quotas and
+    bytes took three reads, two of them of a row a new tenant does not have."""
+    if not backend.database_url:
+        pytest.skip("round trips are PostgreSQL's: the embedded default's are calls in this process")
+    app = create_app(backend)
+    statements: list[str] = []
+    sa.event.listen(
+        app.extensions["calib"].db.engine,
+        "before_cursor_execute",
+        lambda _conn, _cursor, statement, *_rest: statements.append(" ".join(statement.split())),
+    )
+    try:
+        client = authorized(app, "tenant-a")
+        for _ in range(3):
+            statements.clear()
+            assert client.post("/v1/fits", json=FIT).status_code == 202
+            sent = [s for s in statements if "GROUP BY fits.status" not in s]
+            assert [s.split(" ")[0] for s in sent] == ["SELECT", "SELECT", "SELECT", "INSERT"], sent
+            assert "api_tokens" in sent[0] and "pg_advisory_xact_lock" in sent[1] and "tenants" in sent[2], sent
+    finally:
+        app.extensions["calib"].waits.close()
+        app.extensions["calib"].db.dispose()
