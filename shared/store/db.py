@@ -46,9 +46,11 @@ def _sqlite_begin(conn: sa.Connection) -> None:
 # The most connections one process holds, all kept once opened: an API process serves hundreds of
 # requests at once (gevent), and with 10 kept and 20 more opened for each burst and closed after it,
 # 50 waiting clients made it open and close about 30 connections a second (PostgreSQL forking a
-# backend for each; pg_stat_database.sessions, benchmarks.load). The ceiling is the same 30 as before;
-# a process opens only as many as it has used at once, so a worker's stay at a few.
-POOL_SIZE = 30
+# backend for each; pg_stat_database.sessions, benchmarks.load). Under that load an API process uses
+# about 15 at once; past 20, requests wait for one (PostgreSQL has no more cores for a 21st
+# statement at once than for the 20th). A process opens only as many as it has used at once, so a
+# worker's stay at a few, and a suite of many stacks stays inside PostgreSQL's 100 connections.
+POOL_SIZE = 20
 
 
 def make_engine(url: str, busy_timeout: float = 60.0, pooled: bool = False) -> sa.Engine:
