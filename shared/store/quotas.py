@@ -65,16 +65,12 @@ def quotas_of(session: so.Session, settings: Settings, tenant: str) -> Quotas:
 
 
 def _in_flight(tenant: str) -> sa.ScalarSelect[int]:
+    """Epochs not yet run of the tenant's queued and running fits."""
     return (
         sa.select(sa.func.coalesce(sa.func.sum(Fit.epochs - Fit.epochs_done), 0))
         .where(Fit.status.in_(ACTIVE), Fit.tenant == tenant)
         .scalar_subquery()
     )
-
-
-def in_flight_fit_epochs(session: so.Session, tenant: str) -> int:
-    """Epochs not yet run of the tenant's queued and running fits."""
-    return int(session.scalar(sa.select(_in_flight(tenant))) or 0)
 
 
 def stored_loss_bytes(session: so.Session, tenant: str) -> int:
