@@ -47,9 +47,9 @@ def _sqlite_begin(conn: sa.Connection) -> None:
 # requests at once (gevent), and with 10 kept and 20 more opened for each burst and closed after it,
 # 50 waiting clients made it open and close about 30 connections a second (PostgreSQL forking a
 # backend for each; pg_stat_database.sessions, benchmarks.load). Under that load an API process uses
-# about 15 at once; past 20, requests wait for one (PostgreSQL has no more cores for a 21st
-# statement at once than for the 20th). A process opens only as many as it has used at once, so a
-# worker's stay at a few, and a suite of many stacks stays inside PostgreSQL's 100 connections.
+# about 15 at once; past 20, a request waits for one. A process opens only as many as it has used at
+# once, so a worker's stay at a few, and the test suite's many stacks stay inside PostgreSQL's 100
+# connections (30 kept per process took it to 74).
 POOL_SIZE = 20
 
 

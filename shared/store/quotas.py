@@ -40,28 +40,16 @@ class Usage:
 
 @dataclass(frozen=True)
 class Standing:
-    """What a submission's admission reads of its tenant."""
+    """What admission (and /v1/usage, and the operator's quota command) reads of a tenant."""
 
     quotas: Quotas
     in_flight_fit_epochs: int
     stored_loss_bytes: int
 
 
-def _quotas(settings: Settings, in_flight: int | None, stored: int | None) -> Quotas:
-    """The tenant's own quotas where an operator set them (not None), else the service's defaults."""
-    return Quotas(
-        fit_epochs_per_request=settings.max_fit_epochs_per_request,
-        in_flight_fit_epochs=in_flight if in_flight is not None else settings.max_in_flight_fit_epochs,
-        stored_loss_bytes=stored if stored is not None else settings.max_stored_loss_bytes,
-    )
-
-
 def quotas_of(session: so.Session, settings: Settings, tenant: str) -> Quotas:
     """The tenant's quotas: its own where an operator set them, else the service's defaults."""
-    row = session.get(Tenant, tenant)
-    if row is None:
-        return _quotas(settings, None, None)
-    return _quotas(settings, row.max_in_flight_fit_epochs, row.max_stored_loss_bytes)
+    return standing(session, settings, tenant).quotas
 
 
 def _in_flight(tenant: str) -> sa.ScalarSelect[int]:
@@ -82,7 +70,8 @@ def standing(session: so.Session, settings: Settings, tenant: str) -> Standing:
     """The tenant's quotas, work in flight and stored bytes in one statement: one round trip of
     the submission's transaction where it took three (a tenant that has stored nothing has no
     row yet, and the session looked for the missing row twice). The tenant's row is joined to a
-    row of its name, so a tenant without one reads the defaults and 0."""
+    row of its name, so a tenant without one (or without a quota of its own) reads the service's
+    defaults and 0."""
     asking = sa.select(sa.literal(tenant, sa.String).label("name")).subquery("asking")
     row = session.execute(
         sa.select(
@@ -93,7 +82,12 @@ def standing(session: so.Session, settings: Settings, tenant: str) -> Standing:
         ).select_from(asking.outerjoin(Tenant, Tenant.name == asking.c.name))
     ).one()
     in_flight, max_in_flight, max_stored, stored = row
-    return Standing(_quotas(settings, max_in_flight, max_stored), int(in_flight or 0), int(stored or 0))
+    limits = Quotas(
+        fit_epochs_per_request=settings.max_fit_epochs_per_request,
+        in_flight_fit_epochs=max_in_flight if max_in_flight is not None else settings.max_in_flight_fit_epochs,
+        stored_loss_bytes=max_stored if max_stored is not None else settings.max_stored_loss_bytes,
+    )
+    return Standing(limits, int(in_flight or 0), int(stored or 0))
 
 
 def usage(session: so.Session, settings: Settings, tenant: str) -> Usage:
