@@ -176,7 +176,7 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
         if room > 0 and not halves:
             rows += session.execute(
                 sa.update(Fit)
-                .where(Fit.id.in_(_singles_to_coalesce(room)), Fit.status == QUEUED)
+                .where(Fit.id.in_(_singles_to_coalesce(room)))
                 .values(**running)
                 .returning(*_CLAIMED_COLUMNS)
                 .execution_options(synchronize_session=False)
@@ -281,7 +281,13 @@ def _singles_to_coalesce(room: int) -> sa.ScalarSelect[str]:
     Only fits still in the chunk of one they were submitted as, never run: a fit from a lost
     chunk (its halves) or one given back with a checkpoint keeps its own chunk, so coalescing
     never undoes the halving that isolates a poison fit. Their own wake-up messages, when they
-    come, find nothing to claim and may coalesce what was queued since."""
+    come, find nothing to claim and may coalesce what was queued since.
+
+    A fit another claim holds is skipped, not waited for (SKIP LOCKED): two workers woken at once
+    each hold their own fit and would each wait for the other's, a deadlock PostgreSQL breaks
+    only after its deadlock_timeout (a second, both workers idle) by failing one claim. The lock
+    is taken on the rows picked, outside the ranking (PostgreSQL refuses FOR UPDATE beside a
+    window function); the embedded default takes its write lock at BEGIN and renders none."""
     ranked = (
         sa.select(
             Fit.id,
@@ -297,11 +303,16 @@ def _singles_to_coalesce(room: int) -> sa.ScalarSelect[str]:
         )
         .subquery()
     )
-    return (
+    picked = (
         sa.select(ranked.c.id)
         .outerjoin(TenantTurn, TenantTurn.tenant == ranked.c.tenant)
         .order_by(ranked.c.turn, TenantTurn.served_at.asc().nulls_first(), ranked.c.tenant)
         .limit(room)
+    )
+    return (
+        sa.select(Fit.id)
+        .where(Fit.id.in_(picked.scalar_subquery()), Fit.status == QUEUED)
+        .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
 

@@ -4,9 +4,12 @@ the reconciler's choice of chunks to publish again, and fair turns between tenan
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -258,6 +261,37 @@ def test_a_claim_coalesces_queued_single_fits_and_tenants_take_turns(make_client
     # The coalesced fits' own messages find nothing of theirs; they take what is still queued
     again = store.claim(db, settings, _chunk_of(db, b_fits[0]))
     assert {f.id for f in again.fits} == {b_fits[1], a_fits[2]}
+
+
+def test_two_claims_at_once_each_skip_what_the_other_holds(make_client: Callable[..., FlaskClient]) -> None:
+    """Two workers woken together, each by its own single fit's message: each claim locks its own
+    fit, then looks for queued single fits to coalesce and finds the other's. Waiting for it
+    would deadlock (each holds what the other wants; PostgreSQL breaks that only after
+    deadlock_timeout, a second of both workers idle, and fails one claim). Each skips the row the
+    other holds instead."""
+    a, b = make_client("tenant-a"), make_client("tenant-b")
+    db, settings = _services(a)
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the embedded default takes its write lock at BEGIN: one claim waits for the other whole")
+    mine, theirs = _singles(a, 1)[0], _singles(b, 1)[0]
+    both_hold_their_own = threading.Barrier(2, timeout=10)
+    paused: set[int] = set()
+
+    def after_own_chunk(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # Right after each claim's first UPDATE (its own chunk's fits): both now hold a row.
+        if statement.startswith("UPDATE fits") and threading.get_ident() not in paused:
+            paused.add(threading.get_ident())
+            both_hold_their_own.wait()
+
+    sa.event.listen(db.engine, "after_cursor_execute", after_own_chunk)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            claims = [pool.submit(store.claim, db, settings, _chunk_of(db, fit)) for fit in (mine, theirs)]
+            taken = [{f.id for f in claim.result(timeout=30).fits} for claim in claims]
+    finally:
+        sa.event.remove(db.engine, "after_cursor_execute", after_own_chunk)
+    assert taken == [{mine}, {theirs}]
+    assert {_fit(db, fit).status for fit in (mine, theirs)} == {RUNNING}
 
 
 def test_coalesced_fits_of_different_tenants_keep_their_own_results(make_client: Callable[..., FlaskClient]) -> None:
