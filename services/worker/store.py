@@ -382,8 +382,6 @@ def write(
         ending = [fit for fit in fits if fit.id in checkpoint.finished]
         going_on = [fit for fit in fits if fit.id not in checkpoint.finished]
         owned = _lock_this_attempt(session, ending) | _renew_lease(session, settings, going_on)
-        blocks = [block for block in checkpoint.blocks if block.fit_id in owned]
-        db.losses.write(session, blocks, {fit.id: fit.tenant for fit in fits}, replacing=again)
         updates = []
         for fit_id in owned:
             values: dict[str, object] = {"id": fit_id}
@@ -405,6 +403,11 @@ def write(
         ended.announce(
             session, [fit.id for fit in done], [fit.batch_id for fit in done], [fit.id for fit in done if fit.callback]
         )
+        # The blocks last: their write adds to the tenant's stored-bytes count, one row that every
+        # write of the tenant's fits updates, locked from there to the commit. Taken before the
+        # fits' update, it made the workers running one tenant's batch write one at a time.
+        blocks = [block for block in checkpoint.blocks if block.fit_id in owned]
+        db.losses.write(session, blocks, {fit.id: fit.tenant for fit in fits}, replacing=again)
         if also is not None:
             also(session, owned)
     return owned

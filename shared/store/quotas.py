@@ -102,9 +102,11 @@ def usage(session: so.Session, settings: Settings, tenant: str) -> Usage:
 
 
 def add_stored_bytes(session: so.Session, deltas: Mapping[str, int]) -> None:
-    """Add (or, negative, subtract) loss bytes to each tenant's count, in the caller's transaction."""
+    """Add (or, negative, subtract) loss bytes to each tenant's count, in the caller's transaction.
+    Tenants in sorted order: two writes of a coalesced chunk's tenants lock their rows alike (no
+    deadlock)."""
     insert = upsert_insert(session)
-    for tenant, delta in deltas.items():
+    for tenant, delta in sorted(deltas.items()):
         if not delta:
             continue
         statement = insert(Tenant).values(name=tenant, stored_loss_bytes=max(delta, 0))

@@ -294,6 +294,55 @@ def test_two_claims_at_once_each_skip_what_the_other_holds(make_client: Callable
     assert {_fit(db, fit).status for fit in (mine, theirs)} == {RUNNING}
 
 
+def test_a_write_holds_its_tenants_count_only_at_its_end(make_client: Callable[..., FlaskClient]) -> None:
+    """Every write of a tenant's fits adds to one row, the tenant's stored-bytes count, locked until
+    the write commits. Two workers writing chunks of one tenant's batch must not wait on each other
+    for the rest of their writes: while one is still updating its fits, the other writes whole."""
+    client = make_client("tenant-a", chunk_size=1)  # a chunk each, as a batch's are
+    db, settings = _services(client)
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the embedded default takes its write lock at BEGIN: one write waits for the other whole")
+    first, second = _singles(client, 2)
+    claimed = {fit: store.claim(db, settings, _chunk_of(db, fit)).fits for fit in (first, second)}
+    assert [f.id for f in claimed[first]] == [first] and [f.id for f in claimed[second]] == [second]
+
+    def ends(fit_id: str) -> store.Checkpoint:
+        return store.Checkpoint(
+            blocks=[_block(fit_id)], progress={fit_id: 10}, finished={fit_id: {"status": SUCCEEDED}}
+        )
+
+    updated, go_on = threading.Event(), threading.Event()
+    pausing: list[int] = []  # the thread of the first write
+
+    def pause_after_the_fits_update(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("UPDATE fits") and [threading.get_ident()] == pausing:
+            updated.set()
+            go_on.wait(30)
+
+    def write_first() -> set[str]:
+        pausing.append(threading.get_ident())
+        return store.write(db, settings, claimed[first], ends(first))
+
+    sa.event.listen(db.engine, "after_cursor_execute", pause_after_the_fits_update)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            paused = pool.submit(write_first)
+            assert updated.wait(10)
+            # The first write is open, its fit updated: the second writes whole meanwhile.
+            second_write = pool.submit(store.write, db, settings, claimed[second], ends(second))
+            try:
+                assert second_write.result(timeout=10) == {second}
+            finally:
+                go_on.set()
+            assert paused.result(timeout=10) == {first}
+    finally:
+        go_on.set()
+        sa.event.remove(db.engine, "after_cursor_execute", pause_after_the_fits_update)
+    assert {_fit(db, fit).status for fit in (first, second)} == {SUCCEEDED}
+    with db.session() as session:
+        assert quotas.stored_loss_bytes(session, "tenant-a") == 2 * 10 * 4
+
+
 def test_coalesced_fits_of_different_tenants_keep_their_own_results(make_client: Callable[..., FlaskClient]) -> None:
     a, b = make_client("tenant-a"), make_client("tenant-b")
     db, settings = _services(a)
