@@ -12,7 +12,8 @@ For each round trip and each count of worker namespaces, on a fresh database:
 - the batch: `--batch` thermometer fits (5000 epochs, every loss kept) from POST to completed;
 - single fits: `--clients` clients each submitting the seed fit and waiting for it (`?wait=`), for
   `--seconds`; completed fits per second;
-- E(N) = X(N) / (N · X(1)) for both, X being fits per second;
+- E(N) = X(N) / (N · X(1)) for both, X being fits per second; for the batch also E(N) of the
+  time after the POST's answer (the POST is one request in front of every worker);
 - round trips: the database's (client writes through the proxy: a request is one write) and
   Redis's (commands, from INFO commandstats), per chunk and per single fit.
 Prints a table and a JSON line.
@@ -233,6 +234,7 @@ def one_setting(rtt_ms: float, workers: int, args: argparse.Namespace, tmp: Path
                 started = time.perf_counter()
                 r = http.post("/v1/batches", json=batch_body(args.batch))
                 r.raise_for_status()
+                accepted_s = time.perf_counter() - started
                 batch = r.json()
                 while batch["status"] not in ("completed", "cancelled"):
                     batch = http.get(f"/v1/batches/{batch['id']}", params={"wait": 60}).json()
@@ -247,6 +249,7 @@ def one_setting(rtt_ms: float, workers: int, args: argparse.Namespace, tmp: Path
                 "rtt_ms": rtt_ms,
                 "workers": workers,
                 "batch_s": batch_s,
+                "batch_accepted_s": accepted_s,
                 "batch_fits_per_s": args.batch / batch_s,
                 "single_fits_per_s": fits_per_s,
                 "batch_chunks": after_batch[2] - before[2],
@@ -289,14 +292,21 @@ def main() -> None:
         for row in (r for r in rows if r["rtt_ms"] == rtt):
             scale = row["workers"] / base["workers"]
             row["E_batch"] = row["batch_fits_per_s"] / (scale * base["batch_fits_per_s"])
+            # The same for the part after the POST's answer: the API's POST is one request, in
+            # front of every worker, whatever their number.
+            row["E_batch_run"] = (base["batch_s"] - base["batch_accepted_s"]) / (
+                scale * (row["batch_s"] - row["batch_accepted_s"])
+            )
             row["E_single"] = row["single_fits_per_s"] / (scale * base["single_fits_per_s"])
-    columns = ["RTT", "workers", "batch s", "batch E(N)", "single fits/s", "single E(N)"]
+    columns = ["RTT", "workers", "batch s", "of which POST s", "batch E(N)", "E(N) after the POST"]
+    columns += ["single fits/s", "single E(N)"]
     columns += ["DB trips / batch chunk", "DB trips / single fit", "Redis cmds / single fit"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for r in rows:
         print(
-            f"| {r['rtt_ms']:g} ms | {r['workers']} | {r['batch_s']:.2f} | {r['E_batch']:.2f} | "
+            f"| {r['rtt_ms']:g} ms | {r['workers']} | {r['batch_s']:.2f} | {r['batch_accepted_s']:.2f} | "
+            f"{r['E_batch']:.2f} | {r['E_batch_run']:.2f} | "
             f"{r['single_fits_per_s']:.1f} | {r['E_single']:.2f} | {r['db_round_trips_per_batch_chunk']:.1f} | "
             f"{r['db_round_trips_per_single_fit']:.1f} | {r['redis_commands_per_single_fit']:.1f} |"
         )
