@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from services.cli.demo import T_C, T_U  # the book's thermometer data, as the demo sends it
 from services.worker.engine import GradientDescent, SeriesBatch, reference_fit
 from services.worker.engine.device import pick_device
 from services.worker.engine.iterative import Iterative
@@ -39,9 +40,6 @@ from services.worker.engine.models import Model, Polynomial, Transformed
 from services.worker.engine.stopping import StopRule
 from shared.contract.optimizers import options_of
 from shared.domain.functions import CallendarVanDusen
-
-T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
-T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
 
 
 def thermometer_batch(

@@ -27,6 +27,7 @@ import numpy as np
 import redis
 import sqlalchemy as sa
 
+from services.cli.demo import T_C, T_U  # the book's thermometer data, as the demo sends it
 from shared.runtime.settings import Settings
 from shared.store.db import Database
 from shared.store.models import TERMINAL, Fit, LossBlock
@@ -40,8 +41,6 @@ SETTINGS = {
     "CALIB_FAILPOINTS": "checkpoint_sleep=0.3",
     "CALIB_LOSS_BLOCK_EPOCHS": "200",
 }
-T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
-T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
 
 
 def _until(check, timeout: float) -> object:  # type: ignore[no-untyped-def]

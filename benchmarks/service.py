@@ -23,11 +23,10 @@ from typing import Any
 import httpx
 
 from benchmarks.databases import started
+from services.cli.demo import T_C, T_U  # the book's thermometer data, as the demo sends it
 from shared.runtime.settings import get_settings
 from shared.store.tokens import read_local_token
 
-T_U = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
-T_C = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
 REDIS_DB = 11
 SEED_FIT = {"t_u": T_U, "t_c": T_C, "epochs": 5000, "learning_rate": 1e-2, "input_scale": 0.1}
 
