@@ -126,7 +126,7 @@ def function_stats(
         return found
     # The weights' slope, for the engine to weigh its loss with the same u(R).
     return [
-        dataclasses.replace(stats, weighting=[finite_or_none(float(value)) for value in row])
+        dataclasses.replace(stats, weighting=[finite_or_none(value) for value in row])
         for stats, row in zip(found, first, strict=True)
     ]
 
@@ -156,7 +156,7 @@ def distance_stats(
         chi2 = {
             "chi2_obs": finite_or_none(found.chi2_obs),
             "chi2_dof": found.dof,
-            "chi2_p": finite_or_none(float(p[0])),
+            "chi2_p": finite_or_none(p[0]),
             "consistent": bool(consistent[0]),
         }
     covariance = found.covariance if determined and found.dof > 0 else None

@@ -186,7 +186,7 @@ def _presented(
     matrix = function.presented_covariance(at_opt, np.array(covariance, dtype=np.float64))
     u = np.sqrt(np.clip(np.diag(matrix), 0, None))
     shown_gaps = (
-        [finite_or_none(float((v - o) / s)) if s > 0 else None for v, o, s in zip(shown, shown_opt, u, strict=True)]
+        [finite_or_none((v - o) / s) if s > 0 else None for v, o, s in zip(shown, shown_opt, u, strict=True)]
         if gaps is not None
         else None
     )
@@ -357,7 +357,7 @@ def calibration_parameters(cal: Calibration) -> tuple[list[str], list[float | No
     u: list[float | None] = [None] * len(names)
     if covariance is not None:
         u = [uncertainty_of(float(v)) for v in np.diag(covariance)]
-    return names, [finite_or_none(float(v)) for v in values], u
+    return names, [finite_or_none(v) for v in values], u
 
 
 def instrument_fields(
