@@ -10,7 +10,8 @@ import torch
 from flask.testing import FlaskClient
 
 from services.worker import runner
-from shared.store.models import Fit
+from shared.store import loss_blocks
+from shared.store.models import Fit, LossBlock
 
 
 def run_fit(client: FlaskClient, fit_id: str) -> int:
@@ -38,3 +39,11 @@ def succeeded(client: FlaskClient, body: dict[str, Any]) -> dict[str, Any]:
     done: dict[str, Any] = client.get(f"/v1/fits/{fit_id}").get_json()
     assert done["status"] == "succeeded", done
     return done
+
+
+def stored_bytes(client: FlaskClient, fit_id: str) -> int:
+    """The bytes of `fit_id`'s loss blocks as the database holds them (what its tenant's count and
+    retention count): packed losses are compressed where that is shorter, so not 4 an epoch."""
+    with client.application.extensions["calib"].db.session() as session:
+        where = LossBlock.fit_id == fit_id
+        return int(session.scalar(sa.select(sa.func.coalesce(sa.func.sum(loss_blocks.STORED_BYTES), 0)).where(where)))

@@ -1,7 +1,8 @@
 """Loss blocks: how a fit's losses are stored, written and read, in one place. A block is one
 row of consecutive epochs' losses of one fit, packed as little-endian float32 (the one dtype
-of stored losses: a training loss per epoch, and a validation loss per epoch with a split).
-The worker encodes and inserts blocks; a retry or a restart deletes them; the API reads ranges."""
+of stored losses: a training loss per epoch, and a validation loss per epoch with a split),
+compressed where that is shorter (shared/domain/packing.py). The worker encodes and inserts
+blocks; a retry or a restart deletes them; the API reads ranges."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import psycopg
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from shared.domain.packing import pack_f32, unpack_f32
+from shared.domain.packing import pack_f32_compact, unpack_f32_block
 from shared.store import quotas
 from shared.store.models import Fit, LossBlock
 
@@ -37,7 +38,13 @@ class Block:
 
 def encode(fit_id: str, first_epoch: int, loss: np.ndarray, val_loss: np.ndarray | None = None) -> Block:
     """The losses of epochs first_epoch.. of one fit (and its validation losses), as a block."""
-    return Block(fit_id, first_epoch, len(loss), pack_f32(loss), None if val_loss is None else pack_f32(val_loss))
+    return Block(
+        fit_id,
+        first_epoch,
+        len(loss),
+        pack_f32_compact(loss),
+        None if val_loss is None else pack_f32_compact(val_loss),
+    )
 
 
 def insert(session: so.Session, blocks: Sequence[Block], tenant_of: Mapping[str, str]) -> None:
@@ -130,10 +137,10 @@ def read_range(session: so.Session, fit_id: str, start: int, stop: int, with_val
     losses, vals = [], []
     for first, count, blob, val_blob in cast("list[tuple[int, int, bytes, bytes | None]]", rows):
         lo, hi = max(start, first) - first, min(stop, first + count) - first
-        losses.append(unpack_f32(blob)[:count][lo:hi])
+        losses.append(unpack_f32_block(blob, count)[lo:hi])
         if with_val:
             vals.append(
-                unpack_f32(val_blob)[:count][lo:hi]
+                unpack_f32_block(val_blob, count)[lo:hi]
                 if val_blob is not None
                 else np.full(hi - lo, np.nan, dtype=np.float32)
             )

@@ -281,7 +281,8 @@ class Fit(Base):
 
 
 class LossBlock(Base):
-    """Consecutive epochs of one fit's losses, float32 packed: a few rows per fit, never one per epoch."""
+    """Consecutive epochs of one fit's losses, float32 packed (compressed where shorter:
+    shared/domain/packing.py): a few rows per fit, never one per epoch."""
 
     __tablename__ = "loss_blocks"
 

@@ -9,6 +9,7 @@ import subprocess
 import httpx
 
 from services.cli import processes
+from shared.domain.packing import pack_f32_compact
 from tests.stack import Stack
 
 # Its own stack (tests/e2e/conftest.py): it sets quotas and leaves another tenant's fits running.
@@ -46,5 +47,8 @@ def test_a_tenant_at_its_quota_waits_while_another_runs(stack: Stack) -> None:
     for fit in (first.json(), second.json()):
         assert a.post(f"/v1/fits/{fit['id']}/cancel").status_code in (202, 409)
     mine = stack.http.get("/v1/usage").json()
-    assert mine["stored_loss_bytes"] >= 5000 * 4 and mine["in_flight_fit_epochs"] == 0
+    # At least what the other fit's 5000 losses take, packed as they are stored (one block).
+    curve = stack.http.get(f"/v1/fits/{other['id']}/losses").json()["loss"]
+    assert len(curve) == 5000
+    assert mine["stored_loss_bytes"] >= len(pack_f32_compact(curve)) and mine["in_flight_fit_epochs"] == 0
     a.close()

