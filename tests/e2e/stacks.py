@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from shared.domain.packing import unpack_f32
+from shared.domain.packing import unpack_f32_block
 from shared.store.models import LossBlock
 from tests.backends import backend_env
 from tests.stack import Stack
@@ -65,11 +65,12 @@ def running(
 
 
 def stored_losses(db: Any, fit_id: str) -> np.ndarray:
+    """Every stored loss of the fit, block after block, read from the rows themselves."""
     with db.session() as session:
-        blobs = session.scalars(
-            sa.select(LossBlock.loss).where(LossBlock.fit_id == fit_id).order_by(LossBlock.first_epoch)
+        blocks = session.execute(
+            sa.select(LossBlock.count, LossBlock.loss).where(LossBlock.fit_id == fit_id).order_by(LossBlock.first_epoch)
         ).all()
-    return np.concatenate([unpack_f32(b) for b in blobs])
+    return np.concatenate([unpack_f32_block(blob, count) for count, blob in blocks])
 
 
 def kill_worker_holding(stack: Stack, claimed_by: str) -> int:
