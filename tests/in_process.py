@@ -41,9 +41,12 @@ def succeeded(client: FlaskClient, body: dict[str, Any]) -> dict[str, Any]:
     return done
 
 
-def stored_bytes(client: FlaskClient, fit_id: str) -> int:
-    """The bytes of `fit_id`'s loss blocks as the database holds them (what its tenant's count and
-    retention count): packed losses are compressed where that is shorter, so not 4 an epoch."""
+def stored_bytes(client: FlaskClient, fit_id: str | None = None) -> int:
+    """The bytes of `fit_id`'s loss blocks (of every block, without one) as the database holds them:
+    what the tenants' counts and retention count. Packed losses are compressed where that is
+    shorter, so not 4 an epoch."""
+    query = sa.select(sa.func.coalesce(sa.func.sum(loss_blocks.STORED_BYTES), 0))
+    if fit_id is not None:
+        query = query.where(LossBlock.fit_id == fit_id)
     with client.application.extensions["calib"].db.session() as session:
-        where = LossBlock.fit_id == fit_id
-        return int(session.scalar(sa.select(sa.func.coalesce(sa.func.sum(loss_blocks.STORED_BYTES), 0)).where(where)))
+        return int(session.scalar(query) or 0)

@@ -11,17 +11,10 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from shared.store import loss_blocks, retention
-from shared.store.models import Fit, LossBlock
+from shared.store.models import Fit
 from tests.in_process import run_fit, stored_bytes
 
 FIT = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0], "epochs": 3000, "input_scale": 0.1}
-
-
-def _blob_bytes(client: FlaskClient) -> int:
-    db = client.application.extensions["calib"].db
-    size = sa.func.length(LossBlock.loss) + sa.func.coalesce(sa.func.length(LossBlock.val_loss), 0)
-    with db.session() as session:
-        return int(session.scalar(sa.select(sa.func.coalesce(sa.func.sum(size), 0))) or 0)
 
 
 def test_stored_bytes_follow_writes_retries_and_prunes(make_client: Callable[..., FlaskClient]) -> None:
@@ -36,7 +29,7 @@ def test_stored_bytes_follow_writes_retries_and_prunes(make_client: Callable[...
     assert 0 < plain_bytes < 3000 * 4 and 0 < split_bytes < 3000 * 8 and 0 < other_bytes <= 100 * 4
     assert a.get("/v1/usage").get_json()["stored_loss_bytes"] == plain_bytes + split_bytes
     assert b.get("/v1/usage").get_json()["stored_loss_bytes"] == other_bytes
-    assert _blob_bytes(a) == plain_bytes + split_bytes + other_bytes
+    assert stored_bytes(a) == plain_bytes + split_bytes + other_bytes
 
     # A retry replaces the losses of its first attempt: the count does not double.
     db = a.application.extensions["calib"].db
@@ -69,7 +62,7 @@ def test_stored_bytes_follow_writes_retries_and_prunes(make_client: Callable[...
     assert a.get(f"/v1/fits/{split}").get_json()["losses_pruned"] is False
     assert a.get("/v1/usage").get_json()["stored_loss_bytes"] == split_bytes
     assert b.get("/v1/usage").get_json()["stored_loss_bytes"] == 0
-    assert _blob_bytes(a) == split_bytes
+    assert stored_bytes(a) == split_bytes
     assert retention.prune(db, dt.timedelta(days=30)).fits == 0  # nothing twice
 
 
@@ -102,7 +95,7 @@ def test_a_retried_write_whose_commit_landed_replaces_its_blocks(make_client: Ca
     assert store.write(svc.db, svc.settings, fits, checkpoint) == {fit_id}
     assert store.write(svc.db, svc.settings, fits, checkpoint, again=True) == {fit_id}
     assert client.get("/v1/usage").get_json()["stored_loss_bytes"] == 8
-    assert _blob_bytes(client) == 8
+    assert stored_bytes(client) == 8
 
 
 def _run_one(client: FlaskClient, fit_id: str) -> None:
