@@ -135,7 +135,11 @@ def _one_at_a_time(session: so.Session, tenant: str) -> None:
     transaction's, released at its commit, after the fits are in. SQLite's writes are one at a
     time already."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext("calib-quota:" + tenant))))
+        session.execute(_TENANTS_LOCK, {"name": "calib-quota:" + tenant})
+
+
+# Taken by every submission, so built once (SQLAlchemy keeps a statement's cache key on it).
+_TENANTS_LOCK = sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(sa.bindparam("name", type_=sa.String))))
 
 
 def _check_pending_webhooks(session: so.Session, limit: int, tenant: str, callbacks: int) -> None:

@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterable, Sequence, Set
 from typing import Any
 
+import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from services.api.admission import Ask, admit, require_broker
@@ -193,8 +194,16 @@ def fit_rows(
     return rows
 
 
-def new_fit(spec: FitCreate, tenant: str, max_epochs: int) -> Fit:
-    return Fit(**fit_rows([spec], tenant, max_epochs=max_epochs)[0])
+# A single fit's row goes in by a Core INSERT, not the ORM's unit of work: about 1 ms of API CPU
+# a submission less, and with the columns it leaves to their defaults, 50 values, which psycopg
+# converts once and keeps (it parses anew each time a query of more than 50).
+_INSERT_FIT = sa.insert(Fit)
+
+
+def insert_fit(session: so.Session, row: dict[str, Any]) -> Fit:
+    """Insert one new fit's row in the session's transaction; the fit as the response shows it."""
+    session.connection().execute(_INSERT_FIT, row)
+    return Fit(**row, worker_losses=0, losses_pruned=False)
 
 
 def submit_fit(svc: Services, spec: FitCreate, ask: Ask, tenant: str, key: str | None) -> tuple[Fit, bool]:
@@ -209,9 +218,8 @@ def submit_fit(svc: Services, spec: FitCreate, ask: Ask, tenant: str, key: str |
         require_broker(svc)
 
     def insert(session: so.Session) -> Fit:
-        fit = new_fit(spec, tenant, svc.settings.max_epochs)
-        fit.idempotency_key, fit.request_digest = key, request_digest
-        session.add(fit)
+        row = fit_rows([spec], tenant, max_epochs=svc.settings.max_epochs)[0]
+        fit = insert_fit(session, row | {"idempotency_key": key, "request_digest": request_digest})
         calibrations.register(session, tenant, [fit.instrument])
         return fit
 

@@ -52,7 +52,7 @@ def quotas_of(session: so.Session, settings: Settings, tenant: str) -> Quotas:
     return standing(session, settings, tenant).quotas
 
 
-def _in_flight(tenant: str) -> sa.ScalarSelect[int]:
+def _in_flight(tenant: sa.BindParameter[str]) -> sa.ScalarSelect[int]:
     """Epochs not yet run of the tenant's queued and running fits."""
     return (
         sa.select(sa.func.coalesce(sa.func.sum(Fit.epochs - Fit.epochs_done), 0))
@@ -66,21 +66,24 @@ def stored_loss_bytes(session: so.Session, tenant: str) -> int:
     return row.stored_loss_bytes if row is not None else 0
 
 
+# Read by every submission, so built once: SQLAlchemy keeps a statement's cache key on the
+# statement, and this one, built anew each time, was walked whole again to find its compiled form.
+_ASKING = sa.select(sa.bindparam("tenant", type_=sa.String).label("name")).subquery("asking")
+_STANDING = sa.select(
+    _in_flight(sa.bindparam("tenant", type_=sa.String)),
+    Tenant.max_in_flight_fit_epochs,
+    Tenant.max_stored_loss_bytes,
+    Tenant.stored_loss_bytes,
+).select_from(_ASKING.outerjoin(Tenant, Tenant.name == _ASKING.c.name))
+
+
 def standing(session: so.Session, settings: Settings, tenant: str) -> Standing:
     """The tenant's quotas, work in flight and stored bytes in one statement: one round trip of
     the submission's transaction where it took three (a tenant that has stored nothing has no
     row yet, and the session looked for the missing row twice). The tenant's row is joined to a
     row of its name, so a tenant without one (or without a quota of its own) reads the service's
     defaults and 0."""
-    asking = sa.select(sa.literal(tenant, sa.String).label("name")).subquery("asking")
-    row = session.execute(
-        sa.select(
-            _in_flight(tenant),
-            Tenant.max_in_flight_fit_epochs,
-            Tenant.max_stored_loss_bytes,
-            Tenant.stored_loss_bytes,
-        ).select_from(asking.outerjoin(Tenant, Tenant.name == asking.c.name))
-    ).one()
+    row = session.execute(_STANDING, {"tenant": tenant}).one()
     in_flight, max_in_flight, max_stored, stored = row
     limits = Quotas(
         fit_epochs_per_request=settings.max_fit_epochs_per_request,
