@@ -8,6 +8,7 @@ delivery never writes, and a cancelled fit is never revived.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from collections.abc import Callable, Iterable, Sequence
@@ -108,16 +109,17 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
     isolated by halving, and every other fit of the chunk runs. Only a fit lost while running
     alone counts a worker loss; after max_attempts of those it ends failed/worker_lost.
     Lease times and their expiry are the database's clock (shared.store.dbclock)."""
+    on_sqlite = db.engine.dialect.name == "sqlite"
+    taking = _claiming(on_sqlite, settings.lease_seconds, holder())
     with db.session(write=True) as session:
         # The database's clock read once for the whole claim: SQLite's changes from statement to
         # statement, and a lease that ran out between the check for lost fits and the claim was
         # reclaimed without its loss being counted (a poison fit got a fourth run).
         # PostgreSQL's now() is the transaction's start already: no round trip to read it.
-        now = session.scalar(sa.select(db_now())) if db.engine.dialect.name == "sqlite" else db_now()
+        now = session.scalar(sa.select(db_now())) if on_sqlite else db_now()
         expired = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < now)
-        lost = list(
-            session.scalars(sa.select(Fit.id).where(Fit.chunk_id == chunk_id, expired).order_by(Fit.created_at, Fit.id))
-        )
+        given = {"chunk": chunk_id, "started": utcnow()} | ({"now": now} if on_sqlite else {})
+        lost = list(session.scalars(taking.lost, given))
         halves: list[str] = []
         if len(lost) > 1:
             for part in (lost[: len(lost) // 2], lost[len(lost) // 2 :]):
@@ -151,36 +153,12 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
                 )
                 .execution_options(synchronize_session=False)
             )
-        running = dict(
-            status=RUNNING,
-            chunk_id=chunk_id,
-            attempt=Fit.attempt + 1,
-            lease_expires_at=lease_until(settings.lease_seconds),
-            started_at=sa.func.coalesce(Fit.started_at, utcnow()),
-            # A fit with a checkpoint goes on from it; any other starts again from epoch 1.
-            epochs_done=sa.case((Fit.checkpoint.is_(None), 0), else_=Fit.epochs_done),
-            claimed_by=holder(),
-        )
         # The rows come back from the claim itself (RETURNING gives the values after the update):
         # no second read of what was just written.
-        rows = list(
-            session.execute(
-                sa.update(Fit)
-                .where(Fit.chunk_id == chunk_id, sa.or_(Fit.status == QUEUED, expired))
-                .values(**running)
-                .returning(*_CLAIMED_COLUMNS)
-                .execution_options(synchronize_session=False)
-            ).all()
-        )
+        rows = list(session.connection().execute(taking.chunk, given))
         room = settings.chunk_size - len(rows)
         if room > 0 and not halves:
-            rows += session.execute(
-                sa.update(Fit)
-                .where(Fit.id.in_(_singles_to_coalesce(room)))
-                .values(**running)
-                .returning(*_CLAIMED_COLUMNS)
-                .execution_options(synchronize_session=False)
-            ).all()
+            rows += session.connection().execute(taking.singles, given | {"room": room}).all()
         if not rows:
             return Claim([], halves)
         rows.sort(key=lambda row: (row.created_at, row.id))
@@ -191,6 +169,53 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
             db.losses.delete_for(session, restart)
         fairness.record_turns(session, (row.tenant for row in rows))
     return Claim([_claimed(row) for row in rows], halves)
+
+
+@dataclass(frozen=True)
+class _Claiming:
+    """A claim's statements, the values bound at each claim (chunk, started, room; now on SQLite)."""
+
+    lost: sa.Select[str]  # the chunk's fits whose lease ran out
+    chunk: sa.Update  # take the chunk's queued fits and its lost ones, returning _CLAIMED_COLUMNS
+    singles: sa.Update  # take up to `room` queued single fits of any tenant (coalescing)
+
+
+@functools.cache
+def _claiming(on_sqlite: bool, lease_seconds: float, claimed_by: str) -> _Claiming:
+    """Built once per process (and lease): every wake-up claims, and these statements built anew
+    for each claim were walked whole again by SQLAlchemy to find their compiled form, a third of
+    a single fit's claim. They run on the session's connection, past the ORM's bulk-update
+    machinery, which has nothing to synchronize here."""
+    # SQLite's clock is read once per claim and bound; PostgreSQL's now() is the transaction's start.
+    now = sa.bindparam("now", type_=Fit.lease_expires_at.type) if on_sqlite else db_now()
+    expired = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < now)
+    # Not named "chunk_id": an UPDATE takes a parameter of a column's name as a value to SET.
+    chunk_id = sa.bindparam("chunk", type_=sa.String)
+    running = dict(
+        status=RUNNING,
+        chunk_id=chunk_id,
+        attempt=Fit.attempt + 1,
+        lease_expires_at=lease_until(lease_seconds),
+        started_at=sa.func.coalesce(Fit.started_at, sa.bindparam("started", type_=Fit.started_at.type)),
+        # A fit with a checkpoint goes on from it; any other starts again from epoch 1.
+        epochs_done=sa.case((Fit.checkpoint.is_(None), 0), else_=Fit.epochs_done),
+        claimed_by=claimed_by,
+    )
+    return _Claiming(
+        lost=sa.select(Fit.id).where(Fit.chunk_id == chunk_id, expired).order_by(Fit.created_at, Fit.id),
+        chunk=(
+            sa.update(Fit)
+            .where(Fit.chunk_id == chunk_id, sa.or_(Fit.status == QUEUED, expired))
+            .values(**running)
+            .returning(*_CLAIMED_COLUMNS)
+        ),
+        singles=(
+            sa.update(Fit)
+            .where(Fit.id.in_(_singles_to_coalesce(sa.bindparam("room", type_=sa.Integer))))
+            .values(**running)
+            .returning(*_CLAIMED_COLUMNS)
+        ),
+    )
 
 
 # What a claim returns of each fit it took: all that the engine and the writes need.
@@ -274,7 +299,7 @@ def _claimed(row: Any) -> ClaimedFit:
     )
 
 
-def _singles_to_coalesce(room: int) -> sa.ScalarSelect[str]:
+def _singles_to_coalesce(room: sa.BindParameter[int]) -> sa.ScalarSelect[str]:
     """Up to `room` queued single fits (of any tenant) to run in a chunk that has room: the
     tenants take turns, the one served longest ago first, each tenant's oldest fit first.
 
