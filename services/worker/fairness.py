@@ -28,8 +28,10 @@ _NEVER = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 def fairer_chunk(db: Database, chunk_id: str) -> str | None:
-    """Another tenant's chunk to run instead of `chunk_id`, or None to run `chunk_id`."""
-    with db.session() as session:
+    """Another tenant's chunk to run instead of `chunk_id`, or None to run `chunk_id`. Its reads
+    need no transaction (each sees what is committed when it runs, as it would inside one at READ
+    COMMITTED): on PostgreSQL that spares a BEGIN and a COMMIT, two round trips, per wake-up."""
+    with db.reading() as session:
         tenant = session.scalar(sa.select(Fit.tenant).where(Fit.chunk_id == chunk_id, Fit.status == QUEUED).limit(1))
         if tenant is None:  # nothing queued there (done, or a lease to reclaim): no swap
             return None
@@ -62,8 +64,9 @@ def fairer_chunk(db: Database, chunk_id: str) -> str | None:
 def next_chunk(db: Database, passed: frozenset[str] = frozenset()) -> str | None:
     """The chunk a worker that drains the queue runs next: the oldest queued chunk of the tenant
     served least recently (never served first), or None when no fit is queued. `passed`: chunks
-    this drain already found taken by another worker (their fits still read queued to it)."""
-    with db.session() as session:
+    this drain already found taken by another worker (their fits still read queued to it).
+    One statement, outside a transaction (two round trips fewer on PostgreSQL)."""
+    with db.reading() as session:
         found: str | None = session.scalar(_fairest(passed))
         return found
 

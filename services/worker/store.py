@@ -488,5 +488,5 @@ def give_back(db: Database, fits: Iterable[ClaimedFit]) -> set[str]:
 
 def others_waiting(db: Database) -> bool:
     """Whether any fit is queued (the running chunk's own are not: yielding its slice lets one run)."""
-    with db.session() as session:
+    with db.reading() as session:
         return session.scalar(sa.select(Fit.id).where(Fit.status == QUEUED).limit(1)) is not None
