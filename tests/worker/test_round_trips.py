@@ -10,14 +10,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import pytest
 import sqlalchemy as sa
 import torch
 from flask.testing import FlaskClient
 
-from services.worker import runner
+from services.worker import fairness, runner
+from shared.runtime.settings import Settings
 from shared.store import worker_metrics
 from shared.store.db import Database
-from shared.store.models import WebhookDelivery
+from shared.store.models import WebhookDelivery, new_id
+from tests.servers import TcpProxy
 
 SEED = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0], "epochs": 100, "input_scale": 0.1}
 
@@ -102,3 +105,29 @@ def test_a_calibration_still_gets_its_drift_verdict(client: FlaskClient) -> None
 def svc_db(client: FlaskClient) -> Database:
     db: Database = client.application.extensions["calib"].db
     return db
+
+
+def test_a_wake_ups_looks_for_a_chunk_are_one_round_trip_each(backend: Settings) -> None:
+    """The look for a fairer chunk when a message comes and the look for the next chunk to drain
+    are reads of what is committed: no transaction, so no BEGIN and COMMIT around them (three round
+    trips each before, counted at a proxy in front of PostgreSQL)."""
+    if not backend.database_url:
+        pytest.skip("round trips are PostgreSQL's: the embedded default's are calls in this process")
+    url = sa.make_url(backend.database_url)
+    proxy = TcpProxy(url.port or 5432)
+    proxy.up()
+    db = Database.from_settings(
+        backend.model_copy(update={"database_url": url.set(port=proxy.port).render_as_string(False)})
+    )
+    try:
+        assert fairness.next_chunk(db) is None  # the pool holds its connection now
+        before = proxy.requests
+        for _ in range(10):
+            assert fairness.fairer_chunk(db, new_id()) is None  # nothing queued there: one read
+            assert fairness.next_chunk(db) is None  # nothing queued at all: one read
+        # One SELECT each, and once each the statement's preparation (psycopg prepares a statement
+        # on its fifth run, a round trip of its own).
+        assert proxy.requests - before <= 20 + 2, proxy.requests - before
+    finally:
+        db.dispose()
+        proxy.down()
