@@ -105,3 +105,28 @@ def test_a_submission_is_four_statements(backend: Settings) -> None:
     finally:
         app.extensions["calib"].waits.close()
         app.extensions["calib"].db.dispose()
+
+
+def test_a_submissions_insert_is_parsed_once_by_psycopg(backend: Settings) -> None:
+    """The fit's INSERT binds at most 50 values: psycopg keeps the parsed form of a query of up to
+    50 parameters and parses anew each time one of more (its MAX_CACHED_STATEMENT_PARAMS). The ORM's
+    INSERT of a new Fit bound 70, split by a regex at every submission. The fit the POST answers
+    with is the row inserted: the GET reads the same."""
+    app = create_app(backend)
+    bound: list[int] = []
+
+    def inserted(_conn: object, _cursor: object, statement: str, parameters: object, *_rest: object) -> None:
+        if statement.lstrip().startswith("INSERT INTO fits"):
+            bound.append(len(parameters))  # type: ignore[arg-type]  # a mapping or a sequence
+
+    sa.event.listen(app.extensions["calib"].db.engine, "before_cursor_execute", inserted)
+    try:
+        client = authorized(app, "tenant-a")
+        answered = client.post("/v1/fits", json={**FIT, "instrument": "probe-7", "labels": {"bench": "3"}})
+        assert answered.status_code == 202, answered.get_json()
+        assert len(bound) == 1 and bound[0] <= 50, bound
+        read = client.get(f"/v1/fits/{answered.get_json()['id']}").get_json()
+        assert answered.get_json() == read
+    finally:
+        app.extensions["calib"].waits.close()
+        app.extensions["calib"].db.dispose()
