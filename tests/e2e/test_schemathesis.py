@@ -45,11 +45,13 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         # nothing answers there, which the run does not look at).
         env["CALIB_WEBHOOK_ALLOWED_HOSTS"] = "hooks.example.com"
         running = Stack(env, tmp / "logs").start()
-        # The instrument generated readings are applied to (schemathesis_hooks.CALIBRATED).
-        thermometer = {"t_u": T_U, "t_c": T_C, "input_scale": 0.1, "epochs": "auto", "instrument": CALIBRATED}
-        assert running.wait(running.submit(thermometer)["id"])["result"]["converged"] is True
-        yield running
-        running.stop()
+        try:  # a setup that fails here stops its processes too (they outlived a failed run once)
+            # The instrument generated readings are applied to (schemathesis_hooks.CALIBRATED).
+            thermometer = {"t_u": T_U, "t_c": T_C, "input_scale": 0.1, "epochs": "auto", "instrument": CALIBRATED}
+            assert running.wait(running.submit(thermometer)["id"])["result"]["converged"] is True
+            yield running
+        finally:
+            running.stop()
 
 
 def run_schemathesis(stack: Stack) -> subprocess.CompletedProcess[str]:
