@@ -3,6 +3,7 @@ service started on fresh databases for the benchmarks that measure it through HT
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -36,6 +37,10 @@ def fresh_postgres(prefix: str = "calib_bench") -> Iterator[str]:
         _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _exit_on_term(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 @contextmanager
 def started(
     embedded: bool, tmp: Path, workers: int, redis_db: int, name: str, pooled: bool = False, **env: str
@@ -44,6 +49,11 @@ def started(
     databases: a new PostgreSQL database and a flushed Redis database, or new SQLite files.
     `pooled`: the API and workers through a PgBouncer of their own (`calib stack --pooler`)."""
     settings = {"CALIB_DATA_DIR": str(tmp / "data"), **env}
+    # A benchmark stopped by a signal (`pkill -f benchmarks.load`) stops its stack too: Python's
+    # default for SIGTERM skips the cleanup below, and a stack left running on a Redis database
+    # the test suite also uses took the suite's wake-up messages (benchmarks/README.md, twentieth
+    # sitting).
+    signal.signal(signal.SIGTERM, _exit_on_term)
     with ExitStack() as cleanup:
         if not embedded:
             broker = f"redis://127.0.0.1:6379/{redis_db}"
