@@ -53,8 +53,9 @@ def started(
     # default for SIGTERM skips the cleanup below, and a stack left running on a Redis database
     # the test suite also uses took the suite's wake-up messages (benchmarks/README.md, twentieth
     # sitting).
-    signal.signal(signal.SIGTERM, _exit_on_term)
+    previous = signal.signal(signal.SIGTERM, _exit_on_term)
     with ExitStack() as cleanup:
+        cleanup.callback(signal.signal, signal.SIGTERM, previous)
         if not embedded:
             broker = f"redis://127.0.0.1:6379/{redis_db}"
             redis.Redis.from_url(broker).flushdb()

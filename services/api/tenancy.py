@@ -20,8 +20,8 @@ def current_tenant() -> str:
     return tenant
 
 
-# Read by every GET of a fit or batch (and again at each wake-up of a wait), so built once:
-# SQLAlchemy keeps a statement's cache key on the statement instead of walking a new one each time.
+# Read by every GET of a fit or batch (and again at each wake-up of a wait), so built once
+# (shared/store/db.py says why).
 _OWNED: dict[type[Fit] | type[Batch], sa.Select[Any]] = {
     model: sa.select(model).where(model.id == sa.bindparam("id"), model.tenant == sa.bindparam("tenant"))
     for model in (Fit, Batch)

@@ -66,11 +66,11 @@ def stored_loss_bytes(session: so.Session, tenant: str) -> int:
     return row.stored_loss_bytes if row is not None else 0
 
 
-# Read by every submission, so built once: SQLAlchemy keeps a statement's cache key on the
-# statement, and this one, built anew each time, was walked whole again to find its compiled form.
-_ASKING = sa.select(sa.bindparam("tenant", type_=sa.String).label("name")).subquery("asking")
+# Read by every submission, so built once (shared/store/db.py says why).
+_TENANT = sa.bindparam("tenant", type_=sa.String)
+_ASKING = sa.select(_TENANT.label("name")).subquery("asking")
 _STANDING = sa.select(
-    _in_flight(sa.bindparam("tenant", type_=sa.String)),
+    _in_flight(_TENANT),
     Tenant.max_in_flight_fit_epochs,
     Tenant.max_stored_loss_bytes,
     Tenant.stored_loss_bytes,

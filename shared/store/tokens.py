@@ -53,8 +53,7 @@ def revoke(db: Database, prefix: str) -> bool:
     return True
 
 
-# Asked by every request, so built once: SQLAlchemy keeps a statement's cache key on the statement,
-# and one built anew for each request walked its whole tree again to find its compiled form.
+# Asked by every request, so built once (shared/store/db.py says why).
 _TENANT_OF = sa.select(ApiToken.tenant).where(ApiToken.digest == sa.bindparam("digest"), ApiToken.revoked_at.is_(None))
 
 
