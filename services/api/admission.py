@@ -138,7 +138,7 @@ def _one_at_a_time(session: so.Session, tenant: str) -> None:
         session.execute(_TENANTS_LOCK, {"name": "calib-quota:" + tenant})
 
 
-# Taken by every submission, so built once (shared/store/db.py says why).
+# Taken by every submission, so built once (shared/store/built_once.py says why).
 _TENANTS_LOCK = sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(sa.bindparam("name", type_=sa.String))))
 
 

@@ -25,6 +25,7 @@ from services.api.resolved import resolve
 from shared.contract.schemas import FitCreate
 from shared.domain.packing import pack_f64
 from shared.store import calibrations
+from shared.store.built_once import core
 from shared.store.models import QUEUED, Fit, new_id, utcnow
 
 
@@ -204,7 +205,7 @@ _INSERT_FIT = sa.insert(Fit)
 
 def insert_fit(session: so.Session, row: dict[str, Any]) -> Fit:
     """Insert one new fit's row in the session's transaction; the fit as the response shows it."""
-    session.connection().execute(_INSERT_FIT, row)
+    core(session).execute(_INSERT_FIT, row)
     return Fit(**row)
 
 

@@ -21,7 +21,7 @@ def current_tenant() -> str:
 
 
 # Read by every GET of a fit or batch (and again at each wake-up of a wait), so built once
-# (shared/store/db.py says why).
+# (shared/store/built_once.py says why).
 _OWNED: dict[type[Fit] | type[Batch], sa.Select[Any]] = {
     model: sa.select(model).where(model.id == sa.bindparam("id"), model.tenant == sa.bindparam("tenant"))
     for model in (Fit, Batch)

@@ -15,12 +15,14 @@ With a single tenant waiting (the common case) this costs two index probes.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from shared.store.bulk import upsert_insert
+from shared.store.built_once import core
+from shared.store.bulk import upsert_insert_of
 from shared.store.db import Database
 from shared.store.models import QUEUED, Fit, TenantTurn, utcnow
 
@@ -87,10 +89,18 @@ def _fairest(passed: frozenset[str]) -> sa.Select[str]:
 def record_turns(session: so.Session, tenants: Iterable[str]) -> None:
     """Upsert these tenants' last turn, inside the claim's transaction: one statement for all,
     in one order (sorted), so two claims lock the rows alike (no deadlock)."""
-    insert = upsert_insert(session)(TenantTurn)
     now = utcnow()
-    session.execute(
-        insert.values([{"tenant": tenant, "served_at": now} for tenant in sorted(set(tenants))]).on_conflict_do_update(
-            index_elements=["tenant"], set_={"served_at": insert.excluded.served_at}
-        )
+    core(session).execute(
+        _turning(session.get_bind().dialect.name),
+        [{"tenant": tenant, "served_at": now} for tenant in sorted(set(tenants))],
+    )
+
+
+@functools.cache
+def _turning(dialect: str) -> sa.Executable:
+    """Every claim runs it: built once per process (shared/store/built_once.py says why), the tenants as
+    the rows of one executemany."""
+    insert = upsert_insert_of(dialect)(TenantTurn)
+    return insert.on_conflict_do_update(  # type: ignore[no-any-return]
+        index_elements=["tenant"], set_={"served_at": insert.excluded.served_at}
     )

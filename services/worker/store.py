@@ -26,6 +26,7 @@ from shared.domain.packing import unpack_f64
 from shared.domain.splits import held_out_indices
 from shared.runtime.settings import Settings
 from shared.store import bulk, calibrations, ended, loss_blocks
+from shared.store.built_once import core
 from shared.store.db import Database
 from shared.store.dbclock import db_now, lease_until
 from shared.store.models import FAILED, QUEUED, RUNNING, SUCCEEDED, Fit, TenantTurn, new_id, utcnow
@@ -117,10 +118,11 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
         # reclaimed without its loss being counted (a poison fit got a fourth run).
         # PostgreSQL's now() is the transaction's start already: no round trip to read it.
         now = session.scalar(sa.select(db_now())) if on_sqlite else db_now()
-        expired = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < now)
         given = {"chunk": chunk_id, "started": utcnow()} | ({"now": now} if on_sqlite else {})
-        lost = list(session.scalars(taking.lost, given))
+        lost = list(core(session).scalars(taking.lost, given))
         halves: list[str] = []
+        # Built only for the rare paths below (a lost fit): _claiming's statements bind their own.
+        expired = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < now) if lost else sa.false()
         if len(lost) > 1:
             for part in (lost[: len(lost) // 2], lost[len(lost) // 2 :]):
                 halves.append(new_id())
@@ -155,10 +157,10 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
             )
         # The rows come back from the claim itself (RETURNING gives the values after the update):
         # no second read of what was just written.
-        rows = list(session.connection().execute(taking.chunk, given))
+        rows = list(core(session).execute(taking.chunk, given))
         room = settings.chunk_size - len(rows)
         if room > 0 and not halves:
-            rows += session.connection().execute(taking.singles, given | {"room": room}).all()
+            rows += core(session).execute(taking.singles, given | {"room": room}).all()
         if not rows:
             return Claim([], halves)
         rows.sort(key=lambda row: (row.created_at, row.id))
@@ -182,7 +184,7 @@ class _Claiming:
 
 @functools.cache
 def _claiming(on_sqlite: bool, lease_seconds: float, claimed_by: str) -> _Claiming:
-    """Built once per process (and lease): every wake-up claims (shared/store/db.py says why). They
+    """Built once per process (and lease): every wake-up claims (shared/store/built_once.py says why). They
     run on the session's connection: the ORM's bulk-update machinery, with nothing to synchronize
     here, cost as much again as building them. In process a single fit's claim, run and write took
     5.4-6.8 ms of CPU, 2.1-2.7 ms without both (benchmarks/README.md, twentieth sitting)."""
@@ -342,49 +344,80 @@ def _singles_to_coalesce(room: sa.BindParameter[int]) -> sa.ScalarSelect[str]:
     )
 
 
-def _this_attempt(session: so.Session, fits: Iterable[ClaimedFit]) -> sa.ColumnElement[bool]:
-    """The fits still running in this attempt (the attempt is the fencing token). On PostgreSQL
-    the (id, attempt) pairs go as two arrays: a chunk's 2048 pairs written out as a tuple list
-    cost a quarter of a second to render and plan, on every block's write."""
-    ids, attempts = [fit.id for fit in fits], [fit.attempt for fit in fits]
-    if session.get_bind().dialect.name == "postgresql":
+@functools.cache
+def _this_attempt(on_postgresql: bool) -> sa.ColumnElement[bool]:
+    """The fits bound (their ids and attempts) still running in this attempt: the attempt is the
+    fencing token, so a stale worker neither writes, renews nor gives back a newer attempt's fits.
+    This and the fences below are built once per process (shared/store/built_once.py says why)."""
+    if on_postgresql:
+        # The (id, attempt) pairs go as two arrays: a chunk's 2048 pairs written out as a tuple
+        # list cost a quarter of a second to render and plan, on every block's write.
         pairs = (
             sa.func.unnest(
-                sa.bindparam("ids", ids, type_=postgresql.ARRAY(sa.String)),
-                sa.bindparam("attempts", attempts, type_=postgresql.ARRAY(sa.Integer)),
+                sa.bindparam("ids", type_=postgresql.ARRAY(sa.String)),
+                sa.bindparam("attempts", type_=postgresql.ARRAY(sa.Integer)),
             )
             .table_valued("id", "attempt")
             .render_derived()
         )
         mine = sa.tuple_(Fit.id, Fit.attempt).in_(sa.select(pairs.c.id, pairs.c.attempt))
     else:
-        mine = sa.tuple_(Fit.id, Fit.attempt).in_(list(zip(ids, attempts, strict=True)))
+        mine = sa.tuple_(Fit.id, Fit.attempt).in_(sa.bindparam("pairs", expanding=True))
     return sa.and_(mine, Fit.status == RUNNING)
 
 
-def _renew_lease(session: so.Session, settings: Settings, fits: Iterable[ClaimedFit]) -> set[str]:
-    """Extend the lease of the fits still running this attempt; returns their ids. The attempt
-    is the fencing token: a stale worker neither writes nor renews a newer attempt's lease."""
-    fits = list(fits)
+@functools.cache
+def _locking(on_postgresql: bool) -> sa.Select[str]:
+    return sa.select(Fit.id).where(_this_attempt(on_postgresql)).with_for_update()
+
+
+@functools.cache
+def _renewing(on_postgresql: bool, lease_seconds: float) -> sa.Update:
+    return (
+        sa.update(Fit)
+        .where(_this_attempt(on_postgresql))
+        .values(lease_expires_at=lease_until(lease_seconds))
+        .returning(Fit.id)
+    )
+
+
+@functools.cache
+def _giving_back(on_postgresql: bool) -> sa.Update:
+    return (
+        sa.update(Fit)
+        .where(_this_attempt(on_postgresql))
+        .values(
+            status=QUEUED, lease_expires_at=None, dispatched_at=sa.bindparam("queued", type_=Fit.dispatched_at.type)
+        )
+        .returning(Fit.id)
+    )
+
+
+def _fenced(
+    session: so.Session, fits: Sequence[ClaimedFit], fence: Callable[[bool], sa.Executable], **values: object
+) -> set[str]:
+    """The ids of `fits` that `fence` (one of the statements above, by dialect) matched."""
     if not fits:
         return set()
-    return set(
-        session.scalars(
-            sa.update(Fit)
-            .where(_this_attempt(session, fits))
-            .values(lease_expires_at=lease_until(settings.lease_seconds))
-            .returning(Fit.id)
-            .execution_options(synchronize_session=False)
-        ).all()
+    on_postgresql = session.get_bind().dialect.name == "postgresql"
+    pairs: dict[str, object] = (
+        {"ids": [fit.id for fit in fits], "attempts": [fit.attempt for fit in fits]}
+        if on_postgresql
+        else {"pairs": [(fit.id, fit.attempt) for fit in fits]}
     )
+    # On the session's connection: the ORM has nothing to synchronize for them.
+    return set(core(session).scalars(fence(on_postgresql), pairs | values))
+
+
+def _renew_lease(session: so.Session, settings: Settings, fits: Sequence[ClaimedFit]) -> set[str]:
+    """Extend the lease of the fits still running this attempt; returns their ids."""
+    return _fenced(session, fits, functools.partial(_renewing, lease_seconds=settings.lease_seconds))
 
 
 def _lock_this_attempt(session: so.Session, fits: Sequence[ClaimedFit]) -> set[str]:
     """The ids of these fits still running this attempt, their rows locked until the transaction
     ends (no claim can take them between this fence and the write)."""
-    if not fits:
-        return set()
-    return set(session.scalars(sa.select(Fit.id).where(_this_attempt(session, fits)).with_for_update()).all())
+    return _fenced(session, fits, _locking)
 
 
 def write(
@@ -441,7 +474,7 @@ def write(
 def renew(db: Database, settings: Settings, fits: Iterable[ClaimedFit]) -> int:
     """Extend the lease of the fits this attempt still runs (the heartbeat while the engine computes)."""
     with db.session(write=True) as session:
-        return len(_renew_lease(session, settings, fits))
+        return len(_renew_lease(session, settings, list(fits)))
 
 
 def fail(db: Database, fits: Iterable[ClaimedFit], error_type: str, detail: str) -> None:
@@ -470,19 +503,8 @@ def give_back(db: Database, fits: Iterable[ClaimedFit]) -> set[str]:
     """Queue these fits again, if they are still this attempt's (a time slice ended, or the database
     stayed unreachable too long): with their checkpoints, they go on where they stopped. Returns
     the ids given back; the caller publishes their chunk."""
-    fits = list(fits)
-    if not fits:
-        return set()
     with db.session(write=True) as session:
-        return set(
-            session.scalars(
-                sa.update(Fit)
-                .where(_this_attempt(session, fits))
-                .values(status=QUEUED, lease_expires_at=None, dispatched_at=utcnow())
-                .returning(Fit.id)
-                .execution_options(synchronize_session=False)
-            ).all()
-        )
+        return _fenced(session, list(fits), _giving_back, queued=utcnow())
 
 
 def others_waiting(db: Database) -> bool:

@@ -1,10 +1,4 @@
-"""Engines and sessions: one way to open the database for every process.
-
-Statements that every request or every claim runs are built once, at import (or once per process
-where they name it), with their values bound at execution. SQLAlchemy keeps a statement's cache key
-on the statement object: one built anew for each call was walked whole again to find its compiled
-form: about a tenth of a submission's CPU, and 30 % of a single fit's run in the worker
-(benchmarks/README.md, twentieth sitting)."""
+"""Engines and sessions: one way to open the database for every process."""
 
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ import sqlalchemy.orm as so
 
 from shared.runtime import sealed
 from shared.runtime.settings import Settings
+from shared.store.built_once import core
 from shared.store.bulk import upsert_insert
 from shared.store.dbclock import db_now
 from shared.store.models import ACTIVE, TERMINAL, Batch, Fit, Tenant, WebhookDelivery, new_id, utcnow
@@ -197,8 +198,15 @@ def _insert(session: so.Session, rows: list[dict[str, str]]) -> None:
 
 def due(session: so.Session) -> bool:
     """Whether some delivery is waiting for an attempt now (neither leased nor waiting to retry)."""
-    free = sa.or_(WebhookDelivery.leased_until.is_(None), WebhookDelivery.leased_until < db_now())
-    return (
-        session.scalar(sa.select(WebhookDelivery.id).where(WebhookDelivery.next_attempt_at <= db_now(), free).limit(1))
-        is not None
+    return core(session).scalar(_DUE) is not None
+
+
+# Asked at every write that ends fits: built once (shared/store/built_once.py says why).
+_DUE = (
+    sa.select(WebhookDelivery.id)
+    .where(
+        WebhookDelivery.next_attempt_at <= db_now(),
+        sa.or_(WebhookDelivery.leased_until.is_(None), WebhookDelivery.leased_until < db_now()),
     )
+    .limit(1)
+)

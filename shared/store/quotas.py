@@ -9,6 +9,7 @@ fits (one index range: they are few next to its finished ones).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -16,7 +17,8 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from shared.runtime.settings import Settings
-from shared.store.bulk import upsert_insert
+from shared.store.built_once import core
+from shared.store.bulk import upsert_insert_of
 from shared.store.models import ACTIVE, Fit, Tenant
 
 LOSS_BYTES_PER_EPOCH = 4  # one float32 per epoch and series
@@ -66,7 +68,7 @@ def stored_loss_bytes(session: so.Session, tenant: str) -> int:
     return row.stored_loss_bytes if row is not None else 0
 
 
-# Read by every submission, so built once (shared/store/db.py says why).
+# Read by every submission, so built once (shared/store/built_once.py says why).
 _TENANT = sa.bindparam("tenant", type_=sa.String)
 _ASKING = sa.select(_TENANT.label("name")).subquery("asking")
 _STANDING = sa.select(
@@ -108,16 +110,23 @@ def add_stored_bytes(session: so.Session, deltas: Mapping[str, int]) -> None:
     """Add (or, negative, subtract) loss bytes to each tenant's count, in the caller's transaction.
     Tenants in sorted order: two writes of a coalesced chunk's tenants lock their rows alike (no
     deadlock)."""
-    insert = upsert_insert(session)
+    adding = _adding_stored_bytes(session.get_bind().dialect.name)
     for tenant, delta in sorted(deltas.items()):
-        if not delta:
-            continue
-        statement = insert(Tenant).values(name=tenant, stored_loss_bytes=max(delta, 0))
-        session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["name"], set_={"stored_loss_bytes": Tenant.stored_loss_bytes + delta}
-            )
-        )
+        if delta:
+            core(session).execute(adding, {"tenant": tenant, "first": max(delta, 0), "delta": delta})
+
+
+@functools.cache
+def _adding_stored_bytes(dialect: str) -> sa.Executable:
+    """Every write of losses runs it: built once per process (shared/store/built_once.py says why)."""
+    # Parameters not named after columns: an INSERT takes those as the values of the columns.
+    insert = upsert_insert_of(dialect)(Tenant).values(
+        name=sa.bindparam("tenant", type_=sa.String), stored_loss_bytes=sa.bindparam("first", type_=sa.BigInteger)
+    )
+    return insert.on_conflict_do_update(  # type: ignore[no-any-return]
+        index_elements=["name"],
+        set_={"stored_loss_bytes": Tenant.stored_loss_bytes + sa.bindparam("delta", type_=sa.BigInteger)},
+    )
 
 
 def set_quotas(

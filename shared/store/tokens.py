@@ -53,7 +53,7 @@ def revoke(db: Database, prefix: str) -> bool:
     return True
 
 
-# Asked by every request, so built once (shared/store/db.py says why).
+# Asked by every request, so built once (shared/store/built_once.py says why).
 _TENANT_OF = sa.select(ApiToken.tenant).where(ApiToken.digest == sa.bindparam("digest"), ApiToken.revoked_at.is_(None))
 
 
