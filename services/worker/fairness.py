@@ -34,7 +34,7 @@ def fairer_chunk(db: Database, chunk_id: str) -> str | None:
     need no transaction (each sees what is committed when it runs, as it would inside one at READ
     COMMITTED): on PostgreSQL that spares a BEGIN and a COMMIT, two round trips, per wake-up."""
     with db.reading() as session:
-        tenant = session.scalar(sa.select(Fit.tenant).where(Fit.chunk_id == chunk_id, Fit.status == QUEUED).limit(1))
+        tenant = core(session).scalar(_QUEUED_TENANT, {"chunk": chunk_id})
         if tenant is None:  # nothing queued there (done, or a lease to reclaim): no swap
             return None
         # Two index ranges around `tenant` rather than `<>`, so a large backlog of
@@ -69,21 +69,23 @@ def next_chunk(db: Database, passed: frozenset[str] = frozenset()) -> str | None
     this drain already found taken by another worker (their fits still read queued to it).
     One statement, outside a transaction (two round trips fewer on PostgreSQL)."""
     with db.reading() as session:
-        found: str | None = session.scalar(_fairest(passed))
+        found: str | None = core(session).scalar(_FAIREST, {"passed": sorted(passed)})
         return found
 
 
-def _fairest(passed: frozenset[str]) -> sa.Select[str]:
-    """The oldest queued chunk of the tenant served least recently, in one statement (a worker
-    asks after every chunk, and each statement is a round trip). It reads every queued fit's
-    tenant, as a GROUP BY of them would."""
-    return (
-        sa.select(Fit.chunk_id)
-        .outerjoin(TenantTurn, TenantTurn.tenant == Fit.tenant)
-        .where(Fit.status == QUEUED, Fit.chunk_id.not_in(passed))
-        .order_by(TenantTurn.served_at.asc().nulls_first(), Fit.tenant, Fit.created_at, Fit.id)
-        .limit(1)
-    )
+# Every wake-up asks these, so they are built once (shared/store/built_once.py says why).
+# The tenant of a chunk's queued fits (bound: "chunk").
+_QUEUED_TENANT = sa.select(Fit.tenant).where(Fit.chunk_id == sa.bindparam("chunk"), Fit.status == QUEUED).limit(1)
+# The oldest queued chunk of the tenant served least recently, in one statement (a worker asks
+# after every chunk, and each statement is a round trip), past the chunks bound as "passed". It
+# reads every queued fit's tenant, as a GROUP BY of them would.
+_FAIREST = (
+    sa.select(Fit.chunk_id)
+    .outerjoin(TenantTurn, TenantTurn.tenant == Fit.tenant)
+    .where(Fit.status == QUEUED, Fit.chunk_id.not_in(sa.bindparam("passed", expanding=True)))
+    .order_by(TenantTurn.served_at.asc().nulls_first(), Fit.tenant, Fit.created_at, Fit.id)
+    .limit(1)
+)
 
 
 def record_turns(session: so.Session, tenants: Iterable[str]) -> None:
