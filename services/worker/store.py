@@ -184,10 +184,9 @@ class _Claiming:
 
 @functools.cache
 def _claiming(on_sqlite: bool, lease_seconds: float, claimed_by: str) -> _Claiming:
-    """Built once per process (and lease): every wake-up claims (shared/store/built_once.py says why). They
-    run on the session's connection: the ORM's bulk-update machinery, with nothing to synchronize
-    here, cost as much again as building them. In process a single fit's claim, run and write took
-    5.4-6.8 ms of CPU, 2.1-2.7 ms without both (benchmarks/README.md, twentieth sitting)."""
+    """Built once per process (and lease): every wake-up claims (shared/store/built_once.py says
+    why). They run as Core: the ORM's bulk-update machinery, with nothing to synchronize here, cost
+    as much again as building them (benchmarks/README.md, twentieth and twenty-first sittings)."""
     # SQLite's clock is read once per claim and bound; PostgreSQL's now() is the transaction's start.
     now = sa.bindparam("now", type_=Fit.lease_expires_at.type) if on_sqlite else db_now()
     expired = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < now)
