@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from sqlalchemy.dialects import postgresql
 
 from services.worker import fairness
 from shared.domain.convergence import Optimum
@@ -121,40 +120,41 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
         given = {"chunk": chunk_id, "started": utcnow()} | ({"now": now} if on_sqlite else {})
         lost = list(core(session).scalars(taking.lost, given))
         halves: list[str] = []
-        # Built only for the rare paths below (a lost fit): _claiming's statements bind their own.
-        expired = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < now) if lost else sa.false()
-        if len(lost) > 1:
-            for part in (lost[: len(lost) // 2], lost[len(lost) // 2 :]):
-                halves.append(new_id())
+        if lost:
+            # The rare paths (a lost fit) build their statements here; _claiming's bind their own.
+            expired = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < now)
+            if len(lost) > 1:
+                for part in (lost[: len(lost) // 2], lost[len(lost) // 2 :]):
+                    halves.append(new_id())
+                    session.execute(
+                        sa.update(Fit)
+                        .where(Fit.id.in_(part), expired)
+                        .values(chunk_id=halves[-1], status=QUEUED, lease_expires_at=None, dispatched_at=None)
+                        .execution_options(synchronize_session=False)
+                    )
+            else:
+                # Waiters look again (they find it still running unless this ends it as worker_lost).
+                ended.announce(session, lost)
                 session.execute(
                     sa.update(Fit)
-                    .where(Fit.id.in_(part), expired)
-                    .values(chunk_id=halves[-1], status=QUEUED, lease_expires_at=None, dispatched_at=None)
+                    .where(Fit.id == lost[0], expired)
+                    .values(worker_losses=Fit.worker_losses + 1)
                     .execution_options(synchronize_session=False)
                 )
-        elif lost:
-            # Waiters look again (they find it still running unless this ends it as worker_lost).
-            ended.announce(session, lost)
-            session.execute(
-                sa.update(Fit)
-                .where(Fit.id == lost[0], expired)
-                .values(worker_losses=Fit.worker_losses + 1)
-                .execution_options(synchronize_session=False)
-            )
-            # A fit that killed its worker max_attempts times alone: end it rather than kill the next one.
-            session.execute(
-                sa.update(Fit)
-                .where(Fit.id == lost[0], expired, Fit.worker_losses >= settings.max_attempts)
-                .values(
-                    status=FAILED,
-                    finished_at=utcnow(),
-                    lease_expires_at=None,
-                    checkpoint=None,
-                    error_type="worker_lost",
-                    error_detail=f"the worker running this fit alone was lost {settings.max_attempts} times",
+                # A fit that killed its worker max_attempts times alone: end it rather than kill the next one.
+                session.execute(
+                    sa.update(Fit)
+                    .where(Fit.id == lost[0], expired, Fit.worker_losses >= settings.max_attempts)
+                    .values(
+                        status=FAILED,
+                        finished_at=utcnow(),
+                        lease_expires_at=None,
+                        checkpoint=None,
+                        error_type="worker_lost",
+                        error_detail=f"the worker running this fit alone was lost {settings.max_attempts} times",
+                    )
+                    .execution_options(synchronize_session=False)
                 )
-                .execution_options(synchronize_session=False)
-            )
         # The rows come back from the claim itself (RETURNING gives the values after the update):
         # no second read of what was just written.
         rows = list(core(session).execute(taking.chunk, given))
@@ -351,14 +351,7 @@ def _this_attempt(on_postgresql: bool) -> sa.ColumnElement[bool]:
     if on_postgresql:
         # The (id, attempt) pairs go as two arrays: a chunk's 2048 pairs written out as a tuple
         # list cost a quarter of a second to render and plan, on every block's write.
-        pairs = (
-            sa.func.unnest(
-                sa.bindparam("ids", type_=postgresql.ARRAY(sa.String)),
-                sa.bindparam("attempts", type_=postgresql.ARRAY(sa.Integer)),
-            )
-            .table_valued("id", "attempt")
-            .render_derived()
-        )
+        pairs = bulk.unnested(id=sa.String, attempt=sa.Integer)
         mine = sa.tuple_(Fit.id, Fit.attempt).in_(sa.select(pairs.c.id, pairs.c.attempt))
     else:
         mine = sa.tuple_(Fit.id, Fit.attempt).in_(sa.bindparam("pairs", expanding=True))

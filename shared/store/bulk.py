@@ -71,6 +71,15 @@ def _updating(table: sa.Table) -> sa.Update:
     return sa.update(table).where(table.c.id == sa.bindparam("row_id"))
 
 
+def unnested(**columns: Any) -> Any:
+    """PostgreSQL's rows of parallel arrays: `unnest(:ids, :attempts) AS (id, attempt)` for
+    unnested(id=sa.String, attempt=sa.Integer), each column's array bound as its name plus "s".
+    A statement built once on it takes any count of rows, where a VALUES list of each count is a
+    statement of its own."""
+    arrays = (sa.bindparam(name + "s", type_=postgresql.ARRAY(element)) for name, element in columns.items())
+    return sa.func.unnest(*arrays).table_valued(*columns).render_derived()
+
+
 def _update_by_copy(session: so.Session, table: sa.Table, names: list[str], rows: Sequence[Mapping[str, Any]]) -> None:
     staged = f"_staged_{table.name}"
     # Only the columns written, with the table's types and without its constraints.

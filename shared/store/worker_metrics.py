@@ -17,6 +17,7 @@ import sqlalchemy.orm as so
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.store.built_once import core
+from shared.store.bulk import unnested
 from shared.store.db import Database
 from shared.store.models import WorkerCounter
 
@@ -90,15 +91,7 @@ def _adding(insert: Any) -> sa.Executable:
 # executemany they were a statement each, 2 ms of a single fit's chunk (benchmarks/README.md,
 # twenty-first sitting). Both take the rows sorted, so two workers adding at once lock them in
 # the same order (no deadlock).
-_INCREMENTS = (
-    sa.func.unnest(
-        sa.bindparam("names", type_=postgresql.ARRAY(sa.String)),
-        sa.bindparam("labels", type_=postgresql.ARRAY(sa.String)),
-        sa.bindparam("values", type_=postgresql.ARRAY(sa.Float)),
-    )
-    .table_valued("name", "label", "value")
-    .render_derived()
-)
+_INCREMENTS = unnested(name=sa.String, label=sa.String, value=sa.Float)
 _ADDING_ARRAYS = _adding(
     postgresql.insert(WorkerCounter).from_select(
         ["name", "label", "value"],
