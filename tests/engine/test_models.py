@@ -283,6 +283,87 @@ def test_the_convergence_scans_window_finds_the_brute_force_epoch_whatever_its_s
     assert sum(k > 0 for k in expected) >= fits // 2 and -1 in expected
 
 
+@pytest.mark.parametrize("model", [LINE, Polynomial(2)], ids=["line", "quadratic"])
+def test_the_excess_loss_rule_finds_the_epoch_a_walk_over_every_epoch_finds(
+    model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rule where standard errors are not defined: the excess loss Σ ½λz²ρ^2k within its target.
+    Rates from slow to the edge of stability and targets over ten decades; the search (bracket, halvings,
+    window, backward scan) agrees with the excess evaluated at every epoch, whether a fit's bracket
+    is evaluated whole or halved down to the narrowest window."""
+    rng = np.random.default_rng(17)
+    fits, limit = 60, 3000
+    t_u = [rng.uniform(20, 90, int(rng.integers(4, 15))) for _ in range(fits)]
+    t_c = [3 + 0.4 * u - 0.002 * u**2 + rng.normal(0, rng.choice([0.01, 0.3, 2.0]), len(u)) for u in t_u]
+    batch = SeriesBatch.build(
+        t_u,
+        t_c,
+        epochs=[limit] * fits,
+        learning_rate=list(10 ** rng.uniform(-4, math.log10(0.99), fits)),
+        input_scale=[1 / 35] * fits,
+        w0=[1.0] * fits,
+        b0=[0.0] * fits,
+        input_shift=[55.0] * fits,
+    )
+    spectrum = GradientDescent(batch, model=model).spectrum
+    p = spectrum.rho.shape[1]
+    target_excess = torch.tensor(10 ** rng.uniform(-10, 0, fits))
+    k = torch.arange(0, limit + 1, dtype=torch.float64)
+    walked = (spectrum.excess[:, None, :] * torch.pow(spectrum.rho[:, None, :], 2 * k[None, :, None])).sum(-1)
+    inside = (walked <= target_excess[:, None]).numpy()
+    expected = [next(j for j in range(limit + 1) if row[j:].all()) if row[-1] else -1 for row in inside]
+
+    def found() -> list[int]:
+        return convergence.epochs_to_converge(
+            torch.zeros(fits, p, p, dtype=torch.float64),
+            spectrum,
+            torch.zeros(fits, p, dtype=torch.float64),
+            target_excess,
+            torch.zeros(fits, dtype=torch.bool),
+            limit,
+        ).tolist()
+
+    assert found() == expected
+    monkeypatch.setattr(convergence, "_CELLS", 0)  # every bracket halved down to _WINDOW epochs
+    assert found() == expected
+    assert sum(j > 0 for j in expected) >= fits // 3 and -1 in expected
+
+
+def test_a_bracket_that_does_not_check_out_falls_back_to_the_whole_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each end of the terms' bracket is checked on the bound itself: a wrong bracket (the bound
+    holding at its low end, failing at its high end) costs halvings, never a wrong epoch."""
+    rng = np.random.default_rng(23)
+    fits, limit = 40, 3000
+    t_u = [rng.uniform(20, 90, int(rng.integers(4, 15))) for _ in range(fits)]
+    t_c = [0.5 * u - 17 + rng.normal(0, 0.3, len(u)) for u in t_u]
+    batch = SeriesBatch.build(
+        t_u,
+        t_c,
+        epochs=[limit] * fits,
+        learning_rate=list(rng.uniform(0.05, 0.9, fits)),
+        input_scale=[1 / 35] * fits,
+        w0=[1.0] * fits,
+        b0=[0.0] * fits,
+        input_shift=[55.0] * fits,
+    )
+    fast = GradientDescent(batch)
+    scale, shift = torch.full((fits,), 1 / 35, dtype=torch.float64), torch.full((fits,), 55.0, dtype=torch.float64)
+    targets = torch.tensor(10 ** rng.uniform(-6, 0, (fits, 2)))
+
+    def found() -> list[int]:
+        coefficients = convergence.line_deviations(fast.spectrum, scale, shift)
+        no_excess = torch.zeros(fits, dtype=torch.float64)
+        return convergence.epochs_to_converge(
+            coefficients, fast.spectrum, targets, no_excess, torch.ones(fits, dtype=torch.bool), limit
+        ).tolist()
+
+    right = found()
+    assert sum(j > 0 for j in right) >= fits // 2
+    wrong = (torch.full((fits,), limit - 1, dtype=torch.int64), torch.zeros(fits, dtype=torch.int64))
+    monkeypatch.setattr(convergence, "_bracket", lambda *_: wrong)
+    assert found() == right
+
+
 def test_the_lines_raw_map_is_its_deviation_formulas() -> None:
     rng = np.random.default_rng(2)
     t_u = [rng.uniform(20, 90, n) for n in (5, 11)]

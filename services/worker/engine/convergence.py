@@ -17,6 +17,8 @@ backward scan from there finds the first epoch from which the rule itself holds 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from services.worker.engine.closed_form import GradientDescent
@@ -24,6 +26,11 @@ from services.worker.engine.spectra import LineSpectrum, Spectrum
 
 _SCAN = 2048
 _FIRST_SCAN = 32
+# Once every fit's bracket is at most this many epochs wide, the bound is evaluated at each epoch
+# of it at once: _CELLS (fits × epochs) in all, so a few fits skip the halvings and a batch's
+# evaluation stays small, with at least _WINDOW epochs a fit.
+_CELLS = 8192
+_WINDOW = 16
 
 
 def line_deviations(spectrum: LineSpectrum, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -88,23 +95,42 @@ def epochs_to_converge(
         by_loss = (excess[rows, None, :] * powers * powers).sum(-1) <= target_excess[rows, None]
         return torch.where(by_errors[rows, None], by_se, by_loss)
 
-    def bound(k: torch.Tensor) -> torch.Tensor:
-        """Whether the decreasing bound meets the rule at k (B,): then the rule holds from k on."""
-        powers = torch.pow(rho.abs(), k[:, None].to(rho.dtype))
-        deviation = (coefficients.abs() * powers[:, None, :]).sum(-1)
-        by_se = (deviation <= targets).all(-1)
-        by_loss = (excess * powers * powers).sum(-1) <= target_excess
-        return torch.where(by_errors, by_se, by_loss)
+    size, rate = coefficients.abs(), rho.abs()
+    every = slice(None)
 
-    size, dev = rho.shape[0], rho.device
-    lo = torch.full((size,), -1, dtype=torch.int64, device=dev)  # the bound fails at lo (or lo = -1)
-    hi = torch.full((size,), limit, dtype=torch.int64, device=dev)  # ... and meets the rule at hi
-    reachable = bound(hi)
-    while bool(((hi - lo) > 1).any()):
-        mid = (lo + hi) // 2
-        ok = bound(mid.clamp_min(0))
-        hi = torch.where(ok & (mid >= 0), mid, hi)
-        lo = torch.where(ok & (mid >= 0), lo, torch.maximum(mid, lo))
+    def bound(rows: torch.Tensor | slice, k: torch.Tensor) -> torch.Tensor:
+        """Whether the decreasing bound meets the rule at k (R, K) for the fits `rows`: then the rule
+        holds from k on."""
+        powers = torch.pow(rate[rows, None, :], k[:, :, None].to(rate.dtype))  # (R, K, p)
+        deviation = (size[rows, None, :, :] * powers[:, :, None, :]).sum(-1)  # (R, K, p)
+        by_se = (deviation <= targets[rows, None, :]).all(-1)
+        by_loss = (excess[rows, None, :] * powers * powers).sum(-1) <= target_excess[rows, None]
+        return torch.where(by_errors[rows, None], by_se, by_loss)
+
+    dev = rho.device
+    # The bound fails at lo (or lo = -1) and meets the rule at hi. The terms alone bracket the
+    # epoch (_bracket); each end is checked on the bound itself, and an end that does not check
+    # out (rounding, a rate that does not contract) falls back to the whole range.
+    lo, hi = _bracket(size, rate, excess, targets, target_excess, by_errors, limit)
+    at = bound(every, torch.stack([lo.clamp_min(0), hi, torch.full_like(hi, limit)], 1))
+    reachable = at[:, 2]
+    lo = torch.where(at[:, 0] | (lo < 0), torch.full_like(lo, -1), lo)
+    hi = torch.where(at[:, 1], hi, torch.full_like(hi, limit))
+    # Halve the brackets still wider than the window, those fits' only (a batch's slow rates
+    # take a dozen halvings; the rest of its fits, none).
+    window = max(_WINDOW, _CELLS // max(1, rho.shape[0]))
+    rows = torch.nonzero(hi - lo > window).squeeze(1)
+    while rows.numel():
+        low, high = lo[rows], hi[rows]
+        mid = (low + high) // 2  # >= 0: the bracket is wider than 2
+        ok = bound(rows, mid[:, None])[:, 0]
+        hi[rows], lo[rows] = torch.where(ok, mid, high), torch.where(ok, low, mid)
+        rows = rows[hi[rows] - lo[rows] > window]
+    # Every bracket's epochs at once: the bound holds from the first that meets it.
+    span = int((hi - lo).max()) if hi.numel() else 1
+    k = (lo[:, None] + 1 + torch.arange(span, device=dev)[None, :]).minimum(hi[:, None])
+    first = bound(every, k).to(torch.int8).argmax(1, keepdim=True)
+    hi = torch.where(reachable, k.gather(1, first)[:, 0], hi)
     # Back from where the bound holds: the first k from which the rule itself holds for good.
     # Each pass scans a window of epochs of the fits still open only: most fail within a few
     # epochs of where the bound holds, so the first window is short and each next one twice as
@@ -124,3 +150,38 @@ def epochs_to_converge(
         rows = rows[~(failed | exhausted)]
         width = min(2 * width, _SCAN)
     return torch.where(reachable, needed, torch.full_like(needed, -1))
+
+
+def _bracket(
+    magnitudes: torch.Tensor,
+    rates: torch.Tensor,
+    excess: torch.Tensor,
+    targets: torch.Tensor,
+    target_excess: torch.Tensor,
+    by_errors: torch.Tensor,
+    limit: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per fit, epochs (lo, hi) between which the decreasing bound first meets the rule, from its
+    terms alone. The bound is at least its largest term, so it fails while any term is over its
+    target; it is at most p times its largest, so it meets the rule once every term is within
+    target / p. A term c·r^k falls to a level L at k = log(L / c) / log r, so the bracket is about
+    log(p) / -log(r) epochs wide (a few for most rates) where [-1, limit] took about 20 halvings.
+    `magnitudes` (B, p, p) the deviations' terms' |coefficients|, `rates` (B, p) the |ρ|."""
+    p = rates.shape[1]
+    log_rate = torch.log(rates)
+
+    def latest_crossing(
+        sizes: torch.Tensor, level: torch.Tensor, log_base: torch.Tensor, dims: tuple[int, ...]
+    ) -> torch.Tensor:
+        # A term that is zero never crosses (nan, -inf: no constraint); one whose target is zero
+        # never gets there (inf: the limit); a rate that does not contract gives what the checks reject.
+        return torch.nan_to_num(torch.log(level / sizes) / log_base, nan=-math.inf).amax(dims)
+
+    def crossings(share: float) -> torch.Tensor:
+        by_se = latest_crossing(magnitudes, targets[:, :, None] * share, log_rate[:, None, :], (1, 2))
+        by_loss = latest_crossing(excess, target_excess[:, None] * share, 2 * log_rate, (1,))
+        return torch.where(by_errors, by_se, by_loss)
+
+    lo = crossings(1.0).clamp(-1, limit).ceil() - 1
+    hi = crossings(1.0 / p).clamp(0, limit).ceil()
+    return lo.clamp_min(-1).to(torch.int64), hi.to(torch.int64)
