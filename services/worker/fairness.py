@@ -9,7 +9,7 @@ was served less recently than A (tenant_turns), it publishes A's message again
 are conserved: A's chunk keeps a message, and the other chunk's own message,
 when it comes, finds nothing to claim.
 
-With a single tenant waiting (the common case) this costs two index probes.
+With a single tenant waiting (the common case) this costs one statement of two index probes.
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ def fairer_chunk(db: Database, chunk_id: str) -> str | None:
     need no transaction (each sees what is committed when it runs, as it would inside one at READ
     COMMITTED): on PostgreSQL that spares a BEGIN and a COMMIT, two round trips, per wake-up."""
     with db.reading() as session:
-        tenant = core(session).scalar(_QUEUED_TENANT, {"chunk": chunk_id})
-        if tenant is None:  # nothing queued there (done, or a lease to reclaim): no swap
+        mine = core(session).execute(_QUEUED_TENANT_AND_RIVALS, {"chunk": chunk_id}).first()
+        # Nothing queued there (done, or a lease to reclaim), or no other tenant waits: no swap.
+        if mine is None or not mine.rivals:
             return None
-        # Two index ranges around `tenant` rather than `<>`, so a large backlog of
-        # this tenant's own queued fits is never scanned.
-        others = session.scalars(
+        tenant = mine.tenant
+        others = session.scalars(  # the same two index ranges
             sa.select(Fit.tenant)
             .where(Fit.status == QUEUED, sa.or_(Fit.tenant < tenant, Fit.tenant > tenant))
             .group_by(Fit.tenant)
@@ -74,8 +74,17 @@ def next_chunk(db: Database, passed: frozenset[str] = frozenset()) -> str | None
 
 
 # Every wake-up asks these, so they are built once (shared/store/built_once.py says why).
-# The tenant of a chunk's queued fits (bound: "chunk").
-_QUEUED_TENANT = sa.select(Fit.tenant).where(Fit.chunk_id == sa.bindparam("chunk"), Fit.status == QUEUED).limit(1)
+# The tenant of a chunk's queued fits (bound: "chunk"), and whether another tenant has fits queued:
+# one round trip for a wake-up with a single tenant waiting (the common case). Two index ranges
+# around the tenant rather than `<>`, so a large backlog of its own queued fits is never scanned.
+_MINE = sa.select(Fit.tenant).where(Fit.chunk_id == sa.bindparam("chunk"), Fit.status == QUEUED).limit(1).subquery()
+_RIVAL = so.aliased(Fit)
+_QUEUED_TENANT_AND_RIVALS = sa.select(
+    _MINE.c.tenant,
+    sa.exists()
+    .where(_RIVAL.status == QUEUED, sa.or_(_RIVAL.tenant < _MINE.c.tenant, _RIVAL.tenant > _MINE.c.tenant))
+    .label("rivals"),
+)
 # The oldest queued chunk of the tenant served least recently, in one statement (a worker asks
 # after every chunk, and each statement is a round trip), past the chunks bound as "passed". It
 # reads every queued fit's tenant, as a GROUP BY of them would.

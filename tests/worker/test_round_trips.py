@@ -19,7 +19,7 @@ from services.worker import fairness, runner
 from shared.runtime.settings import Settings
 from shared.store import worker_metrics
 from shared.store.db import Database
-from shared.store.models import WebhookDelivery, new_id
+from shared.store.models import Fit, WebhookDelivery, new_id
 from tests.servers import TcpProxy
 
 SEED = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0], "epochs": 100, "input_scale": 0.1}
@@ -107,10 +107,11 @@ def svc_db(client: FlaskClient) -> Database:
     return db
 
 
-def test_a_wake_ups_looks_for_a_chunk_are_one_round_trip_each(backend: Settings) -> None:
+def test_a_wake_ups_looks_for_a_chunk_are_one_round_trip_each(backend: Settings, client: FlaskClient) -> None:
     """The look for a fairer chunk when a message comes and the look for the next chunk to drain
     are reads of what is committed: no transaction, so no BEGIN and COMMIT around them (three round
-    trips each before, counted at a proxy in front of PostgreSQL)."""
+    trips each before, counted at a proxy in front of PostgreSQL). With one tenant waiting, the
+    look for a fairer chunk is one statement (its tenant, and whether any other waits: two before)."""
     if not backend.database_url:
         pytest.skip("round trips are PostgreSQL's: the embedded default's are calls in this process")
     url = sa.make_url(backend.database_url)
@@ -128,6 +129,14 @@ def test_a_wake_ups_looks_for_a_chunk_are_one_round_trip_each(backend: Settings)
         # One SELECT each, and once each the statement's preparation (psycopg prepares a statement
         # on its fifth run, a round trip of its own).
         assert proxy.requests - before <= 20 + 2, proxy.requests - before
+        created = client.post("/v1/fits", json={"t_u": [1.0, 2.0, 3.0], "t_c": [2.0, 4.0, 6.0]})
+        assert created.status_code == 202, created.get_json()
+        with db.session() as session:
+            chunk = session.scalar(sa.select(Fit.chunk_id).where(Fit.id == created.get_json()["id"]))
+        before = proxy.requests
+        for _ in range(10):
+            assert fairness.fairer_chunk(db, chunk) is None  # its tenant alone waits: one read
+        assert proxy.requests - before <= 10 + 1, proxy.requests - before
     finally:
         db.dispose()
         proxy.down()
