@@ -112,6 +112,4 @@ def _turning(dialect: str) -> sa.Executable:
     """Every claim runs it: built once per process (shared/store/built_once.py says why), the tenants as
     the rows of one executemany."""
     insert = upsert_insert_of(dialect)(TenantTurn)
-    return insert.on_conflict_do_update(  # type: ignore[no-any-return]
-        index_elements=["tenant"], set_={"served_at": insert.excluded.served_at}
-    )
+    return insert.on_conflict_do_update(index_elements=["tenant"], set_={"served_at": insert.excluded.served_at})

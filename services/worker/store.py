@@ -110,7 +110,7 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
     alone counts a worker loss; after max_attempts of those it ends failed/worker_lost.
     Lease times and their expiry are the database's clock (shared.store.dbclock)."""
     on_sqlite = db.engine.dialect.name == "sqlite"
-    taking = _claiming(on_sqlite, settings.lease_seconds, holder())
+    taking = _claiming(db.engine.dialect.name, settings.lease_seconds, holder())
     with db.session(write=True) as session:
         # The database's clock read once for the whole claim: SQLite's changes from statement to
         # statement, and a lease that ran out between the check for lost fits and the claim was
@@ -183,10 +183,11 @@ class _Claiming:
 
 
 @functools.cache
-def _claiming(on_sqlite: bool, lease_seconds: float, claimed_by: str) -> _Claiming:
-    """Built once per process (and lease): every wake-up claims (shared/store/built_once.py says
-    why). They run as Core: the ORM's bulk-update machinery, with nothing to synchronize here, cost
-    as much again as building them (benchmarks/README.md, twentieth and twenty-first sittings)."""
+def _claiming(dialect: str, lease_seconds: float, claimed_by: str) -> _Claiming:
+    """Built once per process (and dialect, lease): every wake-up claims (shared/store/built_once.py
+    says why). They run as Core: the ORM's bulk-update machinery, with nothing to synchronize here,
+    cost as much again as building them (benchmarks/README.md, twentieth and twenty-first sittings)."""
+    on_sqlite = dialect == "sqlite"
     # SQLite's clock is read once per claim and bound; PostgreSQL's now() is the transaction's start.
     now = sa.bindparam("now", type_=Fit.lease_expires_at.type) if on_sqlite else db_now()
     expired = sa.and_(Fit.status == RUNNING, Fit.lease_expires_at < now)
@@ -344,11 +345,11 @@ def _singles_to_coalesce(room: sa.BindParameter[int]) -> sa.ScalarSelect[str]:
 
 
 @functools.cache
-def _this_attempt(on_postgresql: bool) -> sa.ColumnElement[bool]:
+def _this_attempt(dialect: str) -> sa.ColumnElement[bool]:
     """The fits bound (their ids and attempts) still running in this attempt: the attempt is the
     fencing token, so a stale worker neither writes, renews nor gives back a newer attempt's fits.
     This and the fences below are built once per process (shared/store/built_once.py says why)."""
-    if on_postgresql:
+    if dialect == "postgresql":
         # The (id, attempt) pairs go as two arrays: a chunk's 2048 pairs written out as a tuple
         # list cost a quarter of a second to render and plan, on every block's write.
         pairs = bulk.unnested(id=sa.String, attempt=sa.Integer)
@@ -359,25 +360,25 @@ def _this_attempt(on_postgresql: bool) -> sa.ColumnElement[bool]:
 
 
 @functools.cache
-def _locking(on_postgresql: bool) -> sa.Select[str]:
-    return sa.select(Fit.id).where(_this_attempt(on_postgresql)).with_for_update()
+def _locking(dialect: str) -> sa.Select[str]:
+    return sa.select(Fit.id).where(_this_attempt(dialect)).with_for_update()
 
 
 @functools.cache
-def _renewing(on_postgresql: bool, lease_seconds: float) -> sa.Update:
+def _renewing(dialect: str, lease_seconds: float) -> sa.Update:
     return (
         sa.update(Fit)
-        .where(_this_attempt(on_postgresql))
+        .where(_this_attempt(dialect))
         .values(lease_expires_at=lease_until(lease_seconds))
         .returning(Fit.id)
     )
 
 
 @functools.cache
-def _giving_back(on_postgresql: bool) -> sa.Update:
+def _giving_back(dialect: str) -> sa.Update:
     return (
         sa.update(Fit)
-        .where(_this_attempt(on_postgresql))
+        .where(_this_attempt(dialect))
         .values(
             status=QUEUED, lease_expires_at=None, dispatched_at=sa.bindparam("queued", type_=Fit.dispatched_at.type)
         )
@@ -386,19 +387,19 @@ def _giving_back(on_postgresql: bool) -> sa.Update:
 
 
 def _fenced(
-    session: so.Session, fits: Sequence[ClaimedFit], fence: Callable[[bool], sa.Executable], **values: object
+    session: so.Session, fits: Sequence[ClaimedFit], fence: Callable[[str], sa.Executable], **values: object
 ) -> set[str]:
     """The ids of `fits` that `fence` (one of the statements above, by dialect) matched."""
     if not fits:
         return set()
-    on_postgresql = session.get_bind().dialect.name == "postgresql"
+    dialect = session.get_bind().dialect.name
     pairs: dict[str, object] = (
         {"ids": [fit.id for fit in fits], "attempts": [fit.attempt for fit in fits]}
-        if on_postgresql
+        if dialect == "postgresql"
         else {"pairs": [(fit.id, fit.attempt) for fit in fits]}
     )
     # On the session's connection: the ORM has nothing to synchronize for them.
-    return set(core(session).scalars(fence(on_postgresql), pairs | values))
+    return set(core(session).scalars(fence(dialect), pairs | values))
 
 
 def _renew_lease(session: so.Session, settings: Settings, fits: Sequence[ClaimedFit]) -> set[str]:

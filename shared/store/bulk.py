@@ -11,7 +11,7 @@ PostgreSQL parses per column type. Loss blocks have their own binary COPY
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -25,13 +25,17 @@ from shared.store.built_once import core
 _COPY_UPDATES_FROM = 100
 
 
-def upsert_insert(session: so.Session) -> Any:
-    """The INSERT construct of the session's dialect, the one that has on_conflict_do_nothing and
-    on_conflict_do_update (PostgreSQL's and SQLite's spell them alike)."""
+# The INSERT that upserts: PostgreSQL's and SQLite's spell on_conflict_do_nothing,
+# on_conflict_do_update and `excluded` alike.
+UpsertInsert = postgresql.Insert | sqlite.Insert
+
+
+def upsert_insert(session: so.Session) -> Callable[[Any], UpsertInsert]:
+    """The INSERT construct of the session's dialect (UpsertInsert)."""
     return upsert_insert_of(session.get_bind().dialect.name)
 
 
-def upsert_insert_of(dialect: str) -> Any:
+def upsert_insert_of(dialect: str) -> Callable[[Any], UpsertInsert]:
     """upsert_insert by the dialect's name: for statements built once per dialect."""
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 

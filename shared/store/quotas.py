@@ -123,7 +123,7 @@ def _adding_stored_bytes(dialect: str) -> sa.Executable:
     insert = upsert_insert_of(dialect)(Tenant).values(
         name=sa.bindparam("tenant", type_=sa.String), stored_loss_bytes=sa.bindparam("first", type_=sa.BigInteger)
     )
-    return insert.on_conflict_do_update(  # type: ignore[no-any-return]
+    return insert.on_conflict_do_update(
         index_elements=["name"],
         set_={"stored_loss_bytes": Tenant.stored_loss_bytes + sa.bindparam("delta", type_=sa.BigInteger)},
     )

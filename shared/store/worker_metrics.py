@@ -10,14 +10,13 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.store.built_once import core
-from shared.store.bulk import unnested
+from shared.store.bulk import UpsertInsert, unnested
 from shared.store.db import Database
 from shared.store.models import WorkerCounter
 
@@ -80,8 +79,8 @@ def add_chunk(session: so.Session, finished: Iterable[tuple[str, int, float]], c
         )
 
 
-def _adding(insert: Any) -> sa.Executable:
-    return insert.on_conflict_do_update(  # type: ignore[no-any-return]
+def _adding(insert: UpsertInsert) -> sa.Executable:
+    return insert.on_conflict_do_update(
         index_elements=["name", "label"], set_={"value": WorkerCounter.value + insert.excluded.value}
     )
 
