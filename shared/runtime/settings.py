@@ -143,7 +143,12 @@ class Settings(BaseSettings):
     undispatched_after_seconds: float = 3.0
     redispatch_after_seconds: float = 15.0
     reconcile_every_seconds: float = 5.0
-    torch_threads: int = 0
+    # Torch's threads per worker process (0: torch's default, one per core). One: a host's cores are
+    # shared by processes (Celery's pool, several workers), and two processes each running a
+    # parallel op on two threads over two cores left threads waiting for a core at every op: a
+    # 2048-fit chunk's convergence search took 165-440 ms, against 12-15 ms on one thread each
+    # (benchmarks/README.md, twenty-second sitting).
+    torch_threads: int = 1
     # Celery task events, for Flower (docker-compose's monitoring profile); off by default.
     task_events: bool = False
     # Longer than the longest chunk can run, or Redis hands the message to a

@@ -73,3 +73,13 @@ def test_json_logs_follow_a_fit_from_its_request_to_its_worker(stack: Stack) -> 
     assert {"ts", "level", "service", "logger", "msg"} <= set(submitted[0])
     assert any("claimed 1 fits" in line["msg"] for line in ran) and all(line["chunk_id"] for line in ran)
     assert any(line.get("fit_id") == fit_id and line.get("path") == f"/v1/fits/{fit_id}" for line in api)
+
+
+def test_each_worker_process_runs_torch_on_one_thread(stack: Stack) -> None:
+    """By default (CALIB_TORCH_THREADS=1): the host's cores go to the worker processes, and two
+    processes' parallel ops no longer wait for each other's threads (benchmarks/README.md,
+    twenty-second sitting). Each pool process logs its engine's device and threads at start."""
+    lines = [line for path in stack.logs.glob("worker*.log") for line in json_lines(path)]
+    started = [line["msg"] for line in lines if line["msg"].startswith("engine device: cpu")]
+    assert started, "no worker process logged its engine"
+    assert all("(torch threads: 1;" in msg for msg in started), started
