@@ -15,7 +15,10 @@ For each round trip and each count of worker namespaces, on a fresh database:
 - E(N) = X(N) / (N · X(1)) for both, X being fits per second; for the batch also E(N) of the
   time after the POST's answer (the POST is one request in front of every worker);
 - round trips: the database's (client writes through the proxy: a request is one write) and
-  Redis's (commands, from INFO commandstats), per chunk and per single fit.
+  Redis's (commands, from INFO commandstats), per chunk and per single fit;
+- the workers' CPU seconds for the batch (user + system of the processes in their cgroups): under
+  a quarter core a worker's wall time is about four times its CPU, so this tells a change in the
+  workers' code from the machine's noise.
 Prints a table and a JSON line.
 """
 
@@ -96,6 +99,18 @@ def cpu_quota(name: str, cores: float) -> Path:
     (group / "cpu.cfs_period_us").write_text(str(PERIOD_US))
     (group / "cpu.cfs_quota_us").write_text(str(int(cores * PERIOD_US)))
     return group
+
+
+def cpu_seconds(names: list[str]) -> float:
+    """CPU seconds (user + system) of every process now in these hosts' cgroups."""
+    total = 0
+    for name in names:
+        with contextlib.suppress(OSError):
+            for pid in (CGROUP / f"calib-{name}" / "cgroup.procs").read_text().split():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class Hosts:
@@ -231,6 +246,7 @@ def one_setting(rtt_ms: float, workers: int, args: argparse.Namespace, tmp: Path
                     fit_id = http.post("/v1/fits", json=warm).json()["id"]
                     http.get(f"/v1/fits/{fit_id}", params={"wait": 30})
                 before = (proxy_stats(stats["pg"]), redis_commands(broker_direct), chunks_run(url))
+                workers_cpu = cpu_seconds(names[1:])
                 started = time.perf_counter()
                 r = http.post("/v1/batches", json=batch_body(args.batch))
                 r.raise_for_status()
@@ -241,6 +257,7 @@ def one_setting(rtt_ms: float, workers: int, args: argparse.Namespace, tmp: Path
                 batch_s = time.perf_counter() - started
                 assert batch["counts"]["succeeded"] == args.batch, batch
                 after_batch = (proxy_stats(stats["pg"]), redis_commands(broker_direct), chunks_run(url))
+                workers_cpu = cpu_seconds(names[1:]) - workers_cpu
             fits_per_s = asyncio.run(single_fits(url, token_list[1:], args.seconds))
             after_load = (proxy_stats(stats["pg"]), redis_commands(broker_direct), chunks_run(url))
             singles = max(fits_per_s * args.seconds, 1.0)
@@ -253,6 +270,7 @@ def one_setting(rtt_ms: float, workers: int, args: argparse.Namespace, tmp: Path
                 "batch_fits_per_s": args.batch / batch_s,
                 "single_fits_per_s": fits_per_s,
                 "batch_chunks": after_batch[2] - before[2],
+                "worker_cpu_s_per_batch": workers_cpu,
                 "db_round_trips_per_batch_chunk": (after_batch[0]["client_writes"] - before[0]["client_writes"])
                 / batch_chunks,
                 "redis_commands_per_batch_chunk": (after_batch[1] - before[1]) / batch_chunks,
@@ -298,7 +316,7 @@ def main() -> None:
                 scale * (row["batch_s"] - row["batch_accepted_s"])
             )
             row["E_single"] = row["single_fits_per_s"] / (scale * base["single_fits_per_s"])
-    columns = ["RTT", "workers", "batch s", "of which POST s", "batch E(N)", "E(N) after the POST"]
+    columns = ["RTT", "workers", "batch s", "of which POST s", "batch E(N)", "E(N) after the POST", "workers' CPU s"]
     columns += ["single fits/s", "single E(N)"]
     columns += ["DB trips / batch chunk", "DB trips / single fit", "Redis cmds / single fit"]
     print("| " + " | ".join(columns) + " |")
@@ -306,7 +324,7 @@ def main() -> None:
     for r in rows:
         print(
             f"| {r['rtt_ms']:g} ms | {r['workers']} | {r['batch_s']:.2f} | {r['batch_accepted_s']:.2f} | "
-            f"{r['E_batch']:.2f} | {r['E_batch_run']:.2f} | "
+            f"{r['E_batch']:.2f} | {r['E_batch_run']:.2f} | {r['worker_cpu_s_per_batch']:.2f} | "
             f"{r['single_fits_per_s']:.1f} | {r['E_single']:.2f} | {r['db_round_trips_per_batch_chunk']:.1f} | "
             f"{r['db_round_trips_per_single_fit']:.1f} | {r['redis_commands_per_single_fit']:.1f} |"
         )
