@@ -11,8 +11,9 @@ linear in its parameters is the same with p terms: Δθ_raw(k) = T·R·(z ρ^k),
 raw units (`deviations`). The rule (shared/domain/convergence.py) is |Δθ_raw,j| ≤ T_j for every
 parameter (for the line, |Δw_raw| ≤ T_w and |Δb_raw| ≤ T_b), or excess ≤ T_e where the standard
 errors are not defined. The sum of the terms' absolute values bounds each deviation
-and only decreases: bisection finds the epoch from which the bound meets the rule, and a
-backward scan from there finds the first epoch from which the rule itself holds for good.
+and only decreases: the terms alone bracket the epoch from which the bound meets the rule
+(_bracket), halving narrows the wide brackets, and a backward scan from there finds the first
+epoch from which the rule itself holds for good.
 """
 
 from __future__ import annotations
