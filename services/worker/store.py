@@ -109,8 +109,9 @@ def claim(db: Database, settings: Settings, chunk_id: str) -> Claim:
     isolated by halving, and every other fit of the chunk runs. Only a fit lost while running
     alone counts a worker loss; after max_attempts of those it ends failed/worker_lost.
     Lease times and their expiry are the database's clock (shared.store.dbclock)."""
-    on_sqlite = db.engine.dialect.name == "sqlite"
-    taking = _claiming(db.engine.dialect.name, settings.lease_seconds, holder())
+    dialect = db.engine.dialect.name
+    on_sqlite = dialect == "sqlite"
+    taking = _claiming(dialect, settings.lease_seconds, holder())
     with db.session(write=True) as session:
         # The database's clock read once for the whole claim: SQLite's changes from statement to
         # statement, and a lease that ran out between the check for lost fits and the claim was

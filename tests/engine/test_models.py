@@ -6,6 +6,7 @@ w2·t_u² + w1·t_u + b."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -233,6 +234,29 @@ def test_the_convergence_rule_on_vectors_finds_the_epoch_a_brute_force_walk_find
     assert (found > 0).all()
 
 
+# The convergence search's tests: inputs scaled by 1/35 about 55.
+SCALE, SHIFT = 1 / 35, 55.0
+
+
+def drawn_batch(
+    rng: np.random.Generator, fits: int, limit: int, rates: Callable[[np.random.Generator], np.ndarray]
+) -> SeriesBatch:
+    """`fits` series of 4-14 points of a quadratic in t_u (20-90) with noise of sd 0.01, 0.3 or 2,
+    each run `limit` epochs at the learning rate `rates` draws (after the series)."""
+    t_u = [rng.uniform(20, 90, int(rng.integers(4, 15))) for _ in range(fits)]
+    t_c = [3 + 0.4 * u - 0.002 * u**2 + rng.normal(0, rng.choice([0.01, 0.3, 2.0]), len(u)) for u in t_u]
+    return SeriesBatch.build(
+        t_u,
+        t_c,
+        epochs=[limit] * fits,
+        learning_rate=list(rates(rng)),
+        input_scale=[SCALE] * fits,
+        w0=[1.0] * fits,
+        b0=[0.0] * fits,
+        input_shift=[SHIFT] * fits,
+    )
+
+
 @pytest.mark.parametrize("model", [LINE, Polynomial(2)], ids=["line", "quadratic"])
 def test_the_convergence_scans_window_finds_the_brute_force_epoch_whatever_its_size(
     model: Any, monkeypatch: pytest.MonkeyPatch
@@ -242,20 +266,8 @@ def test_the_convergence_scans_window_finds_the_brute_force_epoch_whatever_its_s
     whatever its windows, finds the epoch a walk over every epoch finds."""
     rng = np.random.default_rng(11)
     fits, limit = 60, 3000
-    t_u = [rng.uniform(20, 90, int(rng.integers(4, 15))) for _ in range(fits)]
-    t_c = [3 + 0.4 * u - 0.002 * u**2 + rng.normal(0, rng.choice([0.01, 0.3, 2.0]), len(u)) for u in t_u]
-    batch = SeriesBatch.build(
-        t_u,
-        t_c,
-        epochs=[limit] * fits,
-        learning_rate=list(rng.uniform(0.05, 0.85, fits)),
-        input_scale=[1 / 35] * fits,
-        w0=[1.0] * fits,
-        b0=[0.0] * fits,
-        input_shift=[55.0] * fits,
-    )
-    fast = GradientDescent(batch, model=model)
-    scale, shift = torch.full((fits,), 1 / 35, dtype=torch.float64), torch.full((fits,), 55.0, dtype=torch.float64)
+    fast = GradientDescent(drawn_batch(rng, fits, limit, lambda r: r.uniform(0.05, 0.85, fits)), model=model)
+    scale, shift = torch.full((fits,), SCALE, dtype=torch.float64), torch.full((fits,), SHIFT, dtype=torch.float64)
     raw = model.raw_map(scale, shift)
     targets = torch.tensor(10 ** rng.uniform(-6, 0, (fits, raw.shape[1])))
 
@@ -293,19 +305,8 @@ def test_the_excess_loss_rule_finds_the_epoch_a_walk_over_every_epoch_finds(
     is evaluated whole or halved down to the narrowest window."""
     rng = np.random.default_rng(17)
     fits, limit = 60, 3000
-    t_u = [rng.uniform(20, 90, int(rng.integers(4, 15))) for _ in range(fits)]
-    t_c = [3 + 0.4 * u - 0.002 * u**2 + rng.normal(0, rng.choice([0.01, 0.3, 2.0]), len(u)) for u in t_u]
-    batch = SeriesBatch.build(
-        t_u,
-        t_c,
-        epochs=[limit] * fits,
-        learning_rate=list(10 ** rng.uniform(-4, math.log10(0.99), fits)),
-        input_scale=[1 / 35] * fits,
-        w0=[1.0] * fits,
-        b0=[0.0] * fits,
-        input_shift=[55.0] * fits,
-    )
-    spectrum = GradientDescent(batch, model=model).spectrum
+    slow_to_edge = drawn_batch(rng, fits, limit, lambda r: 10 ** r.uniform(-4, math.log10(0.99), fits))
+    spectrum = GradientDescent(slow_to_edge, model=model).spectrum
     p = spectrum.rho.shape[1]
     target_excess = torch.tensor(10 ** rng.uniform(-10, 0, fits))
     k = torch.arange(0, limit + 1, dtype=torch.float64)
@@ -334,20 +335,8 @@ def test_a_bracket_that_does_not_check_out_falls_back_to_the_whole_range(monkeyp
     holding at its low end, failing at its high end) costs halvings, never a wrong epoch."""
     rng = np.random.default_rng(23)
     fits, limit = 40, 3000
-    t_u = [rng.uniform(20, 90, int(rng.integers(4, 15))) for _ in range(fits)]
-    t_c = [0.5 * u - 17 + rng.normal(0, 0.3, len(u)) for u in t_u]
-    batch = SeriesBatch.build(
-        t_u,
-        t_c,
-        epochs=[limit] * fits,
-        learning_rate=list(rng.uniform(0.05, 0.9, fits)),
-        input_scale=[1 / 35] * fits,
-        w0=[1.0] * fits,
-        b0=[0.0] * fits,
-        input_shift=[55.0] * fits,
-    )
-    fast = GradientDescent(batch)
-    scale, shift = torch.full((fits,), 1 / 35, dtype=torch.float64), torch.full((fits,), 55.0, dtype=torch.float64)
+    fast = GradientDescent(drawn_batch(rng, fits, limit, lambda r: r.uniform(0.05, 0.9, fits)))
+    scale, shift = torch.full((fits,), SCALE, dtype=torch.float64), torch.full((fits,), SHIFT, dtype=torch.float64)
     targets = torch.tensor(10 ** rng.uniform(-6, 0, (fits, 2)))
 
     def found() -> list[int]:

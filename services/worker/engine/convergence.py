@@ -96,14 +96,14 @@ def epochs_to_converge(
         by_loss = (excess[rows, None, :] * powers * powers).sum(-1) <= target_excess[rows, None]
         return torch.where(by_errors[rows, None], by_se, by_loss)
 
-    size, rate = coefficients.abs(), rho.abs()
+    magnitude, rate = coefficients.abs(), rho.abs()
     every = slice(None)
 
     def bound(rows: torch.Tensor | slice, k: torch.Tensor) -> torch.Tensor:
         """Whether the decreasing bound meets the rule at k (R, K) for the fits `rows`: then the rule
         holds from k on."""
         powers = torch.pow(rate[rows, None, :], k[:, :, None].to(rate.dtype))  # (R, K, p)
-        deviation = (size[rows, None, :, :] * powers[:, :, None, :]).sum(-1)  # (R, K, p)
+        deviation = (magnitude[rows, None, :, :] * powers[:, :, None, :]).sum(-1)  # (R, K, p)
         by_se = (deviation <= targets[rows, None, :]).all(-1)
         by_loss = (excess[rows, None, :] * powers * powers).sum(-1) <= target_excess[rows, None]
         return torch.where(by_errors[rows, None], by_se, by_loss)
@@ -112,7 +112,7 @@ def epochs_to_converge(
     # The bound fails at lo (or lo = -1) and meets the rule at hi. The terms alone bracket the
     # epoch (_bracket); each end is checked on the bound itself, and an end that does not check
     # out (rounding, a rate that does not contract) falls back to the whole range.
-    lo, hi = _bracket(size, rate, excess, targets, target_excess, by_errors, limit)
+    lo, hi = _bracket(magnitude, rate, excess, targets, target_excess, by_errors, limit)
     at = bound(every, torch.stack([lo.clamp_min(0), hi, torch.full_like(hi, limit)], 1))
     reachable = at[:, 2]
     lo = torch.where(at[:, 0] | (lo < 0), torch.full_like(lo, -1), lo)
