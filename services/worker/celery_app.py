@@ -86,8 +86,9 @@ def _init_process(**_: object) -> None:
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
     device = pick_device(settings.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"torch threads: {torch.get_num_threads()}"
-    log.info("engine device: %s (%s; CALIB_DEVICE=%s)", device, name, settings.device)
+    name = f"{torch.cuda.get_device_name(device)}; " if device.type == "cuda" else ""
+    threads = torch.get_num_threads()
+    log.info("engine device: %s (%storch threads: %d; CALIB_DEVICE=%s)", device, name, threads, settings.device)
     collector.settle_after_fork()
 
 

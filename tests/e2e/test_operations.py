@@ -80,6 +80,6 @@ def test_each_worker_process_runs_torch_on_one_thread(stack: Stack) -> None:
     processes' parallel ops no longer wait for each other's threads (benchmarks/README.md,
     twenty-second sitting). Each pool process logs its engine's device and threads at start."""
     lines = [line for path in stack.logs.glob("worker*.log") for line in json_lines(path)]
-    started = [line["msg"] for line in lines if line["msg"].startswith("engine device: cpu")]
+    started = [line["msg"] for line in lines if line["msg"].startswith("engine device:")]
     assert started, "no worker process logged its engine"
-    assert all("(torch threads: 1;" in msg for msg in started), started
+    assert all("torch threads: 1;" in msg for msg in started), started
