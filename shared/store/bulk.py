@@ -75,7 +75,7 @@ def _updating(table: sa.Table) -> sa.Update:
     return sa.update(table).where(table.c.id == sa.bindparam("row_id"))
 
 
-def unnested(**columns: Any) -> Any:
+def unnested(**columns: Any) -> sa.TableValuedAlias:
     """PostgreSQL's rows of parallel arrays: `unnest(:ids, :attempts) AS (id, attempt)` for
     unnested(id=sa.String, attempt=sa.Integer), each column's array bound as its name plus "s".
     A statement built once on it takes any count of rows, where a VALUES list of each count is a

@@ -110,10 +110,10 @@ def add_stored_bytes(session: so.Session, deltas: Mapping[str, int]) -> None:
     """Add (or, negative, subtract) loss bytes to each tenant's count, in the caller's transaction.
     Tenants in sorted order: two writes of a coalesced chunk's tenants lock their rows alike (no
     deadlock)."""
-    adding = _adding_stored_bytes(session.get_bind().dialect.name)
+    adding, connection = _adding_stored_bytes(session.get_bind().dialect.name), core(session)
     for tenant, delta in sorted(deltas.items()):
         if delta:
-            core(session).execute(adding, {"tenant": tenant, "first": max(delta, 0), "delta": delta})
+            connection.execute(adding, {"tenant": tenant, "first": max(delta, 0), "delta": delta})
 
 
 @functools.cache

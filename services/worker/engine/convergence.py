@@ -88,13 +88,17 @@ def epochs_to_converge(
     rho = spectrum.rho  # (B, p)
     excess = spectrum.excess
 
-    def holds(rows: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """The rule at k (R, K) for the fits `rows` (R,)."""
-        powers = torch.pow(rho[rows, None, :], k[:, :, None].to(rho.dtype))  # (R, K, 2)
-        deviation = torch.einsum("bjt,bkt->bkj", coefficients[rows], powers).abs()  # (R, K, 2)
+    def meets(rows: torch.Tensor | slice, deviation: torch.Tensor, powers: torch.Tensor) -> torch.Tensor:
+        """The rule for the fits `rows`, given their deviations (R, K, p) and the powers of their
+        rates (R, K, p) at K epochs each: (R, K)."""
         by_se = (deviation <= targets[rows, None, :]).all(-1)
         by_loss = (excess[rows, None, :] * powers * powers).sum(-1) <= target_excess[rows, None]
         return torch.where(by_errors[rows, None], by_se, by_loss)
+
+    def holds(rows: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The rule at k (R, K) for the fits `rows` (R,)."""
+        powers = torch.pow(rho[rows, None, :], k[:, :, None].to(rho.dtype))  # (R, K, p)
+        return meets(rows, torch.einsum("bjt,bkt->bkj", coefficients[rows], powers).abs(), powers)
 
     magnitude, rate = coefficients.abs(), rho.abs()
     every = slice(None)
@@ -103,10 +107,7 @@ def epochs_to_converge(
         """Whether the decreasing bound meets the rule at k (R, K) for the fits `rows`: then the rule
         holds from k on."""
         powers = torch.pow(rate[rows, None, :], k[:, :, None].to(rate.dtype))  # (R, K, p)
-        deviation = (magnitude[rows, None, :, :] * powers[:, :, None, :]).sum(-1)  # (R, K, p)
-        by_se = (deviation <= targets[rows, None, :]).all(-1)
-        by_loss = (excess[rows, None, :] * powers * powers).sum(-1) <= target_excess[rows, None]
-        return torch.where(by_errors[rows, None], by_se, by_loss)
+        return meets(rows, (magnitude[rows, None, :, :] * powers[:, :, None, :]).sum(-1), powers)
 
     dev = rho.device
     # The bound fails at lo (or lo = -1) and meets the rule at hi. The terms alone bracket the
