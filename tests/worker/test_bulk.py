@@ -8,11 +8,12 @@ import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
-from services.api.submit import fit_rows
+from services.api.submit import fit_rows, insert_fit
 from shared.contract.schemas import FitCreate
 from shared.domain.packing import unpack_f64
 from shared.store import bulk
 from shared.store.db import Database
+from shared.store.json_text import json_text
 from shared.store.models import SUCCEEDED, Fit
 
 FIT = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0], "epochs": 100}
@@ -26,7 +27,7 @@ def _db(client: FlaskClient) -> Database:
 
 def _rows(count: int) -> list[dict[str, object]]:
     specs = [
-        FitCreate.model_validate(FIT | {"labels": {"row": str(i), "note": 'a "quoted" back\\slash, comma'}})
+        FitCreate.model_validate(FIT | {"labels": {"row": str(i), "note": 'a "quoted" back\\slash, comma, é'}})
         for i in range(count)
     ]
     return fit_rows(specs, "tenant-bulk")
@@ -58,6 +59,21 @@ def test_rows_inserted_and_updated_in_bulk_read_back_as_written(client: FlaskCli
         mine = Fit.tenant == "tenant-bulk"
         assert session.scalar(sa.select(sa.func.count()).where(mine, Fit.b.is_(None))) == count
         assert session.scalar(sa.select(sa.func.count()).where(mine, Fit.checkpoint.is_(None))) == 0
+        # A none_as_null column's None is SQL NULL, as an INSERT binds it (COPY converts JSON itself).
+        assert session.scalar(sa.select(sa.func.count()).where(mine, Fit.chi2.is_(None))) == count
+
+
+def test_a_json_column_holds_the_same_text_whether_copied_or_inserted(client: FlaskClient) -> None:
+    db = _db(client)
+    copied, inserted = _rows(2)
+    with db.session(write=True) as session:
+        bulk.insert_rows(session, Fit, [copied])
+        insert_fit(session, inserted | {"labels": copied["labels"]})
+    with db.session() as session:
+        texts = session.scalars(
+            sa.select(sa.cast(Fit.labels, sa.Text)).where(Fit.id.in_([copied["id"], inserted["id"]]))
+        ).all()
+    assert texts == [json_text(copied["labels"])] * 2
 
 
 def test_a_copy_that_would_leave_out_a_python_default_is_refused(client: FlaskClient) -> None:
