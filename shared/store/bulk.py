@@ -108,7 +108,7 @@ def _copy(session: so.Session, table: sa.Table, into: str, names: list[str], row
     dbapi = session.connection().connection.dbapi_connection
     assert isinstance(dbapi, psycopg.Connection), "calib's PostgreSQL driver is psycopg 3"
     with dbapi.cursor() as cursor, cursor.copy(f"COPY {into} ({', '.join(names)}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types([_copy_type(table.c[name], dialect) for name in names])
+        copy.set_types([_copy_type(table.c[name]) for name in names])
         for row in rows:
             values = list(values_of(row)) if len(names) > 1 else [values_of(row)]
             for i, process in converted:
@@ -118,10 +118,12 @@ def _copy(session: so.Session, table: sa.Table, into: str, names: list[str], row
 
 # A column's type as psycopg names it where SQLAlchemy's name is not one of psycopg's.
 _PSYCOPG_NAMES = {"float": "float8", "double precision": "float8"}
+# COPY is PostgreSQL's, and the names of its types are the same for every connection.
+_POSTGRESQL = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
 
 
 @functools.cache
-def _copy_type(column: sa.Column[Any], dialect: sa.Dialect) -> str:
+def _copy_type(column: sa.Column[Any]) -> str:
     """The type a value of `column` is sent as in COPY's binary format, which has no text to parse:
     a float is its 8 bytes, not its digits, bytea its bytes, not their hex (a 10,000-fit batch's
     rows took 0.11 s of the API's CPU to format as text, 0.013 s as binary). A JSON column's value
@@ -129,7 +131,7 @@ def _copy_type(column: sa.Column[Any], dialect: sa.Dialect) -> str:
     if isinstance(column.type, sa.JSON):
         assert not isinstance(column.type, postgresql.JSONB), "jsonb's binary form is not its text"
         return "text"
-    name = column.type.compile(dialect=dialect).lower().split("(")[0]
+    name = column.type.compile(dialect=_POSTGRESQL).lower().split("(")[0]
     name = _PSYCOPG_NAMES.get(name, name)
     if psycopg.adapters.types.get(name) is None:
         raise ValueError(f"{column}: no psycopg type named {name!r} to COPY it as")
@@ -138,9 +140,9 @@ def _copy_type(column: sa.Column[Any], dialect: sa.Dialect) -> str:
 
 def _processor(column: sa.Column[Any], dialect: sa.Dialect) -> Callable[[Any], Any] | None:
     if isinstance(column.type, sa.JSON):
-        # COPY's text format takes a JSON column's text as it is: the same text an INSERT binds
-        # (the engine's json_serializer), without psycopg's Json wrapper and its dumper, a Python
-        # call each per value (five a fit). None as SQLAlchemy binds it: SQL NULL where the column
+        # COPY takes a JSON column's text as it is (sent as text, _copy_type): the same text an
+        # INSERT binds (the engine's json_serializer), without psycopg's Json wrapper and its
+        # dumper, a Python call each per value (five a fit). None as SQLAlchemy binds it: SQL NULL where the column
         # is none_as_null, JSON null elsewhere.
         return functools.partial(_json_value, none_as_null=column.type.none_as_null)
     return column.type.dialect_impl(dialect).bind_processor(dialect)
