@@ -18,7 +18,8 @@ For each round trip and each count of worker namespaces, on a fresh database:
   Redis's (commands, from INFO commandstats), per chunk and per single fit;
 - the workers' CPU seconds for the batch (user + system of the processes in their cgroups): under
   a quarter core a worker's wall time is about four times its CPU, so this tells a change in the
-  workers' code from the machine's noise.
+  workers' code from the machine's noise; and the API's, PostgreSQL's and the delay proxies' for
+  the batch: the hosts share this machine's cores, and with four workers these can be the wall.
 Prints a table and a JSON line.
 """
 
@@ -51,6 +52,7 @@ from services.cli import processes
 from shared.runtime.settings import Settings
 from shared.store import tokens
 from shared.store.db import Database
+from tests.stack import cpu_of, proc_stat
 
 BRIDGE, NET = "calibbr0", "10.77.0"
 HOST = f"{NET}.1"  # this host on the bridge: the proxies listen here
@@ -111,6 +113,22 @@ def cpu_seconds(names: list[str]) -> float:
                     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                     total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def shared_cpu_seconds(proxies: list[int]) -> dict[str, float]:
+    """CPU seconds so far of what every simulated host shares on this machine: PostgreSQL's
+    processes (the cluster's, every backend) and the delay proxies. Under four workers these,
+    not the workers' quotas, can be what the batch waits for."""
+    used = {"postgres": 0.0, "proxies": 0.0}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            name, fields = proc_stat(entry)
+            part = "proxies" if int(entry) in proxies else "postgres" if name.startswith("postgres") else None
+            if part:
+                used[part] += cpu_of(fields)
+    return used
 
 
 class Hosts:
@@ -246,7 +264,8 @@ def one_setting(rtt_ms: float, workers: int, args: argparse.Namespace, tmp: Path
                     fit_id = http.post("/v1/fits", json=warm).json()["id"]
                     http.get(f"/v1/fits/{fit_id}", params={"wait": 30})
                 before = (proxy_stats(stats["pg"]), redis_commands(broker_direct), chunks_run(url))
-                workers_cpu = cpu_seconds(names[1:])
+                workers_cpu, api_cpu = cpu_seconds(names[1:]), cpu_seconds(["api"])
+                shared_cpu = shared_cpu_seconds([proxy.pid for proxy in proxies])
                 started = time.perf_counter()
                 r = http.post("/v1/batches", json=batch_body(args.batch))
                 r.raise_for_status()
@@ -257,7 +276,10 @@ def one_setting(rtt_ms: float, workers: int, args: argparse.Namespace, tmp: Path
                 batch_s = time.perf_counter() - started
                 assert batch["counts"]["succeeded"] == args.batch, batch
                 after_batch = (proxy_stats(stats["pg"]), redis_commands(broker_direct), chunks_run(url))
-                workers_cpu = cpu_seconds(names[1:]) - workers_cpu
+                workers_cpu, api_cpu = cpu_seconds(names[1:]) - workers_cpu, cpu_seconds(["api"]) - api_cpu
+                shared_cpu = {
+                    part: s - shared_cpu[part] for part, s in shared_cpu_seconds([p.pid for p in proxies]).items()
+                }
             fits_per_s = asyncio.run(single_fits(url, token_list[1:], args.seconds))
             after_load = (proxy_stats(stats["pg"]), redis_commands(broker_direct), chunks_run(url))
             singles = max(fits_per_s * args.seconds, 1.0)
@@ -271,6 +293,9 @@ def one_setting(rtt_ms: float, workers: int, args: argparse.Namespace, tmp: Path
                 "single_fits_per_s": fits_per_s,
                 "batch_chunks": after_batch[2] - before[2],
                 "worker_cpu_s_per_batch": workers_cpu,
+                "api_cpu_s_per_batch": api_cpu,
+                "postgres_cpu_s_per_batch": shared_cpu["postgres"],
+                "proxies_cpu_s_per_batch": shared_cpu["proxies"],
                 "db_round_trips_per_batch_chunk": (after_batch[0]["client_writes"] - before[0]["client_writes"])
                 / batch_chunks,
                 "redis_commands_per_batch_chunk": (after_batch[1] - before[1]) / batch_chunks,
@@ -317,6 +342,7 @@ def main() -> None:
             )
             row["E_single"] = row["single_fits_per_s"] / (scale * base["single_fits_per_s"])
     columns = ["RTT", "workers", "batch s", "of which POST s", "batch E(N)", "E(N) after the POST", "workers' CPU s"]
+    columns += ["API / PostgreSQL / proxies' CPU s"]
     columns += ["single fits/s", "single E(N)"]
     columns += ["DB trips / batch chunk", "DB trips / single fit", "Redis cmds / single fit"]
     print("| " + " | ".join(columns) + " |")
@@ -325,6 +351,8 @@ def main() -> None:
         print(
             f"| {r['rtt_ms']:g} ms | {r['workers']} | {r['batch_s']:.2f} | {r['batch_accepted_s']:.2f} | "
             f"{r['E_batch']:.2f} | {r['E_batch_run']:.2f} | {r['worker_cpu_s_per_batch']:.2f} | "
+            f"{r['api_cpu_s_per_batch']:.2f} / {r['postgres_cpu_s_per_batch']:.2f} / "
+            f"{r['proxies_cpu_s_per_batch']:.2f} | "
             f"{r['single_fits_per_s']:.1f} | {r['E_single']:.2f} | {r['db_round_trips_per_batch_chunk']:.1f} | "
             f"{r['db_round_trips_per_single_fit']:.1f} | {r['redis_commands_per_single_fit']:.1f} |"
         )
