@@ -128,8 +128,9 @@ def _copy_type(column: sa.Column[Any]) -> str:
     a float is its 8 bytes, not its digits, bytea its bytes, not their hex (a 10,000-fit batch's
     rows took 0.11 s of the API's CPU to format as text, 0.013 s as binary). A JSON column's value
     is its text (_processor), sent as text: json's binary form is its text."""
+    if isinstance(column.type, postgresql.JSONB):
+        raise ValueError(f"{column}: jsonb's binary form is not its text; COPY sends JSON as text")
     if isinstance(column.type, sa.JSON):
-        assert not isinstance(column.type, postgresql.JSONB), "jsonb's binary form is not its text"
         return "text"
     name = column.type.compile(dialect=_POSTGRESQL).lower().split("(")[0]
     name = _PSYCOPG_NAMES.get(name, name)
@@ -142,8 +143,8 @@ def _processor(column: sa.Column[Any], dialect: sa.Dialect) -> Callable[[Any], A
     if isinstance(column.type, sa.JSON):
         # COPY takes a JSON column's text as it is (sent as text, _copy_type): the same text an
         # INSERT binds (the engine's json_serializer), without psycopg's Json wrapper and its
-        # dumper, a Python call each per value (five a fit). None as SQLAlchemy binds it: SQL NULL where the column
-        # is none_as_null, JSON null elsewhere.
+        # dumper, a Python call each per value (five a fit). None as SQLAlchemy binds it: SQL
+        # NULL where the column is none_as_null, JSON null elsewhere.
         return functools.partial(_json_value, none_as_null=column.type.none_as_null)
     return column.type.dialect_impl(dialect).bind_processor(dialect)
 
