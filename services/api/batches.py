@@ -32,7 +32,7 @@ from shared.contract.queries import CSV_BATCH_DEFAULTS, BatchFitsQuery, WaitQuer
 from shared.contract.schemas import BatchOptions, FitCreate, FitOptions
 from shared.runtime.settings import Settings
 from shared.store import calibrations, ended
-from shared.store.bulk import insert_rows
+from shared.store.bulk import insert_row_slices
 from shared.store.models import Batch, Fit, new_id, utcnow
 from shared.store.presenters import RESULT_COLUMNS, fit_list, parameter_cells, parameter_columns
 from shared.store.reads import batch_body, batch_progress
@@ -298,22 +298,25 @@ def _create_batch(svc: Services) -> tuple[dict[str, Any], int, dict[str, str]]:
         session.add(batch)
         session.flush()
         # A slice of fits at a time, validated again and made rows: a 50,000-fit batch never holds
-        # every fit's model or row at once.
+        # every fit's model or row at once. On PostgreSQL one COPY takes the slices as they come.
         submitted = utcnow()
-        start = 0
         models: set[tuple[str, ...]] = set()
-        for part in _slices(checked.validated(svc.settings)):
-            models.update(spec.model.parameter_names for spec in part)
-            rows = fit_rows(
-                part,
-                tenant,
-                batch_id=batch.id,
-                max_epochs=svc.settings.max_epochs,
-                chunk_ids=[chunks[(start + i) // size] for i in range(len(part))],
-                created_at=submitted,
-            )
-            insert_rows(session, Fit, rows)  # COPY on PostgreSQL
-            start += len(part)
+
+        def rows_by_slice() -> Iterator[list[dict[str, Any]]]:
+            start = 0
+            for part in _slices(checked.validated(svc.settings)):
+                models.update(spec.model.parameter_names for spec in part)
+                yield fit_rows(
+                    part,
+                    tenant,
+                    batch_id=batch.id,
+                    max_epochs=svc.settings.max_epochs,
+                    chunk_ids=[chunks[(start + i) // size] for i in range(len(part))],
+                    created_at=submitted,
+                )
+                start += len(part)
+
+        insert_row_slices(session, Fit, rows_by_slice())
         batch.parameter_names = parameters_of_all(models)
         calibrations.register(session, tenant, checked.instruments)
         return batch

@@ -11,8 +11,9 @@ value as its column's type (_copy_type). Loss blocks have their own binary COPY
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -44,14 +45,28 @@ def upsert_insert_of(dialect: str) -> Callable[[Any], UpsertInsert]:
 
 def insert_rows(session: so.Session, model: type[so.DeclarativeBase], rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert `rows` (dicts with the same keys) into `model`'s table in the caller's transaction."""
-    if not rows:
+    insert_row_slices(session, model, [rows])
+
+
+def insert_row_slices(
+    session: so.Session, model: type[so.DeclarativeBase], slices: Iterable[Sequence[Mapping[str, Any]]]
+) -> None:
+    """insert_rows for rows built a slice at a time (a large batch's fits): on PostgreSQL one COPY
+    takes every slice, so the database stores one slice while the next is being built, where a
+    COPY per slice waited for the database at the end of each."""
+    parts = (part for part in slices if part)
+    first = next(parts, None)
+    if first is None:
         return
     if not _postgresql(session):
-        session.execute(sa.insert(model), list(rows))
+        for part in itertools.chain([first], parts):
+            session.execute(sa.insert(model), list(part))
         return
     table = _table(model)
-    names = list(rows[0])
+    names = list(first[0])
     _no_default_left_out(table, names)
+    rows = itertools.chain.from_iterable(itertools.chain([first], parts))
+    del first  # each slice's rows are freed once COPY has passed them
     _copy(session, table, table.name, names, rows)
 
 
@@ -99,7 +114,7 @@ def _update_by_copy(session: so.Session, table: sa.Table, names: list[str], rows
     session.execute(sa.text(f"DROP TABLE {staged}"))  # a second group in this transaction stages again
 
 
-def _copy(session: so.Session, table: sa.Table, into: str, names: list[str], rows: Sequence[Mapping[str, Any]]) -> None:
+def _copy(session: so.Session, table: sa.Table, into: str, names: list[str], rows: Iterable[Mapping[str, Any]]) -> None:
     dialect = session.get_bind().dialect
     # Each column's conversion as an INSERT binds it; only the columns that have one are touched
     # (a fit's row has 51 values, 17 of them converted).

@@ -92,3 +92,12 @@ def test_a_column_copy_cannot_name_is_refused_not_sent_as_text() -> None:
     with pytest.raises(ValueError, match="no psycopg type"):
         # A PostgreSQL enum is a type of the database's: psycopg knows it only once registered.
         bulk._copy_type(sa.Column("kind", sa.Enum("line", "polynomial", name="model_kind")))
+
+
+def test_rows_built_a_slice_at_a_time_are_stored_whole_by_one_insert(client: FlaskClient) -> None:
+    db, rows = _db(client), _rows(5)
+    with db.session(write=True) as session:
+        bulk.insert_row_slices(session, Fit, iter([[], rows[:2], [], rows[2:]]))  # empty slices skipped
+    with db.session() as session:
+        stored = session.scalars(sa.select(Fit.id).where(Fit.tenant == "tenant-bulk")).all()
+    assert sorted(stored) == sorted(row["id"] for row in rows)
