@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
 import statistics
 import tempfile
@@ -32,7 +31,7 @@ import httpx
 
 from benchmarks.databases import started
 from benchmarks.service import SEED_FIT
-from tests.stack import Stack, cpu_of, descendants, proc_stat
+from tests.stack import Stack, cpu_by_part, descendants
 
 REDIS_DB = 13
 TERMINAL = {"succeeded", "diverged", "failed", "cancelled"}
@@ -114,17 +113,11 @@ def cpu_seconds(stack: Stack) -> dict[str, float]:
     (with their pool children), PostgreSQL's and Redis's, and this generator."""
     api, workers = stack.children[0].pid, {child.pid for child in stack.children[1:]}
     parts = {pid: "api" for pid in descendants({api})} | {pid: "workers" for pid in descendants(workers)}
-    used: dict[str, float] = {"api": 0.0, "workers": 0.0, "postgres": 0.0, "redis": 0.0}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            name, fields = proc_stat(entry)
-        except OSError:
-            continue
-        part = parts.get(int(entry)) or next((p for p in ("postgres", "redis") if name.startswith(p)), None)
-        if part:
-            used[part] += cpu_of(fields)
+
+    def part_of(pid: int, name: str) -> str | None:
+        return parts.get(pid) or next((p for p in ("postgres", "redis") if name.startswith(p)), None)
+
+    used = cpu_by_part(part_of, ("api", "workers", "postgres", "redis"))
     own = resource.getrusage(resource.RUSAGE_SELF)
     used["generator"] = own.ru_utime + own.ru_stime
     return used

@@ -52,7 +52,7 @@ from services.cli import processes
 from shared.runtime.settings import Settings
 from shared.store import tokens
 from shared.store.db import Database
-from tests.stack import cpu_of, proc_stat
+from tests.stack import cpu_by_part, cpu_of, proc_stat
 
 BRIDGE, NET = "calibbr0", "10.77.0"
 HOST = f"{NET}.1"  # this host on the bridge: the proxies listen here
@@ -105,30 +105,24 @@ def cpu_quota(name: str, cores: float) -> Path:
 
 def cpu_seconds(names: list[str]) -> float:
     """CPU seconds (user + system) of every process now in these hosts' cgroups."""
-    total = 0
+    total = 0.0
     for name in names:
         with contextlib.suppress(OSError):
             for pid in (CGROUP / f"calib-{name}" / "cgroup.procs").read_text().split():
-                with contextlib.suppress(OSError, IndexError, ValueError):
-                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                    total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
+                with contextlib.suppress(OSError):
+                    total += cpu_of(proc_stat(pid)[1])
+    return total
 
 
 def shared_cpu_seconds(proxies: list[int]) -> dict[str, float]:
     """CPU seconds so far of what every simulated host shares on this machine: PostgreSQL's
     processes (the cluster's, every backend) and the delay proxies. Under four workers these,
     not the workers' quotas, can be what the batch waits for."""
-    used = {"postgres": 0.0, "proxies": 0.0}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            name, fields = proc_stat(entry)
-            part = "proxies" if int(entry) in proxies else "postgres" if name.startswith("postgres") else None
-            if part:
-                used[part] += cpu_of(fields)
-    return used
+
+    def part_of(pid: int, name: str) -> str | None:
+        return "proxies" if pid in proxies else "postgres" if name.startswith("postgres") else None
+
+    return cpu_by_part(part_of, ("postgres", "proxies"))
 
 
 class Hosts:

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,23 @@ def proc_stat(pid: int | str) -> tuple[str, list[str]]:
 def cpu_of(fields: list[str]) -> float:
     """User + system CPU seconds from proc_stat's fields."""
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_part(part_of: Callable[[int, str], str | None], parts: Iterable[str]) -> dict[str, float]:
+    """CPU seconds so far (user + system) of every running process, summed by `part_of(pid, name)`
+    (None: not counted); each of `parts` is present, 0 where no process counted."""
+    used = dict.fromkeys(parts, 0.0)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            name, fields = proc_stat(entry)
+        except OSError:
+            continue
+        part = part_of(int(entry), name)
+        if part is not None:
+            used[part] = used.get(part, 0.0) + cpu_of(fields)
+    return used
 
 
 def descendants(roots: set[int]) -> set[int]:

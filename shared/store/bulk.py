@@ -58,16 +58,16 @@ def insert_row_slices(
     first = next(parts, None)
     if first is None:
         return
+    names = list(first[0])
+    every = itertools.chain([first], parts)
+    del first  # each slice's rows are freed once they are stored
     if not _postgresql(session):
-        for part in itertools.chain([first], parts):
+        for part in every:
             session.execute(sa.insert(model), list(part))
         return
     table = _table(model)
-    names = list(first[0])
     _no_default_left_out(table, names)
-    rows = itertools.chain.from_iterable(itertools.chain([first], parts))
-    del first  # each slice's rows are freed once COPY has passed them
-    _copy(session, table, table.name, names, rows)
+    _copy(session, table, table.name, names, itertools.chain.from_iterable(every))
 
 
 def update_rows(session: so.Session, model: type[so.DeclarativeBase], rows: Sequence[Mapping[str, Any]]) -> None:

@@ -173,11 +173,11 @@ def _bracket(
     log_rate = torch.log(rates)
 
     def latest_crossing(
-        sizes: torch.Tensor, level: torch.Tensor, log_base: torch.Tensor, dims: tuple[int, ...]
+        terms: torch.Tensor, level: torch.Tensor, log_base: torch.Tensor, dims: tuple[int, ...]
     ) -> torch.Tensor:
         # A term that is zero never crosses (nan, -inf: no constraint); one whose target is zero
         # never gets there (inf: the limit); a rate that does not contract gives what the checks reject.
-        return torch.nan_to_num(torch.log(level / sizes) / log_base, nan=-math.inf).amax(dims)
+        return torch.nan_to_num(torch.log(level / terms) / log_base, nan=-math.inf).amax(dims)
 
     def crossings(share: float) -> torch.Tensor:
         by_se = latest_crossing(magnitudes, targets[:, :, None] * share, log_rate[:, None, :], (1, 2))
