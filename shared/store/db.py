@@ -12,7 +12,7 @@ import sqlalchemy.orm as so
 
 from shared.runtime import wakeups
 from shared.runtime.settings import Settings
-from shared.store.json_text import json_text
+from shared.store.json_text import json_text, json_value
 from shared.store.loss_store import loss_store_for
 
 
@@ -58,7 +58,10 @@ def make_engine(url: str, busy_timeout: float = 60.0, pooled: bool = False) -> s
     if url.startswith("sqlite"):
         # isolation_level=None hands BEGIN to us (see _sqlite_begin).
         engine = sa.create_engine(
-            url, connect_args={"timeout": busy_timeout, "isolation_level": None}, json_serializer=json_text
+            url,
+            connect_args={"timeout": busy_timeout, "isolation_level": None},
+            json_serializer=json_text,
+            json_deserializer=json_value,
         )
         sa.event.listen(engine, "connect", _sqlite_pragmas(int(busy_timeout * 1000)))
         sa.event.listen(engine, "begin", _sqlite_begin)
@@ -67,7 +70,12 @@ def make_engine(url: str, busy_timeout: float = 60.0, pooled: bool = False) -> s
     # statement run five times, and the next transaction may land on another server connection.
     connect_args = {"prepare_threshold": None} if pooled else {}
     engine = sa.create_engine(
-        url, pool_size=POOL_SIZE, max_overflow=0, connect_args=connect_args, json_serializer=json_text
+        url,
+        pool_size=POOL_SIZE,
+        max_overflow=0,
+        connect_args=connect_args,
+        json_serializer=json_text,
+        json_deserializer=json_value,
     )
     _ping_when_idle(engine)
     return engine

@@ -1,5 +1,6 @@
 """The text a JSON column stores, in both dialects: msgspec's encoder, set as the engines'
-json_serializer (shared/store/db.py) and used by COPY as it is (shared/store/bulk.py).
+json_serializer (shared/store/db.py) and used by COPY as it is (shared/store/bulk.py); and the
+values read back, by msgspec's decoder, the engines' json_deserializer.
 
 Python's json module took a 10,000-fit batch's POST about 0.1 s for its five JSON columns a fit,
 behind psycopg's Json wrapper and its dumper, called per value. msgspec writes the same values
@@ -10,6 +11,7 @@ and SQLite kept as a text no JSON parser but Python's reads.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgspec
@@ -29,3 +31,17 @@ _ENCODER = msgspec.json.Encoder(enc_hook=_builtin)
 
 def json_text(value: Any) -> str:
     return _ENCODER.encode(value).decode()
+
+
+_DECODER = msgspec.json.Decoder()
+
+
+def json_value(text: str | bytes) -> Any:
+    """The value of a stored JSON text, as Python's json module reads it. msgspec reads every valid
+    JSON text to the same value, about 25 times faster for a `null` (each of a claimed fit's JSON
+    columns is decoded at every claim: 50,000 a 10,000-fit batch). What it refuses, the json module
+    reads as it always did: NaN or a lone surrogate in rows an earlier version wrote on SQLite."""
+    try:
+        return _DECODER.decode(text)
+    except msgspec.DecodeError:
+        return json.loads(text)
