@@ -153,10 +153,13 @@ class JsonCounter:
             return
         try:
             self.parser.send(piece)
-        except ijson.JSONError:
+        except (ijson.JSONError, UnicodeDecodeError):
             # Not strict JSON: NaN and Infinity (which Python's parser takes, and validation then
-            # names as a 422) or a malformed body (a 400 from the real parse). The rest is bounded
-            # by its separators, which are never fewer than its values less its containers.
+            # names as a 422), a string that is not UTF-8 or holds a lone surrogate's escape (which
+            # ijson refuses with a UnicodeDecodeError: the real parse names the first as a 400, the
+            # field the second lands in as a 422), or a malformed body (a 400 from the real parse).
+            # The rest is bounded by its separators, which are never fewer than its values less
+            # its containers.
             self.coarse = True
             self._count_separators(piece)
             return
@@ -203,7 +206,7 @@ class JsonCounter:
         if not self.coarse:
             try:
                 self.parser.close()
-            except ijson.JSONError:
+            except (ijson.JSONError, UnicodeDecodeError):
                 self.coarse = True  # the real parse says what is wrong
 
 

@@ -116,7 +116,9 @@ def _batch(top: dict[str, msgspec.Raw], reader: _FitsReader, settings: Settings)
             continue
         if len(raw) > _FIELD_BYTES:
             raise too_large([name], f"{name}: more than {_FIELD_BYTES:,} bytes")
-        others[name] = json.loads(bytes(raw))
+        # Strictly, as the fits are: a field that is not strict JSON or not UTF-8 (msgspec.DecodeError)
+        # sends the body to the whole parse, which names what is wrong.
+        others[name] = msgspec.json.decode(raw)
     given = others.get("defaults")
     defaults = given if isinstance(given, dict) else {}
     fits = reader.fits if is_array else []
@@ -145,7 +147,7 @@ def _batch(top: dict[str, msgspec.Raw], reader: _FitsReader, settings: Settings)
 def _placeholder(raw: msgspec.Raw | None) -> Any:
     """`fits` when it is not an array: itself if small (its error names its type), else an object."""
     if raw is not None and len(raw) <= _FIELD_BYTES:
-        return json.loads(bytes(raw))
+        return msgspec.json.decode(raw)  # not strict JSON: the whole parse, as for any field
     return {}
 
 
