@@ -40,8 +40,8 @@ def json_value(text: str | bytes) -> Any:
     """The value of a stored JSON text, as Python's json module reads it. msgspec reads every valid
     JSON text to the same value, about 25 times faster for a `null` (a claim decodes three JSON
     columns of each line it takes, five of any other model: 30,000 values or more for a 10,000-fit
-    batch). What it refuses, the json module reads as it always did: NaN or a lone surrogate in rows
-    an earlier version wrote on SQLite."""
+    batch). What it refuses, the json module reads as it always did: in rows an earlier version wrote,
+    NaN (on SQLite) and a lone surrogate's escape."""
     try:
         return _DECODER.decode(text)
     except msgspec.DecodeError:

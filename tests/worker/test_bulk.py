@@ -82,8 +82,8 @@ def test_a_json_column_holds_the_same_text_whether_copied_or_inserted(client: Fl
     [
         '{"big": 123456789012345678901234567890, "tiny": 5e-324, "e": "\\u00e9", "nested": [null, true, 0.1]}',
         "null",
-        # Texts only an earlier version could have written, on SQLite (PostgreSQL's json refuses them):
-        # Python's json module wrote NaN, and a lone surrogate as its escape.
+        # Texts only an earlier version could have written: Python's json module wrote NaN (on SQLite;
+        # PostgreSQL's json refuses it), and a lone surrogate as its escape (both keep that).
         '{"loss": NaN, "far": 1e400}',
         '{"name": "\\ud800"}',
     ],
