@@ -158,6 +158,10 @@ def instrument_name(text: str) -> str | None:
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
+# Half of a UTF-16 pair alone (JSON's "\udc80"): a str can hold one, UTF-8 text cannot.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def has_control_characters(text: str) -> bool:
     """NUL and the other C0 controls and DEL: no database column or label filter takes NUL, and
     the rest have no place in a name a person reads."""
@@ -592,6 +596,13 @@ class FitCreate(FitOptions):
             if has_control_characters(key) or has_control_characters(text):
                 raise PydanticCustomError(
                     "control_characters", "labels hold no control characters (NUL, line breaks…)", {"field": key}
+                )
+            if _SURROGATE.search(key):
+                # A value's str check refuses these; a key's does not, and the label is stored as
+                # UTF-8 JSON, which cannot hold one (json_text raised: a 500).
+                named = key.encode("utf-8", "backslashreplace").decode()  # the problem is UTF-8 too
+                raise PydanticCustomError(
+                    "lone_surrogate", "label keys are text: no lone surrogate (as the escape \\udc80)", {"field": named}
                 )
         return value
 

@@ -139,3 +139,14 @@ def test_a_string_that_is_not_text_is_named(client: FlaskClient) -> None:
     for body in (b'{"fits": [], "defaults": {"labels": {"a": "\xff"}}}', b'{"fits": "\xff"}'):
         answer = client.post("/v1/batches", data=body, content_type="application/json")
         assert answer.status_code == 400 and "not valid JSON" in answer.get_json()["detail"], answer.get_json()
+
+
+def test_a_label_key_that_is_not_text_is_named(client: FlaskClient) -> None:
+    # A value's str check refused a lone surrogate; a key went on to the JSON column and was a 500.
+    fit = b'"t_u": [1, 2, 3], "t_c": [1, 2, 3.5], "labels": {"k\\ud800": "v"}'
+    one = client.post("/v1/fits", data=b"{" + fit + b"}", content_type="application/json")
+    assert one.status_code == 422 and one.get_json()["errors"][0]["loc"][0] == "labels", one.get_json()
+    batch = client.post("/v1/batches", data=b'{"fits": [{' + fit + b"}]}", content_type="application/json")
+    assert batch.status_code == 422 and batch.get_json()["errors"][0]["loc"][:3] == ["fits", 0, "labels"], (
+        batch.get_json()
+    )
