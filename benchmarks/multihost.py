@@ -243,6 +243,13 @@ def one_setting(rtt_ms: float, workers: int, args: argparse.Namespace, tmp: Path
                 running.callback(proxy.wait, 10)
                 running.callback(proxy.terminate)
             time.sleep(0.5)  # the proxies listen
+            proxy_pids = [proxy.pid for proxy in proxies]
+
+            def cpu_now() -> dict[str, float]:
+                """CPU seconds so far of the workers' and the API's hosts, PostgreSQL and the proxies."""
+                hosts_cpu = {"workers": cpu_seconds(names[1:]), "api": cpu_seconds(["api"])}
+                return hosts_cpu | shared_cpu_seconds(proxy_pids)
+
             hosts = Hosts(env, logs)
             running.callback(hosts.stop_all)
             hosts.start("api", processes.api_command(bind=f"{addresses['api']}:8000"), 1.0)
@@ -258,8 +265,7 @@ def one_setting(rtt_ms: float, workers: int, args: argparse.Namespace, tmp: Path
                     fit_id = http.post("/v1/fits", json=warm).json()["id"]
                     http.get(f"/v1/fits/{fit_id}", params={"wait": 30})
                 before = (proxy_stats(stats["pg"]), redis_commands(broker_direct), chunks_run(url))
-                workers_cpu, api_cpu = cpu_seconds(names[1:]), cpu_seconds(["api"])
-                shared_cpu = shared_cpu_seconds([proxy.pid for proxy in proxies])
+                cpu_before = cpu_now()
                 started = time.perf_counter()
                 r = http.post("/v1/batches", json=batch_body(args.batch))
                 r.raise_for_status()
@@ -270,10 +276,7 @@ def one_setting(rtt_ms: float, workers: int, args: argparse.Namespace, tmp: Path
                 batch_s = time.perf_counter() - started
                 assert batch["counts"]["succeeded"] == args.batch, batch
                 after_batch = (proxy_stats(stats["pg"]), redis_commands(broker_direct), chunks_run(url))
-                workers_cpu, api_cpu = cpu_seconds(names[1:]) - workers_cpu, cpu_seconds(["api"]) - api_cpu
-                shared_cpu = {
-                    part: s - shared_cpu[part] for part, s in shared_cpu_seconds([p.pid for p in proxies]).items()
-                }
+                cpu_used = {part: seconds - cpu_before[part] for part, seconds in cpu_now().items()}
             fits_per_s = asyncio.run(single_fits(url, token_list[1:], args.seconds))
             after_load = (proxy_stats(stats["pg"]), redis_commands(broker_direct), chunks_run(url))
             singles = max(fits_per_s * args.seconds, 1.0)
@@ -286,10 +289,10 @@ def one_setting(rtt_ms: float, workers: int, args: argparse.Namespace, tmp: Path
                 "batch_fits_per_s": args.batch / batch_s,
                 "single_fits_per_s": fits_per_s,
                 "batch_chunks": after_batch[2] - before[2],
-                "worker_cpu_s_per_batch": workers_cpu,
-                "api_cpu_s_per_batch": api_cpu,
-                "postgres_cpu_s_per_batch": shared_cpu["postgres"],
-                "proxies_cpu_s_per_batch": shared_cpu["proxies"],
+                "worker_cpu_s_per_batch": cpu_used["workers"],
+                "api_cpu_s_per_batch": cpu_used["api"],
+                "postgres_cpu_s_per_batch": cpu_used["postgres"],
+                "proxies_cpu_s_per_batch": cpu_used["proxies"],
                 "db_round_trips_per_batch_chunk": (after_batch[0]["client_writes"] - before[0]["client_writes"])
                 / batch_chunks,
                 "redis_commands_per_batch_chunk": (after_batch[1] - before[1]) / batch_chunks,
