@@ -430,7 +430,7 @@ def _epochs_needed(engine: GradientDescent, fits: list[store.ClaimedFit], limit:
         column([fit.input_shift for fit in fits]),
         column([fit.tolerance * (o.se_w or 0.0) if o else 0.0 for fit, o in zip(fits, optima, strict=True)]),
         column([fit.tolerance * (o.se_b or 0.0) if o else 0.0 for fit, o in zip(fits, optima, strict=True)]),
-        column([fit.tolerance**2 * o.loss_scale() if o else 0.0 for fit, o in zip(fits, optima, strict=True)]),
+        column([o.excess_allowed(fit.tolerance) if o else 0.0 for fit, o in zip(fits, optima, strict=True)]),
         by_errors,
         limit,
     ).tolist()
@@ -451,7 +451,7 @@ def _model_epochs_needed(engine: GradientDescent, fits: list[store.ClaimedFit], 
         errors = bool(u) and all(v is not None and v > 0 and math.isfinite(v) for v in u)
         targets.append([fit.tolerance * math.sqrt(v) for v in u] if errors else [0.0] * p)
         by_errors.append(errors)
-        target_excess.append(fit.tolerance**2 * fit.optimum.loss_scale() if fit.optimum else 0.0)
+        target_excess.append(fit.optimum.excess_allowed(fit.tolerance) if fit.optimum else 0.0)
         determined.append(bool(opt) and all(v is not None for v in opt) and fit.optimum is not None)
     scale = torch.tensor([fit.input_scale for fit in fits], dtype=f64, device=dev)
     shift = torch.tensor([fit.input_shift for fit in fits], dtype=f64, device=dev)

@@ -52,6 +52,12 @@ class Optimum:
         """Var(t_c)/n: the fallback rule's scale."""
         return max(self.t_c_var or 0.0, 1e-300) / max(self.n, 1)
 
+    def excess_allowed(self, tolerance: float) -> float:
+        """The fallback rule's bound on the excess loss, tolerance² · Var(t_c)/n. A product, not
+        `tolerance**2`: Python's power raises OverflowError past float's range (a tolerance over
+        ~1e154, which the contract allows), where a product is inf and the rule accepts every line."""
+        return tolerance * tolerance * self.loss_scale()
+
 
 def _positive(value: float | None) -> bool:
     return value is not None and math.isfinite(value) and value > 0
@@ -68,7 +74,7 @@ def verdict(w_raw: float, b_raw: float, optimum: Optimum, tolerance: float) -> V
         gap_w, gap_b = finite_or_none(dw / o.se_w), finite_or_none(db / o.se_b)
         converged = gap_w is not None and gap_b is not None and abs(gap_w) <= tolerance and abs(gap_b) <= tolerance
         return Verdict(converged, gap_w, gap_b, excess)
-    converged = excess is not None and excess <= tolerance**2 * o.loss_scale()
+    converged = excess is not None and excess <= o.excess_allowed(tolerance)
     return Verdict(converged, None, None, excess)
 
 
@@ -103,5 +109,5 @@ def vector_verdict(
         gaps = [finite_or_none(d / math.sqrt(v)) for d, v in zip(delta, u, strict=True)]
         converged = all(g is not None and abs(g) <= tolerance for g in gaps)
         return VectorVerdict(converged, gaps, excess)
-    converged = excess is not None and excess <= tolerance**2 * optimum.loss_scale()
+    converged = excess is not None and excess <= optimum.excess_allowed(tolerance)
     return VectorVerdict(converged, None, excess)

@@ -1,6 +1,6 @@
 """The smaller hostile inputs of issue 22, each with its fix: label keys that no JSON path can hold,
 the anonymous budget of a whole IPv6 /64, the embedded data directory readable by its owner only,
-and CSV cells that a spreadsheet would run as formulas."""
+CSV cells that a spreadsheet would run as formulas, and legal values past a float's square."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from services.api.limits import budget_key
 from shared.runtime.settings import Settings
 from shared.store.db import Database
+from tests.in_process import run_fit
 
 GOOD = {"t_u": [35.7, 55.9, 58.2], "t_c": [0.5, 14.0, 15.0]}
 
@@ -150,3 +152,18 @@ def test_a_label_key_that_is_not_text_is_named(client: FlaskClient) -> None:
     assert batch.status_code == 422 and batch.get_json()["errors"][0]["loc"][:3] == ["fits", 0, "labels"], (
         batch.get_json()
     )
+
+
+@pytest.mark.parametrize("model", [{"kind": "line"}, {"kind": "polynomial", "degree": 2}])
+@pytest.mark.parametrize("epochs", ["auto", 100])
+def test_a_convergence_tolerance_past_floats_square_converges(
+    client: FlaskClient, model: dict[str, object], epochs: object
+) -> None:
+    # Legal (any finite tolerance > 0), its square is past float's range: Python's ** raised
+    # OverflowError in the worker, and the fit ended failed/internal (schemathesis, seed 11).
+    body = {"t_u": [35.7, 55.9, 58.2, 81.9, 56.3], "t_c": [0.5, 14.0, 15.0, 28.0, 11.0], "normalize": "standardize"}
+    created = client.post("/v1/fits", json=body | {"model": model, "epochs": epochs, "convergence_tolerance": 1e200})
+    assert created.status_code == 202, created.get_json()
+    run_fit(client, created.get_json()["id"])
+    done = client.get(f"/v1/fits/{created.get_json()['id']}").get_json()
+    assert done["status"] == "succeeded" and done["result"]["converged"] is True, done
