@@ -90,15 +90,22 @@ def run_chunk(db: Database, settings: Settings, chunk_id: str, device: torch.dev
             failpoints.kill_if_poisoned([fit.epochs for fit in fits])
             work = Work(db, settings, fits, tally)
             try:
+                failpoints.raise_if_poisoned([fit.epochs for fit in fits])
                 with _heartbeat(work):
                     _compute_and_write(work, device)
             except Exception as exc:
                 if not is_transient(exc):
-                    store.fail(db, fits, "internal", f"{type(exc).__name__}: {exc}")
-                    raise
-                # The database stayed unreachable past the retries: the fits are not at fault.
-                log.warning("chunk %s: database unreachable, giving its fits back: %s", chunk_id, exc)
-                work.give_back = True
+                    alive = [fit for fit in fits if fit.id in work.alive]
+                    if len(alive) < 2:
+                        store.fail(db, fits, "internal", f"{type(exc).__name__}: {exc}")
+                        raise
+                    # One fit's fault must not fail the others: they go back in halves.
+                    log.exception("chunk %s: its run raised; its %d fits run again in halves", chunk_id, len(alive))
+                    run.publish += _halved(db, settings, chunk_id, alive)
+                else:
+                    # The database stayed unreachable past the retries: the fits are not at fault.
+                    log.warning("chunk %s: database unreachable, giving its fits back: %s", chunk_id, exc)
+                    work.give_back = True
             if work.give_back:
                 try:
                     returned = retrying(
@@ -120,6 +127,17 @@ def run_chunk(db: Database, settings: Settings, chunk_id: str, device: torch.dev
             run.deliveries_due = work.deliveries_due
             log.info("chunk %s: done in %.3f s", chunk_id, seconds)
         return run
+
+
+def _halved(db: Database, settings: Settings, chunk_id: str, fits: list[store.ClaimedFit]) -> list[str]:
+    """The chunks `fits` went back to the queue in; none where the database would not take them
+    back (their leases expire, and the reclaim halves them all the same)."""
+    try:
+        halves = retrying(lambda: store.give_back_in_halves(db, fits), "halve", settings.transient_retry_seconds)
+    except Exception as exc:
+        log.warning("chunk %s: fits not given back in halves (%s); their leases will expire", chunk_id, exc)
+        return []
+    return halves
 
 
 @dataclass

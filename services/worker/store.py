@@ -501,6 +501,28 @@ def give_back(db: Database, fits: Iterable[ClaimedFit]) -> set[str]:
         return _fenced(session, list(fits), _giving_back, queued=utcnow())
 
 
+def give_back_in_halves(db: Database, fits: Sequence[ClaimedFit]) -> list[str]:
+    """Queue these fits again (those still this attempt's), with their checkpoints, as two new
+    chunks of half of them each; returns the chunks that took any, for the caller to publish.
+    For a chunk whose run raised: the fault may be one fit's, and its neighbours (another
+    tenant's, coalesced) are not failed with it. Halving isolates that fit in log2(n) runs, as
+    the claim does for a lost chunk; a half keeps its own chunk, so coalescing never undoes it."""
+    halves: list[str] = []
+    with db.session(write=True) as session:
+        for part in (fits[: len(fits) // 2], fits[len(fits) // 2 :]):
+            chunk = new_id()
+            if _fenced(session, part, _giving_back_as, queued=utcnow(), chunk=chunk):
+                halves.append(chunk)
+    return halves
+
+
+@functools.cache
+def _giving_back_as(dialect: str) -> sa.Update:
+    """_giving_back, into the chunk bound as `chunk` (not `chunk_id`: an UPDATE takes a parameter
+    of a column's name as the value to SET)."""
+    return _giving_back(dialect).values(chunk_id=sa.bindparam("chunk", type_=sa.String))
+
+
 def others_waiting(db: Database) -> bool:
     """Whether any fit is queued (the running chunk's own are not: yielding its slice lets one run)."""
     with db.reading() as session:

@@ -1000,8 +1000,12 @@ class Params(Served):
 
 class FitError(Served):
     model_config = ConfigDict(json_schema_extra={"example": examples.FIT_ERROR_EXAMPLE})
-    type: str
-    detail: str
+    type: str = Field(
+        description='why a fit failed: "worker_lost" (the worker running it alone was lost max_attempts '
+        'times, docs/reliability.md) or "internal" (its run raised while it ran alone; a chunk of several '
+        "that raises goes back to the queue in halves, so one fit's fault fails no other)"
+    )
+    detail: str = Field(description="what happened, in words: for internal, the exception")
 
 
 class Suggestion(Served):

@@ -15,6 +15,8 @@ of hoping for it. The syntax is `name[=value]` separated by `;`, e.g.
   machine whose clock drifted would.
 - kill_worker_epochs=N: a worker process that claims a fit of exactly N epochs
   SIGKILLs itself, on every attempt (a poison fit).
+- raise_fit_epochs=N: a chunk holding a fit of exactly N epochs raises before it runs, on
+  every attempt (a fit whose computation fails: a bug, or a value no code path expected).
 """
 
 from __future__ import annotations
@@ -59,3 +61,9 @@ def kill_if_poisoned(epochs: list[int]) -> None:
 def clock_offset() -> dt.timedelta:
     seconds = value("clock_offset")
     return dt.timedelta(seconds=float(seconds)) if seconds else dt.timedelta(0)
+
+
+def raise_if_poisoned(epochs: list[int]) -> None:
+    poison = value("raise_fit_epochs")
+    if poison and int(poison) in epochs:
+        raise RuntimeError(f"failpoint raise_fit_epochs: a fit of {poison} epochs")

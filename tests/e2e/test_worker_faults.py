@@ -85,19 +85,23 @@ def test_a_long_adam_fit_shows_progress_and_is_cancelled_between_blocks(kind: st
 
 @pytest.mark.parametrize("kind", ["embedded", "postgres"])
 def test_a_poison_fit_inside_a_chunk_of_ten_fails_alone(kind: str, tmp_path: Path) -> None:
-    with running(kind, tmp_path, workers=1, CALIB_FAILPOINTS="kill_worker_epochs=777") as stack:
+    failpoints = "kill_worker_epochs=777;raise_fit_epochs=888"
+    with running(kind, tmp_path, workers=1, CALIB_FAILPOINTS=failpoints) as stack:
         fits = noisy_fits(10, 500)
         fits[6]["epochs"] = 777  # the one that kills its worker, every time
+        fits[2]["epochs"] = 888  # the one whose run raises, every time
         batch = stack.http.post("/v1/batches", json={"fits": fits}).json()
         ids = [f["id"] for f in stack.http.get(f"/v1/batches/{batch['id']}/fits?limit=100").json()["items"]]
         db = database(stack.env)
         wait_until(all_terminal(db, ids), 120, "every fit of the chunk ends")
         result = audit(db, ids)
         assert result.clean, result
-        assert result.statuses == {"failed": 1, "succeeded": 9}
+        assert result.statuses == {"failed": 2, "succeeded": 8}
         with db.session() as session:
-            failed = session.scalars(sa.select(Fit).where(Fit.id.in_(ids), Fit.status == "failed")).one()
-        assert failed.epochs == 777 and failed.error_type == "worker_lost" and failed.worker_losses == 3
+            failed = session.scalars(sa.select(Fit).where(Fit.id.in_(ids), Fit.status == "failed")).all()
+        killer, raiser = sorted(failed, key=lambda fit: fit.epochs)
+        assert killer.epochs == 777 and killer.error_type == "worker_lost" and killer.worker_losses == 3
+        assert raiser.epochs == 888 and raiser.error_type == "internal" and raiser.worker_losses == 0
         db.dispose()
 
 

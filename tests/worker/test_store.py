@@ -1,6 +1,6 @@
 """The worker's store and the reconciler, called directly on both backends (no Celery, no
-subprocess): claims, fencing by attempt, lease expiry and the halving of a lost chunk,
-the reconciler's choice of chunks to publish again, and fair turns between tenants."""
+subprocess): claims, fencing by attempt, lease expiry and the halving of a lost chunk (and of
+one whose run raised), the reconciler's choice of chunks to publish again, and fair turns between tenants."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
+import torch
 from flask.testing import FlaskClient
 
 from migrations.apply import upgrade
 from services.api import create_app
-from services.worker import fairness, reconciler, store
+from services.worker import fairness, reconciler, runner, store
+from shared.runtime import failpoints
 from shared.runtime.settings import Settings
 from shared.store import loss_blocks, loss_store, quotas
 from shared.store.db import Database
@@ -144,6 +146,40 @@ def test_a_lost_chunk_is_halved_and_a_fit_lost_alone_fails_after_max_attempts(
     assert store.claim(db, settings, chunk).fits == []
     lost = _fit(db, single)
     assert lost.status == FAILED and lost.error_type == "worker_lost"
+
+
+def test_a_fit_whose_run_raises_fails_alone_and_its_neighbours_succeed(
+    make_client: Callable[..., FlaskClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One tenant's fit whose computation raises, coalesced with another tenant's fits, failed the
+    whole chunk as `internal` (schemathesis found it: a convergence_tolerance past 1e154). Now the
+    chunk goes back in halves, down to the fit alone."""
+    a, b = make_client("tenant-a"), make_client("tenant-b")
+    db, settings = _services(a)
+    monkeypatch.setenv("CALIB_FAILPOINTS", "raise_fit_epochs=4321")
+    failpoints._active.cache_clear()
+    try:
+        good = _singles(a, 2) + _singles(b, 1)
+        poison = _singles(b, 1, epochs=4321)[0]
+        queue, runs, raised = [_chunk_of(db, good[0])], 0, []
+        while queue:
+            chunk, runs = queue.pop(0), runs + 1
+            try:
+                done = runner.run_chunk(db, settings, chunk, torch.device("cpu"))
+            except RuntimeError as exc:  # the fit alone: failed, and raised to Celery as before
+                raised.append(str(exc))
+                continue
+            assert done.claimed
+            queue += done.publish
+    finally:
+        monkeypatch.delenv("CALIB_FAILPOINTS")
+        failpoints._active.cache_clear()
+    assert runs == 5  # the chunk of four, its halves of two, the poison fit's half's halves
+    assert raised == ["failpoint raise_fit_epochs: a fit of 4321 epochs"]
+    assert all((_fit(db, i).status, _fit(db, i).epochs_done) == (SUCCEEDED, 100) for i in good)
+    failed = b.get(f"/v1/fits/{poison}").get_json()
+    assert failed["status"] == FAILED, failed
+    assert failed["error"] == {"type": "internal", "detail": "RuntimeError: " + raised[0]}
 
 
 def test_a_fit_given_back_goes_on_from_its_checkpoint(client: FlaskClient) -> None:
