@@ -184,17 +184,17 @@ def document() -> dict[str, Any]:
     paths = contract.paths(current_app, limits)
     _link_created_objects(paths)
     for path, item in paths.items():
-        if path.startswith("/v1/"):
-            for operation in item.values():
+        for operation in item.values():
+            if path.startswith("/v1/"):
                 operation["security"] = [{"bearer": []}]
                 # Any /v1 route: a parameter holding a control character is a 422 naming it.
                 operation["responses"].update(contract.problems("401", "422", "429"))
-                # gunicorn refuses a request line past its limit (limit_request_line, 4094 bytes)
-                # before the app sees it, in its own plain form.
-                operation["responses"]["414"] = {
-                    "description": "Request line too long (over 4094 bytes): refused by the HTTP server, "
-                    "in plain text rather than problem+json"
-                }
+            # Any route: gunicorn refuses a request line past its limit (limit_request_line, 4094
+            # bytes) before the app sees it, in its own plain form.
+            operation["responses"]["414"] = {
+                "description": "Request line too long (over 4094 bytes): refused by the HTTP server, "
+                "in plain text rather than problem+json"
+            }
     return {
         "openapi": "3.1.0",
         "info": {
