@@ -1,13 +1,18 @@
 """Drift's math on parameter vectors (shared/domain/drift.py): χ² with as many degrees of freedom as
-parameters, the line's written-out 2×2 form the same figure."""
+parameters, the line's written-out 2×2 form the same figure; figures past float's range are no
+figure, never an error."""
 
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from shared.domain.drift import chi2_of_difference, chi2_p_value
+from shared.domain.drift import chi2_of_difference, chi2_p_value, rms_of_line
+from shared.store.drift import Calibration
 
 
 def _covariance(rng: np.random.Generator, p: int) -> np.ndarray:
@@ -33,3 +38,14 @@ def test_no_verdict_where_the_covariance_is_singular_or_not_finite(p: int) -> No
     broken = np.eye(p)
     broken[0, 0] = np.inf
     assert chi2_of_difference(np.ones(p), broken) is None
+
+
+def test_figures_past_floats_range_are_no_figure_never_an_error() -> None:
+    # Python's ** raises OverflowError where a product is inf (a fuzzed fit failed as internal so).
+    assert rms_of_line(5, 1e200, 0.0, 10.0, 0.0, 0.0) is None  # the residual SD's square
+    assert rms_of_line(5, 1.0, 1e200, 10.0, 1e200, 0.0) is None  # the offset's square
+    assert rms_of_line(5, 1.0, 1.0, 10.0, 0.5, 0.25) == pytest.approx(math.sqrt((3 + 5 * 0.75**2 + 2.5) / 5))
+    unset = {field.name: None for field in dataclasses.fields(Calibration)}
+    huge = Calibration(**unset | {"se_w": 1e200, "se_b": 1.0, "cov_wb": 0.0})
+    covariance = huge.covariance()
+    assert covariance is not None and math.isinf(covariance[0, 0]) and covariance[1, 1] == 1.0

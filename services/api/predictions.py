@@ -229,8 +229,10 @@ def _not_converged(fit: Fit, why: str, allowed: str) -> None:
         gap = f"{fit.gap_se_w:+.3g} SE in w, {fit.gap_se_b:+.3g} SE in b"
     elif by_name and None not in by_name:
         gap = ", ".join(f"{value:+.3g} SE in {name}" for name, value in zip(names, by_name, strict=True))
-    else:
+    elif fit.excess_loss is not None:
         gap = f"excess loss {fit.excess_loss:.3g}"
+    else:  # stored as null: past float64's range
+        gap = "an excess loss past float64's range"
     raise Problem(
         409,
         f"fit {fit.id} has not converged ({gap} from the least-squares line): {why}; run it to "

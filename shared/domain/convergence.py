@@ -68,7 +68,9 @@ def verdict(w_raw: float, b_raw: float, optimum: Optimum, tolerance: float) -> V
     if o.w_opt is None or o.b_opt is None or o.t_u_mean is None or not o.t_u_sxx:
         return Verdict(None, None, None, None)
     dw, db = w_raw - o.w_opt, b_raw - o.b_opt
-    excess = finite_or_none(o.t_u_sxx / o.n * dw * dw + (db + dw * o.t_u_mean) ** 2)
+    # Products, not ** 2: Python's power raises OverflowError past float's range, a product is inf.
+    offset = db + dw * o.t_u_mean
+    excess = finite_or_none(o.t_u_sxx / o.n * dw * dw + offset * offset)
     if o.has_errors():
         assert o.se_w is not None and o.se_b is not None
         gap_w, gap_b = finite_or_none(dw / o.se_w), finite_or_none(db / o.se_b)

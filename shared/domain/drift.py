@@ -59,10 +59,12 @@ def rms_of_line(
     if n == 2:
         sse_opt = 0.0  # two points: the least-squares line goes through both
     elif residual_sd is not None:
-        sse_opt = residual_sd**2 * (n - 2)
+        sse_opt = residual_sd * residual_sd * (n - 2)
     else:
         return None
-    sse = sse_opt + n * (dw * t_u_mean + db) ** 2 + dw * dw * t_u_sxx
+    # Products, not ** 2: Python's power raises OverflowError past float's range, a product is inf.
+    offset = dw * t_u_mean + db
+    sse = sse_opt + n * offset * offset + dw * dw * t_u_sxx
     return math.sqrt(sse / n) if math.isfinite(sse) else None
 
 

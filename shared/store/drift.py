@@ -103,7 +103,8 @@ class Calibration:
             return None if self.coefficient_covariance is None else np.array(self.coefficient_covariance)
         if self.se_w is None or self.se_b is None or self.cov_wb is None:
             return None
-        return np.array([[self.se_w**2, self.cov_wb], [self.cov_wb, self.se_b**2]])
+        # Products, not ** 2: Python's power raises OverflowError past float's range.
+        return np.array([[self.se_w * self.se_w, self.cov_wb], [self.cov_wb, self.se_b * self.se_b]])
 
     def read(self, t_u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """What this calibration makes of readings: t_c, and its own standard uncertainty there (the

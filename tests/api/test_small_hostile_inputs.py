@@ -167,3 +167,31 @@ def test_a_convergence_tolerance_past_floats_square_converges(
     run_fit(client, created.get_json()["id"])
     done = client.get(f"/v1/fits/{created.get_json()['id']}").get_json()
     assert done["status"] == "succeeded" and done["result"]["converged"] is True, done
+
+
+def test_legal_readings_past_floats_square_end_the_fit_and_its_requests_answer(client: FlaskClient) -> None:
+    # Found by fuzzing legal requests run in process: each was a fit failed as internal, or a 500.
+    # sgd, "auto": each block's verdict squared an offset past float's range (OverflowError).
+    tiny_t_u = [-5e-5, -3e-4, 8e-5, -2e-4, 1e-4]
+    huge = {
+        "t_u": tiny_t_u,
+        "t_c": [-1.7e299, 9.7e299, -1.8e299, 7.4e299, 6.9e298],
+        "epochs": "auto",
+        "optimizer": "sgd",
+    }
+    created = client.post("/v1/fits", json=huge).get_json()["id"]
+    run_fit(client, created)
+    assert client.get(f"/v1/fits/{created}").get_json()["status"] == "diverged"
+    # Not converged with an excess loss past float's range (stored as null): the 409 formatted None.
+    body = {
+        "t_u": [-3.77e299, -1.8e298],
+        "t_c": [4.6e-301, 2.2e-301],
+        "input_scale": -8.4e-301,
+        "learning_rate": "auto",
+    }
+    fit = client.post("/v1/fits", json=body).get_json()["id"]
+    run_fit(client, fit)
+    done = client.get(f"/v1/fits/{fit}").get_json()
+    assert done["result"]["converged"] is False and done["result"]["convergence"]["excess_loss"] is None, done
+    refused = client.post(f"/v1/fits/{fit}/inverse", json={"t_c": [1.0]})
+    assert refused.status_code == 409 and "past float64's range" in refused.get_json()["detail"], refused.get_json()
