@@ -889,8 +889,11 @@ class Result(Served):
         description="the model's parameters in order (a line: w, the slope, and b, the intercept)",
         json_schema_extra={"example": ["w", "b"]},
     )
-    parameters: dict[str, float] = Field(
-        description="the fitted parameters by name, raw units", json_schema_extra={"example": {"w": 0.5367, "b": -17.3}}
+    parameters: dict[str, float | None] = Field(
+        description="the fitted parameters by name, raw units; null where one is past float64's range (a "
+        "function's presented parameter can be where its coefficients are not: Callendar–Van Dusen's A, B "
+        "and C are coefficients over R0)",
+        json_schema_extra={"example": {"w": 0.5367, "b": -17.3}},
     )
     parameters_opt: dict[str, float] | None = Field(
         description="the exact least-squares parameters by name (null where the data do not determine them)",

@@ -137,10 +137,13 @@ class CallendarVanDusen(Function):
         """(R0·A, R0·B, [R0·C], R0) → (A, B, [C], R0), dividing by R0."""
         r0 = coefficients[-1]
         p = self.size
-        values = np.append(coefficients[:-1] / r0, r0)
-        jacobian = np.zeros((p, p))
-        for j in range(p - 1):
-            jacobian[j, j], jacobian[j, -1] = 1 / r0, -coefficients[j] / (r0 * r0)
+        # R0 can be 0 or tiny (data no PRT gives): A, B, C are then not finite, and are served as
+        # null (shared/store/presenters.py), not warned about.
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            values = np.append(coefficients[:-1] / r0, r0)
+            jacobian = np.zeros((p, p))
+            for j in range(p - 1):
+                jacobian[j, j], jacobian[j, -1] = 1 / r0, -coefficients[j] / (r0 * r0)
         jacobian[-1, -1] = 1.0
         names = ("A", "B", "C", "R0") if self.below_zero else ("A", "B", "R0")
         return names, values, jacobian

@@ -195,3 +195,17 @@ def test_legal_readings_past_floats_square_end_the_fit_and_its_requests_answer(c
     assert done["result"]["converged"] is False and done["result"]["convergence"]["excess_loss"] is None, done
     refused = client.post(f"/v1/fits/{fit}/inverse", json={"t_c": [1.0]})
     assert refused.status_code == 409 and "past float64's range" in refused.get_json()["detail"], refused.get_json()
+
+
+def test_a_presented_parameter_past_floats_range_is_served_as_null(client: FlaskClient) -> None:
+    # Callendar–Van Dusen's A, B, C are coefficients over R0; here R0 is 0, so they are not finite
+    # and are stored null. The result's schema said a parameter is a number: GET of the fit, the
+    # fits listing and the batch's were a 500 (found by fuzzing legal batches).
+    readings = {"t_u": [1000.0, 1e6, 1e6, 1000.0, 1000.001], "t_c": [-3e-161, 3e-161, 2e-161, 5e-161, -1e-162]}
+    body = readings | {"model": {"kind": "callendar_van_dusen"}, "learning_rate": "auto"}
+    fit = client.post("/v1/fits", json=body).get_json()["id"]
+    run_fit(client, fit)
+    done = client.get(f"/v1/fits/{fit}")
+    assert done.status_code == 200, done.get_data(as_text=True)
+    assert done.get_json()["result"]["parameters"] == {"A": None, "B": None, "C": None, "R0": 0.0}
+    assert client.get("/v1/fits").status_code == 200
