@@ -9,14 +9,16 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from services.api.limits import budget_key
+from services.api.ui import histogram
 from shared.runtime.settings import Settings
 from shared.store.db import Database
-from tests.in_process import run_fit
+from tests.in_process import run_batch, run_fit
 
 GOOD = {"t_u": [35.7, 55.9, 58.2], "t_c": [0.5, 14.0, 15.0]}
 
@@ -209,3 +211,20 @@ def test_a_presented_parameter_past_floats_range_is_served_as_null(client: Flask
     assert done.status_code == 200, done.get_data(as_text=True)
     assert done.get_json()["result"]["parameters"] == {"A": None, "B": None, "C": None, "R0": 0.0}
     assert client.get("/v1/fits").status_code == 200
+
+
+def test_a_batch_page_whose_slopes_span_past_floats_range_renders(client: FlaskClient) -> None:
+    # Slopes of +1e308 and -1e308 (input_scale 1e308 on readings near 1e-308): numpy's histogram
+    # refused their range, and the batch's dashboard page was a 500 (found by fuzzing batches).
+    up = {"t_u": [1e-308, 2e-308, 3e-308], "t_c": [1.0, 2.0, 3.0], "input_scale": 1e308, "epochs": 2000}
+    down = up | {"t_c": [3.0, 2.0, 1.0]}
+    batch = client.post("/v1/batches", json={"fits": [up, down]}).get_json()["id"]
+    run_batch(client, batch)
+    slopes = [fit["result"]["w_raw"] for fit in client.get(f"/v1/batches/{batch}/fits").get_json()["items"]]
+    assert min(slopes) < -9e307 and max(slopes) > 9e307, slopes  # their difference is past float64
+    page = client.get(f"/ui/batches/{batch}")
+    assert page.status_code == 200, page.get_data(as_text=True)[:300]
+    assert "w_raw (slope) of the 2 succeeded fits" in page.get_data(as_text=True)
+    # And a range narrower than the floats between its ends allow 24 bins of: one bar, not a 500.
+    narrow = histogram("w", np.array([1e300, 1e300 * (1 + 2e-16)]))
+    assert [bar["count"] for bar in narrow["bars"]] == [2] and narrow["low"] < narrow["high"]

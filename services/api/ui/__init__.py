@@ -349,7 +349,7 @@ def histogram(name: str, values: np.ndarray) -> dict[str, Any]:
     values = values[np.isfinite(values)]
     if len(values) == 0:
         return {"name": name, "bars": [], "count": 0}
-    counts, edges = np.histogram(values, bins=HISTOGRAM_BINS)
+    counts, edges = _binned(values)
     top = max(int(counts.max()), 1)
     width = 100 / len(counts)
     bars = [
@@ -369,6 +369,26 @@ def histogram(name: str, values: np.ndarray) -> dict[str, Any]:
         "count": int(len(values)),
         "low": float(edges[0]),
         "high": float(edges[-1]),
-        "mean": float(values.mean()),
-        "sd": float(values.std()),
+        **_spread(values),
     }
+
+
+def _binned(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HISTOGRAM_BINS bars; one bar holding them all where the values' range is past float64's
+    (a batch of slopes ±1e308) or narrower than the floats between its ends allow bins of (numpy
+    refuses both, and the page was a 500)."""
+    low, high = float(values.min()), float(values.max())
+    with np.errstate(over="ignore"):
+        span = high - low
+    if math.isfinite(span):
+        try:
+            return np.histogram(values, bins=HISTOGRAM_BINS)
+        except ValueError:  # "Too many bins for data range": bins narrower than a float's spacing
+            pass
+    return np.array([len(values)]), np.array([low, high])
+
+
+def _spread(values: np.ndarray) -> dict[str, float]:
+    """Their mean and SD; inf where the sums pass float64's range (printed so, not warned about)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return {"mean": float(values.mean()), "sd": float(values.std())}
