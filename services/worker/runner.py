@@ -87,10 +87,11 @@ def run_chunk(db: Database, settings: Settings, chunk_id: str, device: torch.dev
         # A fit alone is a chunk of one: then every line of the chunk names its fit.
         with logs.bound(fit_id=fits[0].id if len(fits) == 1 else None):
             log.info("chunk %s: claimed %d fits", chunk_id, len(fits))
-            failpoints.kill_if_poisoned([fit.epochs for fit in fits])
+            epochs = [fit.epochs for fit in fits]
+            failpoints.kill_if_poisoned(epochs)
             work = Work(db, settings, fits, tally)
             try:
-                failpoints.raise_if_poisoned([fit.epochs for fit in fits])
+                failpoints.raise_if_poisoned(epochs)
                 with _heartbeat(work):
                     _compute_and_write(work, device)
             except Exception as exc:

@@ -19,7 +19,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from shared.domain.drift import chi2_of_difference, chi2_p_value, next_due, rms_of_line
-from shared.domain.predictions import forward_of, line_variance, standard_uncertainty
+from shared.domain.predictions import forward_of, line_covariance, line_variance, standard_uncertainty
 from shared.store.models import Fit, raw_line, training_points
 
 __all__ = ["Calibration", "Drift", "drift", "needs_readings", "next_due", "verdict_row"]
@@ -103,8 +103,7 @@ class Calibration:
             return None if self.coefficient_covariance is None else np.array(self.coefficient_covariance)
         if self.se_w is None or self.se_b is None or self.cov_wb is None:
             return None
-        # Products, not ** 2: Python's power raises OverflowError past float's range.
-        return np.array([[self.se_w * self.se_w, self.cov_wb], [self.cov_wb, self.se_b * self.se_b]])
+        return line_covariance(self.se_w, self.se_b, self.cov_wb)
 
     def read(self, t_u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """What this calibration makes of readings: t_c, and its own standard uncertainty there (the

@@ -374,18 +374,14 @@ def histogram(name: str, values: np.ndarray) -> dict[str, Any]:
 
 
 def _binned(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """HISTOGRAM_BINS bars; one bar holding them all where the values' range is past float64's
-    (a batch of slopes ±1e308) or narrower than the floats between its ends allow bins of (numpy
-    refuses both, and the page was a 500)."""
-    low, high = float(values.min()), float(values.max())
-    with np.errstate(over="ignore"):
-        span = high - low
-    if math.isfinite(span):
+    """HISTOGRAM_BINS bars; one bar holding them all where numpy cannot make finite-sized bins: a
+    range past float64's (a batch of slopes ±1e308), or narrower than the floats between its ends
+    (numpy's ValueError was a 500)."""
+    with np.errstate(over="ignore", invalid="ignore"):
         try:
             return np.histogram(values, bins=HISTOGRAM_BINS)
-        except ValueError:  # "Too many bins for data range": bins narrower than a float's spacing
-            pass
-    return np.array([len(values)]), np.array([low, high])
+        except ValueError:
+            return np.array([len(values)]), np.array([values.min(), values.max()])
 
 
 def _spread(values: np.ndarray) -> dict[str, float]:
