@@ -3,6 +3,7 @@ database, no Celery (for tests that need a result but not the processes)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import sqlalchemy as sa
@@ -50,3 +51,13 @@ def stored_bytes(client: FlaskClient, fit_id: str | None = None) -> int:
         query = query.where(LossBlock.fit_id == fit_id)
     with client.application.extensions["calib"].db.session() as session:
         return int(session.scalar(query) or 0)
+
+
+def stored_fits(client: FlaskClient, batch_id: str) -> list[tuple[Any, ...]]:
+    """A batch's fits as stored (instrument, labels, t_u, t_c), in a stable order: what the readers'
+    fuzzers compare with the reader of earlier versions."""
+    found = []
+    for fit in client.get(f"/v1/batches/{batch_id}/fits?limit=500").get_json()["items"]:
+        data = client.get(f"/v1/fits/{fit['id']}/data").get_json()
+        found.append((fit["instrument"], fit["labels"], data["t_u"], data["t_c"]))
+    return sorted(found, key=json.dumps)

@@ -13,7 +13,14 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from services.api.bodies import spool, too_large
-from services.api.long_table import UNCERTAINTY_COLUMNS, LongTable, RowError, first_row_error, numbers
+from services.api.long_table import (
+    UNCERTAINTY_COLUMNS,
+    LongTable,
+    RowError,
+    first_row_error,
+    numbers,
+    refuse_repeated_columns,
+)
 from services.api.problems import Problem
 from shared.runtime.settings import Settings
 
@@ -29,10 +36,12 @@ def read(settings: Settings) -> LongTable:
     """The body's series, every limit checked while it was received (rows) and read (per series)."""
     lines = received = 0
     text = codecs.getincrementaldecoder("utf-8")()
+    after_cr = False  # the last piece ended with a carriage return: a line feed first is its CRLF
 
     def check(piece: bytes) -> None:
-        nonlocal lines, received
-        lines += piece.count(b"\n")
+        nonlocal lines, received, after_cr
+        lines += _line_breaks(piece, after_cr)
+        after_cr = piece.endswith(b"\r")
         if lines > settings.max_points_per_batch + 1:  # and the header
             raise too_large(["body"], f"more than {settings.max_points_per_batch:,} rows in one batch")
         _utf8(text, piece, received)
@@ -43,9 +52,12 @@ def read(settings: Settings) -> LongTable:
         names = _header(body)
         if not set(_REQUIRED) <= set(names):
             raise Problem(400, "the CSV header must name the columns series,t_u,t_c", slug="malformed")
+        refuse_repeated_columns(names, "CSV header")
         with_instrument = "instrument" in names
         uncertain = tuple(column for column in UNCERTAINTY_COLUMNS if column in names)
         table = LongTable(settings, lines + 1, uncertain)
+        if not lines:
+            return table  # the header alone, without a line break: no rows (Arrow cannot read it)
         try:
             _fill(table, body, with_instrument, uncertain)
         except RowError as found:
@@ -58,6 +70,13 @@ def read(settings: Settings) -> LongTable:
             )
             raise problem from exc
     return table
+
+
+def _line_breaks(piece: bytes, after_cr: bool) -> int:
+    """Line breaks as the csv module and Arrow count them: LF, CRLF and a carriage return alone
+    (classic Mac files, still written by some spreadsheets); a quoted one counts too (a bound)."""
+    lone_crs = piece.count(b"\r") - piece.count(b"\r\n")
+    return piece.count(b"\n") + lone_crs - (after_cr and piece.startswith(b"\n"))
 
 
 def _utf8(decoder: codecs.IncrementalDecoder, piece: bytes, offset: int, final: bool = False) -> None:
@@ -77,14 +96,14 @@ def _utf8(decoder: codecs.IncrementalDecoder, piece: bytes, offset: int, final: 
 
 
 def _header(body: IO[bytes]) -> list[str]:
-    first = body.readline(_HEADER_BYTES)
+    first = body.read(_HEADER_BYTES)
     body.seek(0)
+    # The body is UTF-8 (checked as it arrived); a piece may end inside a character, which waits.
+    # A spreadsheet's byte-order mark is not part of the header.
+    text = codecs.getincrementaldecoder("utf-8-sig")().decode(first)
     try:
-        text = first.decode("utf-8-sig")  # a spreadsheet's byte-order mark is not part of the header
-    except UnicodeDecodeError as exc:
-        raise Problem(400, f"the CSV is not UTF-8: {exc}", slug="malformed") from exc
-    try:
-        return next(csv.reader([text.rstrip("\r\n")]), [])
+        # The csv module finds the header's end, whichever line break ends it.
+        return next(csv.reader(io.StringIO(text, newline="")), [])
     except csv.Error as exc:  # a carriage return alone inside the header line, a broken quote
         raise Problem(400, f"the CSV's header line cannot be read: {exc}", slug="malformed") from exc
 

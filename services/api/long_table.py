@@ -204,6 +204,23 @@ def _python_floats(texts: list[Any]) -> np.ndarray | None:
 
 
 UNCERTAINTY_COLUMNS = ("u_t_c", "u_t_u")
+# The columns calib reads from a long table; any other is never read.
+READ_COLUMNS = ("series", "t_u", "t_c", "instrument", *UNCERTAINTY_COLUMNS)
+
+
+def refuse_repeated_columns(names: Iterable[str], file: str) -> None:
+    """400 naming the first column calib reads that the table names twice: which of the two is
+    meant would be a guess (Arrow's CSV reader takes the first, the csv module the last, and a
+    Parquet schema answers neither)."""
+    names = list(names)
+    for column in READ_COLUMNS:
+        if names.count(column) > 1:
+            raise Problem(
+                400,
+                f"the {file} names the column {column} more than once",
+                slug="malformed",
+                errors=[{"loc": ["columns", column], "msg": "named more than once"}],
+            )
 
 
 def first_row_error(

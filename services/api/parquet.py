@@ -11,7 +11,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from services.api.bodies import spool, too_large
-from services.api.long_table import UNCERTAINTY_COLUMNS, LongTable, RowError, first_row_error, numbers
+from services.api.long_table import (
+    UNCERTAINTY_COLUMNS,
+    LongTable,
+    RowError,
+    first_row_error,
+    numbers,
+    refuse_repeated_columns,
+)
 from services.api.memory import holding
 from services.api.problems import Problem, invalid_field
 from shared.runtime.settings import Settings
@@ -82,6 +89,7 @@ def _read(body: IO[bytes], settings: Settings) -> LongTable:
     names = set(schema.names)
     if not {"series", "t_u", "t_c"} <= names:
         raise Problem(400, "the Parquet file must have the columns series,t_u,t_c", slug="malformed")
+    refuse_repeated_columns(schema.names, "Parquet file")
     if not rows:
         raise Problem(400, "the Parquet file has no rows", slug="malformed")
     with_instrument = "instrument" in names

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.earlier_batch_reader import read
+from tests.in_process import stored_fits
 
 _TEXT = st.text(alphabet=st.sampled_from(list('ab"\\[]{},: \u00e9')), max_size=6)
 _READING = st.one_of(
@@ -48,14 +49,6 @@ _BODY = st.fixed_dictionaries(
 )
 
 
-def _stored(client: FlaskClient, batch_id: str) -> list[tuple[Any, ...]]:
-    found = []
-    for fit in client.get(f"/v1/batches/{batch_id}/fits?limit=500").get_json()["items"]:
-        data = client.get(f"/v1/fits/{fit['id']}/data").get_json()
-        found.append((fit["instrument"], fit["labels"], data["t_u"], data["t_c"]))
-    return sorted(found, key=json.dumps)
-
-
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=_BODY, indent=st.sampled_from([None, 0, 2]))
 def test_the_same_fits_or_the_same_problem_as_parsing_the_body_whole(
@@ -70,7 +63,7 @@ def test_the_same_fits_or_the_same_problem_as_parsing_the_body_whole(
         assert (answer.status_code, {"detail": problem["detail"], "errors": problem.get("errors")}) == expected[1:]
         return
     assert answer.status_code == 202, answer.get_data(as_text=True)
-    assert _stored(client, answer.get_json()["id"]) == sorted(expected[1], key=json.dumps)
+    assert stored_fits(client, answer.get_json()["id"]) == sorted(expected[1], key=json.dumps)
 
 
 def test_a_body_of_many_top_level_arrays_is_refused_as_it_arrives(client: FlaskClient) -> None:

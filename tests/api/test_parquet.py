@@ -83,6 +83,20 @@ def test_a_body_that_is_not_parquet_or_lacks_columns_is_400(client: FlaskClient)
     assert r.status_code == 400 and "series,t_u,t_c" in r.get_json()["detail"]
 
 
+def test_a_parquet_file_naming_a_column_it_reads_twice_is_400_naming_it(client: FlaskClient) -> None:
+    # A 500 before (the schema's field lookup raised): which of two `series` columns is meant is the
+    # client's to say, as in a CSV header. A column calib does not read may repeat.
+    table = _table(3)
+    for name in ("series", "t_u"):
+        twice = table.append_column(name, table.column(name))
+        answer = client.post(f"/v1/batches?{OPTIONS}", data=_parquet(twice), content_type=MEDIA_TYPE)
+        assert answer.status_code == 400, answer.get_json()
+        assert answer.get_json()["errors"] == [{"loc": ["columns", name], "msg": "named more than once"}]
+    notes = pa.array(["x"] * table.num_rows)
+    repeated = table.append_column("note", notes).append_column("note", notes)
+    assert client.post(f"/v1/batches?{OPTIONS}", data=_parquet(repeated), content_type=MEDIA_TYPE).status_code == 202
+
+
 def test_a_parquet_over_the_points_limit_is_413_before_it_is_read(make_client: Callable[..., FlaskClient]) -> None:
     client = make_client(max_points_per_batch=50)
     r = client.post("/v1/batches", data=_parquet(_table(3)), content_type=MEDIA_TYPE)
