@@ -24,7 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from services.api import spreadsheets
+from services.api import csv_table, spreadsheets
+from services.api.long_table import numbers, refuse_repeated_columns
 from services.api.problems import Problem
 from shared.domain import calibration
 from shared.domain.functions import Forward
@@ -37,14 +38,38 @@ _BLOCK_BYTES = 1 << 20
 # What an apply holds while it runs, besides its spool: a block's arrays, and the survey's and the
 # calibrations' figures per instrument (a few hundred bytes each, at most max_fits_per_batch).
 HELD_BYTES = 64 << 20
-_TYPES = {"instrument": pa.string(), "t_u": pa.float64(), UNCERTAIN: pa.float64()}
+# The columns an apply reads; any other is never read.
+_READ = ("instrument", "t_u", UNCERTAIN)
 
 
-def _blocks(body: IO[bytes], uncertain: bool) -> Iterator[pa.RecordBatch]:
+@dataclass(frozen=True)
+class Block:
+    """A block of readings: the instruments' names as read, and the numbers as float64 (u_t_u where read)."""
+
+    names: pa.Array
+    t_u: np.ndarray
+    u_t_u: np.ndarray | None
+
+
+class _NotANumber(Exception):
+    """Some t_u or u_t_u cell of a block is not a number as Python's float() reads it."""
+
+
+def _blocks(body: IO[bytes], uncertain: bool) -> Iterator[Block]:
+    """The body's readings a block at a time. Numbers are read as a batch's are (long_table.numbers:
+    what Python's float() reads), so a reading that is a number in a batch is one here."""
     body.seek(0)
     columns = ["instrument", "t_u", UNCERTAIN] if uncertain else ["instrument", "t_u"]
-    read = pa_csv.ConvertOptions(column_types={c: _TYPES[c] for c in columns}, include_columns=columns)
-    yield from pa_csv.open_csv(body, read_options=pa_csv.ReadOptions(block_size=_BLOCK_BYTES), convert_options=read)
+    read = pa_csv.ConvertOptions(column_types=dict.fromkeys(columns, pa.string()), include_columns=columns)
+    # A quoted cell may hold a line break, as the csv module (which names a bad row) reads it.
+    parse = pa_csv.ParseOptions(newlines_in_values=True)
+    options = pa_csv.ReadOptions(block_size=_BLOCK_BYTES)
+    for block in pa_csv.open_csv(body, read_options=options, parse_options=parse, convert_options=read):
+        t_u = numbers(block.column(1))
+        u_t_u = numbers(block.column(2)) if uncertain else None
+        if t_u is None or (uncertain and u_t_u is None):
+            raise _NotANumber
+        yield Block(block.column(0), t_u, u_t_u)
 
 
 def _row_problem(status: int, row: int, detail: str, slug: str) -> Problem:
@@ -70,10 +95,13 @@ def survey(body: IO[bytes], max_instruments: int) -> Readings:
     `max_instruments` of them (what the survey holds grows with them, not with the rows)."""
     found = Readings()
     try:
-        header = body.readline().decode("utf-8", "replace").strip().split(",")
+        header = csv_table.header(body)
         if "instrument" not in header or "t_u" not in header:
             raise Problem(400, "the CSV header must name the columns instrument,t_u", slug="malformed")
+        refuse_repeated_columns(header, "CSV header", read=_READ)
         found.uncertain = UNCERTAIN in header
+        if not csv_table.has_line_break(body):
+            raise Problem(400, "the CSV has no readings", slug="malformed")  # the header alone
         for block in _blocks(body, found.uncertain):
             _survey_block(block, found)
             if len(found.first_row) > max_instruments:
@@ -83,24 +111,25 @@ def survey(body: IO[bytes], max_instruments: int) -> Readings:
                     slug="data-too-large",
                     errors=[{"loc": ["instrument"], "msg": "too many instruments"}],
                 )
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise _first_unreadable(body) or Problem(400, f"not a readable CSV: {exc}", slug="malformed") from exc
+    except (pa.ArrowInvalid, UnicodeDecodeError, _NotANumber) as exc:
+        found_by_row = _first_unreadable(body, found.uncertain)
+        raise found_by_row or Problem(400, f"not a readable CSV: {exc or 'a cell'}", slug="malformed") from exc
     if not found.rows:
         raise Problem(400, "the CSV has no readings", slug="malformed")
     return found
 
 
-def _survey_block(block: pa.RecordBatch, found: Readings) -> None:
-    names, t_u = block.column(0), block.column(1)
-    valid = pc.and_(pc.is_valid(names), pc.is_finite(t_u).fill_null(False))
-    if not pc.all(valid).as_py():
-        row = found.rows + int(pc.index(valid, False).as_py()) + 1
+def _survey_block(block: Block, found: Readings) -> None:
+    names, t_u = block.names, block.t_u
+    valid = np.isfinite(t_u) & pc.is_valid(names).to_numpy(zero_copy_only=False)
+    if not valid.all():
+        row = found.rows + int(np.argmin(valid)) + 1
         raise _row_problem(422, row, "an instrument and a finite t_u are needed", "invalid-field")
-    if found.uncertain:
-        u = block.column(2)
-        fine = pc.and_(pc.is_finite(u), pc.greater_equal(u, 0.0)).fill_null(False)
-        if not pc.all(fine).as_py():
-            row = found.rows + int(pc.index(fine, False).as_py()) + 1
+    if block.u_t_u is not None:
+        with np.errstate(invalid="ignore"):
+            fine = np.isfinite(block.u_t_u) & (block.u_t_u >= 0.0)
+        if not fine.all():
+            row = found.rows + int(np.argmin(fine)) + 1
             raise _row_problem(422, row, "u_t_u must be a finite number ≥ 0", "invalid-field")
     grouped = pa.table({"instrument": names, "t_u": t_u, "row": pa.array(np.arange(len(t_u)) + found.rows + 1)})
     stats = grouped.group_by("instrument").aggregate([("t_u", "min"), ("t_u", "max"), ("row", "min")])
@@ -113,15 +142,25 @@ def _survey_block(block: pa.RecordBatch, found: Readings) -> None:
     found.rows += len(t_u)
 
 
-def _first_unreadable(body: IO[bytes]) -> Problem | None:
-    """The first row pyarrow could not read, found the slow way (only when there is one)."""
+def _first_unreadable(body: IO[bytes], uncertain: bool) -> Problem | None:
+    """The first row that could not be read, found the slow way (only when there is one): a number
+    that is not one (422), or a row whose cells do not match the header (400: which is which would
+    be a guess)."""
     body.seek(0)
-    reader = csv.DictReader(io.TextIOWrapper(body, encoding="utf-8", errors="replace", newline=""))
-    for row, values in enumerate(reader, start=1):
-        try:
-            float(values.get("t_u") or "")
-        except ValueError:
-            return _row_problem(422, row, f"t_u {values.get('t_u')!r} is not a number", "invalid-field")
+    text = io.TextIOWrapper(body, encoding="utf-8-sig", errors="replace", newline="")
+    try:
+        for row, values in enumerate(csv.DictReader(text), start=1):
+            for column in ("t_u", UNCERTAIN) if uncertain else ("t_u",):
+                try:
+                    float(values.get(column) or "")
+                except ValueError:
+                    return _row_problem(422, row, f"{column} {values.get(column)!r} is not a number", "invalid-field")
+            if None in values or None in values.values():  # DictReader's marks of extra and missing cells
+                return _row_problem(400, row, "the row's cells do not match the header's columns", "malformed")
+    except csv.Error as exc:  # a stray quote: the client's CSV
+        return Problem(400, f"not a readable CSV: {exc}", slug="malformed")
+    finally:
+        text.detach()
     return None
 
 
@@ -283,12 +322,11 @@ def calibrated(body: IO[bytes], lines: Lines) -> Iterator[bytes]:
         body.close()
 
 
-def _calibrate(block: pa.RecordBatch, lines: Lines) -> pa.Table:
-    names, t_u = block.column(0), block.column(1)
+def _calibrate(block: Block, lines: Lines) -> pa.Table:
+    names, u = block.names, block.t_u
     encoded = pc.dictionary_encode(names)
     positions = np.array([lines.index[name] for name in encoded.dictionary.to_pylist()], dtype=np.int64)
     at = positions[encoded.indices.to_numpy()]
-    u = t_u.to_numpy()
     t_c = lines.w[at] * u + lines.b[at]
     lower = upper = None
     if lines.ts is not None and lines.n is not None and lines.mean is not None and lines.sxx is not None:
@@ -297,14 +335,15 @@ def _calibrate(block: pa.RecordBatch, lines: Lines) -> pa.Table:
         lower, upper = t_c - half, t_c + half
     u_t_c = None
     if lines.covariance is not None:
-        u_t_c = forward_uncertainty(u, lines.w[at], lines.covariance[at], block.column(2).to_numpy())
+        assert block.u_t_u is not None  # a calibration's covariance is read only for readings that carry u_t_u
+        u_t_c = forward_uncertainty(u, lines.w[at], lines.covariance[at], block.u_t_u)
     for position in np.unique(at) if lines.functions else ():
         function = lines.functions.get(int(position))
         if function is None:
             continue
         mine = at == position
         _apply_function(function, u[mine], mine, t_c, lower, upper, u_t_c, block, lines.interval)
-    columns: dict[str, Any] = {"instrument": spreadsheets.text_column(names), "t_u": t_u, "t_c": t_c}
+    columns: dict[str, Any] = {"instrument": spreadsheets.text_column(names), "t_u": u, "t_c": t_c}
     empty = pa.nulls(len(u), pa.float64())
     columns |= {"lower": empty, "upper": empty} if lower is None else {"lower": lower, "upper": upper}
     columns["fit_id"] = lines.fit_ids.take(pa.array(at))
@@ -321,7 +360,7 @@ def _apply_function(
     lower: np.ndarray | None,
     upper: np.ndarray | None,
     u_t_c: np.ndarray | None,
-    block: pa.RecordBatch,
+    block: Block,
     interval: float | None,
 ) -> None:
     """One instrument's rows of a block, on its calibration's function (in place): t_c, the bounds
@@ -335,5 +374,6 @@ def _apply_function(
             low, high = forward_interval(at_opt, function.covariance, function.residual_sd, function.dof, interval)
             lower[mine], upper[mine] = low, high
         if u_t_c is not None and function.covariance is not None:
-            given = block.column(2).to_numpy()[mine]
+            assert block.u_t_u is not None
+            given = block.u_t_u[mine]
             u_t_c[mine] = standard_uncertainty(own.d_coefficients, function.covariance, own.d_t_u, given)

@@ -49,7 +49,7 @@ def read(settings: Settings) -> LongTable:
 
     with spool(check, settings) as body:
         _utf8(text, b"", received, final=True)
-        names = _header(body)
+        names = header(body)
         if not set(_REQUIRED) <= set(names):
             raise Problem(400, "the CSV header must name the columns series,t_u,t_c", slug="malformed")
         refuse_repeated_columns(names, "CSV header")
@@ -95,7 +95,21 @@ def _utf8(decoder: codecs.IncrementalDecoder, piece: bytes, offset: int, final: 
         ) from exc
 
 
-def _header(body: IO[bytes]) -> list[str]:
+def has_line_break(body: IO[bytes]) -> bool:
+    """Whether the body holds a line break (else it is a header alone, which Arrow cannot read)."""
+    body.seek(0)
+    try:
+        while piece := body.read(_HEADER_BYTES):
+            if b"\n" in piece or b"\r" in piece:
+                return True
+        return False
+    finally:
+        body.seek(0)
+
+
+def header(body: IO[bytes]) -> list[str]:
+    """The header's names, read by the csv module (whichever line break ends it, quotes and a
+    spreadsheet's byte-order mark as it reads them); the body is left at its start."""
     first = body.read(_HEADER_BYTES)
     body.seek(0)
     # The body is UTF-8 (checked as it arrived); a piece may end inside a character, which waits.

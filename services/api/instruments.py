@@ -181,6 +181,9 @@ def predict(instrument_id: str) -> dict[str, Any]:
     "adds `u_t_c` after fit_id: sqrt(u²(b) + t_u²·u²(w) + 2·t_u·cov(w, b) + w²·u_t_u²), the GUM's "
     "propagation through the calibration; a calibration without a covariance (fewer than 3 points) "
     "is 409 `no-uncertainty` naming the row, one that has not converged 409 `not-converged`. "
+    "The CSV is read as a batch's (a byte-order mark, quoted names, LF, CRLF or CR alone; numbers "
+    "as Python's float() reads them): a row whose cells do not match the header is 400 naming the "
+    "row, a header naming instrument, t_u or u_t_u twice 400 naming the column. "
     "At most `max_fits_per_batch` instruments in one request (413); each apply has a share of "
     "its API process's parse budget while it reads (503 with Retry-After past it).",
     query=ApplyQuery,

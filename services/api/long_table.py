@@ -208,12 +208,12 @@ UNCERTAINTY_COLUMNS = ("u_t_c", "u_t_u")
 READ_COLUMNS = ("series", "t_u", "t_c", "instrument", *UNCERTAINTY_COLUMNS)
 
 
-def refuse_repeated_columns(names: Iterable[str], file: str) -> None:
+def refuse_repeated_columns(names: Iterable[str], file: str, read: Iterable[str] = READ_COLUMNS) -> None:
     """400 naming the first column calib reads that the table names twice: which of the two is
     meant would be a guess (Arrow's CSV reader takes the first, the csv module the last, and a
     Parquet schema answers neither)."""
     names = list(names)
-    for column in READ_COLUMNS:
+    for column in read:
         if names.count(column) > 1:
             raise Problem(
                 400,

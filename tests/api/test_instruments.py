@@ -244,7 +244,7 @@ def test_apply_calibrates_a_million_readings_of_a_thousand_instruments(
     # With bounds: the instrument's own prediction interval, row for row.
     sample = "instrument,t_u\nI0007,12.5\nI0999,-3\nI0007,80\n"
     bounded = client.post("/v1/apply?interval=0.95", data=sample, content_type="text/csv").get_data(as_text=True)
-    rows = list(__import__("csv").DictReader(io.StringIO(bounded)))
+    rows = list(csv.DictReader(io.StringIO(bounded)))
     for row in rows:
         own = client.post(
             f"/v1/instruments/{row['instrument']}/predict", json={"t_u": [float(row["t_u"])], "interval": 0.95}
@@ -266,6 +266,35 @@ def test_apply_calibrates_a_million_readings_of_a_thousand_instruments(
     assert bad.status_code == 422 and bad.get_json()["errors"][0]["loc"] == ["row", 2]
     assert client.post("/v1/apply", data="t_u\n1\n", content_type="text/csv").status_code == 400
     assert client.post("/v1/apply", json={"t_u": [1]}).status_code == 415
+
+
+def test_apply_reads_a_csv_as_a_batch_does(client: FlaskClient) -> None:
+    # The readings CSV as spreadsheets write it, read as a batch's CSV is: before, a byte-order mark,
+    # quoted names in the header and lines ending in a carriage return alone were each a 400 naming
+    # no column, a t_u of "1_0" (a number to float(), and in a batch) a 400 in Arrow's words, and
+    # of a header naming a column twice the first was read without a word.
+    lines = _calibrate_fleet(client, 2)
+    w, b = lines["I0001"]
+    for body in (
+        b"\xef\xbb\xbfinstrument,t_u\nI0001,10\n",
+        b'"instrument","t_u"\nI0001,10\n',
+        b"instrument,t_u\rI0001,10\r",
+        b"t_u,instrument,note\r\n 10,I0001,x\r\n",
+        b"instrument,t_u\nI0001,1_0",
+    ):
+        r = client.post("/v1/apply", data=body, content_type="text/csv")
+        assert r.status_code == 200, (body, r.get_json())
+        row = next(csv.DictReader(io.StringIO(r.get_data(as_text=True))))
+        assert (row["instrument"], float(row["t_u"]), float(row["t_c"])) == ("I0001", 10.0, w * 10 + b), body
+    refused = {
+        b"instrument,t_u": (400, None),  # a header alone: Arrow's "Empty CSV file" before
+        b"instrument,t_u,instrument\nI0001,10,I0000\n": (400, ["columns", "instrument"]),
+        b"instrument,t_u\nI0001,10\nI0001,10,5\n": (400, ["row", 2]),  # Arrow's "Expected 2 columns" before
+        b"instrument,t_u\nI0001,10\nI0001,\n": (422, ["row", 2]),
+    }
+    for body, (status, loc) in refused.items():
+        r = client.post("/v1/apply", data=body, content_type="text/csv")
+        assert (r.status_code, r.get_json().get("errors", [{"loc": None}])[0]["loc"]) == (status, loc), r.get_json()
 
 
 def test_many_fits_of_one_instrument_in_one_chunk_are_each_paired_with_the_one_before(client: FlaskClient) -> None:
