@@ -1252,17 +1252,21 @@ class DecisionPoint(Served):
     model_config = ConfigDict(json_schema_extra={"example": examples.DECISION_POINT_EXAMPLE})
     t_u: float = Field(json_schema_extra={"example": 50.0})
     t_c: float = Field(json_schema_extra={"example": 10.4})
-    error: float = Field(
-        description="t_c − f_prev(t_u): the previous calibration's error as found at this point",
+    error: float | None = Field(
+        description="t_c − f_prev(t_u): the previous calibration's error as found at this point; null where "
+        "f_prev has no finite value at t_u (outside its function's domain, e.g. a thermistor's at t_u ≤ 0, or "
+        "past float's range): the point cannot be judged, and fails",
         json_schema_extra={"example": 0.3},
     )
-    u: float = Field(
+    u: float | None = Field(
         description="sqrt(u_t_c² + u²(f_prev(t_u))): the new fit's stated u(t_c) (its residual SD where none was "
-        "stated) and the previous calibration's standard uncertainty at t_u",
+        "stated) and the previous calibration's standard uncertainty at t_u; null where it is not finite",
         json_schema_extra={"example": 0.12},
     )
-    probability_of_conformity: float = Field(
-        description="Φ((upper − error)/u) − Φ((lower − error)/u) (JCGM 106 7.3)", json_schema_extra={"example": 0.9993}
+    probability_of_conformity: float | None = Field(
+        description="Φ((upper − error)/u) − Φ((lower − error)/u) (JCGM 106 7.3); null at a point that cannot be "
+        "judged (error null, or u not a number)",
+        json_schema_extra={"example": 0.9993},
     )
     verdict: Literal["pass", "conditional pass", "conditional fail", "fail"] = Field(
         json_schema_extra={"example": "pass"}

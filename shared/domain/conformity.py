@@ -10,7 +10,8 @@ limits [lower, upper] (in t_c units):
   by w, `fail` outside them widened by w, and between: `conditional pass` inside the limits,
   `conditional fail` outside them.
 A calibration's verdict is its worst point's, in the order pass < conditional pass < conditional
-fail < fail.
+fail < fail. A point where the previous calibration gives no finite value (outside its function's
+domain, or past float's range) cannot be judged: it fails, its figures null.
 """
 
 from __future__ import annotations
@@ -30,8 +31,18 @@ def normal_cdf(z: float) -> float:
     return 0.5 * math.erfc(-z / math.sqrt(2.0))
 
 
+def judgeable(error: float, u: float) -> bool:
+    """Whether a point can be judged: a finite error and an uncertainty that is a number. Not where the
+    previous calibration gives no value at the new reading (a thermistor's function at t_u ≤ 0, a
+    polynomial past float's range): conformity cannot be shown there, so the point fails."""
+    return math.isfinite(error) and not math.isnan(u)
+
+
 def probability_of_conformity(error: float, u: float, lower: float, upper: float) -> float:
-    """JCGM 106 7.3: the probability that the error lies within the limits; with u = 0, 1 or 0."""
+    """JCGM 106 7.3: the probability that the error lies within the limits; with u = 0, 1 or 0;
+    NaN (served as null) at a point that cannot be judged."""
+    if not judgeable(error, u):
+        return math.nan
     if u == 0:
         return 1.0 if lower <= error <= upper else 0.0
     return normal_cdf((upper - error) / u) - normal_cdf((lower - error) / u)
@@ -40,7 +51,9 @@ def probability_of_conformity(error: float, u: float, lower: float, upper: float
 def verdict(
     error: float, u: float, lower: float, upper: float, rule: Literal["simple", "guard_band"], k: float = 2.0
 ) -> Verdict:
-    """The decision at one point under `rule`."""
+    """The decision at one point under `rule`; `fail` where it cannot be judged (judgeable)."""
+    if not judgeable(error, u):
+        return "fail"
     inside = lower <= error <= upper
     if rule == "simple":
         return "pass" if inside else "fail"
@@ -73,8 +86,9 @@ def decide(
     verdict; and the calibration's verdict, its worst point's. `found`: f_prev(t_u) at each point,
     `u_found` its standard uncertainty from the previous calibration's covariance (0 where it has none),
     as shared/store/drift.Calibration.read gives them for any model."""
-    error = t_c - found
-    u = np.sqrt(np.square(u_t_c) + np.square(u_found))
+    with np.errstate(all="ignore"):  # a previous calibration without a value here: judgeable says so
+        error = t_c - found
+        u = np.sqrt(u_t_c * u_t_c + u_found * u_found)
     lower, upper = limits
     verdicts = [verdict(float(e), float(ui), lower, upper, rule, k) for e, ui in zip(error, u, strict=True)]
     points = [

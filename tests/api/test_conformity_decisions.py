@@ -153,3 +153,27 @@ def test_the_instrument_page_and_the_cli_show_the_verdicts(client: FlaskClient) 
     text = instrument_history(_current(client, "TT-V"))
     assert "limits [-1, 1] (guard band w = 2·u); as found: CONDITIONAL PASS" in text
     assert "conditional pass" in text.splitlines()[2]
+
+
+def test_a_point_the_previous_calibration_gives_no_value_at_fails_and_is_served(client: FlaskClient) -> None:
+    # A thermistor's calibration, then a line on readings it has no value at (ln of t_u ≤ 0): the
+    # error and its probability were NaN, stored as null, and every read of the instrument (its
+    # page, the list, GET) was a 500 serving null where a number was declared.
+    r = np.array([1000.0, 2000.0, 5000.0, 10000.0, 20000.0, 30000.0])
+    ln = np.log(r)
+    kelvin = 1 / (1.129e-3 + 2.341e-4 * ln + 8.775e-8 * ln**3)
+    thermistor = {"t_u": r.tolist(), "t_c": (kelvin - 273.15).tolist(), "model": {"kind": "steinhart_hart"}}
+    _calibrate(client, "TH-1", {**thermistor, "epochs": "auto", "learning_rate": "auto", "normalize": "standardize"})
+    client.put("/v1/instruments/TH-1", json={"limits": {"lower": -1.0, "upper": 1.0}, "decision_rule": "guard_band"})
+    _calibrate(client, "TH-1", {"t_u": [-1.0, 0.0, 2.0], "t_c": [1.0, 2.0, 3.1], "epochs": 10})
+    body = _current(client, "TH-1")
+    points = body["current"]["decision"]["points"]
+    # At t_u = -1 the function has no value (ln of a negative); at 0 it is 0 K (its limit) but its
+    # uncertainty is not a number: neither can be judged.
+    assert (points[0]["error"], points[1]["error"], points[1]["u"]) == (None, pytest.approx(275.15), None)
+    assert [(p["probability_of_conformity"], p["verdict"]) for p in points[:2]] == [(None, "fail")] * 2
+    assert points[2]["error"] is not None and points[2]["probability_of_conformity"] is not None
+    assert body["verdict"] == "fail" and body["current"]["decision"]["verdict"] == "fail"
+    assert [i["id"] for i in client.get("/v1/instruments?verdict=fail").get_json()["items"]] == ["TH-1"]
+    page = client.get("/ui/instruments/TH-1")
+    assert page.status_code == 200 and "2 point(s) the previous calibration gives no value at" in page.get_data(True)
