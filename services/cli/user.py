@@ -67,17 +67,22 @@ def demo(url: str | None, wait_ready: float) -> None:
 
 
 def _read_csv(path: Path) -> tuple[list[float], list[float]]:
+    """t_u and t_c of a CSV file, read as the service reads a batch's: UTF-8 (a spreadsheet's
+    byte-order mark skipped), any line break; a file that is not, a usage error naming it."""
     t_u, t_c = [], []
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or not {"t_u", "t_c"} <= set(reader.fieldnames):
-            raise click.UsageError(f"{path}: the header must name the columns t_u and t_c")
-        for line, row in enumerate(reader, start=2):
-            try:
-                t_u.append(float(row["t_u"]))
-                t_c.append(float(row["t_c"]))
-            except (TypeError, ValueError) as exc:
-                raise click.UsageError(f"{path}:{line}: not a number ({exc})") from exc
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or not {"t_u", "t_c"} <= set(reader.fieldnames):
+                raise click.UsageError(f"{path}: the header must name the columns t_u and t_c")
+            for line, row in enumerate(reader, start=2):
+                try:
+                    t_u.append(float(row["t_u"]))
+                    t_c.append(float(row["t_c"]))
+                except (TypeError, ValueError) as exc:
+                    raise click.UsageError(f"{path}:{line}: not a number ({exc})") from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise click.UsageError(f"{path}: not a UTF-8 CSV file ({exc})") from exc
     return t_u, t_c
 
 
