@@ -113,7 +113,9 @@ def survey(body: IO[bytes], max_instruments: int) -> Readings:
                 )
     except (pa.ArrowInvalid, UnicodeDecodeError, _NotANumber) as exc:
         found_by_row = _first_unreadable(body, found.uncertain)
-        raise found_by_row or Problem(400, f"not a readable CSV: {exc or 'a cell'}", slug="malformed") from exc
+        raise found_by_row or Problem(
+            400, f"not a readable CSV: {exc or 'a cell is not a number'}", slug="malformed"
+        ) from exc
     if not found.rows:
         raise Problem(400, "the CSV has no readings", slug="malformed")
     return found
