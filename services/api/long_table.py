@@ -124,9 +124,10 @@ class LongTable:
         first_rows: pa.Array,
         names: list[str],
     ) -> None:
-        """One instrument per series; a null cell names the series' own (instrument_name)."""
-        filled = pc.coalesce(instrument, series)
-        where = _changes(filled)
+        """One instrument per series; a null cell names the series' own (instrument_name), which is
+        none where the series' name cannot be an instrument's ("/" in it, or empty)."""
+        filled = pc.coalesce(instrument, _own_instruments(series))
+        where = _changes(filled, null_is_a_value=True)
         if continues and filled[0].as_py() != self._last_instrument:
             where = np.concatenate([[0], where])
         if len(np.setdiff1d(where, changes, assume_unique=True)):
@@ -162,14 +163,24 @@ def _text(column: pa.Array) -> pa.Array:
     return column
 
 
-def _changes(column: pa.Array) -> np.ndarray:
-    """The rows (from 1) whose value differs from the row before."""
+def _changes(column: pa.Array, null_is_a_value: bool = False) -> np.ndarray:
+    """The rows (from 1) whose value differs from the row before. A null beside a value compares as
+    null: a change; two nulls are a change too, unless `null_is_a_value` (no instrument, twice)."""
     if len(column) < 2:
         return np.empty(0, dtype=np.int64)
-    differs = pc.not_equal(column.slice(1), column.slice(0, len(column) - 1))
-    # A null beside a value compares as null: a change too (only instrument cells may be null).
-    differs = pc.fill_null(differs, True)
+    after, before = column.slice(1), column.slice(0, len(column) - 1)
+    differs = pc.not_equal(after, before)
+    one_null = pc.xor(pc.is_null(after), pc.is_null(before)) if null_is_a_value else True
+    differs = pc.fill_null(differs, one_null)
     return np.flatnonzero(differs.to_numpy(zero_copy_only=False)) + 1
+
+
+def _own_instruments(series: pa.Array) -> pa.Array:
+    """Each row's series as its instrument's name (instrument_name), null where it cannot be one:
+    worked out once per distinct name."""
+    encoded = pc.dictionary_encode(series)
+    own = pa.array([instrument_name(name) for name in encoded.dictionary.to_pylist()], pa.string())
+    return own.take(encoded.indices)
 
 
 def numbers(column: pa.Array) -> np.ndarray | None:

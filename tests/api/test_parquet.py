@@ -97,6 +97,22 @@ def test_a_parquet_file_naming_a_column_it_reads_twice_is_400_naming_it(client: 
     assert client.post(f"/v1/batches?{OPTIONS}", data=_parquet(repeated), content_type=MEDIA_TYPE).status_code == 202
 
 
+def test_a_null_instrument_cell_names_the_series_own_instrument_or_none(client: FlaskClient) -> None:
+    # Found by the Parquet reader's fuzzer: a null cell was filled with the series' name as it is, so
+    # in a series named "x/y" (which names no instrument) a null cell and a cell "x/y" were one
+    # instrument, and the fit was stored with none; the row-by-row reader refuses a second instrument.
+    for name in ("x/y", ""):
+        table = {"series": [name] * 3, "t_u": [1.0, 2.0, 3.0], "t_c": [2.0, 3.0, 4.5], "instrument": [None, name, name]}
+        answer = client.post(f"/v1/batches?{OPTIONS}", data=_parquet(pa.table(table)), content_type=MEDIA_TYPE)
+        assert answer.status_code == 422, answer.get_json()
+        assert answer.get_json()["errors"][0]["loc"] == ["series", name]
+        assert "names a second instrument" in answer.get_json()["errors"][0]["msg"]
+    # A null cell beside the series' own name is one instrument, as before.
+    table = {"series": ["TT-9"] * 3, "t_u": [1.0, 2.0, 3.0], "t_c": [2.0, 3.0, 4.5], "instrument": [None, "TT-9", None]}
+    answer = client.post(f"/v1/batches?{OPTIONS}", data=_parquet(pa.table(table)), content_type=MEDIA_TYPE)
+    assert answer.status_code == 202 and answer.get_json()["count"] == 1, answer.get_json()
+
+
 def test_a_parquet_over_the_points_limit_is_413_before_it_is_read(make_client: Callable[..., FlaskClient]) -> None:
     client = make_client(max_points_per_batch=50)
     r = client.post("/v1/batches", data=_parquet(_table(3)), content_type=MEDIA_TYPE)
