@@ -26,6 +26,7 @@ import pyarrow.csv as pa_csv
 
 from services.api import csv_table, spreadsheets
 from services.api.long_table import numbers, refuse_repeated_columns
+from services.api.predictions import NO_COVARIANCE, WEIGHTED_NO_INTERVAL
 from services.api.problems import Problem
 from shared.domain import calibration
 from shared.domain.functions import Forward
@@ -264,6 +265,15 @@ def _line_covariance(fit: Fit) -> np.ndarray:
 def _check(fit: Fit, name: str, row: int, readings: Readings, interval: float | None) -> None:
     """One instrument's calibration can give what the request asks for, over its whole range of readings."""
     function = Function.of(fit) if fit.model is not None else None
+    if interval is not None and fit.weighted:
+        # As POST /v1/instruments/{id}/predict answers: bounds from the residual scatter would not
+        # describe a new reading whose own uncertainty is what weighs it.
+        raise _row_problem(
+            409, row, f"the calibration of {name!r} (fit {fit.id}) {WEIGHTED_NO_INTERVAL}", "no-interval"
+        )
+    if function is not None and (interval is not None or readings.uncertain) and function.covariance is None:
+        # Before the bounds' own check, as predict answers: the covariance is what both need.
+        raise _row_problem(409, row, f"the calibration of {name!r} (fit {fit.id}) {NO_COVARIANCE}", "no-uncertainty")
     if interval is not None and (function.can_bound() if function else fit.prediction_spread() is not None) is False:
         raise _row_problem(
             409, row, f"the calibration of {name!r} (fit {fit.id}) cannot give prediction bounds", "no-interval"

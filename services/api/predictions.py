@@ -32,7 +32,7 @@ def prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
     raw = fit.raw_params()
     if raw is None:
         raise Problem(409, f"fit {fit_id} is {fit.status}: predictions need a succeeded fit", slug="not-succeeded")
-    if body.interval is not None and fit.chi2 is not None:
+    if body.interval is not None and fit.weighted:
         _no_interval_when_weighted(fit)
     spread = fit.prediction_spread() if body.interval is not None else None
     if body.interval is not None and spread is None:
@@ -80,14 +80,20 @@ def prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
     return serve(Prediction, answer)
 
 
+# Why a fit of another model than the line gives no interval and no u_t_c, for predict and apply alike.
+NO_COVARIANCE = (
+    "has no covariance of its parameters (it needs more points than parameters): it cannot give an interval or u_t_c"
+)
+# Why a weighted fit gives no interval, for predict and apply alike.
+WEIGHTED_NO_INTERVAL = (
+    "was weighted by stated uncertainties (u_t_c): a new observation's interval depends on that "
+    "observation's own uncertainty, which calib does not know; send u_t_u for u_t_c, the standard "
+    "uncertainty of the calibration's value"
+)
+
+
 def _no_interval_when_weighted(fit: Fit) -> None:
-    raise Problem(
-        409,
-        f"fit {fit.id} was weighted by stated uncertainties (u_t_c): a new observation's interval depends "
-        "on that observation's own uncertainty, which calib does not know; send u_t_u for u_t_c, the "
-        "standard uncertainty of the calibration's value",
-        slug="no-interval",
-    )
+    raise Problem(409, f"fit {fit.id} {WEIGHTED_NO_INTERVAL}", slug="no-interval")
 
 
 def _model_prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
@@ -98,13 +104,12 @@ def _model_prediction(fit: Fit, body: PredictRequest) -> dict[str, Any]:
     if fit.status != "succeeded" or not parameters or any(v is None for v in parameters):
         raise Problem(409, f"fit {fit.id} is {fit.status}: predictions need a succeeded fit", slug="not-succeeded")
     covariance = fit.model_covariance()
-    if body.interval is not None and fit.chi2 is not None:
+    if body.interval is not None and fit.weighted:
         _no_interval_when_weighted(fit)
     if (body.interval is not None or body.u_t_u is not None) and covariance is None:
         raise Problem(
             409,
-            f"fit {fit.id} has no covariance of its parameters (it needs more points than parameters): it cannot "
-            "give an interval or u_t_c",
+            f"fit {fit.id} {NO_COVARIANCE}",
             slug="no-uncertainty",
         )
     if (body.interval is not None or body.u_t_u is not None) and fit.converged is False and not body.allow_unconverged:

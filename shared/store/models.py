@@ -263,6 +263,12 @@ class Fit(Base):
             return None
         return np.array(given, dtype=np.float64)
 
+    @property
+    def weighted(self) -> bool:
+        """Fitted by stated uncertainties (u_t_c): its χ² test was computed at submission. Such a fit
+        gives no interval for a new observation, whose own uncertainty calib does not know."""
+        return self.chi2 is not None
+
     def prediction_spread(self) -> Spread | None:
         """What a prediction interval needs of the training points; None where the data does
         not determine it (fewer than 3 points, or t_u all equal)."""

@@ -151,6 +151,22 @@ def test_iso_ts_28037s_evaluations_on_the_weighted_line(client: FlaskClient) -> 
     assert refused["type"].endswith("no-interval") and "u_t_u" in refused["detail"]
 
 
+def test_apply_gives_a_weighted_calibration_no_interval_as_predict_does(client: FlaskClient) -> None:
+    # Found by a fuzzer comparing apply with predict: apply?interval gave bounds from the residual
+    # scatter for a weighted calibration, where its instrument's predict refuses them (409).
+    succeeded(client, {**EQUAL, **TO_PRINTED_DIGITS, "instrument": "TT-W"})
+    readings = "instrument,t_u\nTT-W,3.5\n"
+    refused = problem(client.post("/v1/apply?interval=0.95", data=readings, content_type="text/csv"), 409)
+    assert refused["type"].endswith("no-interval") and refused["errors"][0]["loc"] == ["row", 1]
+    predict = client.post("/v1/instruments/TT-W/predict", json={"t_u": [3.5], "interval": 0.95})
+    assert predict.status_code == 409 and predict.get_json()["type"] == refused["type"]
+    # u_t_c is the weighted calibration's to give, in both: ISO/TS 28037's 0.406409531732455 at 3.5.
+    applied = client.post("/v1/apply", data="instrument,t_u,u_t_u\nTT-W,3.5,0.2\n", content_type="text/csv")
+    assert float(applied.get_data(as_text=True).splitlines()[1].split(",")[-1]) == pytest.approx(
+        0.406409531732455, rel=1e-4
+    )
+
+
 def test_the_chi2_verdict_on_the_fit_page_and_in_the_cli(client: FlaskClient) -> None:
     from services.cli.tables import fit_summary
 
