@@ -247,14 +247,19 @@ def _not_converged(fit: Fit, why: str, allowed: str) -> None:
 
 
 def _finite_or_409(values: np.ndarray, name: str, fit_id: str) -> list[float]:
-    """The values as a list; the first one past float64's range is 409 naming its value's place."""
+    """The values as a list; the first that is not a finite number is 409 naming its value's place:
+    NaN where the fit's function has no value there (a Callendar–Van Dusen curve past its turning
+    point, a thermistor's at t_u ≤ 0), infinite past float64's range."""
     bad = np.flatnonzero(~np.isfinite(values))
     if len(bad):
         index = int(bad[0])
-        message = "its answer is outside the range of a 64-bit float"
+        if np.isnan(values[index]):
+            message = "the fit's function has no value there (outside its domain)"
+        else:
+            message = "its answer is outside the range of a 64-bit float"
         raise Problem(
             409,
-            f"{name}[{index}]: {message} on the line of fit {fit_id}",
+            f"{name}[{index}]: {message} (fit {fit_id})",
             slug="prediction-out-of-range",
             errors=[{"loc": [name, index], "msg": message}],
         )

@@ -93,6 +93,11 @@ def test_a_10k_ntc_recovers_its_steinhart_hart_coefficients_and_reads_25_c_at_r2
     read = client.post(f"/v1/fits/{fit['id']}/predict", json={"t_u": [10000.0]}).get_json()
     # The coefficients' own value at 10 kΩ is 24.99967 °C: the maker's R25 within 1 mK.
     assert read["t_c"][0] == pytest.approx(25.0, abs=1e-3)
+    # A resistance of -5 Ω has no temperature on the curve (ln of a negative): said so, not "past a
+    # 64-bit float" as the answer for every reading that was not a number said before.
+    nowhere = client.post(f"/v1/fits/{fit['id']}/predict", json={"t_u": [10000.0, -5.0]})
+    assert nowhere.status_code == 409 and nowhere.get_json()["errors"][0]["loc"] == ["t_u", 1]
+    assert "has no value there (outside its domain)" in nowhere.get_json()["detail"]
 
 
 def test_intervals_and_uncertainties_propagate_through_the_inverse(client: FlaskClient) -> None:
