@@ -81,8 +81,10 @@ class BatchFitsQuery(Query):
 
 
 class LossesQuery(Query):
-    start: int = Field(1, ge=1, le=LAST_EPOCH, description="First epoch of the page, or of the downsampled range")
-    limit: int = Field(10_000, ge=1, le=MAX_LOSS_PAGE, description="Epochs per page (without `points`)")
+    start: int = Field(
+        1, ge=1, le=LAST_EPOCH, description="First epoch of the page, of the downsampled range, or of the CSV"
+    )
+    limit: int = Field(10_000, ge=1, le=MAX_LOSS_PAGE, description="Epochs per JSON page (without `points`)")
     points: int | None = Field(
         None, ge=1, le=MAX_BUCKETS, description="Downsample to at most this many buckets covering every epoch"
     )
@@ -90,7 +92,8 @@ class LossesQuery(Query):
         None,
         ge=1,
         le=LAST_EPOCH,
-        description="Last epoch of the downsampled range (default: the last recorded; before `start`: no buckets)",
+        description="Last epoch of the downsampled range or of the CSV (default: the last recorded; before "
+        "`start`: no buckets, no CSV rows)",
     )
     format: Format | None = Field(None, description="csv streams `epoch,loss`; default: JSON, or CSV by Accept")
 

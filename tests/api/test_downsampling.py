@@ -1,5 +1,6 @@
 """GET /v1/fits/{id}/losses?points=N: at most N buckets, deterministic, covering every epoch of
-the range, each with the min, max and last loss (spikes and divergence kept, not sampled away)."""
+the range, each with the min, max and last loss (spikes and divergence kept, not sampled away);
+and the same range (start, end) of the series as CSV."""
 
 from __future__ import annotations
 
@@ -71,3 +72,24 @@ def test_a_range_and_fewer_epochs_than_points(client: Any) -> None:
     assert bad.status_code == 422 and bad.get_json()["errors"][0]["loc"] == ["query", "points"]
     queued = client.post("/v1/fits", json=GOOD).get_json()["id"]
     assert client.get(f"/v1/fits/{queued}/losses?points=10").get_json()["buckets"] == []
+
+
+def test_a_range_of_the_series_as_csv(client: Any) -> None:
+    # ?format=csv streamed the whole series whatever start and end asked (a query for epochs 11 to 30
+    # got all 100); now they bound it, as they bound the buckets. `limit` pages JSON only.
+    fit_id = fit_with_losses(client, np.arange(1, 101, dtype=F32), block=30)
+
+    def rows(query: str, **headers: str) -> list[tuple[int, float]]:
+        answer = client.get(f"/v1/fits/{fit_id}/losses?{query}", headers=headers)
+        assert answer.status_code == 200 and answer.mimetype == "text/csv", answer.get_data(as_text=True)
+        lines = answer.get_data(as_text=True).splitlines()
+        assert lines[0] == "epoch,loss"
+        return [(int(epoch), float(loss)) for epoch, loss in (line.split(",") for line in lines[1:])]
+
+    assert rows("format=csv") == [(e, float(e)) for e in range(1, 101)]
+    assert rows("format=csv&start=11&end=30") == [(e, float(e)) for e in range(11, 31)]
+    assert rows("start=95", Accept="text/csv") == [(e, float(e)) for e in range(95, 101)]
+    assert rows("format=csv&start=50&end=10") == [] and rows("format=csv&start=101") == []
+    assert rows("format=csv&end=500&limit=5") == [(e, float(e)) for e in range(1, 101)]
+    buckets = client.get(f"/v1/fits/{fit_id}/losses?format=csv&points=4")
+    assert buckets.status_code == 422 and buckets.get_json()["errors"][0]["loc"] == ["query", "points"]
