@@ -15,7 +15,7 @@ from services.api.listing import list_fits_query, query_with
 from services.api.losses import csv_lines, downsample, json_floats
 from services.api.memory import TEXT_EXPANSION_PARSED_WHOLE, parsing
 from services.api.predictions import inverse, prediction
-from services.api.problems import Problem, invalid_field
+from services.api.problems import Problem
 from services.api.requests import json_body, parse, query
 from services.api.resolved import preflight, resolve
 from services.api.submit import submit_fit
@@ -186,7 +186,7 @@ def _wants_csv(fmt: str | None) -> bool:
     "(the book's order: epoch 1's is the loss of the initial parameters, and the last epoch's is "
     "the result's `last_epoch_loss`, not its `loss`). `?format=csv` or "
     "`Accept: text/csv` streams the whole series as `epoch,loss`, or epochs `start` to `end` where the "
-    "query names them (`limit` pages JSON only; `points` with CSV is 422). "
+    "query names them (`limit` and `points` shape JSON only: the CSV is every epoch of the range). "
     "`?points=N` (with `start`, `end`) returns at most N consecutive "
     "buckets covering every epoch of the range instead, each with its "
     "first and last epoch and the min, max and last loss. A fit with a "
@@ -199,12 +199,10 @@ def get_losses(fit_id: str) -> Any:
     db = current_services().db
     params = query(LossesQuery)
     if _wants_csv(params.format):
-        if params.points is not None:
-            # Buckets have no CSV form: a 422, not the whole series under a query that asked for fewer.
-            raise invalid_field(["query", "points"], "goes with JSON: CSV streams every epoch of the range")
         with db.session() as session:
             fit = _fit_with_losses(session, fit_id)
-            # The whole series, or epochs start..end where the query names them (limit pages JSON only).
+            # The whole series, or epochs start..end where the query names them; limit and points shape
+            # JSON only (buckets have no CSV form, and a schema-valid query is not refused for them).
             last = min(fit.epochs_done if params.end is None else params.end, fit.epochs_done)
             curves = fit_curves(session, fit, params.start, max(last + 1, params.start))
         return Response(
