@@ -144,6 +144,8 @@ def _from_json(svc: Services, keyed: bool) -> tuple[Checked, Ask, str | None]:
 
 
 _NESTED = ("init", "validation", "early_stopping")
+# What a query default must be, in the user's words (a query's values are text until read).
+_QUERY_KINDS = {int: "an integer", float: "a number", str: "text"}
 
 
 def _query_defaults() -> dict[str, Any]:
@@ -158,7 +160,8 @@ def _query_defaults() -> dict[str, Any]:
         try:
             value = kind(raw)
         except ValueError as exc:
-            raise invalid_field(["query", name], f"a {kind.__name__}", f"{name}: not a {kind.__name__}") from exc
+            what = _QUERY_KINDS[kind]
+            raise invalid_field(["query", name], what, f"{name}: not {what} ({raw!r})") from exc
         parent = next((p for p in _NESTED if name.startswith(p + "_")), None)
         if parent:
             defaults.setdefault(parent, {})[name[len(parent) + 1 :]] = value

@@ -122,3 +122,16 @@ def test_a_csv_batch_takes_epochs_auto_and_its_bounds(client: FlaskClient) -> No
     assert fit["params"]["convergence_tolerance"] == 0.05
     r = client.post("/v1/fits", json={"t_u": [1.0, 2.0], "t_c": [1.0, 2.0], "epochs": 10, "max_epochs": 100})
     assert r.status_code == 422 and r.get_json()["errors"][0]["loc"] == ["max_epochs"]
+
+
+def test_a_query_default_that_is_not_a_number_is_named_in_words(client: FlaskClient) -> None:
+    # "epochs: not a int" before: the Python type's name where the user's word belongs.
+    rows = "series,t_u,t_c\nA,1,3\nA,2,5\nA,4,8\n"
+    for query, detail in (
+        ("epochs=5.0", "epochs: not an integer ('5.0')"),
+        ("learning_rate=fast", "learning_rate: not a number ('fast')"),
+    ):
+        r = client.post(f"/v1/batches?{query}", data=rows, content_type="text/csv")
+        name = query.split("=")[0]
+        assert (r.status_code, r.get_json()["detail"]) == (422, detail), r.get_json()
+        assert r.get_json()["errors"][0]["loc"] == ["query", name]
