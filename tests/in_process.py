@@ -61,3 +61,20 @@ def stored_fits(client: FlaskClient, batch_id: str) -> list[tuple[Any, ...]]:
         data = client.get(f"/v1/fits/{fit['id']}/data").get_json()
         found.append((fit["instrument"], fit["labels"], data["t_u"], data["t_c"]))
     return sorted(found, key=json.dumps)
+
+
+def answered_problem(answer: Any) -> tuple[int, dict[str, Any]]:
+    """An answer's status and problem as the reader of earlier versions gives a refusal
+    (tests/earlier_batch_reader.read): its detail and every error's location."""
+    problem = answer.get_json()
+    return answer.status_code, {"detail": problem.get("detail"), "errors": problem.get("errors")}
+
+
+def assert_answers_as(client: FlaskClient, answer: Any, expected: tuple[Any, ...]) -> None:
+    """A batch's answer is the reader of earlier versions' `expected`: the same problem, or 202 and
+    the same fits stored."""
+    if expected[0] == "refused":
+        assert answered_problem(answer) == expected[1:]
+        return
+    assert answer.status_code == 202, answer.get_data(as_text=True)
+    assert stored_fits(client, answer.get_json()["id"]) == sorted(expected[1], key=json.dumps)

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from services.api import csv_table, spreadsheets
-from services.api.long_table import numbers, refuse_repeated_columns
+from services.api.long_table import numbers
 from services.api.predictions import NO_COVARIANCE, WEIGHTED_NO_INTERVAL
 from services.api.problems import Problem
 from shared.domain import calibration
@@ -96,10 +96,7 @@ def survey(body: IO[bytes], max_instruments: int) -> Readings:
     `max_instruments` of them (what the survey holds grows with them, not with the rows)."""
     found = Readings()
     try:
-        header = csv_table.header(body)
-        if "instrument" not in header or "t_u" not in header:
-            raise Problem(400, "the CSV header must name the columns instrument,t_u", slug="malformed")
-        refuse_repeated_columns(header, "CSV header", read=_READ)
+        header = csv_table.columns(body, ("instrument", "t_u"), _READ)
         found.uncertain = UNCERTAIN in header
         if not csv_table.has_line_break(body):
             raise Problem(400, "the CSV has no readings", slug="malformed")  # the header alone
@@ -278,8 +275,7 @@ def _check(fit: Fit, name: str, row: int, readings: Readings, interval: float | 
         raise _row_problem(
             409, row, f"the calibration of {name!r} (fit {fit.id}) cannot give prediction bounds", "no-interval"
         )
-    has_covariance = function.covariance is not None if function else fit.covariance() is not None
-    if readings.uncertain and not has_covariance:
+    if readings.uncertain and function is None and fit.covariance() is None:  # a function's: checked above
         raise _row_problem(
             409,
             row,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+from collections.abc import Sequence
 from typing import IO
 
 import pyarrow as pa
@@ -14,6 +15,7 @@ import pyarrow.csv as pacsv
 
 from services.api.bodies import spool, too_large
 from services.api.long_table import (
+    READ_COLUMNS,
     UNCERTAINTY_COLUMNS,
     LongTable,
     RowError,
@@ -49,10 +51,7 @@ def read(settings: Settings) -> LongTable:
 
     with spool(check, settings) as body:
         _utf8(text, b"", received, final=True)
-        names = header(body)
-        if not set(_REQUIRED) <= set(names):
-            raise Problem(400, "the CSV header must name the columns series,t_u,t_c", slug="malformed")
-        refuse_repeated_columns(names, "CSV header")
+        names = columns(body, _REQUIRED, READ_COLUMNS)
         with_instrument = "instrument" in names
         uncertain = tuple(column for column in UNCERTAINTY_COLUMNS if column in names)
         table = LongTable(settings, lines + 1, uncertain)
@@ -105,6 +104,16 @@ def has_line_break(body: IO[bytes]) -> bool:
         return False
     finally:
         body.seek(0)
+
+
+def columns(body: IO[bytes], required: Sequence[str], read: Sequence[str]) -> list[str]:
+    """The header's names, checked: every `required` column named, and none of those calib `read`s
+    named twice (400 either way, naming them)."""
+    names = header(body)
+    if not set(required) <= set(names):
+        raise Problem(400, f"the CSV header must name the columns {','.join(required)}", slug="malformed")
+    refuse_repeated_columns(names, "CSV header", read=read)
+    return names
 
 
 def header(body: IO[bytes]) -> list[str]:

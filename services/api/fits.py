@@ -203,8 +203,7 @@ def get_losses(fit_id: str) -> Any:
             fit = _fit_with_losses(session, fit_id)
             # The whole series, or epochs start..end where the query names them; limit and points shape
             # JSON only (buckets have no CSV form, and a schema-valid query is not refused for them).
-            last = min(fit.epochs_done if params.end is None else params.end, fit.epochs_done)
-            curves = fit_curves(session, fit, params.start, max(last + 1, params.start))
+            curves = _epochs(session, fit, params.start, params.end)
         return Response(
             stream_with_context(csv_lines(curves, params.start)),
             mimetype="text/csv",
@@ -232,13 +231,18 @@ def get_losses(fit_id: str) -> Any:
     )
 
 
+def _epochs(session: Any, fit: Fit, start: int, end: int | None) -> Curves:
+    """Epochs start..end of the fit's losses (end: the last recorded where None or past it). An end
+    before start is an empty range, like a start past the last epoch."""
+    last = min(fit.epochs_done if end is None else end, fit.epochs_done)
+    return fit_curves(session, fit, start, max(last + 1, start))
+
+
 def _downsampled(fit_id: str, start: int, end: int | None, points: int) -> dict[str, Any]:
     with current_services().db.session() as session:
         fit = _fit_with_losses(session, fit_id)
         done = fit.epochs_done
-        # An end before start is an empty range, like a start past the last epoch.
-        last = min(done if end is None else end, done)
-        curves = fit_curves(session, fit, start, max(last + 1, start))
+        curves = _epochs(session, fit, start, end)
     return serve(
         LossBuckets,
         {

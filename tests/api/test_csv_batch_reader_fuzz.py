@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.earlier_batch_reader import read
-from tests.in_process import stored_fits
+from tests.in_process import answered_problem, assert_answers_as
 
 _READ_COLUMNS = ("series", "t_u", "t_c", "instrument")
 _NUMBER = st.one_of(
@@ -117,14 +116,9 @@ def test_the_same_fits_or_the_same_problem_as_the_csv_module(
         expected = read("csv", body, {"epochs": 5}, client.application.extensions["calib"].settings)
     except csv.Error:
         expected = ("unreadable",)
-    problem = answer.get_json() if answer.status_code != 202 else None
-    same_problem = problem and (answer.status_code, {"detail": problem["detail"], "errors": problem.get("errors")})
     if _refused_on_purpose(body):
         # A 400, unless a row before the one calib refuses holds an error both readers name.
-        assert answer.status_code == 400 or (expected[0] == "refused" and same_problem == expected[1:]), problem
+        same_problem = expected[0] == "refused" and answered_problem(answer) == expected[1:]
+        assert answer.status_code == 400 or same_problem, answer.get_data(as_text=True)
         return
-    if expected[0] == "refused":
-        assert same_problem == expected[1:]
-        return
-    assert answer.status_code == 202, answer.get_data(as_text=True)
-    assert stored_fits(client, answer.get_json()["id"]) == sorted(expected[1], key=json.dumps)
+    assert_answers_as(client, answer, expected)
