@@ -23,6 +23,7 @@ import torch
 
 from services.worker.engine.models import LINE, Model
 from services.worker.engine.series import FLOAT32_MAX, SeriesBatch
+from services.worker.engine.spectra import Spectrum
 from services.worker.engine.stopping import StopRule
 
 # Bound on the (fits x epochs) losses one early-stopping window computes: 64 MB of float64.
@@ -195,7 +196,29 @@ class GradientDescent:
         loss_k = L* + a1 r1^(k-1) + a2 r2^(k-1). Every term is non-negative, so nothing cancels
         and the sum may be formed in float32 (what is stored) at the cost of rounding only."""
         s = self.spectrum
-        return _power_sums(s.loss_opt, s.rho * s.rho, s.excess, first, last, dtype)
+        curve = _power_sums(s.loss_opt, s.rho * s.rho, s.excess, first, last, dtype)
+        # A start so near the optimum that ½λz² underflows (data near 1e-160) has excess 0 while z is
+        # not: under an unstable rate ρ^{2k} carries the term back into float64's range, as the loop's
+        # loss shows. Those rare fits' terms are summed by their logarithms instead.
+        lost = ((s.excess == 0) & (s.z != 0)).any(1)
+        if bool(lost.any()):
+            curve[lost] = _curve_by_logs(s, lost, first, last).to(dtype)
+        return curve
+
+
+def _curve_by_logs(s: Spectrum, rows: torch.Tensor, first: int, last: int) -> torch.Tensor:
+    """L* + Σ_t exp(log ½λ_t + 2 log|z_t| + (k−1)·2 log|ρ_t|) for k = first..last: (R, L) in float64,
+    each term formed without its start's square underflowing."""
+    f64 = torch.float64
+    steps = torch.arange(first - 1, last, dtype=f64, device=s.z.device)  # k − 1
+    with torch.no_grad():
+        log_start = torch.log(0.5 * s.curvature[rows]) + 2 * torch.log(s.z[rows].abs())  # (R, T)
+        log_rate = 2 * torch.log(s.rho[rows].abs())  # (R, T)
+        # ρ = 0 moves to the optimum in one step: its power is 1 at k − 1 = 0, 0 after (never −inf · 0).
+        grown = torch.where(steps == 0, torch.zeros((), dtype=f64), log_rate[:, :, None] * steps)
+        terms = torch.exp(log_start[:, :, None] + grown)
+        terms = torch.where(s.z[rows][:, :, None] == 0, torch.zeros((), dtype=f64), terms)
+        return s.loss_opt[rows][:, None] + terms.sum(1)
 
 
 def _power_sums(
